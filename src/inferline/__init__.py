@@ -1,0 +1,3 @@
+"""inferline: AI inference as durable jobs."""
+
+__version__ = "0.1.0"

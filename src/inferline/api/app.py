@@ -1,0 +1,74 @@
+"""The ASGI application: `create_app(settings)` builds services in its lifespan, never at import."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import structlog
+from fastapi import APIRouter, FastAPI
+
+from inferline import __version__, db
+from inferline.api import problems
+from inferline.api.middleware import RequestContext
+from inferline.api.routes import health, jobs, schedules
+from inferline.bootstrap import Background, Services, build_services
+from inferline.config import Settings
+from inferline.tenants import count_keys, create_key
+
+log = structlog.get_logger(__name__)
+
+
+async def ensure_admin_key(services: Services) -> str | None:
+    """On first start, make a key for tenant `default`, print it once and keep it in `admin.key`."""
+    if await count_keys(services.engine):
+        return None
+    _, plain = await create_key(services.engine, "default")
+    path = Path(services.settings.data_dir) / "admin.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(plain + "\n")
+    print(f"Created API key for tenant 'default' (saved in {path}):\n  {plain}", flush=True)
+    return plain
+
+
+def create_app(settings: Settings | None = None, *, workers: int | None = None) -> FastAPI:
+    """The API, plus `workers` in-process job slots (default: `settings.workers`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resolved = settings or Settings()
+        resolved.data_dir.mkdir(parents=True, exist_ok=True)
+        db.upgrade(resolved.resolved_database_url)
+        services = build_services(resolved)
+        app.state.services = services
+        await ensure_admin_key(services)
+        slots = resolved.workers if workers is None else workers
+        background = Background(services, slots) if slots > 0 else None
+        if background is not None:
+            await background.start()
+        log.info("started", database=services.engine.dialect.name, workers=slots)
+        try:
+            yield
+        finally:
+            if background is not None:
+                await background.stop()
+            await services.aclose()
+
+    app = FastAPI(
+        title="inferline",
+        version=__version__,
+        lifespan=lifespan,
+        description="AI inference as durable jobs. Authenticate with `Authorization: Bearer <key>`.",
+    )
+    problems.install(app)
+    api = APIRouter(prefix="/api/v1")
+    api.include_router(jobs.router)
+    api.include_router(schedules.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    app.add_middleware(RequestContext)
+    return app

@@ -1,0 +1,27 @@
+"""FastAPI dependencies: the process's services and the caller's tenant."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from inferline.bootstrap import Services
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def get_tenant(request: Request) -> str:
+    services = get_services(request)
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    tenant = await services.auth.tenant_for(key.strip() if scheme.lower() == "bearer" else None)
+    request.state.tenant = tenant
+    return tenant
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+TenantDep = Annotated[str, Depends(get_tenant)]

@@ -1,0 +1,62 @@
+"""Errors as `application/problem+json`: the one table from domain errors to HTTP statuses."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from inferline import errors
+
+STATUS_OF: list[tuple[type[errors.InferlineError], int]] = [
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),  # InvalidTransition, IdempotencyConflict
+    (errors.InvalidInput, 422),
+    (errors.Unauthorized, 401),
+    (errors.Overloaded, 429),
+]
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
+    return JSONResponse(
+        body | extra, status_code=status, headers=headers, media_type="application/problem+json"
+    )
+
+
+async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.InferlineError)
+    status = next((code for cls, code in STATUS_OF if isinstance(exc, cls)), 500)
+    headers: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if isinstance(exc, errors.Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, errors.Overloaded):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    if isinstance(exc, errors.InvalidInput) and exc.field:
+        extra["field"] = exc.field
+    return problem(status, str(exc), headers or None, **extra)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        {"field": ".".join(str(part) for part in err["loc"]), "message": err["msg"]} for err in exc.errors()
+    ]
+    first = details[0] if details else {"field": "", "message": "invalid request"}
+    return problem(422, f"{first['field']}: {first['message']}", field=first["field"], errors=details)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return problem(exc.status_code, str(exc.detail), dict(exc.headers) if exc.headers else None)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.InferlineError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)

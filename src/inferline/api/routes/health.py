@@ -1,0 +1,49 @@
+"""Probes and metrics, unauthenticated (for load balancers and Prometheus)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Response
+
+from inferline import db
+from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.problems import problem
+from inferline.jobs.service import queue_depth
+from inferline.tenants import webhook_secret
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(services: ServicesDep) -> Any:
+    """The database answers and its schema is at the newest migration."""
+    try:
+        async with db.read(services.engine) as conn:
+            await conn.execute(sa.text("SELECT 1"))
+            current = await db.current_revision(conn)
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        return problem(503, f"database unreachable: {type(exc).__name__}")
+    head = db.head_revision()
+    if current != head:
+        return problem(503, f"database schema at {current}, expected {head}: run `inferline db upgrade`")
+    return {"status": "ready", "schema": current}
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(services: ServicesDep) -> Response:
+    services.metrics.set_queue_depth(await queue_depth(services.engine))
+    return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/api/v1/webhooks/secret", tags=["webhooks"])
+async def get_webhook_secret(services: ServicesDep, tenant: TenantDep) -> dict[str, str]:
+    """The tenant's signing secret for webhook deliveries (Standard Webhooks, `whsec_...`)."""
+    return {"secret": await webhook_secret(services.engine, tenant)}

@@ -1,0 +1,115 @@
+"""Jobs: submit, read, list, cancel, retry, and a live event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import StreamingResponse
+
+from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.schemas import JobIn, JobOut, JobPage
+from inferline.bootstrap import Services
+from inferline.errors import InvalidInput, NotFound
+from inferline.jobs import service
+from inferline.jobs.model import JobStatus, public_view
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=201, response_model=JobOut, responses={200: {"model": JobOut}})
+async def submit_job(
+    body: JobIn,
+    services: ServicesDep,
+    tenant: TenantDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Queue a job. An `Idempotency-Key` seen before returns that job (200), or 409 if the body differs."""
+    if len(json.dumps(body.input)) > services.settings.max_input_bytes:
+        raise InvalidInput(f"input is larger than {services.settings.max_input_bytes} bytes", field="input")
+    job, created = await service.submit_job(
+        services.engine,
+        services.registry,
+        body.to_request(),
+        tenant=tenant,
+        default_max_attempts=services.settings.default_max_attempts,
+        idempotency_key=idempotency_key,
+        wakeup=services.wakeup,
+    )
+    if created:
+        services.metrics.jobs_submitted.labels(job.kind).inc()
+    else:
+        response.status_code = 200
+    return public_view(job)
+
+
+@router.get("", response_model=JobPage)
+async def list_jobs(
+    services: ServicesDep,
+    tenant: TenantDep,
+    status: JobStatus | None = None,
+    kind: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """The tenant's jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    items, next_cursor = await service.list_jobs(
+        services.engine, tenant=tenant, status=status, kind=kind, limit=limit, cursor=cursor
+    )
+    return {"items": [public_view(job) for job in items], "next_cursor": next_cursor}
+
+
+@router.get("/{job_id}", response_model=JobOut)
+async def get_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    return public_view(await service.get_job(services.engine, tenant=tenant, job_id=job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+async def cancel_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    """A queued job is canceled at once; a running one stops at its next check (409 if finished)."""
+    return public_view(await service.cancel_job(services.engine, tenant=tenant, job_id=job_id))
+
+
+@router.post("/{job_id}/retry", response_model=JobOut)
+async def retry_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    """Re-queue a failed job with a fresh set of attempts (409 unless it failed)."""
+    job = await service.retry_job(services.engine, tenant=tenant, job_id=job_id, wakeup=services.wakeup)
+    return public_view(job)
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse)
+async def job_events(job_id: str, services: ServicesDep, tenant: TenantDep) -> StreamingResponse:
+    """Server-Sent Events: `status` when the status changes, `progress` when stage or progress
+    changes, until the job ends. Each event's data is the whole job."""
+    await service.get_job(services.engine, tenant=tenant, job_id=job_id)  # 404 before the stream opens
+    return StreamingResponse(
+        _events(services, tenant, job_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _events(services: Services, tenant: str, job_id: str) -> AsyncIterator[str]:
+    last_status: str | None = None
+    last_progress: tuple[Any, ...] | None = None
+    while True:
+        try:
+            job = await service.get_job(services.engine, tenant=tenant, job_id=job_id)
+        except NotFound:
+            return
+        view = public_view(job)
+        data = json.dumps(view, separators=(",", ":"))
+        progress = (job.stage, job.progress, job.detail)
+        if job.status.value != last_status:
+            last_status = job.status.value
+            yield f"event: status\ndata: {data}\n\n"
+        elif progress != last_progress:
+            yield f"event: progress\ndata: {data}\n\n"
+        last_progress = progress
+        if job.status.is_terminal:
+            return
+        await asyncio.sleep(services.settings.events_poll_s)

@@ -1,0 +1,46 @@
+"""Cron schedules that submit a job from a template at each tick."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.schemas import ScheduleIn, ScheduleOut, SchedulePage
+from inferline.jobs import schedules
+
+router = APIRouter(prefix="/schedules", tags=["schedules"])
+
+
+@router.post("", status_code=201, response_model=ScheduleOut)
+async def create_schedule(body: ScheduleIn, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    schedule = await schedules.create_schedule(
+        services.engine,
+        services.registry,
+        tenant=tenant,
+        cron=body.cron,
+        template=body.to_request(),
+        name=body.name,
+    )
+    return asdict(schedule)
+
+
+@router.get("", response_model=SchedulePage)
+async def list_schedules(
+    services: ServicesDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    items, next_cursor = await schedules.list_schedules(
+        services.engine, tenant=tenant, limit=limit, cursor=cursor
+    )
+    return {"items": [asdict(item) for item in items], "next_cursor": next_cursor}
+
+
+@router.delete("/{schedule_id}", status_code=204)
+async def delete_schedule(schedule_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
+    await schedules.delete_schedule(services.engine, tenant=tenant, schedule_id=schedule_id)
+    return Response(status_code=204)

@@ -1,0 +1,87 @@
+"""Request and response bodies of the API (they also become the OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+from inferline.jobs.service import JobRequest
+
+WebhookEventName = Literal["start", "progress", "completed"]
+
+
+class JobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(min_length=1, max_length=100, description="a registered job kind, e.g. `echo`")
+    input: dict[str, Any] = Field(default_factory=dict, description="the kind's input object")
+    priority: int = Field(default=3, ge=1, le=5, description="1 is highest, 5 lowest")
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    deadline_s: float | None = Field(default=None, gt=0, le=30 * 24 * 3600)
+    webhook: AnyHttpUrl | None = None
+    webhook_events: list[WebhookEventName] = Field(default_factory=list)
+
+    def to_request(self) -> JobRequest:
+        return JobRequest(
+            kind=self.kind,
+            input=self.input,
+            priority=self.priority,
+            max_attempts=self.max_attempts,
+            deadline_s=self.deadline_s,
+            webhook=str(self.webhook) if self.webhook else None,
+            webhook_events=list(dict.fromkeys(self.webhook_events)),
+        )
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    tenant: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    stage: str | None
+    progress: float
+    detail: str | None
+    attempts: int
+    max_attempts: int
+    priority: int
+    input: dict[str, Any]
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None = Field(description="`{type, message, attempts: [...]}` after a failure")
+    cancel_requested: bool
+    deadline_at: datetime | None
+    webhook: str | None
+    webhook_events: list[str]
+    schedule_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    canceled_at: datetime | None
+    updated_at: datetime
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class ScheduleIn(JobIn):
+    cron: str = Field(min_length=1, max_length=200, description="5-field cron expression, evaluated in UTC")
+    name: str | None = Field(default=None, max_length=200)
+
+
+class ScheduleOut(BaseModel):
+    id: str
+    name: str | None
+    cron: str
+    template: dict[str, Any]
+    next_run_at: datetime
+    last_run_at: datetime | None
+    last_job_id: str | None
+    created_at: datetime
+
+
+class SchedulePage(BaseModel):
+    items: list[ScheduleOut]
+    next_cursor: str | None

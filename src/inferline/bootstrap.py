@@ -1,0 +1,125 @@
+"""The only place that picks adapters: builds the services of one process from its settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferline.config import Settings
+from inferline.db import create_engine
+from inferline.jobs import echo
+from inferline.jobs.kinds import KindRegistry, load_plugins
+from inferline.jobs.model import RetryPolicy
+from inferline.jobs.runtime import Worker, WorkerConfig
+from inferline.jobs.schedules import run_scheduler
+from inferline.jobs.wakeup import LocalWakeup, PostgresWakeup, Wakeup
+from inferline.jobs.webhooks import WebhookDispatcher
+from inferline.metrics import Metrics
+from inferline.tenants import Authenticator
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    registry: KindRegistry
+    wakeup: Wakeup
+    metrics: Metrics
+    auth: Authenticator
+
+    async def aclose(self) -> None:
+        await self.wakeup.aclose()
+        await self.engine.dispose()
+
+
+def build_registry(settings: Settings) -> KindRegistry:
+    registry = KindRegistry()
+    echo.register(registry)
+    load_plugins(registry, settings.plugins)
+    return registry
+
+
+def build_services(settings: Settings) -> Services:
+    engine = create_engine(settings.resolved_database_url)
+    wakeup: Wakeup = LocalWakeup() if settings.is_sqlite else PostgresWakeup(settings.resolved_database_url)
+    return Services(
+        settings=settings,
+        engine=engine,
+        registry=build_registry(settings),
+        wakeup=wakeup,
+        metrics=Metrics(),
+        auth=Authenticator(engine, settings.api_key_cache_s),
+    )
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s)
+
+
+def worker_config(settings: Settings, concurrency: int) -> WorkerConfig:
+    return WorkerConfig(
+        concurrency=concurrency,
+        lease_s=settings.lease_s,
+        heartbeat_s=settings.heartbeat_s,
+        poll_s=settings.poll_s,
+        claim_batch=settings.claim_batch,
+        kind_limits=settings.kind_concurrency,
+        retry=retry_policy(settings),
+        webhook_progress_interval_s=settings.webhook_progress_interval_ms / 1000,
+        reap_every_s=max(min(settings.lease_s / 3, 5.0), 0.2),
+    )
+
+
+@dataclass
+class Background:
+    """A worker, the cron scheduler and the webhook dispatcher, run in this process."""
+
+    services: Services
+    concurrency: int
+    worker: Worker | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    dispatcher: WebhookDispatcher | None = None
+
+    async def start(self) -> None:
+        s = self.services
+        await s.wakeup.start()
+        self.worker = Worker(
+            s.engine,
+            s.registry,
+            worker_config(s.settings, self.concurrency),
+            wakeup=s.wakeup,
+            metrics=s.metrics,
+        )
+        await self.worker.start()
+        self.dispatcher = WebhookDispatcher(
+            s.engine,
+            timeout_s=s.settings.webhook_timeout_s,
+            max_attempts=s.settings.webhook_max_attempts,
+            poll_s=0.2,
+            policy=retry_policy(s.settings),
+        )
+        self.tasks = [
+            asyncio.create_task(
+                run_scheduler(
+                    s.engine,
+                    poll_s=s.settings.schedule_poll_s,
+                    default_max_attempts=s.settings.default_max_attempts,
+                    wakeup=s.wakeup,
+                )
+            ),
+            asyncio.create_task(self.dispatcher.run()),
+        ]
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        if self.worker is not None:
+            await self.worker.stop(grace_s)
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.dispatcher is not None:
+            await self.dispatcher.aclose()

@@ -1,0 +1,66 @@
+"""Settings, read from `INFERLINE_*` environment variables; CLI flags override them.
+
+Built in `main`/`create_app`, never at import, so tests and commands can each build their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INFERLINE_", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; empty means SQLite at <data_dir>/inferline.db"
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(default=4, ge=0, description="in-process job slots of `serve`")
+    log_level: str = "info"
+    log_json: bool = True
+
+    lease_s: float = Field(default=30.0, gt=0)
+    heartbeat_s: float = Field(default=1.0, gt=0, description="lease renewal and cancel check period")
+    poll_s: float = Field(default=1.0, gt=0, description="fallback poll when no wake-up arrives")
+    claim_batch: int = Field(default=64, ge=1)
+    retry_base_s: float = Field(default=1.0, ge=0)
+    retry_cap_s: float = Field(default=300.0, ge=0)
+    default_max_attempts: int = Field(default=3, ge=1)
+    kind_concurrency: dict[str, int] = Field(
+        default_factory=dict, description='global running-job limit per kind, e.g. {"ocr": 2}'
+    )
+    schedule_poll_s: float = Field(default=1.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_progress_interval_ms: int = Field(default=500, ge=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_allow_private: bool = Field(
+        default=True, description="allow webhook URLs on loopback/private addresses (self-hosted default)"
+    )
+    events_poll_s: float = Field(default=0.25, gt=0, description="SSE poll period of a job's row")
+    api_key_cache_s: float = Field(default=5.0, ge=0, description="how long a verified key is trusted")
+    max_input_bytes: int = Field(default=1_000_000, ge=1)
+    plugins: list[str] = Field(default_factory=list, description="modules to import that register job kinds")
+    metrics_port: int | None = Field(default=None, description="`inferline worker` exposes metrics here")
+
+    @field_validator("kind_concurrency")
+    @classmethod
+    def _limits_positive(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = [kind for kind, limit in value.items() if limit < 1]
+        if bad:
+            raise ValueError(f"kind_concurrency limits must be >= 1: {bad}")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'inferline.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")

@@ -1,0 +1,75 @@
+"""The one exception tree of inferline.
+
+    InferlineError
+    ├── NotFound                  a resource is absent, or belongs to another tenant (never say which)
+    ├── Conflict                  the request contradicts the resource's state
+    │   ├── InvalidTransition     a job cannot move from its status to the asked one
+    │   └── IdempotencyConflict   same Idempotency-Key, different body
+    ├── InvalidInput              the request names something that does not exist or is malformed
+    ├── Unauthorized              missing or unknown API key
+    ├── Overloaded                a queue is full; carries retry_after_s
+    └── JobError                  raised by job code; retryable unless NonRetryable
+        ├── NonRetryable          fails the job at once
+        ├── Canceled              the job was canceled (by a user or its deadline)
+        └── Retry                 asks for another attempt after `after_s`
+
+The API maps these to HTTP in one table (`api/app.py`); workers never raise HTTP errors.
+"""
+
+from __future__ import annotations
+
+
+class InferlineError(Exception):
+    """Base of every error inferline raises on purpose."""
+
+
+class NotFound(InferlineError):
+    pass
+
+
+class Conflict(InferlineError):
+    pass
+
+
+class InvalidTransition(Conflict):
+    pass
+
+
+class IdempotencyConflict(Conflict):
+    pass
+
+
+class InvalidInput(InferlineError):
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Unauthorized(InferlineError):
+    pass
+
+
+class Overloaded(InferlineError):
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class JobError(InferlineError):
+    """An attempt of a job failed; the worker retries it unless it is NonRetryable."""
+
+
+class NonRetryable(JobError):
+    pass
+
+
+class Canceled(JobError):
+    def __init__(self, reason: str = "canceled") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Retry(JobError):
+    def __init__(self, message: str = "retry requested", *, after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.after_s = after_s

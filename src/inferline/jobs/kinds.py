@@ -1,0 +1,88 @@
+"""The registry of job kinds: plain async functions registered under a name.
+
+registry = KindRegistry()
+
+@registry.kind("resize", input_model=ResizeInput)
+async def resize(ctx: JobContext, data: ResizeInput) -> dict[str, Any]:
+    await ctx.stage("load")
+    ...
+    return {"ok": True}
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from inferline.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from inferline.jobs.runtime import JobContext
+
+JobFunc = Callable[["JobContext", Any], Awaitable[dict[str, Any] | None]]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    func: JobFunc
+    input_model: type[BaseModel] | None
+
+    def parse(self, data: dict[str, Any]) -> Any:
+        """Validated input for the function: a model instance, or the dict when no model is declared."""
+        if self.input_model is None:
+            return data
+        return self.input_model.model_validate(data)
+
+
+class KindRegistry:
+    def __init__(self) -> None:
+        self._kinds: dict[str, JobKind] = {}
+
+    def kind(self, name: str, *, input_model: type[BaseModel] | None = None) -> Callable[[JobFunc], JobFunc]:
+        def register(func: JobFunc) -> JobFunc:
+            self.add(JobKind(name, func, input_model))
+            return func
+
+        return register
+
+    def add(self, kind: JobKind) -> None:
+        if kind.name in self._kinds:
+            raise ValueError(f"job kind {kind.name!r} is registered twice")
+        self._kinds[kind.name] = kind
+
+    def get(self, name: str) -> JobKind:
+        try:
+            return self._kinds[name]
+        except KeyError:
+            known = ", ".join(sorted(self._kinds)) or "none"
+            raise InvalidInput(f"unknown job kind {name!r} (known: {known})", field="kind") from None
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._kinds)
+
+    def validate_input(self, name: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Check a submission's input against the kind's model; a 422 names the first bad field."""
+        kind = self.get(name)
+        try:
+            parsed = kind.parse(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in ("input", *first["loc"]))
+            raise InvalidInput(f"{where}: {first['msg']}", field=where) from exc
+        return parsed.model_dump(mode="json") if isinstance(parsed, BaseModel) else parsed
+
+
+def load_plugins(registry: KindRegistry, modules: list[str]) -> None:
+    """Import each plugin module and call its `register(registry)`."""
+    for name in modules:
+        module = importlib.import_module(name)
+        register = getattr(module, "register", None)
+        if register is None:
+            raise ValueError(f"plugin module {name!r} has no register(registry) function")
+        register(registry)

@@ -1,0 +1,171 @@
+"""Writing the end of attempts: outcomes of live workers, and expired leases of dead ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from inferline.clock import utcnow
+from inferline.jobs import webhooks
+from inferline.jobs.model import JSON, Job, JobStatus, RetryPolicy, WebhookEvent, plan_failure
+from inferline.jobs.store import JobStore
+from inferline.metrics import Metrics
+
+_LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None}
+
+
+@dataclass
+class Outcome:
+    kind: Literal["succeeded", "failed", "canceled", "released", "lost"]
+    result: JSON | None = None
+    error_type: str = ""
+    message: str = ""
+    retryable: bool = True
+    after_s: float | None = None
+
+
+def succeeded(job: Job, result: JSON | None, now: datetime) -> dict[str, Any]:
+    return {
+        "status": JobStatus.SUCCEEDED,
+        "result": result,
+        "progress": 100.0,
+        "finished_at": now,
+        "updated_at": now,
+        **_LEASE_CLEARED,
+    }
+
+
+def canceled(job: Job, reason: str, now: datetime) -> dict[str, Any]:
+    return {
+        "status": JobStatus.CANCELED,
+        "cancel_requested": True,
+        "detail": reason,
+        "canceled_at": now,
+        "finished_at": now,
+        "updated_at": now,
+        **_LEASE_CLEARED,
+    }
+
+
+def failed(job: Job, outcome: Outcome, now: datetime, policy: RetryPolicy) -> dict[str, Any]:
+    plan = plan_failure(
+        job,
+        error_type=outcome.error_type,
+        message=outcome.message,
+        retryable=outcome.retryable,
+        now=now,
+        policy=policy,
+        after_s=outcome.after_s,
+    )
+    values: dict[str, Any] = {"status": plan.status, "error": plan.error, "updated_at": now, **_LEASE_CLEARED}
+    if plan.status is JobStatus.FAILED:
+        return values | {"finished_at": now, "detail": outcome.message}
+    return values | {"run_after": plan.run_after, "detail": f"attempt {job.attempts} failed; retrying"}
+
+
+def released(job: Job, now: datetime) -> dict[str, Any]:
+    """A worker shutting down gives the job back; the interrupted attempt does not count."""
+    return {
+        "status": JobStatus.QUEUED,
+        "attempts": max(job.attempts - 1, 0),
+        "run_after": now,
+        "updated_at": now,
+        **_LEASE_CLEARED,
+    }
+
+
+async def record_outcomes(
+    engine: AsyncEngine,
+    *,
+    owner: str,
+    items: list[tuple[Job, Outcome]],
+    policy: RetryPolicy,
+    metrics: Metrics,
+) -> None:
+    """Write a batch of finished attempts in one transaction; a row whose lease was lost is skipped."""
+    now = utcnow()
+    finished: list[Job] = []
+    async with engine.begin() as conn:
+        store = JobStore(conn)
+        for job, outcome in items:
+            values = await _values_for(store, job, outcome, now, policy)
+            if values is None or not await store.update_running(job.id, owner, _columns(values)):
+                continue
+            updated = replace(job, **values)
+            if outcome.kind == "failed":
+                metrics.attempts_failed.labels(job.kind).inc()
+            if updated.status.is_terminal:
+                finished.append(updated)
+                await webhooks.enqueue(conn, updated, WebhookEvent.COMPLETED, now)
+    _observe_finished(metrics, finished)
+
+
+async def _values_for(
+    store: JobStore, job: Job, outcome: Outcome, now: datetime, policy: RetryPolicy
+) -> dict[str, Any] | None:
+    if outcome.kind == "succeeded":
+        return succeeded(job, outcome.result, now)
+    if outcome.kind == "canceled":
+        return canceled(job, outcome.message, now)
+    if outcome.kind == "released":
+        return released(job, now)
+    if outcome.kind == "failed":
+        # A cancel asked for while this attempt was failing wins: canceled jobs are never retried.
+        current = await store.get(job.id, lock=True)
+        if current is not None and current.cancel_requested:
+            return canceled(job, "canceled", now)
+        return failed(job, outcome, now, policy)
+    return None  # lost: another worker owns the job now
+
+
+def _columns(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value.value if isinstance(value, JobStatus) else value for key, value in values.items()}
+
+
+def _observe_finished(metrics: Metrics, jobs: list[Job]) -> None:
+    for job in jobs:
+        metrics.jobs_finished.labels(job.kind, job.status.value).inc()
+        if job.started_at is not None and job.finished_at is not None:
+            seconds = (job.finished_at - job.started_at).total_seconds()
+            metrics.job_duration.labels(job.kind, job.status.value).observe(seconds)
+
+
+async def reap_jobs(engine: AsyncEngine, *, policy: RetryPolicy, metrics: Metrics) -> int:
+    """Take back jobs whose worker died (lease expired) and cancel queued jobs past their deadline."""
+    now = utcnow()
+    finished: list[Job] = []
+    async with engine.begin() as conn:
+        store = JobStore(conn)
+        expired = await store.expired_leases(now)
+        for job in expired:
+            metrics.lease_expiries.labels(job.kind).inc()
+            values = _after_expiry(job, now, policy)
+            if await store.update_running(job.id, job.lease_owner or "", _columns(values)):
+                await _maybe_finished(conn, replace(job, **values), now, finished)
+        overdue = await store.overdue_queued(now)
+        for job in overdue:
+            values = canceled(job, "deadline", now)
+            if await store.save(replace(job, **values), expect_status=JobStatus.QUEUED):
+                await _maybe_finished(conn, replace(job, **values), now, finished)
+    _observe_finished(metrics, finished)
+    return len(expired) + len(overdue)
+
+
+def _after_expiry(job: Job, now: datetime, policy: RetryPolicy) -> dict[str, Any]:
+    if job.cancel_requested:
+        return canceled(job, "canceled", now)
+    if job.deadline_passed(now):
+        return canceled(job, "deadline", now)
+    lost = Outcome(
+        "failed", error_type="LeaseExpired", message="the worker stopped renewing its lease", after_s=0.0
+    )
+    return failed(job, lost, now, policy)
+
+
+async def _maybe_finished(conn: AsyncConnection, job: Job, now: datetime, finished: list[Job]) -> None:
+    if job.status.is_terminal:
+        finished.append(job)
+        await webhooks.enqueue(conn, job, WebhookEvent.COMPLETED, now)

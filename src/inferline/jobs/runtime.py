@@ -1,0 +1,397 @@
+"""The worker: claims jobs in batches, runs them as tasks, renews leases, records outcomes in batches.
+
+One `Worker` holds `concurrency` job slots. Its loops:
+- claim: fills free slots with one batched claim, then sleeps until a wake-up or `poll_s`;
+- heartbeat: renews the leases of all its jobs in one UPDATE, flushes throttled progress and learns
+  of cancel requests (a cancel is therefore seen within `heartbeat_s`);
+- reaper: takes back expired leases of dead workers and cancels queued jobs past their deadline;
+- completer: writes finished attempts in one transaction per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+import structlog
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferline.clock import utcnow
+from inferline.errors import Canceled, JobError, NonRetryable, Retry
+from inferline.jobs import webhooks
+from inferline.jobs.kinds import KindRegistry
+from inferline.jobs.model import JSON, Job, RetryPolicy, WebhookEvent
+from inferline.jobs.outcomes import Outcome, reap_jobs, record_outcomes
+from inferline.jobs.service import claim_jobs
+from inferline.jobs.store import JobStore
+from inferline.jobs.wakeup import Wakeup
+from inferline.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+LEASE_LOST = "lease lost"
+SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    concurrency: int = 4
+    lease_s: float = 30.0
+    heartbeat_s: float = 1.0
+    poll_s: float = 1.0
+    claim_batch: int = 64
+    kind_limits: Mapping[str, int] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    progress_interval_s: float = 0.1
+    webhook_progress_interval_s: float = 0.5
+    reap_every_s: float = 2.0
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}")
+
+
+class JobContext:
+    """What a job function receives: its input's metadata, progress reporting, checkpoints, cancel."""
+
+    def __init__(self, job: Job, worker: Worker) -> None:
+        self.job = job
+        self.last_checkpoint: JSON | None = job.checkpoint
+        self._worker = worker
+        self._cancel_reason: str | None = None
+        self._pending: dict[str, Any] = {}
+        self._last_write = 0.0
+        self._last_progress_hook = 0.0
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def tenant(self) -> str:
+        return self.job.tenant
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempts
+
+    @property
+    def cancel_reason(self) -> str | None:
+        return self._cancel_reason
+
+    def raise_if_canceled(self) -> None:
+        if self._cancel_reason is not None:
+            raise Canceled(self._cancel_reason)
+
+    async def stage(self, name: str, detail: str | None = None) -> None:
+        await self._write({"stage": name, "detail": detail}, force=True)
+
+    async def progress(self, percent: float, detail: str | None = None) -> None:
+        values: dict[str, Any] = {"progress": max(0.0, min(100.0, float(percent)))}
+        if detail is not None:
+            values["detail"] = detail
+        await self._write(values, force=False)
+
+    async def checkpoint(self, state: JSON, *, progress: float | None = None) -> None:
+        """Save state durably; a later attempt of this job starts with it as `last_checkpoint`."""
+        values: dict[str, Any] = {"checkpoint": state}
+        if progress is not None:
+            values["progress"] = max(0.0, min(100.0, float(progress)))
+        self.last_checkpoint = state
+        await self._write(values, force=True)
+
+    async def to_thread(self, func: Callable[..., T], /, *args: Any) -> T:
+        """Blocking model code goes here, never on the event loop."""
+        return await asyncio.to_thread(func, *args)
+
+    async def run_subprocess(
+        self,
+        args: list[str],
+        *,
+        timeout_s: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        input_bytes: bytes | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run a program; it and its children are killed if the job is canceled or times out."""
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+            stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(input_bytes), timeout_s)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise
+        assert proc.returncode is not None
+        if proc.returncode != 0:
+            tail = stderr.decode(errors="replace")[-500:]
+            raise JobError(f"{args[0]} exited with status {proc.returncode}: {tail}")
+        return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+    async def _write(self, values: dict[str, Any], *, force: bool) -> None:
+        self._pending.update(values)
+        if force or time.monotonic() - self._last_write >= self._worker.config.progress_interval_s:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        values, self._pending = self._pending, {}
+        self._last_write = now_s = time.monotonic()
+        self.job = replace(self.job, **values)
+        hook = now_s - self._last_progress_hook >= self._worker.config.webhook_progress_interval_s
+        if hook and self.job.wants(WebhookEvent.PROGRESS):
+            self._last_progress_hook = now_s
+        else:
+            hook = False
+        if not await self._worker.write_progress(self.job, values, hook=hook):
+            self._cancel_reason = LEASE_LOST
+            raise Canceled(LEASE_LOST)
+
+
+@dataclass
+class _Running:
+    ctx: JobContext
+    task: asyncio.Task[Outcome] | None = None
+    deadline_timer: asyncio.TimerHandle | None = None
+
+
+class Worker:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        registry: KindRegistry,
+        config: WorkerConfig,
+        *,
+        wakeup: Wakeup,
+        metrics: Metrics,
+        kinds: list[str] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.config = config
+        self.wakeup = wakeup
+        self.metrics = metrics
+        self.kinds = kinds or registry.names
+        self._running: dict[str, _Running] = {}
+        self._outcomes: list[tuple[JobContext, Outcome]] = []
+        self._outcome_ready = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    async def start(self) -> None:
+        self.metrics.active_workers.inc()
+        for loop in (self._claim_loop, self._heartbeat_loop, self._reap_loop, self._complete_loop):
+            self._loops.append(asyncio.create_task(self._guard(loop), name=f"{self.name}:{loop.__name__}"))
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop claiming, let running jobs finish for `grace_s`, then release the rest to the queue."""
+        self._stopping = True
+        tasks = [r.task for r in self._running.values() if r.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for running in list(self._running.values()):
+                self._interrupt(running, SHUTDOWN)
+            if pending:
+                await asyncio.wait(pending)
+        await self._flush_outcomes()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self.metrics.active_workers.dec()
+
+    async def _guard(self, loop: Callable[[], Any]) -> None:
+        """Keep a loop alive through database hiccups: log, back off, go on."""
+        while not self._stopping:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker_loop_failed", loop=loop.__name__, worker=self.name)
+                await asyncio.sleep(self.config.poll_s)
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            free = self.config.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            self.wakeup.clear()
+            claimed = await claim_jobs(
+                self.engine,
+                owner=self.name,
+                kinds=self.kinds,
+                limit=min(free, self.config.claim_batch),
+                lease_s=self.config.lease_s,
+                kind_limits=self.config.kind_limits,
+            )
+            for job in claimed:
+                self._launch(job)
+            if len(claimed) < min(free, self.config.claim_batch):
+                await self.wakeup.wait(self.config.poll_s)
+
+    def _launch(self, job: Job) -> None:
+        running = _Running(JobContext(job, self))
+        self._running[job.id] = running
+        if job.attempts == 1 and job.started_at is not None:
+            self.metrics.queue_wait.labels(job.kind).observe(
+                (job.started_at - job.created_at).total_seconds()
+            )
+        if job.deadline_at is not None:
+            delay_s = max(0.0, (job.deadline_at - utcnow()).total_seconds())
+            loop = asyncio.get_running_loop()
+            running.deadline_timer = loop.call_later(delay_s, self._interrupt, running, "deadline")
+        running.task = asyncio.create_task(self._execute(running), name=f"job:{job.id}")
+        self.metrics.jobs_running.inc()
+
+    async def _execute(self, running: _Running) -> Outcome:
+        ctx = running.ctx
+        structlog.contextvars.bind_contextvars(job_id=ctx.id, tenant=ctx.tenant, kind=ctx.job.kind)
+        try:
+            outcome = await self._attempt(ctx)
+        finally:
+            if running.deadline_timer is not None:
+                running.deadline_timer.cancel()
+            self._outcomes.append((ctx, outcome if "outcome" in locals() else Outcome("lost")))
+            self._outcome_ready.set()
+        return outcome
+
+    async def _attempt(self, ctx: JobContext) -> Outcome:
+        try:
+            kind = self.registry.get(ctx.job.kind)
+            result = await kind.func(ctx, kind.parse(ctx.job.input))
+            if ctx.cancel_reason is not None:
+                return self._stopped(ctx)
+            return Outcome("succeeded", result=result if result is not None else {})
+        except (asyncio.CancelledError, Canceled):
+            if ctx.cancel_reason is None:
+                raise
+            return self._stopped(ctx)
+        except Exception as exc:
+            if ctx.cancel_reason is not None:  # a job canceled while failing is canceled, never retried
+                return self._stopped(ctx)
+            return self._failed(ctx, exc)
+
+    @staticmethod
+    def _stopped(ctx: JobContext) -> Outcome:
+        reason = ctx.cancel_reason or "canceled"
+        if reason == LEASE_LOST:
+            return Outcome("lost")
+        if reason == SHUTDOWN:
+            return Outcome("released")
+        return Outcome("canceled", message=reason)
+
+    def _failed(self, ctx: JobContext, exc: Exception) -> Outcome:
+        retryable = not isinstance(exc, NonRetryable | ValidationError)
+        if retryable and not isinstance(exc, JobError):
+            log.exception("job_attempt_crashed", attempt=ctx.attempt)
+        else:
+            log.info("job_attempt_failed", attempt=ctx.attempt, error=str(exc), retryable=retryable)
+        after_s = exc.after_s if isinstance(exc, Retry) else None
+        return Outcome(
+            "failed",
+            error_type=type(exc).__name__,
+            message=str(exc) or type(exc).__name__,
+            retryable=retryable,
+            after_s=after_s,
+        )
+
+    def _interrupt(self, running: _Running, reason: str) -> None:
+        ctx = running.ctx
+        if ctx._cancel_reason is None:
+            ctx._cancel_reason = reason
+        if running.task is not None and not running.task.done():
+            running.task.cancel()
+
+    # -- heartbeats, progress, reaping --------------------------------------------------------
+
+    async def write_progress(self, job: Job, values: dict[str, Any], *, hook: bool) -> bool:
+        values = values | {"updated_at": utcnow()}
+        async with self.engine.begin() as conn:
+            ok = await JobStore(conn).update_running(job.id, self.name, values)
+            if ok and hook:
+                await webhooks.enqueue(conn, job, WebhookEvent.PROGRESS, values["updated_at"])
+        return ok
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        running = dict(self._running)
+        for item in running.values():
+            with contextlib.suppress(Canceled):
+                await item.ctx.flush()
+        async with self.engine.begin() as conn:
+            states = await JobStore(conn).renew_leases(
+                owner=self.name, job_ids=running, now=utcnow(), lease_s=self.config.lease_s
+            )
+        held = {state.job_id: state for state in states}
+        for job_id, item in running.items():
+            state = held.get(job_id)
+            if state is None:
+                if item.task is not None and not item.task.done():
+                    self._interrupt(item, LEASE_LOST)
+            elif state.cancel_requested:
+                self._interrupt(item, "canceled")
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await reap_jobs(self.engine, policy=self.config.retry, metrics=self.metrics)
+            await asyncio.sleep(self.config.reap_every_s)
+
+    # -- recording outcomes -------------------------------------------------------------------
+
+    async def _complete_loop(self) -> None:
+        while True:
+            await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            await self._flush_outcomes()
+
+    async def _flush_outcomes(self) -> None:
+        batch, self._outcomes = self._outcomes, []
+        if not batch:
+            return
+        try:
+            await record_outcomes(
+                self.engine,
+                owner=self.name,
+                items=[(ctx.job, outcome) for ctx, outcome in batch],
+                policy=self.config.retry,
+                metrics=self.metrics,
+            )
+        except Exception:
+            # Keep the batch (and its leases, renewed by heartbeats) for the next try.
+            self._outcomes[:0] = batch
+            self._outcome_ready.set()
+            raise
+        for ctx, _ in batch:
+            self._running.pop(ctx.id, None)
+            self.metrics.jobs_running.dec()
+        self._slot_freed.set()

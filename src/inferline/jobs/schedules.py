@@ -1,0 +1,147 @@
+"""Cron schedules that create a job from a template at each tick.
+
+Exactly one job per tick with any number of workers: a due schedule row is locked while its job is
+created and its next tick written (SKIP LOCKED on PostgreSQL, the write lock on SQLite), and the job
+carries the idempotency key `schedule:<id>:<tick>` as a second guard. Missed ticks (all workers down)
+fire once, then the schedule moves on to the next future tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from cronsim import CronSim, CronSimError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferline import db
+from inferline.clock import utcnow
+from inferline.errors import InvalidInput, NotFound
+from inferline.ids import new_id
+from inferline.jobs.kinds import KindRegistry
+from inferline.jobs.service import JobRequest, new_job
+from inferline.jobs.store import JobStore, decode_cursor, encode_cursor
+from inferline.jobs.wakeup import Wakeup
+from inferline.schema import schedules
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    id: str
+    tenant: str
+    name: str | None
+    cron: str
+    template: dict[str, Any]
+    next_run_at: datetime
+    last_run_at: datetime | None
+    last_job_id: str | None
+    created_at: datetime
+
+
+def next_tick(cron: str, after: datetime) -> datetime:
+    try:
+        return next(CronSim(cron, after))
+    except (CronSimError, StopIteration) as exc:
+        raise InvalidInput(f"cron expression {cron!r}: {exc or 'never fires'}", field="cron") from exc
+
+
+def _schedule(row: Any) -> Schedule:
+    return Schedule(**dict(row))
+
+
+async def create_schedule(
+    engine: AsyncEngine,
+    registry: KindRegistry,
+    *,
+    tenant: str,
+    cron: str,
+    template: JobRequest,
+    name: str | None = None,
+) -> Schedule:
+    validated = registry.validate_input(template.kind, template.input)
+    now = utcnow()
+    schedule = Schedule(
+        id=new_id(),
+        tenant=tenant,
+        name=name,
+        cron=cron,
+        template=JobRequest(**(template.__dict__ | {"input": validated})).__dict__,
+        next_run_at=next_tick(cron, now),
+        last_run_at=None,
+        last_job_id=None,
+        created_at=now,
+    )
+    async with engine.begin() as conn:
+        await conn.execute(schedules.insert().values(**schedule.__dict__))
+    return schedule
+
+
+async def list_schedules(
+    engine: AsyncEngine, *, tenant: str, limit: int = 50, cursor: str | None = None
+) -> tuple[list[Schedule], str | None]:
+    query = sa.select(schedules).where(schedules.c.tenant == tenant)
+    if cursor is not None:
+        query = query.where(schedules.c.id < decode_cursor(cursor))
+    async with db.read(engine) as conn:
+        rows = (await conn.execute(query.order_by(schedules.c.id.desc()).limit(limit + 1))).mappings()
+        items = [_schedule(row) for row in rows]
+    next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
+    return items[:limit], next_cursor
+
+
+async def delete_schedule(engine: AsyncEngine, *, tenant: str, schedule_id: str) -> None:
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            schedules.delete().where(schedules.c.id == schedule_id, schedules.c.tenant == tenant)
+        )
+    if not result.rowcount:
+        raise NotFound(f"schedule {schedule_id} not found")
+
+
+async def fire_due_schedules(
+    engine: AsyncEngine, *, default_max_attempts: int, wakeup: Wakeup | None = None, limit: int = 100
+) -> int:
+    """Create the job of every due schedule and move each to its next tick. Returns jobs created."""
+    now = utcnow()
+    async with engine.begin() as conn:
+        query = sa.select(schedules).where(schedules.c.next_run_at <= now).limit(limit)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        due = [_schedule(row) for row in (await conn.execute(query)).mappings()]
+        store = JobStore(conn)
+        for schedule in due:
+            job = new_job(
+                JobRequest(**schedule.template),
+                tenant=schedule.tenant,
+                now=now,
+                default_max_attempts=default_max_attempts,
+            )
+            key = f"schedule:{schedule.id}:{schedule.next_run_at.isoformat()}"
+            job = await store.add(
+                job.__class__(**(job.__dict__ | {"idempotency_key": key, "schedule_id": schedule.id}))
+            )
+            await conn.execute(
+                schedules.update()
+                .where(schedules.c.id == schedule.id)
+                .values(next_run_at=next_tick(schedule.cron, now), last_run_at=now, last_job_id=job.id)
+            )
+    if due and wakeup is not None:
+        wakeup.notify()
+    return len(due)
+
+
+async def run_scheduler(
+    engine: AsyncEngine, *, poll_s: float, default_max_attempts: int, wakeup: Wakeup | None = None
+) -> None:
+    while True:
+        try:
+            await fire_due_schedules(engine, default_max_attempts=default_max_attempts, wakeup=wakeup)
+        except Exception:
+            log.exception("scheduler_failed")
+        await asyncio.sleep(poll_s)

@@ -1,0 +1,278 @@
+"""SQL for jobs: the job table is the queue. Stores never commit; use cases own the transaction.
+
+Fairness is start-time fair queuing. Each job gets a `fair_seq` at submission:
+`max(tenant's last seq + 1, head of the queue)`, where the head is the smallest queued seq at that
+priority (or the newest seq given out when the queue is empty). Claims then read the queue in
+(priority, fair_seq, id) order, which is one index scan, and tenants alternate: a tenant arriving
+behind another's 10,000 jobs gets the seq at the head and runs next.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from inferline.errors import InvalidInput
+from inferline.jobs.model import Job, JobStatus
+from inferline.schema import jobs, lanes
+
+_JOB_FIELDS = {c.name for c in jobs.columns}
+# Any value serves: it only names the lock all claimers of concurrency-limited kinds share.
+_KIND_LIMIT_LOCK = 0x1F4E_0001
+
+
+def job_from_row(row: Mapping[Any, Any]) -> Job:
+    values = dict(row)
+    values["status"] = JobStatus(values["status"])
+    values["webhook_events"] = values.get("webhook_events") or []
+    return Job(**values)
+
+
+def job_values(job: Job) -> dict[str, Any]:
+    values = {name: getattr(job, name) for name in _JOB_FIELDS}
+    values["status"] = job.status.value
+    return values
+
+
+def encode_cursor(job_id: str) -> str:
+    return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInput("cursor is not one this API returned", field="cursor") from exc
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    """What a heartbeat learns about one of its jobs."""
+
+    job_id: str
+    cancel_requested: bool
+    deadline_at: datetime | None
+
+
+class JobStore:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+
+    # -- submission ---------------------------------------------------------------------------
+
+    async def add(self, job: Job) -> Job:
+        seq = await self._next_fair_seq(job.tenant, job.priority)
+        values = job_values(job) | {"fair_seq": seq}
+        await self.conn.execute(jobs.insert().values(**values))
+        if self.dialect == "postgresql":
+            await self.conn.execute(sa.select(sa.func.pg_notify("inferline_jobs", job.kind)))
+        return job_from_row(values)
+
+    async def requeue(self, job: Job) -> Job:
+        """Put a failed job back in line, as if it were submitted now."""
+        seq = await self._next_fair_seq(job.tenant, job.priority)
+        job = job_from_row(job_values(job) | {"fair_seq": seq})
+        await self.conn.execute(jobs.update().where(jobs.c.id == job.id).values(**job_values(job)))
+        return job
+
+    async def _next_fair_seq(self, tenant: str, priority: int) -> int:
+        head = await self.conn.scalar(
+            sa.select(sa.func.min(jobs.c.fair_seq)).where(
+                jobs.c.status == JobStatus.QUEUED.value, jobs.c.priority == priority
+            )
+        )
+        if head is None:
+            head = await self.conn.scalar(
+                sa.select(sa.func.coalesce(sa.func.max(lanes.c.last_seq), 0)).where(
+                    lanes.c.priority == priority
+                )
+            )
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(lanes)
+        greatest = sa.func.greatest if self.dialect == "postgresql" else sa.func.max
+        stmt = (
+            insert.values(tenant=tenant, priority=priority, last_seq=head)
+            .on_conflict_do_update(
+                index_elements=[lanes.c.tenant, lanes.c.priority],
+                set_={"last_seq": greatest(lanes.c.last_seq + 1, head)},
+            )
+            .returning(lanes.c.last_seq)
+        )
+        return int((await self.conn.execute(stmt)).scalar_one())
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def get(self, job_id: str, *, tenant: str | None = None, lock: bool = False) -> Job | None:
+        query = sa.select(jobs).where(jobs.c.id == job_id)
+        if tenant is not None:
+            query = query.where(jobs.c.tenant == tenant)
+        if lock and self.dialect == "postgresql":
+            query = query.with_for_update()
+        row = (await self.conn.execute(query)).mappings().first()
+        return None if row is None else job_from_row(row)
+
+    async def get_by_idempotency_key(self, tenant: str, key: str) -> Job | None:
+        query = sa.select(jobs).where(jobs.c.tenant == tenant, jobs.c.idempotency_key == key)
+        row = (await self.conn.execute(query)).mappings().first()
+        return None if row is None else job_from_row(row)
+
+    async def page(
+        self, *, tenant: str, status: JobStatus | None, kind: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[Job], str | None]:
+        """Newest first. The cursor is the last id of the previous page (ids are time-ordered)."""
+        query = sa.select(jobs).where(jobs.c.tenant == tenant)
+        if status is not None:
+            query = query.where(jobs.c.status == status.value)
+        if kind is not None:
+            query = query.where(jobs.c.kind == kind)
+        if cursor is not None:
+            query = query.where(jobs.c.id < decode_cursor(cursor))
+        rows = (await self.conn.execute(query.order_by(jobs.c.id.desc()).limit(limit + 1))).mappings()
+        items = [job_from_row(row) for row in rows]
+        next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
+        return items[:limit], next_cursor
+
+    async def queue_depth(self) -> list[tuple[str, int, int]]:
+        query = (
+            sa.select(jobs.c.kind, jobs.c.priority, sa.func.count())
+            .where(jobs.c.status == JobStatus.QUEUED.value)
+            .group_by(jobs.c.kind, jobs.c.priority)
+        )
+        return [(row[0], int(row[1]), int(row[2])) for row in await self.conn.execute(query)]
+
+    # -- writes guarded by state --------------------------------------------------------------
+
+    async def save(self, job: Job, *, expect_status: JobStatus, expect_owner: str | None = None) -> bool:
+        """Write the job if it is still in the state the caller read; False if someone moved it."""
+        query = jobs.update().where(jobs.c.id == job.id, jobs.c.status == expect_status.value)
+        if expect_owner is not None:
+            query = query.where(jobs.c.lease_owner == expect_owner)
+        values = job_values(job)
+        del values["id"]
+        result = await self.conn.execute(query.values(**values))
+        return bool(result.rowcount)
+
+    async def update_running(self, job_id: str, owner: str, values: dict[str, Any]) -> bool:
+        query = jobs.update().where(
+            jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status == JobStatus.RUNNING.value
+        )
+        return bool((await self.conn.execute(query.values(**values))).rowcount)
+
+    # -- the queue ----------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        *,
+        owner: str,
+        kinds: Sequence[str],
+        limit: int,
+        now: datetime,
+        lease_s: float,
+        kind_limits: Mapping[str, int],
+    ) -> list[Job]:
+        slots = await self._free_slots(kind_limits, kinds)
+        allowed = [kind for kind in kinds if slots.get(kind, 1) > 0]
+        if not allowed or limit <= 0:
+            return []
+        query = (
+            sa.select(jobs.c.id, jobs.c.kind)
+            .where(
+                jobs.c.status == JobStatus.QUEUED.value,
+                jobs.c.run_after <= now,
+                jobs.c.kind.in_(allowed),
+            )
+            .order_by(jobs.c.priority, jobs.c.fair_seq, jobs.c.id)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        ids = _within_slots(await self.conn.execute(query), slots)
+        if not ids:
+            return []
+        update = (
+            jobs.update()
+            .where(jobs.c.id.in_(ids))
+            .values(
+                status=JobStatus.RUNNING.value,
+                attempts=jobs.c.attempts + 1,
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                started_at=sa.func.coalesce(jobs.c.started_at, now),
+                updated_at=now,
+            )
+            .returning(*jobs.columns)
+        )
+        claimed = [job_from_row(row) for row in (await self.conn.execute(update)).mappings()]
+        claimed.sort(key=lambda job: (job.priority, job.fair_seq, job.id))
+        return claimed
+
+    async def _free_slots(self, kind_limits: Mapping[str, int], kinds: Sequence[str]) -> dict[str, int]:
+        limited = [kind for kind in kinds if kind in kind_limits]
+        if not limited:
+            return {}
+        if self.dialect == "postgresql":
+            # Counting then claiming must be atomic across workers, or two could both see a free slot.
+            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_KIND_LIMIT_LOCK)))
+        query = (
+            sa.select(jobs.c.kind, sa.func.count())
+            .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.kind.in_(limited))
+            .group_by(jobs.c.kind)
+        )
+        running = {row[0]: int(row[1]) for row in await self.conn.execute(query)}
+        return {kind: kind_limits[kind] - running.get(kind, 0) for kind in limited}
+
+    async def renew_leases(
+        self, *, owner: str, job_ids: Iterable[str], now: datetime, lease_s: float
+    ) -> list[LeaseState]:
+        ids = list(job_ids)
+        if not ids:
+            return []
+        query = (
+            jobs.update()
+            .where(jobs.c.id.in_(ids), jobs.c.lease_owner == owner, jobs.c.status == JobStatus.RUNNING.value)
+            .values(lease_expires_at=now + timedelta(seconds=lease_s))
+            .returning(jobs.c.id, jobs.c.cancel_requested, jobs.c.deadline_at)
+        )
+        rows = (await self.conn.execute(query)).mappings()
+        return [LeaseState(row["id"], bool(row["cancel_requested"]), row["deadline_at"]) for row in rows]
+
+    async def expired_leases(self, now: datetime, limit: int = 100) -> list[Job]:
+        query = (
+            sa.select(jobs)
+            .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return [job_from_row(row) for row in (await self.conn.execute(query)).mappings()]
+
+    async def overdue_queued(self, now: datetime, limit: int = 100) -> list[Job]:
+        query = (
+            sa.select(jobs)
+            .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.deadline_at <= now)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return [job_from_row(row) for row in (await self.conn.execute(query)).mappings()]
+
+
+def _within_slots(rows: Iterable[Any], slots: Mapping[str, int]) -> list[str]:
+    """Keep claimed rows within each limited kind's free slots; rows dropped here stay queued."""
+    left = dict(slots)
+    ids = []
+    for job_id, kind in rows:
+        if kind in left:
+            if left[kind] <= 0:
+                continue
+            left[kind] -= 1
+        ids.append(job_id)
+    return ids

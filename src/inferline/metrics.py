@@ -1,0 +1,64 @@
+"""Prometheus metrics, on a registry of our own (never the global one) so tests can build many apps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.jobs_submitted = Counter("inferline_jobs_submitted_total", "Jobs accepted", ["kind"], registry=r)
+        self.jobs_finished = Counter(
+            "inferline_jobs_finished_total",
+            "Jobs that reached a final status",
+            ["kind", "status"],
+            registry=r,
+        )
+        self.attempts_failed = Counter(
+            "inferline_job_attempts_failed_total", "Failed attempts, retried or not", ["kind"], registry=r
+        )
+        self.job_duration = Histogram(
+            "inferline_job_duration_seconds",
+            "From first start to final status",
+            ["kind", "status"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "inferline_job_queue_wait_seconds",
+            "From submission to first start",
+            ["kind"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.queue_depth = Gauge("inferline_queue_depth", "Queued jobs", ["kind", "priority"], registry=r)
+        self.active_workers = Gauge(
+            "inferline_active_workers", "Worker loops running in this process", registry=r
+        )
+        self.jobs_running = Gauge("inferline_jobs_running", "Jobs running in this process", registry=r)
+        self.lease_expiries = Counter(
+            "inferline_lease_expiries_total", "Leases found expired and taken back", ["kind"], registry=r
+        )
+        self.http_requests = Histogram(
+            "inferline_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+
+    def set_queue_depth(self, rows: list[tuple[str, int, int]]) -> None:
+        self.queue_depth.clear()
+        for kind, priority, count in rows:
+            self.queue_depth.labels(kind=kind, priority=str(priority)).set(count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

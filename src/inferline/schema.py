@@ -1,0 +1,144 @@
+"""The one SQL schema, shared by SQLite and PostgreSQL. Alembic migrations in `migrations/` mirror it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData()
+
+# JSONB on PostgreSQL (indexable, compact); JSON text on SQLite.
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on both engines.
+
+    SQLite has no time zone type: values are stored as naive UTC so that string comparison in SQL
+    (`run_after <= :now`) orders them correctly.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("webhook_secret", sa.String(100), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(100), sa.ForeignKey("tenants.name"), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("kind", sa.String(100), nullable=False),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("stage", sa.String(200), nullable=True),
+    sa.Column("progress", sa.Float(), nullable=False, default=0.0),
+    sa.Column("detail", sa.Text(), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False, default=0),
+    sa.Column("max_attempts", sa.Integer(), nullable=False),
+    sa.Column("priority", sa.SmallInteger(), nullable=False),
+    # Start-time fair queuing: claims order by (priority, fair_seq), see jobs/store.py.
+    sa.Column("fair_seq", sa.BigInteger(), nullable=False),
+    sa.Column("input", Json, nullable=False),
+    sa.Column("result", Json, nullable=True),
+    sa.Column("error", Json, nullable=True),
+    sa.Column("checkpoint", Json, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean(), nullable=False, default=False),
+    sa.Column("deadline_at", UTCDateTime(), nullable=True),
+    sa.Column("run_after", UTCDateTime(), nullable=False),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    sa.Column("request_hash", sa.String(64), nullable=True),
+    sa.Column("webhook", sa.Text(), nullable=True),
+    sa.Column("webhook_events", Json, nullable=True),
+    sa.Column("schedule_id", sa.String(36), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=True),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("canceled_at", UTCDateTime(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_jobs_claim", "status", "priority", "fair_seq", "id"),
+    sa.Index("ix_jobs_tenant_id", "tenant", "id"),
+    sa.Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+    sa.Index("ix_jobs_status_kind", "status", "kind"),
+    sa.Index("ux_jobs_tenant_idempotency", "tenant", "idempotency_key", unique=True),
+)
+
+# One row per (tenant, priority): the last fair_seq given to that tenant's jobs.
+lanes = sa.Table(
+    "lanes",
+    metadata,
+    sa.Column("tenant", sa.String(100), primary_key=True),
+    sa.Column("priority", sa.SmallInteger(), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger(), nullable=False),
+)
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("cron", sa.String(200), nullable=False),
+    sa.Column("template", Json, nullable=False),
+    sa.Column("next_run_at", UTCDateTime(), nullable=False),
+    sa.Column("last_run_at", UTCDateTime(), nullable=True),
+    sa.Column("last_job_id", sa.String(36), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_schedules_next_run", "next_run_at"),
+    sa.Index("ix_schedules_tenant_id", "tenant", "id"),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("job_id", sa.String(36), nullable=False),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_webhook_due", "status", "next_attempt_at"),
+)

@@ -1,0 +1,196 @@
+"""The store's contract, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferline.clock import utcnow
+from inferline.jobs.echo import register as register_echo
+from inferline.jobs.kinds import KindRegistry
+from inferline.jobs.model import JobStatus, RetryPolicy
+from inferline.jobs.outcomes import reap_jobs
+from inferline.jobs.service import JobRequest, claim_jobs, get_job, list_jobs, submit_job
+from inferline.jobs.store import JobStore
+from inferline.metrics import Metrics
+from inferline.schema import jobs
+
+ECHO = {"message": "x", "steps": 0}
+
+
+@pytest.fixture
+def registry() -> KindRegistry:
+    registry = KindRegistry()
+    register_echo(registry)
+    registry.kind("other")(lambda ctx, data: None)  # type: ignore[arg-type, return-value]
+    return registry
+
+
+async def submit(engine: AsyncEngine, registry: KindRegistry, tenant: str = "a", **fields: object) -> str:
+    request = JobRequest(**({"kind": "echo", "input": ECHO} | fields))  # type: ignore[arg-type]
+    job, _ = await submit_job(engine, registry, request, tenant=tenant, default_max_attempts=3)
+    return job.id
+
+
+async def claim(engine: AsyncEngine, owner: str = "w1", limit: int = 10, **kw: object) -> list[str]:
+    jobs = await claim_jobs(
+        engine,
+        owner=owner,
+        kinds=kw.pop("kinds", ["echo", "other"]),
+        limit=limit,  # type: ignore[arg-type]
+        lease_s=kw.pop("lease_s", 30.0),
+        kind_limits=kw.pop("kind_limits", {}),  # type: ignore[arg-type]
+    )
+    return [job.id for job in jobs]
+
+
+async def test_claims_take_higher_priority_first(engine: AsyncEngine, registry: KindRegistry) -> None:
+    low = await submit(engine, registry, priority=5)
+    high = await submit(engine, registry, priority=1)
+    normal = await submit(engine, registry)
+    assert await claim(engine) == [high, normal, low]
+
+
+async def test_claimed_jobs_are_running_with_a_lease_and_one_attempt(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    job_id = await submit(engine, registry)
+    await claim(engine, owner="w1")
+    job = await get_job(engine, tenant="a", job_id=job_id)
+    assert job.status is JobStatus.RUNNING
+    assert job.attempts == 1 and job.lease_owner == "w1"
+    assert job.lease_expires_at is not None and job.lease_expires_at > utcnow()
+    assert job.started_at is not None
+
+
+async def test_a_claimed_job_is_not_claimed_again(engine: AsyncEngine, registry: KindRegistry) -> None:
+    ids = {await submit(engine, registry) for _ in range(5)}
+    first = await claim(engine, owner="w1", limit=3)
+    second = await claim(engine, owner="w2", limit=10)
+    assert len(first) == 3 and len(second) == 2
+    assert set(first) | set(second) == ids
+
+
+async def test_concurrent_claimers_never_share_a_job(engine: AsyncEngine, registry: KindRegistry) -> None:
+    ids = {await submit(engine, registry) for _ in range(60)}
+    results = await asyncio.gather(*(claim(engine, owner=f"w{i}", limit=7) for i in range(12)))
+    claimed = [job_id for batch in results for job_id in batch]
+    assert len(claimed) == len(set(claimed)) == 60
+    assert set(claimed) == ids
+
+
+async def test_tenants_alternate_inside_a_priority(engine: AsyncEngine, registry: KindRegistry) -> None:
+    a_jobs = [await submit(engine, registry, tenant="a") for _ in range(50)]
+    b_job = await submit(engine, registry, tenant="b")
+    order = await claim(engine, limit=3)
+    # B arrived behind A's 50 jobs, yet runs second: round-robin, not first-come-first-served.
+    assert order == [a_jobs[0], b_job, a_jobs[1]]
+
+
+async def test_a_tenant_returning_to_an_empty_queue_does_not_jump_ahead_of_others(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    for _ in range(3):
+        await submit(engine, registry, tenant="a")
+    await claim(engine, limit=10)  # queue drained; A's lane is at seq 3
+    b_jobs = [await submit(engine, registry, tenant="b") for _ in range(5)]
+    a_job = await submit(engine, registry, tenant="a")
+    order = await claim(engine, limit=3)
+    # A neither jumps ahead of B's first job (it was served last) nor waits behind all of B's.
+    assert order[0] == b_jobs[0]
+    assert a_job in order
+
+
+async def test_jobs_waiting_for_backoff_are_not_claimed_early(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    job_id = await submit(engine, registry)
+    async with engine.begin() as conn:
+        await conn.execute(jobs.update().values(run_after=utcnow() + timedelta(hours=1)))
+    assert await claim(engine) == []
+    assert (await get_job(engine, tenant="a", job_id=job_id)).status is JobStatus.QUEUED
+
+
+async def test_workers_claim_only_their_kinds(engine: AsyncEngine, registry: KindRegistry) -> None:
+    echo_id = await submit(engine, registry)
+    other_id = await submit(engine, registry, kind="other", input={})
+    assert await claim(engine, kinds=["other"]) == [other_id]
+    assert await claim(engine, kinds=["echo"]) == [echo_id]
+
+
+async def test_kind_concurrency_limit_holds_across_claims(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    for _ in range(5):
+        await submit(engine, registry, kind="other", input={})
+    echo_id = await submit(engine, registry)
+    first = await claim(engine, owner="w1", kind_limits={"other": 2})
+    second = await claim(engine, owner="w2", kind_limits={"other": 2})
+    assert len(first) == 3 and echo_id in first  # two `other` plus the unlimited echo
+    assert second == []
+
+
+async def test_expired_lease_is_claimed_by_another_worker(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    job_id = await submit(engine, registry)
+    assert await claim(engine, owner="dead", lease_s=0.05) == [job_id]
+    await asyncio.sleep(0.1)
+    assert await reap_jobs(engine, policy=RetryPolicy(), metrics=Metrics()) == 1
+    assert await claim(engine, owner="alive") == [job_id]
+    job = await get_job(engine, tenant="a", job_id=job_id)
+    assert job.lease_owner == "alive" and job.attempts == 2
+    assert job.error is not None and job.error["attempts"][0]["type"] == "LeaseExpired"
+
+
+async def test_expired_lease_on_the_last_attempt_fails_the_job(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    job_id = await submit(engine, registry, max_attempts=1)
+    await claim(engine, owner="dead", lease_s=0.05)
+    await asyncio.sleep(0.1)
+    await reap_jobs(engine, policy=RetryPolicy(), metrics=Metrics())
+    job = await get_job(engine, tenant="a", job_id=job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.error is not None and job.error["type"] == "LeaseExpired"
+
+
+async def test_renewing_leases_reports_cancel_requests_and_skips_lost_jobs(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    kept, lost = await submit(engine, registry), await submit(engine, registry)
+    await claim(engine, owner="w1")
+    async with engine.begin() as conn:
+        store = JobStore(conn)
+        job = await store.get(kept)
+        assert job is not None
+        await store.save(job.cancel(utcnow()), expect_status=JobStatus.RUNNING)
+        await store.update_running(lost, "w1", {"lease_owner": "w2"})
+        states = await store.renew_leases(owner="w1", job_ids=[kept, lost], now=utcnow(), lease_s=30)
+    assert [(s.job_id, s.cancel_requested) for s in states] == [(kept, True)]
+
+
+async def test_listing_pages_never_repeat_or_skip(engine: AsyncEngine, registry: KindRegistry) -> None:
+    ids = [await submit(engine, registry) for _ in range(23)]
+    await submit(engine, registry, tenant="other-tenant")
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = await list_jobs(engine, tenant="a", limit=5, cursor=cursor)
+        seen += [job.id for job in page]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+
+
+async def test_listing_filters_by_status_and_kind(engine: AsyncEngine, registry: KindRegistry) -> None:
+    echo_id = await submit(engine, registry)
+    other_id = await submit(engine, registry, kind="other", input={})
+    await claim(engine, kinds=["other"])
+    running, _ = await list_jobs(engine, tenant="a", status=JobStatus.RUNNING)
+    echoes, _ = await list_jobs(engine, tenant="a", kind="echo")
+    assert [j.id for j in running] == [other_id]
+    assert [j.id for j in echoes] == [echo_id]

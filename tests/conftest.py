@@ -1,0 +1,143 @@
+"""Shared fixtures: settings on a temporary data dir, real SQLite and real PostgreSQL databases.
+
+PostgreSQL tests get a fresh database each (created from the server at INFERLINE_TEST_PG_URL and
+dropped after). Without a reachable server they skip, unless INFERLINE_REQUIRE_SERVICES=1 (CI), where
+they fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import structlog
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferline import db
+from inferline.config import Settings
+
+PG_URL = os.environ.get("INFERLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_SERVICES = os.environ.get("INFERLINE_REQUIRE_SERVICES") == "1"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked after its folder (unit, adapters, api, e2e)."""
+    for item in items:
+        folder = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
+        if folder in {"unit", "adapters", "api", "e2e"}:
+            item.add_marker(getattr(pytest.mark, folder))
+
+
+# -- logs: a test fails if anything is logged at ERROR it did not expect -----------------------
+
+
+class LogRecorder:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, _logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        self.events.append(dict(event))
+        return event
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("level") in {"error", "critical", "exception"}]
+
+
+@pytest.fixture(autouse=True)
+def log_records(request: pytest.FixtureRequest) -> Iterator[LogRecorder]:
+    recorder = LogRecorder()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            recorder,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.ReturnLoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    yield recorder
+    if request.node.get_closest_marker("allow_error_logs") is None:
+        assert recorder.errors() == [], f"unexpected ERROR logs: {recorder.errors()}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "allow_error_logs: the test expects ERROR logs")
+
+
+# -- databases --------------------------------------------------------------------------------
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path / 'inferline.db'}"
+
+
+async def _pg_admin() -> asyncpg.Connection:
+    url = make_url(PG_URL).set(drivername="postgresql")
+    return await asyncpg.connect(url.render_as_string(hide_password=False), timeout=3)
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    try:
+        admin = await _pg_admin()
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"PostgreSQL at {PG_URL} is required (INFERLINE_REQUIRE_SERVICES=1): {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
+    name = f"inferline_t_{uuid.uuid4().hex[:12]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield (
+            make_url(PG_URL)
+            .set(drivername="postgresql+asyncpg", database=name)
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs on both engines."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path)
+    fixture: str = request.getfixturevalue("pg_url")
+    return fixture
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    db.upgrade(database_url)
+    engine = db.create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "heartbeat_s": 0.2,
+            "poll_s": 0.2,
+            "retry_base_s": 0.05,
+            "retry_cap_s": 0.5,
+            "events_poll_s": 0.05,
+            "schedule_poll_s": 0.2,
+        }
+        return Settings(**(values | overrides))
+
+    return make
