@@ -6,6 +6,7 @@
     │   ├── InvalidTransition     a job cannot move from its status to the asked one
     │   └── IdempotencyConflict   same Idempotency-Key, different body
     ├── InvalidInput              the request names something that does not exist or is malformed
+    ├── TooLarge                  the request is over a size limit of the settings
     ├── Unauthorized              missing or unknown API key
     ├── Overloaded                a queue is full; carries retry_after_s
     └── JobError                  raised by job code; retryable unless NonRetryable
@@ -43,6 +44,10 @@ class InvalidInput(InferlineError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class TooLarge(InferlineError):
+    pass
 
 
 class Unauthorized(InferlineError):

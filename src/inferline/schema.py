@@ -141,4 +141,5 @@ webhook_deliveries = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("delivered_at", UTCDateTime(), nullable=True),
     sa.Index("ix_webhook_due", "status", "next_attempt_at"),
+    sa.Index("ix_webhook_job", "job_id", "status", "id"),
 )

@@ -16,6 +16,7 @@ STATUS_OF: list[tuple[type[errors.InferlineError], int]] = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),  # InvalidTransition, IdempotencyConflict
     (errors.InvalidInput, 422),
+    (errors.TooLarge, 413),
     (errors.Unauthorized, 401),
     (errors.Overloaded, 429),
 ]

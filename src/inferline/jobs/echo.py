@@ -26,8 +26,6 @@ async def echo(ctx: JobContext, data: EchoInput) -> dict[str, Any]:
     first = int((ctx.last_checkpoint or {}).get("next_step", 0))
     steps_run: list[int] = []
     failing = ctx.attempt <= data.fail_first
-    if failing and data.steps == 0:
-        raise JobError(f"echo: attempt {ctx.attempt} fails as asked (fail_first={data.fail_first})")
     for index in range(first, data.steps):
         ctx.raise_if_canceled()
         await ctx.stage(f"step {index + 1}/{data.steps}")
@@ -36,7 +34,9 @@ async def echo(ctx: JobContext, data: EchoInput) -> dict[str, Any]:
         steps_run.append(index)
         await ctx.checkpoint({"next_step": index + 1}, progress=100 * (index + 1) / data.steps)
         if failing:
-            raise JobError(f"echo: attempt {ctx.attempt} fails as asked (fail_first={data.fail_first})")
+            break
+    if failing:  # after this attempt's first step, or at once when no step is left to run
+        raise JobError(f"echo: attempt {ctx.attempt} fails as asked (fail_first={data.fail_first})")
     return {"message": data.message, "steps_run": steps_run}
 
 

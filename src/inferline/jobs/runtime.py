@@ -194,6 +194,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
+        self._flush_lock = asyncio.Lock()
 
     @property
     def name(self) -> str:
@@ -207,6 +208,9 @@ class Worker:
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop claiming, let running jobs finish for `grace_s`, then release the rest to the queue."""
         self._stopping = True
+        self._slot_freed.set()
+        self.wakeup.notify()
+        await asyncio.gather(self._loops[0], return_exceptions=True)  # the claim loop sees _stopping
         tasks = [r.task for r in self._running.values() if r.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace_s)
@@ -214,10 +218,11 @@ class Worker:
                 self._interrupt(running, SHUTDOWN)
             if pending:
                 await asyncio.wait(pending)
-        await self._flush_outcomes()
-        for task in self._loops:
-            task.cancel()
+        async with self._flush_lock:  # no loop is cut off in the middle of writing outcomes
+            for task in self._loops:
+                task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._flush_outcomes()
         self.metrics.active_workers.dec()
 
     async def _guard(self, loop: Callable[[], Any]) -> None:
@@ -375,6 +380,10 @@ class Worker:
             await self._flush_outcomes()
 
     async def _flush_outcomes(self) -> None:
+        async with self._flush_lock:
+            await self._write_outcomes()
+
+    async def _write_outcomes(self) -> None:
         batch, self._outcomes = self._outcomes, []
         if not batch:
             return

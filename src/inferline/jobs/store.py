@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from inferline.jobs.model import Job, JobStatus
 from inferline.schema import jobs, lanes
 
 _JOB_FIELDS = {c.name for c in jobs.columns}
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Any value serves: it only names the lock all claimers of concurrency-limited kinds share.
 _KIND_LIMIT_LOCK = 0x1F4E_0001
 
@@ -47,10 +49,14 @@ def encode_cursor(job_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> str:
+    padded = (cursor + "=" * (-len(cursor) % 4)).replace("-", "+").replace("_", "/")
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidInput("cursor is not one this API returned", field="cursor") from exc
+        value = base64.b64decode(padded, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        value = ""
+    if not _ID.fullmatch(value):
+        raise InvalidInput("cursor is not one this API returned", field="cursor")
+    return value
 
 
 @dataclass(frozen=True)

@@ -112,21 +112,28 @@ class WebhookDispatcher:
 
     async def _claim(self, limit: int) -> list[dict[str, Any]]:
         now = utcnow()
+        d, earlier = webhook_deliveries, webhook_deliveries.alias("earlier")
+        # In order per job: a delivery waits while an older one of the same job is still pending.
+        older_pending = (
+            sa.select(earlier.c.id)
+            .where(earlier.c.job_id == d.c.job_id, earlier.c.status == "pending", earlier.c.id < d.c.id)
+            .exists()
+        )
         async with self.engine.begin() as conn:
             query = (
-                sa.select(webhook_deliveries, tenants.c.webhook_secret)
-                .join(tenants, tenants.c.name == webhook_deliveries.c.tenant)
-                .where(webhook_deliveries.c.status == "pending", webhook_deliveries.c.next_attempt_at <= now)
-                .order_by(webhook_deliveries.c.next_attempt_at)
+                sa.select(d, tenants.c.webhook_secret)
+                .join(tenants, tenants.c.name == d.c.tenant)
+                .where(d.c.status == "pending", d.c.next_attempt_at <= now, ~older_pending)
+                .order_by(d.c.next_attempt_at)
                 .limit(limit)
             )
             if conn.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True, of=webhook_deliveries)
+                query = query.with_for_update(skip_locked=True, of=d)
             rows = [dict(row) for row in (await conn.execute(query)).mappings()]
             if rows:
                 await conn.execute(
-                    webhook_deliveries.update()
-                    .where(webhook_deliveries.c.id.in_([row["id"] for row in rows]))
+                    d.update()
+                    .where(d.c.id.in_([row["id"] for row in rows]))
                     .values(next_attempt_at=now + timedelta(seconds=self.claim_s))
                 )
         return rows

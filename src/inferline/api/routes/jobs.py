@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from inferline.api.deps import ServicesDep, TenantDep
 from inferline.api.schemas import JobIn, JobOut, JobPage
 from inferline.bootstrap import Services
-from inferline.errors import InvalidInput, NotFound
+from inferline.errors import NotFound, TooLarge
 from inferline.jobs import service
 from inferline.jobs.model import JobStatus, public_view
 
@@ -30,7 +30,7 @@ async def submit_job(
 ) -> dict[str, Any]:
     """Queue a job. An `Idempotency-Key` seen before returns that job (200), or 409 if the body differs."""
     if len(json.dumps(body.input)) > services.settings.max_input_bytes:
-        raise InvalidInput(f"input is larger than {services.settings.max_input_bytes} bytes", field="input")
+        raise TooLarge(f"input is larger than max_input_bytes ({services.settings.max_input_bytes})")
     job, created = await service.submit_job(
         services.engine,
         services.registry,

@@ -111,6 +111,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
         batch_op.create_index("ix_webhook_due", ["status", "next_attempt_at"], unique=False)
+        batch_op.create_index("ix_webhook_job", ["job_id", "status", "id"], unique=False)
 
     op.create_table(
         "api_keys",
@@ -132,6 +133,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("api_keys")
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_webhook_job")
         batch_op.drop_index("ix_webhook_due")
 
     op.drop_table("webhook_deliveries")

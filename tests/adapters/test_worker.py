@@ -1,0 +1,234 @@
+"""The worker runtime running real jobs, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferline.errors import NonRetryable
+from inferline.jobs.echo import register as register_echo
+from inferline.jobs.kinds import KindRegistry
+from inferline.jobs.model import Job, JobStatus, RetryPolicy
+from inferline.jobs.runtime import JobContext, Worker, WorkerConfig
+from inferline.jobs.service import JobRequest, cancel_job, claim_jobs, get_job, submit_job
+from inferline.jobs.store import JobStore
+from inferline.jobs.wakeup import LocalWakeup
+from inferline.metrics import Metrics
+
+FAST = WorkerConfig(
+    concurrency=4,
+    lease_s=5.0,
+    heartbeat_s=0.1,
+    poll_s=0.1,
+    retry=RetryPolicy(base_s=0.02, cap_s=0.1),
+    reap_every_s=0.1,
+)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> KindRegistry:
+    registry = KindRegistry()
+    register_echo(registry)
+
+    @registry.kind("refuse")
+    async def refuse(ctx: JobContext, data: dict[str, Any]) -> None:
+        raise NonRetryable("this input can never work")
+
+    @registry.kind("sleeper")
+    async def sleeper(ctx: JobContext, data: dict[str, Any]) -> None:
+        pid_file = tmp_path / f"{ctx.id}.pid"
+        await ctx.run_subprocess(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"])
+
+    return registry
+
+
+@pytest.fixture
+async def worker(engine: AsyncEngine, registry: KindRegistry) -> AsyncIterator[Worker]:
+    worker = Worker(engine, registry, FAST, wakeup=LocalWakeup(), metrics=Metrics())
+    await worker.start()
+    yield worker
+    await worker.stop(grace_s=1)
+
+
+async def submit(engine: AsyncEngine, registry: KindRegistry, kind: str = "echo", **fields: Any) -> Job:
+    job, _ = await submit_job(
+        engine, registry, JobRequest(kind=kind, **fields), tenant="t", default_max_attempts=3
+    )
+    return job
+
+
+async def wait_for(
+    engine: AsyncEngine, job_id: str, done: Callable[[Job], bool], timeout_s: float = 10
+) -> Job:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = await get_job(engine, tenant="t", job_id=job_id)
+        if done(job):
+            return job
+        assert time.monotonic() < deadline, f"job stayed {job.status} ({job.stage}, {job.detail})"
+        await asyncio.sleep(0.02)
+
+
+def finished(job: Job) -> bool:
+    return job.status.is_terminal
+
+
+async def test_an_echo_job_runs_its_steps_and_succeeds(
+    engine: AsyncEngine, registry: KindRegistry, worker: Worker
+) -> None:
+    job = await submit(engine, registry, input={"message": "hello", "steps": 3})
+    done = await wait_for(engine, job.id, finished)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result == {"message": "hello", "steps_run": [0, 1, 2]}
+    assert done.stage == "step 3/3" and done.progress == 100.0
+    assert done.attempts == 1 and done.lease_owner is None
+    assert (
+        done.started_at is not None and done.finished_at is not None and done.started_at <= done.finished_at
+    )
+
+
+async def test_retries_resume_from_the_checkpoint_and_succeed(
+    engine: AsyncEngine, registry: KindRegistry, worker: Worker
+) -> None:
+    job = await submit(engine, registry, input={"message": "m", "steps": 3, "fail_first": 2})
+    done = await wait_for(engine, job.id, finished)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.attempts == 3
+    # Attempts 1 and 2 each ran one step, checkpointed and failed; attempt 3 ran only the last step.
+    assert done.result == {"message": "m", "steps_run": [2]}
+    assert done.error is not None
+    assert [entry["attempt"] for entry in done.error["attempts"]] == [1, 2]
+
+
+async def test_retries_run_out_and_the_job_fails_with_its_history(
+    engine: AsyncEngine, registry: KindRegistry, worker: Worker
+) -> None:
+    job = await submit(engine, registry, input={"message": "m", "steps": 1, "fail_first": 9}, max_attempts=2)
+    done = await wait_for(engine, job.id, finished)
+    assert done.status is JobStatus.FAILED
+    assert done.attempts == 2
+    assert done.error is not None and done.error["type"] == "JobError"
+    assert "fails as asked" in done.error["message"]
+    assert len(done.error["attempts"]) == 2
+
+
+async def test_a_non_retryable_error_fails_on_the_first_attempt(
+    engine: AsyncEngine, registry: KindRegistry, worker: Worker
+) -> None:
+    job = await submit(engine, registry, kind="refuse", input={}, max_attempts=5)
+    done = await wait_for(engine, job.id, finished)
+    assert done.status is JobStatus.FAILED and done.attempts == 1
+    assert done.error is not None and done.error["type"] == "NonRetryable"
+
+
+async def test_a_running_job_is_canceled_within_two_seconds(
+    engine: AsyncEngine, registry: KindRegistry, worker: Worker
+) -> None:
+    job = await submit(engine, registry, input={"message": "m", "steps": 200, "step_s": 0.05})
+    await wait_for(engine, job.id, lambda j: j.status is JobStatus.RUNNING and j.progress > 0)
+    asked = time.monotonic()
+    await cancel_job(engine, tenant="t", job_id=job.id)
+    done = await wait_for(engine, job.id, finished)
+    assert time.monotonic() - asked < 2.0
+    assert done.status is JobStatus.CANCELED and done.canceled_at is not None
+    await asyncio.sleep(0.3)
+    assert (await get_job(engine, tenant="t", job_id=job.id)).progress == done.progress  # it really stopped
+
+
+async def test_canceling_kills_the_jobs_subprocess(
+    engine: AsyncEngine, registry: KindRegistry, worker: Worker, tmp_path: Path
+) -> None:
+    job = await submit(engine, registry, kind="sleeper", input={})
+    pid_file = tmp_path / f"{job.id}.pid"
+    for _ in range(200):
+        if pid_file.exists() and pid_file.read_text().strip():
+            break
+        await asyncio.sleep(0.02)
+    pid = int(pid_file.read_text())
+    await cancel_job(engine, tenant="t", job_id=job.id)
+    done = await wait_for(engine, job.id, finished)
+    assert done.status is JobStatus.CANCELED
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+async def test_a_running_job_past_its_deadline_is_canceled(
+    engine: AsyncEngine, registry: KindRegistry, worker: Worker
+) -> None:
+    job = await submit(engine, registry, input={"message": "m", "steps": 100, "step_s": 0.05}, deadline_s=0.4)
+    done = await wait_for(engine, job.id, finished)
+    assert done.status is JobStatus.CANCELED and done.detail == "deadline"
+    assert done.finished_at is not None and done.deadline_at is not None
+    assert (done.finished_at - done.deadline_at).total_seconds() < 1.0
+
+
+async def test_a_queued_job_past_its_deadline_is_canceled_without_running(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    job = await submit(engine, registry, input={"message": "m"}, deadline_s=0.05)
+    await asyncio.sleep(0.1)
+    worker = Worker(engine, registry, FAST, wakeup=LocalWakeup(), metrics=Metrics(), kinds=["refuse"])
+    await worker.start()
+    try:
+        done = await wait_for(engine, job.id, finished)
+    finally:
+        await worker.stop()
+    assert done.status is JobStatus.CANCELED and done.detail == "deadline" and done.attempts == 0
+
+
+async def test_a_job_left_by_a_dead_worker_resumes_from_its_checkpoint(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    job = await submit(engine, registry, input={"message": "m", "steps": 5})
+    [claimed] = await claim_jobs(engine, owner="dead", kinds=["echo"], limit=1, lease_s=0.2, kind_limits={})
+    async with engine.begin() as conn:
+        await JobStore(conn).update_running(claimed.id, "dead", {"checkpoint": {"next_step": 3}})
+    worker = Worker(engine, registry, FAST, wakeup=LocalWakeup(), metrics=Metrics())
+    await worker.start()
+    try:
+        done = await wait_for(engine, job.id, finished)
+    finally:
+        await worker.stop()
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result == {"message": "m", "steps_run": [3, 4]}
+    assert done.attempts == 2
+
+
+async def test_stopping_a_worker_gives_its_jobs_back_without_spending_an_attempt(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    worker = Worker(engine, registry, FAST, wakeup=LocalWakeup(), metrics=Metrics())
+    await worker.start()
+    job = await submit(engine, registry, input={"message": "m", "steps": 100, "step_s": 0.05})
+    await wait_for(engine, job.id, lambda j: (j.checkpoint or {}).get("next_step", 0) >= 2)
+    await worker.stop(grace_s=0.1)
+    released = await get_job(engine, tenant="t", job_id=job.id)
+    assert released.status is JobStatus.QUEUED
+    assert released.attempts == 0 and released.lease_owner is None
+    assert released.checkpoint is not None and released.checkpoint["next_step"] >= 2
+
+
+async def test_many_jobs_run_once_each(engine: AsyncEngine, registry: KindRegistry, worker: Worker) -> None:
+    jobs = [await submit(engine, registry, input={"message": str(i), "steps": 0}) for i in range(100)]
+    for job in jobs:
+        done = await wait_for(engine, job.id, finished)
+        assert done.status is JobStatus.SUCCEEDED and done.attempts == 1
+        assert done.result == {"message": job.input["message"], "steps_run": []}
+
+
+async def test_metrics_count_finished_jobs(
+    engine: AsyncEngine, registry: KindRegistry, worker: Worker
+) -> None:
+    job = await submit(engine, registry, input={"message": "m", "steps": 0})
+    await wait_for(engine, job.id, finished)
+    await asyncio.sleep(0.05)
+    text = worker.metrics.render().decode()
+    assert 'inferline_jobs_finished_total{kind="echo",status="succeeded"} 1.0' in text
+    assert "inferline_job_queue_wait_seconds_count" in text

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from tests.api.conftest import Api
+
+
+async def test_health_and_readiness(api: Api) -> None:
+    assert (await api.anonymous.get("/healthz")).json() == {"status": "ok"}
+    ready = await api.anonymous.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+async def test_readiness_fails_when_the_schema_is_behind(api: Api) -> None:
+    async with api.services.engine.begin() as conn:
+        await conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'old'")
+    ready = await api.anonymous.get("/readyz")
+    assert ready.status_code == 503 and "inferline db upgrade" in ready.json()["detail"]
+
+
+async def test_metrics_show_submissions_finishes_and_queue_depth(idle_api: Api) -> None:
+    await idle_api.submit(input={"message": "m"})
+    await idle_api.submit(input={"message": "m"}, priority=1)
+    text = (await idle_api.anonymous.get("/metrics")).text
+    assert 'inferline_jobs_submitted_total{kind="echo"} 2.0' in text
+    assert 'inferline_queue_depth{kind="echo",priority="1"} 1.0' in text
+    assert 'inferline_queue_depth{kind="echo",priority="3"} 1.0' in text
+    assert "inferline_http_request_seconds_count" in text
+
+
+async def test_responses_carry_a_request_id(api: Api) -> None:
+    given = await api.anonymous.get("/healthz", headers={"X-Request-ID": "abc123"})
+    assert given.headers["x-request-id"] == "abc123"
+    made = await api.anonymous.get("/healthz")
+    assert len(made.headers["x-request-id"]) == 32
+
+
+async def test_schedules_are_created_listed_and_deleted_per_tenant(idle_api: Api) -> None:
+    body = {"cron": "*/5 * * * *", "kind": "echo", "input": {"message": "tick"}, "name": "five"}
+    created = await idle_api.client.post("/api/v1/schedules", json=body)
+    assert created.status_code == 201
+    schedule = created.json()
+    assert schedule["template"]["input"] == {"message": "tick", "steps": 1, "step_s": 0.0, "fail_first": 0}
+    assert schedule["next_run_at"].endswith(("0:00Z", "5:00Z"))
+    listing = (await idle_api.client.get("/api/v1/schedules")).json()
+    assert [item["id"] for item in listing["items"]] == [schedule["id"]]
+    assert (await idle_api.other.get("/api/v1/schedules")).json()["items"] == []
+    assert (await idle_api.other.delete(f"/api/v1/schedules/{schedule['id']}")).status_code == 404
+    assert (await idle_api.client.delete(f"/api/v1/schedules/{schedule['id']}")).status_code == 204
+    assert (await idle_api.client.delete(f"/api/v1/schedules/{schedule['id']}")).status_code == 404
+
+
+async def test_a_bad_cron_or_template_is_422(idle_api: Api) -> None:
+    bad_cron = await idle_api.client.post(
+        "/api/v1/schedules", json={"cron": "every day", "kind": "echo", "input": {"message": "m"}}
+    )
+    assert bad_cron.status_code == 422 and bad_cron.json()["field"] == "cron"
+    bad_input = await idle_api.client.post(
+        "/api/v1/schedules", json={"cron": "* * * * *", "kind": "echo", "input": {}}
+    )
+    assert bad_input.status_code == 422 and bad_input.json()["field"] == "input.message"
