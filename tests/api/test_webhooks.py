@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -80,7 +81,7 @@ async def test_deliveries_are_signed_retried_and_throttled(api: Api, receiver: R
     assert payloads[-1]["data"]["status"] == "succeeded" and payloads[-1]["data"]["id"] == job["id"]
     progress_times = [datetime.fromisoformat(p["timestamp"]) for p in payloads if p["type"] == "job.progress"]
     assert 1 <= len(progress_times) <= 3  # 8 steps of 150 ms, at most one progress per 500 ms
-    gaps = [(b - a).total_seconds() for a, b in zip(progress_times, progress_times[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(progress_times)]
     assert all(gap >= 0.5 for gap in gaps)
 
 

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from inferline.errors import NonRetryable
@@ -27,7 +26,7 @@ async def record(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
 
 
 async def gate(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
-    if Path(data["closed_while"]).exists():
+    if os.path.exists(data["closed_while"]):  # noqa: ASYNC240 - one stat, in a test kind
         raise NonRetryable(f"gate closed: {data['closed_while']} exists")
     return {"passed": True}
 
