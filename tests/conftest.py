@@ -100,9 +100,7 @@ async def pg_url() -> AsyncIterator[str]:
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         yield (
-            make_url(PG_URL)
-            .set(drivername="postgresql+asyncpg", database=name)
-            .render_as_string(hide_password=False)
+            make_url(PG_URL).set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
         )
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -15,6 +15,7 @@ from inferline.jobs.kinds import KindRegistry, load_plugins
 from inferline.jobs.model import RetryPolicy
 from inferline.jobs.runtime import Worker, WorkerConfig
 from inferline.jobs.schedules import run_scheduler
+from inferline.jobs.service import Submitter
 from inferline.jobs.wakeup import LocalWakeup, PostgresWakeup, Wakeup
 from inferline.jobs.webhooks import WebhookDispatcher
 from inferline.metrics import Metrics
@@ -29,6 +30,7 @@ class Services:
     wakeup: Wakeup
     metrics: Metrics
     auth: Authenticator
+    submitter: Submitter
 
     async def aclose(self) -> None:
         await self.wakeup.aclose()
@@ -45,13 +47,15 @@ def build_registry(settings: Settings) -> KindRegistry:
 def build_services(settings: Settings) -> Services:
     engine = create_engine(settings.resolved_database_url)
     wakeup: Wakeup = LocalWakeup() if settings.is_sqlite else PostgresWakeup(settings.resolved_database_url)
+    registry = build_registry(settings)
     return Services(
         settings=settings,
         engine=engine,
-        registry=build_registry(settings),
+        registry=registry,
         wakeup=wakeup,
         metrics=Metrics(),
         auth=Authenticator(engine, settings.api_key_cache_s),
+        submitter=Submitter(engine, registry, default_max_attempts=settings.default_max_attempts, wakeup=wakeup),
     )
 
 
@@ -82,6 +86,7 @@ class Background:
     worker: Worker | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     dispatcher: WebhookDispatcher | None = None
+    halt: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         s = self.services
@@ -107,18 +112,20 @@ class Background:
                     s.engine,
                     poll_s=s.settings.schedule_poll_s,
                     default_max_attempts=s.settings.default_max_attempts,
+                    stop=self.halt,
                     wakeup=s.wakeup,
                 )
             ),
-            asyncio.create_task(self.dispatcher.run()),
+            asyncio.create_task(self.dispatcher.run(self.halt)),
         ]
 
     async def stop(self, grace_s: float = 10.0) -> None:
         if self.worker is not None:
             await self.worker.stop(grace_s)
-        for task in self.tasks:
+        self.halt.set()
+        _, stuck = await asyncio.wait(self.tasks, timeout=grace_s) if self.tasks else (set(), set())
+        for task in stuck:  # only a loop hung on an unreachable database or receiver gets here
             task.cancel()
-        for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.dispatcher is not None:

@@ -29,9 +29,7 @@ app.add_typer(db_app, name="db")
 console = Console()
 err = Console(stderr=True)
 
-DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="SQLite file, blobs and keys [default: ./data]")
-]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="SQLite file, blobs and keys [default: ./data]")]
 DatabaseUrl = Annotated[
     str | None, typer.Option("--database-url", help="e.g. postgresql://user@host/db [default: SQLite]")
 ]
@@ -287,9 +285,7 @@ def jobs_submit(
 
 
 @jobs_app.command("get")
-def jobs_get(
-    job_id: str, server: Server = "http://127.0.0.1:8000", key: Key = None, as_json: AsJson = False
-) -> None:
+def jobs_get(job_id: str, server: Server = "http://127.0.0.1:8000", key: Key = None, as_json: AsJson = False) -> None:
     """Show one job."""
     with _client(server, key) as client:
         _show_job(_call(client, "GET", f"/api/v1/jobs/{job_id}"), as_json)
@@ -306,9 +302,7 @@ def jobs_list(
     as_json: AsJson = False,
 ) -> None:
     """List jobs, newest first."""
-    params = {
-        k: v for k, v in {"status": status, "kind": kind, "limit": limit, "cursor": cursor}.items() if v
-    }
+    params = {k: v for k, v in {"status": status, "kind": kind, "limit": limit, "cursor": cursor}.items() if v}
     with _client(server, key) as client:
         page = _call(client, "GET", "/api/v1/jobs", params=params)
     if as_json:
@@ -329,18 +323,14 @@ def jobs_cancel(
 
 
 @jobs_app.command("retry")
-def jobs_retry(
-    job_id: str, server: Server = "http://127.0.0.1:8000", key: Key = None, as_json: AsJson = False
-) -> None:
+def jobs_retry(job_id: str, server: Server = "http://127.0.0.1:8000", key: Key = None, as_json: AsJson = False) -> None:
     """Re-queue a failed job."""
     with _client(server, key) as client:
         _show_job(_call(client, "POST", f"/api/v1/jobs/{job_id}/retry"), as_json)
 
 
 @jobs_app.command("watch")
-def jobs_watch(
-    job_id: str, server: Server = "http://127.0.0.1:8000", key: Key = None, as_json: AsJson = False
-) -> None:
+def jobs_watch(job_id: str, server: Server = "http://127.0.0.1:8000", key: Key = None, as_json: AsJson = False) -> None:
     """Follow a job live with a progress bar until it ends; exits 1 unless it succeeded."""
     with _client(server, key) as client:
         _watch(client, job_id, as_json)

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     )
     events_poll_s: float = Field(default=0.25, gt=0, description="SSE poll period of a job's row")
     api_key_cache_s: float = Field(default=5.0, ge=0, description="how long a verified key is trusted")
-    max_input_bytes: int = Field(default=1_000_000, ge=1)
+    max_request_bytes: int = Field(default=1_000_000, ge=1024, description="413 above this JSON body size")
     plugins: list[str] = Field(default_factory=list, description="modules to import that register job kinds")
     metrics_port: int | None = Field(default=None, description="`inferline worker` exposes metrics here")
 

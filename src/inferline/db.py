@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -66,6 +67,23 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
+
+
+_write_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A write transaction. On SQLite, writers of this process queue on an asyncio lock first:
+    SQLite admits one writer at a time anyway, and its busy handler waits in coarse sleeps (up to
+    100 ms each), which turned 16 concurrent submissions into a 1 s p99 before this lock."""
+    if engine.dialect.name != "sqlite":
+        async with engine.begin() as conn:
+            yield conn
+        return
+    lock = _write_locks.setdefault(engine, asyncio.Lock())
+    async with lock, engine.begin() as conn:
+        yield conn
 
 
 @asynccontextmanager

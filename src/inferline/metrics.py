@@ -40,9 +40,7 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge("inferline_queue_depth", "Queued jobs", ["kind", "priority"], registry=r)
-        self.active_workers = Gauge(
-            "inferline_active_workers", "Worker loops running in this process", registry=r
-        )
+        self.active_workers = Gauge("inferline_active_workers", "Worker loops running in this process", registry=r)
         self.jobs_running = Gauge("inferline_jobs_running", "Jobs running in this process", registry=r)
         self.lease_expiries = Counter(
             "inferline_lease_expiries_total", "Leases found expired and taken back", ["kind"], registry=r

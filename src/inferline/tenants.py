@@ -39,21 +39,17 @@ def hash_key(key: str) -> str:
 
 async def ensure_tenant(conn: AsyncConnection, name: str) -> None:
     if not _TENANT_NAME.match(name):
-        raise InvalidInput(
-            f"tenant name {name!r}: use letters, digits, '_', '.', '-' (max 100)", field="tenant"
-        )
+        raise InvalidInput(f"tenant name {name!r}: use letters, digits, '_', '.', '-' (max 100)", field="tenant")
     exists = await conn.scalar(sa.select(tenants.c.name).where(tenants.c.name == name))
     if exists is None:
-        await conn.execute(
-            tenants.insert().values(name=name, webhook_secret=new_secret(), created_at=utcnow())
-        )
+        await conn.execute(tenants.insert().values(name=name, webhook_secret=new_secret(), created_at=utcnow()))
 
 
 async def create_key(engine: AsyncEngine, tenant: str) -> tuple[ApiKey, str]:
     """Create a key for the tenant (and the tenant if new). The plain key is returned only here."""
     plain = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(new_id(), tenant, plain[:10], utcnow(), None)
-    async with engine.begin() as conn:
+    async with db.write(engine) as conn:
         await ensure_tenant(conn, tenant)
         await conn.execute(
             api_keys.insert().values(
@@ -77,7 +73,7 @@ async def list_keys(engine: AsyncEngine, tenant: str | None = None) -> list[ApiK
 
 
 async def revoke_key(engine: AsyncEngine, key_id: str) -> None:
-    async with engine.begin() as conn:
+    async with db.write(engine) as conn:
         result = await conn.execute(
             api_keys.update()
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
@@ -118,9 +114,7 @@ class Authenticator:
             return cached[0]
         async with db.read(self.engine) as conn:
             tenant = await conn.scalar(
-                sa.select(api_keys.c.tenant).where(
-                    api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None)
-                )
+                sa.select(api_keys.c.tenant).where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
             )
         if tenant is None:
             self._cache.pop(digest, None)

@@ -15,9 +15,7 @@ from inferline.jobs.service import JobRequest, list_jobs
 from inferline.schema import schedules
 
 
-async def test_a_due_tick_makes_exactly_one_job_with_several_schedulers(
-    engine: AsyncEngine, database_url: str
-) -> None:
+async def test_a_due_tick_makes_exactly_one_job_with_several_schedulers(engine: AsyncEngine, database_url: str) -> None:
     registry = KindRegistry()
     register_echo(registry)
     schedule = await create_schedule(

@@ -104,9 +104,7 @@ async def test_a_tenant_returning_to_an_empty_queue_does_not_jump_ahead_of_other
     assert a_job in order
 
 
-async def test_jobs_waiting_for_backoff_are_not_claimed_early(
-    engine: AsyncEngine, registry: KindRegistry
-) -> None:
+async def test_jobs_waiting_for_backoff_are_not_claimed_early(engine: AsyncEngine, registry: KindRegistry) -> None:
     job_id = await submit(engine, registry)
     async with engine.begin() as conn:
         await conn.execute(jobs.update().values(run_after=utcnow() + timedelta(hours=1)))
@@ -121,9 +119,7 @@ async def test_workers_claim_only_their_kinds(engine: AsyncEngine, registry: Kin
     assert await claim(engine, kinds=["echo"]) == [echo_id]
 
 
-async def test_kind_concurrency_limit_holds_across_claims(
-    engine: AsyncEngine, registry: KindRegistry
-) -> None:
+async def test_kind_concurrency_limit_holds_across_claims(engine: AsyncEngine, registry: KindRegistry) -> None:
     for _ in range(5):
         await submit(engine, registry, kind="other", input={})
     echo_id = await submit(engine, registry)
@@ -133,9 +129,7 @@ async def test_kind_concurrency_limit_holds_across_claims(
     assert second == []
 
 
-async def test_expired_lease_is_claimed_by_another_worker(
-    engine: AsyncEngine, registry: KindRegistry
-) -> None:
+async def test_expired_lease_is_claimed_by_another_worker(engine: AsyncEngine, registry: KindRegistry) -> None:
     job_id = await submit(engine, registry)
     assert await claim(engine, owner="dead", lease_s=0.05) == [job_id]
     await asyncio.sleep(0.1)
@@ -146,9 +140,7 @@ async def test_expired_lease_is_claimed_by_another_worker(
     assert job.error is not None and job.error["attempts"][0]["type"] == "LeaseExpired"
 
 
-async def test_expired_lease_on_the_last_attempt_fails_the_job(
-    engine: AsyncEngine, registry: KindRegistry
-) -> None:
+async def test_expired_lease_on_the_last_attempt_fails_the_job(engine: AsyncEngine, registry: KindRegistry) -> None:
     job_id = await submit(engine, registry, max_attempts=1)
     await claim(engine, owner="dead", lease_s=0.05)
     await asyncio.sleep(0.1)

@@ -58,15 +58,11 @@ async def worker(engine: AsyncEngine, registry: KindRegistry) -> AsyncIterator[W
 
 
 async def submit(engine: AsyncEngine, registry: KindRegistry, kind: str = "echo", **fields: Any) -> Job:
-    job, _ = await submit_job(
-        engine, registry, JobRequest(kind=kind, **fields), tenant="t", default_max_attempts=3
-    )
+    job, _ = await submit_job(engine, registry, JobRequest(kind=kind, **fields), tenant="t", default_max_attempts=3)
     return job
 
 
-async def wait_for(
-    engine: AsyncEngine, job_id: str, done: Callable[[Job], bool], timeout_s: float = 10
-) -> Job:
+async def wait_for(engine: AsyncEngine, job_id: str, done: Callable[[Job], bool], timeout_s: float = 10) -> Job:
     deadline = time.monotonic() + timeout_s
     while True:
         job = await get_job(engine, tenant="t", job_id=job_id)
@@ -89,9 +85,7 @@ async def test_an_echo_job_runs_its_steps_and_succeeds(
     assert done.result == {"message": "hello", "steps_run": [0, 1, 2]}
     assert done.stage == "step 3/3" and done.progress == 100.0
     assert done.attempts == 1 and done.lease_owner is None
-    assert (
-        done.started_at is not None and done.finished_at is not None and done.started_at <= done.finished_at
-    )
+    assert done.started_at is not None and done.finished_at is not None and done.started_at <= done.finished_at
 
 
 async def test_retries_resume_from_the_checkpoint_and_succeed(
@@ -223,9 +217,7 @@ async def test_many_jobs_run_once_each(engine: AsyncEngine, registry: KindRegist
         assert done.result == {"message": job.input["message"], "steps_run": []}
 
 
-async def test_metrics_count_finished_jobs(
-    engine: AsyncEngine, registry: KindRegistry, worker: Worker
-) -> None:
+async def test_metrics_count_finished_jobs(engine: AsyncEngine, registry: KindRegistry, worker: Worker) -> None:
     job = await submit(engine, registry, input={"message": "m", "steps": 0})
     await wait_for(engine, job.id, finished)
     await asyncio.sleep(0.05)

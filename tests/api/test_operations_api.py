@@ -53,7 +53,5 @@ async def test_a_bad_cron_or_template_is_422(idle_api: Api) -> None:
         "/api/v1/schedules", json={"cron": "every day", "kind": "echo", "input": {"message": "m"}}
     )
     assert bad_cron.status_code == 422 and bad_cron.json()["field"] == "cron"
-    bad_input = await idle_api.client.post(
-        "/api/v1/schedules", json={"cron": "* * * * *", "kind": "echo", "input": {}}
-    )
+    bad_input = await idle_api.client.post("/api/v1/schedules", json={"cron": "* * * * *", "kind": "echo", "input": {}})
     assert bad_input.status_code == 422 and bad_input.json()["field"] == "input.message"

@@ -85,11 +85,7 @@ def wait_until_up(base_url: str, proc: subprocess.Popen[bytes], timeout_s: float
 
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Processes]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("INFERLINE_") or k == "INFERLINE_REQUIRE_SERVICES"
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFERLINE_") or k == "INFERLINE_REQUIRE_SERVICES"}
     env |= {
         "PYTHONPATH": str(ROOT),
         "INFERLINE_LOG_LEVEL": "warning",
@@ -106,14 +102,10 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
 
 def client(port: int, data_dir: Path) -> httpx.Client:
     key = (data_dir / "admin.key").read_text().strip()
-    return httpx.Client(
-        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=10
-    )
+    return httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=10)
 
 
-def wait_job(
-    http: httpx.Client, job_id: str, done: Callable[[dict[str, Any]], bool], timeout_s: float = 30
-) -> Any:
+def wait_job(http: httpx.Client, job_id: str, done: Callable[[dict[str, Any]], bool], timeout_s: float = 30) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         job = http.get(f"/api/v1/jobs/{job_id}").json()

@@ -19,9 +19,7 @@ def is_final(job: dict[str, object]) -> bool:
     return job["status"] in {"succeeded", "failed", "canceled"}
 
 
-def test_a_killed_server_finishes_the_job_from_its_checkpoint_after_restart(
-    procs: Processes, tmp_path: Path
-) -> None:
+def test_a_killed_server_finishes_the_job_from_its_checkpoint_after_restart(procs: Processes, tmp_path: Path) -> None:
     data_dir, port = tmp_path / "data", free_port()
     server = procs.serve(data_dir, port, "--workers", "2", INFERLINE_LEASE_S="2")
     with client(port, data_dir) as http:
@@ -50,8 +48,7 @@ def test_two_workers_on_postgres_run_each_of_2000_jobs_exactly_once(
     with client(port, data_dir) as http:
         ids = {http.post("/api/v1/jobs", json={"kind": "record"}).json()["id"] for _ in range(2000)}
     workers = [
-        procs.spawn("worker", "--concurrency", "16", "--database-url", pg_url, log_name=f"worker{i}")
-        for i in range(2)
+        procs.spawn("worker", "--concurrency", "16", "--database-url", pg_url, log_name=f"worker{i}") for i in range(2)
     ]
     record = tmp_path / "record.log"
     deadline = time.monotonic() + 120
@@ -74,9 +71,7 @@ def test_two_workers_on_postgres_run_each_of_2000_jobs_exactly_once(
     assert len(succeeded["items"]) == 500
 
 
-def test_another_tenants_single_job_runs_before_the_500th_of_a_busy_tenant(
-    procs: Processes, tmp_path: Path
-) -> None:
+def test_another_tenants_single_job_runs_before_the_500th_of_a_busy_tenant(procs: Processes, tmp_path: Path) -> None:
     data_dir, port = tmp_path / "data", free_port()
     procs.serve(data_dir, port, "--workers", "0")
     b_key = json.loads(
@@ -101,17 +96,11 @@ def test_another_tenants_single_job_runs_before_the_500th_of_a_busy_tenant(
     )["key"]
     with client(port, data_dir) as http_a:
         a_ids = [
-            http_a.post(
-                "/api/v1/jobs", json={"kind": "echo", "input": {"message": str(i), "steps": 0}}
-            ).json()["id"]
+            http_a.post("/api/v1/jobs", json={"kind": "echo", "input": {"message": str(i), "steps": 0}}).json()["id"]
             for i in range(500)
         ]
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {b_key}"}
-        ) as http_b:
-            b_job = http_b.post(
-                "/api/v1/jobs", json={"kind": "echo", "input": {"message": "b", "steps": 0}}
-            ).json()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {b_key}"}) as http_b:
+            b_job = http_b.post("/api/v1/jobs", json={"kind": "echo", "input": {"message": "b", "steps": 0}}).json()
             procs.spawn("worker", "--concurrency", "2", "--data-dir", str(data_dir), log_name="worker")
             b_done = wait_job(http_b, b_job["id"], is_final)
         a_last = wait_job(http_a, a_ids[-1], is_final)
@@ -133,9 +122,7 @@ def test_cli_submits_watches_and_cancels_against_a_server(procs: Processes, tmp_
             [*base, *args, *common], cwd=ROOT, env=procs.env, capture_output=True, text=True, timeout=60
         )
 
-    watched = cli(
-        "submit", "echo", "--input", '{"message": "cli", "steps": 3, "step_s": 0.1}', "--watch", "--json"
-    )
+    watched = cli("submit", "echo", "--input", '{"message": "cli", "steps": 3, "step_s": 0.1}', "--watch", "--json")
     assert watched.returncode == 0, watched.stderr
     assert json.loads(watched.stdout)["result"] == {"message": "cli", "steps_run": [0, 1, 2]}
     long = json.loads(

@@ -58,9 +58,7 @@ def test_retry_requeues_a_failed_job_with_fresh_attempts_and_keeps_its_history()
     assert retried.error == error
 
 
-@pytest.mark.parametrize(
-    "status", [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.CANCELED]
-)
+@pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.CANCELED])
 def test_only_failed_jobs_can_be_retried(status: JobStatus) -> None:
     with pytest.raises(InvalidTransition):
         make_job(status=status).retry(NOW)

@@ -37,16 +37,16 @@ async def ensure_admin_key(services: Services) -> str | None:
 
 def create_app(settings: Settings | None = None, *, workers: int | None = None) -> FastAPI:
     """The API, plus `workers` in-process job slots (default: `settings.workers`)."""
+    settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        resolved = settings or Settings()
-        resolved.data_dir.mkdir(parents=True, exist_ok=True)
-        db.upgrade(resolved.resolved_database_url)
-        services = build_services(resolved)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db.upgrade(settings.resolved_database_url)
+        services = build_services(settings)
         app.state.services = services
         await ensure_admin_key(services)
-        slots = resolved.workers if workers is None else workers
+        slots = settings.workers if workers is None else workers
         background = Background(services, slots) if slots > 0 else None
         if background is not None:
             await background.start()
@@ -70,5 +70,5 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     api.include_router(schedules.router)
     app.include_router(api)
     app.include_router(health.router)
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_request_bytes)
     return app

@@ -9,13 +9,18 @@ from fastapi import Depends, Request
 from inferline.bootstrap import Services
 
 
-def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
+async def get_services(request: Request) -> Services:
+    # async on purpose: FastAPI runs sync dependencies in a thread pool, a thread hop per request.
+    return services_of(request)
+
+
 async def get_tenant(request: Request) -> str:
-    services = get_services(request)
+    services = services_of(request)
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     tenant = await services.auth.tenant_for(key.strip() if scheme.lower() == "bearer" else None)

@@ -6,16 +6,19 @@ import time
 import uuid
 
 import structlog
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inferline.api.problems import problem
 from inferline.metrics import Metrics
 
 log = structlog.get_logger("inferline.http")
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -26,7 +29,7 @@ class RequestContext:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
-        status = 500
+        status = 500  # until a response starts
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -35,8 +38,24 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
+        declared = headers.get(b"content-length", b"0")
+        too_large = problem(413, f"request body is over the limit of {self.max_body_bytes} bytes")
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                # FastAPI passes HTTPExceptions from body reading through to the problem handler.
+                raise HTTPException(413, f"request body is over the limit of {self.max_body_bytes} bytes")
+            return message
+
         try:
-            await self.app(scope, receive, send_with_id)
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
+                await too_large(scope, receive, send_with_id)  # refused before reading a byte
+                return
+            await self.app(scope, counting_receive, send_with_id)
         finally:
             elapsed_s = time.perf_counter() - started
             route = scope.get("route")

@@ -24,9 +24,7 @@ STATUS_OF: list[tuple[type[errors.InferlineError], int]] = [
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
-    return JSONResponse(
-        body | extra, status_code=status, headers=headers, media_type="application/problem+json"
-    )
+    return JSONResponse(body | extra, status_code=status, headers=headers, media_type="application/problem+json")
 
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -45,9 +43,7 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    details = [
-        {"field": ".".join(str(part) for part in err["loc"]), "message": err["msg"]} for err in exc.errors()
-    ]
+    details = [{"field": ".".join(str(part) for part in err["loc"]), "message": err["msg"]} for err in exc.errors()]
     first = details[0] if details else {"field": "", "message": "invalid request"}
     return problem(422, f"{first['field']}: {first['message']}", field=first["field"], errors=details)
 

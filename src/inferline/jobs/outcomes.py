@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from inferline import db
 from inferline.clock import utcnow
 from inferline.jobs import webhooks
 from inferline.jobs.model import JSON, Job, JobStatus, RetryPolicy, WebhookEvent, plan_failure
@@ -87,19 +88,22 @@ async def record_outcomes(
 ) -> None:
     """Write a batch of finished attempts in one transaction; a row whose lease was lost is skipped."""
     now = utcnow()
-    finished: list[Job] = []
-    async with engine.begin() as conn:
+    async with db.write(engine) as conn:
         store = JobStore(conn)
+        planned = []
         for job, outcome in items:
             values = await _values_for(store, job, outcome, now, policy)
-            if values is None or not await store.update_running(job.id, owner, _columns(values)):
+            if values is not None:
+                planned.append((job, outcome, values))
+        applied = await store.finish_running(owner, [(job.id, _columns(v)) for job, _, v in planned], now)
+        finished: list[Job] = []
+        for job, outcome, values in planned:
+            if job.id not in applied:
                 continue
             updated = replace(job, **values)
             if outcome.kind == "failed":
                 metrics.attempts_failed.labels(job.kind).inc()
-            if updated.status.is_terminal:
-                finished.append(updated)
-                await webhooks.enqueue(conn, updated, WebhookEvent.COMPLETED, now)
+            await _maybe_finished(conn, updated, now, finished)
     _observe_finished(metrics, finished)
 
 
@@ -137,7 +141,7 @@ async def reap_jobs(engine: AsyncEngine, *, policy: RetryPolicy, metrics: Metric
     """Take back jobs whose worker died (lease expired) and cancel queued jobs past their deadline."""
     now = utcnow()
     finished: list[Job] = []
-    async with engine.begin() as conn:
+    async with db.write(engine) as conn:
         store = JobStore(conn)
         expired = await store.expired_leases(now)
         for job in expired:
@@ -159,9 +163,7 @@ def _after_expiry(job: Job, now: datetime, policy: RetryPolicy) -> dict[str, Any
         return canceled(job, "canceled", now)
     if job.deadline_passed(now):
         return canceled(job, "deadline", now)
-    lost = Outcome(
-        "failed", error_type="LeaseExpired", message="the worker stopped renewing its lease", after_s=0.0
-    )
+    lost = Outcome("failed", error_type="LeaseExpired", message="the worker stopped renewing its lease", after_s=0.0)
     return failed(job, lost, now, policy)
 
 

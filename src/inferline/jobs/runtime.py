@@ -25,6 +25,7 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import Canceled, JobError, NonRetryable, Retry
 from inferline.jobs import webhooks
@@ -195,6 +196,7 @@ class Worker:
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
+        self._halted = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -206,7 +208,9 @@ class Worker:
             self._loops.append(asyncio.create_task(self._guard(loop), name=f"{self.name}:{loop.__name__}"))
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        """Stop claiming, let running jobs finish for `grace_s`, then release the rest to the queue."""
+        """Stop claiming, let running jobs finish for `grace_s`, then release the rest to the queue.
+
+        Loops are not cancelled but told to halt, so none is cut off inside a database call."""
         self._stopping = True
         self._slot_freed.set()
         self.wakeup.notify()
@@ -218,16 +222,23 @@ class Worker:
                 self._interrupt(running, SHUTDOWN)
             if pending:
                 await asyncio.wait(pending)
-        async with self._flush_lock:  # no loop is cut off in the middle of writing outcomes
-            for task in self._loops:
-                task.cancel()
+        self._halted.set()
+        self._outcome_ready.set()
+        _, stuck = await asyncio.wait(self._loops, timeout=max(grace_s, 1.0))
+        for task in stuck:  # only a loop hung on an unreachable database gets here
+            task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self._flush_outcomes()
         self.metrics.active_workers.dec()
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when the worker halts."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._halted.wait(), seconds)
+
     async def _guard(self, loop: Callable[[], Any]) -> None:
         """Keep a loop alive through database hiccups: log, back off, go on."""
-        while not self._stopping:
+        while not self._halted.is_set():
             try:
                 await loop()
                 return
@@ -235,7 +246,7 @@ class Worker:
                 raise
             except Exception:
                 log.exception("worker_loop_failed", loop=loop.__name__, worker=self.name)
-                await asyncio.sleep(self.config.poll_s)
+                await self._pause(self.config.poll_s)
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -264,9 +275,7 @@ class Worker:
         running = _Running(JobContext(job, self))
         self._running[job.id] = running
         if job.attempts == 1 and job.started_at is not None:
-            self.metrics.queue_wait.labels(job.kind).observe(
-                (job.started_at - job.created_at).total_seconds()
-            )
+            self.metrics.queue_wait.labels(job.kind).observe((job.started_at - job.created_at).total_seconds())
         if job.deadline_at is not None:
             delay_s = max(0.0, (job.deadline_at - utcnow()).total_seconds())
             loop = asyncio.get_running_loop()
@@ -337,23 +346,24 @@ class Worker:
 
     async def write_progress(self, job: Job, values: dict[str, Any], *, hook: bool) -> bool:
         values = values | {"updated_at": utcnow()}
-        async with self.engine.begin() as conn:
+        async with db.write(self.engine) as conn:
             ok = await JobStore(conn).update_running(job.id, self.name, values)
             if ok and hook:
                 await webhooks.enqueue(conn, job, WebhookEvent.PROGRESS, values["updated_at"])
         return ok
 
     async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.heartbeat_s)
-            await self.heartbeat()
+        while not self._halted.is_set():
+            await self._pause(self.config.heartbeat_s)
+            if not self._halted.is_set():
+                await self.heartbeat()
 
     async def heartbeat(self) -> None:
         running = dict(self._running)
         for item in running.values():
             with contextlib.suppress(Canceled):
                 await item.ctx.flush()
-        async with self.engine.begin() as conn:
+        async with db.write(self.engine) as conn:
             states = await JobStore(conn).renew_leases(
                 owner=self.name, job_ids=running, now=utcnow(), lease_s=self.config.lease_s
             )
@@ -367,14 +377,14 @@ class Worker:
                 self._interrupt(item, "canceled")
 
     async def _reap_loop(self) -> None:
-        while True:
+        while not self._halted.is_set():
             await reap_jobs(self.engine, policy=self.config.retry, metrics=self.metrics)
-            await asyncio.sleep(self.config.reap_every_s)
+            await self._pause(self.config.reap_every_s)
 
     # -- recording outcomes -------------------------------------------------------------------
 
     async def _complete_loop(self) -> None:
-        while True:
+        while not self._halted.is_set():
             await self._outcome_ready.wait()
             self._outcome_ready.clear()
             await self._flush_outcomes()

@@ -9,7 +9,8 @@ fire once, then the schedule moves on to the next future tick.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -77,7 +78,7 @@ async def create_schedule(
         last_job_id=None,
         created_at=now,
     )
-    async with engine.begin() as conn:
+    async with db.write(engine) as conn:
         await conn.execute(schedules.insert().values(**schedule.__dict__))
     return schedule
 
@@ -96,7 +97,7 @@ async def list_schedules(
 
 
 async def delete_schedule(engine: AsyncEngine, *, tenant: str, schedule_id: str) -> None:
-    async with engine.begin() as conn:
+    async with db.write(engine) as conn:
         result = await conn.execute(
             schedules.delete().where(schedules.c.id == schedule_id, schedules.c.tenant == tenant)
         )
@@ -109,7 +110,7 @@ async def fire_due_schedules(
 ) -> int:
     """Create the job of every due schedule and move each to its next tick. Returns jobs created."""
     now = utcnow()
-    async with engine.begin() as conn:
+    async with db.write(engine) as conn:
         query = sa.select(schedules).where(schedules.c.next_run_at <= now).limit(limit)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
@@ -123,9 +124,7 @@ async def fire_due_schedules(
                 default_max_attempts=default_max_attempts,
             )
             key = f"schedule:{schedule.id}:{schedule.next_run_at.isoformat()}"
-            job = await store.add(
-                job.__class__(**(job.__dict__ | {"idempotency_key": key, "schedule_id": schedule.id}))
-            )
+            [job] = await store.add([replace(job, idempotency_key=key, schedule_id=schedule.id)])
             await conn.execute(
                 schedules.update()
                 .where(schedules.c.id == schedule.id)
@@ -137,11 +136,18 @@ async def fire_due_schedules(
 
 
 async def run_scheduler(
-    engine: AsyncEngine, *, poll_s: float, default_max_attempts: int, wakeup: Wakeup | None = None
+    engine: AsyncEngine,
+    *,
+    poll_s: float,
+    default_max_attempts: int,
+    stop: asyncio.Event,
+    wakeup: Wakeup | None = None,
 ) -> None:
-    while True:
+    """Fire due schedules every `poll_s` until `stop` is set (never cut off inside a transaction)."""
+    while not stop.is_set():
         try:
             await fire_due_schedules(engine, default_max_attempts=default_max_attempts, wakeup=wakeup)
         except Exception:
             log.exception("scheduler_failed")
-        await asyncio.sleep(poll_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), poll_s)

@@ -13,7 +13,7 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -75,22 +75,41 @@ class JobStore:
 
     # -- submission ---------------------------------------------------------------------------
 
-    async def add(self, job: Job) -> Job:
-        seq = await self._next_fair_seq(job.tenant, job.priority)
-        values = job_values(job) | {"fair_seq": seq}
-        await self.conn.execute(jobs.insert().values(**values))
+    async def add(self, batch: Sequence[Job]) -> list[Job]:
+        """Insert jobs (one executemany) with their fair sequence numbers."""
+        placed = await self._place_in_lanes(batch)
+        await self.conn.execute(jobs.insert(), [job_values(job) for job in placed])
         if self.dialect == "postgresql":
-            await self.conn.execute(sa.select(sa.func.pg_notify("inferline_jobs", job.kind)))
-        return job_from_row(values)
+            for kind in sorted({job.kind for job in placed}):
+                await self.conn.execute(sa.select(sa.func.pg_notify("inferline_jobs", kind)))
+        return placed
 
     async def requeue(self, job: Job) -> Job:
         """Put a failed job back in line, as if it were submitted now."""
-        seq = await self._next_fair_seq(job.tenant, job.priority)
-        job = job_from_row(job_values(job) | {"fair_seq": seq})
+        [job] = await self._place_in_lanes([job])
         await self.conn.execute(jobs.update().where(jobs.c.id == job.id).values(**job_values(job)))
         return job
 
-    async def _next_fair_seq(self, tenant: str, priority: int) -> int:
+    async def _place_in_lanes(self, batch: Sequence[Job]) -> list[Job]:
+        """Give each job `max(its lane's last seq + 1, head of its priority)`, lanes locked meanwhile."""
+        heads = {priority: await self._queue_head(priority) for priority in {job.priority for job in batch}}
+        keys = sorted({(job.tenant, job.priority) for job in batch})
+        last = await self._lock_lanes(keys, heads)
+        placed = []
+        for job in batch:
+            key = (job.tenant, job.priority)
+            last[key] = max(last[key] + 1, heads[job.priority])
+            placed.append(replace(job, fair_seq=last[key]))
+        await self.conn.execute(
+            lanes.update()
+            .where(lanes.c.tenant == sa.bindparam("_tenant"), lanes.c.priority == sa.bindparam("_priority"))
+            .values(last_seq=sa.bindparam("last_seq")),
+            [{"_tenant": t, "_priority": p, "last_seq": seq} for (t, p), seq in last.items()],
+        )
+        return placed
+
+    async def _queue_head(self, priority: int) -> int:
+        """The smallest queued seq at this priority; with none queued, the newest seq given out."""
         head = await self.conn.scalar(
             sa.select(sa.func.min(jobs.c.fair_seq)).where(
                 jobs.c.status == JobStatus.QUEUED.value, jobs.c.priority == priority
@@ -98,21 +117,21 @@ class JobStore:
         )
         if head is None:
             head = await self.conn.scalar(
-                sa.select(sa.func.coalesce(sa.func.max(lanes.c.last_seq), 0)).where(
-                    lanes.c.priority == priority
-                )
+                sa.select(sa.func.coalesce(sa.func.max(lanes.c.last_seq), 0)).where(lanes.c.priority == priority)
             )
+        return int(head)
+
+    async def _lock_lanes(self, keys: list[tuple[str, int]], heads: Mapping[int, int]) -> dict[tuple[str, int], int]:
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(lanes)
-        greatest = sa.func.greatest if self.dialect == "postgresql" else sa.func.max
-        stmt = (
-            insert.values(tenant=tenant, priority=priority, last_seq=head)
-            .on_conflict_do_update(
-                index_elements=[lanes.c.tenant, lanes.c.priority],
-                set_={"last_seq": greatest(lanes.c.last_seq + 1, head)},
-            )
-            .returning(lanes.c.last_seq)
+        await self.conn.execute(
+            insert.on_conflict_do_nothing(index_elements=[lanes.c.tenant, lanes.c.priority]),
+            [{"tenant": t, "priority": p, "last_seq": heads[p] - 1} for t, p in keys],
         )
-        return int((await self.conn.execute(stmt)).scalar_one())
+        query = sa.select(lanes).where(sa.tuple_(lanes.c.tenant, lanes.c.priority).in_(keys))
+        if self.dialect == "postgresql":
+            query = query.with_for_update()  # two API processes must not hand out the same seqs
+        rows = (await self.conn.execute(query)).mappings()
+        return {(row["tenant"], row["priority"]): int(row["last_seq"]) for row in rows}
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -188,7 +207,7 @@ class JobStore:
         allowed = [kind for kind in kinds if slots.get(kind, 1) > 0]
         if not allowed or limit <= 0:
             return []
-        query = (
+        candidates = (
             sa.select(jobs.c.id, jobs.c.kind)
             .where(
                 jobs.c.status == JobStatus.QUEUED.value,
@@ -199,13 +218,16 @@ class JobStore:
             .limit(limit)
         )
         if self.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        ids = _within_slots(await self.conn.execute(query), slots)
-        if not ids:
-            return []
+            candidates = candidates.with_for_update(skip_locked=True)
+        if slots:  # limited kinds: pick in Python, within each kind's free slots
+            chosen: Any = _within_slots(await self.conn.execute(candidates), slots)
+            if not chosen:
+                return []
+        else:  # the common case: select and update in one statement, one round trip
+            chosen = sa.select(candidates.subquery().c.id).scalar_subquery()
         update = (
             jobs.update()
-            .where(jobs.c.id.in_(ids))
+            .where(jobs.c.id.in_(chosen))
             .values(
                 status=JobStatus.RUNNING.value,
                 attempts=jobs.c.attempts + 1,
@@ -219,6 +241,35 @@ class JobStore:
         claimed = [job_from_row(row) for row in (await self.conn.execute(update)).mappings()]
         claimed.sort(key=lambda job: (job.priority, job.fair_seq, job.id))
         return claimed
+
+    async def finish_running(self, owner: str, rows: list[tuple[str, dict[str, Any]]], now: datetime) -> set[str]:
+        """Write the ends of many attempts, grouped into one executemany per set of columns.
+
+        Every such write sets `updated_at=now` and clears the lease, which is how the rows that
+        applied are told from those whose lease was lost (executemany gives no per-row count)."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for job_id, values in rows:
+            assert values["updated_at"] == now and values["lease_owner"] is None
+            groups.setdefault(tuple(sorted(values)), []).append({"_id": job_id, **values})
+        for columns, params in groups.items():
+            stmt = (
+                jobs.update()
+                .where(
+                    jobs.c.id == sa.bindparam("_id"),
+                    jobs.c.lease_owner == owner,
+                    jobs.c.status == JobStatus.RUNNING.value,
+                )
+                .values({column: sa.bindparam(column) for column in columns})
+            )
+            await self.conn.execute(stmt, params)
+        applied = await self.conn.execute(
+            sa.select(jobs.c.id).where(
+                jobs.c.id.in_([job_id for job_id, _ in rows]),
+                jobs.c.updated_at == now,
+                jobs.c.lease_owner.is_(None),
+            )
+        )
+        return {row[0] for row in applied}
 
     async def _free_slots(self, kind_limits: Mapping[str, int], kinds: Sequence[str]) -> dict[str, int]:
         limited = [kind for kind in kinds if kind in kind_limits]
@@ -252,20 +303,14 @@ class JobStore:
 
     async def expired_leases(self, now: datetime, limit: int = 100) -> list[Job]:
         query = (
-            sa.select(jobs)
-            .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now)
-            .limit(limit)
+            sa.select(jobs).where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now).limit(limit)
         )
         if self.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
         return [job_from_row(row) for row in (await self.conn.execute(query)).mappings()]
 
     async def overdue_queued(self, now: datetime, limit: int = 100) -> list[Job]:
-        query = (
-            sa.select(jobs)
-            .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.deadline_at <= now)
-            .limit(limit)
-        )
+        query = sa.select(jobs).where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.deadline_at <= now).limit(limit)
         if self.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
         return [job_from_row(row) for row in (await self.conn.execute(query)).mappings()]

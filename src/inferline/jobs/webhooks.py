@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from inferline import db
 from inferline.clock import utcnow
 from inferline.ids import new_id
 from inferline.jobs.model import Job, RetryPolicy, WebhookEvent, public_view
@@ -94,15 +96,17 @@ class WebhookDispatcher:
         self.client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self.claim_s = timeout_s * 2
 
-    async def run(self) -> None:
-        while True:
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send due deliveries until `stop` is set (never cut off in the middle of a batch)."""
+        while not stop.is_set():
             try:
                 sent = await self.send_due()
             except Exception:
                 log.exception("webhook_dispatch_failed")
                 sent = 0
             if not sent:
-                await asyncio.sleep(self.poll_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.poll_s)
 
     async def send_due(self, limit: int = 50) -> int:
         rows = await self._claim(limit)
@@ -119,7 +123,7 @@ class WebhookDispatcher:
             .where(earlier.c.job_id == d.c.job_id, earlier.c.status == "pending", earlier.c.id < d.c.id)
             .exists()
         )
-        async with self.engine.begin() as conn:
+        async with db.write(self.engine) as conn:
             query = (
                 sa.select(d, tenants.c.webhook_secret)
                 .join(tenants, tenants.c.name == d.c.tenant)
@@ -167,10 +171,8 @@ class WebhookDispatcher:
             log.warning("webhook_failed", delivery_id=row["id"], job_id=row["job_id"], error=error)
         else:
             values |= {"next_attempt_at": now + timedelta(seconds=self.policy.backoff_s(attempts))}
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                webhook_deliveries.update().where(webhook_deliveries.c.id == row["id"]).values(**values)
-            )
+        async with db.write(self.engine) as conn:
+            await conn.execute(webhook_deliveries.update().where(webhook_deliveries.c.id == row["id"]).values(**values))
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from inferline.api.deps import ServicesDep, TenantDep
 from inferline.api.schemas import JobIn, JobOut, JobPage
 from inferline.bootstrap import Services
-from inferline.errors import NotFound, TooLarge
+from inferline.errors import NotFound
 from inferline.jobs import service
 from inferline.jobs.model import JobStatus, public_view
 
@@ -25,26 +25,19 @@ async def submit_job(
     body: JobIn,
     services: ServicesDep,
     tenant: TenantDep,
-    response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> dict[str, Any]:
-    """Queue a job. An `Idempotency-Key` seen before returns that job (200), or 409 if the body differs."""
-    if len(json.dumps(body.input)) > services.settings.max_input_bytes:
-        raise TooLarge(f"input is larger than max_input_bytes ({services.settings.max_input_bytes})")
-    job, created = await service.submit_job(
-        services.engine,
-        services.registry,
-        body.to_request(),
-        tenant=tenant,
-        default_max_attempts=services.settings.default_max_attempts,
-        idempotency_key=idempotency_key,
-        wakeup=services.wakeup,
-    )
+) -> Response:
+    """Queue a job. An `Idempotency-Key` seen before returns that job (200), or 409 if the body differs.
+    Bodies over `max_request_bytes` are refused with 413 before they are parsed."""
+    job, created = await services.submitter.submit(body.to_request(), tenant=tenant, idempotency_key=idempotency_key)
     if created:
         services.metrics.jobs_submitted.labels(job.kind).inc()
-    else:
-        response.status_code = 200
-    return public_view(job)
+    return json_response(public_view(job), 201 if created else 200)
+
+
+def json_response(content: dict[str, Any], status_code: int = 200) -> Response:
+    """Serialized once, here: the view is already JSON-safe, so FastAPI's re-validation is skipped."""
+    return Response(json.dumps(content, separators=(",", ":")), status_code, media_type="application/json")
 
 
 @router.get("", response_model=JobPage)
@@ -64,8 +57,8 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
-    return public_view(await service.get_job(services.engine, tenant=tenant, job_id=job_id))
+async def get_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
+    return json_response(public_view(await service.get_job(services.engine, tenant=tenant, job_id=job_id)))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)

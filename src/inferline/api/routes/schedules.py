@@ -34,9 +34,7 @@ async def list_schedules(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    items, next_cursor = await schedules.list_schedules(
-        services.engine, tenant=tenant, limit=limit, cursor=cursor
-    )
+    items, next_cursor = await schedules.list_schedules(services.engine, tenant=tenant, limit=limit, cursor=cursor)
     return {"items": [asdict(item) for item in items], "next_cursor": next_cursor}
 
 

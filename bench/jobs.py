@@ -1,0 +1,331 @@
+"""Job core benchmark: no-op `echo` jobs (steps 0).
+
+- submissions/s over HTTP with p50/p99 latency (`serve --workers 0`, keep-alive clients);
+- jobs drained/s by one worker process (`inferline worker`), on SQLite and on PostgreSQL;
+- the same no-op drained by Celery (Redis broker, prefork) and by pgqueuer (same PostgreSQL).
+
+Drain rates are measured from the first completion to the last, so every system's start-up time is
+left out alike. Run: `./dev bench jobs [--jobs N] [--requests N]`. Prints a Markdown table and writes
+bench/results/jobs-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+
+from inferline import db
+from inferline.clock import utcnow
+from inferline.jobs.service import JobRequest, new_job
+from inferline.jobs.store import job_values
+from inferline.schema import jobs, lanes
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN = os.environ.get("INFERLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+CONCURRENCY = 64
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def make_pg_database() -> tuple[str, Callable[[], Awaitable[None]]]:
+    name = f"inferline_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN.replace("+asyncpg", ""))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(PG_ADMIN.replace("+asyncpg", ""))
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+async def wait_drained(count: Callable[[], Awaitable[int]], total: int, timeout_s: float = 600) -> float:
+    """Seconds from the first completion to the last, polling the completion count."""
+    first = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = await count()
+        now = time.perf_counter()
+        if done > 0 and first is None:
+            first = now
+        if done >= total:
+            assert first is not None
+            return max(now - first, 1e-6)
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"only {await count()} of {total} done")
+
+
+# -- inferline ------------------------------------------------------------------------------------
+
+
+async def insert_noop_jobs(url: str, total: int) -> None:
+    engine = db.create_engine(url)
+    now = utcnow()
+    rows = []
+    for seq in range(total):
+        job = new_job(
+            JobRequest(kind="echo", input={"message": "", "steps": 0, "step_s": 0.0, "fail_first": 0}),
+            tenant="bench",
+            now=now,
+            default_max_attempts=3,
+        )
+        rows.append(job_values(job) | {"fair_seq": seq})
+    async with engine.begin() as conn:
+        for start in range(0, total, 2000):
+            await conn.execute(jobs.insert(), rows[start : start + 2000])
+        await conn.execute(lanes.insert().values(tenant="bench", priority=3, last_seq=total))
+    await engine.dispose()
+
+
+async def inferline_drain(url: str, total: int) -> float:
+    db.upgrade(url)
+    await insert_noop_jobs(url, total)
+    engine = db.create_engine(url, pool_size=1)
+
+    async def count() -> int:
+        async with db.read(engine) as conn:
+            return int(await conn.scalar(sa.select(sa.func.count()).where(jobs.c.status == "succeeded")) or 0)
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "inferline.cli", "worker", "--concurrency", str(CONCURRENCY), "--database-url", url],
+        cwd=ROOT,
+        env=os.environ | {"INFERLINE_LOG_LEVEL": "warning"},
+    )
+    try:
+        seconds = await wait_drained(count, total)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        await engine.dispose()
+    return total / seconds
+
+
+# -- submissions over HTTP -------------------------------------------------------------------------
+
+
+async def _client(port: int, key: str, count: int, latencies: list[float]) -> None:
+    """A keep-alive HTTP/1.1 client lean enough not to be the bottleneck on 2 cores."""
+    body = json.dumps({"kind": "echo", "input": {"message": "", "steps": 0}}).encode()
+    head = (
+        f"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(count):
+        started = time.perf_counter()
+        writer.write(head + body)
+        status_line = await reader.readline()
+        length = 0
+        while (line := await reader.readline()) != b"\r\n":
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+        latencies.append(time.perf_counter() - started)
+        if b" 201 " not in status_line:
+            raise RuntimeError(f"submission failed: {status_line!r}")
+    writer.close()
+
+
+async def http_submissions(data_dir: Path, url: str | None, requests: int, clients: int) -> dict[str, float]:
+    port = free_port()
+    args = ["serve", "--workers", "0", "--port", str(port), "--data-dir", str(data_dir)]
+    if url:
+        args += ["--database-url", url]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "inferline.cli", *args],
+        cwd=ROOT,
+        env=os.environ | {"INFERLINE_LOG_LEVEL": "warning"},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            if (data_dir / "admin.key").exists():
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    pass
+            await asyncio.sleep(0.1)
+        key = (data_dir / "admin.key").read_text().strip()
+        await asyncio.gather(*(_client(port, key, 20, []) for _ in range(clients)))  # warm-up
+        latencies: list[float] = []
+        started = time.perf_counter()
+        await asyncio.gather(*(_client(port, key, requests // clients, latencies) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    quantiles = statistics.quantiles(latencies, n=100)
+    return {"per_s": len(latencies) / elapsed, "p50_ms": quantiles[49] * 1000, "p99_ms": quantiles[98] * 1000}
+
+
+# -- baselines ---------------------------------------------------------------------------------------
+
+
+async def celery_drain(total: int) -> float:
+    import redis
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from celery_noop import REDIS_URL, noop
+
+    counter = redis.Redis.from_url(REDIS_URL)
+    counter.flushdb()
+    with noop.app.producer_or_acquire() as producer:
+        for _ in range(total):
+            noop.apply_async(producer=producer)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "celery_noop",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "2",
+            "-l",
+            "warning",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=ROOT / "bench",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    async def count() -> int:
+        return int(counter.get("bench:done") or 0)
+
+    try:
+        seconds = await wait_drained(count, total)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        counter.flushdb()
+    return total / seconds
+
+
+async def pgqueuer_drain(url: str, total: int) -> float:
+    from pgqueuer import AsyncpgDriver, Queries, QueueManager
+    from pgqueuer.types import QueueExecutionMode
+
+    dsn = url.replace("+asyncpg", "")
+    conn = await asyncpg.connect(dsn)
+    queries = Queries(AsyncpgDriver(conn))
+    await queries.install()
+    for start in range(0, total, 5000):
+        n = min(5000, total - start)
+        await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
+    done = 0
+    first: list[float] = []
+
+    worker_conn = await asyncpg.connect(dsn)
+    qm = QueueManager(Queries(AsyncpgDriver(worker_conn)))
+
+    @qm.entrypoint("noop")
+    async def noop(job: Any) -> None:
+        nonlocal done
+        if not first:
+            first.append(time.perf_counter())
+        done += 1
+
+    await qm.run(mode=QueueExecutionMode.drain, batch_size=50, dequeue_timeout=timedelta(seconds=1))
+    elapsed = time.perf_counter() - first[0]
+    await worker_conn.close()
+    await conn.close()
+    assert done == total, f"pgqueuer ran {done} of {total}"
+    return total / elapsed
+
+
+# -- main ---------------------------------------------------------------------------------------------
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        results["submit_sqlite"] = await http_submissions(tmp_path / "submit", None, args.requests, args.clients)
+        url, drop = await make_pg_database()
+        try:
+            results["submit_postgres"] = await http_submissions(
+                tmp_path / "submit-pg", url, args.requests, args.clients
+            )
+        finally:
+            await drop()
+        sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'drain.db'}"
+        results["drain_sqlite"] = await inferline_drain(sqlite_url, args.jobs)
+        url, drop = await make_pg_database()
+        try:
+            results["drain_postgres"] = await inferline_drain(url, args.jobs)
+        finally:
+            await drop()
+        url, drop = await make_pg_database()
+        try:
+            results["drain_pgqueuer"] = await pgqueuer_drain(url, args.jobs)
+        finally:
+            await drop()
+        results["drain_celery_redis"] = await celery_drain(args.jobs)
+    return results
+
+
+def report(results: dict[str, Any], args: argparse.Namespace) -> str:
+    s, p = results["submit_sqlite"], results["submit_postgres"]
+    lines = [
+        f"jobs benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; {args.jobs} jobs drained, {args.requests} submissions "
+        f"from {args.clients} keep-alive clients",
+        "",
+        "| measure | SQLite | PostgreSQL |",
+        "|---|---|---|",
+        f"| HTTP submissions/s | {s['per_s']:.0f} | {p['per_s']:.0f} |",
+        f"| submission p50 / p99 (ms) | {s['p50_ms']:.1f} / {s['p99_ms']:.1f} | "
+        f"{p['p50_ms']:.1f} / {p['p99_ms']:.1f} |",
+        f"| inferline drained/s (1 worker process, {CONCURRENCY} slots) | {results['drain_sqlite']:.0f} | "
+        f"{results['drain_postgres']:.0f} |",
+        f"| pgqueuer drained/s (same PostgreSQL, batch 50) | | {results['drain_pgqueuer']:.0f} |",
+        f"| Celery + Redis drained/s (prefork, 2 processes) | {results['drain_celery_redis']:.0f} (Redis) | |",
+        f"| inferline / pgqueuer | | {results['drain_postgres'] / results['drain_pgqueuer']:.2f} |",
+        f"| inferline / Celery | {results['drain_sqlite'] / results['drain_celery_redis']:.2f} | "
+        f"{results['drain_postgres'] / results['drain_celery_redis']:.2f} |",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--requests", type=int, default=5_000)
+    parser.add_argument("--clients", type=int, default=16)
+    arguments = parser.parse_args()
+    outcome = asyncio.run(main(arguments))
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"jobs-{datetime.now(UTC):%Y%m%d-%H%M}.json").write_text(json.dumps(outcome, indent=2))
+    print(report(outcome, arguments))
