@@ -45,7 +45,10 @@ def _settings(**overrides: Any) -> Settings:
 def serve(
     host: Annotated[str | None, typer.Option(help="[default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="[default: 8000]")] = None,
-    workers: Annotated[int | None, typer.Option(help="in-process job slots [default: 4]")] = None,
+    workers: Annotated[int | None, typer.Option(help="in-process job slots, per API process [default: 4]")] = None,
+    api_processes: Annotated[
+        int | None, typer.Option(help="API processes sharing the port (more cores, more requests/s) [default: 1]")
+    ] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -54,16 +57,41 @@ def serve(
 
     from inferline.api.app import create_app
 
-    settings = _settings(host=host, port=port, workers=workers, data_dir=data_dir, database_url=database_url)
-    logs.configure(settings.log_level, json=settings.log_json)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=15,
+    settings = _settings(
+        host=host, port=port, workers=workers, api_processes=api_processes, data_dir=data_dir, database_url=database_url
     )
+    logs.configure(settings.log_level, json=settings.log_json)
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 15,
+    }
+    if settings.api_processes == 1:
+        uvicorn.run(create_app(settings), **common)
+        return
+    # Several processes: migrate and make the first key here, once, then start them.
+    from inferline.api import processes
+
+    _prepare_data(settings)
+    raise typer.Exit(processes.run(settings, settings.api_processes))
+
+
+def _prepare_data(settings: Settings) -> None:
+    from inferline.api.app import ensure_admin_key
+    from inferline.bootstrap import build_services
+
+    async def run() -> None:
+        services = build_services(settings)
+        try:
+            await ensure_admin_key(services)
+        finally:
+            await services.aclose()
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db.upgrade(settings.resolved_database_url)
+    asyncio.run(run())
 
 
 @app.command()

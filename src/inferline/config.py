@@ -5,6 +5,7 @@ Built in `main`/`create_app`, never at import, so tests and commands can each bu
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -20,7 +21,9 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = Field(default=4, ge=0, description="in-process job slots of `serve`")
+    workers: int = Field(default=4, ge=0, description="in-process job slots of `serve` (per API process)")
+    api_processes: int = Field(default=1, ge=1, description="API processes of `serve` sharing one port")
+    migrate_on_start: bool = Field(default=True, description="apply migrations when the app starts")
     log_level: str = "info"
     log_json: bool = True
 
@@ -54,6 +57,15 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"kind_concurrency limits must be >= 1: {bad}")
         return value
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as INFERLINE_* variables, for child processes to read back."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is not None:
+                text = value if isinstance(value, str) else json.dumps(value)
+                env[f"INFERLINE_{name.upper()}"] = text
+        return env
 
     @property
     def resolved_database_url(self) -> str:

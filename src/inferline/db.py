@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import threading
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,9 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
     path = sa.make_url(url).database
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    # No reset-on-return: transactions always end in commit or rollback (the begin listener opens
+    # them explicitly), so the pool's extra ROLLBACK was one more thread hop per transaction.
+    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -69,20 +74,48 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-_write_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+@dataclass
+class _SqliteWriteLock:
+    """One writer at a time: an asyncio lock among this process's tasks, then an flock on
+    `<db>.writelock` among processes. SQLite admits one writer anyway, but its busy handler waits in
+    coarse sleeps (up to 100 ms each): 16 concurrent submissions had a 1 s p99, and two API processes
+    were slower than one. A blocked flock wakes as soon as the holder lets go."""
+
+    path: Path
+    local: asyncio.Lock = field(default_factory=asyncio.Lock)
+    fd: int | None = None
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        async with self.local:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # uncontended: no thread hop
+            except BlockingIOError:
+                await asyncio.to_thread(fcntl.flock, self.fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
+_write_locks: weakref.WeakKeyDictionary[AsyncEngine, _SqliteWriteLock] = weakref.WeakKeyDictionary()
 
 
 @asynccontextmanager
 async def write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A write transaction. On SQLite, writers of this process queue on an asyncio lock first:
-    SQLite admits one writer at a time anyway, and its busy handler waits in coarse sleeps (up to
-    100 ms each), which turned 16 concurrent submissions into a 1 s p99 before this lock."""
+    """A write transaction; on SQLite, taken under the process-wide and cross-process write lock."""
     if engine.dialect.name != "sqlite":
         async with engine.begin() as conn:
             yield conn
         return
-    lock = _write_locks.setdefault(engine, asyncio.Lock())
-    async with lock, engine.begin() as conn:
+    lock = _write_locks.get(engine)
+    if lock is None:
+        database = engine.url.database or ":memory:"
+        path = Path(database + ".writelock") if database != ":memory:" else Path(os.devnull)
+        lock = _write_locks.setdefault(engine, _SqliteWriteLock(path))
+    async with lock.hold(), engine.begin() as conn:
         yield conn
 
 

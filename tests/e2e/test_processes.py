@@ -15,6 +15,18 @@ import pytest
 from tests.e2e.conftest import ROOT, Processes, client, free_port, wait_job
 
 
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def is_final(job: dict[str, object]) -> bool:
     return job["status"] in {"succeeded", "failed", "canceled"}
 
@@ -139,3 +151,18 @@ def test_cli_submits_watches_and_cancels_against_a_server(procs: Processes, tmp_
     assert bad.returncode == 2 and "not valid JSON" in bad.stderr
     unknown = cli("get", "01a00000-0000-7000-8000-000000000000")
     assert unknown.returncode == 1 and "404" in unknown.stderr
+
+
+def test_two_api_processes_share_one_port_and_one_database(procs: Processes, tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    server = procs.serve(data_dir, port, "--workers", "1", "--api-processes", "2")
+    with client(port, data_dir) as http:
+        jobs = [
+            http.post("/api/v1/jobs", json={"kind": "echo", "input": {"message": str(i)}}).json() for i in range(40)
+        ]
+        for job in jobs:
+            assert wait_job(http, job["id"], is_final)["status"] == "succeeded"
+    assert len(children_of(server.pid)) >= 2, "two API processes under the supervisor"
+    assert len(list(data_dir.glob("*.key"))) == 1  # the first key was made once, by the parent
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=30) == 0

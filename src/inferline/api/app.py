@@ -42,7 +42,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db.upgrade(settings.resolved_database_url)
+        if settings.migrate_on_start:
+            db.upgrade(settings.resolved_database_url)
         services = build_services(settings)
         app.state.services = services
         await ensure_admin_key(services)
