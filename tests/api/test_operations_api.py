@@ -55,3 +55,8 @@ async def test_a_bad_cron_or_template_is_422(idle_api: Api) -> None:
     assert bad_cron.status_code == 422 and bad_cron.json()["field"] == "cron"
     bad_input = await idle_api.client.post("/api/v1/schedules", json={"cron": "* * * * *", "kind": "echo", "input": {}})
     assert bad_input.status_code == 422 and bad_input.json()["field"] == "input.message"
+    no_url = await idle_api.client.post(
+        "/api/v1/schedules",
+        json={"cron": "* * * * *", "kind": "echo", "input": {"message": "m"}, "webhook_events": ["completed"]},
+    )
+    assert no_url.status_code == 422 and no_url.json()["field"] == "webhook"

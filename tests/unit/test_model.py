@@ -10,7 +10,7 @@ from inferline.ids import new_id
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job, JobStatus, RetryPolicy, plan_failure
-from inferline.jobs.store import decode_cursor, encode_cursor
+from inferline.paging import decode_cursor, encode_cursor
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -19,13 +19,13 @@ import structlog
 from cronsim import CronSim, CronSimError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from inferline import db
+from inferline import db, paging
 from inferline.clock import utcnow
 from inferline.errors import InvalidInput, NotFound
 from inferline.ids import new_id
 from inferline.jobs.kinds import KindRegistry
-from inferline.jobs.service import JobRequest, new_job
-from inferline.jobs.store import JobStore, decode_cursor, encode_cursor
+from inferline.jobs.service import JobRequest, new_job, validated_request
+from inferline.jobs.store import JobStore
 from inferline.jobs.wakeup import Wakeup
 from inferline.schema import schedules
 
@@ -65,14 +65,14 @@ async def create_schedule(
     template: JobRequest,
     name: str | None = None,
 ) -> Schedule:
-    validated = registry.validate_input(template.kind, template.input)
+    template = validated_request(registry, template)
     now = utcnow()
     schedule = Schedule(
         id=new_id(),
         tenant=tenant,
         name=name,
         cron=cron,
-        template=JobRequest(**(template.__dict__ | {"input": validated})).__dict__,
+        template=template.__dict__,
         next_run_at=next_tick(cron, now),
         last_run_at=None,
         last_job_id=None,
@@ -87,13 +87,10 @@ async def list_schedules(
     engine: AsyncEngine, *, tenant: str, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[Schedule], str | None]:
     query = sa.select(schedules).where(schedules.c.tenant == tenant)
-    if cursor is not None:
-        query = query.where(schedules.c.id < decode_cursor(cursor))
     async with db.read(engine) as conn:
-        rows = (await conn.execute(query.order_by(schedules.c.id.desc()).limit(limit + 1))).mappings()
-        items = [_schedule(row) for row in rows]
-    next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
-    return items[:limit], next_cursor
+        return await paging.newest_first(
+            conn, query, schedules.c.id, limit=limit, cursor=cursor, to_item=_schedule, id_of=lambda s: s.id
+        )
 
 
 async def delete_schedule(engine: AsyncEngine, *, tenant: str, schedule_id: str) -> None:

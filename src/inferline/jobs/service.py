@@ -59,6 +59,13 @@ def new_job(request: JobRequest, *, tenant: str, now: datetime, default_max_atte
     )
 
 
+def validated_request(registry: KindRegistry, request: JobRequest) -> JobRequest:
+    """The request with its input checked and completed by the kind's model (422s name the field)."""
+    if request.webhook_events and not request.webhook:
+        raise InvalidInput("webhook_events given without a webhook URL", field="webhook")
+    return replace(request, input=registry.validate_input(request.kind, request.input))
+
+
 def prepare_job(
     registry: KindRegistry,
     request: JobRequest,
@@ -67,11 +74,8 @@ def prepare_job(
     default_max_attempts: int,
     idempotency_key: str | None = None,
 ) -> Job:
-    """Validate a submission (422s name the field) and build its queued job."""
-    validated = registry.validate_input(request.kind, request.input)
-    if request.webhook_events and not request.webhook:
-        raise InvalidInput("webhook_events given without a webhook URL", field="webhook")
-    request = replace(request, input=validated)
+    """Validate a submission and build its queued job."""
+    request = validated_request(registry, request)
     job = new_job(request, tenant=tenant, now=utcnow(), default_max_attempts=default_max_attempts)
     if idempotency_key is None:
         return job

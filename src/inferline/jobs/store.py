@@ -9,9 +9,6 @@ behind another's 10,000 jobs gets the seq at the head and runs next.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -21,12 +18,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from inferline.errors import InvalidInput
+from inferline import paging
 from inferline.jobs.model import Job, JobStatus
 from inferline.schema import jobs, lanes
 
 _JOB_FIELDS = {c.name for c in jobs.columns}
-_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Any value serves: it only names the lock all claimers of concurrency-limited kinds share.
 _KIND_LIMIT_LOCK = 0x1F4E_0001
 
@@ -42,21 +38,6 @@ def job_values(job: Job) -> dict[str, Any]:
     values = {name: getattr(job, name) for name in _JOB_FIELDS}
     values["status"] = job.status.value
     return values
-
-
-def encode_cursor(job_id: str) -> str:
-    return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    padded = (cursor + "=" * (-len(cursor) % 4)).replace("-", "+").replace("_", "/")
-    try:
-        value = base64.b64decode(padded, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        value = ""
-    if not _ID.fullmatch(value):
-        raise InvalidInput("cursor is not one this API returned", field="cursor")
-    return value
 
 
 @dataclass(frozen=True)
@@ -158,12 +139,9 @@ class JobStore:
             query = query.where(jobs.c.status == status.value)
         if kind is not None:
             query = query.where(jobs.c.kind == kind)
-        if cursor is not None:
-            query = query.where(jobs.c.id < decode_cursor(cursor))
-        rows = (await self.conn.execute(query.order_by(jobs.c.id.desc()).limit(limit + 1))).mappings()
-        items = [job_from_row(row) for row in rows]
-        next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
-        return items[:limit], next_cursor
+        return await paging.newest_first(
+            self.conn, query, jobs.c.id, limit=limit, cursor=cursor, to_item=job_from_row, id_of=lambda job: job.id
+        )
 
     async def queue_depth(self) -> list[tuple[str, int, int]]:
         query = (
