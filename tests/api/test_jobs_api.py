@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from tests.api.conftest import Api
+from tests.conftest import LogRecorder
 
 PROBLEM = "application/problem+json"
 
@@ -178,3 +180,22 @@ async def test_events_stream_status_and_progress_until_the_job_ends(api: Api) ->
 async def test_unknown_job_is_404(api: Api) -> None:
     response = await api.client.get("/api/v1/jobs/01a00000-0000-7000-8000-000000000000")
     assert response.status_code == 404 and response.headers["content-type"] == PROBLEM
+
+
+async def test_concurrent_requests_with_one_idempotency_key_make_one_job(api: Api) -> None:
+    body = {"kind": "echo", "input": {"message": "race"}}
+    responses = await asyncio.gather(
+        *(api.client.post("/api/v1/jobs", json=body, headers={"Idempotency-Key": "race-1"}) for _ in range(12))
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 11 + [201]
+    assert len({r.json()["id"] for r in responses}) == 1
+
+
+async def test_job_logs_carry_the_job_and_tenant(api: Api, log_records: LogRecorder) -> None:
+    job = await api.submit(input={"message": "m", "steps": 1, "fail_first": 1}, max_attempts=2)
+    await api.wait(job["id"])
+    failures = [e for e in log_records.events if e["event"] == "job_attempt_failed"]
+    assert failures and failures[0]["job_id"] == job["id"] and failures[0]["tenant"] == "default"
+    requests = [e for e in log_records.events if e["event"] == "request" and e.get("tenant") == "default"]
+    assert requests and all(len(e["request_id"]) == 32 for e in requests)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferline import db
+from inferline.jobs.echo import register as register_echo
+from inferline.jobs.kinds import KindRegistry
+from inferline.jobs.service import JobRequest, submit_job
+from inferline.jobs.wakeup import PostgresWakeup
+
+
+@pytest.mark.postgres
+async def test_a_submission_wakes_a_listening_worker_through_notify(pg_url: str) -> None:
+    db.upgrade(pg_url)
+    engine: AsyncEngine = db.create_engine(pg_url)
+    wakeup = PostgresWakeup(pg_url)
+    await wakeup.start()
+    registry = KindRegistry()
+    register_echo(registry)
+    try:
+        wakeup.clear()
+        assert not await wakeup.wait(0.2)  # nothing submitted, nothing heard
+        started = time.monotonic()
+        # No in-process wakeup is passed: only the NOTIFY sent by the insert can wake the listener.
+        await submit_job(
+            engine, registry, JobRequest(kind="echo", input={"message": "m"}), tenant="t", default_max_attempts=3
+        )
+        assert await wakeup.wait(5.0)
+        assert time.monotonic() - started < 1.0
+    finally:
+        await wakeup.aclose()
+        await engine.dispose()

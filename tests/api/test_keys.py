@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+from tests.api.conftest import Api, start_api
+
+from inferline.config import Settings
+from inferline.tenants import create_key, list_keys, revoke_key
+
+
+@pytest.fixture
+async def uncached_api(make_settings: Callable[..., Settings]) -> AsyncIterator[Api]:
+    async for value in start_api(make_settings(api_key_cache_s=0), workers=0):
+        yield value
+
+
+async def test_a_revoked_key_is_refused_and_keys_are_stored_hashed(uncached_api: Api) -> None:
+    engine = uncached_api.services.engine
+    key, plain = await create_key(engine, "acme")
+    transport = httpx.ASGITransport(app=uncached_api.app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://t", headers={"Authorization": f"Bearer {plain}"}
+    ) as acme:
+        assert (await acme.get("/api/v1/jobs")).status_code == 200
+        await revoke_key(engine, key.id)
+        assert (await acme.get("/api/v1/jobs")).status_code == 401
+    listed = {k.id: k for k in await list_keys(engine, "acme")}
+    assert listed[key.id].revoked_at is not None
+    async with engine.connect() as conn:
+        stored = (await conn.exec_driver_sql("SELECT key_hash FROM api_keys")).scalars().all()
+    assert plain not in stored and all(len(h) == 64 for h in stored)
+
+
+async def test_admin_key_file_is_private(uncached_api: Api) -> None:
+    path = uncached_api.services.settings.data_dir / "admin.key"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_text().startswith("il_")
+
+
+async def test_bad_tenant_names_are_refused(uncached_api: Api) -> None:
+    from inferline.errors import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        await create_key(uncached_api.services.engine, "../etc")
