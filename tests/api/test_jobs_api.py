@@ -29,6 +29,18 @@ async def test_requests_without_a_valid_key_are_401_problems(api: Api) -> None:
         assert response.json()["status"] == 401 and response.json()["detail"]
 
 
+async def test_authentication_comes_before_body_validation(api: Api) -> None:
+    response = await api.anonymous.post("/api/v1/jobs", json={"kind": 42})
+    assert response.status_code == 401
+
+
+async def test_an_overlong_idempotency_key_is_422(api: Api) -> None:
+    response = await api.client.post(
+        "/api/v1/jobs", json={"kind": "echo", "input": {"message": "m"}}, headers={"Idempotency-Key": "k" * 201}
+    )
+    assert response.status_code == 422 and response.json()["field"] == "header.idempotency-key"
+
+
 async def test_an_unknown_kind_is_422_naming_the_field(api: Api) -> None:
     response = await api.client.post("/api/v1/jobs", json={"kind": "nope", "input": {}})
     assert response.status_code == 422

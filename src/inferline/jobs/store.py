@@ -72,47 +72,52 @@ class JobStore:
         return job
 
     async def _place_in_lanes(self, batch: Sequence[Job]) -> list[Job]:
-        """Give each job `max(its lane's last seq + 1, head of its priority)`, lanes locked meanwhile."""
+        """Give each job `max(its lane's last seq + 1, head of its priority)`.
+
+        Done per lane in one upsert: k jobs joining a lane whose last seq is `old` take the seqs up to
+        `max(old, head - 1) + k`. The upsert's row lock also keeps two API processes from handing out
+        the same seqs on PostgreSQL."""
         heads = {priority: await self._queue_head(priority) for priority in {job.priority for job in batch}}
-        keys = sorted({(job.tenant, job.priority) for job in batch})
-        last = await self._lock_lanes(keys, heads)
+        counts: dict[tuple[str, int], int] = {}
+        for job in batch:
+            counts[(job.tenant, job.priority)] = counts.get((job.tenant, job.priority), 0) + 1
+        next_seq = {}
+        for (tenant, priority), count in sorted(counts.items()):
+            last = await self._advance_lane(tenant, priority, heads[priority], count)
+            next_seq[(tenant, priority)] = last - count + 1
         placed = []
         for job in batch:
             key = (job.tenant, job.priority)
-            last[key] = max(last[key] + 1, heads[job.priority])
-            placed.append(replace(job, fair_seq=last[key]))
-        await self.conn.execute(
-            lanes.update()
-            .where(lanes.c.tenant == sa.bindparam("_tenant"), lanes.c.priority == sa.bindparam("_priority"))
-            .values(last_seq=sa.bindparam("last_seq")),
-            [{"_tenant": t, "_priority": p, "last_seq": seq} for (t, p), seq in last.items()],
-        )
+            placed.append(replace(job, fair_seq=next_seq[key]))
+            next_seq[key] += 1
         return placed
 
     async def _queue_head(self, priority: int) -> int:
         """The smallest queued seq at this priority; with none queued, the newest seq given out."""
-        head = await self.conn.scalar(
-            sa.select(sa.func.min(jobs.c.fair_seq)).where(
-                jobs.c.status == JobStatus.QUEUED.value, jobs.c.priority == priority
-            )
+        smallest_queued = (
+            sa.select(sa.func.min(jobs.c.fair_seq))
+            .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.priority == priority)
+            .scalar_subquery()
         )
-        if head is None:
-            head = await self.conn.scalar(
-                sa.select(sa.func.coalesce(sa.func.max(lanes.c.last_seq), 0)).where(lanes.c.priority == priority)
-            )
-        return int(head)
+        newest_given = (
+            sa.select(sa.func.coalesce(sa.func.max(lanes.c.last_seq), 0))
+            .where(lanes.c.priority == priority)
+            .scalar_subquery()
+        )
+        return int(await self.conn.scalar(sa.select(sa.func.coalesce(smallest_queued, newest_given))) or 0)
 
-    async def _lock_lanes(self, keys: list[tuple[str, int]], heads: Mapping[int, int]) -> dict[tuple[str, int], int]:
+    async def _advance_lane(self, tenant: str, priority: int, head: int, count: int) -> int:
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(lanes)
-        await self.conn.execute(
-            insert.on_conflict_do_nothing(index_elements=[lanes.c.tenant, lanes.c.priority]),
-            [{"tenant": t, "priority": p, "last_seq": heads[p] - 1} for t, p in keys],
+        greatest = sa.func.greatest if self.dialect == "postgresql" else sa.func.max
+        stmt = (
+            insert.values(tenant=tenant, priority=priority, last_seq=head - 1 + count)
+            .on_conflict_do_update(
+                index_elements=[lanes.c.tenant, lanes.c.priority],
+                set_={"last_seq": greatest(lanes.c.last_seq, head - 1) + count},
+            )
+            .returning(lanes.c.last_seq)
         )
-        query = sa.select(lanes).where(sa.tuple_(lanes.c.tenant, lanes.c.priority).in_(keys))
-        if self.dialect == "postgresql":
-            query = query.with_for_update()  # two API processes must not hand out the same seqs
-        rows = (await self.conn.execute(query)).mappings()
-        return {(row["tenant"], row["priority"]): int(row["last_seq"]) for row in rows}
+        return int((await self.conn.execute(stmt)).scalar_one())
 
     # -- reads --------------------------------------------------------------------------------
 

@@ -7,28 +7,45 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.deps import ServicesDep, TenantDep, services_of
 from inferline.api.schemas import JobIn, JobOut, JobPage
 from inferline.bootstrap import Services
-from inferline.errors import NotFound
+from inferline.errors import InvalidInput, NotFound
 from inferline.jobs import service
 from inferline.jobs.model import JobStatus, public_view
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-@router.post("", status_code=201, response_model=JobOut, responses={200: {"model": JobOut}})
-async def submit_job(
-    body: JobIn,
-    services: ServicesDep,
-    tenant: TenantDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> Response:
+_IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 200},
+    "description": "per tenant: a repeated key with the same body returns the first job",
+}
+
+
+# The hot path of the API: services and the header are read here rather than through FastAPI
+# dependencies, whose solving cost 12% of the request (docs/benchmarks.md). The tenant stays a
+# dependency so that authentication comes before body validation (401 before 422).
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses={200: {"model": JobOut}},
+    openapi_extra={"parameters": [_IDEMPOTENCY_HEADER]},
+)
+async def submit_job(body: JobIn, request: Request, tenant: TenantDep) -> Response:
     """Queue a job. An `Idempotency-Key` seen before returns that job (200), or 409 if the body differs.
     Bodies over `max_request_bytes` are refused with 413 before they are parsed."""
+    services = services_of(request)
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
+        raise InvalidInput("Idempotency-Key must be 1 to 200 characters", field="header.idempotency-key")
     job, created = await services.submitter.submit(body.to_request(), tenant=tenant, idempotency_key=idempotency_key)
     if created:
         services.metrics.jobs_submitted.labels(job.kind).inc()
