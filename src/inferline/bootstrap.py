@@ -114,6 +114,7 @@ class Background:
                     default_max_attempts=s.settings.default_max_attempts,
                     stop=self.halt,
                     wakeup=s.wakeup,
+                    metrics=s.metrics,
                 )
             ),
             asyncio.create_task(self.dispatcher.run(self.halt)),

@@ -12,6 +12,7 @@ from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.schedules import create_schedule, fire_due_schedules, list_schedules
 from inferline.jobs.service import JobRequest, list_jobs
+from inferline.metrics import Metrics
 from inferline.schema import schedules
 
 
@@ -40,3 +41,16 @@ async def test_a_due_tick_makes_exactly_one_job_with_several_schedulers(engine: 
     [after], _ = await list_schedules(engine, tenant="t")
     assert after.next_run_at > utcnow() and after.last_job_id == jobs[0].id
     assert await fire_due_schedules(engine, default_max_attempts=3) == 0  # nothing due until the next tick
+
+
+async def test_fired_schedules_count_as_submitted_jobs(engine: AsyncEngine) -> None:
+    registry = KindRegistry()
+    register_echo(registry)
+    await create_schedule(
+        engine, registry, tenant="t", cron="* * * * *", template=JobRequest(kind="echo", input={"message": "m"})
+    )
+    async with engine.begin() as conn:
+        await conn.execute(sa.update(schedules).values(next_run_at=utcnow() - timedelta(seconds=1)))
+    metrics = Metrics()
+    assert await fire_due_schedules(engine, default_max_attempts=3, metrics=metrics) == 1
+    assert 'inferline_jobs_submitted_total{kind="echo"} 1.0' in metrics.render().decode()

@@ -27,6 +27,7 @@ from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.service import JobRequest, new_job, validated_request
 from inferline.jobs.store import JobStore
 from inferline.jobs.wakeup import Wakeup
+from inferline.metrics import Metrics
 from inferline.schema import schedules
 
 log = structlog.get_logger(__name__)
@@ -103,7 +104,12 @@ async def delete_schedule(engine: AsyncEngine, *, tenant: str, schedule_id: str)
 
 
 async def fire_due_schedules(
-    engine: AsyncEngine, *, default_max_attempts: int, wakeup: Wakeup | None = None, limit: int = 100
+    engine: AsyncEngine,
+    *,
+    default_max_attempts: int,
+    wakeup: Wakeup | None = None,
+    metrics: Metrics | None = None,
+    limit: int = 100,
 ) -> int:
     """Create the job of every due schedule and move each to its next tick. Returns jobs created."""
     now = utcnow()
@@ -129,6 +135,9 @@ async def fire_due_schedules(
             )
     if due and wakeup is not None:
         wakeup.notify()
+    if metrics is not None:
+        for schedule in due:
+            metrics.jobs_submitted.labels(schedule.template["kind"]).inc()
     return len(due)
 
 
@@ -139,11 +148,12 @@ async def run_scheduler(
     default_max_attempts: int,
     stop: asyncio.Event,
     wakeup: Wakeup | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     """Fire due schedules every `poll_s` until `stop` is set (never cut off inside a transaction)."""
     while not stop.is_set():
         try:
-            await fire_due_schedules(engine, default_max_attempts=default_max_attempts, wakeup=wakeup)
+            await fire_due_schedules(engine, default_max_attempts=default_max_attempts, wakeup=wakeup, metrics=metrics)
         except Exception:
             log.exception("scheduler_failed")
         with contextlib.suppress(TimeoutError):
