@@ -74,16 +74,15 @@ class JobStore:
     async def _place_in_lanes(self, batch: Sequence[Job]) -> list[Job]:
         """Give each job `max(its lane's last seq + 1, head of its priority)`.
 
-        Done per lane in one upsert: k jobs joining a lane whose last seq is `old` take the seqs up to
-        `max(old, head - 1) + k`. The upsert's row lock also keeps two API processes from handing out
-        the same seqs on PostgreSQL."""
-        heads = {priority: await self._queue_head(priority) for priority in {job.priority for job in batch}}
+        One upsert per lane: k jobs joining a lane whose last seq is `old` take the seqs up to
+        `max(old, head - 1) + k`, the head being computed inside the same statement. The upsert's row
+        lock also keeps two API processes from handing out the same seqs on PostgreSQL."""
         counts: dict[tuple[str, int], int] = {}
         for job in batch:
             counts[(job.tenant, job.priority)] = counts.get((job.tenant, job.priority), 0) + 1
         next_seq = {}
         for (tenant, priority), count in sorted(counts.items()):
-            last = await self._advance_lane(tenant, priority, heads[priority], count)
+            last = await self._advance_lane(tenant, priority, count)
             next_seq[(tenant, priority)] = last - count + 1
         placed = []
         for job in batch:
@@ -92,23 +91,21 @@ class JobStore:
             next_seq[key] += 1
         return placed
 
-    async def _queue_head(self, priority: int) -> int:
+    @staticmethod
+    def _queue_head(priority: int) -> sa.ColumnElement[int]:
         """The smallest queued seq at this priority; with none queued, the newest seq given out."""
         smallest_queued = (
             sa.select(sa.func.min(jobs.c.fair_seq))
             .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.priority == priority)
             .scalar_subquery()
         )
-        newest_given = (
-            sa.select(sa.func.coalesce(sa.func.max(lanes.c.last_seq), 0))
-            .where(lanes.c.priority == priority)
-            .scalar_subquery()
-        )
-        return int(await self.conn.scalar(sa.select(sa.func.coalesce(smallest_queued, newest_given))) or 0)
+        newest_given = sa.select(sa.func.max(lanes.c.last_seq)).where(lanes.c.priority == priority).scalar_subquery()
+        return sa.func.coalesce(smallest_queued, newest_given, 0)
 
-    async def _advance_lane(self, tenant: str, priority: int, head: int, count: int) -> int:
+    async def _advance_lane(self, tenant: str, priority: int, count: int) -> int:
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(lanes)
         greatest = sa.func.greatest if self.dialect == "postgresql" else sa.func.max
+        head = self._queue_head(priority)
         stmt = (
             insert.values(tenant=tenant, priority=priority, last_seq=head - 1 + count)
             .on_conflict_do_update(
