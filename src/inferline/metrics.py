@@ -45,6 +45,25 @@ class Metrics:
         self.lease_expiries = Counter(
             "inferline_lease_expiries_total", "Leases found expired and taken back", ["kind"], registry=r
         )
+        self.model_batch_size = Histogram(
+            "inferline_model_batch_size",
+            "Items per model batch",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.model_queue_wait = Histogram(
+            "inferline_model_queue_wait_seconds", "From enqueue to batch start", ["model"], buckets=_SECONDS, registry=r
+        )
+        self.model_compute = Histogram(
+            "inferline_model_compute_seconds", "predict_batch time per batch", ["model"], buckets=_SECONDS, registry=r
+        )
+        self.model_in_flight = Gauge(
+            "inferline_model_items_in_flight", "Items queued or computing", ["model"], registry=r
+        )
+        self.model_rejected = Counter(
+            "inferline_model_rejected_total", "Items refused because the model's queue was full", ["model"], registry=r
+        )
         self.http_requests = Histogram(
             "inferline_http_request_seconds",
             "HTTP request latency",

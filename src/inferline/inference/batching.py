@@ -1,0 +1,216 @@
+"""A dynamic batcher per model, shared by every job of a process.
+
+Concurrent callers `await batcher.predict(item)`; a loop forms a batch when it is full (by count or
+cost) or its oldest item has waited `max_wait_ms`, runs `predict_batch` in a thread, and resolves or
+fails every caller's future. Callers that gave up (their task was cancelled) are dropped before the
+batch is formed. If a whole batch raises, its items run again one by one, so a bad item fails only its
+own caller. Batches of one model run one at a time: models are rarely thread-safe, and on a 2-core CPU
+running two at once only makes both slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Generic
+
+import structlog
+
+from inferline.errors import InferlineError, Overloaded
+from inferline.inference.model import In, Model, Out, ProcessingMode
+from inferline.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+
+class ModelError(InferlineError):
+    """The model broke its contract or failed to load."""
+
+
+class ModelState(StrEnum):
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass
+class _Pending(Generic[In, Out]):
+    item: In
+    future: asyncio.Future[Out]
+    cost: float
+    enqueued_at: float = field(default_factory=time.perf_counter)
+
+
+class Batcher(Generic[In, Out]):
+    def __init__(
+        self,
+        model: Model[In, Out],
+        *,
+        mode: ProcessingMode,
+        device: str,
+        queue_limit: int,
+        metrics: Metrics,
+        executor: Any = None,
+    ) -> None:
+        self.model = model
+        self.mode = mode
+        self.device = device
+        self.queue_limit = queue_limit
+        self.metrics = metrics
+        self.state = ModelState.UNLOADED
+        self.max_batch_size = 1 if mode is ProcessingMode.STANDARD else max(1, model.max_batch_size)
+        self.error: str | None = None
+        self._executor = executor
+        self._queue: deque[_Pending[In, Out]] = deque()
+        self._queued_cost = 0.0
+        self._filled = asyncio.Event()  # set when the queue holds a full batch
+        self._loop_task: asyncio.Task[None] | None = None
+        self._load_lock = asyncio.Lock()
+        # Labelled children looked up once: labels() per item cost ~10% of a 5 ms batch of 64.
+        name = model.name
+        self._in_flight = metrics.model_in_flight.labels(name)
+        self._rejected = metrics.model_rejected.labels(name)
+        self._batch_size = metrics.model_batch_size.labels(name)
+        self._queue_wait = metrics.model_queue_wait.labels(name)
+        self._compute = metrics.model_compute.labels(name)
+
+    @property
+    def ready(self) -> bool:
+        return self.state is ModelState.READY
+
+    async def predict(self, item: In) -> Out:
+        """The model's output for one item, computed in some batch with other callers' items."""
+        if self.state is not ModelState.READY:
+            await self.ensure_loaded()
+        if len(self._queue) >= self.queue_limit:
+            self._rejected.inc()
+            raise Overloaded(f"model {self.model.name} has {len(self._queue)} items queued", retry_after_s=1.0)
+        future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
+        pending = _Pending(item, future, self.model.cost(item))
+        self._queue.append(pending)
+        self._queued_cost += pending.cost
+        self._in_flight.inc()
+        if self._full():  # only a full batch wakes the loop early; otherwise its deadline does
+            self._filled.set()
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.create_task(self._run(), name=f"batcher:{self.model.name}")
+        try:
+            return await future
+        finally:
+            self._in_flight.dec()
+
+    async def ensure_loaded(self) -> None:
+        """Load and warm the model once, on first use (lazily), in a thread."""
+        if self.ready:
+            return
+        async with self._load_lock:
+            if self.ready:  # another caller loaded it while we waited for the lock
+                return
+            self.state = ModelState.LOADING
+            try:
+                await self._in_thread(self._setup)
+            except Exception as exc:
+                self.state, self.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
+                raise ModelError(f"model {self.model.name} failed to load: {self.error}") from exc
+            self.state, self.error = ModelState.READY, None
+
+    def _setup(self) -> None:
+        self.model.setup(self.device)
+        warm = self.model.warmup_input()
+        if warm is not None:
+            self.model.predict_batch([warm])
+
+    async def aclose(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for pending in self._queue:
+            if not pending.future.done():
+                pending.future.set_exception(ModelError(f"model {self.model.name} is shutting down"))
+        self._queue.clear()
+
+    # -- the batching loop ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while self._queue:
+            batch = await self._next_batch()
+            if batch:
+                await self._execute(batch)
+
+    async def _next_batch(self) -> list[_Pending[In, Out]]:
+        """Wait until a batch is full or its oldest item is due, then take it."""
+        deadline = self._queue[0].enqueued_at + self.model.max_wait_ms / 1000
+        remaining = deadline - time.perf_counter()
+        if not self._full() and remaining > 0:
+            self._filled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._filled.wait(), remaining)
+        return self._take()
+
+    def _full(self) -> bool:
+        """Counts cancelled callers still queued too: at worst a batch leaves a little early."""
+        limit = self.model.max_batch_cost
+        return len(self._queue) >= self.max_batch_size or (limit is not None and self._queued_cost >= limit)
+
+    def _take(self) -> list[_Pending[In, Out]]:
+        batch: list[_Pending[In, Out]] = []
+        cost = 0.0
+        limit = self.model.max_batch_cost
+        while self._queue and len(batch) < self.max_batch_size:
+            head = self._queue[0]
+            if head.future.done():  # its caller was cancelled: drop it unseen by the model
+                self._queued_cost -= self._queue.popleft().cost
+                continue
+            if batch and limit is not None and cost + head.cost > limit:
+                break
+            batch.append(self._queue.popleft())
+            self._queued_cost -= head.cost
+            cost += head.cost
+        return batch
+
+    async def _execute(self, batch: list[_Pending[In, Out]]) -> None:
+        started = time.perf_counter()
+        for pending in batch:
+            self._queue_wait.observe(started - pending.enqueued_at)
+        self._batch_size.observe(len(batch))
+        try:
+            outputs = await self._in_thread(self.model.predict_batch, [p.item for p in batch])
+            self._check(outputs, batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                self._resolve(batch[0], exc)
+            else:  # find the culprit: each item alone, so one bad input fails only its caller
+                log.warning("batch_failed_retrying_items", model=self.model.name, size=len(batch), error=str(exc))
+                for pending in batch:
+                    await self._execute([pending])
+            return
+        finally:
+            self._compute.observe(time.perf_counter() - started)
+        for pending, output in zip(batch, outputs, strict=True):
+            self._resolve(pending, output)
+
+    def _check(self, outputs: Any, batch: list[_Pending[In, Out]]) -> None:
+        if not isinstance(outputs, list) or len(outputs) != len(batch):
+            got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
+            raise ModelError(
+                f"{type(self.model).__name__}.predict_batch returned {got} outputs for {len(batch)} inputs; "
+                "it must return a list with one output (or exception) per input, in order"
+            )
+
+    @staticmethod
+    def _resolve(pending: _Pending[In, Out], output: Any) -> None:
+        if pending.future.done():
+            return
+        if isinstance(output, BaseException):
+            pending.future.set_exception(output)
+        else:
+            pending.future.set_result(output)
+
+    async def _in_thread(self, func: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)

@@ -1,0 +1,198 @@
+"""The dynamic batcher with small real models (pure Python, run in threads like real ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import ClassVar
+
+import pytest
+
+from inferline.errors import Overloaded
+from inferline.inference.batching import Batcher, ModelError, ModelState
+from inferline.inference.model import Model, ProcessingMode
+from inferline.metrics import Metrics
+
+
+class Doubler(Model[int, int]):
+    name = "doubler"
+    max_batch_size = 16
+    max_wait_ms = 20.0
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.setups = 0
+        self.lock = threading.Lock()
+
+    def setup(self, device: str) -> None:
+        with self.lock:
+            self.setups += 1
+        self.device = device
+
+    def predict_batch(self, inputs: list[int]) -> list[int | BaseException]:
+        self.batches.append(list(inputs))
+        if any(x < 0 for x in inputs):
+            raise ValueError(f"negative input in {inputs}")
+        return [x * 2 for x in inputs]
+
+
+def batcher(
+    model: Model[int, int], mode: ProcessingMode = ProcessingMode.BATCHED, limit: int = 1000
+) -> Batcher[int, int]:
+    return Batcher(model, mode=mode, device="cpu", queue_limit=limit, metrics=Metrics())
+
+
+async def test_concurrent_callers_each_get_their_own_result_in_shared_batches() -> None:
+    model = Doubler()
+    b = batcher(model)
+    results = await asyncio.gather(*(b.predict(i) for i in range(64)))
+    assert results == [i * 2 for i in range(64)]
+    sizes = [len(batch) for batch in model.batches]
+    assert sum(sizes) == 64 and max(sizes) <= 16
+    assert max(sizes) > 1, "callers arriving together should share a batch"
+    await b.aclose()
+
+
+async def test_a_failing_item_fails_only_its_own_caller() -> None:
+    model = Doubler()
+    b = batcher(model)
+    outcomes = await asyncio.gather(*(b.predict(x) for x in [1, 2, -3, 4]), return_exceptions=True)
+    assert outcomes[:2] == [2, 4] and outcomes[3] == 8
+    assert isinstance(outcomes[2], ValueError)
+    await b.aclose()
+
+
+async def test_an_exception_returned_for_one_item_goes_to_that_caller() -> None:
+    class Picky(Doubler):
+        def predict_batch(self, inputs: list[int]) -> list[int | BaseException]:
+            return [KeyError(x) if x == 7 else x for x in inputs]
+
+    b = batcher(Picky())
+    outcomes = await asyncio.gather(b.predict(6), b.predict(7), b.predict(8), return_exceptions=True)
+    assert outcomes[0] == 6 and outcomes[2] == 8 and isinstance(outcomes[1], KeyError)
+    await b.aclose()
+
+
+async def test_a_model_returning_the_wrong_number_of_outputs_gets_an_actionable_error() -> None:
+    class Lossy(Doubler):
+        def predict_batch(self, inputs: list[int]) -> list[int | BaseException]:
+            return [1]  # always one, whatever the batch
+
+    b = batcher(Lossy())
+    outcomes = await asyncio.gather(*(b.predict(i) for i in range(3)), return_exceptions=True)
+    # Alone, each item gets one output back, so the per-item rerun rescues them all.
+    assert outcomes == [1, 1, 1]
+
+    class Empty(Doubler):
+        def predict_batch(self, inputs: list[int]) -> list[int | BaseException]:
+            return []
+
+    b2 = batcher(Empty())
+    with pytest.raises(ModelError, match="returned 0 outputs for 1 inputs; it must return a list"):
+        await b2.predict(1)
+    await b.aclose()
+    await b2.aclose()
+
+
+async def test_cancelled_callers_are_dropped_before_batching() -> None:
+    class Slow(Doubler):
+        max_batch_size = 100
+        max_wait_ms = 300.0
+
+    model = Slow()
+    b = batcher(model)
+    await b.ensure_loaded()
+    tasks = [asyncio.create_task(b.predict(i)) for i in range(6)]
+    await asyncio.sleep(0.05)
+    for task in tasks[::2]:
+        task.cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [d for d in done if not isinstance(d, BaseException)] == [2, 6, 10]
+    assert model.batches == [[1, 3, 5]]
+    await b.aclose()
+
+
+async def test_standard_mode_runs_one_item_at_a_time() -> None:
+    model = Doubler()
+    b = batcher(model, ProcessingMode.STANDARD)
+    assert await asyncio.gather(*(b.predict(i) for i in range(10))) == [i * 2 for i in range(10)]
+    assert all(len(batch) == 1 for batch in model.batches) and len(model.batches) == 10
+    await b.aclose()
+
+
+async def test_batches_are_bounded_by_cost_as_well_as_count() -> None:
+    class Weighted(Doubler):
+        max_batch_cost: ClassVar[float | None] = 10.0
+
+        def cost(self, item: int) -> float:
+            return float(item)
+
+    model = Weighted()
+    b = batcher(model)
+    items = [6, 3, 6, 1, 2, 12, 4]
+    assert await asyncio.gather(*(b.predict(i) for i in items)) == [i * 2 for i in items]
+    for batch in model.batches:
+        assert sum(batch) <= 10 or len(batch) == 1  # an item dearer than the limit runs alone
+    assert sorted(x for batch in model.batches for x in batch) == sorted(items)
+    await b.aclose()
+
+
+async def test_a_full_queue_is_refused_with_a_retry_hint() -> None:
+    class Slow(Doubler):
+        max_batch_size = 1
+
+        def predict_batch(self, inputs: list[int]) -> list[int | BaseException]:
+            threading.Event().wait(0.05)
+            return inputs  # type: ignore[return-value]
+
+    b = batcher(Slow(), limit=3)
+    await b.ensure_loaded()
+    outcomes = await asyncio.gather(*(b.predict(i) for i in range(8)), return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, Overloaded)]
+    assert refused and all(o.retry_after_s > 0 for o in refused)
+    assert [o for o in outcomes if not isinstance(o, BaseException)]  # the queued ones still ran
+    await b.aclose()
+
+
+async def test_the_model_loads_once_lazily_even_under_concurrent_first_calls() -> None:
+    model = Doubler()
+    b = batcher(model)
+    assert b.state is ModelState.UNLOADED and model.setups == 0
+    await asyncio.gather(*(b.predict(i) for i in range(20)))
+    assert model.setups == 1 and b.state is ModelState.READY and model.device == "cpu"
+    await b.aclose()
+
+
+async def test_a_model_that_fails_to_load_reports_why() -> None:
+    class Broken(Doubler):
+        def setup(self, device: str) -> None:
+            raise FileNotFoundError("weights.onnx")
+
+    b = batcher(Broken())
+    with pytest.raises(ModelError, match="failed to load: FileNotFoundError"):
+        await b.predict(1)
+    assert b.state is ModelState.FAILED and b.error is not None and "weights.onnx" in b.error
+    await b.aclose()
+
+
+async def test_a_lone_item_is_not_kept_waiting_for_a_full_batch() -> None:
+    class Patient(Doubler):
+        max_batch_size = 64
+        max_wait_ms = 10.0
+
+    model = Patient()
+    b = batcher(model)
+    assert await asyncio.wait_for(b.predict(21), timeout=5) == 42
+    assert model.batches == [[21]]
+    await b.aclose()
+
+
+async def test_metrics_record_batch_sizes_and_waits() -> None:
+    model = Doubler()
+    b = batcher(model)
+    await asyncio.gather(*(b.predict(i) for i in range(32)))
+    text = b.metrics.render().decode()
+    assert 'inferline_model_batch_size_count{model="doubler"}' in text
+    assert 'inferline_model_batch_size_sum{model="doubler"} 32.0' in text
+    assert 'inferline_model_items_in_flight{model="doubler"} 0.0' in text
+    await b.aclose()
