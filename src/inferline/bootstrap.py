@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline.config import Settings
 from inferline.db import create_engine
+from inferline.inference.runtime import ModelRuntime
 from inferline.jobs import echo
 from inferline.jobs.kinds import KindRegistry, load_plugins
 from inferline.jobs.model import RetryPolicy
@@ -31,29 +32,36 @@ class Services:
     metrics: Metrics
     auth: Authenticator
     submitter: Submitter
+    models: ModelRuntime
 
     async def aclose(self) -> None:
+        await self.models.aclose()
         await self.wakeup.aclose()
         await self.engine.dispose()
 
 
-def build_registry(settings: Settings) -> KindRegistry:
+def build_registry(settings: Settings, runtime: ModelRuntime) -> KindRegistry:
     registry = KindRegistry()
     echo.register(registry)
-    load_plugins(registry, settings.plugins)
+    load_plugins(registry, runtime, settings.plugins)
     return registry
 
 
 def build_services(settings: Settings) -> Services:
     engine = create_engine(settings.resolved_database_url)
     wakeup: Wakeup = LocalWakeup() if settings.is_sqlite else PostgresWakeup(settings.resolved_database_url)
-    registry = build_registry(settings)
+    metrics = Metrics()
+    models = ModelRuntime(
+        device=settings.device, modes=settings.model_modes, queue_limit=settings.model_queue_limit, metrics=metrics
+    )
+    registry = build_registry(settings, models)
     return Services(
         settings=settings,
         engine=engine,
         registry=registry,
         wakeup=wakeup,
-        metrics=Metrics(),
+        metrics=metrics,
+        models=models,
         auth=Authenticator(engine, settings.api_key_cache_s),
         submitter=Submitter(engine, registry, default_max_attempts=settings.default_max_attempts, wakeup=wakeup),
     )
@@ -97,6 +105,7 @@ class Background:
             worker_config(s.settings, self.concurrency),
             wakeup=s.wakeup,
             metrics=s.metrics,
+            models=s.models,
         )
         await self.worker.start()
         self.dispatcher = WebhookDispatcher(

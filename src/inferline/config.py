@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inferline.inference.model import ProcessingMode
 
 
 class Settings(BaseSettings):
@@ -44,6 +47,12 @@ class Settings(BaseSettings):
     events_poll_s: float = Field(default=0.25, gt=0, description="SSE poll period of a job's row")
     api_key_cache_s: float = Field(default=5.0, ge=0, description="how long a verified key is trusted")
     max_request_bytes: int = Field(default=1_000_000, ge=1024, description="413 above this JSON body size")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where models run")
+    model_modes: dict[str, ProcessingMode] = Field(
+        default_factory=dict,
+        description='per model "standard" or "batched" (default: standard on CPU, batched on CUDA)',
+    )
+    model_queue_limit: int = Field(default=256, ge=1, description="items waiting per model before 429")
     plugins: list[str] = Field(default_factory=list, description="modules to import that register job kinds")
     metrics_port: int | None = Field(default=None, description="`inferline worker` exposes metrics here")
 

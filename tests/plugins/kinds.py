@@ -3,6 +3,7 @@
 - `record` appends one line per attempt to $INFERLINE_TEST_RECORD_FILE, so tests can count how often
   each attempt ran across processes (O_APPEND writes of one short line are atomic).
 - `gate` fails (non-retryable) while the file named in its input exists: a failure a test can lift.
+- `double` sends `n` through the `doubler` model (registered by `register_models`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 from typing import Any
 
 from inferline.errors import NonRetryable
+from inferline.inference.model import Model
+from inferline.inference.runtime import ModelRuntime
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.runtime import JobContext
 
@@ -34,3 +37,23 @@ async def gate(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
 def register(registry: KindRegistry) -> None:
     registry.kind("record")(record)
     registry.kind("gate")(gate)
+    registry.kind("double")(double)
+
+
+class Doubler(Model[int, int]):
+    """A tiny model: doubles numbers; refuses negative ones (a per-item failure)."""
+
+    name = "doubler"
+    max_batch_size = 8
+    max_wait_ms = 5.0
+
+    def predict_batch(self, inputs: list[int]) -> list[int | BaseException]:
+        return [ValueError(f"negative: {x}") if x < 0 else 2 * x for x in inputs]
+
+
+async def double(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+    return {"doubled": await ctx.predict("doubler", int(data["n"]))}
+
+
+def register_models(runtime: ModelRuntime) -> None:
+    runtime.register("doubler", Doubler)

@@ -80,6 +80,10 @@ class Batcher(Generic[In, Out]):
         self._compute = metrics.model_compute.labels(name)
 
     @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
     def ready(self) -> bool:
         return self.state is ModelState.READY
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from inferline.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from inferline.inference.runtime import ModelRuntime
     from inferline.jobs.runtime import JobContext
 
 JobFunc = Callable[["JobContext", Any], Awaitable[dict[str, Any] | None]]
@@ -78,11 +79,15 @@ class KindRegistry:
         return parsed.model_dump(mode="json") if isinstance(parsed, BaseModel) else parsed
 
 
-def load_plugins(registry: KindRegistry, modules: list[str]) -> None:
-    """Import each plugin module and call its `register(registry)`."""
+def load_plugins(registry: KindRegistry, runtime: ModelRuntime, modules: list[str]) -> None:
+    """Import each plugin module; call its `register(registry)` (job kinds) and its
+    `register_models(runtime)` (models), whichever it has."""
     for name in modules:
         module = importlib.import_module(name)
-        register = getattr(module, "register", None)
-        if register is None:
-            raise ValueError(f"plugin module {name!r} has no register(registry) function")
-        register(registry)
+        hooks = [getattr(module, "register", None), getattr(module, "register_models", None)]
+        if hooks == [None, None]:
+            raise ValueError(f"plugin module {name!r} has neither register(registry) nor register_models(runtime)")
+        if hooks[0] is not None:
+            hooks[0](registry)
+        if hooks[1] is not None:
+            hooks[1](runtime)

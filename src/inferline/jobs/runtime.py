@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import Canceled, JobError, NonRetryable, Retry
+from inferline.inference.runtime import ModelRuntime
 from inferline.jobs import webhooks
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import JSON, Job, RetryPolicy, WebhookEvent
@@ -108,6 +109,12 @@ class JobContext:
         self.last_checkpoint = state
         await self._write(values, force=True)
 
+    async def predict(self, model: str, item: Any) -> Any:
+        """One item through a model, batched with other jobs' items by the process's model runtime."""
+        if self._worker.models is None:
+            raise NonRetryable(f"no model runtime in this worker to run {model!r}")
+        return await self._worker.models.predict(model, item)
+
     async def to_thread(self, func: Callable[..., T], /, *args: Any) -> T:
         """Blocking model code goes here, never on the event loop."""
         return await asyncio.to_thread(func, *args)
@@ -182,6 +189,7 @@ class Worker:
         wakeup: Wakeup,
         metrics: Metrics,
         kinds: list[str] | None = None,
+        models: ModelRuntime | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
@@ -189,6 +197,7 @@ class Worker:
         self.wakeup = wakeup
         self.metrics = metrics
         self.kinds = kinds or registry.names
+        self.models = models
         self._running: dict[str, _Running] = {}
         self._outcomes: list[tuple[JobContext, Outcome]] = []
         self._outcome_ready = asyncio.Event()
