@@ -20,6 +20,7 @@ from inferline.jobs.service import Submitter
 from inferline.jobs.wakeup import LocalWakeup, PostgresWakeup, Wakeup
 from inferline.jobs.webhooks import WebhookDispatcher
 from inferline.metrics import Metrics
+from inferline.ocr.tesseract import TesseractModel
 from inferline.tenants import Authenticator
 
 
@@ -54,6 +55,7 @@ def build_services(settings: Settings) -> Services:
     models = ModelRuntime(
         device=settings.device, modes=settings.model_modes, queue_limit=settings.model_queue_limit, metrics=metrics
     )
+    models.register("tesseract", TesseractModel)
     registry = build_registry(settings, models)
     return Services(
         settings=settings,

@@ -1,0 +1,1 @@
+"""OCR of images and PDFs (Korean + English): engines as models of the runtime, and the OCR job kind."""
