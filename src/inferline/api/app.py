@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI
 from inferline import __version__, db
 from inferline.api import problems
 from inferline.api.middleware import RequestContext
-from inferline.api.routes import health, jobs, models, schedules
+from inferline.api.routes import health, jobs, models, schedules, webhooks
 from inferline.bootstrap import Background, Services, build_services
 from inferline.config import Settings
 from inferline.tenants import count_keys, create_key
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     api.include_router(jobs.router)
     api.include_router(schedules.router)
     api.include_router(models.router)
+    api.include_router(webhooks.router)
     app.include_router(api)
     app.include_router(health.router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_request_bytes)

@@ -8,10 +8,9 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Response
 
 from inferline import db
-from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.deps import ServicesDep
 from inferline.api.problems import problem
 from inferline.jobs.service import queue_depth
-from inferline.tenants import webhook_secret
 
 router = APIRouter(tags=["operations"])
 
@@ -41,9 +40,3 @@ async def readyz(services: ServicesDep) -> Any:
 async def metrics(services: ServicesDep) -> Response:
     services.metrics.set_queue_depth(await queue_depth(services.engine))
     return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
-
-
-@router.get("/api/v1/webhooks/secret", tags=["webhooks"])
-async def get_webhook_secret(services: ServicesDep, tenant: TenantDep) -> dict[str, str]:
-    """The tenant's signing secret for webhook deliveries (Standard Webhooks, `whsec_...`)."""
-    return {"secret": await webhook_secret(services.engine, tenant)}
