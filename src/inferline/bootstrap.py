@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline.config import Settings
-from inferline.db import create_engine
+from inferline.db import SqliteWriter, create_engine
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs import echo
 from inferline.jobs.kinds import KindRegistry, load_plugins
@@ -37,6 +37,8 @@ class Services:
 
     async def aclose(self) -> None:
         await self.models.aclose()
+        if self.submitter.sqlite_writer is not None:
+            self.submitter.sqlite_writer.close()
         await self.wakeup.aclose()
         await self.engine.dispose()
 
@@ -65,7 +67,13 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         models=models,
         auth=Authenticator(engine, settings.api_key_cache_s),
-        submitter=Submitter(engine, registry, default_max_attempts=settings.default_max_attempts, wakeup=wakeup),
+        submitter=Submitter(
+            engine,
+            registry,
+            default_max_attempts=settings.default_max_attempts,
+            wakeup=wakeup,
+            sqlite_writer=SqliteWriter(engine) if settings.is_sqlite else None,
+        ),
     )
 
 

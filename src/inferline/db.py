@@ -7,11 +7,12 @@ import fcntl
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -20,6 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 # The begin listener reads this execution option: write paths take SQLite's write lock up front
@@ -53,8 +55,12 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
     # No reset-on-return: transactions always end in commit or rollback (the begin listener opens
     # them explicitly), so the pool's extra ROLLBACK was one more thread hop per transaction.
     engine = create_async_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None)
+    _configure_sqlite(engine.sync_engine)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Hand transaction control to the begin listener below (SQLAlchemy's documented recipe).
         dbapi_connection.isolation_level = None
@@ -66,12 +72,42 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         readonly = conn.get_execution_options().get("inferline_readonly", False)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
-    return engine
+
+class SqliteWriter:
+    """Runs a whole write transaction in one hop to a thread of its own, on a plain sqlite3 connection.
+
+    Through aiosqlite every cursor call is a hop to its thread and back (a submission batch was ~11); here
+    the batch is one. Taken under the same write lock as every other writer (`write`)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        url = engine.url.set(drivername="sqlite+pysqlite")
+        self.sync_engine = sa.create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=1,
+            max_overflow=0,
+            pool_reset_on_return=None,
+        )
+        _configure_sqlite(self.sync_engine)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+
+    async def run(self, work: Callable[[sa.Connection], T]) -> T:
+        async with _write_lock(self.engine).hold():
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self._transaction, work)
+
+    def _transaction(self, work: Callable[[sa.Connection], T]) -> T:
+        with self.sync_engine.begin() as conn:
+            return work(conn)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.sync_engine.dispose()
 
 
 @dataclass
@@ -110,13 +146,17 @@ async def write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         async with engine.begin() as conn:
             yield conn
         return
+    async with _write_lock(engine).hold(), engine.begin() as conn:
+        yield conn
+
+
+def _write_lock(engine: AsyncEngine) -> _SqliteWriteLock:
     lock = _write_locks.get(engine)
     if lock is None:
         database = engine.url.database or ":memory:"
         path = Path(database + ".writelock") if database != ":memory:" else Path(os.devnull)
         lock = _write_locks.setdefault(engine, _SqliteWriteLock(path))
-    async with lock.hold(), engine.begin() as conn:
-        yield conn
+    return lock
 
 
 @asynccontextmanager

@@ -9,11 +9,12 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline.clock import utcnow
+from inferline.db import SqliteWriter
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import JobStatus, RetryPolicy
 from inferline.jobs.outcomes import reap_jobs
-from inferline.jobs.service import JobRequest, claim_jobs, get_job, list_jobs, submit_job
+from inferline.jobs.service import JobRequest, Submitter, claim_jobs, get_job, list_jobs, submit_job
 from inferline.jobs.store import JobStore
 from inferline.metrics import Metrics
 from inferline.schema import jobs
@@ -186,3 +187,25 @@ async def test_listing_filters_by_status_and_kind(engine: AsyncEngine, registry:
     echoes, _ = await list_jobs(engine, tenant="a", kind="echo")
     assert [j.id for j in running] == [other_id]
     assert [j.id for j in echoes] == [echo_id]
+
+
+async def test_group_committed_submissions_get_distinct_seqs_and_tenants_still_alternate(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    writer = SqliteWriter(engine) if engine.dialect.name == "sqlite" else None
+    submitter = Submitter(engine, registry, default_max_attempts=3, sqlite_writer=writer)
+    try:
+        a_jobs = await asyncio.gather(
+            *(submitter.submit(JobRequest(kind="echo", input=ECHO), tenant="a") for _ in range(40))
+        )
+        [(b_job, created)] = [await submitter.submit(JobRequest(kind="echo", input=ECHO), tenant="b")]
+    finally:
+        if writer is not None:
+            writer.close()
+    assert created and all(created for _, created in a_jobs)
+    seqs = [job.fair_seq for job, _ in a_jobs]
+    assert len(set(seqs)) == 40 and max(seqs) - min(seqs) == 39
+    order = await claim(engine, limit=3)
+    assert order[1] == b_job.id  # B arrived behind A's 40 and still runs second
+    stored = await get_job(engine, tenant="a", job_id=a_jobs[0][0].id)
+    assert stored.fair_seq == a_jobs[0][0].fair_seq

@@ -20,7 +20,7 @@ from inferline.ids import new_id
 from inferline.jobs import webhooks
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job, JobStatus, WebhookEvent
-from inferline.jobs.store import JobStore
+from inferline.jobs.store import JobStore, add_jobs_sync
 from inferline.jobs.wakeup import Wakeup
 
 
@@ -140,8 +140,10 @@ class Submitter:
         default_max_attempts: int,
         wakeup: Wakeup | None = None,
         max_batch: int = 500,
+        sqlite_writer: db.SqliteWriter | None = None,
     ) -> None:
         self.engine = engine
+        self.sqlite_writer = sqlite_writer
         self.registry = registry
         self.default_max_attempts = default_max_attempts
         self.wakeup = wakeup
@@ -172,8 +174,7 @@ class Submitter:
         while self._pending:
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:
-                async with db.write(self.engine) as conn:
-                    placed = await JobStore(conn).add([item.job for item in batch])
+                placed = await self._insert([item.job for item in batch])
             except Exception as exc:
                 for item in batch:
                     if not item.future.done():
@@ -184,6 +185,12 @@ class Submitter:
             for item, job in zip(batch, placed, strict=True):
                 if not item.future.done():
                     item.future.set_result(job)
+
+    async def _insert(self, batch: list[Job]) -> list[Job]:
+        if self.sqlite_writer is not None:  # one thread hop for the whole transaction
+            return await self.sqlite_writer.run(lambda conn: add_jobs_sync(conn, batch))
+        async with db.write(self.engine) as conn:
+            return await JobStore(conn).add(batch)
 
 
 def _same_request(existing: Job, fingerprint: str | None) -> Job:

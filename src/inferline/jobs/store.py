@@ -40,6 +40,64 @@ def job_values(job: Job) -> dict[str, Any]:
     return values
 
 
+def lane_counts(batch: Sequence[Job]) -> dict[tuple[str, int], int]:
+    counts: dict[tuple[str, int], int] = {}
+    for job in batch:
+        counts[(job.tenant, job.priority)] = counts.get((job.tenant, job.priority), 0) + 1
+    return dict(sorted(counts.items()))  # a fixed order: concurrent batches lock lanes alike
+
+
+def queue_head(priority: int) -> sa.ColumnElement[int]:
+    """The smallest queued seq at this priority; with none queued, the newest seq given out."""
+    smallest_queued = (
+        sa.select(sa.func.min(jobs.c.fair_seq))
+        .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.priority == priority)
+        .scalar_subquery()
+    )
+    newest_given = sa.select(sa.func.max(lanes.c.last_seq)).where(lanes.c.priority == priority).scalar_subquery()
+    return sa.func.coalesce(smallest_queued, newest_given, 0)
+
+
+def lane_upsert(dialect: str, tenant: str, priority: int, count: int) -> sa.Insert:
+    """k jobs joining a lane whose last seq is `old` take the seqs up to `max(old, head - 1) + k`; the
+    statement returns that new last seq. Its row lock also keeps two API processes from handing out the
+    same seqs on PostgreSQL."""
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(lanes)
+    greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max
+    head = queue_head(priority)
+    return (
+        insert.values(tenant=tenant, priority=priority, last_seq=head - 1 + count)
+        .on_conflict_do_update(
+            index_elements=[lanes.c.tenant, lanes.c.priority],
+            set_={"last_seq": greatest(lanes.c.last_seq, head - 1) + count},
+        )
+        .returning(lanes.c.last_seq)
+    )
+
+
+def place(batch: Sequence[Job], lasts: Mapping[tuple[str, int], int]) -> list[Job]:
+    """The batch with fair seqs, given each lane's new last seq."""
+    next_seq = {key: last - count + 1 for key, count in lane_counts(batch).items() for last in [lasts[key]]}
+    placed = []
+    for job in batch:
+        key = (job.tenant, job.priority)
+        placed.append(replace(job, fair_seq=next_seq[key]))
+        next_seq[key] += 1
+    return placed
+
+
+def add_jobs_sync(conn: sa.Connection, batch: Sequence[Job]) -> list[Job]:
+    """`JobStore.add` for SQLite's one-hop writer thread (db.SqliteWriter): the same statements, run
+    synchronously."""
+    lasts = {
+        key: int(conn.execute(lane_upsert("sqlite", *key, count)).scalar_one())
+        for key, count in lane_counts(batch).items()
+    }
+    placed = place(batch, lasts)
+    conn.execute(jobs.insert(), [job_values(job) for job in placed])
+    return placed
+
+
 @dataclass(frozen=True)
 class LeaseState:
     """What a heartbeat learns about one of its jobs."""
@@ -72,49 +130,12 @@ class JobStore:
         return job
 
     async def _place_in_lanes(self, batch: Sequence[Job]) -> list[Job]:
-        """Give each job `max(its lane's last seq + 1, head of its priority)`.
-
-        One upsert per lane: k jobs joining a lane whose last seq is `old` take the seqs up to
-        `max(old, head - 1) + k`, the head being computed inside the same statement. The upsert's row
-        lock also keeps two API processes from handing out the same seqs on PostgreSQL."""
-        counts: dict[tuple[str, int], int] = {}
-        for job in batch:
-            counts[(job.tenant, job.priority)] = counts.get((job.tenant, job.priority), 0) + 1
-        next_seq = {}
-        for (tenant, priority), count in sorted(counts.items()):
-            last = await self._advance_lane(tenant, priority, count)
-            next_seq[(tenant, priority)] = last - count + 1
-        placed = []
-        for job in batch:
-            key = (job.tenant, job.priority)
-            placed.append(replace(job, fair_seq=next_seq[key]))
-            next_seq[key] += 1
-        return placed
-
-    @staticmethod
-    def _queue_head(priority: int) -> sa.ColumnElement[int]:
-        """The smallest queued seq at this priority; with none queued, the newest seq given out."""
-        smallest_queued = (
-            sa.select(sa.func.min(jobs.c.fair_seq))
-            .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.priority == priority)
-            .scalar_subquery()
-        )
-        newest_given = sa.select(sa.func.max(lanes.c.last_seq)).where(lanes.c.priority == priority).scalar_subquery()
-        return sa.func.coalesce(smallest_queued, newest_given, 0)
-
-    async def _advance_lane(self, tenant: str, priority: int, count: int) -> int:
-        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(lanes)
-        greatest = sa.func.greatest if self.dialect == "postgresql" else sa.func.max
-        head = self._queue_head(priority)
-        stmt = (
-            insert.values(tenant=tenant, priority=priority, last_seq=head - 1 + count)
-            .on_conflict_do_update(
-                index_elements=[lanes.c.tenant, lanes.c.priority],
-                set_={"last_seq": greatest(lanes.c.last_seq, head - 1) + count},
-            )
-            .returning(lanes.c.last_seq)
-        )
-        return int((await self.conn.execute(stmt)).scalar_one())
+        """Give each job `max(its lane's last seq + 1, head of its priority)`, see `lane_upsert`."""
+        lasts = {}
+        for (tenant, priority), count in lane_counts(batch).items():
+            stmt = lane_upsert(self.dialect, tenant, priority, count)
+            lasts[(tenant, priority)] = int((await self.conn.execute(stmt)).scalar_one())
+        return place(batch, lasts)
 
     # -- reads --------------------------------------------------------------------------------
 
