@@ -13,10 +13,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline.errors import NonRetryable
+from inferline.jobs.context import JobContext
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job, JobStatus, RetryPolicy
-from inferline.jobs.runtime import JobContext, Worker, WorkerConfig
+from inferline.jobs.runtime import Worker, WorkerConfig
 from inferline.jobs.service import JobRequest, cancel_job, claim_jobs, get_job, submit_job
 from inferline.jobs.store import JobStore
 from inferline.jobs.wakeup import LocalWakeup

@@ -14,8 +14,8 @@ from typing import Any
 from inferline.errors import NonRetryable
 from inferline.inference.model import Model
 from inferline.inference.runtime import ModelRuntime
+from inferline.jobs.context import JobContext
 from inferline.jobs.kinds import KindRegistry
-from inferline.jobs.runtime import JobContext
 
 
 async def record(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:

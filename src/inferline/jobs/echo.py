@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferline.errors import JobError
+from inferline.jobs.context import JobContext
 from inferline.jobs.kinds import KindRegistry
-from inferline.jobs.runtime import JobContext
 
 
 class EchoInput(BaseModel):

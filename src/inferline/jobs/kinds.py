@@ -22,7 +22,7 @@ from inferline.errors import InvalidInput
 
 if TYPE_CHECKING:
     from inferline.inference.runtime import ModelRuntime
-    from inferline.jobs.runtime import JobContext
+    from inferline.jobs.context import JobContext
 
 JobFunc = Callable[["JobContext", Any], Awaitable[dict[str, Any] | None]]
 

@@ -13,13 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
-import subprocess
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from pydantic import ValidationError
@@ -30,8 +27,9 @@ from inferline.clock import utcnow
 from inferline.errors import Canceled, JobError, NonRetryable, Retry
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs import webhooks
+from inferline.jobs.context import LEASE_LOST, SHUTDOWN, JobContext
 from inferline.jobs.kinds import KindRegistry
-from inferline.jobs.model import JSON, Job, RetryPolicy, WebhookEvent
+from inferline.jobs.model import Job, RetryPolicy, WebhookEvent
 from inferline.jobs.outcomes import Outcome, reap_jobs, record_outcomes
 from inferline.jobs.service import claim_jobs
 from inferline.jobs.store import JobStore
@@ -39,10 +37,6 @@ from inferline.jobs.wakeup import Wakeup
 from inferline.metrics import Metrics
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
-
-LEASE_LOST = "lease lost"
-SHUTDOWN = "shutdown"
 
 
 @dataclass(frozen=True)
@@ -58,118 +52,6 @@ class WorkerConfig:
     webhook_progress_interval_s: float = 0.5
     reap_every_s: float = 2.0
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}")
-
-
-class JobContext:
-    """What a job function receives: its input's metadata, progress reporting, checkpoints, cancel."""
-
-    def __init__(self, job: Job, worker: Worker) -> None:
-        self.job = job
-        self.last_checkpoint: JSON | None = job.checkpoint
-        self._worker = worker
-        self._cancel_reason: str | None = None
-        self._pending: dict[str, Any] = {}
-        self._last_write = 0.0
-        self._last_progress_hook = 0.0
-
-    @property
-    def id(self) -> str:
-        return self.job.id
-
-    @property
-    def tenant(self) -> str:
-        return self.job.tenant
-
-    @property
-    def attempt(self) -> int:
-        return self.job.attempts
-
-    @property
-    def cancel_reason(self) -> str | None:
-        return self._cancel_reason
-
-    def raise_if_canceled(self) -> None:
-        if self._cancel_reason is not None:
-            raise Canceled(self._cancel_reason)
-
-    async def stage(self, name: str, detail: str | None = None) -> None:
-        await self._write({"stage": name, "detail": detail}, force=True)
-
-    async def progress(self, percent: float, detail: str | None = None) -> None:
-        values: dict[str, Any] = {"progress": max(0.0, min(100.0, float(percent)))}
-        if detail is not None:
-            values["detail"] = detail
-        await self._write(values, force=False)
-
-    async def checkpoint(self, state: JSON, *, progress: float | None = None) -> None:
-        """Save state durably; a later attempt of this job starts with it as `last_checkpoint`."""
-        values: dict[str, Any] = {"checkpoint": state}
-        if progress is not None:
-            values["progress"] = max(0.0, min(100.0, float(progress)))
-        self.last_checkpoint = state
-        await self._write(values, force=True)
-
-    async def predict(self, model: str, item: Any) -> Any:
-        """One item through a model, batched with other jobs' items by the process's model runtime."""
-        if self._worker.models is None:
-            raise NonRetryable(f"no model runtime in this worker to run {model!r}")
-        return await self._worker.models.predict(model, item)
-
-    async def to_thread(self, func: Callable[..., T], /, *args: Any) -> T:
-        """Blocking model code goes here, never on the event loop."""
-        return await asyncio.to_thread(func, *args)
-
-    async def run_subprocess(
-        self,
-        args: list[str],
-        *,
-        timeout_s: float | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        input_bytes: bytes | None = None,
-    ) -> subprocess.CompletedProcess[bytes]:
-        """Run a program; it and its children are killed if the job is canceled or times out."""
-        proc = await asyncio.create_subprocess_exec(
-            *args,
-            cwd=cwd,
-            env=dict(env) if env is not None else None,
-            start_new_session=True,
-            stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            stdout, stderr = await asyncio.wait_for(proc.communicate(input_bytes), timeout_s)
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-            raise
-        assert proc.returncode is not None
-        if proc.returncode != 0:
-            tail = stderr.decode(errors="replace")[-500:]
-            raise JobError(f"{args[0]} exited with status {proc.returncode}: {tail}")
-        return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
-
-    async def _write(self, values: dict[str, Any], *, force: bool) -> None:
-        self._pending.update(values)
-        if force or time.monotonic() - self._last_write >= self._worker.config.progress_interval_s:
-            await self.flush()
-
-    async def flush(self) -> None:
-        if not self._pending:
-            return
-        values, self._pending = self._pending, {}
-        self._last_write = now_s = time.monotonic()
-        self.job = replace(self.job, **values)
-        hook = now_s - self._last_progress_hook >= self._worker.config.webhook_progress_interval_s
-        if hook and self.job.wants(WebhookEvent.PROGRESS):
-            self._last_progress_hook = now_s
-        else:
-            hook = False
-        if not await self._worker.write_progress(self.job, values, hook=hook):
-            self._cancel_reason = LEASE_LOST
-            raise Canceled(LEASE_LOST)
 
 
 @dataclass
