@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline.errors import NonRetryable
@@ -225,3 +226,11 @@ async def test_metrics_count_finished_jobs(engine: AsyncEngine, registry: KindRe
     text = worker.metrics.render().decode()
     assert 'inferline_jobs_finished_total{kind="echo",status="succeeded"} 1.0' in text
     assert "inferline_job_queue_wait_seconds_count" in text
+
+
+async def test_an_idle_worker_takes_no_write_lock_on_heartbeats(engine: AsyncEngine, registry: KindRegistry) -> None:
+    worker = Worker(engine, registry, FAST, wakeup=LocalWakeup(), metrics=Metrics())
+    began: list[str] = []
+    sqlalchemy_event.listen(engine.sync_engine, "begin", lambda conn: began.append("begin"))
+    await worker.heartbeat()
+    assert began == []

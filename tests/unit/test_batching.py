@@ -29,6 +29,9 @@ class Doubler(Model[int, int]):
             self.setups += 1
         self.device = device
 
+    def close(self) -> None:
+        self.closed = True
+
     def predict_batch(self, inputs: list[int]) -> list[int | BaseException]:
         self.batches.append(list(inputs))
         if any(x < 0 for x in inputs):
@@ -161,6 +164,7 @@ async def test_the_model_loads_once_lazily_even_under_concurrent_first_calls() -
     await asyncio.gather(*(b.predict(i) for i in range(20)))
     assert model.setups == 1 and b.state is ModelState.READY and model.device == "cpu"
     await b.aclose()
+    assert model.closed and b.state is ModelState.UNLOADED  # what setup took is released at shutdown
 
 
 async def test_a_model_that_fails_to_load_reports_why() -> None:

@@ -138,6 +138,9 @@ class Batcher(Generic[In, Out]):
             if not pending.future.done():
                 pending.future.set_exception(ModelError(f"model {self.model.name} is shutting down"))
         self._queue.clear()
+        if self.ready:
+            self.state = ModelState.UNLOADED
+            await self._in_thread(self.model.close)
 
     # -- the batching loop ------------------------------------------------------------------
 

@@ -5,7 +5,7 @@
         max_batch_size = 32
         max_wait_ms = 5
 
-        def setup(self, device: str) -> None:      # once, in a worker thread, before the first batch
+        def setup(self, device: str) -> None:      # once, in the model's thread, before the first batch
             self.session = load(device)
 
         def predict_batch(self, inputs: list[str]) -> list[str]:   # blocking; runs in a thread
@@ -41,6 +41,9 @@ class Model(Generic[In, Out]):
 
     def predict_batch(self, inputs: list[In]) -> list[Out | BaseException]:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what `setup` took. Called once at shutdown, in the model's thread, if it was loaded."""
 
     def cost(self, item: In) -> float:
         return 1.0

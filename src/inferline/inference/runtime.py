@@ -98,4 +98,4 @@ class ModelRuntime:
         for batcher in self._batchers.values():
             await batcher.aclose()
         for executor in self._executors:
-            executor.shutdown(wait=False, cancel_futures=True)
+            executor.shutdown(wait=True, cancel_futures=True)

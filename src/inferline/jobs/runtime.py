@@ -177,12 +177,13 @@ class Worker:
     async def _execute(self, running: _Running) -> Outcome:
         ctx = running.ctx
         structlog.contextvars.bind_contextvars(job_id=ctx.id, tenant=ctx.tenant, kind=ctx.job.kind)
+        outcome = Outcome("lost")  # if the attempt is torn down by a cancellation that is not ours
         try:
             outcome = await self._attempt(ctx)
         finally:
             if running.deadline_timer is not None:
                 running.deadline_timer.cancel()
-            self._outcomes.append((ctx, outcome if "outcome" in locals() else Outcome("lost")))
+            self._outcomes.append((ctx, outcome))
             self._outcome_ready.set()
         return outcome
 
@@ -251,6 +252,8 @@ class Worker:
 
     async def heartbeat(self) -> None:
         running = dict(self._running)
+        if not running:  # an idle worker takes no write lock
+            return
         for item in running.values():
             with contextlib.suppress(Canceled):
                 await item.ctx.flush()
