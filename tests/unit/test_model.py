@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from inferline.errors import InvalidInput, InvalidTransition
-from inferline.ids import new_id
+from inferline.ids import _increment, new_id
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job, JobStatus, RetryPolicy, plan_failure
@@ -107,12 +108,20 @@ def test_a_non_retryable_failure_fails_at_once() -> None:
     assert plan.status is JobStatus.FAILED
 
 
-def test_ids_sort_by_creation_time() -> None:
-    ids = [new_id() for _ in range(1000)]
-    assert len(set(ids)) == 1000
-    # Same-millisecond ids are random among themselves, so compare millisecond prefixes only.
-    prefixes = [i[:13] for i in ids]
-    assert prefixes == sorted(prefixes)
+def test_ids_sort_in_the_order_they_were_made_even_within_one_millisecond() -> None:
+    ids = [new_id() for _ in range(20_000)]  # hundreds per millisecond
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert {uuid.UUID(i).version for i in ids} == {7}
+    assert {uuid.UUID(i).variant for i in ids} == {uuid.RFC_4122}
+
+
+def test_id_increments_carry_into_the_timestamp_when_the_random_bits_overflow() -> None:
+    full = int(uuid.UUID(new_id())) | (0xFFF << 64) | ((1 << 62) - 1)
+    bumped = _increment(full, 1)
+    assert bumped > full
+    assert bumped >> 80 == (full >> 80) + 1
+    assert uuid.UUID(int=bumped).version == 7
 
 
 def test_cursor_round_trips_and_rejects_garbage() -> None:

@@ -9,6 +9,7 @@ behind another's 10,000 jobs gets the seq at the head and runs next.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -47,7 +48,7 @@ def lane_counts(batch: Sequence[Job]) -> dict[tuple[str, int], int]:
     return dict(sorted(counts.items()))  # a fixed order: concurrent batches lock lanes alike
 
 
-def queue_head(priority: int) -> sa.ColumnElement[int]:
+def queue_head(priority: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
     """The smallest queued seq at this priority; with none queued, the newest seq given out."""
     smallest_queued = (
         sa.select(sa.func.min(jobs.c.fair_seq))
@@ -58,21 +59,29 @@ def queue_head(priority: int) -> sa.ColumnElement[int]:
     return sa.func.coalesce(smallest_queued, newest_given, 0)
 
 
-def lane_upsert(dialect: str, tenant: str, priority: int, count: int) -> sa.Insert:
+@functools.cache
+def lane_upsert(dialect: str) -> sa.Insert:
     """k jobs joining a lane whose last seq is `old` take the seqs up to `max(old, head - 1) + k`; the
     statement returns that new last seq. Its row lock also keeps two API processes from handing out the
-    same seqs on PostgreSQL."""
+    same seqs on PostgreSQL. Parameters `tenant`, `priority`, `count`. Built once per dialect: building
+    and cache-keying it per batch was a sixth of a submission batch's CPU (docs/benchmarks.md)."""
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(lanes)
     greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max
+    priority = sa.bindparam("priority", type_=sa.Integer)
+    count = sa.bindparam("count", type_=sa.BigInteger)
     head = queue_head(priority)
     return (
-        insert.values(tenant=tenant, priority=priority, last_seq=head - 1 + count)
+        insert.values(tenant=sa.bindparam("tenant", type_=sa.String), priority=priority, last_seq=head - 1 + count)
         .on_conflict_do_update(
             index_elements=[lanes.c.tenant, lanes.c.priority],
             set_={"last_seq": greatest(lanes.c.last_seq, head - 1) + count},
         )
         .returning(lanes.c.last_seq)
     )
+
+
+def lane_params(tenant: str, priority: int, count: int) -> dict[str, Any]:
+    return {"tenant": tenant, "priority": priority, "count": count}
 
 
 def place(batch: Sequence[Job], lasts: Mapping[tuple[str, int], int]) -> list[Job]:
@@ -90,7 +99,7 @@ def add_jobs_sync(conn: sa.Connection, batch: Sequence[Job]) -> list[Job]:
     """`JobStore.add` for SQLite's one-hop writer thread (db.SqliteWriter): the same statements, run
     synchronously."""
     lasts = {
-        key: int(conn.execute(lane_upsert("sqlite", *key, count)).scalar_one())
+        key: int(conn.execute(lane_upsert("sqlite"), lane_params(*key, count)).scalar_one())
         for key, count in lane_counts(batch).items()
     }
     placed = place(batch, lasts)
@@ -133,8 +142,8 @@ class JobStore:
         """Give each job `max(its lane's last seq + 1, head of its priority)`, see `lane_upsert`."""
         lasts = {}
         for (tenant, priority), count in lane_counts(batch).items():
-            stmt = lane_upsert(self.dialect, tenant, priority, count)
-            lasts[(tenant, priority)] = int((await self.conn.execute(stmt)).scalar_one())
+            result = await self.conn.execute(lane_upsert(self.dialect), lane_params(tenant, priority, count))
+            lasts[(tenant, priority)] = int(result.scalar_one())
         return place(batch, lasts)
 
     # -- reads --------------------------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""Engine behaviour that the rest of the code relies on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import make_url
+
+from inferline import db
+
+pytestmark = pytest.mark.postgres
+
+
+async def _kill_connections(url: str) -> None:
+    """Kill every other connection to the test's database, as a PostgreSQL restart would."""
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    admin = await asyncpg.connect(plain)
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+
+
+async def test_a_connection_killed_while_idle_is_replaced_not_handed_out(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)
+    engine = db.create_engine(pg_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            first_pid = await conn.scalar(sa.text("SELECT pg_backend_pid()"))
+        await _kill_connections(pg_url)
+        async with engine.connect() as conn:  # the ping finds the dead connection; the pool opens a new one
+            second_pid = await conn.scalar(sa.text("SELECT pg_backend_pid()"))
+        assert second_pid != first_pid
+    finally:
+        await engine.dispose()
+
+
+async def test_a_recently_used_connection_is_not_pinged(pg_url: str) -> None:
+    engine = db.create_engine(pg_url, pool_size=1)
+    pings = 0
+    ping = engine.dialect.do_ping
+
+    def counting_ping(dbapi_connection: Any) -> bool:
+        nonlocal pings
+        pings += 1
+        return ping(dbapi_connection)
+
+    engine.dialect.do_ping = counting_ping  # type: ignore[method-assign]
+    try:
+        for _ in range(5):
+            async with engine.connect() as conn:
+                assert await conn.scalar(sa.text("SELECT 1")) == 1
+        assert pings == 0  # a fresh connection and then hot ones: no round trip spent on pings
+    finally:
+        await engine.dispose()
