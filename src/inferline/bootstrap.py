@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline.config import Settings
 from inferline.db import SqliteWriter, create_engine
+from inferline.files.blobs import BlobStore
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs import echo
 from inferline.jobs.kinds import KindRegistry, load_plugins
@@ -20,6 +21,9 @@ from inferline.jobs.service import Submitter
 from inferline.jobs.wakeup import LocalWakeup, PostgresWakeup, Wakeup
 from inferline.jobs.webhooks import WebhookDispatcher
 from inferline.metrics import Metrics
+from inferline.ocr import kind as ocr_kind
+from inferline.ocr.documents import Limits
+from inferline.ocr.rapid import RapidOcrModel
 from inferline.ocr.tesseract import TesseractModel
 from inferline.tenants import Authenticator
 
@@ -34,6 +38,7 @@ class Services:
     auth: Authenticator
     submitter: Submitter
     models: ModelRuntime
+    blobs: BlobStore
 
     async def aclose(self) -> None:
         await self.models.aclose()
@@ -43,9 +48,23 @@ class Services:
         await self.engine.dispose()
 
 
-def build_registry(settings: Settings, runtime: ModelRuntime) -> KindRegistry:
+def ocr_limits(settings: Settings) -> Limits:
+    return Limits(max_pages=settings.ocr_max_pages, max_page_pixels=settings.ocr_max_page_pixels)
+
+
+def build_registry(settings: Settings, runtime: ModelRuntime, engine: AsyncEngine, blobs: BlobStore) -> KindRegistry:
     registry = KindRegistry()
     echo.register(registry)
+    ocr_kind.register(
+        registry,
+        ocr_kind.OcrConfig(
+            engine=engine,
+            blobs=blobs,
+            models=runtime,
+            limits=ocr_limits(settings),
+            default_dpi=settings.ocr_default_dpi,
+        ),
+    )
     load_plugins(registry, runtime, settings.plugins)
     return registry
 
@@ -55,10 +74,16 @@ def build_services(settings: Settings) -> Services:
     wakeup: Wakeup = LocalWakeup() if settings.is_sqlite else PostgresWakeup(settings.resolved_database_url)
     metrics = Metrics()
     models = ModelRuntime(
-        device=settings.device, modes=settings.model_modes, queue_limit=settings.model_queue_limit, metrics=metrics
+        device=settings.device,
+        modes=settings.model_modes,
+        queue_limit=settings.model_queue_limit,
+        metrics=metrics,
+        processes=settings.model_processes,
     )
     models.register("tesseract", TesseractModel)
-    registry = build_registry(settings, models)
+    models.register("rapidocr", RapidOcrModel)
+    blobs = BlobStore(settings.data_dir.resolve() / "blobs")
+    registry = build_registry(settings, models, engine, blobs)
     return Services(
         settings=settings,
         engine=engine,
@@ -66,6 +91,7 @@ def build_services(settings: Settings) -> Services:
         wakeup=wakeup,
         metrics=metrics,
         models=models,
+        blobs=blobs,
         auth=Authenticator(engine, settings.api_key_cache_s),
         submitter=Submitter(
             engine,

@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -386,6 +388,110 @@ def _stream(client: httpx.Client, job_id: str) -> Any:
         for line in response.iter_lines():
             if line.startswith("data: "):
                 yield json.loads(line[6:])
+
+
+# -- ocr ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def ocr(
+    files: Annotated[list[Path], typer.Argument(help="images (PNG, JPEG, TIFF, WebP, BMP) or PDFs", exists=True)],
+    server: Annotated[
+        str | None,
+        typer.Option("--server", envvar="INFERLINE_SERVER", help="a running server [default: in-process, embedded]"),
+    ] = None,
+    key: Key = None,
+    fmt: Annotated[str, typer.Option("--format", help="text, json or hocr")] = "text",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write <name>.<txt|json|hocr> here [default: stdout]")
+    ] = None,
+    lang: Annotated[str, typer.Option(help="Tesseract languages")] = "kor+eng",
+    engine: Annotated[str, typer.Option(help="auto, tesseract or rapidocr")] = "auto",
+    pages: Annotated[str | None, typer.Option(help='1-based pages, e.g. "1-3,5"')] = None,
+    page_mode: Annotated[str, typer.Option(help="PDFs: auto, force or text-only")] = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """OCR files through a server, or in-process on the embedded default (SQLite under --data-dir), with a
+    progress bar per file and page. Exits 1 if any file failed."""
+    if fmt not in {"text", "json", "hocr"}:
+        err.print(f"--format must be text, json or hocr, not {fmt!r}")
+        raise typer.Exit(2)
+    options = {"lang": lang, "engine": engine, "page_mode": page_mode} | ({"pages": pages} if pages else {})
+    if server is not None:
+        with _client(server, key, data_dir) as client:
+            failed = _ocr_files(client, files, options, fmt, out)
+    else:
+        settings = _settings(data_dir=data_dir)
+        logs.configure("warning", json=settings.log_json)
+        with _embedded_server(settings) as url, _client(url, key, settings.data_dir) as client:
+            failed = _ocr_files(client, files, options, fmt, out)
+    if failed:
+        raise typer.Exit(1)
+
+
+class _embedded_server:
+    """The app on a free local port, on a thread of this process, for commands that run in-process."""
+
+    def __init__(self, settings: Settings) -> None:
+        import uvicorn
+
+        from inferline.api.app import create_app
+
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="embedded-server", daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                err.print("the embedded server did not start (see the log above)")
+                raise typer.Exit(1)
+            time.sleep(0.05)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def _ocr_files(client: httpx.Client, files: list[Path], options: dict[str, str], fmt: str, out: Path | None) -> int:
+    jobs: dict[Path, dict[str, Any]] = {}
+    for path in files:
+        with path.open("rb") as handle:
+            jobs[path] = _call(client, "POST", "/api/v1/ocr", files={"file": (path.name, handle)}, data=options)
+    columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=err) as progress:
+        tasks = {path: progress.add_task(path.name, total=100) for path in files}
+        while any(job["status"] not in {"succeeded", "failed", "canceled"} for job in jobs.values()):
+            time.sleep(0.25)
+            for path, job in jobs.items():
+                if job["status"] in {"succeeded", "failed", "canceled"}:
+                    continue
+                jobs[path] = job = _call(client, "GET", f"/api/v1/jobs/{job['id']}")
+                stage = f" · {job['stage']}" if job.get("stage") else ""
+                progress.update(tasks[path], completed=job["progress"], description=f"{path.name}{stage}")
+    failed = 0
+    suffix = {"text": "txt", "json": "json", "hocr": "hocr"}[fmt]
+    for path, job in jobs.items():
+        if job["status"] != "succeeded":
+            failed += 1
+            reason = (job.get("error") or {}).get("message") or job["status"]
+            err.print(f"{path}: {job['status']}: {reason}")
+            continue
+        response = client.get(f"/api/v1/jobs/{job['id']}/result", params={"format": fmt})
+        response.raise_for_status()
+        if out is None:
+            sys.stdout.write(response.text + ("\n" if not response.text.endswith("\n") else ""))
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            target = out / f"{path.stem}.{suffix}"
+            target.write_text(response.text, encoding="utf-8")
+            err.print(f"{path} -> {target}")
+    return failed
 
 
 def main() -> None:

@@ -53,6 +53,16 @@ class Settings(BaseSettings):
         description='per model "standard" or "batched" (default: standard on CPU, batched on CUDA)',
     )
     model_queue_limit: int = Field(default=256, ge=1, description="items waiting per model before 429")
+    model_processes: dict[str, int] = Field(
+        default_factory=dict,
+        description='per model: 0 = on a thread, N = in N child processes, -1 = one per core; e.g. {"tesseract": 2}',
+    )
+    max_upload_bytes: int = Field(default=200 * 2**20, ge=1, description="413 above this file size")
+    ocr_max_pages: int = Field(default=1000, ge=1, description="413 for documents with more pages")
+    ocr_max_page_pixels: int = Field(
+        default=100_000_000, ge=1, description="413 (or a failed job) for a page or image with more pixels"
+    )
+    ocr_default_dpi: int = Field(default=300, ge=36, le=1200, description="PDF pages are rasterized at this dpi")
     plugins: list[str] = Field(default_factory=list, description="modules to import that register job kinds")
     metrics_port: int | None = Field(default=None, description="`inferline worker` exposes metrics here")
 

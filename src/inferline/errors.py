@@ -7,14 +7,16 @@
     │   └── IdempotencyConflict   same Idempotency-Key, different body
     ├── InvalidInput              the request names something that does not exist or is malformed
     ├── TooLarge                  the request is over a size limit of the settings
+    ├── UnsupportedMediaType      a file's content (sniffed, not its name) is of a type not accepted here
     ├── Unauthorized              missing or unknown API key
     ├── Overloaded                a queue is full; carries retry_after_s
     └── JobError                  raised by job code; retryable unless NonRetryable
         ├── NonRetryable          fails the job at once
+        │   └── BadDocument       the input file is corrupt, truncated, encrypted or a decompression bomb
         ├── Canceled              the job was canceled (by a user or its deadline)
         └── Retry                 asks for another attempt after `after_s`
 
-The API maps these to HTTP in one table (`api/app.py`); workers never raise HTTP errors.
+The API maps these to HTTP in one table (`api/problems.py`); workers never raise HTTP errors.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class TooLarge(InferlineError):
     pass
 
 
+class UnsupportedMediaType(InferlineError):
+    pass
+
+
 class Unauthorized(InferlineError):
     pass
 
@@ -65,6 +71,10 @@ class JobError(InferlineError):
 
 
 class NonRetryable(JobError):
+    pass
+
+
+class BadDocument(NonRetryable):
     pass
 
 

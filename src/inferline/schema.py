@@ -143,3 +143,18 @@ webhook_deliveries = sa.Table(
     sa.Index("ix_webhook_due", "status", "next_attempt_at"),
     sa.Index("ix_webhook_job", "job_id", "status", "id"),
 )
+
+# Uploaded files: metadata per tenant; the bytes live once per sha256 in the blob store (files/blobs.py).
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("content_type", sa.String(200), nullable=False),
+    sa.Column("filename", sa.String(500), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_files_tenant_id", "tenant", "id"),
+    sa.Index("ix_files_sha256", "sha256"),
+)

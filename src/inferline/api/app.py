@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from fastapi import APIRouter, FastAPI
 from inferline import __version__, db
 from inferline.api import problems
 from inferline.api.middleware import RequestContext
-from inferline.api.routes import health, jobs, models, schedules, webhooks
+from inferline.api.routes import files, health, jobs, models, ocr, schedules, webhooks
 from inferline.bootstrap import Background, Services, build_services
 from inferline.config import Settings
 from inferline.tenants import count_keys, create_key
@@ -31,7 +32,8 @@ async def ensure_admin_key(services: Services) -> str | None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
         file.write(plain + "\n")
-    print(f"Created API key for tenant 'default' (saved in {path}):\n  {plain}", flush=True)
+    # stderr: a command that prints results on stdout (`inferline ocr`) may be the one starting the app.
+    print(f"Created API key for tenant 'default' (saved in {path}):\n  {plain}", file=sys.stderr, flush=True)
     return plain
 
 
@@ -68,10 +70,14 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     problems.install(app)
     api = APIRouter(prefix="/api/v1")
     api.include_router(jobs.router)
+    api.include_router(files.router)
+    api.include_router(ocr.router)
     api.include_router(schedules.router)
     api.include_router(models.router)
     api.include_router(webhooks.router)
     app.include_router(api)
     app.include_router(health.router)
-    app.add_middleware(RequestContext, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestContext, max_body_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes
+    )
     return app

@@ -17,6 +17,7 @@ STATUS_OF: list[tuple[type[errors.InferlineError], int]] = [
     (errors.Conflict, 409),  # InvalidTransition, IdempotencyConflict
     (errors.InvalidInput, 422),
     (errors.TooLarge, 413),
+    (errors.UnsupportedMediaType, 415),
     (errors.Unauthorized, 401),
     (errors.Overloaded, 429),
 ]

@@ -1,11 +1,11 @@
 """A dynamic batcher per model, shared by every job of a process.
 
 Concurrent callers `await batcher.predict(item)`; a loop forms a batch when it is full (by count or
-cost) or its oldest item has waited `max_wait_ms`, runs `predict_batch` in a thread, and resolves or
-fails every caller's future. Callers that gave up (their task was cancelled) are dropped before the
-batch is formed. If a whole batch raises, its items run again one by one, so a bad item fails only its
-own caller. Batches of one model run one at a time: models are rarely thread-safe, and on a 2-core CPU
-running two at once only makes both slower.
+cost) or its oldest item has waited `max_wait_ms`, runs `predict_batch` on the model's runner, and
+resolves or fails every caller's future. Callers that gave up (their task was cancelled) are dropped
+before the batch is formed. If a whole batch raises, its items run again one by one, so a bad item
+fails only its own caller. A model on a thread runs one batch at a time (models are rarely thread-safe,
+and on a 2-core CPU two at once only make both slower); a model in N processes runs up to N at once.
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ from typing import Any, Generic
 
 import structlog
 
-from inferline.errors import InferlineError, Overloaded
+from inferline.errors import Overloaded
 from inferline.inference.model import In, Model, Out, ProcessingMode
+from inferline.inference.runners import ModelError, Runner, ThreadRunner
 from inferline.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
-
-class ModelError(InferlineError):
-    """The model broke its contract or failed to load."""
+__all__ = ["Batcher", "ModelError", "ModelState"]
 
 
 class ModelState(StrEnum):
@@ -56,6 +55,7 @@ class Batcher(Generic[In, Out]):
         queue_limit: int,
         metrics: Metrics,
         executor: Any = None,
+        runner: Runner | None = None,
     ) -> None:
         self.model = model
         self.mode = mode
@@ -65,7 +65,9 @@ class Batcher(Generic[In, Out]):
         self.state = ModelState.UNLOADED
         self.max_batch_size = 1 if mode is ProcessingMode.STANDARD else max(1, model.max_batch_size)
         self.error: str | None = None
-        self._executor = executor
+        self.runner = runner or ThreadRunner(model, device, executor)
+        self._slots = asyncio.Semaphore(self.runner.concurrency)
+        self._running: set[asyncio.Task[None]] = set()
         self._queue: deque[_Pending[In, Out]] = deque()
         self._queued_cost = 0.0
         self._filled = asyncio.Event()  # set when the queue holds a full batch
@@ -117,38 +119,49 @@ class Batcher(Generic[In, Out]):
                 return
             self.state = ModelState.LOADING
             try:
-                await self._in_thread(self._setup)
+                await self.runner.setup()
             except Exception as exc:
                 self.state, self.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
                 raise ModelError(f"model {self.model.name} failed to load: {self.error}") from exc
             self.state, self.error = ModelState.READY, None
 
-    def _setup(self) -> None:
-        self.model.setup(self.device)
-        warm = self.model.warmup_input()
-        if warm is not None:
-            self.model.predict_batch([warm])
-
     async def aclose(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        for task in [self._loop_task, *self._running]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for pending in self._queue:
             if not pending.future.done():
                 pending.future.set_exception(ModelError(f"model {self.model.name} is shutting down"))
         self._queue.clear()
         if self.ready:
             self.state = ModelState.UNLOADED
-            await self._in_thread(self.model.close)
+            await self.runner.close()
 
     # -- the batching loop ------------------------------------------------------------------
 
     async def _run(self) -> None:
         while self._queue:
-            batch = await self._next_batch()
-            if batch:
-                await self._execute(batch)
+            # A slot first, then the batch: while every slot is busy, arriving items gather into it.
+            await self._slots.acquire()
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                self._slots.release()
+                raise
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.create_task(self._execute_in_slot(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _execute_in_slot(self, batch: list[_Pending[In, Out]]) -> None:
+        try:
+            await self._execute(batch)
+        finally:
+            self._slots.release()
 
     async def _next_batch(self) -> list[_Pending[In, Out]]:
         """Wait until a batch is full or its oldest item is due, then take it."""
@@ -187,7 +200,7 @@ class Batcher(Generic[In, Out]):
             self._queue_wait.observe(started - pending.enqueued_at)
         self._batch_size.observe(len(batch))
         try:
-            outputs = await self._in_thread(self.model.predict_batch, [p.item for p in batch])
+            outputs = await self.runner.predict([p.item for p in batch])
             self._check(outputs, batch)
         except Exception as exc:
             if len(batch) == 1:
@@ -218,6 +231,3 @@ class Batcher(Generic[In, Out]):
             pending.future.set_exception(output)
         else:
             pending.future.set_result(output)
-
-    async def _in_thread(self, func: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)

@@ -21,6 +21,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import ClassVar, Generic, TypeVar
 
+# `Model.processes`: one child process per CPU core the process may use.
+PER_CORE = -1
+
 In = TypeVar("In")
 Out = TypeVar("Out")
 
@@ -35,6 +38,9 @@ class Model(Generic[In, Out]):
     max_batch_size: ClassVar[int] = 1
     max_wait_ms: ClassVar[float] = 0.0
     max_batch_cost: ClassVar[float | None] = None
+    # 0: compute on a thread of the serving process. N > 0 (or PER_CORE): N child processes, each with
+    # its own copy built by calling the class, so the class must be importable (defined in a module).
+    processes: ClassVar[int] = 0
 
     def setup(self, device: str) -> None:
         """Load weights onto `device` ("cpu" or "cuda"). Called once, in a worker thread."""

@@ -3,7 +3,9 @@
 Device `auto` picks CUDA when ONNX Runtime's CUDA provider is present, else the CPU. A model's
 processing mode comes from settings (`model_modes`), defaulting to `standard` on the CPU and `batched`
 on CUDA: on 2 CPU cores batching an OCR recognizer was slower than batch 1, while a GPU gains from it.
-Each model computes on its own single thread, so N models never ask for more than N cores at once.
+A model computes on its own single thread, or in `processes` child processes (settings
+`model_processes`, else the model's declared default; `PER_CORE` means one per CPU core the process may
+use): that is how OCR uses both cores of a small machine.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 
 from inferline.errors import InvalidInput
 from inferline.inference.batching import Batcher
-from inferline.inference.model import Model, ProcessingMode
+from inferline.inference.model import PER_CORE, Model, ProcessingMode
+from inferline.inference.runners import ProcessRunner, Runner, ThreadRunner, cpu_count
 from inferline.metrics import Metrics
 
 ModelFactory = Callable[[], Model[Any, Any]]
@@ -25,7 +28,7 @@ def resolve_device(wanted: str) -> str:
     if wanted != "auto":
         return wanted
     try:
-        import onnxruntime  # type: ignore[import-not-found, unused-ignore]
+        import onnxruntime
     except ImportError:
         return "cpu"
     providers: list[str] = onnxruntime.get_available_providers()
@@ -33,9 +36,18 @@ def resolve_device(wanted: str) -> str:
 
 
 class ModelRuntime:
-    def __init__(self, *, device: str, modes: Mapping[str, ProcessingMode], queue_limit: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        device: str,
+        modes: Mapping[str, ProcessingMode],
+        queue_limit: int,
+        metrics: Metrics,
+        processes: Mapping[str, int] | None = None,
+    ) -> None:
         self.device = resolve_device(device)
         self.modes = dict(modes)
+        self.processes = dict(processes or {})
         self.queue_limit = queue_limit
         self.metrics = metrics
         self._factories: dict[str, ModelFactory] = {}
@@ -51,6 +63,13 @@ class ModelRuntime:
         default = ProcessingMode.BATCHED if self.device == "cuda" else ProcessingMode.STANDARD
         return self.modes.get(name, default)
 
+    def processes_of(self, name: str) -> int:
+        """0: a thread of this process; N: N child processes."""
+        wanted = self.processes.get(name)
+        if wanted is None:
+            wanted = getattr(self._factories.get(name), "processes", 0)
+        return cpu_count() if wanted == PER_CORE else max(0, int(wanted))
+
     def batcher(self, name: str) -> Batcher[Any, Any]:
         batcher = self._batchers.get(name)
         if batcher is None:
@@ -58,15 +77,22 @@ class ModelRuntime:
             if factory is None:
                 known = ", ".join(sorted(self._factories)) or "none"
                 raise InvalidInput(f"unknown model {name!r} (known: {known})", field="model")
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
-            self._executors.append(executor)
+            model = factory()
+            processes = self.processes_of(name)
+            runner: Runner
+            if processes:
+                runner = ProcessRunner(factory, name, self.device, processes)
+            else:
+                executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
+                self._executors.append(executor)
+                runner = ThreadRunner(model, self.device, executor)
             batcher = Batcher(
-                factory(),
+                model,
                 mode=self.mode_of(name),
                 device=self.device,
                 queue_limit=self.queue_limit,
                 metrics=self.metrics,
-                executor=executor,
+                runner=runner,
             )
             self._batchers[name] = batcher
         return batcher
@@ -85,6 +111,7 @@ class ModelRuntime:
                     "name": name,
                     "device": self.device,
                     "mode": self.mode_of(name).value,
+                    "processes": self.processes_of(name),
                     "state": batcher.state.value if batcher else "unloaded",
                     "error": batcher.error if batcher else None,
                     "max_batch_size": batcher.max_batch_size if batcher else getattr(model_type, "max_batch_size", 1),

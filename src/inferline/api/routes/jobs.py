@@ -13,9 +13,10 @@ from fastapi.responses import StreamingResponse
 from inferline.api.deps import ServicesDep, TenantDep, services_of
 from inferline.api.schemas import JobIn, JobOut, JobPage
 from inferline.bootstrap import Services
-from inferline.errors import InvalidInput, NotFound
+from inferline.errors import Conflict, InvalidInput, NotFound
 from inferline.jobs import service
 from inferline.jobs.model import JobStatus, public_view
+from inferline.ocr.results import MEDIA_TYPES, ResultFormat, render
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -76,6 +77,22 @@ async def list_jobs(
 @router.get("/{job_id}", response_model=JobOut)
 async def get_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     return json_response(public_view(await service.get_job(services.engine, tenant=tenant, job_id=job_id)))
+
+
+@router.get("/{job_id}/result")
+async def job_result(
+    job_id: str, services: ServicesDep, tenant: TenantDep, format: ResultFormat = ResultFormat.JSON
+) -> Response:
+    """The result of a succeeded job: `json` (any kind), or for `ocr` jobs also `text` (pages separated
+    by form feeds) and `hocr`. 409 while the job has not succeeded."""
+    job = await service.get_job(services.engine, tenant=tenant, job_id=job_id)
+    if job.status is not JobStatus.SUCCEEDED or job.result is None:
+        raise Conflict(f"job {job.id} is {job.status.value}; its result exists once it has succeeded")
+    if format is ResultFormat.JSON:
+        return json_response(job.result)
+    if job.kind != "ocr":
+        raise InvalidInput(f"format {format.value} is for ocr jobs; this job is {job.kind}", field="format")
+    return Response(render(job.result, format), media_type=MEDIA_TYPES[format])
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)

@@ -1,0 +1,117 @@
+"""OCR: one call to upload (or name) a file and queue its OCR job; `Prefer: wait=N` waits for it."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.routes.jobs import json_response
+from inferline.api.uploads import is_multipart, read_form, store_upload, text_fields
+from inferline.bootstrap import ocr_limits
+from inferline.errors import InvalidInput
+from inferline.files.service import get_file
+from inferline.jobs.model import public_view
+from inferline.ocr.kind import OcrOptions
+from inferline.ocr.service import MAX_WAIT_S, submit_ocr, wait_for
+
+router = APIRouter(tags=["ocr"])
+
+
+class OcrJsonIn(OcrOptions):
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: str = Field(min_length=1, max_length=36, description="from POST /api/v1/files")
+    priority: int = Field(default=3, ge=1, le=5)
+
+
+_OPTIONS = {name: {"type": "string"} for name in ("engine", "lang", "pages", "page_mode", "dpi", "priority")}
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}, **_OPTIONS},
+                }
+            },
+            "application/json": {"schema": OcrJsonIn.model_json_schema()},
+        },
+    },
+    "parameters": [
+        {
+            "name": "Prefer",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "example": "wait=30"},
+            "description": f"wait up to N seconds (at most {MAX_WAIT_S:.0f}) and return the job as it is then",
+        }
+    ],
+}
+
+
+def _wait_s(request: Request) -> float | None:
+    match = re.search(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)", request.headers.get("prefer", ""))
+    return float(match.group(1)) if match else None
+
+
+def _parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise InvalidInput(f"{where}: {first['msg']}", field=where) from exc
+
+
+@router.post("/ocr", status_code=201, openapi_extra=_BODY)
+async def ocr(request: Request, services: ServicesDep, tenant: TenantDep) -> Response:
+    """Queue an OCR job for an uploaded file (multipart `file` plus option fields) or a stored one (JSON
+    `file_id`). Options: `engine` auto|tesseract|rapidocr, `lang` (default kor+eng), `pages` ("1-3,5"),
+    `page_mode` auto|force|text-only, `dpi`. 415 for a type it cannot read (sniffed from the content), 413
+    over the size, page or pixel limits. Its result: `GET /api/v1/jobs/{id}/result?format=json|text|hocr`."""
+    if is_multipart(request):
+        form = await read_form(request)
+        try:
+            fields = text_fields(form)
+            options = _parse(OcrJsonIn, {"file_id": "upload", **fields})
+            file = await store_upload(services, form, tenant=tenant)
+        finally:
+            await form.close()
+    else:
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError as exc:
+            raise InvalidInput(f"body: not JSON ({exc})", field="body") from exc
+        if not isinstance(body, dict):
+            raise InvalidInput("body: a JSON object with `file_id`, or a multipart upload, is required", field="body")
+        options = _parse(OcrJsonIn, body)
+        file = await get_file(services.engine, tenant=tenant, file_id=options.file_id)
+    settings = services.settings
+    job = await submit_ocr(
+        services.submitter,
+        services.blobs,
+        tenant=tenant,
+        file=file,
+        options=OcrOptions(**options.model_dump(include=set(OcrOptions.model_fields))),
+        limits=ocr_limits(settings),
+        default_dpi=settings.ocr_default_dpi,
+        device=services.models.device,
+        priority=options.priority,
+    )
+    services.metrics.jobs_submitted.labels(job.kind).inc()
+    wait_s = _wait_s(request)
+    headers = {}
+    if wait_s is not None:
+        job = await wait_for(services.engine, job, wait_s)
+        headers["Preference-Applied"] = f"wait={wait_s:g}"
+    response = json_response(public_view(job), 201)
+    response.headers.update(headers)
+    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    return response

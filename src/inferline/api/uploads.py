@@ -1,0 +1,47 @@
+"""Multipart uploads shared by the routes that take files (`/files`, `/ocr`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from starlette.datastructures import FormData, UploadFile
+
+from inferline.bootstrap import Services
+from inferline.errors import InvalidInput
+from inferline.files.service import FileInfo, save_file
+
+MAX_FORM_FIELDS = 20
+
+
+def is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+
+async def read_form(request: Request) -> FormData:
+    if not is_multipart(request):
+        raise InvalidInput("send the file as multipart/form-data with a part named `file`", field="file")
+    try:
+        return await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
+    except Exception as exc:  # starlette raises its own errors for malformed multipart bodies
+        if type(exc).__name__ == "HTTPException" and getattr(exc, "status_code", 400) == 413:
+            raise
+        raise InvalidInput(f"malformed multipart body: {exc}", field="file") from exc
+
+
+async def store_upload(services: Services, form: FormData, *, tenant: str) -> FileInfo:
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidInput("a part named `file` holding the file is required", field="file")
+    return await save_file(
+        services.engine,
+        services.blobs,
+        tenant=tenant,
+        source=upload.file,
+        filename=upload.filename,
+        max_bytes=services.settings.max_upload_bytes,
+    )
+
+
+def text_fields(form: FormData) -> dict[str, Any]:
+    return {key: value for key, value in form.multi_items() if isinstance(value, str)}

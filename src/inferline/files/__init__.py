@@ -1,0 +1,1 @@
+"""Uploaded files: content-addressed blobs under the data dir, metadata per tenant."""

@@ -1,0 +1,77 @@
+"""Use case: OCR a stored file as a job, refusing at once what can be refused from headers alone."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferline.errors import BadDocument, InvalidInput
+from inferline.files.blobs import BlobStore
+from inferline.files.service import FileInfo, blob_path
+from inferline.jobs.model import Job
+from inferline.jobs.service import JobRequest, Submitter, get_job
+from inferline.ocr.documents import Document, Limits, check_type, parse_pages
+from inferline.ocr.kind import OcrJobInput, OcrOptions, pick_engine
+from inferline.ocr.tesseract import available_languages, find_tessdata
+
+WAIT_POLL_S = 0.1
+MAX_WAIT_S = 300.0
+
+
+def precheck(path: Path, content_type: str, options: OcrOptions, limits: Limits, dpi: int) -> None:
+    """415 for a type we cannot read, 413 over the limits, 422 for pages past the end. A file too broken
+    to inspect is let through: its job fails with the reason, which is where users look for it."""
+    check_type(content_type)
+    try:
+        with Document(path, content_type) as document:
+            pages = parse_pages(options.pages, document.page_count)
+            document.check_limits(limits, dpi, pages)
+    except BadDocument:
+        return
+
+
+def check_lang(options: OcrOptions, device: str) -> None:
+    engine = pick_engine(options.engine, options.lang, device)
+    if engine == "tesseract":
+        installed = available_languages(find_tessdata())
+        unknown = [part for part in options.lang.split("+") if part not in installed]
+        if unknown:
+            raise InvalidInput(
+                f"lang: {'+'.join(unknown)} not installed for Tesseract (installed: {'+'.join(sorted(installed))})",
+                field="lang",
+            )
+
+
+async def submit_ocr(
+    submitter: Submitter,
+    blobs: BlobStore,
+    *,
+    tenant: str,
+    file: FileInfo,
+    options: OcrOptions,
+    limits: Limits,
+    default_dpi: int,
+    device: str,
+    priority: int = 3,
+) -> Job:
+    check_lang(options, device)
+    await asyncio.to_thread(
+        precheck, blob_path(blobs, file), file.content_type, options, limits, options.dpi or default_dpi
+    )
+    data = OcrJobInput(file_id=file.id, **options.model_dump())
+    job, _ = await submitter.submit(
+        JobRequest(kind="ocr", input=data.model_dump(mode="json"), priority=priority), tenant=tenant
+    )
+    return job
+
+
+async def wait_for(engine: AsyncEngine, job: Job, wait_s: float) -> Job:
+    """The job once it has finished, or as it is after `wait_s` seconds (RFC 7240 `Prefer: wait`)."""
+    deadline = time.monotonic() + min(wait_s, MAX_WAIT_S)
+    while not job.status.is_terminal and time.monotonic() < deadline:
+        await asyncio.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))
+        job = await get_job(engine, tenant=job.tenant, job_id=job.id)
+    return job

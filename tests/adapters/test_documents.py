@@ -1,0 +1,117 @@
+"""Pages out of real files (pdfium, Pillow): types, page modes, limits and broken inputs."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from tests.ocr_samples import ENGLISH, KOREAN, image_bytes, image_pdf, png_bomb, render_page, text_pdf
+
+from inferline.errors import BadDocument, TooLarge, UnsupportedMediaType
+from inferline.files import sniff
+from inferline.ocr.documents import Document, Limits, PageMode
+
+LIMITS = Limits(max_pages=100, max_page_pixels=50_000_000)
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_types_come_from_the_content_never_the_name(tmp_path: Path) -> None:
+    page = render_page(["x"])
+    docx = io.BytesIO()
+    with zipfile.ZipFile(docx, "w") as archive:
+        archive.writestr("word/document.xml", "<w:document/>")
+    samples = {
+        "a.txt": (image_bytes(page, "PNG"), sniff.PNG),
+        "b.png": (image_bytes(page, "JPEG"), sniff.JPEG),
+        "c.jpg": (image_bytes(page, "TIFF"), sniff.TIFF),
+        "d.pdf": (image_bytes(page, "WEBP"), sniff.WEBP),
+        "e.bin": (image_bytes(page, "BMP"), sniff.BMP),
+        "f.png": (image_pdf([page]), sniff.PDF),
+        "g.pdf": ("plain words, 한국어 포함\n".encode(), sniff.TEXT),
+        "h.txt": (b"<!DOCTYPE html><html><body>hi</body></html>", sniff.HTML),
+        "i.zip": (docx.getvalue(), sniff.DOCX),
+        "j.png": (b"\x00\x01\x02garbage" * 10, sniff.OCTET),
+    }
+    for name, (data, expected) in samples.items():
+        path = write(tmp_path, name, data)
+        assert sniff.sniff(data[: sniff.HEAD_BYTES], path) == expected, name
+
+
+def test_every_image_type_gives_its_page(tmp_path: Path) -> None:
+    page = render_page(ENGLISH[:1])
+    for fmt, content_type in [("PNG", sniff.PNG), ("JPEG", sniff.JPEG), ("WEBP", sniff.WEBP), ("BMP", sniff.BMP)]:
+        with Document(write(tmp_path, f"p.{fmt}", image_bytes(page, fmt)), content_type) as document:
+            loaded = document.load(0, PageMode.AUTO, 300, LIMITS)
+        assert document.page_count == 1
+        assert loaded.image is not None and loaded.image.size == page.size and loaded.text is None
+
+
+def test_a_multi_page_tiff_gives_each_page_in_order(tmp_path: Path) -> None:
+    pages = [render_page([f"page {i}"], width=600 + 100 * i) for i in range(3)]
+    data = image_bytes(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    with Document(write(tmp_path, "multi.tif", data), sniff.TIFF) as document:
+        assert document.page_count == 3
+        widths = [document.load(i, PageMode.AUTO, 300, LIMITS).width for i in range(3)]
+    assert widths == [600, 700, 800]
+
+
+def test_pdf_page_modes(tmp_path: Path) -> None:
+    text = write(tmp_path, "text.pdf", text_pdf([KOREAN, ENGLISH], "korean"))
+    scan = write(tmp_path, "scan.pdf", image_pdf([render_page(ENGLISH)]))
+    with Document(text, sniff.PDF) as document:
+        auto = document.load(0, PageMode.AUTO, 300, LIMITS)
+        forced = document.load(1, PageMode.FORCE, 150, LIMITS)
+    assert auto.image is None and auto.text is not None
+    assert [line["text"] for line in auto.lines] == KOREAN  # the text layer, line by line, in reading order
+    for line in auto.lines:
+        x0, y0, x1, y1 = line["bbox"]
+        assert 0 <= x0 < x1 <= auto.width and 0 <= y0 < y1 <= auto.height
+    assert forced.image is not None and forced.text is None
+    assert abs(forced.width - 148 / 25.4 * 150) <= 1  # A5 width at 150 dpi: rasterized at the asked dpi
+    with Document(scan, sniff.PDF) as document:
+        auto_scan = document.load(0, PageMode.AUTO, 300, LIMITS)
+        text_only = document.load(0, PageMode.TEXT_ONLY, 300, LIMITS)
+    assert auto_scan.image is not None  # no text layer: OCR it
+    assert text_only.image is None and text_only.text == ""
+
+
+def test_broken_files_raise_bad_document_naming_the_problem(tmp_path: Path) -> None:
+    png = image_bytes(render_page(ENGLISH), "PNG")
+    pdf = text_pdf([ENGLISH])
+    cases = {
+        "truncated.png": (png[: len(png) // 3], sniff.PNG, "truncated"),
+        "encrypted.pdf": (text_pdf([ENGLISH], password="secret"), sniff.PDF, "encrypted"),
+        "garbage.pdf": (b"%PDF-1.7\n" + b"\x00garbage" * 200, sniff.PDF, "corrupt"),
+        "truncated.pdf": (pdf[: len(pdf) // 2], sniff.PDF, "PDF"),
+        "bomb.png": (png_bomb(), sniff.PNG, "decompression bomb"),
+    }
+    for name, (data, content_type, words) in cases.items():
+        with pytest.raises(BadDocument, match=words), Document(write(tmp_path, name, data), content_type) as document:
+            document.load(0, PageMode.AUTO, 300, LIMITS)
+
+
+def test_limits_are_checked_from_headers_before_decoding(tmp_path: Path) -> None:
+    bomb = write(tmp_path, "bomb.png", png_bomb())
+    with Document(bomb, sniff.PNG) as document, pytest.raises(TooLarge, match="pixels"):
+        document.check_limits(LIMITS, 300, [0])
+    three = write(tmp_path, "three.pdf", text_pdf([ENGLISH] * 3))
+    with Document(three, sniff.PDF) as document, pytest.raises(TooLarge, match="3 pages"):
+        document.check_limits(Limits(max_pages=2, max_page_pixels=10**9), 300, [0])
+    with Document(three, sniff.PDF) as document, pytest.raises(TooLarge, match="1200 dpi"):
+        document.check_limits(Limits(max_pages=10, max_page_pixels=20_000_000), 1200, [0])
+
+
+def test_a_type_it_cannot_read_is_unsupported(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedMediaType, match="text/plain"):
+        Document(write(tmp_path, "a.txt", b"hello"), sniff.TEXT)
+    gif = write(tmp_path, "a.gif", image_bytes(Image.new("L", (4, 4)), "GIF"))
+    with pytest.raises(UnsupportedMediaType):
+        Document(gif, sniff.GIF)

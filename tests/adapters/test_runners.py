@@ -1,0 +1,65 @@
+"""Models in child processes: the CPU path for OCR (one engine process per core)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from tests.plugins.models import SlowSquare
+
+from inferline.inference.batching import Batcher, ModelError
+from inferline.inference.model import ProcessingMode
+from inferline.inference.runners import ProcessRunner
+from inferline.inference.runtime import ModelRuntime
+from inferline.metrics import Metrics
+
+
+def process_batcher() -> Batcher[int, tuple[int, int, float, float]]:
+    runner = ProcessRunner(SlowSquare, "slow-square", "cpu", processes=2)
+    return Batcher(
+        SlowSquare(), mode=ProcessingMode.STANDARD, device="cpu", queue_limit=100, metrics=Metrics(), runner=runner
+    )
+
+
+async def test_two_processes_compute_at_the_same_time_each_caller_gets_its_own_result() -> None:
+    batcher = process_batcher()
+    try:
+        outputs = await asyncio.gather(*(batcher.predict(n) for n in [30, 30, 30, 30]))
+    finally:
+        await batcher.aclose()
+    assert [square for square, *_ in outputs] == [900] * 4
+    pids = {pid for _, pid, _, _ in outputs}
+    assert len(pids) == 2 and os.getpid() not in pids
+    first, second = sorted(outputs, key=lambda o: o[2])[:2]
+    assert second[2] < first[3], "the second item should start before the first one ends"
+
+
+async def test_an_error_for_one_item_reaches_only_its_caller() -> None:
+    batcher = process_batcher()
+    try:
+        outcomes = await asyncio.gather(*(batcher.predict(n) for n in [1, -2, 3]), return_exceptions=True)
+    finally:
+        await batcher.aclose()
+    assert outcomes[0][0] == 1 and outcomes[2][0] == 9  # type: ignore[index]
+    assert isinstance(outcomes[1], ValueError) and "minus two" in str(outcomes[1])
+
+
+@pytest.mark.allow_error_logs
+async def test_a_crashed_process_fails_its_caller_and_the_model_recovers() -> None:
+    batcher = process_batcher()
+    try:
+        with pytest.raises(ModelError, match="process died"):
+            await batcher.predict(-1)
+        assert (await batcher.predict(4))[0] == 16  # a fresh pool serves the next caller
+    finally:
+        await batcher.aclose()
+
+
+def test_processes_come_from_settings_then_the_model() -> None:
+    runtime = ModelRuntime(device="cpu", modes={}, queue_limit=10, metrics=Metrics(), processes={"other": 3})
+    runtime.register("slow-square", SlowSquare)
+    runtime.register("other", SlowSquare)
+    assert runtime.processes_of("slow-square") == 2 and runtime.processes_of("other") == 3
+    described = {row["name"]: row["processes"] for row in runtime.describe()}
+    assert described == {"other": 3, "slow-square": 2}

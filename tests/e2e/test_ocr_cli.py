@@ -1,0 +1,54 @@
+"""`inferline ocr`: in-process on the embedded default, and through a running server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.e2e.conftest import ROOT, Processes, free_port
+from tests.ocr_samples import ENGLISH, KOREAN, image_bytes, image_pdf, render_page
+
+from inferline.ocr.quality import cer
+
+
+def run_cli(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "inferline.cli", "ocr", *args],
+        cwd=ROOT,
+        env=procs.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_ocr_in_process_writes_one_file_per_input_and_fails_on_bad_ones(procs: Processes, tmp_path: Path) -> None:
+    english = tmp_path / "english.png"
+    english.write_bytes(image_bytes(render_page(ENGLISH), "PNG"))
+    korean = tmp_path / "korean.pdf"
+    korean.write_bytes(image_pdf([render_page(KOREAN, "korean")]))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(english.read_bytes()[:2000])
+    out = tmp_path / "out"
+    ok = run_cli(
+        procs, str(english), str(korean), "--format", "json", "--out", str(out), "--data-dir", str(tmp_path / "d")
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "page 1/1" in ok.stderr  # the progress bars name the page
+    assert cer(json.loads((out / "english.json").read_text())["text"], "\n".join(ENGLISH)) < 0.02
+    assert cer(json.loads((out / "korean.json").read_text())["text"], "\n".join(KOREAN)) < 0.10
+    bad = run_cli(procs, str(broken), "--data-dir", str(tmp_path / "d"))
+    assert bad.returncode == 1 and "truncated" in bad.stderr and bad.stdout == ""
+
+
+def test_ocr_through_a_server_prints_text_on_stdout(procs: Processes, tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    procs.serve(data_dir, port, "--workers", "1")
+    page = tmp_path / "page.jpg"
+    page.write_bytes(image_bytes(render_page(ENGLISH), "JPEG"))
+    key = (data_dir / "admin.key").read_text().strip()
+    done = run_cli(procs, str(page), "--server", f"http://127.0.0.1:{port}", "--key", key, "--lang", "eng")
+    assert done.returncode == 0, done.stderr
+    assert cer(done.stdout.strip(), "\n".join(ENGLISH)) < 0.02

@@ -1,0 +1,29 @@
+"""Models for the process-runner tests; importable by name, as child processes need."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import ClassVar
+
+from inferline.inference.model import Model
+
+
+class SlowSquare(Model[int, tuple[int, int, float, float]]):
+    """Squares after `n / 100` seconds; reports (square, pid, start, end). -1 kills its process."""
+
+    name: ClassVar[str] = "slow-square"
+    processes: ClassVar[int] = 2
+
+    def predict_batch(self, inputs: list[int]) -> list[tuple[int, int, float, float] | BaseException]:
+        out: list[tuple[int, int, float, float] | BaseException] = []
+        for n in inputs:
+            if n == -1:
+                os._exit(3)  # a crash in native code looks like this from the outside
+            if n == -2:
+                out.append(ValueError("minus two is refused"))
+                continue
+            start = time.time()
+            time.sleep(abs(n) / 100)
+            out.append((n * n, os.getpid(), start, time.time()))
+        return out
