@@ -22,7 +22,7 @@ from inferline.files.service import blob_path, get_file
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs.context import JobContext
 from inferline.jobs.kinds import KindRegistry
-from inferline.ocr.documents import Document, Limits, Page, PageMode, parse_pages
+from inferline.ocr.documents import Document, Limits, Page, PageMode, PageRef, parse_pages
 from inferline.ocr.rapid import RapidOcrModel
 from inferline.ocr.results import document_text
 from inferline.ocr.tesseract import OcrInput
@@ -126,17 +126,17 @@ async def _recognize_pages(
     save_lock = asyncio.Lock()
     window = asyncio.Semaphore(window_of(config.models, model))
 
-    def load(index: int) -> Page:
+    def text_page(index: int) -> Page | None:
         with load_lock:
-            return document.load(index, mode, dpi, config.limits)
+            return document.text_page(index, mode, dpi)
 
     async def one(index: int) -> None:
         async with window:
             ctx.raise_if_canceled()
-            page = await ctx.to_thread(load, index)
-            if page.image is not None:
-                output = await ctx.predict(model, OcrInput(page.image, lang))
-                page.image.close()
+            page = await ctx.to_thread(text_page, index)
+            if page is None:  # rasterized and read in the engine's process
+                ref = PageRef(str(document.path), document.content_type, index, dpi, config.limits)
+                output = await ctx.predict(model, OcrInput(None, lang, ref))
                 result = {
                     "index": index,
                     "width": output["width"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from inferline.errors import InvalidInput
+from inferline.errors import BadDocument, InvalidInput
 from inferline.inference.model import PER_CORE, Model
 from inferline.ocr.tesseract import OcrInput
 
@@ -57,7 +57,7 @@ class RapidOcrModel(Model[OcrInput, dict[str, Any]]):
         for item in inputs:
             try:
                 outputs.append(self._recognize(item))
-            except (InvalidInput, RuntimeError, ValueError) as exc:
+            except (InvalidInput, BadDocument, RuntimeError, ValueError) as exc:
                 outputs.append(exc)
         return outputs
 
@@ -65,7 +65,9 @@ class RapidOcrModel(Model[OcrInput, dict[str, Any]]):
         import numpy as np
 
         self.check_lang(item.lang)
-        image = item.image.convert("RGB") if item.image.mode != "RGB" else item.image
+        image = item.load_image()
+        width, height = image.size
+        image = image.convert("RGB") if image.mode != "RGB" else image
         output = self._engine(np.asarray(image))
         lines = []
         boxes = output.boxes if output.boxes is not None else []
@@ -82,5 +84,4 @@ class RapidOcrModel(Model[OcrInput, dict[str, Any]]):
                         "bbox": [round(min(xs)), round(min(ys)), round(max(xs)), round(max(ys))],
                     }
                 )
-        width, height = item.image.size
         return {"width": width, "height": height, "text": "\n".join(line["text"] for line in lines), "lines": lines}

@@ -15,8 +15,9 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from inferline.errors import InvalidInput, NonRetryable
+from inferline.errors import BadDocument, InvalidInput, NonRetryable
 from inferline.inference.model import PER_CORE, Model
+from inferline.ocr.documents import PageRef
 
 TESSDATA_CANDIDATES = (
     "/usr/share/tesseract-ocr/5/tessdata",
@@ -27,8 +28,18 @@ TESSDATA_CANDIDATES = (
 
 @dataclass(frozen=True)
 class OcrInput:
-    image: Image.Image
+    """An image, or a page of a file that the engine rasterizes itself (`PageRef`)."""
+
+    image: Image.Image | None
     lang: str = "kor+eng"
+    page: PageRef | None = None
+
+    def load_image(self) -> Image.Image:
+        if self.image is not None:
+            return self.image
+        if self.page is None:
+            raise InvalidInput("an OCR input needs an image or a page", field="image")
+        return self.page.load_image()
 
 
 def find_tessdata(configured: str | None = None) -> str:
@@ -88,7 +99,7 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
         for item in inputs:
             try:
                 outputs.append(self._recognize(item))
-            except (InvalidInput, RuntimeError) as exc:
+            except (InvalidInput, BadDocument, RuntimeError) as exc:
                 outputs.append(exc)
         return outputs
 
@@ -96,7 +107,8 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
         import tesserocr
 
         api = self._api(self.check_lang(item.lang))
-        api.SetImage(item.image)
+        image = item.load_image()
+        api.SetImage(image)
         api.Recognize()
         level = tesserocr.RIL.TEXTLINE
         lines = []
@@ -105,7 +117,7 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
             box = line.BoundingBox(level)
             if text and box is not None:
                 lines.append({"text": text, "confidence": round(line.Confidence(level) / 100, 4), "bbox": list(box)})
-        width, height = item.image.size
+        width, height = image.size
         return {"width": width, "height": height, "text": api.GetUTF8Text().strip(), "lines": lines}
 
     def close(self) -> None:
