@@ -14,6 +14,13 @@ from inferline.files.service import FileInfo, save_file
 MAX_FORM_FIELDS = 20
 
 
+def multipart_schema(*text_fields: str) -> dict[str, Any]:
+    """The OpenAPI schema of a multipart body with a `file` part and optional text fields."""
+    properties: dict[str, Any] = {"file": {"type": "string", "format": "binary"}}
+    properties |= {name: {"type": "string"} for name in text_fields}
+    return {"schema": {"type": "object", "required": ["file"], "properties": properties}}
+
+
 def is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
 

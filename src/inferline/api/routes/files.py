@@ -8,25 +8,12 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
 from inferline.api.deps import ServicesDep, TenantDep
-from inferline.api.uploads import read_form, store_upload
+from inferline.api.uploads import multipart_schema, read_form, store_upload
 from inferline.files.service import blob_path, get_file
 
 router = APIRouter(prefix="/files", tags=["files"])
 
-_MULTIPART = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            }
-        },
-    }
-}
+_MULTIPART = {"requestBody": {"required": True, "content": {"multipart/form-data": multipart_schema()}}}
 
 
 @router.post("", status_code=201, openapi_extra=_MULTIPART)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inferline.api.deps import ServicesDep, TenantDep
 from inferline.api.routes.jobs import json_response
-from inferline.api.uploads import is_multipart, read_form, store_upload, text_fields
+from inferline.api.uploads import is_multipart, multipart_schema, read_form, store_upload, text_fields
 from inferline.bootstrap import ocr_limits
 from inferline.errors import InvalidInput
 from inferline.files.service import get_file
@@ -29,18 +29,11 @@ class OcrJsonIn(OcrOptions):
     priority: int = Field(default=3, ge=1, le=5)
 
 
-_OPTIONS = {name: {"type": "string"} for name in ("engine", "lang", "pages", "page_mode", "dpi", "priority")}
 _BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}, **_OPTIONS},
-                }
-            },
+            "multipart/form-data": multipart_schema("engine", "lang", "pages", "page_mode", "dpi", "priority"),
             "application/json": {"schema": OcrJsonIn.model_json_schema()},
         },
     },
