@@ -54,7 +54,6 @@ class Batcher(Generic[In, Out]):
         device: str,
         queue_limit: int,
         metrics: Metrics,
-        executor: Any = None,
         runner: Runner | None = None,
     ) -> None:
         self.model = model
@@ -65,7 +64,7 @@ class Batcher(Generic[In, Out]):
         self.state = ModelState.UNLOADED
         self.max_batch_size = 1 if mode is ProcessingMode.STANDARD else max(1, model.max_batch_size)
         self.error: str | None = None
-        self.runner = runner or ThreadRunner(model, device, executor)
+        self.runner = runner or ThreadRunner(model, device)
         self._slots = asyncio.Semaphore(self.runner.concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._queue: deque[_Pending[In, Out]] = deque()
@@ -135,9 +134,8 @@ class Batcher(Generic[In, Out]):
             if not pending.future.done():
                 pending.future.set_exception(ModelError(f"model {self.model.name} is shutting down"))
         self._queue.clear()
-        if self.ready:
-            self.state = ModelState.UNLOADED
-            await self.runner.close()
+        self.state = ModelState.UNLOADED
+        await self.runner.close()  # also stops the threads or processes of a model that failed to load
 
     # -- the batching loop ------------------------------------------------------------------
 

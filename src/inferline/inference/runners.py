@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 
@@ -23,7 +24,8 @@ from inferline.inference.model import Model
 
 log = structlog.get_logger(__name__)
 
-ModelFactory = Any  # Callable[[], Model[Any, Any]], picklable (a class or module-level function) for processes
+# For processes it must pickle: a class or a module-level function.
+ModelFactory = Callable[[], Model[Any, Any]]
 
 
 class ModelError(InferlineError):
@@ -54,22 +56,24 @@ class ThreadRunner:
 
     concurrency = 1
 
-    def __init__(self, model: Model[Any, Any], device: str, executor: Executor | None = None) -> None:
+    def __init__(self, model: Model[Any, Any], device: str) -> None:
         self.model = model
         self.device = device
-        self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{model.name}")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{model.name}")
+        self._loaded = False
 
     async def setup(self) -> None:
         await self._call(setup_and_warm, self.model, self.device)
+        self._loaded = True
 
     async def predict(self, items: list[Any]) -> Any:
         return await self._call(self.model.predict_batch, items)
 
     async def close(self) -> None:
-        await self._call(self.model.close)
-        if self._own_executor:
-            self._executor.shutdown(wait=False)
+        if self._loaded:  # the contract: close() only for a model whose setup ran
+            self._loaded = False
+            await self._call(self.model.close)
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def _call(self, func: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)

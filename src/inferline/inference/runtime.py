@@ -10,17 +10,14 @@ use): that is how OCR uses both cores of a small machine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from typing import Any
 
 from inferline.errors import InvalidInput
 from inferline.inference.batching import Batcher
-from inferline.inference.model import PER_CORE, Model, ProcessingMode
-from inferline.inference.runners import ProcessRunner, Runner, ThreadRunner, cpu_count
+from inferline.inference.model import PER_CORE, ProcessingMode
+from inferline.inference.runners import ModelFactory, ProcessRunner, Runner, ThreadRunner, cpu_count
 from inferline.metrics import Metrics
-
-ModelFactory = Callable[[], Model[Any, Any]]
 
 
 def resolve_device(wanted: str) -> str:
@@ -52,7 +49,6 @@ class ModelRuntime:
         self.metrics = metrics
         self._factories: dict[str, ModelFactory] = {}
         self._batchers: dict[str, Batcher[Any, Any]] = {}
-        self._executors: list[ThreadPoolExecutor] = []
 
     def register(self, name: str, factory: ModelFactory) -> None:
         if name in self._factories:
@@ -83,9 +79,7 @@ class ModelRuntime:
             if processes:
                 runner = ProcessRunner(factory, name, self.device, processes)
             else:
-                executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
-                self._executors.append(executor)
-                runner = ThreadRunner(model, self.device, executor)
+                runner = ThreadRunner(model, self.device)
             batcher = Batcher(
                 model,
                 mode=self.mode_of(name),
@@ -124,5 +118,3 @@ class ModelRuntime:
     async def aclose(self) -> None:
         for batcher in self._batchers.values():
             await batcher.aclose()
-        for executor in self._executors:
-            executor.shutdown(wait=True, cancel_futures=True)

@@ -12,6 +12,8 @@ Problems with the file itself (corrupt, truncated, encrypted, a decompression bo
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -179,18 +181,10 @@ class Document:
         nothing is rasterized."""
         if self._pdf is None or mode is PageMode.FORCE:
             return None
-        import pypdfium2 as pdfium
-
-        scale = dpi / POINTS_PER_INCH
-        try:
-            page = self._pdf[index]
-            try:
-                width_pt, height_pt = page.get_size()
-                text, lines = _text_layer(page, scale, height_pt)
-            finally:
-                page.close()
-        except pdfium.PdfiumError as exc:
-            raise BadDocument(f"corrupt PDF: cannot read page {index + 1}: {exc}") from exc
+        with self._pdf_page(index) as page:
+            width_pt, height_pt = page.get_size()
+            scale = dpi / POINTS_PER_INCH
+            text, lines = _text_layer(page, scale, height_pt)
         if not text.strip() and mode is not PageMode.TEXT_ONLY:
             return None
         return Page(index=index, width=round(width_pt * scale), height=round(height_pt * scale), text=text, lines=lines)
@@ -222,26 +216,29 @@ class Document:
             raise BadDocument(f"corrupt image: cannot read page {index + 1}: {exc}") from exc
 
     def _load_pdf_page(self, index: int, mode: PageMode, dpi: int, limits: Limits) -> Page:
+        text_page = self.text_page(index, mode, dpi)
+        if text_page is not None:
+            return text_page
+        scale = dpi / POINTS_PER_INCH
+        with self._pdf_page(index) as page:
+            width_pt, height_pt = page.get_size()
+            _check_pixels(index, round(width_pt * scale), round(height_pt * scale), limits)
+            image = page.render(scale=scale, grayscale=True).to_pil()
+        return Page(index=index, width=image.width, height=image.height, image=image)
+
+    @contextmanager
+    def _pdf_page(self, index: int) -> Iterator[Any]:
+        """A pdfium page, closed after use; pdfium's errors become BadDocument naming the page."""
         import pypdfium2 as pdfium
 
-        scale = dpi / POINTS_PER_INCH
         try:
             page = self._pdf[index]
             try:
-                width_pt, height_pt = page.get_size()
-                width, height = round(width_pt * scale), round(height_pt * scale)
-                if mode is not PageMode.FORCE:
-                    text, lines = _text_layer(page, scale, height_pt)
-                    if text.strip() or mode is PageMode.TEXT_ONLY:
-                        return Page(index=index, width=width, height=height, text=text, lines=lines)
-                _check_pixels(index, width, height, limits)
-                bitmap = page.render(scale=scale, grayscale=True)
-                image = bitmap.to_pil()
+                yield page
             finally:
                 page.close()
         except pdfium.PdfiumError as exc:
             raise BadDocument(f"corrupt PDF: cannot read page {index + 1}: {exc}") from exc
-        return Page(index=index, width=image.width, height=image.height, image=image)
 
 
 def _check_pixels(index: int, width: int, height: int, limits: Limits) -> None:
