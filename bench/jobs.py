@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,16 +36,11 @@ from inferline.clock import utcnow
 from inferline.jobs.service import JobRequest, new_job
 from inferline.jobs.store import job_values
 from inferline.schema import jobs, lanes
+from serving import serve  # bench/ is on sys.path: these files run as scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("INFERLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CONCURRENCY = 64
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def make_pg_database() -> tuple[str, Callable[[], Awaitable[None]]]:
@@ -151,34 +145,13 @@ async def _client(port: int, key: str, count: int, latencies: list[float]) -> No
 
 
 async def http_submissions(data_dir: Path, url: str | None, requests: int, clients: int) -> dict[str, float]:
-    port = free_port()
-    args = ["serve", "--workers", "0", "--port", str(port), "--data-dir", str(data_dir)]
-    if url:
-        args += ["--database-url", url]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "inferline.cli", *args],
-        cwd=ROOT,
-        env=os.environ | {"INFERLINE_LOG_LEVEL": "warning"},
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(300):
-            if (data_dir / "admin.key").exists():
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    pass
-            await asyncio.sleep(0.1)
-        key = (data_dir / "admin.key").read_text().strip()
+    flags = ["--workers", "0", *(["--database-url", url] if url else [])]
+    async with serve(data_dir, *flags) as (port, key):
         await asyncio.gather(*(_client(port, key, 20, []) for _ in range(clients)))  # warm-up
         latencies: list[float] = []
         started = time.perf_counter()
         await asyncio.gather(*(_client(port, key, requests // clients, latencies) for _ in range(clients)))
         elapsed = time.perf_counter() - started
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
     quantiles = statistics.quantiles(latencies, n=100)
     return {"per_s": len(latencies) / elapsed, "p50_ms": quantiles[49] * 1000, "p99_ms": quantiles[98] * 1000}
 

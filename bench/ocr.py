@@ -19,10 +19,7 @@ import asyncio
 import io
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +32,7 @@ from PIL import Image
 from inferline.ocr.documents import Document, Limits, PageMode
 from inferline.ocr.quality import cer
 from inferline.ocr.tesseract import OcrInput, TesseractModel
+from serving import serve  # bench/ is on sys.path: these files run as scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "ocr"
@@ -68,61 +66,26 @@ def baseline(pdf: Path, truths: list[str]) -> tuple[float, float]:
     return len(texts) / elapsed, statistics.mean(cer(t, g) for t, g in zip(texts, truths, strict=True))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def through_api(pdf: bytes, truths: list[str], data_dir: Path) -> tuple[float, float, int]:
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "inferline.cli",
-            "serve",
-            "--workers",
-            "1",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        cwd=ROOT,
-        env=os.environ | {"INFERLINE_LOG_LEVEL": "warning"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(300):
-            if (data_dir / "admin.key").exists():
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    pass
-            await asyncio.sleep(0.1)
-        key = (data_dir / "admin.key").read_text().strip()
-        async with httpx.AsyncClient(
+    async with (
+        serve(data_dir, "--workers", "1") as (port, key),
+        httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=600
-        ) as client:
-            warm = await client.post(
-                "/api/v1/ocr", files={"file": ("w.pdf", pdf)}, data={"pages": "1"}, headers={"Prefer": "wait=120"}
-            )
-            assert warm.json()["status"] == "succeeded", warm.text
-            started = time.perf_counter()
-            response = await client.post("/api/v1/ocr", files={"file": ("doc.pdf", pdf)})
-            job = response.json()
-            while job["status"] not in {"succeeded", "failed", "canceled"}:
-                await asyncio.sleep(0.05)
-                job = (await client.get(f"/api/v1/jobs/{job['id']}")).json()
-            elapsed = time.perf_counter() - started
-            assert job["status"] == "succeeded", job["error"]
-            models = (await client.get("/api/v1/models")).json()["items"]
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
+        ) as client,
+    ):
+        warm = await client.post(
+            "/api/v1/ocr", files={"file": ("w.pdf", pdf)}, data={"pages": "1"}, headers={"Prefer": "wait=120"}
+        )
+        assert warm.json()["status"] == "succeeded", warm.text
+        started = time.perf_counter()
+        response = await client.post("/api/v1/ocr", files={"file": ("doc.pdf", pdf)})
+        job = response.json()
+        while job["status"] not in {"succeeded", "failed", "canceled"}:
+            await asyncio.sleep(0.05)
+            job = (await client.get(f"/api/v1/jobs/{job['id']}")).json()
+        elapsed = time.perf_counter() - started
+        assert job["status"] == "succeeded", job["error"]
+        models = (await client.get("/api/v1/models")).json()["items"]
     texts = [page["text"] for page in job["result"]["pages"]]
     processes = next(m["processes"] for m in models if m["name"] == "tesseract")
     return len(texts) / elapsed, statistics.mean(cer(t, g) for t, g in zip(texts, truths, strict=True)), processes

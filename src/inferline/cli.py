@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -429,33 +431,30 @@ def ocr(
         raise typer.Exit(1)
 
 
-class _embedded_server:
-    """The app on a free local port, on a thread of this process, for commands that run in-process."""
+@contextlib.contextmanager
+def _embedded_server(settings: Settings) -> Iterator[str]:
+    """The app on a free local port, on a thread of this process, for commands that run in-process;
+    yields its base URL."""
+    import uvicorn
 
-    def __init__(self, settings: Settings) -> None:
-        import uvicorn
+    from inferline.api.app import create_app
 
-        from inferline.api.app import create_app
-
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="embedded-server", daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        while not self.server.started:
-            if not self.thread.is_alive():
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="embedded-server", daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
                 err.print("the embedded server did not start (see the log above)")
                 raise typer.Exit(1)
             time.sleep(0.05)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def _ocr_files(client: httpx.Client, files: list[Path], options: dict[str, str], fmt: str, out: Path | None) -> int:

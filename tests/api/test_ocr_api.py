@@ -56,6 +56,10 @@ async def test_empty_oversized_and_missing_uploads_are_refused(ocr_api: Api) -> 
     assert empty.status_code == 422 and empty.json()["field"] == "file"
     assert huge.status_code == 413
     assert none.status_code == 422 and not_multipart.status_code == 422
+    garbled = await ocr_api.client.post(
+        "/api/v1/files", content=b"--x\r\nnot a part", headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert garbled.status_code == 422 and garbled.json()["field"] == "file"
     assert (await ocr_api.client.get("/api/v1/healthz")).status_code in {200, 404}  # still serving
 
 

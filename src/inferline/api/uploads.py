@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 
 from inferline.bootstrap import Services
 from inferline.errors import InvalidInput
@@ -30,10 +31,10 @@ async def read_form(request: Request) -> FormData:
         raise InvalidInput("send the file as multipart/form-data with a part named `file`", field="file")
     try:
         return await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
-    except Exception as exc:  # starlette raises its own errors for malformed multipart bodies
-        if type(exc).__name__ == "HTTPException" and getattr(exc, "status_code", 400) == 413:
+    except HTTPException as exc:  # starlette's 400 for a malformed body; the size limit's 413 passes through
+        if exc.status_code == 413:
             raise
-        raise InvalidInput(f"malformed multipart body: {exc}", field="file") from exc
+        raise InvalidInput(f"malformed multipart body: {exc.detail}", field="file") from exc
 
 
 async def store_upload(services: Services, form: FormData, *, tenant: str) -> FileInfo:
