@@ -411,6 +411,8 @@ def ocr(
     engine: Annotated[str, typer.Option(help="auto, tesseract or rapidocr")] = "auto",
     pages: Annotated[str | None, typer.Option(help='1-based pages, e.g. "1-3,5"')] = None,
     page_mode: Annotated[str, typer.Option(help="PDFs: auto, force or text-only")] = "auto",
+    rotate_pages: Annotated[bool, typer.Option("--rotate-pages", help="turn pages upright before OCR")] = False,
+    deskew: Annotated[bool, typer.Option("--deskew", help="level skewed pages before OCR")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """OCR files through a server, or in-process on the embedded default (SQLite under --data-dir), with a
@@ -419,6 +421,8 @@ def ocr(
         err.print(f"--format must be text, json or hocr, not {fmt!r}")
         raise typer.Exit(2)
     options = {"lang": lang, "engine": engine, "page_mode": page_mode} | ({"pages": pages} if pages else {})
+    options |= {"rotate_pages": "true"} if rotate_pages else {}
+    options |= {"deskew": "true"} if deskew else {}
     if server is not None:
         with _client(server, key, data_dir) as client:
             failed = _ocr_files(client, files, options, fmt, out)

@@ -133,6 +133,29 @@ async def test_broken_files_become_failed_jobs_naming_the_problem(ocr_api: Api) 
     assert (await ocr(ocr_api, png))["status"] == "succeeded"  # and the server goes on serving
 
 
+async def test_turned_and_skewed_scans_are_corrected_when_asked_by_either_engine(ocr_api: Api) -> None:
+    english = ENGLISH * 5  # orientation detection needs a page's worth of text
+    upside_down = render_page(KOREAN * 5, "korean").rotate(184, expand=True, fillcolor=255)
+    sideways = render_page(english).rotate(90, expand=True, fillcolor=255)
+    scan = image_pdf([upside_down])
+    plain = await ocr(ocr_api, scan, "scan.pdf")
+    fixed = await ocr(ocr_api, scan, "scan.pdf", rotate_pages="true", deskew="true")
+    rapid = await ocr(
+        ocr_api, image_bytes(sideways, "PNG"), engine="rapidocr", lang="eng", rotate_pages="true", deskew="true"
+    )
+    bad = await ocr_api.client.post(
+        "/api/v1/ocr", files={"file": ("p.png", image_bytes(sideways, "PNG"))}, data={"rotate_pages": "maybe"}
+    )
+    assert cer(plain["result"]["text"], "\n".join(KOREAN * 5)) > 0.5
+    [page] = fixed["result"]["pages"]
+    assert cer(page["text"], "\n".join(KOREAN * 5)) < 0.05
+    assert page["rotation_deg"] == 180 and page["deskew_deg"] == pytest.approx(-4.0, abs=0.3)
+    assert rapid["status"] == "succeeded", rapid["error"]
+    assert rapid["result"]["pages"][0]["rotation_deg"] == 270
+    assert cer(rapid["result"]["text"], "\n".join(english)) < 0.03
+    assert bad.status_code == 422 and bad.json()["field"] == "rotate_pages"
+
+
 async def test_a_long_pdf_is_canceled_between_pages(ocr_api: Api) -> None:
     pages = [render_page([*ENGLISH, f"page {i}"]) for i in range(20)]
     job = await ocr(ocr_api, image_pdf(pages), "long.pdf", wait_s=0)

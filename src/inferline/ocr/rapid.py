@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 
 from inferline.errors import BadDocument, InvalidInput
 from inferline.inference.model import PER_CORE, Model
-from inferline.ocr.tesseract import OcrInput
+from inferline.ocr.orientation import Correction, Orienter
+from inferline.ocr.tesseract import OcrInput, find_tessdata
 
 # What the bundled PP-OCR recognizer reads: Chinese and Latin script (Tesseract names).
 LANGUAGES = frozenset({"eng", "chi_sim", "chi_tra"})
@@ -24,6 +25,12 @@ class RapidOcrModel(Model[OcrInput, dict[str, Any]]):
 
     def __init__(self) -> None:
         self._engine: Any = None
+        self._orienter: Orienter | None = None
+
+    def orienter(self) -> Orienter:
+        if self._orienter is None:
+            self._orienter = Orienter(find_tessdata())
+        return self._orienter
 
     def setup(self, device: str) -> None:
         import os
@@ -65,7 +72,9 @@ class RapidOcrModel(Model[OcrInput, dict[str, Any]]):
         import numpy as np
 
         self.check_lang(item.lang)
-        image = item.load_image()
+        # The orienter (Tesseract's data) is only needed, and looked for, when a job asks for it.
+        wanted = item.rotate or item.deskew
+        image, correction = item.upright_image(self.orienter()) if wanted else (item.load_image(), Correction())
         width, height = image.size
         image = image.convert("RGB") if image.mode != "RGB" else image
         output = self._engine(np.asarray(image))
@@ -84,4 +93,11 @@ class RapidOcrModel(Model[OcrInput, dict[str, Any]]):
                         "bbox": [round(min(xs)), round(min(ys)), round(max(xs)), round(max(ys))],
                     }
                 )
-        return {"width": width, "height": height, "text": "\n".join(line["text"] for line in lines), "lines": lines}
+        return {
+            "width": width,
+            "height": height,
+            "text": "\n".join(line["text"] for line in lines),
+            "lines": lines,
+            "rotation_deg": correction.rotation_deg,
+            "deskew_deg": correction.deskew_deg,
+        }

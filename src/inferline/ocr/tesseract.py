@@ -18,6 +18,7 @@ from PIL import Image
 from inferline.errors import BadDocument, InvalidInput, NonRetryable
 from inferline.inference.model import PER_CORE, Model
 from inferline.ocr.documents import PageRef
+from inferline.ocr.orientation import Correction, Orienter
 
 TESSDATA_CANDIDATES = (
     "/usr/share/tesseract-ocr/5/tessdata",
@@ -33,6 +34,8 @@ class OcrInput:
     image: Image.Image | None
     lang: str = "kor+eng"
     page: PageRef | None = None
+    rotate: bool = False  # turn the page upright first (Tesseract's orientation detection)
+    deskew: bool = False  # level its lines first
 
     def load_image(self) -> Image.Image:
         if self.image is not None:
@@ -40,6 +43,13 @@ class OcrInput:
         if self.page is None:
             raise InvalidInput("an OCR input needs an image or a page", field="image")
         return self.page.load_image()
+
+    def upright_image(self, orienter: Orienter) -> tuple[Image.Image, Correction]:
+        """The image as the engine should read it; boxes it finds refer to this image."""
+        image = self.load_image()
+        if not (self.rotate or self.deskew):
+            return image, Correction()
+        return orienter.correct(image, rotate=self.rotate, deskew=self.deskew)
 
 
 def find_tessdata(configured: str | None = None) -> str:
@@ -67,12 +77,14 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
         self.tessdata_setting = tessdata
         self.psm = psm
         self._apis: dict[str, Any] = {}
+        self.orienter: Orienter | None = None
 
     def setup(self, device: str) -> None:
         # One thread per engine: Tesseract's own OpenMP threads would oversubscribe 2 cores.
         os.environ.setdefault("OMP_THREAD_LIMIT", "1")
         self.tessdata = find_tessdata(self.tessdata_setting)
         self.languages = available_languages(self.tessdata)
+        self.orienter = Orienter(self.tessdata)
 
     def check_lang(self, lang: str) -> str:
         wanted = [part for part in lang.split("+") if part]
@@ -107,7 +119,8 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
         import tesserocr
 
         api = self._api(self.check_lang(item.lang))
-        image = item.load_image()
+        assert self.orienter is not None, "setup() runs before predict_batch()"
+        image, correction = item.upright_image(self.orienter)
         api.SetImage(image)
         api.Recognize()
         level = tesserocr.RIL.TEXTLINE
@@ -118,9 +131,18 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
             if text and box is not None:
                 lines.append({"text": text, "confidence": round(line.Confidence(level) / 100, 4), "bbox": list(box)})
         width, height = image.size
-        return {"width": width, "height": height, "text": api.GetUTF8Text().strip(), "lines": lines}
+        return {
+            "width": width,
+            "height": height,
+            "text": api.GetUTF8Text().strip(),
+            "lines": lines,
+            "rotation_deg": correction.rotation_deg,
+            "deskew_deg": correction.deskew_deg,
+        }
 
     def close(self) -> None:
         for api in self._apis.values():
             api.End()
         self._apis.clear()
+        if self.orienter is not None:
+            self.orienter.close()

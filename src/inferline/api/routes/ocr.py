@@ -33,7 +33,9 @@ _BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": multipart_schema("engine", "lang", "pages", "page_mode", "dpi", "priority"),
+            "multipart/form-data": multipart_schema(
+                "engine", "lang", "pages", "page_mode", "dpi", "rotate_pages", "deskew", "priority"
+            ),
             "application/json": {"schema": OcrJsonIn.model_json_schema()},
         },
     },
@@ -67,8 +69,9 @@ def _parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
 async def ocr(request: Request, services: ServicesDep, tenant: TenantDep) -> Response:
     """Queue an OCR job for an uploaded file (multipart `file` plus option fields) or a stored one (JSON
     `file_id`). Options: `engine` auto|tesseract|rapidocr, `lang` (default kor+eng), `pages` ("1-3,5"),
-    `page_mode` auto|force|text-only, `dpi`. 415 for a type it cannot read (sniffed from the content), 413
-    over the size, page or pixel limits. Its result: `GET /api/v1/jobs/{id}/result?format=json|text|hocr`."""
+    `page_mode` auto|force|text-only, `dpi`, `rotate_pages`, `deskew`. 415 for a type it cannot read (sniffed
+    from the content), 413 over the size, page or pixel limits. Its result:
+    `GET /api/v1/jobs/{id}/result?format=json|text|hocr`."""
     if is_multipart(request):
         form = await read_form(request)
         try:
