@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import json
 import os
 import signal
@@ -65,6 +66,7 @@ def serve(
         host=host, port=port, workers=workers, api_processes=api_processes, data_dir=data_dir, database_url=database_url
     )
     logs.configure(settings.log_level, json=settings.log_json)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every thread's stack
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,

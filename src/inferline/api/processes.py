@@ -9,6 +9,7 @@ non-zero, leaving restarts to the process manager (systemd, Kubernetes).
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -37,6 +38,7 @@ def _child(env: dict[str, str]) -> None:
     from inferline.api.app import create_app
 
     os.environ.update(env)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every thread's stack
     settings = Settings()
     logs.configure(settings.log_level, json=settings.log_json)
     sock = _listen(settings.host, settings.port)

@@ -1,0 +1,79 @@
+"""Keyword tokens for Korean and everything else: the same function at index and at query time.
+
+Korean is agglutinative: "데이터베이스를" is the noun "데이터베이스" plus the object particle "를", so
+splitting on spaces (what most keyword engines do) never matches the bare noun. Text that holds Hangul
+goes through Kiwi (`kiwipiepy`, its model from the `kiwipiepy-model` wheel: nothing is downloaded), and only
+content morphemes are kept: nouns, verb and adjective stems, adverbs, roots, foreign words and numbers;
+particles, endings, suffixes and punctuation are dropped. Every non-Hangul piece, whether Kiwi saw it or
+not, is split by Unicode word rules and lower-cased, so "PostgreSQL" in a Korean sentence and in an
+English query give the same token.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from typing import Any
+
+# Kiwi's tags (Sejong tag set) worth matching on.
+KEPT_TAGS = frozenset(
+    {
+        "NNG", "NNP", "NNB", "NR", "NP",  # nouns, numerals, pronouns
+        "VV", "VA",  # verb and adjective stems
+        "MAG", "XR",  # adverbs, roots
+        "SL", "SN", "SH",  # foreign (Latin) words, numbers, hanja
+        "W_URL", "W_EMAIL", "W_HASHTAG", "W_MENTION", "W_SERIAL",
+    }
+)  # fmt: skip
+HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
+WORD = re.compile(r"\w+")  # Unicode word characters: letters of any script, digits, underscore
+MAX_TOKEN_CHARS = 64  # longer "words" are base64, hashes or garbage: not worth an index entry
+
+_kiwi: Any = None
+_kiwi_lock = threading.Lock()
+
+
+def _analyzer() -> Any:
+    global _kiwi
+    with _kiwi_lock:
+        if _kiwi is None:
+            from kiwipiepy import Kiwi
+
+            # num_workers=-1: analyse on the calling thread (Kiwi's own pool would oversubscribe 2 cores).
+            _kiwi = Kiwi(num_workers=-1)
+        return _kiwi
+
+
+def normalize(text: str) -> str:
+    """NFC: Korean typed on macOS arrives decomposed (NFD jamo) and would match nothing."""
+    return unicodedata.normalize("NFC", text)
+
+
+def _words(text: str) -> list[str]:
+    return [word.lower() for word in WORD.findall(text) if len(word) <= MAX_TOKEN_CHARS]
+
+
+def tokenize(text: str) -> list[str]:
+    """Keyword tokens of `text`, in order, repeats kept (term frequency counts)."""
+    text = normalize(text)
+    if not HANGUL.search(text):
+        return _words(text)
+    kiwi = _analyzer()
+    with _kiwi_lock:  # one analysis at a time on the shared analyser; each takes well under a millisecond
+        morphemes = kiwi.tokenize(text)
+    tokens: list[str] = []
+    for morpheme in morphemes:
+        if morpheme.tag not in KEPT_TAGS:
+            continue
+        form = morpheme.form
+        if HANGUL.search(form):
+            tokens.append(form)
+        else:
+            tokens.extend(_words(form))
+    return tokens
+
+
+def warm_up() -> None:
+    """Load Kiwi's model now (~1.2 s) rather than in the first request that needs it."""
+    tokenize("한국어")
