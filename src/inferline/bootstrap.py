@@ -25,6 +25,12 @@ from inferline.ocr import kind as ocr_kind
 from inferline.ocr.documents import Limits
 from inferline.ocr.rapid import RapidOcrModel
 from inferline.ocr.tesseract import TesseractModel
+from inferline.search import ingest
+from inferline.search.cache import SearchCache
+from inferline.search.embedders import E5Small, OnnxFactory, UseMultilingual
+from inferline.search.index import SearchIndex
+from inferline.search.qdrant import QdrantIndex
+from inferline.search.service import SearchConfig
 from inferline.tenants import Authenticator
 
 
@@ -39,8 +45,11 @@ class Services:
     submitter: Submitter
     models: ModelRuntime
     blobs: BlobStore
+    search: SearchConfig
 
     async def aclose(self) -> None:
+        await self.search.index.close()
+        await self.search.cache.close()
         await self.models.aclose()
         if self.submitter.sqlite_writer is not None:
             self.submitter.sqlite_writer.close()
@@ -52,21 +61,37 @@ def ocr_limits(settings: Settings) -> Limits:
     return Limits(max_pages=settings.ocr_max_pages, max_page_pixels=settings.ocr_max_page_pixels)
 
 
-def build_registry(settings: Settings, runtime: ModelRuntime, engine: AsyncEngine, blobs: BlobStore) -> KindRegistry:
+def build_registry(settings: Settings, runtime: ModelRuntime, search: SearchConfig) -> KindRegistry:
     registry = KindRegistry()
     echo.register(registry)
-    ocr_kind.register(
-        registry,
-        ocr_kind.OcrConfig(
-            engine=engine,
-            blobs=blobs,
-            models=runtime,
-            limits=ocr_limits(settings),
-            default_dpi=settings.ocr_default_dpi,
-        ),
+    ocr_config = ocr_kind.OcrConfig(
+        engine=search.engine,
+        blobs=search.blobs,
+        models=runtime,
+        limits=ocr_limits(settings),
+        default_dpi=settings.ocr_default_dpi,
     )
+    ocr_kind.register(registry, ocr_config)
+    ingest.register(registry, ingest.IngestConfig(search=search, ocr=ocr_config))
     load_plugins(registry, runtime, settings.plugins)
     return registry
+
+
+def register_models(settings: Settings, models: ModelRuntime) -> frozenset[str]:
+    """Every model this process can run; returns the names of the embedding models."""
+    models.register(TesseractModel.name, TesseractModel)
+    models.register(RapidOcrModel.name, RapidOcrModel)
+    models.register(E5Small.name, E5Small)
+    models.register(UseMultilingual.name, UseMultilingual)
+    embedding = {E5Small.name, UseMultilingual.name}
+    for name, folder in settings.onnx_embedding_models.items():
+        models.register(name, OnnxFactory(folder))
+        embedding.add(name)
+    return frozenset(embedding)
+
+
+def build_search_index(settings: Settings) -> SearchIndex:
+    return QdrantIndex(settings.data_dir.resolve() / "index")
 
 
 def build_services(settings: Settings) -> Services:
@@ -80,10 +105,24 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         processes=settings.model_processes,
     )
-    models.register("tesseract", TesseractModel)
-    models.register("rapidocr", RapidOcrModel)
+    embedding_models = register_models(settings, models)
     blobs = BlobStore(settings.data_dir.resolve() / "blobs")
-    registry = build_registry(settings, models, engine, blobs)
+    search = SearchConfig(
+        engine=engine,
+        blobs=blobs,
+        index=build_search_index(settings),
+        models=models,
+        cache=SearchCache(settings.search_cache_size, settings.redis_url, settings.search_cache_ttl_s),
+        metrics=metrics,
+        embedding_models=embedding_models,
+        default_model=settings.embedding_model,
+        chunk_tokens=settings.chunk_tokens,
+        overlap_tokens=settings.chunk_overlap_tokens,
+        window=settings.search_window,
+        rrf_k=settings.search_rrf_k,
+        weights=settings.search_weights,
+    )
+    registry = build_registry(settings, models, search)
     return Services(
         settings=settings,
         engine=engine,
@@ -92,6 +131,7 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         models=models,
         blobs=blobs,
+        search=search,
         auth=Authenticator(engine, settings.api_key_cache_s),
         submitter=Submitter(
             engine,

@@ -63,6 +63,23 @@ class Settings(BaseSettings):
         default=100_000_000, ge=1, description="413 (or a failed job) for a page or image with more pixels"
     )
     ocr_default_dpi: int = Field(default=300, ge=36, le=1200, description="PDF pages are rasterized at this dpi")
+    redis_url: str | None = Field(default=None, description="shared search cache (and more) when set")
+    search_backend: Literal["qdrant"] = Field(
+        default="qdrant", description="qdrant: embedded, under the data dir (pgvector: not built yet)"
+    )
+    embedding_model: str = Field(default="e5-small", description="of new collections that name none")
+    onnx_embedding_models: dict[str, str] = Field(
+        default_factory=dict, description="extra embedding models: name -> folder with model.onnx + tokenizer.json"
+    )
+    chunk_tokens: int = Field(default=256, ge=32, le=512, description="chunk budget in (estimated) model tokens")
+    chunk_overlap_tokens: int = Field(default=32, ge=0, le=128, description="repeated between a section's chunks")
+    search_window: int = Field(default=200, ge=10, le=2000, description="hits ranked per query (pages come from them)")
+    search_rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion's k")
+    search_weights: dict[str, float] = Field(
+        default_factory=lambda: {"semantic": 1.0, "keyword": 1.0}, description="hybrid: weight of each mode in RRF"
+    )
+    search_cache_size: int = Field(default=4096, ge=0, description="search results kept in this process (LRU)")
+    search_cache_ttl_s: int = Field(default=3600, ge=1, description="lifetime of search results in Redis")
     plugins: list[str] = Field(default_factory=list, description="modules to import that register job kinds")
     metrics_port: int | None = Field(default=None, description="`inferline worker` exposes metrics here")
 

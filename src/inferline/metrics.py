@@ -71,6 +71,19 @@ class Metrics:
             buckets=_SECONDS,
             registry=r,
         )
+        self.search_cache = Counter(
+            "inferline_search_cache_total",
+            "Searches answered from the cache (hit) or not (miss)",
+            ["result"],
+            registry=r,
+        )
+        self.search_seconds = Histogram(
+            "inferline_search_seconds",
+            "Search latency inside the service, by mode and cache result",
+            ["mode", "cache"],
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
 
     def set_queue_depth(self, rows: list[tuple[str, int, int]]) -> None:
         self.queue_depth.clear()

@@ -158,3 +158,45 @@ files = sa.Table(
     sa.Index("ix_files_tenant_id", "tenant", "id"),
     sa.Index("ix_files_sha256", "sha256"),
 )
+
+# Search collections, addressed by (tenant, name). `version` is bumped by every ingest and delete: it
+# keys the search cache, so a cached result never outlives a change.
+collections = sa.Table(
+    "collections",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("fields", Json, nullable=False),
+    sa.Column("embedding_model", sa.String(200), nullable=False),
+    sa.Column("dim", sa.Integer(), nullable=False),
+    sa.Column("chunk_tokens", sa.Integer(), nullable=False),
+    sa.Column("overlap_tokens", sa.Integer(), nullable=False),
+    sa.Column("version", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant", "name", name="uq_collections_tenant_name"),
+)
+
+# Documents of a collection; their bytes are a stored file (`file_id`), their chunks live in the index.
+documents = sa.Table(
+    "documents",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("collection_id", sa.String(36), nullable=False),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("external_id", sa.String(500), nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("file_id", sa.String(36), nullable=False),
+    sa.Column("filename", sa.String(500), nullable=True),
+    sa.Column("content_type", sa.String(200), nullable=False),
+    sa.Column("metadata", Json, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("job_id", sa.String(36), nullable=True),
+    sa.Column("chunks", sa.Integer(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("collection_id", "external_id", name="uq_documents_collection_external_id"),
+    sa.Index("ix_documents_collection_id", "collection_id", "id"),
+    sa.Index("ix_documents_collection_sha256", "collection_id", "sha256"),
+)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI
 from inferline import __version__, db
 from inferline.api import problems
 from inferline.api.middleware import RequestContext
-from inferline.api.routes import files, health, jobs, models, ocr, schedules, webhooks
+from inferline.api.routes import collections, files, health, jobs, models, ocr, schedules, webhooks
 from inferline.bootstrap import Background, Services, build_services
 from inferline.config import Settings
 from inferline.tenants import count_keys, create_key
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     api.include_router(jobs.router)
     api.include_router(files.router)
     api.include_router(ocr.router)
+    api.include_router(collections.router)
     api.include_router(schedules.router)
     api.include_router(models.router)
     api.include_router(webhooks.router)

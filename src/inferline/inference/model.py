@@ -41,6 +41,9 @@ class Model(Generic[In, Out]):
     # 0: compute on a thread of the serving process. N > 0 (or PER_CORE): N child processes, each with
     # its own copy built by calling the class, so the class must be importable (defined in a module).
     processes: ClassVar[int] = 0
+    # The processing mode when settings name none; None: `batched` on CUDA, `standard` on CPU. A model
+    # whose CPU throughput gains from batches (sentence embeddings) says `batched` here.
+    default_mode: ClassVar[ProcessingMode | None] = None
 
     def setup(self, device: str) -> None:
         """Load weights onto `device` ("cpu" or "cuda"). Called once, in a worker thread."""

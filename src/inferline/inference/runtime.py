@@ -56,7 +56,8 @@ class ModelRuntime:
         self._factories[name] = factory
 
     def mode_of(self, name: str) -> ProcessingMode:
-        default = ProcessingMode.BATCHED if self.device == "cuda" else ProcessingMode.STANDARD
+        declared = getattr(self._factories.get(name), "default_mode", None)
+        default = ProcessingMode.BATCHED if self.device == "cuda" else (declared or ProcessingMode.STANDARD)
         return self.modes.get(name, default)
 
     def processes_of(self, name: str) -> int:

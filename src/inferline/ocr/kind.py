@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,28 @@ async def run_ocr(config: OcrConfig, ctx: JobContext, data: OcrJobInput) -> dict
 
 
 async def _run_ocr(config: OcrConfig, ctx: JobContext, data: OcrJobInput) -> dict[str, Any]:
+    done: dict[int, dict[str, Any]] = {
+        int(key): page for key, page in ((ctx.last_checkpoint or {}).get("pages") or {}).items()
+    }
+
+    async def report(finished: int, total: int) -> None:
+        await ctx.stage(f"page {finished}/{total}")
+        await ctx.checkpoint({"pages": {str(i): done[i] for i in sorted(done)}}, progress=100 * finished / total)
+
     await ctx.stage("open")
+    pages, model, dpi = await read_document(config, ctx, data, done, report)
+    return {"pages": pages, "text": document_text(pages), "engine": model, "dpi": dpi}
+
+
+Report = Callable[[int, int], Awaitable[None]]
+
+
+async def read_document(
+    config: OcrConfig, ctx: JobContext, data: OcrJobInput, done: dict[int, dict[str, Any]], report: Report
+) -> tuple[list[dict[str, Any]], str, int]:
+    """The asked pages of a stored file as OCR result pages (text layer or OCR), in order; `done` holds
+    pages already read (from a checkpoint) and receives each page as it finishes, after which `report`
+    is awaited with (pages finished, pages asked). Also used by document ingest (`search.ingest`)."""
     try:
         info = await get_file(config.engine, tenant=ctx.tenant, file_id=data.file_id)
         path = blob_path(config.blobs, info)
@@ -98,14 +120,10 @@ async def _run_ocr(config: OcrConfig, ctx: JobContext, data: OcrJobInput) -> dic
             raise NonRetryable(
                 f"the document has {document.page_count} pages, over the limit of {config.limits.max_pages}"
             )
-        done: dict[int, dict[str, Any]] = {
-            int(key): page for key, page in ((ctx.last_checkpoint or {}).get("pages") or {}).items()
-        }
-        await _recognize_pages(config, ctx, document, indexes, done, model=model, options=data, dpi=dpi)
+        await _recognize_pages(config, ctx, document, indexes, done, model=model, options=data, dpi=dpi, report=report)
     finally:
         document.close()
-    pages = [done[index] for index in indexes]
-    return {"pages": pages, "text": document_text(pages), "engine": model, "dpi": dpi}
+    return [done[index] for index in indexes], model, dpi
 
 
 async def _recognize_pages(
@@ -118,6 +136,7 @@ async def _recognize_pages(
     model: str,
     options: OcrOptions,
     dpi: int,
+    report: Report,
 ) -> None:
     total = len(indexes)
     todo = [index for index in indexes if index not in done]
@@ -158,11 +177,7 @@ async def _recognize_pages(
                 }
             async with save_lock:
                 done[index] = result
-                finished = sum(1 for i in indexes if i in done)
-                await ctx.stage(f"page {finished}/{total}")
-                await ctx.checkpoint(
-                    {"pages": {str(i): done[i] for i in sorted(done)}}, progress=100 * finished / total
-                )
+                await report(sum(1 for i in indexes if i in done), total)
 
     try:
         async with asyncio.TaskGroup() as group:  # one page failing stops the others

@@ -1,0 +1,179 @@
+"""Search collections, their documents, and search. Collections are addressed by name, per tenant."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.routes.jobs import json_response
+from inferline.api.uploads import is_multipart, multipart_schema, read_form, store_upload, text_fields
+from inferline.errors import InvalidInput
+from inferline.files.service import save_file
+from inferline.search import service
+from inferline.search.service import CollectionIn, SearchIn
+
+router = APIRouter(prefix="/collections", tags=["search"])
+
+
+class TextDocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1)
+    metadata: dict[str, Any] | None = None
+    external_id: str | None = Field(default=None, min_length=1, max_length=500)
+
+
+def _parse(model: type[BaseModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise InvalidInput(f"{where}: {first['msg']}", field=where) from exc
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(await request.body() or b"null")
+    except ValueError as exc:
+        raise InvalidInput(f"body: not JSON ({exc})", field="body") from exc
+
+
+@router.post("", status_code=201)
+async def create_collection(data: CollectionIn, services: ServicesDep, tenant: TenantDep) -> Response:
+    """Create a collection: `fields` declares the metadata that filters may use (keyword, int, float,
+    bool, date); `embedding_model` defaults to the server's (`GET /api/v1/models` lists them)."""
+    collection = await service.create_collection(services.search, tenant=tenant, data=data)
+    response = json_response(collection.public_view(0), 201)
+    response.headers["Location"] = f"/api/v1/collections/{collection.name}"
+    return response
+
+
+@router.get("")
+async def list_collections(services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    return {"items": await service.list_collections(services.search, tenant=tenant)}
+
+
+@router.get("/{name}")
+async def get_collection(name: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    collection = await service.get_collection(services.search, tenant=tenant, name=name)
+    return collection.public_view(await service.document_count(services.search, collection))
+
+
+@router.delete("/{name}", status_code=204)
+async def delete_collection(name: str, services: ServicesDep, tenant: TenantDep) -> Response:
+    await service.delete_collection(services.search, tenant=tenant, name=name)
+    return Response(status_code=204)
+
+
+_DOCUMENT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": multipart_schema("metadata", "external_id"),
+            "application/json": {"schema": TextDocumentIn.model_json_schema()},
+        },
+    }
+}
+
+
+@router.post("/{name}/documents", status_code=201, openapi_extra=_DOCUMENT_BODY)
+async def add_document(name: str, request: Request, services: ServicesDep, tenant: TenantDep) -> Response:
+    """Add a document: multipart `file` (PDF, image, text, Markdown, HTML, DOCX) with optional form fields
+    `metadata` (a JSON object) and `external_id`, or JSON `{text, metadata, external_id}`. 201 with the
+    document and its ingest `job_id`; the same content or `external_id` again updates the document
+    (200) instead of adding another."""
+    collection = await service.get_collection(services.search, tenant=tenant, name=name)
+    if is_multipart(request):
+        form = await read_form(request)
+        try:
+            fields = text_fields(form)
+            raw_metadata = fields.get("metadata")
+            try:
+                metadata = json.loads(raw_metadata) if raw_metadata else None
+            except ValueError as exc:
+                raise InvalidInput(f"metadata: not JSON ({exc})", field="metadata") from exc
+            metadata, external_id = service.check_document_input(metadata, fields.get("external_id") or None)
+            file = await store_upload(services, form, tenant=tenant)
+        finally:
+            await form.close()
+    else:
+        body = _parse(TextDocumentIn, await _json_body(request))
+        metadata, external_id = service.check_document_input(body.metadata, body.external_id)
+        file = await save_file(
+            services.engine,
+            services.blobs,
+            tenant=tenant,
+            source=io.BytesIO(body.text.encode("utf-8")),
+            filename=None,
+            max_bytes=services.settings.max_upload_bytes,
+        )
+    document, created = await service.add_document(
+        services.search,
+        services.submitter,
+        tenant=tenant,
+        collection=collection,
+        file=file,
+        metadata=metadata,
+        external_id=external_id,
+    )
+    if document.job_id and created:
+        services.metrics.jobs_submitted.labels("ingest").inc()
+    response = json_response(document.public_view(), 201 if created else 200)
+    response.headers["Location"] = f"/api/v1/collections/{collection.name}/documents/{document.id}"
+    return response
+
+
+@router.get("/{name}/documents")
+async def list_documents(
+    name: str,
+    services: ServicesDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+    status: Annotated[str | None, Query(pattern="^(queued|processing|ready|failed)$")] = None,
+) -> dict[str, Any]:
+    """Documents with their ingest status, newest first; pass `next_cursor` back as `cursor`."""
+    collection = await service.get_collection(services.search, tenant=tenant, name=name)
+    items, next_cursor = await service.list_documents(
+        services.search, collection=collection, limit=limit, cursor=cursor, status=status
+    )
+    return {"items": [document.public_view() for document in items], "next_cursor": next_cursor}
+
+
+@router.get("/{name}/documents/{document_id}")
+async def get_document(name: str, document_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    collection = await service.get_collection(services.search, tenant=tenant, name=name)
+    return (await service.get_document(services.search, collection=collection, document_id=document_id)).public_view()
+
+
+@router.delete("/{name}/documents/{document_id}", status_code=204)
+async def delete_document(name: str, document_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
+    collection = await service.get_collection(services.search, tenant=tenant, name=name)
+    await service.delete_document(services.search, collection=collection, document_id=document_id)
+    return Response(status_code=204)
+
+
+@router.get("/{name}/documents/{document_id}/similar")
+async def similar_documents(
+    name: str,
+    document_id: str,
+    services: ServicesDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> dict[str, Any]:
+    """More like this: other documents nearest to this one's chunks (their mean vector), best chunk each."""
+    return await service.similar(services.search, tenant=tenant, name=name, document_id=document_id, limit=limit)
+
+
+@router.post("/{name}/search")
+async def search(name: str, data: SearchIn, services: ServicesDep, tenant: TenantDep) -> Response:
+    """`mode` hybrid (default; RRF of both), semantic or keyword (Korean-aware tokens); `filter` over the
+    declared fields; `limit` ≤ 100; `cursor` from `next_cursor` pages through one ranked, cached list;
+    `group_by_document` keeps each document's best chunk."""
+    return json_response(await service.search(services.search, tenant=tenant, name=name, request=data))

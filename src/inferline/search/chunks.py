@@ -1,0 +1,140 @@
+"""Cut a document's text into chunks that follow its structure: a chunk never spans two sections
+(Markdown `#` headings, which every extractor produces), paragraphs are kept whole when they fit the
+token budget, longer ones are cut at sentence ends, and over-long sentences at word boundaries. Each
+chunk after the first of a section repeats the previous chunk's last sentences, up to `overlap_tokens`,
+so a passage cut in two is still found whole in one of them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from inferline.search.embedders import estimate_tokens
+
+HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+# A sentence ends at . ! ? (and their full-width forms) followed by space, or at a line break.
+SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])\s+|\n+")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int  # 0-based, in document order
+    text: str
+    heading: str  # the section's heading path, "Guide > Install"; "" before the first heading
+    page: int | None  # 0-based page it starts on, for paged documents (PDFs, images)
+    tokens: int  # estimated
+
+    def embedding_text(self) -> str:
+        """What gets embedded: the heading gives a chunk its context ("Install" under "PostgreSQL")."""
+        return f"{self.heading}\n{self.text}" if self.heading else self.text
+
+
+@dataclass(frozen=True)
+class _Block:
+    text: str
+    heading: str
+    page: int | None
+
+
+def _blocks(pages: list[str]) -> list[_Block]:
+    blocks: list[_Block] = []
+    path: list[tuple[int, str]] = []
+    for page_index, page in enumerate(pages):
+        page_no = page_index if len(pages) > 1 or page_index else None
+        for paragraph in re.split(r"\n\s*\n", page):
+            lines: list[str] = []
+            for line in paragraph.strip().split("\n"):
+                match = HEADING.match(line.strip())
+                if match is None:
+                    lines.append(line.strip())
+                    continue
+                if lines:
+                    blocks.append(_Block("\n".join(lines), _path(path), page_no))
+                    lines = []
+                level = len(match.group(1))
+                path = [(lvl, text) for lvl, text in path if lvl < level] + [(level, match.group(2))]
+            if any(lines):
+                blocks.append(_Block("\n".join(line for line in lines if line), _path(path), page_no))
+    return blocks
+
+
+def _path(path: list[tuple[int, str]]) -> str:
+    return " > ".join(text for _, text in path)
+
+
+def _pieces(text: str, budget: int) -> list[str]:
+    """Sentences of `text`, each cut at word boundaries if it alone is over the budget."""
+    pieces: list[str] = []
+    for sentence in (s.strip() for s in SENTENCE_END.split(text)):
+        if not sentence:
+            continue
+        if estimate_tokens(sentence) <= budget:
+            pieces.append(sentence)
+            continue
+        words: list[str] = []
+        for word in sentence.split():
+            if words and estimate_tokens(" ".join([*words, word])) > budget:
+                pieces.append(" ".join(words))
+                words = []
+            words.append(word if estimate_tokens(word) <= budget else word[: budget * 2])
+        if words:
+            pieces.append(" ".join(words))
+    return pieces
+
+
+class _Packer:
+    """Packs pieces into chunks of one section at a time."""
+
+    def __init__(self, budget_tokens: int, overlap_tokens: int) -> None:
+        self.budget = budget_tokens
+        self.overlap = overlap_tokens
+        self.chunks: list[Chunk] = []
+        self.current: list[str] = []  # the chunk being built; it may start with the previous one's tail
+        self.fresh = 0  # how many of its pieces are new (not overlap)
+        self.heading: str | None = None
+        self.page: int | None = None
+
+    def fits(self, piece: str) -> bool:
+        return estimate_tokens("\n".join([*self.current, piece])) <= self.budget
+
+    def flush(self, keep_overlap: bool) -> None:
+        if not self.fresh:  # only overlap: nothing new to say
+            self.current = []
+            return
+        text = "\n".join(self.current)
+        self.chunks.append(Chunk(len(self.chunks), text, self.heading or "", self.page, estimate_tokens(text)))
+        tail: list[str] = []
+        if keep_overlap and self.overlap:
+            for piece in reversed(self.current):
+                if estimate_tokens(" ".join([piece, *tail])) > self.overlap:
+                    break
+                tail.insert(0, piece)
+        self.current, self.fresh = tail, 0
+
+    def add(self, block: _Block) -> None:
+        if block.heading != self.heading:
+            self.flush(keep_overlap=False)
+            self.heading, self.page = block.heading, block.page
+        whole = estimate_tokens(block.text) <= self.budget
+        for piece in [block.text] if whole else _pieces(block.text, self.budget):
+            if self.current and not self.fits(piece):
+                self.flush(keep_overlap=True)
+                if not self.fits(piece):
+                    self.current = []  # the overlap and this piece do not fit together: the piece wins
+                self.page = block.page
+            if not self.current:
+                self.page = block.page
+            self.current.append(piece)
+            self.fresh += 1
+
+
+def chunk_pages(pages: list[str], *, budget_tokens: int = 256, overlap_tokens: int = 32) -> list[Chunk]:
+    """Chunks of a document given as its pages' texts (one string for unpaged documents)."""
+    if budget_tokens < 16 or not 0 <= overlap_tokens < budget_tokens // 2:
+        raise ValueError("chunk budget must be >= 16 tokens and the overlap under half of it")
+    packer = _Packer(budget_tokens, overlap_tokens)
+    for block in _blocks(pages):
+        packer.add(block)
+    packer.flush(keep_overlap=False)
+    return packer.chunks

@@ -1,0 +1,190 @@
+"""The `ingest` job kind: one document of a collection through extract → chunk → embed → index.
+
+- extract: text, Markdown, HTML and DOCX are read here (`extract.py`); PDFs and images go through the
+  OCR service's page reader (text layers where a page has one, OCR elsewhere; stage "extract 3/40");
+- chunk: `chunks.chunk_pages` with the collection's budget and overlap;
+- embed: every chunk through the model runtime, concurrently, so the batcher fills its batches (progress
+  by chunk);
+- index: the document's old chunks are replaced by the new ones; the collection's version is bumped,
+  which retires every cached search of it.
+
+The document row follows along: `processing`, then `ready` (with its chunk count) or `failed` (with
+the reason, once the job will not be retried).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+
+from inferline import db
+from inferline.clock import utcnow
+from inferline.errors import BadDocument, Canceled, NonRetryable, NotFound
+from inferline.files.service import blob_path, get_file
+from inferline.ids import new_id
+from inferline.jobs.context import JobContext
+from inferline.jobs.kinds import KindRegistry
+from inferline.ocr.kind import OcrConfig, OcrJobInput, read_document
+from inferline.schema import collections, documents
+from inferline.search.chunks import Chunk, chunk_pages
+from inferline.search.embedders import EmbedInput
+from inferline.search.extract import extract_text
+from inferline.search.index import ChunkRecord
+from inferline.search.service import (
+    TEXT_TYPES,
+    Collection,
+    Document,
+    DocumentStatus,
+    SearchConfig,
+    bump_version,
+    collection_from_row,
+)
+from inferline.search.tokens import normalize, tokenize
+
+EMBED_IN_FLIGHT = 128  # chunks handed to the batcher at once: several full batches, bounded memory
+UPSERT_BATCH = 256
+
+
+class IngestInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection_id: str = Field(min_length=1, max_length=36)
+    document_id: str = Field(min_length=1, max_length=36)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    search: SearchConfig
+    ocr: OcrConfig
+
+
+async def _load(config: SearchConfig, data: IngestInput, tenant: str) -> tuple[Collection, Document] | None:
+    async with db.read(config.engine) as conn:
+        crow = (
+            (
+                await conn.execute(
+                    sa.select(collections).where(collections.c.id == data.collection_id, collections.c.tenant == tenant)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        drow = (
+            (
+                await conn.execute(
+                    sa.select(documents).where(
+                        documents.c.id == data.document_id, documents.c.collection_id == data.collection_id
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+    if crow is None or drow is None:
+        return None
+    return collection_from_row(crow), Document(**drow)
+
+
+async def _set_status(config: SearchConfig, document_id: str, **values: Any) -> None:
+    async with db.write(config.engine) as conn:
+        await conn.execute(
+            documents.update().where(documents.c.id == document_id).values(updated_at=utcnow(), **values)
+        )
+
+
+async def run_ingest(config: IngestConfig, ctx: JobContext, data: IngestInput) -> dict[str, Any]:
+    search = config.search
+    loaded = await _load(search, data, ctx.tenant)
+    if loaded is None:  # deleted before its ingest ran: nothing to do, and nothing wrong
+        return {"document_id": data.document_id, "skipped": "the document or its collection was deleted"}
+    collection, document = loaded
+    await _set_status(search, document.id, status=DocumentStatus.PROCESSING, error=None)
+    try:
+        chunks = await _ingest(config, ctx, collection, document)
+    except Exception as exc:
+        final = isinstance(exc, NonRetryable | Canceled) or ctx.attempt >= ctx.job.max_attempts
+        if final:
+            await _set_status(search, document.id, status=DocumentStatus.FAILED, error=str(exc) or type(exc).__name__)
+        else:
+            await _set_status(search, document.id, status=DocumentStatus.QUEUED, error=f"retrying after: {exc}")
+        raise
+    return {"document_id": document.id, "chunks": chunks}
+
+
+async def _pages(config: IngestConfig, ctx: JobContext, document: Document) -> list[str]:
+    await ctx.stage("extract")
+    if document.content_type in TEXT_TYPES:
+        try:
+            info = await get_file(config.search.engine, tenant=ctx.tenant, file_id=document.file_id)
+        except NotFound as exc:
+            raise NonRetryable(str(exc)) from exc
+        path = blob_path(config.search.blobs, info)
+        return [await ctx.to_thread(extract_text, path, document.content_type)]
+
+    async def report(finished: int, total: int) -> None:
+        await ctx.stage(f"extract {finished}/{total}")
+
+    done: dict[int, dict[str, Any]] = {}
+    pages, _, _ = await read_document(config.ocr, ctx, OcrJobInput(file_id=document.file_id), done, report)
+    return [normalize(page["text"] or "") for page in pages]
+
+
+async def _embed(ctx: JobContext, model: str, chunks: list[Chunk]) -> list[Any]:
+    await ctx.stage("embed", f"{len(chunks)} chunks")
+    vectors: list[Any] = [None] * len(chunks)
+    for start in range(0, len(chunks), EMBED_IN_FLIGHT):
+        ctx.raise_if_canceled()
+        window = chunks[start : start + EMBED_IN_FLIGHT]
+        results = await asyncio.gather(*(ctx.predict(model, EmbedInput(c.embedding_text())) for c in window))
+        vectors[start : start + len(window)] = results
+        await ctx.progress(100 * (start + len(window)) / len(chunks), f"{start + len(window)}/{len(chunks)} chunks")
+    return vectors
+
+
+async def _ingest(config: IngestConfig, ctx: JobContext, collection: Collection, document: Document) -> int:
+    search = config.search
+    pages = await _pages(config, ctx, document)
+    if not any(page.strip() for page in pages):
+        raise BadDocument("no text found in the document (empty, or pictures without readable text)")
+    await ctx.stage("chunk")
+    chunks = await ctx.to_thread(
+        lambda: chunk_pages(pages, budget_tokens=collection.chunk_tokens, overlap_tokens=collection.overlap_tokens)
+    )
+    vectors = await _embed(ctx, collection.embedding_model, chunks)
+    await ctx.stage("index", f"{len(chunks)} chunks")
+    tokens = await ctx.to_thread(lambda: [tokenize(chunk.embedding_text()) for chunk in chunks])
+    records = [
+        ChunkRecord(
+            id=new_id(),
+            document_id=document.id,
+            index=chunk.index,
+            text=chunk.text,
+            heading=chunk.heading,
+            page=chunk.page,
+            vector=vector,
+            tokens=chunk_tokens,
+            metadata=document.metadata,
+        )
+        for chunk, vector, chunk_tokens in zip(chunks, vectors, tokens, strict=True)
+    ]
+    ctx.raise_if_canceled()
+    await search.index.delete_document(collection.id, document.id)
+    for start in range(0, len(records), UPSERT_BATCH):
+        await search.index.upsert(collection.spec, records[start : start + UPSERT_BATCH])
+    if await _load(search, IngestInput(collection_id=collection.id, document_id=document.id), ctx.tenant) is None:
+        await search.index.delete_document(collection.id, document.id)  # deleted while we worked
+        return 0
+    await _set_status(search, document.id, status=DocumentStatus.READY, chunks=len(records), error=None)
+    await bump_version(search.engine, collection.id)
+    return len(records)
+
+
+def register(registry: KindRegistry, config: IngestConfig) -> None:
+    async def ingest(ctx: JobContext, data: IngestInput) -> dict[str, Any]:
+        return await run_ingest(config, ctx, data)
+
+    registry.kind("ingest", input_model=IngestInput)(ingest)

@@ -1,0 +1,530 @@
+"""Use cases of search: collections, documents (each ingested by an `ingest` job) and queries.
+
+Collections are addressed by name within a tenant; another tenant's name is simply not found.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferline import db
+from inferline.clock import utcnow
+from inferline.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
+from inferline.files import sniff
+from inferline.files.blobs import BlobStore
+from inferline.files.service import FileInfo
+from inferline.ids import new_id
+from inferline.inference.runtime import ModelRuntime
+from inferline.jobs.service import JobRequest, Submitter
+from inferline.metrics import Metrics
+from inferline.paging import newest_first
+from inferline.schema import collections, documents
+from inferline.search.cache import SearchCache
+from inferline.search.embedders import EmbedInput
+from inferline.search.filters import FieldType, check_fields, check_metadata, parse_filter
+from inferline.search.fusion import best_per_document, rrf
+from inferline.search.index import Candidate, IndexSpec, SearchIndex, StoredChunk
+from inferline.search.tokens import normalize, tokenize
+
+TEXT_TYPES = frozenset({sniff.TEXT, sniff.HTML, sniff.DOCX})
+INGESTIBLE = TEXT_TYPES | sniff.IMAGES | {sniff.PDF}
+MAX_METADATA_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    engine: AsyncEngine
+    blobs: BlobStore
+    index: SearchIndex
+    models: ModelRuntime
+    cache: SearchCache
+    metrics: Metrics
+    embedding_models: frozenset[str]
+    default_model: str
+    chunk_tokens: int = 256
+    overlap_tokens: int = 32
+    window: int = 200
+    rrf_k: int = 60
+    weights: dict[str, float] = field(default_factory=lambda: {"semantic": 1.0, "keyword": 1.0})
+
+
+# -- collections ----------------------------------------------------------------------------------
+
+
+class CollectionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    fields: dict[str, str] = Field(default_factory=dict, description="name -> keyword|int|float|bool|date")
+    embedding_model: str | None = Field(default=None, max_length=200)
+    chunk_tokens: int | None = Field(default=None, ge=32, le=512)
+    overlap_tokens: int | None = Field(default=None, ge=0, le=128)
+
+
+@dataclass(frozen=True)
+class Collection:
+    id: str
+    tenant: str
+    name: str
+    fields: dict[str, FieldType]
+    embedding_model: str
+    dim: int
+    chunk_tokens: int
+    overlap_tokens: int
+    version: int
+    created_at: datetime
+
+    @property
+    def spec(self) -> IndexSpec:
+        return IndexSpec(self.id, self.dim, self.fields, avg_chunk_tokens=self.chunk_tokens * 0.75)
+
+    def public_view(self, document_count: int | None = None) -> dict[str, Any]:
+        view: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "fields": {name: kind.value for name, kind in self.fields.items()},
+            "embedding_model": self.embedding_model,
+            "dim": self.dim,
+            "chunk_tokens": self.chunk_tokens,
+            "overlap_tokens": self.overlap_tokens,
+            "version": self.version,
+            "created_at": self.created_at.isoformat(),
+        }
+        if document_count is not None:
+            view["document_count"] = document_count
+        return view
+
+
+def collection_from_row(row: Any) -> Collection:
+    values = dict(row)
+    values["fields"] = {name: FieldType(kind) for name, kind in values["fields"].items()}
+    return Collection(**values)
+
+
+async def create_collection(config: SearchConfig, *, tenant: str, data: CollectionIn) -> Collection:
+    fields = check_fields(data.fields)
+    model = data.embedding_model or config.default_model
+    if model not in config.embedding_models:
+        known = ", ".join(sorted(config.embedding_models))
+        raise InvalidInput(
+            f"embedding_model {model!r} is not registered (registered: {known})", field="embedding_model"
+        )
+    chunk_tokens = data.chunk_tokens or config.chunk_tokens
+    overlap = data.overlap_tokens if data.overlap_tokens is not None else config.overlap_tokens
+    if overlap >= chunk_tokens // 2:
+        raise InvalidInput("overlap_tokens must be under half of chunk_tokens", field="overlap_tokens")
+    probe = await config.models.predict(model, EmbedInput("dimension probe", query=True))
+    collection = Collection(
+        id=new_id(),
+        tenant=tenant,
+        name=data.name,
+        fields=fields,
+        embedding_model=model,
+        dim=len(probe),
+        chunk_tokens=chunk_tokens,
+        overlap_tokens=overlap,
+        version=0,
+        created_at=utcnow(),
+    )
+    values = collection.__dict__ | {"fields": {name: kind.value for name, kind in fields.items()}}
+    try:
+        async with db.write(config.engine) as conn:
+            await conn.execute(collections.insert().values(**values))
+    except IntegrityError as exc:
+        raise Conflict(f"collection {data.name!r} already exists") from exc
+    await config.index.create(collection.spec)
+    return collection
+
+
+async def get_collection(config: SearchConfig, *, tenant: str, name: str) -> Collection:
+    async with db.read(config.engine) as conn:
+        row = (
+            (
+                await conn.execute(
+                    sa.select(collections).where(collections.c.tenant == tenant, collections.c.name == name)
+                )
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        raise NotFound(f"collection {name!r} not found")
+    return collection_from_row(row)
+
+
+async def list_collections(config: SearchConfig, *, tenant: str) -> list[dict[str, Any]]:
+    counts = (
+        sa.select(documents.c.collection_id, sa.func.count().label("n"))
+        .where(documents.c.tenant == tenant)
+        .group_by(documents.c.collection_id)
+        .subquery()
+    )
+    query = (
+        sa.select(collections, sa.func.coalesce(counts.c.n, 0).label("document_count"))
+        .outerjoin(counts, counts.c.collection_id == collections.c.id)
+        .where(collections.c.tenant == tenant)
+        .order_by(collections.c.name)
+    )
+    async with db.read(config.engine) as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    views = []
+    for row in rows:
+        values = {key: value for key, value in row.items() if key != "document_count"}
+        views.append(collection_from_row(values).public_view(int(row["document_count"])))
+    return views
+
+
+async def document_count(config: SearchConfig, collection: Collection) -> int:
+    async with db.read(config.engine) as conn:
+        query = sa.select(sa.func.count()).where(documents.c.collection_id == collection.id)
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def delete_collection(config: SearchConfig, *, tenant: str, name: str) -> None:
+    collection = await get_collection(config, tenant=tenant, name=name)
+    async with db.write(config.engine) as conn:
+        await conn.execute(documents.delete().where(documents.c.collection_id == collection.id))
+        await conn.execute(collections.delete().where(collections.c.id == collection.id))
+    await config.index.drop(collection.id)
+
+
+async def bump_version(engine: AsyncEngine, collection_id: str) -> None:
+    async with db.write(engine) as conn:
+        await conn.execute(
+            collections.update().where(collections.c.id == collection_id).values(version=collections.c.version + 1)
+        )
+
+
+# -- documents ------------------------------------------------------------------------------------
+
+
+class DocumentStatus:
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    collection_id: str
+    tenant: str
+    external_id: str | None
+    sha256: str
+    file_id: str
+    filename: str | None
+    content_type: str
+    metadata: dict[str, Any]
+    status: str
+    job_id: str | None
+    chunks: int
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def public_view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "external_id": self.external_id,
+            "sha256": self.sha256,
+            "file_id": self.file_id,
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "metadata": self.metadata,
+            "status": self.status,
+            "job_id": self.job_id,
+            "chunks": self.chunks,
+            "error": self.error,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+def check_document_input(metadata: Any, external_id: Any) -> tuple[dict[str, Any], str | None]:
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise InvalidInput("metadata: must be a JSON object", field="metadata")
+    if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata: over {MAX_METADATA_BYTES} bytes of JSON", field="metadata")
+    if external_id is not None and (not isinstance(external_id, str) or not 0 < len(external_id) <= 500):
+        raise InvalidInput("external_id: 1 to 500 characters", field="external_id")
+    return metadata, external_id
+
+
+async def add_document(
+    config: SearchConfig,
+    submitter: Submitter,
+    *,
+    tenant: str,
+    collection: Collection,
+    file: FileInfo,
+    metadata: dict[str, Any],
+    external_id: str | None,
+) -> tuple[Document, bool]:
+    """The document for this content or external id, queued for ingest unless it is already there with
+    the same content and metadata. Returns it and whether it was created (else updated or unchanged)."""
+    if file.content_type not in INGESTIBLE:
+        raise UnsupportedMediaType(
+            f"cannot ingest {file.content_type}: send PDF, PNG, JPEG, TIFF, WebP, BMP, text, Markdown, HTML or DOCX"
+        )
+    metadata = check_metadata(collection.fields, metadata)
+    match = (
+        documents.c.external_id == external_id
+        if external_id is not None
+        else sa.and_(documents.c.sha256 == file.sha256, documents.c.external_id.is_(None))
+    )
+    async with db.read(config.engine) as conn:
+        row = (
+            (await conn.execute(sa.select(documents).where(documents.c.collection_id == collection.id, match)))
+            .mappings()
+            .first()
+        )
+    existing = Document(**row) if row is not None else None
+    if (
+        existing is not None
+        and existing.sha256 == file.sha256
+        and existing.metadata == metadata
+        and existing.status != DocumentStatus.FAILED
+    ):
+        return existing, False
+    now = utcnow()
+    values = {
+        "sha256": file.sha256,
+        "file_id": file.id,
+        "filename": file.filename,
+        "content_type": file.content_type,
+        "metadata": metadata,
+        "status": DocumentStatus.QUEUED,
+        "error": None,
+        "updated_at": now,
+    }
+    document_id = existing.id if existing is not None else new_id()
+    try:
+        async with db.write(config.engine) as conn:
+            if existing is None:
+                await conn.execute(
+                    documents.insert().values(
+                        id=document_id,
+                        collection_id=collection.id,
+                        tenant=tenant,
+                        external_id=external_id,
+                        job_id=None,
+                        chunks=0,
+                        created_at=now,
+                        **values,
+                    )
+                )
+            else:
+                await conn.execute(documents.update().where(documents.c.id == document_id).values(**values))
+    except IntegrityError as exc:  # the same external_id sent twice at once
+        raise Conflict(f"document with external_id {external_id!r} is being added by another request") from exc
+    job, _ = await submitter.submit(
+        JobRequest(kind="ingest", input={"collection_id": collection.id, "document_id": document_id}), tenant=tenant
+    )
+    async with db.write(config.engine) as conn:
+        await conn.execute(documents.update().where(documents.c.id == document_id).values(job_id=job.id))
+    return await get_document(config, collection=collection, document_id=document_id), existing is None
+
+
+async def get_document(config: SearchConfig, *, collection: Collection, document_id: str) -> Document:
+    async with db.read(config.engine) as conn:
+        row = (
+            (
+                await conn.execute(
+                    sa.select(documents).where(
+                        documents.c.collection_id == collection.id, documents.c.id == document_id
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        raise NotFound(f"document {document_id} not found in collection {collection.name!r}")
+    return Document(**row)
+
+
+async def list_documents(
+    config: SearchConfig, *, collection: Collection, limit: int, cursor: str | None, status: str | None = None
+) -> tuple[list[Document], str | None]:
+    query = sa.select(documents).where(documents.c.collection_id == collection.id)
+    if status is not None:
+        query = query.where(documents.c.status == status)
+    async with db.read(config.engine) as conn:
+        return await newest_first(
+            conn,
+            query,
+            documents.c.id,
+            limit=limit,
+            cursor=cursor,
+            to_item=lambda row: Document(**row),
+            id_of=lambda document: document.id,
+        )
+
+
+async def delete_document(config: SearchConfig, *, collection: Collection, document_id: str) -> None:
+    document = await get_document(config, collection=collection, document_id=document_id)
+    async with db.write(config.engine) as conn:
+        await conn.execute(documents.delete().where(documents.c.id == document.id))
+    await config.index.delete_document(collection.id, document.id)
+    await bump_version(config.engine, collection.id)
+
+
+# -- search ---------------------------------------------------------------------------------------
+
+Mode = Literal["hybrid", "semantic", "keyword"]
+
+
+class SearchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=2000)
+    mode: Mode = "hybrid"
+    filter: dict[str, Any] | None = None
+    limit: int = Field(default=10, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=500)
+    group_by_document: bool = False
+
+
+def _normalized_query(text: str) -> str:
+    return re.sub(r"\s+", " ", normalize(text)).strip()
+
+
+def _request_key(collection: Collection, request: SearchIn) -> str:
+    """What makes two searches the same, whatever page they ask for (the collection's version apart)."""
+    canonical = json.dumps(
+        {
+            "c": collection.id,
+            "q": _normalized_query(request.query),
+            "m": request.mode,
+            "f": request.filter or {},
+            "g": request.group_by_document,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _encode_cursor(key: str, version: int, offset: int) -> str:
+    raw = json.dumps({"k": key, "v": version, "o": offset}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, key: str, version: int) -> int:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        cursor_key, cursor_version, offset = str(data["k"]), int(data["v"]), int(data["o"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput("cursor is not one this API returned", field="cursor") from exc
+    if cursor_key != key:
+        raise InvalidInput("cursor belongs to another query; send the same query, mode and filter", field="cursor")
+    if cursor_version != version:
+        raise Conflict("the collection changed since this cursor was issued; search again from the first page")
+    return max(0, offset)
+
+
+async def _ranked(config: SearchConfig, collection: Collection, request: SearchIn, flt: Any) -> list[Candidate]:
+    window = config.window
+    ranked: dict[str, list[Candidate]] = {}
+    if request.mode in ("semantic", "hybrid"):
+        vector = await config.models.predict(collection.embedding_model, EmbedInput(request.query, query=True))
+        ranked["semantic"] = await config.index.semantic(collection.spec, vector, flt, window)
+    if request.mode in ("keyword", "hybrid"):
+        tokens = tokenize(request.query)
+        ranked["keyword"] = await config.index.keyword(collection.spec, tokens, flt, window)
+    hybrid = request.mode == "hybrid"
+    fused = rrf(ranked, config.weights, config.rrf_k)[:window] if hybrid else ranked[request.mode]
+    return best_per_document(fused) if request.group_by_document else fused
+
+
+def highlights(text: str, query_tokens: list[str]) -> list[list[int]]:
+    """[start, end) character spans of `text` where a query token occurs (case-insensitive), in order,
+    without overlaps: enough for a client to bold the matches."""
+    lowered = text.lower()
+    spans: list[tuple[int, int]] = []
+    for token in sorted(set(query_tokens), key=len, reverse=True):
+        start = lowered.find(token)
+        while start != -1:
+            end = start + len(token)
+            if not any(s < end and start < e for s, e in spans):
+                spans.append((start, end))
+            start = lowered.find(token, end)
+    return [[s, e] for s, e in sorted(spans)]
+
+
+def _hit(candidate: Candidate, chunk: StoredChunk, query_tokens: list[str]) -> dict[str, Any]:
+    return {
+        "document_id": candidate.document_id,
+        "chunk_id": candidate.chunk_id,
+        "score": round(candidate.score, 6),
+        "text": chunk.text,
+        "heading": chunk.heading,
+        "page": chunk.page,
+        "highlights": highlights(chunk.text, query_tokens),
+        "metadata": chunk.metadata,
+    }
+
+
+async def search(config: SearchConfig, *, tenant: str, name: str, request: SearchIn) -> dict[str, Any]:
+    started = time.perf_counter()
+    collection = await get_collection(config, tenant=tenant, name=name)
+    flt = parse_filter(collection.fields, request.filter)
+    key = _request_key(collection, request)
+    offset = _decode_cursor(request.cursor, key, collection.version) if request.cursor else 0
+    cache_key = f"{key}:{collection.version}"
+    cached = await config.cache.get(cache_key)
+    if cached is None:
+        candidates = await _ranked(config, collection, request, flt)
+        await config.cache.put(cache_key, [[c.chunk_id, c.document_id, c.score] for c in candidates])
+        config.metrics.search_cache.labels("miss").inc()
+    else:
+        candidates = [Candidate(chunk_id, document_id, score) for chunk_id, document_id, score in cached]
+        config.metrics.search_cache.labels("hit").inc()
+    page = candidates[offset : offset + request.limit]
+    chunks = await config.index.fetch(collection.id, [c.chunk_id for c in page]) if page else {}
+    query_tokens = tokenize(request.query)
+    hits = [_hit(c, chunks[c.chunk_id], query_tokens) for c in page if c.chunk_id in chunks]
+    end = offset + request.limit
+    took_s = time.perf_counter() - started
+    config.metrics.search_seconds.labels(request.mode, "hit" if cached is not None else "miss").observe(took_s)
+    return {
+        "hits": hits,
+        "next_cursor": _encode_cursor(key, collection.version, end) if end < len(candidates) else None,
+        "total": len(candidates),
+        "took_ms": round(took_s * 1000, 2),
+        "cached": cached is not None,
+    }
+
+
+async def similar(config: SearchConfig, *, tenant: str, name: str, document_id: str, limit: int) -> dict[str, Any]:
+    """Documents like this one: the mean of its chunk vectors, searched, itself left out."""
+    started = time.perf_counter()
+    collection = await get_collection(config, tenant=tenant, name=name)
+    document = await get_document(config, collection=collection, document_id=document_id)
+    vectors = await config.index.document_vectors(collection.id, document.id)
+    if not vectors:
+        raise Conflict(f"document {document.id} has no indexed chunks yet (status {document.status})")
+    import numpy as np
+
+    centroid = np.mean(np.stack(vectors), axis=0).astype(np.float32)
+    centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
+    candidates = await config.index.semantic(collection.spec, centroid, None, config.window)
+    others = [c for c in best_per_document(candidates) if c.document_id != document.id][:limit]
+    chunks = await config.index.fetch(collection.id, [c.chunk_id for c in others]) if others else {}
+    hits = [_hit(c, chunks[c.chunk_id], []) for c in others if c.chunk_id in chunks]
+    return {"hits": hits, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
