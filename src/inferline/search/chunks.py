@@ -77,7 +77,11 @@ def _pieces(text: str, budget: int) -> list[str]:
             if words and estimate_tokens(" ".join([*words, word])) > budget:
                 pieces.append(" ".join(words))
                 words = []
-            words.append(word if estimate_tokens(word) <= budget else word[: budget * 2])
+            if estimate_tokens(word) > budget:  # a "word" longer than a chunk (a hash, base64): cut it up
+                step = max(1, budget * 2)
+                pieces.extend(word[i : i + step] for i in range(0, len(word), step))
+                continue
+            words.append(word)
         if words:
             pieces.append(" ".join(words))
     return pieces

