@@ -244,13 +244,16 @@ def _call(client: httpx.Client, method: str, url: str, **kwargs: Any) -> Any:
         err.print(f"cannot reach {client.base_url}: {exc}")
         raise typer.Exit(1) from exc
     if response.is_error:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        err.print(f"error {response.status_code}: {detail}")
+        err.print(f"error {response.status_code}: {_detail(response)}")
         raise typer.Exit(1)
     return response.json()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text
 
 
 def _show_job(job: dict[str, Any], as_json: bool) -> None:
@@ -425,14 +428,8 @@ def ocr(
     options = {"lang": lang, "engine": engine, "page_mode": page_mode} | ({"pages": pages} if pages else {})
     options |= {"rotate_pages": "true"} if rotate_pages else {}
     options |= {"deskew": "true"} if deskew else {}
-    if server is not None:
-        with _client(server, key, data_dir) as client:
-            failed = _ocr_files(client, files, options, fmt, out)
-    else:
-        settings = _settings(data_dir=data_dir)
-        logs.configure("warning", json=settings.log_json)
-        with _embedded_server(settings) as url, _client(url, key, settings.data_dir) as client:
-            failed = _ocr_files(client, files, options, fmt, out)
+    with _api(server, key, data_dir) as client:
+        failed = _ocr_files(client, files, options, fmt, out)
     if failed:
         raise typer.Exit(1)
 
@@ -497,6 +494,167 @@ def _ocr_files(client: httpx.Client, files: list[Path], options: dict[str, str],
             target.write_text(response.text, encoding="utf-8")
             err.print(f"{path} -> {target}")
     return failed
+
+
+# -- search -----------------------------------------------------------------------------------------
+
+INGEST_SUFFIXES = frozenset(
+    {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".txt", ".md", ".markdown", ".html",
+     ".htm", ".docx"}
+)  # fmt: skip
+FINAL_DOCUMENT = {"ready", "failed"}
+
+
+def _ingest_targets(paths: list[Path]) -> list[tuple[Path, str]]:
+    """(file, external id) for every file named or found under a folder (recursively, known types only).
+    The external id is the path as given, so ingesting the same tree again updates its documents."""
+    found: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and child.suffix.lower() in INGEST_SUFFIXES and not child.name.startswith("."):
+                    found.append((child, str(child)))
+        else:
+            found.append((path, str(path)))
+    return found
+
+
+@contextlib.contextmanager
+def _api(server: str | None, key: str | None, data_dir: Path | None) -> Iterator[httpx.Client]:
+    """A client of the given server, or of the app started in-process on the embedded default."""
+    if server is not None:
+        with _client(server, key, data_dir) as client:
+            yield client
+        return
+    settings = _settings(data_dir=data_dir)
+    logs.configure("warning", json=settings.log_json)
+    with _embedded_server(settings) as url, _client(url, key, settings.data_dir) as client:
+        yield client
+
+
+def _upload_all(
+    client: httpx.Client, progress: Progress, collection: str, targets: list[tuple[Path, str]], extra: dict[str, str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Documents accepted, and why the others were refused, by external id."""
+    sent = progress.add_task("upload", total=len(targets))
+    documents: dict[str, dict[str, Any]] = {}
+    refused: dict[str, str] = {}
+    for path, external_id in targets:
+        with path.open("rb") as handle:
+            response = client.post(
+                f"/api/v1/collections/{collection}/documents",
+                files={"file": (path.name, handle)},
+                data={"external_id": external_id, **extra},
+            )
+        if response.status_code == 404:  # the collection itself: nothing else will work
+            _call(client, "GET", f"/api/v1/collections/{collection}")
+        if response.is_error:  # this file only (type, size, metadata): the others go on
+            refused[external_id] = _detail(response)
+        else:
+            documents[external_id] = response.json()
+        progress.advance(sent)
+    return documents, refused
+
+
+def _wait_indexed(
+    client: httpx.Client, progress: Progress, collection: str, documents: dict[str, dict[str, Any]]
+) -> None:
+    done = progress.add_task("indexed", total=len(documents))
+    while True:
+        for external_id, document in documents.items():
+            if document["status"] not in FINAL_DOCUMENT:
+                url = f"/api/v1/collections/{collection}/documents/{document['id']}"
+                documents[external_id] = _call(client, "GET", url)
+        finished = sum(d["status"] in FINAL_DOCUMENT for d in documents.values())
+        chunks = sum(d["chunks"] for d in documents.values())
+        progress.update(done, completed=finished, description=f"indexed · {chunks} chunks")
+        if finished == len(documents):
+            return
+        time.sleep(0.25)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders (searched recursively)", exists=True)],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="created if missing")],
+    metadata: Annotated[str | None, typer.Option(help="a JSON object given to every document")] = None,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", envvar="INFERLINE_SERVER", help="a running server [default: in-process, embedded]"),
+    ] = None,
+    key: Key = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Add documents to a collection and wait until they are indexed, with progress over files and chunks.
+    Each file's path is its external id: ingesting the same files again updates them. Exits 1 if any
+    document failed."""
+    targets = _ingest_targets(paths)
+    if not targets:
+        err.print("no files to ingest (known types: " + " ".join(sorted(INGEST_SUFFIXES)) + ")")
+        raise typer.Exit(2)
+    extra = {"metadata": metadata} if metadata else {}
+    with _api(server, key, data_dir) as client:
+        found = client.get(f"/api/v1/collections/{collection}")
+        if found.status_code == 404:
+            _call(client, "POST", "/api/v1/collections", json={"name": collection})
+            err.print(f"created collection {collection!r}")
+        columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn()]
+        with Progress(*columns, console=err) as progress:
+            documents, refused = _upload_all(client, progress, collection, targets, extra)
+            _wait_indexed(client, progress, collection, documents)
+    failed = refused | {external_id: d["error"] for external_id, d in documents.items() if d["status"] == "failed"}
+    for external_id, reason in failed.items():
+        err.print(f"{external_id}: failed: {reason}")
+    err.print(f"{len(targets) - len(failed)} of {len(targets)} documents indexed into {collection!r}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _filter_option(values: list[str]) -> dict[str, Any]:
+    """`key=value` pairs, all of which must hold; values read as JSON when they are (numbers, true)."""
+    conditions: dict[str, Any] = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            err.print(f"--filter takes key=value, not {item!r}")
+            raise typer.Exit(2)
+        try:
+            conditions[name] = json.loads(raw)
+        except ValueError:
+            conditions[name] = raw
+    return conditions
+
+
+@app.command("search")
+def search_command(
+    query: Annotated[str, typer.Argument(help="what to look for, in any language")],
+    collection: Annotated[str, typer.Option("--collection", "-c")],
+    mode: Annotated[str, typer.Option(help="hybrid, semantic or keyword")] = "hybrid",
+    filters: Annotated[list[str] | None, typer.Option("--filter", help="key=value on a declared field")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    as_json: AsJson = False,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", envvar="INFERLINE_SERVER", help="a running server [default: in-process, embedded]"),
+    ] = None,
+    key: Key = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Search a collection."""
+    body: dict[str, Any] = {"query": query, "mode": mode, "limit": limit}
+    if filters:
+        body["filter"] = _filter_option(filters)
+    with _api(server, key, data_dir) as client:
+        result = _call(client, "POST", f"/api/v1/collections/{collection}/search", json=body)
+    if as_json:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+        return
+    table = Table("score", "document", "text")
+    for hit in result["hits"]:
+        text = " ".join(hit["text"].split())
+        table.add_row(f"{hit['score']:.4f}", hit["document_id"][:13], text[:120] + ("…" if len(text) > 120 else ""))
+    Console().print(table)
+    err.print(f"{len(result['hits'])} of {result['total']} hits in {result['took_ms']} ms")
 
 
 def main() -> None:
