@@ -55,8 +55,10 @@ class Batcher(Generic[In, Out]):
         queue_limit: int,
         metrics: Metrics,
         runner: Runner | None = None,
+        name: str | None = None,
     ) -> None:
         self.model = model
+        self.name = name or model.name  # the registered name: one class may serve several models
         self.mode = mode
         self.device = device
         self.queue_limit = queue_limit
@@ -73,7 +75,7 @@ class Batcher(Generic[In, Out]):
         self._loop_task: asyncio.Task[None] | None = None
         self._load_lock = asyncio.Lock()
         # Labelled children looked up once: labels() per item cost ~10% of a 5 ms batch of 64.
-        name = model.name
+        name = self.name
         self._in_flight = metrics.model_in_flight.labels(name)
         self._rejected = metrics.model_rejected.labels(name)
         self._batch_size = metrics.model_batch_size.labels(name)
@@ -94,7 +96,7 @@ class Batcher(Generic[In, Out]):
             await self.ensure_loaded()
         if len(self._queue) >= self.queue_limit:
             self._rejected.inc()
-            raise Overloaded(f"model {self.model.name} has {len(self._queue)} items queued", retry_after_s=1.0)
+            raise Overloaded(f"model {self.name} has {len(self._queue)} items queued", retry_after_s=1.0)
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         pending = _Pending(item, future, self.model.cost(item))
         self._queue.append(pending)
@@ -103,7 +105,7 @@ class Batcher(Generic[In, Out]):
         if self._full():  # only a full batch wakes the loop early; otherwise its deadline does
             self._filled.set()
         if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.create_task(self._run(), name=f"batcher:{self.model.name}")
+            self._loop_task = asyncio.create_task(self._run(), name=f"batcher:{self.name}")
         try:
             return await future
         finally:
@@ -121,7 +123,7 @@ class Batcher(Generic[In, Out]):
                 await self.runner.setup()
             except Exception as exc:
                 self.state, self.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
-                raise ModelError(f"model {self.model.name} failed to load: {self.error}") from exc
+                raise ModelError(f"model {self.name} failed to load: {self.error}") from exc
             self.state, self.error = ModelState.READY, None
 
     async def aclose(self) -> None:
@@ -132,7 +134,7 @@ class Batcher(Generic[In, Out]):
                     await task
         for pending in self._queue:
             if not pending.future.done():
-                pending.future.set_exception(ModelError(f"model {self.model.name} is shutting down"))
+                pending.future.set_exception(ModelError(f"model {self.name} is shutting down"))
         self._queue.clear()
         self.state = ModelState.UNLOADED
         await self.runner.close()  # also stops the threads or processes of a model that failed to load
@@ -204,7 +206,7 @@ class Batcher(Generic[In, Out]):
             if len(batch) == 1:
                 self._resolve(batch[0], exc)
             else:  # find the culprit: each item alone, so one bad input fails only its caller
-                log.warning("batch_failed_retrying_items", model=self.model.name, size=len(batch), error=str(exc))
+                log.warning("batch_failed_retrying_items", model=self.name, size=len(batch), error=str(exc))
                 for pending in batch:
                     await self._execute([pending])
             return

@@ -88,6 +88,7 @@ class ModelRuntime:
                 queue_limit=self.queue_limit,
                 metrics=self.metrics,
                 runner=runner,
+                name=name,
             )
             self._batchers[name] = batcher
         return batcher
