@@ -229,6 +229,9 @@ async def test_reingesting_the_same_content_or_external_id_updates_instead_of_du
     listed = (await search_api.client.get("/api/v1/collections/docs/documents")).json()["items"]
     assert sorted(d["id"] for d in listed) == sorted([first["id"], old["id"]])
     assert {d["status"] for d in listed} == {"ready"}
+    view = (await search_api.client.get("/api/v1/collections/docs")).json()
+    assert view["document_count"] == 2
+    assert view["documents_by_status"] == {"queued": 0, "processing": 0, "ready": 2, "failed": 0}
     assert documents_of(await search(search_api, "sourdough", mode="keyword")) == []
     assert documents_of(await search(search_api, "HNSW", mode="keyword")) == [old["id"]]
     page = (await search_api.client.get("/api/v1/collections/docs/documents", params={"limit": 1})).json()

@@ -7,8 +7,8 @@ Each chunk is a point with a dense vector (`dense`, cosine, HNSW once optimized)
 payload index per declared field (`m.<field>`) and on `doc` is created with the shard, before any data:
 filtered HNSW search relies on them (without, filtered recall fell to 0.19 in the issue's measurement).
 
-Writes go to appendable segments, searched exactly; after a write a background thread runs the
-optimizer, which builds the HNSW and payload indexes (one optimization at a time per shard). The shard
+Writes go to appendable segments, searched exactly; once writes have paused for 2 s a background thread
+runs the optimizer, which builds the HNSW and payload indexes (one optimization at a time per shard). The shard
 is opened by one process: the embedded default (`inferline serve`) runs the API and its workers in one.
 """
 
@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 DENSE, SPARSE = "dense", "bm25"
+OPTIMIZE_AFTER_QUIET_S = 2.0
 SCHEMA = {
     FieldType.KEYWORD: qe.PayloadSchemaType.Keyword,
     FieldType.INT: qe.PayloadSchemaType.Integer,
@@ -56,6 +57,7 @@ class _Shard:
         self.write_lock = threading.Lock()  # updates, optimize and close, one at a time
         self.optimizing = False
         self.dirty = False
+        self.last_write = 0.0
 
 
 class QdrantIndex:
@@ -151,6 +153,7 @@ class QdrantIndex:
             with shard.write_lock:
                 shard.shard.update(qe.UpdateOperation.upsert_points(points))
                 shard.dirty = True
+                shard.last_write = time.monotonic()
             self._optimize_later(spec.collection_id, shard)
 
         await self._run(upsert)
@@ -162,6 +165,7 @@ class QdrantIndex:
             with shard.write_lock:
                 shard.shard.update(qe.UpdateOperation.delete_points_by_filter(condition))
                 shard.dirty = True
+                shard.last_write = time.monotonic()
             self._optimize_later(collection_id, shard)
 
         try:
@@ -177,6 +181,12 @@ class QdrantIndex:
         def optimize() -> None:
             try:
                 while True:
+                    # Let a burst of writes (an ingest of many documents) finish first: one optimization
+                    # then, instead of one per document competing with the embedding model for the CPU.
+                    quiet_s = time.monotonic() - shard.last_write
+                    if quiet_s < OPTIMIZE_AFTER_QUIET_S:
+                        time.sleep(OPTIMIZE_AFTER_QUIET_S - quiet_s)
+                        continue
                     with shard.write_lock:
                         if not shard.dirty or self._shards.get(collection_id) is not shard:
                             return

@@ -90,7 +90,7 @@ class Collection:
     def spec(self) -> IndexSpec:
         return IndexSpec(self.id, self.dim, self.fields, avg_chunk_tokens=self.chunk_tokens * 0.75)
 
-    def public_view(self, document_count: int | None = None) -> dict[str, Any]:
+    def public_view(self, document_count: int | None = None, by_status: dict[str, int] | None = None) -> dict[str, Any]:
         view: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
@@ -104,6 +104,8 @@ class Collection:
         }
         if document_count is not None:
             view["document_count"] = document_count
+        if by_status is not None:
+            view["documents_by_status"] = by_status
         return view
 
 
@@ -186,10 +188,17 @@ async def list_collections(config: SearchConfig, *, tenant: str) -> list[dict[st
     return views
 
 
-async def document_count(config: SearchConfig, collection: Collection) -> int:
+async def document_counts(config: SearchConfig, collection: Collection) -> dict[str, int]:
+    """Documents by ingest status (queued, processing, ready, failed), each present, even at 0."""
+    query = (
+        sa.select(documents.c.status, sa.func.count())
+        .where(documents.c.collection_id == collection.id)
+        .group_by(documents.c.status)
+    )
     async with db.read(config.engine) as conn:
-        query = sa.select(sa.func.count()).where(documents.c.collection_id == collection.id)
-        return int((await conn.execute(query)).scalar_one())
+        found = {status: int(count) for status, count in (await conn.execute(query)).all()}
+    statuses = (DocumentStatus.QUEUED, DocumentStatus.PROCESSING, DocumentStatus.READY, DocumentStatus.FAILED)
+    return {status: found.get(status, 0) for status in statuses}
 
 
 async def delete_collection(config: SearchConfig, *, tenant: str, name: str) -> None:

@@ -61,8 +61,10 @@ async def list_collections(services: ServicesDep, tenant: TenantDep) -> dict[str
 
 @router.get("/{name}")
 async def get_collection(name: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    """The collection, its document count and documents by ingest status (cheap to poll during ingest)."""
     collection = await service.get_collection(services.search, tenant=tenant, name=name)
-    return collection.public_view(await service.document_count(services.search, collection))
+    counts = await service.document_counts(services.search, collection)
+    return collection.public_view(sum(counts.values()), counts)
 
 
 @router.delete("/{name}", status_code=204)

