@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inferline.errors import NonRetryable
 from inferline.search.filters import check_fields, parse_filter
 from inferline.search.index import ChunkRecord, IndexSpec, SearchIndex
 from inferline.search.pgvector import PgVectorIndex
@@ -192,3 +193,14 @@ async def test_the_embedded_shard_serves_concurrent_searches_during_writes_and_s
     nearest = await reopened.semantic(spec, probe.vector, None, 1)
     assert nearest[0].chunk_id == probe.id
     await reopened.close()
+
+
+async def test_a_second_process_cannot_open_the_embedded_index(tmp_path: Path) -> None:
+    first, second = QdrantIndex(tmp_path / "index"), QdrantIndex(tmp_path / "index")
+    spec = IndexSpec(str(uuid.uuid4()), DIM, FIELDS)
+    await first.create(spec)
+    with pytest.raises(NonRetryable, match="another process"):
+        await second.count(spec.collection_id)
+    await first.close()  # the lock goes with it
+    assert await second.count(spec.collection_id) == 0
+    await second.close()

@@ -15,6 +15,7 @@ is opened by one process: the embedded default (`inferline serve`) runs the API 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import shutil
 import threading
 import time
@@ -26,6 +27,7 @@ import numpy as np
 import qdrant_edge as qe
 import structlog
 
+from inferline.errors import NonRetryable
 from inferline.search.filters import And, FieldType, Filter, Not, Or, Range
 from inferline.search.index import (
     Candidate,
@@ -67,6 +69,24 @@ class QdrantIndex:
         self.search_threads = search_threads
         self._shards: dict[str, _Shard] = {}
         self._open_lock = threading.Lock()
+        self._owner: Any = None  # the open lock file: this process owns the shards under root
+
+    def _own(self) -> None:
+        """Shards must be opened by one process only: the first to touch the index holds an exclusive
+        lock on `<root>/.lock` until it closes; any other gets a clear error instead of a corrupt index."""
+        if self._owner is not None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = (self.root / ".lock").open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.close()
+            raise NonRetryable(
+                f"the embedded search index at {self.root} is open in another process; run the API and its "
+                "workers in one process (`inferline serve`), or use INFERLINE_SEARCH_BACKEND=pgvector"
+            ) from exc
+        self._owner = handle
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -84,6 +104,7 @@ class QdrantIndex:
 
     def _open(self, collection_id: str, spec: IndexSpec | None = None) -> _Shard:
         with self._open_lock:
+            self._own()
             shard = self._shards.get(collection_id)
             if shard is not None:
                 return shard
@@ -126,6 +147,9 @@ class QdrantIndex:
                 with shard.write_lock:
                     shard.shard.flush()
                     shard.shard.close()
+            if self._owner is not None:
+                self._owner.close()  # releases the lock
+                self._owner = None
 
         await self._run(close)
 
