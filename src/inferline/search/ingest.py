@@ -40,8 +40,8 @@ from inferline.search.service import (
     Document,
     DocumentStatus,
     SearchConfig,
-    bump_version,
     collection_from_row,
+    forget,
 )
 from inferline.search.tokens import normalize, tokenize
 
@@ -178,8 +178,18 @@ async def _ingest(config: IngestConfig, ctx: JobContext, collection: Collection,
     if await _load(search, IngestInput(collection_id=collection.id, document_id=document.id), ctx.tenant) is None:
         await search.index.delete_document(collection.id, document.id)  # deleted while we worked
         return 0
-    await _set_status(search, document.id, status=DocumentStatus.READY, chunks=len(records), error=None)
-    await bump_version(search, collection.id)
+    # One transaction: whoever sees the document ready also sees the collection's new version, so no
+    # search after that can be answered from a cache entry made before these chunks were indexed.
+    async with db.write(search.engine) as conn:
+        await conn.execute(
+            documents.update()
+            .where(documents.c.id == document.id)
+            .values(status=DocumentStatus.READY, chunks=len(records), error=None, updated_at=utcnow())
+        )
+        await conn.execute(
+            collections.update().where(collections.c.id == collection.id).values(version=collections.c.version + 1)
+        )
+    forget(search, collection.id)
     return len(records)
 
 
