@@ -39,6 +39,10 @@ DatabaseUrl = Annotated[
     str | None, typer.Option("--database-url", help="e.g. postgresql://user@host/db [default: SQLite]")
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+ServerOrEmbedded = Annotated[
+    str | None,
+    typer.Option("--server", envvar="INFERLINE_SERVER", help="a running server [default: in-process, embedded]"),
+]
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -403,10 +407,7 @@ def _stream(client: httpx.Client, job_id: str) -> Any:
 @app.command()
 def ocr(
     files: Annotated[list[Path], typer.Argument(help="images (PNG, JPEG, TIFF, WebP, BMP) or PDFs", exists=True)],
-    server: Annotated[
-        str | None,
-        typer.Option("--server", envvar="INFERLINE_SERVER", help="a running server [default: in-process, embedded]"),
-    ] = None,
+    server: ServerOrEmbedded = None,
     key: Key = None,
     fmt: Annotated[str, typer.Option("--format", help="text, json or hocr")] = "text",
     out: Annotated[
@@ -580,10 +581,7 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="files or folders (searched recursively)", exists=True)],
     collection: Annotated[str, typer.Option("--collection", "-c", help="created if missing")],
     metadata: Annotated[str | None, typer.Option(help="a JSON object given to every document")] = None,
-    server: Annotated[
-        str | None,
-        typer.Option("--server", envvar="INFERLINE_SERVER", help="a running server [default: in-process, embedded]"),
-    ] = None,
+    server: ServerOrEmbedded = None,
     key: Key = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -635,10 +633,7 @@ def search_command(
     filters: Annotated[list[str] | None, typer.Option("--filter", help="key=value on a declared field")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
     as_json: AsJson = False,
-    server: Annotated[
-        str | None,
-        typer.Option("--server", envvar="INFERLINE_SERVER", help="a running server [default: in-process, embedded]"),
-    ] = None,
+    server: ServerOrEmbedded = None,
     key: Key = None,
     data_dir: DataDir = None,
 ) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
@@ -53,3 +55,21 @@ async def store_upload(services: Services, form: FormData, *, tenant: str) -> Fi
 
 def text_fields(form: FormData) -> dict[str, Any]:
     return {key: value for key, value in form.multi_items() if isinstance(value, str)}
+
+
+def parse_model(model: type[BaseModel], data: Any) -> Any:
+    """`data` as `model`, or a 422 naming the first field at fault (for bodies read by hand: multipart
+    forms and JSON-or-multipart endpoints, which FastAPI cannot validate for us)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise InvalidInput(f"{where}: {first['msg']}", field=where) from exc
+
+
+async def json_body(request: Request) -> Any:
+    try:
+        return json.loads(await request.body() or b"null")
+    except ValueError as exc:
+        raise InvalidInput(f"body: not JSON ({exc})", field="body") from exc

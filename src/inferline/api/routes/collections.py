@@ -7,11 +7,19 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from inferline.api.deps import ServicesDep, TenantDep
 from inferline.api.routes.jobs import json_response
-from inferline.api.uploads import is_multipart, multipart_schema, read_form, store_upload, text_fields
+from inferline.api.uploads import (
+    is_multipart,
+    json_body,
+    multipart_schema,
+    parse_model,
+    read_form,
+    store_upload,
+    text_fields,
+)
 from inferline.errors import InvalidInput
 from inferline.files.service import save_file
 from inferline.search import service
@@ -26,22 +34,6 @@ class TextDocumentIn(BaseModel):
     text: str = Field(min_length=1)
     metadata: dict[str, Any] | None = None
     external_id: str | None = Field(default=None, min_length=1, max_length=500)
-
-
-def _parse(model: type[BaseModel], data: Any) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise InvalidInput(f"{where}: {first['msg']}", field=where) from exc
-
-
-async def _json_body(request: Request) -> Any:
-    try:
-        return json.loads(await request.body() or b"null")
-    except ValueError as exc:
-        raise InvalidInput(f"body: not JSON ({exc})", field="body") from exc
 
 
 @router.post("", status_code=201)
@@ -105,7 +97,7 @@ async def add_document(name: str, request: Request, services: ServicesDep, tenan
         finally:
             await form.close()
     else:
-        body = _parse(TextDocumentIn, await _json_body(request))
+        body = parse_model(TextDocumentIn, await json_body(request))
         metadata, external_id = service.check_document_input(body.metadata, body.external_id)
         file = await save_file(
             services.engine,

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from inferline.api.deps import ServicesDep, TenantDep
 from inferline.api.routes.jobs import json_response
-from inferline.api.uploads import is_multipart, multipart_schema, read_form, store_upload, text_fields
+from inferline.api.uploads import (
+    is_multipart,
+    json_body,
+    multipart_schema,
+    parse_model,
+    read_form,
+    store_upload,
+    text_fields,
+)
 from inferline.bootstrap import ocr_limits
 from inferline.errors import InvalidInput
 from inferline.files.service import get_file
@@ -56,15 +62,6 @@ def _wait_s(request: Request) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def _parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise InvalidInput(f"{where}: {first['msg']}", field=where) from exc
-
-
 @router.post("/ocr", status_code=201, openapi_extra=_BODY)
 async def ocr(request: Request, services: ServicesDep, tenant: TenantDep) -> Response:
     """Queue an OCR job for an uploaded file (multipart `file` plus option fields) or a stored one (JSON
@@ -76,18 +73,15 @@ async def ocr(request: Request, services: ServicesDep, tenant: TenantDep) -> Res
         form = await read_form(request)
         try:
             fields = text_fields(form)
-            options = _parse(OcrJsonIn, {"file_id": "upload", **fields})
+            options = parse_model(OcrJsonIn, {"file_id": "upload", **fields})
             file = await store_upload(services, form, tenant=tenant)
         finally:
             await form.close()
     else:
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError as exc:
-            raise InvalidInput(f"body: not JSON ({exc})", field="body") from exc
+        body = await json_body(request)
         if not isinstance(body, dict):
             raise InvalidInput("body: a JSON object with `file_id`, or a multipart upload, is required", field="body")
-        options = _parse(OcrJsonIn, body)
+        options = parse_model(OcrJsonIn, body)
         file = await get_file(services.engine, tenant=tenant, file_id=options.file_id)
     settings = services.settings
     job = await submit_ocr(
