@@ -91,6 +91,9 @@ async def test_collections_are_created_listed_scoped_to_their_tenant_and_deleted
     assert (await other.post("/api/v1/collections/docs/search", json={"query": "x"})).status_code == 404
     assert (await other.post("/api/v1/collections/docs/documents", json={"text": "x"})).status_code == 404
     assert (await other.get("/api/v1/collections")).json()["items"] == []
+    for bad in ({"query": "   "}, {"query": "x", "limit": 101}, {"query": "x", "mode": "fuzzy"}, {"q": "x"}):
+        response = await search_api.client.post("/api/v1/collections/docs/search", json=bad)
+        assert response.status_code == 422, bad
     assert (await other.post("/api/v1/collections", json={"name": "docs"})).status_code == 201  # its own "docs"
     assert (await search_api.client.delete("/api/v1/collections/docs")).status_code == 204
     assert (await search_api.client.get("/api/v1/collections/docs")).status_code == 404

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -434,6 +434,13 @@ class SearchIn(BaseModel):
     limit: int = Field(default=10, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=500)
     group_by_document: bool = False
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the query is blank")
+        return value
 
 
 def _normalized_query(text: str) -> str:
