@@ -122,6 +122,10 @@ async def test_korean_and_english_documents_are_found_by_morpheme_meaning_and_ac
     hybrid = await search(search_api, "빵 굽는 법")
     assert documents_of(hybrid)[0] == bread["id"]
     assert hybrid["took_ms"] > 0 and hybrid["cached"] is False
+    # Passages and queries were embedded by two copies of the model, so queries never queue behind ingest.
+    models = {m["name"]: m for m in (await search_api.client.get("/api/v1/models")).json()["items"]}
+    assert models["e5-small"]["state"] == models["e5-small:query"]["state"] == "ready"
+    assert models["e5-small:query"]["processes"] == 1 and models["e5-small:query"]["mode"] == "batched"
 
 
 async def test_filters_of_every_kind_select_exactly_the_matching_documents(search_api: Api) -> None:

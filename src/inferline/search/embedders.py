@@ -200,3 +200,8 @@ class OnnxFactory:
 
 
 DEFAULT_MODEL = E5Small.name
+
+
+def query_model(name: str) -> str:
+    """The runtime name of an embedding model's second copy, which embeds search queries only."""
+    return f"{name}:query"

@@ -33,7 +33,7 @@ from inferline.metrics import Metrics
 from inferline.paging import newest_first
 from inferline.schema import collections, documents
 from inferline.search.cache import SearchCache
-from inferline.search.embedders import EmbedInput
+from inferline.search.embedders import EmbedInput, query_model
 from inferline.search.filters import FieldType, check_fields, check_metadata, parse_filter
 from inferline.search.fusion import best_per_document, rrf
 from inferline.search.index import Candidate, IndexSpec, SearchIndex, StoredChunk
@@ -487,7 +487,8 @@ async def _ranked(
     window = config.window
 
     async def semantic() -> list[Candidate]:
-        vector = await config.models.predict(collection.embedding_model, EmbedInput(request.query, query=True))
+        model = query_model(collection.embedding_model)
+        vector = await config.models.predict(model, EmbedInput(request.query, query=True))
         return await config.index.semantic(collection.spec, vector, flt, window)
 
     # Both at once in hybrid mode: the keyword search runs while the query is being embedded.
