@@ -171,6 +171,7 @@ def test_highlights_mark_query_tokens_without_overlaps() -> None:
     text = "PostgreSQL 데이터베이스를 설치합니다. postgresql!"
     assert highlights(text, tokenize("postgresql 데이터베이스")) == [[0, 10], [11, 17], [26, 36]]
     assert highlights(text, []) == []
+    assert highlights("a data table", tokenize("a table")) == [[7, 12]]  # not every "a" in the text
 
 
 def test_html_docx_and_legacy_korean_text_are_extracted(tmp_path: Path) -> None:

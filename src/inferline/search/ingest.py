@@ -172,6 +172,8 @@ async def _ingest(config: IngestConfig, ctx: JobContext, collection: Collection,
         for chunk, vector, chunk_tokens in zip(chunks, vectors, tokens, strict=True)
     ]
     ctx.raise_if_canceled()
+    if await _load(search, IngestInput(collection_id=collection.id, document_id=document.id), ctx.tenant) is None:
+        return 0  # deleted while it was being embedded: writing would bring a dropped collection's index back
     await search.index.delete_document(collection.id, document.id)
     for start in range(0, len(records), UPSERT_BATCH):
         await search.index.upsert(collection.spec, records[start : start + UPSERT_BATCH])

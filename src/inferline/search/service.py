@@ -508,7 +508,9 @@ def highlights(text: str, query_tokens: list[str]) -> list[list[int]]:
     without overlaps: enough for a client to bold the matches."""
     lowered = text.lower()
     spans: list[tuple[int, int]] = []
-    for token in sorted(set(query_tokens), key=len, reverse=True):
+    # A single Latin letter or digit ("a", "3") would light up every word that contains it.
+    wanted = {token for token in query_tokens if len(token) > 1 or not token.isascii()}
+    for token in sorted(wanted, key=len, reverse=True):
         start = lowered.find(token)
         while start != -1:
             end = start + len(token)
