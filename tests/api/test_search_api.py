@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import time
 import zipfile
 from collections.abc import AsyncIterator, Callable
@@ -67,6 +68,13 @@ async def search(api: Api, query: str, collection: str = "docs", **body: Any) ->
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result
+
+
+async def query_embeddings(api: Api) -> float:
+    """Queries the query model has embedded so far (its batch sizes summed, from /metrics)."""
+    text = (await api.client.get("/metrics")).text
+    match = re.search(r'inferline_model_batch_size_sum\{model="e5-small:query"\} ([0-9.e+]+)', text)
+    return float(match.group(1)) if match else 0.0
 
 
 def documents_of(result: dict[str, Any]) -> list[str]:
@@ -211,9 +219,12 @@ async def test_the_cache_hits_until_an_ingest_or_delete_and_deleted_documents_va
     korean = await ready(search_api, await add(search_api, DB_KO))
     assert (await search(search_api, "데이터베이스 설치"))["cached"] is False
     assert (await search(search_api, "  데이터베이스   설치 "))["cached"] is True  # same query, normalized
+    embedded = await query_embeddings(search_api)
+    assert embedded >= 1
     vectors = await ready(search_api, await add(search_api, "데이터베이스 " + VECTORS_EN))
     after_ingest = await search(search_api, "데이터베이스 설치")
     assert after_ingest["cached"] is False and set(documents_of(after_ingest)) == {korean["id"], vectors["id"]}
+    assert await query_embeddings(search_api) == embedded  # searched again, but the query was not re-embedded
     metrics = (await search_api.client.get("/metrics")).text
     assert 'inferline_search_cache_total{result="hit"} 1.0' in metrics
     assert (await search_api.client.delete(f"/api/v1/collections/docs/documents/{korean['id']}")).status_code == 204
