@@ -42,6 +42,7 @@ from inferline.search.service import (
     SearchConfig,
     collection_from_row,
     forget,
+    version_bump,
 )
 from inferline.search.tokens import normalize, tokenize
 
@@ -188,9 +189,7 @@ async def _ingest(config: IngestConfig, ctx: JobContext, collection: Collection,
             .where(documents.c.id == document.id)
             .values(status=DocumentStatus.READY, chunks=len(records), error=None, updated_at=utcnow())
         )
-        await conn.execute(
-            collections.update().where(collections.c.id == collection.id).values(version=collections.c.version + 1)
-        )
+        await conn.execute(version_bump(collection.id))
     forget(search, collection.id)
     return len(records)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import numpy as np
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.exc import IntegrityError
@@ -221,11 +222,14 @@ async def delete_collection(config: SearchConfig, *, tenant: str, name: str) -> 
     await config.index.drop(collection.id)
 
 
+def version_bump(collection_id: str) -> sa.Update:
+    """The statement that retires every cached search of a collection (run it with the change it covers)."""
+    return collections.update().where(collections.c.id == collection_id).values(version=collections.c.version + 1)
+
+
 async def bump_version(config: SearchConfig, collection_id: str) -> None:
     async with db.write(config.engine) as conn:
-        await conn.execute(
-            collections.update().where(collections.c.id == collection_id).values(version=collections.c.version + 1)
-        )
+        await conn.execute(version_bump(collection_id))
     forget(config, collection_id)
 
 
@@ -604,8 +608,6 @@ async def similar(config: SearchConfig, *, tenant: str, name: str, document_id: 
     vectors = await config.index.document_vectors(collection.id, document.id)
     if not vectors:
         raise Conflict(f"document {document.id} has no indexed chunks yet (status {document.status})")
-    import numpy as np
-
     centroid = np.mean(np.stack(vectors), axis=0).astype(np.float32)
     centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
     candidates = await config.index.semantic(collection.spec, centroid, None, config.window)
