@@ -79,7 +79,7 @@ def serve(
         "timeout_graceful_shutdown": 15,
     }
     if settings.api_processes == 1:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(create_app(settings, freeze_heap=True), **common)
         return
     # Several processes: migrate and make the first key here, once, then start them.
     from inferline.api import processes

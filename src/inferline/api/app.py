@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -37,8 +38,9 @@ async def ensure_admin_key(services: Services) -> str | None:
     return plain
 
 
-def create_app(settings: Settings | None = None, *, workers: int | None = None) -> FastAPI:
-    """The API, plus `workers` in-process job slots (default: `settings.workers`)."""
+def create_app(settings: Settings | None = None, *, workers: int | None = None, freeze_heap: bool = False) -> FastAPI:
+    """The API, plus `workers` in-process job slots (default: `settings.workers`). `freeze_heap`: for a
+    process that serves this one app (`inferline serve`), not for tests that build many."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -54,6 +56,12 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         if background is not None:
             await background.start()
         log.info("started", database=services.engine.dialect.name, workers=slots)
+        # What is loaded by now lives as long as the process; frozen, the collector stops rescanning it on
+        # every full collection (measured at 100k chunks: 75-93 ms per full collection, one of every ~200
+        # searches waiting for it; 6.5 ms frozen).
+        if freeze_heap:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

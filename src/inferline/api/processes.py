@@ -42,7 +42,9 @@ def _child(env: dict[str, str]) -> None:
     settings = Settings()
     logs.configure(settings.log_level, json=settings.log_json)
     sock = _listen(settings.host, settings.port)
-    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, timeout_graceful_shutdown=15)
+    config = uvicorn.Config(
+        create_app(settings, freeze_heap=True), log_config=None, access_log=False, timeout_graceful_shutdown=15
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 
