@@ -6,7 +6,8 @@ LC_MESSAGES/*.mo`: libc, coreutils, apt, tar, ...), the English message and its 
 1. Ingest: documents of Korean messages (~6 chunks each of --ingest-chunk-tokens, default 256: the
    product's default) through `POST /collections/{c}/documents` until all are `ready`, in chunks/s,
    against the embedding model's own throughput on the same chunk texts (e5 called directly with full
-   batches of 32, in this process, before the server starts). Target: >= 90%.
+   batches of 32, in as many processes and threads as the server runs it, before the server starts).
+   Target: >= 90%.
 2. Latency at --chunks chunks (default 100k) on the embedded backend, through the API: p50/p95 per mode,
    uncached (every query new: its embedding, the index search, the fetch) and cached (the same queries
    again). The index is filled directly (vectors: 2,000 real e5 embeddings, each spread over 50 points
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import gettext
 import glob
+import multiprocessing
 import os
 import platform
 import random
@@ -41,6 +43,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from inferline.inference.model import PER_CORE
+from inferline.inference.runners import cpu_count
 from inferline.search.chunks import chunk_pages
 from inferline.search.embedders import E5Small, EmbedInput
 from inferline.search.filters import FieldType
@@ -107,6 +111,32 @@ async def wait_ready(http: httpx.AsyncClient, collection: str, expected: int) ->
 # -- 1. ingest ------------------------------------------------------------------------------------------
 
 
+def _raw_share(texts: list[str], barrier: Any, spans: Any) -> None:
+    model = E5Small()
+    model.setup("cpu")  # the same threads as in the server's model processes
+    model.predict_batch([EmbedInput(t) for t in texts[:4]])
+    barrier.wait()
+    started = time.time()
+    for i in range(0, len(texts), 32):
+        model.predict_batch([EmbedInput(t) for t in texts[i : i + 32]])
+    spans.put((started, time.time()))
+
+
+def raw_throughput(chunks: list[str]) -> float:
+    """The model's own chunks/s, in the server's configuration (E5Small.processes processes, each
+    with its threads), all at once from a common start, nothing else running."""
+    context = multiprocessing.get_context("spawn")
+    count = cpu_count() if E5Small.processes == PER_CORE else E5Small.processes
+    barrier, spans = context.Barrier(count), context.Queue()
+    workers = [context.Process(target=_raw_share, args=(chunks[i::count], barrier, spans)) for i in range(count)]
+    for worker in workers:
+        worker.start()
+    done = [spans.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    return len(chunks) / (max(end for _, end in done) - min(start for start, _ in done))
+
+
 async def bench_ingest(pairs: list[tuple[str, str]], documents: int, chunk_tokens: int) -> dict[str, float]:
     # ~6 chunks per document whatever the chunk size (a message is ~10 tokens)
     per_doc, overlap = max(4, chunk_tokens * 6 // 32), chunk_tokens // 8
@@ -114,14 +144,7 @@ async def bench_ingest(pairs: list[tuple[str, str]], documents: int, chunk_token
     chunks = [
         c.embedding_text() for t in texts for c in chunk_pages([t], budget_tokens=chunk_tokens, overlap_tokens=overlap)
     ]
-    model = E5Small()
-    model.setup("cpu")  # the same threads as in the server's model process
-    model.predict_batch([EmbedInput(t) for t in chunks[:32]])
-    started = time.perf_counter()
-    for i in range(0, len(chunks), 32):
-        model.predict_batch([EmbedInput(t) for t in chunks[i : i + 32]])
-    raw = len(chunks) / (time.perf_counter() - started)
-    del model
+    raw = raw_throughput(chunks)
     with tempfile.TemporaryDirectory() as tmp:
         async with serve(Path(tmp), "--workers", "4") as (port, key), client(port, key) as http:
             made = await http.post(

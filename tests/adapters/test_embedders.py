@@ -129,6 +129,7 @@ def test_packaged_models_rank_a_translation_above_an_unrelated_text(factory: typ
 def test_the_query_copy_of_a_model_runs_one_thread_in_a_process_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     from inferline.bootstrap import register_models
     from inferline.config import Settings
+    from inferline.inference.runners import cpu_count
     from inferline.search.embedders import QueryCopy, query_model
 
     runtime = ModelRuntime(device="cpu", modes={}, queue_limit=10, metrics=Metrics())
@@ -141,6 +142,6 @@ def test_the_query_copy_of_a_model_runs_one_thread_in_a_process_of_its_own(monke
     model.setup("cpu")
     try:
         assert model._model.session.get_session_options().intra_op_num_threads == 1
-        assert E5Small().threads is None  # the passage copy keeps every core
+        assert runtime.processes_of("e5-small") == cpu_count() and E5Small().threads == 1  # passages: one per core
     finally:
         model.close()
