@@ -123,6 +123,7 @@ async def test_fetch_update_delete_vectors_count_and_drop(index: SearchIndex) ->
     changed = ChunkRecord(**(records[1].__dict__ | {"text": "replaced text", "tokens": tokenize("replaced text")}))
     await index.upsert(spec, [changed])
     assert (await index.fetch(spec.collection_id, [records[1].id]))[records[1].id].text == "replaced text"
+    assert [c.document_id for c in await index.keyword(spec, tokenize("replaced"), None, 10)] == ["doc1"]
     assert await index.count(spec.collection_id) == 5
     vectors = await index.document_vectors(spec.collection_id, "doc1")
     assert len(vectors) == 1 and np.allclose(vectors[0], records[1].vector, atol=1e-5)
@@ -204,3 +205,51 @@ async def test_a_second_process_cannot_open_the_embedded_index(tmp_path: Path) -
     await first.close()  # the lock goes with it
     assert await second.count(spec.collection_id) == 0
     await second.close()
+
+
+async def test_a_pgvector_collection_from_before_the_keyword_table_is_upgraded_on_first_use(pgvector_url: str) -> None:
+    """Session-3 tables kept the tsvector in the chunk rows; such a collection keeps working: its keywords
+    move to the narrow table on first use and new chunks go to both."""
+    import sqlalchemy as sa
+
+    from inferline.search.pgvector import _table, _tsvector, _vector_text
+
+    index = PgVectorIndex(pgvector_url)
+    spec = IndexSpec(str(uuid.uuid4()), DIM, FIELDS)
+    table = _table(spec.collection_id)
+    old = record("old", "오래된 데이터베이스 문서", np.ones(DIM), {"lang": "ko"})
+    try:
+        async with index.engine.begin() as conn:
+            await conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+            await conn.execute(
+                sa.text(
+                    f"CREATE TABLE {table} (id uuid PRIMARY KEY, document_id text NOT NULL, idx integer NOT NULL, "
+                    "text text NOT NULL, heading text NOT NULL, page integer, metadata jsonb NOT NULL, "
+                    f"embedding vector({DIM}) NOT NULL, tokens tsvector NOT NULL)"
+                )
+            )
+            await conn.execute(
+                sa.text(
+                    f"INSERT INTO {table} VALUES (CAST(:id AS uuid), 'old', 0, :text, '', NULL, "  # noqa: S608
+                    "CAST(:m AS jsonb), CAST(:v AS vector), CAST(:t AS tsvector))"
+                ),
+                {"id": old.id, "text": old.text, "m": '{"lang": "ko"}', "v": _vector_text(old.vector)}
+                | {"t": _tsvector(old.tokens)},
+            )
+        found = await index.keyword(spec, tokenize("데이터베이스"), parse_filter(FIELDS, {"lang": "ko"}), 10)
+        assert [c.chunk_id for c in found] == [old.id]
+        async with index.engine.connect() as conn:
+            columns = await conn.execute(
+                sa.text("SELECT column_name FROM information_schema.columns WHERE table_name = :t"), {"t": table}
+            )
+            names = set(columns.scalars())
+            assert "tokens" not in names and "embedding" in names
+        await index.upsert(spec, [record("new", "새 데이터베이스 문서", -np.ones(DIM), {"lang": "ko"})])
+        found = await index.keyword(spec, tokenize("데이터베이스"), None, 10)
+        assert {c.document_id for c in found} == {"old", "new"}
+        await index.delete_document(spec.collection_id, "old")
+        assert [c.document_id for c in await index.keyword(spec, tokenize("데이터베이스"), None, 10)] == ["new"]
+        assert await index.count(spec.collection_id) == 1
+    finally:
+        await index.drop(spec.collection_id)
+        await index.close()
