@@ -73,63 +73,70 @@ def _pieces(text: str, budget: int) -> list[str]:
             pieces.append(sentence)
             continue
         words: list[str] = []
+        used = 0  # estimates add up over whitespace-joined text: no need to count the joined words again
         for word in sentence.split():
-            if words and estimate_tokens(" ".join([*words, word])) > budget:
+            cost = estimate_tokens(word)
+            if words and used + cost > budget:
                 pieces.append(" ".join(words))
-                words = []
-            if estimate_tokens(word) > budget:  # a "word" longer than a chunk (a hash, base64): cut it up
+                words, used = [], 0
+            if cost > budget:  # a "word" longer than a chunk (a hash, base64): cut it up
                 step = max(1, budget * 2)
                 pieces.extend(word[i : i + step] for i in range(0, len(word), step))
                 continue
             words.append(word)
+            used += cost
         if words:
             pieces.append(" ".join(words))
     return pieces
 
 
 class _Packer:
-    """Packs pieces into chunks of one section at a time."""
+    """Packs pieces into chunks of one section at a time. Token estimates add up over text joined by
+    whitespace, so each piece is estimated once and chunks are sized by sums (re-estimating the growing
+    chunk for every piece was most of chunking's time)."""
 
     def __init__(self, budget_tokens: int, overlap_tokens: int) -> None:
         self.budget = budget_tokens
         self.overlap = overlap_tokens
         self.chunks: list[Chunk] = []
-        self.current: list[str] = []  # the chunk being built; it may start with the previous one's tail
+        self.current: list[tuple[str, int]] = []  # (piece, its tokens); may start with the last chunk's tail
+        self.used = 0  # tokens in `current`
         self.fresh = 0  # how many of its pieces are new (not overlap)
         self.heading: str | None = None
         self.page: int | None = None
 
-    def fits(self, piece: str) -> bool:
-        return estimate_tokens("\n".join([*self.current, piece])) <= self.budget
-
     def flush(self, keep_overlap: bool) -> None:
         if not self.fresh:  # only overlap: nothing new to say
-            self.current = []
+            self.current, self.used = [], 0
             return
-        text = "\n".join(self.current)
-        self.chunks.append(Chunk(len(self.chunks), text, self.heading or "", self.page, estimate_tokens(text)))
-        tail: list[str] = []
+        text = "\n".join(piece for piece, _ in self.current)
+        self.chunks.append(Chunk(len(self.chunks), text, self.heading or "", self.page, self.used))
+        tail: list[tuple[str, int]] = []
+        kept = 0
         if keep_overlap and self.overlap:
-            for piece in reversed(self.current):
-                if estimate_tokens(" ".join([piece, *tail])) > self.overlap:
+            for piece, tokens in reversed(self.current):
+                if kept + tokens > self.overlap:
                     break
-                tail.insert(0, piece)
-        self.current, self.fresh = tail, 0
+                tail.insert(0, (piece, tokens))
+                kept += tokens
+        self.current, self.used, self.fresh = tail, kept, 0
 
     def add(self, block: _Block) -> None:
         if block.heading != self.heading:
             self.flush(keep_overlap=False)
             self.heading, self.page = block.heading, block.page
-        whole = estimate_tokens(block.text) <= self.budget
-        for piece in [block.text] if whole else _pieces(block.text, self.budget):
-            if self.current and not self.fits(piece):
+        whole = estimate_tokens(block.text)
+        for piece in [block.text] if whole <= self.budget else _pieces(block.text, self.budget):
+            tokens = whole if whole <= self.budget else estimate_tokens(piece)
+            if self.current and self.used + tokens > self.budget:
                 self.flush(keep_overlap=True)
-                if not self.fits(piece):
-                    self.current = []  # the overlap and this piece do not fit together: the piece wins
+                if self.used + tokens > self.budget:
+                    self.current, self.used = [], 0  # the overlap and this piece do not fit together: the piece wins
                 self.page = block.page
             if not self.current:
                 self.page = block.page
-            self.current.append(piece)
+            self.current.append((piece, tokens))
+            self.used += tokens
             self.fresh += 1
 
 
