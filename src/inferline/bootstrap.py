@@ -199,7 +199,7 @@ class Background:
             s.engine,
             timeout_s=s.settings.webhook_timeout_s,
             max_attempts=s.settings.webhook_max_attempts,
-            poll_s=0.2,
+            poll_s=s.settings.webhook_poll_s,
             policy=retry_policy(s.settings),
         )
         self.tasks = [

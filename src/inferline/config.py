@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_progress_interval_ms: int = Field(default=500, ge=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_poll_s: float = Field(default=0.5, gt=0, description="longest wait before a due webhook is sent")
     events_poll_s: float = Field(default=0.25, gt=0, description="SSE poll period of a job's row")
     api_key_cache_s: float = Field(default=5.0, ge=0, description="how long a verified key is trusted")
     max_request_bytes: int = Field(default=1_000_000, ge=1024, description="413 above this JSON body size")

@@ -234,3 +234,39 @@ async def test_an_idle_worker_takes_no_write_lock_on_heartbeats(engine: AsyncEng
     sqlalchemy_event.listen(engine.sync_engine, "begin", lambda conn: began.append("begin"))
     await worker.heartbeat()
     assert began == []
+
+
+async def test_quick_stages_share_a_write_and_the_last_one_lands_with_the_outcome(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    seen: list[str] = []
+
+    @registry.kind("stages")
+    async def stages(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+        for name in ("extract", "chunk", "embed"):
+            await ctx.stage(name)
+        await asyncio.sleep(0.6)  # long enough for the deferred write; the heartbeat is far off
+        await ctx.stage("index")  # the interval is up: written at once
+        await ctx.stage("done", "3 chunks")  # right after it: left for the outcome's write
+        return {}
+
+    # Heartbeats (which also write what is pending) every 30 s: only the deferred write can show "embed".
+    config = WorkerConfig(concurrency=1, lease_s=60, heartbeat_s=30, poll_s=0.1, progress_interval_s=0.1)
+    worker = Worker(engine, registry, config, wakeup=LocalWakeup(), metrics=Metrics())
+    written = worker.write_progress
+
+    async def counting(job: Job, values: dict[str, Any], *, hook: bool) -> bool:
+        seen.append(values.get("stage", ""))
+        return await written(job, values, hook=hook)
+
+    worker.write_progress = counting  # type: ignore[method-assign]
+    await worker.start()
+    try:
+        job = await submit(engine, registry, kind="stages", input={})
+        running = await wait_for(engine, job.id, lambda j: j.stage == "embed", timeout_s=5)
+        assert running.status is JobStatus.RUNNING  # shown while the job still runs, not at its end
+        done = await wait_for(engine, job.id, finished)
+    finally:
+        await worker.stop(grace_s=1)
+    assert done.status is JobStatus.SUCCEEDED and done.stage == "done" and done.detail == "3 chunks"
+    assert seen == ["extract", "embed", "index"]  # "chunk" folded into the deferred write

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import structlog
+
 from inferline.errors import Canceled, JobError, NonRetryable
 from inferline.jobs.model import JSON, Job, WebhookEvent
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from inferline.jobs.runtime import Worker
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 LEASE_LOST = "lease lost"
 SHUTDOWN = "shutdown"
@@ -35,6 +38,10 @@ class JobContext:
         self._pending: dict[str, Any] = {}
         self._last_write = 0.0
         self._last_progress_hook = 0.0
+        self._write_lock = asyncio.Lock()  # writes in order: a stage never overwritten by an older one
+        self._later: asyncio.TimerHandle | None = None  # a write of what is pending, once the interval is up
+        self._later_task: asyncio.Task[None] | None = None
+        self._settled = False
 
     @property
     def id(self) -> str:
@@ -57,7 +64,9 @@ class JobContext:
             raise Canceled(self._cancel_reason)
 
     async def stage(self, name: str, detail: str | None = None) -> None:
-        await self._write({"stage": name, "detail": detail}, force=True)
+        """Written at once, or within `progress_interval_s` of the last write: a job that moves through
+        four stages in a few milliseconds (a small document's ingest) costs one write, not four."""
+        await self._write({"stage": name, "detail": detail}, force=False)
 
     async def progress(self, percent: float, detail: str | None = None) -> None:
         values: dict[str, Any] = {"progress": max(0.0, min(100.0, float(percent)))}
@@ -117,10 +126,49 @@ class JobContext:
 
     async def _write(self, values: dict[str, Any], *, force: bool) -> None:
         self._pending.update(values)
-        if force or time.monotonic() - self._last_write >= self._worker.config.progress_interval_s:
+        wait_s = self._last_write + self._worker.config.progress_interval_s - time.monotonic()
+        if force or wait_s <= 0:
             await self.flush()
+        elif self._later is None and not self._settled:
+            self._later = asyncio.get_running_loop().call_later(wait_s, self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._later = None
+        if not self._settled:
+            self._later_task = asyncio.create_task(self._quiet_flush())
+
+    async def _quiet_flush(self) -> None:
+        """A write nobody awaits: a lost lease is left to the heartbeat, which interrupts the job."""
+        try:
+            await self.flush()
+        except Canceled:
+            pass
+        except Exception:
+            log.warning("progress_write_failed", job_id=self.id, exc_info=True)
+
+    def settle(self) -> dict[str, Any]:
+        """At the end of an attempt: no more writes of its own; returns what was still unwritten, which
+        goes into the attempt's outcome (one write instead of two). Synchronous, so it also runs in the
+        `finally` of an attempt torn down by cancellation."""
+        self._settled = True
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        pending, self._pending = self._pending, {}
+        self.job = replace(self.job, **pending)
+        return pending
+
+    async def writes_done(self) -> None:
+        """Waits for a progress write still in flight, so the outcome is written after it, never before
+        (which would make it fail as a lost lease and leave an older stage on the row)."""
+        async with self._write_lock:
+            pass
 
     async def flush(self) -> None:
+        async with self._write_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self._pending:
             return
         values, self._pending = self._pending, {}

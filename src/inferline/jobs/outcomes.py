@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -26,6 +26,8 @@ class Outcome:
     message: str = ""
     retryable: bool = True
     after_s: float | None = None
+    # Stage, detail or progress the attempt reported but had not written yet: written with the outcome.
+    unwritten: dict[str, Any] = field(default_factory=dict)
 
 
 def succeeded(job: Job, result: JSON | None, now: datetime) -> dict[str, Any]:
@@ -94,7 +96,7 @@ async def record_outcomes(
         for job, outcome in items:
             values = await _values_for(store, job, outcome, now, policy)
             if values is not None:
-                planned.append((job, outcome, values))
+                planned.append((job, outcome, outcome.unwritten | values))
         applied = await store.finish_running(owner, [(job.id, _columns(v)) for job, _, v in planned], now)
         finished: list[Job] = []
         for job, outcome, values in planned:

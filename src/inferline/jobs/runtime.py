@@ -183,6 +183,7 @@ class Worker:
         finally:
             if running.deadline_timer is not None:
                 running.deadline_timer.cancel()
+            outcome.unwritten = ctx.settle()
             self._outcomes.append((ctx, outcome))
             self._outcome_ready.set()
         return outcome
@@ -292,6 +293,8 @@ class Worker:
         if not batch:
             return
         try:
+            for ctx, _ in batch:
+                await ctx.writes_done()
             await record_outcomes(
                 self.engine,
                 owner=self.name,

@@ -151,6 +151,15 @@ class Submitter:
         self._pending: list[_PendingJob] = []
         self._flusher: asyncio.Task[None] | None = None
 
+    def prepare(self, request: JobRequest, *, tenant: str) -> Job:
+        """A job to insert with `JobStore.add` in the caller's own transaction (a document and its ingest
+        job commit together); call `submitted()` after the commit."""
+        return prepare_job(self.registry, request, tenant=tenant, default_max_attempts=self.default_max_attempts)
+
+    def submitted(self) -> None:
+        if self.wakeup is not None:
+            self.wakeup.notify()
+
     async def submit(self, request: JobRequest, *, tenant: str, idempotency_key: str | None = None) -> tuple[Job, bool]:
         if idempotency_key is not None:
             return await submit_job(

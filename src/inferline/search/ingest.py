@@ -90,6 +90,16 @@ async def _load(config: SearchConfig, data: IngestInput, tenant: str) -> tuple[C
     return collection_from_row(crow), Document(**drow)
 
 
+async def _still_there(config: SearchConfig, collection_id: str, document_id: str) -> bool:
+    query = (
+        sa.select(documents.c.id)
+        .join(collections, collections.c.id == documents.c.collection_id)
+        .where(documents.c.id == document_id, collections.c.id == collection_id)
+    )
+    async with db.read(config.engine) as conn:
+        return (await conn.execute(query)).first() is not None
+
+
 async def _set_status(config: SearchConfig, document_id: str, **values: Any) -> None:
     async with db.write(config.engine) as conn:
         await conn.execute(
@@ -173,23 +183,24 @@ async def _ingest(config: IngestConfig, ctx: JobContext, collection: Collection,
         for chunk, vector, chunk_tokens in zip(chunks, vectors, tokens, strict=True)
     ]
     ctx.raise_if_canceled()
-    if await _load(search, IngestInput(collection_id=collection.id, document_id=document.id), ctx.tenant) is None:
+    if not await _still_there(search, collection.id, document.id):
         return 0  # deleted while it was being embedded: writing would bring a dropped collection's index back
     await search.index.delete_document(collection.id, document.id)
     for start in range(0, len(records), UPSERT_BATCH):
         await search.index.upsert(collection.spec, records[start : start + UPSERT_BATCH])
-    if await _load(search, IngestInput(collection_id=collection.id, document_id=document.id), ctx.tenant) is None:
-        await search.index.delete_document(collection.id, document.id)  # deleted while we worked
-        return 0
     # One transaction: whoever sees the document ready also sees the collection's new version, so no
     # search after that can be answered from a cache entry made before these chunks were indexed.
     async with db.write(search.engine) as conn:
-        await conn.execute(
+        marked = await conn.execute(
             documents.update()
-            .where(documents.c.id == document.id)
+            .where(documents.c.id == document.id, documents.c.collection_id == collection.id)
             .values(status=DocumentStatus.READY, chunks=len(records), error=None, updated_at=utcnow())
         )
-        await conn.execute(version_bump(collection.id))
+        if marked.rowcount:
+            await conn.execute(version_bump(collection.id))
+    if not marked.rowcount:  # deleted while we worked (a later delete finds the chunks itself)
+        await search.index.delete_document(collection.id, document.id)
+        return 0
     forget(search, collection.id)
     return len(records)
 

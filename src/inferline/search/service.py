@@ -12,7 +12,7 @@ import json
 import re
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ from inferline.files.service import FileInfo
 from inferline.ids import new_id
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs.service import JobRequest, Submitter
+from inferline.jobs.store import JobStore
 from inferline.metrics import Metrics
 from inferline.paging import newest_first
 from inferline.schema import collections, documents
@@ -347,7 +348,7 @@ async def add_document(
     ):
         return existing, False
     now = utcnow()
-    values = {
+    values: dict[str, Any] = {
         "sha256": file.sha256,
         "file_id": file.id,
         "filename": file.filename,
@@ -358,31 +359,26 @@ async def add_document(
         "updated_at": now,
     }
     document_id = existing.id if existing is not None else new_id()
+    job = submitter.prepare(
+        JobRequest(kind="ingest", input={"collection_id": collection.id, "document_id": document_id}), tenant=tenant
+    )
+    values["job_id"] = job.id
+    # One transaction for the document and its ingest job: neither is ever there without the other.
     try:
         async with db.write(config.engine) as conn:
             if existing is None:
-                await conn.execute(
-                    documents.insert().values(
-                        id=document_id,
-                        collection_id=collection.id,
-                        tenant=tenant,
-                        external_id=external_id,
-                        job_id=None,
-                        chunks=0,
-                        created_at=now,
-                        **values,
-                    )
-                )
+                first = {"collection_id": collection.id, "tenant": tenant, "external_id": external_id}
+                values |= first | {"chunks": 0, "created_at": now}
+                await conn.execute(documents.insert().values(id=document_id, **values))
             else:
                 await conn.execute(documents.update().where(documents.c.id == document_id).values(**values))
+            await JobStore(conn).add([job])
     except IntegrityError as exc:  # the same external_id sent twice at once
         raise Conflict(f"document with external_id {external_id!r} is being added by another request") from exc
-    job, _ = await submitter.submit(
-        JobRequest(kind="ingest", input={"collection_id": collection.id, "document_id": document_id}), tenant=tenant
-    )
-    async with db.write(config.engine) as conn:
-        await conn.execute(documents.update().where(documents.c.id == document_id).values(job_id=job.id))
-    return await get_document(config, collection=collection, document_id=document_id), existing is None
+    submitter.submitted()
+    if existing is None:
+        return Document(id=document_id, **values), True
+    return replace(existing, **values), False
 
 
 async def get_document(config: SearchConfig, *, collection: Collection, document_id: str) -> Document:
