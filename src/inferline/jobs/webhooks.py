@@ -117,7 +117,7 @@ class WebhookDispatcher:
         d = webhook_deliveries
         query = sa.select(sa.func.min(d.c.next_attempt_at)).where(d.c.status == "pending")
         async with db.read(self.engine) as conn:
-            due = (await conn.execute(query)).scalar_one_or_none()
+            due: datetime | None = (await conn.execute(query)).scalar_one_or_none()
         if due is None:
             return self.poll_s
         return min((due - utcnow()).total_seconds(), self.poll_s)
