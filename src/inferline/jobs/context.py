@@ -40,7 +40,7 @@ class JobContext:
         self._last_progress_hook = 0.0
         self._write_lock = asyncio.Lock()  # writes in order: a stage never overwritten by an older one
         self._later: asyncio.TimerHandle | None = None  # a write of what is pending, once the interval is up
-        self._later_task: asyncio.Task[None] | None = None
+        self._later_task: asyncio.Task[None] | None = None  # held: the event loop keeps tasks only weakly
         self._settled = False
 
     @property

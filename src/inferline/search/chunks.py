@@ -100,14 +100,18 @@ class _Packer:
         self.overlap = overlap_tokens
         self.chunks: list[Chunk] = []
         self.current: list[tuple[str, int]] = []  # (piece, its tokens); may start with the last chunk's tail
-        self.used = 0  # tokens in `current`
         self.fresh = 0  # how many of its pieces are new (not overlap)
         self.heading: str | None = None
         self.page: int | None = None
 
+    @property
+    def used(self) -> int:
+        """Tokens in `current`."""
+        return sum(tokens for _, tokens in self.current)
+
     def flush(self, keep_overlap: bool) -> None:
         if not self.fresh:  # only overlap: nothing new to say
-            self.current, self.used = [], 0
+            self.current = []
             return
         text = "\n".join(piece for piece, _ in self.current)
         self.chunks.append(Chunk(len(self.chunks), text, self.heading or "", self.page, self.used))
@@ -119,7 +123,7 @@ class _Packer:
                     break
                 tail.insert(0, (piece, tokens))
                 kept += tokens
-        self.current, self.used, self.fresh = tail, kept, 0
+        self.current, self.fresh = tail, 0
 
     def add(self, block: _Block) -> None:
         if block.heading != self.heading:
@@ -131,12 +135,11 @@ class _Packer:
             if self.current and self.used + tokens > self.budget:
                 self.flush(keep_overlap=True)
                 if self.used + tokens > self.budget:
-                    self.current, self.used = [], 0  # the overlap and this piece do not fit together: the piece wins
+                    self.current = []  # the overlap and this piece do not fit together: the piece wins
                 self.page = block.page
             if not self.current:
                 self.page = block.page
             self.current.append((piece, tokens))
-            self.used += tokens
             self.fresh += 1
 
 
