@@ -19,6 +19,7 @@ from inferline.search.filters import And, Match, Not, Or, Range, check_fields, c
 from inferline.search.fusion import best_per_document, rrf
 from inferline.search.index import Candidate, bm25_weights, token_id
 from inferline.search.service import highlights
+from inferline.search import tokens as tokens_module
 from inferline.search.tokens import tokenize
 
 
@@ -27,6 +28,24 @@ def test_korean_particles_and_endings_are_stripped_so_bare_nouns_match() -> None
     assert "데이터베이스" in tokens and "설치" in tokens and "서버" in tokens
     assert not {"를", "에서", "했습니다", "습니다", "이"} & set(tokens)
     assert tokenize("데이터베이스") == ["데이터베이스"]
+
+
+def test_a_word_gets_the_same_tokens_in_a_sentence_as_alone_so_queries_meet_documents() -> None:
+    sentence = "서버에서 데이터베이스를 검색합니다, PostgreSQL을 씁니다"
+    alone = [token for word in sentence.split() for token in tokenize(word)]
+    assert tokenize(sentence) == alone
+    # In context Kiwi split this compound (데이터 + 베이스); read alone it stays whole, as in a query.
+    assert "데이터베이스" in tokenize(sentence) and tokenize("데이터베이스") == ["데이터베이스"]
+
+
+def test_analysed_words_are_remembered_and_not_analysed_again() -> None:
+    tokens_module._eojeol.cache_clear()
+    first = tokenize("검색엔진이 문서를 찾습니다 quickly")
+    analysed = tokens_module._eojeol.cache_info()
+    assert analysed.misses == 3 and analysed.hits == 0  # the Latin word never reaches Kiwi
+    assert tokenize("문서를 찾습니다") == first[3:5] == ["문서", "찾"]
+    again = tokens_module._eojeol.cache_info()
+    assert again.misses == 3 and again.hits == 2
 
 
 def test_other_scripts_split_on_word_rules_lower_cased_the_same_inside_korean_text() -> None:
