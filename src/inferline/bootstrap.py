@@ -167,6 +167,8 @@ def worker_config(settings: Settings, concurrency: int) -> WorkerConfig:
         claim_batch=settings.claim_batch,
         kind_limits=settings.kind_concurrency,
         retry=retry_policy(settings),
+        # A job's progress is read by watchers every `events_poll_s`: writing it more often is never seen.
+        progress_interval_s=settings.events_poll_s,
         webhook_progress_interval_s=settings.webhook_progress_interval_ms / 1000,
         reap_every_s=max(min(settings.lease_s / 3, 5.0), 0.2),
     )

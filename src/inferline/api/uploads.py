@@ -10,9 +10,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
+from inferline import db
 from inferline.bootstrap import Services
 from inferline.errors import InvalidInput
-from inferline.files.service import FileInfo, save_file
+from inferline.files.service import FileInfo, insert_file, receive_file
 
 MAX_FORM_FIELDS = 20
 
@@ -40,11 +41,18 @@ async def read_form(request: Request) -> FormData:
 
 
 async def store_upload(services: Services, form: FormData, *, tenant: str) -> FileInfo:
+    info = await receive_upload(services, form, tenant=tenant)
+    async with db.write(services.engine) as conn:
+        await insert_file(conn, info)
+    return info
+
+
+async def receive_upload(services: Services, form: FormData, *, tenant: str) -> FileInfo:
+    """The upload's bytes stored; its row is for the caller to write (`insert_file`)."""
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise InvalidInput("a part named `file` holding the file is required", field="file")
-    return await save_file(
-        services.engine,
+    return await receive_file(
         services.blobs,
         tenant=tenant,
         source=upload.file,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inferline import db
 from inferline.clock import utcnow
@@ -66,8 +66,19 @@ def _store(blobs: BlobStore, source: BinaryIO, max_bytes: int) -> tuple[str, int
 async def save_file(
     engine: AsyncEngine, blobs: BlobStore, *, tenant: str, source: BinaryIO, filename: str | None, max_bytes: int
 ) -> FileInfo:
+    info = await receive_file(blobs, tenant=tenant, source=source, filename=filename, max_bytes=max_bytes)
+    async with db.write(engine) as conn:
+        await insert_file(conn, info)
+    return info
+
+
+async def receive_file(
+    blobs: BlobStore, *, tenant: str, source: BinaryIO, filename: str | None, max_bytes: int
+) -> FileInfo:
+    """The bytes stored as a blob, and the file's row, not yet written: `insert_file` writes it in the
+    caller's transaction (a document and its file in one, instead of two)."""
     sha256, size, content_type = await asyncio.to_thread(_store, blobs, source, max_bytes)
-    info = FileInfo(
+    return FileInfo(
         id=new_id(),
         tenant=tenant,
         sha256=sha256,
@@ -76,9 +87,10 @@ async def save_file(
         filename=clean_filename(filename),
         created_at=utcnow(),
     )
-    async with db.write(engine) as conn:
-        await conn.execute(files.insert().values(**info.__dict__))
-    return info
+
+
+async def insert_file(conn: AsyncConnection, info: FileInfo) -> None:
+    await conn.execute(files.insert().values(**info.__dict__))
 
 
 async def get_file(engine: AsyncEngine, *, tenant: str, file_id: str) -> FileInfo:

@@ -36,7 +36,8 @@ class JobContext:
         self._worker = worker
         self._cancel_reason: str | None = None
         self._pending: dict[str, Any] = {}
-        self._last_write = 0.0
+        # The claim has just written the row (running, attempt n): the first stage can wait its turn.
+        self._last_write = time.monotonic()
         self._last_progress_hook = 0.0
         self._write_lock = asyncio.Lock()  # writes in order: a stage never overwritten by an older one
         self._later: asyncio.TimerHandle | None = None  # a write of what is pending, once the interval is up
@@ -64,8 +65,9 @@ class JobContext:
             raise Canceled(self._cancel_reason)
 
     async def stage(self, name: str, detail: str | None = None) -> None:
-        """Written at once, or within `progress_interval_s` of the last write: a job that moves through
-        four stages in a few milliseconds (a small document's ingest) costs one write, not four."""
+        """Written within `progress_interval_s` of the last write (the claim counts as one): a job that
+        moves through four stages in a few milliseconds (a small document's ingest) writes them with its
+        outcome, not four times."""
         await self._write({"stage": name, "detail": detail}, force=False)
 
     async def progress(self, percent: float, detail: str | None = None) -> None:

@@ -48,7 +48,7 @@ class WorkerConfig:
     claim_batch: int = 64
     kind_limits: Mapping[str, int] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    progress_interval_s: float = 0.1
+    progress_interval_s: float = 0.25
     webhook_progress_interval_s: float = 0.5
     reap_every_s: float = 2.0
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}")

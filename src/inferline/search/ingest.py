@@ -24,12 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import BadDocument, Canceled, NonRetryable, NotFound
-from inferline.files.service import blob_path, get_file
+from inferline.files.service import FileInfo, blob_path
 from inferline.ids import new_id
 from inferline.jobs.context import JobContext
 from inferline.jobs.kinds import KindRegistry
 from inferline.ocr.kind import OcrConfig, OcrJobInput, read_document
-from inferline.schema import collections, documents
+from inferline.schema import collections, documents, files
 from inferline.search.chunks import Chunk, chunk_pages
 from inferline.search.embedders import EmbedInput
 from inferline.search.extract import extract_text
@@ -63,8 +63,11 @@ class IngestConfig:
     ocr: OcrConfig
 
 
-async def _load(config: SearchConfig, data: IngestInput, tenant: str) -> tuple[Collection, Document] | None:
-    async with db.read(config.engine) as conn:
+async def _start(
+    config: SearchConfig, data: IngestInput, tenant: str
+) -> tuple[Collection, Document, FileInfo | None] | None:
+    """The collection, the document (now `processing`) and its file, in one transaction (were three)."""
+    async with db.write(config.engine) as conn:
         crow = (
             (
                 await conn.execute(
@@ -74,20 +77,24 @@ async def _load(config: SearchConfig, data: IngestInput, tenant: str) -> tuple[C
             .mappings()
             .first()
         )
-        drow = (
-            (
-                await conn.execute(
-                    sa.select(documents).where(
-                        documents.c.id == data.document_id, documents.c.collection_id == data.collection_id
-                    )
-                )
-            )
+        if crow is None:
+            return None
+        marked = await conn.execute(
+            documents.update()
+            .where(documents.c.id == data.document_id, documents.c.collection_id == data.collection_id)
+            .values(status=DocumentStatus.PROCESSING, error=None, updated_at=utcnow())
+            .returning(*documents.columns)
+        )
+        drow = marked.mappings().first()
+        if drow is None:
+            return None
+        document = Document(**drow)
+        frow = (
+            (await conn.execute(sa.select(files).where(files.c.id == document.file_id, files.c.tenant == tenant)))
             .mappings()
             .first()
         )
-    if crow is None or drow is None:
-        return None
-    return collection_from_row(crow), Document(**drow)
+    return collection_from_row(crow), document, FileInfo(**frow) if frow is not None else None
 
 
 async def _still_there(config: SearchConfig, collection_id: str, document_id: str) -> bool:
@@ -109,13 +116,12 @@ async def _set_status(config: SearchConfig, document_id: str, **values: Any) -> 
 
 async def run_ingest(config: IngestConfig, ctx: JobContext, data: IngestInput) -> dict[str, Any]:
     search = config.search
-    loaded = await _load(search, data, ctx.tenant)
-    if loaded is None:  # deleted before its ingest ran: nothing to do, and nothing wrong
+    started = await _start(search, data, ctx.tenant)
+    if started is None:  # deleted before its ingest ran: nothing to do, and nothing wrong
         return {"document_id": data.document_id, "skipped": "the document or its collection was deleted"}
-    collection, document = loaded
-    await _set_status(search, document.id, status=DocumentStatus.PROCESSING, error=None)
+    collection, document, file = started
     try:
-        chunks = await _ingest(config, ctx, collection, document)
+        chunks = await _ingest(config, ctx, collection, document, file)
     except Exception as exc:
         final = isinstance(exc, NonRetryable | Canceled) or ctx.attempt >= ctx.job.max_attempts
         if final:
@@ -126,14 +132,15 @@ async def run_ingest(config: IngestConfig, ctx: JobContext, data: IngestInput) -
     return {"document_id": document.id, "chunks": chunks}
 
 
-async def _pages(config: IngestConfig, ctx: JobContext, document: Document) -> list[str]:
+async def _pages(config: IngestConfig, ctx: JobContext, document: Document, file: FileInfo | None) -> list[str]:
     await ctx.stage("extract")
     if document.content_type in TEXT_TYPES:
+        if file is None:
+            raise NonRetryable(f"file {document.file_id} not found")
         try:
-            info = await get_file(config.search.engine, tenant=ctx.tenant, file_id=document.file_id)
+            path = blob_path(config.search.blobs, file)
         except NotFound as exc:
             raise NonRetryable(str(exc)) from exc
-        path = blob_path(config.search.blobs, info)
         return [await ctx.to_thread(extract_text, path, document.content_type)]
 
     async def report(finished: int, total: int) -> None:
@@ -156,9 +163,11 @@ async def _embed(ctx: JobContext, model: str, chunks: list[Chunk]) -> list[Any]:
     return vectors
 
 
-async def _ingest(config: IngestConfig, ctx: JobContext, collection: Collection, document: Document) -> int:
+async def _ingest(
+    config: IngestConfig, ctx: JobContext, collection: Collection, document: Document, file: FileInfo | None
+) -> int:
     search = config.search
-    pages = await _pages(config, ctx, document)
+    pages = await _pages(config, ctx, document, file)
     if not any(page.strip() for page in pages):
         raise BadDocument("no text found in the document (empty, or pictures without readable text)")
     await ctx.stage("chunk")

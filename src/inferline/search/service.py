@@ -27,7 +27,7 @@ from inferline.clock import utcnow
 from inferline.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
 from inferline.files import sniff
 from inferline.files.blobs import BlobStore
-from inferline.files.service import FileInfo
+from inferline.files.service import FileInfo, insert_file
 from inferline.ids import new_id
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs.service import JobRequest, Submitter
@@ -316,56 +316,74 @@ async def add_document(
     submitter: Submitter,
     *,
     tenant: str,
-    collection: Collection,
+    name: str,
     file: FileInfo,
     metadata: dict[str, Any],
     external_id: str | None,
-) -> tuple[Document, bool]:
-    """The document for this content or external id, queued for ingest unless it is already there with
-    the same content and metadata. Returns it and whether it was created (else updated or unchanged)."""
+) -> tuple[Collection, Document, bool]:
+    """The document for this content or external id in collection `name`, queued for ingest unless it
+    is already there with the same content and metadata. Returns its collection, it, and whether it was
+    created (else updated or unchanged). `file` is written here, with the document, unless nothing
+    changed (`files.receive_file` stored its bytes).
+
+    One write transaction reads the collection and any document it would replace, and writes the
+    file, the document and its ingest job: neither document nor job is ever there without the other,
+    and a collection deleted meanwhile (by any process) is seen (were four transactions per upload)."""
     if file.content_type not in INGESTIBLE:
         raise UnsupportedMediaType(
             f"cannot ingest {file.content_type}: send PDF, PNG, JPEG, TIFF, WebP, BMP, text, Markdown, HTML or DOCX"
         )
-    metadata = check_metadata(collection.fields, metadata)
-    match = (
-        documents.c.external_id == external_id
-        if external_id is not None
-        else sa.and_(documents.c.sha256 == file.sha256, documents.c.external_id.is_(None))
-    )
-    async with db.read(config.engine) as conn:
-        row = (
-            (await conn.execute(sa.select(documents).where(documents.c.collection_id == collection.id, match)))
-            .mappings()
-            .first()
-        )
-    existing = Document(**row) if row is not None else None
-    if (
-        existing is not None
-        and existing.sha256 == file.sha256
-        and existing.metadata == metadata
-        and existing.status != DocumentStatus.FAILED
-    ):
-        return existing, False
-    now = utcnow()
-    values: dict[str, Any] = {
-        "sha256": file.sha256,
-        "file_id": file.id,
-        "filename": file.filename,
-        "content_type": file.content_type,
-        "metadata": metadata,
-        "status": DocumentStatus.QUEUED,
-        "error": None,
-        "updated_at": now,
-    }
-    document_id = existing.id if existing is not None else new_id()
-    job = submitter.prepare(
-        JobRequest(kind="ingest", input={"collection_id": collection.id, "document_id": document_id}), tenant=tenant
-    )
-    values["job_id"] = job.id
-    # One transaction for the document and its ingest job: neither is ever there without the other.
     try:
         async with db.write(config.engine) as conn:
+            crow = (
+                (
+                    await conn.execute(
+                        sa.select(collections).where(collections.c.tenant == tenant, collections.c.name == name)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if crow is None:
+                raise NotFound(f"collection {name!r} not found")
+            collection = collection_from_row(crow)
+            checked = check_metadata(collection.fields, metadata)
+            match = (
+                documents.c.external_id == external_id
+                if external_id is not None
+                else sa.and_(documents.c.sha256 == file.sha256, documents.c.external_id.is_(None))
+            )
+            row = (
+                (await conn.execute(sa.select(documents).where(documents.c.collection_id == collection.id, match)))
+                .mappings()
+                .first()
+            )
+            existing = Document(**row) if row is not None else None
+            if (
+                existing is not None
+                and existing.sha256 == file.sha256
+                and existing.metadata == checked
+                and existing.status != DocumentStatus.FAILED
+            ):
+                return collection, existing, False
+            now = utcnow()
+            values: dict[str, Any] = {
+                "sha256": file.sha256,
+                "file_id": file.id,
+                "filename": file.filename,
+                "content_type": file.content_type,
+                "metadata": checked,
+                "status": DocumentStatus.QUEUED,
+                "error": None,
+                "updated_at": now,
+            }
+            document_id = existing.id if existing is not None else new_id()
+            job = submitter.prepare(
+                JobRequest(kind="ingest", input={"collection_id": collection.id, "document_id": document_id}),
+                tenant=tenant,
+            )
+            values["job_id"] = job.id
+            await insert_file(conn, file)
             if existing is None:
                 first = {"collection_id": collection.id, "tenant": tenant, "external_id": external_id}
                 values |= first | {"chunks": 0, "created_at": now}
@@ -377,8 +395,8 @@ async def add_document(
         raise Conflict(f"document with external_id {external_id!r} is being added by another request") from exc
     submitter.submitted()
     if existing is None:
-        return Document(id=document_id, **values), True
-    return replace(existing, **values), False
+        return collection, Document(id=document_id, **values), True
+    return collection, replace(existing, **values), False
 
 
 async def get_document(config: SearchConfig, *, collection: Collection, document_id: str) -> Document:

@@ -17,11 +17,11 @@ from inferline.api.uploads import (
     multipart_schema,
     parse_model,
     read_form,
-    store_upload,
+    receive_upload,
     text_fields,
 )
 from inferline.errors import InvalidInput
-from inferline.files.service import save_file
+from inferline.files.service import receive_file
 from inferline.search import service
 from inferline.search.service import CollectionIn, SearchIn
 
@@ -82,7 +82,8 @@ async def add_document(name: str, request: Request, services: ServicesDep, tenan
     `metadata` (a JSON object) and `external_id`, or JSON `{text, metadata, external_id}`. 201 with the
     document and its ingest `job_id`; the same content or `external_id` again updates the document
     (200) instead of adding another."""
-    collection = await service.get_collection(services.search, tenant=tenant, name=name)
+    # This process's copy of the collection, to refuse early; the write below reads it again.
+    await service.current_collection(services.search, tenant=tenant, name=name)
     if is_multipart(request):
         form = await read_form(request)
         try:
@@ -93,25 +94,24 @@ async def add_document(name: str, request: Request, services: ServicesDep, tenan
             except ValueError as exc:
                 raise InvalidInput(f"metadata: not JSON ({exc})", field="metadata") from exc
             metadata, external_id = service.check_document_input(metadata, fields.get("external_id") or None)
-            file = await store_upload(services, form, tenant=tenant)
+            file = await receive_upload(services, form, tenant=tenant)
         finally:
             await form.close()
     else:
         body = parse_model(TextDocumentIn, await json_body(request))
         metadata, external_id = service.check_document_input(body.metadata, body.external_id)
-        file = await save_file(
-            services.engine,
+        file = await receive_file(
             services.blobs,
             tenant=tenant,
             source=io.BytesIO(body.text.encode("utf-8")),
             filename=None,
             max_bytes=services.settings.max_upload_bytes,
         )
-    document, created = await service.add_document(
+    collection, document, created = await service.add_document(
         services.search,
         services.submitter,
         tenant=tenant,
-        collection=collection,
+        name=name,
         file=file,
         metadata=metadata,
         external_id=external_id,
