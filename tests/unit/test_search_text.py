@@ -12,6 +12,7 @@ import pytest
 
 from inferline.errors import BadDocument, InvalidInput
 from inferline.files import sniff
+from inferline.search import tokens as tokens_module
 from inferline.search.chunks import chunk_pages
 from inferline.search.embedders import estimate_tokens
 from inferline.search.extract import decode_text, extract_text, html_text
@@ -19,7 +20,6 @@ from inferline.search.filters import And, Match, Not, Or, Range, check_fields, c
 from inferline.search.fusion import best_per_document, rrf
 from inferline.search.index import Candidate, bm25_weights, token_id
 from inferline.search.service import highlights
-from inferline.search import tokens as tokens_module
 from inferline.search.tokens import tokenize
 
 
