@@ -56,6 +56,32 @@ async def test_a_crashed_process_fails_its_caller_and_the_model_recovers() -> No
         await batcher.aclose()
 
 
+@pytest.mark.allow_error_logs
+async def test_a_crash_fails_only_the_batch_of_the_process_that_died() -> None:
+    batcher = process_batcher()
+    try:
+        slow = asyncio.ensure_future(batcher.predict(40))  # in the other process when the crash comes
+        await asyncio.sleep(0.1)
+        with pytest.raises(ModelError, match="process died"):
+            await batcher.predict(-1)
+        assert (await slow)[0] == 1600
+    finally:
+        await batcher.aclose()
+
+
+async def test_a_caller_that_stops_waiting_does_not_leave_its_reply_for_the_next_batch() -> None:
+    runner = ProcessRunner(SlowSquare, "slow-square", "cpu", processes=1)
+    await runner.setup()
+    try:
+        abandoned = asyncio.ensure_future(runner.predict([20]))
+        await asyncio.sleep(0.05)
+        abandoned.cancel()
+        outputs = await runner.predict([3])
+    finally:
+        await runner.close()
+    assert outputs[0][0] == 9
+
+
 def test_processes_come_from_settings_then_the_model() -> None:
     runtime = ModelRuntime(device="cpu", modes={}, queue_limit=10, metrics=Metrics(), processes={"other": 3})
     runtime.register("slow-square", SlowSquare)
