@@ -6,7 +6,8 @@ import asyncio
 import os
 
 import pytest
-from tests.plugins.models import SlowSquare
+import uvloop
+from tests.plugins.models import Echo, SlowSquare
 
 from inferline.inference.batching import Batcher, ModelError
 from inferline.inference.model import ProcessingMode
@@ -80,6 +81,21 @@ async def test_a_caller_that_stops_waiting_does_not_leave_its_reply_for_the_next
     finally:
         await runner.close()
     assert outputs[0][0] == 9
+
+
+def test_batches_and_outputs_larger_than_a_pipe_buffer_pass_whole_under_uvloop() -> None:
+    # The server's loop is uvloop, which makes a watched fd non-blocking: a 64 KiB pipe then returned
+    # EAGAIN halfway through a reply (every e5 batch of 8+ vectors "died" before this was handled).
+    async def main() -> list[bytes]:
+        runner = ProcessRunner(Echo, "echo", "cpu", processes=1)
+        await runner.setup()
+        try:
+            return [out for _ in range(3) for out in await runner.predict([os.urandom(1 << 20), b"x" * 300_000])]
+        finally:
+            await runner.close()
+
+    outputs = uvloop.run(main())
+    assert [len(out) for out in outputs] == [1 << 20, 300_000] * 3
 
 
 def test_processes_come_from_settings_then_the_model() -> None:

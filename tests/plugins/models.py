@@ -27,3 +27,13 @@ class SlowSquare(Model[int, tuple[int, int, float, float]]):
             time.sleep(abs(n) / 100)
             out.append((n * n, os.getpid(), start, time.time()))
         return out
+
+
+class Echo(Model[bytes, bytes]):
+    """Returns its input: large inputs and outputs through a model process's pipe."""
+
+    name: ClassVar[str] = "echo"
+    processes: ClassVar[int] = 1
+
+    def predict_batch(self, inputs: list[bytes]) -> list[bytes | BaseException]:
+        return list(inputs)

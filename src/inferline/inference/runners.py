@@ -143,6 +143,9 @@ class _Child:
 
         def readable() -> None:
             loop.remove_reader(fd)
+            # uvloop made the fd non-blocking when it began to watch it; a reply larger than the pipe's
+            # buffer arrives in parts, and recv must wait for the rest (the child is writing it now).
+            os.set_blocking(fd, True)
             try:
                 done.set_result(self.conn.recv())
             except (EOFError, OSError) as exc:
@@ -236,6 +239,7 @@ class ProcessRunner:
         healthy = False
         try:
             await child.ensure_loaded()  # a replacement child loads on its first batch
+            os.set_blocking(child.conn.fileno(), True)  # a large batch is written whole (see `receive`)
             child.conn.send(items)
             kind, value = await child.receive()
             healthy = True
