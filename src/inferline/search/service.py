@@ -20,7 +20,7 @@ import numpy as np
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inferline import db
 from inferline.clock import utcnow
@@ -165,15 +165,12 @@ async def create_collection(config: SearchConfig, *, tenant: str, data: Collecti
 
 async def get_collection(config: SearchConfig, *, tenant: str, name: str) -> Collection:
     async with db.read(config.engine) as conn:
-        row = (
-            (
-                await conn.execute(
-                    sa.select(collections).where(collections.c.tenant == tenant, collections.c.name == name)
-                )
-            )
-            .mappings()
-            .first()
-        )
+        return await _collection_named(conn, tenant, name)
+
+
+async def _collection_named(conn: AsyncConnection, tenant: str, name: str) -> Collection:
+    query = sa.select(collections).where(collections.c.tenant == tenant, collections.c.name == name)
+    row = (await conn.execute(query)).mappings().first()
     if row is None:
         raise NotFound(f"collection {name!r} not found")
     return collection_from_row(row)
@@ -335,18 +332,7 @@ async def add_document(
         )
     try:
         async with db.write(config.engine) as conn:
-            crow = (
-                (
-                    await conn.execute(
-                        sa.select(collections).where(collections.c.tenant == tenant, collections.c.name == name)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            if crow is None:
-                raise NotFound(f"collection {name!r} not found")
-            collection = collection_from_row(crow)
+            collection = await _collection_named(conn, tenant, name)
             checked = check_metadata(collection.fields, metadata)
             match = (
                 documents.c.external_id == external_id
