@@ -83,6 +83,17 @@ async def test_a_caller_that_stops_waiting_does_not_leave_its_reply_for_the_next
     assert outputs[0][0] == 9
 
 
+async def test_closing_lets_a_batch_in_flight_finish_and_stops_every_child() -> None:
+    runner = ProcessRunner(SlowSquare, "slow-square", "cpu", processes=2)
+    await runner.setup()
+    children = list(runner._children)
+    in_flight = asyncio.ensure_future(runner.predict([50]))
+    await asyncio.sleep(0.1)
+    await runner.close()
+    assert (await in_flight)[0][0] == 2500
+    assert all(not child.process.is_alive() and child.conn.closed for child in children)
+
+
 def test_batches_and_outputs_larger_than_a_pipe_buffer_pass_whole_under_uvloop() -> None:
     # The server's loop is uvloop, which makes a watched fd non-blocking: a 64 KiB pipe then returned
     # EAGAIN halfway through a reply (every e5 batch of 8+ vectors "died" before this was handled).

@@ -130,6 +130,7 @@ class _Child:
         )
         self._child_end = child_end
         self.loaded = False
+        self._waiting: asyncio.Future[Any] | None = None  # the reply being awaited, if any
 
     def start(self) -> None:  # blocking (spawning a Python): called in a thread
         self.process.start()
@@ -152,10 +153,13 @@ class _Child:
                 done.set_exception(ModelError(f"its process died ({exc or type(exc).__name__})"))
 
         loop.add_reader(fd, readable)
+        self._waiting = done
         try:
             return await done
         finally:
-            loop.remove_reader(fd)
+            self._waiting = None
+            if not self.conn.closed:
+                loop.remove_reader(fd)
 
     async def ensure_loaded(self) -> None:
         if self.loaded:
@@ -165,14 +169,22 @@ class _Child:
             raise value if isinstance(value, BaseException) else ModelError(str(value))
         self.loaded = True
 
-    def stop(self, timeout_s: float) -> None:  # blocking: called in a thread
+    async def stop(self, timeout_s: float) -> None:
+        """Ask the child to finish, wait for it (then kill it), and close the pipe on the loop's thread,
+        after it stops watching it: a batch still waiting for its reply fails instead."""
         with contextlib.suppress(OSError, ValueError):
             self.conn.send(None)
+        await asyncio.to_thread(self._join, timeout_s)
+        if self._waiting is not None and not self._waiting.done():
+            asyncio.get_running_loop().remove_reader(self.conn.fileno())
+            self._waiting.set_exception(ModelError("the model was closed while computing this input"))
+        self.conn.close()
+
+    def _join(self, timeout_s: float) -> None:
         self.process.join(timeout_s)
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout_s)
-        self.conn.close()
 
 
 def _seen(task: asyncio.Future[Any]) -> None:
@@ -251,7 +263,7 @@ class ProcessRunner:
                 idle.put_nowait(child)
             elif self._idle is idle:  # not closed meanwhile: a new child takes the place of this one
                 self._children.discard(child)
-                await asyncio.to_thread(child.stop, 1.0)
+                await child.stop(1.0)
                 idle.put_nowait(await self._spawn())
         if kind == "error":
             raise value if isinstance(value, BaseException) else ModelError(str(value))
@@ -260,4 +272,4 @@ class ProcessRunner:
     async def close(self) -> None:
         self._idle = None
         children, self._children = list(self._children), set()
-        await asyncio.gather(*(asyncio.to_thread(child.stop, 10.0) for child in children if child.process.pid))
+        await asyncio.gather(*(child.stop(10.0) for child in children if child.process.pid))
