@@ -29,6 +29,22 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def connected_to(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a TCP connection to `port` (here: a worker that reached its database)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+                return True
+    return False
+
+
 def is_final(job: dict[str, object]) -> bool:
     return job["status"] in {"succeeded", "failed", "canceled"}
 
@@ -59,11 +75,18 @@ def test_two_workers_on_postgres_run_each_of_2000_jobs_exactly_once(
 ) -> None:
     data_dir, port = tmp_path / "data", free_port()
     procs.serve(data_dir, port, "--workers", "0", "--database-url", pg_url)
-    with client(port, data_dir) as http:
-        ids = {http.post("/api/v1/jobs", json={"kind": "record"}).json()["id"] for _ in range(2000)}
     workers = [
         procs.spawn("worker", "--concurrency", "16", "--database-url", pg_url, log_name=f"worker{i}") for i in range(2)
     ]
+    # Both workers up before the jobs exist: a worker that started a second late (a busy CI machine) found
+    # the first one had already run all 2,000.
+    deadline = time.monotonic() + 60
+    while not all(connected_to(w.pid, 5432) for w in workers):
+        assert time.monotonic() < deadline, procs.log("worker0") + procs.log("worker1")
+        assert all(w.poll() is None for w in workers), procs.log("worker0") + procs.log("worker1")
+        time.sleep(0.1)
+    with client(port, data_dir) as http:
+        ids = {http.post("/api/v1/jobs", json={"kind": "record"}).json()["id"] for _ in range(2000)}
     record = tmp_path / "record.log"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
