@@ -10,10 +10,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
-from inferline import db
 from inferline.bootstrap import Services
 from inferline.errors import InvalidInput
-from inferline.files.service import FileInfo, insert_file, receive_file
+from inferline.files.service import FileInfo, receive_file, record_file
 
 MAX_FORM_FIELDS = 20
 
@@ -42,8 +41,7 @@ async def read_form(request: Request) -> FormData:
 
 async def store_upload(services: Services, form: FormData, *, tenant: str) -> FileInfo:
     info = await receive_upload(services, form, tenant=tenant)
-    async with db.write(services.engine) as conn:
-        await insert_file(conn, info)
+    await record_file(services.engine, info)
     return info
 
 

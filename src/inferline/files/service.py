@@ -63,15 +63,6 @@ def _store(blobs: BlobStore, source: BinaryIO, max_bytes: int) -> tuple[str, int
     return sha256, size, sniff(head, path)
 
 
-async def save_file(
-    engine: AsyncEngine, blobs: BlobStore, *, tenant: str, source: BinaryIO, filename: str | None, max_bytes: int
-) -> FileInfo:
-    info = await receive_file(blobs, tenant=tenant, source=source, filename=filename, max_bytes=max_bytes)
-    async with db.write(engine) as conn:
-        await insert_file(conn, info)
-    return info
-
-
 async def receive_file(
     blobs: BlobStore, *, tenant: str, source: BinaryIO, filename: str | None, max_bytes: int
 ) -> FileInfo:
@@ -91,6 +82,12 @@ async def receive_file(
 
 async def insert_file(conn: AsyncConnection, info: FileInfo) -> None:
     await conn.execute(files.insert().values(**info.__dict__))
+
+
+async def record_file(engine: AsyncEngine, info: FileInfo) -> None:
+    """`insert_file` in a transaction of its own."""
+    async with db.write(engine) as conn:
+        await insert_file(conn, info)
 
 
 async def get_file(engine: AsyncEngine, *, tenant: str, file_id: str) -> FileInfo:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inferline import db
 from inferline.clock import utcnow
-from inferline.errors import BadDocument, Canceled, NonRetryable, NotFound
+from inferline.errors import BadDocument, Canceled, NonRetryable
 from inferline.files.service import FileInfo, blob_path
 from inferline.ids import new_id
 from inferline.jobs.context import JobContext
@@ -137,10 +137,7 @@ async def _pages(config: IngestConfig, ctx: JobContext, document: Document, file
     if document.content_type in TEXT_TYPES:
         if file is None:
             raise NonRetryable(f"file {document.file_id} not found")
-        try:
-            path = blob_path(config.search.blobs, file)
-        except NotFound as exc:
-            raise NonRetryable(str(exc)) from exc
+        path = blob_path(config.search.blobs, file)  # missing bytes may be a volume not mounted yet: retried
         return [await ctx.to_thread(extract_text, path, document.content_type)]
 
     async def report(finished: int, total: int) -> None:
