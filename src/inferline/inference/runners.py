@@ -136,6 +136,10 @@ class _Child:
         self.process.start()
         self._child_end.close()  # only the child holds it now: its death closes the pipe
 
+    def send(self, items: list[Any]) -> None:
+        os.set_blocking(self.conn.fileno(), True)  # a large batch is written whole (see `receive`)
+        self.conn.send(items)
+
     async def receive(self) -> Any:
         """The child's next message, read when the pipe is readable: no thread in between."""
         loop = asyncio.get_running_loop()
@@ -251,8 +255,7 @@ class ProcessRunner:
         healthy = False
         try:
             await child.ensure_loaded()  # a replacement child loads on its first batch
-            os.set_blocking(child.conn.fileno(), True)  # a large batch is written whole (see `receive`)
-            child.conn.send(items)
+            child.send(items)
             kind, value = await child.receive()
             healthy = True
         except (ModelError, OSError, EOFError) as exc:
