@@ -45,6 +45,18 @@ def connected_to(pid: int, port: int) -> bool:
     return False
 
 
+def process_state(pid: int) -> str:
+    """State, kernel wait channel and thread count of a process, or "gone": for a hang's report."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120].decode(errors="replace")
+    except OSError:
+        return "gone"
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    return f"{fields.get('State', '?')} wchan={wchan} threads={fields.get('Threads', '?')} {cmdline}"
+
+
 def is_final(job: dict[str, object]) -> bool:
     return job["status"] in {"succeeded", "failed", "canceled"}
 
@@ -194,8 +206,9 @@ def test_two_api_processes_share_one_port_and_one_database(procs: Processes, tmp
     try:
         assert server.wait(timeout=30) == 0
     except subprocess.TimeoutExpired:  # seen once in CI: say where each process was stuck
+        states = {pid: process_state(pid) for pid in children}  # before SIGUSR1, which kills a tracker
         for pid in [*children, server.pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGUSR1)
         time.sleep(2)
-        pytest.fail(f"serve did not stop on SIGTERM; children {children}; log:\n{procs.log(f'serve-{port}')}")
+        pytest.fail(f"serve did not stop on SIGTERM; children {states}; log:\n{procs.log(f'serve-{port}')}")
