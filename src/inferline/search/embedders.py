@@ -29,12 +29,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from inferline.errors import InvalidInput
 from inferline.inference.model import PER_CORE, Model, ProcessingMode
 from inferline.inference.runners import cpu_count
 
 Vector = npt.NDArray[np.float32]
+
+log = structlog.get_logger(__name__)
 
 _PIECES = re.compile(r"[\uac00-\ud7a3]+|\w+|[^\w\s]")
 
@@ -176,7 +179,15 @@ class OnnxEmbedder(EmbeddingModel):
         providers = ["CPUExecutionProvider"]
         if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
+            # onnxruntime-gpu >= 1.21 finds CUDA and cuDNN installed as pip wheels (nvidia-*) only when
+            # asked to; without this its CUDA provider fails to load and the session runs on the CPU.
+            if hasattr(ort, "preload_dlls"):
+                ort.preload_dlls()
         self._session = ort.InferenceSession(str(model), session_options, providers=providers)
+        self.providers: list[str] = list(self._session.get_providers())
+        if providers[0] not in self.providers:
+            # onnxruntime falls back to the CPU with only a log line of its own: say it in ours too.
+            log.warning("model_provider_unavailable", model=str(self.folder), wanted=providers[0], got=self.providers)
         self._inputs = {item.name for item in self._session.get_inputs()}
         self._tokenizer = Tokenizer.from_file(str(vocab))
         self._tokenizer.enable_truncation(int(self.options.get("max_tokens", 512)))
