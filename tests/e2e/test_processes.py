@@ -204,11 +204,43 @@ def test_two_api_processes_share_one_port_and_one_database(procs: Processes, tmp
     children = children_of(server.pid)
     server.send_signal(signal.SIGTERM)
     try:
-        assert server.wait(timeout=30) == 0
-    except subprocess.TimeoutExpired:  # seen once in CI: say where each process was stuck
+        # The supervisor kills a child still there after STOP_TIMEOUT_S (40 s), after it printed its stacks.
+        assert server.wait(timeout=50) == 0, f"serve stopped with an error; log:\n{procs.log(f'serve-{port}')}"
+    except subprocess.TimeoutExpired:  # seen once in CI (before the supervisor's own timeout): where was it?
         states = {pid: process_state(pid) for pid in children}  # before SIGUSR1, which kills a tracker
         for pid in [*children, server.pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGUSR1)
         time.sleep(2)
         pytest.fail(f"serve did not stop on SIGTERM; children {states}; log:\n{procs.log(f'serve-{port}')}")
+
+
+def test_the_supervisor_kills_an_api_process_that_ignores_sigterm_after_printing_its_stacks(tmp_path: Path) -> None:
+    code = (
+        "import sys; from inferline.api import processes; from inferline.config import Settings; "
+        "from tests.plugins.stubborn import ignores_sigterm; "
+        "sys.exit(processes.run(Settings(), 1, stop_timeout_s=2, target=ignores_sigterm))"
+    )
+    env = os.environ | {"INFERLINE_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert supervisor.stdout is not None
+        assert supervisor.stdout.readline().strip() == "stubborn child: ready"
+        [child] = [  # the supervisor's other child is multiprocessing's resource tracker
+            pid
+            for pid in children_of(supervisor.pid)
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        started = time.monotonic()
+        supervisor.send_signal(signal.SIGTERM)
+        output, _ = supervisor.communicate(timeout=30)
+        waited_s = time.monotonic() - started
+    finally:
+        supervisor.kill()
+    assert supervisor.returncode == 1, output
+    assert "inferline-api-0" in output and "did not stop within 2 s of SIGTERM" in output
+    assert "ignores_sigterm" in output, "the child's stack, from its faulthandler, is in the log"
+    assert waited_s >= 2
+    assert process_state(child) == "gone"
