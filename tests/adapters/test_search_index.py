@@ -114,6 +114,22 @@ async def test_semantic_ranks_by_cosine_and_keyword_by_matching_tokens(index: Se
     assert await index.keyword(spec, ["없는말"], None, 10) == []
 
 
+async def test_searches_without_documents_rank_the_same_chunks(index: SearchIndex) -> None:
+    spec, records = await filled(index)
+    flt = parse_filter(FIELDS, {"lang": {"in": ["ko", "en"]}})
+    tokens = tokenize("데이터베이스 document search 검색")
+    for with_documents, without in [
+        (
+            await index.semantic(spec, records[0].vector, flt, 10),
+            await index.semantic(spec, records[0].vector, flt, 10, documents=False),
+        ),
+        (await index.keyword(spec, tokens, flt, 10), await index.keyword(spec, tokens, flt, 10, documents=False)),
+    ]:
+        assert with_documents and all(c.document_id for c in with_documents)
+        assert [(c.chunk_id, c.score) for c in without] == [(c.chunk_id, c.score) for c in with_documents]
+        assert {c.document_id for c in without} == {None}
+
+
 async def test_fetch_update_delete_vectors_count_and_drop(index: SearchIndex) -> None:
     spec, records = await filled(index)
     fetched = await index.fetch(spec.collection_id, [records[1].id, str(uuid.uuid4())])

@@ -8,21 +8,24 @@ from inferline.search.index import Candidate
 
 def rrf(ranked: dict[str, list[Candidate]], weights: dict[str, float], k: int = 60) -> list[Candidate]:
     scores: dict[str, float] = {}
-    documents: dict[str, str] = {}
+    documents: dict[str, str | None] = {}
     for mode, candidates in ranked.items():
         weight = weights.get(mode, 1.0)
-        for rank, candidate in enumerate(candidates, start=1):
-            scores[candidate.chunk_id] = scores.get(candidate.chunk_id, 0.0) + weight / (k + rank)
-            documents[candidate.chunk_id] = candidate.document_id
+        for rank, candidate in enumerate(candidates, start=k + 1):
+            chunk_id = candidate.chunk_id
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / rank
+            documents[chunk_id] = candidate.document_id
     # Ties (a chunk ranked the same in lists of equal weight) break by id: deterministic pages.
-    order = sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))
-    return [Candidate(chunk_id, documents[chunk_id], scores[chunk_id]) for chunk_id in order]
+    order = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+    return [Candidate(chunk_id, documents[chunk_id], score) for chunk_id, score in order]
 
 
 def best_per_document(candidates: list[Candidate]) -> list[Candidate]:
     seen: set[str] = set()
     kept = []
     for candidate in candidates:
+        if candidate.document_id is None:
+            raise ValueError("best_per_document needs candidates searched with documents=True")
         if candidate.document_id not in seen:
             seen.add(candidate.document_id)
             kept.append(candidate)

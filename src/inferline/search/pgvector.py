@@ -229,7 +229,9 @@ class PgVectorIndex:
         sql = _Sql(spec.fields)
         return "WHERE " + sql.build(flt), sql.params
 
-    async def semantic(self, spec: IndexSpec, vector: Vector, flt: Filter | None, limit: int) -> list[Candidate]:
+    async def semantic(
+        self, spec: IndexSpec, vector: Vector, flt: Filter | None, limit: int, *, documents: bool = True
+    ) -> list[Candidate]:
         where, params = self._where(spec, flt)
         query = sa.text(
             f"SELECT id::text AS id, document_id, embedding <=> CAST(:q AS vector) AS distance "
@@ -239,9 +241,12 @@ class PgVectorIndex:
             await _search_settings(conn, limit)
             rows = (await conn.execute(query, params | {"q": _vector_text(vector), "limit": limit})).all()
         ordered = sorted(rows, key=lambda row: (row.distance, row.id))  # relaxed order: re-sort exactly
-        return [Candidate(row.id, row.document_id, 1.0 - float(row.distance)) for row in ordered]
+        # The document id comes with the row at no cost; it is left out only to keep the port's contract.
+        return [Candidate(row.id, row.document_id if documents else None, 1.0 - float(row.distance)) for row in ordered]
 
-    async def keyword(self, spec: IndexSpec, tokens: list[str], flt: Filter | None, limit: int) -> list[Candidate]:
+    async def keyword(
+        self, spec: IndexSpec, tokens: list[str], flt: Filter | None, limit: int, *, documents: bool = True
+    ) -> list[Candidate]:
         if not tokens:
             return []
         await self._upgraded(spec.collection_id)
@@ -254,7 +259,7 @@ class PgVectorIndex:
         )
         async with self.engine.begin() as conn:
             rows = (await conn.execute(query, params | {"q": _tsquery(tokens), "limit": limit})).all()
-        return [Candidate(row.id, row.document_id, float(row.rank)) for row in rows]
+        return [Candidate(row.id, row.document_id if documents else None, float(row.rank)) for row in rows]
 
     async def fetch(self, collection_id: str, chunk_ids: list[str]) -> dict[str, StoredChunk]:
         if not chunk_ids:

@@ -245,24 +245,31 @@ class QdrantIndex:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    async def semantic(self, spec: IndexSpec, vector: Vector, flt: Filter | None, limit: int) -> list[Candidate]:
+    async def semantic(
+        self, spec: IndexSpec, vector: Vector, flt: Filter | None, limit: int, *, documents: bool = True
+    ) -> list[Candidate]:
         query = qe.Query.Nearest(vector.astype(np.float32).tolist(), using=DENSE)
-        return await self._query(spec, query, flt, limit)
+        return await self._query(spec, query, flt, limit, documents)
 
-    async def keyword(self, spec: IndexSpec, tokens: list[str], flt: Filter | None, limit: int) -> list[Candidate]:
+    async def keyword(
+        self, spec: IndexSpec, tokens: list[str], flt: Filter | None, limit: int, *, documents: bool = True
+    ) -> list[Candidate]:
         terms = query_terms(tokens)
         if not terms:
             return []
         query = qe.Query.Nearest(qe.SparseVector(indices=terms, values=[1.0] * len(terms)), using=SPARSE)
-        return await self._query(spec, query, flt, limit)
+        return await self._query(spec, query, flt, limit, documents)
 
-    async def _query(self, spec: IndexSpec, query: Any, flt: Filter | None, limit: int) -> list[Candidate]:
+    async def _query(
+        self, spec: IndexSpec, query: Any, flt: Filter | None, limit: int, documents: bool
+    ) -> list[Candidate]:
         def run() -> list[Candidate]:
             shard = self._open(spec.collection_id)
             condition = _to_qdrant(flt, spec.fields) if flt else None
-            request = qe.QueryRequest(limit=limit, query=query, filter=condition, with_payload=["doc"])
+            payload: list[str] | bool = ["doc"] if documents else False
+            request = qe.QueryRequest(limit=limit, query=query, filter=condition, with_payload=payload)
             return [
-                Candidate(str(point.id), str((point.payload or {})["doc"]), float(point.score))
+                Candidate(str(point.id), str((point.payload or {})["doc"]) if documents else None, float(point.score))
                 for point in shard.shard.query(request)
             ]
 

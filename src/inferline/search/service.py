@@ -494,15 +494,20 @@ async def _ranked(
     config: SearchConfig, collection: Collection, request: SearchIn, flt: Any, tokens: list[str]
 ) -> list[Candidate]:
     window = config.window
+    # Which document a chunk is from matters here only to keep each document's best chunk; a page's hits
+    # get theirs from `fetch`.
+    documents = request.group_by_document
 
     async def semantic() -> list[Candidate]:
         vector = await _query_vector(config, collection.embedding_model, request.query)
-        return await config.index.semantic(collection.spec, vector, flt, window)
+        return await config.index.semantic(collection.spec, vector, flt, window, documents=documents)
 
     # Both at once in hybrid mode: the keyword search runs while the query is being embedded.
     modes = {"semantic": ("semantic",), "keyword": ("keyword",), "hybrid": ("semantic", "keyword")}[request.mode]
     searches = {
-        mode: semantic() if mode == "semantic" else config.index.keyword(collection.spec, tokens, flt, window)
+        mode: semantic()
+        if mode == "semantic"
+        else config.index.keyword(collection.spec, tokens, flt, window, documents=documents)
         for mode in modes
     }
     ranked = dict(zip(searches, await asyncio.gather(*searches.values()), strict=True))
@@ -542,7 +547,7 @@ def highlights(text: str, query_tokens: list[str]) -> list[list[int]]:
 
 def _hit(candidate: Candidate, chunk: StoredChunk, query_tokens: list[str]) -> dict[str, Any]:
     return {
-        "document_id": candidate.document_id,
+        "document_id": chunk.document_id,
         "chunk_id": candidate.chunk_id,
         "score": round(candidate.score, 6),
         "text": chunk.text,
