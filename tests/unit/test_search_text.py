@@ -39,13 +39,36 @@ def test_a_word_gets_the_same_tokens_in_a_sentence_as_alone_so_queries_meet_docu
 
 
 def test_analysed_words_are_remembered_and_not_analysed_again() -> None:
-    tokens_module._eojeol.cache_clear()
-    first = tokenize("검색엔진이 문서를 찾습니다 quickly")
-    analysed = tokens_module._eojeol.cache_info()
-    assert analysed.misses == 3 and analysed.hits == 0  # the Latin word never reaches Kiwi
+    memo = tokens_module._EOJEOLS
+    memo.clear()
+    first = tokenize("검색엔진이 문서를 찾습니다 quickly 문서를")
+    assert memo.analysed == 3  # the Latin word never reaches Kiwi, the repeated one goes once
     assert tokenize("문서를 찾습니다") == first[3:5] == ["문서", "찾"]
-    again = tokens_module._eojeol.cache_info()
-    assert again.misses == 3 and again.hits == 2
+    assert memo.analysed == 3
+    assert tokenize("서버의 문서를") == ["서버", "문서"] and memo.analysed == 4
+
+
+def test_words_analysed_together_get_the_tokens_they_get_one_by_one() -> None:
+    text = (
+        "한국어 문서를 검색엔진에 넣으면 형태소 분석기가 조사와 어미를 떼어 냅니다. 데이터베이스를 설치했고, "
+        "서버에서 PostgreSQL을 씁니다. 사용자는 질의를 입력하고 결과를 빠르게 받아 봅니다. 같은 단어가 "
+        "문서에서도 질의에서도 같은 토큰이 되어야 찾을 수 있습니다."
+    )
+    memo = tokens_module._EOJEOLS
+    memo.clear()
+    together = tokenize(text)
+    alone = []
+    for word in text.split():
+        memo.clear()
+        alone.extend(tokenize(word))
+    assert together == alone and len(together) > 20
+
+
+def test_the_memo_keeps_at_most_its_size_dropping_the_oldest_words() -> None:
+    memo = tokens_module._Eojeols(size=2)
+    assert memo.tokens_of(["문서를", "검색"]) == {"문서를": ("문서",), "검색": ("검색",)}
+    memo.tokens_of(["엔진이"])
+    assert list(memo.known) == ["검색", "엔진이"] and memo.analysed == 3
 
 
 def test_other_scripts_split_on_word_rules_lower_cased_the_same_inside_korean_text() -> None:

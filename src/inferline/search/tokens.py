@@ -19,7 +19,6 @@ as in a query, whatever surrounds it.
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
 import unicodedata
@@ -71,21 +70,55 @@ def tokenize(text: str) -> list[str]:
     text = normalize(text)
     if not HANGUL.search(text):
         return _words(text)
+    words = text.split()
+    korean = _EOJEOLS.tokens_of([word for word in words if HANGUL.search(word)])
     tokens: list[str] = []
-    for word in text.split():
+    for word in words:
         if HANGUL.search(word):
-            tokens.extend(_eojeol(word))
+            tokens.extend(korean[word])
         else:
             tokens.extend(_words(word))
     return tokens
 
 
-@functools.lru_cache(maxsize=EOJEOLS_KEPT)
-def _eojeol(word: str) -> tuple[str, ...]:
-    kiwi = _analyzer()
-    with _kiwi_lock:  # one analysis at a time on the shared analyser; each takes well under a millisecond
-        morphemes = kiwi.tokenize(word)
-    return tuple(_content(word, morphemes))
+class _Eojeols:
+    """The tokens of every eojeol analysed so far, at most `size` of them (the oldest go first). The words
+    of a text not seen before go to Kiwi in one call: 0.025 ms a word, against 0.055 ms for one call each
+    (3,000 words of the benchmark's text)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.known: dict[str, tuple[str, ...]] = {}
+        self.analysed = 0  # words sent to Kiwi, for tests
+        self.lock = threading.Lock()  # one analysis at a time on the shared analyser
+
+    def tokens_of(self, words: list[str]) -> dict[str, tuple[str, ...]]:
+        found: dict[str, tuple[str, ...]] = {}
+        missing: dict[str, None] = {}  # in order, once each
+        for word in words:  # reads need no lock: a dict lookup is atomic, and a miss is analysed below
+            tokens = self.known.get(word)
+            if tokens is None:
+                missing[word] = None
+            else:
+                found[word] = tokens
+        if missing:
+            kiwi = _analyzer()
+            with self.lock:
+                analyses = kiwi.tokenize(list(missing))  # one result per word, in order
+                for word, morphemes in zip(missing, analyses, strict=True):
+                    found[word] = self.known[word] = tuple(_content(word, morphemes))
+                self.analysed += len(missing)
+                while len(self.known) > self.size:
+                    del self.known[next(iter(self.known))]
+        return found
+
+    def clear(self) -> None:
+        with self.lock:
+            self.known.clear()
+            self.analysed = 0
+
+
+_EOJEOLS = _Eojeols(EOJEOLS_KEPT)
 
 
 def _content(text: str, morphemes: list[Any]) -> list[str]:
