@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +47,7 @@ class Api:
             await asyncio.sleep(0.02)
 
 
-async def start_api(settings: Settings, workers: int) -> AsyncIterator[Api]:
+async def start_api(settings: Settings, workers: int) -> AsyncGenerator[Api, None]:
     app = create_app(settings, workers=workers)
     async with app.router.lifespan_context(app):
         services: Services = app.state.services

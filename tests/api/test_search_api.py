@@ -17,6 +17,8 @@ from tests.api.conftest import Api, start_api
 from tests.ocr_samples import KOREAN, image_pdf, render_page
 
 from inferline.config import Settings
+from inferline.search import service as search_service
+from inferline.search import tokens as tokens_module
 
 DB_KO = "PostgreSQL 데이터베이스를 설치하는 방법을 설명합니다. 먼저 패키지를 내려받아 서버에 설치하세요."
 BREAD_EN = "How to bake sourdough bread at home: feed the starter, mix the dough, and bake it hot."
@@ -359,3 +361,30 @@ async def test_the_pgvector_backend_serves_the_same_api(pgvector_api: Api) -> No
     await pgvector_api.client.delete(f"/api/v1/collections/docs/documents/{bread['id']}")
     assert documents_of(await search(pgvector_api, "bread")) == [korean["id"]]
     assert (await pgvector_api.client.delete("/api/v1/collections/docs")).status_code == 204
+
+
+async def test_a_restarted_server_loads_what_the_first_search_needs_in_the_background(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    settings = make_settings(database_url=database_url)
+    first = start_api(settings, workers=0)
+    api = await anext(first)
+    try:
+        assert await search_service.warm_up(api.app.state.services.search) == []  # nothing to search yet
+        await create(api)
+    finally:
+        await first.aclose()
+    second = start_api(settings, workers=0)
+    api = await anext(second)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # no search asked for: the startup's warm-up loads the query model (and Kiwi)
+            models = (await api.client.get("/api/v1/models")).json()["items"]
+            state = {row["name"]: row["state"] for row in models}["e5-small:query"]
+            if state == "ready" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert state == "ready"
+        assert tokens_module._kiwi is not None
+    finally:
+        await second.aclose()
