@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from inferline.inference.model import ProcessingMode
-from inferline.inference.runtime import ModelRuntime, resolve_device
+from inferline.inference.runtime import ModelRuntime, cuda_devices, resolve_device
 from inferline.metrics import Metrics
 from inferline.search.embedders import EmbedInput, OnnxEmbedder, OnnxFactory
 
@@ -195,6 +195,7 @@ def main() -> None:
 
     device = resolve_device(args.device)
     report["device"] = device
+    report["cuda_devices"] = cuda_devices()
     vocab = 8000
     folder = args.out / "e5-shaped"
     build_encoder(folder, layers=args.layers, hidden=384, heads=12, ffn=1536, vocab=vocab)
@@ -213,8 +214,8 @@ def main() -> None:
     alone = np.concatenate([on_device.embed([text], query=False) for text in sample[:8]])
     report["alone_vs_batched_min_cosine"] = round(float(cosines(alone, device_vectors[:8]).min()), 6)
     save("cpu vs device")
-    for batch in (1, 32):
-        chunk = texts[: 32 * 8]
+    for batch in (1, 32, 128):
+        chunk = texts[: 128 * 4]
         started = time.perf_counter()
         for i in range(0, len(chunk), batch):
             on_device.embed(chunk[i : i + batch], query=False)

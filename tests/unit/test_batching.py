@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -200,3 +201,20 @@ async def test_metrics_record_batch_sizes_and_waits() -> None:
     assert 'inferline_model_batch_size_sum{model="doubler"} 32.0' in text
     assert 'inferline_model_items_in_flight{model="doubler"} 0.0' in text
     await b.aclose()
+
+
+def test_auto_picks_cuda_only_where_the_provider_and_a_gpu_are_both_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime
+
+    from inferline.inference import runtime
+
+    if not Path("/proc/driver/nvidia").exists():  # this machine and CI: no driver, so no GPU counted
+        assert runtime.cuda_devices() == 0
+    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: both)
+    monkeypatch.setattr(runtime, "cuda_devices", lambda: 0)  # the GPU build of onnxruntime, no GPU
+    assert runtime.resolve_device("auto") == "cpu"
+    monkeypatch.setattr(runtime, "cuda_devices", lambda: 1)
+    assert runtime.resolve_device("auto") == "cuda"
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert runtime.resolve_device("auto") == "cpu" and runtime.resolve_device("cuda") == "cuda"

@@ -10,6 +10,7 @@ use): that is how OCR uses both cores of a small machine.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +22,7 @@ from inferline.metrics import Metrics
 
 
 def resolve_device(wanted: str) -> str:
-    """`cpu`, `cuda`, or for `auto` whichever ONNX Runtime can use here."""
+    """`cpu`, `cuda`, or for `auto` CUDA where ONNX Runtime has its CUDA provider and a GPU is there."""
     if wanted != "auto":
         return wanted
     try:
@@ -29,7 +30,21 @@ def resolve_device(wanted: str) -> str:
     except ImportError:
         return "cpu"
     providers: list[str] = onnxruntime.get_available_providers()
-    return "cuda" if "CUDAExecutionProvider" in providers else "cpu"
+    # The GPU build lists its CUDA provider whether or not the machine has a GPU: ask the driver too.
+    return "cuda" if "CUDAExecutionProvider" in providers and cuda_devices() > 0 else "cpu"
+
+
+def cuda_devices() -> int:
+    """GPUs the NVIDIA driver reports (0 without a driver), asked through `libcuda` itself, as no Python
+    package for it is a dependency. The driver is only initialized, no context is made."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
 
 
 class ModelRuntime:
