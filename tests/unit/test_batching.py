@@ -218,3 +218,42 @@ def test_auto_picks_cuda_only_where_the_provider_and_a_gpu_are_both_there(monkey
     assert runtime.resolve_device("auto") == "cuda"
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     assert runtime.resolve_device("auto") == "cpu" and runtime.resolve_device("cuda") == "cuda"
+
+
+class TwoProcesses:
+    """A runner with two slots, like two model processes; records each batch it is given."""
+
+    concurrency = 2
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    async def setup(self) -> None:
+        pass
+
+    async def predict(self, items: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        await asyncio.sleep(0.3 if max(items) >= 1000 else 0.05)  # long enough for both slots to be busy
+        return [x * 2 for x in items]
+
+    async def close(self) -> None:
+        pass
+
+
+class Wide(Model[int, int]):
+    name = "wide"
+    max_batch_size = 32
+
+
+async def test_what_is_queued_is_spread_over_idle_processes_not_given_to_one() -> None:
+    runner = TwoProcesses()
+    b = Batcher(Wide(), mode=ProcessingMode.BATCHED, device="cpu", queue_limit=100, metrics=Metrics(), runner=runner)
+    assert await asyncio.gather(*(b.predict(i) for i in range(24))) == [i * 2 for i in range(24)]
+    assert [len(batch) for batch in runner.batches] == [12, 12]  # was [24]: one process, the other idle
+    # With the other process busy (a long batch of one), a slot takes all it can, up to a full batch.
+    long = asyncio.ensure_future(b.predict(1000))
+    await asyncio.sleep(0.01)
+    assert await asyncio.gather(*(b.predict(i) for i in range(40))) == [i * 2 for i in range(40)]
+    assert await long == 2000
+    assert [len(batch) for batch in runner.batches[2:]] == [1, 32, 8]
+    await b.aclose()
