@@ -36,6 +36,37 @@ async def test_two_processes_compute_at_the_same_time_each_caller_gets_its_own_r
     assert second[2] < first[3], "the second item should start before the first one ends"
 
 
+async def test_on_cuda_a_second_batch_waits_in_a_busy_childs_pipe_and_each_gets_its_own_reply() -> None:
+    runner = ProcessRunner(SlowSquare, "slow-square", "cuda", processes=1)  # SlowSquare ignores the device
+    await runner.setup()
+    try:
+        assert runner.concurrency == 2  # on the CPU: 1 (see ProcessRunner)
+        calls = [asyncio.ensure_future(runner.predict([n])) for n in (30, 31, 32)]
+        await asyncio.sleep(0.15)  # the first computes for 0.3 s
+        [child] = runner._children
+        assert child.in_flight == 2, "the second batch is already in the child's pipe; the third waits here"
+        outputs = await asyncio.gather(*calls)
+    finally:
+        await runner.close()
+    assert [output[0][0] for output in outputs] == [900, 961, 1024]
+    assert len({output[0][1] for output in outputs}) == 1
+
+
+async def test_on_cuda_a_crash_fails_the_batches_its_child_held_and_a_new_child_takes_its_places() -> None:
+    runner = ProcessRunner(SlowSquare, "slow-square", "cuda", processes=1)
+    await runner.setup()
+    try:
+        [before] = runner._children
+        held = await asyncio.gather(runner.predict([-1]), runner.predict([5]), return_exceptions=True)
+        assert all(isinstance(result, ModelError) for result in held), held
+        after = await asyncio.gather(*(runner.predict([n]) for n in (1, 2, 3)))
+        [child] = runner._children
+        assert child is not before and [output[0][0] for output in after] == [1, 4, 9]
+        assert {output[0][1] for output in after} == {child.process.pid}
+    finally:
+        await runner.close()
+
+
 async def test_an_error_for_one_item_reaches_only_its_caller() -> None:
     batcher = process_batcher()
     try:

@@ -14,6 +14,7 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -120,7 +121,9 @@ def _picklable(exc: BaseException) -> BaseException:
 
 
 class _Child:
-    """One child process and this process's end of its pipe."""
+    """One child process and this process's end of its pipe. The child answers in the order it was asked;
+    each reply goes to the oldest waiting future, read by the event loop when the pipe is readable (no
+    thread in between). Its first message says whether the model loaded."""
 
     def __init__(self, factory: ModelFactory, name: str, device: str) -> None:
         context = multiprocessing.get_context("spawn")
@@ -130,58 +133,105 @@ class _Child:
         )
         self._child_end = child_end
         self.loaded = False
-        self._waiting: asyncio.Future[Any] | None = None  # the reply being awaited, if any
+        self.dead = False
+        self.replaced = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._replies: deque[asyncio.Future[Any]] = deque()  # oldest first; the load's comes first
+        self._send_lock = asyncio.Lock()
 
     def start(self) -> None:  # blocking (spawning a Python): called in a thread
         self.process.start()
         self._child_end.close()  # only the child holds it now: its death closes the pipe
 
-    def send(self, items: list[Any]) -> None:
-        os.set_blocking(self.conn.fileno(), True)  # a large batch is written whole (see `receive`)
-        self.conn.send(items)
+    def watch(self) -> None:
+        """Expect the child's first message (ready, or why not) and read its replies from now on."""
+        self._loop = asyncio.get_running_loop()
+        self._ready = self._expect()
 
-    async def receive(self) -> Any:
-        """The child's next message, read when the pipe is readable: no thread in between."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Any] = loop.create_future()
+    @property
+    def in_flight(self) -> int:
+        return len(self._replies) - (0 if self.loaded else 1)
+
+    def _expect(self) -> asyncio.Future[Any]:
+        assert self._loop is not None
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if self.dead:
+            future.set_exception(ModelError("its process died"))
+            return future
+        if not self._replies:
+            self._loop.add_reader(self.conn.fileno(), self._readable)
+        self._replies.append(future)
+        return future
+
+    def _readable(self) -> None:
         fd = self.conn.fileno()
-
-        def readable() -> None:
-            loop.remove_reader(fd)
-            # uvloop made the fd non-blocking when it began to watch it; a reply larger than the pipe's
-            # buffer arrives in parts, and recv must wait for the rest (the child is writing it now).
-            os.set_blocking(fd, True)
-            try:
-                done.set_result(self.conn.recv())
-            except (EOFError, OSError) as exc:
-                done.set_exception(ModelError(f"its process died ({exc or type(exc).__name__})"))
-
-        loop.add_reader(fd, readable)
-        self._waiting = done
+        # uvloop made the fd non-blocking when it began to watch it; a reply larger than the pipe's buffer
+        # arrives in parts, and recv must wait for the rest (the child is writing it now).
+        os.set_blocking(fd, True)
         try:
-            return await done
-        finally:
-            self._waiting = None
-            if not self.conn.closed:
-                loop.remove_reader(fd)
+            while self._replies:
+                message = self.conn.recv()
+                future = self._replies.popleft()
+                if not future.done():
+                    future.set_result(message)
+                if not self.conn.poll():
+                    break
+        except (EOFError, OSError) as exc:
+            self._died(ModelError(f"its process died ({exc or type(exc).__name__})"))
+            return
+        if not self._replies:
+            assert self._loop is not None
+            self._loop.remove_reader(fd)
+
+    def _died(self, error: BaseException) -> None:
+        """Every reply still awaited fails: the batches it held are lost with it."""
+        self.dead = True
+        if self._loop is not None and not self.conn.closed:
+            self._loop.remove_reader(self.conn.fileno())
+        while self._replies:
+            future = self._replies.popleft()
+            if not future.done():
+                future.set_exception(error)
 
     async def ensure_loaded(self) -> None:
         if self.loaded:
             return
-        kind, value = await self.receive()
+        kind, value = await asyncio.shield(self._ready)
         if kind != "ready":
             raise value if isinstance(value, BaseException) else ModelError(str(value))
         self.loaded = True
 
+    async def ask(self, items: list[Any]) -> Any:
+        """Send a batch and wait for its reply. A child still computing an earlier batch gets this one
+        through a thread, so a batch larger than the pipe's buffer never blocks the event loop while the
+        child is busy; an idle child reads at once, and the write is done inline."""
+        async with self._send_lock:
+            reply = self._expect()
+            busy = self.in_flight > 1
+            try:
+                if busy:
+                    await asyncio.to_thread(self._send, items)
+                else:
+                    self._send(items)
+            except (OSError, ValueError) as exc:
+                self._died(ModelError(f"its process died ({exc})"))
+        return await reply
+
+    def _send(self, items: list[Any]) -> None:
+        os.set_blocking(self.conn.fileno(), True)
+        self.conn.send(items)
+
     async def stop(self, timeout_s: float) -> None:
-        """Ask the child to finish, wait for it (then kill it), and close the pipe on the loop's thread,
-        after it stops watching it: a batch still waiting for its reply fails instead."""
+        """Ask the child to finish what it was given, wait for it (then kill it), and close the pipe on
+        the loop's thread after it stops watching it: a batch still waiting for its reply fails."""
         with contextlib.suppress(OSError, ValueError):
-            self.conn.send(None)
+            async with self._send_lock:
+                await asyncio.to_thread(self._send, None)  # type: ignore[arg-type]
         await asyncio.to_thread(self._join, timeout_s)
-        if self._waiting is not None and not self._waiting.done():
-            asyncio.get_running_loop().remove_reader(self.conn.fileno())
-            self._waiting.set_exception(ModelError("the model was closed while computing this input"))
+        if self._loop is not None and self._replies and not self.conn.closed:
+            with contextlib.suppress(OSError, EOFError):  # replies written before it exited
+                self._readable()
+        self._died(ModelError("the model was closed while computing this input"))
         self.conn.close()
 
     def _join(self, timeout_s: float) -> None:
@@ -205,46 +255,57 @@ def cpu_count() -> int:
 
 
 class ProcessRunner:
-    """The model in `processes` child processes, each with its own copy; up to `processes` batches at once.
+    """The model in `processes` child processes, each with its own copy.
 
     Each child has a pipe of its own, read by the event loop when it is readable. The standard library's
     process pool passes every call through two threads of this process and back (a queue feeder and a
     result manager): a search query's embedding took 7.3 ms through it against 4.0 ms in the model
-    itself (100k-chunk benchmark, 2 cores). A child that dies (a crash inside native code) fails only
-    the batch it held, and a new child takes its place."""
+    itself (100k-chunk benchmark, 2 cores). On CUDA a second batch waits in the child's pipe, so the GPU
+    starts it as soon as the first one's reply is sent (with one, the GPU sat idle while a reply came
+    back and the next batch was formed). On the CPU each child takes one batch at a time: a batch
+    committed to a busy child could not go to one that frees up first (ingest fell from 0.91 to 0.88 of
+    the model's own throughput with two), and the children were already busy 98.5% of an ingest. A
+    child that dies (a crash inside native code) fails only the batches it held, and a new child takes
+    its place."""
 
     def __init__(self, factory: ModelFactory, name: str, device: str, processes: int) -> None:
         self.factory = factory
         self.name = name
         self.device = device
-        self.concurrency = max(1, processes)
-        self._idle: asyncio.Queue[_Child] | None = None
+        self.processes = max(1, processes)
+        self.in_flight = 2 if device == "cuda" else 1  # batches per child: computing, and waiting in its pipe
+        self.concurrency = self.processes * self.in_flight
+        self._idle: asyncio.Queue[_Child] | None = None  # each child once per batch it can take
         self._children: set[_Child] = set()
 
     async def _spawn(self) -> _Child:
         child = _Child(self.factory, self.name, self.device)
         self._children.add(child)
         await asyncio.to_thread(child.start)
+        child.watch()
         return child
 
     async def setup(self) -> None:
         """Start every child and load the model in each, so the first callers find them warm."""
         self._idle = asyncio.Queue()
-        children = [await self._spawn() for _ in range(self.concurrency)]
+        children = [await self._spawn() for _ in range(self.processes)]
         try:
             await asyncio.gather(*(child.ensure_loaded() for child in children))
         except BaseException as exc:
             await self.close()
             raise ModelError(f"model {self.name} failed to load in its process: {exc}") from exc
-        for child in children:
-            self._idle.put_nowait(child)
+        for _ in range(self.in_flight):
+            for child in children:
+                self._idle.put_nowait(child)
 
     async def predict(self, items: list[Any]) -> Any:
         if self._idle is None:
             raise ModelError(f"model {self.name} is not loaded")
         child = await self._idle.get()
-        # The exchange finishes even if the caller stops waiting: a reply left in the pipe would be
-        # read as the answer to the child's next batch.
+        while child.dead:  # a place left by a child that died; its replacement has places of its own
+            child = await self._idle.get()
+        # The exchange finishes even if the caller stops waiting: its reply is read and dropped, never
+        # taken for the answer to a later batch.
         exchange = asyncio.ensure_future(self._exchange(child, items))
         exchange.add_done_callback(_seen)
         return await asyncio.shield(exchange)
@@ -252,25 +313,33 @@ class ProcessRunner:
     async def _exchange(self, child: _Child, items: list[Any]) -> Any:
         idle = self._idle
         assert idle is not None
-        healthy = False
         try:
             await child.ensure_loaded()  # a replacement child loads on its first batch
-            child.send(items)
-            kind, value = await child.receive()
-            healthy = True
+            kind, value = await child.ask(items)
         except (ModelError, OSError, EOFError) as exc:
             log.warning("model_process_died", model=self.name, error=str(exc))
+            await self._replace(child, idle)
             raise ModelError(f"model {self.name}: its process died while computing this input") from exc
-        finally:
-            if healthy:
-                idle.put_nowait(child)
-            elif self._idle is idle:  # not closed meanwhile: a new child takes the place of this one
-                self._children.discard(child)
-                await child.stop(1.0)
-                idle.put_nowait(await self._spawn())
+        except BaseException:
+            await self._replace(child, idle)
+            raise
+        idle.put_nowait(child)
         if kind == "error":
             raise value if isinstance(value, BaseException) else ModelError(str(value))
         return value
+
+    async def _replace(self, child: _Child, idle: asyncio.Queue[_Child]) -> None:
+        """Once per dead child, while the runner is open: a new child takes all of its places."""
+        child.dead = True
+        if child.replaced or self._idle is not idle:
+            return
+        child.replaced = True
+        self._children.discard(child)
+        await child.stop(1.0)
+        if self._idle is idle:
+            new = await self._spawn()
+            for _ in range(self.in_flight):
+                idle.put_nowait(new)
 
     async def close(self) -> None:
         self._idle = None
