@@ -134,7 +134,6 @@ class _Child:
         self._child_end = child_end
         self.loaded = False
         self.dead = False
-        self.replaced = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._replies: deque[asyncio.Future[Any]] = deque()  # oldest first; the load's comes first
         self._send_lock = asyncio.Lock()
@@ -331,9 +330,8 @@ class ProcessRunner:
     async def _replace(self, child: _Child, idle: asyncio.Queue[_Child]) -> None:
         """Once per dead child, while the runner is open: a new child takes all of its places."""
         child.dead = True
-        if child.replaced or self._idle is not idle:
+        if child not in self._children or self._idle is not idle:  # replaced already, or closing
             return
-        child.replaced = True
         self._children.discard(child)
         await child.stop(1.0)
         if self._idle is idle:
