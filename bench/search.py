@@ -52,7 +52,7 @@ from inferline.search.filters import FieldType
 from inferline.search.index import ChunkRecord, IndexSpec, SearchIndex
 from inferline.search.pgvector import PgVectorIndex
 from inferline.search.qdrant import QdrantIndex
-from inferline.search.tokens import tokenize
+from inferline.search.tokens import analyzer, tokenize
 from serving import serve  # bench/ is on sys.path: these files run as scripts
 
 FIELDS = {"lang": "keyword", "year": "int"}
@@ -336,15 +336,7 @@ def sentence_nouns(text: str) -> set[str]:
     """Nouns of two syllables or more as Kiwi reads the whole sentence: the keyword queries come from
     here, not from the product's `tokenize`, so a change of how the index tokenizes is measured against
     queries it did not make itself."""
-    global _kiwi
-    if _kiwi is None:
-        from kiwipiepy import Kiwi
-
-        _kiwi = Kiwi(num_workers=-1)
-    return {m.form for m in _kiwi.tokenize(text) if m.tag in ("NNG", "NNP") and len(m.form) >= 2}
-
-
-_kiwi: Any = None
+    return {m.form for m in analyzer().tokenize(text) if m.tag in ("NNG", "NNP") and len(m.form) >= 2}
 
 
 async def bench_quality(pairs: list[tuple[str, str]], documents: int, queries: int) -> dict[str, dict[str, float]]:

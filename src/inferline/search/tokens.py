@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
+import warnings
 from typing import Any
 
 # Kiwi's tags (Sejong tag set) worth matching on.
@@ -45,14 +46,19 @@ _kiwi: Any = None
 _kiwi_lock = threading.Lock()
 
 
-def _analyzer() -> Any:
+def analyzer() -> Any:
+    """The process's one Kiwi, loaded on first use (~2 s, ~500 MB)."""
     global _kiwi
     with _kiwi_lock:
         if _kiwi is None:
             from kiwipiepy import Kiwi
 
-            # num_workers=-1: analyse on the calling thread (Kiwi's own pool would oversubscribe 2 cores).
-            _kiwi = Kiwi(num_workers=-1)
+            # num_workers=0: analyse on the calling thread. Since kiwipiepy 0.21, -1 starts a pool of a
+            # thread per core: on 2 cores its two threads took 1.2 ms of CPU per chunk during an ingest,
+            # beside the model's processes, where one thread takes 1.15 ms in all (docs/benchmarks.md).
+            with warnings.catch_warnings():  # "num_workers=0 changed since 0.21": the change is what we want
+                warnings.simplefilter("ignore", DeprecationWarning)
+                _kiwi = Kiwi(num_workers=0)
         return _kiwi
 
 
@@ -82,9 +88,9 @@ def tokenize(text: str) -> list[str]:
 
 
 class _Eojeols:
-    """The tokens of every eojeol analysed so far, at most `size` of them (the oldest go first). The words
-    of a text not seen before go to Kiwi in one call: 0.025 ms a word, against 0.055 ms for one call each
-    (3,000 words of the benchmark's text)."""
+    """The tokens of every eojeol analysed so far, at most `size` of them (the oldest go first). Words not
+    seen before go to Kiwi one call each (~0.03-0.05 ms of CPU a word): a list in one call needs Kiwi's
+    thread pool, which cost more CPU in all than it saved in wall time."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -102,11 +108,10 @@ class _Eojeols:
             else:
                 found[word] = tokens
         if missing:
-            kiwi = _analyzer()
+            kiwi = analyzer()
             with self.lock:
-                analyses = kiwi.tokenize(list(missing))  # one result per word, in order
-                for word, morphemes in zip(missing, analyses, strict=True):
-                    found[word] = self.known[word] = tuple(_content(word, morphemes))
+                for word in missing:
+                    found[word] = self.known[word] = tuple(_content(word, kiwi.tokenize(word)))
                 self.analysed += len(missing)
                 while len(self.known) > self.size:
                     del self.known[next(iter(self.known))]
