@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import sqlite3
 import threading
 import time
 import weakref
@@ -21,6 +22,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from inferline.sqlite_inline import Checkpointer, InlineConnection
 
 T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -80,27 +83,40 @@ def _ping_when_idle(engine: sa.Engine) -> None:
 
 
 def _create_sqlite_engine(url: str) -> AsyncEngine:
-    path = sa.make_url(url).database
-    if path and path != ":memory:":
+    path = sa.make_url(url).database or ":memory:"
+    if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+    checkpoints = Checkpointer(path) if path != ":memory:" else None
+
+    async def connect() -> InlineConnection:
+        # check_same_thread=False: a `slow` transaction runs on a worker thread, and the pool may
+        # close a connection from wherever it is collected.
+        raw = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        return InlineConnection(raw, checkpoints)
+
     # No reset-on-return: transactions always end in commit or rollback (the begin listener opens
-    # them explicitly), so the pool's extra ROLLBACK was one more thread hop per transaction.
-    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None)
-    _configure_sqlite(engine.sync_engine)
+    # them explicitly), so the pool's extra ROLLBACK was one more call per transaction.
+    engine = create_async_engine(url, async_creator=connect, pool_reset_on_return=None)
+    _configure_sqlite(engine.sync_engine, checkpoint_inline=False)
     return engine
 
 
-def _configure_sqlite(engine: sa.Engine) -> None:
+def _configure_sqlite(engine: sa.Engine, *, checkpoint_inline: bool = True) -> None:
+    """`checkpoint_inline=False`: a commit never checkpoints (see `sqlite_inline.Checkpointer`)."""
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Hand transaction control to the begin listener below (SQLAlchemy's documented recipe).
-        dbapi_connection.isolation_level = None
+        if dbapi_connection.isolation_level is not None:
+            dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a killed process; only a power loss can drop the last commits.
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if not checkpoint_inline:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -171,13 +187,14 @@ _write_locks: weakref.WeakKeyDictionary[AsyncEngine, _SqliteWriteLock] = weakref
 
 
 @asynccontextmanager
-async def write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A write transaction; on SQLite, taken under the process-wide and cross-process write lock."""
+async def write(engine: AsyncEngine, *, slow: bool = False) -> AsyncIterator[AsyncConnection]:
+    """A write transaction; on SQLite, taken under the process-wide and cross-process write lock.
+    `slow`: statements that may take long (many rows) run off the event loop (`sqlite_inline`)."""
     if engine.dialect.name != "sqlite":
         async with engine.begin() as conn:
             yield conn
         return
-    async with _write_lock(engine).hold(), engine.begin() as conn:
+    async with _write_lock(engine).hold(), engine.connect() as conn, _offloaded(conn, slow), conn.begin():
         yield conn
 
 
@@ -191,12 +208,27 @@ def _write_lock(engine: AsyncEngine) -> _SqliteWriteLock:
 
 
 @asynccontextmanager
-async def read(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A read-only transaction (no write lock on SQLite)."""
+async def read(engine: AsyncEngine, *, slow: bool = False) -> AsyncIterator[AsyncConnection]:
+    """A read-only transaction (no write lock on SQLite). `slow`: as for `write`."""
     async with engine.connect() as conn:
         conn = await conn.execution_options(**READONLY)
-        async with conn.begin():
+        async with _offloaded(conn, slow), conn.begin():
             yield conn
+
+
+@asynccontextmanager
+async def _offloaded(conn: AsyncConnection, slow: bool) -> AsyncIterator[None]:
+    """Send this connection's statements (and its transaction's BEGIN and COMMIT) to a worker thread."""
+    if not slow or conn.dialect.name != "sqlite":
+        yield
+        return
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert isinstance(driver, InlineConnection)
+    driver.slow = True
+    try:
+        yield
+    finally:
+        driver.slow = False
 
 
 def _alembic_config(url: str) -> Config:

@@ -278,5 +278,5 @@ async def claim_jobs(
 
 
 async def queue_depth(engine: AsyncEngine) -> list[tuple[str, int, int]]:
-    async with db.read(engine) as conn:
+    async with db.read(engine, slow=True) as conn:  # counts every queued job
         return await JobStore(conn).queue_depth()

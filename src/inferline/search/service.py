@@ -192,7 +192,7 @@ async def list_collections(config: SearchConfig, *, tenant: str) -> list[dict[st
         .where(collections.c.tenant == tenant)
         .order_by(collections.c.name)
     )
-    async with db.read(config.engine) as conn:
+    async with db.read(config.engine, slow=True) as conn:  # counts every document of the tenant
         rows = (await conn.execute(query)).mappings().all()
     views = []
     for row in rows:
@@ -208,7 +208,7 @@ async def document_counts(config: SearchConfig, collection: Collection) -> dict[
         .where(documents.c.collection_id == collection.id)
         .group_by(documents.c.status)
     )
-    async with db.read(config.engine) as conn:
+    async with db.read(config.engine, slow=True) as conn:  # counts every document of the collection
         found = {status: int(count) for status, count in (await conn.execute(query)).all()}
     statuses = (DocumentStatus.QUEUED, DocumentStatus.PROCESSING, DocumentStatus.READY, DocumentStatus.FAILED)
     return {status: found.get(status, 0) for status in statuses}
@@ -216,7 +216,7 @@ async def document_counts(config: SearchConfig, collection: Collection) -> dict[
 
 async def delete_collection(config: SearchConfig, *, tenant: str, name: str) -> None:
     collection = await get_collection(config, tenant=tenant, name=name)
-    async with db.write(config.engine) as conn:
+    async with db.write(config.engine, slow=True) as conn:  # all of its documents
         await conn.execute(documents.delete().where(documents.c.collection_id == collection.id))
         await conn.execute(collections.delete().where(collections.c.id == collection.id))
     forget(config, collection.id)
