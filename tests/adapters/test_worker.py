@@ -255,9 +255,9 @@ async def test_quick_stages_share_a_write_and_the_last_one_lands_with_the_outcom
     worker = Worker(engine, registry, config, wakeup=LocalWakeup(), metrics=Metrics())
     written = worker.write_progress
 
-    async def counting(job: Job, values: dict[str, Any], *, hook: bool) -> bool:
-        seen.append(values.get("stage", ""))
-        return await written(job, values, hook=hook)
+    async def counting(items: list[tuple[JobContext, dict[str, Any], bool]]) -> set[str]:
+        seen.extend(values.get("stage", "") for _, values, _ in items)
+        return await written(items)
 
     worker.write_progress = counting  # type: ignore[method-assign]
     await worker.start()
@@ -271,3 +271,34 @@ async def test_quick_stages_share_a_write_and_the_last_one_lands_with_the_outcom
     assert done.status is JobStatus.SUCCEEDED and done.stage == "done" and done.detail == "3 chunks"
     # The claim counts as a write: "extract" and "chunk" are folded into the deferred write of "embed".
     assert seen == ["embed", "index"]
+
+
+async def test_progress_of_jobs_running_together_goes_out_in_one_transaction(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    @registry.kind("steps")
+    async def steps(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+        for step in range(6):
+            await ctx.progress(step * 20, f"step {step}")
+            await asyncio.sleep(0.04)
+        return {}
+
+    config = WorkerConfig(concurrency=3, lease_s=60, heartbeat_s=30, poll_s=0.1, progress_interval_s=0.1)
+    worker = Worker(engine, registry, config, wakeup=LocalWakeup(), metrics=Metrics())
+    written = worker.write_progress
+    writes: list[list[str]] = []
+
+    async def recording(items: list[tuple[JobContext, dict[str, Any], bool]]) -> set[str]:
+        writes.append([ctx.id for ctx, _, _ in items])
+        return await written(items)
+
+    worker.write_progress = recording  # type: ignore[method-assign]
+    jobs = [await submit(engine, registry, kind="steps", input={}) for _ in range(3)]
+    await worker.start()
+    try:
+        done = [await wait_for(engine, job.id, finished) for job in jobs]
+    finally:
+        await worker.stop(grace_s=1)
+    assert all(job.status is JobStatus.SUCCEEDED and job.progress == 100.0 for job in done)
+    assert max(len(ids) for ids in writes) == 3  # the three jobs' progress in one write
+    assert len(writes) < 9  # 18 updates in ~0.25 s; an interval per job would have written ~3 times each

@@ -12,8 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import structlog
-
 from inferline.errors import Canceled, JobError, NonRetryable
 from inferline.jobs.model import JSON, Job, WebhookEvent
 
@@ -21,7 +19,6 @@ if TYPE_CHECKING:
     from inferline.jobs.runtime import Worker
 
 T = TypeVar("T")
-log = structlog.get_logger(__name__)
 
 LEASE_LOST = "lease lost"
 SHUTDOWN = "shutdown"
@@ -36,12 +33,8 @@ class JobContext:
         self._worker = worker
         self._cancel_reason: str | None = None
         self._pending: dict[str, Any] = {}
-        # The claim has just written the row (running, attempt n): the first stage can wait its turn.
-        self._last_write = time.monotonic()
         self._last_progress_hook = 0.0
         self._write_lock = asyncio.Lock()  # writes in order: a stage never overwritten by an older one
-        self._later: asyncio.TimerHandle | None = None  # a write of what is pending, once the interval is up
-        self._later_task: asyncio.Task[None] | None = None  # held: the event loop keeps tasks only weakly
         self._settled = False
 
     @property
@@ -65,9 +58,9 @@ class JobContext:
             raise Canceled(self._cancel_reason)
 
     async def stage(self, name: str, detail: str | None = None) -> None:
-        """Written within `progress_interval_s` of the last write (the claim counts as one): a job that
-        moves through four stages in a few milliseconds (a small document's ingest) writes them with its
-        outcome, not four times."""
+        """Written within `progress_interval_s`, together with the other jobs of the worker (see
+        `Worker.progress_changed`): a job that moves through four stages in a few milliseconds (a small
+        document's ingest) writes them with its outcome, not four times."""
         await self._write({"stage": name, "detail": detail}, force=False)
 
     async def progress(self, percent: float, detail: str | None = None) -> None:
@@ -128,34 +121,16 @@ class JobContext:
 
     async def _write(self, values: dict[str, Any], *, force: bool) -> None:
         self._pending.update(values)
-        wait_s = self._last_write + self._worker.config.progress_interval_s - time.monotonic()
-        if force or wait_s <= 0:
+        if force:
             await self.flush()
-        elif self._later is None and not self._settled:
-            self._later = asyncio.get_running_loop().call_later(wait_s, self._flush_later)
-
-    def _flush_later(self) -> None:
-        self._later = None
-        if not self._settled:
-            self._later_task = asyncio.create_task(self._quiet_flush())
-
-    async def _quiet_flush(self) -> None:
-        """A write nobody awaits: a lost lease is left to the heartbeat, which interrupts the job."""
-        try:
-            await self.flush()
-        except Canceled:
-            pass
-        except Exception:
-            log.warning("progress_write_failed", job_id=self.id, exc_info=True)
+        elif not self._settled:
+            await self._worker.progress_changed(self)
 
     def settle(self) -> dict[str, Any]:
         """At the end of an attempt: no more writes of its own; returns what was still unwritten, which
         goes into the attempt's outcome (one write instead of two). Synchronous, so it also runs in the
         `finally` of an attempt torn down by cancellation."""
         self._settled = True
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
         pending, self._pending = self._pending, {}
         self.job = replace(self.job, **pending)
         return pending
@@ -167,20 +142,29 @@ class JobContext:
             pass
 
     async def flush(self) -> None:
+        """Write what is pending now, in a transaction of its own (checkpoints: durable before the job
+        goes on); raises Canceled if the lease was lost."""
         async with self._write_lock:
-            await self._flush()
+            values = self.take_pending()
+            if values is not None and self.id in await self._worker.write_progress([(self, *values)]):
+                self._cancel_reason = LEASE_LOST
+                raise Canceled(LEASE_LOST)
 
-    async def _flush(self) -> None:
+    def take_pending(self) -> tuple[dict[str, Any], bool] | None:
+        """What to write (and whether it warrants a progress webhook), now counted as written; None if
+        nothing is pending. Call it holding `_write_lock`, and keep holding it until the write is done."""
         if not self._pending:
-            return
+            return None
         values, self._pending = self._pending, {}
-        self._last_write = now_s = time.monotonic()
         self.job = replace(self.job, **values)
+        now_s = time.monotonic()
         hook = now_s - self._last_progress_hook >= self._worker.config.webhook_progress_interval_s
         if hook and self.job.wants(WebhookEvent.PROGRESS):
             self._last_progress_hook = now_s
         else:
             hook = False
-        if not await self._worker.write_progress(self.job, values, hook=hook):
-            self._cancel_reason = LEASE_LOST
-            raise Canceled(LEASE_LOST)
+        return values, hook
+
+    def give_back(self, values: dict[str, Any]) -> None:
+        """A write that failed: its values are pending again, under anything newer."""
+        self._pending = values | self._pending

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +89,12 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
         self._halted = asyncio.Event()
+        # Progress of all running jobs goes out in one transaction per `progress_interval_s`.
+        self._dirty: dict[JobContext, None] = {}  # jobs with progress to write, in order
+        self._last_progress_s = 0.0  # monotonic time of the last progress write (or claim)
+        self._progress_timer: asyncio.TimerHandle | None = None
+        self._progress_task: asyncio.Task[None] | None = None  # held: the loop keeps tasks only weakly
+        self._progress_lock = asyncio.Lock()
 
     @property
     def name(self) -> str:
@@ -114,6 +121,8 @@ class Worker:
             if pending:
                 await asyncio.wait(pending)
         self._halted.set()
+        if self._progress_timer is not None:
+            self._progress_timer.cancel()
         self._outcome_ready.set()
         _, stuck = await asyncio.wait(self._loops, timeout=max(grace_s, 1.0))
         for task in stuck:  # only a loop hung on an unreachable database gets here
@@ -157,6 +166,8 @@ class Worker:
                 lease_s=self.config.lease_s,
                 kind_limits=self.config.kind_limits,
             )
+            if claimed:  # the claim wrote their rows: their first stages can wait for the next write
+                self._last_progress_s = time.monotonic()
             for job in claimed:
                 self._launch(job)
             if len(claimed) < min(free, self.config.claim_batch):
@@ -237,13 +248,66 @@ class Worker:
 
     # -- heartbeats, progress, reaping --------------------------------------------------------
 
-    async def write_progress(self, job: Job, values: dict[str, Any], *, hook: bool) -> bool:
-        values = values | {"updated_at": utcnow()}
+    async def progress_changed(self, ctx: JobContext) -> None:
+        """A job has progress to write. Written at once (awaited) if nothing was written for
+        `progress_interval_s`, else at the end of that interval, with every other job's."""
+        self._dirty[ctx] = None
+        wait_s = self._last_progress_s + self.config.progress_interval_s - time.monotonic()
+        if wait_s <= 0:
+            await self.flush_progress()
+        elif self._progress_timer is None and not self._halted.is_set():
+            self._progress_timer = asyncio.get_running_loop().call_later(wait_s, self._progress_due)
+
+    def _progress_due(self) -> None:
+        self._progress_timer = None
+        self._progress_task = asyncio.create_task(self.flush_progress())
+
+    async def flush_progress(self) -> None:
+        """Write every running job's pending progress in one transaction. A job whose lease is lost is
+        interrupted (as a heartbeat would); a failed write leaves the values pending for the next one."""
+        async with self._progress_lock:
+            taken = []
+            for ctx in list(self._dirty):
+                if ctx._write_lock.locked():  # its own write (a checkpoint) is in flight: next time
+                    continue
+                del self._dirty[ctx]
+                await ctx._write_lock.acquire()  # free: returns at once
+                pending = ctx.take_pending()
+                if pending is None:
+                    ctx._write_lock.release()
+                else:
+                    taken.append((ctx, *pending))
+            if not taken:
+                return
+            self._last_progress_s = time.monotonic()
+            try:
+                lost = await self.write_progress(taken)
+            except Exception:
+                log.warning("progress_write_failed", jobs=len(taken), exc_info=True)
+                for ctx, values, _ in taken:
+                    ctx.give_back(values)
+                    self._dirty[ctx] = None
+                lost = set()
+            finally:
+                for ctx, _, _ in taken:
+                    ctx._write_lock.release()
+        for job_id in lost:
+            running = self._running.get(job_id)
+            if running is not None:
+                self._interrupt(running, LEASE_LOST)
+
+    async def write_progress(self, items: list[tuple[JobContext, dict[str, Any], bool]]) -> set[str]:
+        """One transaction; returns the ids of the jobs whose lease was lost."""
+        now = utcnow()
+        lost = set()
         async with db.write(self.engine) as conn:
-            ok = await JobStore(conn).update_running(job.id, self.name, values)
-            if ok and hook:
-                await webhooks.enqueue(conn, job, WebhookEvent.PROGRESS, values["updated_at"])
-        return ok
+            store = JobStore(conn)
+            for ctx, values, hook in items:
+                if not await store.update_running(ctx.id, self.name, values | {"updated_at": now}):
+                    lost.add(ctx.id)
+                elif hook:
+                    await webhooks.enqueue(conn, ctx.job, WebhookEvent.PROGRESS, now)
+        return lost
 
     async def _heartbeat_loop(self) -> None:
         while not self._halted.is_set():
@@ -255,9 +319,7 @@ class Worker:
         running = dict(self._running)
         if not running:  # an idle worker takes no write lock
             return
-        for item in running.values():
-            with contextlib.suppress(Canceled):
-                await item.ctx.flush()
+        await self.flush_progress()
         async with db.write(self.engine) as conn:
             states = await JobStore(conn).renew_leases(
                 owner=self.name, job_ids=running, now=utcnow(), lease_s=self.config.lease_s

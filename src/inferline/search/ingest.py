@@ -41,8 +41,8 @@ from inferline.search.service import (
     DocumentStatus,
     SearchConfig,
     collection_from_row,
-    forget,
     version_bump,
+    version_seen,
 )
 from inferline.search.tokens import normalize, tokenize
 
@@ -95,16 +95,6 @@ async def _start(
             .first()
         )
     return collection_from_row(crow), document, FileInfo(**frow) if frow is not None else None
-
-
-async def _still_there(config: SearchConfig, collection_id: str, document_id: str) -> bool:
-    query = (
-        sa.select(documents.c.id)
-        .join(collections, collections.c.id == documents.c.collection_id)
-        .where(documents.c.id == document_id, collections.c.id == collection_id)
-    )
-    async with db.read(config.engine) as conn:
-        return (await conn.execute(query)).first() is not None
 
 
 async def _set_status(config: SearchConfig, document_id: str, **values: Any) -> None:
@@ -189,26 +179,40 @@ async def _ingest(
         for chunk, vector, chunk_tokens in zip(chunks, vectors, tokens, strict=True)
     ]
     ctx.raise_if_canceled()
-    if not await _still_there(search, collection.id, document.id):
-        return 0  # deleted while it was being embedded: writing would bring a dropped collection's index back
     await search.index.delete_document(collection.id, document.id)
     for start in range(0, len(records), UPSERT_BATCH):
         await search.index.upsert(collection.spec, records[start : start + UPSERT_BATCH])
-    # One transaction: whoever sees the document ready also sees the collection's new version, so no
-    # search after that can be answered from a cache entry made before these chunks were indexed.
-    async with db.write(search.engine) as conn:
+    version = await _mark_ready(search, collection.id, document.id, len(records))
+    if version is None:  # deleted while we worked: take back what we wrote
+        if await _collection_exists(search, collection.id):
+            await search.index.delete_document(collection.id, document.id)
+        else:  # our upsert may have brought the dropped collection's index back
+            await search.index.drop(collection.id)
+        return 0
+    version_seen(search, collection.id, version)
+    return len(records)
+
+
+async def _mark_ready(config: SearchConfig, collection_id: str, document_id: str, chunks: int) -> int | None:
+    """The document ready and the collection's version bumped, in one transaction: whoever sees the
+    document ready also sees the new version, so no search after that is answered from a cache entry
+    made before its chunks were indexed. Returns the new version; None if the document is gone."""
+    async with db.write(config.engine) as conn:
         marked = await conn.execute(
             documents.update()
-            .where(documents.c.id == document.id, documents.c.collection_id == collection.id)
-            .values(status=DocumentStatus.READY, chunks=len(records), error=None, updated_at=utcnow())
+            .where(documents.c.id == document_id, documents.c.collection_id == collection_id)
+            .values(status=DocumentStatus.READY, chunks=chunks, error=None, updated_at=utcnow())
         )
-        if marked.rowcount:
-            await conn.execute(version_bump(collection.id))
-    if not marked.rowcount:  # deleted while we worked (a later delete finds the chunks itself)
-        await search.index.delete_document(collection.id, document.id)
-        return 0
-    forget(search, collection.id)
-    return len(records)
+        if not marked.rowcount:
+            return None
+        bumped = await conn.execute(version_bump(collection_id).returning(collections.c.version))
+        return int(bumped.scalar_one())
+
+
+async def _collection_exists(config: SearchConfig, collection_id: str) -> bool:
+    async with db.read(config.engine) as conn:
+        found = await conn.execute(sa.select(collections.c.id).where(collections.c.id == collection_id))
+        return found.first() is not None
 
 
 def register(registry: KindRegistry, config: IngestConfig) -> None:

@@ -240,6 +240,15 @@ def forget(config: SearchConfig, collection_id: str) -> None:
             config.known.pop(key, None)
 
 
+def version_seen(config: SearchConfig, collection_id: str, version: int) -> None:
+    """This process just moved the collection to `version`: its copy follows, rather than being
+    forgotten and read again by the next upload or search (a transaction each). Never backwards: two
+    ingests may report their bumps out of order."""
+    for key, (when, collection) in list(config.known.items()):
+        if collection.id == collection_id and collection.version < version:
+            config.known[key] = (when, replace(collection, version=version))
+
+
 async def current_collection(config: SearchConfig, *, tenant: str, name: str) -> Collection:
     """The collection as searches see it: this process's copy if younger than `collection_ttl_s`."""
     now = time.monotonic()
