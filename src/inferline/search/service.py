@@ -619,7 +619,7 @@ async def _page(
 
 async def warm_up(config: SearchConfig) -> list[str]:
     """Loads, where there are collections to search, what the first search would otherwise wait for:
-    Kiwi (2.2 s and ~500 MB on first use) and the query copy of each collection's embedding model (~1 s).
+    Kiwi (~1 s and ~330 MB on first use) and the query copy of each collection's embedding model (~1 s).
     Run in the background at startup; returns the query models it loaded."""
     async with db.read(config.engine) as conn:
         names = sorted(set((await conn.execute(sa.select(collections.c.embedding_model).distinct())).scalars()))

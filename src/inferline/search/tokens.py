@@ -47,7 +47,7 @@ _kiwi_lock = threading.Lock()
 
 
 def analyzer() -> Any:
-    """The process's one Kiwi, loaded on first use (~2 s, ~500 MB)."""
+    """The process's one Kiwi, loaded on first use (~1 s, ~330 MB)."""
     global _kiwi
     with _kiwi_lock:
         if _kiwi is None:
@@ -56,9 +56,11 @@ def analyzer() -> Any:
             # num_workers=0: analyse on the calling thread. Since kiwipiepy 0.21, -1 starts a pool of a
             # thread per core: on 2 cores its two threads took 1.2 ms of CPU per chunk during an ingest,
             # beside the model's processes, where one thread takes 1.15 ms in all (docs/benchmarks.md).
+            # load_multi_dict=False: its entries span several eojeols, and we analyse one at a time, so
+            # none could match; without it Kiwi loads in 1.0 s instead of 2.3 and takes 330 MB, not 520.
             with warnings.catch_warnings():  # "num_workers=0 changed since 0.21": the change is what we want
                 warnings.simplefilter("ignore", DeprecationWarning)
-                _kiwi = Kiwi(num_workers=0)
+                _kiwi = Kiwi(num_workers=0, load_multi_dict=False)
         return _kiwi
 
 
