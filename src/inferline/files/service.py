@@ -81,7 +81,7 @@ async def receive_file(
 
 
 async def insert_file(conn: AsyncConnection, info: FileInfo) -> None:
-    await conn.execute(files.insert().values(**info.__dict__))
+    await conn.execute(files.insert(), info.__dict__)
 
 
 async def record_file(engine: AsyncEngine, info: FileInfo) -> None:

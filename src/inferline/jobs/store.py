@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferline import paging
 from inferline.jobs.model import Job, JobStatus
-from inferline.schema import jobs, lanes
+from inferline.schema import UTCDateTime, jobs, lanes
 
 _JOB_FIELDS = {c.name for c in jobs.columns}
 # Any value serves: it only names the lock all claimers of concurrency-limited kinds share.
@@ -196,10 +196,8 @@ class JobStore:
         return bool(result.rowcount)
 
     async def update_running(self, job_id: str, owner: str, values: dict[str, Any]) -> bool:
-        query = jobs.update().where(
-            jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status == JobStatus.RUNNING.value
-        )
-        return bool((await self.conn.execute(query.values(**values))).rowcount)
+        update = _running_update(tuple(sorted(values)))
+        return bool((await self.conn.execute(update, {"_id": job_id, "_owner": owner, **values})).rowcount)
 
     # -- the queue ----------------------------------------------------------------------------
 
@@ -217,38 +215,17 @@ class JobStore:
         allowed = [kind for kind in kinds if slots.get(kind, 1) > 0]
         if not allowed or limit <= 0:
             return []
-        candidates = (
-            sa.select(jobs.c.id, jobs.c.kind)
-            .where(
-                jobs.c.status == JobStatus.QUEUED.value,
-                jobs.c.run_after <= now,
-                jobs.c.kind.in_(allowed),
-            )
-            .order_by(jobs.c.priority, jobs.c.fair_seq, jobs.c.id)
-            .limit(limit)
-        )
-        if self.dialect == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
+        params = {"now": now, "limit": limit, "owner": owner, "expires": now + timedelta(seconds=lease_s)}
         if slots:  # limited kinds: pick in Python, within each kind's free slots
-            chosen: Any = _within_slots(await self.conn.execute(candidates), slots)
+            candidates = await self.conn.execute(_claim_candidates(self.dialect, tuple(allowed)), params)
+            chosen = _within_slots(candidates, slots)
             if not chosen:
                 return []
+            update = _claim_update(self.dialect, None)
+            params["ids"] = chosen
         else:  # the common case: select and update in one statement, one round trip
-            chosen = sa.select(candidates.subquery().c.id).scalar_subquery()
-        update = (
-            jobs.update()
-            .where(jobs.c.id.in_(chosen))
-            .values(
-                status=JobStatus.RUNNING.value,
-                attempts=jobs.c.attempts + 1,
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_s),
-                started_at=sa.func.coalesce(jobs.c.started_at, now),
-                updated_at=now,
-            )
-            .returning(*jobs.columns)
-        )
-        claimed = [job_from_row(row) for row in (await self.conn.execute(update)).mappings()]
+            update = _claim_update(self.dialect, tuple(allowed))
+        claimed = [job_from_row(row) for row in (await self.conn.execute(update, params)).mappings()]
         claimed.sort(key=lambda job: (job.priority, job.fair_seq, job.id))
         return claimed
 
@@ -262,23 +239,8 @@ class JobStore:
             assert values["updated_at"] == now and values["lease_owner"] is None
             groups.setdefault(tuple(sorted(values)), []).append({"_id": job_id, **values})
         for columns, params in groups.items():
-            stmt = (
-                jobs.update()
-                .where(
-                    jobs.c.id == sa.bindparam("_id"),
-                    jobs.c.lease_owner == owner,
-                    jobs.c.status == JobStatus.RUNNING.value,
-                )
-                .values({column: sa.bindparam(column) for column in columns})
-            )
-            await self.conn.execute(stmt, params)
-        applied = await self.conn.execute(
-            sa.select(jobs.c.id).where(
-                jobs.c.id.in_([job_id for job_id, _ in rows]),
-                jobs.c.updated_at == now,
-                jobs.c.lease_owner.is_(None),
-            )
-        )
+            await self.conn.execute(_running_update(columns), [p | {"_owner": owner} for p in params])
+        applied = await self.conn.execute(_finished_rows(), {"ids": [job_id for job_id, _ in rows], "now": now})
         return {row[0] for row in applied}
 
     async def _free_slots(self, kind_limits: Mapping[str, int], kinds: Sequence[str]) -> dict[str, int]:
@@ -302,13 +264,8 @@ class JobStore:
         ids = list(job_ids)
         if not ids:
             return []
-        query = (
-            jobs.update()
-            .where(jobs.c.id.in_(ids), jobs.c.lease_owner == owner, jobs.c.status == JobStatus.RUNNING.value)
-            .values(lease_expires_at=now + timedelta(seconds=lease_s))
-            .returning(jobs.c.id, jobs.c.cancel_requested, jobs.c.deadline_at)
-        )
-        rows = (await self.conn.execute(query)).mappings()
+        params = {"ids": ids, "owner": owner, "expires": now + timedelta(seconds=lease_s)}
+        rows = (await self.conn.execute(_renew_leases(), params)).mappings()
         return [LeaseState(row["id"], bool(row["cancel_requested"]), row["deadline_at"]) for row in rows]
 
     async def expired_leases(self, now: datetime, limit: int = 100) -> list[Job]:
@@ -337,3 +294,81 @@ def _within_slots(rows: Iterable[Any], slots: Mapping[str, int]) -> list[str]:
             left[kind] -= 1
         ids.append(job_id)
     return ids
+
+
+# Hot statements are built once (with bind parameters) rather than per call: building one and computing
+# its cache key cost ~100 µs of CPU per execution, twice what SQLite then spends on it (docs/benchmarks.md).
+
+
+@functools.cache
+def _running_update(columns: tuple[str, ...]) -> sa.Update:
+    """Set `columns` of job `_id` if `_owner` still holds it running."""
+    return (
+        jobs.update()
+        .where(
+            jobs.c.id == sa.bindparam("_id"),
+            jobs.c.lease_owner == sa.bindparam("_owner"),
+            jobs.c.status == JobStatus.RUNNING.value,
+        )
+        .values({column: sa.bindparam(column) for column in columns})
+    )
+
+
+@functools.cache
+def _finished_rows() -> sa.Select[Any]:
+    return sa.select(jobs.c.id).where(
+        jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
+        jobs.c.updated_at == sa.bindparam("now"),
+        jobs.c.lease_owner.is_(None),
+    )
+
+
+@functools.cache
+def _renew_leases() -> sa.Update:
+    return (
+        jobs.update()
+        .where(
+            jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
+            jobs.c.lease_owner == sa.bindparam("owner"),
+            jobs.c.status == JobStatus.RUNNING.value,
+        )
+        .values(lease_expires_at=sa.bindparam("expires"))
+        .returning(jobs.c.id, jobs.c.cancel_requested, jobs.c.deadline_at)
+    )
+
+
+_NOW = sa.bindparam("now", type_=UTCDateTime())
+
+
+@functools.cache
+def _claim_candidates(dialect: str, kinds: tuple[str, ...]) -> sa.Select[Any]:
+    """The first `limit` runnable jobs of `kinds` in fair order (parameters `now`, `limit`)."""
+    candidates = (
+        sa.select(jobs.c.id, jobs.c.kind)
+        .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.run_after <= _NOW, jobs.c.kind.in_(kinds))
+        .order_by(jobs.c.priority, jobs.c.fair_seq, jobs.c.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
+    )
+    return candidates.with_for_update(skip_locked=True) if dialect == "postgresql" else candidates
+
+
+@functools.cache
+def _claim_update(dialect: str, kinds: tuple[str, ...] | None) -> sa.Update:
+    """Lease the candidates of `kinds` to `owner` until `expires`; with `kinds` None, the jobs `ids`."""
+    if kinds is None:
+        chosen: Any = sa.bindparam("ids", expanding=True)
+    else:
+        chosen = sa.select(_claim_candidates(dialect, kinds).subquery().c.id).scalar_subquery()
+    return (
+        jobs.update()
+        .where(jobs.c.id.in_(chosen))
+        .values(
+            status=JobStatus.RUNNING.value,
+            attempts=jobs.c.attempts + 1,
+            lease_owner=sa.bindparam("owner"),
+            lease_expires_at=sa.bindparam("expires"),
+            started_at=sa.func.coalesce(jobs.c.started_at, _NOW),
+            updated_at=_NOW,
+        )
+        .returning(*jobs.columns)
+    )

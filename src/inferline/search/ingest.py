@@ -15,6 +15,7 @@ the reason, once the job will not be retried).
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,33 +68,18 @@ async def _start(
     config: SearchConfig, data: IngestInput, tenant: str
 ) -> tuple[Collection, Document, FileInfo | None] | None:
     """The collection, the document (now `processing`) and its file, in one transaction (were three)."""
+    ids = {"_collection_id": data.collection_id, "_document_id": data.document_id}
+    params = {"collection_id": data.collection_id, "tenant": tenant, **ids}
     async with db.write(config.engine) as conn:
-        crow = (
-            (
-                await conn.execute(
-                    sa.select(collections).where(collections.c.id == data.collection_id, collections.c.tenant == tenant)
-                )
-            )
-            .mappings()
-            .first()
-        )
+        crow = (await conn.execute(_collection_query(), params)).mappings().first()
         if crow is None:
             return None
-        marked = await conn.execute(
-            documents.update()
-            .where(documents.c.id == data.document_id, documents.c.collection_id == data.collection_id)
-            .values(status=DocumentStatus.PROCESSING, error=None, updated_at=utcnow())
-            .returning(*documents.columns)
-        )
+        marked = await conn.execute(_processing_update(), params | {"updated_at": utcnow()})
         drow = marked.mappings().first()
         if drow is None:
             return None
         document = Document(**drow)
-        frow = (
-            (await conn.execute(sa.select(files).where(files.c.id == document.file_id, files.c.tenant == tenant)))
-            .mappings()
-            .first()
-        )
+        frow = (await conn.execute(_file_query(), {"file_id": document.file_id, "tenant": tenant})).mappings().first()
     return collection_from_row(crow), document, FileInfo(**frow) if frow is not None else None
 
 
@@ -197,16 +183,12 @@ async def _mark_ready(config: SearchConfig, collection_id: str, document_id: str
     """The document ready and the collection's version bumped, in one transaction: whoever sees the
     document ready also sees the new version, so no search after that is answered from a cache entry
     made before its chunks were indexed. Returns the new version; None if the document is gone."""
+    ids = {"_collection_id": collection_id, "_document_id": document_id}
+    params = {"collection_id": collection_id, "chunks": chunks, "updated_at": utcnow(), **ids}
     async with db.write(config.engine) as conn:
-        marked = await conn.execute(
-            documents.update()
-            .where(documents.c.id == document_id, documents.c.collection_id == collection_id)
-            .values(status=DocumentStatus.READY, chunks=chunks, error=None, updated_at=utcnow())
-        )
-        if not marked.rowcount:
+        if not (await conn.execute(_ready_update(), params)).rowcount:
             return None
-        bumped = await conn.execute(version_bump(collection_id).returning(collections.c.version))
-        return int(bumped.scalar_one())
+        return int((await conn.execute(version_bump(), params)).scalar_one())
 
 
 async def _collection_exists(config: SearchConfig, collection_id: str) -> bool:
@@ -220,3 +202,46 @@ def register(registry: KindRegistry, config: IngestConfig) -> None:
         return await run_ingest(config, ctx, data)
 
     registry.kind("ingest", input_model=IngestInput)(ingest)
+
+
+# Statements run for every document are built once, with bind parameters (see jobs/store.py).
+
+
+@functools.cache
+def _collection_query() -> sa.Select[Any]:
+    return sa.select(collections).where(
+        collections.c.id == sa.bindparam("collection_id"), collections.c.tenant == sa.bindparam("tenant")
+    )
+
+
+@functools.cache
+def _file_query() -> sa.Select[Any]:
+    return sa.select(files).where(files.c.id == sa.bindparam("file_id"), files.c.tenant == sa.bindparam("tenant"))
+
+
+def _this_document() -> sa.ColumnElement[bool]:
+    """Parameters `_document_id`, `_collection_id` (an UPDATE keeps the plain names for its columns)."""
+    return sa.and_(
+        documents.c.id == sa.bindparam("_document_id"), documents.c.collection_id == sa.bindparam("_collection_id")
+    )
+
+
+@functools.cache
+def _processing_update() -> sa.Update:
+    values: dict[str, Any] = {
+        "status": DocumentStatus.PROCESSING,
+        "error": None,
+        "updated_at": sa.bindparam("updated_at"),
+    }
+    return documents.update().where(_this_document()).values(values).returning(*documents.columns)
+
+
+@functools.cache
+def _ready_update() -> sa.Update:
+    values: dict[str, Any] = {
+        "status": DocumentStatus.READY,
+        "chunks": sa.bindparam("chunks"),
+        "error": None,
+        "updated_at": sa.bindparam("updated_at"),
+    }
+    return documents.update().where(_this_document()).values(values)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -172,8 +173,7 @@ async def get_collection(config: SearchConfig, *, tenant: str, name: str) -> Col
 
 
 async def _collection_named(conn: AsyncConnection, tenant: str, name: str) -> Collection:
-    query = sa.select(collections).where(collections.c.tenant == tenant, collections.c.name == name)
-    row = (await conn.execute(query)).mappings().first()
+    row = (await conn.execute(_collection_named_query(), {"tenant": tenant, "name": name})).mappings().first()
     if row is None:
         raise NotFound(f"collection {name!r} not found")
     return collection_from_row(row)
@@ -223,14 +223,42 @@ async def delete_collection(config: SearchConfig, *, tenant: str, name: str) -> 
     await config.index.drop(collection.id)
 
 
-def version_bump(collection_id: str) -> sa.Update:
-    """The statement that retires every cached search of a collection (run it with the change it covers)."""
-    return collections.update().where(collections.c.id == collection_id).values(version=collections.c.version + 1)
+@functools.cache
+def version_bump() -> sa.Update:
+    """The statement (parameter `collection_id`) that retires every cached search of a collection: run it
+    with the change it covers. Returns the new version."""
+    return (
+        collections.update()
+        .where(collections.c.id == sa.bindparam("collection_id"))
+        .values(version=collections.c.version + 1)
+        .returning(collections.c.version)
+    )
+
+
+# Statements run for every upload are built once, with bind parameters (see jobs/store.py).
+
+
+@functools.cache
+def _collection_named_query() -> sa.Select[Any]:
+    return sa.select(collections).where(
+        collections.c.tenant == sa.bindparam("tenant"), collections.c.name == sa.bindparam("name")
+    )
+
+
+@functools.cache
+def _same_document_query(*, by_external_id: bool) -> sa.Select[Any]:
+    """The collection's document with this `external_id`, or else with this content (`sha256`)."""
+    match = (
+        documents.c.external_id == sa.bindparam("external_id")
+        if by_external_id
+        else sa.and_(documents.c.sha256 == sa.bindparam("sha256"), documents.c.external_id.is_(None))
+    )
+    return sa.select(documents).where(documents.c.collection_id == sa.bindparam("collection_id"), match)
 
 
 async def bump_version(config: SearchConfig, collection_id: str) -> None:
     async with db.write(config.engine) as conn:
-        await conn.execute(version_bump(collection_id))
+        await conn.execute(version_bump(), {"collection_id": collection_id})
     forget(config, collection_id)
 
 
@@ -346,16 +374,9 @@ async def add_document(
         async with db.write(config.engine) as conn:
             collection = await _collection_named(conn, tenant, name)
             checked = check_metadata(collection.fields, metadata)
-            match = (
-                documents.c.external_id == external_id
-                if external_id is not None
-                else sa.and_(documents.c.sha256 == file.sha256, documents.c.external_id.is_(None))
-            )
-            row = (
-                (await conn.execute(sa.select(documents).where(documents.c.collection_id == collection.id, match)))
-                .mappings()
-                .first()
-            )
+            params = {"collection_id": collection.id, "external_id": external_id, "sha256": file.sha256}
+            found = await conn.execute(_same_document_query(by_external_id=external_id is not None), params)
+            row = found.mappings().first()
             existing = Document(**row) if row is not None else None
             if (
                 existing is not None
@@ -385,7 +406,7 @@ async def add_document(
             if existing is None:
                 first = {"collection_id": collection.id, "tenant": tenant, "external_id": external_id}
                 values |= first | {"chunks": 0, "created_at": now}
-                await conn.execute(documents.insert().values(id=document_id, **values))
+                await conn.execute(documents.insert(), {"id": document_id, **values})
             else:
                 await conn.execute(documents.update().where(documents.c.id == document_id).values(**values))
             await JobStore(conn).add([job])
