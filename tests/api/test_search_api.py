@@ -388,3 +388,15 @@ async def test_a_restarted_server_loads_what_the_first_search_needs_in_the_backg
         assert tokens_module._kiwi is not None
     finally:
         await second.aclose()
+
+
+async def test_a_collection_deleted_while_its_document_is_embedded_leaves_no_index_behind(search_api: Api) -> None:
+    made = await create(search_api)
+    paragraph = "데이터베이스를 설치하고 서버를 시작한 다음 설정 파일의 경로를 확인합니다. " * 12
+    document = await add(search_api, "\n\n".join(f"{i}. {paragraph}" for i in range(40)))  # ~40 chunks: seconds
+    await search_api.wait(document["job_id"], lambda job: job["stage"] == "embed")
+    assert (await search_api.client.delete("/api/v1/collections/docs")).status_code == 204
+    job = await search_api.wait(document["job_id"])
+    assert job["status"] == "succeeded" and job["result"]["chunks"] == 0  # its chunks were not kept
+    index_root = search_api.services.settings.data_dir.resolve() / "index"
+    assert not (index_root / made["id"]).exists()  # the upsert after the delete was taken back
