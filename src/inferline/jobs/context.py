@@ -145,14 +145,36 @@ class JobContext:
         """Write what is pending now, in a transaction of its own (checkpoints: durable before the job
         goes on); raises Canceled if the lease was lost."""
         async with self._write_lock:
-            values = self.take_pending()
+            values = self._take_pending()
             if values is not None and self.id in await self._worker.write_progress([(self, *values)]):
                 self._cancel_reason = LEASE_LOST
                 raise Canceled(LEASE_LOST)
 
-    def take_pending(self) -> tuple[dict[str, Any], bool] | None:
+    @property
+    def writing(self) -> bool:
+        """A write of this job's progress is in flight."""
+        return self._write_lock.locked()
+
+    async def begin_batch_write(self) -> tuple[dict[str, Any], bool] | None:
+        """For the worker's batched progress write (when not `writing`): what to write (and whether it
+        warrants a progress webhook), with this job's writes held until `end_batch_write`; None, and
+        nothing held, if nothing is pending."""
+        await self._write_lock.acquire()  # free: returns at once
+        pending = self._take_pending()
+        if pending is None:
+            self._write_lock.release()
+        return pending
+
+    def end_batch_write(self, failed_values: dict[str, Any] | None = None) -> None:
+        """The batched write is done; `failed_values`: it failed, and they are pending again, under
+        anything newer."""
+        if failed_values is not None:
+            self._pending = failed_values | self._pending
+        self._write_lock.release()
+
+    def _take_pending(self) -> tuple[dict[str, Any], bool] | None:
         """What to write (and whether it warrants a progress webhook), now counted as written; None if
-        nothing is pending. Call it holding `_write_lock`, and keep holding it until the write is done."""
+        nothing is pending. The caller holds `_write_lock` until the write is done."""
         if not self._pending:
             return None
         values, self._pending = self._pending, {}
@@ -164,7 +186,3 @@ class JobContext:
         else:
             hook = False
         return values, hook
-
-    def give_back(self, values: dict[str, Any]) -> None:
-        """A write that failed: its values are pending again, under anything newer."""
-        self._pending = values | self._pending

@@ -268,14 +268,11 @@ class Worker:
         async with self._progress_lock:
             taken = []
             for ctx in list(self._dirty):
-                if ctx._write_lock.locked():  # its own write (a checkpoint) is in flight: next time
+                if ctx.writing:  # its own write (a checkpoint) is in flight: next time
                     continue
                 del self._dirty[ctx]
-                await ctx._write_lock.acquire()  # free: returns at once
-                pending = ctx.take_pending()
-                if pending is None:
-                    ctx._write_lock.release()
-                else:
+                pending = await ctx.begin_batch_write()
+                if pending is not None:
                     taken.append((ctx, *pending))
             if not taken:
                 return
@@ -285,12 +282,11 @@ class Worker:
             except Exception:
                 log.warning("progress_write_failed", jobs=len(taken), exc_info=True)
                 for ctx, values, _ in taken:
-                    ctx.give_back(values)
+                    ctx.end_batch_write(failed_values=values)
                     self._dirty[ctx] = None
-                lost = set()
-            finally:
-                for ctx, _, _ in taken:
-                    ctx._write_lock.release()
+                return
+            for ctx, _, _ in taken:
+                ctx.end_batch_write()
         for job_id in lost:
             running = self._running.get(job_id)
             if running is not None:

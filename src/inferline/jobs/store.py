@@ -299,6 +299,8 @@ def _within_slots(rows: Iterable[Any], slots: Mapping[str, int]) -> list[str]:
 # Hot statements are built once (with bind parameters) rather than per call: building one and computing
 # its cache key cost ~100 µs of CPU per execution, twice what SQLite then spends on it (docs/benchmarks.md).
 
+_NOW = sa.bindparam("now", type_=UTCDateTime())
+
 
 @functools.cache
 def _running_update(columns: tuple[str, ...]) -> sa.Update:
@@ -318,7 +320,7 @@ def _running_update(columns: tuple[str, ...]) -> sa.Update:
 def _finished_rows() -> sa.Select[Any]:
     return sa.select(jobs.c.id).where(
         jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
-        jobs.c.updated_at == sa.bindparam("now"),
+        jobs.c.updated_at == _NOW,
         jobs.c.lease_owner.is_(None),
     )
 
@@ -335,9 +337,6 @@ def _renew_leases() -> sa.Update:
         .values(lease_expires_at=sa.bindparam("expires"))
         .returning(jobs.c.id, jobs.c.cancel_requested, jobs.c.deadline_at)
     )
-
-
-_NOW = sa.bindparam("now", type_=UTCDateTime())
 
 
 @functools.cache
