@@ -33,8 +33,8 @@ import sqlalchemy as sa
 
 from inferline import db
 from inferline.clock import utcnow
-from inferline.jobs.service import JobRequest, new_job
 from inferline.jobs.store import job_values
+from inferline.jobs.submission import JobRequest, new_job
 from inferline.schema import jobs, lanes
 from serving import serve  # bench/ is on sys.path: these files run as scripts
 

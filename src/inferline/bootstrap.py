@@ -18,11 +18,12 @@ from inferline.jobs.kinds import KindRegistry, load_plugins
 from inferline.jobs.model import RetryPolicy
 from inferline.jobs.runtime import Worker, WorkerConfig
 from inferline.jobs.schedules import run_scheduler
-from inferline.jobs.service import Submitter
+from inferline.jobs.submission import Submitter
 from inferline.jobs.wakeup import LocalWakeup, PostgresWakeup, Wakeup
 from inferline.jobs.webhooks import WebhookDispatcher
 from inferline.metrics import Metrics
 from inferline.ocr import kind as ocr_kind
+from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Limits
 from inferline.ocr.rapid import RapidOcrModel
 from inferline.ocr.tesseract import TesseractModel
@@ -47,35 +48,25 @@ class Services:
     submitter: Submitter
     models: ModelRuntime
     blobs: BlobStore
+    ocr: OcrDeps
     search: SearchConfig
 
     async def aclose(self) -> None:
         await self.search.index.close()
         await self.search.cache.close()
         await self.models.aclose()
-        if self.submitter.sqlite_writer is not None:
-            self.submitter.sqlite_writer.close()
+        self.submitter.close()
         await self.wakeup.aclose()
         await self.engine.dispose()
 
 
-def ocr_limits(settings: Settings) -> Limits:
-    return Limits(max_pages=settings.ocr_max_pages, max_page_pixels=settings.ocr_max_page_pixels)
-
-
-def build_registry(settings: Settings, runtime: ModelRuntime, search: SearchConfig) -> KindRegistry:
+def build_registry(settings: Settings, models: ModelRuntime, ocr: OcrDeps, search: SearchConfig) -> KindRegistry:
+    """Every job kind this process can run: the built-in workloads' and the plugins'."""
     registry = KindRegistry()
     echo.register(registry)
-    ocr_config = ocr_kind.OcrConfig(
-        engine=search.engine,
-        blobs=search.blobs,
-        models=runtime,
-        limits=ocr_limits(settings),
-        default_dpi=settings.ocr_default_dpi,
-    )
-    ocr_kind.register(registry, ocr_config)
-    ingest.register(registry, ingest.IngestConfig(search=search, ocr=ocr_config))
-    load_plugins(registry, runtime, settings.plugins)
+    ocr_kind.register(registry, ocr)
+    ingest.register(registry, ingest.IngestConfig(search=search, ocr=ocr))
+    load_plugins(registry, models, settings.plugins)
     return registry
 
 
@@ -133,7 +124,14 @@ def build_services(settings: Settings) -> Services:
         rrf_k=settings.search_rrf_k,
         weights=settings.search_weights,
     )
-    registry = build_registry(settings, models, search)
+    ocr = OcrDeps(
+        engine=engine,
+        blobs=blobs,
+        models=models,
+        limits=Limits(max_pages=settings.ocr_max_pages, max_page_pixels=settings.ocr_max_page_pixels),
+        default_dpi=settings.ocr_default_dpi,
+    )
+    registry = build_registry(settings, models, ocr, search)
     return Services(
         settings=settings,
         engine=engine,
@@ -142,6 +140,7 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         models=models,
         blobs=blobs,
+        ocr=ocr,
         search=search,
         auth=Authenticator(engine, settings.api_key_cache_s),
         submitter=Submitter(
@@ -149,6 +148,7 @@ def build_services(settings: Settings) -> Services:
             registry,
             default_max_attempts=settings.default_max_attempts,
             wakeup=wakeup,
+            metrics=metrics,
             sqlite_writer=SqliteWriter(engine) if settings.is_sqlite else None,
         ),
     )
@@ -205,16 +205,7 @@ class Background:
             policy=retry_policy(s.settings),
         )
         self.tasks = [
-            asyncio.create_task(
-                run_scheduler(
-                    s.engine,
-                    poll_s=s.settings.schedule_poll_s,
-                    default_max_attempts=s.settings.default_max_attempts,
-                    stop=self.halt,
-                    wakeup=s.wakeup,
-                    metrics=s.metrics,
-                )
-            ),
+            asyncio.create_task(run_scheduler(s.submitter, poll_s=s.settings.schedule_poll_s, stop=self.halt)),
             asyncio.create_task(self.dispatcher.run(self.halt)),
         ]
 

@@ -10,12 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline.clock import utcnow
 from inferline.db import SqliteWriter
+from inferline.errors import InvalidInput
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import JobStatus, RetryPolicy
 from inferline.jobs.outcomes import reap_jobs
-from inferline.jobs.service import JobRequest, Submitter, claim_jobs, get_job, list_jobs, submit_job
+from inferline.jobs.service import claim_jobs, get_job, list_jobs
 from inferline.jobs.store import JobStore
+from inferline.jobs.submission import JobRequest, Submitter
 from inferline.metrics import Metrics
 from inferline.schema import jobs
 
@@ -32,7 +34,7 @@ def registry() -> KindRegistry:
 
 async def submit(engine: AsyncEngine, registry: KindRegistry, tenant: str = "a", **fields: object) -> str:
     request = JobRequest(**({"kind": "echo", "input": ECHO} | fields))  # type: ignore[arg-type]
-    job, _ = await submit_job(engine, registry, request, tenant=tenant, default_max_attempts=3)
+    job, _ = await Submitter(engine, registry, default_max_attempts=3).submit(request, tenant=tenant)
     return job.id
 
 
@@ -209,3 +211,34 @@ async def test_group_committed_submissions_get_distinct_seqs_and_tenants_still_a
     assert order[1] == b_job.id  # B arrived behind A's 40 and still runs second
     stored = await get_job(engine, tenant="a", job_id=a_jobs[0][0].id)
     assert stored.fair_seq == a_jobs[0][0].fair_seq
+
+
+async def test_a_transaction_that_fails_keeps_neither_its_rows_nor_its_jobs(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    metrics = Metrics()
+    submitter = Submitter(engine, registry, default_max_attempts=3, metrics=metrics)
+    with pytest.raises(RuntimeError):
+        async with submitter.transaction() as tx:
+            job = await tx.add(JobRequest(kind="echo", input=ECHO), tenant="a")
+            raise RuntimeError("the workload's own write failed")
+    assert await stored_job(engine, job.id) is None
+    async with submitter.transaction() as tx:
+        kept = await tx.add(JobRequest(kind="echo", input=ECHO), tenant="a")
+    assert (await get_job(engine, tenant="a", job_id=kept.id)).status is JobStatus.QUEUED
+    assert 'inferline_jobs_submitted_total{kind="echo"} 1.0' in metrics.render().decode()
+
+
+async def test_jobs_added_in_a_transaction_are_validated_by_their_kind(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    submitter = Submitter(engine, registry, default_max_attempts=3)
+    with pytest.raises(InvalidInput) as refused:
+        async with submitter.transaction() as tx:
+            await tx.add(JobRequest(kind="echo", input={"steps": 1}), tenant="a")
+    assert refused.value.field == "input.message"
+
+
+async def stored_job(engine: AsyncEngine, job_id: str) -> object:
+    async with engine.connect() as conn:
+        return await JobStore(conn).get(job_id)

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from inferline import db
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
-from inferline.jobs.service import JobRequest, submit_job
+from inferline.jobs.submission import JobRequest, Submitter
 from inferline.jobs.wakeup import PostgresWakeup
 
 
@@ -25,9 +25,8 @@ async def test_a_submission_wakes_a_listening_worker_through_notify(pg_url: str)
         assert not await wakeup.wait(0.2)  # nothing submitted, nothing heard
         started = time.monotonic()
         # No in-process wakeup is passed: only the NOTIFY sent by the insert can wake the listener.
-        await submit_job(
-            engine, registry, JobRequest(kind="echo", input={"message": "m"}), tenant="t", default_max_attempts=3
-        )
+        submitter = Submitter(engine, registry, default_max_attempts=3)
+        await submitter.submit(JobRequest(kind="echo", input={"message": "m"}), tenant="t")
         assert await wakeup.wait(5.0)
         assert time.monotonic() - started < 1.0
     finally:

@@ -19,8 +19,9 @@ from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job, JobStatus, RetryPolicy
 from inferline.jobs.runtime import Worker, WorkerConfig
-from inferline.jobs.service import JobRequest, cancel_job, claim_jobs, get_job, submit_job
+from inferline.jobs.service import cancel_job, claim_jobs, get_job
 from inferline.jobs.store import JobStore
+from inferline.jobs.submission import JobRequest, Submitter
 from inferline.jobs.wakeup import LocalWakeup
 from inferline.metrics import Metrics
 
@@ -60,7 +61,8 @@ async def worker(engine: AsyncEngine, registry: KindRegistry) -> AsyncIterator[W
 
 
 async def submit(engine: AsyncEngine, registry: KindRegistry, kind: str = "echo", **fields: Any) -> Job:
-    job, _ = await submit_job(engine, registry, JobRequest(kind=kind, **fields), tenant="t", default_max_attempts=3)
+    submitter = Submitter(engine, registry, default_max_attempts=3)
+    job, _ = await submitter.submit(JobRequest(kind=kind, **fields), tenant="t")
     return job
 
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from inferline.jobs.service import JobRequest
+from inferline.jobs.submission import JobRequest
 
 WebhookEventName = Literal["start", "progress", "completed"]
 

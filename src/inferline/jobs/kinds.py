@@ -1,8 +1,9 @@
-"""The registry of job kinds: plain async functions registered under a name.
+"""The registry of job kinds: plain async functions registered under a name, with the formats their
+results can be rendered in besides JSON (`GET /jobs/{id}/result?format=`).
 
 registry = KindRegistry()
 
-@registry.kind("resize", input_model=ResizeInput)
+@registry.kind("resize", input_model=ResizeInput, renderers={"text": ResultRenderer("text/plain", to_text)})
 async def resize(ctx: JobContext, data: ResizeInput) -> dict[str, Any]:
     await ctx.stage("load")
     ...
@@ -12,8 +13,8 @@ async def resize(ctx: JobContext, data: ResizeInput) -> dict[str, Any]:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
     from inferline.jobs.context import JobContext
 
 JobFunc = Callable[["JobContext", Any], Awaitable[dict[str, Any] | None]]
+JSON_FORMAT = "json"  # every kind's result, as stored
+
+
+@dataclass(frozen=True)
+class ResultRenderer:
+    """One more format of a kind's result: `render(result)` is sent with `media_type`."""
+
+    media_type: str
+    render: Callable[[dict[str, Any]], str]
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,19 @@ class JobKind:
     name: str
     func: JobFunc
     input_model: type[BaseModel] | None
+    renderers: Mapping[str, ResultRenderer] = field(default_factory=dict)
+
+    @property
+    def formats(self) -> list[str]:
+        return [JSON_FORMAT, *sorted(self.renderers)]
+
+    def renderer(self, fmt: str) -> ResultRenderer:
+        """The renderer of a format other than JSON; a 422 names the formats this kind has."""
+        try:
+            return self.renderers[fmt]
+        except KeyError:
+            known = ", ".join(self.formats)
+            raise InvalidInput(f"format {fmt} is not one of {self.name}'s: {known}", field="format") from None
 
     def parse(self, data: dict[str, Any]) -> Any:
         """Validated input for the function: a model instance, or the dict when no model is declared."""
@@ -44,14 +67,22 @@ class KindRegistry:
     def __init__(self) -> None:
         self._kinds: dict[str, JobKind] = {}
 
-    def kind(self, name: str, *, input_model: type[BaseModel] | None = None) -> Callable[[JobFunc], JobFunc]:
+    def kind(
+        self,
+        name: str,
+        *,
+        input_model: type[BaseModel] | None = None,
+        renderers: Mapping[str, ResultRenderer] | None = None,
+    ) -> Callable[[JobFunc], JobFunc]:
         def register(func: JobFunc) -> JobFunc:
-            self.add(JobKind(name, func, input_model))
+            self.add(JobKind(name, func, input_model, dict(renderers or {})))
             return func
 
         return register
 
     def add(self, kind: JobKind) -> None:
+        if JSON_FORMAT in kind.renderers:
+            raise ValueError(f"job kind {kind.name!r}: results are JSON already; register other formats only")
         if kind.name in self._kinds:
             raise ValueError(f"job kind {kind.name!r} is registered twice")
         self._kinds[kind.name] = kind

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,10 +24,7 @@ from inferline.clock import utcnow
 from inferline.errors import InvalidInput, NotFound
 from inferline.ids import new_id
 from inferline.jobs.kinds import KindRegistry
-from inferline.jobs.service import JobRequest, new_job, validated_request
-from inferline.jobs.store import JobStore
-from inferline.jobs.wakeup import Wakeup
-from inferline.metrics import Metrics
+from inferline.jobs.submission import JobRequest, JobTransaction, Submitter, validated_request
 from inferline.schema import schedules
 
 log = structlog.get_logger(__name__)
@@ -103,57 +100,53 @@ async def delete_schedule(engine: AsyncEngine, *, tenant: str, schedule_id: str)
         raise NotFound(f"schedule {schedule_id} not found")
 
 
-async def fire_due_schedules(
-    engine: AsyncEngine,
-    *,
-    default_max_attempts: int,
-    wakeup: Wakeup | None = None,
-    metrics: Metrics | None = None,
-    limit: int = 100,
-) -> int:
-    """Create the job of every due schedule and move each to its next tick. Returns jobs created."""
+async def fire_due_schedules(submitter: Submitter, *, limit: int = 100) -> int:
+    """Create the job of every due schedule and move each to its next tick. Returns jobs created. A
+    template the kind no longer accepts (its input model changed) creates no job: the tick is logged
+    and skipped."""
     now = utcnow()
-    async with db.write(engine) as conn:
+    created = 0
+    async with submitter.transaction() as tx:
         query = sa.select(schedules).where(schedules.c.next_run_at <= now).limit(limit)
-        if conn.dialect.name == "postgresql":
+        if tx.conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        due = [_schedule(row) for row in (await conn.execute(query)).mappings()]
-        store = JobStore(conn)
+        due = [_schedule(row) for row in (await tx.conn.execute(query)).mappings()]
         for schedule in due:
-            job = new_job(
-                JobRequest(**schedule.template),
-                tenant=schedule.tenant,
-                now=now,
-                default_max_attempts=default_max_attempts,
-            )
-            key = f"schedule:{schedule.id}:{schedule.next_run_at.isoformat()}"
-            [job] = await store.add([replace(job, idempotency_key=key, schedule_id=schedule.id)])
-            await conn.execute(
+            job_id = await _fire(tx, schedule, now)
+            created += job_id is not None
+            await tx.conn.execute(
                 schedules.update()
                 .where(schedules.c.id == schedule.id)
-                .values(next_run_at=next_tick(schedule.cron, now), last_run_at=now, last_job_id=job.id)
+                .values(
+                    next_run_at=next_tick(schedule.cron, now),
+                    last_run_at=now,
+                    last_job_id=job_id or schedule.last_job_id,
+                )
             )
-    if due and wakeup is not None:
-        wakeup.notify()
-    if metrics is not None:
-        for schedule in due:
-            metrics.jobs_submitted.labels(schedule.template["kind"]).inc()
-    return len(due)
+    return created
 
 
-async def run_scheduler(
-    engine: AsyncEngine,
-    *,
-    poll_s: float,
-    default_max_attempts: int,
-    stop: asyncio.Event,
-    wakeup: Wakeup | None = None,
-    metrics: Metrics | None = None,
-) -> None:
+async def _fire(tx: JobTransaction, schedule: Schedule, now: datetime) -> str | None:
+    key = f"schedule:{schedule.id}:{schedule.next_run_at.isoformat()}"
+    try:
+        job = await tx.add(
+            JobRequest(**schedule.template),
+            tenant=schedule.tenant,
+            idempotency_key=key,
+            schedule_id=schedule.id,
+            now=now,
+        )
+    except InvalidInput as exc:
+        log.warning("schedule_template_refused", schedule_id=schedule.id, tenant=schedule.tenant, error=str(exc))
+        return None
+    return job.id
+
+
+async def run_scheduler(submitter: Submitter, *, poll_s: float, stop: asyncio.Event) -> None:
     """Fire due schedules every `poll_s` until `stop` is set (never cut off inside a transaction)."""
     while not stop.is_set():
         try:
-            await fire_due_schedules(engine, default_max_attempts=default_max_attempts, wakeup=wakeup, metrics=metrics)
+            await fire_due_schedules(submitter)
         except Exception:
             log.exception("scheduler_failed")
         with contextlib.suppress(TimeoutError):

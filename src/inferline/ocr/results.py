@@ -7,24 +7,10 @@ was rasterized, origin top-left. Plain text separates pages with a form feed, as
 
 from __future__ import annotations
 
-from enum import StrEnum
 from html import escape
 from typing import Any
 
 PAGE_SEPARATOR = "\f"
-
-
-class ResultFormat(StrEnum):
-    JSON = "json"
-    TEXT = "text"
-    HOCR = "hocr"
-
-
-MEDIA_TYPES = {
-    ResultFormat.JSON: "application/json",
-    ResultFormat.TEXT: "text/plain; charset=utf-8",
-    ResultFormat.HOCR: "text/html; charset=utf-8",
-}
 
 
 def document_text(pages: list[dict[str, Any]]) -> str:
@@ -66,11 +52,3 @@ def to_hocr(result: dict[str, Any], *, title: str = "") -> str:
         out.append("</div>")
     out += ["</body>", "</html>", ""]
     return "\n".join(out)
-
-
-def render(result: dict[str, Any], fmt: ResultFormat) -> str:
-    if fmt is ResultFormat.TEXT:
-        return to_text(result)
-    if fmt is ResultFormat.HOCR:
-        return to_hocr(result)
-    raise ValueError(f"render json with the JSON encoder, not {fmt}")

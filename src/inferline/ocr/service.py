@@ -9,12 +9,14 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline.errors import BadDocument, InvalidInput
-from inferline.files.blobs import BlobStore
 from inferline.files.service import FileInfo, blob_path
 from inferline.jobs.model import Job
-from inferline.jobs.service import JobRequest, Submitter, get_job
+from inferline.jobs.service import get_job
+from inferline.jobs.submission import JobRequest, Submitter
+from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Document, Limits, check_type, parse_pages
-from inferline.ocr.kind import OcrJobInput, OcrOptions, pick_engine
+from inferline.ocr.kind import KIND, OcrJobInput
+from inferline.ocr.options import OcrOptions, pick_engine
 from inferline.ocr.tesseract import available_languages, find_tessdata
 
 WAIT_POLL_S = 0.1
@@ -46,24 +48,14 @@ def check_lang(options: OcrOptions, device: str) -> None:
 
 
 async def submit_ocr(
-    submitter: Submitter,
-    blobs: BlobStore,
-    *,
-    tenant: str,
-    file: FileInfo,
-    options: OcrOptions,
-    limits: Limits,
-    default_dpi: int,
-    device: str,
-    priority: int = 3,
+    deps: OcrDeps, submitter: Submitter, *, tenant: str, file: FileInfo, options: OcrOptions, priority: int = 3
 ) -> Job:
-    check_lang(options, device)
-    await asyncio.to_thread(
-        precheck, blob_path(blobs, file), file.content_type, options, limits, options.dpi or default_dpi
-    )
+    check_lang(options, deps.models.device)
+    dpi = options.dpi or deps.default_dpi
+    await asyncio.to_thread(precheck, blob_path(deps.blobs, file), file.content_type, options, deps.limits, dpi)
     data = OcrJobInput(file_id=file.id, **options.model_dump())
     job, _ = await submitter.submit(
-        JobRequest(kind="ocr", input=data.model_dump(mode="json"), priority=priority), tenant=tenant
+        JobRequest(kind=KIND, input=data.model_dump(mode="json"), priority=priority), tenant=tenant
     )
     return job
 

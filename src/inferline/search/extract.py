@@ -1,5 +1,5 @@
 """Text out of the document types that carry it directly: plain text, Markdown, HTML and DOCX. PDFs and
-images go through the OCR service instead (`ocr.kind.read_document`). Headings come out as Markdown
+images go through the OCR service instead (`ocr.pages.read_pages`). Headings come out as Markdown
 `#` lines, so the chunker cuts every type along the same structure.
 """
 

@@ -29,7 +29,9 @@ from inferline.files.service import FileInfo, blob_path
 from inferline.ids import new_id
 from inferline.jobs.context import JobContext
 from inferline.jobs.kinds import KindRegistry
-from inferline.ocr.kind import OcrConfig, OcrJobInput, read_document
+from inferline.ocr.deps import OcrDeps
+from inferline.ocr.options import OcrOptions
+from inferline.ocr.pages import read_pages
 from inferline.schema import collections, documents, files
 from inferline.search.chunks import Chunk, chunk_pages
 from inferline.search.embedders import EmbedInput
@@ -61,7 +63,7 @@ class IngestInput(BaseModel):
 @dataclass(frozen=True)
 class IngestConfig:
     search: SearchConfig
-    ocr: OcrConfig
+    ocr: OcrDeps
 
 
 async def _start(
@@ -120,7 +122,7 @@ async def _pages(config: IngestConfig, ctx: JobContext, document: Document, file
         await ctx.stage(f"extract {finished}/{total}")
 
     done: dict[int, dict[str, Any]] = {}
-    pages, _, _ = await read_document(config.ocr, ctx, OcrJobInput(file_id=document.file_id), done, report)
+    pages, _, _ = await read_pages(config.ocr, ctx, document.file_id, OcrOptions(), done, report)
     return [normalize(page["text"] or "") for page in pages]
 
 

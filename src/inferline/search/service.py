@@ -32,8 +32,7 @@ from inferline.files.blobs import BlobStore
 from inferline.files.service import FileInfo, insert_file
 from inferline.ids import new_id
 from inferline.inference.runtime import ModelRuntime
-from inferline.jobs.service import JobRequest, Submitter
-from inferline.jobs.store import JobStore
+from inferline.jobs.submission import JobRequest, Submitter
 from inferline.metrics import Metrics
 from inferline.paging import newest_first
 from inferline.schema import collections, documents
@@ -365,13 +364,14 @@ async def add_document(
 
     One write transaction reads the collection and any document it would replace, and writes the
     file, the document and its ingest job: neither document nor job is ever there without the other,
-    and a collection deleted meanwhile (by any process) is seen (were four transactions per upload)."""
+    and a collection deleted meanwhile (by any process) is seen."""
     if file.content_type not in INGESTIBLE:
         raise UnsupportedMediaType(
             f"cannot ingest {file.content_type}: send PDF, PNG, JPEG, TIFF, WebP, BMP, text, Markdown, HTML or DOCX"
         )
     try:
-        async with db.write(config.engine) as conn:
+        async with submitter.transaction() as tx:
+            conn = tx.conn
             collection = await _collection_named(conn, tenant, name)
             checked = check_metadata(collection.fields, metadata)
             params = {"collection_id": collection.id, "external_id": external_id, "sha256": file.sha256}
@@ -386,6 +386,11 @@ async def add_document(
             ):
                 return collection, existing, False
             now = utcnow()
+            document_id = existing.id if existing is not None else new_id()
+            job = await tx.add(
+                JobRequest(kind="ingest", input={"collection_id": collection.id, "document_id": document_id}),
+                tenant=tenant,
+            )
             values: dict[str, Any] = {
                 "sha256": file.sha256,
                 "file_id": file.id,
@@ -393,15 +398,10 @@ async def add_document(
                 "content_type": file.content_type,
                 "metadata": checked,
                 "status": DocumentStatus.QUEUED,
+                "job_id": job.id,
                 "error": None,
                 "updated_at": now,
             }
-            document_id = existing.id if existing is not None else new_id()
-            job = submitter.prepare(
-                JobRequest(kind="ingest", input={"collection_id": collection.id, "document_id": document_id}),
-                tenant=tenant,
-            )
-            values["job_id"] = job.id
             await insert_file(conn, file)
             if existing is None:
                 first = {"collection_id": collection.id, "tenant": tenant, "external_id": external_id}
@@ -409,10 +409,8 @@ async def add_document(
                 await conn.execute(documents.insert(), {"id": document_id, **values})
             else:
                 await conn.execute(documents.update().where(documents.c.id == document_id).values(**values))
-            await JobStore(conn).add([job])
     except IntegrityError as exc:  # the same external_id sent twice at once
         raise Conflict(f"document with external_id {external_id!r} is being added by another request") from exc
-    submitter.submitted()
     if existing is None:
         return collection, Document(id=document_id, **values), True
     return collection, replace(existing, **values), False

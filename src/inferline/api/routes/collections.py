@@ -116,8 +116,6 @@ async def add_document(name: str, request: Request, services: ServicesDep, tenan
         metadata=metadata,
         external_id=external_id,
     )
-    if document.job_id and created:
-        services.metrics.jobs_submitted.labels("ingest").inc()
     response = json_response(document.public_view(), 201 if created else 200)
     response.headers["Location"] = f"/api/v1/collections/{collection.name}/documents/{document.id}"
     return response

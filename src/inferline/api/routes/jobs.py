@@ -15,8 +15,8 @@ from inferline.api.schemas import JobIn, JobOut, JobPage
 from inferline.bootstrap import Services
 from inferline.errors import Conflict, InvalidInput, NotFound
 from inferline.jobs import service
+from inferline.jobs.kinds import JSON_FORMAT
 from inferline.jobs.model import JobStatus, public_view
-from inferline.ocr.results import MEDIA_TYPES, ResultFormat, render
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -48,8 +48,6 @@ async def submit_job(body: JobIn, request: Request, tenant: TenantDep) -> Respon
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
         raise InvalidInput("Idempotency-Key must be 1 to 200 characters", field="header.idempotency-key")
     job, created = await services.submitter.submit(body.to_request(), tenant=tenant, idempotency_key=idempotency_key)
-    if created:
-        services.metrics.jobs_submitted.labels(job.kind).inc()
     return json_response(public_view(job), 201 if created else 200)
 
 
@@ -81,18 +79,23 @@ async def get_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> Resp
 
 @router.get("/{job_id}/result")
 async def job_result(
-    job_id: str, services: ServicesDep, tenant: TenantDep, format: ResultFormat = ResultFormat.JSON
+    job_id: str,
+    services: ServicesDep,
+    tenant: TenantDep,
+    format: Annotated[
+        str, Query(max_length=20, description="`json` (any kind) or a format of the job's kind (ocr: text, hocr)")
+    ] = JSON_FORMAT,
 ) -> Response:
-    """The result of a succeeded job: `json` (any kind), or for `ocr` jobs also `text` (pages separated
-    by form feeds) and `hocr`. 409 while the job has not succeeded."""
+    """The result of a succeeded job: `json` for any kind, or a format the job's kind renders (`ocr`:
+    `text`, pages separated by form feeds, and `hocr`). 409 while the job has not succeeded; 422 for a
+    format its kind does not have."""
     job = await service.get_job(services.engine, tenant=tenant, job_id=job_id)
     if job.status is not JobStatus.SUCCEEDED or job.result is None:
         raise Conflict(f"job {job.id} is {job.status.value}; its result exists once it has succeeded")
-    if format is ResultFormat.JSON:
+    if format == JSON_FORMAT:
         return json_response(job.result)
-    if job.kind != "ocr":
-        raise InvalidInput(f"format {format.value} is for ocr jobs; this job is {job.kind}", field="format")
-    return Response(render(job.result, format), media_type=MEDIA_TYPES[format])
+    renderer = services.registry.get(job.kind).renderer(format)
+    return Response(renderer.render(job.result), media_type=renderer.media_type)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)

@@ -18,11 +18,10 @@ from inferline.api.uploads import (
     store_upload,
     text_fields,
 )
-from inferline.bootstrap import ocr_limits
 from inferline.errors import InvalidInput
 from inferline.files.service import get_file
 from inferline.jobs.model import public_view
-from inferline.ocr.kind import OcrOptions
+from inferline.ocr.options import OcrOptions
 from inferline.ocr.service import MAX_WAIT_S, submit_ocr, wait_for
 
 router = APIRouter(tags=["ocr"])
@@ -83,19 +82,14 @@ async def ocr(request: Request, services: ServicesDep, tenant: TenantDep) -> Res
             raise InvalidInput("body: a JSON object with `file_id`, or a multipart upload, is required", field="body")
         options = parse_model(OcrJsonIn, body)
         file = await get_file(services.engine, tenant=tenant, file_id=options.file_id)
-    settings = services.settings
     job = await submit_ocr(
+        services.ocr,
         services.submitter,
-        services.blobs,
         tenant=tenant,
         file=file,
         options=OcrOptions(**options.model_dump(include=set(OcrOptions.model_fields))),
-        limits=ocr_limits(settings),
-        default_dpi=settings.ocr_default_dpi,
-        device=services.models.device,
         priority=options.priority,
     )
-    services.metrics.jobs_submitted.labels(job.kind).inc()
     wait_s = _wait_s(request)
     headers = {}
     if wait_s is not None:

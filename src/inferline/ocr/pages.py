@@ -1,0 +1,125 @@
+"""The page reader both OCR and document ingest use: the asked pages of a stored file as OCR result
+pages (the text layer where a PDF page has one, OCR elsewhere), in order.
+
+Pages are loaded one at a time (pdfium is not thread-safe) and recognized concurrently: the engine runs
+in one process per core, so a window of pages in flight keeps every process busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from inferline.errors import NonRetryable, NotFound
+from inferline.files.service import blob_path, get_file
+from inferline.inference.runtime import ModelRuntime
+from inferline.jobs.context import JobContext
+from inferline.ocr.deps import OcrDeps
+from inferline.ocr.documents import Document, Page, PageRef, parse_pages
+from inferline.ocr.options import OcrOptions, pick_engine
+from inferline.ocr.tesseract import OcrInput
+
+Report = Callable[[int, int], Awaitable[None]]
+
+
+def window_of(models: ModelRuntime, model: str) -> int:
+    """Pages in flight: two per engine process, so a process never waits for the next page to load."""
+    return 2 * max(1, models.processes_of(model))
+
+
+async def read_pages(
+    deps: OcrDeps,
+    ctx: JobContext,
+    file_id: str,
+    options: OcrOptions,
+    done: dict[int, dict[str, Any]],
+    report: Report,
+) -> tuple[list[dict[str, Any]], str, int]:
+    """The asked pages of the tenant's file `file_id`, with the engine and dpi used. `done` holds pages
+    already read (from a checkpoint) and receives each page as it finishes, after which `report` is
+    awaited with (pages finished, pages asked)."""
+    try:
+        info = await get_file(deps.engine, tenant=ctx.tenant, file_id=file_id)
+        path = blob_path(deps.blobs, info)
+    except NotFound as exc:
+        raise NonRetryable(str(exc)) from exc
+    model = pick_engine(options.engine, options.lang, deps.models.device)
+    dpi = options.dpi or deps.default_dpi
+    document = await ctx.to_thread(Document, path, info.content_type)
+    try:
+        indexes = parse_pages(options.pages, document.page_count)
+        if document.page_count > deps.limits.max_pages:
+            raise NonRetryable(
+                f"the document has {document.page_count} pages, over the limit of {deps.limits.max_pages}"
+            )
+        reader = _PageReader(deps, ctx, document, options, model=model, dpi=dpi)
+        await reader.read(indexes, done, report)
+    finally:
+        document.close()
+    return [done[index] for index in indexes], model, dpi
+
+
+class _PageReader:
+    def __init__(
+        self, deps: OcrDeps, ctx: JobContext, document: Document, options: OcrOptions, *, model: str, dpi: int
+    ) -> None:
+        self.deps = deps
+        self.ctx = ctx
+        self.document = document
+        self.options = options
+        self.model = model
+        self.dpi = dpi
+        self.load_lock = threading.Lock()  # one pdfium call at a time, whatever thread runs it
+
+    async def read(self, indexes: list[int], done: dict[int, dict[str, Any]], report: Report) -> None:
+        save_lock = asyncio.Lock()
+        window = asyncio.Semaphore(window_of(self.deps.models, self.model))
+
+        async def one(index: int) -> None:
+            async with window:
+                self.ctx.raise_if_canceled()
+                result = await self.page(index)
+                async with save_lock:
+                    done[index] = result
+                    await report(sum(1 for i in indexes if i in done), len(indexes))
+
+        try:
+            async with asyncio.TaskGroup() as group:  # one page failing stops the others
+                for index in indexes:
+                    if index not in done:
+                        group.create_task(one(index))
+        except BaseExceptionGroup as failed:  # the first page's error is the job's, with its own type
+            raise failed.exceptions[0] from None
+
+    def _text_page(self, index: int) -> Page | None:
+        with self.load_lock:
+            return self.document.text_page(index, self.options.page_mode, self.dpi)
+
+    async def page(self, index: int) -> dict[str, Any]:
+        page = await self.ctx.to_thread(self._text_page, index)
+        if page is not None:
+            return {
+                "index": index,
+                "width": page.width,
+                "height": page.height,
+                "source": "text-layer",
+                "text": page.text or "",
+                "lines": page.lines,
+            }
+        # Rasterized and read in the engine's process.
+        ref = PageRef(str(self.document.path), self.document.content_type, index, self.dpi, self.deps.limits)
+        options = self.options
+        item = OcrInput(None, options.lang, ref, rotate=options.rotate_pages, deskew=options.deskew)
+        output = await self.ctx.predict(self.model, item)
+        return {
+            "index": index,
+            "width": output["width"],
+            "height": output["height"],
+            "source": "ocr",
+            "text": output["text"],
+            "lines": output["lines"],
+            "rotation_deg": output.get("rotation_deg", 0),
+            "deskew_deg": output.get("deskew_deg", 0.0),
+        }
