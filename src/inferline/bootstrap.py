@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from inferline import plugins
 from inferline.config import Settings
 from inferline.db import SqliteWriter, create_engine
 from inferline.files.blobs import BlobStore
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs import echo
-from inferline.jobs.kinds import KindRegistry, load_plugins
+from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import RetryPolicy
 from inferline.jobs.runtime import Worker, WorkerConfig
 from inferline.jobs.schedules import run_scheduler
@@ -50,6 +52,7 @@ class Services:
     blobs: BlobStore
     ocr: OcrDeps
     search: SearchConfig
+    plugins: list[ModuleType] = field(default_factory=list)
 
     async def aclose(self) -> None:
         await self.search.index.close()
@@ -60,14 +63,14 @@ class Services:
         await self.engine.dispose()
 
 
-def build_registry(settings: Settings, models: ModelRuntime, ocr: OcrDeps, search: SearchConfig) -> KindRegistry:
-    """Every job kind this process can run: the built-in workloads' and the plugins'."""
-    registry = KindRegistry()
+def register_kinds(services: Services) -> None:
+    """Every job kind this process can run: the built-in workloads', then the plugins'."""
+    registry = services.registry
     echo.register(registry)
-    ocr_kind.register(registry, ocr)
-    ingest.register(registry, ingest.IngestConfig(search=search, ocr=ocr))
-    load_plugins(registry, models, settings.plugins)
-    return registry
+    ocr_kind.register(registry, services.ocr)
+    ingest.register(registry, ingest.IngestConfig(search=services.search, ocr=services.ocr))
+    services.plugins = plugins.load(services.settings.plugins)
+    plugins.register(services, services.plugins)
 
 
 def register_models(settings: Settings, models: ModelRuntime) -> frozenset[str]:
@@ -131,8 +134,8 @@ def build_services(settings: Settings) -> Services:
         limits=Limits(max_pages=settings.ocr_max_pages, max_page_pixels=settings.ocr_max_page_pixels),
         default_dpi=settings.ocr_default_dpi,
     )
-    registry = build_registry(settings, models, ocr, search)
-    return Services(
+    registry = KindRegistry()
+    services = Services(
         settings=settings,
         engine=engine,
         registry=registry,
@@ -152,6 +155,8 @@ def build_services(settings: Settings) -> Services:
             sqlite_writer=SqliteWriter(engine) if settings.is_sqlite else None,
         ),
     )
+    register_kinds(services)
+    return services
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:

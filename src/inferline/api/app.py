@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 from fastapi import APIRouter, FastAPI
 
-from inferline import __version__, db
+from inferline import __version__, db, plugins
 from inferline.api import problems
 from inferline.api.middleware import RequestContext
 from inferline.api.routes import collections, files, health, jobs, models, ocr, schedules, webhooks
@@ -53,6 +53,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
             db.upgrade(settings.resolved_database_url)
         services = build_services(settings)
         app.state.services = services
+        if settings.migrate_on_start:
+            await plugins.create_tables(services.engine, services.plugins)
         await ensure_admin_key(services)
         slots = settings.workers if workers is None else workers
         background = Background(services, slots) if slots > 0 else None
@@ -91,6 +93,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
     api.include_router(schedules.router)
     api.include_router(models.router)
     api.include_router(webhooks.router)
+    for router in plugins.routers(plugins.load(settings.plugins)):
+        api.include_router(router)
     app.include_router(api)
     app.include_router(health.router)
     app.add_middleware(

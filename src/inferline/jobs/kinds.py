@@ -12,7 +12,6 @@ async def resize(ctx: JobContext, data: ResizeInput) -> dict[str, Any]:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,6 @@ from pydantic import BaseModel, ValidationError
 from inferline.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from inferline.inference.runtime import ModelRuntime
     from inferline.jobs.context import JobContext
 
 JobFunc = Callable[["JobContext", Any], Awaitable[dict[str, Any] | None]]
@@ -108,17 +106,3 @@ class KindRegistry:
             where = ".".join(str(part) for part in ("input", *first["loc"]))
             raise InvalidInput(f"{where}: {first['msg']}", field=where) from exc
         return parsed.model_dump(mode="json") if isinstance(parsed, BaseModel) else parsed
-
-
-def load_plugins(registry: KindRegistry, runtime: ModelRuntime, modules: list[str]) -> None:
-    """Import each plugin module; call its `register(registry)` (job kinds) and its
-    `register_models(runtime)` (models), whichever it has."""
-    for name in modules:
-        module = importlib.import_module(name)
-        hooks = [getattr(module, "register", None), getattr(module, "register_models", None)]
-        if hooks == [None, None]:
-            raise ValueError(f"plugin module {name!r} has neither register(registry) nor register_models(runtime)")
-        if hooks[0] is not None:
-            hooks[0](registry)
-        if hooks[1] is not None:
-            hooks[1](runtime)

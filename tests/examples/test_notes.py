@@ -1,0 +1,61 @@
+"""The example workload of docs/architecture.md, added by its recipe as a plugin: its table, job kind,
+result format, routes and CLI command work like a built-in workload's."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from inferline.config import Settings
+from tests.api.conftest import Api, start_api
+
+PLUGIN = "tests.examples.notes"
+
+
+@pytest.fixture
+async def notes_api(make_settings: Callable[..., Settings], database_url: str) -> AsyncIterator[Api]:
+    settings = make_settings(database_url=database_url, plugins=[PLUGIN])
+    async for api in start_api(settings, workers=2):
+        yield api
+
+
+async def test_a_note_and_its_job_are_created_together_and_the_job_counts_its_words(notes_api: Api) -> None:
+    created = await notes_api.client.post("/api/v1/notes", json={"text": "one two  three\nfour"})
+    assert created.status_code == 201, created.text
+    note = created.json()
+    assert note["words"] is None
+    job = await notes_api.wait(note["job_id"])
+    assert job["status"] == "succeeded" and job["kind"] == "notes.count"
+    assert (await notes_api.client.get(f"/api/v1/notes/{note['id']}")).json()["words"] == 4
+    text = await notes_api.client.get(f"/api/v1/jobs/{job['id']}/result", params={"format": "text"})
+    assert (
+        text.status_code == 200 and text.text == "4 words\n" and text.headers["content-type"].startswith("text/plain")
+    )
+    hocr = await notes_api.client.get(f"/api/v1/jobs/{job['id']}/result", params={"format": "hocr"})
+    assert hocr.status_code == 422 and hocr.json()["field"] == "format"
+
+
+async def test_another_tenants_note_is_not_found(notes_api: Api) -> None:
+    note = (await notes_api.client.post("/api/v1/notes", json={"text": "mine"})).json()
+    assert (await notes_api.other.get(f"/api/v1/notes/{note['id']}")).status_code == 404
+    assert (await notes_api.anonymous.post("/api/v1/notes", json={"text": "x"})).status_code == 401
+
+
+async def test_a_bad_note_is_refused_naming_the_field_and_the_routes_are_in_openapi(notes_api: Api) -> None:
+    refused = await notes_api.client.post("/api/v1/notes", json={"text": ""})
+    assert refused.status_code == 422 and "text" in refused.text
+    paths = (await notes_api.client.get("/openapi.json")).json()["paths"]
+    assert "/api/v1/notes" in paths and "/api/v1/notes/{note_id}" in paths
+
+
+def test_the_cli_command_adds_a_note_and_prints_its_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from inferline.cli import build_app
+
+    monkeypatch.setenv("INFERLINE_PLUGINS", f'["{PLUGIN}"]')
+    monkeypatch.setenv("INFERLINE_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(build_app(), ["notes", "add", "a note of six words here"])
+    assert result.exit_code == 0, result.output
+    assert "6 words" in result.output
