@@ -58,11 +58,11 @@ class Attempts:
         sink: ProgressSink,
         finished: Callable[[WorkerContext, Outcome], None],
     ) -> None:
-        self.registry = registry
-        self.metrics = metrics
-        self.models = models
-        self.sink = sink
-        self.finished = finished
+        self._registry = registry
+        self._metrics = metrics
+        self._models = models
+        self._sink = sink
+        self._finished = finished
         self.slot_freed = asyncio.Event()
         self._running: dict[str, Attempt] = {}
 
@@ -76,28 +76,28 @@ class Attempts:
         return [attempt.task for attempt in self._running.values() if attempt.task is not None]
 
     def launch(self, job: Job) -> None:
-        attempt = Attempt(WorkerContext(job, self.sink, self.models))
+        attempt = Attempt(WorkerContext(job, self._sink, self._models))
         self._running[job.id] = attempt
         if job.attempts == 1 and job.started_at is not None:
-            self.metrics.queue_wait.labels(job.kind).observe((job.started_at - job.created_at).total_seconds())
+            self._metrics.queue_wait.labels(job.kind).observe((job.started_at - job.created_at).total_seconds())
         if job.deadline_at is not None:
             delay_s = max(0.0, (job.deadline_at - utcnow()).total_seconds())
             loop = asyncio.get_running_loop()
             attempt.deadline_timer = loop.call_later(delay_s, attempt.interrupt, "deadline")
         attempt.task = asyncio.create_task(self._execute(attempt), name=f"job:{job.id}")
-        self.metrics.jobs_running.inc()
+        self._metrics.jobs_running.inc()
 
     async def _execute(self, attempt: Attempt) -> Outcome:
         ctx = attempt.ctx
         structlog.contextvars.bind_contextvars(job_id=ctx.id, tenant=ctx.tenant, kind=ctx.job.kind)
         outcome = Outcome("lost")  # if the attempt is torn down by a cancellation that is not ours
         try:
-            outcome = await run_attempt(self.registry, ctx)
+            outcome = await run_attempt(self._registry, ctx)
         finally:
             if attempt.deadline_timer is not None:
                 attempt.deadline_timer.cancel()
             outcome.unwritten = ctx.settle()
-            self.finished(ctx, outcome)
+            self._finished(ctx, outcome)
         return outcome
 
     def interrupt(self, job_id: str, reason: str) -> None:
@@ -115,7 +115,7 @@ class Attempts:
             return
         for job_id in job_ids:
             self._running.pop(job_id, None)
-            self.metrics.jobs_running.dec()
+            self._metrics.jobs_running.dec()
         self.slot_freed.set()
 
 

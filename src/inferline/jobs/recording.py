@@ -14,6 +14,8 @@ from inferline.metrics import Metrics
 
 
 class OutcomeRecorder:
+    """Takes each finished attempt's outcome (`add`) and writes those waiting in one transaction (`write`)."""
+
     def __init__(self, engine: AsyncEngine, *, owner: str, policy: RetryPolicy, metrics: Metrics) -> None:
         self.engine = engine
         self.owner = owner

@@ -79,7 +79,8 @@ class Worker:
         self.progress = ProgressBatcher(
             interval_s=config.progress_interval_s,
             webhook_interval_s=config.webhook_progress_interval_s,
-            # `write_progress` is looked up at each write: every progress write goes through that one method.
+            # Both looked up at each call: `write_progress` stays the one seam of every progress write (a wrapper
+            # set on the worker sees them all), and `attempts` is built below, with this batcher as its sink.
             write=lambda items: self.write_progress(items),
             lease_lost=lambda job_id: self.attempts.interrupt(job_id, LEASE_LOST),
         )
@@ -163,7 +164,8 @@ class Worker:
                 await self.wakeup.wait(self.config.poll_s)
 
     async def write_progress(self, items: list[ProgressWrite]) -> set[str]:
-        """One transaction; returns the ids of the jobs whose lease was lost."""
+        """Every progress write of this worker's jobs, batched or not: one transaction; returns the ids of the
+        jobs whose lease was lost."""
         return await write_progress(self.engine, self.name, items)
 
     async def _heartbeat_loop(self) -> None:
@@ -173,6 +175,7 @@ class Worker:
                 await self.heartbeat()
 
     async def heartbeat(self) -> None:
+        """Renew the leases of this worker's jobs now (`heartbeats.beat`)."""
         await heartbeats.beat(self.engine, self.attempts, self.progress, owner=self.name, lease_s=self.config.lease_s)
 
     async def _reap_loop(self) -> None:
