@@ -1,0 +1,163 @@
+"""The attempts a worker runs: each as a task with its deadline, until its outcome is recorded.
+
+`run_attempt` runs a kind's function once and says how the attempt ended: succeeded, failed (retryable or
+not), canceled, released (its worker stops) or lost (another worker owns the job now).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from pydantic import ValidationError
+
+from inferline.clock import utcnow
+from inferline.errors import Canceled, JobError, NonRetryable, Retry
+from inferline.inference.runtime import ModelRuntime
+from inferline.jobs.context import LEASE_LOST, SHUTDOWN, JobContext, ProgressSink, WorkerContext
+from inferline.jobs.kinds import KindRegistry
+from inferline.jobs.model import Job
+from inferline.jobs.outcomes import Outcome
+from inferline.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Attempt:
+    """A job's attempt in this worker: its context, its task, and the timer of its deadline."""
+
+    ctx: WorkerContext
+    task: asyncio.Task[Outcome] | None = None
+    deadline_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def active(self) -> bool:
+        """Its task still runs (its outcome may be waiting to be recorded after that)."""
+        return self.task is not None and not self.task.done()
+
+    def interrupt(self, reason: str) -> None:
+        """Stop the job: its context answers `reason`, its task is cancelled (so `await`s stop at once)."""
+        self.ctx.interrupt(reason)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+class Attempts:
+    """The attempts running in this worker, by job id. A slot stays taken from the claim until the attempt's
+    outcome is recorded (`release`); each outcome goes to `finished` as its attempt ends."""
+
+    def __init__(
+        self,
+        registry: KindRegistry,
+        metrics: Metrics,
+        *,
+        models: ModelRuntime | None,
+        sink: ProgressSink,
+        finished: Callable[[WorkerContext, Outcome], None],
+    ) -> None:
+        self._registry = registry
+        self._metrics = metrics
+        self._models = models
+        self._sink = sink
+        self._finished = finished
+        self.slot_freed = asyncio.Event()
+        self._running: dict[str, Attempt] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def snapshot(self) -> dict[str, Attempt]:
+        return dict(self._running)
+
+    def tasks(self) -> list[asyncio.Task[Outcome]]:
+        return [attempt.task for attempt in self._running.values() if attempt.task is not None]
+
+    def launch(self, job: Job) -> None:
+        attempt = Attempt(WorkerContext(job, self._sink, self._models))
+        self._running[job.id] = attempt
+        if job.attempts == 1 and job.started_at is not None:
+            self._metrics.queue_wait.labels(job.kind).observe((job.started_at - job.created_at).total_seconds())
+        if job.deadline_at is not None:
+            delay_s = max(0.0, (job.deadline_at - utcnow()).total_seconds())
+            loop = asyncio.get_running_loop()
+            attempt.deadline_timer = loop.call_later(delay_s, attempt.interrupt, "deadline")
+        attempt.task = asyncio.create_task(self._execute(attempt), name=f"job:{job.id}")
+        self._metrics.jobs_running.inc()
+
+    async def _execute(self, attempt: Attempt) -> Outcome:
+        ctx = attempt.ctx
+        structlog.contextvars.bind_contextvars(job_id=ctx.id, tenant=ctx.tenant, kind=ctx.job.kind)
+        outcome = Outcome("lost")  # if the attempt is torn down by a cancellation that is not ours
+        try:
+            outcome = await run_attempt(self._registry, ctx)
+        finally:
+            if attempt.deadline_timer is not None:
+                attempt.deadline_timer.cancel()
+            outcome.unwritten = ctx.settle()
+            self._finished(ctx, outcome)
+        return outcome
+
+    def interrupt(self, job_id: str, reason: str) -> None:
+        attempt = self._running.get(job_id)
+        if attempt is not None:
+            attempt.interrupt(reason)
+
+    def interrupt_all(self, reason: str) -> None:
+        for attempt in list(self._running.values()):
+            attempt.interrupt(reason)
+
+    def release(self, job_ids: list[str]) -> None:
+        """Their outcomes are recorded: their slots are free."""
+        if not job_ids:
+            return
+        for job_id in job_ids:
+            self._running.pop(job_id, None)
+            self._metrics.jobs_running.dec()
+        self.slot_freed.set()
+
+
+async def run_attempt(registry: KindRegistry, ctx: JobContext) -> Outcome:
+    """Run the job's kind once; how it ended. A cancellation that is not the job's own (no `cancel_reason`)
+    propagates."""
+    try:
+        kind = registry.get(ctx.job.kind)
+        result = await kind.func(ctx, kind.parse(ctx.job.input))
+        if ctx.cancel_reason is not None:
+            return _stopped(ctx)
+        return Outcome("succeeded", result=result if result is not None else {})
+    except (asyncio.CancelledError, Canceled):
+        if ctx.cancel_reason is None:
+            raise
+        return _stopped(ctx)
+    except Exception as exc:
+        if ctx.cancel_reason is not None:  # a job canceled while failing is canceled, never retried
+            return _stopped(ctx)
+        return _failed(ctx, exc)
+
+
+def _stopped(ctx: JobContext) -> Outcome:
+    reason = ctx.cancel_reason or "canceled"
+    if reason == LEASE_LOST:
+        return Outcome("lost")
+    if reason == SHUTDOWN:
+        return Outcome("released")
+    return Outcome("canceled", message=reason)
+
+
+def _failed(ctx: JobContext, exc: Exception) -> Outcome:
+    retryable = not isinstance(exc, NonRetryable | ValidationError)
+    if retryable and not isinstance(exc, JobError):
+        log.exception("job_attempt_crashed", attempt=ctx.attempt)
+    else:
+        log.info("job_attempt_failed", attempt=ctx.attempt, error=str(exc), retryable=retryable)
+    after_s = exc.after_s if isinstance(exc, Retry) else None
+    return Outcome(
+        "failed",
+        error_type=type(exc).__name__,
+        message=str(exc) or type(exc).__name__,
+        retryable=retryable,
+        after_s=after_s,
+    )

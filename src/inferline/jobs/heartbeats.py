@@ -1,0 +1,33 @@
+"""Heartbeats: a worker renews the leases of all its running jobs in one UPDATE, which also tells it of cancel
+requests (a cancel is therefore seen within `heartbeat_s`) and of leases it lost."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferline import db
+from inferline.clock import utcnow
+from inferline.jobs.attempts import Attempts
+from inferline.jobs.context import LEASE_LOST
+from inferline.jobs.progress import ProgressBatcher
+from inferline.jobs.store import JobStore
+
+
+async def beat(
+    engine: AsyncEngine, attempts: Attempts, progress: ProgressBatcher, *, owner: str, lease_s: float
+) -> None:
+    """Write the pending progress, renew the leases, stop the jobs canceled or lost since the last beat."""
+    running = attempts.snapshot()
+    if not running:  # an idle worker takes no write lock
+        return
+    await progress.flush()
+    async with db.write(engine) as conn:
+        states = await JobStore(conn).renew_leases(owner=owner, job_ids=running, now=utcnow(), lease_s=lease_s)
+    held = {state.job_id: state for state in states}
+    for job_id, attempt in running.items():
+        state = held.get(job_id)
+        if state is None:
+            if attempt.active:
+                attempt.interrupt(LEASE_LOST)
+        elif state.cancel_requested:
+            attempt.interrupt("canceled")
