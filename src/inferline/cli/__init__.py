@@ -1,0 +1,36 @@
+"""The `inferline` command: thin calls into the server, the worker and the use cases, one module per group."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from inferline.cli import jobs, keys, ocr, search, server
+from inferline.cli.common import err
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="inferline: AI inference as durable jobs.", no_args_is_help=True)
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(keys.app, name="keys")
+app.add_typer(server.db_app, name="db")
+app.command()(server.serve)
+app.command()(server.worker)
+app.command()(ocr.ocr)
+app.command()(search.ingest)
+app.command("search")(search.search)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # the domain's own errors read well; anything else gets its type
+        from inferline.errors import InferlineError
+
+        if isinstance(exc, InferlineError):
+            err.print(f"error: {exc}")
+            sys.exit(1)
+        raise
