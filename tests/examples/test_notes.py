@@ -59,3 +59,31 @@ def test_the_cli_command_adds_a_note_and_prints_its_count(tmp_path: Path, monkey
     result = CliRunner().invoke(build_app(), ["notes", "add", "a note of six words here"])
     assert result.exit_code == 0, result.output
     assert "6 words" in result.output
+
+
+async def test_the_kind_counts_words_with_an_in_memory_context(tmp_path: Path) -> None:
+    from inferline import db
+    from inferline.clock import utcnow
+    from inferline.jobs.testing import MemoryContext
+    from tests.conftest import sqlite_url
+    from tests.examples.notes import store
+    from tests.examples.notes.deps import NotesDeps
+    from tests.examples.notes.kind import CountInput, run_count
+
+    engine = db.create_engine(sqlite_url(tmp_path))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(store.metadata.create_all)
+            note = store.Note("n1", "t", "three small words", "j1", None, utcnow())
+            await store.insert(conn, note)
+        deps = NotesDeps(engine=engine, submitter=None, max_words=2)  # type: ignore[arg-type]
+        ctx = MemoryContext(tenant="t")
+        assert await run_count(deps, ctx, CountInput(note_id="n1")) == {"note_id": "n1", "words": 2}
+        assert ctx.stages == ["read", "count"] and ctx.percents == [100.0]
+        async with engine.connect() as conn:
+            assert (await store.get(conn, tenant="t", note_id="n1")).words == 2  # type: ignore[union-attr]
+        ctx.cancel()
+        with pytest.raises(Exception, match="canceled"):
+            await run_count(deps, ctx, CountInput(note_id="n1"))
+    finally:
+        await engine.dispose()

@@ -9,22 +9,39 @@ import typer
 from inferline.cli import jobs, keys, ocr, search, server
 from inferline.cli.common import err
 
-__all__ = ["app", "main"]
+__all__ = ["app", "build_app", "main"]
 
-app = typer.Typer(help="inferline: AI inference as durable jobs.", no_args_is_help=True)
-app.add_typer(jobs.app, name="jobs")
-app.add_typer(keys.app, name="keys")
-app.add_typer(server.db_app, name="db")
-app.command()(server.serve)
-app.command()(server.worker)
-app.command()(ocr.ocr)
-app.command()(search.ingest)
-app.command("search")(search.search)
+
+def _builtin_app() -> typer.Typer:
+    app = typer.Typer(help="inferline: AI inference as durable jobs.", no_args_is_help=True)
+    app.add_typer(jobs.app, name="jobs")
+    app.add_typer(keys.app, name="keys")
+    app.add_typer(server.db_app, name="db")
+    app.command()(server.serve)
+    app.command()(server.worker)
+    app.command()(ocr.ocr)
+    app.command()(search.ingest)
+    app.command("search")(search.search)
+    return app
+
+
+app = _builtin_app()
+
+
+def build_app() -> typer.Typer:
+    """The built-in commands and the command groups of the plugins named in the `plugins` setting."""
+    from inferline import plugins
+    from inferline.config import Settings
+
+    full = _builtin_app()
+    for group in plugins.cli_apps(plugins.load(Settings().plugins)):
+        full.add_typer(group)
+    return full
 
 
 def main() -> None:
     try:
-        app()
+        build_app()()
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # the domain's own errors read well; anything else gets its type

@@ -84,11 +84,13 @@ def worker(
 async def _run_worker(settings: Settings, concurrency: int) -> None:
     from prometheus_client import start_http_server
 
+    from inferline import plugins
     from inferline.bootstrap import Background, build_services
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db.upgrade(settings.resolved_database_url)
     services = build_services(settings)
+    await plugins.create_tables(services.engine, services.plugins)
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, registry=services.metrics.registry)
     background = Background(services, concurrency)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from inferline.cli import Key, ServerOrEmbedded, _api, _call, _watch, console
+from inferline.cli.common import Key, ServerOrEmbedded, api_client, call, console, follow_jobs
 
 cli = typer.Typer(name="notes", help="Notes whose words a job counts (the example workload).", no_args_is_help=True)
 
@@ -17,9 +17,12 @@ def add(
     server: ServerOrEmbedded = None,
     key: Key = None,
 ) -> None:
-    """Store a note and wait until its words are counted."""
-    with _api(server, key, None) as client:
-        note = _call(client, "POST", "/api/v1/notes", json={"text": text})
-        _watch(client, note["job_id"], as_json=True)
-        note = _call(client, "GET", f"/api/v1/notes/{note['id']}")
+    """Store a note and wait until its words are counted; exits 1 if counting failed."""
+    with api_client(server, key, None) as client:
+        note = call(client, "POST", "/api/v1/notes", json={"text": text})
+        [job] = follow_jobs(client, [note["job_id"]], lambda _index, _job: None)
+        if job.get("status") != "succeeded":
+            console.print(f"counting {job.get('status')}: {job.get('error')}")
+            raise typer.Exit(1)
+        note = call(client, "GET", f"/api/v1/notes/{note['id']}")
     console.print(f"{note['words']} words")
