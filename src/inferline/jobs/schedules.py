@@ -114,9 +114,9 @@ async def fire_due_schedules(
     """Create the job of every due schedule and move each to its next tick. Returns jobs created."""
     now = utcnow()
     async with db.write(engine) as conn:
-        query = sa.select(schedules).where(schedules.c.next_run_at <= now).limit(limit)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
+        query = (
+            sa.select(schedules).where(schedules.c.next_run_at <= now).limit(limit).with_for_update(skip_locked=True)
+        )
         due = [_schedule(row) for row in (await conn.execute(query)).mappings()]
         store = JobStore(conn)
         for schedule in due:
