@@ -31,6 +31,21 @@ class WebhookEvent(StrEnum):
     COMPLETED = "completed"
 
 
+def canceled_fields(reason: str, now: datetime) -> dict[str, Any]:
+    """The fields of a job that ends canceled, whoever ends it: `Job.cancel` on a queued job, a worker
+    whose attempt saw the request, the reaper for a lost lease or a passed deadline."""
+    return {
+        "status": JobStatus.CANCELED,
+        "cancel_requested": True,
+        "detail": reason,
+        "canceled_at": now,
+        "finished_at": now,
+        "updated_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+
+
 @dataclass(frozen=True)
 class Job:
     id: str
@@ -70,20 +85,7 @@ class Job:
             raise InvalidTransition(f"job {self.id} is already {self.status}")
         if self.status is JobStatus.RUNNING:
             return replace(self, cancel_requested=True, updated_at=now)
-        return self.finish_canceled(now, reason)
-
-    def finish_canceled(self, now: datetime, reason: str) -> Job:
-        return replace(
-            self,
-            status=JobStatus.CANCELED,
-            cancel_requested=True,
-            detail=reason,
-            canceled_at=now,
-            finished_at=now,
-            updated_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
-        )
+        return replace(self, **canceled_fields(reason, now))
 
     def retry(self, now: datetime) -> Job:
         """Re-queue a failed job for a fresh set of attempts; its failure history is kept."""
