@@ -22,7 +22,12 @@ class JobStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+        return self in TERMINAL_STATUSES
+
+
+# The statuses no worker moves a job out of (a failed job leaves only by an explicit retry). Members are
+# also str, so the set answers for status strings too: `job["status"] in TERMINAL_STATUSES`.
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
 
 
 class WebhookEvent(StrEnum):
