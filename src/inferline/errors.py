@@ -10,6 +10,7 @@
     ├── UnsupportedMediaType      a file's content (sniffed, not its name) is of a type not accepted here
     ├── Unauthorized              missing or unknown API key
     ├── Overloaded                a queue is full; carries retry_after_s
+    ├── ModelError                a model broke its contract, failed to load, or its process died
     └── JobError                  raised by job code; retryable unless NonRetryable
         ├── NonRetryable          fails the job at once
         │   └── BadDocument       the input file is corrupt, truncated, encrypted or a decompression bomb
@@ -64,6 +65,10 @@ class Overloaded(InferlineError):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class ModelError(InferlineError):
+    """The model broke its contract, failed to load, or its process died."""
 
 
 class JobError(InferlineError):

@@ -14,7 +14,11 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
-        r = self.registry
+        self._register_jobs(self.registry)
+        self._register_models(self.registry)
+        self._register_http_and_search(self.registry)
+
+    def _register_jobs(self, r: CollectorRegistry) -> None:
         self.jobs_submitted = Counter("inferline_jobs_submitted_total", "Jobs accepted", ["kind"], registry=r)
         self.jobs_finished = Counter(
             "inferline_jobs_finished_total",
@@ -45,6 +49,8 @@ class Metrics:
         self.lease_expiries = Counter(
             "inferline_lease_expiries_total", "Leases found expired and taken back", ["kind"], registry=r
         )
+
+    def _register_models(self, r: CollectorRegistry) -> None:
         self.model_batch_size = Histogram(
             "inferline_model_batch_size",
             "Items per model batch",
@@ -64,6 +70,8 @@ class Metrics:
         self.model_rejected = Counter(
             "inferline_model_rejected_total", "Items refused because the model's queue was full", ["model"], registry=r
         )
+
+    def _register_http_and_search(self, r: CollectorRegistry) -> None:
         self.http_requests = Histogram(
             "inferline_http_request_seconds",
             "HTTP request latency",

@@ -9,7 +9,8 @@ import pytest
 import uvloop
 from tests.plugins.models import Echo, SlowSquare
 
-from inferline.inference.batching import Batcher, ModelError
+from inferline.errors import ModelError
+from inferline.inference.batching import Batcher
 from inferline.inference.model import ProcessingMode
 from inferline.inference.runners import ProcessRunner
 from inferline.inference.runtime import ModelRuntime

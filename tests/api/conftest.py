@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from inferline.api.app import create_app
 from inferline.bootstrap import Services
 from inferline.config import Settings
+from inferline.jobs.model import TERMINAL_STATUSES
 from inferline.tenants import create_key
 
 
@@ -37,7 +38,7 @@ class Api:
         return job
 
     async def wait(self, job_id: str, done: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
-        done = done or (lambda job: job["status"] in {"succeeded", "failed", "canceled"})
+        done = done or (lambda job: job["status"] in TERMINAL_STATUSES)
         deadline = time.monotonic() + 10
         while True:
             job: dict[str, Any] = (await self.client.get(f"/api/v1/jobs/{job_id}")).json()

@@ -16,6 +16,8 @@ import httpx
 import pytest
 from tests.e2e.conftest import ROOT, Processes, client, free_port, wait_job
 
+from inferline.jobs.model import TERMINAL_STATUSES
+
 
 def children_of(pid: int) -> list[int]:
     found = []
@@ -58,7 +60,7 @@ def process_state(pid: int) -> str:
 
 
 def is_final(job: dict[str, object]) -> bool:
-    return job["status"] in {"succeeded", "failed", "canceled"}
+    return job["status"] in TERMINAL_STATUSES
 
 
 def test_a_killed_server_finishes_the_job_from_its_checkpoint_after_restart(procs: Processes, tmp_path: Path) -> None:

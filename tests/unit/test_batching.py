@@ -9,8 +9,8 @@ from typing import ClassVar
 
 import pytest
 
-from inferline.errors import Overloaded
-from inferline.inference.batching import Batcher, ModelError, ModelState
+from inferline.errors import ModelError, Overloaded
+from inferline.inference.batching import Batcher, ModelState
 from inferline.inference.model import Model, ProcessingMode
 from inferline.metrics import Metrics
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, create_model
 
+from inferline.jobs.schedules import Schedule
 from inferline.jobs.submission import JobRequest
 
 WebhookEventName = Literal["start", "progress", "completed"]
@@ -71,15 +73,18 @@ class ScheduleIn(JobIn):
     name: str | None = Field(default=None, max_length=200)
 
 
-class ScheduleOut(BaseModel):
-    id: str
-    name: str | None
-    cron: str
-    template: dict[str, Any]
-    next_run_at: datetime
-    last_run_at: datetime | None
-    last_job_id: str | None
-    created_at: datetime
+def fields_of(source: type[Any], *, name: str, exclude: frozenset[str] = frozenset()) -> type[BaseModel]:
+    """A model with the fields (names, types, order; all required) of a domain dataclass, less `exclude`."""
+    hints = get_type_hints(source)
+    definitions: dict[str, Any] = {
+        f.name: (hints[f.name], ...) for f in dataclasses.fields(source) if f.name not in exclude
+    }
+    return create_model(name, **definitions)
+
+
+# The tenant is the caller's own, so it is left out. mypy cannot follow a base class built at run time.
+class ScheduleOut(fields_of(Schedule, name="ScheduleFields", exclude=frozenset({"tenant"}))):  # type: ignore[misc]
+    pass
 
 
 class SchedulePage(BaseModel):

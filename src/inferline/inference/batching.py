@@ -20,14 +20,14 @@ from typing import Any, Generic
 
 import structlog
 
-from inferline.errors import Overloaded
+from inferline.errors import ModelError, Overloaded
 from inferline.inference.model import In, Model, Out, ProcessingMode
-from inferline.inference.runners import ModelError, Runner, ThreadRunner
+from inferline.inference.runners import Runner, ThreadRunner
 from inferline.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["Batcher", "ModelError", "ModelState"]
+__all__ = ["Batcher", "ModelState"]
 
 
 class ModelState(StrEnum):

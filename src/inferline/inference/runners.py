@@ -22,17 +22,13 @@ from typing import Any, Protocol
 
 import structlog
 
-from inferline.errors import InferlineError
+from inferline.errors import ModelError
 from inferline.inference.model import Model
 
 log = structlog.get_logger(__name__)
 
 # For processes it must pickle: a class or a module-level function.
 ModelFactory = Callable[[], Model[Any, Any]]
-
-
-class ModelError(InferlineError):
-    """The model broke its contract, failed to load, or its process died."""
 
 
 class Runner(Protocol):

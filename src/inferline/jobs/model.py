@@ -22,13 +22,33 @@ class JobStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+        return self in TERMINAL_STATUSES
+
+
+# The statuses no worker moves a job out of (a failed job leaves only by an explicit retry). Members are
+# also str, so the set answers for status strings too: `job["status"] in TERMINAL_STATUSES`.
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
 
 
 class WebhookEvent(StrEnum):
     START = "start"
     PROGRESS = "progress"
     COMPLETED = "completed"
+
+
+def canceled_fields(reason: str, now: datetime) -> dict[str, Any]:
+    """The fields of a job that ends canceled, whoever ends it: `Job.cancel` on a queued job, a worker
+    whose attempt saw the request, the reaper for a lost lease or a passed deadline."""
+    return {
+        "status": JobStatus.CANCELED,
+        "cancel_requested": True,
+        "detail": reason,
+        "canceled_at": now,
+        "finished_at": now,
+        "updated_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
 
 
 @dataclass(frozen=True)
@@ -70,20 +90,7 @@ class Job:
             raise InvalidTransition(f"job {self.id} is already {self.status}")
         if self.status is JobStatus.RUNNING:
             return replace(self, cancel_requested=True, updated_at=now)
-        return self.finish_canceled(now, reason)
-
-    def finish_canceled(self, now: datetime, reason: str) -> Job:
-        return replace(
-            self,
-            status=JobStatus.CANCELED,
-            cancel_requested=True,
-            detail=reason,
-            canceled_at=now,
-            finished_at=now,
-            updated_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
-        )
+        return replace(self, **canceled_fields(reason, now))
 
     def retry(self, now: datetime) -> Job:
         """Re-queue a failed job for a fresh set of attempts; its failure history is kept."""

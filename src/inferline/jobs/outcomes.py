@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from inferline import db
 from inferline.clock import utcnow
 from inferline.jobs import webhooks
-from inferline.jobs.model import JSON, Job, JobStatus, RetryPolicy, WebhookEvent, plan_failure
+from inferline.jobs.model import JSON, Job, JobStatus, RetryPolicy, WebhookEvent, canceled_fields, plan_failure
 from inferline.jobs.store import JobStore
 from inferline.metrics import Metrics
 
@@ -35,18 +35,6 @@ def succeeded(job: Job, result: JSON | None, now: datetime) -> dict[str, Any]:
         "status": JobStatus.SUCCEEDED,
         "result": result,
         "progress": 100.0,
-        "finished_at": now,
-        "updated_at": now,
-        **_LEASE_CLEARED,
-    }
-
-
-def canceled(job: Job, reason: str, now: datetime) -> dict[str, Any]:
-    return {
-        "status": JobStatus.CANCELED,
-        "cancel_requested": True,
-        "detail": reason,
-        "canceled_at": now,
         "finished_at": now,
         "updated_at": now,
         **_LEASE_CLEARED,
@@ -115,14 +103,14 @@ async def _values_for(
     if outcome.kind == "succeeded":
         return succeeded(job, outcome.result, now)
     if outcome.kind == "canceled":
-        return canceled(job, outcome.message, now)
+        return canceled_fields(outcome.message, now)
     if outcome.kind == "released":
         return released(job, now)
     if outcome.kind == "failed":
         # A cancel asked for while this attempt was failing wins: canceled jobs are never retried.
         current = await store.get(job.id, lock=True)
         if current is not None and current.cancel_requested:
-            return canceled(job, "canceled", now)
+            return canceled_fields("canceled", now)
         return failed(job, outcome, now, policy)
     return None  # lost: another worker owns the job now
 
@@ -153,7 +141,7 @@ async def reap_jobs(engine: AsyncEngine, *, policy: RetryPolicy, metrics: Metric
                 await _maybe_finished(conn, replace(job, **values), now, finished)
         overdue = await store.overdue_queued(now)
         for job in overdue:
-            values = canceled(job, "deadline", now)
+            values = canceled_fields("deadline", now)
             if await store.save(replace(job, **values), expect_status=JobStatus.QUEUED):
                 await _maybe_finished(conn, replace(job, **values), now, finished)
     _observe_finished(metrics, finished)
@@ -162,9 +150,9 @@ async def reap_jobs(engine: AsyncEngine, *, policy: RetryPolicy, metrics: Metric
 
 def _after_expiry(job: Job, now: datetime, policy: RetryPolicy) -> dict[str, Any]:
     if job.cancel_requested:
-        return canceled(job, "canceled", now)
+        return canceled_fields("canceled", now)
     if job.deadline_passed(now):
-        return canceled(job, "deadline", now)
+        return canceled_fields("deadline", now)
     lost = Outcome("failed", error_type="LeaseExpired", message="the worker stopped renewing its lease", after_s=0.0)
     return failed(job, lost, now, policy)
 

@@ -107,9 +107,9 @@ async def fire_due_schedules(submitter: Submitter, *, limit: int = 100) -> int:
     now = utcnow()
     created = 0
     async with submitter.transaction() as tx:
-        query = sa.select(schedules).where(schedules.c.next_run_at <= now).limit(limit)
-        if tx.conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
+        query = (
+            sa.select(schedules).where(schedules.c.next_run_at <= now).limit(limit).with_for_update(skip_locked=True)
+        )
         due = [_schedule(row) for row in (await tx.conn.execute(query)).mappings()]
         for schedule in due:
             job_id = await _fire(tx, schedule, now)

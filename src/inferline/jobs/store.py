@@ -152,7 +152,7 @@ class JobStore:
         query = sa.select(jobs).where(jobs.c.id == job_id)
         if tenant is not None:
             query = query.where(jobs.c.tenant == tenant)
-        if lock and self.dialect == "postgresql":
+        if lock:
             query = query.with_for_update()
         row = (await self.conn.execute(query)).mappings().first()
         return None if row is None else job_from_row(row)
@@ -217,14 +217,14 @@ class JobStore:
             return []
         params = {"now": now, "limit": limit, "owner": owner, "expires": now + timedelta(seconds=lease_s)}
         if slots:  # limited kinds: pick in Python, within each kind's free slots
-            candidates = await self.conn.execute(_claim_candidates(self.dialect, tuple(allowed)), params)
+            candidates = await self.conn.execute(_claim_candidates(tuple(allowed)), params)
             chosen = _within_slots(candidates, slots)
             if not chosen:
                 return []
-            update = _claim_update(self.dialect, None)
+            update = _claim_update(None)
             params["ids"] = chosen
         else:  # the common case: select and update in one statement, one round trip
-            update = _claim_update(self.dialect, tuple(allowed))
+            update = _claim_update(tuple(allowed))
         claimed = [job_from_row(row) for row in (await self.conn.execute(update, params)).mappings()]
         claimed.sort(key=lambda job: (job.priority, job.fair_seq, job.id))
         return claimed
@@ -270,16 +270,20 @@ class JobStore:
 
     async def expired_leases(self, now: datetime, limit: int = 100) -> list[Job]:
         query = (
-            sa.select(jobs).where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now).limit(limit)
+            sa.select(jobs)
+            .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
         )
-        if self.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
         return [job_from_row(row) for row in (await self.conn.execute(query)).mappings()]
 
     async def overdue_queued(self, now: datetime, limit: int = 100) -> list[Job]:
-        query = sa.select(jobs).where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.deadline_at <= now).limit(limit)
-        if self.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
+        query = (
+            sa.select(jobs)
+            .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.deadline_at <= now)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         return [job_from_row(row) for row in (await self.conn.execute(query)).mappings()]
 
 
@@ -340,24 +344,25 @@ def _renew_leases() -> sa.Update:
 
 
 @functools.cache
-def _claim_candidates(dialect: str, kinds: tuple[str, ...]) -> sa.Select[Any]:
-    """The first `limit` runnable jobs of `kinds` in fair order (parameters `now`, `limit`)."""
-    candidates = (
+def _claim_candidates(kinds: tuple[str, ...]) -> sa.Select[Any]:
+    """The first `limit` runnable jobs of `kinds` in fair order (parameters `now`, `limit`). SQLite
+    compiles FOR UPDATE SKIP LOCKED to nothing: its one writer already serializes claims."""
+    return (
         sa.select(jobs.c.id, jobs.c.kind)
         .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.run_after <= _NOW, jobs.c.kind.in_(kinds))
         .order_by(jobs.c.priority, jobs.c.fair_seq, jobs.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
+        .with_for_update(skip_locked=True)
     )
-    return candidates.with_for_update(skip_locked=True) if dialect == "postgresql" else candidates
 
 
 @functools.cache
-def _claim_update(dialect: str, kinds: tuple[str, ...] | None) -> sa.Update:
+def _claim_update(kinds: tuple[str, ...] | None) -> sa.Update:
     """Lease the candidates of `kinds` to `owner` until `expires`; with `kinds` None, the jobs `ids`."""
     if kinds is None:
         chosen: Any = sa.bindparam("ids", expanding=True)
     else:
-        chosen = sa.select(_claim_candidates(dialect, kinds).subquery().c.id).scalar_subquery()
+        chosen = sa.select(_claim_candidates(kinds).subquery().c.id).scalar_subquery()
     return (
         jobs.update()
         .where(jobs.c.id.in_(chosen))

@@ -144,9 +144,8 @@ class WebhookDispatcher:
                 .where(d.c.status == "pending", d.c.next_attempt_at <= now, ~older_pending)
                 .order_by(d.c.next_attempt_at)
                 .limit(limit)
+                .with_for_update(skip_locked=True, of=d)
             )
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True, of=d)
             rows = [dict(row) for row in (await conn.execute(query)).mappings()]
             if rows:
                 await conn.execute(
