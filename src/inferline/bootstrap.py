@@ -29,13 +29,13 @@ from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Limits
 from inferline.ocr.rapid import RapidOcrModel
 from inferline.ocr.tesseract import TesseractModel
-from inferline.search import ingest
-from inferline.search.cache import SearchCache
+from inferline.search import kind as search_kind
+from inferline.search.caches import ResultCache
+from inferline.search.deps import SearchDeps
 from inferline.search.embedders import E5Small, EmbeddingModel, OnnxFactory, QueryCopy, UseMultilingual, query_model
 from inferline.search.index import SearchIndex
 from inferline.search.pgvector import PgVectorIndex
 from inferline.search.qdrant import QdrantIndex
-from inferline.search.service import SearchConfig
 from inferline.tenants import Authenticator
 
 
@@ -51,12 +51,12 @@ class Services:
     models: ModelRuntime
     blobs: BlobStore
     ocr: OcrDeps
-    search: SearchConfig
+    search: SearchDeps
     plugins: list[ModuleType] = field(default_factory=list)
 
     async def aclose(self) -> None:
         await self.search.index.close()
-        await self.search.cache.close()
+        await self.search.result_cache.close()
         await self.models.aclose()
         self.submitter.close()
         await self.wakeup.aclose()
@@ -68,7 +68,7 @@ def register_kinds(services: Services) -> None:
     registry = services.registry
     echo.register(registry)
     ocr_kind.register(registry, services.ocr)
-    ingest.register(registry, ingest.IngestConfig(search=services.search, ocr=services.ocr))
+    search_kind.register(registry, services.search, services.ocr)
     services.plugins = plugins.load(services.settings.plugins)
     plugins.register(services, services.plugins)
 
@@ -112,12 +112,12 @@ def build_services(settings: Settings) -> Services:
     )
     embedding_models = register_models(settings, models)
     blobs = BlobStore(settings.data_dir.resolve() / "blobs")
-    search = SearchConfig(
+    search = SearchDeps(
         engine=engine,
         blobs=blobs,
         index=build_search_index(settings),
         models=models,
-        cache=SearchCache(settings.search_cache_size, settings.redis_url, settings.search_cache_ttl_s),
+        result_cache=ResultCache(settings.search_cache_size, settings.redis_url, settings.search_cache_ttl_s),
         metrics=metrics,
         embedding_models=embedding_models,
         default_model=settings.embedding_model,

@@ -1,15 +1,19 @@
-"""The search result cache: in-process LRU, and the real Redis (shared between processes) when set."""
+"""The search caches: results (in-process LRU, and the real Redis, shared between processes, when set),
+collection rows and query vectors."""
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
 
-from inferline.search.cache import PREFIX, SearchCache
+from inferline.search.caches import PREFIX, CollectionCache, QueryVectors, ResultCache
+from inferline.search.model import Collection
 
 REDIS_URL = os.environ.get("INFERLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -29,20 +33,20 @@ async def redis_url() -> AsyncIterator[str]:
 
 
 async def test_the_lru_keeps_the_most_recently_used_entries() -> None:
-    cache = SearchCache(size=2)
+    cache = ResultCache(size=2)
     await cache.put("a", [1])
     await cache.put("b", [2])
     assert await cache.get("a") == [1]  # a is now the most recent
     await cache.put("c", [3])
     assert await cache.get("b") is None and await cache.get("a") == [1] and await cache.get("c") == [3]
-    off = SearchCache(size=0)
+    off = ResultCache(size=0)
     await off.put("a", [1])
     assert await off.get("a") is None
 
 
 @pytest.mark.redis
 async def test_redis_shares_results_between_processes_with_a_ttl(redis_url: str) -> None:
-    writer, reader = SearchCache(16, redis_url, ttl_s=60), SearchCache(16, redis_url, ttl_s=60)
+    writer, reader = ResultCache(16, redis_url, ttl_s=60), ResultCache(16, redis_url, ttl_s=60)
     key = f"test-{uuid.uuid4().hex}"
     try:
         assert await reader.get(key) is None
@@ -59,8 +63,44 @@ async def test_redis_shares_results_between_processes_with_a_ttl(redis_url: str)
 
 
 async def test_a_redis_outage_costs_only_the_cache() -> None:
-    cache = SearchCache(16, "redis://127.0.0.1:1/0", ttl_s=60)  # nothing listens there
+    cache = ResultCache(16, "redis://127.0.0.1:1/0", ttl_s=60)  # nothing listens there
     await cache.put("k", [1])  # logged, not raised
     assert await cache.get("k") == [1]  # the LRU still answers
     assert await cache.get("other") is None
     await cache.close()
+
+
+def _collection(collection_id: str = "c1", name: str = "docs", version: int = 0) -> Collection:
+    return Collection(collection_id, "t", name, {}, "e5", 4, 256, 32, version, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_a_collection_copy_is_trusted_for_its_ttl_from_when_its_read_began() -> None:
+    cache = CollectionCache(ttl_s=60)
+    assert cache.get("t", "docs") is None
+    cache.put(_collection(), read_at=time.monotonic())
+    assert cache.get("t", "docs") == _collection()
+    assert cache.get("other", "docs") is None  # another tenant's name is another collection
+    cache.put(_collection(name="old"), read_at=time.monotonic() - 61)
+    assert cache.get("t", "old") is None
+
+
+def test_a_collection_copy_follows_its_version_forward_only_and_is_dropped_by_id() -> None:
+    cache = CollectionCache(ttl_s=60)
+    cache.put(_collection(), read_at=time.monotonic())
+    cache.put(_collection("c2", "other"), read_at=time.monotonic())
+    cache.advanced("c1", 3)
+    cache.advanced("c1", 2)  # two ingests may report their versions out of order
+    assert cache.get("t", "docs") == _collection(version=3)
+    assert cache.get("t", "other") == _collection("c2", "other")
+    cache.drop("c1")
+    assert cache.get("t", "docs") is None and cache.get("t", "other") is not None
+
+
+def test_query_vectors_keep_the_most_recently_used() -> None:
+    vectors = QueryVectors(size=2)
+    vectors.put("e5", "a", [1.0])
+    vectors.put("e5", "b", [2.0])
+    assert vectors.get("e5", "a") == [1.0]  # a is now the most recent
+    vectors.put("e5", "c", [3.0])
+    assert vectors.get("e5", "b") is None and vectors.get("e5", "a") == [1.0] and vectors.get("e5", "c") == [3.0]
+    assert vectors.get("other-model", "a") is None

@@ -17,7 +17,7 @@ from tests.api.conftest import Api, start_api
 from tests.ocr_samples import KOREAN, image_pdf, render_page
 
 from inferline.config import Settings
-from inferline.search import service as search_service
+from inferline.search import query as search_query
 from inferline.search import tokens as tokens_module
 
 DB_KO = "PostgreSQL 데이터베이스를 설치하는 방법을 설명합니다. 먼저 패키지를 내려받아 서버에 설치하세요."
@@ -370,7 +370,7 @@ async def test_a_restarted_server_loads_what_the_first_search_needs_in_the_backg
     first = start_api(settings, workers=0)
     api = await anext(first)
     try:
-        assert await search_service.warm_up(api.app.state.services.search) == []  # nothing to search yet
+        assert await search_query.warm_up(api.app.state.services.search) == []  # nothing to search yet
         await create(api)
     finally:
         await first.aclose()

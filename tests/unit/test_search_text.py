@@ -19,7 +19,7 @@ from inferline.search.extract import decode_text, extract_text, html_text
 from inferline.search.filters import And, Match, Not, Or, Range, check_fields, check_metadata, parse_filter
 from inferline.search.fusion import best_per_document, rrf
 from inferline.search.index import Candidate, bm25_weights, token_id
-from inferline.search.service import highlights
+from inferline.search.query import highlights
 from inferline.search.tokens import tokenize
 
 

@@ -20,7 +20,7 @@ from inferline.api.middleware import RequestContext
 from inferline.api.routes import collections, files, health, jobs, models, ocr, schedules, webhooks
 from inferline.bootstrap import Background, Services, build_services
 from inferline.config import Settings
-from inferline.search import service as search_service
+from inferline.search import query as search_query
 from inferline.tenants import count_keys, create_key
 
 log = structlog.get_logger(__name__)
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
         if background is not None:
             await background.start()
         log.info("started", database=services.engine.dialect.name, workers=slots)
-        warming = asyncio.create_task(search_service.warm_up(services.search))
+        warming = asyncio.create_task(search_query.warm_up(services.search))
         # What is loaded by now lives as long as the process; frozen, the collector stops rescanning it on
         # every full collection (measured at 100k chunks: 75-93 ms per full collection, one of every ~200
         # searches waiting for it; 6.5 ms frozen).

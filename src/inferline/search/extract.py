@@ -18,6 +18,7 @@ from inferline.search.tokens import normalize
 MAX_DOCX_XML_BYTES = 50 * 1024 * 1024  # word/document.xml, uncompressed: a zip bomb stops here
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 HEADING_STYLE = re.compile(r"^(?:heading|title|제목)\s*(\d?)$", re.IGNORECASE)
+TEXT_TYPES = frozenset({sniff.TEXT, sniff.HTML, sniff.DOCX})  # what `extract_text` reads
 
 
 def decode_text(data: bytes) -> str:

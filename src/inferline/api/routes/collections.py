@@ -22,8 +22,9 @@ from inferline.api.uploads import (
 )
 from inferline.errors import InvalidInput
 from inferline.files.service import receive_file
-from inferline.search import service
-from inferline.search.service import CollectionIn, SearchIn
+from inferline.search import collections, documents, query
+from inferline.search.collections import CollectionIn
+from inferline.search.query import SearchIn
 
 router = APIRouter(prefix="/collections", tags=["search"])
 
@@ -40,7 +41,7 @@ class TextDocumentIn(BaseModel):
 async def create_collection(data: CollectionIn, services: ServicesDep, tenant: TenantDep) -> Response:
     """Create a collection: `fields` declares the metadata that filters may use (keyword, int, float,
     bool, date); `embedding_model` defaults to the server's (`GET /api/v1/models` lists them)."""
-    collection = await service.create_collection(services.search, tenant=tenant, data=data)
+    collection = await collections.create_collection(services.search, tenant=tenant, data=data)
     response = json_response(collection.public_view(0), 201)
     response.headers["Location"] = f"/api/v1/collections/{collection.name}"
     return response
@@ -48,20 +49,20 @@ async def create_collection(data: CollectionIn, services: ServicesDep, tenant: T
 
 @router.get("")
 async def list_collections(services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
-    return {"items": await service.list_collections(services.search, tenant=tenant)}
+    return {"items": await collections.list_collections(services.search, tenant=tenant)}
 
 
 @router.get("/{name}")
 async def get_collection(name: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """The collection, its document count and documents by ingest status (cheap to poll during ingest)."""
-    collection = await service.get_collection(services.search, tenant=tenant, name=name)
-    counts = await service.document_counts(services.search, collection)
+    collection = await collections.get_collection(services.search, tenant=tenant, name=name)
+    counts = await collections.document_counts(services.search, collection)
     return collection.public_view(sum(counts.values()), counts)
 
 
 @router.delete("/{name}", status_code=204)
 async def delete_collection(name: str, services: ServicesDep, tenant: TenantDep) -> Response:
-    await service.delete_collection(services.search, tenant=tenant, name=name)
+    await collections.delete_collection(services.search, tenant=tenant, name=name)
     return Response(status_code=204)
 
 
@@ -83,7 +84,7 @@ async def add_document(name: str, request: Request, services: ServicesDep, tenan
     document and its ingest `job_id`; the same content or `external_id` again updates the document
     (200) instead of adding another."""
     # This process's copy of the collection, to refuse early; the write below reads it again.
-    await service.current_collection(services.search, tenant=tenant, name=name)
+    await collections.current_collection(services.search, tenant=tenant, name=name)
     if is_multipart(request):
         form = await read_form(request)
         try:
@@ -93,13 +94,13 @@ async def add_document(name: str, request: Request, services: ServicesDep, tenan
                 metadata = json.loads(raw_metadata) if raw_metadata else None
             except ValueError as exc:
                 raise InvalidInput(f"metadata: not JSON ({exc})", field="metadata") from exc
-            metadata, external_id = service.check_document_input(metadata, fields.get("external_id") or None)
+            metadata, external_id = documents.check_document_input(metadata, fields.get("external_id") or None)
             file = await receive_upload(services, form, tenant=tenant)
         finally:
             await form.close()
     else:
         body = parse_model(TextDocumentIn, await json_body(request))
-        metadata, external_id = service.check_document_input(body.metadata, body.external_id)
+        metadata, external_id = documents.check_document_input(body.metadata, body.external_id)
         file = await receive_file(
             services.blobs,
             tenant=tenant,
@@ -107,8 +108,7 @@ async def add_document(name: str, request: Request, services: ServicesDep, tenan
             filename=None,
             max_bytes=services.settings.max_upload_bytes,
         )
-    collection, document, created = await service.add_document(
-        services.search,
+    collection, document, created = await documents.add_document(
         services.submitter,
         tenant=tenant,
         name=name,
@@ -131,8 +131,8 @@ async def list_documents(
     status: Annotated[str | None, Query(pattern="^(queued|processing|ready|failed)$")] = None,
 ) -> dict[str, Any]:
     """Documents with their ingest status, newest first; pass `next_cursor` back as `cursor`."""
-    collection = await service.get_collection(services.search, tenant=tenant, name=name)
-    items, next_cursor = await service.list_documents(
+    collection = await collections.get_collection(services.search, tenant=tenant, name=name)
+    items, next_cursor = await documents.list_documents(
         services.search, collection=collection, limit=limit, cursor=cursor, status=status
     )
     return {"items": [document.public_view() for document in items], "next_cursor": next_cursor}
@@ -140,14 +140,14 @@ async def list_documents(
 
 @router.get("/{name}/documents/{document_id}")
 async def get_document(name: str, document_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
-    collection = await service.get_collection(services.search, tenant=tenant, name=name)
-    return (await service.get_document(services.search, collection=collection, document_id=document_id)).public_view()
+    collection = await collections.get_collection(services.search, tenant=tenant, name=name)
+    return (await documents.get_document(services.search, collection=collection, document_id=document_id)).public_view()
 
 
 @router.delete("/{name}/documents/{document_id}", status_code=204)
 async def delete_document(name: str, document_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
-    collection = await service.get_collection(services.search, tenant=tenant, name=name)
-    await service.delete_document(services.search, collection=collection, document_id=document_id)
+    collection = await collections.get_collection(services.search, tenant=tenant, name=name)
+    await documents.delete_document(services.search, collection=collection, document_id=document_id)
     return Response(status_code=204)
 
 
@@ -160,7 +160,7 @@ async def similar_documents(
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> dict[str, Any]:
     """More like this: other documents nearest to this one's chunks (their mean vector), best chunk each."""
-    return await service.similar(services.search, tenant=tenant, name=name, document_id=document_id, limit=limit)
+    return await query.similar(services.search, tenant=tenant, name=name, document_id=document_id, limit=limit)
 
 
 @router.post("/{name}/search")
@@ -168,4 +168,4 @@ async def search(name: str, data: SearchIn, services: ServicesDep, tenant: Tenan
     """`mode` hybrid (default; RRF of both), semantic or keyword (Korean-aware tokens); `filter` over the
     declared fields; `limit` ≤ 100; `cursor` from `next_cursor` pages through one ranked, cached list;
     `group_by_document` keeps each document's best chunk."""
-    return json_response(await service.search(services.search, tenant=tenant, name=name, request=data))
+    return json_response(await query.search(services.search, tenant=tenant, name=name, request=data))

@@ -1,0 +1,33 @@
+"""What the search workload needs, built once by `bootstrap.py` and kept on `Services.search`: its
+collaborators, its tunables (defaults of a new collection, ranking) and this process's caches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferline.files.blobs import BlobStore
+from inferline.inference.runtime import ModelRuntime
+from inferline.metrics import Metrics
+from inferline.search.caches import CollectionCache, QueryVectors, ResultCache
+from inferline.search.index import SearchIndex
+
+
+@dataclass(frozen=True)
+class SearchDeps:
+    engine: AsyncEngine
+    blobs: BlobStore
+    index: SearchIndex
+    models: ModelRuntime
+    result_cache: ResultCache
+    metrics: Metrics
+    embedding_models: frozenset[str]
+    default_model: str
+    chunk_tokens: int = 256
+    overlap_tokens: int = 32
+    window: int = 200
+    rrf_k: int = 60
+    weights: dict[str, float] = field(default_factory=lambda: {"semantic": 1.0, "keyword": 1.0})
+    collection_cache: CollectionCache = field(default_factory=CollectionCache)
+    query_vectors: QueryVectors = field(default_factory=QueryVectors)

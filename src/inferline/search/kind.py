@@ -1,0 +1,189 @@
+"""The `ingest` job kind: one document of a collection through extract → chunk → embed → index.
+
+- extract: text, Markdown, HTML and DOCX are read here (`extract.py`); PDFs and images go through the
+  OCR service's page reader (text layers where a page has one, OCR elsewhere; stage "extract 3/40");
+- chunk: `chunks.chunk_pages` with the collection's budget and overlap;
+- embed: every chunk through the model runtime, concurrently, so the batcher fills its batches (progress
+  by chunk);
+- index: the document's old chunks are replaced by the new ones; the collection's version advances,
+  which retires every cached search of it.
+
+The document row follows along: `processing`, then `ready` (with its chunk count) or `failed` (with
+the reason, once the job will not be retried).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from inferline import db
+from inferline.clock import utcnow
+from inferline.errors import BadDocument, Canceled, NonRetryable
+from inferline.files.service import FileInfo, blob_path
+from inferline.ids import new_id
+from inferline.jobs.context import JobContext
+from inferline.jobs.kinds import KindRegistry
+from inferline.ocr.deps import OcrDeps
+from inferline.ocr.options import OcrOptions
+from inferline.ocr.pages import read_pages
+from inferline.search.chunks import Chunk, chunk_pages
+from inferline.search.deps import SearchDeps
+from inferline.search.embedders import EmbedInput
+from inferline.search.extract import TEXT_TYPES, extract_text
+from inferline.search.index import ChunkRecord
+from inferline.search.model import Collection, Document, DocumentStatus
+from inferline.search.store import SearchStore
+from inferline.search.tokens import normalize, tokenize
+
+KIND = "ingest"
+EMBED_IN_FLIGHT = 128  # chunks handed to the batcher at once: several full batches, bounded memory
+UPSERT_BATCH = 256
+
+
+class IngestInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection_id: str = Field(min_length=1, max_length=36)
+    document_id: str = Field(min_length=1, max_length=36)
+
+
+async def run_ingest(deps: SearchDeps, ocr: OcrDeps, ctx: JobContext, data: IngestInput) -> dict[str, Any]:
+    started = await _start(deps, data, ctx.tenant)
+    if started is None:  # deleted before its ingest ran: nothing to do, and nothing wrong
+        return {"document_id": data.document_id, "skipped": "the document or its collection was deleted"}
+    collection, document, file = started
+    try:
+        chunks = await _ingest(deps, ocr, ctx, collection, document, file)
+    except Exception as exc:
+        final = isinstance(exc, NonRetryable | Canceled) or ctx.attempt >= ctx.job.max_attempts
+        if final:
+            await _set_status(deps, document.id, status=DocumentStatus.FAILED, error=str(exc) or type(exc).__name__)
+        else:
+            await _set_status(deps, document.id, status=DocumentStatus.QUEUED, error=f"retrying after: {exc}")
+        raise
+    return {"document_id": document.id, "chunks": chunks}
+
+
+def register(registry: KindRegistry, deps: SearchDeps, ocr: OcrDeps) -> None:
+    async def ingest(ctx: JobContext, data: IngestInput) -> dict[str, Any]:
+        return await run_ingest(deps, ocr, ctx, data)
+
+    registry.kind(KIND, input_model=IngestInput)(ingest)
+
+
+async def _start(
+    deps: SearchDeps, data: IngestInput, tenant: str
+) -> tuple[Collection, Document, FileInfo | None] | None:
+    """The collection, the document (now `processing`) and its file, in one transaction; None if the
+    collection or the document is gone."""
+    async with db.write(deps.engine) as conn:
+        store = SearchStore(conn)
+        collection = await store.collection(tenant, data.collection_id)
+        if collection is None:
+            return None
+        document = await store.mark_processing(data.collection_id, data.document_id, now=utcnow())
+        if document is None:
+            return None
+        file = await store.file(tenant, document.file_id)
+    return collection, document, file
+
+
+async def _set_status(deps: SearchDeps, document_id: str, *, status: str, error: str) -> None:
+    async with db.write(deps.engine) as conn:
+        await SearchStore(conn).set_document_status(document_id, status=status, error=error, now=utcnow())
+
+
+async def _pages(
+    deps: SearchDeps, ocr: OcrDeps, ctx: JobContext, document: Document, file: FileInfo | None
+) -> list[str]:
+    await ctx.stage("extract")
+    if document.content_type in TEXT_TYPES:
+        if file is None:
+            raise NonRetryable(f"file {document.file_id} not found")
+        path = blob_path(deps.blobs, file)  # missing bytes may be a volume not mounted yet: retried
+        return [await ctx.to_thread(extract_text, path, document.content_type)]
+
+    async def report(finished: int, total: int) -> None:
+        await ctx.stage(f"extract {finished}/{total}")
+
+    done: dict[int, dict[str, Any]] = {}
+    pages, _, _ = await read_pages(ocr, ctx, document.file_id, OcrOptions(), done, report)
+    return [normalize(page["text"] or "") for page in pages]
+
+
+async def _embed(ctx: JobContext, model: str, chunks: list[Chunk]) -> list[Any]:
+    await ctx.stage("embed", f"{len(chunks)} chunks")
+    vectors: list[Any] = [None] * len(chunks)
+    for start in range(0, len(chunks), EMBED_IN_FLIGHT):
+        ctx.raise_if_canceled()
+        window = chunks[start : start + EMBED_IN_FLIGHT]
+        results = await asyncio.gather(*(ctx.predict(model, EmbedInput(c.embedding_text())) for c in window))
+        vectors[start : start + len(window)] = results
+        await ctx.progress(100 * (start + len(window)) / len(chunks), f"{start + len(window)}/{len(chunks)} chunks")
+    return vectors
+
+
+async def _records(ctx: JobContext, collection: Collection, document: Document, pages: list[str]) -> list[ChunkRecord]:
+    """The document's chunks, embedded and tokenized, ready for the index."""
+    await ctx.stage("chunk")
+    chunks = await ctx.to_thread(
+        lambda: chunk_pages(pages, budget_tokens=collection.chunk_tokens, overlap_tokens=collection.overlap_tokens)
+    )
+    vectors = await _embed(ctx, collection.embedding_model, chunks)
+    await ctx.stage("index", f"{len(chunks)} chunks")
+    tokens = await ctx.to_thread(lambda: [tokenize(chunk.embedding_text()) for chunk in chunks])
+    return [
+        ChunkRecord(
+            id=new_id(),
+            document_id=document.id,
+            index=chunk.index,
+            text=chunk.text,
+            heading=chunk.heading,
+            page=chunk.page,
+            vector=vector,
+            tokens=chunk_tokens,
+            metadata=document.metadata,
+        )
+        for chunk, vector, chunk_tokens in zip(chunks, vectors, tokens, strict=True)
+    ]
+
+
+async def _ingest(
+    deps: SearchDeps, ocr: OcrDeps, ctx: JobContext, collection: Collection, document: Document, file: FileInfo | None
+) -> int:
+    pages = await _pages(deps, ocr, ctx, document, file)
+    if not any(page.strip() for page in pages):
+        raise BadDocument("no text found in the document (empty, or pictures without readable text)")
+    records = await _records(ctx, collection, document, pages)
+    ctx.raise_if_canceled()
+    await deps.index.delete_document(collection.id, document.id)
+    for start in range(0, len(records), UPSERT_BATCH):
+        await deps.index.upsert(collection.spec, records[start : start + UPSERT_BATCH])
+    version = await _mark_ready(deps, collection.id, document.id, len(records))
+    if version is None:  # deleted while we worked: take back what we wrote
+        if await _collection_exists(deps, collection.id):
+            await deps.index.delete_document(collection.id, document.id)
+        else:  # our upsert may have brought the dropped collection's index back
+            await deps.index.drop(collection.id)
+        return 0
+    deps.collection_cache.advanced(collection.id, version)
+    return len(records)
+
+
+async def _mark_ready(deps: SearchDeps, collection_id: str, document_id: str, chunks: int) -> int | None:
+    """The document ready and the collection's version advanced, in one transaction: whoever sees the
+    document ready also sees the new version, so no search after that is answered from a cache entry
+    made before its chunks were indexed. Returns the new version; None if the document is gone."""
+    async with db.write(deps.engine) as conn:
+        store = SearchStore(conn)
+        if not await store.mark_ready(collection_id, document_id, chunks=chunks, now=utcnow()):
+            return None
+        return await store.advance_version(collection_id)
+
+
+async def _collection_exists(deps: SearchDeps, collection_id: str) -> bool:
+    async with db.read(deps.engine) as conn:
+        return await SearchStore(conn).collection_exists(collection_id)

@@ -1,0 +1,229 @@
+"""SQL for search: the collections and documents tables. Stores never commit; use cases own the
+transaction.
+
+Statements run for every upload, ingest or search are built once, with bind parameters (building one
+and its cache key cost ~100 us per execution; see jobs/store.py). An UPDATE binds its columns' new
+values under the columns' own names, so its WHERE clause takes `_document_id` and `_collection_id`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from inferline.files.service import FileInfo
+from inferline.paging import newest_first
+from inferline.schema import collections, documents, files
+from inferline.search.filters import FieldType
+from inferline.search.model import Collection, Document, DocumentStatus
+
+
+def collection_from_row(row: Mapping[Any, Any]) -> Collection:
+    values = dict(row)
+    values["fields"] = {name: FieldType(kind) for name, kind in values["fields"].items()}
+    return Collection(**values)
+
+
+def document_from_row(row: Mapping[Any, Any]) -> Document:
+    return Document(**row)
+
+
+class SearchStore:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    # -- collections
+
+    async def add_collection(self, collection: Collection) -> None:
+        values = collection.__dict__ | {"fields": {name: kind.value for name, kind in collection.fields.items()}}
+        await self.conn.execute(collections.insert().values(**values))
+
+    async def collection_named(self, tenant: str, name: str) -> Collection | None:
+        row = (await self.conn.execute(_collection_named(), {"tenant": tenant, "name": name})).mappings().first()
+        return collection_from_row(row) if row is not None else None
+
+    async def collection(self, tenant: str, collection_id: str) -> Collection | None:
+        params = {"collection_id": collection_id, "tenant": tenant}
+        row = (await self.conn.execute(_collection_by_id(), params)).mappings().first()
+        return collection_from_row(row) if row is not None else None
+
+    async def collection_exists(self, collection_id: str) -> bool:
+        found = await self.conn.execute(sa.select(collections.c.id).where(collections.c.id == collection_id))
+        return found.first() is not None
+
+    async def collections_with_counts(self, tenant: str) -> list[tuple[Collection, int]]:
+        """The tenant's collections by name, each with its number of documents."""
+        counts = (
+            sa.select(documents.c.collection_id, sa.func.count().label("n"))
+            .where(documents.c.tenant == tenant)
+            .group_by(documents.c.collection_id)
+            .subquery()
+        )
+        query = (
+            sa.select(collections, sa.func.coalesce(counts.c.n, 0).label("document_count"))
+            .outerjoin(counts, counts.c.collection_id == collections.c.id)
+            .where(collections.c.tenant == tenant)
+            .order_by(collections.c.name)
+        )
+        rows = (await self.conn.execute(query)).mappings().all()
+        found = []
+        for row in rows:
+            values = {key: value for key, value in row.items() if key != "document_count"}
+            found.append((collection_from_row(values), int(row["document_count"])))
+        return found
+
+    async def embedding_models(self) -> list[str]:
+        """The embedding models of every collection, each once, sorted."""
+        query = sa.select(collections.c.embedding_model).distinct()
+        return sorted(set((await self.conn.execute(query)).scalars()))
+
+    async def delete_collection(self, collection_id: str) -> None:
+        """The collection and all of its documents."""
+        await self.conn.execute(documents.delete().where(documents.c.collection_id == collection_id))
+        await self.conn.execute(collections.delete().where(collections.c.id == collection_id))
+
+    async def advance_version(self, collection_id: str) -> int:
+        """The collection's version goes up, which retires every cached search of it: run it in the
+        transaction of the change it covers. Returns the new version."""
+        return int((await self.conn.execute(_advance_version(), {"collection_id": collection_id})).scalar_one())
+
+    # -- documents
+
+    async def same_document(self, collection_id: str, *, external_id: str | None, sha256: str) -> Document | None:
+        """The collection's document with this `external_id`, or (without one) with this content."""
+        params = {"collection_id": collection_id, "external_id": external_id, "sha256": sha256}
+        found = await self.conn.execute(_same_document(by_external_id=external_id is not None), params)
+        row = found.mappings().first()
+        return document_from_row(row) if row is not None else None
+
+    async def add_document(self, values: dict[str, Any]) -> None:
+        await self.conn.execute(documents.insert(), values)
+
+    async def update_document(self, document_id: str, values: dict[str, Any]) -> None:
+        await self.conn.execute(documents.update().where(documents.c.id == document_id).values(**values))
+
+    async def document(self, collection_id: str, document_id: str) -> Document | None:
+        query = sa.select(documents).where(documents.c.collection_id == collection_id, documents.c.id == document_id)
+        row = (await self.conn.execute(query)).mappings().first()
+        return document_from_row(row) if row is not None else None
+
+    async def page_documents(
+        self, collection_id: str, *, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[Document], str | None]:
+        """One page of the collection's documents (of one status, if given), newest first."""
+        query = sa.select(documents).where(documents.c.collection_id == collection_id)
+        if status is not None:
+            query = query.where(documents.c.status == status)
+        return await newest_first(
+            self.conn,
+            query,
+            documents.c.id,
+            limit=limit,
+            cursor=cursor,
+            to_item=document_from_row,
+            id_of=lambda document: document.id,
+        )
+
+    async def count_documents(self, collection_id: str) -> dict[str, int]:
+        """The collection's documents by status; a status without documents is absent."""
+        query = (
+            sa.select(documents.c.status, sa.func.count())
+            .where(documents.c.collection_id == collection_id)
+            .group_by(documents.c.status)
+        )
+        return {status: int(count) for status, count in (await self.conn.execute(query)).all()}
+
+    async def delete_document(self, document_id: str) -> None:
+        await self.conn.execute(documents.delete().where(documents.c.id == document_id))
+
+    async def mark_processing(self, collection_id: str, document_id: str, *, now: datetime) -> Document | None:
+        """The document of this collection, now `processing`; None if either is gone."""
+        params = {"_collection_id": collection_id, "_document_id": document_id, "updated_at": now}
+        row = (await self.conn.execute(_mark_processing(), params)).mappings().first()
+        return document_from_row(row) if row is not None else None
+
+    async def mark_ready(self, collection_id: str, document_id: str, *, chunks: int, now: datetime) -> bool:
+        """The document `ready` with its chunk count; False if it is gone."""
+        params = {"_collection_id": collection_id, "_document_id": document_id, "chunks": chunks, "updated_at": now}
+        return bool((await self.conn.execute(_mark_ready(), params)).rowcount)
+
+    async def set_document_status(self, document_id: str, *, status: str, error: str | None, now: datetime) -> None:
+        values = {"status": status, "error": error, "updated_at": now}
+        await self.conn.execute(documents.update().where(documents.c.id == document_id).values(**values))
+
+    async def file(self, tenant: str, file_id: str) -> FileInfo | None:
+        """A document's stored file (the files table), read here to share the transaction of an ingest's
+        start."""
+        row = (await self.conn.execute(_file(), {"file_id": file_id, "tenant": tenant})).mappings().first()
+        return FileInfo(**row) if row is not None else None
+
+
+@functools.cache
+def _collection_named() -> sa.Select[Any]:
+    return sa.select(collections).where(
+        collections.c.tenant == sa.bindparam("tenant"), collections.c.name == sa.bindparam("name")
+    )
+
+
+@functools.cache
+def _collection_by_id() -> sa.Select[Any]:
+    return sa.select(collections).where(
+        collections.c.id == sa.bindparam("collection_id"), collections.c.tenant == sa.bindparam("tenant")
+    )
+
+
+@functools.cache
+def _advance_version() -> sa.Update:
+    return (
+        collections.update()
+        .where(collections.c.id == sa.bindparam("collection_id"))
+        .values(version=collections.c.version + 1)
+        .returning(collections.c.version)
+    )
+
+
+@functools.cache
+def _same_document(*, by_external_id: bool) -> sa.Select[Any]:
+    match = (
+        documents.c.external_id == sa.bindparam("external_id")
+        if by_external_id
+        else sa.and_(documents.c.sha256 == sa.bindparam("sha256"), documents.c.external_id.is_(None))
+    )
+    return sa.select(documents).where(documents.c.collection_id == sa.bindparam("collection_id"), match)
+
+
+@functools.cache
+def _file() -> sa.Select[Any]:
+    return sa.select(files).where(files.c.id == sa.bindparam("file_id"), files.c.tenant == sa.bindparam("tenant"))
+
+
+def _this_document() -> sa.ColumnElement[bool]:
+    return sa.and_(
+        documents.c.id == sa.bindparam("_document_id"), documents.c.collection_id == sa.bindparam("_collection_id")
+    )
+
+
+@functools.cache
+def _mark_processing() -> sa.Update:
+    values: dict[str, Any] = {
+        "status": DocumentStatus.PROCESSING,
+        "error": None,
+        "updated_at": sa.bindparam("updated_at"),
+    }
+    return documents.update().where(_this_document()).values(values).returning(*documents.columns)
+
+
+@functools.cache
+def _mark_ready() -> sa.Update:
+    values: dict[str, Any] = {
+        "status": DocumentStatus.READY,
+        "chunks": sa.bindparam("chunks"),
+        "error": None,
+        "updated_at": sa.bindparam("updated_at"),
+    }
+    return documents.update().where(_this_document()).values(values)
