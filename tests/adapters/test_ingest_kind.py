@@ -1,0 +1,260 @@
+"""The `ingest` kind run with an in-memory job context: no worker; its collection, document and file are
+real rows (SQLite), its index the embedded Qdrant one, and its embedding model a small deterministic
+function (the real models are tested in test_embedders.py and through the API)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tests.conftest import sqlite_url
+
+from inferline import db
+from inferline.clock import utcnow
+from inferline.errors import BadDocument, Canceled
+from inferline.files.blobs import BlobStore
+from inferline.files.service import receive_file
+from inferline.inference.runtime import ModelRuntime
+from inferline.jobs.kinds import KindRegistry
+from inferline.jobs.submission import Submitter
+from inferline.jobs.testing import MemoryContext
+from inferline.metrics import Metrics
+from inferline.ocr.deps import OcrDeps
+from inferline.ocr.documents import Limits
+from inferline.search import kind as search_kind
+from inferline.search.caches import ResultCache
+from inferline.search.deps import SearchDeps
+from inferline.search.documents import add_document, delete_document, get_document
+from inferline.search.embedders import EmbedInput
+from inferline.search.kind import IngestInput, run_ingest
+from inferline.search.model import Collection, Document, DocumentStatus
+from inferline.search.qdrant import QdrantIndex
+from inferline.search.store import SearchStore
+from inferline.search.tokens import tokenize
+
+DIM = 16
+MODEL = "hash16"
+# Text no one here wrote: a Debian package's.
+GPL = Path("/usr/share/common-licenses/GPL-3")
+PDF = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ocr" / "doc_text_layer.pdf"
+PDF_TRUTH = PDF.with_suffix(".gt.txt")
+
+
+def hash16(item: EmbedInput) -> np.ndarray:
+    """A bag of hashed words: texts sharing words get close vectors, the same text the same vector."""
+    vector = np.zeros(DIM, dtype=np.float32)
+    for word in item.text.lower().split():
+        vector[hashlib.blake2b(word.encode(), digest_size=1).digest()[0] % DIM] += 1.0
+    return vector / max(float(np.linalg.norm(vector)), 1e-6)
+
+
+class Setup:
+    def __init__(self, search: SearchDeps, ocr: OcrDeps, submitter: Submitter) -> None:
+        self.search, self.ocr, self.submitter = search, ocr, submitter
+
+    async def collection(self, tenant: str = "t", name: str = "docs") -> Collection:
+        collection = Collection(
+            id=f"c-{name}",
+            tenant=tenant,
+            name=name,
+            fields={},
+            embedding_model=MODEL,
+            dim=DIM,
+            chunk_tokens=128,
+            overlap_tokens=16,
+            version=0,
+            created_at=utcnow(),
+        )
+        async with db.write(self.search.engine) as conn:
+            await SearchStore(conn).add_collection(collection)
+        await self.search.index.create(collection.spec)
+        return collection
+
+    async def document(self, collection: Collection, path: Path, filename: str) -> Document:
+        with path.open("rb") as source:
+            file = await receive_file(
+                self.search.blobs, tenant=collection.tenant, source=source, filename=filename, max_bytes=10**8
+            )
+        _, document, _ = await add_document(
+            self.submitter, tenant=collection.tenant, name=collection.name, file=file, metadata={}, external_id=None
+        )
+        return document
+
+    async def reread(self, collection: Collection, document: Document) -> Document:
+        return await get_document(self.search, collection=collection, document_id=document.id)
+
+    async def version(self, collection: Collection) -> int:
+        async with db.read(self.search.engine) as conn:
+            found = await SearchStore(conn).collection(collection.tenant, collection.id)
+        assert found is not None
+        return found.version
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    url = sqlite_url(tmp_path)
+    db.upgrade(url)
+    engine = db.create_engine(url)
+    blobs = BlobStore(tmp_path / "blobs")
+    metrics = Metrics()
+    models = ModelRuntime(device="cpu", modes={}, queue_limit=100, metrics=metrics)
+    index = QdrantIndex(tmp_path / "index")
+    search = SearchDeps(
+        engine=engine,
+        blobs=blobs,
+        index=index,
+        models=models,
+        result_cache=ResultCache(10),
+        metrics=metrics,
+        embedding_models=frozenset({MODEL}),
+        default_model=MODEL,
+    )
+    ocr = OcrDeps(engine, blobs, models, Limits(max_pages=10, max_page_pixels=50_000_000), default_dpi=150)
+    registry = KindRegistry()
+    search_kind.register(registry, search, ocr)
+    submitter = Submitter(engine, registry, default_max_attempts=3)
+    yield Setup(search, ocr, submitter)
+    submitter.close()
+    await index.close()
+    await models.aclose()
+    await engine.dispose()
+
+
+def needs(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"test data missing: {path}")
+    return path
+
+
+def ingest_input(document: Document) -> IngestInput:
+    return IngestInput(collection_id=document.collection_id, document_id=document.id)
+
+
+async def test_a_text_document_is_chunked_embedded_indexed_and_ready(setup: Setup) -> None:
+    collection = await setup.collection()
+    document = await setup.document(collection, needs(GPL), "GPL-3.txt")
+    assert document.status == DocumentStatus.QUEUED
+    ctx = MemoryContext(tenant="t", models={MODEL: hash16})
+
+    result = await run_ingest(setup.search, setup.ocr, ctx, ingest_input(document))
+
+    chunks = result["chunks"]
+    assert chunks > 10 and result["document_id"] == document.id
+    assert ctx.stages == ["extract", "chunk", "embed", "index"]
+    assert ctx.percents[-1] == 100.0 and ctx.percents == sorted(ctx.percents)
+    assert len(ctx.predictions) == chunks and all(model == MODEL and not item.query for model, item in ctx.predictions)
+    ready = await setup.reread(collection, document)
+    assert ready.status == DocumentStatus.READY and ready.chunks == chunks and ready.error is None
+    assert await setup.version(collection) == 1  # cached searches of the collection retired
+    assert await setup.search.index.count(collection.id) == chunks
+    # A sentence of the text is found by its words and by its vector, in this document.
+    sentence = "The GNU General Public License is a free, copyleft license for software"
+    by_words = await setup.search.index.keyword(collection.spec, tokenize(sentence), None, 3)
+    by_vector = await setup.search.index.semantic(collection.spec, hash16(EmbedInput(sentence)), None, 3)
+    assert by_words and by_vector and by_words[0].document_id == by_vector[0].document_id == document.id
+
+
+async def test_ingesting_again_replaces_the_documents_chunks(setup: Setup) -> None:
+    collection = await setup.collection()
+    document = await setup.document(collection, needs(GPL), "GPL-3.txt")
+    first = await run_ingest(
+        setup.search, setup.ocr, MemoryContext(tenant="t", models={MODEL: hash16}), ingest_input(document)
+    )
+    again = await run_ingest(
+        setup.search, setup.ocr, MemoryContext(tenant="t", models={MODEL: hash16}), ingest_input(document)
+    )
+    assert again["chunks"] == first["chunks"]
+    assert await setup.search.index.count(collection.id) == first["chunks"]
+    assert await setup.version(collection) == 2
+
+
+async def test_a_pdf_is_read_through_the_ocr_page_reader(setup: Setup) -> None:
+    collection = await setup.collection()
+    document = await setup.document(collection, needs(PDF), "doc.pdf")
+    ctx = MemoryContext(tenant="t", models={MODEL: hash16})  # a text layer: no OCR model called
+    result = await run_ingest(setup.search, setup.ocr, ctx, ingest_input(document))
+    assert ctx.stages[:5] == ["extract", "extract 1/3", "extract 2/3", "extract 3/3", "chunk"]
+    assert {model for model, _ in ctx.predictions} == {MODEL}
+    found = await setup.search.index.keyword(collection.spec, tokenize(truth := PDF_TRUTH.read_text()), None, 50)
+    chunks = await setup.search.index.fetch(collection.id, [candidate.chunk_id for candidate in found])
+    assert len(chunks) == result["chunks"] >= 1
+    assert {chunk.page for chunk in chunks.values()} <= {0, 1, 2}  # 0-based pages of the 3-page PDF
+    words = " ".join(chunk.text for chunk in chunks.values()).split()
+    assert all(word in words for word in truth.split()[:20])
+
+
+async def test_a_document_without_text_fails_with_its_reason_and_no_retry(setup: Setup, tmp_path: Path) -> None:
+    collection = await setup.collection()
+    blank = tmp_path / "blank.txt"
+    blank.write_text("   \n\n  \t\n")
+    document = await setup.document(collection, blank, "blank.txt")
+    with pytest.raises(BadDocument, match="no text found"):
+        await run_ingest(
+            setup.search, setup.ocr, MemoryContext(tenant="t", models={MODEL: hash16}), ingest_input(document)
+        )
+    failed = await setup.reread(collection, document)
+    assert failed.status == DocumentStatus.FAILED and failed.error is not None and "no text found" in failed.error
+
+
+async def test_a_transient_failure_queues_the_document_again_until_the_last_attempt(setup: Setup) -> None:
+    collection = await setup.collection()
+    document = await setup.document(collection, needs(GPL), "GPL-3.txt")
+
+    def down(item: EmbedInput) -> Any:
+        raise ConnectionError("model server restarting")
+
+    with pytest.raises(ConnectionError):
+        await run_ingest(
+            setup.search, setup.ocr, MemoryContext(tenant="t", attempt=1, models={MODEL: down}), ingest_input(document)
+        )
+    retrying = await setup.reread(collection, document)
+    assert retrying.status == DocumentStatus.QUEUED and retrying.error == "retrying after: model server restarting"
+
+    with pytest.raises(ConnectionError):
+        await run_ingest(
+            setup.search, setup.ocr, MemoryContext(tenant="t", attempt=3, models={MODEL: down}), ingest_input(document)
+        )
+    failed = await setup.reread(collection, document)
+    assert failed.status == DocumentStatus.FAILED and failed.error == "model server restarting"
+    assert await setup.search.index.count(collection.id) == 0 and await setup.version(collection) == 0
+
+
+async def test_a_canceled_ingest_indexes_nothing_and_fails_the_document(setup: Setup) -> None:
+    collection = await setup.collection()
+    document = await setup.document(collection, needs(GPL), "GPL-3.txt")
+    ctx = MemoryContext(tenant="t", models={})
+
+    def cancel_on_first_chunk(item: EmbedInput) -> np.ndarray:
+        ctx.cancel("canceled by user")
+        return hash16(item)
+
+    ctx.models = {MODEL: cancel_on_first_chunk}
+    with pytest.raises(Canceled):
+        await run_ingest(setup.search, setup.ocr, ctx, ingest_input(document))
+    failed = await setup.reread(collection, document)
+    assert failed.status == DocumentStatus.FAILED and failed.error == "canceled by user"
+    assert await setup.search.index.count(collection.id) == 0
+
+
+async def test_a_document_deleted_before_its_ingest_is_skipped(setup: Setup) -> None:
+    collection = await setup.collection()
+    document = await setup.document(collection, needs(GPL), "GPL-3.txt")
+    await delete_document(setup.search, collection=collection, document_id=document.id)
+    ctx = MemoryContext(tenant="t", models={MODEL: hash16})
+    result = await run_ingest(setup.search, setup.ocr, ctx, ingest_input(document))
+    assert "skipped" in result and ctx.predictions == []
+    assert await setup.search.index.count(collection.id) == 0
+
+
+async def test_another_tenants_collection_is_not_ingested_into(setup: Setup) -> None:
+    collection = await setup.collection(tenant="owner")
+    document = await setup.document(collection, needs(GPL), "GPL-3.txt")
+    ctx = MemoryContext(tenant="thief", models={MODEL: hash16})
+    result = await run_ingest(setup.search, setup.ocr, ctx, ingest_input(document))
+    assert "skipped" in result and ctx.predictions == []
+    untouched = await setup.reread(collection, document)
+    assert untouched.status == DocumentStatus.QUEUED
