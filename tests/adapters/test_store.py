@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from inferline import db
 from inferline.clock import utcnow
 from inferline.db import SqliteWriter
 from inferline.errors import InvalidInput
@@ -134,10 +135,14 @@ async def test_kind_concurrency_limit_holds_across_claims(engine: AsyncEngine, r
 
 async def test_expired_lease_is_claimed_by_another_worker(engine: AsyncEngine, registry: KindRegistry) -> None:
     job_id = await submit(engine, registry)
-    assert await claim(engine, owner="dead", lease_s=0.05) == [job_id]
-    await asyncio.sleep(0.1)
-    assert await reap_jobs(engine, policy=RetryPolicy(), metrics=Metrics()) == 1
-    assert await claim(engine, owner="alive") == [job_id]
+    assert await claim(engine, owner="dead", lease_s=30) == [job_id]
+    after_lease = utcnow() + timedelta(seconds=31)
+    assert await reap_jobs(engine, policy=RetryPolicy(), metrics=Metrics(), now=after_lease) == 1
+    async with db.write(engine) as conn:  # the reaped job is due again as of `after_lease`
+        claimed = await JobStore(conn).claim(
+            owner="alive", kinds=["echo"], limit=10, now=after_lease, lease_s=30, kind_limits={}
+        )
+    assert [job.id for job in claimed] == [job_id]
     job = await get_job(engine, tenant="a", job_id=job_id)
     assert job.lease_owner == "alive" and job.attempts == 2
     assert job.error is not None and job.error["attempts"][0]["type"] == "LeaseExpired"
@@ -145,9 +150,8 @@ async def test_expired_lease_is_claimed_by_another_worker(engine: AsyncEngine, r
 
 async def test_expired_lease_on_the_last_attempt_fails_the_job(engine: AsyncEngine, registry: KindRegistry) -> None:
     job_id = await submit(engine, registry, max_attempts=1)
-    await claim(engine, owner="dead", lease_s=0.05)
-    await asyncio.sleep(0.1)
-    await reap_jobs(engine, policy=RetryPolicy(), metrics=Metrics())
+    await claim(engine, owner="dead", lease_s=30)
+    await reap_jobs(engine, policy=RetryPolicy(), metrics=Metrics(), now=utcnow() + timedelta(seconds=31))
     job = await get_job(engine, tenant="a", job_id=job_id)
     assert job.status is JobStatus.FAILED
     assert job.error is not None and job.error["type"] == "LeaseExpired"

@@ -127,9 +127,10 @@ def _observe_finished(metrics: Metrics, jobs: list[Job]) -> None:
             metrics.job_duration.labels(job.kind, job.status.value).observe(seconds)
 
 
-async def reap_jobs(engine: AsyncEngine, *, policy: RetryPolicy, metrics: Metrics) -> int:
-    """Take back jobs whose worker died (lease expired) and cancel queued jobs past their deadline."""
-    now = utcnow()
+async def reap_jobs(engine: AsyncEngine, *, policy: RetryPolicy, metrics: Metrics, now: datetime | None = None) -> int:
+    """Take back jobs whose worker died (lease expired) and cancel queued jobs past their deadline, as
+    of `now` (default: the current time)."""
+    now = now or utcnow()
     finished: list[Job] = []
     async with db.write(engine) as conn:
         store = JobStore(conn)
