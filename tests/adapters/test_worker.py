@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.helpers import eventually
 
 from inferline.errors import NonRetryable
 from inferline.jobs.context import JobContext
@@ -67,13 +68,13 @@ async def submit(engine: AsyncEngine, registry: KindRegistry, kind: str = "echo"
 
 
 async def wait_for(engine: AsyncEngine, job_id: str, done: Callable[[Job], bool], timeout_s: float = 10) -> Job:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job = await get_job(engine, tenant="t", job_id=job_id)
-        if done(job):
-            return job
-        assert time.monotonic() < deadline, f"job stayed {job.status} ({job.stage}, {job.detail})"
-        await asyncio.sleep(0.02)
+    return await eventually(
+        lambda: get_job(engine, tenant="t", job_id=job_id),
+        done,
+        timeout_s=timeout_s,
+        interval_s=0.02,
+        describe=lambda job: f"job stayed {job.status} ({job.stage}, {job.detail})",
+    )
 
 
 def finished(job: Job) -> bool:
@@ -145,10 +146,7 @@ async def test_canceling_kills_the_jobs_subprocess(
 ) -> None:
     job = await submit(engine, registry, kind="sleeper", input={})
     pid_file = tmp_path / f"{job.id}.pid"
-    for _ in range(200):
-        if pid_file.exists() and pid_file.read_text().strip():
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout_s=4, interval_s=0.02)
     pid = int(pid_file.read_text())
     await cancel_job(engine, tenant="t", job_id=job.id)
     done = await wait_for(engine, job.id, finished)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from tests.helpers import eventually
 
 from inferline.api.app import create_app
 from inferline.bootstrap import Services
@@ -38,17 +38,19 @@ class Api:
         return job
 
     async def wait(self, job_id: str, done: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
-        done = done or (lambda job: job["status"] in TERMINAL_STATUSES)
-        deadline = time.monotonic() + 10
-        while True:
+        async def current() -> dict[str, Any]:
             job: dict[str, Any] = (await self.client.get(f"/api/v1/jobs/{job_id}")).json()
-            if done(job):
-                return job
-            assert time.monotonic() < deadline, f"job stuck: {job}"
-            await asyncio.sleep(0.02)
+            return job
+
+        until = done or (lambda job: job["status"] in TERMINAL_STATUSES)
+        return await eventually(current, until, timeout_s=10, interval_s=0.02, describe=lambda job: f"job stuck: {job}")
 
 
-async def start_api(settings: Settings, workers: int) -> AsyncGenerator[Api, None]:
+MakeApi = Callable[..., AbstractAsyncContextManager[Api]]
+
+
+@asynccontextmanager
+async def _serve(settings: Settings, workers: int) -> AsyncIterator[Api]:
     app = create_app(settings, workers=workers)
     async with app.router.lifespan_context(app):
         services: Services = app.state.services
@@ -65,16 +67,26 @@ async def start_api(settings: Settings, workers: int) -> AsyncGenerator[Api, Non
 
 
 @pytest.fixture
-async def api(make_settings: Callable[..., Settings], database_url: str) -> AsyncIterator[Api]:
-    """API with two in-process job slots."""
-    settings = make_settings(database_url=database_url, plugins=["tests.plugins.kinds"])
-    async for value in start_api(settings, workers=2):
-        yield value
+def make_api(make_settings: Callable[..., Settings]) -> MakeApi:
+    """`async with make_api(workers=2, **settings) as api`: the app running on `make_settings(**settings)`
+    with `workers` in-process job slots, stopped when the block ends. Started again with the same
+    settings, it is the same server restarted (same data dir and database)."""
+
+    def make(*, workers: int = 2, **settings: Any) -> AbstractAsyncContextManager[Api]:
+        return _serve(make_settings(**settings), workers)
+
+    return make
 
 
 @pytest.fixture
-async def idle_api(make_settings: Callable[..., Settings], tmp_path: Any) -> AsyncIterator[Api]:
+async def api(make_api: MakeApi, database_url: str) -> AsyncIterator[Api]:
+    """API with two in-process job slots."""
+    async with make_api(database_url=database_url, plugins=["tests.plugins.kinds"]) as started:
+        yield started
+
+
+@pytest.fixture
+async def idle_api(make_api: MakeApi) -> AsyncIterator[Api]:
     """API on SQLite with no workers: jobs stay queued."""
-    settings = make_settings(plugins=["tests.plugins.kinds"])
-    async for value in start_api(settings, workers=0):
-        yield value
+    async with make_api(workers=0, plugins=["tests.plugins.kinds"]) as started:
+        yield started

@@ -1,19 +1,18 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from tests.api.conftest import Api, start_api
+from tests.api.conftest import Api, MakeApi
 
-from inferline.config import Settings
 from inferline.tenants import create_key, list_keys, revoke_key
 
 
 @pytest.fixture
-async def uncached_api(make_settings: Callable[..., Settings]) -> AsyncIterator[Api]:
-    async for value in start_api(make_settings(api_key_cache_s=0), workers=0):
-        yield value
+async def uncached_api(make_api: MakeApi) -> AsyncIterator[Api]:
+    async with make_api(workers=0, api_key_cache_s=0) as started:
+        yield started
 
 
 async def test_a_revoked_key_is_refused_and_keys_are_stored_hashed(uncached_api: Api) -> None:

@@ -1,22 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-
 import httpx
 import pytest
 from fastapi import FastAPI
-from tests.api.conftest import Api, start_api
+from tests.api.conftest import Api, MakeApi
 
 from inferline.api import problems
-from inferline.config import Settings
 from inferline.errors import Overloaded
-
-
-@pytest.fixture
-async def batched_api(make_settings: Callable[..., Settings]) -> AsyncIterator[Api]:
-    settings = make_settings(plugins=["tests.plugins.kinds"], device="cpu", model_modes={"doubler": "batched"})
-    async for value in start_api(settings, workers=8):
-        yield value
 
 
 async def test_models_are_listed_unloaded_until_first_use_then_ready(api: Api) -> None:
@@ -32,16 +22,18 @@ async def test_models_are_listed_unloaded_until_first_use_then_ready(api: Api) -
 
 
 @pytest.mark.allow_error_logs  # the bad item raises ValueError inside its job, logged at ERROR per attempt
-async def test_jobs_share_a_batched_model_and_a_bad_item_fails_only_its_job(batched_api: Api) -> None:
-    jobs = [await batched_api.submit(kind="double", input={"n": n}) for n in [1, 2, -3, 4, 5, 6]]
-    done = [await batched_api.wait(job["id"]) for job in jobs]
-    assert [d["result"]["doubled"] for d in done if d["status"] == "succeeded"] == [2, 4, 8, 10, 12]
-    [failed] = [d for d in done if d["status"] != "succeeded"]
-    assert failed["input"] == {"n": -3} and "negative: -3" in failed["error"]["message"]
-    [doubler] = [m for m in (await batched_api.client.get("/api/v1/models")).json()["items"] if m["name"] == "doubler"]
-    assert doubler["mode"] == "batched" and doubler["max_batch_size"] == 8
-    text = (await batched_api.anonymous.get("/metrics")).text
-    assert 'inferline_model_batch_size_count{model="doubler"}' in text
+async def test_jobs_share_a_batched_model_and_a_bad_item_fails_only_its_job(make_api: MakeApi) -> None:
+    batched = make_api(workers=8, plugins=["tests.plugins.kinds"], device="cpu", model_modes={"doubler": "batched"})
+    async with batched as api:
+        jobs = [await api.submit(kind="double", input={"n": n}) for n in [1, 2, -3, 4, 5, 6]]
+        done = [await api.wait(job["id"]) for job in jobs]
+        assert [d["result"]["doubled"] for d in done if d["status"] == "succeeded"] == [2, 4, 8, 10, 12]
+        [failed] = [d for d in done if d["status"] != "succeeded"]
+        assert failed["input"] == {"n": -3} and "negative: -3" in failed["error"]["message"]
+        [doubler] = [m for m in (await api.client.get("/api/v1/models")).json()["items"] if m["name"] == "doubler"]
+        assert doubler["mode"] == "batched" and doubler["max_batch_size"] == 8
+        text = (await api.anonymous.get("/metrics")).text
+        assert 'inferline_model_batch_size_count{model="doubler"}' in text
 
 
 async def test_models_need_a_key(api: Api) -> None:

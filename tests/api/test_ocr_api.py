@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tests.api.conftest import Api, start_api
+from tests.api.conftest import Api, MakeApi
 from tests.ocr_samples import ENGLISH, KOREAN, image_bytes, image_pdf, png_bomb, render_page, text_pdf
 
-from inferline.config import Settings
 from inferline.ocr.quality import cer
 
 PNG = "image/png"
 
 
 @pytest.fixture
-async def ocr_api(make_settings: Callable[..., Settings], database_url: str) -> AsyncIterator[Api]:
-    settings = make_settings(database_url=database_url, max_upload_bytes=2_000_000, ocr_max_pages=25)
-    async for value in start_api(settings, workers=2):
-        yield value
+async def ocr_api(make_api: MakeApi, database_url: str) -> AsyncIterator[Api]:
+    async with make_api(database_url=database_url, max_upload_bytes=2_000_000, ocr_max_pages=25) as started:
+        yield started
 
 
 async def ocr(api: Api, data: bytes, name: str = "page.png", wait_s: int = 60, **fields: str) -> dict[str, Any]:

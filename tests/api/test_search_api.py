@@ -3,20 +3,18 @@ Qdrant Edge index, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import re
-import time
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tests.api.conftest import Api, start_api
+from tests.api.conftest import Api, MakeApi
+from tests.helpers import eventually
 from tests.ocr_samples import KOREAN, image_pdf, render_page
 
-from inferline.config import Settings
 from inferline.search import query as search_query
 from inferline.search import tokens as tokens_module
 
@@ -26,18 +24,9 @@ VECTORS_EN = "Vector databases index embeddings with HNSW graphs for fast neares
 
 
 @pytest.fixture
-async def search_api(make_settings: Callable[..., Settings], database_url: str) -> AsyncIterator[Api]:
-    settings = make_settings(database_url=database_url, max_upload_bytes=2_000_000)
-    async for value in start_api(settings, workers=2):
-        yield value
-
-
-@pytest.fixture
-async def pgvector_api(make_settings: Callable[..., Settings], pgvector_url: str) -> AsyncIterator[Api]:
-    """The scale-out index (PostgreSQL 18 + pgvector) behind the same API; jobs on SQLite."""
-    settings = make_settings(search_backend="pgvector", search_database_url=pgvector_url)
-    async for value in start_api(settings, workers=2):
-        yield value
+async def search_api(make_api: MakeApi, database_url: str) -> AsyncIterator[Api]:
+    async with make_api(database_url=database_url, max_upload_bytes=2_000_000) as started:
+        yield started
 
 
 async def create(api: Api, name: str = "docs", **body: Any) -> dict[str, Any]:
@@ -55,14 +44,12 @@ async def add(api: Api, text: str, collection: str = "docs", **body: Any) -> dic
 
 
 async def ready(api: Api, document: dict[str, Any], collection: str = "docs", timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    async def current() -> dict[str, Any]:
         response = await api.client.get(f"/api/v1/collections/{collection}/documents/{document['id']}")
-        current: dict[str, Any] = response.json()
-        if current["status"] in ("ready", "failed"):
-            return current
-        assert time.monotonic() < deadline, current
-        await asyncio.sleep(0.05)
+        found: dict[str, Any] = response.json()
+        return found
+
+    return await eventually(current, lambda found: found["status"] in ("ready", "failed"), timeout_s=timeout_s)
 
 
 async def search(api: Api, query: str, collection: str = "docs", **body: Any) -> dict[str, Any]:
@@ -348,46 +335,40 @@ async def test_similar_documents_are_the_nearest_others(search_api: Api) -> None
     assert other.status_code == 404
 
 
-async def test_the_pgvector_backend_serves_the_same_api(pgvector_api: Api) -> None:
-    await create(pgvector_api, fields={"lang": "keyword"})
-    korean = await ready(pgvector_api, await add(pgvector_api, DB_KO, metadata={"lang": "ko"}))
-    bread = await ready(pgvector_api, await add(pgvector_api, BREAD_EN, metadata={"lang": "en"}))
-    assert documents_of(await search(pgvector_api, "데이터베이스", mode="keyword")) == [korean["id"]]
-    semantic = await search(pgvector_api, "how do I install a database server?", mode="semantic")
-    assert documents_of(semantic) == [korean["id"], bread["id"]]
-    assert documents_of(await search(pgvector_api, "bread", filter={"lang": "ko"})) == [korean["id"]]
-    assert (await search(pgvector_api, "bread"))["cached"] is False
-    assert (await search(pgvector_api, "bread"))["cached"] is True
-    await pgvector_api.client.delete(f"/api/v1/collections/docs/documents/{bread['id']}")
-    assert documents_of(await search(pgvector_api, "bread")) == [korean["id"]]
-    assert (await pgvector_api.client.delete("/api/v1/collections/docs")).status_code == 204
+async def test_the_pgvector_backend_serves_the_same_api(make_api: MakeApi, pgvector_url: str) -> None:
+    # The scale-out index (PostgreSQL 18 + pgvector) behind the same API; jobs on SQLite.
+    async with make_api(search_backend="pgvector", search_database_url=pgvector_url) as api:
+        await create(api, fields={"lang": "keyword"})
+        korean = await ready(api, await add(api, DB_KO, metadata={"lang": "ko"}))
+        bread = await ready(api, await add(api, BREAD_EN, metadata={"lang": "en"}))
+        assert documents_of(await search(api, "데이터베이스", mode="keyword")) == [korean["id"]]
+        semantic = await search(api, "how do I install a database server?", mode="semantic")
+        assert documents_of(semantic) == [korean["id"], bread["id"]]
+        assert documents_of(await search(api, "bread", filter={"lang": "ko"})) == [korean["id"]]
+        assert (await search(api, "bread"))["cached"] is False
+        assert (await search(api, "bread"))["cached"] is True
+        await api.client.delete(f"/api/v1/collections/docs/documents/{bread['id']}")
+        assert documents_of(await search(api, "bread")) == [korean["id"]]
+        assert (await api.client.delete("/api/v1/collections/docs")).status_code == 204
 
 
 async def test_a_restarted_server_loads_what_the_first_search_needs_in_the_background(
-    make_settings: Callable[..., Settings], database_url: str
+    make_api: MakeApi, database_url: str
 ) -> None:
-    settings = make_settings(database_url=database_url)
-    first = start_api(settings, workers=0)
-    api = await anext(first)
-    try:
+    async with make_api(workers=0, database_url=database_url) as api:
         assert await search_query.warm_up(api.app.state.services.search) == []  # nothing to search yet
         await create(api)
-    finally:
-        await first.aclose()
-    second = start_api(settings, workers=0)
-    api = await anext(second)
-    try:
-        deadline = time.monotonic() + 60
-        while True:  # no search asked for: the startup's warm-up loads the query model (and Kiwi)
+    async with make_api(workers=0, database_url=database_url) as api:
+
+        async def query_model_state() -> str:
             models = (await api.client.get("/api/v1/models")).json()["items"]
-            state = {row["name"]: row["state"] for row in models}["e5-small:query"]
-            if state == "ready" or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)
+            state: str = {row["name"]: row["state"] for row in models}["e5-small:query"]
+            return state
+
+        # No search asked for: the startup's warm-up loads the query model (and Kiwi).
+        state = await eventually(query_model_state, lambda state: state == "ready", timeout_s=60, interval_s=0.2)
         assert state == "ready"
         assert tokens_module._kiwi is not None
-    finally:
-        await second.aclose()
 
 
 async def test_a_collection_deleted_while_its_document_is_embedded_leaves_no_index_behind(search_api: Api) -> None:

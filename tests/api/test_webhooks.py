@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from tests.api.conftest import Api
+from tests.helpers import eventually
 
 from inferline.jobs.webhooks import verify
 
@@ -64,11 +65,11 @@ async def test_deliveries_are_signed_retried_and_throttled(api: Api, receiver: R
         webhook_events=["start", "progress", "completed"],
     )
     await api.wait(job["id"])
-    for _ in range(100):
-        delivered = [json.loads(body) for _, body in receiver.requests[1:]]
-        if delivered and delivered[-1]["type"] == "job.completed":
-            break
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: len(receiver.requests) > 1 and json.loads(receiver.requests[-1][1])["type"] == "job.completed",
+        timeout_s=5,
+        describe=lambda _: f"no job.completed delivered: {receiver.requests}",
+    )
     for headers, body in receiver.requests:
         assert signature_ok(secret, headers, body)
         assert verify(secret, headers, body)
@@ -93,11 +94,8 @@ async def test_only_asked_events_are_delivered(api: Api, receiver: Receiver) -> 
         webhook_events=["completed"],
     )
     await api.wait(job["id"])
-    for _ in range(100):
-        if receiver.requests:
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)
+    await eventually(lambda: receiver.requests, timeout_s=5)
+    await asyncio.sleep(0.3)  # time for a delivery that should not come
     assert [json.loads(body)["type"] for _, body in receiver.requests] == ["job.completed"]
 
 

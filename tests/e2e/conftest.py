@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import IO, Any
 
 import httpx
 import pytest
+from tests.helpers import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,16 +71,14 @@ class Processes:
 
 
 def wait_until_up(base_url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         assert proc.poll() is None, f"server exited with {proc.returncode}"
         try:
-            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                return
+            return httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{base_url} did not come up")
+            return False
+
+    eventually_sync(ready, timeout_s=timeout_s, interval_s=0.1, describe=lambda _: f"{base_url} did not come up")
 
 
 @pytest.fixture
@@ -106,10 +104,9 @@ def client(port: int, data_dir: Path) -> httpx.Client:
 
 
 def wait_job(http: httpx.Client, job_id: str, done: Callable[[dict[str, Any]], bool], timeout_s: float = 30) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job = http.get(f"/api/v1/jobs/{job_id}").json()
-        if done(job):
-            return job
-        assert time.monotonic() < deadline, f"job stuck: {job}"
-        time.sleep(0.05)
+    return eventually_sync(
+        lambda: http.get(f"/api/v1/jobs/{job_id}").json(),
+        done,
+        timeout_s=timeout_s,
+        describe=lambda job: f"job stuck: {job}",
+    )

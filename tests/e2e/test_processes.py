@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.e2e.conftest import ROOT, Processes, client, free_port, wait_job
+from tests.helpers import eventually_sync
 
 from inferline.jobs.model import TERMINAL_STATUSES
 
@@ -92,23 +93,26 @@ def test_two_workers_on_postgres_run_each_of_2000_jobs_exactly_once(
     workers = [
         procs.spawn("worker", "--concurrency", "16", "--database-url", pg_url, log_name=f"worker{i}") for i in range(2)
     ]
+
+    def worker_logs(_: object = None) -> str:
+        return procs.log("worker0") + procs.log("worker1")
+
     # Both workers up before the jobs exist: a worker that started a second late (a busy CI machine) found
     # the first one had already run all 2,000.
-    deadline = time.monotonic() + 60
-    while not all(connected_to(w.pid, 5432) for w in workers):
-        assert time.monotonic() < deadline, procs.log("worker0") + procs.log("worker1")
-        assert all(w.poll() is None for w in workers), procs.log("worker0") + procs.log("worker1")
-        time.sleep(0.1)
+    def all_connected() -> bool:
+        assert all(w.poll() is None for w in workers), worker_logs()
+        return all(connected_to(w.pid, 5432) for w in workers)
+
+    eventually_sync(all_connected, timeout_s=60, interval_s=0.1, describe=worker_logs)
     with client(port, data_dir) as http:
         ids = {http.post("/api/v1/jobs", json={"kind": "record"}).json()["id"] for _ in range(2000)}
     record = tmp_path / "record.log"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        lines = record.read_text().splitlines() if record.exists() else []
-        if len(lines) >= 2000:
-            break
-        assert all(w.poll() is None for w in workers), procs.log("worker0") + procs.log("worker1")
-        time.sleep(0.2)
+
+    def records() -> int:
+        assert all(w.poll() is None for w in workers), worker_logs()
+        return len(record.read_text().splitlines()) if record.exists() else 0
+
+    eventually_sync(records, lambda count: count >= 2000, timeout_s=120, interval_s=0.2)
     time.sleep(1.0)  # any duplicate run would show up now
     runs = [line.split() for line in record.read_text().splitlines()]
     per_job = Counter(job_id for job_id, _, _ in runs)
