@@ -95,7 +95,7 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
         return InlineConnection(raw, checkpoints)
 
     # No reset-on-return: transactions always end in commit or rollback (the begin listener opens
-    # them explicitly), so the pool's extra ROLLBACK was one more call per transaction.
+    # them explicitly), so the pool's extra ROLLBACK would only add one call per transaction.
     engine = create_async_engine(url, async_creator=connect, pool_reset_on_return=None)
     _configure_sqlite(engine.sync_engine, checkpoint_inline=False)
     return engine
@@ -128,7 +128,7 @@ def _configure_sqlite(engine: sa.Engine, *, checkpoint_inline: bool = True) -> N
 class SqliteWriter:
     """Runs a whole write transaction in one hop to a thread of its own, on a plain sqlite3 connection.
 
-    Through aiosqlite every cursor call is a hop to its thread and back (a submission batch was ~11); here
+    Through aiosqlite every cursor call is a hop to its thread and back (a submission batch makes ~11); here
     the batch is one. Taken under the same write lock as every other writer (`write`)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -161,8 +161,8 @@ class SqliteWriter:
 class _SqliteWriteLock:
     """One writer at a time: an asyncio lock among this process's tasks, then an flock on
     `<db>.writelock` among processes. SQLite admits one writer anyway, but its busy handler waits in
-    coarse sleeps (up to 100 ms each): 16 concurrent submissions had a 1 s p99, and two API processes
-    were slower than one. A blocked flock wakes as soon as the holder lets go."""
+    coarse sleeps (up to 100 ms each): with it alone, 16 concurrent submissions have a 1 s p99 and two API
+    processes are slower than one. A blocked flock wakes as soon as the holder lets go."""
 
     path: Path
     local: asyncio.Lock = field(default_factory=asyncio.Lock)

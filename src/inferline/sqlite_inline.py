@@ -2,8 +2,8 @@
 
 SQLAlchemy's aiosqlite dialect sends every call to a thread of its connection and back: a statement is
 four hand-offs (cursor, execute, fetch, close), each a thread wake-up and a loop wake-up, which cost
-more CPU than the statement itself (an indexed lookup or a one-row update takes tens of µs). During a
-document ingest that was ~0.8 ms of the server's CPU per chunk, 15% of it, on a machine where the
+more CPU than the statement itself (an indexed lookup or a one-row update takes tens of µs). In a
+document ingest they come to ~0.8 ms of the server's CPU per chunk, 15% of it, on a machine where the
 embedding model wants every cycle (docs/benchmarks.md). `InlineConnection` has the surface that dialect
 uses of an `aiosqlite.Connection`, but runs each call where it is awaited.
 

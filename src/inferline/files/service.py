@@ -67,7 +67,7 @@ async def receive_file(
     blobs: BlobStore, *, tenant: str, source: BinaryIO, filename: str | None, max_bytes: int
 ) -> FileInfo:
     """The bytes stored as a blob, and the file's row, not yet written: `insert_file` writes it in the
-    caller's transaction (a document and its file in one, instead of two)."""
+    caller's transaction, so a document and its file are written together or not at all."""
     sha256, size, content_type = await asyncio.to_thread(_store, blobs, source, max_bytes)
     return FileInfo(
         id=new_id(),

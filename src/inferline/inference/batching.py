@@ -75,7 +75,7 @@ class Batcher(Generic[In, Out]):
         self._filled = asyncio.Event()  # set when the queue holds a full batch
         self._loop_task: asyncio.Task[None] | None = None
         self._load_lock = asyncio.Lock()
-        # Labelled children looked up once: labels() per item cost ~10% of a 5 ms batch of 64.
+        # Labelled children looked up once: labels() per item would cost ~10% of a 5 ms batch of 64.
         name = self.name
         self._in_flight = metrics.model_in_flight.labels(name)
         self._rejected = metrics.model_rejected.labels(name)
@@ -189,8 +189,8 @@ class Batcher(Generic[In, Out]):
         cost = 0.0
         limit = self.model.max_batch_cost
         # With other slots idle (model processes with nothing to do), take only this slot's share of
-        # what is queued, so the queue is spread over them: 24 queued chunks went to one e5 process
-        # (~0.7 s) while the other waited, which also left one process working alone at an ingest's end.
+        # what is queued, so the queue is spread over them: otherwise 24 queued chunks can go to one e5
+        # process (~0.7 s) while the other waits, and one process works alone at an ingest's end.
         idle = self.runner.concurrency - self._busy_slots
         size = min(self.max_batch_size, -(-len(self._queue) // (idle + 1))) if idle > 0 else self.max_batch_size
         while self._queue and len(batch) < size:

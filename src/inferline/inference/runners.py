@@ -254,12 +254,12 @@ class ProcessRunner:
 
     Each child has a pipe of its own, read by the event loop when it is readable. The standard library's
     process pool passes every call through two threads of this process and back (a queue feeder and a
-    result manager): a search query's embedding took 7.3 ms through it against 4.0 ms in the model
+    result manager): a search query's embedding takes 7.3 ms through it against 4.0 ms in the model
     itself (100k-chunk benchmark, 2 cores). On CUDA a second batch waits in the child's pipe, so the GPU
-    starts it as soon as the first one's reply is sent (with one, the GPU sat idle while a reply came
-    back and the next batch was formed). On the CPU each child takes one batch at a time: a batch
-    committed to a busy child could not go to one that frees up first (ingest fell from 0.91 to 0.88 of
-    the model's own throughput with two), and the children were already busy 98.5% of an ingest. A
+    starts it as soon as the first one's reply is sent (with one, the GPU would sit idle while a reply
+    comes back and the next batch is formed). On the CPU each child takes one batch at a time: a batch
+    committed to a busy child could not go to one that frees up first (with two, ingest reaches 0.88 of
+    the model's own throughput, against 0.91 with one), and the children are busy 98.5% of an ingest. A
     child that dies (a crash inside native code) fails only the batches it held, and a new child takes
     its place."""
 

@@ -64,7 +64,7 @@ def lane_upsert(dialect: str) -> sa.Insert:
     """k jobs joining a lane whose last seq is `old` take the seqs up to `max(old, head - 1) + k`; the
     statement returns that new last seq. Its row lock also keeps two API processes from handing out the
     same seqs on PostgreSQL. Parameters `tenant`, `priority`, `count`. Built once per dialect: building
-    and cache-keying it per batch was a sixth of a submission batch's CPU (docs/benchmarks.md)."""
+    and cache-keying it per batch would cost a sixth of a submission batch's CPU (docs/benchmarks.md)."""
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(lanes)
     greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max
     priority = sa.bindparam("priority", type_=sa.Integer)
@@ -301,7 +301,7 @@ def _within_slots(rows: Iterable[Any], slots: Mapping[str, int]) -> list[str]:
 
 
 # Hot statements are built once (with bind parameters) rather than per call: building one and computing
-# its cache key cost ~100 µs of CPU per execution, twice what SQLite then spends on it (docs/benchmarks.md).
+# its cache key costs ~100 µs of CPU per execution, twice what SQLite then spends on it (docs/benchmarks.md).
 
 _NOW = sa.bindparam("now", type_=UTCDateTime())
 

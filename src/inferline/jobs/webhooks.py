@@ -98,8 +98,8 @@ class WebhookDispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send due deliveries until `stop` is set (never cut off in the middle of a batch). Between
-        sends it looks for the next due time with a read (no write lock taken while nothing is due: an
-        idle server used to claim every 0.2 s) and sleeps until then, `poll_s` at most."""
+        sends it looks for the next due time with a read and sleeps until then, `poll_s` at most: a claim
+        takes the write lock, and an idle server takes none while nothing is due."""
         while not stop.is_set():
             try:
                 wait_s = await self._until_due()
