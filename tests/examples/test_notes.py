@@ -3,22 +3,20 @@ result format, routes and CLI command work like a built-in workload's."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from inferline.config import Settings
-from tests.api.conftest import Api, start_api
+from tests.api.conftest import Api, MakeApi, make_api  # noqa: F401 - make_api is a fixture
 
 PLUGIN = "tests.examples.notes"
 
 
 @pytest.fixture
-async def notes_api(make_settings: Callable[..., Settings], database_url: str) -> AsyncIterator[Api]:
-    settings = make_settings(database_url=database_url, plugins=[PLUGIN])
-    async for api in start_api(settings, workers=2):
+async def notes_api(make_api: MakeApi, database_url: str) -> AsyncIterator[Api]:  # noqa: F811
+    async with make_api(database_url=database_url, plugins=[PLUGIN]) as api:
         yield api
 
 
