@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from inferline.jobs.model import TERMINAL_STATUSES
 from inferline.ocr.documents import Document, Limits, PageMode
 from inferline.ocr.quality import cer
 from inferline.ocr.tesseract import OcrInput, TesseractModel
@@ -80,7 +81,7 @@ async def through_api(pdf: bytes, truths: list[str], data_dir: Path) -> tuple[fl
         started = time.perf_counter()
         response = await client.post("/api/v1/ocr", files={"file": ("doc.pdf", pdf)})
         job = response.json()
-        while job["status"] not in {"succeeded", "failed", "canceled"}:
+        while job["status"] not in TERMINAL_STATUSES:
             await asyncio.sleep(0.05)
             job = (await client.get(f"/api/v1/jobs/{job['id']}")).json()
         elapsed = time.perf_counter() - started

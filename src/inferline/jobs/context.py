@@ -237,7 +237,7 @@ class WorkerContext(ContextBase):
 
     def settle(self) -> dict[str, Any]:
         """At the end of an attempt: no more writes of its own; returns what was still unwritten, which
-        goes into the attempt's outcome (one write instead of two). Synchronous, so it also runs in the
+        goes into the attempt's outcome, so an attempt ends in a single write. Synchronous, so it also runs in the
         `finally` of an attempt torn down by cancellation."""
         self._settled = True
         pending, self._pending = self._pending, {}
