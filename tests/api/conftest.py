@@ -43,7 +43,9 @@ class Api:
             return job
 
         until = done or (lambda job: job["status"] in TERMINAL_STATUSES)
-        return await eventually(current, until, timeout_s=10, interval_s=0.02, describe=lambda job: f"job stuck: {job}")
+        # A bound that catches a stuck job, not a speed check: on 2 cores busy with the whole suite,
+        # Tesseract's processes and the database, one step of a job took over 10 s (a run on 2026-12-03).
+        return await eventually(current, until, timeout_s=30, interval_s=0.02, describe=lambda job: f"job stuck: {job}")
 
 
 MakeApi = Callable[..., AbstractAsyncContextManager[Api]]
