@@ -29,6 +29,7 @@ from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Limits
 from inferline.ocr.rapid import RapidOcrModel
 from inferline.ocr.tesseract import TesseractModel
+from inferline.outbound import OutboundPolicy
 from inferline.search import kind as search_kind
 from inferline.search.caches import ResultCache
 from inferline.search.deps import SearchDeps
@@ -153,6 +154,7 @@ def build_services(settings: Settings) -> Services:
             wakeup=wakeup,
             metrics=metrics,
             sqlite_writer=SqliteWriter(engine) if settings.is_sqlite else None,
+            outbound=outbound_policy(settings),
         ),
     )
     register_kinds(services)
@@ -161,6 +163,13 @@ def build_services(settings: Settings) -> Services:
 
 def retry_policy(settings: Settings) -> RetryPolicy:
     return RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s)
+
+
+def outbound_policy(settings: Settings) -> OutboundPolicy:
+    """Where webhooks may go (one policy per process: submissions check with it, sends with it again)."""
+    return OutboundPolicy(
+        allow_networks=settings.webhook_allow_networks, resolve_timeout_s=settings.webhook_resolve_timeout_s
+    )
 
 
 def worker_config(settings: Settings, concurrency: int) -> WorkerConfig:
@@ -208,6 +217,9 @@ class Background:
             max_attempts=s.settings.webhook_max_attempts,
             poll_s=s.settings.webhook_poll_s,
             policy=retry_policy(s.settings),
+            outbound=s.submitter.outbound,
+            concurrency=s.settings.webhook_concurrency,
+            tenant_concurrency=s.settings.webhook_tenant_concurrency,
         )
         self.tasks = [
             asyncio.create_task(run_scheduler(s.submitter, poll_s=s.settings.schedule_poll_s, stop=self.halt)),

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, IPvAnyNetwork, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.inference.model import ProcessingMode
@@ -41,7 +41,14 @@ class Settings(BaseSettings):
         default_factory=dict, description='global running-job limit per kind, e.g. {"ocr": 2}'
     )
     schedule_poll_s: float = Field(default=1.0, gt=0)
-    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="a delivery's whole time (resolve to answer)")
+    webhook_concurrency: int = Field(default=32, ge=1, description="deliveries in flight per process")
+    webhook_tenant_concurrency: int = Field(default=8, ge=1, description="of those, at most this many per tenant")
+    webhook_allow_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description='networks webhooks may call besides public addresses, e.g. ["10.0.0.0/8"] (default: none)',
+    )
+    webhook_resolve_timeout_s: float = Field(default=3.0, gt=0, description="DNS deadline of a webhook URL's check")
     webhook_progress_interval_ms: int = Field(default=500, ge=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_poll_s: float = Field(default=0.5, gt=0, description="longest wait before a due webhook is sent")
