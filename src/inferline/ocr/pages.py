@@ -1,8 +1,9 @@
 """The page reader both OCR and document ingest use: the asked pages of a stored file as OCR result
 pages (the text layer where a PDF page has one, OCR elsewhere), in order.
 
-Pages are loaded one at a time (pdfium is not thread-safe) and recognized concurrently: the engine runs
-in one process per core, so a window of pages in flight keeps every process busy.
+Pages are loaded on threads (pdfium calls take the process's pdfium lock, `ocr.pdf`) and recognized
+concurrently: the engine runs in one process per core, so a window of pages in flight keeps every
+process busy.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ async def read_pages(
         reader = _PageReader(deps, ctx, document, options, model=model, dpi=dpi)
         await reader.read(indexes, done, report)
     finally:
-        document.close()
+        await ctx.to_thread(document.close)  # it may wait for the pdfium lock: never on the event loop
     return [done[index] for index in indexes], model, dpi
 
 
@@ -71,7 +72,7 @@ class _PageReader:
         self.options = options
         self.model = model
         self.dpi = dpi
-        self.load_lock = threading.Lock()  # one pdfium call at a time, whatever thread runs it
+        self.load_lock = threading.Lock()  # a Document is used by one thread at a time
 
     async def read(self, indexes: list[int], done: dict[int, dict[str, Any]], report: Report) -> None:
         save_lock = asyncio.Lock()
