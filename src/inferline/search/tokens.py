@@ -39,8 +39,12 @@ NOUN_TAGS = frozenset({"NNG", "NNP"})
 MAX_COMPOUND = 4  # nouns in a row joined into one extra token; longer runs are phrases, not words
 HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
 WORD = re.compile(r"\w+")  # Unicode word characters: letters of any script, digits, underscore
-MAX_TOKEN_CHARS = 64  # longer "words" are base64, hashes or garbage: not worth an index entry
+# Longer "words" are base64, hashes or garbage: not worth an index entry. Every token, Kiwi's included
+# (it emits Hangul runs of over 1,000 characters), is held to this: 64 characters are at most 256 bytes
+# of UTF-8, far under PostgreSQL's 2,047-byte limit on a tsvector word.
+MAX_TOKEN_CHARS = 64
 EOJEOLS_KEPT = 100_000  # analysed words remembered: a language's common words fit in ~30 MB
+MAX_KEPT_EOJEOL_CHARS = 32  # longer ones are analysed each time: 100,000 long keys would take gigabytes
 
 _kiwi: Any = None
 _kiwi_lock = threading.Lock()
@@ -74,7 +78,9 @@ def _words(text: str) -> list[str]:
 
 
 def tokenize(text: str) -> list[str]:
-    """Keyword tokens of `text`, in order, repeats kept (term frequency counts)."""
+    """Keyword tokens of `text`, in order, repeats kept (term frequency counts), none over
+    MAX_TOKEN_CHARS. CPU-bound (Kiwi: ~0.3 s for 2,000 syllables without a space): call it off the
+    event loop."""
     text = normalize(text)
     if not HANGUL.search(text):
         return _words(text)
@@ -86,7 +92,7 @@ def tokenize(text: str) -> list[str]:
             tokens.extend(korean[word])
         else:
             tokens.extend(_words(word))
-    return tokens
+    return [token for token in tokens if len(token) <= MAX_TOKEN_CHARS]
 
 
 class _Eojeols:
@@ -113,7 +119,9 @@ class _Eojeols:
             kiwi = analyzer()
             with self.lock:
                 for word in missing:
-                    found[word] = self.known[word] = tuple(_content(word, kiwi.tokenize(word)))
+                    found[word] = tuple(_content(word, kiwi.tokenize(word)))
+                    if len(word) <= MAX_KEPT_EOJEOL_CHARS:
+                        self.known[word] = found[word]
                 self.analysed += len(missing)
                 while len(self.known) > self.size:
                     del self.known[next(iter(self.known))]
