@@ -1,0 +1,81 @@
+"""Hostile searches and documents through the API: a long Korean query never stalls the event loop, a
+query over the length limit is a 422 naming it, and a document no reader can parse fails with its
+reason."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from tests.api.conftest import Api, MakeApi
+from tests.api.test_search_api import add, create, ready, search
+
+from inferline.search import tokens as tokens_module
+
+pytestmark = pytest.mark.api
+
+
+@pytest.fixture
+async def search_api(make_api: MakeApi, database_url: str) -> AsyncIterator[Api]:
+    async with make_api(database_url=database_url, max_upload_bytes=2_000_000) as started:
+        yield started
+
+
+def syllables(count: int, seed: int) -> str:
+    rng = random.Random(seed)
+    return "".join(chr(0xAC00 + rng.randrange(11172)) for _ in range(count))
+
+
+async def test_a_long_korean_query_is_tokenized_off_the_event_loop(search_api: Api) -> None:
+    await create(search_api)
+    await add(search_api, "검색 엔진 문서")
+    started = time.perf_counter()
+    await asyncio.to_thread(tokens_module.tokenize, syllables(2000, seed=1))  # Kiwi loaded, and timed
+    tokenize_s = time.perf_counter() - started
+    assert tokenize_s > 0.1, "too fast here to tell whether it blocks"
+
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    result = await search(search_api, syllables(2000, seed=2), mode="keyword")
+    done.set()
+    await ticker
+    assert result["total"] == 0 and result["hits"] == []
+    assert max(gaps) < tokenize_s / 2, (max(gaps), tokenize_s)
+
+
+async def test_a_query_over_the_length_limit_is_refused_naming_it(search_api: Api) -> None:
+    await create(search_api)
+    response = await search_api.client.post("/api/v1/collections/docs/search", json={"query": "가" * 2001})
+    assert response.status_code == 422 and response.json()["field"] == "body.query"
+
+
+async def test_hostile_html_is_ingested_or_failed_with_its_reason(search_api: Api) -> None:
+    await create(search_api)
+    files = {
+        "quadratic.html": "<html><body><p>first words</p>" + "<a" * 40_000,
+        "assertion.html": "<html><p>second words</p>" + "<![" * 40_000,
+    }
+    documents = []
+    for name, page in files.items():
+        response = await search_api.client.post(
+            "/api/v1/collections/docs/documents", files={"file": (name, page.encode(), "text/html")}
+        )
+        assert response.status_code in (200, 201), response.text
+        documents.append(response.json())
+    finished = [await ready(search_api, document, timeout_s=60) for document in documents]
+    assert [document["status"] for document in finished] == ["ready", "ready"]
+    found = await search(search_api, "second words", mode="keyword")
+    assert [hit["document_id"] for hit in found["hits"]] == [documents[1]["id"]]
