@@ -16,11 +16,12 @@ from inferline.errors import BadDocument
 from inferline.files import sniff
 from inferline.files.zips import MAX_DIRECTORY_BYTES
 from inferline.search import extract as extract_module
+from inferline.search import tokens as tokens_module
 from inferline.search.chunks import MAX_HEADING_PATH_CHARS, chunk_pages
 from inferline.search.docx import MAX_DOCX_XML_BYTES
 from inferline.search.extract import extract_text, html_text
 from inferline.search.query import highlights
-from inferline.search.tokens import MAX_TOKEN_CHARS, tokenize
+from inferline.search.tokens import MAX_EOJEOL_CHARS, MAX_TOKEN_CHARS, tokenize
 
 pytestmark = pytest.mark.unit
 
@@ -230,6 +231,32 @@ def test_broken_archives_are_bad_documents(tmp_path: Path) -> None:
 
 
 # -- tokens and highlights ----------------------------------------------------------------------------
+
+
+class RecordingKiwi:
+    """The real Kiwi, noting the length of every word it is given."""
+
+    def __init__(self, kiwi: object) -> None:
+        self.kiwi = kiwi
+        self.lengths: list[int] = []
+
+    def tokenize(self, word: str) -> object:
+        self.lengths.append(len(word))
+        return self.kiwi.tokenize(word)  # type: ignore[attr-defined]
+
+
+def test_kiwi_never_reads_a_long_word_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kiwi holds the GIL while it reads a word, longer the longer the word (2,000 syllables: 0.2 s of
+    a stalled process): a run without spaces reaches it in pieces."""
+    recording = RecordingKiwi(tokens_module.analyzer())
+    monkeypatch.setattr(tokens_module, "_kiwi", recording)
+    tokens_module._EOJEOLS.clear()
+    text = "".join(chr(0xAC00 + (i * 7919) % 11172) for i in range(2000)) + " 데이터베이스를"
+    tokens = tokenize(text)
+    assert recording.lengths and max(recording.lengths) <= MAX_EOJEOL_CHARS
+    assert sum(recording.lengths) == len(text) - 1  # every syllable read once
+    assert tokens[-1] == "데이터베이스"
+    tokens_module._EOJEOLS.clear()
 
 
 def test_no_token_is_over_the_cap_whatever_kiwi_emits() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from inferline.errors import NonRetryable, NotFound
@@ -48,13 +49,11 @@ async def read_pages(
         raise NonRetryable(str(exc)) from exc
     model = pick_engine(options.engine, options.lang, deps.models.device)
     dpi = options.dpi or deps.default_dpi
-    document = await ctx.to_thread(Document, path, info.content_type)
+    document = await ctx.to_thread(partial(Document, path, info.content_type, max_pages=deps.limits.max_pages))
     try:
+        if reason := document.too_many_pages(deps.limits.max_pages):
+            raise NonRetryable(reason)
         indexes = parse_pages(options.pages, document.page_count)
-        if document.page_count > deps.limits.max_pages:
-            raise NonRetryable(
-                f"the document has {document.page_count} pages, over the limit of {deps.limits.max_pages}"
-            )
         reader = _PageReader(deps, ctx, document, options, model=model, dpi=dpi)
         await reader.read(indexes, done, report)
     finally:

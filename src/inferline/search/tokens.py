@@ -44,7 +44,10 @@ WORD = re.compile(r"\w+")  # Unicode word characters: letters of any script, dig
 # of UTF-8, far under PostgreSQL's 2,047-byte limit on a tsvector word.
 MAX_TOKEN_CHARS = 64
 EOJEOLS_KEPT = 100_000  # analysed words remembered: a language's common words fit in ~30 MB
-MAX_KEPT_EOJEOL_CHARS = 32  # longer ones are analysed each time: 100,000 long keys would take gigabytes
+# Kiwi holds the GIL while it reads a word, and its time grows with the word: 2,000 syllables without a
+# space stalled the whole process 0.2-0.35 s; 64 of them take 0.4-4 ms. No Korean word is that long, so a
+# longer run (text without spaces) is read in pieces of this size.
+MAX_EOJEOL_CHARS = 64
 
 _kiwi: Any = None
 _kiwi_lock = threading.Lock()
@@ -79,12 +82,11 @@ def _words(text: str) -> list[str]:
 
 def tokenize(text: str) -> list[str]:
     """Keyword tokens of `text`, in order, repeats kept (term frequency counts), none over
-    MAX_TOKEN_CHARS. CPU-bound (Kiwi: ~0.3 s for 2,000 syllables without a space): call it off the
-    event loop."""
+    MAX_TOKEN_CHARS. CPU-bound (up to ~0.2 s for a 2,000-character query): call it off the event loop."""
     text = normalize(text)
     if not HANGUL.search(text):
         return _words(text)
-    words = text.split()
+    words = _eojeols(text)
     korean = _EOJEOLS.tokens_of([word for word in words if HANGUL.search(word)])
     tokens: list[str] = []
     for word in words:
@@ -93,6 +95,17 @@ def tokenize(text: str) -> list[str]:
         else:
             tokens.extend(_words(word))
     return [token for token in tokens if len(token) <= MAX_TOKEN_CHARS]
+
+
+def _eojeols(text: str) -> list[str]:
+    """The space-separated words of `text`, those with Hangul cut to MAX_EOJEOL_CHARS."""
+    words: list[str] = []
+    for word in text.split():
+        if len(word) <= MAX_EOJEOL_CHARS or not HANGUL.search(word):
+            words.append(word)
+        else:
+            words.extend(word[start : start + MAX_EOJEOL_CHARS] for start in range(0, len(word), MAX_EOJEOL_CHARS))
+    return words
 
 
 class _Eojeols:
@@ -119,9 +132,7 @@ class _Eojeols:
             kiwi = analyzer()
             with self.lock:
                 for word in missing:
-                    found[word] = tuple(_content(word, kiwi.tokenize(word)))
-                    if len(word) <= MAX_KEPT_EOJEOL_CHARS:
-                        self.known[word] = found[word]
+                    found[word] = self.known[word] = tuple(_content(word, kiwi.tokenize(word)))
                 self.analysed += len(missing)
                 while len(self.known) > self.size:
                     del self.known[next(iter(self.known))]
