@@ -50,7 +50,7 @@ def _zip_type(path: Path | None) -> str:
     if path is not None:
         try:
             with open_zip(path) as archive:  # bounded: a directory of millions of entries is refused
-                if "word/document.xml" in archive.NameToInfo:
+                if "word/document.xml" in archive.namelist():
                     return DOCX
         except (BadDocument, OSError):
             pass

@@ -113,10 +113,14 @@ class Document:
         self._pdf: Pdf | None = None
         self._image: Image.Image | None = None
         self.counted_all = True
-        if content_type == sniff.PDF:
-            self._open_pdf()
-        else:
-            self._open_image(max_pages)
+        try:
+            if content_type == sniff.PDF:
+                self._open_pdf()
+            else:
+                self._open_image(max_pages)
+        except BaseException:
+            self.close()
+            raise
 
     def __enter__(self) -> Document:
         return self
@@ -138,7 +142,6 @@ class Document:
         self._pdf = Pdf(self.path)
         self.page_count = self._pdf.page_count
         if self.page_count == 0:
-            self.close()
             raise BadDocument("the PDF has no pages")
 
     def _open_image(self, max_pages: int | None) -> None:
