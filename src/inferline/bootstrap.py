@@ -23,6 +23,7 @@ from inferline.jobs.schedules import run_scheduler
 from inferline.jobs.submission import Submitter
 from inferline.jobs.wakeup import LocalWakeup, PostgresWakeup, Wakeup
 from inferline.jobs.webhooks import WebhookDispatcher
+from inferline.jobs.watchers import JobWatchers
 from inferline.metrics import Metrics
 from inferline.ocr import kind as ocr_kind
 from inferline.ocr.deps import OcrDeps
@@ -53,12 +54,14 @@ class Services:
     ocr: OcrDeps
     search: SearchDeps
     plugins: list[ModuleType] = field(default_factory=list)
+    watchers: JobWatchers
 
     async def aclose(self) -> None:
         await self.search.index.close()
         await self.search.result_cache.close()
         await self.models.aclose()
         self.submitter.close()
+        await self.watchers.aclose()
         await self.wakeup.aclose()
         await self.engine.dispose()
 
@@ -147,6 +150,7 @@ def build_services(settings: Settings) -> Services:
         search=search,
         auth=Authenticator(engine, settings.api_key_cache_s),
         submitter=Submitter(
+        watchers=JobWatchers(engine, settings.events_poll_s, settings.events_max_streams_per_tenant),
             engine,
             registry,
             default_max_attempts=settings.default_max_attempts,

@@ -45,7 +45,16 @@ class Settings(BaseSettings):
     webhook_progress_interval_ms: int = Field(default=500, ge=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_poll_s: float = Field(default=0.5, gt=0, description="longest wait before a due webhook is sent")
-    events_poll_s: float = Field(default=0.25, gt=0, description="SSE poll period of a job's row")
+    events_poll_s: float = Field(
+        default=0.25, gt=0, description="period of the one query per process that reads every watched job"
+    )
+    events_keepalive_s: float = Field(default=15.0, gt=0, description="a `: ping` on an event stream this idle")
+    events_max_stream_s: float = Field(
+        default=900.0, gt=0, description="an event stream ends after this long (clients resume with Last-Event-ID)"
+    )
+    events_max_streams_per_tenant: int = Field(
+        default=100, ge=0, description="open event streams per tenant and API process before 429 (0: no limit)"
+    )
     api_key_cache_s: float = Field(default=5.0, ge=0, description="how long a verified key is trusted")
     max_request_bytes: int = Field(default=1_000_000, ge=1024, description="413 above this JSON body size")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where models run")

@@ -22,6 +22,12 @@ STATUS_OF: list[tuple[type[errors.InferlineError], int]] = [
     (errors.Overloaded, 429),
 ]
 
+# For a route's `responses=`: the statuses it answers with a problem document.
+PROBLEM_RESPONSE: dict[str, Any] = {
+    "description": "a problem document (RFC 9457)",
+    "content": {"application/problem+json": {"schema": {"type": "object"}}},
+}
+
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
