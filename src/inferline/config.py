@@ -68,6 +68,18 @@ class Settings(BaseSettings):
         description='per model: 0 = on a thread, N = in N child processes, -1 = one per core; e.g. {"tesseract": 2}',
     )
     max_upload_bytes: int = Field(default=200 * 2**20, ge=1, description="413 above this file size")
+    files_max_bytes_per_tenant: int = Field(
+        default=0, ge=0, description="409 for an upload past this many stored bytes per tenant (0: no limit)"
+    )
+    files_max_per_tenant: int = Field(
+        default=0, ge=0, description="409 for an upload past this many stored files per tenant (0: no limit)"
+    )
+    files_gc_interval_s: float = Field(
+        default=3600.0, ge=0, description="period of the sweep for blobs no file refers to, in workers (0: never)"
+    )
+    files_orphan_age_s: float = Field(
+        default=600.0, ge=0, description="the sweep removes unreferenced blobs and staged uploads older than this"
+    )
     ocr_max_pages: int = Field(default=1000, ge=1, description="413 for documents with more pages")
     ocr_max_page_pixels: int = Field(
         default=100_000_000, ge=1, description="413 (or a failed job) for a page or image with more pixels"

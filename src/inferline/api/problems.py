@@ -14,7 +14,7 @@ from inferline import errors
 
 STATUS_OF: list[tuple[type[errors.InferlineError], int]] = [
     (errors.NotFound, 404),
-    (errors.Conflict, 409),  # InvalidTransition, IdempotencyConflict
+    (errors.Conflict, 409),  # InvalidTransition, IdempotencyConflict, QuotaExceeded
     (errors.InvalidInput, 422),
     (errors.TooLarge, 413),
     (errors.UnsupportedMediaType, 415),
