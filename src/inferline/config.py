@@ -52,7 +52,16 @@ class Settings(BaseSettings):
     webhook_progress_interval_ms: int = Field(default=500, ge=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_poll_s: float = Field(default=0.5, gt=0, description="longest wait before a due webhook is sent")
-    events_poll_s: float = Field(default=0.25, gt=0, description="SSE poll period of a job's row")
+    events_poll_s: float = Field(
+        default=0.25, gt=0, description="period of the one query per process that reads every watched job"
+    )
+    events_keepalive_s: float = Field(default=15.0, gt=0, description="a `: ping` on an event stream this idle")
+    events_max_stream_s: float = Field(
+        default=900.0, gt=0, description="an event stream ends after this long (clients resume with Last-Event-ID)"
+    )
+    events_max_streams_per_tenant: int = Field(
+        default=100, ge=0, description="open event streams per tenant and API process before 429 (0: no limit)"
+    )
     api_key_cache_s: float = Field(default=5.0, ge=0, description="how long a verified key is trusted")
     max_request_bytes: int = Field(default=1_000_000, ge=1024, description="413 above this JSON body size")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where models run")
@@ -66,6 +75,18 @@ class Settings(BaseSettings):
         description='per model: 0 = on a thread, N = in N child processes, -1 = one per core; e.g. {"tesseract": 2}',
     )
     max_upload_bytes: int = Field(default=200 * 2**20, ge=1, description="413 above this file size")
+    files_max_bytes_per_tenant: int = Field(
+        default=0, ge=0, description="409 for an upload past this many stored bytes per tenant (0: no limit)"
+    )
+    files_max_per_tenant: int = Field(
+        default=0, ge=0, description="409 for an upload past this many stored files per tenant (0: no limit)"
+    )
+    files_gc_interval_s: float = Field(
+        default=3600.0, ge=0, description="period of the sweep for blobs no file refers to, in workers (0: never)"
+    )
+    files_orphan_age_s: float = Field(
+        default=600.0, ge=0, description="the sweep removes unreferenced blobs and staged uploads older than this"
+    )
     ocr_max_pages: int = Field(default=1000, ge=1, description="413 for documents with more pages")
     ocr_max_page_pixels: int = Field(
         default=100_000_000, ge=1, description="413 (or a failed job) for a page or image with more pixels"

@@ -4,7 +4,8 @@
     ├── NotFound                  a resource is absent, or belongs to another tenant (never say which)
     ├── Conflict                  the request contradicts the resource's state
     │   ├── InvalidTransition     a job cannot move from its status to the asked one
-    │   └── IdempotencyConflict   same Idempotency-Key, different body
+    │   ├── IdempotencyConflict   same Idempotency-Key, different body
+    │   └── QuotaExceeded         the tenant's stored files are at a quota of the settings
     ├── InvalidInput              the request names something that does not exist or is malformed
     ├── TooLarge                  the request is over a size limit of the settings
     ├── UnsupportedMediaType      a file's content (sniffed, not its name) is of a type not accepted here
@@ -41,6 +42,10 @@ class InvalidTransition(Conflict):
 
 class IdempotencyConflict(Conflict):
     pass
+
+
+class QuotaExceeded(Conflict):
+    """409 like every Conflict: the tenant's state refuses it, and deleting files resolves it."""
 
 
 class InvalidInput(InferlineError):

@@ -14,13 +14,19 @@ from inferline import errors
 
 STATUS_OF: list[tuple[type[errors.InferlineError], int]] = [
     (errors.NotFound, 404),
-    (errors.Conflict, 409),  # InvalidTransition, IdempotencyConflict
+    (errors.Conflict, 409),  # InvalidTransition, IdempotencyConflict, QuotaExceeded
     (errors.InvalidInput, 422),
     (errors.TooLarge, 413),
     (errors.UnsupportedMediaType, 415),
     (errors.Unauthorized, 401),
     (errors.Overloaded, 429),
 ]
+
+# For a route's `responses=`: the statuses it answers with a problem document.
+PROBLEM_RESPONSE: dict[str, Any] = {
+    "description": "a problem document (RFC 9457)",
+    "content": {"application/problem+json": {"schema": {"type": "object"}}},
+}
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:

@@ -11,8 +11,10 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from inferline.bootstrap import Services
+from inferline.config import Settings
 from inferline.errors import InvalidInput
 from inferline.files.service import FileInfo, receive_file, record_file
+from inferline.files.store import Quota
 
 MAX_FORM_FIELDS = 20
 
@@ -56,7 +58,12 @@ async def receive_upload(services: Services, form: FormData, *, tenant: str) -> 
         source=upload.file,
         filename=upload.filename,
         max_bytes=services.settings.max_upload_bytes,
+        quota=quota_of(services.settings),
     )
+
+
+def quota_of(settings: Settings) -> Quota:
+    return Quota(max_bytes=settings.files_max_bytes_per_tenant, max_files=settings.files_max_per_tenant)
 
 
 def text_fields(form: FormData) -> dict[str, Any]:

@@ -16,12 +16,14 @@ from inferline.api.uploads import (
     json_body,
     multipart_schema,
     parse_model,
+    quota_of,
     read_form,
     receive_upload,
     text_fields,
 )
+from inferline.bootstrap import Services
 from inferline.errors import InvalidInput
-from inferline.files.service import receive_file
+from inferline.files.service import FileInfo, finish_upload, receive_file
 from inferline.search import collections, documents, query
 from inferline.search.collections import CollectionIn
 from inferline.search.query import SearchIn
@@ -85,6 +87,29 @@ async def add_document(name: str, request: Request, services: ServicesDep, tenan
     (200) instead of adding another."""
     # This process's copy of the collection, to refuse early; the write below reads it again.
     await collections.current_collection(services.search, tenant=tenant, name=name)
+    file, metadata, external_id = await _received_document(request, services, tenant)
+    refused = True
+    try:
+        collection, document, created = await documents.add_document(
+            services.submitter,
+            tenant=tenant,
+            name=name,
+            file=file,
+            metadata=metadata,
+            external_id=external_id,
+        )
+        refused = False
+    finally:
+        await finish_upload(services.engine, file, refused=refused)
+    response = json_response(document.public_view(), 201 if created else 200)
+    response.headers["Location"] = f"/api/v1/collections/{collection.name}/documents/{document.id}"
+    return response
+
+
+async def _received_document(
+    request: Request, services: Services, tenant: str
+) -> tuple[FileInfo, dict[str, Any], str | None]:
+    """The document's bytes (staged, see `files.receive_file`), metadata and external id."""
     if is_multipart(request):
         form = await read_form(request)
         try:
@@ -95,30 +120,20 @@ async def add_document(name: str, request: Request, services: ServicesDep, tenan
             except ValueError as exc:
                 raise InvalidInput(f"metadata: not JSON ({exc})", field="metadata") from exc
             metadata, external_id = documents.check_document_input(metadata, fields.get("external_id") or None)
-            file = await receive_upload(services, form, tenant=tenant)
+            return await receive_upload(services, form, tenant=tenant), metadata, external_id
         finally:
             await form.close()
-    else:
-        body = parse_model(TextDocumentIn, await json_body(request))
-        metadata, external_id = documents.check_document_input(body.metadata, body.external_id)
-        file = await receive_file(
-            services.blobs,
-            tenant=tenant,
-            source=io.BytesIO(body.text.encode("utf-8")),
-            filename=None,
-            max_bytes=services.settings.max_upload_bytes,
-        )
-    collection, document, created = await documents.add_document(
-        services.submitter,
+    body = parse_model(TextDocumentIn, await json_body(request))
+    metadata, external_id = documents.check_document_input(body.metadata, body.external_id)
+    file = await receive_file(
+        services.blobs,
         tenant=tenant,
-        name=name,
-        file=file,
-        metadata=metadata,
-        external_id=external_id,
+        source=io.BytesIO(body.text.encode("utf-8")),
+        filename=None,
+        max_bytes=services.settings.max_upload_bytes,
+        quota=quota_of(services.settings),
     )
-    response = json_response(document.public_view(), 201 if created else 200)
-    response.headers["Location"] = f"/api/v1/collections/{collection.name}/documents/{document.id}"
-    return response
+    return file, metadata, external_id
 
 
 @router.get("/{name}/documents")
