@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from inferline import jsonvalues
 from inferline.api.deps import ServicesDep, TenantDep
 from inferline.api.routes.jobs import json_response
 from inferline.api.uploads import (
@@ -20,7 +20,6 @@ from inferline.api.uploads import (
     receive_upload,
     text_fields,
 )
-from inferline.errors import InvalidInput
 from inferline.files.service import receive_file
 from inferline.search import collections, documents, query
 from inferline.search.collections import CollectionIn
@@ -33,7 +32,7 @@ class TextDocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1)
-    metadata: dict[str, Any] | None = None
+    metadata: Annotated[dict[str, Any], jsonvalues.Bounded] | None = None
     external_id: str | None = Field(default=None, min_length=1, max_length=500)
 
 
@@ -90,16 +89,14 @@ async def add_document(name: str, request: Request, services: ServicesDep, tenan
         try:
             fields = text_fields(form)
             raw_metadata = fields.get("metadata")
-            try:
-                metadata = json.loads(raw_metadata) if raw_metadata else None
-            except ValueError as exc:
-                raise InvalidInput(f"metadata: not JSON ({exc})", field="metadata") from exc
+            metadata = jsonvalues.loads(raw_metadata, field="metadata") if raw_metadata else None
             metadata, external_id = documents.check_document_input(metadata, fields.get("external_id") or None)
             file = await receive_upload(services, form, tenant=tenant)
         finally:
             await form.close()
     else:
-        body = parse_model(TextDocumentIn, await json_body(request))
+        # A text document sent as JSON may be as large as an uploaded one.
+        body = parse_model(TextDocumentIn, await json_body(request, max_bytes=services.settings.max_upload_bytes))
         metadata, external_id = documents.check_document_input(body.metadata, body.external_id)
         file = await receive_file(
             services.blobs,
