@@ -14,8 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from inferline.errors import NotFound, TooLarge
+import structlog
 
+from inferline.errors import NotFound, TooLarge
+from inferline.private_paths import make_private_dir
+
+log = structlog.get_logger(__name__)
 CHUNK_BYTES = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -33,17 +37,17 @@ class BlobStore:
         try:
             return self.path(sha256).open("rb")
         except FileNotFoundError:
-            raise NotFound(f"blob {sha256} is missing from {self.root}") from None
+            log.warning("blob_missing", path=str(self.path(sha256)))  # where: for the operator, not the caller
+            raise NotFound(f"blob {sha256} is missing") from None
 
     def put(self, source: BinaryIO, *, max_bytes: int) -> tuple[str, int]:
         """Copy `source` in (blocking: call it in a thread); returns (sha256, size)."""
-        tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp_dir = make_private_dir(self.root / "tmp")
         digest = hashlib.sha256()
         size = 0
         fd, tmp_name = tempfile.mkstemp(dir=tmp_dir)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb") as out:  # mkstemp's mode, 0600, is the blob's
                 while chunk := source.read(CHUNK_BYTES):
                     size += len(chunk)
                     if size > max_bytes:
@@ -52,7 +56,7 @@ class BlobStore:
                     out.write(chunk)
             sha256 = digest.hexdigest()
             final = self.path(sha256)
-            final.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(final.parent)
             os.replace(tmp_name, final)  # same bytes, same name: replacing an existing blob is harmless
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)

@@ -148,8 +148,10 @@ class Document:
     def _open_image(self) -> None:
         try:
             self._image = Image.open(self.path)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise BadDocument(f"corrupt or unreadable image: {exc}") from exc
+        except UnidentifiedImageError as exc:  # its text names the file's path: not for the caller
+            raise BadDocument("corrupt or unreadable image: not in a format the image reader knows") from exc
+        except (OSError, ValueError) as exc:
+            raise BadDocument(f"corrupt or unreadable image: {_reason(exc)}") from exc
         self.page_count = int(getattr(self._image, "n_frames", 1))
 
     # -- pages -------------------------------------------------------------------------------------
@@ -239,6 +241,13 @@ class Document:
                 page.close()
         except pdfium.PdfiumError as exc:
             raise BadDocument(f"corrupt PDF: cannot read page {index + 1}: {exc}") from exc
+
+
+def _reason(exc: Exception) -> str:
+    """A library error's text without the path an OSError of opening a file carries."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return exc.strerror or type(exc).__name__
+    return str(exc)
 
 
 def _check_pixels(index: int, width: int, height: int, limits: Limits) -> None:
