@@ -61,3 +61,16 @@ async def test_an_unreadable_image_fails_its_ocr_job_without_the_blob_path(make_
         message = job["error"]["message"]
         assert "corrupt or unreadable image" in message
         assert str(api.services.blobs.root) not in message and "/" not in message
+
+
+@pytest.mark.allow_error_logs  # logged at ERROR in full
+async def test_an_error_without_a_status_is_a_500_naming_its_type_and_request(
+    leaky_api: Api, log_records: LogRecorder
+) -> None:
+    response = await leaky_api.client.get("/api/v1/leaky/model", headers={"X-Request-ID": "req-42"})
+    assert response.status_code == 500 and response.headers["content-type"] == "application/problem+json"
+    detail = response.json()["detail"]
+    assert LEAKED_PATH not in detail and "SELECT" not in detail
+    assert "ModelError" in detail and "req-42" in detail
+    [logged] = [e for e in log_records.events if e["event"] == "request_failed"]
+    assert logged["request_id"] == "req-42" and logged["exc_info"]
