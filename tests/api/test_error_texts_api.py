@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 from tests.api.conftest import Api, MakeApi
 from tests.conftest import LogRecorder
-from tests.plugins.leaky import LEAKED_PATH, LEAKED_SQL
+from tests.plugins.leaky import LEAKED_PATH, LEAKED_SQL, LEAKED_WEIGHTS
+
+from inferline.errors import ModelError
 
 
 @pytest.fixture
@@ -74,3 +76,12 @@ async def test_an_error_without_a_status_is_a_500_naming_its_type_and_request(
     assert "ModelError" in detail and "req-42" in detail
     [logged] = [e for e in log_records.events if e["event"] == "request_failed"]
     assert logged["request_id"] == "req-42" and logged["exc_info"]
+
+
+async def test_a_model_that_failed_to_load_is_listed_without_its_paths(leaky_api: Api) -> None:
+    with pytest.raises(ModelError):
+        await leaky_api.services.models.batcher("broken").ensure_loaded()
+    listed = (await leaky_api.client.get("/api/v1/models")).json()["items"]
+    [broken] = [model for model in listed if model["name"] == "broken"]
+    assert broken["state"] == "failed" and "FileNotFoundError" in broken["error"]
+    assert LEAKED_WEIGHTS not in broken["error"] and "/srv" not in broken["error"]
