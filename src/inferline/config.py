@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     search_cache_ttl_s: int = Field(default=3600, ge=1, description="lifetime of search results in Redis")
     plugins: list[str] = Field(default_factory=list, description="modules to import that register job kinds")
     metrics_port: int | None = Field(default=None, description="`inferline worker` exposes metrics here")
+    metrics_require_key: bool = Field(
+        default=False, description="`GET /metrics` asks for a valid API key (any tenant's); off: open to all"
+    )
 
     @field_validator("kind_concurrency")
     @classmethod

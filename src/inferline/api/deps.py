@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from inferline.bootstrap import Services
 
@@ -19,13 +21,23 @@ async def get_services(request: Request) -> Services:
     return services_of(request)
 
 
+def bearer_key(headers: Headers) -> str | None:
+    scheme, _, key = headers.get("authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else None
+
+
+async def tenant_of(services: Services, scope: Scope) -> str:
+    """The caller's tenant, checked once per request: the admission of the body (`api/admission.py`)
+    checks it before the first byte is read, and keeps it in the request's state."""
+    state = scope.setdefault("state", {})
+    tenant = state.get("tenant")
+    if tenant is None:
+        tenant = state["tenant"] = await services.auth.tenant_for(bearer_key(Headers(scope=scope)))
+    return str(tenant)
+
+
 async def get_tenant(request: Request) -> str:
-    services = services_of(request)
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    tenant = await services.auth.tenant_for(key.strip() if scheme.lower() == "bearer" else None)
-    request.state.tenant = tenant
-    return tenant
+    return await tenant_of(services_of(request), request.scope)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any, Literal, get_type_hints
+from typing import Annotated, Any, Literal, get_type_hints
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, create_model
 
+from inferline import jsonvalues
 from inferline.jobs.schedules import Schedule
 from inferline.jobs.submission import JobRequest
 
@@ -18,7 +19,9 @@ class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: str = Field(min_length=1, max_length=100, description="a registered job kind, e.g. `echo`")
-    input: dict[str, Any] = Field(default_factory=dict, description="the kind's input object")
+    input: Annotated[dict[str, Any], jsonvalues.Bounded] = Field(
+        default_factory=dict, description="the kind's input object"
+    )
     priority: int = Field(default=3, ge=1, le=5, description="1 is highest, 5 lowest")
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     deadline_s: float | None = Field(default=None, gt=0, le=30 * 24 * 3600)

@@ -18,8 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from inferline.errors import NotFound, TooLarge
+import structlog
 
+from inferline.errors import NotFound, TooLarge
+from inferline.private_paths import make_private_dir
+
+log = structlog.get_logger(__name__)
 CHUNK_BYTES = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -50,16 +54,17 @@ class BlobStore:
         try:
             return self.path(sha256).open("rb")
         except FileNotFoundError:
-            raise NotFound(f"blob {sha256} is missing from {self.root}") from None
+            log.warning("blob_missing", path=str(self.path(sha256)))  # where: for the operator, not the caller
+            raise NotFound(f"blob {sha256} is missing") from None
 
     def stage(self, source: BinaryIO, *, max_bytes: int) -> StagedBlob:
         """Copy `source` to a temporary file (blocking: call it in a thread)."""
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.tmp_dir)
         digest = hashlib.sha256()
         size = 0
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb") as out:  # mkstemp's mode, 0600, is the blob's
                 while chunk := source.read(CHUNK_BYTES):
                     size += len(chunk)
                     if size > max_bytes:
@@ -75,7 +80,7 @@ class BlobStore:
         """Move staged bytes to their address (blocking). The same bytes, the same name: replacing a blob
         that is already there is harmless."""
         final = self.path(staged.sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(final.parent)
         os.replace(staged.tmp, final)
         staged.placed = True
 

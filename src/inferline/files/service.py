@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inferline import db
@@ -20,6 +21,8 @@ from inferline.files.sniff import HEAD_BYTES, sniff
 from inferline.files.store import Quota, check_quota, lock_blobs, remove_unreferenced, user_of
 from inferline.ids import new_id
 from inferline.schema import files
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -179,5 +182,6 @@ async def delete_file(engine: AsyncEngine, blobs: BlobStore, *, tenant: str, fil
 def blob_path(blobs: BlobStore, info: FileInfo) -> Path:
     path = blobs.path(info.sha256)
     if not path.exists():
-        raise NotFound(f"the bytes of file {info.id} are missing from the blob store ({blobs.root})")
+        log.warning("blob_missing", file_id=info.id, path=str(path))  # where: for the operator, not the caller
+        raise NotFound(f"the bytes of file {info.id} are missing from the blob store")
     return path

@@ -147,8 +147,10 @@ class Document:
     def _open_image(self, max_pages: int | None) -> None:
         try:
             self._image = Image.open(self.path)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise BadDocument(f"corrupt or unreadable image: {exc}") from exc
+        except UnidentifiedImageError as exc:  # its text names the file's path: not for the caller
+            raise BadDocument("corrupt or unreadable image: not in a format the image reader knows") from exc
+        except (OSError, ValueError) as exc:
+            raise BadDocument(f"corrupt or unreadable image: {_reason(exc)}") from exc
         if max_pages is not None and self._image.format == "TIFF":
             self.page_count, self.counted_all = _count_tiff_frames(self._image, max_pages)
         else:  # other formats declare their frame count
@@ -248,6 +250,13 @@ def _count_tiff_frames(image: Image.Image, max_pages: int) -> tuple[int, bool]:
         raise BadDocument(f"corrupt image: cannot read page {index + 1}: {exc}") from exc
     finally:
         image.seek(0)
+
+
+def _reason(exc: Exception) -> str:
+    """A library error's text without the path an OSError of opening a file carries."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return exc.strerror or type(exc).__name__
+    return str(exc)
 
 
 def _check_pixels(index: int, width: int, height: int, limits: Limits) -> None:

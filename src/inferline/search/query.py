@@ -9,13 +9,13 @@ import hashlib
 import json
 import re
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from inferline import db
+from inferline import db, jsonvalues
 from inferline.errors import Conflict, InvalidInput
 from inferline.search.collections import current_collection
 from inferline.search.deps import SearchDeps
@@ -38,7 +38,7 @@ class SearchIn(BaseModel):
 
     query: str = Field(min_length=1, max_length=2000)
     mode: Mode = "hybrid"
-    filter: dict[str, Any] | None = None
+    filter: Annotated[dict[str, Any], jsonvalues.Bounded] | None = None
     limit: int = Field(default=10, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=500)
     group_by_document: bool = False
@@ -78,9 +78,9 @@ def _encode_cursor(key: str, version: int, offset: int) -> str:
 
 def _decode_cursor(cursor: str, key: str, version: int) -> int:
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        data = jsonvalues.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)), field="cursor")
         cursor_key, cursor_version, offset = str(data["k"]), int(data["v"]), int(data["o"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError, InvalidInput) as exc:
         raise InvalidInput("cursor is not one this API returned", field="cursor") from exc
     if cursor_key != key:
         raise InvalidInput("cursor belongs to another query; send the same query, mode and filter", field="cursor")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from inferline import jsonvalues
 from inferline.api.deps import ServicesDep, TenantDep
 from inferline.api.routes.jobs import json_response
 from inferline.api.uploads import (
@@ -22,7 +22,6 @@ from inferline.api.uploads import (
     text_fields,
 )
 from inferline.bootstrap import Services
-from inferline.errors import InvalidInput
 from inferline.files.service import FileInfo, finish_upload, receive_file
 from inferline.search import collections, documents, query
 from inferline.search.collections import CollectionIn
@@ -35,7 +34,7 @@ class TextDocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1)
-    metadata: dict[str, Any] | None = None
+    metadata: Annotated[dict[str, Any], jsonvalues.Bounded] | None = None
     external_id: str | None = Field(default=None, min_length=1, max_length=500)
 
 
@@ -115,15 +114,13 @@ async def _received_document(
         try:
             fields = text_fields(form)
             raw_metadata = fields.get("metadata")
-            try:
-                metadata = json.loads(raw_metadata) if raw_metadata else None
-            except ValueError as exc:
-                raise InvalidInput(f"metadata: not JSON ({exc})", field="metadata") from exc
+            metadata = jsonvalues.loads(raw_metadata, field="metadata") if raw_metadata else None
             metadata, external_id = documents.check_document_input(metadata, fields.get("external_id") or None)
             return await receive_upload(services, form, tenant=tenant), metadata, external_id
         finally:
             await form.close()
-    body = parse_model(TextDocumentIn, await json_body(request))
+    # A text document sent as JSON may be as large as an uploaded one.
+    body = parse_model(TextDocumentIn, await json_body(request, max_bytes=services.settings.max_upload_bytes))
     metadata, external_id = documents.check_document_input(body.metadata, body.external_id)
     file = await receive_file(
         services.blobs,

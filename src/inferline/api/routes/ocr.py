@@ -78,7 +78,7 @@ async def ocr(request: Request, services: ServicesDep, tenant: TenantDep) -> Res
         finally:
             await form.close()
     else:
-        body = await json_body(request)
+        body = await json_body(request, max_bytes=services.settings.max_request_bytes)
         if not isinstance(body, dict):
             raise InvalidInput("body: a JSON object with `file_id`, or a multipart upload, is required", field="body")
         options = parse_model(OcrJsonIn, body)
