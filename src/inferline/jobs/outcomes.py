@@ -80,9 +80,11 @@ async def record_outcomes(
     now = utcnow()
     async with db.write(engine) as conn:
         store = JobStore(conn)
+        # Every row locked up front, in id order (see store.py), which also reads the cancel requests.
+        cancel_requested = await store.lock_rows(job.id for job, outcome in items if outcome.kind != "lost")
         planned = []
         for job, outcome in items:
-            values = await _values_for(store, job, outcome, now, policy)
+            values = _values_for(job, outcome, now, policy, cancel_requested.get(job.id, False))
             if values is not None:
                 planned.append((job, outcome, outcome.unwritten | values))
         applied = await store.finish_running(owner, [(job.id, _columns(v)) for job, _, v in planned], now)
@@ -97,8 +99,8 @@ async def record_outcomes(
     _observe_finished(metrics, finished)
 
 
-async def _values_for(
-    store: JobStore, job: Job, outcome: Outcome, now: datetime, policy: RetryPolicy
+def _values_for(
+    job: Job, outcome: Outcome, now: datetime, policy: RetryPolicy, cancel_requested: bool
 ) -> dict[str, Any] | None:
     if outcome.kind == "succeeded":
         return succeeded(job, outcome.result, now)
@@ -108,8 +110,7 @@ async def _values_for(
         return released(job, now)
     if outcome.kind == "failed":
         # A cancel asked for while this attempt was failing wins: canceled jobs are never retried.
-        current = await store.get(job.id, lock=True)
-        if current is not None and current.cancel_requested:
+        if cancel_requested:
             return canceled_fields("canceled", now)
         return failed(job, outcome, now, policy)
     return None  # lost: another worker owns the job now
