@@ -80,14 +80,18 @@ async def record_outcomes(
     now = utcnow()
     async with db.write(engine) as conn:
         store = JobStore(conn)
-        # Every row locked up front, in id order (see store.py), which also reads the cancel requests.
-        cancel_requested = await store.lock_rows(job.id for job, outcome in items if outcome.kind != "lost")
+        # A failing attempt reads its job's cancel request under the row's lock; every row of the batch is
+        # then locked up front, in id order (see store.py).
+        failing = any(outcome.kind == "failed" for _, outcome in items)
+        live = (job.id for job, outcome in items if outcome.kind != "lost")
+        cancel_requested = await store.lock_rows(live) if failing else {}
         planned = []
         for job, outcome in items:
             values = _values_for(job, outcome, now, policy, cancel_requested.get(job.id, False))
             if values is not None:
                 planned.append((job, outcome, outcome.unwritten | values))
-        applied = await store.finish_running(owner, [(job.id, _columns(v)) for job, _, v in planned], now)
+        rows = [(job.id, _columns(values)) for job, _, values in planned]
+        applied = await store.finish_running(owner, rows, now, locked=failing)
         finished: list[Job] = []
         for job, outcome, values in planned:
             if job.id not in applied:

@@ -242,17 +242,21 @@ class JobStore:
         claimed.sort(key=lambda job: (job.priority, job.fair_seq, job.id))
         return claimed
 
-    async def finish_running(self, owner: str, rows: list[tuple[str, dict[str, Any]]], now: datetime) -> set[str]:
+    async def finish_running(
+        self, owner: str, rows: list[tuple[str, dict[str, Any]]], now: datetime, *, locked: bool = False
+    ) -> set[str]:
         """Write the ends of many attempts, grouped into one executemany per set of columns.
 
         Every such write sets `updated_at=now` and clears the lease, which is how the rows that
         applied are told from those whose lease was lost (executemany gives no per-row count). Each
-        executemany runs in id order; the groups do not, so the caller takes the rows' locks first
-        (`lock_rows`)."""
+        executemany runs in id order; several groups together do not, so on PostgreSQL their rows are
+        locked in id order first, unless the caller did (`locked`, see `lock_rows`)."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for job_id, values in sorted(rows, key=lambda row: row[0]):
             assert values["updated_at"] == now and values["lease_owner"] is None
             groups.setdefault(tuple(sorted(values)), []).append({"_id": job_id, **values})
+        if len(groups) > 1 and not locked and self.dialect == "postgresql":
+            await self.lock_rows(job_id for job_id, _ in rows)
         for columns, params in groups.items():
             await self.conn.execute(_running_update(columns), [p | {"_owner": owner} for p in params])
         applied = await self.conn.execute(_finished_rows(), {"ids": [job_id for job_id, _ in rows], "now": now})
