@@ -71,6 +71,15 @@ async def test_malformed_json_is_422(api: Api) -> None:
     assert response.status_code == 422
 
 
+async def test_a_json_body_that_is_not_utf8_is_422_naming_the_body(idle_api: Api) -> None:
+    for path in ("/api/v1/jobs", "/api/v1/collections", "/api/v1/schedules"):
+        response = await idle_api.client.post(
+            path, content=b'{"kind": "\xff"}', headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422 and response.json()["field"] == "body", (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+
+
 async def test_huge_input_is_413(api: Api) -> None:
     response = await api.client.post("/api/v1/jobs", json={"kind": "echo", "input": {"message": "x" * 1_100_000}})
     assert response.status_code == 413

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.openapi.models import HTTPBearer
+from fastapi.security.base import SecurityBase
 
 from inferline.bootstrap import Services
 
@@ -29,4 +31,18 @@ async def get_tenant(request: Request) -> str:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+class BearerKey(SecurityBase):
+    """`get_tenant` as a security scheme: the OpenAPI document then says, on every route that depends on
+    it, that the route needs the key (FastAPI reads the scheme from the dependency)."""
+
+    def __init__(self) -> None:
+        self.model = HTTPBearer(description="an API key: `Authorization: Bearer <key>`")
+        self.scheme_name = "bearer"
+
+    async def __call__(self, request: Request) -> str:
+        return await get_tenant(request)
+
+
+TenantDep = Annotated[str, Depends(BearerKey())]

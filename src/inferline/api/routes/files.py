@@ -8,15 +8,29 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
 from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.openapi import problems, returns
+from inferline.api.schemas import FileOut
 from inferline.api.uploads import multipart_schema, read_form, store_upload
 from inferline.files.service import blob_path, get_file
 
 router = APIRouter(prefix="/files", tags=["files"])
 
+_CONTENT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The file's bytes, of its sniffed `content_type`.",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 _MULTIPART = {"requestBody": {"required": True, "content": {"multipart/form-data": multipart_schema()}}}
 
 
-@router.post("", status_code=201, openapi_extra=_MULTIPART)
+@router.post(
+    "",
+    status_code=201,
+    response_model=None,
+    openapi_extra=_MULTIPART,
+    responses=returns(FileOut, 201) | problems(413),
+)
 async def upload_file(request: Request, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """Store a file (multipart part `file`). Its type is sniffed from its content; identical bytes are
     stored once (content-addressed by sha256). Over `max_upload_bytes`: 413."""
@@ -28,12 +42,12 @@ async def upload_file(request: Request, services: ServicesDep, tenant: TenantDep
     return info.public_view()
 
 
-@router.get("/{file_id}")
+@router.get("/{file_id}", response_model=None, responses=returns(FileOut) | problems(404))
 async def file_metadata(file_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     return (await get_file(services.engine, tenant=tenant, file_id=file_id)).public_view()
 
 
-@router.get("/{file_id}/content")
+@router.get("/{file_id}/content", response_class=FileResponse, responses=_CONTENT | problems(404))
 async def file_content(file_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     info = await get_file(services.engine, tenant=tenant, file_id=file_id)
     return FileResponse(

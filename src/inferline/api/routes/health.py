@@ -9,10 +9,16 @@ from fastapi import APIRouter, Response
 
 from inferline import db
 from inferline.api.deps import ServicesDep
+from inferline.api.openapi import problems
 from inferline.api.problems import problem
 from inferline.jobs.service import queue_depth
 
 router = APIRouter(tags=["operations"])
+
+
+_METRICS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}
+}
 
 
 @router.get("/healthz")
@@ -21,7 +27,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=None, responses=problems(503))
 async def readyz(services: ServicesDep) -> Any:
     """The database answers and its schema is at the newest migration."""
     try:
@@ -36,7 +42,7 @@ async def readyz(services: ServicesDep) -> Any:
     return {"status": "ready", "schema": current}
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=_METRICS)
 async def metrics(services: ServicesDep) -> Response:
     services.metrics.set_queue_depth(await queue_depth(services.engine))
     return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
