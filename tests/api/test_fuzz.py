@@ -2,19 +2,23 @@
 in-process worker, SQLite): no 5xx, and every response's status, media type, headers and body as the
 document says. Valid and invalid inputs both; a share of the cases address resources that exist.
 
-CI runs `EXAMPLES` cases per operation, the same ones every run (derandomized); `./dev fuzz` runs many
-more with a fresh seed (INFERLINE_FUZZ_EXAMPLES, INFERLINE_FUZZ_SEED to replay a run).
+CI runs `EXAMPLES` cases per operation on SQLite, the same ones every run (derandomized); `./dev fuzz` runs
+many more with a fresh seed, on SQLite and PostgreSQL (INFERLINE_FUZZ_EXAMPLES, INFERLINE_FUZZ_ENGINES,
+INFERLINE_FUZZ_SEED to replay a run).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import requests
@@ -30,7 +34,9 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy import make_url
 from starlette.testclient import TestClient
+from tests.conftest import PG_URL, REQUIRE_SERVICES, sqlite_url
 
 from inferline.api.app import create_app
 from inferline.config import Settings
@@ -40,6 +46,7 @@ pytestmark = pytest.mark.fuzz
 EXAMPLES = int(os.environ.get("INFERLINE_FUZZ_EXAMPLES", "20"))
 SEED = os.environ.get("INFERLINE_FUZZ_SEED")
 DERANDOMIZE = "INFERLINE_FUZZ_EXAMPLES" not in os.environ and SEED is None
+ENGINES = os.environ.get("INFERLINE_FUZZ_ENGINES", "sqlite").split(",")
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -50,9 +57,10 @@ CHECKS = [
 BASE_URL = "http://fuzz"
 
 
-def fuzz_settings(data_dir: Path) -> Settings:
+def fuzz_settings(data_dir: Path, database_url: str | None = None) -> Settings:
     return Settings(
         data_dir=data_dir,
+        database_url=database_url,
         heartbeat_s=0.2,
         poll_s=0.2,
         retry_base_s=0.05,
@@ -78,10 +86,39 @@ class Served:
     existing: dict[str, str]  # path parameter -> a resource of the caller's that exists
 
 
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(engine, marks=[pytest.mark.postgres] if engine == "postgres" else []) for engine in ENGINES],
+)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One database for the module's app: SQLite, or a fresh PostgreSQL database (dropped after)."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path_factory.mktemp("fuzz-db"))
+        return
+    name = f"inferline_fuzz_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"PostgreSQL at {PG_URL} is required: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
+    yield make_url(PG_URL).set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _pg_admin(statement: str) -> None:
+    url = make_url(PG_URL).set(drivername="postgresql")
+    admin = await asyncpg.connect(url.render_as_string(hide_password=False), timeout=3)
+    try:
+        await admin.execute(statement)
+    finally:
+        await admin.close()
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Served]:
     data_dir = tmp_path_factory.mktemp("fuzz") / "data"
-    app = create_app(fuzz_settings(data_dir), workers=1)
+    app = create_app(fuzz_settings(data_dir, database_url), workers=1)
     # The test client runs the lifespan and every request on one event loop of its own, in one thread; an
     # exception the app does not handle is raised here, with its traceback, as well as failing the check.
     with TestClient(app, base_url=BASE_URL, follow_redirects=False) as client:
