@@ -14,6 +14,7 @@ from inferline import plugins
 from inferline.config import Settings
 from inferline.db import SqliteWriter, create_engine
 from inferline.files.blobs import BlobStore
+from inferline.files.sweep import run_sweeper
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs import echo
 from inferline.jobs.kinds import KindRegistry
@@ -22,6 +23,7 @@ from inferline.jobs.runtime import Worker, WorkerConfig
 from inferline.jobs.schedules import run_scheduler
 from inferline.jobs.submission import Submitter
 from inferline.jobs.wakeup import LocalWakeup, PostgresWakeup, Wakeup
+from inferline.jobs.watchers import JobWatchers
 from inferline.jobs.webhooks import WebhookDispatcher
 from inferline.metrics import Metrics
 from inferline.ocr import kind as ocr_kind
@@ -29,6 +31,7 @@ from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Limits
 from inferline.ocr.rapid import RapidOcrModel
 from inferline.ocr.tesseract import TesseractModel
+from inferline.outbound import OutboundPolicy
 from inferline.search import kind as search_kind
 from inferline.search.caches import ResultCache
 from inferline.search.deps import SearchDeps
@@ -52,12 +55,14 @@ class Services:
     blobs: BlobStore
     ocr: OcrDeps
     search: SearchDeps
+    watchers: JobWatchers
     plugins: list[ModuleType] = field(default_factory=list)
 
     async def aclose(self) -> None:
         await self.search.index.close()
         await self.search.result_cache.close()
         await self.models.aclose()
+        await self.watchers.aclose()
         self.submitter.close()
         await self.wakeup.aclose()
         await self.engine.dispose()
@@ -146,6 +151,7 @@ def build_services(settings: Settings) -> Services:
         ocr=ocr,
         search=search,
         auth=Authenticator(engine, settings.api_key_cache_s),
+        watchers=JobWatchers(engine, settings.events_poll_s, settings.events_max_streams_per_tenant),
         submitter=Submitter(
             engine,
             registry,
@@ -153,6 +159,7 @@ def build_services(settings: Settings) -> Services:
             wakeup=wakeup,
             metrics=metrics,
             sqlite_writer=SqliteWriter(engine) if settings.is_sqlite else None,
+            outbound=outbound_policy(settings),
         ),
     )
     register_kinds(services)
@@ -161,6 +168,13 @@ def build_services(settings: Settings) -> Services:
 
 def retry_policy(settings: Settings) -> RetryPolicy:
     return RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s)
+
+
+def outbound_policy(settings: Settings) -> OutboundPolicy:
+    """Where webhooks may go (one policy per process: submissions check with it, sends with it again)."""
+    return OutboundPolicy(
+        allow_networks=settings.webhook_allow_networks, resolve_timeout_s=settings.webhook_resolve_timeout_s
+    )
 
 
 def worker_config(settings: Settings, concurrency: int) -> WorkerConfig:
@@ -208,11 +222,23 @@ class Background:
             max_attempts=s.settings.webhook_max_attempts,
             poll_s=s.settings.webhook_poll_s,
             policy=retry_policy(s.settings),
+            outbound=s.submitter.outbound,
+            concurrency=s.settings.webhook_concurrency,
+            tenant_concurrency=s.settings.webhook_tenant_concurrency,
         )
         self.tasks = [
             asyncio.create_task(run_scheduler(s.submitter, poll_s=s.settings.schedule_poll_s, stop=self.halt)),
             asyncio.create_task(self.dispatcher.run(self.halt)),
         ]
+        if s.settings.files_gc_interval_s > 0:
+            sweeper = run_sweeper(
+                s.engine,
+                s.blobs,
+                every_s=s.settings.files_gc_interval_s,
+                min_age_s=s.settings.files_orphan_age_s,
+                stop=self.halt,
+            )
+            self.tasks.append(asyncio.create_task(sweeper))
 
     async def stop(self, grace_s: float = 10.0) -> None:
         if self.worker is not None:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, IPvAnyNetwork, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.inference.model import ProcessingMode
@@ -41,11 +41,27 @@ class Settings(BaseSettings):
         default_factory=dict, description='global running-job limit per kind, e.g. {"ocr": 2}'
     )
     schedule_poll_s: float = Field(default=1.0, gt=0)
-    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="a delivery's whole time (resolve to answer)")
+    webhook_concurrency: int = Field(default=32, ge=1, description="deliveries in flight per process")
+    webhook_tenant_concurrency: int = Field(default=8, ge=1, description="of those, at most this many per tenant")
+    webhook_allow_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description='networks webhooks may call besides public addresses, e.g. ["10.0.0.0/8"] (default: none)',
+    )
+    webhook_resolve_timeout_s: float = Field(default=3.0, gt=0, description="DNS deadline of a webhook URL's check")
     webhook_progress_interval_ms: int = Field(default=500, ge=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_poll_s: float = Field(default=0.5, gt=0, description="longest wait before a due webhook is sent")
-    events_poll_s: float = Field(default=0.25, gt=0, description="SSE poll period of a job's row")
+    events_poll_s: float = Field(
+        default=0.25, gt=0, description="period of the one query per process that reads every watched job"
+    )
+    events_keepalive_s: float = Field(default=15.0, gt=0, description="a `: ping` on an event stream this idle")
+    events_max_stream_s: float = Field(
+        default=900.0, gt=0, description="an event stream ends after this long (clients resume with Last-Event-ID)"
+    )
+    events_max_streams_per_tenant: int = Field(
+        default=100, ge=0, description="open event streams per tenant and API process before 429 (0: no limit)"
+    )
     api_key_cache_s: float = Field(default=5.0, ge=0, description="how long a verified key is trusted")
     max_request_bytes: int = Field(default=1_000_000, ge=1024, description="413 above this JSON body size")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where models run")
@@ -59,6 +75,18 @@ class Settings(BaseSettings):
         description='per model: 0 = on a thread, N = in N child processes, -1 = one per core; e.g. {"tesseract": 2}',
     )
     max_upload_bytes: int = Field(default=200 * 2**20, ge=1, description="413 above this file size")
+    files_max_bytes_per_tenant: int = Field(
+        default=0, ge=0, description="409 for an upload past this many stored bytes per tenant (0: no limit)"
+    )
+    files_max_per_tenant: int = Field(
+        default=0, ge=0, description="409 for an upload past this many stored files per tenant (0: no limit)"
+    )
+    files_gc_interval_s: float = Field(
+        default=3600.0, ge=0, description="period of the sweep for blobs no file refers to, in workers (0: never)"
+    )
+    files_orphan_age_s: float = Field(
+        default=600.0, ge=0, description="the sweep removes unreferenced blobs and staged uploads older than this"
+    )
     ocr_max_pages: int = Field(default=1000, ge=1, description="413 for documents with more pages")
     ocr_max_page_pixels: int = Field(
         default=100_000_000, ge=1, description="413 (or a failed job) for a page or image with more pixels"
@@ -86,6 +114,9 @@ class Settings(BaseSettings):
     search_cache_ttl_s: int = Field(default=3600, ge=1, description="lifetime of search results in Redis")
     plugins: list[str] = Field(default_factory=list, description="modules to import that register job kinds")
     metrics_port: int | None = Field(default=None, description="`inferline worker` exposes metrics here")
+    metrics_require_key: bool = Field(
+        default=False, description="`GET /metrics` asks for a valid API key (any tenant's); off: open to all"
+    )
 
     @field_validator("kind_concurrency")
     @classmethod

@@ -24,6 +24,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from inferline.errors import InvalidInput
+from inferline.private_paths import create_private_file, make_private_dir
 from inferline.sqlite_inline import Checkpointer, InlineConnection
 
 T = TypeVar("T")
@@ -83,10 +84,19 @@ def _ping_when_idle(engine: sa.Engine) -> None:
             raise sa.exc.DisconnectionError(f"stale connection: {exc}") from exc
 
 
+def prepare_sqlite_file(url: str) -> None:
+    """A SQLite database's folder (0700) and file (0600), made before SQLite would make them with the
+    umask's modes; SQLite gives its -wal and -shm files the database file's mode."""
+    url = normalize_url(url)
+    path = sa.make_url(url).database if url.startswith("sqlite") else None
+    if path and path != ":memory:" and not path.startswith("file:"):
+        make_private_dir(Path(path).parent)
+        create_private_file(Path(path))
+
+
 def _create_sqlite_engine(url: str) -> AsyncEngine:
     path = sa.make_url(url).database or ":memory:"
-    if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    prepare_sqlite_file(url)
     checkpoints = Checkpointer(path) if path != ":memory:" else None
 
     async def connect() -> InlineConnection:
@@ -256,6 +266,7 @@ def _alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations. Safe to call from inside a running event loop (runs in its own thread)."""
+    prepare_sqlite_file(url)
     config = _alembic_config(url)
     try:
         asyncio.get_running_loop()

@@ -4,7 +4,8 @@
     ├── NotFound                  a resource is absent, or belongs to another tenant (never say which)
     ├── Conflict                  the request contradicts the resource's state
     │   ├── InvalidTransition     a job cannot move from its status to the asked one
-    │   └── IdempotencyConflict   same Idempotency-Key, different body
+    │   ├── IdempotencyConflict   same Idempotency-Key, different body
+    │   └── QuotaExceeded         the tenant's stored files are at a quota of the settings
     ├── InvalidInput              the request names something that does not exist or is malformed
     ├── TooLarge                  the request is over a size limit of the settings
     ├── UnsupportedMediaType      a file's content (sniffed, not its name) is of a type not accepted here
@@ -17,7 +18,8 @@
         ├── Canceled              the job was canceled (by a user or its deadline)
         └── Retry                 asks for another attempt after `after_s`
 
-The API maps these to HTTP in one table (`api/problems.py`); workers never raise HTTP errors.
+The API maps these to HTTP in one table (`api/problems.py`); workers never raise HTTP errors. What a
+tenant is shown of any other exception is `shown_message`'s.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class InvalidTransition(Conflict):
 
 class IdempotencyConflict(Conflict):
     pass
+
+
+class QuotaExceeded(Conflict):
+    """409 like every Conflict: the tenant's state refuses it, and deleting files resolves it."""
 
 
 class InvalidInput(InferlineError):
@@ -93,3 +99,15 @@ class Retry(JobError):
     def __init__(self, message: str = "retry requested", *, after_s: float | None = None) -> None:
         super().__init__(message)
         self.after_s = after_s
+
+
+def shown_message(exc: BaseException, *, reference: str) -> str:
+    """The text of a failure that a tenant is shown (a job's or a document's error, a 500's detail).
+
+    An error of this tree is raised on purpose, in words meant for the caller. Anything else (a library's
+    or the database's exception) can carry SQL, paths or addresses, and so can a ModelError, which wraps
+    what a model raised: of those only the type is shown, with `reference` ("job <id>") to find the full
+    text in the log, where the caller logs it."""
+    if isinstance(exc, InferlineError) and not isinstance(exc, ModelError):
+        return str(exc) or type(exc).__name__
+    return f"internal error ({type(exc).__name__}); the server log has it under {reference}"

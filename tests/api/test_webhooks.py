@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from tests.api.conftest import Api
+from tests.api.conftest import Api, MakeApi
 from tests.helpers import eventually
 
 from inferline.jobs.webhooks import verify
@@ -38,6 +38,18 @@ class Receiver:
         writer.write(f"HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode())
         await writer.drain()
         writer.close()
+
+
+@pytest.fixture
+async def api(make_api: MakeApi, database_url: str) -> AsyncIterator[Api]:
+    """The API with receivers on loopback allowed (webhooks call only public addresses by default)."""
+    settings = {
+        "database_url": database_url,
+        "plugins": ["tests.plugins.kinds"],
+        "webhook_allow_networks": ["127.0.0.0/8"],
+    }
+    async with make_api(**settings) as started:
+        yield started
 
 
 @pytest.fixture

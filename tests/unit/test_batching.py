@@ -177,6 +177,7 @@ async def test_a_model_that_fails_to_load_reports_why() -> None:
     with pytest.raises(ModelError, match="failed to load: FileNotFoundError"):
         await b.predict(1)
     assert b.state is ModelState.FAILED and b.error is not None and "weights.onnx" in b.error
+    assert b.error_shown is not None and "FileNotFoundError" in b.error_shown and "weights" not in b.error_shown
     await b.aclose()
 
 

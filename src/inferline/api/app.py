@@ -16,10 +16,12 @@ from fastapi import APIRouter, FastAPI
 
 from inferline import __version__, db, plugins
 from inferline.api import problems
+from inferline.api.admission import Admission
 from inferline.api.middleware import RequestContext
 from inferline.api.routes import collections, files, health, jobs, models, ocr, schedules, webhooks
 from inferline.bootstrap import Background, Services, build_services
 from inferline.config import Settings
+from inferline.private_paths import make_private_dir
 from inferline.search import query as search_query
 from inferline.tenants import count_keys, create_key
 
@@ -31,8 +33,7 @@ async def ensure_admin_key(services: Services) -> str | None:
     if await count_keys(services.engine):
         return None
     _, plain = await create_key(services.engine, "default")
-    path = Path(services.settings.data_dir) / "admin.key"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = make_private_dir(Path(services.settings.data_dir)) / "admin.key"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
         file.write(plain + "\n")
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(settings.data_dir)
         if settings.migrate_on_start:
             db.upgrade(settings.resolved_database_url)
         services = build_services(settings)
@@ -97,7 +98,6 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
         api.include_router(router)
     app.include_router(api)
     app.include_router(health.router)
-    app.add_middleware(
-        RequestContext, max_body_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes
-    )
+    app.add_middleware(Admission, max_body_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestContext)  # the outer one: its logs and metrics see what Admission refuses
     return app

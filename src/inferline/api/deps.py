@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.openapi.models import HTTPBearer
 from fastapi.security.base import SecurityBase
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from inferline.bootstrap import Services
 
@@ -21,28 +23,34 @@ async def get_services(request: Request) -> Services:
     return services_of(request)
 
 
-async def get_tenant(request: Request) -> str:
-    services = services_of(request)
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    tenant = await services.auth.tenant_for(key.strip() if scheme.lower() == "bearer" else None)
-    request.state.tenant = tenant
-    return tenant
+def bearer_key(headers: Headers) -> str | None:
+    scheme, _, key = headers.get("authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else None
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+async def tenant_of(services: Services, scope: Scope) -> str:
+    """The caller's tenant, checked once per request: the admission of the body (`api/admission.py`)
+    checks it before the first byte is read, and keeps it in the request's state."""
+    state = scope.setdefault("state", {})
+    tenant = state.get("tenant")
+    if tenant is None:
+        tenant = state["tenant"] = await services.auth.tenant_for(bearer_key(Headers(scope=scope)))
+    return str(tenant)
 
 
 class BearerKey(SecurityBase):
-    """`get_tenant` as a security scheme: the OpenAPI document then says, on every route that depends on
-    it, that the route needs the key (FastAPI reads the scheme from the dependency)."""
+    """The caller's tenant, as a security scheme: the OpenAPI document then says, on every route that
+    depends on it, that the route needs the key (FastAPI reads the scheme from the dependency)."""
 
     def __init__(self) -> None:
         self.model = HTTPBearer(description="an API key: `Authorization: Bearer <key>`")
         self.scheme_name = "bearer"
 
     async def __call__(self, request: Request) -> str:
-        return await get_tenant(request)
+        return await tenant_of(services_of(request), request.scope)
 
 
-TenantDep = Annotated[str, Depends(BearerKey())]
+get_tenant = BearerKey()  # a dependency (`TenantDep`), and awaitable as `await get_tenant(request)`
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+TenantDep = Annotated[str, Depends(get_tenant)]

@@ -131,10 +131,11 @@ def _operations(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def _as_problem_json(response: dict[str, Any]) -> None:
-    """FastAPI writes a response model under `application/json`; a `Problem` goes out as problem+json."""
-    content = response.get("content", {})
-    if content.get("application/json", {}).get("schema") == {"$ref": REF_PREFIX + Problem.__name__}:
-        content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+    """FastAPI writes a response model under the route's media type (JSON, an event stream); a `Problem`
+    goes out as problem+json, whatever the route's success media type."""
+    problem = {"schema": {"$ref": REF_PREFIX + Problem.__name__}}
+    if problem in response.get("content", {}).values():
+        response["content"] = {PROBLEM_MEDIA_TYPE: problem}
 
 
 def _is_default_validation_error(response: dict[str, Any] | None) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -13,9 +14,10 @@ from starlette.exceptions import HTTPException
 from inferline import errors
 from inferline.api import openapi
 
+log = structlog.get_logger(__name__)
 STATUS_OF: list[tuple[type[errors.InferlineError], int]] = [
     (errors.NotFound, 404),
-    (errors.Conflict, 409),  # InvalidTransition, IdempotencyConflict
+    (errors.Conflict, 409),  # InvalidTransition, IdempotencyConflict, QuotaExceeded
     (errors.InvalidInput, 422),
     (errors.TooLarge, 413),
     (errors.UnsupportedMediaType, 415),
@@ -40,7 +42,12 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
     if isinstance(exc, errors.InvalidInput) and exc.field:
         extra["field"] = exc.field
-    return problem(status, str(exc), headers or None, **extra)
+    detail = str(exc)
+    if status == 500:  # an error with no status of its own (a ModelError, a JobError): ours to look into
+        request_id = structlog.contextvars.get_contextvars().get("request_id", "?")
+        log.error("request_failed", error_type=type(exc).__name__, exc_info=exc)
+        detail = errors.shown_message(exc, reference=f"request {request_id}")
+    return problem(status, detail, headers or None, **extra)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

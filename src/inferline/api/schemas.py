@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any, Literal, get_type_hints
+from typing import Annotated, Any, Literal, get_type_hints
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, create_model
 
-from inferline.files.service import FileInfo
+from inferline import jsonvalues
 from inferline.inference.batching import ModelState
 from inferline.inference.model import ProcessingMode
 from inferline.jobs.schedules import Schedule
@@ -23,7 +23,9 @@ class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: str = Field(min_length=1, max_length=100, description="a registered job kind, e.g. `echo`")
-    input: dict[str, Any] = Field(default_factory=dict, description="the kind's input object")
+    input: Annotated[dict[str, Any], jsonvalues.Bounded] = Field(
+        default_factory=dict, description="the kind's input object"
+    )
     priority: int = Field(default=3, ge=1, le=5, description="1 is highest, 5 lowest")
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     deadline_s: float | None = Field(default=None, gt=0, le=30 * 24 * 3600)
@@ -102,8 +104,13 @@ class SchedulePage(BaseModel):
 # The fuzz test (tests/api/test_fuzz.py) checks every response against them.
 
 
-class FileOut(fields_of(FileInfo, name="FileFields", exclude=frozenset({"tenant"}))):  # type: ignore[misc]
-    pass
+class FileOut(BaseModel):
+    id: str
+    sha256: str
+    size: int
+    content_type: str = Field(description="sniffed from the content")
+    filename: str | None
+    created_at: datetime
 
 
 class CollectionOut(BaseModel):

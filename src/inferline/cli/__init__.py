@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from inferline.cli import jobs, keys, ocr, search, server
+from inferline.cli import files, jobs, keys, ocr, search, server
 from inferline.cli.common import err
 
 __all__ = ["app", "build_app", "main"]
@@ -16,6 +16,7 @@ def _builtin_app() -> typer.Typer:
     app = typer.Typer(help="inferline: AI inference as durable jobs.", no_args_is_help=True)
     app.add_typer(jobs.app, name="jobs")
     app.add_typer(keys.app, name="keys")
+    app.add_typer(files.app, name="files")
     app.add_typer(server.db_app, name="db")
     app.command()(server.serve)
     app.command()(server.worker)

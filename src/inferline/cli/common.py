@@ -179,18 +179,39 @@ async def _follow_all(
 
 
 async def _follow(events: httpx.AsyncClient, job_id: str, on_event: Callable[[JobView], None]) -> JobView:
+    """Reconnects, from the last event's id, when the server ends a stream before the job ends (its
+    lifetime) or has no stream slot for now (429: after its Retry-After)."""
     job: JobView = {}
+    last_id: str | None = None
     try:
-        async with events.stream("GET", f"/api/v1/jobs/{job_id}/events") as response:
-            if response.is_error:
-                await response.aread()
-                err.print(f"error {response.status_code}: {error_detail(response)}")
-                raise typer.Exit(1)
-            async for line in response.aiter_lines():
-                if line.startswith("data: "):
-                    job = json.loads(line[6:])
-                    on_event(job)
+        while True:
+            headers = {"Last-Event-ID": last_id} if last_id else {}
+            async with events.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=headers) as response:
+                if response.status_code == 429:
+                    await asyncio.sleep(_retry_after_s(response))
+                    continue
+                if response.is_error:
+                    await response.aread()
+                    err.print(f"error {response.status_code}: {error_detail(response)}")
+                    raise typer.Exit(1)
+                ended = False
+                async for line in response.aiter_lines():
+                    if line.startswith("id: "):
+                        last_id = line[4:]
+                    elif line.startswith("data: "):
+                        job = json.loads(line[6:])
+                        on_event(job)
+                    elif line.startswith("retry: "):
+                        ended = True  # the lifetime passed; the job has not ended
+            if not ended:
+                return job
     except httpx.HTTPError as exc:
         err.print(f"cannot reach {events.base_url}: {exc}")
         raise typer.Exit(1) from exc
-    return job
+
+
+def _retry_after_s(response: httpx.Response) -> float:
+    try:
+        return min(max(float(response.headers.get("retry-after", "1")), 0.1), 60.0)
+    except ValueError:
+        return 1.0

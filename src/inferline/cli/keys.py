@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from inferline import db, tenants
 from inferline.cli.common import AsJson, DatabaseUrl, DataDir, console, load_settings, print_rows
 from inferline.config import Settings
+from inferline.private_paths import make_private_dir
 
 app = typer.Typer(help="API keys (talks to the database directly).", no_args_is_help=True)
 
@@ -27,7 +28,7 @@ def _with_engine(settings: Settings, func: Callable[[AsyncEngine], Awaitable[T]]
         finally:
             await engine.dispose()
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.data_dir)
     db.upgrade(settings.resolved_database_url)
     return asyncio.run(run())
 

@@ -12,6 +12,7 @@ import typer
 from inferline import db, logs
 from inferline.cli.common import DatabaseUrl, DataDir, console, load_settings
 from inferline.config import Settings
+from inferline.private_paths import make_private_dir
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -64,7 +65,7 @@ def _prepare_data(settings: Settings) -> None:
         finally:
             await services.aclose()
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.data_dir)
     db.upgrade(settings.resolved_database_url)
     asyncio.run(run())
 
@@ -87,7 +88,7 @@ async def _run_worker(settings: Settings, concurrency: int) -> None:
     from inferline import plugins
     from inferline.bootstrap import Background, build_services
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.data_dir)
     db.upgrade(settings.resolved_database_url)
     services = build_services(settings)
     await plugins.create_tables(services.engine, services.plugins)
@@ -110,6 +111,6 @@ async def _run_worker(settings: Settings, concurrency: int) -> None:
 def db_upgrade(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Apply schema migrations (serve and worker also do this at start)."""
     settings = load_settings(data_dir=data_dir, database_url=database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.data_dir)
     db.upgrade(settings.resolved_database_url)
     console.print(f"database at revision {db.head_revision()}")

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inferline import db
 from inferline.clock import utcnow
-from inferline.errors import InvalidInput, NotFound
-from inferline.files.blobs import BlobStore
+from inferline.errors import Conflict, InvalidInput, NotFound
+from inferline.files.blobs import BlobStore, StagedBlob
 from inferline.files.sniff import HEAD_BYTES, sniff
+from inferline.files.store import Quota, check_quota, lock_blobs, remove_unreferenced, user_of
 from inferline.ids import new_id
 from inferline.schema import files
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,8 @@ class FileInfo:
     content_type: str
     filename: str | None
     created_at: datetime
+    # Set by `receive_file` until `insert_file` has written the row; never a column.
+    pending: PendingUpload | None = field(default=None, compare=False, repr=False)
 
     def public_view(self) -> dict[str, Any]:
         return {
@@ -53,41 +59,92 @@ def clean_filename(name: str | None) -> str | None:
     return base[:200]
 
 
-def _store(blobs: BlobStore, source: BinaryIO, max_bytes: int) -> tuple[str, int, str]:
-    sha256, size = blobs.put(source, max_bytes=max_bytes)
-    if size == 0:
-        raise InvalidInput("the file is empty", field="file")
-    path = blobs.path(sha256)
-    with path.open("rb") as stored:
-        head = stored.read(HEAD_BYTES)
-    return sha256, size, sniff(head, path)
+NO_QUOTA = Quota()
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """Received bytes not yet at their address, and what writing their row must check."""
+
+    blobs: BlobStore
+    staged: StagedBlob
+    quota: Quota
+
+
+def _stage(blobs: BlobStore, source: BinaryIO, max_bytes: int) -> tuple[StagedBlob, str]:
+    staged = blobs.stage(source, max_bytes=max_bytes)
+    try:
+        if staged.size == 0:
+            raise InvalidInput("the file is empty", field="file")
+        with staged.tmp.open("rb") as stored:
+            head = stored.read(HEAD_BYTES)
+        return staged, sniff(head, staged.tmp)
+    except BaseException:
+        blobs.discard(staged)
+        raise
 
 
 async def receive_file(
-    blobs: BlobStore, *, tenant: str, source: BinaryIO, filename: str | None, max_bytes: int
+    blobs: BlobStore,
+    *,
+    tenant: str,
+    source: BinaryIO,
+    filename: str | None,
+    max_bytes: int,
+    quota: Quota = NO_QUOTA,
 ) -> FileInfo:
-    """The bytes stored as a blob, and the file's row, not yet written: `insert_file` writes it in the
-    caller's transaction, so a document and its file are written together or not at all."""
-    sha256, size, content_type = await asyncio.to_thread(_store, blobs, source, max_bytes)
+    """The bytes staged and the file's row, neither written yet: `insert_file` writes both in the
+    caller's transaction (a document and its file are written together or not at all), and
+    `finish_upload` removes what a refused upload left."""
+    staged, content_type = await asyncio.to_thread(_stage, blobs, source, max_bytes)
     return FileInfo(
         id=new_id(),
         tenant=tenant,
-        sha256=sha256,
-        size=size,
+        sha256=staged.sha256,
+        size=staged.size,
         content_type=content_type,
         filename=clean_filename(filename),
         created_at=utcnow(),
+        pending=PendingUpload(blobs, staged, quota),
     )
 
 
 async def insert_file(conn: AsyncConnection, info: FileInfo) -> None:
-    await conn.execute(files.insert(), info.__dict__)
+    """The file's row, checked against its tenant's quota, and its bytes moved to their address under
+    the blob's lock: a concurrent delete of the last other row of the same bytes either comes first
+    (and the bytes are placed again here) or sees this row."""
+    pending = info.pending
+    if pending is not None:
+        await check_quota(conn, info.tenant, info.size, pending.quota)
+        await lock_blobs(conn, [info.sha256])
+    await conn.execute(files.insert(), _row(info))
+    if pending is not None:
+        await asyncio.to_thread(pending.blobs.place, pending.staged)
 
 
 async def record_file(engine: AsyncEngine, info: FileInfo) -> None:
-    """`insert_file` in a transaction of its own."""
-    async with db.write(engine) as conn:
-        await insert_file(conn, info)
+    """`insert_file` in a transaction of its own; a refusal leaves nothing behind."""
+    refused = True
+    try:
+        async with db.write(engine) as conn:
+            await insert_file(conn, info)
+        refused = False
+    finally:
+        await finish_upload(engine, info, refused=refused)
+
+
+async def finish_upload(engine: AsyncEngine, info: FileInfo, *, refused: bool) -> None:
+    """Call once the request that received `info` is answered. Staged bytes never placed are removed;
+    so are placed ones when the request was `refused` (their transaction rolled back) and no row refers
+    to them."""
+    pending = info.pending
+    if pending is None:
+        return
+    if not pending.staged.placed:
+        await asyncio.to_thread(pending.blobs.discard, pending.staged)
+    elif refused:
+        async with db.write(engine) as conn:
+            await remove_unreferenced(conn, pending.blobs, [info.sha256])
 
 
 async def get_file(engine: AsyncEngine, *, tenant: str, file_id: str) -> FileInfo:
@@ -103,8 +160,28 @@ async def get_file(engine: AsyncEngine, *, tenant: str, file_id: str) -> FileInf
     return FileInfo(**row)
 
 
+def _row(info: FileInfo) -> dict[str, Any]:
+    return {column.name: getattr(info, column.name) for column in files.columns}
+
+
+async def delete_file(engine: AsyncEngine, blobs: BlobStore, *, tenant: str, file_id: str) -> None:
+    """Delete the tenant's file, and its bytes unless another file (of any tenant) has the same. 409
+    while a queued or running job or a document uses it; another tenant's file is not found."""
+    async with db.write(engine) as conn:
+        query = sa.select(files).where(files.c.id == file_id, files.c.tenant == tenant)
+        row = (await conn.execute(query)).mappings().first()
+        if row is None:
+            raise NotFound(f"file {file_id} not found")
+        user = await user_of(conn, tenant=tenant, file_id=file_id, sha256=row["sha256"])
+        if user is not None:
+            raise Conflict(f"file {file_id} is in use: {user}")
+        await conn.execute(files.delete().where(files.c.id == file_id))
+        await remove_unreferenced(conn, blobs, [row["sha256"]])
+
+
 def blob_path(blobs: BlobStore, info: FileInfo) -> Path:
     path = blobs.path(info.sha256)
     if not path.exists():
-        raise NotFound(f"the bytes of file {info.id} are missing from the blob store ({blobs.root})")
+        log.warning("blob_missing", file_id=info.id, path=str(path))  # where: for the operator, not the caller
+        raise NotFound(f"the bytes of file {info.id} are missing from the blob store")
     return path

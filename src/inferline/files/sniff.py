@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
+
+from inferline.errors import BadDocument
+from inferline.files.zips import open_zip
 
 PDF = "application/pdf"
 PNG = "image/png"
@@ -47,10 +49,10 @@ def sniff(head: bytes, path: Path | None = None) -> str:
 def _zip_type(path: Path | None) -> str:
     if path is not None:
         try:
-            with zipfile.ZipFile(path) as archive:
+            with open_zip(path) as archive:  # bounded: a directory of millions of entries is refused
                 if "word/document.xml" in archive.namelist():
                     return DOCX
-        except (zipfile.BadZipFile, OSError):
+        except (BadDocument, OSError):
             pass
     return ZIP
 

@@ -20,7 +20,7 @@ from typing import Any, Generic
 
 import structlog
 
-from inferline.errors import ModelError, Overloaded
+from inferline.errors import ModelError, Overloaded, shown_message
 from inferline.inference.model import In, Model, Out, ProcessingMode
 from inferline.inference.runners import Runner, ThreadRunner
 from inferline.metrics import Metrics
@@ -65,7 +65,8 @@ class Batcher(Generic[In, Out]):
         self.metrics = metrics
         self.state = ModelState.UNLOADED
         self.max_batch_size = 1 if mode is ProcessingMode.STANDARD else max(1, model.max_batch_size)
-        self.error: str | None = None
+        self.error: str | None = None  # why it failed to load, in full: for logs and operators
+        self.error_shown: str | None = None  # the same, as tenants see it (`GET /api/v1/models`)
         self.runner = runner or ThreadRunner(model, device)
         self._slots = asyncio.Semaphore(self.runner.concurrency)
         self._busy_slots = 0  # slots taken by batches, the one being filled included
@@ -124,8 +125,10 @@ class Batcher(Generic[In, Out]):
                 await self.runner.setup()
             except Exception as exc:
                 self.state, self.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
+                self.error_shown = shown_message(exc, reference=f"model {self.name} (model_load_failed)")
+                log.warning("model_load_failed", model=self.name, error=self.error)
                 raise ModelError(f"model {self.name} failed to load: {self.error}") from exc
-            self.state, self.error = ModelState.READY, None
+            self.state, self.error, self.error_shown = ModelState.READY, None, None
 
     async def aclose(self) -> None:
         for task in [self._loop_task, *self._running]:

@@ -124,7 +124,7 @@ class ModelRuntime:
                     "mode": self.mode_of(name).value,
                     "processes": self.processes_of(name),
                     "state": batcher.state.value if batcher else "unloaded",
-                    "error": batcher.error if batcher else None,
+                    "error": batcher.error_shown if batcher else None,
                     "max_batch_size": batcher.max_batch_size if batcher else getattr(model_type, "max_batch_size", 1),
                     "max_wait_ms": getattr(model_type, "max_wait_ms", 0.0),
                     "queued": batcher.queued if batcher else 0,

@@ -14,7 +14,7 @@ import structlog
 from pydantic import ValidationError
 
 from inferline.clock import utcnow
-from inferline.errors import Canceled, JobError, NonRetryable, Retry
+from inferline.errors import Canceled, JobError, NonRetryable, Retry, shown_message
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs.context import LEASE_LOST, SHUTDOWN, JobContext, ProgressSink, WorkerContext
 from inferline.jobs.kinds import KindRegistry
@@ -147,17 +147,27 @@ def _stopped(ctx: JobContext) -> Outcome:
     return Outcome("canceled", message=reason)
 
 
+def _shown(ctx: JobContext, exc: Exception) -> str:
+    """The failure as the tenant reads it (the log above has its full text). A ValidationError is
+    shown as the field and the rule it breaks, without the values pydantic's own text repeats."""
+    if not isinstance(exc, ValidationError):
+        return shown_message(exc, reference=f"job {ctx.id}")
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "input"
+    return f"{where}: {first['msg']}"
+
+
 def _failed(ctx: JobContext, exc: Exception) -> Outcome:
     retryable = not isinstance(exc, NonRetryable | ValidationError)
     if retryable and not isinstance(exc, JobError):
-        log.exception("job_attempt_crashed", attempt=ctx.attempt)
+        log.exception("job_attempt_crashed", attempt=ctx.attempt, error=str(exc))  # tenants see only its type
     else:
         log.info("job_attempt_failed", attempt=ctx.attempt, error=str(exc), retryable=retryable)
     after_s = exc.after_s if isinstance(exc, Retry) else None
     return Outcome(
         "failed",
         error_type=type(exc).__name__,
-        message=str(exc) or type(exc).__name__,
+        message=_shown(ctx, exc),
         retryable=retryable,
         after_s=after_s,
     )

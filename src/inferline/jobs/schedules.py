@@ -24,7 +24,8 @@ from inferline.clock import utcnow
 from inferline.errors import InvalidInput, NotFound
 from inferline.ids import new_id
 from inferline.jobs.kinds import KindRegistry
-from inferline.jobs.submission import JobRequest, JobTransaction, Submitter, validated_request
+from inferline.jobs.submission import JobRequest, JobTransaction, Submitter, check_webhook, validated_request
+from inferline.outbound import OutboundPolicy
 from inferline.schema import schedules
 
 log = structlog.get_logger(__name__)
@@ -62,8 +63,10 @@ async def create_schedule(
     cron: str,
     template: JobRequest,
     name: str | None = None,
+    outbound: OutboundPolicy | None = None,
 ) -> Schedule:
     template = validated_request(registry, template)
+    await check_webhook(outbound or OutboundPolicy(), template)
     now = utcnow()
     schedule = Schedule(
         id=new_id(),

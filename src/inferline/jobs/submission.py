@@ -37,6 +37,7 @@ from inferline.jobs.model import Job, JobStatus
 from inferline.jobs.store import JobStore, add_jobs_sync
 from inferline.jobs.wakeup import Wakeup
 from inferline.metrics import Metrics
+from inferline.outbound import OutboundPolicy
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,13 @@ def validated_request(registry: KindRegistry, request: JobRequest) -> JobRequest
     refuse_nul(request.input, "input")
     refuse_nul(request.webhook or "", "webhook")
     return replace(request, input=registry.validate_input(request.kind, request.input))
+
+
+async def check_webhook(outbound: OutboundPolicy, request: JobRequest) -> None:
+    """The request's webhook URL resolves to addresses the server may call (else a 422 naming
+    `webhook`). Every send checks it again; this check gives the error to the one who asked."""
+    if request.webhook is not None:
+        await outbound.resolve(request.webhook, field="webhook")
 
 
 @dataclass
@@ -132,9 +140,11 @@ class Submitter:
         metrics: Metrics | None = None,
         max_batch: int = 500,
         sqlite_writer: db.SqliteWriter | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
+        self.outbound = outbound or OutboundPolicy()
         self.default_max_attempts = default_max_attempts
         self.wakeup = wakeup
         self.metrics = metrics
@@ -162,7 +172,9 @@ class Submitter:
         (409 if it was for a different request)."""
         if idempotency_key is not None:
             return await self._submit_once(request, tenant=tenant, idempotency_key=idempotency_key)
-        pending = _PendingJob(self.build(request, tenant=tenant), asyncio.get_running_loop().create_future())
+        job = self.build(request, tenant=tenant)
+        await check_webhook(self.outbound, request)
+        pending = _PendingJob(job, asyncio.get_running_loop().create_future())
         self._pending.append(pending)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
@@ -170,6 +182,7 @@ class Submitter:
         return await asyncio.shield(pending.future), True
 
     def close(self) -> None:
+        self.outbound.close()
         if self.sqlite_writer is not None:
             self.sqlite_writer.close()
 
@@ -184,6 +197,7 @@ class Submitter:
 
     async def _submit_once(self, request: JobRequest, *, tenant: str, idempotency_key: str) -> tuple[Job, bool]:
         request = validated_request(self.registry, request)  # the hash covers the defaults filled in
+        await check_webhook(self.outbound, request)
         job = new_job(request, tenant=tenant, now=utcnow(), default_max_attempts=self.default_max_attempts)
         job = replace(job, idempotency_key=idempotency_key, request_hash=request.fingerprint())
         try:

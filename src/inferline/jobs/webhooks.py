@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
 import secrets
+from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,8 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inferline import db
 from inferline.clock import utcnow
+from inferline.errors import InvalidInput
 from inferline.ids import new_id
 from inferline.jobs.model import Job, RetryPolicy, WebhookEvent, public_view
+from inferline.outbound import OutboundPolicy
 from inferline.schema import tenants, webhook_deliveries
 
 log = structlog.get_logger(__name__)
@@ -44,14 +49,16 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def verify(secret: str, headers: dict[str, str], body: bytes, *, tolerance_s: int = 300) -> bool:
-    """Check a delivery as a receiver would (used by our tests and offered to users' Python code)."""
-    msg_id, stamp = headers["webhook-id"], int(headers["webhook-timestamp"])
-    if abs(int(utcnow().timestamp()) - stamp) > tolerance_s:
+def verify(secret: str, headers: Mapping[str, str], body: bytes, *, tolerance_s: int = 300) -> bool:
+    """Check a delivery as a receiver would (used by our tests and offered to users' Python code).
+    False, never an exception, for anything a sender could put in the headers."""
+    msg_id, stamp, offered = (headers.get(name) for name in ("webhook-id", "webhook-timestamp", "webhook-signature"))
+    if msg_id is None or stamp is None or offered is None or not (msg_id + stamp + offered).isascii():
         return False
-    expected = sign(secret, msg_id, stamp, body)
-    offered = headers["webhook-signature"].split(" ")
-    return any(hmac.compare_digest(expected, candidate) for candidate in offered)
+    if not stamp.isdigit() or len(stamp) > 12 or abs(int(utcnow().timestamp()) - int(stamp)) > tolerance_s:
+        return False
+    expected = sign(secret, msg_id, int(stamp), body).encode()
+    return any(hmac.compare_digest(expected, candidate.encode()) for candidate in offered.split(" "))
 
 
 async def enqueue(conn: AsyncConnection, job: Job, event: WebhookEvent, now: datetime) -> None:
@@ -76,8 +83,11 @@ async def enqueue(conn: AsyncConnection, job: Job, event: WebhookEvent, now: dat
 
 
 class WebhookDispatcher:
-    """Sends due deliveries. Several processes may run one: rows are claimed by moving their
-    next_attempt_at forward inside a locking transaction, so each send happens once per attempt."""
+    """Sends due deliveries, each a task of its own bounded by `timeout_s` from resolve to answer,
+    `concurrency` at once and `tenant_concurrency` per tenant, so a slow receiver holds one slot of its
+    own tenant, never the next batch. Several processes may run one: rows are claimed by moving their
+    next_attempt_at forward inside a locking transaction, past the end of the send's deadline, so
+    each send happens once per attempt."""
 
     def __init__(
         self,
@@ -87,30 +97,57 @@ class WebhookDispatcher:
         max_attempts: int,
         poll_s: float,
         policy: RetryPolicy,
-        client: httpx.AsyncClient | None = None,
+        outbound: OutboundPolicy,
+        concurrency: int = 32,
+        tenant_concurrency: int = 8,
     ) -> None:
         self.engine = engine
+        self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.poll_s = poll_s
         self.policy = policy
-        self.client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+        self.outbound = outbound
+        self.concurrency = concurrency
+        self.tenant_concurrency = tenant_concurrency
         self.claim_s = timeout_s * 2
+        # Each connection goes to the address its own check resolved (outbound.PinnedTarget), so
+        # none is kept for another request: a kept one could carry another name's request over a
+        # TLS session verified for the first name. No proxies or netrc from the environment.
+        self.client = httpx.AsyncClient(
+            timeout=timeout_s,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=0),
+        )
+        self._sending: dict[str, asyncio.Task[None]] = {}
+        self._tenant_sending: Counter[str] = Counter()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Send due deliveries until `stop` is set (never cut off in the middle of a batch). Between
-        sends it looks for the next due time with a read and sleeps until then, `poll_s` at most: a claim
-        takes the write lock, and an idle server takes none while nothing is due."""
+        """Send due deliveries until `stop` is set, then wait for those in flight. Between claims it
+        looks for the next due time with a read and sleeps until then, `poll_s` at most: a claim takes
+        the write lock, and an idle server takes none while nothing is due."""
         while not stop.is_set():
-            try:
-                wait_s = await self._until_due()
-                if wait_s <= 0:
-                    wait_s = 0.0 if await self.send_due() else self.poll_s
-            except Exception:
-                log.exception("webhook_dispatch_failed")
-                wait_s = self.poll_s
+            wait_s = await self._step()
             if wait_s > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait_s)
+        await self.wait_sent()
+
+    async def _step(self) -> float:
+        """Start what is due; returns how long to wait before the next look."""
+        try:
+            if len(self._sending) >= self.concurrency:
+                await asyncio.wait(
+                    set(self._sending.values()), timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                return 0.0
+            wait_s = await self._until_due()
+            if wait_s > 0:
+                return wait_s
+            return 0.0 if await self.send_due() else self.poll_s
+        except Exception:
+            log.exception("webhook_dispatch_failed")
+            return self.poll_s
 
     async def _until_due(self) -> float:
         """Seconds until the earliest pending delivery is due (<= 0: now), `poll_s` when none is."""
@@ -122,31 +159,35 @@ class WebhookDispatcher:
             return self.poll_s
         return min((due - utcnow()).total_seconds(), self.poll_s)
 
-    async def send_due(self, limit: int = 50) -> int:
-        rows = await self._claim(limit)
-        if rows:
-            await asyncio.gather(*(self._deliver(row) for row in rows))
+    async def send_due(self) -> int:
+        """Claim due deliveries up to the free slots and start sending them; returns how many started."""
+        rows = await self._claim(self.concurrency - len(self._sending))
+        for row in rows:
+            task = asyncio.create_task(self._deliver(row), name=f"webhook {row['id']}")
+            self._sending[row["id"]] = task
+            self._tenant_sending[row["tenant"]] += 1
+            task.add_done_callback(functools.partial(self._sent, row))
         return len(rows)
 
-    async def _claim(self, limit: int) -> list[dict[str, Any]]:
+    def _sent(self, row: dict[str, Any], _task: asyncio.Task[None]) -> None:
+        del self._sending[row["id"]]
+        self._tenant_sending[row["tenant"]] -= 1
+        if self._tenant_sending[row["tenant"]] <= 0:
+            del self._tenant_sending[row["tenant"]]
+
+    async def wait_sent(self) -> None:
+        """Wait for the deliveries in flight (each ends within `timeout_s`, then records its outcome)."""
+        while self._sending:
+            await asyncio.wait(list(self._sending.values()))
+
+    async def _claim(self, slots: int) -> list[dict[str, Any]]:
+        if slots <= 0:
+            return []
         now = utcnow()
-        d, earlier = webhook_deliveries, webhook_deliveries.alias("earlier")
-        # In order per job: a delivery waits while an older one of the same job is still pending.
-        older_pending = (
-            sa.select(earlier.c.id)
-            .where(earlier.c.job_id == d.c.job_id, earlier.c.status == "pending", earlier.c.id < d.c.id)
-            .exists()
-        )
+        d = webhook_deliveries
         async with db.write(self.engine) as conn:
-            query = (
-                sa.select(d, tenants.c.webhook_secret)
-                .join(tenants, tenants.c.name == d.c.tenant)
-                .where(d.c.status == "pending", d.c.next_attempt_at <= now, ~older_pending)
-                .order_by(d.c.next_attempt_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True, of=d)
-            )
-            rows = [dict(row) for row in (await conn.execute(query)).mappings()]
+            candidates = [dict(row) for row in (await conn.execute(self._due_query(now, slots))).mappings()]
+            rows = self._fair_share(candidates)
             if rows:
                 await conn.execute(
                     d.update()
@@ -155,7 +196,59 @@ class WebhookDispatcher:
                 )
         return rows
 
+    def _due_query(self, now: datetime, slots: int) -> sa.Select[Any]:
+        d, earlier = webhook_deliveries, webhook_deliveries.alias("earlier")
+        # In order per job: a delivery waits while an older one of the same job is still pending.
+        older_pending = (
+            sa.select(earlier.c.id)
+            .where(earlier.c.job_id == d.c.job_id, earlier.c.status == "pending", earlier.c.id < d.c.id)
+            .exists()
+        )
+        query = (
+            sa.select(d, tenants.c.webhook_secret)
+            .join(tenants, tenants.c.name == d.c.tenant)
+            .where(d.c.status == "pending", d.c.next_attempt_at <= now, ~older_pending)
+            .order_by(d.c.next_attempt_at)
+            .limit(slots)
+            .with_for_update(skip_locked=True, of=d)
+        )
+        if self._sending:  # in flight here, its claim not yet recorded: never a second send at once
+            query = query.where(d.c.id.not_in(list(self._sending)))
+        full = [tenant for tenant, count in self._tenant_sending.items() if count >= self.tenant_concurrency]
+        return query.where(d.c.tenant.not_in(full)) if full else query
+
+    def _fair_share(self, candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The candidates within each tenant's free slots; the rest stay due for the next claim."""
+        taken: Counter[str] = Counter()
+        rows = []
+        for row in candidates:
+            if self._tenant_sending[row["tenant"]] + taken[row["tenant"]] < self.tenant_concurrency:
+                taken[row["tenant"]] += 1
+                rows.append(row)
+        return rows
+
     async def _deliver(self, row: dict[str, Any]) -> None:
+        try:
+            error = await self._attempt(row)
+            await self._record(row, error)
+        except Exception:
+            log.exception("webhook_delivery_failed", delivery_id=row["id"])
+
+    async def _attempt(self, row: dict[str, Any]) -> str | None:
+        """One send; None when the receiver answered 2xx, else what went wrong."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                status = await self._post(row)
+        except TimeoutError:
+            return f"no answer within {self.timeout_s:g} s"
+        except InvalidInput as exc:
+            log.warning("webhook_target_refused", delivery_id=row["id"], tenant=row["tenant"], error=str(exc))
+            return f"refused: {exc}"
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None if 200 <= status < 300 else f"HTTP {status}"
+
+    async def _post(self, row: dict[str, Any]) -> int:
         body = json.dumps(row["payload"], separators=(",", ":")).encode()
         stamp = int(utcnow().timestamp())
         headers = {
@@ -164,14 +257,12 @@ class WebhookDispatcher:
             "webhook-timestamp": str(stamp),
             "webhook-signature": sign(row["webhook_secret"], row["id"], stamp, body),
         }
-        error: str | None = None
-        try:
-            response = await self.client.post(row["url"], content=body, headers=headers)
-            if not response.is_success:
-                error = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        await self._record(row, error)
+        target = await self.outbound.resolve(row["url"], field="webhook")
+        request = target.request(self.client, "POST", content=body, headers=headers)
+        response = await self.client.send(request, stream=True)
+        # The status is the whole answer: the body is never read (an endless one costs nothing).
+        await response.aclose()
+        return response.status_code
 
     async def _record(self, row: dict[str, Any], error: str | None) -> None:
         now = utcnow()
@@ -188,4 +279,7 @@ class WebhookDispatcher:
             await conn.execute(webhook_deliveries.update().where(webhook_deliveries.c.id == row["id"]).values(**values))
 
     async def aclose(self) -> None:
+        for task in list(self._sending.values()):
+            task.cancel()
+        await asyncio.gather(*self._sending.values(), return_exceptions=True)
         await self.client.aclose()

@@ -3,8 +3,9 @@
 PDF page modes after OCRmyPDF: `auto` uses a page's text layer when it has one and OCRs the others,
 `force` OCRs every page, `text-only` never OCRs. Pages are rasterized at `dpi` (300 by default).
 
-Everything here is blocking (pdfium, Pillow): callers run it in a thread. pdfium is not thread-safe,
-so one `Document` must be used by one thread at a time (the OCR job serializes its page loads).
+Everything here is blocking (pdfium, Pillow): callers run it in a thread. Every pdfium call goes
+through `ocr.pdf.Pdf`, under the process's one pdfium lock; a `Document` holds mutable state (an image's
+current frame), so one is used by one thread at a time (the OCR job serializes its page loads).
 Problems with the file itself (corrupt, truncated, encrypted, a decompression bomb) raise
 `BadDocument`, which fails the job with a message that names the problem.
 """
@@ -12,8 +13,6 @@ Problems with the file itself (corrupt, truncated, encrypted, a decompression bo
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -24,8 +23,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inferline.errors import BadDocument, InvalidInput, TooLarge, UnsupportedMediaType
 from inferline.files import sniff
+from inferline.ocr.pdf import POINTS_PER_INCH, Pdf, merge_lines
 
-POINTS_PER_INCH = 72
 # Pillow's own bomb check warns, then raises at open, at a fixed size; ours is `ocr_max_page_pixels`,
 # checked on every page's header before any pixel is decoded (a 413 at submission, a failed job later).
 Image.MAX_IMAGE_PIXELS = None
@@ -70,7 +69,7 @@ class PageRef:
     limits: Limits
 
     def load_image(self) -> Image.Image:
-        with Document(Path(self.path), self.content_type) as document:
+        with Document(Path(self.path), self.content_type, max_pages=self.limits.max_pages) as document:
             page = document.load(self.index, PageMode.FORCE, self.dpi, self.limits)
         assert page.image is not None
         return page.image
@@ -102,18 +101,26 @@ def parse_pages(spec: str | None, page_count: int) -> list[int]:
 
 
 class Document:
-    """An open document: `page_count`, `size_px(i, dpi)`, `load(i, mode, dpi)`."""
+    """An open document: `page_count`, `size_px(i, dpi)`, `load(i, mode, dpi)`. An image's frames are
+    counted up to one past `max_pages` (then `page_count` is that, and `counted_all` False): Pillow
+    reads every TIFF frame's header to count them, 0.4 ms each, and a 200 MB TIFF of tiny frames holds
+    two million."""
 
-    def __init__(self, path: Path, content_type: str) -> None:
+    def __init__(self, path: Path, content_type: str, *, max_pages: int | None = None) -> None:
         check_type(content_type)
         self.path = path
         self.content_type = content_type
-        self._pdf: Any = None
+        self._pdf: Pdf | None = None
         self._image: Image.Image | None = None
-        if content_type == sniff.PDF:
-            self._open_pdf()
-        else:
-            self._open_image()
+        self.counted_all = True
+        try:
+            if content_type == sniff.PDF:
+                self._open_pdf()
+            else:
+                self._open_image(max_pages)
+        except BaseException:
+            self.close()
+            raise
 
     def __enter__(self) -> Document:
         return self
@@ -132,32 +139,36 @@ class Document:
     # -- opening -----------------------------------------------------------------------------------
 
     def _open_pdf(self) -> None:
-        import pypdfium2 as pdfium
-
-        try:
-            self._pdf = pdfium.PdfDocument(str(self.path))
-        except pdfium.PdfiumError as exc:
-            message = str(exc)
-            if "password" in message.lower():
-                raise BadDocument("the PDF is encrypted (password protected); send it decrypted") from exc
-            raise BadDocument(f"corrupt or truncated PDF: {message}") from exc
-        self.page_count = len(self._pdf)
+        self._pdf = Pdf(self.path)
+        self.page_count = self._pdf.page_count
         if self.page_count == 0:
             raise BadDocument("the PDF has no pages")
 
-    def _open_image(self) -> None:
+    def _open_image(self, max_pages: int | None) -> None:
         try:
             self._image = Image.open(self.path)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise BadDocument(f"corrupt or unreadable image: {exc}") from exc
-        self.page_count = int(getattr(self._image, "n_frames", 1))
+        except UnidentifiedImageError as exc:  # its text names the file's path: not for the caller
+            raise BadDocument("corrupt or unreadable image: not in a format the image reader knows") from exc
+        except (OSError, ValueError) as exc:
+            raise BadDocument(f"corrupt or unreadable image: {_reason(exc)}") from exc
+        if max_pages is not None and self._image.format == "TIFF":
+            self.page_count, self.counted_all = _count_tiff_frames(self._image, max_pages)
+        else:  # other formats declare their frame count
+            self.page_count = int(getattr(self._image, "n_frames", 1))
+
+    def too_many_pages(self, max_pages: int) -> str | None:
+        """Why the document is over `max_pages`, or None."""
+        if self.page_count <= max_pages:
+            return None
+        count = str(self.page_count) if self.counted_all else f"more than {max_pages}"
+        return f"the document has {count} pages, over the limit of {max_pages}"
 
     # -- pages -------------------------------------------------------------------------------------
 
     def size_px(self, index: int, dpi: int) -> tuple[int, int]:
         """The page's size in pixels as it would be rasterized, read without decoding any pixel."""
         if self._pdf is not None:
-            width_pt, height_pt = self._pdf.get_page_size(index)
+            width_pt, height_pt = self._pdf.page_size(index)
             scale = dpi / POINTS_PER_INCH
             return round(width_pt * scale), round(height_pt * scale)
         assert self._image is not None
@@ -166,8 +177,8 @@ class Document:
 
     def check_limits(self, limits: Limits, dpi: int, pages: list[int]) -> None:
         """413-worthy problems, found from headers alone (cheap enough to run before queueing a job)."""
-        if self.page_count > limits.max_pages:
-            raise TooLarge(f"the document has {self.page_count} pages, over the limit of {limits.max_pages}")
+        if reason := self.too_many_pages(limits.max_pages):
+            raise TooLarge(reason)
         for index in pages:
             width, height = self.size_px(index, dpi)
             if width * height > limits.max_page_pixels:
@@ -181,13 +192,13 @@ class Document:
         nothing is rasterized."""
         if self._pdf is None or mode is PageMode.FORCE:
             return None
-        with self._pdf_page(index) as page:
-            width_pt, height_pt = page.get_size()
-            scale = dpi / POINTS_PER_INCH
-            text, lines = _text_layer(page, scale, height_pt)
-        if not text.strip() and mode is not PageMode.TEXT_ONLY:
+        layer = self._pdf.text_layer(index)
+        if not layer.text and mode is not PageMode.TEXT_ONLY:
             return None
-        return Page(index=index, width=round(width_pt * scale), height=round(height_pt * scale), text=text, lines=lines)
+        scale = dpi / POINTS_PER_INCH
+        lines = merge_lines(layer.segments, scale, layer.height_pt)
+        width, height = round(layer.width_pt * scale), round(layer.height_pt * scale)
+        return Page(index=index, width=width, height=height, text=layer.text, lines=lines)
 
     def load(self, index: int, mode: PageMode, dpi: int, limits: Limits) -> Page:
         if self._pdf is not None:
@@ -219,26 +230,33 @@ class Document:
         text_page = self.text_page(index, mode, dpi)
         if text_page is not None:
             return text_page
+        assert self._pdf is not None
         scale = dpi / POINTS_PER_INCH
-        with self._pdf_page(index) as page:
-            width_pt, height_pt = page.get_size()
-            _check_pixels(index, round(width_pt * scale), round(height_pt * scale), limits)
-            image = page.render(scale=scale, grayscale=True).to_pil()
+        image = self._pdf.render(index, scale, lambda width, height: _check_pixels(index, width, height, limits))
         return Page(index=index, width=image.width, height=image.height, image=image)
 
-    @contextmanager
-    def _pdf_page(self, index: int) -> Iterator[Any]:
-        """A pdfium page, closed after use; pdfium's errors become BadDocument naming the page."""
-        import pypdfium2 as pdfium
 
-        try:
-            page = self._pdf[index]
+def _count_tiff_frames(image: Image.Image, max_pages: int) -> tuple[int, bool]:
+    """(frames, whether all were counted), walking at most `max_pages` + 1 frame headers. Frame by frame:
+    a seek past the last frame leaves Pillow's `n_frames` at the frame asked for."""
+    try:
+        for index in range(1, max_pages + 1):
             try:
-                yield page
-            finally:
-                page.close()
-        except pdfium.PdfiumError as exc:
-            raise BadDocument(f"corrupt PDF: cannot read page {index + 1}: {exc}") from exc
+                image.seek(index)
+            except EOFError:
+                return index, True
+        return max_pages + 1, False
+    except (OSError, ValueError) as exc:
+        raise BadDocument(f"corrupt image: cannot read page {index + 1}: {exc}") from exc
+    finally:
+        image.seek(0)
+
+
+def _reason(exc: Exception) -> str:
+    """A library error's text without the path an OSError of opening a file carries."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return exc.strerror or type(exc).__name__
+    return str(exc)
 
 
 def _check_pixels(index: int, width: int, height: int, limits: Limits) -> None:
@@ -247,52 +265,3 @@ def _check_pixels(index: int, width: int, height: int, limits: Limits) -> None:
             f"page {index + 1} is {width}x{height} pixels, over the limit of {limits.max_page_pixels} "
             "(a decompression bomb, or a page too large to OCR)"
         )
-
-
-def _text_layer(page: Any, scale: float, height_pt: float) -> tuple[str, list[dict[str, Any]]]:
-    """The page's text, and its lines with boxes in pixels at the rendering scale (origin top-left)."""
-    textpage = page.get_textpage()
-    try:
-        text = textpage.get_text_bounded().replace("\r\n", "\n").replace("\r", "\n")
-        if not text.strip():
-            return "", []
-        segments = []
-        for i in range(textpage.count_rects()):
-            left, bottom, right, top = textpage.get_rect(i)
-            segment = textpage.get_text_bounded(left, bottom, right, top).strip()
-            if segment:
-                segments.append((left, bottom, right, top, segment))
-    finally:
-        textpage.close()
-    return text.strip(), _merge_lines(segments, scale, height_pt)
-
-
-def _merge_lines(
-    segments: list[tuple[float, float, float, float, str]], scale: float, height_pt: float
-) -> list[dict[str, Any]]:
-    """pdfium gives text runs; runs that share most of their height are one line, read left to right."""
-    lines: list[list[tuple[float, float, float, float, str]]] = []
-    for seg in sorted(segments, key=lambda s: (-s[3], s[0])):
-        for line in lines:
-            _, bottom, _, top, _ = line[0]
-            overlap = min(top, seg[3]) - max(bottom, seg[1])
-            if overlap > 0.5 * min(top - bottom, seg[3] - seg[1]):
-                line.append(seg)
-                break
-        else:
-            lines.append([seg])
-    out = []
-    for line in lines:
-        line.sort(key=lambda s: s[0])
-        left = min(s[0] for s in line)
-        bottom = min(s[1] for s in line)
-        right = max(s[2] for s in line)
-        top = max(s[3] for s in line)
-        bbox = [
-            round(left * scale),
-            round((height_pt - top) * scale),
-            round(right * scale),
-            round((height_pt - bottom) * scale),
-        ]
-        out.append({"text": " ".join(s[4] for s in line), "confidence": 1.0, "bbox": bbox})
-    return out

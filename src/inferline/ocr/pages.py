@@ -1,8 +1,9 @@
 """The page reader both OCR and document ingest use: the asked pages of a stored file as OCR result
 pages (the text layer where a PDF page has one, OCR elsewhere), in order.
 
-Pages are loaded one at a time (pdfium is not thread-safe) and recognized concurrently: the engine runs
-in one process per core, so a window of pages in flight keeps every process busy.
+Pages are loaded on threads (pdfium calls take the process's pdfium lock, `ocr.pdf`) and recognized
+concurrently: the engine runs in one process per core, so a window of pages in flight keeps every
+process busy.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from inferline.errors import NonRetryable, NotFound
@@ -47,17 +49,15 @@ async def read_pages(
         raise NonRetryable(str(exc)) from exc
     model = pick_engine(options.engine, options.lang, deps.models.device)
     dpi = options.dpi or deps.default_dpi
-    document = await ctx.to_thread(Document, path, info.content_type)
+    document = await ctx.to_thread(partial(Document, path, info.content_type, max_pages=deps.limits.max_pages))
     try:
+        if reason := document.too_many_pages(deps.limits.max_pages):
+            raise NonRetryable(reason)
         indexes = parse_pages(options.pages, document.page_count)
-        if document.page_count > deps.limits.max_pages:
-            raise NonRetryable(
-                f"the document has {document.page_count} pages, over the limit of {deps.limits.max_pages}"
-            )
         reader = _PageReader(deps, ctx, document, options, model=model, dpi=dpi)
         await reader.read(indexes, done, report)
     finally:
-        document.close()
+        await ctx.to_thread(document.close)  # it may wait for the pdfium lock: never on the event loop
     return [done[index] for index in indexes], model, dpi
 
 
@@ -71,7 +71,7 @@ class _PageReader:
         self.options = options
         self.model = model
         self.dpi = dpi
-        self.load_lock = threading.Lock()  # one pdfium call at a time, whatever thread runs it
+        self.load_lock = threading.Lock()  # a Document is used by one thread at a time
 
     async def read(self, indexes: list[int], done: dict[int, dict[str, Any]], report: Report) -> None:
         save_lock = asyncio.Lock()

@@ -28,7 +28,8 @@ def precheck(path: Path, content_type: str, options: OcrOptions, limits: Limits,
     to inspect is let through: its job fails with the reason, which is where users look for it."""
     check_type(content_type)
     try:
-        with Document(path, content_type) as document:
+        with Document(path, content_type, max_pages=limits.max_pages) as document:
+            document.check_limits(limits, dpi, [])  # the page count first: past the limit, pages are not counted
             pages = parse_pages(options.pages, document.page_count)
             document.check_limits(limits, dpi, pages)
     except BadDocument:

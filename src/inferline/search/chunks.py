@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 from inferline.search.embedders import estimate_tokens
 
-HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+# A heading is context repeated in every chunk of its section (and embedded with each): a longer one is
+# a paragraph written as a heading. Its text stays in the section's body, only its path entry is cut.
+MAX_HEADING_CHARS = 100
+MAX_HEADING_PATH_CHARS = 300  # six levels cut to 100 would still be 600 characters in every chunk
 # A sentence ends at . ! ? (and their full-width forms) followed by space, or at a line break.
 SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])\s+|\n+")
 
@@ -37,30 +40,48 @@ class _Block:
     page: int | None
 
 
+def _heading(line: str) -> tuple[int, str] | None:
+    """`(level, text)` of a Markdown ATX heading (`## Title ##`), for a line already stripped. Plain
+    string operations, linear in the line: a regex with adjacent whitespace quantifiers around the title
+    backtracked cubically on a heading padded with spaces."""
+    level = len(line) - len(line.lstrip("#"))
+    if not 1 <= level <= 6 or len(line) == level or not line[level].isspace():
+        return None
+    text = line[level:].strip()
+    unclosed = text.rstrip("#")
+    if unclosed != text and unclosed and unclosed[-1].isspace():  # a closing sequence follows a space
+        text = unclosed.rstrip()
+    return level, text
+
+
 def _blocks(pages: list[str]) -> list[_Block]:
+    """Runs of body lines, each with its heading path; blank lines and headings end a run."""
     blocks: list[_Block] = []
     path: list[tuple[int, str]] = []
     for page_index, page in enumerate(pages):
         page_no = page_index if len(pages) > 1 or page_index else None
-        for paragraph in re.split(r"\n\s*\n", page):
-            lines: list[str] = []
-            for line in paragraph.strip().split("\n"):
-                match = HEADING.match(line.strip())
-                if match is None:
-                    lines.append(line.strip())
-                    continue
-                if lines:
-                    blocks.append(_Block("\n".join(lines), _path(path), page_no))
-                    lines = []
-                level = len(match.group(1))
-                path = [(lvl, text) for lvl, text in path if lvl < level] + [(level, match.group(2))]
-            if any(lines):
-                blocks.append(_Block("\n".join(line for line in lines if line), _path(path), page_no))
+        lines: list[str] = []
+        for raw in page.split("\n"):
+            line = raw.strip()
+            heading = _heading(line)
+            if heading is None and line:
+                lines.append(line)
+                continue
+            if lines:
+                blocks.append(_Block("\n".join(lines), _path(path), page_no))
+                lines = []
+            if heading is not None:
+                level, text = heading
+                path = [(lvl, title) for lvl, title in path if lvl < level] + [(level, text[:MAX_HEADING_CHARS])]
+                if len(text) > MAX_HEADING_CHARS:  # cut in the path only: its words stay searchable
+                    lines.append(text)
+        if lines:
+            blocks.append(_Block("\n".join(lines), _path(path), page_no))
     return blocks
 
 
 def _path(path: list[tuple[int, str]]) -> str:
-    return " > ".join(text for _, text in path)
+    return " > ".join(text.rstrip() for _, text in path)[:MAX_HEADING_PATH_CHARS].rstrip()
 
 
 def _pieces(text: str, budget: int) -> list[str]:

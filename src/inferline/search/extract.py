@@ -1,23 +1,29 @@
 """Text out of the document types that carry it directly: plain text, Markdown, HTML and DOCX. PDFs and
 images go through the OCR service instead (`ocr.pages.read_pages`). Headings come out as Markdown
 `#` lines, so the chunker cuts every type along the same structure.
+
+Each reader is linear in its input and bounded in size (a thread cannot be stopped once it runs, so a
+deadline cannot rescue a slow parser): text and HTML files up to `MAX_TEXT_BYTES`, DOCX parts up to
+`docx.MAX_DOCX_XML_BYTES` as they inflate.
 """
 
 from __future__ import annotations
 
-import html.parser
-import re
-import zipfile
 from pathlib import Path
-from xml.etree import ElementTree
+
+import structlog
 
 from inferline.errors import BadDocument
 from inferline.files import sniff
+from inferline.search.docx import docx_text
+from inferline.search.html_text import html_text
 from inferline.search.tokens import normalize
 
-MAX_DOCX_XML_BYTES = 50 * 1024 * 1024  # word/document.xml, uncompressed: a zip bomb stops here
-W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
-HEADING_STYLE = re.compile(r"^(?:heading|title|제목)\s*(\d?)$", re.IGNORECASE)
+__all__ = ["MAX_TEXT_BYTES", "TEXT_TYPES", "decode_text", "extract_text", "html_text"]
+
+log = structlog.get_logger(__name__)
+
+MAX_TEXT_BYTES = 50 * 1024 * 1024  # a text or HTML file: ~25,000 pages of prose
 TEXT_TYPES = frozenset({sniff.TEXT, sniff.HTML, sniff.DOCX})  # what `extract_text` reads
 
 
@@ -31,79 +37,23 @@ def decode_text(data: bytes) -> str:
     raise BadDocument("the text is neither UTF-8 nor CP949 (EUC-KR); save it as UTF-8")
 
 
-class _HtmlText(html.parser.HTMLParser):
-    BLOCKS = frozenset(
-        {"p", "div", "br", "li", "tr", "section", "article", "header", "footer", "blockquote", "pre", "table"}
-    )
-    SKIP = frozenset({"script", "style", "noscript", "template", "head"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.SKIP:
-            self.skipping += 1
-        elif re.fullmatch(r"h[1-6]", tag):
-            self.parts.append("\n\n" + "#" * int(tag[1]) + " ")
-        elif tag in self.BLOCKS:
-            self.parts.append("\n\n" if tag != "br" else "\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP:
-            self.skipping = max(0, self.skipping - 1)
-        elif re.fullmatch(r"h[1-6]", tag) or tag in self.BLOCKS:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.parts.append(re.sub(r"\s+", " ", data))
-
-
-def html_text(source: str) -> str:
-    parser = _HtmlText()
-    parser.feed(source)
-    parser.close()
-    lines = [line.strip() for line in "".join(parser.parts).split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
-def docx_text(path: Path) -> str:
-    """Paragraphs of `word/document.xml`; paragraphs styled Heading N / Title become Markdown headings."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            info = archive.getinfo("word/document.xml")
-            if info.file_size > MAX_DOCX_XML_BYTES:
-                raise BadDocument(f"the DOCX text part is {info.file_size:,} bytes uncompressed, over the limit")
-            # Safe with CPython's expat >= 2.4.1: no external entities, entity expansion is bounded.
-            root = ElementTree.fromstring(archive.read(info))  # noqa: S314
-    except KeyError as exc:
-        raise BadDocument("not a Word document: the DOCX has no word/document.xml") from exc
-    except (zipfile.BadZipFile, ElementTree.ParseError, EOFError) as exc:
-        raise BadDocument(f"corrupt DOCX: {exc}") from exc
-    paragraphs = []
-    for paragraph in root.iter(f"{W}p"):
-        text = "".join(
-            node.text or ("\t" if node.tag == f"{W}tab" else "")
-            for node in paragraph.iter()
-            if node.tag in (f"{W}t", f"{W}tab")
-        ).strip()
-        if not text:
-            continue
-        style = paragraph.find(f"{W}pPr/{W}pStyle")
-        match = HEADING_STYLE.match(style.get(f"{W}val", "")) if style is not None else None
-        if match:
-            text = "#" * int(match.group(1) or 1) + " " + text
-        paragraphs.append(text)
-    return "\n\n".join(paragraphs)
+def _read_text(path: Path, content_type: str) -> str:
+    size = path.stat().st_size
+    if size > MAX_TEXT_BYTES:
+        raise BadDocument(f"the text is {size:,} bytes, over the limit of {MAX_TEXT_BYTES:,} for {content_type}")
+    raw = decode_text(path.read_bytes())
+    return html_text(raw) if content_type == sniff.HTML else raw
 
 
 def extract_text(path: Path, content_type: str) -> str:
-    """NFC-normalized text of a text, Markdown, HTML or DOCX file."""
-    if content_type == sniff.DOCX:
-        text = docx_text(path)
-    else:
-        raw = decode_text(path.read_bytes())
-        text = html_text(raw) if content_type == sniff.HTML else raw
+    """NFC-normalized text of a text, Markdown, HTML or DOCX file. A file that cannot be read fails with
+    BadDocument; so does any other error of a parser, which is the document's doing (an OSError is the
+    blob store's: it is retried)."""
+    try:
+        text = docx_text(path) if content_type == sniff.DOCX else _read_text(path, content_type)
+    except (BadDocument, OSError):
+        raise
+    except Exception as exc:  # a parser's bug on hostile input must fail the document, not the worker
+        log.warning("extract_failed", content_type=content_type, error=repr(exc))
+        raise BadDocument(f"the {content_type} document could not be read ({type(exc).__name__})") from exc
     return normalize(text.replace("\r\n", "\n").replace("\r", "\n"))

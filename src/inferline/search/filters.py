@@ -9,11 +9,13 @@ Only declared fields can be filtered: anything else is an `InvalidInput` naming 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from inferline.errors import InvalidInput
+from inferline.jsonvalues import INT64_MAX, INT64_MIN
 
 
 class FieldType(StrEnum):
@@ -67,27 +69,48 @@ def to_date(value: Any, where: str) -> str:
     if isinstance(value, str):
         try:
             parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise InvalidInput(f"{where}: {value!r} is not an ISO 8601 date", field=where) from exc
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.UTC)
-        return parsed.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            # Moving "9999-12-31T23:00-05:00" to UTC leaves the years datetime can hold: OverflowError.
+            return parsed.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (ValueError, OverflowError) as exc:
+            raise InvalidInput(
+                f"{where}: {value[:100]!r} is not an ISO 8601 date in years 1-9999", field=where
+            ) from exc
     raise InvalidInput(f'{where}: a date must be ISO 8601 text, e.g. "2024-05-01"', field=where)
 
 
 def coerce(kind: FieldType, value: Any, where: str) -> Any:
-    """`value` as the field's type; bools are not ints here, and ints are accepted as floats."""
+    """`value` as the field's type; bools are not ints here, and ints are accepted as floats. Numbers are
+    what both backends store: ints of 64 bits, finite floats."""
     if kind is FieldType.KEYWORD and isinstance(value, str) and 0 < len(value) <= 1000:
         return value
     if kind is FieldType.INT and isinstance(value, int) and not isinstance(value, bool):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidInput(f"{where}: integer out of the signed 64-bit range", field=where)
         return value
     if kind is FieldType.FLOAT and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return _finite(value, where)
     if kind is FieldType.BOOL and isinstance(value, bool):
         return value
     if kind is FieldType.DATE:
         return to_date(value, where)
-    raise InvalidInput(f"{where}: expected {kind.value}, got {value!r}", field=where)
+    raise InvalidInput(f"{where}: expected {kind.value}, got {_shown(value)}", field=where)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 100 else text[:100] + "…"
+
+
+def _finite(value: int | float, where: str) -> float:
+    try:
+        number = float(value)  # OverflowError for an int past 1.8e308
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InvalidInput(f"{where}: a float must be finite", field=where)
+    return number
 
 
 def check_fields(fields: dict[str, str]) -> dict[str, FieldType]:

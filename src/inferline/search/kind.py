@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inferline import db
 from inferline.clock import utcnow
-from inferline.errors import BadDocument, Canceled, NonRetryable, NotFound
+from inferline.errors import BadDocument, Canceled, NonRetryable, NotFound, shown_message
 from inferline.files.service import FileInfo, blob_path
 from inferline.ids import new_id
 from inferline.jobs.context import JobContext
@@ -59,10 +59,11 @@ async def run_ingest(deps: SearchDeps, ocr: OcrDeps, ctx: JobContext, data: Inge
         chunks = await _ingest(deps, ocr, ctx, collection, document, file)
     except Exception as exc:
         final = isinstance(exc, NonRetryable | Canceled) or ctx.attempt >= ctx.job.max_attempts
+        shown = shown_message(exc, reference=f"job {ctx.id}")  # the worker logs the full text
         if final:
-            await _set_status(deps, document.id, status=DocumentStatus.FAILED, error=str(exc) or type(exc).__name__)
+            await _set_status(deps, document.id, status=DocumentStatus.FAILED, error=shown)
         else:
-            await _set_status(deps, document.id, status=DocumentStatus.QUEUED, error=f"retrying after: {exc}")
+            await _set_status(deps, document.id, status=DocumentStatus.QUEUED, error=f"retrying after: {shown}")
         raise
     return {"document_id": document.id, "chunks": chunks}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import os
 import shutil
 import threading
 import time
@@ -28,6 +29,7 @@ import qdrant_edge as qe
 import structlog
 
 from inferline.errors import NonRetryable, NotFound
+from inferline.private_paths import make_private_dir
 from inferline.search.filters import And, FieldType, Filter, Not, Or, Range
 from inferline.search.index import (
     Candidate,
@@ -79,15 +81,16 @@ class QdrantIndex:
         lock on `<root>/.lock` until it closes; any other gets a clear error instead of a corrupt index."""
         if self._owner is not None:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle = (self.root / ".lock").open("a+")
+        make_private_dir(self.root)
+        handle = os.fdopen(os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600), "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             handle.close()
+            log.warning("search_index_locked", path=str(self.root))  # the message below is shown to tenants
             raise NonRetryable(
-                f"the embedded search index at {self.root} is open in another process; run the API and its "
-                "workers in one process (`inferline serve`), or use INFERLINE_SEARCH_BACKEND=pgvector"
+                "the embedded search index is open in another process; run the API and its workers in one "
+                "process (`inferline serve`), or use INFERLINE_SEARCH_BACKEND=pgvector"
             ) from exc
         self._owner = handle
 
@@ -119,7 +122,7 @@ class QdrantIndex:
             else:
                 if spec is None:
                     raise NotFound("the collection has no index (deleted)")
-                path.mkdir(parents=True, exist_ok=True)
+                make_private_dir(path)
                 opened = qe.EdgeShard.create(str(path), self._config(spec))
                 opened.update(qe.UpdateOperation.create_field_index("doc", qe.PayloadSchemaType.Keyword))
                 for name, kind in spec.fields.items():

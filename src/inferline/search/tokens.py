@@ -39,8 +39,15 @@ NOUN_TAGS = frozenset({"NNG", "NNP"})
 MAX_COMPOUND = 4  # nouns in a row joined into one extra token; longer runs are phrases, not words
 HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
 WORD = re.compile(r"\w+")  # Unicode word characters: letters of any script, digits, underscore
-MAX_TOKEN_CHARS = 64  # longer "words" are base64, hashes or garbage: not worth an index entry
+# Longer "words" are base64, hashes or garbage: not worth an index entry. Every token, Kiwi's included
+# (it emits Hangul runs of over 1,000 characters), is held to this: 64 characters are at most 256 bytes
+# of UTF-8, far under PostgreSQL's 2,047-byte limit on a tsvector word.
+MAX_TOKEN_CHARS = 64
 EOJEOLS_KEPT = 100_000  # analysed words remembered: a language's common words fit in ~30 MB
+# Kiwi holds the GIL while it reads a word, and its time grows with the word: 2,000 syllables without a
+# space stalled the whole process 0.2-0.35 s; 64 of them take 0.4-4 ms. No Korean word is that long, so a
+# longer run (text without spaces) is read in pieces of this size.
+MAX_EOJEOL_CHARS = 64
 
 _kiwi: Any = None
 _kiwi_lock = threading.Lock()
@@ -74,11 +81,12 @@ def _words(text: str) -> list[str]:
 
 
 def tokenize(text: str) -> list[str]:
-    """Keyword tokens of `text`, in order, repeats kept (term frequency counts)."""
+    """Keyword tokens of `text`, in order, repeats kept (term frequency counts), none over
+    MAX_TOKEN_CHARS. CPU-bound (up to ~0.2 s for a 2,000-character query): call it off the event loop."""
     text = normalize(text)
     if not HANGUL.search(text):
         return _words(text)
-    words = text.split()
+    words = _eojeols(text)
     korean = _EOJEOLS.tokens_of([word for word in words if HANGUL.search(word)])
     tokens: list[str] = []
     for word in words:
@@ -86,7 +94,18 @@ def tokenize(text: str) -> list[str]:
             tokens.extend(korean[word])
         else:
             tokens.extend(_words(word))
-    return tokens
+    return [token for token in tokens if len(token) <= MAX_TOKEN_CHARS]
+
+
+def _eojeols(text: str) -> list[str]:
+    """The space-separated words of `text`, those with Hangul cut to MAX_EOJEOL_CHARS."""
+    words: list[str] = []
+    for word in text.split():
+        if len(word) <= MAX_EOJEOL_CHARS or not HANGUL.search(word):
+            words.append(word)
+        else:
+            words.extend(word[start : start + MAX_EOJEOL_CHARS] for start in range(0, len(word), MAX_EOJEOL_CHARS))
+    return words
 
 
 class _Eojeols:

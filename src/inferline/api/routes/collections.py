@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from inferline import jsonvalues
 from inferline.api.deps import ServicesDep, TenantDep
 from inferline.api.openapi import body_schema, problems, returns
 from inferline.api.routes.jobs import json_response
@@ -18,12 +18,13 @@ from inferline.api.uploads import (
     json_body,
     multipart_schema,
     parse_model,
+    quota_of,
     read_form,
     receive_upload,
     text_fields,
 )
-from inferline.errors import InvalidInput
-from inferline.files.service import receive_file
+from inferline.bootstrap import Services
+from inferline.files.service import FileInfo, finish_upload, receive_file
 from inferline.search import collections, documents, query
 from inferline.search.collections import CollectionIn
 from inferline.search.query import SearchIn
@@ -35,7 +36,7 @@ class TextDocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1)
-    metadata: dict[str, Any] | None = None
+    metadata: Annotated[dict[str, Any], jsonvalues.Bounded] | None = None
     external_id: str | None = Field(default=None, min_length=1, max_length=500)
 
 
@@ -94,40 +95,51 @@ async def add_document(name: str, request: Request, services: ServicesDep, tenan
     (200) instead of adding another."""
     # This process's copy of the collection, to refuse early; the write below reads it again.
     await collections.current_collection(services.search, tenant=tenant, name=name)
+    file, metadata, external_id = await _received_document(request, services, tenant)
+    refused = True
+    try:
+        collection, document, created = await documents.add_document(
+            services.submitter,
+            tenant=tenant,
+            name=name,
+            file=file,
+            metadata=metadata,
+            external_id=external_id,
+        )
+        refused = False
+    finally:
+        await finish_upload(services.engine, file, refused=refused)
+    response = json_response(document.public_view(), 201 if created else 200)
+    response.headers["Location"] = f"/api/v1/collections/{collection.name}/documents/{document.id}"
+    return response
+
+
+async def _received_document(
+    request: Request, services: Services, tenant: str
+) -> tuple[FileInfo, dict[str, Any], str | None]:
+    """The document's bytes (staged, see `files.receive_file`), metadata and external id."""
     if is_multipart(request):
         form = await read_form(request)
         try:
             fields = text_fields(form)
             raw_metadata = fields.get("metadata")
-            try:
-                metadata = json.loads(raw_metadata) if raw_metadata else None
-            except ValueError as exc:
-                raise InvalidInput(f"metadata: not JSON ({exc})", field="metadata") from exc
+            metadata = jsonvalues.loads(raw_metadata, field="metadata") if raw_metadata else None
             metadata, external_id = documents.check_document_input(metadata, fields.get("external_id") or None)
-            file = await receive_upload(services, form, tenant=tenant)
+            return await receive_upload(services, form, tenant=tenant), metadata, external_id
         finally:
             await form.close()
-    else:
-        body = parse_model(TextDocumentIn, await json_body(request))
-        metadata, external_id = documents.check_document_input(body.metadata, body.external_id)
-        file = await receive_file(
-            services.blobs,
-            tenant=tenant,
-            source=io.BytesIO(body.text.encode("utf-8")),
-            filename=None,
-            max_bytes=services.settings.max_upload_bytes,
-        )
-    collection, document, created = await documents.add_document(
-        services.submitter,
+    # A text document sent as JSON may be as large as an uploaded one.
+    body = parse_model(TextDocumentIn, await json_body(request, max_bytes=services.settings.max_upload_bytes))
+    metadata, external_id = documents.check_document_input(body.metadata, body.external_id)
+    file = await receive_file(
+        services.blobs,
         tenant=tenant,
-        name=name,
-        file=file,
-        metadata=metadata,
-        external_id=external_id,
+        source=io.BytesIO(body.text.encode("utf-8")),
+        filename=None,
+        max_bytes=services.settings.max_upload_bytes,
+        quota=quota_of(services.settings),
     )
-    response = json_response(document.public_view(), 201 if created else 200)
-    response.headers["Location"] = f"/api/v1/collections/{collection.name}/documents/{document.id}"
-    return response
+    return file, metadata, external_id
 
 
 @router.get("/{name}/documents", response_model=None, responses=returns(DocumentPage) | problems(404))

@@ -11,6 +11,7 @@ from inferline.api.deps import ServicesDep, TenantDep
 from inferline.api.openapi import problems, returns
 from inferline.api.schemas import FileOut
 from inferline.api.uploads import multipart_schema, read_form, store_upload
+from inferline.files import service
 from inferline.files.service import blob_path, get_file
 
 router = APIRouter(prefix="/files", tags=["files"])
@@ -29,17 +30,26 @@ _MULTIPART = {"requestBody": {"required": True, "content": {"multipart/form-data
     status_code=201,
     response_model=None,
     openapi_extra=_MULTIPART,
-    responses=returns(FileOut, 201) | problems(413),
+    responses=returns(FileOut, 201) | problems(409, 413),
 )
 async def upload_file(request: Request, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """Store a file (multipart part `file`). Its type is sniffed from its content; identical bytes are
-    stored once (content-addressed by sha256). Over `max_upload_bytes`: 413."""
+    stored once (content-addressed by sha256). Over `max_upload_bytes`: 413. Past the tenant's quota
+    (`files_max_bytes_per_tenant`, `files_max_per_tenant`): 409, naming the limit."""
     form = await read_form(request)
     try:
         info = await store_upload(services, form, tenant=tenant)
     finally:
         await form.close()
     return info.public_view()
+
+
+@router.delete("/{file_id}", status_code=204, responses=problems(404, 409))
+async def delete_file(file_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
+    """Delete a file; its bytes go too unless another file has the same. 409 while a queued or running
+    job names it (`file_id`) or a collection's document is made from it (delete the document first)."""
+    await service.delete_file(services.engine, services.blobs, tenant=tenant, file_id=file_id)
+    return Response(status_code=204)
 
 
 @router.get("/{file_id}", response_model=None, responses=returns(FileOut) | problems(404))

@@ -1,14 +1,15 @@
-"""Probes and metrics, unauthenticated (for load balancers and Prometheus)."""
+"""Probes and metrics, unauthenticated (for load balancers and Prometheus); `metrics_require_key` puts
+`/metrics` behind a key (any tenant's: the numbers are the whole server's, not a tenant's)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from inferline import db
-from inferline.api.deps import ServicesDep
+from inferline.api.deps import ServicesDep, get_tenant, services_of
 from inferline.api.openapi import problems
 from inferline.api.problems import problem
 from inferline.jobs.service import queue_depth
@@ -42,7 +43,18 @@ async def readyz(services: ServicesDep) -> Any:
     return {"status": "ready", "schema": current}
 
 
-@router.get("/metrics", response_class=Response, responses=_METRICS)
+async def metrics_access(request: Request) -> None:
+    if services_of(request).settings.metrics_require_key:
+        await get_tenant(request)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    dependencies=[Depends(metrics_access)],
+    responses=_METRICS | problems(401),  # 401 when `metrics_require_key` is set
+)
 async def metrics(services: ServicesDep) -> Response:
+    """Prometheus metrics of this process (text format)."""
     services.metrics.set_queue_depth(await queue_depth(services.engine))
     return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")

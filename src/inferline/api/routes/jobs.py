@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
 
+from inferline.api import events
 from inferline.api.deps import ServicesDep, TenantDep, services_of
+from inferline.api.events import EventStream, StreamLimits
 from inferline.api.openapi import problems, returns
 from inferline.api.schemas import JobIn, JobOut, JobPage
-from inferline.bootstrap import Services
-from inferline.errors import Conflict, InvalidInput, NotFound
+from inferline.errors import Conflict, InvalidInput
 from inferline.jobs import service
 from inferline.jobs.kinds import JSON_FORMAT
 from inferline.jobs.model import JobStatus, public_view
@@ -50,7 +49,6 @@ _EVENTS: dict[int | str, dict[str, Any]] = {
             "text/event-stream": {
                 "schema": {
                     "type": "object",
-                    "required": ["event", "data"],
                     "properties": {
                         "event": {"type": "string", "description": "`status` or `progress`"},
                         "data": {
@@ -58,6 +56,8 @@ _EVENTS: dict[int | str, dict[str, Any]] = {
                             "contentMediaType": "application/json",
                             "contentSchema": {"$ref": "#/components/schemas/JobOut"},
                         },
+                        "id": {"type": "string", "description": "send back as `Last-Event-ID` to resume"},
+                        "retry": {"type": "integer", "description": "ms: the stream's lifetime ended; reconnect"},
                     },
                 }
             }
@@ -147,35 +147,34 @@ async def retry_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> di
     return public_view(job)
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse, responses=_EVENTS | problems(404))
-async def job_events(job_id: str, services: ServicesDep, tenant: TenantDep) -> StreamingResponse:
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 100},
+    "description": "the `id` of the last event received: the stream resumes with what changed since",
+}
+
+
+@router.get(
+    "/{job_id}/events",
+    status_code=200,
+    response_class=EventStream,
+    responses=_EVENTS | problems(404, 429),
+    openapi_extra={"parameters": [_LAST_EVENT_ID]},
+)
+async def job_events(job_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> EventStream:
     """Server-Sent Events: `status` when the status changes, `progress` when stage or progress
-    changes, until the job ends. Each event's data is the whole job."""
-    await service.get_job(services.engine, tenant=tenant, job_id=job_id)  # 404 before the stream opens
-    return StreamingResponse(
-        _events(services, tenant, job_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    changes, until the job ends. Each event's data is the whole job, and its `id` can be sent back as
+    `Last-Event-ID` to resume. A `: ping` comment comes every `events_keepalive_s` without events; after
+    `events_max_stream_s` the stream ends with a `retry:` hint (reconnect with `Last-Event-ID`). Over
+    `events_max_streams_per_tenant` open streams (per API process): 429 with `Retry-After`."""
+    job = await service.get_job(services.engine, tenant=tenant, job_id=job_id)  # 404 before the stream opens
+    settings = services.settings
+    limits = StreamLimits(keepalive_s=settings.events_keepalive_s, lifetime_s=settings.events_max_stream_s)
+    last_event_id = request.headers.get("last-event-id")
+    services.watchers.admit(tenant)
+    return EventStream(
+        events.job_events(services.watchers, job, last_event_id=last_event_id, limits=limits),
+        on_close=functools.partial(services.watchers.release, tenant),
     )
-
-
-async def _events(services: Services, tenant: str, job_id: str) -> AsyncIterator[str]:
-    last_status: str | None = None
-    last_progress: tuple[Any, ...] | None = None
-    while True:
-        try:
-            job = await service.get_job(services.engine, tenant=tenant, job_id=job_id)
-        except NotFound:
-            return
-        view = public_view(job)
-        data = json.dumps(view, separators=(",", ":"))
-        progress = (job.stage, job.progress, job.detail)
-        if job.status.value != last_status:
-            last_status = job.status.value
-            yield f"event: status\ndata: {data}\n\n"
-        elif progress != last_progress:
-            yield f"event: progress\ndata: {data}\n\n"
-        last_progress = progress
-        if job.status.is_terminal:
-            return
-        await asyncio.sleep(services.settings.events_poll_s)

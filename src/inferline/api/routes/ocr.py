@@ -21,7 +21,7 @@ from inferline.api.uploads import (
     text_fields,
 )
 from inferline.errors import InvalidInput
-from inferline.files.service import get_file
+from inferline.files.service import delete_file, get_file
 from inferline.jobs.model import public_view
 from inferline.ocr.options import OcrOptions
 from inferline.ocr.service import MAX_WAIT_S, submit_ocr, wait_for
@@ -75,7 +75,8 @@ async def ocr(request: Request, services: ServicesDep, tenant: TenantDep) -> Res
     `page_mode` auto|force|text-only, `dpi`, `rotate_pages`, `deskew`. 415 for a type it cannot read (sniffed
     from the content), 413 over the size, page or pixel limits. Its result:
     `GET /api/v1/jobs/{id}/result?format=json|text|hocr`."""
-    if is_multipart(request):
+    uploaded = is_multipart(request)
+    if uploaded:
         form = await read_form(request)
         try:
             fields = text_fields(form)
@@ -84,19 +85,24 @@ async def ocr(request: Request, services: ServicesDep, tenant: TenantDep) -> Res
         finally:
             await form.close()
     else:
-        body = await json_body(request)
+        body = await json_body(request, max_bytes=services.settings.max_request_bytes)
         if not isinstance(body, dict):
             raise InvalidInput("body: a JSON object with `file_id`, or a multipart upload, is required", field="body")
         options = parse_model(OcrJsonIn, body)
         file = await get_file(services.engine, tenant=tenant, file_id=options.file_id)
-    job = await submit_ocr(
-        services.ocr,
-        services.submitter,
-        tenant=tenant,
-        file=file,
-        options=OcrOptions(**options.model_dump(include=set(OcrOptions.model_fields))),
-        priority=options.priority,
-    )
+    try:
+        job = await submit_ocr(
+            services.ocr,
+            services.submitter,
+            tenant=tenant,
+            file=file,
+            options=OcrOptions(**options.model_dump(include=set(OcrOptions.model_fields))),
+            priority=options.priority,
+        )
+    except Exception:
+        if uploaded:  # a refused upload keeps nothing: its id was never told to the client
+            await delete_file(services.engine, services.blobs, tenant=tenant, file_id=file.id)
+        raise
     wait_s = _wait_s(request)
     headers = {}
     if wait_s is not None:

@@ -24,6 +24,7 @@ async def create_schedule(body: ScheduleIn, services: ServicesDep, tenant: Tenan
         cron=body.cron,
         template=body.to_request(),
         name=body.name,
+        outbound=services.submitter.outbound,
     )
     return asdict(schedule)
 

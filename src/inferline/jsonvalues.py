@@ -1,0 +1,146 @@
+"""JSON from clients, held to bounds that everything after the parser can take: a nesting depth, integers
+that fit a signed 64-bit column, finite floats.
+
+Python's `json` parses any depth up to the interpreter's recursion limit (past it: `RecursionError`),
+integers of any size and `NaN`/`Infinity`. What comes after does not: `json.dumps` and pydantic recurse,
+PostgreSQL's `json` rejects `NaN`, and BIGINT columns, Qdrant payloads and both filter backends stop at
+64 bits. Every JSON value a client sends passes `check` (parsed here: `loads`; parsed by FastAPI: a model
+field annotated with `Bounded`), so a bad one is a 422 naming its field, never a 500 further down.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import AfterValidator
+
+from inferline.errors import InvalidInput
+
+MAX_DEPTH = 64  # containers inside each other (serde_json's default limit is 128)
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def loads(raw: str | bytes, *, field: str) -> Any:
+    """`raw` parsed and checked, or an `InvalidInput` naming `field` (and the path inside it)."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise InvalidInput(f"{field}: nested deeper than {MAX_DEPTH} levels", field=field) from None
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+        raise InvalidInput(f"{field}: not JSON ({exc})", field=field) from exc
+    check(value, field=field)
+    return value
+
+
+def check(value: Any, *, field: str) -> None:
+    """An `InvalidInput` naming the first value out of bounds in `value`, as `field.path.to.it`."""
+    found = first_problem(value)
+    if found is not None:
+        where = ".".join([field, *found[0]])
+        raise InvalidInput(f"{where}: {found[1]}", field=where)
+
+
+def first_problem(value: Any) -> tuple[list[str], str] | None:
+    """(the path to the first value out of bounds, what is wrong with it), or None. Iterative: a value of
+    any depth is safe to check."""
+    if _within_bounds(value):
+        return None
+    return _find_problem(value)
+
+
+_PLAIN = frozenset({str, bool, type(None)})
+
+
+def _within_bounds(value: Any) -> bool:
+    """The common case, fast: level by level, by exact type, no path kept. Measured on 1 MB JSON bodies
+    (150k ints, 18k small objects, 100k small lists; 2 busy cores): 7-32 ms, at most about what
+    `json.loads` took to parse them (11-49 ms). False also for what it does not know (a tuple, a
+    subclass): `_find_problem` decides."""
+    if type(value) not in (dict, list):
+        return _scalar_problem(value) is None
+    level: list[Any] | None = [value]
+    depth = 1
+    while level:
+        if depth > MAX_DEPTH:
+            return False
+        level = _next_level(level)
+        depth += 1
+    return level is not None
+
+
+def _next_level(level: list[Any]) -> list[Any] | None:
+    """The containers inside `level`'s, or None when one of its scalars is out of bounds."""
+    below: list[Any] = []
+    for container in level:
+        for child in container.values() if type(container) is dict else container:
+            kind = type(child)
+            if kind in _PLAIN:
+                continue
+            if kind is int:
+                if child > INT64_MAX or child < INT64_MIN:
+                    return None
+            elif kind is float:
+                if child - child != 0.0:  # NaN and ±Infinity
+                    return None
+            elif kind is dict or kind is list:
+                below.append(child)
+            else:
+                return None
+    return below
+
+
+def _find_problem(value: Any) -> tuple[list[str], str] | None:
+    """The exact walk, depth first so that the path to the value at fault is at hand."""
+    if not _is_container(value):
+        reason = _scalar_problem(value)
+        return None if reason is None else ([], reason)
+    path: list[str] = []
+    levels: list[Iterator[tuple[Any, Any]]] = [_children(value)]
+    while levels:
+        for key, child in levels[-1]:
+            if _is_container(child):
+                if len(levels) >= MAX_DEPTH:  # named by the field alone: its path would be 64 keys long
+                    return [], f"nested deeper than {MAX_DEPTH} levels"
+                path.append(str(key))
+                levels.append(_children(child))
+                break
+            reason = _scalar_problem(child)
+            if reason is not None:
+                return [*path, str(key)], reason
+        else:
+            levels.pop()
+            if path:
+                path.pop()
+    return None
+
+
+def _is_container(value: Any) -> bool:
+    return isinstance(value, dict | list | tuple)
+
+
+def _children(value: Any) -> Iterator[tuple[Any, Any]]:
+    return iter(value.items()) if isinstance(value, dict) else enumerate(value)
+
+
+def _scalar_problem(value: Any) -> str | None:
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        return "integer out of the signed 64-bit range"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "numbers must be finite (no NaN or Infinity)"
+    return None
+
+
+def _bounded(value: Any) -> Any:
+    found = first_problem(value)
+    if found is not None:
+        path, reason = found
+        raise ValueError(f"{'.'.join(path)}: {reason}" if path else reason)
+    return value
+
+
+# A pydantic field holding client JSON: `input: Annotated[dict[str, Any], Bounded]`.
+Bounded = AfterValidator(_bounded)

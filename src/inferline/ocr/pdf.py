@@ -1,0 +1,197 @@
+"""Every pdfium call of the process, under one lock.
+
+pdfium is not thread-safe, not even across documents: pypdfium2's documentation says concurrent calls
+can crash the process, and a crash ends every tenant's jobs. Pages are read on job threads, the `/ocr`
+pre-check runs on a thread, and a model on a `ThreadRunner` renders its pages on its own: all of them go
+through `Pdf`, whose methods hold `LOCK` while pdfium runs and close what they opened before letting
+go (a pypdfium2 object left to the garbage collector is closed by a finalizer on whichever thread
+collects it, outside any lock). Each process has its own pdfium and its own lock, so a model's processes
+still render in parallel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from inferline.errors import BadDocument
+
+LOCK = threading.RLock()  # reentrant: a method may call another while holding it
+POINTS_PER_INCH = 72
+
+Segment = tuple[float, float, float, float, str]  # left, bottom, right, top (points, origin bottom-left), text
+
+
+@dataclass(frozen=True)
+class TextLayer:
+    width_pt: float
+    height_pt: float
+    text: str
+    segments: list[Segment]
+
+
+class Pdf:
+    """An open PDF: `page_count`, `page_size`, `text_layer`, `render`; `close` when done."""
+
+    def __init__(self, path: Path) -> None:
+        import pypdfium2 as pdfium
+
+        with LOCK:
+            try:
+                self._doc: Any = pdfium.PdfDocument(str(path))
+            except pdfium.PdfiumError as exc:
+                message = str(exc)
+                if "password" in message.lower():
+                    raise BadDocument("the PDF is encrypted (password protected); send it decrypted") from exc
+                raise BadDocument(f"corrupt or truncated PDF: {message}") from exc
+            self.page_count = len(self._doc)
+
+    def close(self) -> None:
+        with LOCK:
+            if self._doc is not None:
+                self._doc.close()
+                self._doc = None
+
+    def page_size(self, index: int) -> tuple[float, float]:
+        """Width and height in points, read without loading the page."""
+        with self._errors(index):
+            width_pt, height_pt = self._doc.get_page_size(index)
+        return float(width_pt), float(height_pt)
+
+    def text_layer(self, index: int) -> TextLayer:
+        """The page's text and its runs with their boxes."""
+        with self._page(index) as page:
+            width_pt, height_pt = page.get_size()
+            textpage = page.get_textpage()
+            try:
+                text = textpage.get_text_bounded().replace("\r\n", "\n").replace("\r", "\n")
+                segments = _segments(textpage) if text.strip() else []
+            finally:
+                textpage.close()
+        return TextLayer(float(width_pt), float(height_pt), text.strip(), segments)
+
+    def render(self, index: int, scale: float, check_px: Callable[[int, int], None]) -> Image.Image:
+        """The page in grayscale at `scale` pixels per point; `check_px(width, height)` runs first and may
+        refuse the size."""
+        with self._page(index) as page:
+            width_pt, height_pt = page.get_size()
+            check_px(round(width_pt * scale), round(height_pt * scale))
+            bitmap = page.render(scale=scale, grayscale=True)
+            try:
+                # A bitmap pypdfium2 allocates: the image keeps its buffer; closing frees pdfium's shell only.
+                return bitmap.to_pil()  # type: ignore[no-any-return]
+            finally:
+                bitmap.close()
+
+    @contextmanager
+    def _page(self, index: int) -> Iterator[Any]:
+        """A pdfium page, under the lock, closed after use."""
+        with self._errors(index):
+            page = self._doc[index]
+            try:
+                yield page
+            finally:
+                page.close()
+
+    @contextmanager
+    def _errors(self, index: int) -> Iterator[None]:
+        """The lock held; pdfium's errors become BadDocument naming the page."""
+        import pypdfium2 as pdfium
+
+        with LOCK:
+            try:
+                yield
+            except pdfium.PdfiumError as exc:
+                raise BadDocument(f"corrupt PDF: cannot read page {index + 1}: {exc}") from exc
+
+
+def _segments(textpage: Any) -> list[Segment]:
+    """The page's text runs with their boxes: pdfium's text rectangles (a run of characters of one text
+    object, generated ones left out), each with its characters' text. One pass over the characters:
+    asking pdfium for the text inside each rectangle scans every character of the page per rectangle
+    (6,000 runs: 4-7 s, holding the pdfium lock)."""
+    import pypdfium2.raw as pdfium_c
+
+    segments = []
+    for start, count in _runs(textpage, pdfium_c):
+        boxes = [textpage.get_rect(i) for i in range(textpage.count_rects(start, count))]  # one, as a rule
+        text = textpage.get_text_range(start, count).replace("\ufffe", "\x02").strip()  # \x02: a soft hyphen
+        if boxes and text:
+            left, bottom = min(b[0] for b in boxes), min(b[1] for b in boxes)
+            segments.append((left, bottom, max(b[2] for b in boxes), max(b[3] for b in boxes), text))
+    return segments
+
+
+def _runs(textpage: Any, pdfium_c: Any) -> list[tuple[int, int]]:
+    """(first character, count) of each run, as pdfium cuts its text rectangles: a run ends where the
+    text object changes; generated characters and ones without a box join no run."""
+    runs: list[tuple[int, int]] = []
+    start = last = -1
+    current: int | None = None
+    for i in range(textpage.count_chars()):
+        if pdfium_c.FPDFText_IsGenerated(textpage, i) == 1:
+            continue
+        left, bottom, right, top = textpage.get_charbox(i)
+        if right - left < 0.01 or top - bottom < 0.01:
+            continue
+        obj = ctypes.cast(pdfium_c.FPDFText_GetTextObject(textpage, i), ctypes.c_void_p).value
+        if obj != current:
+            if current is not None:
+                runs.append((start, last - start + 1))
+            current, start = obj, i
+        last = i
+    if current is not None:
+        runs.append((start, last - start + 1))
+    return runs
+
+
+def merge_lines(segments: list[Segment], scale: float, height_pt: float) -> list[dict[str, Any]]:
+    """pdfium gives text runs; runs that share most of their height are one line, read left to right.
+    Lines are matched by their first run. Runs come top first, so a line whose first run's bottom is at
+    or above the current run's top can never take a run again: only lines still straddling the current
+    height are compared. Those cannot nest (one inside another shares all of the smaller's height), and
+    two that share a point but at most half of either's height cannot be joined by a third: at most two
+    are open at once, so the merge is O(n log n) (the sort), where comparing with every line was
+    O(n^2) (6,000 runs on a page took 26 s)."""
+    lines: list[list[Segment]] = []
+    open_lines: list[list[Segment]] = []  # in creation order, as the first match must be
+    for seg in sorted((_upright(s) for s in segments), key=lambda s: (-s[3], s[0])):
+        open_lines = [line for line in open_lines if line[0][1] < seg[3]]
+        for line in open_lines:
+            _, bottom, _, top, _ = line[0]
+            overlap = min(top, seg[3]) - max(bottom, seg[1])
+            if overlap > 0.5 * min(top - bottom, seg[3] - seg[1]):
+                line.append(seg)
+                break
+        else:
+            lines.append([seg])
+            open_lines.append(lines[-1])
+    return [_line(line, scale, height_pt) for line in lines]
+
+
+def _upright(seg: Segment) -> Segment:
+    """A box with its bottom below its top, whatever order the file gave them in."""
+    left, bottom, right, top, text = seg
+    return (left, min(bottom, top), right, max(bottom, top), text)
+
+
+def _line(line: list[Segment], scale: float, height_pt: float) -> dict[str, Any]:
+    line.sort(key=lambda s: s[0])
+    left = min(s[0] for s in line)
+    bottom = min(s[1] for s in line)
+    right = max(s[2] for s in line)
+    top = max(s[3] for s in line)
+    bbox = [
+        round(left * scale),
+        round((height_pt - top) * scale),
+        round(right * scale),
+        round((height_pt - bottom) * scale),
+    ]
+    return {"text": " ".join(s[4] for s in line), "confidence": 1.0, "bbox": bbox}
