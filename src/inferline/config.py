@@ -85,7 +85,9 @@ class Settings(BaseSettings):
         default=3600.0, ge=0, description="period of the sweep for blobs no file refers to, in workers (0: never)"
     )
     files_orphan_age_s: float = Field(
-        default=600.0, ge=0, description="the sweep removes unreferenced blobs and staged uploads older than this"
+        default=600.0,
+        ge=60,  # younger staged files may be uploads still arriving
+        description="the sweep removes unreferenced blobs and staged uploads older than this",
     )
     ocr_max_pages: int = Field(default=1000, ge=1, description="413 for documents with more pages")
     ocr_max_page_pixels: int = Field(

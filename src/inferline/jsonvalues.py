@@ -24,7 +24,7 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
 
-def loads(raw: str | bytes, *, field: str) -> Any:
+def loads(raw: str | bytes | bytearray, *, field: str) -> Any:
     """`raw` parsed and checked, or an `InvalidInput` naming `field` (and the path inside it)."""
     try:
         value = json.loads(raw)

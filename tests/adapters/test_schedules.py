@@ -10,7 +10,7 @@ from inferline import db
 from inferline.clock import utcnow
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
-from inferline.jobs.schedules import create_schedule, fire_due_schedules, list_schedules
+from inferline.jobs.schedules import create_schedule, fire_due_schedules, list_schedules, tick_key
 from inferline.jobs.service import list_jobs
 from inferline.jobs.submission import JobRequest, Submitter
 from inferline.metrics import Metrics
@@ -79,3 +79,28 @@ async def test_a_template_its_kind_no_longer_accepts_creates_no_job_and_the_sche
     jobs, _ = await list_jobs(engine, tenant="t")
     [after], _ = await list_schedules(engine, tenant="t")
     assert jobs == [] and after.id == schedule.id and after.next_run_at > utcnow() and after.last_job_id is None
+
+
+async def test_a_tick_whose_job_cannot_be_inserted_moves_on_without_taking_back_the_others(
+    engine: AsyncEngine,
+) -> None:
+    registry = KindRegistry()
+    register_echo(registry)
+    submitter = Submitter(engine, registry, default_max_attempts=3)
+    template = JobRequest(kind="echo", input={"message": "tick"})
+    blocked = await create_schedule(engine, registry, tenant="a", cron="* * * * *", template=template)
+    other = await create_schedule(engine, registry, tenant="b", cron="* * * * *", template=template)
+    due = utcnow().replace(microsecond=0) - timedelta(seconds=1)
+    async with engine.begin() as conn:
+        await conn.execute(sa.update(schedules).values(next_run_at=due))
+    async with submitter.transaction() as tx:  # the job of `blocked`'s due tick, there already
+        squatter = await tx.add(template, tenant="a", idempotency_key=tick_key(blocked.id, due))
+    assert await fire_due_schedules(submitter) == 1
+    [a_after], _ = await list_schedules(engine, tenant="a")
+    [b_after], _ = await list_schedules(engine, tenant="b")
+    assert a_after.next_run_at > utcnow() and a_after.last_job_id is None
+    assert b_after.next_run_at > utcnow() and b_after.last_job_id is not None
+    a_jobs, _ = await list_jobs(engine, tenant="a")
+    b_jobs, _ = await list_jobs(engine, tenant="b")
+    assert [job.id for job in a_jobs] == [squatter.id]
+    assert [job.schedule_id for job in b_jobs] == [other.id]

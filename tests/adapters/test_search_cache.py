@@ -96,11 +96,13 @@ def test_a_collection_copy_follows_its_version_forward_only_and_is_dropped_by_id
     assert cache.get("t", "docs") is None and cache.get("t", "other") is not None
 
 
-def test_query_vectors_keep_the_most_recently_used() -> None:
+def test_query_vectors_keep_the_most_recently_used_per_tenant() -> None:
     vectors = QueryVectors(size=2)
-    vectors.put("e5", "a", [1.0])
-    vectors.put("e5", "b", [2.0])
-    assert vectors.get("e5", "a") == [1.0]  # a is now the most recent
-    vectors.put("e5", "c", [3.0])
-    assert vectors.get("e5", "b") is None and vectors.get("e5", "a") == [1.0] and vectors.get("e5", "c") == [3.0]
-    assert vectors.get("other-model", "a") is None
+    vectors.put("t", "e5", "a", [1.0])
+    vectors.put("t", "e5", "b", [2.0])
+    assert vectors.get("t", "e5", "a") == [1.0]  # a is now the most recent
+    vectors.put("t", "e5", "c", [3.0])
+    assert vectors.get("t", "e5", "b") is None
+    assert vectors.get("t", "e5", "a") == [1.0] and vectors.get("t", "e5", "c") == [3.0]
+    assert vectors.get("t", "other-model", "a") is None
+    assert vectors.get("other-tenant", "e5", "a") is None

@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline import db
@@ -170,6 +171,31 @@ async def test_renewing_leases_reports_cancel_requests_and_skips_lost_jobs(
         await store.update_running(lost, "w1", {"lease_owner": "w2"})
         states = await store.renew_leases(owner="w1", job_ids=[kept, lost], now=utcnow(), lease_s=30)
     assert [(s.job_id, s.cancel_requested) for s in states] == [(kept, True)]
+
+
+@pytest.mark.postgres
+async def test_renewal_never_waits_for_a_row_being_written_and_still_reports_it_held(
+    pg_url: str, registry: KindRegistry
+) -> None:
+    db.upgrade(pg_url)
+    engine = db.create_engine(pg_url)
+    try:
+        busy, free = await submit(engine, registry), await submit(engine, registry)
+        await claim(engine, owner="w1", lease_s=30)
+        renewed_at = utcnow()
+        async with engine.begin() as writer:  # the outcome or progress of `busy`, being written
+            await JobStore(writer).update_running(busy, "w1", {"detail": "writing"})
+            async with asyncio.timeout(5), db.write(engine) as conn:
+                states = await JobStore(conn).renew_leases(
+                    owner="w1", job_ids=[busy, free], now=renewed_at, lease_s=300
+                )
+        assert {s.job_id for s in states} == {busy, free}
+        async with engine.connect() as conn:
+            rows = await conn.execute(sa.select(jobs.c.id, jobs.c.lease_expires_at))
+            leases = {row.id: row.lease_expires_at for row in rows}
+        assert leases[free] > renewed_at + timedelta(seconds=200) > leases[busy]  # `busy` at the next beat
+    finally:
+        await engine.dispose()
 
 
 async def test_listing_pages_never_repeat_or_skip(engine: AsyncEngine, registry: KindRegistry) -> None:

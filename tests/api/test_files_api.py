@@ -178,8 +178,8 @@ async def test_the_sweep_removes_old_blobs_no_file_refers_to(files_api: Api) -> 
 
 
 async def test_workers_sweep_orphans_and_the_cli_does_on_demand(make_api: MakeApi, tmp_path: Path) -> None:
-    async with make_api(workers=1, files_gc_interval_s=0.2, files_orphan_age_s=0) as api:
-        orphan = _orphan(api.services.blobs, "c" * 64, age_s=10)
+    async with make_api(workers=1, files_gc_interval_s=0.2, files_orphan_age_s=60) as api:
+        orphan = _orphan(api.services.blobs, "c" * 64, age_s=120)
         await eventually(lambda: not orphan.exists(), timeout_s=10)
         data_dir = api.services.settings.data_dir
     again = _orphan(BlobStore(data_dir.resolve() / "blobs"), "d" * 64, age_s=3600)

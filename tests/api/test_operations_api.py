@@ -1,6 +1,13 @@
 from __future__ import annotations
 
-from tests.api.conftest import Api
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from tests.api.conftest import Api, MakeApi
+
+from inferline.clock import utcnow
+from inferline.jobs.schedules import fire_due_schedules, tick_key
+from inferline.schema import schedules
 
 
 async def test_health_and_readiness(api: Api) -> None:
@@ -60,3 +67,29 @@ async def test_a_bad_cron_or_template_is_422(idle_api: Api) -> None:
         json={"cron": "* * * * *", "kind": "echo", "input": {"message": "m"}, "webhook_events": ["completed"]},
     )
     assert no_url.status_code == 422 and no_url.json()["field"] == "webhook"
+
+
+async def test_no_idempotency_key_a_tenant_sends_keeps_any_tenants_schedule_from_firing(
+    make_api: MakeApi, database_url: str
+) -> None:
+    async with make_api(workers=0, database_url=database_url) as api:
+        body = {"cron": "* * * * *", "kind": "echo", "input": {"message": "tick"}}
+        mine = (await api.client.post("/api/v1/schedules", json=body)).json()
+        theirs = (await api.other.post("/api/v1/schedules", json=body)).json()
+        due = utcnow().replace(microsecond=0) - timedelta(seconds=1)
+        async with api.services.engine.begin() as conn:
+            await conn.execute(sa.update(schedules).values(next_run_at=due))
+        job = {"kind": "echo", "input": {"message": "m"}}
+        # The key of the tick's job, and what it would be without the server's prefix: a tenant may not
+        # take the first, and the second is only its own.
+        for key, status in ((tick_key(mine["id"], due), 422), (tick_key(mine["id"], due).split(":", 1)[1], 201)):
+            response = await api.client.post("/api/v1/jobs", json=job, headers={"Idempotency-Key": key})
+            assert response.status_code == status, response.text
+        refused = await api.client.post("/api/v1/jobs", json=job, headers={"Idempotency-Key": "café".encode()})
+        assert refused.status_code == 422 and refused.json()["field"] == "header.idempotency-key"
+        assert await fire_due_schedules(api.services.submitter) == 2
+        for client, schedule in ((api.client, mine), (api.other, theirs)):
+            [after] = (await client.get("/api/v1/schedules")).json()["items"]
+            assert datetime.fromisoformat(after["next_run_at"]) > utcnow()
+            fired = (await client.get(f"/api/v1/jobs/{after['last_job_id']}")).json()
+            assert fired["schedule_id"] == schedule["id"]

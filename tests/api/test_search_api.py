@@ -226,6 +226,21 @@ async def test_the_cache_hits_until_an_ingest_or_delete_and_deleted_documents_va
     assert (await search_api.client.delete(f"/api/v1/collections/docs/documents/{korean['id']}")).status_code == 404
 
 
+async def test_a_query_another_tenant_searched_is_embedded_anew_for_this_one(search_api: Api) -> None:
+    """Query embeddings are cached per tenant: a hit on another tenant's entry would show in `took_ms`."""
+    query = "how do I install a database server?"
+    await create(search_api)
+    await create(search_api, "more")
+    assert (await search_api.other.post("/api/v1/collections", json={"name": "docs"})).status_code == 201
+    await search(search_api, query, mode="semantic")
+    embedded = await query_embeddings(search_api)
+    assert (await search(search_api, query, collection="more", mode="semantic"))["cached"] is False
+    assert await query_embeddings(search_api) == embedded  # the tenant's own query, from its cache
+    response = await search_api.other.post("/api/v1/collections/docs/search", json={"query": query, "mode": "semantic"})
+    assert response.status_code == 200 and response.json()["cached"] is False
+    assert await query_embeddings(search_api) == embedded + 1
+
+
 async def test_reingesting_the_same_content_or_external_id_updates_instead_of_duplicating(search_api: Api) -> None:
     await create(search_api)
     first = await ready(search_api, await add(search_api, DB_KO))

@@ -14,7 +14,7 @@ import pytest
 
 from inferline.errors import BadDocument
 from inferline.files import sniff
-from inferline.files.zips import MAX_DIRECTORY_BYTES
+from inferline.files.zips import MAX_DIRECTORY_BYTES, open_zip
 from inferline.search import extract as extract_module
 from inferline.search import tokens as tokens_module
 from inferline.search.chunks import MAX_HEADING_PATH_CHARS, chunk_pages
@@ -273,3 +273,13 @@ def test_highlights_are_linear_in_the_matches() -> None:
     spans = highlights("가" * 10_000, ["가", "가가"])
     assert time.perf_counter() - started < 0.5
     assert len(spans) == 5000 and spans[:2] == [[0, 2], [2, 4]]
+
+
+def test_a_zip64_locator_claiming_many_disks_is_a_bad_document_not_a_crash(tmp_path: Path) -> None:
+    # zipfile raises BadZipFile ("span multiple disks") while reading such an end record.
+    forged = tmp_path / "disks.zip"
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 1, 0, 2)
+    forged.write_bytes(b"PK\x03\x04" + b"\0" * 30 + locator + b"PK\x05\x06" + b"\0" * 18)
+    with pytest.raises(BadDocument, match="corrupt ZIP"), open_zip(forged):
+        pass
+    assert sniff.sniff(forged.read_bytes()[:64], forged) == sniff.ZIP

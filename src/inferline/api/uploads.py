@@ -92,5 +92,5 @@ async def json_body(request: Request, *, max_bytes: int) -> Any:
         if len(raw) > max_bytes:
             raise TooLarge(f"a JSON body is limited to {max_bytes} bytes")
     if len(raw) > PARSE_ON_LOOP_BYTES:
-        return await asyncio.to_thread(jsonvalues.loads, bytes(raw) or b"null", field="body")
-    return jsonvalues.loads(bytes(raw) or b"null", field="body")
+        return await asyncio.to_thread(jsonvalues.loads, raw or b"null", field="body")
+    return jsonvalues.loads(raw or b"null", field="body")

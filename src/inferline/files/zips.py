@@ -10,6 +10,7 @@ limit on the bytes it actually inflates to.
 
 from __future__ import annotations
 
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ def open_zip(path: Path) -> Iterator[zipfile.ZipFile]:
     with path.open("rb") as file:
         try:
             record = _end_record(file)
-        except OSError as exc:
+        except (OSError, zipfile.BadZipFile, ValueError, struct.error) as exc:  # e.g. a multi-disk ZIP64 locator
             raise BadDocument("corrupt ZIP archive: cannot read its end record") from exc
         if not record:
             raise BadDocument("corrupt ZIP archive: no end of central directory record")

@@ -1,5 +1,6 @@
 """Heartbeats: a worker renews the leases of all its running jobs in one UPDATE, which also tells it of cancel
-requests (a cancel is therefore seen within `heartbeat_s`) and of leases it lost."""
+requests (a cancel is therefore seen within `heartbeat_s`) and of leases it lost. The renewal never waits for a
+row another write holds (`JobStore.renew_leases`): that lease is renewed at the next beat."""
 
 from __future__ import annotations
 

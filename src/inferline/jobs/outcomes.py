@@ -80,12 +80,18 @@ async def record_outcomes(
     now = utcnow()
     async with db.write(engine) as conn:
         store = JobStore(conn)
+        # A failing attempt reads its job's cancel request under the row's lock; every row of the batch is
+        # then locked up front, in id order (see store.py).
+        failing = any(outcome.kind == "failed" for _, outcome in items)
+        live = (job.id for job, outcome in items if outcome.kind != "lost")
+        cancel_requested = await store.lock_rows(live) if failing else {}
         planned = []
         for job, outcome in items:
-            values = await _values_for(store, job, outcome, now, policy)
+            values = _values_for(job, outcome, now, policy, cancel_requested.get(job.id, False))
             if values is not None:
                 planned.append((job, outcome, outcome.unwritten | values))
-        applied = await store.finish_running(owner, [(job.id, _columns(v)) for job, _, v in planned], now)
+        rows = [(job.id, _columns(values)) for job, _, values in planned]
+        applied = await store.finish_running(owner, rows, now, locked=failing)
         finished: list[Job] = []
         for job, outcome, values in planned:
             if job.id not in applied:
@@ -97,8 +103,8 @@ async def record_outcomes(
     _observe_finished(metrics, finished)
 
 
-async def _values_for(
-    store: JobStore, job: Job, outcome: Outcome, now: datetime, policy: RetryPolicy
+def _values_for(
+    job: Job, outcome: Outcome, now: datetime, policy: RetryPolicy, cancel_requested: bool
 ) -> dict[str, Any] | None:
     if outcome.kind == "succeeded":
         return succeeded(job, outcome.result, now)
@@ -108,8 +114,7 @@ async def _values_for(
         return released(job, now)
     if outcome.kind == "failed":
         # A cancel asked for while this attempt was failing wins: canceled jobs are never retried.
-        current = await store.get(job.id, lock=True)
-        if current is not None and current.cancel_requested:
+        if cancel_requested:
             return canceled_fields("canceled", now)
         return failed(job, outcome, now, policy)
     return None  # lost: another worker owns the job now

@@ -26,12 +26,13 @@ WriteProgress = Callable[[list[ProgressWrite]], Awaitable[set[str]]]
 
 
 async def write_progress(engine: AsyncEngine, owner: str, items: list[ProgressWrite]) -> set[str]:
-    """One transaction, each row guarded by `owner`'s lease; returns the ids of the jobs whose lease was lost."""
+    """One transaction, each row guarded by `owner`'s lease; returns the ids of the jobs whose lease was lost.
+    Rows are written in id order, the order of every batched write of job rows (see store.py)."""
     now = utcnow()
     lost = set()
     async with db.write(engine) as conn:
         store = JobStore(conn)
-        for ctx, values, hook in items:
+        for ctx, values, hook in sorted(items, key=lambda item: item[0].id):
             if not await store.update_running(ctx.id, owner, values | {"updated_at": now}):
                 lost.add(ctx.id)
             elif hook:

@@ -2,8 +2,11 @@
 
 Exactly one job per tick with any number of workers: a due schedule row is locked while its job is
 created and its next tick written (SKIP LOCKED on PostgreSQL, the write lock on SQLite), and the job
-carries the idempotency key `schedule:<id>:<tick>` as a second guard. Missed ticks (all workers down)
-fire once, then the schedule moves on to the next future tick.
+carries the idempotency key `inferline:schedule:<id>:<tick>` as a second guard (a key no tenant may send:
+`submission.SERVER_KEY_PREFIX`). Each schedule fires in a savepoint of its own: a tick whose job cannot be
+inserted (its key taken) moves on without taking back the other schedules of the batch, which are often
+other tenants'. Missed ticks (all workers down) fire once, then the schedule moves on to the next future
+tick.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from inferline.clock import utcnow
 from inferline.errors import InvalidInput, NotFound
 from inferline.ids import new_id
 from inferline.jobs.kinds import KindRegistry
-from inferline.jobs.submission import JobRequest, JobTransaction, Submitter, check_webhook, validated_request
+from inferline.jobs.submission import (
+    SERVER_KEY_PREFIX,
+    JobRequest,
+    JobTransaction,
+    Submitter,
+    check_webhook,
+    validated_request,
+)
 from inferline.outbound import OutboundPolicy
 from inferline.schema import schedules
 
@@ -42,6 +52,11 @@ class Schedule:
     last_run_at: datetime | None
     last_job_id: str | None
     created_at: datetime
+
+
+def tick_key(schedule_id: str, tick: datetime) -> str:
+    """The idempotency key of the job of one tick of a schedule."""
+    return f"{SERVER_KEY_PREFIX}schedule:{schedule_id}:{tick.isoformat()}"
 
 
 def next_tick(cron: str, after: datetime) -> datetime:
@@ -130,17 +145,23 @@ async def fire_due_schedules(submitter: Submitter, *, limit: int = 100) -> int:
 
 
 async def _fire(tx: JobTransaction, schedule: Schedule, now: datetime) -> str | None:
-    key = f"schedule:{schedule.id}:{schedule.next_run_at.isoformat()}"
+    """The tick's job id, or None when it makes none (the schedule moves on either way)."""
     try:
-        job = await tx.add(
-            JobRequest(**schedule.template),
-            tenant=schedule.tenant,
-            idempotency_key=key,
-            schedule_id=schedule.id,
-            now=now,
-        )
+        async with tx.conn.begin_nested():
+            job = await tx.add(
+                JobRequest(**schedule.template),
+                tenant=schedule.tenant,
+                idempotency_key=tick_key(schedule.id, schedule.next_run_at),
+                schedule_id=schedule.id,
+                now=now,
+            )
     except InvalidInput as exc:
         log.warning("schedule_template_refused", schedule_id=schedule.id, tenant=schedule.tenant, error=str(exc))
+        return None
+    except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
+        # The tick's key is taken, or the row is refused: retrying the same insert at every poll would hold
+        # the schedule (and, without the savepoint, the whole batch) at this tick for ever.
+        log.warning("schedule_tick_not_inserted", schedule_id=schedule.id, tenant=schedule.tenant, error=str(exc))
         return None
     return job.id
 

@@ -1,5 +1,10 @@
 """SQL for jobs: the job table is the queue. Stores never commit; use cases own the transaction.
 
+Row locks on PostgreSQL: a transaction that writes several job rows takes their locks in id order, waiting
+(outcomes, progress), or takes only those free and never waits (claims, lease renewals, the reaper). Two
+transactions can then never each hold a row the other waits for: a worker's renewal, its progress write and
+its outcome write run at once on separate connections, over the same rows.
+
 Fairness is start-time fair queuing. Each job gets a `fair_seq` at submission:
 `max(tenant's last seq + 1, head of the queue)`, where the head is the smallest queued seq at that
 priority (or the newest seq given out when the queue is empty). Claims then read the queue in
@@ -195,6 +200,14 @@ class JobStore:
         result = await self.conn.execute(query.values(**values))
         return bool(result.rowcount)
 
+    async def lock_rows(self, job_ids: Iterable[str]) -> dict[str, bool]:
+        """Lock the rows of `job_ids` in id order, waiting for each, before a batched write that cannot
+        order its own updates; returns each row's `cancel_requested` (rows that are gone are left out)."""
+        ids = sorted(set(job_ids))
+        if not ids:
+            return {}
+        return {row[0]: bool(row[1]) for row in await self.conn.execute(_lock_rows(), {"ids": ids})}
+
     async def update_running(self, job_id: str, owner: str, values: dict[str, Any]) -> bool:
         update = _running_update(tuple(sorted(values)))
         return bool((await self.conn.execute(update, {"_id": job_id, "_owner": owner, **values})).rowcount)
@@ -229,15 +242,21 @@ class JobStore:
         claimed.sort(key=lambda job: (job.priority, job.fair_seq, job.id))
         return claimed
 
-    async def finish_running(self, owner: str, rows: list[tuple[str, dict[str, Any]]], now: datetime) -> set[str]:
+    async def finish_running(
+        self, owner: str, rows: list[tuple[str, dict[str, Any]]], now: datetime, *, locked: bool = False
+    ) -> set[str]:
         """Write the ends of many attempts, grouped into one executemany per set of columns.
 
         Every such write sets `updated_at=now` and clears the lease, which is how the rows that
-        applied are told from those whose lease was lost (executemany gives no per-row count)."""
+        applied are told from those whose lease was lost (executemany gives no per-row count). Each
+        executemany runs in id order; several groups together do not, so on PostgreSQL their rows are
+        locked in id order first, unless the caller did (`locked`, see `lock_rows`)."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for job_id, values in rows:
+        for job_id, values in sorted(rows, key=lambda row: row[0]):
             assert values["updated_at"] == now and values["lease_owner"] is None
             groups.setdefault(tuple(sorted(values)), []).append({"_id": job_id, **values})
+        if len(groups) > 1 and not locked and self.dialect == "postgresql":
+            await self.lock_rows(job_id for job_id, _ in rows)
         for columns, params in groups.items():
             await self.conn.execute(_running_update(columns), [p | {"_owner": owner} for p in params])
         applied = await self.conn.execute(_finished_rows(), {"ids": [job_id for job_id, _ in rows], "now": now})
@@ -261,11 +280,18 @@ class JobStore:
     async def renew_leases(
         self, *, owner: str, job_ids: Iterable[str], now: datetime, lease_s: float
     ) -> list[LeaseState]:
-        ids = list(job_ids)
+        """Renew the leases `owner` still holds among `job_ids`; returns the state of each job it holds. A
+        row another transaction is writing (the job's outcome, its progress) is not waited for: its lease
+        is not renewed this time, and its state is read as last committed."""
+        ids = sorted(set(job_ids))
         if not ids:
             return []
         params = {"ids": ids, "owner": owner, "expires": now + timedelta(seconds=lease_s)}
-        rows = (await self.conn.execute(_renew_leases(), params)).mappings()
+        rows = list((await self.conn.execute(_renew_leases(), params)).mappings())
+        renewed = {row["id"] for row in rows}
+        if len(renewed) < len(ids):  # skipped while locked, or no longer held
+            skipped = [job_id for job_id in ids if job_id not in renewed]
+            rows += (await self.conn.execute(_held_leases(), {"ids": skipped, "owner": owner})).mappings()
         return [LeaseState(row["id"], bool(row["cancel_requested"]), row["deadline_at"]) for row in rows]
 
     async def expired_leases(self, now: datetime, limit: int = 100) -> list[Job]:
@@ -330,17 +356,41 @@ def _finished_rows() -> sa.Select[Any]:
 
 
 @functools.cache
+def _lock_rows() -> sa.Select[Any]:
+    """Rows locked after the sort, so in id order (PostgreSQL; SQLite compiles FOR UPDATE to nothing: its
+    one writer already serializes these transactions)."""
+    return (
+        sa.select(jobs.c.id, jobs.c.cancel_requested)
+        .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+        .order_by(jobs.c.id)
+        .with_for_update()
+    )
+
+
+def _held_by_owner() -> sa.ColumnElement[bool]:
+    return sa.and_(
+        jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
+        jobs.c.lease_owner == sa.bindparam("owner"),
+        jobs.c.status == JobStatus.RUNNING.value,
+    )
+
+
+@functools.cache
 def _renew_leases() -> sa.Update:
+    """The leases `owner` holds among `ids` and no other transaction is writing, renewed without waiting."""
+    free = sa.select(jobs.c.id).where(_held_by_owner()).order_by(jobs.c.id).with_for_update(skip_locked=True)
     return (
         jobs.update()
-        .where(
-            jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
-            jobs.c.lease_owner == sa.bindparam("owner"),
-            jobs.c.status == JobStatus.RUNNING.value,
-        )
+        .where(jobs.c.id.in_(free.scalar_subquery()))
         .values(lease_expires_at=sa.bindparam("expires"))
         .returning(jobs.c.id, jobs.c.cancel_requested, jobs.c.deadline_at)
     )
+
+
+@functools.cache
+def _held_leases() -> sa.Select[Any]:
+    """The jobs `owner` holds among `ids`, as last committed (a plain read never waits for a lock)."""
+    return sa.select(jobs.c.id, jobs.c.cancel_requested, jobs.c.deadline_at).where(_held_by_owner())
 
 
 @functools.cache

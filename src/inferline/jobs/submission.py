@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,24 @@ from inferline.jobs.store import JobStore, add_jobs_sync
 from inferline.jobs.wakeup import Wakeup
 from inferline.metrics import Metrics
 from inferline.outbound import OutboundPolicy
+
+# Idempotency keys are unique per tenant, and the server keys jobs of its own (a schedule's tick) in the
+# same index: those start with this prefix, which a tenant's key may not, so no tenant can take a key the
+# server will need.
+SERVER_KEY_PREFIX = "inferline:"
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+_TENANT_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}")
+
+
+def tenant_idempotency_key(key: str, *, field: str = "idempotency_key") -> str:
+    """`key` if a tenant may use it: 1 to 200 printable ASCII characters, outside the server's prefix."""
+    if not _TENANT_KEY.fullmatch(key):
+        raise InvalidInput(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters", field=field
+        )
+    if key.startswith(SERVER_KEY_PREFIX):
+        raise InvalidInput(f"Idempotency-Key may not start with {SERVER_KEY_PREFIX!r} (reserved)", field=field)
+    return key
 
 
 @dataclass(frozen=True)
@@ -116,7 +135,10 @@ class JobTransaction:
         schedule_id: str | None = None,
         now: datetime | None = None,
     ) -> Job:
-        """Validate and insert one job in this transaction."""
+        """Validate and insert one job in this transaction. An `idempotency_key` given here is the server's
+        own (it starts with `SERVER_KEY_PREFIX`); a key already taken raises IntegrityError."""
+        if idempotency_key is not None and not idempotency_key.startswith(SERVER_KEY_PREFIX):
+            raise ValueError(f"a server key starts with {SERVER_KEY_PREFIX!r}: {idempotency_key!r}")
         job = self._submitter.build(request, tenant=tenant, now=now)
         job = replace(job, idempotency_key=idempotency_key, schedule_id=schedule_id)
         [job] = await JobStore(self.conn).add([job])
@@ -169,9 +191,10 @@ class Submitter:
 
     async def submit(self, request: JobRequest, *, tenant: str, idempotency_key: str | None = None) -> tuple[Job, bool]:
         """Queue a job. Returns (job, created); with an idempotency key seen before, the existing job
-        (409 if it was for a different request)."""
+        (409 if it was for a different request). The key is a tenant's: see `tenant_idempotency_key`."""
         if idempotency_key is not None:
-            return await self._submit_once(request, tenant=tenant, idempotency_key=idempotency_key)
+            key = tenant_idempotency_key(idempotency_key)
+            return await self._submit_once(request, tenant=tenant, idempotency_key=key)
         job = self.build(request, tenant=tenant)
         await check_webhook(self.outbound, request)
         pending = _PendingJob(job, asyncio.get_running_loop().create_future())

@@ -31,7 +31,9 @@ from inferline.schema import jobs
 log = structlog.get_logger(__name__)
 
 BATCH = 500  # ids per IN list: well under SQLite's 32,766 bound parameters, small enough for one plan
-RETRY_AFTER_S = 5.0  # told to a tenant over its stream cap: about how long an event stream slot stays taken
+# Told to a tenant over its stream cap: a dropped client's slot is freed when the next keepalive fails to
+# write, within `events_keepalive_s` (15 s by default).
+RETRY_AFTER_S = 15.0
 
 
 @dataclass

@@ -98,7 +98,7 @@ async def _ranked(
     documents = request.group_by_document
 
     async def semantic() -> list[Candidate]:
-        vector = await _query_vector(deps, collection.embedding_model, request.query)
+        vector = await _query_vector(deps, collection.tenant, collection.embedding_model, request.query)
         return await deps.index.semantic(collection.spec, vector, flt, window, documents=documents)
 
     # Both at once in hybrid mode: the keyword search runs while the query is being embedded.
@@ -115,12 +115,12 @@ async def _ranked(
     return best_per_document(fused) if request.group_by_document else fused
 
 
-async def _query_vector(deps: SearchDeps, model: str, query: str) -> Any:
+async def _query_vector(deps: SearchDeps, tenant: str, model: str, query: str) -> Any:
     normalized = _normalized_query(query)
-    vector = deps.query_vectors.get(model, normalized)
+    vector = deps.query_vectors.get(tenant, model, normalized)
     if vector is None:
         vector = await deps.models.predict(query_model(model), EmbedInput(normalized, query=True))
-        deps.query_vectors.put(model, normalized, vector)
+        deps.query_vectors.put(tenant, model, normalized, vector)
     return vector
 
 

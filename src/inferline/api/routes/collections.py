@@ -129,7 +129,7 @@ async def _received_document(
         finally:
             await form.close()
     # A text document sent as JSON may be as large as an uploaded one.
-    body = parse_model(TextDocumentIn, await json_body(request, max_bytes=services.settings.max_upload_bytes))
+    body = parse_model(TextDocumentIn, await json_body(request, max_bytes=services.settings.max_request_bytes))
     metadata, external_id = documents.check_document_input(body.metadata, body.external_id)
     file = await receive_file(
         services.blobs,

@@ -13,10 +13,11 @@ from inferline.api.deps import ServicesDep, TenantDep, services_of
 from inferline.api.events import EventStream, StreamLimits
 from inferline.api.openapi import problems, returns
 from inferline.api.schemas import JobIn, JobOut, JobPage
-from inferline.errors import Conflict, InvalidInput
+from inferline.errors import Conflict
 from inferline.jobs import service
 from inferline.jobs.kinds import JSON_FORMAT
 from inferline.jobs.model import JobStatus, public_view
+from inferline.jobs.submission import tenant_idempotency_key
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -25,8 +26,9 @@ _IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "maxLength": 200},
-    "description": "per tenant: a repeated key with the same body returns the first job",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[ -~]+$"},
+    "description": "per tenant: a repeated key with the same body returns the first job. 1 to 200 printable "
+    "ASCII characters; keys starting with `inferline:` are reserved for the server's own jobs (422)",
 }
 
 
@@ -81,8 +83,8 @@ async def submit_job(body: JobIn, request: Request, tenant: TenantDep) -> Respon
     Bodies over `max_request_bytes` are refused with 413 before they are parsed."""
     services = services_of(request)
     idempotency_key = request.headers.get("idempotency-key")
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
-        raise InvalidInput("Idempotency-Key must be 1 to 200 characters", field="header.idempotency-key")
+    if idempotency_key is not None:
+        tenant_idempotency_key(idempotency_key, field="header.idempotency-key")
     job, created = await services.submitter.submit(body.to_request(), tenant=tenant, idempotency_key=idempotency_key)
     return json_response(public_view(job), 201 if created else 200)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import ConfigDict, Field
 
@@ -20,11 +21,14 @@ from inferline.api.uploads import (
     store_upload,
     text_fields,
 )
+from inferline.bootstrap import Services
 from inferline.errors import InvalidInput
 from inferline.files.service import delete_file, get_file
 from inferline.jobs.model import public_view
 from inferline.ocr.options import OcrOptions
 from inferline.ocr.service import MAX_WAIT_S, submit_ocr, wait_for
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(tags=["ocr"])
 
@@ -99,9 +103,9 @@ async def ocr(request: Request, services: ServicesDep, tenant: TenantDep) -> Res
             options=OcrOptions(**options.model_dump(include=set(OcrOptions.model_fields))),
             priority=options.priority,
         )
-    except Exception:
+    except BaseException:
         if uploaded:  # a refused upload keeps nothing: its id was never told to the client
-            await delete_file(services.engine, services.blobs, tenant=tenant, file_id=file.id)
+            await _forget_upload(services, tenant, file.id)
         raise
     wait_s = _wait_s(request)
     headers = {}
@@ -112,3 +116,11 @@ async def ocr(request: Request, services: ServicesDep, tenant: TenantDep) -> Res
     response.headers.update(headers)
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
     return response
+
+
+async def _forget_upload(services: Services, tenant: str, file_id: str) -> None:
+    """Delete a refused upload; a failure here is logged, so the refusal's own error is the one answered."""
+    try:
+        await delete_file(services.engine, services.blobs, tenant=tenant, file_id=file_id)
+    except Exception:
+        log.warning("refused_upload_not_deleted", file_id=file_id, exc_info=True)
