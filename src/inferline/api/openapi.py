@@ -7,9 +7,10 @@
   the model and the models it uses put under `components/schemas` (pydantic's own `$defs` would not
   resolve inside the document).
 - `install(app)`: the document gains those schemas; every route that needs the caller's key (`TenantDep`,
-  a security scheme) its 401; every route with input its 422 (FastAPI's own 422 schema is not what
-  `api/problems.py` sends); every `Problem` response the media type `application/problem+json`. So a route
-  lists only its other errors, and a plugin's routes are documented alike.
+  a security scheme) its 401 and 503 (the key could not be checked); every route with input its 422
+  (FastAPI's own 422 schema is not what `api/problems.py` sends); every `Problem` response the media type
+  `application/problem+json`. So a route lists only its other errors, and a plugin's routes are
+  documented alike.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ DESCRIPTIONS: dict[int, str] = {
     415: "The file's type, sniffed from its content, is not accepted here.",
     422: "The input is invalid; `field` names where.",
     429: "Overloaded: retry after `Retry-After` seconds.",
-    503: "Not ready to serve.",
+    503: "Not ready to serve (the database is unreachable, or the API key could not be checked); try again.",
 }
 
 
@@ -110,6 +111,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             responses["422"] = _problem_response(422)
         if operation.get("security"):  # the routes that depend on the caller's key (deps.BearerKey)
             responses.setdefault("401", _problem_response(401))
+            responses.setdefault("503", _problem_response(503))  # admission: the key could not be checked
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return document
