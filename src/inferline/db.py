@@ -23,6 +23,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from inferline.errors import InvalidInput
 from inferline.private_paths import create_private_file, make_private_dir
 from inferline.sqlite_inline import Checkpointer, InlineConnection
 
@@ -196,12 +197,27 @@ class _SqliteWriteLock:
 _write_locks: weakref.WeakKeyDictionary[AsyncEngine, _SqliteWriteLock] = weakref.WeakKeyDictionary()
 
 
+# PostgreSQL holds no U+0000 in text or jsonb (SQLSTATE 22021 in text, 22P05 in jsonb). Inputs that are
+# stored are checked before (`inputs.refuse_nul`); this catches the rest, ids and filters a request names.
+NUL_SQLSTATES = frozenset({"22021", "22P05"})
+
+
+@asynccontextmanager
+async def _nul_is_invalid_input() -> AsyncIterator[None]:
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) in NUL_SQLSTATES:
+            raise InvalidInput("the request holds the character U+0000 (NUL), which is not accepted") from exc
+        raise
+
+
 @asynccontextmanager
 async def write(engine: AsyncEngine, *, slow: bool = False) -> AsyncIterator[AsyncConnection]:
     """A write transaction; on SQLite, taken under the process-wide and cross-process write lock.
     `slow`: statements that may take long (many rows) run off the event loop (`sqlite_inline`)."""
     if engine.dialect.name != "sqlite":
-        async with engine.begin() as conn:
+        async with _nul_is_invalid_input(), engine.begin() as conn:
             yield conn
         return
     async with _write_lock(engine).hold(), engine.connect() as conn, _offloaded(conn, slow), conn.begin():
@@ -220,7 +236,7 @@ def _write_lock(engine: AsyncEngine) -> _SqliteWriteLock:
 @asynccontextmanager
 async def read(engine: AsyncEngine, *, slow: bool = False) -> AsyncIterator[AsyncConnection]:
     """A read-only transaction (no write lock on SQLite). `slow`: as for `write`."""
-    async with engine.connect() as conn:
+    async with _nul_is_invalid_input(), engine.connect() as conn:
         conn = await conn.execution_options(**READONLY)
         async with _offloaded(conn, slow), conn.begin():
             yield conn

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from inferline.errors import NonRetryable
+from inferline.errors import NonRetryable, NotFound
 from inferline.search.filters import check_fields, parse_filter
 from inferline.search.index import ChunkRecord, IndexSpec, SearchIndex
 from inferline.search.pgvector import PgVectorIndex
@@ -149,6 +149,26 @@ async def test_fetch_update_delete_vectors_count_and_drop(index: SearchIndex) ->
     assert "doc1" not in {c.document_id for c in await index.keyword(spec, tokenize("replaced"), None, 10)}
     assert await index.document_vectors(spec.collection_id, "doc1") == []
     await index.drop(spec.collection_id)
+    await index.create(spec)
+    assert await index.count(spec.collection_id) == 0
+
+
+async def test_a_dropped_collection_is_not_found_until_it_is_created_again(index: SearchIndex) -> None:
+    spec, records = await filled(index)
+    await index.drop(spec.collection_id)
+    reads: dict[str, Callable[[], Awaitable[object]]] = {
+        "semantic": lambda: index.semantic(spec, records[0].vector, None, 10),
+        "keyword": lambda: index.keyword(spec, tokenize("document"), None, 10),
+        "fetch": lambda: index.fetch(spec.collection_id, [records[0].id]),
+        "vectors": lambda: index.document_vectors(spec.collection_id, "doc0"),
+        "count": lambda: index.count(spec.collection_id),
+        "upsert": lambda: index.upsert(spec, records[:1]),  # an ingest that outlived the delete brings nothing back
+    }
+    for name, read in reads.items():
+        with pytest.raises(NotFound):
+            await read()
+            pytest.fail(f"{name} of a dropped collection answered")
+    await index.delete_document(spec.collection_id, "doc0")  # nothing left to delete: no error
     await index.create(spec)
     assert await index.count(spec.collection_id) == 0
 

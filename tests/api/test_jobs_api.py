@@ -71,6 +71,29 @@ async def test_malformed_json_is_422(api: Api) -> None:
     assert response.status_code == 422
 
 
+async def test_a_json_body_that_is_not_utf8_is_422_naming_the_body(idle_api: Api) -> None:
+    for path in ("/api/v1/jobs", "/api/v1/collections", "/api/v1/schedules"):
+        response = await idle_api.client.post(
+            path, content=b'{"kind": "\xff"}', headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422 and response.json()["field"] == "body", (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_nul_character_is_4xx_and_fails_no_other_tenants_submission(api: Api) -> None:
+    # PostgreSQL stores no U+0000: a job holding one failed the group commit of every job submitted with it.
+    nul = {"kind": "echo", "input": {"message": "a\x00b"}}
+    good = {"kind": "echo", "input": {"message": "fine"}}
+    refused, *others = await asyncio.gather(
+        api.client.post("/api/v1/jobs", json=nul), *(api.other.post("/api/v1/jobs", json=good) for _ in range(8))
+    )
+    assert refused.status_code == 422 and refused.json()["field"] == "input.message", refused.text
+    assert [response.status_code for response in others] == [201] * 8
+    for path in ("/api/v1/jobs/a%00b", "/api/v1/jobs?kind=a%00b", "/api/v1/files/%00", "/api/v1/collections/a%00"):
+        response = await api.client.get(path)  # 404 or an empty page on SQLite, 422 on PostgreSQL
+        assert response.status_code in (200, 404, 422), (path, response.text)
+
+
 async def test_huge_input_is_413(api: Api) -> None:
     response = await api.client.post("/api/v1/jobs", json={"kind": "echo", "input": {"message": "x" * 1_100_000}})
     assert response.status_code == 413

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from PIL import Image
 from tests.api.conftest import Api, MakeApi
 from tests.ocr_samples import ENGLISH, KOREAN, image_bytes, image_pdf, png_bomb, render_page, text_pdf
 
@@ -184,6 +185,17 @@ async def test_a_stored_file_can_be_ocrd_by_id_and_with_the_second_engine(ocr_ap
     assert job["status"] == "succeeded", job["error"]
     assert job["result"]["engine"] == "rapidocr"
     assert cer(job["result"]["text"], "\n".join(ENGLISH)) < 0.03
+
+
+async def test_a_blank_page_is_read_as_empty_text_at_the_first_attempt_by_either_engine(ocr_api: Api) -> None:
+    blank = image_bytes(Image.new("RGB", (800, 600), "white"), "PNG")
+    for engine, lang in (("tesseract", "kor+eng"), ("rapidocr", "eng")):
+        job = await ocr(ocr_api, blank, engine=engine, lang=lang)
+        assert job["status"] == "succeeded" and job["attempts"] == 1, (engine, job["error"])
+        [page] = job["result"]["pages"]
+        assert job["result"]["text"] == "" and page["lines"] == [] and page["source"] == "ocr"
+        text = await ocr_api.client.get(f"/api/v1/jobs/{job['id']}/result", params={"format": "text"})
+        assert text.status_code == 200 and text.text == ""
 
 
 async def test_ocr_jobs_submitted_directly_cannot_read_another_tenants_file(ocr_api: Api) -> None:

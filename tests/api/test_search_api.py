@@ -396,3 +396,19 @@ async def test_a_collection_deleted_while_its_document_is_embedded_leaves_no_ind
     assert job["status"] == "succeeded" and job["result"]["chunks"] == 0  # its chunks were not kept
     index_root = search_api.services.settings.data_dir.resolve() / "index"
     assert not (index_root / made["id"]).exists()  # the upsert after the delete was taken back
+
+
+async def test_a_search_while_the_collection_is_being_deleted_is_not_found(search_api: Api) -> None:
+    made = await create(search_api)
+    bread = await ready(search_api, await add(search_api, BREAD_EN))
+    await search(search_api, "bread")  # this process now holds its copy of the collection
+    # The last step of a delete, the index's drop, lands between a search's read of the collection and its
+    # read of the index.
+    await search_api.services.search.index.drop(made["id"])
+    for response in (
+        await search_api.client.post("/api/v1/collections/docs/search", json={"query": "sourdough starter"}),
+        await search_api.client.get(f"/api/v1/collections/docs/documents/{bread['id']}/similar"),
+    ):
+        assert response.status_code == 404, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["detail"] == "the collection was deleted"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.openapi.models import HTTPBearer
+from fastapi.security.base import SecurityBase
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
@@ -36,9 +38,19 @@ async def tenant_of(services: Services, scope: Scope) -> str:
     return str(tenant)
 
 
-async def get_tenant(request: Request) -> str:
-    return await tenant_of(services_of(request), request.scope)
+class BearerKey(SecurityBase):
+    """The caller's tenant, as a security scheme: the OpenAPI document then says, on every route that
+    depends on it, that the route needs the key (FastAPI reads the scheme from the dependency)."""
 
+    def __init__(self) -> None:
+        self.model = HTTPBearer(description="an API key: `Authorization: Bearer <key>`")
+        self.scheme_name = "bearer"
+
+    async def __call__(self, request: Request) -> str:
+        return await tenant_of(services_of(request), request.scope)
+
+
+get_tenant = BearerKey()  # a dependency (`TenantDep`), and awaitable as `await get_tenant(request)`
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 TenantDep = Annotated[str, Depends(get_tenant)]

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from inferline import errors
+from inferline.api import openapi
 
 log = structlog.get_logger(__name__)
 STATUS_OF: list[tuple[type[errors.InferlineError], int]] = [
@@ -23,12 +24,6 @@ STATUS_OF: list[tuple[type[errors.InferlineError], int]] = [
     (errors.Unauthorized, 401),
     (errors.Overloaded, 429),
 ]
-
-# For a route's `responses=`: the statuses it answers with a problem document.
-PROBLEM_RESPONSE: dict[str, Any] = {
-    "description": "a problem document (RFC 9457)",
-    "content": {"application/problem+json": {"schema": {"type": "object"}}},
-}
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
@@ -64,6 +59,9 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        # FastAPI's 400 for a JSON body it cannot decode (not UTF-8): malformed JSON, which is a 422.
+        return problem(422, f"body: not JSON ({exc.__cause__})", field="body")
     return problem(exc.status_code, str(exc.detail), dict(exc.headers) if exc.headers else None)
 
 
@@ -71,3 +69,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.InferlineError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    openapi.install(app)  # the document describes these bodies, on every route that can answer with them

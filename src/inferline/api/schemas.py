@@ -9,8 +9,12 @@ from typing import Annotated, Any, Literal, get_type_hints
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, create_model
 
 from inferline import jsonvalues
+from inferline.inference.batching import ModelState
+from inferline.inference.model import ProcessingMode
 from inferline.jobs.schedules import Schedule
 from inferline.jobs.submission import JobRequest
+from inferline.search.filters import FieldType
+from inferline.search.model import Document, DocumentStatus
 
 WebhookEventName = Literal["start", "progress", "completed"]
 
@@ -93,3 +97,89 @@ class ScheduleOut(fields_of(Schedule, name="ScheduleFields", exclude=frozenset({
 class SchedulePage(BaseModel):
     items: list[ScheduleOut]
     next_cursor: str | None
+
+
+# Bodies that routes write themselves (views of domain dataclasses, serialized once): documented through
+# `responses=` rather than `response_model=`, so FastAPI does not validate them again on the hot paths.
+# The fuzz test (tests/api/test_fuzz.py) checks every response against them.
+
+
+class FileOut(BaseModel):
+    id: str
+    sha256: str
+    size: int
+    content_type: str = Field(description="sniffed from the content")
+    filename: str | None
+    created_at: datetime
+
+
+class CollectionOut(BaseModel):
+    id: str
+    name: str
+    fields: dict[str, FieldType]
+    embedding_model: str
+    dim: int
+    chunk_tokens: int
+    overlap_tokens: int
+    version: int = Field(description="goes up with every change to what the collection holds")
+    created_at: datetime
+    document_count: int | None = Field(default=None, description="when read (not when created)")
+    documents_by_status: dict[str, int] | None = Field(default=None, description="`GET /collections/{name}`")
+
+
+class CollectionList(BaseModel):
+    items: list[CollectionOut]
+
+
+class DocumentOut(fields_of(Document, name="DocumentFields", exclude=frozenset({"tenant", "collection_id"}))):  # type: ignore[misc]
+    status: DocumentStatus
+
+
+class DocumentPage(BaseModel):
+    items: list[DocumentOut]
+    next_cursor: str | None
+
+
+class SearchHit(BaseModel):
+    document_id: str
+    chunk_id: str
+    score: float
+    text: str
+    heading: str
+    page: int | None
+    highlights: list[list[int]] = Field(description="[start, end) character spans of query tokens in `text`")
+    metadata: dict[str, Any]
+
+
+class SearchOut(BaseModel):
+    hits: list[SearchHit]
+    next_cursor: str | None
+    total: int
+    took_ms: float
+    cached: bool
+
+
+class SimilarOut(BaseModel):
+    hits: list[SearchHit]
+    took_ms: float
+
+
+class ModelOut(BaseModel):
+    name: str
+    device: str
+    mode: ProcessingMode
+    processes: int
+    state: ModelState
+    error: str | None
+    max_batch_size: int
+    max_wait_ms: float
+    queued: int
+
+
+class ModelList(BaseModel):
+    device: str
+    items: list[ModelOut]
+
+
+class WebhookSecretOut(BaseModel):
+    secret: str = Field(description="`whsec_…`: signs every delivery (Standard Webhooks)")

@@ -32,6 +32,7 @@ from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import IdempotencyConflict, InvalidInput
 from inferline.ids import new_id
+from inferline.inputs import refuse_nul
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job, JobStatus
 from inferline.jobs.store import JobStore, add_jobs_sync
@@ -98,6 +99,8 @@ def validated_request(registry: KindRegistry, request: JobRequest) -> JobRequest
     """The request with its input checked and completed by the kind's model (422s name the field)."""
     if request.webhook_events and not request.webhook:
         raise InvalidInput("webhook_events given without a webhook URL", field="webhook")
+    refuse_nul(request.input, "input")
+    refuse_nul(request.webhook or "", "webhook")
     return replace(request, input=registry.validate_input(request.kind, request.input))
 
 

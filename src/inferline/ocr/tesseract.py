@@ -126,6 +126,8 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
         level = tesserocr.RIL.TEXTLINE
         lines = []
         for line in tesserocr.iterate_level(api.GetIterator(), level):
+            if line.Empty(level):  # a page with no text has one empty line, whose text raises
+                continue
             text = (line.GetUTF8Text(level) or "").strip()
             box = line.BoundingBox(level)
             if text and box is not None:

@@ -88,6 +88,9 @@ def idf(total: int, containing: int) -> float:
 
 
 class SearchIndex(Protocol):
+    """Reads and upserts of a dropped collection raise `NotFound` (a search that read the collection just
+    before its delete); `delete_document` of one does nothing; only `create` makes it anew."""
+
     async def create(self, spec: IndexSpec) -> None: ...
 
     async def drop(self, collection_id: str) -> None: ...

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inferline import db
 from inferline.clock import utcnow
-from inferline.errors import BadDocument, Canceled, NonRetryable, shown_message
+from inferline.errors import BadDocument, Canceled, NonRetryable, NotFound, shown_message
 from inferline.files.service import FileInfo, blob_path
 from inferline.ids import new_id
 from inferline.jobs.context import JobContext
@@ -161,8 +161,11 @@ async def _ingest(
     records = await _records(ctx, collection, document, pages)
     ctx.raise_if_canceled()
     await deps.index.delete_document(collection.id, document.id)
-    for start in range(0, len(records), UPSERT_BATCH):
-        await deps.index.upsert(collection.spec, records[start : start + UPSERT_BATCH])
+    try:
+        for start in range(0, len(records), UPSERT_BATCH):
+            await deps.index.upsert(collection.spec, records[start : start + UPSERT_BATCH])
+    except NotFound:  # the collection was deleted while we worked
+        return 0
     version = await _mark_ready(deps, collection.id, document.id, len(records))
     if version is None:  # deleted while we worked: take back what we wrote
         if await _collection_exists(deps, collection.id):

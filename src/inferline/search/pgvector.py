@@ -16,19 +16,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from inferline.errors import NotFound
 from inferline.search.filters import And, FieldType, Filter, Not, Or, Range
 from inferline.search.index import Candidate, ChunkRecord, IndexSpec, StoredChunk, Vector
 
 MAX_POSITION = 16383  # tsvector positions stop here
+UNDEFINED_TABLE = "42P01"
 EF_SEARCH = 100
 _ID = re.compile(r"^[0-9a-f-]{36}$")
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
@@ -121,6 +126,18 @@ class PgVectorIndex:
                 await conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
             self._ready = True
 
+    @asynccontextmanager
+    async def _tables(self, *, begin: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection for a collection's tables; a table dropped with its collection (a search that read
+        the collection just before the delete) is NotFound, as in the embedded index."""
+        try:
+            async with self.engine.begin() if begin else self.engine.connect() as conn:
+                yield conn
+        except sa.exc.ProgrammingError as exc:
+            if getattr(exc.orig, "sqlstate", None) == UNDEFINED_TABLE:
+                raise NotFound("the collection was deleted") from exc
+            raise
+
     async def create(self, spec: IndexSpec) -> None:
         await self._connect_ready()
         table = _table(spec.collection_id)
@@ -211,7 +228,7 @@ class PgVectorIndex:
             }
             for record in records
         ]
-        async with self.engine.begin() as conn:  # both tables in one transaction: never one without the other
+        async with self._tables(begin=True) as conn:  # both tables in one transaction: never one without the other
             await conn.execute(chunks, rows)
             await conn.execute(
                 keywords, [{k: row[k] for k in ("id", "document_id", "metadata", "tokens")} for row in rows]
@@ -219,9 +236,10 @@ class PgVectorIndex:
 
     async def delete_document(self, collection_id: str, document_id: str) -> None:
         await self._upgraded(collection_id)
-        async with self.engine.begin() as conn:
-            for table in (_table(collection_id), _keyword_table(collection_id)):
-                await conn.execute(sa.text(f"DELETE FROM {table} WHERE document_id = :d"), {"d": document_id})
+        with contextlib.suppress(NotFound):  # nothing left to delete
+            async with self._tables(begin=True) as conn:
+                for table in (_table(collection_id), _keyword_table(collection_id)):
+                    await conn.execute(sa.text(f"DELETE FROM {table} WHERE document_id = :d"), {"d": document_id})
 
     def _where(self, spec: IndexSpec, flt: Filter | None) -> tuple[str, dict[str, Any]]:
         if flt is None:
@@ -237,7 +255,7 @@ class PgVectorIndex:
             f"SELECT id::text AS id, document_id, embedding <=> CAST(:q AS vector) AS distance "
             f"FROM {_table(spec.collection_id)} {where} ORDER BY distance LIMIT :limit"
         )
-        async with self.engine.begin() as conn:
+        async with self._tables(begin=True) as conn:
             await _search_settings(conn, limit)
             rows = (await conn.execute(query, params | {"q": _vector_text(vector), "limit": limit})).all()
         ordered = sorted(rows, key=lambda row: (row.distance, row.id))  # relaxed order: re-sort exactly
@@ -257,7 +275,7 @@ class PgVectorIndex:
             f"SELECT id::text AS id, document_id, ts_rank(tokens, CAST(:q AS tsquery), 1) AS rank "
             f"FROM {_keyword_table(spec.collection_id)} {where} ORDER BY rank DESC, id LIMIT :limit"
         )
-        async with self.engine.begin() as conn:
+        async with self._tables(begin=True) as conn:
             rows = (await conn.execute(query, params | {"q": _tsquery(tokens), "limit": limit})).all()
         return [Candidate(row.id, row.document_id if documents else None, float(row.rank)) for row in rows]
 
@@ -268,7 +286,7 @@ class PgVectorIndex:
             f"SELECT id::text AS id, document_id, idx, text, heading, page, metadata "
             f"FROM {_table(collection_id)} WHERE id = ANY(CAST(:ids AS uuid[]))"
         )
-        async with self.engine.connect() as conn:
+        async with self._tables() as conn:
             rows = (await conn.execute(query, {"ids": chunk_ids})).mappings().all()
         return {
             row["id"]: StoredChunk(
@@ -285,12 +303,12 @@ class PgVectorIndex:
 
     async def document_vectors(self, collection_id: str, document_id: str) -> list[Vector]:
         query = sa.text(f"SELECT embedding::text AS e FROM {_table(collection_id)} WHERE document_id = :d ORDER BY idx")
-        async with self.engine.connect() as conn:
+        async with self._tables() as conn:
             rows = (await conn.execute(query, {"d": document_id})).all()
         return [np.asarray(json.loads(row.e), dtype=np.float32) for row in rows]
 
     async def count(self, collection_id: str) -> int:
-        async with self.engine.connect() as conn:
+        async with self._tables() as conn:
             return int((await conn.execute(sa.text(f"SELECT count(*) FROM {_table(collection_id)}"))).scalar_one())
 
     async def close(self) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import qdrant_edge as qe
 import structlog
 
-from inferline.errors import NonRetryable
+from inferline.errors import NonRetryable, NotFound
 from inferline.private_paths import make_private_dir
 from inferline.search.filters import And, FieldType, Filter, Not, Or, Range
 from inferline.search.index import (
@@ -70,6 +70,9 @@ class QdrantIndex:
         # Searches of one request run on one core; the API serves requests in parallel instead.
         self.search_threads = search_threads
         self._shards: dict[str, _Shard] = {}
+        # Once dropped, a shard is opened again only by `create`: not by a search that read the collection
+        # just before its delete (its folder may be half removed), nor by an ingest still writing to it.
+        self._dropped: set[str] = set()
         self._open_lock = threading.Lock()
         self._owner: Any = None  # the open lock file: this process owns the shards under root
 
@@ -112,11 +115,13 @@ class QdrantIndex:
             if shard is not None:
                 return shard
             path = self.root / collection_id
+            if collection_id in self._dropped:
+                raise NotFound("the collection was deleted")
             if path.is_dir() and any(path.iterdir()):
                 opened = qe.EdgeShard.load(str(path))
             else:
                 if spec is None:
-                    raise LookupError(f"no index for collection {collection_id}")
+                    raise NotFound("the collection has no index (deleted)")
                 make_private_dir(path)
                 opened = qe.EdgeShard.create(str(path), self._config(spec))
                 opened.update(qe.UpdateOperation.create_field_index("doc", qe.PayloadSchemaType.Keyword))
@@ -129,11 +134,14 @@ class QdrantIndex:
         return await asyncio.to_thread(fn)
 
     async def create(self, spec: IndexSpec) -> None:
+        with self._open_lock:
+            self._dropped.discard(spec.collection_id)  # asked for by name: made anew
         await self._run(lambda: self._open(spec.collection_id, spec))
 
     async def drop(self, collection_id: str) -> None:
         def drop() -> None:
             with self._open_lock:
+                self._dropped.add(collection_id)
                 shard = self._shards.pop(collection_id, None)
             if shard is not None:
                 with shard.write_lock:
@@ -202,7 +210,7 @@ class QdrantIndex:
 
         try:
             await self._run(delete)
-        except LookupError:
+        except NotFound:
             return
 
     def _optimize_later(self, collection_id: str, shard: _Shard) -> None:

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.openapi import problems
 from tests.examples.notes import service
 from tests.examples.notes.deps import deps_of
 
@@ -27,6 +28,6 @@ async def add_note(body: NoteIn, services: ServicesDep, tenant: TenantDep) -> di
     return note.public_view()
 
 
-@router.get("/{note_id}", responses={404: {"description": "no such note for this tenant"}})
+@router.get("/{note_id}", responses=problems(404))
 async def get_note(note_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     return (await service.get_note(deps_of(services), tenant=tenant, note_id=note_id)).public_view()

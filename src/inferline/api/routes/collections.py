@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inferline import jsonvalues
 from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.openapi import body_schema, problems, returns
 from inferline.api.routes.jobs import json_response
+from inferline.api.schemas import CollectionList, CollectionOut, DocumentOut, DocumentPage, SearchOut, SimilarOut
 from inferline.api.uploads import (
     is_multipart,
     json_body,
@@ -38,7 +40,7 @@ class TextDocumentIn(BaseModel):
     external_id: str | None = Field(default=None, min_length=1, max_length=500)
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=returns(CollectionOut, 201) | problems(409, 413, 429))
 async def create_collection(data: CollectionIn, services: ServicesDep, tenant: TenantDep) -> Response:
     """Create a collection: `fields` declares the metadata that filters may use (keyword, int, float,
     bool, date); `embedding_model` defaults to the server's (`GET /api/v1/models` lists them)."""
@@ -48,12 +50,12 @@ async def create_collection(data: CollectionIn, services: ServicesDep, tenant: T
     return response
 
 
-@router.get("")
+@router.get("", response_model=None, responses=returns(CollectionList))
 async def list_collections(services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     return {"items": await collections.list_collections(services.search, tenant=tenant)}
 
 
-@router.get("/{name}")
+@router.get("/{name}", response_model=None, responses=returns(CollectionOut) | problems(404))
 async def get_collection(name: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """The collection, its document count and documents by ingest status (cheap to poll during ingest)."""
     collection = await collections.get_collection(services.search, tenant=tenant, name=name)
@@ -61,7 +63,7 @@ async def get_collection(name: str, services: ServicesDep, tenant: TenantDep) ->
     return collection.public_view(sum(counts.values()), counts)
 
 
-@router.delete("/{name}", status_code=204)
+@router.delete("/{name}", status_code=204, responses=problems(404))
 async def delete_collection(name: str, services: ServicesDep, tenant: TenantDep) -> Response:
     await collections.delete_collection(services.search, tenant=tenant, name=name)
     return Response(status_code=204)
@@ -72,13 +74,20 @@ _DOCUMENT_BODY = {
         "required": True,
         "content": {
             "multipart/form-data": multipart_schema("metadata", "external_id"),
-            "application/json": {"schema": TextDocumentIn.model_json_schema()},
+            "application/json": {"schema": body_schema(TextDocumentIn)},
         },
     }
 }
 
 
-@router.post("/{name}/documents", status_code=201, openapi_extra=_DOCUMENT_BODY)
+@router.post(
+    "/{name}/documents",
+    status_code=201,
+    openapi_extra=_DOCUMENT_BODY,
+    responses=returns(DocumentOut, 201, "The document, added.")
+    | returns(DocumentOut, 200, "The document with this content or `external_id`, updated.")
+    | problems(404, 409, 413, 415),
+)
 async def add_document(name: str, request: Request, services: ServicesDep, tenant: TenantDep) -> Response:
     """Add a document: multipart `file` (PDF, image, text, Markdown, HTML, DOCX) with optional form fields
     `metadata` (a JSON object) and `external_id`, or JSON `{text, metadata, external_id}`. 201 with the
@@ -133,7 +142,7 @@ async def _received_document(
     return file, metadata, external_id
 
 
-@router.get("/{name}/documents")
+@router.get("/{name}/documents", response_model=None, responses=returns(DocumentPage) | problems(404))
 async def list_documents(
     name: str,
     services: ServicesDep,
@@ -150,20 +159,24 @@ async def list_documents(
     return {"items": [document.public_view() for document in items], "next_cursor": next_cursor}
 
 
-@router.get("/{name}/documents/{document_id}")
+@router.get("/{name}/documents/{document_id}", response_model=None, responses=returns(DocumentOut) | problems(404))
 async def get_document(name: str, document_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     collection = await collections.get_collection(services.search, tenant=tenant, name=name)
     return (await documents.get_document(services.search, collection=collection, document_id=document_id)).public_view()
 
 
-@router.delete("/{name}/documents/{document_id}", status_code=204)
+@router.delete("/{name}/documents/{document_id}", status_code=204, responses=problems(404))
 async def delete_document(name: str, document_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     collection = await collections.get_collection(services.search, tenant=tenant, name=name)
     await documents.delete_document(services.search, collection=collection, document_id=document_id)
     return Response(status_code=204)
 
 
-@router.get("/{name}/documents/{document_id}/similar")
+@router.get(
+    "/{name}/documents/{document_id}/similar",
+    response_model=None,
+    responses=returns(SimilarOut) | problems(404, 409, 429),
+)
 async def similar_documents(
     name: str,
     document_id: str,
@@ -175,7 +188,7 @@ async def similar_documents(
     return await query.similar(services.search, tenant=tenant, name=name, document_id=document_id, limit=limit)
 
 
-@router.post("/{name}/search")
+@router.post("/{name}/search", responses=returns(SearchOut) | problems(404, 409, 413, 429))
 async def search(name: str, data: SearchIn, services: ServicesDep, tenant: TenantDep) -> Response:
     """`mode` hybrid (default; RRF of both), semantic or keyword (Korean-aware tokens); `filter` over the
     declared fields; `limit` ≤ 100; `cursor` from `next_cursor` pages through one ranked, cached list;

@@ -8,21 +8,29 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
 from inferline.api.deps import ServicesDep, TenantDep
-from inferline.api.problems import PROBLEM_RESPONSE
+from inferline.api.openapi import problems, returns
+from inferline.api.schemas import FileOut
 from inferline.api.uploads import multipart_schema, read_form, store_upload
 from inferline.files import service
 from inferline.files.service import blob_path, get_file
 
 router = APIRouter(prefix="/files", tags=["files"])
 
+_CONTENT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The file's bytes, of its sniffed `content_type`.",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 _MULTIPART = {"requestBody": {"required": True, "content": {"multipart/form-data": multipart_schema()}}}
 
 
 @router.post(
     "",
     status_code=201,
+    response_model=None,
     openapi_extra=_MULTIPART,
-    responses={409: PROBLEM_RESPONSE, 413: PROBLEM_RESPONSE, 422: PROBLEM_RESPONSE},
+    responses=returns(FileOut, 201) | problems(409, 413),
 )
 async def upload_file(request: Request, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """Store a file (multipart part `file`). Its type is sniffed from its content; identical bytes are
@@ -36,7 +44,7 @@ async def upload_file(request: Request, services: ServicesDep, tenant: TenantDep
     return info.public_view()
 
 
-@router.delete("/{file_id}", status_code=204, responses={404: PROBLEM_RESPONSE, 409: PROBLEM_RESPONSE})
+@router.delete("/{file_id}", status_code=204, responses=problems(404, 409))
 async def delete_file(file_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     """Delete a file; its bytes go too unless another file has the same. 409 while a queued or running
     job names it (`file_id`) or a collection's document is made from it (delete the document first)."""
@@ -44,12 +52,12 @@ async def delete_file(file_id: str, services: ServicesDep, tenant: TenantDep) ->
     return Response(status_code=204)
 
 
-@router.get("/{file_id}", responses={404: PROBLEM_RESPONSE})
+@router.get("/{file_id}", response_model=None, responses=returns(FileOut) | problems(404))
 async def file_metadata(file_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     return (await get_file(services.engine, tenant=tenant, file_id=file_id)).public_view()
 
 
-@router.get("/{file_id}/content", responses={404: PROBLEM_RESPONSE})
+@router.get("/{file_id}/content", response_class=FileResponse, responses=_CONTENT | problems(404))
 async def file_content(file_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     info = await get_file(services.engine, tenant=tenant, file_id=file_id)
     return FileResponse(

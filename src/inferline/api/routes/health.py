@@ -10,10 +10,16 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from inferline import db
 from inferline.api.deps import ServicesDep, get_tenant, services_of
+from inferline.api.openapi import problems
 from inferline.api.problems import problem
 from inferline.jobs.service import queue_depth
 
 router = APIRouter(tags=["operations"])
+
+
+_METRICS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}
+}
 
 
 @router.get("/healthz")
@@ -22,7 +28,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=None, responses=problems(503))
 async def readyz(services: ServicesDep) -> Any:
     """The database answers and its schema is at the newest migration."""
     try:
@@ -46,7 +52,7 @@ async def metrics_access(request: Request) -> None:
     "/metrics",
     response_class=Response,
     dependencies=[Depends(metrics_access)],
-    responses={401: {"description": "no valid API key, when `metrics_require_key` is set"}},
+    responses=_METRICS | problems(401),  # 401 when `metrics_require_key` is set
 )
 async def metrics(services: ServicesDep) -> Response:
     """Prometheus metrics of this process (text format)."""

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from inferline.api import events
 from inferline.api.deps import ServicesDep, TenantDep, services_of
 from inferline.api.events import EventStream, StreamLimits
-from inferline.api.problems import PROBLEM_RESPONSE
+from inferline.api.openapi import problems, returns
 from inferline.api.schemas import JobIn, JobOut, JobPage
 from inferline.errors import Conflict
 from inferline.jobs import service
@@ -32,6 +32,42 @@ _IDEMPOTENCY_HEADER = {
 }
 
 
+# The result formats of the built-in kinds (json for any; ocr: text, hocr).
+_RESULT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The result, in the format asked for.",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/plain": {"schema": {"type": "string"}},
+            "text/html": {"schema": {"type": "string"}},
+        },
+    }
+}
+# Before OpenAPI 3.2, the `schema` of an event stream describes each event.
+_EVENTS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events, each with the whole job.",
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "event": {"type": "string", "description": "`status` or `progress`"},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"$ref": "#/components/schemas/JobOut"},
+                        },
+                        "id": {"type": "string", "description": "send back as `Last-Event-ID` to resume"},
+                        "retry": {"type": "integer", "description": "ms: the stream's lifetime ended; reconnect"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
 # The hot path of the API: services and the header are read here rather than through FastAPI
 # dependencies, whose solving cost 12% of the request (docs/benchmarks.md). The tenant stays a
 # dependency so that authentication comes before body validation (401 before 422).
@@ -39,7 +75,7 @@ _IDEMPOTENCY_HEADER = {
     "",
     status_code=201,
     response_model=JobOut,
-    responses={200: {"model": JobOut}},
+    responses=returns(JobOut, 200, "The job first submitted with this `Idempotency-Key`.") | problems(409, 413),
     openapi_extra={"parameters": [_IDEMPOTENCY_HEADER]},
 )
 async def submit_job(body: JobIn, request: Request, tenant: TenantDep) -> Response:
@@ -74,12 +110,12 @@ async def list_jobs(
     return {"items": [public_view(job) for job in items], "next_cursor": next_cursor}
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=problems(404))
 async def get_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     return json_response(public_view(await service.get_job(services.engine, tenant=tenant, job_id=job_id)))
 
 
-@router.get("/{job_id}/result")
+@router.get("/{job_id}/result", responses=_RESULT | problems(404, 409))
 async def job_result(
     job_id: str,
     services: ServicesDep,
@@ -100,13 +136,13 @@ async def job_result(
     return Response(renderer.render(job.result), media_type=renderer.media_type)
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=problems(404, 409))
 async def cancel_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """A queued job is canceled at once; a running one stops at its next check (409 if finished)."""
     return public_view(await service.cancel_job(services.engine, tenant=tenant, job_id=job_id))
 
 
-@router.post("/{job_id}/retry", response_model=JobOut)
+@router.post("/{job_id}/retry", response_model=JobOut, responses=problems(404, 409))
 async def retry_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """Re-queue a failed job with a fresh set of attempts (409 unless it failed)."""
     job = await service.retry_job(services.engine, tenant=tenant, job_id=job_id, wakeup=services.wakeup)
@@ -126,11 +162,7 @@ _LAST_EVENT_ID = {
     "/{job_id}/events",
     status_code=200,
     response_class=EventStream,
-    responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
-        404: PROBLEM_RESPONSE,
-        429: PROBLEM_RESPONSE,
-    },
+    responses=_EVENTS | problems(404, 429),
     openapi_extra={"parameters": [_LAST_EVENT_ID]},
 )
 async def job_events(job_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> EventStream:

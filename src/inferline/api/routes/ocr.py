@@ -9,7 +9,9 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ConfigDict, Field
 
 from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.openapi import body_schema, problems, returns
 from inferline.api.routes.jobs import json_response
+from inferline.api.schemas import JobOut
 from inferline.api.uploads import (
     is_multipart,
     json_body,
@@ -45,7 +47,7 @@ _BODY = {
             "multipart/form-data": multipart_schema(
                 "engine", "lang", "pages", "page_mode", "dpi", "rotate_pages", "deskew", "priority"
             ),
-            "application/json": {"schema": OcrJsonIn.model_json_schema()},
+            "application/json": {"schema": body_schema(OcrJsonIn)},
         },
     },
     "parameters": [
@@ -65,7 +67,12 @@ def _wait_s(request: Request) -> float | None:
     return float(match.group(1)) if match else None
 
 
-@router.post("/ocr", status_code=201, openapi_extra=_BODY)
+@router.post(
+    "/ocr",
+    status_code=201,
+    openapi_extra=_BODY,
+    responses=returns(JobOut, 201, "The OCR job, as it is after `Prefer: wait`.") | problems(404, 413, 415),
+)
 async def ocr(request: Request, services: ServicesDep, tenant: TenantDep) -> Response:
     """Queue an OCR job for an uploaded file (multipart `file` plus option fields) or a stored one (JSON
     `file_id`). Options: `engine` auto|tesseract|rapidocr, `lang` (default kor+eng), `pages` ("1-3,5"),

@@ -8,13 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.openapi import problems
 from inferline.api.schemas import ScheduleIn, ScheduleOut, SchedulePage
 from inferline.jobs import schedules
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
 
 
-@router.post("", status_code=201, response_model=ScheduleOut)
+@router.post("", status_code=201, response_model=ScheduleOut, responses=problems(413))
 async def create_schedule(body: ScheduleIn, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     schedule = await schedules.create_schedule(
         services.engine,
@@ -39,7 +40,7 @@ async def list_schedules(
     return {"items": [asdict(item) for item in items], "next_cursor": next_cursor}
 
 
-@router.delete("/{schedule_id}", status_code=204)
+@router.delete("/{schedule_id}", status_code=204, responses=problems(404))
 async def delete_schedule(schedule_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     await schedules.delete_schedule(services.engine, tenant=tenant, schedule_id=schedule_id)
     return Response(status_code=204)

@@ -1,0 +1,41 @@
+"""What a request asks to store holds no U+0000 (PostgreSQL cannot store it): a 422 naming where."""
+
+from __future__ import annotations
+
+import pytest
+
+from inferline.errors import InvalidInput
+from inferline.inputs import refuse_nul
+from inferline.search.documents import check_document_input
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        ("a\x00", "input"),
+        ({"a": {"b": ["x", "y\x00"]}}, "input.a.b.1"),
+        ({"a": {"k\x00": 1}}, "input.a"),
+    ],
+)
+def test_a_nul_anywhere_is_refused_naming_where(value: object, field: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        refuse_nul(value, "input")
+    assert refused.value.field == field
+
+
+def test_deep_nesting_is_walked_without_recursion() -> None:
+    value: object = "\x00"
+    for _ in range(100_000):
+        value = [value]
+    with pytest.raises(InvalidInput):
+        refuse_nul(value, "input")
+    refuse_nul({"text": "fine", "n": [1, 2.5, None, True]}, "input")
+
+
+def test_document_metadata_and_external_id_are_checked() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        check_document_input({"lang": "k\x00"}, None)
+    assert refused.value.field == "metadata.lang"
+    with pytest.raises(InvalidInput) as refused:
+        check_document_input(None, "id\x00")
+    assert refused.value.field == "external_id"
