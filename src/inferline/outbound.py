@@ -126,25 +126,32 @@ class OutboundPolicy:
         allow_networks: Sequence[IPNetwork] = (),
         resolve_timeout_s: float = 3.0,
         resolver: Resolver | None = None,
-        resolver_threads: int = 4,
+        resolver_threads: int = 16,
+        tenant_lookups: int = 4,
     ) -> None:
         self.allow_networks = tuple(allow_networks)
         self.resolve_timeout_s = resolve_timeout_s
         self.resolver: Resolver = resolver or self._getaddrinfo
         self._resolver_threads = resolver_threads
         self._executor: ThreadPoolExecutor | None = None
+        # A lookup whose DNS never answers holds its thread until libc gives up, long past our deadline:
+        # each tenant may hold at most `tenant_lookups` of the threads, so the others always find some.
+        self._tenant_lookups = tenant_lookups
+        self._lookup_slots: dict[str, asyncio.Semaphore] = {}
 
     def allows(self, address: IPAddress) -> bool:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped  # a dual-stack socket reaches the IPv4 host itself
         return any(address in network for network in self.allow_networks) or is_public(address)
 
-    async def resolve(self, url: str, *, field: str) -> PinnedTarget:
+    async def resolve(self, url: str, *, field: str, tenant: str = "") -> PinnedTarget:
         """The target to connect to for `url`; InvalidInput (naming `field`) when it may not be called.
-        Every address the host resolves to must be allowed; the first one is used."""
+        Every address the host resolves to must be allowed; the first one is used. `tenant`: whose
+        lookup this is, for its share of the resolver threads."""
         parsed = parse_url(url, field=field)
         host = parsed.raw_host.decode("ascii")
-        addresses = await self._addresses(host, parsed.port or (443 if parsed.scheme == "https" else 80), field)
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        addresses = await self._addresses(host, port, field, tenant)
         if not all(self.allows(address) for address in addresses):
             raise InvalidInput(
                 f"{field} host {host!r} is not a public address (loopback, private, link-local, multicast, "
@@ -153,12 +160,12 @@ class OutboundPolicy:
             )
         return PinnedTarget.of(parsed, addresses[0])
 
-    async def _addresses(self, host: str, port: int, field: str) -> list[IPAddress]:
+    async def _addresses(self, host: str, port: int, field: str, tenant: str) -> list[IPAddress]:
         if (literal := ip_literal(host)) is not None:
             return [literal]
         try:
             async with asyncio.timeout(self.resolve_timeout_s):
-                answers = await self.resolver(host, port)
+                answers = await self._lookup(host, port, tenant)
             # without a zone (fe80::1%eth0): a URL cannot carry one, and link-local is refused anyway
             addresses = [ipaddress.ip_address(answer.partition("%")[0]) for answer in answers]
         except TimeoutError as exc:
@@ -170,6 +177,15 @@ class OutboundPolicy:
         if not addresses:
             raise InvalidInput(f"{field} host {host!r} does not resolve", field=field)
         return addresses
+
+    async def _lookup(self, host: str, port: int, tenant: str) -> list[str]:
+        """`resolver(host, port)` in one of the tenant's lookup slots, held until the lookup itself ends
+        (not when our deadline gives up on it), so a tenant's hung lookups never take every thread."""
+        slots = self._lookup_slots.setdefault(tenant, asyncio.Semaphore(self._tenant_lookups))
+        await slots.acquire()
+        lookup = asyncio.ensure_future(self.resolver(host, port))
+        lookup.add_done_callback(lambda _: slots.release())
+        return await asyncio.shield(lookup)
 
     async def _getaddrinfo(self, host: str, port: int) -> list[str]:
         # Threads of this policy, not the loop's default executor: a name whose DNS servers never

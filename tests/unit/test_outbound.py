@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -123,3 +125,31 @@ async def test_a_resolver_that_never_answers_is_cut_at_the_deadline() -> None:
 async def test_a_name_that_does_not_resolve_is_refused(strict: OutboundPolicy) -> None:
     with pytest.raises(InvalidInput, match="resolve"):
         await strict.resolve("http://no-such-host.invalid/", field="webhook")
+
+
+async def test_a_tenant_whose_dns_never_answers_leaves_threads_for_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    # libc's getaddrinfo cannot be cancelled: a hung lookup keeps its thread after our deadline.
+    hung = threading.Event()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        if host.endswith(".hang.example"):
+            hung.wait(10)
+            raise socket.gaierror("gave up")
+        if host == "hooks.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    policy = OutboundPolicy(resolve_timeout_s=0.3, resolver_threads=8, tenant_lookups=2)
+    try:
+        stuck = [policy.resolve(f"https://n{i}.hang.example/", field="webhook", tenant="a") for i in range(12)]
+        refusals = await asyncio.gather(*stuck, return_exceptions=True)
+        assert all(isinstance(refusal, InvalidInput) for refusal in refusals)
+        target = await policy.resolve("https://hooks.example/", field="webhook", tenant="b")
+        assert str(target.url.host) == "93.184.216.34"
+        with pytest.raises(InvalidInput, match="did not resolve"):  # a's share is still taken
+            await policy.resolve("https://hooks.example/", field="webhook", tenant="a")
+    finally:
+        hung.set()
+        policy.close()

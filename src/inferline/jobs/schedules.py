@@ -81,7 +81,7 @@ async def create_schedule(
     outbound: OutboundPolicy | None = None,
 ) -> Schedule:
     template = validated_request(registry, template)
-    await check_webhook(outbound or OutboundPolicy(), template)
+    await check_webhook(outbound or OutboundPolicy(), template, tenant=tenant)
     now = utcnow()
     schedule = Schedule(
         id=new_id(),

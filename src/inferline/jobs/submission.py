@@ -104,11 +104,11 @@ def validated_request(registry: KindRegistry, request: JobRequest) -> JobRequest
     return replace(request, input=registry.validate_input(request.kind, request.input))
 
 
-async def check_webhook(outbound: OutboundPolicy, request: JobRequest) -> None:
+async def check_webhook(outbound: OutboundPolicy, request: JobRequest, *, tenant: str) -> None:
     """The request's webhook URL resolves to addresses the server may call (else a 422 naming
     `webhook`). Every send checks it again; this check gives the error to the one who asked."""
     if request.webhook is not None:
-        await outbound.resolve(request.webhook, field="webhook")
+        await outbound.resolve(request.webhook, field="webhook", tenant=tenant)
 
 
 @dataclass
@@ -196,7 +196,7 @@ class Submitter:
             key = tenant_idempotency_key(idempotency_key)
             return await self._submit_once(request, tenant=tenant, idempotency_key=key)
         job = self.build(request, tenant=tenant)
-        await check_webhook(self.outbound, request)
+        await check_webhook(self.outbound, request, tenant=tenant)
         pending = _PendingJob(job, asyncio.get_running_loop().create_future())
         self._pending.append(pending)
         if self._flusher is None or self._flusher.done():
@@ -220,7 +220,7 @@ class Submitter:
 
     async def _submit_once(self, request: JobRequest, *, tenant: str, idempotency_key: str) -> tuple[Job, bool]:
         request = validated_request(self.registry, request)  # the hash covers the defaults filled in
-        await check_webhook(self.outbound, request)
+        await check_webhook(self.outbound, request, tenant=tenant)
         job = new_job(request, tenant=tenant, now=utcnow(), default_max_attempts=self.default_max_attempts)
         job = replace(job, idempotency_key=idempotency_key, request_hash=request.fingerprint())
         try:

@@ -257,7 +257,7 @@ class WebhookDispatcher:
             "webhook-timestamp": str(stamp),
             "webhook-signature": sign(row["webhook_secret"], row["id"], stamp, body),
         }
-        target = await self.outbound.resolve(row["url"], field="webhook")
+        target = await self.outbound.resolve(row["url"], field="webhook", tenant=row["tenant"])
         request = target.request(self.client, "POST", content=body, headers=headers)
         response = await self.client.send(request, stream=True)
         # The status is the whole answer: the body is never read (an endless one costs nothing).
