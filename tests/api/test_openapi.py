@@ -87,7 +87,7 @@ def test_routes_list_the_statuses_and_media_types_they_answer_with(document: dic
     v1 = "/api/v1"
     authenticated = {"401", "503"}
     assert statuses(f"POST {v1}/jobs") == authenticated | {"200", "201", "409", "413", "422"}
-    assert statuses(f"POST {v1}/ocr") == authenticated | {"201", "404", "413", "415", "422"}
+    assert statuses(f"POST {v1}/ocr") == authenticated | {"201", "404", "409", "413", "415", "422"}  # 409: a quota
     assert statuses(f"POST {v1}/collections/{{name}}/search") == authenticated | {
         "200",
         "404",

@@ -71,7 +71,7 @@ def _wait_s(request: Request) -> float | None:
     "/ocr",
     status_code=201,
     openapi_extra=_BODY,
-    responses=returns(JobOut, 201, "The OCR job, as it is after `Prefer: wait`.") | problems(404, 413, 415),
+    responses=returns(JobOut, 201, "The OCR job, as it is after `Prefer: wait`.") | problems(404, 409, 413, 415),
 )
 async def ocr(request: Request, services: ServicesDep, tenant: TenantDep) -> Response:
     """Queue an OCR job for an uploaded file (multipart `file` plus option fields) or a stored one (JSON
