@@ -28,7 +28,7 @@ import numpy as np
 import qdrant_edge as qe
 import structlog
 
-from inferline.errors import NonRetryable, NotFound
+from inferline.errors import NonRetryable, NotFound, Overloaded
 from inferline.private_paths import make_private_dir
 from inferline.search.filters import And, FieldType, Filter, Not, Or, Range
 from inferline.search.index import (
@@ -75,6 +75,9 @@ class QdrantIndex:
         self._dropped: set[str] = set()
         self._open_lock = threading.Lock()
         self._owner: Any = None  # the open lock file: this process owns the shards under root
+        # A search still running in a thread when the process shuts down must not open shards (and the
+        # lock file) again after `close`: nothing would close them.
+        self._closed = False
 
     def _own(self) -> None:
         """Shards must be opened by one process only: the first to touch the index holds an exclusive
@@ -110,6 +113,8 @@ class QdrantIndex:
 
     def _open(self, collection_id: str, spec: IndexSpec | None = None) -> _Shard:
         with self._open_lock:
+            if self._closed:
+                raise Overloaded("the search index is closed: the server is shutting down", retry_after_s=5)
             self._own()
             shard = self._shards.get(collection_id)
             if shard is not None:
@@ -153,14 +158,17 @@ class QdrantIndex:
     async def close(self) -> None:
         def close() -> None:
             with self._open_lock:
+                self._closed = True
                 shards, self._shards = list(self._shards.values()), {}
-            for shard in shards:
-                with shard.write_lock:
-                    shard.shard.flush()
-                    shard.shard.close()
-            if self._owner is not None:
-                self._owner.close()  # releases the lock
-                self._owner = None
+            try:
+                for shard in shards:
+                    with shard.write_lock:
+                        shard.shard.flush()
+                        shard.shard.close()
+            finally:
+                if self._owner is not None:
+                    self._owner.close()  # releases the lock
+                    self._owner = None
 
         await self._run(close)
 
