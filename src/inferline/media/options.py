@@ -1,0 +1,70 @@
+"""What a caller may ask of the media pipeline: the inputs of its job kinds, and a run's options.
+
+Every stage reads and writes tenant files (`/api/v1/files`) by id, so each kind also runs on its own
+through `POST /api/v1/jobs`; the pipeline passes the ids along."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The preview sizes keep tests and drafts fast; 720p and 1080p are what families receive.
+Resolution = Literal["180p", "360p", "720p", "1080p"]
+SIZES: dict[str, tuple[int, int]] = {"180p": (320, 180), "360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
+Transition = Literal["auto", "fade", "dissolve", "wipe", "slide", "circle", "radial", "smooth"]
+TransitionSeconds = Literal[6, 10]
+FileId = str  # a tenant file's id (36 characters)
+
+
+class Frame(BaseModel):
+    """The picture every stage of one video shares."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resolution: Resolution = "720p"
+    fps: int = Field(default=30, ge=5, le=60)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return SIZES[self.resolution]
+
+
+class CanvasInput(Frame):
+    photo_file_id: FileId = Field(min_length=1, max_length=36)
+    duration_s: float = Field(default=5.0, ge=1.0, le=60.0)
+    caption: str | None = Field(default=None, max_length=200)
+    motion: int = Field(default=0, ge=0, le=1000, description="picks the Ken Burns zoom/pan direction")
+
+
+class TransitionInput(Frame):
+    from_file_id: FileId = Field(min_length=1, max_length=36, description="the clip before (its last frame)")
+    to_file_id: FileId = Field(min_length=1, max_length=36, description="the clip after (its first frame)")
+    duration_s: TransitionSeconds = 6
+    transition: Transition = "auto"
+    index: int = Field(default=0, ge=0, le=10_000, description="picks the style when `transition` is auto")
+
+
+class LastClipInput(Frame):
+    title: str = Field(min_length=1, max_length=100)
+    subtitle: str | None = Field(default=None, max_length=200)
+    background_file_id: FileId | None = Field(default=None, max_length=36, description="a photo, blurred behind")
+    duration_s: float = Field(default=6.0, ge=2.0, le=30.0)
+
+
+class RenderInput(Frame):
+    clip_file_ids: list[FileId] = Field(min_length=1, max_length=1000, description="in playing order")
+    music_file_id: FileId | None = Field(default=None, max_length=36)
+
+
+class RunOptions(Frame):
+    """`POST /projects/{id}/run`."""
+
+    transition_s: TransitionSeconds = 6
+    transition: Transition = "auto"
+    photo_s: float = Field(default=5.0, ge=1.0, le=60.0)
+    music: str | None = Field(default=None, max_length=36, description="an audio asset of the project")
+
+
+class PipelineInput(RunOptions):
+    project_id: str = Field(min_length=1, max_length=36)
