@@ -39,7 +39,7 @@ from inferline.search.embedders import E5Small, EmbeddingModel, OnnxFactory, Que
 from inferline.search.index import SearchIndex
 from inferline.search.pgvector import PgVectorIndex
 from inferline.search.qdrant import QdrantIndex
-from inferline.tenants import Authenticator
+from inferline.tenants import Authenticator, FailureBudget
 
 
 @dataclass
@@ -150,7 +150,11 @@ def build_services(settings: Settings) -> Services:
         blobs=blobs,
         ocr=ocr,
         search=search,
-        auth=Authenticator(engine, settings.api_key_cache_s),
+        auth=Authenticator(
+            engine,
+            settings.api_key_cache_s,
+            failures=FailureBudget(burst=settings.unknown_key_burst, per_s=settings.unknown_keys_per_s),
+        ),
         watchers=JobWatchers(engine, settings.events_poll_s, settings.events_max_streams_per_tenant),
         submitter=Submitter(
             engine,

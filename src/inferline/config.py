@@ -63,6 +63,10 @@ class Settings(BaseSettings):
         default=100, ge=0, description="open event streams per tenant and API process before 429 (0: no limit)"
     )
     api_key_cache_s: float = Field(default=5.0, ge=0, description="how long a verified key is trusted")
+    unknown_key_burst: int = Field(
+        default=30, ge=1, description="unknown API keys a client address may try before 429 (per API process)"
+    )
+    unknown_keys_per_s: float = Field(default=1.0, gt=0, description="how fast that allowance refills")
     max_request_bytes: int = Field(default=1_000_000, ge=1024, description="413 above this JSON body size")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where models run")
     model_modes: dict[str, ProcessingMode] = Field(
@@ -116,6 +120,11 @@ class Settings(BaseSettings):
     search_cache_ttl_s: int = Field(default=3600, ge=1, description="lifetime of search results in Redis")
     plugins: list[str] = Field(default_factory=list, description="modules to import that register job kinds")
     metrics_port: int | None = Field(default=None, description="`inferline worker` exposes metrics here")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        max_length=255,
+        description="the address `inferline worker --metrics-port` listens on (no key there: keep it private)",
+    )
     metrics_require_key: bool = Field(
         default=False, description="`GET /metrics` asks for a valid API key (any tenant's); off: open to all"
     )

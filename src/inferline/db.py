@@ -197,6 +197,33 @@ class _SqliteWriteLock:
 _write_locks: weakref.WeakKeyDictionary[AsyncEngine, _SqliteWriteLock] = weakref.WeakKeyDictionary()
 
 
+# SQLSTATE classes that say the database cannot serve now, not that the statement is wrong: connection
+# exceptions (08), insufficient resources (53, too many connections), operator intervention (57, shutting
+# down or starting up), and an absent database (3D); and 55000, which a connection gets from a database
+# that does not accept connections now (`ALLOW_CONNECTIONS false`, as during maintenance).
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "3D"})
+_UNAVAILABLE_SQLSTATES = frozenset({"55000"})
+
+
+def unavailable(exc: BaseException) -> bool:
+    """`exc` says the database is down or unreachable (a 503 to retry), not that a request is wrong."""
+    if isinstance(exc, ConnectionError | TimeoutError | sa.exc.TimeoutError | sa.exc.InterfaceError):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if isinstance(sqlstate, str) and (
+            sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate in _UNAVAILABLE_SQLSTATES
+        ):
+            return True
+        # SQLite's own: a file that cannot be opened, or a write lock held past the busy timeout.
+        return isinstance(exc.orig, sqlite3.OperationalError) and any(
+            words in str(exc.orig) for words in ("unable to open", "database is locked", "disk I/O error")
+        )
+    return False
+
+
 # PostgreSQL holds no U+0000 in text or jsonb (SQLSTATE 22021 in text, 22P05 in jsonb). Inputs that are
 # stored are checked before (`inputs.refuse_nul`); this catches the rest, ids and filters a request names.
 NUL_SQLSTATES = frozenset({"22021", "22P05"})

@@ -11,6 +11,7 @@
     ├── UnsupportedMediaType      a file's content (sniffed, not its name) is of a type not accepted here
     ├── Unauthorized              missing or unknown API key
     ├── Overloaded                a queue is full; carries retry_after_s
+    ├── Unavailable               the database does not answer now; carries retry_after_s
     ├── ModelError                a model broke its contract, failed to load, or its process died
     └── JobError                  raised by job code; retryable unless NonRetryable
         ├── NonRetryable          fails the job at once
@@ -68,6 +69,12 @@ class Unauthorized(InferlineError):
 
 
 class Overloaded(InferlineError):
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(InferlineError):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s

@@ -15,12 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inferline import db
 from inferline.clock import utcnow
-from inferline.errors import InvalidInput, NotFound, Unauthorized
+from inferline.errors import InvalidInput, NotFound, Overloaded, Unauthorized
 from inferline.ids import new_id
 from inferline.jobs.webhooks import new_secret
 from inferline.schema import api_keys, tenants
 
 KEY_PREFIX = "il_"
+MAX_KEY_CHARS = 200  # ours are 46; a longer one is not worth hashing
 _TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -96,28 +97,64 @@ async def webhook_secret(engine: AsyncEngine, tenant: str) -> str:
     return str(secret)
 
 
+class FailureBudget:
+    """Unknown keys a client may try: a bucket of `burst` per client address, refilled at `per_s`. A
+    client past it is answered 429 without a database read, so guessing keys neither finds one nor
+    takes the database's time from other tenants. Addresses are forgotten oldest first past `max_clients`.
+    Behind a proxy every client shares its address: the keys they already use still pass (they are
+    cached), a new key from there waits for the bucket."""
+
+    def __init__(self, *, burst: float, per_s: float, max_clients: int = 10_000) -> None:
+        self.burst = burst
+        self.per_s = per_s
+        self.max_clients = max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
+
+    def _tokens(self, client: str, now: float) -> float:
+        tokens, at = self._buckets.get(client, (self.burst, now))
+        return min(self.burst, tokens + (now - at) * self.per_s)
+
+    def retry_after_s(self, client: str) -> float:
+        """0 when the client may try a key now, else the seconds until it may."""
+        tokens = self._tokens(client, time.monotonic())
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.per_s
+
+    def spend(self, client: str) -> None:
+        now = time.monotonic()
+        tokens = self._tokens(client, now) - 1
+        self._buckets.pop(client, None)
+        self._buckets[client] = (tokens, now)  # last in the order: forgotten last
+        while len(self._buckets) > self.max_clients:
+            self._buckets.pop(next(iter(self._buckets)))
+
+
 class Authenticator:
     """Maps a bearer key to its tenant. Verified keys are trusted for `cache_s` seconds, so a
-    revoked key stops working within that time."""
+    revoked key stops working within that. Unknown keys cost each client from its `FailureBudget`."""
 
-    def __init__(self, engine: AsyncEngine, cache_s: float) -> None:
+    def __init__(self, engine: AsyncEngine, cache_s: float, *, failures: FailureBudget | None = None) -> None:
         self.engine = engine
         self.cache_s = cache_s
+        self.failures = failures or FailureBudget(burst=30, per_s=1.0)
         self._cache: dict[str, tuple[str, float]] = {}
 
-    async def tenant_for(self, key: str | None) -> str:
-        if not key or not key.startswith(KEY_PREFIX):
+    async def tenant_for(self, key: str | None, *, client: str = "") -> str:
+        if not key or not key.startswith(KEY_PREFIX) or len(key) > MAX_KEY_CHARS:
             raise Unauthorized("missing or malformed API key (expected 'Authorization: Bearer il_...')")
         digest = hash_key(key)
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        wait_s = self.failures.retry_after_s(client)
+        if wait_s > 0:
+            raise Overloaded("too many unknown API keys from this client; try again later", retry_after_s=wait_s)
         async with db.read(self.engine) as conn:
             tenant = await conn.scalar(
                 sa.select(api_keys.c.tenant).where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
             )
         if tenant is None:
             self._cache.pop(digest, None)
+            self.failures.spend(client)
             raise Unauthorized("unknown or revoked API key")
         if len(self._cache) > 10_000:
             self._cache.clear()

@@ -43,3 +43,27 @@ async def test_bad_tenant_names_are_refused(uncached_api: Api) -> None:
 
     with pytest.raises(InvalidInput):
         await create_key(uncached_api.services.engine, "../etc")
+
+
+async def test_a_client_guessing_keys_is_slowed_down_and_known_keys_still_pass(make_api: MakeApi) -> None:
+    """Past its allowance of unknown keys a client gets 429 with Retry-After, without a database read;
+    a key the server already verified still works from the same address."""
+    async with make_api(workers=0, unknown_key_burst=3, unknown_keys_per_s=0.2) as api:
+        assert (await api.client.get("/api/v1/jobs")).status_code == 200  # verified and cached
+        guesses = [f"il_{'x' * 43}{n}" for n in range(5)]
+        statuses = []
+        for guess in guesses:
+            answer = await api.anonymous.get("/api/v1/jobs", headers={"Authorization": f"Bearer {guess}"})
+            statuses.append(answer.status_code)
+        assert statuses == [401, 401, 401, 429, 429]
+        assert 1 <= int(answer.headers["retry-after"]) <= 5
+        uploads = await api.anonymous.post(
+            "/api/v1/files", headers={"Authorization": f"Bearer {guesses[0]}"}, files={"file": ("a.txt", b"x")}
+        )
+        assert uploads.status_code == 429  # refused at admission too, before the body is read
+        assert (await api.client.get("/api/v1/jobs")).status_code == 200
+        # A malformed key never reaches the database and costs nothing.
+        for _ in range(3):
+            assert (
+                await api.anonymous.get("/api/v1/jobs", headers={"Authorization": "Bearer nope"})
+            ).status_code == 401

@@ -2,8 +2,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import asyncpg
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from tests.api.conftest import Api, MakeApi
+from tests.conftest import PG_URL
 
 from inferline.clock import utcnow
 from inferline.jobs.schedules import fire_due_schedules, tick_key
@@ -93,3 +97,26 @@ async def test_no_idempotency_key_a_tenant_sends_keeps_any_tenants_schedule_from
             assert datetime.fromisoformat(after["next_run_at"]) > utcnow()
             fired = (await client.get(f"/api/v1/jobs/{after['last_job_id']}")).json()
             assert fired["schedule_id"] == schedule["id"]
+
+
+@pytest.mark.postgres
+async def test_a_database_that_stops_answering_is_a_503_to_retry_not_a_500(make_api: MakeApi, pg_url: str) -> None:
+    """The database refuses connections (as while it restarts): a route that reads it and the key check
+    of `/metrics` behind a key say 503 with Retry-After, and nothing of the driver's text."""
+    name = make_url(pg_url).database
+    async with make_api(workers=0, database_url=pg_url, metrics_require_key=True, api_key_cache_s=0) as api:
+        assert (await api.client.get("/api/v1/jobs")).status_code == 200
+        admin = await asyncpg.connect(make_url(PG_URL).set(drivername="postgresql").render_as_string(False))
+        try:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+            for path in ("/api/v1/jobs", "/metrics"):
+                answer = await api.client.get(path)
+                assert answer.status_code == 503, (path, answer.text)
+                assert answer.headers["retry-after"] == "5"
+                assert "try again" in answer.json()["detail"] and name not in answer.text
+            assert (await api.anonymous.get("/readyz")).status_code == 503
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await admin.close()
+        assert (await api.client.get("/metrics")).status_code == 200  # back when it is

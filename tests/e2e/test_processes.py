@@ -250,3 +250,32 @@ def test_the_supervisor_kills_an_api_process_that_ignores_sigterm_after_printing
     assert "ignores_sigterm" in output, "the child's stack, from its faulthandler, is in the log"
     assert waited_s >= 2
     assert process_state(child) == "gone"
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses (hex, as /proc/net/tcp writes them) listening on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].rsplit(":", 1)
+            if int(hex_port, 16) == port and fields[3] == "0A":  # TCP_LISTEN
+                found.add(address)
+    return found
+
+
+def test_a_workers_metrics_listen_on_loopback_unless_told_otherwise(procs: Processes, tmp_path: Path) -> None:
+    port = free_port()
+    worker = procs.spawn(
+        "worker", "--concurrency", "1", "--data-dir", str(tmp_path / "data"), "--metrics-port", str(port), log_name="w"
+    )
+
+    def serving() -> str:
+        assert worker.poll() is None, procs.log("w")
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        return ""
+
+    text = eventually_sync(serving, timeout_s=30)
+    assert "inferline_active_workers 1.0" in text
+    assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only, not 0.0.0.0

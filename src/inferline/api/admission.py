@@ -29,11 +29,12 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferline.api.deps import get_tenant, tenant_of
-from inferline.errors import Unauthorized
+from inferline.errors import Overloaded, Unauthorized
 
 log = structlog.get_logger(__name__)
 
 MULTIPART_FRAMING_BYTES = 64 * 1024  # boundaries and part headers around the file
+RETRY_LATER = {"Retry-After": "5"}
 
 
 @dataclass(frozen=True)
@@ -110,9 +111,12 @@ class _Gate:
                 await tenant_of(self.scope["app"].state.services, self.scope)
             except Unauthorized as exc:
                 raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+            except Overloaded as exc:
+                retry_after = str(max(1, round(exc.retry_after_s)))
+                raise HTTPException(429, str(exc), headers={"Retry-After": retry_after}) from exc
             except Exception as exc:  # the key could not be checked (database down): not the client's fault
                 log.warning("admission_key_check_failed", exc_info=True)
-                raise HTTPException(503, "the API key could not be checked; try again") from exc
+                raise HTTPException(503, "the API key could not be checked; try again", headers=RETRY_LATER) from exc
         declared = dict(self.scope["headers"]).get(b"content-length", b"")
         # More than 18 digits is over any limit (and int() refuses past 4300 digits).
         if declared.isdigit() and (len(declared) > 18 or int(declared) > policy.max_body_bytes):

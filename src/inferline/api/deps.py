@@ -34,7 +34,9 @@ async def tenant_of(services: Services, scope: Scope) -> str:
     state = scope.setdefault("state", {})
     tenant = state.get("tenant")
     if tenant is None:
-        tenant = state["tenant"] = await services.auth.tenant_for(bearer_key(Headers(scope=scope)))
+        client = scope.get("client")
+        address = str(client[0]) if client else ""
+        tenant = state["tenant"] = await services.auth.tenant_for(bearer_key(Headers(scope=scope)), client=address)
     return str(tenant)
 
 

@@ -7,7 +7,8 @@
   the model and the models it uses put under `components/schemas` (pydantic's own `$defs` would not
   resolve inside the document).
 - `install(app)`: the document gains those schemas; every route that needs the caller's key (`TenantDep`,
-  a security scheme) its 401 and 503 (the key could not be checked); every route with input its 422
+  a security scheme) its 401, 429 (too many unknown keys from the client) and 503 (the key could not be
+  checked); every route with input its 422
   (FastAPI's own 422 schema is not what `api/problems.py` sends); every `Problem` response the media type
   `application/problem+json`. So a route lists only its other errors, and a plugin's routes are
   documented alike.
@@ -44,6 +45,7 @@ class Problem(BaseModel):
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
     429: {"Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "integer"}}},
+    503: {"Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "integer"}}},
 }
 
 DESCRIPTIONS: dict[int, str] = {
@@ -53,8 +55,8 @@ DESCRIPTIONS: dict[int, str] = {
     413: "The request is over a size limit (its `detail` names the limit).",
     415: "The file's type, sniffed from its content, is not accepted here.",
     422: "The input is invalid; `field` names where.",
-    429: "Overloaded: retry after `Retry-After` seconds.",
-    503: "Not ready to serve (the database is unreachable, or the API key could not be checked); try again.",
+    429: "Overloaded, or too many unknown API keys from this client: retry after `Retry-After` seconds.",
+    503: "Not ready: the database does not answer, or the API key could not be checked; retry after `Retry-After`.",
 }
 
 
@@ -111,6 +113,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             responses["422"] = _problem_response(422)
         if operation.get("security"):  # the routes that depend on the caller's key (deps.BearerKey)
             responses.setdefault("401", _problem_response(401))
+            responses.setdefault("429", _problem_response(429))  # too many unknown keys from this client
             responses.setdefault("503", _problem_response(503))  # admission: the key could not be checked
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from inferline import errors
+from inferline import db, errors
 from inferline.api import openapi
 
 log = structlog.get_logger(__name__)
@@ -23,7 +24,9 @@ STATUS_OF: list[tuple[type[errors.InferlineError], int]] = [
     (errors.UnsupportedMediaType, 415),
     (errors.Unauthorized, 401),
     (errors.Overloaded, 429),
+    (errors.Unavailable, 503),
 ]
+UNAVAILABLE_RETRY_AFTER_S = 5
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
@@ -38,7 +41,7 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     extra: dict[str, Any] = {}
     if isinstance(exc, errors.Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, errors.Overloaded):
+    if isinstance(exc, errors.Overloaded | errors.Unavailable):
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
     if isinstance(exc, errors.InvalidInput) and exc.field:
         extra["field"] = exc.field
@@ -65,8 +68,24 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, str(exc.detail), dict(exc.headers) if exc.headers else None)
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database that does not answer is a 503 to retry (a route that reads it, or the key check of any
+    route); any other database error stays a 500 that hides its SQL."""
+    if db.unavailable(exc):
+        log.warning("database_unavailable", error_type=type(exc).__name__, error=str(exc)[:300])
+        retry_after_s = UNAVAILABLE_RETRY_AFTER_S
+        return await _domain_error(
+            request, errors.Unavailable("the database does not answer; try again", retry_after_s=retry_after_s)
+        )
+    request_id = structlog.contextvars.get_contextvars().get("request_id", "?")
+    log.error("request_failed", error_type=type(exc).__name__, exc_info=exc)
+    return problem(500, errors.shown_message(exc, reference=f"request {request_id}"))
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.InferlineError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    for cls in (sa.exc.SQLAlchemyError, ConnectionError, TimeoutError):
+        app.add_exception_handler(cls, _database_error)
     openapi.install(app)  # the document describes these bodies, on every route that can answer with them

@@ -93,7 +93,7 @@ async def _run_worker(settings: Settings, concurrency: int) -> None:
     services = build_services(settings)
     await plugins.create_tables(services.engine, services.plugins)
     if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, registry=services.metrics.registry)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=services.metrics.registry)
     background = Background(services, concurrency)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -36,10 +36,12 @@ async def readyz(services: ServicesDep) -> Any:
             await conn.execute(sa.text("SELECT 1"))
             current = await db.current_revision(conn)
     except (sa.exc.SQLAlchemyError, OSError) as exc:
-        return problem(503, f"database unreachable: {type(exc).__name__}")
+        return problem(503, f"database unreachable: {type(exc).__name__}", {"Retry-After": "5"})
     head = db.head_revision()
     if current != head:
-        return problem(503, f"database schema at {current}, expected {head}: run `inferline db upgrade`")
+        return problem(
+            503, f"database schema at {current}, expected {head}: run `inferline db upgrade`", {"Retry-After": "30"}
+        )
     return {"status": "ready", "schema": current}
 
 
@@ -52,7 +54,7 @@ async def metrics_access(request: Request) -> None:
     "/metrics",
     response_class=Response,
     dependencies=[Depends(metrics_access)],
-    responses=_METRICS | problems(401),  # 401 when `metrics_require_key` is set
+    responses=_METRICS | problems(401, 503),  # 401 when `metrics_require_key` is set
 )
 async def metrics(services: ServicesDep) -> Response:
     """Prometheus metrics of this process (text format)."""
