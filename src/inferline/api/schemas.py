@@ -13,8 +13,7 @@ from inferline.inference.batching import ModelState
 from inferline.inference.model import ProcessingMode
 from inferline.jobs.schedules import Schedule
 from inferline.jobs.submission import JobRequest
-from inferline.search.filters import FieldType
-from inferline.search.model import Document, DocumentStatus
+from inferline.search.model import Collection, Document, DocumentStatus
 
 WebhookEventName = Literal["start", "progress", "completed"]
 
@@ -113,16 +112,8 @@ class FileOut(BaseModel):
     created_at: datetime
 
 
-class CollectionOut(BaseModel):
-    id: str
-    name: str
-    fields: dict[str, FieldType]
-    embedding_model: str
-    dim: int
-    chunk_tokens: int
-    overlap_tokens: int
+class CollectionOut(fields_of(Collection, name="CollectionFields", exclude=frozenset({"tenant"}))):  # type: ignore[misc]
     version: int = Field(description="goes up with every change to what the collection holds")
-    created_at: datetime
     document_count: int | None = Field(default=None, description="when read (not when created)")
     documents_by_status: dict[str, int] | None = Field(default=None, description="`GET /collections/{name}`")
 
