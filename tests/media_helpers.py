@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageChops, ImageDraw
 
 from inferline.media.ffmpeg import run_ffmpeg
 
@@ -55,3 +55,51 @@ def synth_photo(out: Path, size: tuple[int, int] = (480, 640), seed: int = 0) ->
         draw.ellipse(box, fill=(255, 255 - i * 20, i * 30))
     image.save(out)
     return out
+
+
+def top_level_boxes(mp4: Path) -> list[str]:
+    """The types of an MP4's top-level boxes in file order (`moov` before `mdat`: it starts playing early)."""
+    data = mp4.read_bytes()
+    boxes, offset = [], 0
+    while offset + 8 <= len(data):
+        size = int.from_bytes(data[offset : offset + 4], "big")
+        boxes.append(data[offset + 4 : offset + 8].decode("latin-1"))
+        if size == 1:
+            size = int.from_bytes(data[offset + 8 : offset + 16], "big")
+        if size < 8:
+            break
+        offset += size
+    return boxes
+
+
+async def decoded_frame(video: Path, out_png: Path, index: int) -> Image.Image:
+    """Frame number `index` of `video`, decoded by ffmpeg, as an RGB image."""
+    args = ["-i", str(video), "-vf", f"select=eq(n\\,{index})", "-frames:v", "1", "-f", "image2", str(out_png)]
+    await run_ffmpeg(args, planned_s=1, timeout_s=60, threads=1)
+    with Image.open(out_png) as image:
+        return image.convert("RGB")
+
+
+async def decoded_sound(media: Path, out_raw: Path, rate: int = 8000) -> list[float]:
+    """The sound of `media` as mono samples in [-1, 1] at `rate` Hz."""
+    args = ["-i", str(media), "-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", "s16le", str(out_raw)]
+    await run_ffmpeg(args, planned_s=1, timeout_s=60, threads=1)
+    raw = out_raw.read_bytes()  # noqa: ASYNC240 (a test's own small file)
+    return [int.from_bytes(raw[i : i + 2], "little", signed=True) / 32768 for i in range(0, len(raw) - 1, 2)]
+
+
+def rms(samples: list[float]) -> float:
+    return (sum(s * s for s in samples) / max(1, len(samples))) ** 0.5
+
+
+def mean_brightness(image: Image.Image, box: tuple[int, int, int, int] | None = None) -> float:
+    gray = (image.crop(box) if box else image).convert("L")
+    histogram = gray.histogram()
+    return sum(level * count for level, count in enumerate(histogram)) / max(1, sum(histogram))
+
+
+def difference(a: Image.Image, b: Image.Image, box: tuple[int, int, int, int] | None = None) -> float:
+    """Mean absolute difference of two images (0-255), in `box` if given."""
+    if box:
+        a, b = a.crop(box), b.crop(box)
+    return mean_brightness(ImageChops.difference(a.convert("RGB"), b.convert("RGB")))
