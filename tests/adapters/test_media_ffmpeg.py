@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tests.media_helpers import processes_mentioning, synth_video
 
-from inferline.errors import JobError, TooLarge, UnsupportedMediaType
+from inferline.errors import Canceled, JobError, TooLarge, UnsupportedMediaType
 from inferline.media.ffmpeg import run_capture, run_ffmpeg
 from inferline.media.probe import check_audio, picture_problems, probe
 
@@ -45,6 +45,19 @@ async def test_cancel_stops_ffmpeg_within_a_second_and_leaves_no_process(tmp_pat
     with pytest.raises(asyncio.CancelledError):
         await task
     assert time.monotonic() - begun < 1.0
+    assert processes_mentioning(marker) == []
+
+
+async def test_a_progress_callback_that_raises_stops_ffmpeg_with_its_error(tmp_path: Path) -> None:
+    async def progress(percent: float) -> None:
+        raise Canceled("deadline")
+
+    marker = str(tmp_path / "raising-marker.mp4")
+    args = ["-re", "-f", "lavfi", "-i", "testsrc=s=320x180:r=30:d=60", "-f", "mp4", marker]
+    begun = time.monotonic()
+    with pytest.raises(Canceled, match="deadline"):
+        await run_ffmpeg(args, planned_s=60, progress=progress, timeout_s=120)
+    assert time.monotonic() - begun < 5.0
     assert processes_mentioning(marker) == []
 
 

@@ -254,7 +254,7 @@ async def render_final(
         for number, (clip, info) in enumerate(zip(clips, infos, strict=True)):
             if not _joinable(info, frame, fps):
                 conformed.append(
-                    await _conform(clip, info, out.parent / f"{out.name}.conformed{number}.mp4", frame, fps)
+                    await _conform(clip, info, out.parent / f"{out.name}.conformed{number}.mp4", frame, fps, threads)
                 )
                 clip = conformed[-1]
             joined.append(clip)
@@ -296,14 +296,14 @@ async def _join(
     )
 
 
-async def _conform(clip: Path, info: MediaInfo, out: Path, frame: Size, fps: int) -> Path:
+async def _conform(clip: Path, info: MediaInfo, out: Path, frame: Size, fps: int, threads: int) -> Path:
     """`clip`'s picture encoded as the clips of this video are (fitted into `frame`, at `fps`)."""
     width, height = frame
     fitted = f"scale={width}:{height}:force_original_aspect_ratio=decrease"
     picture = f"{fitted},pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={fps},format=yuv420p"
     duration_s = info.video_duration_s or info.duration_s
     args = ["-i", str(clip), "-map", "0:v:0", "-vf", picture, *clip_encoding(fps), str(out)]
-    await run_ffmpeg(args, planned_s=duration_s, timeout_s=time_budget_s(duration_s, frame))
+    await run_ffmpeg(args, planned_s=duration_s, timeout_s=time_budget_s(duration_s, frame), threads=threads)
     return out
 
 
