@@ -1,0 +1,346 @@
+"""The clips of a memorial video, made by ffmpeg: a photo's clip, the closing card, frames and the poster,
+and the final render (the clips joined, the music laid under them).
+
+Every function takes paths it may write (the caller's work directory; outputs may be `.part` names, so the
+format is always given) and is exact in length: a clip of `duration_s` has round(duration_s * fps) frames.
+Photos arrive decoded and normalized by Pillow (the canvas kind), so ffmpeg never parses a hostile image.
+Clips share one encoding (`clip_encoding`), which lets the render join them without encoding them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Literal
+
+from inferline.media.ffmpeg import DEFAULT_THREADS, Progress, run_ffmpeg, time_budget_s
+from inferline.media.probe import MediaInfo, probe
+from inferline.media.text import TextBlock, drawtext_filters, wrap
+
+Size = tuple[int, int]
+
+SUPERSAMPLE = 2  # the zoom pans over a still twice the frame's size: whole-pixel steps there are half-pixels
+ZOOM = 0.12  # how far a Ken Burns zoom goes over a clip (12%): slow enough to read as calm
+# (zooming in?, anchor x, anchor y): the anchor is the point of the photo that stays put while the view zooms.
+MOTIONS = [
+    (True, 0.5, 0.5),
+    (False, 0.5, 0.5),
+    (True, 0.15, 0.25),
+    (False, 0.85, 0.3),
+    (True, 0.85, 0.75),
+    (False, 0.15, 0.7),
+    (True, 0.5, 0.15),
+    (False, 0.5, 0.85),
+]
+CLOSING_FADE_S = 2.0
+POSTER_AT_S = 1.0
+AUDIO_FADE_IN_S = 1.0
+AUDIO_FADE_OUT_S = 3.0
+
+
+def frame_count(duration_s: float, fps: int) -> int:
+    """How many frames a clip of `duration_s` has: the nearest whole number, at least one."""
+    return max(1, round(duration_s * fps))
+
+
+def video_encoding() -> list[str]:
+    """H.264 in yuv420p (what every player plays), of a quality that stands a second encoding."""
+    return ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-profile:v", "high", "-pix_fmt", "yuv420p"]
+
+
+def clip_encoding(fps: int) -> list[str]:
+    """The output options every clip of a video is written with: `video_encoding`, no sound, MP4."""
+    return [*video_encoding(), "-r", str(fps), "-an", "-f", "mp4"]
+
+
+# -- a photo's clip ---------------------------------------------------------------------------------------
+
+
+async def render_photo_clip(
+    photo: Path,
+    out: Path,
+    *,
+    frame: Size,
+    fps: int,
+    duration_s: float,
+    motion: int = 0,
+    caption: str | None = None,
+    progress: Progress | None = None,
+    threads: int = DEFAULT_THREADS,
+    timeout_s: float | None = None,
+) -> None:
+    """`photo` as a clip: fitted into `frame` over a blurred, enlarged copy of itself, zooming slowly (the
+    direction picked by `motion`), `caption` along the bottom. The caption's text files go beside `out`."""
+    frames = frame_count(duration_s, fps)
+    graph = ";".join(
+        [
+            _fit_with_blurred_fill("0:v", "still", _supersampled(frame)),
+            f"[still]{_ken_burns(motion, frames, frame, fps)}{_caption(caption, frame, out)},format=yuv420p[v]",
+        ]
+    )
+    args = ["-i", str(photo), "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames)]
+    await run_ffmpeg(
+        [*args, *clip_encoding(fps), str(out)],
+        planned_s=frames / fps,
+        progress=progress,
+        timeout_s=timeout_s or time_budget_s(frames / fps, frame),
+        threads=threads,
+    )
+
+
+def _supersampled(frame: Size) -> Size:
+    return frame[0] * SUPERSAMPLE, frame[1] * SUPERSAMPLE
+
+
+def _fit_with_blurred_fill(source: str, label: str, size: Size) -> str:
+    """The photo whole inside `size`, the rest filled with the same photo enlarged to cover, blurred, dimmed."""
+    width, height = size
+    blur_sigma = max(4, width // 48)
+    return (
+        f"[{source}]split=2[fill][photo];"
+        f"[fill]scale={width}:{height}:force_original_aspect_ratio=increase,crop={width}:{height},"
+        f"gblur=sigma={blur_sigma},eq=brightness=-0.12:saturation=0.8[backdrop];"
+        f"[photo]scale={width}:{height}:force_original_aspect_ratio=decrease[fitted];"
+        f"[backdrop][fitted]overlay=x=(W-w)/2:y=(H-h)/2,setsar=1[{label}]"
+    )
+
+
+def _ken_burns(motion: int, frames: int, frame: Size, fps: int) -> str:
+    """`frames` frames of `frame` from one still: a zoom of ZOOM in or out around an anchor of the picture."""
+    zoom_in, anchor_x, anchor_y = MOTIONS[motion % len(MOTIONS)]
+    step = f"{ZOOM}*on/{max(1, frames - 1)}"
+    zoom = f"1+{step}" if zoom_in else f"{1 + ZOOM}-{step}"
+    x = f"(iw-iw/zoom)*{anchor_x}"
+    y = f"(ih-ih/zoom)*{anchor_y}"
+    return f"zoompan=z={zoom}:x={x}:y={y}:d={frames}:s={frame[0]}x{frame[1]}:fps={fps}"
+
+
+def _caption(caption: str | None, frame: Size, out: Path) -> str:
+    """`,drawtext...` for the caption's lines (at most two, on a translucent band near the bottom), or ""."""
+    if not caption or not caption.strip():
+        return ""
+    width, height = frame
+    size_px = max(10, height // 16)
+    lines = wrap(caption, size_px=size_px, width_px=int(width * 0.88), max_lines=2)
+    block = TextBlock(lines, size_px, boxed=True)
+    top_px = height - height // 14 - block.height_px
+    return "," + ",".join(drawtext_filters(block, top_px=top_px, folder=out.parent, name=f"{out.name}.caption"))
+
+
+# -- the closing card -------------------------------------------------------------------------------------
+
+
+async def render_last_clip(
+    title: str,
+    subtitle: str | None,
+    background: Path | None,
+    out: Path,
+    *,
+    frame: Size,
+    fps: int,
+    duration_s: float,
+    progress: Progress | None = None,
+    threads: int = DEFAULT_THREADS,
+    timeout_s: float | None = None,
+) -> None:
+    """The closing card: `title` large and `subtitle` below it (Korean or any text, wrapped), centered over
+    `background` blurred and dimmed and zooming slowly (or a dark plain card without one), fading to black
+    over its last CLOSING_FADE_S seconds (at most a third of it). The text files go beside `out`.
+
+    Without a background the card stands still until the fade: a frozen-picture check must not apply."""
+    frames = frame_count(duration_s, fps)
+    fade_s = min(CLOSING_FADE_S, frames / fps / 3)
+    inputs, backdrop = _closing_backdrop(background, frame, fps, frames)
+    texts = ",".join(_closing_text(title, subtitle, frame, out))
+    fade = f"fade=t=out:st={frames / fps - fade_s:.4f}:d={fade_s:.4f}"
+    graph = f"{backdrop};[backdrop]{texts},{fade},format=yuv420p[v]"
+    args = [*inputs, "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames)]
+    await run_ffmpeg(
+        [*args, *clip_encoding(fps), str(out)],
+        planned_s=frames / fps,
+        progress=progress,
+        timeout_s=timeout_s or time_budget_s(frames / fps, frame),
+        threads=threads,
+    )
+
+
+def _closing_backdrop(background: Path | None, frame: Size, fps: int, frames: int) -> tuple[list[str], str]:
+    """The inputs and the graph that make `[backdrop]`: the photo blurred, dimmed and slowly zooming, or a
+    plain dark card."""
+    width, height = frame
+    if background is None:
+        return [], f"color=c=0x161618:s={width}x{height}:r={fps},setsar=1[backdrop]"
+    large = _supersampled(frame)
+    blurred = (
+        f"[0:v]scale={large[0]}:{large[1]}:force_original_aspect_ratio=increase,crop={large[0]}:{large[1]},"
+        f"gblur=sigma={max(6, large[0] // 40)},eq=brightness=-0.3:saturation=0.6,setsar=1[still]"
+    )
+    return ["-i", str(background)], f"{blurred};[still]{_ken_burns(0, frames, frame, fps)}[backdrop]"
+
+
+def _closing_text(title: str, subtitle: str | None, frame: Size, out: Path) -> list[str]:
+    """drawtext filters for the title (up to two lines) and subtitle (up to three), centered as one block."""
+    width, height = frame
+    title_px = max(12, height // 10)
+    subtitle_px = max(10, height // 20)
+    blocks = [
+        TextBlock(
+            wrap(title, size_px=title_px, width_px=int(width * 0.86), max_lines=2, bold=True), title_px, bold=True
+        )
+    ]
+    if subtitle and subtitle.strip():
+        blocks.append(
+            TextBlock(wrap(subtitle, size_px=subtitle_px, width_px=int(width * 0.86), max_lines=3), subtitle_px)
+        )
+    gap_px = subtitle_px
+    total_px = sum(block.height_px for block in blocks) + gap_px * (len(blocks) - 1)
+    top_px = (height - total_px) // 2
+    filters: list[str] = []
+    for number, block in enumerate(blocks):
+        filters += drawtext_filters(block, top_px=top_px, folder=out.parent, name=f"{out.name}.text{number}")
+        top_px += block.height_px + gap_px
+    return filters
+
+
+# -- frames -----------------------------------------------------------------------------------------------
+
+
+async def extract_frame(video: Path, out_png: Path, which: Literal["first", "last"], *, timeout_s: float = 60) -> None:
+    """The first or the last frame of `video` as a PNG (what a transition starts or ends on)."""
+    # The last: seek half a second before the end and keep overwriting one image, so the last one stays.
+    seek = ["-sseof", "-0.5"] if which == "last" else []
+    update = ["-update", "1"] if which == "last" else ["-frames:v", "1"]
+    args = [*seek, "-i", str(video), "-map", "0:v:0", *update, "-c:v", "png", "-f", "image2", str(out_png)]
+    await run_ffmpeg(args, planned_s=0.5, timeout_s=timeout_s, threads=1)
+
+
+async def extract_poster(video: Path, out_jpg: Path, *, at_s: float | None = None, timeout_s: float = 60) -> None:
+    """A JPEG of `video`'s picture at `at_s` (by default POSTER_AT_S, or the middle of a shorter video)."""
+    if at_s is None:
+        info = await probe(video)
+        at_s = min(POSTER_AT_S, (info.video_duration_s or info.duration_s) / 2)
+    args = ["-ss", f"{at_s:.3f}", "-i", str(video), "-map", "0:v:0", "-frames:v", "1"]
+    args += ["-pix_fmt", "yuvj420p", "-q:v", "3", "-c:v", "mjpeg", "-f", "image2", str(out_jpg)]
+    await run_ffmpeg(args, planned_s=0.1, timeout_s=timeout_s, threads=1)
+
+
+# -- the final render -------------------------------------------------------------------------------------
+
+
+async def render_final(
+    clips: list[Path],
+    music: Path | None,
+    out: Path,
+    *,
+    frame: Size,
+    fps: int,
+    progress: Progress | None = None,
+    threads: int = DEFAULT_THREADS,
+    timeout_s: float | None = None,
+) -> float:
+    """`clips` joined in order, with `music` looped or cut to their length, faded in and out and
+    loudness-normalized (silence without music): H.264 yuv420p and AAC in an MP4 that starts playing before
+    it has downloaded (`+faststart`). Returns the planned duration in seconds.
+
+    Clips made with `clip_encoding` at `frame` and `fps` are joined as they are, without encoding them again;
+    any other is first encoded to match, beside `out` (as is the list of clips), and removed after."""
+    if not clips:
+        raise ValueError("a video needs at least one clip")
+    infos = await _probe_all(clips)
+    total_s = sum(info.video_duration_s or info.duration_s for info in infos)
+    conformed: list[Path] = []
+    try:
+        joined = []
+        for number, (clip, info) in enumerate(zip(clips, infos, strict=True)):
+            if not _joinable(info, frame, fps):
+                conformed.append(
+                    await _conform(clip, info, out.parent / f"{out.name}.conformed{number}.mp4", frame, fps, threads)
+                )
+                clip = conformed[-1]
+            joined.append(clip)
+        await _join(
+            joined, music, out, total_s=total_s, frame=frame, progress=progress, threads=threads, timeout_s=timeout_s
+        )
+    finally:
+        for path in conformed:
+            path.unlink(missing_ok=True)
+    return total_s
+
+
+async def _join(
+    clips: list[Path],
+    music: Path | None,
+    out: Path,
+    *,
+    total_s: float,
+    frame: Size,
+    progress: Progress | None,
+    threads: int,
+    timeout_s: float | None,
+) -> None:
+    concat_list = out.parent / f"{out.name}.clips.txt"
+    concat_list.write_text("".join(f"file {_concat_quoted(clip)}\n" for clip in clips), encoding="utf-8")
+    music_input = (
+        ["-stream_loop", "-1", "-i", str(music)] if music else ["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]
+    )
+    args = ["-f", "concat", "-safe", "0", "-i", str(concat_list), *music_input]
+    args += ["-filter_complex", _music_graph("1:a", "a", total_s, normalize=music is not None)]
+    args += ["-map", "0:v:0", "-c:v", "copy", "-map", "[a]", "-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2"]
+    args += ["-movflags", "+faststart", "-f", "mp4", str(out)]
+    await run_ffmpeg(
+        args,
+        planned_s=total_s,
+        progress=progress,
+        timeout_s=timeout_s or time_budget_s(total_s, frame),
+        threads=threads,
+    )
+
+
+async def _conform(clip: Path, info: MediaInfo, out: Path, frame: Size, fps: int, threads: int) -> Path:
+    """`clip`'s picture encoded as the clips of this video are (fitted into `frame`, at `fps`)."""
+    width, height = frame
+    fitted = f"scale={width}:{height}:force_original_aspect_ratio=decrease"
+    picture = f"{fitted},pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={fps},format=yuv420p"
+    duration_s = info.video_duration_s or info.duration_s
+    args = ["-i", str(clip), "-map", "0:v:0", "-vf", picture, *clip_encoding(fps), str(out)]
+    await run_ffmpeg(args, planned_s=duration_s, timeout_s=time_budget_s(duration_s, frame), threads=threads)
+    return out
+
+
+async def _probe_all(clips: list[Path]) -> list[MediaInfo]:
+    limit = asyncio.Semaphore(4)
+
+    async def one(clip: Path) -> MediaInfo:
+        async with limit:
+            return await probe(clip)
+
+    return list(await asyncio.gather(*(one(clip) for clip in clips)))
+
+
+def _joinable(info: MediaInfo, frame: Size, fps: int) -> bool:
+    same_picture = (info.width, info.height) == frame and abs(info.fps - fps) < 0.01
+    return same_picture and info.video_codec == "h264" and info.pixel_format == "yuv420p"
+
+
+def _concat_quoted(path: Path) -> str:
+    """`path` as the concat demuxer reads it: in single quotes, a quote as '\\'' (a newline cannot be said)."""
+    text = str(path.resolve())
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"a clip path with a line break: {text!r}")
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _music_graph(source: str, label: str, total_s: float, *, normalize: bool) -> str:
+    """`[label]`: the sound cut (or padded) to exactly `total_s`, normalized to -16 LUFS, faded in and out,
+    at 48 kHz."""
+    fade_in_s = min(AUDIO_FADE_IN_S, total_s / 4)
+    fade_out_s = min(AUDIO_FADE_OUT_S, total_s / 4)
+    end = f"{total_s:.6f}"
+    # A looped input's timestamps jump where the file's padding was: number the samples again before cutting.
+    steps = ["aresample=48000", "asetpts=N/SR/TB", f"atrim=end={end}"]
+    # loudnorm before the fades: its gain follows the level, and would lift a fade-out back up
+    if normalize:
+        steps += ["loudnorm=I=-16:TP=-1.5:LRA=11", "aresample=48000"]  # loudnorm works (and outputs) at 192 kHz
+    steps += [f"afade=t=in:d={fade_in_s:.4f}", f"afade=t=out:st={total_s - fade_out_s:.6f}:d={fade_out_s:.4f}"]
+    steps += [f"apad=whole_dur={end}", f"atrim=end={end}"]
+    return f"[{source}]{','.join(steps)}[{label}]"

@@ -1,0 +1,166 @@
+"""What a media file holds (ffprobe), whether its picture is black or frozen where it should not be, and the
+checks an uploaded song passes. ffprobe reads hostile uploads here: bounded in time and in output."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from inferline.errors import InvalidInput, JobError, TooLarge, UnsupportedMediaType
+from inferline.media.ffmpeg import executable, run_capture, run_ffmpeg, time_budget_s
+
+MAX_PROBE_OUTPUT_BYTES = 1_000_000  # a file with thousands of streams or tags is not a song or a clip
+MAX_PROBLEMS = 50
+AUDIO_CODECS = frozenset({"mp3", "aac", "vorbis", "opus", "flac", "alac"})  # and every pcm_* (WAV)
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    duration_s: float  # of the container; 0.0 for a still image
+    width: int  # 0 without a video stream
+    height: int
+    fps: float  # the video stream's average frame rate; 0.0 without one
+    video_codec: str | None
+    audio_codec: str | None
+    pixel_format: str | None = None
+    video_duration_s: float | None = None  # the video stream's own, where the container says
+
+    @property
+    def has_video(self) -> bool:
+        return self.video_codec is not None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_codec is not None
+
+
+async def probe(path: Path, *, timeout_s: float = 10) -> MediaInfo:
+    """The streams of `path`; `UnsupportedMediaType` if ffprobe cannot read it as media."""
+    cmd = [executable("ffprobe"), "-hide_banner", "-loglevel", "error", "-print_format", "json"]
+    cmd += ["-show_format", "-show_streams", "-i", str(path)]
+    try:
+        returncode, stdout, stderr = await run_capture(
+            cmd, timeout_s=timeout_s, max_output_bytes=MAX_PROBE_OUTPUT_BYTES
+        )
+    except JobError as exc:  # too much output or too slow: hostile or broken, either way not media we take
+        raise UnsupportedMediaType(f"the file could not be read as media ({exc})") from None
+    if returncode != 0:
+        raise UnsupportedMediaType(f"the file is not a media file ffprobe can read: {stderr or 'no detail'}")
+    try:
+        report = json.loads(stdout)
+    except json.JSONDecodeError:
+        raise UnsupportedMediaType("the file could not be read as media (unreadable probe report)") from None
+    return _media_info(report)
+
+
+def _media_info(report: dict[str, Any]) -> MediaInfo:
+    streams = [s for s in report.get("streams", []) if isinstance(s, dict)]
+    video = next((s for s in streams if s.get("codec_type") == "video" and not _is_cover_art(s)), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    if video is None and audio is None:
+        raise UnsupportedMediaType("the file holds neither a picture nor sound")
+    container = report.get("format", {})
+    return MediaInfo(
+        duration_s=_number(container.get("duration")),
+        width=int(_number(video.get("width"))) if video else 0,
+        height=int(_number(video.get("height"))) if video else 0,
+        fps=_rate(video.get("avg_frame_rate")) if video else 0.0,
+        video_codec=str(video["codec_name"]) if video and video.get("codec_name") else None,
+        audio_codec=str(audio["codec_name"]) if audio and audio.get("codec_name") else None,
+        pixel_format=str(video["pix_fmt"]) if video and video.get("pix_fmt") else None,
+        video_duration_s=(_number(video.get("duration")) or None) if video else None,
+    )
+
+
+def _is_cover_art(stream: dict[str, Any]) -> bool:
+    disposition = stream.get("disposition")
+    return isinstance(disposition, dict) and disposition.get("attached_pic") == 1
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if number == number and 0 <= number < 1e9 else 0.0  # NaN and nonsense read as unknown
+
+
+def _rate(value: Any) -> float:
+    try:
+        rate = Fraction(str(value))
+    except (ValueError, ZeroDivisionError):
+        return 0.0
+    return float(rate) if 0 < rate < 1000 else 0.0
+
+
+async def check_audio(path: Path, max_duration_s: float, *, timeout_s: float = 10) -> float:
+    """An uploaded song's duration in seconds, if it is one: a sound stream in a codec the render takes,
+    no longer than `max_duration_s`."""
+    info = await probe(path, timeout_s=timeout_s)
+    if info.audio_codec is None:
+        raise UnsupportedMediaType("the file has no audio stream; upload an MP3, AAC, WAV, OGG or FLAC song")
+    if info.audio_codec not in AUDIO_CODECS and not info.audio_codec.startswith("pcm_"):
+        raise UnsupportedMediaType(f"audio in {info.audio_codec} is not accepted: use MP3, AAC, WAV, OGG or FLAC")
+    if info.duration_s <= 0:
+        raise InvalidInput("the song's length could not be read", field="file")
+    if info.duration_s > max_duration_s:
+        raise TooLarge(f"the song lasts {info.duration_s:.0f} s; at most {max_duration_s:.0f} s is accepted")
+    return info.duration_s
+
+
+# blackdetect: "black_start:1.2 black_end:2 black_duration:0.8"; freezedetect: "lavfi.freezedetect.freeze_start: 1.2"
+_BLACK = re.compile(r"black_start:\s*([\d.]+)\s+black_end:\s*([\d.]+)")
+_FREEZE = re.compile(r"freezedetect\.freeze_(start|end):\s*([\d.]+)")
+
+
+@dataclass
+class _Intervals:
+    black: list[tuple[float, float]]
+    frozen: list[tuple[float, float | None]]  # None: frozen to the end
+
+    def add(self, line: str) -> None:
+        if len(self.black) + len(self.frozen) >= MAX_PROBLEMS:
+            return
+        if black := _BLACK.search(line):
+            self.black.append((float(black[1]), float(black[2])))
+        elif freeze := _FREEZE.search(line):
+            if freeze[1] == "start":
+                self.frozen.append((float(freeze[2]), None))
+            elif self.frozen and self.frozen[-1][1] is None:
+                self.frozen[-1] = (self.frozen[-1][0], float(freeze[2]))
+
+
+async def picture_problems(
+    path: Path,
+    *,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+    black_min_s: float = 0.5,
+    frozen_min_s: float = 2.0,
+    timeout_s: float | None = None,
+) -> list[str]:
+    """Where the video of `path` is black (at least `black_min_s`) or frozen (at least `frozen_min_s`) within
+    [`start_s`, `end_s`], as sentences; empty when its picture is alive there. A fade to black at the end is
+    wanted: pass an `end_s` before it."""
+    info = await probe(path)
+    if not info.has_video:
+        raise InvalidInput("the file has no picture to check", field="file")
+    duration_s = info.video_duration_s or info.duration_s
+    end = duration_s if end_s is None else min(end_s, duration_s)
+    detect = f"blackdetect=d={black_min_s}:pix_th=0.10,freezedetect=n=-60dB:d={frozen_min_s}"
+    intervals = _Intervals([], [])
+    await run_ffmpeg(
+        ["-i", str(path), "-map", "0:v:0", "-vf", detect, "-f", "null", "-"],
+        planned_s=duration_s,
+        timeout_s=timeout_s or time_budget_s(duration_s, (info.width, info.height)),
+        log_lines=intervals.add,
+    )
+    problems = [f"black from {a:.2f} s to {b:.2f} s" for a, b in intervals.black if a < end and b > start_s]
+    for a, b in intervals.frozen:
+        if a < end and (b is None or b > start_s):
+            problems.append(f"frozen from {a:.2f} s to {'the end' if b is None else f'{b:.2f} s'}")
+    return problems

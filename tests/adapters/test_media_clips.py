@@ -1,0 +1,192 @@
+"""The clips of a memorial video made by real ffmpeg at 320x180: exact lengths, motion, Korean text, fades,
+the final render's joins and music, frames and the poster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.media_helpers import (
+    FPS,
+    FRAME,
+    decoded_frame,
+    decoded_sound,
+    difference,
+    mean_brightness,
+    rms,
+    synth_photo,
+    synth_video,
+    top_level_boxes,
+)
+
+from inferline.errors import JobError
+from inferline.media.clips import (
+    extract_frame,
+    extract_poster,
+    render_final,
+    render_last_clip,
+    render_photo_clip,
+)
+from inferline.media.ffmpeg import run_ffmpeg
+from inferline.media.probe import picture_problems, probe
+
+CAPTION_BAND = (0, 140, 320, 180)
+
+
+async def photo_clip(folder: Path, name: str, **options: object) -> Path:
+    folder.mkdir(exist_ok=True)  # noqa: ASYNC240 (a test's own folder)
+    photo = synth_photo(folder / f"{name}.png", seed=len(name))
+    out = folder / f"{name}.mp4.part"  # a .part name, as the stages write them
+    settings: dict[str, object] = {"frame": FRAME, "fps": FPS, "duration_s": 1.5, **options}
+    await render_photo_clip(photo, out, **settings)  # type: ignore[arg-type]
+    return out
+
+
+async def test_a_photo_clip_has_the_planned_length_size_and_codec_and_a_living_picture(tmp_path: Path) -> None:
+    seen: list[float] = []
+
+    async def progress(percent: float) -> None:
+        seen.append(percent)
+
+    clip = await photo_clip(tmp_path, "one", duration_s=1.7, progress=progress)
+    info = await probe(clip)
+    assert abs((info.video_duration_s or 0) - 1.7) < 0.1
+    assert (info.width, info.height, info.fps) == (*FRAME, FPS)
+    assert (info.video_codec, info.pixel_format, info.audio_codec) == ("h264", "yuv420p", None)
+    assert await picture_problems(clip, frozen_min_s=1.0) == []
+    assert seen == sorted(seen) and seen[-1] == 100
+
+
+async def test_frame_counts_are_exact_for_lengths_that_are_not_whole_frames(tmp_path: Path) -> None:
+    clip = await photo_clip(tmp_path, "odd", duration_s=1.01, fps=25)
+    info = await probe(clip)
+    assert info.video_duration_s == pytest.approx(25 / 25)  # round(1.01 * 25) = 25 frames
+
+
+async def test_the_picture_zooms_and_the_motion_picks_the_direction(tmp_path: Path) -> None:
+    zoom_in = await photo_clip(tmp_path, "in", motion=0)
+    zoom_out = await photo_clip(tmp_path, "ou", motion=1)  # same-length names: the same photo
+    first_in = await decoded_frame(zoom_in, tmp_path / "in0.png", 0)
+    last_in = await decoded_frame(zoom_in, tmp_path / "in1.png", 44)
+    first_out = await decoded_frame(zoom_out, tmp_path / "out0.png", 0)
+    assert difference(first_in, last_in) > 5  # it moves
+    assert difference(first_in, first_out) > 5  # zooming out starts where zooming in ends
+    assert difference(last_in, first_out) < difference(first_in, first_out)
+
+
+async def test_a_caption_is_drawn_from_a_text_file_beside_the_clip(tmp_path: Path) -> None:
+    caption = "할머니와 함께한 여름 %{pts} 'x': [y]; z"
+    plain = await photo_clip(tmp_path / "a", "same")
+    captioned = await photo_clip(tmp_path / "b", "same", caption=caption)
+    band_plain = await decoded_frame(plain, tmp_path / "p.png", 10)
+    band_captioned = await decoded_frame(captioned, tmp_path / "c.png", 10)
+    assert difference(band_plain, band_captioned, CAPTION_BAND) > 8
+    assert difference(band_plain, band_captioned, (0, 0, 320, 100)) < 3  # only the bottom band
+    written = sorted((tmp_path / "b").glob("same.mp4.part.caption.*.txt"))
+    assert " ".join(path.read_text() for path in written) == caption
+
+
+async def test_a_work_directory_with_quotes_colons_and_brackets_in_its_name_works(tmp_path: Path) -> None:
+    hostile = tmp_path / "it's: a [dir], ok; \\ yes"
+    clip = await photo_clip(hostile, "x", caption="캡션")
+    assert (await probe(clip)).video_codec == "h264"
+
+
+async def test_korean_text_on_the_closing_card_is_drawn_with_real_glyphs(tmp_path: Path) -> None:
+    cards = {}
+    for name, title in [("a", "김영희"), ("b", "박철수")]:
+        out = tmp_path / f"{name}.mp4"
+        await render_last_clip(title, "1941 - 2026", None, out, frame=FRAME, fps=FPS, duration_s=2)
+        cards[name] = await decoded_frame(out, tmp_path / f"{name}.png", 0)
+    center = (60, 50, 260, 130)
+    histogram = cards["a"].crop(center).convert("L").histogram()
+    assert sum(histogram[180:]) > 100  # white letters on the dark card
+    # Missing glyphs would be drawn as the same boxes for both names.
+    assert difference(cards["a"], cards["b"], center) > 3
+
+
+async def test_the_closing_card_fades_to_black_over_a_photo_that_moves(tmp_path: Path) -> None:
+    background = synth_photo(tmp_path / "bg.png", size=(640, 360))
+    out = tmp_path / "last.mp4.part"
+    await render_last_clip("김영희", "사랑하는 어머니", background, out, frame=FRAME, fps=FPS, duration_s=3)
+    info = await probe(out)
+    assert abs((info.video_duration_s or 0) - 3) < 0.1 and (info.width, info.height) == FRAME
+    assert mean_brightness(await decoded_frame(out, tmp_path / "first.png", 0)) > 10
+    assert mean_brightness(await decoded_frame(out, tmp_path / "last.png", 89)) < 3
+    assert await picture_problems(out, end_s=2.0, frozen_min_s=1.0) == []
+
+
+async def test_first_and_last_frames_are_extracted(tmp_path: Path) -> None:
+    video = await synth_video(tmp_path / "v.mp4", duration_s=1.2)  # testsrc2 changes every frame
+    await extract_frame(video, tmp_path / "first.png.part", "first")
+    await extract_frame(video, tmp_path / "last.png.part", "last")
+    first = await decoded_frame(tmp_path / "first.png.part", tmp_path / "f.png", 0)
+    last = await decoded_frame(tmp_path / "last.png.part", tmp_path / "l.png", 0)
+    assert difference(first, await decoded_frame(video, tmp_path / "r0.png", 0)) < 2
+    assert difference(last, await decoded_frame(video, tmp_path / "r35.png", 35)) < 2
+    assert difference(last, await decoded_frame(video, tmp_path / "r34.png", 34)) > 2
+
+
+async def test_the_final_video_joins_the_clips_and_loops_quiet_music_to_their_length(tmp_path: Path) -> None:
+    clips = [await photo_clip(tmp_path, f"c{n}", duration_s=1.5, motion=n) for n in range(2)]
+    song = tmp_path / "song.mp3"  # shorter than the video, and quiet: looped, then made louder
+    await run_ffmpeg(
+        ["-f", "lavfi", "-i", "sine=f=440:d=1.1,volume=-30dB", "-c:a", "libmp3lame", "-f", "mp3", str(song)],
+        planned_s=1.1,
+        timeout_s=30,
+    )
+    seen: list[float] = []
+
+    async def progress(percent: float) -> None:
+        seen.append(percent)
+
+    out = tmp_path / "final.mp4.part"
+    total_s = await render_final(clips, song, out, frame=FRAME, fps=FPS, progress=progress)
+    info = await probe(out)
+    assert total_s == pytest.approx(3.0) and abs((info.video_duration_s or 0) - 3.0) < 0.1
+    assert abs(info.duration_s - 3.0) < 0.1  # the sound ends with the picture
+    assert (info.video_codec, info.pixel_format, info.audio_codec) == ("h264", "yuv420p", "aac")
+    assert top_level_boxes(out).index("moov") < top_level_boxes(out).index("mdat")  # +faststart
+    assert seen[-1] == 100
+    sound = await decoded_sound(out, tmp_path / "sound.raw")
+    source = await decoded_sound(song, tmp_path / "source.raw")
+    middle = rms(sound[8000 : 8000 + 4000])
+    assert middle > 4 * rms(source[2000:6000])  # normalized up from -30 dB
+    assert rms(sound[:400]) < middle / 2  # fades in
+    assert rms(sound[-400:]) < middle / 4  # fades out
+    assert rms(sound[int(1.1 * 8000) + 400 : int(1.1 * 8000) + 1200]) > middle / 2  # still playing after the loop
+
+
+async def test_the_final_video_without_music_has_a_silent_track_and_a_poster(tmp_path: Path) -> None:
+    clip = await photo_clip(tmp_path, "solo", duration_s=2)
+    out = tmp_path / "final.mp4"
+    await render_final([clip], None, out, frame=FRAME, fps=FPS)
+    info = await probe(out)
+    assert info.audio_codec == "aac" and abs(info.duration_s - 2.0) < 0.1
+    assert rms(await decoded_sound(out, tmp_path / "s.raw")) < 0.001
+    poster = tmp_path / "poster.jpg.part"
+    await extract_poster(out, poster)
+    assert poster.read_bytes()[:3] == b"\xff\xd8\xff"
+    assert (await probe(poster)).width == FRAME[0]
+
+
+async def test_clips_in_another_size_or_rate_are_encoded_again_to_the_frame(tmp_path: Path) -> None:
+    ours = await photo_clip(tmp_path, "ours", duration_s=1)
+    other = tmp_path / "other.mp4"
+    await run_ffmpeg(
+        ["-f", "lavfi", "-i", "testsrc2=s=256x192:r=25:d=1", "-c:v", "libx264", "-f", "mp4", str(other)],
+        planned_s=1,
+        timeout_s=30,
+    )
+    out = tmp_path / "final.mp4"
+    await render_final([ours, other], None, out, frame=FRAME, fps=FPS)
+    info = await probe(out)
+    assert (info.width, info.height, info.fps) == (*FRAME, FPS)
+    assert abs((info.video_duration_s or 0) - 2.0) < 0.1
+
+
+async def test_a_photo_that_is_not_an_image_fails_clearly(tmp_path: Path) -> None:
+    fake = tmp_path / "photo.png"
+    fake.write_text("not a picture at all")
+    with pytest.raises(JobError, match="ffmpeg exited with status"):
+        await render_photo_clip(fake, tmp_path / "x.mp4", frame=FRAME, fps=FPS, duration_s=1)
