@@ -60,7 +60,7 @@ async def retry_job(engine: AsyncEngine, *, tenant: str, job_id: str, wakeup: Wa
             raise NotFound(f"job {job_id} not found")
         requeued = await store.requeue(job.retry(utcnow()))
     if wakeup is not None:
-        wakeup.notify()
+        wakeup.notify((requeued.kind,))
     return requeued
 
 
