@@ -181,9 +181,10 @@ def outbound_policy(settings: Settings) -> OutboundPolicy:
     )
 
 
-def worker_config(settings: Settings, concurrency: int) -> WorkerConfig:
+def worker_config(settings: Settings, concurrency: int, *, reaps: bool = True) -> WorkerConfig:
     return WorkerConfig(
         concurrency=concurrency,
+        reaps=reaps,
         lease_s=settings.lease_s,
         heartbeat_s=settings.heartbeat_s,
         poll_s=settings.poll_s,
@@ -199,27 +200,35 @@ def worker_config(settings: Settings, concurrency: int) -> WorkerConfig:
 
 @dataclass
 class Background:
-    """A worker, the cron scheduler and the webhook dispatcher, run in this process."""
+    """The workers, the cron scheduler and the webhook dispatcher, run in this process.
+
+    Two workers: `worker` with `concurrency` slots runs every kind but those that wait on the jobs they
+    submit; `orchestrator` runs those in `orchestrator_slots` of its own, so a pipeline never holds a slot
+    its children need (one slot would wait forever)."""
 
     services: Services
     concurrency: int
     worker: Worker | None = None
+    orchestrator: Worker | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     dispatcher: WebhookDispatcher | None = None
     halt: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def _worker(self, kinds: list[str], slots: int, *, reaps: bool) -> Worker:
+        s = self.services
+        config = worker_config(s.settings, slots, reaps=reaps)
+        return Worker(
+            s.engine, s.registry, config, wakeup=s.wakeup.lane(kinds), metrics=s.metrics, kinds=kinds, models=s.models
+        )
+
     async def start(self) -> None:
         s = self.services
         await s.wakeup.start()
-        self.worker = Worker(
-            s.engine,
-            s.registry,
-            worker_config(s.settings, self.concurrency),
-            wakeup=s.wakeup,
-            metrics=s.metrics,
-            models=s.models,
-        )
+        self.worker = self._worker(s.registry.lane(waits_on_jobs=False), self.concurrency, reaps=True)
         await self.worker.start()
+        if waiting := s.registry.lane(waits_on_jobs=True):
+            self.orchestrator = self._worker(waiting, s.settings.orchestrator_slots, reaps=False)
+            await self.orchestrator.start()
         self.dispatcher = WebhookDispatcher(
             s.engine,
             timeout_s=s.settings.webhook_timeout_s,
@@ -245,8 +254,8 @@ class Background:
             self.tasks.append(asyncio.create_task(sweeper))
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        if self.worker is not None:
-            await self.worker.stop(grace_s)
+        workers = [worker for worker in (self.worker, self.orchestrator) if worker is not None]
+        await asyncio.gather(*(worker.stop(grace_s) for worker in workers))
         self.halt.set()
         _, stuck = await asyncio.wait(self.tasks, timeout=grace_s) if self.tasks else (set(), set())
         for task in stuck:  # only a loop hung on an unreachable database or receiver gets here

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(default=4, ge=0, description="in-process job slots of `serve` (per API process)")
+    orchestrator_slots: int = Field(
+        default=4, ge=1, description="job slots per worker process for kinds that wait on jobs they submit (pipeline)"
+    )
     api_processes: int = Field(default=1, ge=1, description="API processes of `serve` sharing one port")
     migrate_on_start: bool = Field(default=True, description="apply migrations when the app starts")
     log_level: str = "info"

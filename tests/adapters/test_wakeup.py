@@ -32,3 +32,22 @@ async def test_a_submission_wakes_a_listening_worker_through_notify(pg_url: str)
     finally:
         await wakeup.aclose()
         await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_notify_wakes_only_the_lanes_of_its_kind(pg_url: str) -> None:
+    db.upgrade(pg_url)
+    engine: AsyncEngine = db.create_engine(pg_url)
+    wakeup = PostgresWakeup(pg_url)
+    await wakeup.start()
+    registry = KindRegistry()
+    register_echo(registry)
+    others, echoes = wakeup.lane(["pipeline"]), wakeup.lane(["echo"])
+    try:
+        submitter = Submitter(engine, registry, default_max_attempts=3)
+        await submitter.submit(JobRequest(kind="echo", input={"message": "m"}), tenant="t")
+        assert await echoes.wait(5.0)
+        assert not await others.wait(0.2)
+    finally:
+        await wakeup.aclose()
+        await engine.dispose()

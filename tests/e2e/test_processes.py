@@ -279,3 +279,17 @@ def test_a_workers_metrics_listen_on_loopback_unless_told_otherwise(procs: Proce
     text = eventually_sync(serving, timeout_s=30)
     assert "inferline_active_workers 1.0" in text
     assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only, not 0.0.0.0
+
+
+def test_a_worker_process_with_one_slot_finishes_a_job_that_waits_on_its_children(
+    procs: Processes, tmp_path: Path
+) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    plugins = '["tests.plugins.kinds", "tests.plugins.orchestration"]'
+    procs.serve(data_dir, port, "--workers", "0", INFERLINE_PLUGINS=plugins)
+    args = ("worker", "--concurrency", "1", "--data-dir", str(data_dir))
+    procs.spawn(*args, log_name="worker", INFERLINE_PLUGINS=plugins)
+    with client(port, data_dir) as http:
+        parent = http.post("/api/v1/jobs", json={"kind": "parent", "input": {"children": 2}}).json()
+        done = wait_job(http, parent["id"], is_final)
+    assert done["status"] == "succeeded", (done, procs.log("worker"))

@@ -41,6 +41,9 @@ class JobKind:
     func: JobFunc
     input_model: type[BaseModel] | None
     renderers: Mapping[str, ResultRenderer] = field(default_factory=dict)
+    # A kind that waits for jobs it submits runs in a lane of slots of its own: holding one of the slots
+    # its children need, it could wait forever (one slot, one pipeline).
+    waits_on_jobs: bool = False
 
     @property
     def formats(self) -> list[str]:
@@ -71,9 +74,10 @@ class KindRegistry:
         *,
         input_model: type[BaseModel] | None = None,
         renderers: Mapping[str, ResultRenderer] | None = None,
+        waits_on_jobs: bool = False,
     ) -> Callable[[JobFunc], JobFunc]:
         def register(func: JobFunc) -> JobFunc:
-            self.add(JobKind(name, func, input_model, dict(renderers or {})))
+            self.add(JobKind(name, func, input_model, dict(renderers or {}), waits_on_jobs))
             return func
 
         return register
@@ -95,6 +99,10 @@ class KindRegistry:
     @property
     def names(self) -> list[str]:
         return sorted(self._kinds)
+
+    def lane(self, *, waits_on_jobs: bool) -> list[str]:
+        """The names of the kinds that wait on jobs they submit (the orchestration lane), or of the others."""
+        return sorted(name for name, kind in self._kinds.items() if kind.waits_on_jobs == waits_on_jobs)
 
     def validate_input(self, name: str, data: dict[str, Any]) -> dict[str, Any]:
         """Check a submission's input against the kind's model; a 422 names the first bad field."""

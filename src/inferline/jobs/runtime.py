@@ -54,6 +54,7 @@ class WorkerConfig:
     progress_interval_s: float = 0.25
     webhook_progress_interval_s: float = 0.5
     reap_every_s: float = 2.0
+    reaps: bool = True  # one reaper per process is enough: a second worker in it (a lane) runs none
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}")
 
 
@@ -96,7 +97,10 @@ class Worker:
 
     async def start(self) -> None:
         self.metrics.active_workers.inc()
-        for loop in (self._claim_loop, self._heartbeat_loop, self._reap_loop, self._complete_loop):
+        loops = [self._claim_loop, self._heartbeat_loop, self._complete_loop]
+        if self.config.reaps:
+            loops.append(self._reap_loop)
+        for loop in loops:
             self._loops.append(asyncio.create_task(self._guard(loop), name=f"{self.name}:{loop.__name__}"))
 
     async def stop(self, grace_s: float = 10.0) -> None:

@@ -11,6 +11,7 @@ from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import NotFound
 from inferline.jobs import webhooks
+from inferline.jobs.children import cancel_children
 from inferline.jobs.model import Job, JobStatus, WebhookEvent
 from inferline.jobs.store import JobStore
 from inferline.jobs.wakeup import Wakeup
@@ -38,7 +39,8 @@ async def list_jobs(
 
 
 async def cancel_job(engine: AsyncEngine, *, tenant: str, job_id: str) -> Job:
-    """Cancel a queued job at once; ask a running one to stop (its worker sees it within a heartbeat)."""
+    """Cancel a queued job at once; ask a running one to stop (its worker sees it within a heartbeat). The
+    jobs it submitted through `ChildJobs` are canceled with it."""
     now = utcnow()
     async with db.write(engine) as conn:
         store = JobStore(conn)
@@ -49,6 +51,7 @@ async def cancel_job(engine: AsyncEngine, *, tenant: str, job_id: str) -> Job:
         await store.save(updated, expect_status=job.status)
         if updated.status is JobStatus.CANCELED:
             await webhooks.enqueue(conn, updated, WebhookEvent.COMPLETED, now)
+        await cancel_children(conn, tenant=tenant, parent_id=job_id)
     return updated
 
 
@@ -60,7 +63,7 @@ async def retry_job(engine: AsyncEngine, *, tenant: str, job_id: str, wakeup: Wa
             raise NotFound(f"job {job_id} not found")
         requeued = await store.requeue(job.retry(utcnow()))
     if wakeup is not None:
-        wakeup.notify()
+        wakeup.notify((requeued.kind,))
     return requeued
 
 

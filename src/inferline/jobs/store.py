@@ -167,6 +167,22 @@ class JobStore:
         row = (await self.conn.execute(query)).mappings().first()
         return None if row is None else job_from_row(row)
 
+    async def get_many(self, job_ids: Sequence[str], *, tenant: str) -> list[Job]:
+        query = sa.select(jobs).where(jobs.c.tenant == tenant, jobs.c.id.in_(job_ids))
+        return [job_from_row(row) for row in (await self.conn.execute(query)).mappings()]
+
+    async def by_key_prefix(self, tenant: str, prefix: str, *, unfinished: bool = False) -> list[Job]:
+        """The jobs whose idempotency key starts with `prefix`, in id order; `unfinished`: only queued and
+        running ones, with their rows locked (in id order)."""
+        query = sa.select(jobs).where(
+            jobs.c.tenant == tenant, jobs.c.idempotency_key.startswith(prefix, autoescape=True)
+        )
+        if unfinished:
+            query = query.where(jobs.c.status.in_((JobStatus.QUEUED.value, JobStatus.RUNNING.value))).with_for_update()
+        rows = (await self.conn.execute(query.order_by(jobs.c.id))).mappings()
+        # SQLite's LIKE ignores case: the exact prefix is checked here.
+        return [job_from_row(row) for row in rows if row["idempotency_key"].startswith(prefix)]
+
     async def page(
         self, *, tenant: str, status: JobStatus | None, kind: str | None, limit: int, cursor: str | None
     ) -> tuple[list[Job], str | None]:

@@ -213,7 +213,7 @@ class Submitter:
         if not jobs:
             return
         if self.wakeup is not None:
-            self.wakeup.notify()
+            self.wakeup.notify({job.kind for job in jobs})
         if self.metrics is not None:
             for job in jobs:
                 self.metrics.jobs_submitted.labels(job.kind).inc()

@@ -1,0 +1,115 @@
+"""The frame-interpolation model path: tiny ONNX graphs built here, run by the real model runtime."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inferline.errors import ModelError
+from inferline.inference.model import ProcessingMode
+from inferline.inference.runtime import ModelRuntime
+from inferline.media.interpolation import MODEL_NAME, InterpolationFactory, Picture, interpolate
+from inferline.metrics import Metrics
+
+HEIGHT, WIDTH = 180, 320  # not multiples of 32: the frames are padded for the model and cropped back
+
+
+def make_model(folder: Path, *, middle: str = "blend", inputs: int = 2) -> Path:
+    """model.onnx whose output is the mean of its two inputs ("blend"), or twice as many channels ("wide"),
+    with one input only when `inputs` is 1."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = ["batch", 3, "height", "width"]
+    names = ["before", "after"][:inputs]
+    nodes = {
+        "blend": [
+            helper.make_node("Add", [names[0], names[-1]], ["sum"]),
+            helper.make_node("Mul", ["sum", "half"], ["middle"]),
+        ],
+        "wide": [helper.make_node("Concat", [names[0], names[-1]], ["middle"], axis=1)],
+    }[middle]
+    graph = helper.make_graph(
+        nodes,
+        "interpolate",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, frame) for name in names],
+        [helper.make_tensor_value_info("middle", TensorProto.FLOAT, ["batch", "channels", "height", "width"])],
+        initializer=[helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "model.onnx"))
+    (folder / "inferline.json").write_text(json.dumps({"pad_to": 32}))
+    return folder
+
+
+def still(value: int) -> Picture:
+    picture = np.full((HEIGHT, WIDTH, 3), value, dtype=np.uint8)
+    picture[:, : WIDTH // 2, 0] = 255 - value  # not uniform: a crop in the wrong place would show
+    return picture
+
+
+@pytest.fixture
+async def runtime_of() -> AsyncIterator[Callable[..., ModelRuntime]]:
+    runtimes: list[ModelRuntime] = []
+
+    def make(folder: Path, mode: ProcessingMode = ProcessingMode.STANDARD) -> ModelRuntime:
+        runtime = ModelRuntime(device="cpu", modes={MODEL_NAME: mode}, queue_limit=64, metrics=Metrics())
+        runtime.register(MODEL_NAME, InterpolationFactory(str(folder)))
+        runtimes.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in runtimes:
+        await runtime.aclose()
+
+
+@pytest.mark.parametrize("mode", [ProcessingMode.STANDARD, ProcessingMode.BATCHED])
+async def test_the_model_applied_recursively_gives_key_frames_from_the_first_still_to_the_last(
+    tmp_path: Path, runtime_of: Callable[..., ModelRuntime], mode: ProcessingMode
+) -> None:
+    runtime = runtime_of(make_model(tmp_path / "model"), mode)
+    seen: list[float] = []
+
+    async def progress(percent: float) -> None:
+        seen.append(percent)
+
+    first, last = still(0), still(255)
+    frames = await interpolate(functools.partial(runtime.predict, MODEL_NAME), first, last, depth=3, progress=progress)
+    assert len(frames) == 2**3 + 1
+    assert frames[0] is first and frames[-1] is last
+    assert all(frame.shape == (HEIGHT, WIDTH, 3) and frame.dtype == np.uint8 for frame in frames)
+    levels = [int(frame[0, -1, 1]) for frame in frames]  # the right half rises from 0 to 255
+    assert levels == sorted(levels) and np.allclose(levels, np.linspace(0, 255, 9), atol=2)
+    assert [int(frame[0, 0, 0]) for frame in frames] == levels[::-1]  # the left half falls as the right rises
+    assert seen == sorted(seen) and seen[-1] == 100.0
+
+
+async def test_a_graph_without_two_inputs_is_refused_with_what_the_contract_asks(
+    tmp_path: Path, runtime_of: Callable[..., ModelRuntime]
+) -> None:
+    runtime = runtime_of(make_model(tmp_path / "model", inputs=1))
+    with pytest.raises(ModelError, match="expects two inputs"):
+        await runtime.predict(MODEL_NAME, (still(0), still(255)))
+
+
+async def test_a_graph_whose_output_is_not_a_frame_fails_the_interpolation_clearly(
+    tmp_path: Path, runtime_of: Callable[..., ModelRuntime]
+) -> None:
+    runtime = runtime_of(make_model(tmp_path / "model", middle="wide"))
+    with pytest.raises(ModelError, match=r"output shape \(1, 6, 192, 320\), expected \(1, 3, 192, 320\)"):
+        await interpolate(functools.partial(runtime.predict, MODEL_NAME), still(0), still(255), depth=1)
+
+
+async def test_a_folder_without_a_model_says_which_file_is_missing(
+    tmp_path: Path, runtime_of: Callable[..., ModelRuntime]
+) -> None:
+    runtime = runtime_of(tmp_path / "nothing here")
+    with pytest.raises(ModelError, match=r"no model\.onnx in its folder"):
+        await runtime.predict(MODEL_NAME, (still(0), still(255)))
