@@ -10,6 +10,10 @@ The model folder (setting `media_interpolation_model`) holds `model.onnx`, and o
 `interpolate` applies the model recursively: the middle of the two stills, then the middles of each half,
 `depth` times, giving `2**depth + 1` key frames; ffmpeg's `framerate` filter blends those to the clip's
 frame rate. Each level's pairs are asked for at once, so on CUDA the runtime batches them.
+
+`OnnxTransitions` is the `TransitionGenerator` (transitions.py) made of these. The model part is bounded
+by `timeout_s`; a model that fails, breaks its contract or runs out of time raises, and the caller runs
+the `xfade` fallback (kind.py records which made each transition).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,8 +30,11 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from inferline.errors import ModelError
+from inferline.errors import ModelError, shown_message
 from inferline.inference.model import Model
+from inferline.media.clips import Size, clip_encoding, frame_count
+from inferline.media.ffmpeg import DEFAULT_THREADS, Progress, run_ffmpeg, time_budget_s
+from inferline.media.transitions import TransitionGenerator
 
 log = structlog.get_logger(__name__)
 
@@ -161,3 +168,123 @@ async def interpolate(
             # Level k runs 2**k pairs: the work done so far is 2**(level+1) - 1 of 2**depth - 1.
             await progress(100.0 * (2 ** (level + 1) - 1) / (2**depth - 1))
     return frames
+
+
+class OnnxTransitions:
+    """The model's key frames between the two stills, blended by ffmpeg to the clip's frame rate."""
+
+    name = "interpolation"
+
+    def __init__(self, predict: Predict, *, depth: int = 4, timeout_s: float = 120.0, threads: int = DEFAULT_THREADS):
+        self.predict = predict
+        self.depth = depth
+        self.timeout_s = timeout_s
+        self.threads = threads
+
+    async def generate(
+        self,
+        first: Path,
+        last: Path,
+        out: Path,
+        *,
+        frame: Size,
+        fps: int,
+        duration_s: float,
+        style: str = "auto",
+        index: int = 0,
+        progress: Progress | None = None,
+    ) -> None:
+        """`style` and `index` pick among xfade's transitions; the model has one way from a still to the next."""
+        async with asyncio.timeout(self.timeout_s):
+            before, after = await asyncio.gather(
+                asyncio.to_thread(_load_still, first, frame), asyncio.to_thread(_load_still, last, frame)
+            )
+            keys = await interpolate(self.predict, before, after, depth=self.depth, progress=_scaled(progress, 0, 70))
+        pattern = await asyncio.to_thread(_write_keys, keys, out)
+        frames = frame_count(duration_s, fps)
+        # Key frame i shows at i * span / (K - 1): the first on the clip's first frame, the last on its last.
+        span_s = max(1, frames - 1) / fps
+        rate = f"{len(keys) - 1}/{span_s:.6f}"
+        blend = f"framerate=fps={fps}:scene=100,tpad=stop=-1:stop_mode=clone,format=yuv420p"
+        args = ["-framerate", rate, "-i", str(pattern), "-vf", blend, "-frames:v", str(frames), *clip_encoding(fps)]
+        await run_ffmpeg(
+            [*args, str(out)],
+            planned_s=frames / fps,
+            progress=_scaled(progress, 70, 100),
+            timeout_s=time_budget_s(frames / fps, frame),
+            threads=self.threads,
+        )
+
+
+def _load_still(path: Path, frame: Size) -> Picture:
+    """A still extracted from a clip, as RGB at `frame` (fitted on black if a clip was of another size)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+        if rgb.size != frame:
+            rgb = ImageOps.pad(rgb, frame, color=(0, 0, 0))
+        return np.asarray(rgb, dtype=np.uint8)
+
+
+def _write_keys(keys: Sequence[Picture], out: Path) -> Path:
+    """The key frames as PNGs beside `out` (`<out stem>-key-0000.png`...); the input pattern for ffmpeg."""
+    from PIL import Image
+
+    for number, key in enumerate(keys):
+        Image.fromarray(key).save(out.with_name(f"{out.stem}-key-{number:04d}.png"), compress_level=1)
+    return out.with_name(f"{out.stem}-key-%04d.png")
+
+
+def _scaled(progress: Progress | None, start: float, end: float) -> Progress | None:
+    if progress is None:
+        return None
+
+    async def report(percent: float) -> None:
+        await progress(start + (end - start) * percent / 100)
+
+    return report
+
+
+@dataclass(frozen=True)
+class TransitionMade:
+    """Which generator made a transition, and why the model did not when it did not (a job's result)."""
+
+    generator: str
+    fallback_reason: str | None = None
+
+
+async def generate_transition(
+    model: TransitionGenerator | None,
+    fallback: TransitionGenerator,
+    first: Path,
+    last: Path,
+    out: Path,
+    *,
+    frame: Size,
+    fps: int,
+    duration_s: float,
+    style: str = "auto",
+    index: int = 0,
+    progress: Progress | None = None,
+) -> TransitionMade:
+    """The transition by `model`, or by `fallback` when there is no model or it fails or runs out of time."""
+
+    async def made_by(generator: TransitionGenerator) -> None:
+        await generator.generate(
+            first, last, out, frame=frame, fps=fps, duration_s=duration_s, style=style, index=index, progress=progress
+        )
+
+    if model is None:
+        reason = "no frame interpolation model is configured"
+    else:
+        try:
+            await made_by(model)
+            return TransitionMade(model.name)
+        except TimeoutError:
+            reason = "the model ran out of time"
+        except Exception as exc:  # whatever broke the model's path, the fallback still makes the clip
+            log.warning("transition_fallback", model=model.name, error=f"{type(exc).__name__}: {exc}")
+            reason = shown_message(exc, reference="transition_fallback")
+    await made_by(fallback)
+    return TransitionMade(fallback.name, reason)
