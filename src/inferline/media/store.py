@@ -98,8 +98,11 @@ class MediaStore:
         query = sa.select(sa.func.count()).select_from(media_assets).where(media_assets.c.project_id == project_id)
         return int((await self.conn.execute(query)).scalar_one())
 
-    async def next_position(self, project_id: str) -> int:
-        query = sa.select(sa.func.max(media_assets.c.position)).where(media_assets.c.project_id == project_id)
+    async def next_position(self, project_id: str, kind: AssetKind) -> int:
+        """Positions count within a kind: photos play in theirs, songs are picked in theirs."""
+        query = sa.select(sa.func.max(media_assets.c.position)).where(
+            media_assets.c.project_id == project_id, media_assets.c.kind == kind.value
+        )
         last = (await self.conn.execute(query)).scalar()
         return 0 if last is None else int(last) + 1
 
