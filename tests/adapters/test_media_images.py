@@ -111,3 +111,21 @@ def test_a_real_webp_photo_is_accepted(tmp_path: Path) -> None:
     Image.new("RGB", (30, 20), "green").save(path, format="WEBP")
     assert sniff.sniff(path.read_bytes()[:2048]) == sniff.WEBP
     assert inspect_image(path, sniff.WEBP, max_pixels=1000).width == 30
+
+
+def test_a_heic_photo_from_a_phone_is_read_through_libheif(tmp_path: Path) -> None:
+    from pillow_heif import from_pillow
+
+    path = tmp_path / "p.heic"
+    source = Image.new("RGB", (96, 64), (255, 0, 0))
+    source.paste((0, 0, 255), (48, 0, 96, 64))
+    from_pillow(source).save(path, quality=90)
+    assert sniff.sniff(path.read_bytes()[:2048]) == sniff.HEIC
+    info = inspect_image(path, sniff.HEIC, max_pixels=10_000)
+    assert (info.width, info.height) == (96, 64)
+    assert normalize_photo(path, tmp_path / "p.png", sniff.HEIC, max_pixels=10_000) == (96, 64)
+    with Image.open(tmp_path / "p.png") as normalized:
+        red, _, blue = normalized.getpixel((10, 32))
+        assert red > 200 and blue < 60
+    with pytest.raises(TooLarge):
+        inspect_image(path, sniff.HEIC, max_pixels=5_000)

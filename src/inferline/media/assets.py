@@ -1,4 +1,4 @@
-"""Use cases of a project's assets: photos (JPEG, PNG, WebP) and songs (MP3, AAC, M4A, WAV, OGG, FLAC),
+"""Use cases of a project's assets: photos (JPEG, PNG, WebP, HEIC) and songs (MP3, AAC, M4A, WAV, OGG, FLAC),
 each a tenant file. Upload (type sniffed from the bytes, photos decoded whole under the pixel cap),
 list in playing order, change position, caption or a photo's duration, delete. Changes are refused
 (409) while the project runs: its pipeline read them when it started."""

@@ -9,6 +9,7 @@ a thread); its time is bounded by the pixel cap.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,8 +22,8 @@ from inferline.errors import BadDocument, TooLarge, UnsupportedMediaType
 from inferline.files import sniff
 
 # Sniffed content type -> the one Pillow decoder allowed to read it (no guessing among plugins).
-DECODERS: dict[str, str] = {sniff.JPEG: "JPEG", sniff.PNG: "PNG", sniff.WEBP: "WEBP"}
-ACCEPTED_NAMES = "JPEG, PNG or WebP"
+DECODERS: dict[str, str] = {sniff.JPEG: "JPEG", sniff.PNG: "PNG", sniff.WEBP: "WEBP", sniff.HEIC: "HEIF"}
+ACCEPTED_NAMES = "JPEG, PNG, WebP or HEIC"
 _ORIENTATION_TAG = 0x0112
 _SWAPS_SIDES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the picture a quarter
 # What Pillow raises on a corrupt or truncated file, besides its own errors.
@@ -40,11 +41,22 @@ def accepts(content_type: str) -> bool:
     return content_type in DECODERS
 
 
+@functools.cache
+def _register_heif() -> None:
+    """pillow-heif's decoder (libheif) added to Pillow, once, when a HEIC photo first comes: not at
+    import, so a process that never sees one never loads it."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+
+
 @contextmanager
 def _opened(path: Path, content_type: str, max_pixels: int) -> Iterator[Image.Image]:
     decoder = DECODERS.get(content_type)
     if decoder is None:
         raise UnsupportedMediaType(f"a photo must be {ACCEPTED_NAMES}, not {content_type}")
+    if content_type == sniff.HEIC:
+        _register_heif()
     with warnings.catch_warnings():
         # Pillow's own bomb warning; the pixel cap below is the limit that counts.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -73,7 +85,7 @@ def _decoded(image: Image.Image) -> None:
 
 def inspect_image(path: Path, content_type: str, *, max_pixels: int) -> ImageInfo:
     """The photo's shown size, after decoding all of it: UnsupportedMediaType for a type other than
-    JPEG, PNG or WebP, TooLarge over `max_pixels`, BadDocument for a corrupt or truncated file."""
+    JPEG, PNG, WebP or HEIC, TooLarge over `max_pixels`, BadDocument for a corrupt or truncated file."""
     with _opened(path, content_type, max_pixels) as image:
         _decoded(image)
         orientation = image.getexif().get(_ORIENTATION_TAG, 1)

@@ -93,7 +93,7 @@ async def delete_project(project_id: str, services: ServicesDep, tenant: TenantD
     responses=returns(AssetOut, 201) | problems(404, 409, 413, 415),
 )
 async def add_asset(project_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> Response:
-    """Add a photo (JPEG, PNG, WebP; EXIF orientation applied) or a song (MP3, AAC, M4A, WAV, OGG, FLAC)
+    """Add a photo (JPEG, PNG, WebP, HEIC; EXIF orientation applied) or a song (MP3, AAC, M4A, WAV, OGG, FLAC)
     as multipart `file`, with optional fields `caption` and (a photo's) `duration_s`. The type is
     sniffed from the content (415 otherwise); a photo is decoded whole (422 if corrupt or truncated;
     413 over `media_max_image_pixels`). It goes last among its kind. 409 while the project runs or at
