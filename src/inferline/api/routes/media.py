@@ -98,6 +98,7 @@ async def add_asset(project_id: str, request: Request, services: ServicesDep, te
     sniffed from the content (415 otherwise); a photo is decoded whole (422 if corrupt or truncated;
     413 over `media_max_image_pixels`). It goes last among its kind. 409 while the project runs or at
     `media_max_assets`, or past the tenant's file quota."""
+    await service.get_project(services.media, tenant=tenant, project_id=project_id)  # 404 before the bytes
     form = await read_form(request)
     try:
         fields = parse_model(AssetFields, text_fields(form))
