@@ -177,6 +177,7 @@ def build_services(settings: Settings) -> Services:
 def build_media(settings: Settings, engine: AsyncEngine, blobs: BlobStore, submitter: Submitter) -> MediaDeps:
     limits = MediaLimits(
         max_image_pixels=settings.media_max_image_pixels,
+        max_audio_s=settings.media_max_audio_s,
         max_assets=settings.media_max_assets,
     )
     work_root = settings.data_dir.resolve() / "media" / "work"

@@ -104,6 +104,7 @@ class Settings(BaseSettings):
     media_max_image_pixels: int = Field(
         default=50_000_000, ge=1, description="413 for a project photo with more pixels (read from its header)"
     )
+    media_max_audio_s: float = Field(default=1800.0, gt=0, description="413 for a project song that plays longer")
     media_max_assets: int = Field(default=300, ge=1, description="409 for an upload past this many assets per project")
     redis_url: str | None = Field(default=None, description="shared search cache (and more) when set")
     search_backend: Literal["qdrant", "pgvector"] = Field(

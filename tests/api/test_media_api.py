@@ -30,11 +30,12 @@ from inferline.media.store import MediaStore
 from inferline.schema import files, jobs
 
 MAX_PIXELS = 200_000  # the fixture's media_max_image_pixels: 320 x 240 passes, 500 x 500 does not
+MAX_SONG_S = 2.0  # its media_max_audio_s
 
 
 @pytest.fixture
 async def media_api(make_api: MakeApi, database_url: str) -> AsyncIterator[Api]:
-    settings = {"media_max_image_pixels": MAX_PIXELS, "files_gc_interval_s": 0}
+    settings = {"media_max_image_pixels": MAX_PIXELS, "media_max_audio_s": MAX_SONG_S, "files_gc_interval_s": 0}
     plugins = ["tests.plugins.kinds", "tests.plugins.pipeline_stub"]
     async with make_api(workers=0, database_url=database_url, plugins=plugins, **settings) as api:
         yield api
@@ -174,6 +175,7 @@ async def test_photos_and_a_song_are_kept_in_order_and_can_be_moved_captioned_an
     )
     assert (turned["width"], turned["height"], turned["duration_s"]) == (240, 320, 7.5)  # EXIF: a quarter turn
     assert (song["kind"], song["position"], song["width"]) == ("audio", 0, None)
+    assert song["duration_s"] == pytest.approx(0.5, abs=0.05)  # measured by ffprobe
     file = (await client.get(f"/api/v1/files/{song['file_id']}")).json()
     assert file["content_type"] == "audio/wav"
 
@@ -233,6 +235,25 @@ async def test_hostile_and_unsupported_uploads_are_refused_and_leave_no_file(med
     assert await count_rows(media_api, files) == 0
     staged = media_api.services.blobs.tmp_dir
     assert not staged.exists() or list(staged.iterdir()) == []
+
+
+async def test_songs_without_sound_or_too_long_are_refused(media_api: Api, tmp_path: Path) -> None:
+    client = media_api.client
+    project = (await new_project(client))["id"]
+    # An M4A by its brand that holds only a picture: sniffed as audio, refused by ffprobe.
+    silent = ffmpeg_output(
+        tmp_path, "silent.m4a", "-f", "lavfi", "-i", "testsrc=d=0.5:s=64x64:r=5", "-c:v", "libx264", "-brand", "M4A "
+    )
+    for data, name, status, words in [
+        (silent, "song.m4a", 415, "no audio stream"),
+        (b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\x00" * 500, "song.mp3", 415, "media"),
+        (wav(MAX_SONG_S + 1), "long.wav", 413, "lasts 3 s"),
+    ]:
+        response = await upload(client, project, data, name)
+        assert response.status_code == status, (name, response.text)
+        assert words in response.json()["detail"], (name, response.json())
+    assert await asset_ids(client, project) == []
+    assert await count_rows(media_api, files) == 0
 
 
 # -- runs -----------------------------------------------------------------------------------------
@@ -326,15 +347,21 @@ async def test_another_tenants_project_is_404_everywhere(media_api: Api) -> None
 # -- the rendered video -----------------------------------------------------------------------------
 
 
-def rendered(tmp_path: Path) -> tuple[bytes, bytes]:
-    """A 1 s MP4 at 320 x 180 and a JPEG poster, as a render stage leaves them."""
-    video = tmp_path / "video.mp4"
-    source = ["-f", "lavfi", "-i", "testsrc=d=1:s=320x180:r=10"]
-    encode = ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(video)]
+def ffmpeg_output(tmp_path: Path, name: str, *args: str) -> bytes:
     ffmpeg = shutil.which("ffmpeg")
     assert ffmpeg is not None, "ffmpeg is installed by ./dev"
-    subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", *source, *encode], check=True, timeout=60)
-    return video.read_bytes(), jpeg(320, 180)
+    out = tmp_path / name
+    subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", *args, str(out)], check=True, timeout=60)
+    return out.read_bytes()
+
+
+def rendered(tmp_path: Path) -> tuple[bytes, bytes]:
+    """A 1 s MP4 at 320 x 180 and a JPEG poster, as a render stage leaves them."""
+    source = ["-f", "lavfi", "-i", "testsrc=d=1:s=320x180:r=10"]
+    video = ffmpeg_output(
+        tmp_path, "video.mp4", *source, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart"
+    )
+    return video, jpeg(320, 180)
 
 
 async def test_the_video_is_served_with_range_requests_and_the_poster_as_jpeg(media_api: Api, tmp_path: Path) -> None:

@@ -221,7 +221,7 @@ class AssetOut(BaseModel):
     kind: Literal["image", "audio"]
     position: int = Field(description="0 is first, among the project's assets of the same kind")
     caption: str | None
-    duration_s: float | None = Field(description="a photo's time on screen, when set (the run's `photo_s` otherwise)")
+    duration_s: float | None = Field(description="a photo's time on screen (set), or a song's length (measured)")
     width: int | None = Field(description="a photo's, as shown (after its EXIF orientation)")
     height: int | None
     created_at: datetime

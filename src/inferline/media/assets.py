@@ -1,11 +1,13 @@
-"""Use cases of a project's assets: photos (JPEG, PNG, WebP, HEIC) and songs (MP3, AAC, M4A, WAV, OGG, FLAC),
-each a tenant file. Upload (type sniffed from the bytes, photos decoded whole under the pixel cap),
-list in playing order, change position, caption or a photo's duration, delete. Changes are refused
-(409) while the project runs: its pipeline read them when it started."""
+"""Use cases of a project's assets: photos (JPEG, PNG, WebP, HEIC) and songs (MP3, AAC, M4A, WAV, OGG,
+FLAC), each a tenant file. Upload (type sniffed from the bytes; photos decoded whole under the pixel cap,
+songs read by ffprobe: an audio stream, at most `media_max_audio_s`), list in playing order, change
+position, caption or a photo's duration, delete. Changes are refused (409) while the project runs: its
+pipeline read them when it started."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +18,7 @@ from inferline.files import sniff
 from inferline.files.service import FileInfo, insert_file
 from inferline.files.store import delete_file_rows
 from inferline.ids import new_id
-from inferline.media import images
+from inferline.media import images, probe
 from inferline.media.deps import MediaDeps
 from inferline.media.model import Asset, AssetKind
 from inferline.media.service import PlainText, project_for_change, project_of
@@ -49,16 +51,17 @@ def kind_of(content_type: str) -> AssetKind:
     raise UnsupportedMediaType(f"a project takes {ACCEPTED}; this file is {content_type}")
 
 
+def _staged(file: FileInfo) -> Path:
+    assert file.pending is not None, "an upload's bytes are checked before its row is written"
+    return file.pending.staged.tmp
+
+
 async def _checked_photo(deps: MediaDeps, file: FileInfo) -> images.ImageInfo:
     """The photo decoded whole from its staged bytes: a corrupt or truncated one is a 422 now, not a
     failed run later."""
-    assert file.pending is not None, "an upload's bytes are checked before its row is written"
     try:
         return await asyncio.to_thread(
-            images.inspect_image,
-            file.pending.staged.tmp,
-            file.content_type,
-            max_pixels=deps.limits.max_image_pixels,
+            images.inspect_image, _staged(file), file.content_type, max_pixels=deps.limits.max_image_pixels
         )
     except BadDocument as exc:
         raise InvalidInput(str(exc), field="file") from exc
@@ -69,11 +72,14 @@ async def add_asset(deps: MediaDeps, *, tenant: str, project_id: str, file: File
     of its kind, in one transaction. 409 while the project runs or at `media_max_assets`."""
     kind = kind_of(file.content_type)
     width = height = None
+    duration_s = fields.duration_s
     if kind is AssetKind.IMAGE:
         info = await _checked_photo(deps, file)
         width, height = info.width, info.height
     elif fields.duration_s is not None:
         raise InvalidInput("duration_s: a song plays to its end; only a photo's time is set", field="duration_s")
+    else:
+        duration_s = await probe.check_audio(_staged(file), deps.limits.max_audio_s)
     async with db.write(deps.engine) as conn:
         store = MediaStore(conn)
         project = await project_for_change(store, tenant, project_id)
@@ -87,7 +93,7 @@ async def add_asset(deps: MediaDeps, *, tenant: str, project_id: str, file: File
             kind=kind,
             position=await store.next_position(project.id, kind),
             caption=fields.caption,
-            duration_s=fields.duration_s,
+            duration_s=duration_s,
             width=width,
             height=height,
             created_at=utcnow(),

@@ -16,6 +16,7 @@ class MediaLimits:
     """What one upload or project may hold (settings `media_*`)."""
 
     max_image_pixels: int = 50_000_000
+    max_audio_s: float = 1800.0
     max_assets: int = 300
 
 
