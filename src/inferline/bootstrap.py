@@ -25,6 +25,7 @@ from inferline.jobs.submission import Submitter
 from inferline.jobs.wakeup import LocalWakeup, PostgresWakeup, Wakeup
 from inferline.jobs.watchers import JobWatchers
 from inferline.jobs.webhooks import WebhookDispatcher
+from inferline.media.deps import MediaDeps, MediaLimits
 from inferline.metrics import Metrics
 from inferline.ocr import kind as ocr_kind
 from inferline.ocr.deps import OcrDeps
@@ -55,6 +56,7 @@ class Services:
     blobs: BlobStore
     ocr: OcrDeps
     search: SearchDeps
+    media: MediaDeps
     watchers: JobWatchers
     plugins: list[ModuleType] = field(default_factory=list)
 
@@ -140,6 +142,15 @@ def build_services(settings: Settings) -> Services:
         default_dpi=settings.ocr_default_dpi,
     )
     registry = KindRegistry()
+    submitter = Submitter(
+        engine,
+        registry,
+        default_max_attempts=settings.default_max_attempts,
+        wakeup=wakeup,
+        metrics=metrics,
+        sqlite_writer=SqliteWriter(engine) if settings.is_sqlite else None,
+        outbound=outbound_policy(settings),
+    )
     services = Services(
         settings=settings,
         engine=engine,
@@ -156,18 +167,21 @@ def build_services(settings: Settings) -> Services:
             failures=FailureBudget(burst=settings.unknown_key_burst, per_s=settings.unknown_keys_per_s),
         ),
         watchers=JobWatchers(engine, settings.events_poll_s, settings.events_max_streams_per_tenant),
-        submitter=Submitter(
-            engine,
-            registry,
-            default_max_attempts=settings.default_max_attempts,
-            wakeup=wakeup,
-            metrics=metrics,
-            sqlite_writer=SqliteWriter(engine) if settings.is_sqlite else None,
-            outbound=outbound_policy(settings),
-        ),
+        submitter=submitter,
+        media=build_media(settings, engine, blobs, submitter),
     )
     register_kinds(services)
     return services
+
+
+def build_media(settings: Settings, engine: AsyncEngine, blobs: BlobStore, submitter: Submitter) -> MediaDeps:
+    limits = MediaLimits(
+        max_image_pixels=settings.media_max_image_pixels,
+        max_audio_s=settings.media_max_audio_s,
+        max_assets=settings.media_max_assets,
+    )
+    work_root = settings.data_dir.resolve() / "media" / "work"
+    return MediaDeps(engine=engine, blobs=blobs, submitter=submitter, work_root=work_root, limits=limits)
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         default=100_000_000, ge=1, description="413 (or a failed job) for a page or image with more pixels"
     )
     ocr_default_dpi: int = Field(default=300, ge=36, le=1200, description="PDF pages are rasterized at this dpi")
+    media_max_image_pixels: int = Field(
+        default=50_000_000, ge=1, description="413 for a project photo with more pixels (read from its header)"
+    )
+    media_max_audio_s: float = Field(default=1800.0, gt=0, description="413 for a project song that plays longer")
+    media_max_assets: int = Field(default=300, ge=1, description="409 for an upload past this many assets per project")
     redis_url: str | None = Field(default=None, description="shared search cache (and more) when set")
     search_backend: Literal["qdrant", "pgvector"] = Field(
         default="qdrant", description="qdrant: embedded, under the data dir; pgvector: PostgreSQL at scale"

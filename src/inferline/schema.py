@@ -200,3 +200,42 @@ documents = sa.Table(
     sa.Index("ix_documents_collection_id", "collection_id", "id"),
     sa.Index("ix_documents_collection_sha256", "collection_id", "sha256"),
 )
+
+# Media projects: a family's photos and song, and the video made of them. `active_job_id` is the job of
+# the latest run (a `pipeline`); the project's status shown to users is derived from that job's.
+media_projects = sa.Table(
+    "media_projects",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("title", sa.String(100), nullable=True),
+    sa.Column("subtitle", sa.String(200), nullable=True),
+    sa.Column("settings", Json, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("active_job_id", sa.String(36), nullable=True),
+    sa.Column("video_file_id", sa.String(36), nullable=True),
+    sa.Column("poster_file_id", sa.String(36), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_media_projects_tenant_id", "tenant", "id"),
+)
+
+# A project's photos (kind image) and songs (kind audio), each a tenant file, played in `position` order.
+media_assets = sa.Table(
+    "media_assets",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("project_id", sa.String(36), nullable=False),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("file_id", sa.String(36), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("position", sa.Integer(), nullable=False),
+    sa.Column("caption", sa.String(200), nullable=True),
+    sa.Column("duration_s", sa.Float(), nullable=True),
+    sa.Column("width", sa.Integer(), nullable=True),
+    sa.Column("height", sa.Integer(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_media_assets_project_position", "project_id", "position"),
+    sa.Index("ix_media_assets_file_id", "file_id"),
+)

@@ -147,7 +147,15 @@ def seed_resources(client: TestClient, headers: dict[str, str]) -> dict[str, str
             "/api/v1/schedules", json={"kind": "echo", "cron": "0 0 1 1 *", "input": {"message": "m"}}, headers=headers
         )
     )
+    project = made(client.post("/api/v1/projects", json={"name": "memorial"}, headers=headers))
+    asset = made(
+        client.post(
+            f"/api/v1/projects/{project['id']}/assets", files={"file": ("a.png", png.getvalue())}, headers=headers
+        )
+    )
     return {
+        "project_id": project["id"],
+        "asset_id": asset["id"],
         "job_id": job["id"],
         "file_id": file["id"],
         "name": "docs",

@@ -174,3 +174,58 @@ class ModelList(BaseModel):
 
 class WebhookSecretOut(BaseModel):
     secret: str = Field(description="`whsec_…`: signs every delivery (Standard Webhooks)")
+
+
+class JobRuntimeOut(BaseModel):
+    """Where a running job is: its stage, progress and last detail, and whether it was asked to stop."""
+
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    stage: str | None = Field(description="the kind's own stage names, e.g. `render_concat`")
+    progress_percent: float
+    detail_message: str | None
+    cancel_requested: bool
+
+
+class ActiveJobOut(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    stage: str | None
+    progress: float
+    detail: str | None
+    cancel_requested: bool
+
+
+class ProjectOut(BaseModel):
+    id: str
+    name: str
+    title: str | None
+    subtitle: str | None
+    settings: dict[str, Any] = Field(description="defaults of the project's runs (the run options given)")
+    status: str = Field(description="`draft` before the first run; then the status of its latest run's job")
+    active_job: ActiveJobOut | None = Field(description="the latest run's `pipeline` job")
+    video_file_id: str | None
+    poster_file_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProjectPage(BaseModel):
+    items: list[ProjectOut]
+    next_cursor: str | None
+
+
+class AssetOut(BaseModel):
+    id: str
+    project_id: str
+    file_id: str
+    kind: Literal["image", "audio"]
+    position: int = Field(description="0 is first, among the project's assets of the same kind")
+    caption: str | None
+    duration_s: float | None = Field(description="a photo's time on screen (set), or a song's length (measured)")
+    width: int | None = Field(description="a photo's, as shown (after its EXIF orientation)")
+    height: int | None
+    created_at: datetime
+
+
+class AssetList(BaseModel):
+    items: list[AssetOut] = Field(description="photos in playing order, then songs")

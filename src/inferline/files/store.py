@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from inferline.errors import QuotaExceeded
 from inferline.files.blobs import BlobStore
 from inferline.jobs.model import TERMINAL_STATUSES, JobStatus
-from inferline.schema import collections, documents, files, jobs
+from inferline.schema import collections, documents, files, jobs, media_assets, media_projects
 
 # Namespaces of the two-key advisory locks (any values: they only keep these locks apart).
 _BLOB_LOCKS = 0x1F4E_0101
@@ -75,7 +75,7 @@ async def check_quota(conn: AsyncConnection, tenant: str, size: int, quota: Quot
 
 async def user_of(conn: AsyncConnection, *, tenant: str, file_id: str, sha256: str) -> str | None:
     """What still needs the file, in words, or None: a queued or running job whose input names it
-    (`file_id`), or a document of a collection made from it."""
+    (`file_id`), a document of a collection made from it, or a media project's asset, video or poster."""
     job_query = (
         sa.select(jobs.c.id)
         .where(jobs.c.status.in_(_ACTIVE), jobs.c.tenant == tenant, jobs.c.input["file_id"].as_string() == file_id)
@@ -94,6 +94,23 @@ async def user_of(conn: AsyncConnection, *, tenant: str, file_id: str, sha256: s
     document = (await conn.execute(document_query)).first()
     if document is not None:
         return f"document {document.id} of collection {document.name!r} is made from it; delete the document first"
+    return await _media_user_of(conn, tenant=tenant, file_id=file_id)
+
+
+async def _media_user_of(conn: AsyncConnection, *, tenant: str, file_id: str) -> str | None:
+    asset_query = sa.select(media_assets.c.id, media_assets.c.project_id).where(
+        media_assets.c.file_id == file_id, media_assets.c.tenant == tenant
+    )
+    asset = (await conn.execute(asset_query.limit(1))).first()
+    if asset is not None:
+        return f"asset {asset.id} of media project {asset.project_id} is this file; delete the asset instead"
+    project_query = sa.select(media_projects.c.id).where(
+        media_projects.c.tenant == tenant,
+        sa.or_(media_projects.c.video_file_id == file_id, media_projects.c.poster_file_id == file_id),
+    )
+    project_id = (await conn.execute(project_query.limit(1))).scalar()
+    if project_id is not None:
+        return f"media project {project_id} shows it as its video or poster; delete the project instead"
     return None
 
 
@@ -106,3 +123,16 @@ async def remove_unreferenced(conn: AsyncConnection, blobs: BlobStore, sha256s: 
     query = sa.select(files.c.sha256).where(files.c.sha256.in_(wanted)).distinct()
     referenced = set((await conn.execute(query)).scalars())
     return await asyncio.to_thread(blobs.remove, [sha256 for sha256 in wanted if sha256 not in referenced])
+
+
+async def delete_file_rows(conn: AsyncConnection, blobs: BlobStore, tenant: str, file_ids: Iterable[str]) -> int:
+    """The tenant's files of these ids deleted, and the bytes no row refers to any more (a workload's
+    delete of what it owns, in its own transaction); returns how many rows were deleted."""
+    wanted = sorted(set(file_ids))
+    if not wanted:
+        return 0
+    query = sa.select(files.c.sha256).where(files.c.tenant == tenant, files.c.id.in_(wanted))
+    sha256s = list((await conn.execute(query)).scalars())
+    await conn.execute(files.delete().where(files.c.tenant == tenant, files.c.id.in_(wanted)))
+    await remove_unreferenced(conn, blobs, sha256s)
+    return len(sha256s)

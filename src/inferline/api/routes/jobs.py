@@ -12,7 +12,7 @@ from inferline.api import events
 from inferline.api.deps import ServicesDep, TenantDep, services_of
 from inferline.api.events import EventStream, StreamLimits
 from inferline.api.openapi import problems, returns
-from inferline.api.schemas import JobIn, JobOut, JobPage
+from inferline.api.schemas import JobIn, JobOut, JobPage, JobRuntimeOut
 from inferline.errors import Conflict
 from inferline.jobs import service
 from inferline.jobs.kinds import JSON_FORMAT
@@ -113,6 +113,20 @@ async def list_jobs(
 @router.get("/{job_id}", response_model=JobOut, responses=problems(404))
 async def get_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     return json_response(public_view(await service.get_job(services.engine, tenant=tenant, job_id=job_id)))
+
+
+@router.get("/{job_id}/runtime", response_model=None, responses=returns(JobRuntimeOut) | problems(404))
+async def job_runtime(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    """The job's runtime view, for any kind: its `stage` (the kind's own names), `progress_percent`
+    (0 to 100), `detail_message` and `cancel_requested`, with its `status`."""
+    job = await service.get_job(services.engine, tenant=tenant, job_id=job_id)
+    return {
+        "status": job.status.value,
+        "stage": job.stage,
+        "progress_percent": job.progress,
+        "detail_message": job.detail,
+        "cancel_requested": job.cancel_requested,
+    }
 
 
 @router.get("/{job_id}/result", responses=_RESULT | problems(404, 409))

@@ -1,0 +1,113 @@
+"""Photos of a project, read by Pillow only: checked at upload (type, pixel count, whole decode) and
+normalized for the canvas stage (EXIF orientation applied, RGB, no larger than needed), so ffmpeg only
+ever reads images this module wrote.
+
+The pixel cap is checked on the size in the header, before a pixel is decoded: a 50,000 x 50,000 PNG
+of a few hundred bytes is refused without allocating its 7.5 GB. Every function here blocks (call it in
+a thread); its time is bounded by the pixel cap.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from inferline.errors import BadDocument, TooLarge, UnsupportedMediaType
+from inferline.files import sniff
+
+# Sniffed content type -> the one Pillow decoder allowed to read it (no guessing among plugins).
+DECODERS: dict[str, str] = {sniff.JPEG: "JPEG", sniff.PNG: "PNG", sniff.WEBP: "WEBP", sniff.HEIC: "HEIF"}
+ACCEPTED_NAMES = "JPEG, PNG, WebP or HEIC"
+_ORIENTATION_TAG = 0x0112
+_SWAPS_SIDES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the picture a quarter
+# What Pillow raises on a corrupt or truncated file, besides its own errors.
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    content_type: str
+    width: int  # as shown, after the EXIF orientation
+    height: int
+
+
+def accepts(content_type: str) -> bool:
+    return content_type in DECODERS
+
+
+@functools.cache
+def _register_heif() -> None:
+    """pillow-heif's decoder (libheif) added to Pillow, once, when a HEIC photo first comes: not at
+    import, so a process that never sees one never loads it."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+
+
+@contextmanager
+def _opened(path: Path, content_type: str, max_pixels: int) -> Iterator[Image.Image]:
+    decoder = DECODERS.get(content_type)
+    if decoder is None:
+        raise UnsupportedMediaType(f"a photo must be {ACCEPTED_NAMES}, not {content_type}")
+    if content_type == sniff.HEIC:
+        _register_heif()
+    with warnings.catch_warnings():
+        # Pillow's own bomb warning; the pixel cap below is the limit that counts.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path, formats=[decoder])
+        except Image.DecompressionBombError as exc:
+            limit = f"the limit is {max_pixels}: media_max_image_pixels"
+            raise TooLarge(f"the image has too many pixels ({limit})") from exc
+        except _DECODE_ERRORS as exc:
+            raise BadDocument(f"the {decoder} image cannot be read: {exc}") from exc
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise TooLarge(
+                f"the image is {width} x {height} pixels, over the limit of {max_pixels} (media_max_image_pixels)"
+            )
+        yield image
+
+
+def _decoded(image: Image.Image) -> None:
+    try:
+        image.load()
+    except _DECODE_ERRORS as exc:
+        raise BadDocument(f"the image is truncated or corrupt: {exc}") from exc
+
+
+def inspect_image(path: Path, content_type: str, *, max_pixels: int) -> ImageInfo:
+    """The photo's shown size, after decoding all of it: UnsupportedMediaType for a type other than
+    JPEG, PNG, WebP or HEIC, TooLarge over `max_pixels`, BadDocument for a corrupt or truncated file."""
+    with _opened(path, content_type, max_pixels) as image:
+        _decoded(image)
+        orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+        width, height = image.size
+    if orientation in _SWAPS_SIDES:
+        width, height = height, width
+    return ImageInfo(content_type, width, height)
+
+
+def normalize_photo(
+    source: Path, out: Path, content_type: str, *, max_pixels: int, max_size: tuple[int, int] | None = None
+) -> tuple[int, int]:
+    """The photo as a PNG at `out` (a path in the job's work directory): EXIF orientation applied, RGB,
+    scaled down (never up) to fit in `max_size`. Returns its size. Any problem with the photo is a
+    BadDocument (no later attempt will read it better)."""
+    try:
+        with _opened(source, content_type, max_pixels) as image:
+            _decoded(image)
+            upright = ImageOps.exif_transpose(image).convert("RGB")
+    except (TooLarge, UnsupportedMediaType) as exc:
+        raise BadDocument(str(exc)) from exc
+    if max_size is not None:
+        upright.thumbnail(max_size, Image.Resampling.LANCZOS)
+    upright.save(out, format="PNG", compress_level=1)  # read once, by ffmpeg: speed over size
+    return upright.size

@@ -1,0 +1,131 @@
+"""Photos through Pillow: the pixel cap read from the header, a whole decode that finds truncation, EXIF
+orientation applied, and the normalized PNG the canvas stage hands to ffmpeg."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from inferline.errors import BadDocument, TooLarge, UnsupportedMediaType
+from inferline.files import sniff
+from inferline.media.images import inspect_image, normalize_photo
+
+
+def write_jpeg(path: Path, size: tuple[int, int], *, orientation: int | None = None) -> Path:
+    """Left half red, right half blue: where red ends up tells which way the picture was turned."""
+    image = Image.new("RGB", size, (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, size[0] // 2, size[1]))
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    image.save(path, format="JPEG", quality=95, exif=exif.tobytes())
+    return path
+
+
+def huge_png_header(path: Path, width: int, height: int) -> Path:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_quarter_turned_photo_is_shown_and_normalized_upright(tmp_path: Path) -> None:
+    photo = write_jpeg(tmp_path / "p.jpg", (80, 40), orientation=6)  # 6: turn 90 degrees clockwise to show
+    info = inspect_image(photo, sniff.JPEG, max_pixels=10_000)
+    assert (info.width, info.height) == (40, 80)
+
+    out = tmp_path / "normalized.png"
+    assert normalize_photo(photo, out, sniff.JPEG, max_pixels=10_000) == (40, 80)
+    with Image.open(out) as upright:
+        assert upright.format == "PNG" and upright.mode == "RGB" and upright.size == (40, 80)
+        red, _, blue = upright.getpixel((20, 10))  # the left half went to the top
+        assert red > 200 and blue < 60
+        red, _, blue = upright.getpixel((20, 70))
+        assert red < 60 and blue > 200
+
+
+def test_normalizing_scales_down_to_fit_and_never_up(tmp_path: Path) -> None:
+    photo = write_jpeg(tmp_path / "p.jpg", (400, 100))
+    assert normalize_photo(photo, tmp_path / "a.png", sniff.JPEG, max_pixels=10**6, max_size=(200, 200)) == (200, 50)
+    assert normalize_photo(photo, tmp_path / "b.png", sniff.JPEG, max_pixels=10**6, max_size=(800, 800)) == (400, 100)
+
+
+def test_a_huge_header_is_refused_before_any_pixel_is_decoded(tmp_path: Path) -> None:
+    bomb = huge_png_header(tmp_path / "bomb.png", 50_000, 50_000)
+    with pytest.raises(TooLarge, match="media_max_image_pixels"):
+        inspect_image(bomb, sniff.PNG, max_pixels=50_000_000)
+    modest = huge_png_header(tmp_path / "modest.png", 3_000, 3_000)  # under Pillow's own limit, over ours
+    with pytest.raises(TooLarge, match="3000 x 3000"):
+        inspect_image(modest, sniff.PNG, max_pixels=1_000_000)
+    with pytest.raises(BadDocument, match="media_max_image_pixels"):
+        normalize_photo(bomb, tmp_path / "out.png", sniff.PNG, max_pixels=50_000_000)
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_truncated_or_mislabeled_photos_are_refused(tmp_path: Path) -> None:
+    whole = write_jpeg(tmp_path / "whole.jpg", (64, 64)).read_bytes()
+    noisy = tmp_path / "noisy.jpg"
+    Image.effect_noise((256, 256), 64).convert("RGB").save(noisy, format="JPEG")
+    for data in (whole[: len(whole) // 2], noisy.read_bytes()[:-2000]):  # the header cut, then the pixels
+        cut = tmp_path / "cut.jpg"
+        cut.write_bytes(data)
+        with pytest.raises(BadDocument, match=r"(?i)truncated"):
+            inspect_image(cut, sniff.JPEG, max_pixels=10**6)
+    with pytest.raises(BadDocument):
+        inspect_image(tmp_path / "whole.jpg", sniff.PNG, max_pixels=10**6)  # only the sniffed type's decoder
+    gif = tmp_path / "a.gif"
+    Image.new("RGB", (8, 8)).save(gif, format="GIF")
+    with pytest.raises(UnsupportedMediaType):
+        inspect_image(gif, sniff.GIF, max_pixels=10**6)
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"RIFF\x24\x00\x00\x00WAVEfmt ", sniff.WAV),
+        (b"fLaC\x00\x00\x00\x22", sniff.FLAC),
+        (b"OggS\x00\x02" + b"\x00" * 20, sniff.OGG),
+        (b"ID3\x04\x00\x00\x00\x00\x00\x00", sniff.MP3),
+        (b"\xff\xfb\x90\x64" + b"\x00" * 20, sniff.MP3),
+        (b"\xff\xf1\x50\x80" + b"\x00" * 20, sniff.AAC),
+        (b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00M4A isommp42\x00\x00\x00\x00", sniff.M4A),
+        (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2", sniff.MP4),
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", sniff.HEIC),
+        (b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1avifmiaf", sniff.AVIF),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", sniff.JPEG),
+        ("사진 설명".encode(), sniff.TEXT),
+    ],
+)
+def test_audio_and_iso_media_are_sniffed_from_their_first_bytes(head: bytes, expected: str) -> None:
+    assert sniff.sniff(head) == expected
+
+
+def test_a_real_webp_photo_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "p.webp"
+    Image.new("RGB", (30, 20), "green").save(path, format="WEBP")
+    assert sniff.sniff(path.read_bytes()[:2048]) == sniff.WEBP
+    assert inspect_image(path, sniff.WEBP, max_pixels=1000).width == 30
+
+
+def test_a_heic_photo_from_a_phone_is_read_through_libheif(tmp_path: Path) -> None:
+    from pillow_heif import from_pillow
+
+    path = tmp_path / "p.heic"
+    source = Image.new("RGB", (96, 64), (255, 0, 0))
+    source.paste((0, 0, 255), (48, 0, 96, 64))
+    from_pillow(source).save(path, quality=90)
+    assert sniff.sniff(path.read_bytes()[:2048]) == sniff.HEIC
+    info = inspect_image(path, sniff.HEIC, max_pixels=10_000)
+    assert (info.width, info.height) == (96, 64)
+    assert normalize_photo(path, tmp_path / "p.png", sniff.HEIC, max_pixels=10_000) == (96, 64)
+    with Image.open(tmp_path / "p.png") as normalized:
+        red, _, blue = normalized.getpixel((10, 32))
+        assert red > 200 and blue < 60
+    with pytest.raises(TooLarge):
+        inspect_image(path, sniff.HEIC, max_pixels=5_000)
