@@ -46,8 +46,10 @@ class Attempt:
 
 
 class Attempts:
-    """The attempts running in this worker, by job id. A slot stays taken from the claim until the attempt's
-    outcome is recorded (`release`); each outcome goes to `finished` as its attempt ends."""
+    """The attempts of this worker, by job id, from the claim until their outcome is recorded (`release`);
+    each outcome goes to `finished` as its attempt ends. A job slot is taken only while the attempt's task
+    runs (`active`): the worker claims the next jobs while the last ones' outcomes are being written, and
+    the job stays held (its lease renewed) until its outcome is."""
 
     def __init__(
         self,
@@ -65,9 +67,16 @@ class Attempts:
         self._finished = finished
         self.slot_freed = asyncio.Event()
         self._running: dict[str, Attempt] = {}
+        self._active = 0
 
     def __len__(self) -> int:
+        """Attempts held: running, or ended with their outcome still to be recorded."""
         return len(self._running)
+
+    @property
+    def active(self) -> int:
+        """Attempts whose task still runs: the job slots taken."""
+        return self._active
 
     def snapshot(self) -> dict[str, Attempt]:
         return dict(self._running)
@@ -85,6 +94,7 @@ class Attempts:
             loop = asyncio.get_running_loop()
             attempt.deadline_timer = loop.call_later(delay_s, attempt.interrupt, "deadline")
         attempt.task = asyncio.create_task(self._execute(attempt), name=f"job:{job.id}")
+        self._active += 1
         self._metrics.jobs_running.inc()
 
     async def _execute(self, attempt: Attempt) -> Outcome:
@@ -97,6 +107,8 @@ class Attempts:
             if attempt.deadline_timer is not None:
                 attempt.deadline_timer.cancel()
             outcome.unwritten = ctx.settle()
+            self._active -= 1
+            self.slot_freed.set()
             self._finished(ctx, outcome)
         return outcome
 
@@ -110,7 +122,7 @@ class Attempts:
             attempt.interrupt(reason)
 
     def release(self, job_ids: list[str]) -> None:
-        """Their outcomes are recorded: their slots are free."""
+        """Their outcomes are recorded: they are no longer held."""
         if not job_ids:
             return
         for job_id in job_ids:

@@ -23,7 +23,9 @@ async def beat(
         return
     await progress.flush()
     async with db.write(engine) as conn:
-        states = await JobStore(conn).renew_leases(owner=owner, job_ids=running, now=utcnow(), lease_s=lease_s)
+        store = JobStore(conn)
+        await store.commit_without_waiting_for_disk()
+        states = await store.renew_leases(owner=owner, job_ids=running, now=utcnow(), lease_s=lease_s)
     held = {state.job_id: state for state in states}
     for job_id, attempt in running.items():
         state = held.get(job_id)

@@ -146,7 +146,10 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            free = self.config.concurrency - len(self.attempts)
+            # Slots freed by ended attempts are claimed again at once, while their outcomes are written;
+            # jobs held with their outcome unwritten are capped at `concurrency` more.
+            concurrency = self.config.concurrency
+            free = min(concurrency - self.attempts.active, 2 * concurrency - len(self.attempts))
             if free <= 0:
                 self.attempts.slot_freed.clear()
                 await self.attempts.slot_freed.wait()

@@ -78,7 +78,9 @@ async def claim_jobs(
 ) -> list[Job]:
     now = utcnow()
     async with db.write(engine) as conn:
-        claimed = await JobStore(conn).claim(
+        store = JobStore(conn)
+        await store.commit_without_waiting_for_disk()
+        claimed = await store.claim(
             owner=owner, kinds=kinds, limit=limit, now=now, lease_s=lease_s, kind_limits=kind_limits
         )
         for job in claimed:

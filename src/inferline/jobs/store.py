@@ -29,6 +29,7 @@ from inferline.jobs.model import Job, JobStatus
 from inferline.schema import UTCDateTime, jobs, lanes
 
 _JOB_FIELDS = {c.name for c in jobs.columns}
+_ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit TO OFF")
 # Any value serves: it only names the lock all claimers of concurrency-limited kinds share.
 _KIND_LIMIT_LOCK = 0x1F4E_0001
 
@@ -257,6 +258,14 @@ class JobStore:
         claimed = [job_from_row(row) for row in (await self.conn.execute(update, params)).mappings()]
         claimed.sort(key=lambda job: (job.priority, job.fair_seq, job.id))
         return claimed
+
+    async def commit_without_waiting_for_disk(self) -> None:
+        """This transaction's commit returns before its WAL reaches the disk (PostgreSQL). For claims and
+        lease renewals only: a crash of the database server may forget the last ones, which puts those
+        jobs back in the queue or lets their leases expire, as a crashed worker would; delivery is
+        at-least-once anyway. Outcomes, submissions and checkpoints keep waiting for the disk."""
+        if self.dialect == "postgresql":
+            await self.conn.execute(_ASYNC_COMMIT)
 
     async def finish_running(
         self, owner: str, rows: list[tuple[str, dict[str, Any]]], now: datetime, *, locked: bool = False
