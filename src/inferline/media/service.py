@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import Conflict, InvalidInput, NotFound
-from inferline.files.service import FileInfo, blob_path, get_file
+from inferline.files.service import FileInfo, blob_path, get_file, remove_blobs
 from inferline.files.store import delete_file_rows
 from inferline.ids import new_id
 from inferline.jobs import service as jobs_service
@@ -148,7 +148,8 @@ async def delete_project(deps: MediaDeps, *, tenant: str, project_id: str) -> No
         file_ids = [asset.file_id for asset in await store.assets(project.id)]
         file_ids += [file_id for file_id in (project.video_file_id, project.poster_file_id) if file_id]
         await store.delete_project(project.id)
-        await delete_file_rows(conn, deps.blobs, tenant, file_ids)
+        released = await delete_file_rows(conn, tenant, file_ids)
+    await remove_blobs(deps.engine, deps.blobs, released)
 
 
 def run_options(project: Project, asked: dict[str, Any]) -> RunOptions:

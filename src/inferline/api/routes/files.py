@@ -1,18 +1,24 @@
-"""Files: upload (multipart), metadata, and the bytes back. Scoped to the caller's tenant."""
+"""Files: upload (multipart), list, metadata, the bytes back, delete. Scoped to the caller's tenant."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, BinaryIO
 
-from fastapi import APIRouter, Request, Response
+import anyio
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
+from starlette.types import Receive, Scope, Send
 
 from inferline.api.deps import ServicesDep, TenantDep
 from inferline.api.openapi import problems, returns
-from inferline.api.schemas import FileOut
+from inferline.api.schemas import FileOut, FilePage
 from inferline.api.uploads import multipart_schema, read_form, store_upload
 from inferline.files import service
-from inferline.files.service import blob_path, get_file
+from inferline.files.service import get_file
 
 router = APIRouter(prefix="/files", tags=["files"])
 
@@ -44,6 +50,19 @@ async def upload_file(request: Request, services: ServicesDep, tenant: TenantDep
     return info.public_view()
 
 
+@router.get("", response_model=None, responses=returns(FilePage))
+async def list_files(
+    services: ServicesDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """The tenant's files, newest first, those its collections' documents were made from included (all
+    count toward its quota); pass `next_cursor` back as `cursor` for the next page."""
+    items, next_cursor = await service.list_files(services.engine, tenant=tenant, limit=limit, cursor=cursor)
+    return {"items": [info.public_view() for info in items], "next_cursor": next_cursor}
+
+
 @router.delete("/{file_id}", status_code=204, responses=problems(404, 409))
 async def delete_file(file_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     """Delete a file; its bytes go too unless another file has the same. 409 while a queued or running
@@ -60,6 +79,28 @@ async def file_metadata(file_id: str, services: ServicesDep, tenant: TenantDep) 
 @router.get("/{file_id}/content", response_class=FileResponse, responses=_CONTENT | problems(404))
 async def file_content(file_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     info = await get_file(services.engine, tenant=tenant, file_id=file_id)
-    return FileResponse(
-        blob_path(services.blobs, info), media_type=info.content_type, filename=info.filename or info.id
-    )
+    opened = await asyncio.to_thread(services.blobs.open, info.sha256)  # 404 if a delete came first
+    return OpenedFileResponse(opened, media_type=info.content_type, filename=info.filename or info.id)
+
+
+class OpenedFileResponse(FileResponse):
+    """A file response (ranges, HEAD, validators) that reads a file opened before it was built. A delete
+    may unlink the blob at any time once the request has looked the file up; the open file keeps its
+    bytes (POSIX), where reopening the path later would fail half way through the response."""
+
+    def __init__(self, opened: BinaryIO, *, media_type: str, filename: str) -> None:
+        self.opened = opened
+        super().__init__(opened.name, media_type=media_type, filename=filename, stat_result=os.fstat(opened.fileno()))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # `pathsend` would have the server open the path again.
+        extensions = {k: v for k, v in scope.get("extensions", {}).items() if k != "http.response.pathsend"}
+        try:
+            await super().__call__({**scope, "extensions": extensions}, receive, send)
+        finally:
+            self.opened.close()
+
+    @asynccontextmanager
+    async def _open_file(self) -> AsyncIterator[anyio.AsyncFile[bytes]]:
+        await anyio.to_thread.run_sync(self.opened.seek, 0)
+        yield anyio.wrap_file(self.opened)  # closed by `__call__`, once every range is sent
