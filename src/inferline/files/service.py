@@ -213,3 +213,12 @@ def blob_path(blobs: BlobStore, info: FileInfo) -> Path:
         log.warning("blob_missing", file_id=info.id, path=str(path))  # where: for the operator, not the caller
         raise NotFound(f"the bytes of file {info.id} are missing from the blob store")
     return path
+
+
+def open_blob(blobs: BlobStore, info: FileInfo) -> BinaryIO:
+    """The file's bytes, opened (blocking): once open, a delete that unlinks the blob does not take them."""
+    try:
+        return blobs.path(info.sha256).open("rb")
+    except FileNotFoundError:
+        log.warning("blob_missing", file_id=info.id, path=str(blobs.path(info.sha256)))  # for the operator
+        raise NotFound(f"the bytes of file {info.id} are missing from the blob store") from None

@@ -18,7 +18,7 @@ from inferline.api.openapi import problems, returns
 from inferline.api.schemas import FileOut, FilePage
 from inferline.api.uploads import multipart_schema, read_form, store_upload
 from inferline.files import service
-from inferline.files.service import get_file
+from inferline.files.service import get_file, open_blob
 
 router = APIRouter(prefix="/files", tags=["files"])
 
@@ -79,7 +79,7 @@ async def file_metadata(file_id: str, services: ServicesDep, tenant: TenantDep) 
 @router.get("/{file_id}/content", response_class=FileResponse, responses=_CONTENT | problems(404))
 async def file_content(file_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     info = await get_file(services.engine, tenant=tenant, file_id=file_id)
-    opened = await asyncio.to_thread(services.blobs.open, info.sha256)  # 404 if a delete came first
+    opened = await asyncio.to_thread(open_blob, services.blobs, info)  # 404 if a delete came first
     return OpenedFileResponse(opened, media_type=info.content_type, filename=info.filename or info.id)
 
 
