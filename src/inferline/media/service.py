@@ -9,7 +9,6 @@ job has not ended the project refuses another run, changes to its assets, and de
 from __future__ import annotations
 
 import unicodedata
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -17,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import Conflict, InvalidInput, NotFound
-from inferline.files.service import FileInfo, blob_path, get_file, remove_blobs
+from inferline.files.service import FileInfo, get_file, remove_blobs
 from inferline.files.store import delete_file_rows
 from inferline.ids import new_id
 from inferline.jobs import service as jobs_service
@@ -201,11 +200,10 @@ async def cancel_project(deps: MediaDeps, *, tenant: str, project_id: str) -> Jo
 
 async def project_output(
     deps: MediaDeps, *, tenant: str, project_id: str, which: Literal["video", "poster"]
-) -> tuple[Path, FileInfo]:
-    """The path and file of the project's rendered video or poster; 404 until it is rendered."""
+) -> FileInfo:
+    """The file of the project's rendered video or poster; 404 until it is rendered."""
     project, _ = await get_project(deps, tenant=tenant, project_id=project_id)
     file_id = project.video_file_id if which == "video" else project.poster_file_id
     if file_id is None:
         raise NotFound(f"project {project_id} has no {which} yet: run it")
-    info = await get_file(deps.engine, tenant=tenant, file_id=file_id)
-    return blob_path(deps.blobs, info), info
+    return await get_file(deps.engine, tenant=tenant, file_id=file_id)

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
-from starlette.types import Receive, Scope, Send
 
 from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.downloads import OpenedFileResponse
 from inferline.api.openapi import problems, returns
 from inferline.api.schemas import FileOut, FilePage
 from inferline.api.uploads import multipart_schema, read_form, store_upload
@@ -81,26 +77,3 @@ async def file_content(file_id: str, services: ServicesDep, tenant: TenantDep) -
     info = await get_file(services.engine, tenant=tenant, file_id=file_id)
     opened = await asyncio.to_thread(open_blob, services.blobs, info)  # 404 if a delete came first
     return OpenedFileResponse(opened, media_type=info.content_type, filename=info.filename or info.id)
-
-
-class OpenedFileResponse(FileResponse):
-    """A file response (ranges, HEAD, validators) that reads a file opened before it was built. A delete
-    may unlink the blob at any time once the request has looked the file up; the open file keeps its
-    bytes (POSIX), where reopening the path later would fail half way through the response."""
-
-    def __init__(self, opened: BinaryIO, *, media_type: str, filename: str) -> None:
-        self.opened = opened
-        super().__init__(opened.name, media_type=media_type, filename=filename, stat_result=os.fstat(opened.fileno()))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # `pathsend` would have the server open the path again.
-        extensions = {k: v for k, v in scope.get("extensions", {}).items() if k != "http.response.pathsend"}
-        try:
-            await super().__call__({**scope, "extensions": extensions}, receive, send)
-        finally:
-            self.opened.close()
-
-    @asynccontextmanager
-    async def _open_file(self) -> AsyncIterator[anyio.AsyncFile[bytes]]:
-        await anyio.to_thread.run_sync(self.opened.seek, 0)
-        yield anyio.wrap_file(self.opened)  # closed by `__call__`, once every range is sent
