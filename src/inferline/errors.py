@@ -114,7 +114,8 @@ def shown_message(exc: BaseException, *, reference: str) -> str:
     An error of this tree is raised on purpose, in words meant for the caller. Anything else (a library's
     or the database's exception) can carry SQL, paths or addresses, and so can a ModelError, which wraps
     what a model raised: of those only the type is shown, with `reference` ("job <id>") to find the full
-    text in the log, where the caller logs it."""
+    text in the log, where the caller logs it. U+0000, which PostgreSQL stores in no text, is shown as
+    U+FFFD (`inputs.shown_text`)."""
     if isinstance(exc, InferlineError) and not isinstance(exc, ModelError):
-        return str(exc) or type(exc).__name__
+        return (str(exc) or type(exc).__name__).replace("\x00", "\ufffd")
     return f"internal error ({type(exc).__name__}); the server log has it under {reference}"

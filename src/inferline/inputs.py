@@ -1,12 +1,19 @@
-"""Checks that what a request asks to store can be stored alike on both engines."""
+"""Checks that what is stored can be stored alike on both engines: what a request asks to store
+(`refuse_nul`), and what a job's code hands back (`unstorable`, `shown_text`)."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from inferline.errors import InvalidInput
 
 NUL = "\x00"
+REPLACEMENT = "\ufffd"
+# U+0000 as `json.dumps` writes it: `\u0000` after an even number of backslashes (`\\u0000` is a
+# backslash followed by the text "u0000").
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 # Where an item sits: (its parent's place, its key or index); the root is (None, field).
 _Place = tuple["_Place | None", object]
@@ -15,28 +22,60 @@ _Place = tuple["_Place | None", object]
 def refuse_nul(value: Any, field: str) -> None:
     """A 422 naming where `value` (JSON-like: dicts, lists, strings, in keys too) holds U+0000. PostgreSQL
     stores no NUL in text or jsonb: let through, it failed the whole group commit of a batch of jobs, every
-    tenant's. Walked with a stack, not recursion, and the path built only for the item found, so the work
-    is linear at any depth of nesting."""
+    tenant's."""
+    problem = nul_problem(value, field)
+    if problem is not None:
+        raise InvalidInput(f"{problem[0]}: {problem[1]}, which is not accepted", field=problem[0])
+
+
+def nul_problem(value: Any, field: str) -> tuple[str, str] | None:
+    """(where, what) of the first U+0000 in `value`, or None. Walked with a stack, not recursion, and the
+    path built only for the item found, so the work is linear at any depth of nesting."""
     stack: list[tuple[_Place, Any]] = [((None, field), value)]
     while stack:
         place, item = stack.pop()
         if isinstance(item, str):
             if NUL in item:
-                _refuse(place, "holds the character U+0000 (NUL)")
+                return _where(place), "holds the character U+0000 (NUL)"
         elif isinstance(item, dict):
             for key, child in item.items():
                 if NUL in str(key):
-                    _refuse(place, "has a key with the character U+0000 (NUL)")
+                    return _where(place), "has a key with the character U+0000 (NUL)"
                 stack.append(((place, key), child))
         elif isinstance(item, list):
             stack.extend(((place, index), child) for index, child in enumerate(item))
+    return None
 
 
-def _refuse(place: _Place, problem: str) -> None:
+def _where(place: _Place) -> str:
     parts: list[str] = []
     node: _Place | None = place
     while node is not None:
         node, key = node
         parts.append(str(key))
-    where = ".".join(reversed(parts))
-    raise InvalidInput(f"{where}: {problem}, which is not accepted", field=where)
+    return ".".join(reversed(parts))
+
+
+def unstorable(value: Any, field: str) -> str | None:
+    """Why a job's `value` (its result, a checkpoint) cannot be stored as JSON on both engines, naming
+    where; None if it can. Serialized once (C speed) to find NaN, infinities, what is not JSON and
+    U+0000, which PostgreSQL's jsonb refuses: written as they are, they fail the batched write of every
+    job's outcome, and the job stays `running`. Walked again only to name the place of a NUL."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except RecursionError:
+        return f"{field}: nested too deeply to store"
+    except ValueError:
+        return f"{field}: holds NaN or Infinity, which JSON cannot store"
+    except TypeError as exc:
+        return f"{field}: not JSON ({exc})"
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        where, what = nul_problem(value, field) or (field, "holds the character U+0000 (NUL)")
+        return f"{where}: {what}, which cannot be stored"
+    return None
+
+
+def shown_text(text: str) -> str:
+    """A text a job reports (a stage, a detail, an error's message) as it can be stored: U+0000 shown as
+    U+FFFD."""
+    return text.replace(NUL, REPLACEMENT) if NUL in text else text

@@ -80,7 +80,13 @@ class Setup:
                 self.search.blobs, tenant=collection.tenant, source=source, filename=filename, max_bytes=10**8
             )
         _, document, _ = await add_document(
-            self.submitter, tenant=collection.tenant, name=collection.name, file=file, metadata={}, external_id=None
+            self.submitter,
+            self.search.blobs,
+            tenant=collection.tenant,
+            name=collection.name,
+            file=file,
+            metadata={},
+            external_id=None,
         )
         return document
 

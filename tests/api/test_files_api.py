@@ -132,8 +132,55 @@ async def test_refused_document_uploads_leave_no_blob(make_api: MakeApi) -> None
         in_use = await api.client.delete(f"/api/v1/files/{document['file_id']}")
         assert in_use.status_code == 409 and document["id"] in in_use.json()["detail"]
         await api.client.delete(f"/api/v1/collections/docs/documents/{document['id']}")
-        assert (await api.client.delete(f"/api/v1/files/{document['file_id']}")).status_code == 204
+        assert (await api.client.get(f"/api/v1/files/{document['file_id']}")).status_code == 404  # went with it
         assert stored(api)["blobs"] == []
+
+
+async def listed(client: Any, **params: Any) -> list[dict[str, Any]]:
+    response = await client.get("/api/v1/files", params=params)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def test_documents_files_count_toward_the_quota_until_the_document_lets_them_go(files_api: Api) -> None:
+    client, url = files_api.client, "/api/v1/collections/docs/documents"
+    assert (await client.post("/api/v1/collections", json={"name": "docs"})).status_code == 201
+    first = (await client.post(url, json={"text": "version one", "external_id": "readme"})).json()
+    assert [item["id"] for item in await listed(client)] == [first["file_id"]]
+
+    replaced = (await client.post(url, json={"text": "version two", "external_id": "readme"})).json()
+    assert replaced["id"] == first["id"] and replaced["file_id"] != first["file_id"]
+    assert [item["id"] for item in await listed(client)] == [replaced["file_id"]]  # the old one went
+    assert (await client.get(f"/api/v1/files/{first['file_id']}")).status_code == 404
+
+    uploaded = await upload(client, b"a plain file")
+    await client.post(url, json={"text": "another document"})
+    over = await client.post(url, json={"text": "one too many"})
+    assert over.status_code == 409 and "files_max_per_tenant" in over.json()["detail"]
+
+    # A file a queued job names stays when its document goes; the others go with theirs.
+    job = await files_api.submit(kind="record", input={"file_id": replaced["file_id"]})
+    assert (await client.delete(f"{url}/{replaced['id']}")).status_code == 204
+    assert {item["id"] for item in await listed(client)} >= {replaced["file_id"], uploaded["id"]}
+    assert (await client.delete("/api/v1/collections/docs")).status_code == 204
+    assert {item["id"] for item in await listed(client)} == {replaced["file_id"], uploaded["id"]}
+    await client.post(f"/api/v1/jobs/{job['id']}/cancel")
+    assert (await client.delete(f"/api/v1/files/{replaced['file_id']}")).status_code == 204
+    assert len(stored(files_api)["blobs"]) == 1 and await file_rows(files_api) == 1
+
+
+async def test_files_are_listed_newest_first_in_pages_and_only_the_tenants_own(files_api: Api) -> None:
+    made = [await upload(files_api.client, f"file {n}".encode(), name=f"{n}.txt") for n in range(3)]
+    await upload(files_api.other, b"another tenant's")
+    page = (await files_api.client.get("/api/v1/files", params={"limit": 2})).json()
+    assert [item["id"] for item in page["items"]] == [made[2]["id"], made[1]["id"]]
+    assert page["items"][0] == made[2]  # the same view as the upload's
+    rest = (await files_api.client.get("/api/v1/files", params={"limit": 2, "cursor": page["next_cursor"]})).json()
+    assert [item["id"] for item in rest["items"]] == [made[0]["id"]] and rest["next_cursor"] is None
+    assert [item["filename"] for item in await listed(files_api.other)] == ["a.txt"]
+    bad = await files_api.client.get("/api/v1/files", params={"cursor": "not-a-cursor"})
+    assert bad.status_code == 422 and bad.json()["field"] == "cursor"
 
 
 async def test_a_delete_between_an_uploads_staging_and_its_row_keeps_its_bytes(files_api: Api) -> None:

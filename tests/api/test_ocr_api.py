@@ -202,9 +202,9 @@ async def test_ocr_jobs_submitted_directly_cannot_read_another_tenants_file(ocr_
     stored = (
         await ocr_api.other.post("/api/v1/files", files={"file": ("p.png", image_bytes(render_page(["x"]), "PNG"))})
     ).json()
-    job = await ocr_api.submit(kind="ocr", input={"file_id": stored["id"]})
-    done = await ocr_api.wait(job["id"])
-    assert done["status"] == "failed" and "not found" in done["error"]["message"]
+    refused = await ocr_api.client.post("/api/v1/jobs", json={"kind": "ocr", "input": {"file_id": stored["id"]}})
+    assert refused.status_code == 404 and "not found" in refused.json()["detail"]
+    assert (await ocr_api.client.get("/api/v1/jobs")).json()["items"] == []
 
 
 async def test_text_and_hocr_are_for_ocr_jobs_and_results_wait_for_success(ocr_api: Api) -> None:

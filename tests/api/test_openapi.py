@@ -86,7 +86,8 @@ def test_routes_list_the_statuses_and_media_types_they_answer_with(document: dic
 
     v1 = "/api/v1"
     authenticated = {"401", "429", "503"}
-    assert statuses(f"POST {v1}/jobs") == authenticated | {"200", "201", "409", "413", "422"}
+    assert statuses(f"POST {v1}/jobs") == authenticated | {"200", "201", "404", "409", "413", "422"}  # 404: file_id
+    assert statuses(f"GET {v1}/files") == authenticated | {"200", "422"}
     assert statuses(f"POST {v1}/ocr") == authenticated | {"201", "404", "409", "413", "415", "422"}  # 409: a quota
     assert statuses(f"POST {v1}/collections/{{name}}/search") == authenticated | {"200", "404", "409", "413", "422"}
     assert statuses(f"DELETE {v1}/collections/{{name}}") == authenticated | {"204", "404", "422"}

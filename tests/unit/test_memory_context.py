@@ -115,7 +115,7 @@ async def test_a_checkpoint_is_kept_as_it_goes_through_json() -> None:
     await ctx.checkpoint({"pages": (1, 2)}, progress=150)
     assert ctx.checkpoints == [{"pages": [1, 2]}]
     assert ctx.percents == [100.0]
-    with pytest.raises(TypeError):
+    with pytest.raises(NonRetryable, match="checkpoint: not JSON"):
         await ctx.checkpoint({"at": object()})
 
 

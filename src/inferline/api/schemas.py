@@ -112,6 +112,11 @@ class FileOut(BaseModel):
     created_at: datetime
 
 
+class FilePage(BaseModel):
+    items: list[FileOut]
+    next_cursor: str | None
+
+
 class CollectionOut(fields_of(Collection, name="CollectionFields", exclude=frozenset({"tenant"}))):  # type: ignore[misc]
     version: int = Field(description="goes up with every change to what the collection holds")
     document_count: int | None = Field(default=None, description="when read (not when created)")

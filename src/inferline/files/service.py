@@ -1,4 +1,4 @@
-"""Use cases for files: store an upload for a tenant, read its metadata."""
+"""Use cases for files: store an upload for a tenant, read, list and delete them."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inferline import db
 from inferline.clock import utcnow
-from inferline.errors import Conflict, InvalidInput, NotFound
+from inferline.errors import InvalidInput, NotFound
 from inferline.files.blobs import BlobStore, StagedBlob
 from inferline.files.sniff import HEAD_BYTES, sniff
-from inferline.files.store import Quota, check_quota, lock_blobs, remove_unreferenced, user_of
+from inferline.files.store import Quota, check_quota, delete_row, lock_blobs, remove_unreferenced
 from inferline.ids import new_id
+from inferline.paging import newest_first
 from inferline.schema import files
 
 log = structlog.get_logger(__name__)
@@ -143,8 +144,7 @@ async def finish_upload(engine: AsyncEngine, info: FileInfo, *, refused: bool) -
     if not pending.staged.placed:
         await asyncio.to_thread(pending.blobs.discard, pending.staged)
     elif refused:
-        async with db.write(engine) as conn:
-            await remove_unreferenced(conn, pending.blobs, [info.sha256])
+        await remove_blobs(engine, pending.blobs, [info.sha256])
 
 
 async def get_file(engine: AsyncEngine, *, tenant: str, file_id: str) -> FileInfo:
@@ -164,19 +164,47 @@ def _row(info: FileInfo) -> dict[str, Any]:
     return {column.name: getattr(info, column.name) for column in files.columns}
 
 
+async def list_files(
+    engine: AsyncEngine, *, tenant: str, limit: int, cursor: str | None
+) -> tuple[list[FileInfo], str | None]:
+    """One page of the tenant's files (documents' included: they count toward its quota), newest first."""
+    async with db.read(engine) as conn:
+        return await newest_first(
+            conn,
+            sa.select(files).where(files.c.tenant == tenant),
+            files.c.id,
+            limit=limit,
+            cursor=cursor,
+            to_item=lambda row: FileInfo(**row),
+            id_of=lambda info: info.id,
+        )
+
+
 async def delete_file(engine: AsyncEngine, blobs: BlobStore, *, tenant: str, file_id: str) -> None:
     """Delete the tenant's file, and its bytes unless another file (of any tenant) has the same. 409
     while a queued or running job or a document uses it; another tenant's file is not found."""
     async with db.write(engine) as conn:
-        query = sa.select(files).where(files.c.id == file_id, files.c.tenant == tenant)
-        row = (await conn.execute(query)).mappings().first()
-        if row is None:
-            raise NotFound(f"file {file_id} not found")
-        user = await user_of(conn, tenant=tenant, file_id=file_id, sha256=row["sha256"])
-        if user is not None:
-            raise Conflict(f"file {file_id} is in use: {user}")
-        await conn.execute(files.delete().where(files.c.id == file_id))
-        await remove_unreferenced(conn, blobs, [row["sha256"]])
+        sha256 = await delete_row(conn, tenant=tenant, file_id=file_id)
+    await remove_blobs(engine, blobs, [sha256])
+
+
+# Blobs checked (and, on PostgreSQL, locked) per transaction: short write transactions, and few
+# advisory locks at once (their shared table holds 64 per connection by default).
+BLOB_BATCH = 50
+
+
+async def remove_blobs(engine: AsyncEngine, blobs: BlobStore, sha256s: list[str]) -> int:
+    """Remove those of these blobs that no file row refers to, after the transaction that deleted their
+    rows has committed (files/store.py); returns how many were removed."""
+    removed = 0
+    for start in range(0, len(sha256s), BLOB_BATCH):
+        batch = sha256s[start : start + BLOB_BATCH]
+        try:
+            async with db.write(engine) as conn:
+                removed += await remove_unreferenced(conn, blobs, batch)
+        except Exception:  # what it changed is committed already; the sweep removes these bytes later
+            log.warning("blobs_not_removed", count=len(batch), exc_info=True)
+    return removed
 
 
 def blob_path(blobs: BlobStore, info: FileInfo) -> Path:
@@ -185,3 +213,12 @@ def blob_path(blobs: BlobStore, info: FileInfo) -> Path:
         log.warning("blob_missing", file_id=info.id, path=str(path))  # where: for the operator, not the caller
         raise NotFound(f"the bytes of file {info.id} are missing from the blob store")
     return path
+
+
+def open_blob(blobs: BlobStore, info: FileInfo) -> BinaryIO:
+    """The file's bytes, opened (blocking): once open, a delete that unlinks the blob does not take them."""
+    try:
+        return blobs.path(info.sha256).open("rb")
+    except FileNotFoundError:
+        log.warning("blob_missing", file_id=info.id, path=str(blobs.path(info.sha256)))  # for the operator
+        raise NotFound(f"the bytes of file {info.id} are missing from the blob store") from None

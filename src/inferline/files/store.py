@@ -1,11 +1,17 @@
 """SQL for files: quotas, what refers to a file, and which blobs no row refers to. Never commits.
 
-Blob lifetime. A blob is placed in the transaction that writes a row for it, and removed in the
-transaction that finds no row for it; both hold the blob's lock (a PostgreSQL advisory lock per sha256;
-on SQLite every write transaction already holds the one write lock). So a removal either comes before
-an upload's transaction (which then places the bytes again) or sees its row: no row is ever left
-without its bytes. Removal happens before the commit, still under the lock: after it, an upload of the
-same bytes could place them again, and a late removal would take them from under its row.
+Blob lifetime. A blob is placed in the transaction that writes a row for it, and removed by a
+transaction that writes nothing else and finds no row for it; both hold the blob's lock (a PostgreSQL
+advisory lock per sha256; on SQLite every write transaction already holds the one write lock). So a
+removal either comes before an upload's transaction (which then places the bytes again) or sees its
+row: no row is ever left without its bytes. A transaction that deletes file rows removes no blob: until
+it commits, a rollback could bring the rows back, so their bytes are removed after (`remove_blobs` in
+files/service.py), and a process that dies in between leaves only an orphan for the sweep.
+
+A file row and what names it. A job naming a file (`input.file_id`) is inserted in a transaction that
+holds the file's row (`hold_files`: FOR SHARE on PostgreSQL), and a delete locks the row (FOR UPDATE)
+before it looks for users: either the delete waits and then sees the job, or the insert waits and then
+finds no file (404), never a job naming a file that is gone.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from inferline.errors import QuotaExceeded
+from inferline.errors import Conflict, NotFound, QuotaExceeded
 from inferline.files.blobs import BlobStore
 from inferline.jobs.model import TERMINAL_STATUSES, JobStatus
 from inferline.schema import collections, documents, files, jobs, media_assets, media_projects
@@ -115,7 +121,8 @@ async def _media_user_of(conn: AsyncConnection, *, tenant: str, file_id: str) ->
 
 
 async def remove_unreferenced(conn: AsyncConnection, blobs: BlobStore, sha256s: Iterable[str]) -> int:
-    """Remove those of these blobs that no file row refers to; returns how many were removed."""
+    """Remove those of these blobs that no file row refers to; returns how many were removed. Only in a
+    transaction that writes nothing else: the removal cannot be taken back by a rollback."""
     wanted = sorted(set(sha256s))
     if not wanted:
         return 0
@@ -125,14 +132,78 @@ async def remove_unreferenced(conn: AsyncConnection, blobs: BlobStore, sha256s: 
     return await asyncio.to_thread(blobs.remove, [sha256 for sha256 in wanted if sha256 not in referenced])
 
 
-async def delete_file_rows(conn: AsyncConnection, blobs: BlobStore, tenant: str, file_ids: Iterable[str]) -> int:
-    """The tenant's files of these ids deleted, and the bytes no row refers to any more (a workload's
-    delete of what it owns, in its own transaction); returns how many rows were deleted."""
+def _in_use() -> sa.ColumnElement[bool]:
+    """A row of `files` that a queued or running job of its tenant names, a document is made from, or a
+    media project holds (what `user_of` tells in words)."""
+    by_job = sa.exists().where(
+        jobs.c.tenant == files.c.tenant, jobs.c.status.in_(_ACTIVE), jobs.c.input["file_id"].as_string() == files.c.id
+    )
+    by_document = sa.exists().where(
+        collections.c.tenant == files.c.tenant,
+        documents.c.collection_id == collections.c.id,
+        documents.c.sha256 == files.c.sha256,
+        documents.c.file_id == files.c.id,
+    )
+    by_asset = sa.exists().where(media_assets.c.tenant == files.c.tenant, media_assets.c.file_id == files.c.id)
+    by_project = sa.exists().where(
+        media_projects.c.tenant == files.c.tenant,
+        sa.or_(media_projects.c.video_file_id == files.c.id, media_projects.c.poster_file_id == files.c.id),
+    )
+    return sa.or_(by_job, by_document, by_asset, by_project)
+
+
+async def hold_files(conn: AsyncConnection, tenant: str, file_ids: Iterable[str]) -> None:
+    """NotFound unless the tenant has all of these files; they cannot be deleted until the transaction
+    ends (see the module docstring)."""
+    wanted = sorted(set(file_ids))
+    query = sa.select(files.c.id).where(files.c.tenant == tenant, files.c.id.in_(wanted)).with_for_update(read=True)
+    found = set((await conn.execute(query)).scalars())
+    for file_id in wanted:
+        if file_id not in found:
+            raise NotFound(f"file {file_id} not found")
+
+
+async def delete_row(conn: AsyncConnection, *, tenant: str, file_id: str) -> str:
+    """Delete the tenant's file row; returns its sha256, whose blob is for `remove_blobs` once committed.
+    NotFound for another tenant's file; Conflict while something uses it."""
+    query = sa.select(files.c.sha256).where(files.c.id == file_id, files.c.tenant == tenant).with_for_update()
+    sha256 = (await conn.execute(query)).scalar()
+    if sha256 is None:
+        raise NotFound(f"file {file_id} not found")
+    user = await user_of(conn, tenant=tenant, file_id=file_id, sha256=sha256)
+    if user is not None:
+        raise Conflict(f"file {file_id} is in use: {user}")
+    await conn.execute(files.delete().where(files.c.id == file_id))
+    return str(sha256)
+
+
+RELEASE_BATCH = 500  # ids per statement: well under SQLite's 32,766 bound parameters
+
+
+async def release_files(conn: AsyncConnection, tenant: str, file_ids: Iterable[str]) -> list[str]:
+    """Delete those of the tenant's files `file_ids` that nothing uses any more (the documents made from
+    them were replaced or deleted in this transaction); returns the sha256s of the rows deleted, whose
+    blobs are for `remove_blobs` once committed. The rows are locked first, so the check below (a new
+    statement) sees a job that was being inserted naming one of them."""
+    wanted = sorted(set(file_ids))
+    released: set[str] = set()
+    for start in range(0, len(wanted), RELEASE_BATCH):
+        batch = wanted[start : start + RELEASE_BATCH]
+        ours = sa.and_(files.c.tenant == tenant, files.c.id.in_(batch))
+        await conn.execute(sa.select(files.c.id).where(ours).with_for_update())
+        deleted = await conn.execute(files.delete().where(ours, ~_in_use()).returning(files.c.sha256))
+        released.update(deleted.scalars())
+    return sorted(released)
+
+
+async def delete_file_rows(conn: AsyncConnection, tenant: str, file_ids: Iterable[str]) -> list[str]:
+    """The tenant's files of these ids deleted (a workload's delete of what it owns, in its own
+    transaction); returns the sha256s of the rows deleted, whose blobs are for `remove_blobs` once
+    committed."""
     wanted = sorted(set(file_ids))
     if not wanted:
-        return 0
-    query = sa.select(files.c.sha256).where(files.c.tenant == tenant, files.c.id.in_(wanted))
-    sha256s = list((await conn.execute(query)).scalars())
-    await conn.execute(files.delete().where(files.c.tenant == tenant, files.c.id.in_(wanted)))
-    await remove_unreferenced(conn, blobs, sha256s)
-    return len(sha256s)
+        return []
+    deleted = await conn.execute(
+        files.delete().where(files.c.tenant == tenant, files.c.id.in_(wanted)).returning(files.c.sha256)
+    )
+    return sorted(set(deleted.scalars()))

@@ -11,15 +11,10 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from inferline import db
 from inferline.files.blobs import BlobStore
-from inferline.files.store import remove_unreferenced
+from inferline.files.service import remove_blobs
 
 log = structlog.get_logger(__name__)
-
-# Blobs checked (and, on PostgreSQL, locked) per transaction: short write transactions, and few
-# advisory locks at once (their shared table holds 64 per connection by default).
-BATCH = 50
 
 
 @dataclass(frozen=True)
@@ -36,9 +31,7 @@ async def sweep_orphans(engine: AsyncEngine, blobs: BlobStore, *, min_age_s: flo
     removed = 0
     for prefix in await asyncio.to_thread(blobs.prefixes):
         candidates = await asyncio.to_thread(blobs.older_than, prefix, cutoff)
-        for start in range(0, len(candidates), BATCH):
-            async with db.write(engine) as conn:
-                removed += await remove_unreferenced(conn, blobs, candidates[start : start + BATCH])
+        removed += await remove_blobs(engine, blobs, candidates)
     if removed or staged:
         log.info("files_swept", blobs=removed, staged=staged)
     return Swept(blobs=removed, staged=staged)

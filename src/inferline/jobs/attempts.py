@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from pydantic import ValidationError
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from inferline.clock import utcnow
 from inferline.errors import Canceled, JobError, NonRetryable, Retry, shown_message
 from inferline.inference.runtime import ModelRuntime
+from inferline.inputs import shown_text, unstorable
 from inferline.jobs.context import LEASE_LOST, SHUTDOWN, JobContext, ProgressSink, WorkerContext
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job
@@ -139,7 +141,7 @@ async def run_attempt(registry: KindRegistry, ctx: JobContext) -> Outcome:
         result = await kind.func(ctx, kind.parse(ctx.job.input))
         if ctx.cancel_reason is not None:
             return _stopped(ctx)
-        return Outcome("succeeded", result=result if result is not None else {})
+        return _succeeded(result if result is not None else {})
     except (asyncio.CancelledError, Canceled):
         if ctx.cancel_reason is None:
             raise
@@ -148,6 +150,15 @@ async def run_attempt(registry: KindRegistry, ctx: JobContext) -> Outcome:
         if ctx.cancel_reason is not None:  # a job canceled while failing is canceled, never retried
             return _stopped(ctx)
         return _failed(ctx, exc)
+
+
+def _succeeded(result: dict[str, Any]) -> Outcome:
+    """A result that cannot be stored fails its job for good: the same code would return it again."""
+    problem = unstorable(result, "result")
+    if problem is not None:
+        log.info("job_result_unstorable", problem=problem)
+        return Outcome("failed", error_type="UnstorableResult", message=problem, retryable=False)
+    return Outcome("succeeded", result=result)
 
 
 def _stopped(ctx: JobContext) -> Outcome:
@@ -179,7 +190,7 @@ def _failed(ctx: JobContext, exc: Exception) -> Outcome:
     return Outcome(
         "failed",
         error_type=type(exc).__name__,
-        message=_shown(ctx, exc),
+        message=shown_text(_shown(ctx, exc)),
         retryable=retryable,
         after_s=after_s,
     )

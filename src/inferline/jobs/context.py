@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from inferline.errors import Canceled, JobError, NonRetryable
+from inferline.inputs import shown_text, unstorable
 from inferline.jobs.model import JSON, Job, WebhookEvent
 
 if TYPE_CHECKING:
@@ -116,15 +117,20 @@ class ContextBase(ABC):
             raise Canceled(self._cancel_reason)
 
     async def stage(self, name: str, detail: str | None = None) -> None:
-        await self._report({"stage": name, "detail": detail}, durable=False)
+        shown = None if detail is None else shown_text(detail)
+        await self._report({"stage": shown_text(name), "detail": shown}, durable=False)
 
     async def progress(self, percent: float, detail: str | None = None) -> None:
         values: dict[str, Any] = {"progress": _clamped(percent)}
         if detail is not None:
-            values["detail"] = detail
+            values["detail"] = shown_text(detail)
         await self._report(values, durable=False)
 
     async def checkpoint(self, state: JSON, *, progress: float | None = None) -> None:
+        # Refused here, where the job can see why: written, it would fail the worker's write.
+        problem = unstorable(state, "checkpoint")
+        if problem is not None:
+            raise NonRetryable(problem)
         values: dict[str, Any] = {"checkpoint": state}
         if progress is not None:
             values["progress"] = _clamped(progress)

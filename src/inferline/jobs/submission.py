@@ -10,7 +10,9 @@
           job = await tx.add(JobRequest(kind="ingest", input={...}), tenant=tenant)
 
 Both validate the input against the kind's model (a 422 names the field), and once committed wake the
-workers and count the submissions, here and nowhere else.
+workers and count the submissions, here and nowhere else. A submission whose input names a file
+(`input.file_id`, the key a file's delete looks for) is inserted holding that file: a file deleted first
+is a 404, never a queued job naming bytes that are gone (files/store.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import IdempotencyConflict, InvalidInput
+from inferline.files.store import hold_files
 from inferline.ids import new_id
 from inferline.inputs import refuse_nul
 from inferline.jobs.kinds import KindRegistry
@@ -197,6 +200,11 @@ class Submitter:
             return await self._submit_once(request, tenant=tenant, idempotency_key=key)
         job = self.build(request, tenant=tenant)
         await check_webhook(self.outbound, request, tenant=tenant)
+        if named_file(job) is not None:  # its own transaction: a missing file fails this job, not a batch
+            async with db.write(self.engine) as conn:
+                [job] = await _add_holding_files(conn, [job])
+            self._created([job])
+            return job, True
         pending = _PendingJob(job, asyncio.get_running_loop().create_future())
         self._pending.append(pending)
         if self._flusher is None or self._flusher.done():
@@ -228,7 +236,7 @@ class Submitter:
                 store = JobStore(conn)
                 if existing := await store.get_by_idempotency_key(tenant, idempotency_key):
                     return _same_request(existing, job.request_hash), False
-                [job] = await store.add([job])
+                [job] = await _add_holding_files(conn, [job])
         except sa.exc.IntegrityError:
             # A concurrent request with the same key won the insert; answer as if we had come second.
             async with db.read(self.engine) as conn:
@@ -259,6 +267,20 @@ class Submitter:
             return await self.sqlite_writer.run(lambda conn: add_jobs_sync(conn, batch))
         async with db.write(self.engine) as conn:
             return await JobStore(conn).add(batch)
+
+
+def named_file(job: Job) -> str | None:
+    """The id of the tenant file the job's input names, if any."""
+    file_id = job.input.get("file_id")
+    return file_id if isinstance(file_id, str) else None
+
+
+async def _add_holding_files(conn: AsyncConnection, batch: list[Job]) -> list[Job]:
+    """Insert jobs once the files they name are held (NotFound if one is gone)."""
+    for job in batch:
+        if (file_id := named_file(job)) is not None:
+            await hold_files(conn, job.tenant, [file_id])
+    return await JobStore(conn).add(batch)
 
 
 def _same_request(existing: Job, fingerprint: str | None) -> Job:

@@ -15,7 +15,7 @@ from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import BadDocument, Conflict, InvalidInput, NotFound, UnsupportedMediaType
 from inferline.files import sniff
-from inferline.files.service import FileInfo, insert_file
+from inferline.files.service import FileInfo, insert_file, remove_blobs
 from inferline.files.store import delete_file_rows
 from inferline.ids import new_id
 from inferline.media import images, probe
@@ -151,4 +151,5 @@ async def delete_asset(deps: MediaDeps, *, tenant: str, project_id: str, asset_i
         asset = await _asset_of(store, project.id, asset_id)
         await store.delete_asset(asset.id)
         await _place(store, asset, None)
-        await delete_file_rows(conn, deps.blobs, tenant, [asset.file_id])
+        released = await delete_file_rows(conn, tenant, [asset.file_id])
+    await remove_blobs(deps.engine, deps.blobs, released)

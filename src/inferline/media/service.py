@@ -9,7 +9,6 @@ job has not ended the project refuses another run, changes to its assets, and de
 from __future__ import annotations
 
 import unicodedata
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -17,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import Conflict, InvalidInput, NotFound
-from inferline.files.service import FileInfo, blob_path, get_file
+from inferline.files.service import FileInfo, get_file, remove_blobs
 from inferline.files.store import delete_file_rows
 from inferline.ids import new_id
 from inferline.jobs import service as jobs_service
@@ -148,7 +147,8 @@ async def delete_project(deps: MediaDeps, *, tenant: str, project_id: str) -> No
         file_ids = [asset.file_id for asset in await store.assets(project.id)]
         file_ids += [file_id for file_id in (project.video_file_id, project.poster_file_id) if file_id]
         await store.delete_project(project.id)
-        await delete_file_rows(conn, deps.blobs, tenant, file_ids)
+        released = await delete_file_rows(conn, tenant, file_ids)
+    await remove_blobs(deps.engine, deps.blobs, released)
 
 
 def run_options(project: Project, asked: dict[str, Any]) -> RunOptions:
@@ -200,11 +200,10 @@ async def cancel_project(deps: MediaDeps, *, tenant: str, project_id: str) -> Jo
 
 async def project_output(
     deps: MediaDeps, *, tenant: str, project_id: str, which: Literal["video", "poster"]
-) -> tuple[Path, FileInfo]:
-    """The path and file of the project's rendered video or poster; 404 until it is rendered."""
+) -> FileInfo:
+    """The file of the project's rendered video or poster; 404 until it is rendered."""
     project, _ = await get_project(deps, tenant=tenant, project_id=project_id)
     file_id = project.video_file_id if which == "video" else project.poster_file_id
     if file_id is None:
         raise NotFound(f"project {project_id} has no {which} yet: run it")
-    info = await get_file(deps.engine, tenant=tenant, file_id=file_id)
-    return blob_path(deps.blobs, info), info
+    return await get_file(deps.engine, tenant=tenant, file_id=file_id)

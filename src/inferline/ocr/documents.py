@@ -22,7 +22,7 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inferline.errors import BadDocument, InvalidInput, TooLarge, UnsupportedMediaType
-from inferline.files import sniff
+from inferline.files import jpeg, sniff
 from inferline.ocr.pdf import POINTS_PER_INCH, Pdf, merge_lines
 
 # Pillow's own bomb check warns, then raises at open, at a fixed size; ours is `ocr_max_page_pixels`,
@@ -113,6 +113,7 @@ class Document:
         self._pdf: Pdf | None = None
         self._image: Image.Image | None = None
         self.counted_all = True
+        self.jpeg_scans = 0  # counted up to one past the limit (files/jpeg.py)
         try:
             if content_type == sniff.PDF:
                 self._open_pdf()
@@ -155,6 +156,14 @@ class Document:
             self.page_count, self.counted_all = _count_tiff_frames(self._image, max_pages)
         else:  # other formats declare their frame count
             self.page_count = int(getattr(self._image, "n_frames", 1))
+        if self._image.format in {"JPEG", "MPO"}:
+            self.jpeg_scans = jpeg.count_scans(self.path)
+
+    def too_many_scans(self) -> str | None:
+        """Why decoding this JPEG would take too long (files/jpeg.py), or None."""
+        if self.jpeg_scans <= jpeg.MAX_SCANS:
+            return None
+        return f"the JPEG has more than {jpeg.MAX_SCANS} scans (a decompression bomb)"
 
     def too_many_pages(self, max_pages: int) -> str | None:
         """Why the document is over `max_pages`, or None."""
@@ -177,7 +186,7 @@ class Document:
 
     def check_limits(self, limits: Limits, dpi: int, pages: list[int]) -> None:
         """413-worthy problems, found from headers alone (cheap enough to run before queueing a job)."""
-        if reason := self.too_many_pages(limits.max_pages):
+        if reason := self.too_many_pages(limits.max_pages) or self.too_many_scans():
             raise TooLarge(reason)
         for index in pages:
             width, height = self.size_px(index, dpi)
@@ -210,6 +219,8 @@ class Document:
         self._seek(index)
         width, height = self._image.size
         _check_pixels(index, width, height, limits)
+        if reason := self.too_many_scans():
+            raise BadDocument(reason)
         try:
             frame = self._image.copy()  # decodes the pixels: truncation shows here
             frame = ImageOps.exif_transpose(frame) or frame

@@ -12,6 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import Conflict, InvalidInput, NotFound
+from inferline.files.service import remove_blobs
+from inferline.files.store import release_files
 from inferline.ids import new_id
 from inferline.search.deps import SearchDeps
 from inferline.search.embedders import EmbedInput
@@ -101,8 +103,11 @@ async def document_counts(deps: SearchDeps, collection: Collection) -> dict[str,
 
 
 async def delete_collection(deps: SearchDeps, *, tenant: str, name: str) -> None:
+    """The collection, its documents, and the files they were made from that nothing else uses."""
     collection = await get_collection(deps, tenant=tenant, name=name)
     async with db.write(deps.engine, slow=True) as conn:  # all of its documents
-        await SearchStore(conn).delete_collection(collection.id)
+        file_ids = await SearchStore(conn).delete_collection(collection.id)
+        released = await release_files(conn, tenant, file_ids)
+    await remove_blobs(deps.engine, deps.blobs, released)
     deps.collection_cache.drop(collection.id)
     await deps.index.drop(collection.id)

@@ -13,7 +13,9 @@ from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
 from inferline.files import sniff
-from inferline.files.service import FileInfo, insert_file
+from inferline.files.blobs import BlobStore
+from inferline.files.service import FileInfo, insert_file, remove_blobs
+from inferline.files.store import release_files
 from inferline.ids import new_id
 from inferline.inputs import refuse_nul
 from inferline.jobs.submission import JobRequest, JobTransaction, Submitter
@@ -45,6 +47,7 @@ def check_document_input(metadata: Any, external_id: Any) -> tuple[dict[str, Any
 
 async def add_document(
     submitter: Submitter,
+    blobs: BlobStore,
     *,
     tenant: str,
     name: str,
@@ -59,7 +62,8 @@ async def add_document(
 
     One write transaction reads the collection and any document it would replace, and writes the
     file, the document and its ingest job: neither document nor job is ever there without the other,
-    and a collection deleted meanwhile (by any process) is seen."""
+    and a collection deleted meanwhile (by any process) is seen. The file a replaced document was made
+    from goes, unless something else uses it: it counts toward the tenant's quota."""
     if file.content_type not in INGESTIBLE:
         raise UnsupportedMediaType(
             f"cannot ingest {file.content_type}: send PDF, PNG, JPEG, TIFF, WebP, BMP, text, Markdown, HTML or DOCX"
@@ -73,8 +77,10 @@ async def add_document(
             if existing is not None and _unchanged(existing, file, checked):
                 return collection, existing, False
             document = await _queue(tx, store, collection, existing, file, checked, external_id)
+            released = [] if existing is None else await release_files(tx.conn, tenant, [existing.file_id])
     except IntegrityError as exc:  # the same external_id sent twice at once
         raise Conflict(f"document with external_id {external_id!r} is being added by another request") from exc
+    await remove_blobs(submitter.engine, blobs, released)
     return collection, document, existing is None
 
 
@@ -136,9 +142,12 @@ async def list_documents(
 
 
 async def delete_document(deps: SearchDeps, *, collection: Collection, document_id: str) -> None:
+    """The document, its chunks, and the file it was made from unless something else uses it."""
     document = await get_document(deps, collection=collection, document_id=document_id)
     async with db.write(deps.engine) as conn:
         await SearchStore(conn).delete_document(document.id)
+        released = await release_files(conn, collection.tenant, [document.file_id])
+    await remove_blobs(deps.engine, deps.blobs, released)
     await deps.index.delete_document(collection.id, document.id)
     async with db.write(deps.engine) as conn:
         await SearchStore(conn).advance_version(collection.id)

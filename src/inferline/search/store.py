@@ -82,10 +82,14 @@ class SearchStore:
         query = sa.select(collections.c.embedding_model).distinct()
         return sorted(set((await self.conn.execute(query)).scalars()))
 
-    async def delete_collection(self, collection_id: str) -> None:
-        """The collection and all of its documents."""
-        await self.conn.execute(documents.delete().where(documents.c.collection_id == collection_id))
+    async def delete_collection(self, collection_id: str) -> list[str]:
+        """The collection and all of its documents; returns the ids of the files they were made from."""
+        deleted = await self.conn.execute(
+            documents.delete().where(documents.c.collection_id == collection_id).returning(documents.c.file_id)
+        )
+        file_ids = list(deleted.scalars())
         await self.conn.execute(collections.delete().where(collections.c.id == collection_id))
+        return file_ids
 
     async def advance_version(self, collection_id: str) -> int:
         """The collection's version goes up, which retires every cached search of it: run it in the

@@ -100,6 +100,7 @@ async def add_document(name: str, request: Request, services: ServicesDep, tenan
     try:
         collection, document, created = await documents.add_document(
             services.submitter,
+            services.blobs,
             tenant=tenant,
             name=name,
             file=file,

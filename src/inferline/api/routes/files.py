@@ -1,18 +1,20 @@
-"""Files: upload (multipart), metadata, and the bytes back. Scoped to the caller's tenant."""
+"""Files: upload (multipart), list, metadata, the bytes back, delete. Scoped to the caller's tenant."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.downloads import OpenedFileResponse
 from inferline.api.openapi import problems, returns
-from inferline.api.schemas import FileOut
+from inferline.api.schemas import FileOut, FilePage
 from inferline.api.uploads import multipart_schema, read_form, store_upload
 from inferline.files import service
-from inferline.files.service import blob_path, get_file
+from inferline.files.service import get_file, open_blob
 
 router = APIRouter(prefix="/files", tags=["files"])
 
@@ -44,6 +46,19 @@ async def upload_file(request: Request, services: ServicesDep, tenant: TenantDep
     return info.public_view()
 
 
+@router.get("", response_model=None, responses=returns(FilePage))
+async def list_files(
+    services: ServicesDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """The tenant's files, newest first, those its collections' documents were made from included (all
+    count toward its quota); pass `next_cursor` back as `cursor` for the next page."""
+    items, next_cursor = await service.list_files(services.engine, tenant=tenant, limit=limit, cursor=cursor)
+    return {"items": [info.public_view() for info in items], "next_cursor": next_cursor}
+
+
 @router.delete("/{file_id}", status_code=204, responses=problems(404, 409))
 async def delete_file(file_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     """Delete a file; its bytes go too unless another file has the same. 409 while a queued or running
@@ -60,6 +75,5 @@ async def file_metadata(file_id: str, services: ServicesDep, tenant: TenantDep) 
 @router.get("/{file_id}/content", response_class=FileResponse, responses=_CONTENT | problems(404))
 async def file_content(file_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     info = await get_file(services.engine, tenant=tenant, file_id=file_id)
-    return FileResponse(
-        blob_path(services.blobs, info), media_type=info.content_type, filename=info.filename or info.id
-    )
+    opened = await asyncio.to_thread(open_blob, services.blobs, info)  # 404 if a delete came first
+    return OpenedFileResponse(opened, media_type=info.content_type, filename=info.filename or info.id)

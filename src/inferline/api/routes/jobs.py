@@ -75,12 +75,14 @@ _EVENTS: dict[int | str, dict[str, Any]] = {
     "",
     status_code=201,
     response_model=JobOut,
-    responses=returns(JobOut, 200, "The job first submitted with this `Idempotency-Key`.") | problems(409, 413),
+    responses=returns(JobOut, 200, "The job first submitted with this `Idempotency-Key`.") | problems(404, 409, 413),
     openapi_extra={"parameters": [_IDEMPOTENCY_HEADER]},
 )
 async def submit_job(body: JobIn, request: Request, tenant: TenantDep) -> Response:
     """Queue a job. An `Idempotency-Key` seen before returns that job (200), or 409 if the body differs.
-    Bodies over `max_request_bytes` are refused with 413 before they are parsed."""
+    Bodies over `max_request_bytes` are refused with 413 before they are parsed. An `input.file_id` names
+    one of the tenant's files (404 if there is none): the file cannot be deleted while the job waits or
+    runs."""
     services = services_of(request)
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.downloads import OpenedFileResponse
 from inferline.api.openapi import problems, returns
 from inferline.api.routes.jobs import json_response
 from inferline.api.schemas import AssetList, AssetOut, JobOut, ProjectOut, ProjectPage
 from inferline.api.uploads import multipart_schema, parse_model, read_form, receive_upload, text_fields
 from inferline.bootstrap import Services
-from inferline.files.service import finish_upload
+from inferline.files.service import finish_upload, open_blob
 from inferline.jobs.model import public_view
 from inferline.media import assets, service
 from inferline.media.assets import AssetFields, AssetPatch
@@ -171,10 +173,11 @@ async def cancel_project(project_id: str, services: ServicesDep, tenant: TenantD
 async def _output_response(
     services: Services, tenant: str, project_id: str, which: Literal["video", "poster"]
 ) -> FileResponse:
-    path, info = await service.project_output(services.media, tenant=tenant, project_id=project_id, which=which)
+    info = await service.project_output(services.media, tenant=tenant, project_id=project_id, which=which)
+    opened = await asyncio.to_thread(open_blob, services.blobs, info)  # a new run may replace it meanwhile
     name = f"{project_id}.mp4" if which == "video" else f"{project_id}.jpg"
     # Inline, so a <video> element plays it; FileResponse answers Range requests (206, 416).
-    return FileResponse(path, media_type=info.content_type, filename=name, content_disposition_type="inline")
+    return OpenedFileResponse(opened, media_type=info.content_type, filename=name, content_disposition_type="inline")
 
 
 @router.get("/{project_id}/video", response_class=FileResponse, responses=_VIDEO | problems(404))

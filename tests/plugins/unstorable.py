@@ -1,0 +1,34 @@
+"""A job kind whose outputs PostgreSQL cannot store as they are (`tests.plugins.unstorable`): input `what`
+picks which output holds U+0000 (NUL), NaN or bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferline.errors import NonRetryable
+from inferline.jobs.context import JobContext
+from inferline.jobs.kinds import KindRegistry
+
+NUL = chr(0)
+
+
+async def unstorable(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+    what = data["what"]
+    if what == "detail":
+        await ctx.stage("read" + NUL, detail="page" + NUL + "1")
+        await ctx.progress(50, detail="half" + NUL)
+    if what == "checkpoint":
+        await ctx.checkpoint({"pages": ["one", "t" + NUL + "wo"]})
+    if what == "error":
+        raise NonRetryable("the file holds a NUL: " + NUL)
+    results: dict[str, Any] = {
+        "result": {"pages": [{"text": "a" + NUL + "b"}]},
+        "key": {"a" + NUL: 1},
+        "nan": {"score": float("nan")},
+        "bytes": {"raw": b"\x00"},
+    }
+    return results.get(what, {"ok": True})
+
+
+def register(registry: KindRegistry) -> None:
+    registry.kind("unstorable")(unstorable)
