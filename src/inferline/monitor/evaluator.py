@@ -64,8 +64,9 @@ class Evaluator:
     async def run(self, stop: asyncio.Event, *, every_s: float, owner: str | None = None) -> None:
         await leases.run_elected(self.engine, LEASE, self.step, every_s=every_s, stop=stop, owner=owner)
 
-    async def step(self) -> list[Transition]:
-        now = utcnow()
+    async def step(self, now: datetime | None = None) -> list[Transition]:
+        """Evaluate every rule at `now` (default: the clock's), then notify what changed."""
+        now = now or utcnow()
         transitions = await self.evaluate(now)
         for transition in transitions:
             self._notify(transition, now)
