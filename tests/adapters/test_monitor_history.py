@@ -38,7 +38,9 @@ async def write(engine: AsyncEngine, at: datetime, *batch: Sample) -> None:
 
 async def rows(engine: AsyncEngine, resolution: int) -> list[tuple[datetime, float, float, float, int]]:
     m = metric_samples
-    query = sa.select(m.c.at, m.c.value, m.c.min_value, m.c.max_value, m.c.samples).where(m.c.resolution_s == resolution)
+    query = sa.select(m.c.at, m.c.value, m.c.min_value, m.c.max_value, m.c.samples).where(
+        m.c.resolution_s == resolution
+    )
     async with db.read(engine) as conn:
         return [tuple(row) for row in await conn.execute(query.order_by(m.c.at))]  # type: ignore[misc]
 
