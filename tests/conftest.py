@@ -136,6 +136,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "retry_cap_s": 0.5,
             "events_poll_s": 0.05,
             "schedule_poll_s": 0.2,
+            "monitor_enabled": False,  # the sampler and the evaluator: on in the monitor's own tests
         }
         return Settings(**(values | overrides))
 

@@ -10,7 +10,7 @@ from types import ModuleType
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from inferline import plugins
+from inferline import leases, plugins
 from inferline.config import Settings
 from inferline.db import SqliteWriter, create_engine
 from inferline.files.blobs import BlobStore
@@ -27,6 +27,12 @@ from inferline.jobs.watchers import JobWatchers
 from inferline.jobs.webhooks import WebhookDispatcher
 from inferline.media.deps import MediaDeps, MediaLimits
 from inferline.metrics import Metrics
+from inferline.monitor import presence
+from inferline.monitor.deps import MonitorDeps
+from inferline.monitor.evaluator import Evaluator
+from inferline.monitor.notifier import Notifier
+from inferline.monitor.rules import ensure_default_rules
+from inferline.monitor.sampler import Sampler, SamplerConfig
 from inferline.ocr import kind as ocr_kind
 from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Limits
@@ -58,6 +64,7 @@ class Services:
     search: SearchDeps
     media: MediaDeps
     watchers: JobWatchers
+    monitor: MonitorDeps
     plugins: list[ModuleType] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -65,6 +72,7 @@ class Services:
         await self.search.result_cache.close()
         await self.models.aclose()
         await self.watchers.aclose()
+        await self.monitor.notifier.aclose()
         self.submitter.close()
         await self.wakeup.aclose()
         await self.engine.dispose()
@@ -142,6 +150,7 @@ def build_services(settings: Settings) -> Services:
         default_dpi=settings.ocr_default_dpi,
     )
     registry = KindRegistry()
+    outbound = outbound_policy(settings)
     submitter = Submitter(
         engine,
         registry,
@@ -149,7 +158,7 @@ def build_services(settings: Settings) -> Services:
         wakeup=wakeup,
         metrics=metrics,
         sqlite_writer=SqliteWriter(engine) if settings.is_sqlite else None,
-        outbound=outbound_policy(settings),
+        outbound=outbound,
     )
     services = Services(
         settings=settings,
@@ -169,6 +178,7 @@ def build_services(settings: Settings) -> Services:
         watchers=JobWatchers(engine, settings.events_poll_s, settings.events_max_streams_per_tenant),
         submitter=submitter,
         media=build_media(settings, engine, blobs, submitter),
+        monitor=build_monitor(settings, engine, metrics, models, blobs, outbound),
     )
     register_kinds(services)
     return services
@@ -182,6 +192,42 @@ def build_media(settings: Settings, engine: AsyncEngine, blobs: BlobStore, submi
     )
     work_root = settings.data_dir.resolve() / "media" / "work"
     return MediaDeps(engine=engine, blobs=blobs, submitter=submitter, work_root=work_root, limits=limits)
+
+
+def build_monitor(
+    settings: Settings,
+    engine: AsyncEngine,
+    metrics: Metrics,
+    models: ModelRuntime,
+    blobs: BlobStore,
+    outbound: OutboundPolicy,
+) -> MonitorDeps:
+    notifier = Notifier(
+        settings.monitor_channels,
+        outbound=outbound,
+        metrics=metrics,
+        attempts=settings.monitor_notify_attempts,
+        timeout_s=settings.monitor_notify_timeout_s,
+        breaker_failures=settings.monitor_breaker_failures,
+        cooldown_s=settings.monitor_breaker_cooldown_s,
+    )
+    return MonitorDeps(
+        engine=engine,
+        metrics=metrics,
+        models=models,
+        blobs=blobs,
+        data_dir=settings.data_dir.resolve(),
+        admin_tenants=frozenset(settings.admin_tenants),
+        retention_s=settings.monitor_retention_s,
+        channels=settings.monitor_channels,
+        notifier=notifier,
+        redis_url=settings.redis_url,
+        disk_min_free_ratio=settings.monitor_disk_min_free_ratio,
+        sample_s=settings.monitor_sample_s,
+        evaluate_s=settings.monitor_evaluate_s,
+        presence_s=settings.monitor_presence_s,
+        default_channels=settings.monitor_default_channels,
+    )
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -210,6 +256,28 @@ def worker_config(settings: Settings, concurrency: int, *, reaps: bool = True) -
         webhook_progress_interval_s=settings.webhook_progress_interval_ms / 1000,
         reap_every_s=max(min(settings.lease_s / 3, 5.0), 0.2),
     )
+
+
+async def start_monitor(monitor: MonitorDeps, *, workers: int, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """The built-in rules, this process's presence reports, and its candidacy for the sampler and the
+    evaluator (each runs in one process of the fleet at a time)."""
+    await ensure_default_rules(monitor.engine, monitor.default_channels)
+    owner = leases.process_owner()
+    sampler = Sampler(
+        monitor.engine,
+        monitor.metrics,
+        monitor.data_dir,
+        SamplerConfig(monitor.sample_s, monitor.presence_s, monitor.retention_s),
+    )
+    evaluator = Evaluator(monitor.engine, monitor.notifier, monitor.metrics, monitor.retention_s)
+    reports = presence.run_presence(
+        monitor.engine, owner, workers=workers, models=monitor.models, every_s=monitor.presence_s, stop=stop
+    )
+    return [
+        asyncio.create_task(reports),
+        asyncio.create_task(sampler.run(stop, owner=owner)),
+        asyncio.create_task(evaluator.run(stop, every_s=monitor.evaluate_s, owner=owner)),
+    ]
 
 
 @dataclass
@@ -257,6 +325,8 @@ class Background:
             asyncio.create_task(run_scheduler(s.submitter, poll_s=s.settings.schedule_poll_s, stop=self.halt)),
             asyncio.create_task(self.dispatcher.run(self.halt)),
         ]
+        if s.settings.monitor_enabled:
+            self.tasks += await start_monitor(s.monitor, workers=self.concurrency, stop=self.halt)
         if s.settings.files_gc_interval_s > 0:
             sweeper = run_sweeper(
                 s.engine,

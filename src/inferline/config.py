@@ -13,6 +13,7 @@ from pydantic import Field, IPvAnyNetwork, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.inference.model import ProcessingMode
+from inferline.monitor.channels import Channel
 
 
 class Settings(BaseSettings):
@@ -137,6 +138,32 @@ class Settings(BaseSettings):
         default=False, description="`GET /metrics` asks for a valid API key (any tenant's); off: open to all"
     )
 
+    admin_tenants: list[str] = Field(
+        default_factory=lambda: ["default"],
+        description="tenants whose keys are admins': system metrics, alert rules, monitor health",
+    )
+    monitor_enabled: bool = Field(
+        default=True, description="run the metrics sampler, the alert evaluator and presence reports with workers"
+    )
+    monitor_sample_s: float = Field(default=15.0, ge=0.05, description="period of the metrics sampler")
+    monitor_evaluate_s: float = Field(default=15.0, ge=0.05, description="period of the alert evaluator")
+    monitor_presence_s: float = Field(default=15.0, ge=0.05, description="period of each worker process's report")
+    monitor_raw_retention_s: float = Field(default=86_400, ge=60, description="raw samples are kept this long")
+    monitor_minute_retention_s: float = Field(default=7 * 86_400, ge=3600, description="1-minute rollups")
+    monitor_hour_retention_s: float = Field(default=365 * 86_400, ge=86_400, description="1-hour rollups")
+    monitor_channels: dict[str, Channel] = Field(
+        default_factory=dict,
+        description='notification channels by name, e.g. {"ops": {"type": "slack", "url": "https://hooks..."}}',
+    )
+    monitor_default_channels: list[str] = Field(
+        default_factory=list, description="channels of the built-in alert rules (when first created)"
+    )
+    monitor_notify_attempts: int = Field(default=3, ge=1, le=10, description="tries of one notification")
+    monitor_notify_timeout_s: float = Field(default=10.0, gt=0, description="one notification's whole time")
+    monitor_breaker_failures: int = Field(default=5, ge=1, description="failed tries that open a channel's breaker")
+    monitor_breaker_cooldown_s: float = Field(default=60.0, gt=0, description="an open breaker's wait before a probe")
+    monitor_disk_min_free_ratio: float = Field(default=0.1, ge=0, le=1, description="health: degraded below this")
+
     @field_validator("kind_concurrency")
     @classmethod
     def _limits_positive(cls, value: dict[str, int]) -> dict[str, int]:
@@ -159,6 +186,15 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'inferline.db').resolve()}"
+
+    @property
+    def monitor_retention_s(self) -> dict[int, float]:
+        """Retention by resolution (0: raw samples)."""
+        return {
+            0: self.monitor_raw_retention_s,
+            60: self.monitor_minute_retention_s,
+            3600: self.monitor_hour_retention_s,
+        }
 
     @property
     def is_sqlite(self) -> bool:

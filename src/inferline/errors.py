@@ -10,9 +10,11 @@
     ├── TooLarge                  the request is over a size limit of the settings
     ├── UnsupportedMediaType      a file's content (sniffed, not its name) is of a type not accepted here
     ├── Unauthorized              missing or unknown API key
+    ├── Forbidden                 a valid key that may not do this (an admin's operation)
     ├── Overloaded                a queue is full; carries retry_after_s
     ├── Unavailable               the database does not answer now; carries retry_after_s
     ├── ModelError                a model broke its contract, failed to load, or its process died
+    ├── DeliveryFailed            a notification channel did not take an alert (the monitor retries)
     └── JobError                  raised by job code; retryable unless NonRetryable
         ├── NonRetryable          fails the job at once
         │   └── BadDocument       the input file is corrupt, truncated, encrypted or a decompression bomb
@@ -68,6 +70,10 @@ class Unauthorized(InferlineError):
     pass
 
 
+class Forbidden(InferlineError):
+    pass
+
+
 class Overloaded(InferlineError):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
@@ -82,6 +88,10 @@ class Unavailable(InferlineError):
 
 class ModelError(InferlineError):
     """The model broke its contract, failed to load, or its process died."""
+
+
+class DeliveryFailed(InferlineError):
+    """A notification channel refused or did not answer; the monitor retries, then its breaker opens."""
 
 
 class JobError(InferlineError):

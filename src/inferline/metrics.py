@@ -17,6 +17,7 @@ class Metrics:
         self._register_jobs(self.registry)
         self._register_models(self.registry)
         self._register_http_and_search(self.registry)
+        self._register_monitor(self.registry)
 
     def _register_jobs(self, r: CollectorRegistry) -> None:
         self.jobs_submitted = Counter("inferline_jobs_submitted_total", "Jobs accepted", ["kind"], registry=r)
@@ -92,6 +93,21 @@ class Metrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+
+    def _register_monitor(self, r: CollectorRegistry) -> None:
+        self.breaker_state = Gauge(
+            "inferline_monitor_channel_breaker_state",
+            "A notification channel's circuit breaker: 0 closed, 0.5 half-open, 1 open",
+            ["channel"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "inferline_monitor_notifications_total",
+            "Alert notifications by channel and result (sent, failed after retries, dropped: breaker open)",
+            ["channel", "result"],
+            registry=r,
+        )
+        self.alerts_firing = Gauge("inferline_monitor_alerts_firing", "Alerts firing now", registry=r)
 
     def set_queue_depth(self, rows: list[tuple[str, int, int]]) -> None:
         self.queue_depth.clear()

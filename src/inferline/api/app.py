@@ -18,7 +18,7 @@ from inferline import __version__, db, plugins
 from inferline.api import problems
 from inferline.api.admission import Admission
 from inferline.api.middleware import RequestContext
-from inferline.api.routes import collections, files, health, jobs, media, models, ocr, schedules, webhooks
+from inferline.api.routes import collections, files, health, jobs, media, models, monitor, ocr, schedules, webhooks
 from inferline.bootstrap import Background, Services, build_services
 from inferline.config import Settings
 from inferline.private_paths import make_private_dir
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
     api.include_router(schedules.router)
     api.include_router(models.router)
     api.include_router(webhooks.router)
+    api.include_router(monitor.router)
     for router in plugins.routers(plugins.load(settings.plugins)):
         api.include_router(router)
     app.include_router(api)

@@ -50,6 +50,7 @@ _HEADERS: dict[int, dict[str, Any]] = {
 
 DESCRIPTIONS: dict[int, str] = {
     401: "The API key is missing or unknown.",
+    403: "The API key is valid but not an admin's (`admin_tenants`): this is the whole system's.",
     404: "Not found for this tenant (another tenant's resources are not found either).",
     409: "The request conflicts with the resource's current state.",
     413: "The request is over a size limit (its `detail` names the limit).",

@@ -23,6 +23,7 @@ STATUS_OF: list[tuple[type[errors.InferlineError], int]] = [
     (errors.TooLarge, 413),
     (errors.UnsupportedMediaType, 415),
     (errors.Unauthorized, 401),
+    (errors.Forbidden, 403),
     (errors.Overloaded, 429),
     (errors.Unavailable, 503),
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request, Response
 
 from inferline import db
@@ -13,6 +12,7 @@ from inferline.api.deps import ServicesDep, get_tenant, services_of
 from inferline.api.openapi import problems
 from inferline.api.problems import problem
 from inferline.jobs.service import queue_depth
+from inferline.monitor.health import DOWN, check_database
 
 router = APIRouter(tags=["operations"])
 
@@ -30,19 +30,12 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=None, responses=problems(503))
 async def readyz(services: ServicesDep) -> Any:
-    """The database answers and its schema is at the newest migration."""
-    try:
-        async with db.read(services.engine) as conn:
-            await conn.execute(sa.text("SELECT 1"))
-            current = await db.current_revision(conn)
-    except (sa.exc.SQLAlchemyError, OSError) as exc:
-        return problem(503, f"database unreachable: {type(exc).__name__}", {"Retry-After": "5"})
-    head = db.head_revision()
-    if current != head:
-        return problem(
-            503, f"database schema at {current}, expected {head}: run `inferline db upgrade`", {"Retry-After": "30"}
-        )
-    return {"status": "ready", "schema": current}
+    """The database answers and its schema is at the newest migration (the monitor's `database`
+    component, the one whose failure makes the whole `down`; `GET /api/v1/monitor/health` has the rest)."""
+    database = await check_database(services.engine)
+    if database.status == DOWN:
+        return problem(503, database.detail or "database down", {"Retry-After": str(database.retry_after_s or 5)})
+    return {"status": "ready", "schema": db.head_revision()}
 
 
 async def metrics_access(request: Request) -> None:

@@ -1,0 +1,88 @@
+"""The job metrics of the whole fleet, read from the jobs table: each fleet-wide (tenant "") and per
+tenant, so a tenant can read its own."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from inferline.jobs.model import TERMINAL_STATUSES, JobStatus
+from inferline.monitor.samples import FLEET, Sample
+from inferline.schema import jobs
+
+RECENT_S = 300  # the window of the failure ratio and the latency percentiles
+QUANTILES = (0.5, 0.95, 0.99)
+MAX_RECENT_JOBS = 20_000  # the newest ones, when more ended in the window
+_ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+_ENDED = tuple(status.value for status in TERMINAL_STATUSES)
+
+Key = tuple[str, str, tuple[tuple[str, str], ...]]  # (metric, tenant, labels)
+
+
+def _with_fleet(counts: Counter[Key]) -> list[Sample]:
+    """Each tenant's series, and their sums as the fleet's."""
+    fleet: Counter[Key] = Counter()
+    for (name, _tenant, labels), value in counts.items():
+        fleet[(name, FLEET, labels)] += value
+    return [
+        Sample(name, float(value), dict(labels), tenant) for (name, tenant, labels), value in (counts + fleet).items()
+    ]
+
+
+async def job_samples(conn: AsyncConnection, now: datetime) -> list[Sample]:
+    minute_ago = now - timedelta(seconds=60)
+    counts: Counter[Key] = Counter()
+    j = jobs
+    active = sa.select(j.c.tenant, j.c.kind, j.c.status, sa.func.count()).where(j.c.status.in_(_ACTIVE))
+    for tenant, kind, status, count in await conn.execute(active.group_by(j.c.tenant, j.c.kind, j.c.status)):
+        counts[("queue_depth", tenant, (("kind", kind), ("status", status)))] += count
+    ended = sa.select(j.c.tenant, j.c.kind, j.c.status, sa.func.count()).where(
+        j.c.status.in_(_ENDED), j.c.finished_at >= minute_ago
+    )
+    for tenant, kind, status, count in await conn.execute(ended.group_by(j.c.tenant, j.c.kind, j.c.status)):
+        counts[("jobs_finished_per_min", tenant, (("kind", kind), ("status", status)))] += count
+    started = sa.select(j.c.tenant, j.c.kind, sa.func.count()).where(j.c.started_at >= minute_ago)
+    for tenant, kind, count in await conn.execute(started.group_by(j.c.tenant, j.c.kind)):
+        counts[("jobs_started_per_min", tenant, (("kind", kind),))] += count
+    return _with_fleet(counts) + await _recent_samples(conn, now)
+
+
+async def _recent_samples(conn: AsyncConnection, now: datetime) -> list[Sample]:
+    j = jobs
+    query = (
+        sa.select(j.c.tenant, j.c.kind, j.c.status, j.c.started_at, j.c.finished_at)
+        .where(j.c.status.in_(_ENDED), j.c.finished_at >= now - timedelta(seconds=RECENT_S))
+        .order_by(j.c.finished_at.desc())
+        .limit(MAX_RECENT_JOBS)
+    )
+    ended: dict[tuple[str, str], list[tuple[str, float | None]]] = defaultdict(list)
+    for tenant, kind, status, started_at, finished_at in await conn.execute(query):
+        duration_s = (finished_at - started_at).total_seconds() if started_at is not None else None
+        for scope in (tenant, FLEET):
+            ended[(scope, kind)].append((status, duration_s))
+    samples = []
+    for (tenant, kind), rows in ended.items():
+        failed = sum(status == JobStatus.FAILED.value for status, _ in rows)
+        samples.append(Sample("job_failure_ratio", failed / len(rows), {"kind": kind}, tenant))
+        samples.extend(_latency(tenant, kind, [d for _, d in rows if d is not None]))
+    return samples
+
+
+def _latency(tenant: str, kind: str, durations_s: Iterable[float]) -> list[Sample]:
+    ordered = sorted(durations_s)
+    if not ordered:
+        return []
+    return [
+        Sample(
+            "job_latency_s",
+            ordered[max(0, math.ceil(q * len(ordered)) - 1)],
+            {"kind": kind, "quantile": str(q)},
+            tenant,
+        )
+        for q in QUANTILES
+    ]
