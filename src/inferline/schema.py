@@ -100,6 +100,17 @@ jobs = sa.Table(
     sa.Index("ux_jobs_tenant_idempotency", "tenant", "idempotency_key", unique=True),
 )
 
+# The tenant files each job's input names (jobs/kinds.py `file_ids`): a file's delete finds the queued or
+# running jobs that need it here, whatever input field names it. Only jobs that name files have rows.
+job_files = sa.Table(
+    "job_files",
+    metadata,
+    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("file_id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Index("ix_job_files_tenant_file", "tenant", "file_id"),
+)
+
 # One row per (tenant, priority): the last fair_seq given to that tenant's jobs.
 lanes = sa.Table(
     "lanes",

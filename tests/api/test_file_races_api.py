@@ -147,3 +147,28 @@ async def test_a_download_answered_before_its_blob_is_unlinked_sends_all_its_byt
         blobs.path(made["sha256"]).unlink()
         assert await _served(response, headers) == expected
         blobs.place(blobs.stage(io.BytesIO(data), max_bytes=len(data)))  # back, for the next round
+
+
+async def test_files_a_kind_names_under_its_own_fields_are_held_like_file_id(files_api: Api) -> None:
+    """A kind's input marks its file fields (`FileId`, one or a list): a missing one is a 404 at submission,
+    and a file a queued job names cannot be deleted under it, whatever the field's name."""
+    cover, page, spare = [await upload(files_api.client, body) for body in (b"cover", b"page", b"spare")]
+    assert (await files_api.client.delete(f"/api/v1/files/{spare['id']}")).status_code == 204
+    missing = {"kind": "collage", "input": {"cover": cover["id"], "pages": [page["id"], spare["id"]]}}
+    refused = await files_api.client.post("/api/v1/jobs", json=missing)
+    assert refused.status_code == 404 and spare["id"] in refused.json()["detail"]
+    theirs = await upload(files_api.other, b"another tenant's")
+    foreign = {"kind": "collage", "input": {"pages": [theirs["id"]]}}
+    assert (await files_api.client.post("/api/v1/jobs", json=foreign)).status_code == 404
+    assert (await files_api.client.get("/api/v1/jobs")).json()["items"] == []
+    queued = await files_api.client.post(
+        "/api/v1/jobs", json={"kind": "collage", "input": {"cover": cover["id"], "pages": [page["id"]]}}
+    )
+    assert queued.status_code == 201
+    job_id = queued.json()["id"]
+    for made in (cover, page):
+        held = await files_api.client.delete(f"/api/v1/files/{made['id']}")
+        assert held.status_code == 409 and job_id in held.json()["detail"]
+    assert (await files_api.client.post(f"/api/v1/jobs/{job_id}/cancel")).status_code == 200
+    for made in (cover, page):  # a canceled job needs its files no more
+        assert (await files_api.client.delete(f"/api/v1/files/{made['id']}")).status_code == 204

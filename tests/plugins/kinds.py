@@ -4,6 +4,7 @@
   each attempt ran across processes (O_APPEND writes of one short line are atomic).
 - `gate` fails (non-retryable) while the file named in its input exists: a failure a test can lift.
 - `double` sends `n` through the `doubler` model (registered by `register_models`).
+- `collage` names tenant files under its own field names (`cover`, `pages`: `FileId`s), not `file_id`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from inferline.errors import NonRetryable
+from inferline.files.refs import FileId
 from inferline.inference.model import Model
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs.context import JobContext
@@ -34,7 +38,20 @@ async def gate(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
     return {"passed": True}
 
 
+class CollageInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cover: FileId | None = None
+    pages: list[FileId] = Field(default_factory=list, max_length=10)
+    title: str = ""
+
+
+async def collage(ctx: JobContext, data: CollageInput) -> dict[str, Any]:
+    return {"files": len(data.pages) + (data.cover is not None)}
+
+
 def register(registry: KindRegistry) -> None:
+    registry.kind("collage", input_model=CollageInput)(collage)
     registry.kind("record")(record)
     registry.kind("gate")(gate)
     registry.kind("double")(double)

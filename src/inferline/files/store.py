@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from inferline.errors import Conflict, NotFound, QuotaExceeded
 from inferline.files.blobs import BlobStore
 from inferline.jobs.model import TERMINAL_STATUSES, JobStatus
-from inferline.schema import collections, documents, files, jobs, media_assets, media_projects
+from inferline.schema import collections, documents, files, job_files, jobs, media_assets, media_projects
 
 # Namespaces of the two-key advisory locks (any values: they only keep these locks apart).
 _BLOB_LOCKS = 0x1F4E_0101
@@ -81,10 +81,11 @@ async def check_quota(conn: AsyncConnection, tenant: str, size: int, quota: Quot
 
 async def user_of(conn: AsyncConnection, *, tenant: str, file_id: str, sha256: str) -> str | None:
     """What still needs the file, in words, or None: a queued or running job whose input names it
-    (`file_id`), a document of a collection made from it, or a media project's asset, video or poster."""
+    (`job_files`), a document of a collection made from it, or a media project's asset, video or poster."""
     job_query = (
         sa.select(jobs.c.id)
-        .where(jobs.c.status.in_(_ACTIVE), jobs.c.tenant == tenant, jobs.c.input["file_id"].as_string() == file_id)
+        .join(job_files, job_files.c.job_id == jobs.c.id)
+        .where(job_files.c.tenant == tenant, job_files.c.file_id == file_id, jobs.c.status.in_(_ACTIVE))
         .limit(1)
     )
     job_id = (await conn.execute(job_query)).scalar()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from inferline.errors import InvalidInput
+from inferline.files.refs import file_fields, named_files
 
 if TYPE_CHECKING:
     from inferline.jobs.context import JobContext
@@ -56,6 +57,12 @@ class JobKind:
         except KeyError:
             known = ", ".join(self.formats)
             raise InvalidInput(f"format {fmt} is not one of {self.name}'s: {known}", field="format") from None
+
+    def file_ids(self, data: dict[str, Any]) -> list[str]:
+        """The tenant files a validated input names (its `FileId` fields; `file_id` without a model)."""
+        if self.input_model is None:
+            return named_files(data)
+        return named_files(data, file_fields(self.input_model))
 
     def parse(self, data: dict[str, Any]) -> Any:
         """Validated input for the function: a model instance, or the dict when no model is declared."""

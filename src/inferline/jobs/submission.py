@@ -10,9 +10,10 @@
           job = await tx.add(JobRequest(kind="ingest", input={...}), tenant=tenant)
 
 Both validate the input against the kind's model (a 422 names the field), and once committed wake the
-workers and count the submissions, here and nowhere else. A submission whose input names a file
-(`input.file_id`, the key a file's delete looks for) is inserted holding that file: a file deleted first
-is a 404, never a queued job naming bytes that are gone (files/store.py).
+workers and count the submissions, here and nowhere else. A submission whose input names tenant files (its
+kind's `FileId` fields, files/refs.py) is inserted holding them and listed in `job_files`, where a file's
+delete looks: a file deleted first is a 404, never a queued job naming bytes that are gone
+(files/store.py).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from inferline.jobs.store import JobStore, add_jobs_sync
 from inferline.jobs.wakeup import Wakeup
 from inferline.metrics import Metrics
 from inferline.outbound import OutboundPolicy
+from inferline.schema import job_files
 
 # Idempotency keys are unique per tenant, and the server keys jobs of its own (a schedule's tick) in the
 # same index: those start with this prefix, which a tenant's key may not, so no tenant can take a key the
@@ -144,7 +146,7 @@ class JobTransaction:
             raise ValueError(f"a server key starts with {SERVER_KEY_PREFIX!r}: {idempotency_key!r}")
         job = self._submitter.build(request, tenant=tenant, now=now)
         job = replace(job, idempotency_key=idempotency_key, schedule_id=schedule_id)
-        [job] = await JobStore(self.conn).add([job])
+        [job] = await _add_holding_files(self.conn, self._submitter.registry, [job])
         self.jobs.append(job)
         return job
 
@@ -200,9 +202,11 @@ class Submitter:
             return await self._submit_once(request, tenant=tenant, idempotency_key=key)
         job = self.build(request, tenant=tenant)
         await check_webhook(self.outbound, request, tenant=tenant)
-        if named_file(job) is not None:  # its own transaction: a missing file fails this job, not a batch
+        if self.registry.get(job.kind).file_ids(
+            job.input
+        ):  # its own transaction: a missing file fails this job, not a batch
             async with db.write(self.engine) as conn:
-                [job] = await _add_holding_files(conn, [job])
+                [job] = await _add_holding_files(conn, self.registry, [job])
             self._created([job])
             return job, True
         pending = _PendingJob(job, asyncio.get_running_loop().create_future())
@@ -236,7 +240,7 @@ class Submitter:
                 store = JobStore(conn)
                 if existing := await store.get_by_idempotency_key(tenant, idempotency_key):
                     return _same_request(existing, job.request_hash), False
-                [job] = await _add_holding_files(conn, [job])
+                [job] = await _add_holding_files(conn, self.registry, [job])
         except sa.exc.IntegrityError:
             # A concurrent request with the same key won the insert; answer as if we had come second.
             async with db.read(self.engine) as conn:
@@ -269,18 +273,21 @@ class Submitter:
             return await JobStore(conn).add(batch)
 
 
-def named_file(job: Job) -> str | None:
-    """The id of the tenant file the job's input names, if any."""
-    file_id = job.input.get("file_id")
-    return file_id if isinstance(file_id, str) else None
-
-
-async def _add_holding_files(conn: AsyncConnection, batch: list[Job]) -> list[Job]:
-    """Insert jobs once the files they name are held (NotFound if one is gone)."""
-    for job in batch:
-        if (file_id := named_file(job)) is not None:
-            await hold_files(conn, job.tenant, [file_id])
-    return await JobStore(conn).add(batch)
+async def _add_holding_files(conn: AsyncConnection, registry: KindRegistry, batch: list[Job]) -> list[Job]:
+    """Insert jobs holding the tenant files they name (NotFound if one is gone), each listed in `job_files`
+    so that a delete of the file finds the job."""
+    named = [registry.get(job.kind).file_ids(job.input) for job in batch]
+    for job, file_ids in zip(batch, named, strict=True):
+        await hold_files(conn, job.tenant, file_ids)
+    placed = await JobStore(conn).add(batch)
+    rows = [
+        {"job_id": job.id, "file_id": file_id, "tenant": job.tenant}
+        for job, file_ids in zip(placed, named, strict=True)
+        for file_id in file_ids
+    ]
+    if rows:
+        await conn.execute(job_files.insert(), rows)
+    return placed
 
 
 def _same_request(existing: Job, fingerprint: str | None) -> Job:

@@ -9,12 +9,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inferline.files.refs import FileId
+
 # The preview sizes keep tests and drafts fast; 720p and 1080p are what families receive.
 Resolution = Literal["180p", "360p", "720p", "1080p"]
 SIZES: dict[str, tuple[int, int]] = {"180p": (320, 180), "360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
 Transition = Literal["auto", "fade", "dissolve", "wipe", "slide", "circle", "radial", "smooth"]
 TransitionSeconds = Literal[6, 10]
-FileId = str  # a tenant file's id (36 characters)
 
 
 class Frame(BaseModel):

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from inferline.errors import InvalidInput, NonRetryable
+from inferline.files.refs import FileId
 from inferline.jobs.context import JobContext
 from inferline.jobs.kinds import KindRegistry, ResultRenderer
 from inferline.ocr.deps import OcrDeps
@@ -27,7 +28,7 @@ RENDERERS = {
 
 
 class OcrJobInput(OcrOptions):
-    file_id: str = Field(min_length=1, max_length=36)
+    file_id: FileId = Field(min_length=1, max_length=36)
 
 
 async def run_ocr(deps: OcrDeps, ctx: JobContext, data: OcrJobInput) -> dict[str, Any]:
