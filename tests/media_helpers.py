@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
+import wave
 from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw
@@ -134,3 +137,22 @@ def make_model(folder: Path, *, middle: str = "blend", inputs: int = 2) -> Path:
     onnx.save(model, str(folder / "model.onnx"))
     (folder / "inferline.json").write_text(json.dumps({"pad_to": 32}))
     return folder
+
+
+def photo_bytes(tmp_path: Path, seed: int, size: tuple[int, int] = (480, 640), fmt: str = "JPEG") -> bytes:
+    path = synth_photo(tmp_path / f"photo{seed}.png", size, seed)
+    out = io.BytesIO()
+    with Image.open(path) as image:
+        image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def song_bytes(seconds: float) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as song:
+        song.setnchannels(1)
+        song.setsampwidth(2)
+        song.setframerate(8000)
+        samples = (round(8000 * math.sin(i * 2 * math.pi * 220 / 8000)) for i in range(int(8000 * seconds)))
+        song.writeframes(b"".join(sample.to_bytes(2, "little", signed=True) for sample in samples))
+    return out.getvalue()

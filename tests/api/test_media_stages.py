@@ -5,9 +5,6 @@ services (to see every stage they report) or as jobs through `POST /api/v1/jobs`
 from __future__ import annotations
 
 import asyncio
-import io
-import math
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +14,7 @@ import sqlalchemy as sa
 from PIL import Image
 from tests.api.conftest import Api, MakeApi
 from tests.helpers import eventually
-from tests.media_helpers import make_model, processes_mentioning, synth_photo
+from tests.media_helpers import make_model, photo_bytes, processes_mentioning, song_bytes
 
 from inferline import db
 from inferline.errors import NonRetryable
@@ -29,25 +26,6 @@ from inferline.media.stages import run_canvas, run_last_clip, run_render, run_tr
 from inferline.schema import files
 
 TENANT = "default"  # the admin key's tenant: `api.client`
-
-
-def photo_bytes(tmp_path: Path, seed: int, size: tuple[int, int] = (480, 640), fmt: str = "JPEG") -> bytes:
-    path = synth_photo(tmp_path / f"photo{seed}.png", size, seed)
-    out = io.BytesIO()
-    with Image.open(path) as image:
-        image.save(out, format=fmt)
-    return out.getvalue()
-
-
-def song_bytes(seconds: float) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as song:
-        song.setnchannels(1)
-        song.setsampwidth(2)
-        song.setframerate(8000)
-        samples = (round(8000 * math.sin(i * 2 * math.pi * 220 / 8000)) for i in range(int(8000 * seconds)))
-        song.writeframes(b"".join(sample.to_bytes(2, "little", signed=True) for sample in samples))
-    return out.getvalue()
 
 
 async def upload(api: Api, data: bytes, name: str) -> str:

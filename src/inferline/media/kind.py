@@ -9,10 +9,19 @@ from typing import Any
 from inferline.jobs.context import JobContext
 from inferline.jobs.kinds import KindRegistry
 from inferline.media.deps import MediaDeps
-from inferline.media.options import CanvasInput, LastClipInput, RenderInput, TransitionInput
-from inferline.media.stages import run_canvas, run_last_clip, run_render, run_transition
-
-CANVAS, TRANSITION, LAST_CLIP, RENDER, PIPELINE = "canvas", "transition", "last_clip", "render", "pipeline"
+from inferline.media.options import CanvasInput, LastClipInput, PipelineInput, RenderInput, TransitionInput
+from inferline.media.pipeline import run_pipeline
+from inferline.media.service import PIPELINE
+from inferline.media.stages import (
+    CANVAS,
+    LAST_CLIP,
+    RENDER,
+    TRANSITION,
+    run_canvas,
+    run_last_clip,
+    run_render,
+    run_transition,
+)
 
 
 def register(registry: KindRegistry, deps: MediaDeps) -> None:
@@ -28,7 +37,12 @@ def register(registry: KindRegistry, deps: MediaDeps) -> None:
     async def render(ctx: JobContext, data: RenderInput) -> dict[str, Any]:
         return await run_render(deps, ctx, data)
 
+    async def pipeline(ctx: JobContext, data: PipelineInput) -> dict[str, Any]:
+        return await run_pipeline(deps, ctx, data)
+
     registry.kind(CANVAS, input_model=CanvasInput)(canvas)
     registry.kind(TRANSITION, input_model=TransitionInput)(transition)
     registry.kind(LAST_CLIP, input_model=LastClipInput)(last_clip)
     registry.kind(RENDER, input_model=RenderInput)(render)
+    # It waits for its children: in the orchestration lane, never in a slot they need.
+    registry.kind(PIPELINE, input_model=PipelineInput, waits_on_jobs=True)(pipeline)

@@ -9,7 +9,7 @@ A stage stopped after its output was stored removes it, so a canceled job leaves
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,6 +44,22 @@ def as_job_errors() -> Iterator[None]:
         raise
     except InferlineError as exc:
         raise NonRetryable(str(exc)) from exc
+
+
+async def despite_cancel(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run `cleanup` to its end even while the job is being stopped: a worker cancels a canceled job's task
+    again at every heartbeat, and the attempt must not end (its outcome recorded) before its files are gone.
+    A cancellation that came meanwhile is raised after."""
+    task = asyncio.ensure_future(cleanup)
+    canceled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            canceled = True
+    if canceled:
+        raise asyncio.CancelledError
+    task.result()
 
 
 @dataclass(frozen=True)
@@ -90,10 +106,10 @@ async def store_outputs(
         done = result(stored)
         await ctx.checkpoint({"result": done})
     except BaseException:
-        await asyncio.shield(delete_files(deps, ctx.tenant, stored))
+        await despite_cancel(delete_files(deps, ctx.tenant, stored))
         raise
     if ctx.cancel_reason is not None:  # canceled while storing: the attempt ends canceled, without its files
-        await asyncio.shield(delete_files(deps, ctx.tenant, stored))
+        await despite_cancel(delete_files(deps, ctx.tenant, stored))
         raise Canceled(ctx.cancel_reason)
     return done
 

@@ -37,6 +37,7 @@ from inferline.media.stagefiles import (
 from inferline.media.transitions import TransitionGenerator
 from inferline.media.workspace import Workspace
 
+CANVAS, TRANSITION, LAST_CLIP, RENDER = "canvas", "transition", "last_clip", "render"  # their kinds
 GENERATE = (5.0, 85.0)  # the share of a stage's progress its ffmpeg run fills
 
 
@@ -85,7 +86,7 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
             expected = Expected(data.size, _planned_s(data.duration_s, data.fps), picture=(0.0, data.duration_s))
             await check_video(part, expected, "photo's clip")
             clip = work.finish(part)
-            result = await store_outputs(deps, ctx, [(clip, MP4)], clip_result("canvas", expected))
+            result = await store_outputs(deps, ctx, [(clip, MP4)], clip_result(CANVAS, expected))
     await ctx.stage("canvas_done")
     return result
 
@@ -155,7 +156,7 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
 
             def result(file_ids: list[str]) -> dict[str, Any]:
                 made_by = {"generator": made.generator, "fallback_reason": made.fallback_reason}
-                return clip_result("transition", expected)(file_ids) | made_by
+                return clip_result(TRANSITION, expected)(file_ids) | made_by
 
             stored = await store_outputs(deps, ctx, [(clip, MP4)], result)
     await ctx.stage("transition_done")
@@ -210,7 +211,7 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
             expected = Expected(data.size, duration_s, picture=(0.0, duration_s - fade_s - 0.1), frozen_min_s=None)
             await check_video(part, expected, "closing clip")
             clip = work.finish(part)
-            result = await store_outputs(deps, ctx, [(clip, MP4)], clip_result("last_clip", expected))
+            result = await store_outputs(deps, ctx, [(clip, MP4)], clip_result(LAST_CLIP, expected))
     await ctx.stage("last_clip_done")
     return result
 
@@ -257,7 +258,7 @@ async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dic
                 return {
                     "file_id": file_ids[0],
                     "poster_file_id": file_ids[1],
-                    "kind": "render",
+                    "kind": RENDER,
                     "duration_s": round(total_s, 3),
                     "width": width,
                     "height": height,
