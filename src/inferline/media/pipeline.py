@@ -69,6 +69,23 @@ class Plan:
         return cls(**(value | {"photos": [Photo(**photo) for photo in value["photos"]]}))
 
 
+PHASES = ("canvas", "transition", "last_clip", "render")
+
+
+def phase_spans(photos_s: Sequence[float], transition_s: float) -> dict[str, tuple[float, float]]:
+    """The share of the run's progress (1-99%) each phase fills: its part of the work, counted in seconds
+    of video made (the render only copies the clips: RENDER_WORK)."""
+    clips_s = sum(photos_s)
+    transitions_s = transition_s * (len(photos_s) - 1)
+    work = [clips_s, transitions_s, LAST_CLIP_S, RENDER_WORK * (clips_s + transitions_s + LAST_CLIP_S)]
+    total = sum(work)
+    spans, start = {}, 1.0
+    for phase, seconds in zip(PHASES, work, strict=True):
+        spans[phase] = (start, start + 98.0 * seconds / total)
+        start = spans[phase][1]
+    return spans
+
+
 async def run_pipeline(deps: MediaDeps, ctx: JobContext, data: PipelineInput) -> dict[str, Any]:
     state = ctx.last_checkpoint or {}
     await ctx.stage("pipeline_prepare")
@@ -113,21 +130,7 @@ class _Run:
     def __init__(self, deps: MediaDeps, ctx: JobContext, data: PipelineInput, plan: Plan, done: dict[str, Any]):
         self.deps, self.ctx, self.data, self.plan, self.done = deps, ctx, data, plan, done
         self.children = ChildJobs(ctx, deps.submitter)
-        photos_s = sum(photo.duration_s for photo in plan.photos)
-        transitions_s = data.transition_s * (len(plan.photos) - 1)
-        work = {
-            "canvas": photos_s,
-            "transition": float(transitions_s),
-            "last_clip": LAST_CLIP_S,
-            "render": RENDER_WORK * (photos_s + transitions_s + LAST_CLIP_S),
-        }
-        total = sum(work.values())
-        self.spans: dict[str, tuple[float, float]] = {}
-        start = 1.0
-        for phase, seconds in work.items():  # 1-99%: each phase's share of the work
-            end = start + 98.0 * seconds / total
-            self.spans[phase] = (start, end)
-            start = end
+        self.spans = phase_spans([photo.duration_s for photo in plan.photos], data.transition_s)
 
     def _frame(self) -> dict[str, Any]:
         return {"resolution": self.data.resolution, "fps": self.data.fps}
