@@ -29,6 +29,8 @@ import structlog
 from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import NonRetryable
+from inferline.files.service import remove_blobs
+from inferline.files.store import delete_file_rows
 from inferline.jobs.children import Child, ChildJobs, cancel_children, key_prefix
 from inferline.jobs.context import LEASE_LOST, SHUTDOWN, JobContext
 from inferline.jobs.model import Job, JobStatus
@@ -207,11 +209,12 @@ class _Run:
             project = await store.project(tenant, self.data.project_id, lock=True)
             if project is None:
                 raise NonRetryable(f"project {self.data.project_id} was deleted while it ran")
-            earlier = [project.video_file_id, project.poster_file_id]
+            earlier = [file_id for file_id in (project.video_file_id, project.poster_file_id) if file_id]
             await store.set_output(
                 project.id, video_file_id=render["file_id"], poster_file_id=render["poster_file_id"], now=utcnow()
             )
-        await delete_files(self.deps, tenant, [file_id for file_id in earlier if file_id] + clips)
+            released = await delete_file_rows(conn, tenant, earlier + clips)  # one transaction with the new video
+        await remove_blobs(self.deps.engine, self.deps.blobs, released)
         await self.ctx.stage("pipeline_done")
         return {
             "project_id": self.data.project_id,

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from inferline import db
 from inferline.errors import Canceled, InferlineError, JobError, NonRetryable, NotFound
 from inferline.files import sniff
-from inferline.files.service import FileInfo, blob_path, get_file, receive_file, record_file
+from inferline.files.service import FileInfo, blob_path, get_file, receive_file, record_file, remove_blobs
 from inferline.files.store import delete_file_rows
 from inferline.jobs.context import JobContext
 from inferline.media import images
@@ -133,7 +133,8 @@ async def delete_files(deps: MediaDeps, tenant: str, file_ids: list[str]) -> Non
     if not file_ids:
         return
     async with db.write(deps.engine) as conn:
-        await delete_file_rows(conn, deps.blobs, tenant, file_ids)
+        released = await delete_file_rows(conn, tenant, file_ids)
+    await remove_blobs(deps.engine, deps.blobs, released)
 
 
 # -- checks -------------------------------------------------------------------------------------------------
