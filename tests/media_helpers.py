@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import json
+import math
 import os
+import wave
 from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw
@@ -103,3 +107,52 @@ def difference(a: Image.Image, b: Image.Image, box: tuple[int, int, int, int] | 
     if box:
         a, b = a.crop(box), b.crop(box)
     return mean_brightness(ImageChops.difference(a.convert("RGB"), b.convert("RGB")))
+
+
+def make_model(folder: Path, *, middle: str = "blend", inputs: int = 2) -> Path:
+    """model.onnx whose output is the mean of its two inputs ("blend"), or twice as many channels ("wide"),
+    with one input only when `inputs` is 1."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = ["batch", 3, "height", "width"]
+    names = ["before", "after"][:inputs]
+    nodes = {
+        "blend": [
+            helper.make_node("Add", [names[0], names[-1]], ["sum"]),
+            helper.make_node("Mul", ["sum", "half"], ["middle"]),
+        ],
+        "wide": [helper.make_node("Concat", [names[0], names[-1]], ["middle"], axis=1)],
+    }[middle]
+    graph = helper.make_graph(
+        nodes,
+        "interpolate",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, frame) for name in names],
+        [helper.make_tensor_value_info("middle", TensorProto.FLOAT, ["batch", "channels", "height", "width"])],
+        initializer=[helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "model.onnx"))
+    (folder / "inferline.json").write_text(json.dumps({"pad_to": 32}))
+    return folder
+
+
+def photo_bytes(tmp_path: Path, seed: int, size: tuple[int, int] = (480, 640), fmt: str = "JPEG") -> bytes:
+    path = synth_photo(tmp_path / f"photo{seed}.png", size, seed)
+    out = io.BytesIO()
+    with Image.open(path) as image:
+        image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def song_bytes(seconds: float) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as song:
+        song.setnchannels(1)
+        song.setsampwidth(2)
+        song.setframerate(8000)
+        samples = (round(8000 * math.sin(i * 2 * math.pi * 220 / 8000)) for i in range(int(8000 * seconds)))
+        song.writeframes(b"".join(sample.to_bytes(2, "little", signed=True) for sample in samples))
+    return out.getvalue()

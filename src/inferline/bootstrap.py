@@ -14,6 +14,7 @@ from inferline import leases, plugins
 from inferline.config import Settings
 from inferline.db import SqliteWriter, create_engine
 from inferline.files.blobs import BlobStore
+from inferline.files.store import Quota
 from inferline.files.sweep import run_sweeper
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs import echo
@@ -25,7 +26,11 @@ from inferline.jobs.submission import Submitter
 from inferline.jobs.wakeup import LocalWakeup, PostgresWakeup, Wakeup
 from inferline.jobs.watchers import JobWatchers
 from inferline.jobs.webhooks import WebhookDispatcher
-from inferline.media.deps import MediaDeps, MediaLimits
+from inferline.media import kind as media_kind
+from inferline.media.deps import Interpolation, MediaDeps, MediaLimits
+from inferline.media.interpolation import MODEL_NAME as INTERPOLATION_MODEL
+from inferline.media.interpolation import InterpolationFactory
+from inferline.media.transitions import XfadeTransitions
 from inferline.metrics import Metrics
 from inferline.monitor import presence
 from inferline.monitor.deps import MonitorDeps
@@ -84,6 +89,7 @@ def register_kinds(services: Services) -> None:
     echo.register(registry)
     ocr_kind.register(registry, services.ocr)
     search_kind.register(registry, services.search, services.ocr)
+    media_kind.register(registry, services.media)
     services.plugins = plugins.load(services.settings.plugins)
     plugins.register(services, services.plugins)
 
@@ -99,6 +105,8 @@ def register_models(settings: Settings, models: ModelRuntime) -> frozenset[str]:
         # Search queries get a model process of their own, so a query never waits behind an ingest's
         # batch of passages (32 chunks of 256 tokens: ~0.9 s on 2 cores).
         models.register(query_model(name), QueryCopy(factory))
+    if settings.media_interpolation_model:
+        models.register(INTERPOLATION_MODEL, InterpolationFactory(settings.media_interpolation_model))
     return frozenset(factories)
 
 
@@ -189,9 +197,24 @@ def build_media(settings: Settings, engine: AsyncEngine, blobs: BlobStore, submi
         max_image_pixels=settings.media_max_image_pixels,
         max_audio_s=settings.media_max_audio_s,
         max_assets=settings.media_max_assets,
+        max_output_bytes=settings.media_max_output_bytes,
     )
-    work_root = settings.data_dir.resolve() / "media" / "work"
-    return MediaDeps(engine=engine, blobs=blobs, submitter=submitter, work_root=work_root, limits=limits)
+    interpolation = None
+    if settings.media_interpolation_model:
+        interpolation = Interpolation(
+            depth=settings.media_interpolation_depth, timeout_s=settings.media_transition_timeout_s
+        )
+    return MediaDeps(
+        engine=engine,
+        blobs=blobs,
+        submitter=submitter,
+        work_root=settings.data_dir.resolve() / "media" / "work",
+        limits=limits,
+        quota=Quota(max_bytes=settings.files_max_bytes_per_tenant, max_files=settings.files_max_per_tenant),
+        interpolation=interpolation,
+        fallback=XfadeTransitions(threads=settings.media_ffmpeg_threads),
+        ffmpeg_threads=settings.media_ffmpeg_threads,
+    )
 
 
 def build_monitor(

@@ -107,6 +107,20 @@ class Settings(BaseSettings):
     )
     media_max_audio_s: float = Field(default=1800.0, gt=0, description="413 for a project song that plays longer")
     media_max_assets: int = Field(default=300, ge=1, description="409 for an upload past this many assets per project")
+    media_interpolation_model: str | None = Field(
+        default=None,
+        description="folder of a frame-interpolation model (model.onnx) for transitions; none: ffmpeg's xfade",
+    )
+    media_interpolation_depth: int = Field(
+        default=4, ge=1, le=7, description="the model is applied this many times: 2**depth + 1 key frames"
+    )
+    media_transition_timeout_s: float = Field(
+        default=120.0, gt=0, description="the model's time for one transition before the xfade fallback runs"
+    )
+    media_ffmpeg_threads: int = Field(default=2, ge=1, le=64, description="threads of each ffmpeg a media job runs")
+    media_max_output_bytes: int = Field(
+        default=8 * 2**30, ge=1, description="a media job's output file (a clip, the video) larger than this fails it"
+    )
     redis_url: str | None = Field(default=None, description="shared search cache (and more) when set")
     search_backend: Literal["qdrant", "pgvector"] = Field(
         default="qdrant", description="qdrant: embedded, under the data dir; pgvector: PostgreSQL at scale"

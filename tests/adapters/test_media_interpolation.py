@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from tests.media_helpers import decoded_frame, mean_brightness
+from tests.media_helpers import decoded_frame, make_model, mean_brightness
 
 from inferline.errors import ModelError
 from inferline.inference.model import ProcessingMode
@@ -28,36 +27,6 @@ from inferline.media.transitions import XfadeTransitions
 from inferline.metrics import Metrics
 
 HEIGHT, WIDTH = 180, 320  # not multiples of 32: the frames are padded for the model and cropped back
-
-
-def make_model(folder: Path, *, middle: str = "blend", inputs: int = 2) -> Path:
-    """model.onnx whose output is the mean of its two inputs ("blend"), or twice as many channels ("wide"),
-    with one input only when `inputs` is 1."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    folder.mkdir(parents=True, exist_ok=True)
-    frame = ["batch", 3, "height", "width"]
-    names = ["before", "after"][:inputs]
-    nodes = {
-        "blend": [
-            helper.make_node("Add", [names[0], names[-1]], ["sum"]),
-            helper.make_node("Mul", ["sum", "half"], ["middle"]),
-        ],
-        "wide": [helper.make_node("Concat", [names[0], names[-1]], ["middle"], axis=1)],
-    }[middle]
-    graph = helper.make_graph(
-        nodes,
-        "interpolate",
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, frame) for name in names],
-        [helper.make_tensor_value_info("middle", TensorProto.FLOAT, ["batch", "channels", "height", "width"])],
-        initializer=[helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(folder / "model.onnx"))
-    (folder / "inferline.json").write_text(json.dumps({"pad_to": 32}))
-    return folder
 
 
 def still(value: int) -> Picture:

@@ -23,5 +23,8 @@ async def test_waiting_jobs_beyond_the_lanes_slots_queue_and_then_run(make_api: 
         parents = [await api.submit(kind="parent", input={"children": 1}) for _ in range(2)]
         ended = [await api.wait(parent["id"]) for parent in parents]
         assert [job["status"] for job in ended] == ["succeeded", "succeeded"]
-        # One lane slot: the second parent started only once the first had finished.
-        assert ended[1]["started_at"] >= ended[0]["finished_at"]
+        # One lane slot: the second parent started only once the first had seen its child finish (a slot is
+        # claimed again as soon as an attempt ends, before its outcome's `finished_at` is written).
+        [first_child] = ended[0]["result"]["children"]
+        child = (await api.client.get(f"/api/v1/jobs/{first_child}")).json()
+        assert ended[1]["started_at"] >= child["finished_at"]

@@ -276,8 +276,8 @@ def test_a_workers_metrics_listen_on_loopback_unless_told_otherwise(procs: Proce
             return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
         return ""
 
-    text = eventually_sync(serving, timeout_s=30)
-    assert "inferline_active_workers 1.0" in text
+    # Two worker loops: the job slots, and the orchestration lane of the `pipeline` kind.
+    eventually_sync(serving, lambda text: "inferline_active_workers 2.0" in text, timeout_s=30)
     assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only, not 0.0.0.0
 
 

@@ -8,7 +8,10 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline.files.blobs import BlobStore
+from inferline.files.store import Quota
 from inferline.jobs.submission import Submitter
+from inferline.media.transitions import TransitionGenerator, XfadeTransitions
+from inferline.media.workspace import Workspaces
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,15 @@ class MediaLimits:
     max_image_pixels: int = 50_000_000
     max_audio_s: float = 1800.0
     max_assets: int = 300
+    max_output_bytes: int = 8 * 2**30  # a stage's output file
+
+
+@dataclass(frozen=True)
+class Interpolation:
+    """The frame-interpolation model's use for transitions (setting `media_interpolation_model`)."""
+
+    depth: int = 4
+    timeout_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -28,3 +40,12 @@ class MediaDeps:
     # Per-job work directories live under it (`<data_dir>/media/work`); nothing from input names a path.
     work_root: Path
     limits: MediaLimits = field(default_factory=MediaLimits)
+    quota: Quota = field(default_factory=Quota)  # the tenant's, which a stage's output counts against
+    interpolation: Interpolation | None = None  # None: no model configured, transitions are xfade's
+    fallback: TransitionGenerator = field(default_factory=XfadeTransitions)
+    ffmpeg_threads: int = 2
+    workspaces: Workspaces = field(init=False)
+
+    def __post_init__(self) -> None:
+        # One per process: it sweeps the directories of dead processes on its first use.
+        object.__setattr__(self, "workspaces", Workspaces(self.work_root))

@@ -1,0 +1,220 @@
+"""Media benchmark: 10 photos and a song to a 1080p memorial video with 6 s transitions, through the
+pipeline vs one hand-written ffmpeg command making the same video on the same machine.
+
+- baseline: one ffmpeg, one filter graph: each photo fitted over its blurred fill with its Ken Burns zoom
+  and caption, an xfade between the last picture of each clip and the first of the next (held stills, as
+  the transition kind makes them), the closing card, the music looped, normalized and faded; one encode
+  (libx264 veryfast crf 20, AAC, +faststart). The same filters the stages use (media/clips.py).
+- inferline: `serve --workers N` (SQLite), a project with the photos and the song, `POST .../run`, timed
+  from the run to the job's success (the uploads are not timed; the baseline reads the files directly).
+  With one slot the stages run one after the other; with two, the canvas clips (and the transitions) run
+  two at a time.
+
+Run: `./dev bench media` (the full size: minutes on 2 cores); `--small` for a smoke run (3 photos, 180p).
+Target (issue 17): the pipeline on one slot within 10% of the baseline; the speed-up of two slots reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import wave
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from PIL import Image, ImageDraw
+
+from inferline.jobs.model import TERMINAL_STATUSES
+from inferline.media import clips, transitions
+from inferline.media.ffmpeg import run_ffmpeg
+from inferline.media.options import SIZES
+from inferline.media.probe import probe
+from serving import serve  # bench/ is on sys.path: these files run as scripts
+
+TRANSITION_S = 6
+LAST_CLIP_S = 6.0
+CAPTIONS = ["할머니의 젊은 날", "1965년 여름, 부산", "손주들과 함께", "고향 집 앞에서", "칠순 잔치"]
+TITLE, SUBTITLE = "김순자", "1941 \u2013 2026"
+
+
+@dataclass(frozen=True)
+class Case:
+    photos: int
+    resolution: str
+    fps: int
+    photo_s: float
+
+    @property
+    def frame(self) -> tuple[int, int]:
+        return SIZES[self.resolution]
+
+
+# -- inputs -------------------------------------------------------------------------------------------------
+
+
+def make_photo(out: Path, seed: int) -> Path:
+    """A 12-megapixel-like JPEG (4000x3000, portrait every third) with texture, so no clip looks frozen."""
+    size = (3000, 4000) if seed % 3 == 2 else (4000, 3000)
+    image = Image.new("RGB", size, (60 + seed * 17 % 150, 90, 140))
+    draw = ImageDraw.Draw(image)
+    for i in range(0, size[0] + size[1], 40):
+        draw.line([(i, 0), (i - size[1], size[1])], fill=((i * 7 + seed * 50) % 256, (i * 3) % 256, 200), width=14)
+    for i in range(12):
+        x, y = (i * 331 + seed * 97) % size[0], (i * 577 + seed * 61) % size[1]
+        draw.ellipse((x, y, x + size[0] // 8, y + size[1] // 8), fill=(255, 240 - i * 15, i * 20))
+    image.save(out, format="JPEG", quality=90)
+    return out
+
+
+def make_song(out: Path, seconds: float) -> Path:
+    """A WAV of two tones (44.1 kHz stereo), shorter than the video: the render loops it."""
+    rate = 44100
+    with wave.open(str(out), "wb") as song:
+        song.setnchannels(2)
+        song.setsampwidth(2)
+        song.setframerate(rate)
+        frames = bytearray()
+        for i in range(int(rate * seconds)):
+            value = int(6000 * math.sin(2 * math.pi * 220 * i / rate) + 3000 * math.sin(2 * math.pi * 330 * i / rate))
+            frames += value.to_bytes(2, "little", signed=True) * 2
+        song.writeframes(bytes(frames))
+    return out
+
+
+# -- the baseline: one ffmpeg command -------------------------------------------------------------------------
+
+
+def baseline_graph(case: Case, work: Path) -> tuple[str, float]:
+    """The filter graph (input 0: the first photo again, for the closing card; 1..n: the photos; n+1: the
+    song) and the video's length in seconds. Uses the stages' own filter builders (media/clips.py)."""
+    frame, fps = case.frame, case.fps
+    photo_frames = clips.frame_count(case.photo_s, fps)
+    held = clips.frame_count(TRANSITION_S, fps)
+    parts, order = [], []
+    for i in range(case.photos):
+        caption = clips._caption(CAPTIONS[i % len(CAPTIONS)], frame, work / f"clip{i}.mp4")
+        parts.append(clips._fit_with_blurred_fill(f"{i + 1}:v", f"s{i}", clips._supersampled(frame)))
+        # The first and the last picture of the clip, which the transitions start and end on.
+        stills = ([f"[f{i}]"] if i > 0 else []) + ([f"[l{i}]"] if i + 1 < case.photos else [])
+        parts.append(f"[s{i}]split={1 + len(stills)}[k{i}]{''.join(stills)}")
+        parts.append(f"[k{i}]{clips._ken_burns(i, photo_frames, frame, fps)}{caption},format=yuv420p,setsar=1[c{i}]")
+        if i > 0:
+            parts.append(f"[f{i}]{_still(i, photo_frames, frame, fps, last=False)}{caption}[first{i}]")
+        if i + 1 < case.photos:
+            parts.append(f"[l{i}]{_still(i, photo_frames, frame, fps, last=True)}{caption}[last{i}]")
+        order.append(f"[c{i}]")
+        if i + 1 < case.photos:
+            crossing = transitions._crossing(transitions.xfade_name("auto", i), held, fps)
+            parts.append(f"[last{i}]{transitions._held_still(frame, held)}[from{i}]")
+            parts.append(f"[first{i + 1}]{transitions._held_still(frame, held)}[to{i}]")
+            parts.append(f"[from{i}][to{i}]{crossing},trim=end_frame={held},format=yuv420p,setsar=1[t{i}]")
+            order.append(f"[t{i}]")
+    closing_frames = clips.frame_count(LAST_CLIP_S, fps)
+    _, backdrop = clips._closing_backdrop(Path("first photo"), frame, fps, closing_frames)
+    texts = ",".join(clips._closing_text(TITLE, SUBTITLE, frame, work / "last.mp4"))
+    fade_s = min(clips.CLOSING_FADE_S, closing_frames / fps / 3)
+    fade = f"fade=t=out:st={closing_frames / fps - fade_s:.4f}:d={fade_s:.4f}"
+    parts.append(f"{backdrop};[backdrop]{texts},{fade},format=yuv420p,setsar=1[e]")
+    order.append("[e]")
+    total_s = (case.photos * photo_frames + (case.photos - 1) * held + closing_frames) / fps
+    parts.append(f"{''.join(order)}concat=n={len(order)}:v=1:a=0[v]")
+    parts.append(clips._music_graph(f"{case.photos + 1}:a", "a", total_s, normalize=True))
+    return ";".join(parts), total_s
+
+
+def _still(motion: int, frames: int, frame: tuple[int, int], fps: int, *, last: bool) -> str:
+    """One picture of a clip's zoom: its first (on=0) or its last (on=frames-1)."""
+    zoom_in, anchor_x, anchor_y = clips.MOTIONS[motion % len(clips.MOTIONS)]
+    at_end = 1 + clips.ZOOM if zoom_in else 1.0
+    at_start = 1.0 if zoom_in else 1 + clips.ZOOM
+    zoom = at_end if last else at_start
+    position = f"x=(iw-iw/zoom)*{anchor_x}:y=(ih-ih/zoom)*{anchor_y}"
+    return f"zoompan=z={zoom}:{position}:d=1:s={frame[0]}x{frame[1]}:fps={fps}"
+
+
+async def baseline(case: Case, photos: list[Path], song: Path, work: Path) -> float:
+    graph, total_s = baseline_graph(case, work)
+    inputs = ["-i", str(photos[0])]
+    for photo in photos:
+        inputs += ["-i", str(photo)]
+    inputs += ["-stream_loop", "-1", "-i", str(song)]
+    args = [*inputs, "-filter_complex", graph, "-map", "[v]", *clips.video_encoding(), "-r", str(case.fps)]
+    args += ["-map", "[a]", "-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2", "-movflags", "+faststart"]
+    out = work / "baseline.mp4"
+    started = time.perf_counter()
+    await run_ffmpeg([*args, "-f", "mp4", str(out)], planned_s=total_s, timeout_s=3600, threads=os.cpu_count() or 2)
+    elapsed = time.perf_counter() - started
+    made = await probe(out)
+    assert abs(made.duration_s - total_s) < 0.2, f"the baseline made {made.duration_s:.2f} s, not {total_s:.2f} s"
+    return elapsed
+
+
+# -- the pipeline ---------------------------------------------------------------------------------------------
+
+
+async def pipeline(case: Case, photos: list[Path], song: Path, data_dir: Path, slots: int) -> tuple[float, float]:
+    """(the run's wall time in seconds, the video's length)."""
+    async with (
+        serve(data_dir, "--workers", str(slots)) as (port, key),
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=600
+        ) as client,
+    ):
+        made = await client.post("/api/v1/projects", json={"name": "bench", "title": TITLE, "subtitle": SUBTITLE})
+        project = made.json()["id"]
+        for i, path in enumerate([*photos, song]):
+            caption = {"caption": CAPTIONS[i % len(CAPTIONS)]} if path != song else {}
+            with path.open("rb") as handle:
+                response = await client.post(
+                    f"/api/v1/projects/{project}/assets", files={"file": (path.name, handle)}, data=caption
+                )
+            response.raise_for_status()
+        options: dict[str, object] = {"resolution": case.resolution, "fps": case.fps, "photo_s": case.photo_s}
+        started = time.perf_counter()
+        job = (
+            await client.post(f"/api/v1/projects/{project}/run", json=options | {"transition_s": TRANSITION_S})
+        ).json()
+        while job["status"] not in TERMINAL_STATUSES:
+            await asyncio.sleep(0.1)
+            job = (await client.get(f"/api/v1/jobs/{job['id']}")).json()
+        elapsed = time.perf_counter() - started
+    assert job["status"] == "succeeded", job["error"]
+    return elapsed, float(job["result"]["duration_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true", help="a smoke run: 3 photos at 180p, 1 s each")
+    parser.add_argument("--photos", type=int, default=10)
+    args = parser.parse_args()
+    case = Case(3, "180p", 30, 1.0) if args.small else Case(args.photos, "1080p", 30, 5.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        photos = [make_photo(folder / f"photo{i}.jpg", i) for i in range(case.photos)]
+        song = make_song(folder / "song.wav", 40.0)
+        base_s = asyncio.run(baseline(case, photos, song, folder))
+        one_s, length_s = asyncio.run(pipeline(case, photos, song, folder / "data1", 1))
+        two_s, _ = asyncio.run(pipeline(case, photos, song, folder / "data2", 2))
+    print(
+        f"Media benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; {case.photos} photos ({case.photo_s:g} s each), {TRANSITION_S} s "
+        f"transitions, {case.resolution} at {case.fps} fps: a {length_s:.0f} s video with music\n"
+    )
+    print("| measure | wall time (s) | vs baseline |")
+    print("|---|---|---|")
+    print(f"| one hand-written ffmpeg command (baseline) | {base_s:.1f} | 1.00 |")
+    print(f"| pipeline, `serve --workers 1` | {one_s:.1f} | {one_s / base_s:.2f} |")
+    print(f"| pipeline, `serve --workers 2` | {two_s:.1f} | {two_s / base_s:.2f} |")
+    print(f"| speed-up of two slots over one | {one_s / two_s:.2f}x | |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The `pipeline` kind: a project's photos to its video, through the stage kinds run as its child jobs.
+
+    pipeline_prepare      the plan: the project's photos in order, captions, durations, the song, the card
+    pipeline_canvas       a `canvas` job per photo, in parallel
+    pipeline_transition   a `transition` job between each two neighbouring clips
+    pipeline_last_clip    the `last_clip` job: the title and subtitle over the first photo
+    pipeline_render       the `render` job: the clips in order with the music, and the poster
+    pipeline_done         the project shows the video and poster; the intermediate clips are deleted
+
+Its progress is its children's, weighted by the seconds of video each makes. The plan and each finished
+phase's results are checkpointed, and its children are found again by their roles (`ChildJobs`), so an
+attempt after a crash keeps every finished clip and runs the interrupted stage again.
+
+A run that ends for good without a video (canceled, past its deadline, failed) cancels its children, waits
+for them to stop, and deletes the files they made: nothing of it is left. A run stopped by a shutdown or a
+lost lease leaves them for its next attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import structlog
+
+from inferline import db
+from inferline.clock import utcnow
+from inferline.errors import NonRetryable
+from inferline.files.service import remove_blobs
+from inferline.files.store import delete_file_rows
+from inferline.jobs.children import Child, ChildJobs, cancel_children, key_prefix
+from inferline.jobs.context import LEASE_LOST, SHUTDOWN, JobContext
+from inferline.jobs.model import Job, JobStatus
+from inferline.jobs.store import JobStore
+from inferline.jobs.submission import JobRequest
+from inferline.media.deps import MediaDeps
+from inferline.media.model import AssetKind
+from inferline.media.options import CanvasInput, LastClipInput, PipelineInput, RenderInput, TransitionInput
+from inferline.media.stagefiles import delete_files, despite_cancel
+from inferline.media.stages import CANVAS, LAST_CLIP, RENDER, TRANSITION
+from inferline.media.store import MediaStore
+
+log = structlog.get_logger(__name__)
+
+LAST_CLIP_S = 6.0
+RENDER_WORK = 0.2  # the render copies the clips: its work per second of video, against making a clip's
+CHILDREN_STOP_S = 30.0  # how long a run that ends waits for its canceled children to stop
+
+
+@dataclass(frozen=True)
+class Photo:
+    file_id: str
+    caption: str | None
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the run makes, read from the project once (its first attempt) and checkpointed."""
+
+    photos: list[Photo]
+    title: str
+    subtitle: str | None
+    music_file_id: str | None
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Plan:
+        return cls(**(value | {"photos": [Photo(**photo) for photo in value["photos"]]}))
+
+
+PHASES = ("canvas", "transition", "last_clip", "render")
+
+
+def phase_spans(photos_s: Sequence[float], transition_s: float) -> dict[str, tuple[float, float]]:
+    """The share of the run's progress (1-99%) each phase fills: its part of the work, counted in seconds
+    of video made (the render only copies the clips: RENDER_WORK)."""
+    clips_s = sum(photos_s)
+    transitions_s = transition_s * (len(photos_s) - 1)
+    work = [clips_s, transitions_s, LAST_CLIP_S, RENDER_WORK * (clips_s + transitions_s + LAST_CLIP_S)]
+    total = sum(work)
+    spans, start = {}, 1.0
+    for phase, seconds in zip(PHASES, work, strict=True):
+        spans[phase] = (start, start + 98.0 * seconds / total)
+        start = spans[phase][1]
+    return spans
+
+
+async def run_pipeline(deps: MediaDeps, ctx: JobContext, data: PipelineInput) -> dict[str, Any]:
+    state = ctx.last_checkpoint or {}
+    await ctx.stage("pipeline_prepare")
+    if "plan" in state:
+        plan = Plan.from_json(state["plan"])
+    else:
+        plan = await prepare(deps, ctx.tenant, data)
+        await ctx.checkpoint({"plan": asdict(plan), "done": {}}, progress=1)
+    run = _Run(deps, ctx, data, plan, dict(state.get("done") or {}))
+    try:
+        return await run.all_phases()
+    except BaseException as exc:
+        if _ends_the_run(ctx, exc):
+            await despite_cancel(discard_children(deps, ctx))
+        raise
+
+
+async def prepare(deps: MediaDeps, tenant: str, data: PipelineInput) -> Plan:
+    """The run's plan from the project's rows: its photos in order, the song asked for, the card's text."""
+    async with db.read(deps.engine) as conn:
+        store = MediaStore(conn)
+        project = await store.project(tenant, data.project_id)
+        if project is None:
+            raise NonRetryable(f"project {data.project_id} not found")
+        photos = await store.assets(project.id, AssetKind.IMAGE)
+        song = await store.asset(project.id, data.music) if data.music else None
+    if not photos:
+        raise NonRetryable(f"project {project.id} has no photos")
+    if data.music and (song is None or song.kind is not AssetKind.AUDIO):
+        raise NonRetryable(f"music: {data.music} is not a song of project {project.id}")
+    return Plan(
+        photos=[Photo(asset.file_id, asset.caption, asset.duration_s or data.photo_s) for asset in photos],
+        title=(project.title or project.name)[:100],
+        subtitle=project.subtitle,
+        music_file_id=song.file_id if song else None,
+    )
+
+
+class _Run:
+    """One attempt's walk through the phases; `done` holds the results of the finished children by role."""
+
+    def __init__(self, deps: MediaDeps, ctx: JobContext, data: PipelineInput, plan: Plan, done: dict[str, Any]):
+        self.deps, self.ctx, self.data, self.plan, self.done = deps, ctx, data, plan, done
+        self.children = ChildJobs(ctx, deps.submitter)
+        self.spans = phase_spans([photo.duration_s for photo in plan.photos], data.transition_s)
+
+    def _frame(self) -> dict[str, Any]:
+        return {"resolution": self.data.resolution, "fps": self.data.fps}
+
+    def _request(self, kind: str, data: CanvasInput | TransitionInput | LastClipInput | RenderInput) -> JobRequest:
+        return JobRequest(kind, data.model_dump(mode="json"))
+
+    async def all_phases(self) -> dict[str, Any]:
+        photos = self.plan.photos
+        canvases = [
+            Child(f"canvas:{i}", self._request(CANVAS, self._canvas(i, photo)), weight=photo.duration_s)
+            for i, photo in enumerate(photos)
+        ]
+        await self.phase("canvas", canvases)
+        transitions = [
+            Child(f"transition:{i}", self._request(TRANSITION, self._transition(i))) for i in range(len(photos) - 1)
+        ]
+        await self.phase("transition", transitions)
+        closing = LastClipInput(
+            title=self.plan.title,
+            subtitle=self.plan.subtitle,
+            background_file_id=photos[0].file_id,
+            duration_s=LAST_CLIP_S,
+            **self._frame(),
+        )
+        await self.phase("last_clip", [Child("last_clip", self._request(LAST_CLIP, closing))])
+        render = RenderInput(
+            clip_file_ids=self._clips_in_order(), music_file_id=self.plan.music_file_id, **self._frame()
+        )
+        await self.phase("render", [Child("render", self._request(RENDER, render))])
+        return await self.finish()
+
+    def _canvas(self, i: int, photo: Photo) -> CanvasInput:
+        return CanvasInput(
+            photo_file_id=photo.file_id, duration_s=photo.duration_s, caption=photo.caption, motion=i, **self._frame()
+        )
+
+    def _transition(self, i: int) -> TransitionInput:
+        return TransitionInput(
+            from_file_id=self.done[f"canvas:{i}"]["file_id"],
+            to_file_id=self.done[f"canvas:{i + 1}"]["file_id"],
+            duration_s=self.data.transition_s,
+            transition=self.data.transition,
+            index=i,
+            **self._frame(),
+        )
+
+    def _clips_in_order(self) -> list[str]:
+        count = len(self.plan.photos)
+        order = []
+        for i in range(count):
+            order.append(self.done[f"canvas:{i}"]["file_id"])
+            if i + 1 < count:
+                order.append(self.done[f"transition:{i}"]["file_id"])
+        return [*order, self.done["last_clip"]["file_id"]]
+
+    async def phase(self, name: str, children: Sequence[Child]) -> None:
+        """Run the phase's children (those an earlier attempt finished are skipped), then checkpoint."""
+        await self.ctx.stage(f"pipeline_{name}")
+        start, end = self.spans[name]
+        waiting = [child for child in children if child.role not in self.done]
+        if waiting:
+            finished = await self.children.run(waiting, progress_from=start, progress_to=end)
+            self.done |= {role: job.result for role, job in finished.items()}
+            await self.ctx.checkpoint({"plan": asdict(self.plan), "done": self.done}, progress=end)
+
+    async def finish(self) -> dict[str, Any]:
+        """The project shows its new video and poster (its earlier ones and the clips are deleted)."""
+        render = self.done["render"]
+        clips = [result["file_id"] for role, result in self.done.items() if role != "render"]
+        tenant = self.ctx.tenant
+        async with db.write(self.deps.engine) as conn:
+            store = MediaStore(conn)
+            project = await store.project(tenant, self.data.project_id, lock=True)
+            if project is None:
+                raise NonRetryable(f"project {self.data.project_id} was deleted while it ran")
+            earlier = [file_id for file_id in (project.video_file_id, project.poster_file_id) if file_id]
+            await store.set_output(
+                project.id, video_file_id=render["file_id"], poster_file_id=render["poster_file_id"], now=utcnow()
+            )
+            released = await delete_file_rows(conn, tenant, earlier + clips)  # one transaction with the new video
+        await remove_blobs(self.deps.engine, self.deps.blobs, released)
+        await self.ctx.stage("pipeline_done")
+        return {
+            "project_id": self.data.project_id,
+            "video_file_id": render["file_id"],
+            "poster_file_id": render["poster_file_id"],
+            "duration_s": render["duration_s"],
+            "photos": len(self.plan.photos),
+            "transitions": [
+                {"generator": result["generator"], "fallback_reason": result["fallback_reason"]}
+                for role, result in sorted(self.done.items(), key=lambda item: _role_order(item[0]))
+                if role.startswith("transition:")
+            ],
+        }
+
+
+def _role_order(role: str) -> tuple[str, int]:
+    name, _, number = role.partition(":")
+    return name, int(number or 0)
+
+
+def _ends_the_run(ctx: JobContext, exc: BaseException) -> bool:
+    """Whether this attempt is the run's last: no later attempt will use what its children made."""
+    if ctx.cancel_reason in (SHUTDOWN, LEASE_LOST):
+        return False
+    if ctx.cancel_reason is not None:  # canceled, or past its deadline
+        return True
+    if not isinstance(exc, Exception):  # torn down from outside (its worker's loop ending)
+        return False
+    return isinstance(exc, NonRetryable) or ctx.attempt >= ctx.job.max_attempts
+
+
+async def discard_children(deps: MediaDeps, ctx: JobContext) -> None:
+    """Cancel the run's unfinished children, wait until they all have stopped (a stopped stage removes its
+    own work directory and any file it was storing), then delete the files the finished ones made."""
+    async with db.write(deps.engine) as conn:
+        await cancel_children(conn, tenant=ctx.tenant, parent_id=ctx.id)
+    children = await _children_stopped(deps, ctx)
+    made = [
+        value
+        for job in children
+        if job.status is JobStatus.SUCCEEDED and job.result
+        for key, value in job.result.items()
+        if key.endswith("file_id") and isinstance(value, str)
+    ]
+    await delete_files(deps, ctx.tenant, made)
+    log.info("media_pipeline_discarded", job_id=ctx.id, children=len(children), files=len(made))
+
+
+async def _children_stopped(deps: MediaDeps, ctx: JobContext) -> list[Job]:
+    deadline = time.monotonic() + CHILDREN_STOP_S
+    while True:
+        async with db.read(deps.engine) as conn:
+            children = await JobStore(conn).by_key_prefix(ctx.tenant, key_prefix(ctx.id))
+        if all(job.status.is_terminal for job in children) or time.monotonic() > deadline:
+            return children
+        await asyncio.sleep(0.1)

@@ -1,0 +1,186 @@
+"""The tenant files a media stage reads and writes, and the checks an output passes before it is stored.
+
+A stage reads its inputs by file id (another tenant's id is not found, like a missing one) and stores its
+output as a new file of the job's tenant, counted against the tenant's quota. Once stored, the output's
+file id is checkpointed: an attempt after a crash that finds it returns it instead of making it again.
+A stage stopped after its output was stored removes it, so a canceled job leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from inferline import db
+from inferline.errors import Canceled, InferlineError, JobError, NonRetryable, NotFound
+from inferline.files import sniff
+from inferline.files.service import FileInfo, blob_path, get_file, receive_file, record_file, remove_blobs
+from inferline.files.store import delete_file_rows
+from inferline.jobs.context import JobContext
+from inferline.media import images
+from inferline.media.deps import MediaDeps
+from inferline.media.probe import picture_problems, probe
+from inferline.schema import files
+
+MP4 = sniff.MP4
+JPEG = sniff.JPEG
+DURATION_TOLERANCE_S = 0.1
+PHOTO_TYPES = frozenset(images.DECODERS)  # what an upload to a project accepts as a photo
+
+
+@contextmanager
+def as_job_errors() -> Iterator[None]:
+    """A domain error inside a stage (a file not found, unreadable media, a quota) fails the job with its
+    message: no later attempt would find it otherwise."""
+    try:
+        yield
+    except JobError:
+        raise
+    except InferlineError as exc:
+        raise NonRetryable(str(exc)) from exc
+
+
+async def despite_cancel(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run `cleanup` to its end even while the job is being stopped: a worker cancels a canceled job's task
+    again at every heartbeat, and the attempt must not end (its outcome recorded) before its files are gone.
+    A cancellation that came meanwhile is raised after."""
+    task = asyncio.ensure_future(cleanup)
+    canceled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            canceled = True
+    if canceled:
+        raise asyncio.CancelledError
+    task.result()
+
+
+@dataclass(frozen=True)
+class InputFile:
+    info: FileInfo
+    path: Path
+
+
+async def input_file(deps: MediaDeps, ctx: JobContext, file_id: str, *, field: str, types: frozenset[str]) -> InputFile:
+    """The tenant's file `file_id`, of one of `types` (as sniffed when it was stored)."""
+    try:
+        info = await get_file(deps.engine, tenant=ctx.tenant, file_id=file_id)
+    except NotFound as exc:
+        raise NonRetryable(f"{field}: {exc}") from exc
+    if info.content_type not in types:
+        wanted = ", ".join(sorted(types))
+        raise NonRetryable(f"{field}: file {file_id} is {info.content_type}, not {wanted}")
+    return InputFile(info, blob_path(deps.blobs, info))
+
+
+async def finished_result(deps: MediaDeps, ctx: JobContext) -> dict[str, Any] | None:
+    """The result an earlier attempt stored and checkpointed, if its files are all still there."""
+    result = (ctx.last_checkpoint or {}).get("result")
+    if not isinstance(result, dict):
+        return None
+    ids = [value for key, value in result.items() if key.endswith("file_id") and isinstance(value, str)]
+    async with db.read(deps.engine) as conn:
+        query = sa.select(sa.func.count()).where(files.c.tenant == ctx.tenant, files.c.id.in_(ids))
+        found = int((await conn.execute(query)).scalar_one())
+    return result if found == len(ids) else None
+
+
+async def store_outputs(
+    deps: MediaDeps, ctx: JobContext, outputs: list[tuple[Path, str]], result: Callable[[list[str]], dict[str, Any]]
+) -> dict[str, Any]:
+    """Store each (path, content type) as a file of the job's tenant and checkpoint `result(file ids)`.
+    Whatever stops the job before it returns (a cancel, a quota) removes the files stored."""
+    stored: list[str] = []
+    try:
+        for path, content_type in outputs:
+            info = await _received(deps, ctx, path, content_type)
+            stored.append(info.id)  # before the commit: a cancel during it removes the row if it was written
+            await record_file(deps.engine, info)
+        done = result(stored)
+        await ctx.checkpoint({"result": done})
+    except BaseException:
+        await despite_cancel(delete_files(deps, ctx.tenant, stored))
+        raise
+    if ctx.cancel_reason is not None:  # canceled while storing: the attempt ends canceled, without its files
+        await despite_cancel(delete_files(deps, ctx.tenant, stored))
+        raise Canceled(ctx.cancel_reason)
+    return done
+
+
+async def _received(deps: MediaDeps, ctx: JobContext, path: Path, content_type: str) -> FileInfo:
+    """`path`'s bytes staged in the blob store as a file of the job's tenant, its row not yet written."""
+    with path.open("rb") as source:
+        staged = await receive_file(
+            deps.blobs,
+            tenant=ctx.tenant,
+            source=source,
+            filename=path.name,
+            max_bytes=deps.limits.max_output_bytes,
+            quota=deps.quota,
+        )
+    return replace(staged, content_type=content_type)  # what was made, not what sniffing guesses
+
+
+async def delete_files(deps: MediaDeps, tenant: str, file_ids: list[str]) -> None:
+    """The tenant's files of these ids, and their bytes where no other file has them; gone ones are skipped."""
+    if not file_ids:
+        return
+    async with db.write(deps.engine) as conn:
+        released = await delete_file_rows(conn, tenant, file_ids)
+    await remove_blobs(deps.engine, deps.blobs, released)
+
+
+# -- checks -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a made video must be. `picture`: the span (start, end) in seconds where its picture must be
+    neither black nor frozen (None: not checked); `frozen_min_s` None: only black is checked there."""
+
+    frame: tuple[int, int]
+    duration_s: float
+    audio: bool = False
+    picture: tuple[float, float] | None = None
+    frozen_min_s: float | None = 2.0
+
+
+async def check_video(path: Path, expected: Expected, what: str) -> None:
+    """`NonRetryable` naming what is wrong with the video at `path` (`what` names it): its length (within
+    DURATION_TOLERANCE_S), size, codecs (H.264 yuv420p, AAC when it has sound), a black or frozen picture."""
+    info = await probe(path)
+    problems = []
+    duration_s = info.video_duration_s or info.duration_s
+    if abs(duration_s - expected.duration_s) > DURATION_TOLERANCE_S:
+        problems.append(f"lasts {duration_s:.2f} s, not {expected.duration_s:.2f} s")
+    if (info.width, info.height) != expected.frame:
+        problems.append(f"is {info.width}x{info.height}, not {expected.frame[0]}x{expected.frame[1]}")
+    if (info.video_codec, info.pixel_format) != ("h264", "yuv420p"):
+        problems.append(f"is {info.video_codec} {info.pixel_format}, not h264 yuv420p")
+    if expected.audio and info.audio_codec != "aac":
+        problems.append(f"has {info.audio_codec or 'no'} sound, not AAC")
+    if expected.picture is not None and not problems:
+        start_s, end_s = expected.picture
+        frozen_s = expected.frozen_min_s if expected.frozen_min_s is not None else duration_s + 1
+        problems += await picture_problems(path, start_s=start_s, end_s=end_s, frozen_min_s=frozen_s)
+    if problems:
+        raise NonRetryable(f"the {what} made is wrong: it {'; it '.join(problems)}")
+
+
+Progress = Callable[[float], Awaitable[None]]
+
+
+def progress_between(ctx: JobContext, start: float, end: float) -> Progress:
+    """A step's percent (0-100) reported as the job's progress between `start` and `end`."""
+
+    async def report(percent: float) -> None:
+        await ctx.progress(start + (end - start) * percent / 100)
+
+    return report

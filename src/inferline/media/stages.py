@@ -1,0 +1,269 @@
+"""The four stages of a memorial video, each a job kind on its own (kind.py registers them): a photo's clip
+(`canvas`), the clip between two clips (`transition`), the closing card (`last_clip`) and the final video
+(`render`). Each reads tenant files by id, works in its job's work directory (outputs as `.part`, checked,
+then renamed) and stores what it made as new tenant files; its result names them.
+
+Stages reported, in order (the seed's names): `<stage>_start`, `_generate` (`_concat` for render), then
+`_validate` (`_finalize` for last_clip and render), then `_done`. Progress: the ffmpeg run fills 5-85%.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from inferline.files import sniff
+from inferline.jobs.context import JobContext
+from inferline.media import clips, images
+from inferline.media.deps import MediaDeps
+from inferline.media.interpolation import MODEL_NAME, OnnxTransitions, generate_transition
+from inferline.media.options import CanvasInput, LastClipInput, RenderInput, TransitionInput
+from inferline.media.probe import check_audio
+from inferline.media.stagefiles import (
+    JPEG,
+    MP4,
+    PHOTO_TYPES,
+    Expected,
+    InputFile,
+    as_job_errors,
+    check_video,
+    finished_result,
+    input_file,
+    progress_between,
+    store_outputs,
+)
+from inferline.media.transitions import TransitionGenerator
+from inferline.media.workspace import Workspace
+
+CANVAS, TRANSITION, LAST_CLIP, RENDER = "canvas", "transition", "last_clip", "render"  # their kinds
+GENERATE = (5.0, 85.0)  # the share of a stage's progress its ffmpeg run fills
+
+
+def clip_result(kind: str, expected: Expected) -> Callable[[list[str]], dict[str, Any]]:
+    """A clip stage's result, given the id its clip was stored under."""
+
+    def result(file_ids: list[str]) -> dict[str, Any]:
+        width, height = expected.frame
+        return {
+            "file_id": file_ids[0],
+            "kind": kind,
+            "duration_s": round(expected.duration_s, 3),
+            "width": width,
+            "height": height,
+        }
+
+    return result
+
+
+# -- canvas ---------------------------------------------------------------------------------------------------
+
+
+async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dict[str, Any]:
+    """The photo as a clip: fitted over a blurred fill of itself, a slow Ken Burns zoom, its caption."""
+    if (done := await finished_result(deps, ctx)) is not None:
+        return done
+    await ctx.stage("canvas_start")
+    with as_job_errors():
+        photo = await input_file(deps, ctx, data.photo_file_id, field="photo_file_id", types=PHOTO_TYPES)
+        async with deps.workspaces.open(ctx.id) as work:
+            still = await normalized_photo(deps, ctx, photo, work, data.size)
+            await ctx.stage("canvas_generate")
+            part = work.part("clip.mp4")
+            await clips.render_photo_clip(
+                still,
+                part,
+                frame=data.size,
+                fps=data.fps,
+                duration_s=data.duration_s,
+                motion=data.motion,
+                caption=data.caption,
+                progress=progress_between(ctx, *GENERATE),
+                threads=deps.ffmpeg_threads,
+            )
+            await ctx.stage("canvas_validate")
+            expected = Expected(data.size, _planned_s(data.duration_s, data.fps), picture=(0.0, data.duration_s))
+            await check_video(part, expected, "photo's clip")
+            clip = work.finish(part)
+            result = await store_outputs(deps, ctx, [(clip, MP4)], clip_result(CANVAS, expected))
+    await ctx.stage("canvas_done")
+    return result
+
+
+def _planned_s(duration_s: float, fps: int) -> float:
+    """The length a clip of `duration_s` really has: a whole number of frames."""
+    return clips.frame_count(duration_s, fps) / fps
+
+
+async def normalized_photo(
+    deps: MediaDeps, ctx: JobContext, photo: InputFile, work: Workspace, frame: tuple[int, int]
+) -> Path:
+    """The photo decoded by Pillow into a PNG in the work directory (upright by its EXIF orientation, RGB,
+    no larger than the clip's supersampled still): ffmpeg reads only this, never the upload."""
+    out = work.path("photo.png")
+    max_size = (frame[0] * clips.SUPERSAMPLE, frame[1] * clips.SUPERSAMPLE)
+    normalize = functools.partial(
+        images.normalize_photo,
+        photo.path,
+        out,
+        photo.info.content_type,
+        max_pixels=deps.limits.max_image_pixels,
+        max_size=max_size,
+    )
+    await ctx.to_thread(normalize)
+    return out
+
+
+# -- transition -----------------------------------------------------------------------------------------------
+
+
+async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput) -> dict[str, Any]:
+    """The clip between two clips, from the last frame of the one before to the first of the one after: by
+    the frame-interpolation model when there is one that works, else by ffmpeg's xfade. The result says
+    which made it (`generator`) and why the model did not (`fallback_reason`)."""
+    if (done := await finished_result(deps, ctx)) is not None:
+        return done
+    await ctx.stage("transition_start")
+    with as_job_errors():
+        before = await input_file(deps, ctx, data.from_file_id, field="from_file_id", types=frozenset({MP4}))
+        after = await input_file(deps, ctx, data.to_file_id, field="to_file_id", types=frozenset({MP4}))
+        async with deps.workspaces.open(ctx.id) as work:
+            first, last = work.path("first.png"), work.path("last.png")
+            await clips.extract_frame(before.path, first, "last")
+            await clips.extract_frame(after.path, last, "first")
+            await ctx.stage("transition_generate")
+            part = work.part("transition.mp4")
+            made = await generate_transition(
+                _model_transitions(deps, ctx),
+                deps.fallback,
+                first,
+                last,
+                part,
+                frame=data.size,
+                fps=data.fps,
+                duration_s=data.duration_s,
+                style=data.transition,
+                index=data.index,
+                progress=progress_between(ctx, *GENERATE),
+            )
+            await ctx.stage("transition_validate")
+            duration_s = _planned_s(data.duration_s, data.fps)
+            # Two stills of one photo make a still transition: only black is checked.
+            expected = Expected(data.size, duration_s, picture=(0.0, duration_s), frozen_min_s=None)
+            await check_video(part, expected, "transition")
+            clip = work.finish(part)
+
+            def result(file_ids: list[str]) -> dict[str, Any]:
+                made_by = {"generator": made.generator, "fallback_reason": made.fallback_reason}
+                return clip_result(TRANSITION, expected)(file_ids) | made_by
+
+            stored = await store_outputs(deps, ctx, [(clip, MP4)], result)
+    await ctx.stage("transition_done")
+    return stored
+
+
+def _model_transitions(deps: MediaDeps, ctx: JobContext) -> TransitionGenerator | None:
+    if deps.interpolation is None:
+        return None
+
+    async def predict(pair: Any) -> Any:
+        return await ctx.predict(MODEL_NAME, pair)
+
+    settings = deps.interpolation
+    return OnnxTransitions(predict, depth=settings.depth, timeout_s=settings.timeout_s, threads=deps.ffmpeg_threads)
+
+
+# -- the closing card -----------------------------------------------------------------------------------------
+
+
+async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -> dict[str, Any]:
+    """The closing card: the title and subtitle over the background photo blurred (or a plain dark card),
+    fading to black."""
+    if (done := await finished_result(deps, ctx)) is not None:
+        return done
+    await ctx.stage("last_clip_start")
+    with as_job_errors():
+        background = None
+        if data.background_file_id is not None:
+            background = await input_file(
+                deps, ctx, data.background_file_id, field="background_file_id", types=PHOTO_TYPES
+            )
+        async with deps.workspaces.open(ctx.id) as work:
+            still = await normalized_photo(deps, ctx, background, work, data.size) if background else None
+            await ctx.stage("last_clip_generate")
+            part = work.part("last.mp4")
+            await clips.render_last_clip(
+                data.title,
+                data.subtitle,
+                still,
+                part,
+                frame=data.size,
+                fps=data.fps,
+                duration_s=data.duration_s,
+                progress=progress_between(ctx, *GENERATE),
+                threads=deps.ffmpeg_threads,
+            )
+            await ctx.stage("last_clip_finalize")
+            duration_s = _planned_s(data.duration_s, data.fps)
+            fade_s = min(clips.CLOSING_FADE_S, duration_s / 3)
+            # The fade to black is wanted; a card without a photo stands still: only black before the fade.
+            expected = Expected(data.size, duration_s, picture=(0.0, duration_s - fade_s - 0.1), frozen_min_s=None)
+            await check_video(part, expected, "closing clip")
+            clip = work.finish(part)
+            result = await store_outputs(deps, ctx, [(clip, MP4)], clip_result(LAST_CLIP, expected))
+    await ctx.stage("last_clip_done")
+    return result
+
+
+# -- render ---------------------------------------------------------------------------------------------------
+
+
+async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dict[str, Any]:
+    """The clips joined in order with the music under them, and a poster frame: the video a family gets.
+    The picture was checked in each clip, which the render copies without encoding it again; the video is
+    checked for its length, size and codecs."""
+    if (done := await finished_result(deps, ctx)) is not None:
+        return done
+    await ctx.stage("render_start")
+    with as_job_errors():
+        parts = [
+            await input_file(deps, ctx, file_id, field=f"clip_file_ids.{i}", types=frozenset({MP4}))
+            for i, file_id in enumerate(data.clip_file_ids)
+        ]
+        music = None
+        if data.music_file_id is not None:
+            music = await input_file(deps, ctx, data.music_file_id, field="music_file_id", types=sniff.AUDIO)
+            await check_audio(music.path, deps.limits.max_audio_s)
+        async with deps.workspaces.open(ctx.id) as work:
+            await ctx.stage("render_concat")
+            part = work.part("video.mp4")
+            total_s = await clips.render_final(
+                [clip.path for clip in parts],
+                music.path if music else None,
+                part,
+                frame=data.size,
+                fps=data.fps,
+                progress=progress_between(ctx, *GENERATE),
+                threads=deps.ffmpeg_threads,
+            )
+            await ctx.stage("render_finalize")
+            await check_video(part, Expected(data.size, total_s, audio=True), "video")
+            poster_part = work.part("poster.jpg")
+            await clips.extract_poster(part, poster_part)
+            video, poster = work.finish(part), work.finish(poster_part)
+
+            def result(file_ids: list[str]) -> dict[str, Any]:
+                width, height = data.size
+                return {
+                    "file_id": file_ids[0],
+                    "poster_file_id": file_ids[1],
+                    "kind": RENDER,
+                    "duration_s": round(total_s, 3),
+                    "width": width,
+                    "height": height,
+                }
+
+            stored = await store_outputs(deps, ctx, [(video, MP4), (poster, JPEG)], result)
+    await ctx.stage("render_done")
+    return stored

@@ -1,0 +1,261 @@
+"""The media stage kinds (`canvas`, `transition`, `last_clip`, `render`) on their own: tenant files in, a
+tenant file out, with real ffmpeg at 320x180. The stages run in a `MemoryContext` over the app's real
+services (to see every stage they report) or as jobs through `POST /api/v1/jobs`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from PIL import Image
+from tests.api.conftest import Api, MakeApi
+from tests.helpers import eventually
+from tests.media_helpers import make_model, photo_bytes, processes_mentioning, song_bytes
+
+from inferline import db
+from inferline.errors import NonRetryable
+from inferline.jobs.model import TERMINAL_STATUSES
+from inferline.jobs.testing import MemoryContext
+from inferline.media.options import CanvasInput, LastClipInput, RenderInput, TransitionInput
+from inferline.media.probe import probe
+from inferline.media.stages import run_canvas, run_last_clip, run_render, run_transition
+from inferline.schema import files
+
+TENANT = "default"  # the admin key's tenant: `api.client`
+
+
+async def upload(api: Api, data: bytes, name: str) -> str:
+    response = await api.client.post("/api/v1/files", files={"file": (name, data)})
+    assert response.status_code == 201, response.text
+    file_id: str = response.json()["id"]
+    return file_id
+
+
+async def file_of(api: Api, file_id: str) -> dict[str, Any]:
+    response = await api.client.get(f"/api/v1/files/{file_id}")
+    assert response.status_code == 200, response.text
+    info: dict[str, Any] = response.json()
+    return info
+
+
+async def content(api: Api, file_id: str, out: Path) -> Path:
+    response = await api.client.get(f"/api/v1/files/{file_id}/content")
+    assert response.status_code == 200
+    out.write_bytes(response.content)  # noqa: ASYNC240 (a test's own small file)
+    return out
+
+
+async def file_count(api: Api) -> int:
+    async with db.read(api.services.engine) as conn:
+        return int((await conn.execute(sa.select(sa.func.count()).select_from(files))).scalar_one())
+
+
+def leftovers(api: Api) -> list[str]:
+    """What media jobs left: work directories, part files, ffmpeg processes working in them."""
+    root = api.services.media.work_root
+    found = [str(path) for path in root.rglob("*")] if root.exists() else []
+    return found + processes_mentioning(str(root))
+
+
+@pytest.fixture
+async def media_api(make_api: MakeApi) -> AsyncIterator[Api]:
+    async with make_api(workers=2, media_ffmpeg_threads=1) as api:
+        yield api
+
+
+def seed_stages(stage: str, middle: str, last: str) -> list[str]:
+    return [f"{stage}_start", f"{stage}_{middle}", f"{stage}_{last}", f"{stage}_done"]
+
+
+async def test_the_stages_make_clips_a_transition_a_closing_card_and_the_video_reporting_the_seeds_stages(
+    media_api: Api, tmp_path: Path
+) -> None:
+    api, deps = media_api, media_api.services.media
+    photos = [
+        await upload(api, photo_bytes(tmp_path, 0), "a.jpg"),
+        await upload(api, photo_bytes(tmp_path, 1, (640, 360), "PNG"), "b.png"),
+    ]
+    clips, contexts = [], []
+    for number, photo in enumerate(photos):
+        ctx = MemoryContext(tenant=TENANT)
+        data = CanvasInput(
+            photo_file_id=photo, resolution="180p", fps=10, duration_s=2, caption="할머니와 함께", motion=number
+        )
+        clips.append(await run_canvas(deps, ctx, data))
+        contexts.append(ctx)
+    assert contexts[0].stages == seed_stages("canvas", "generate", "validate")
+    assert contexts[0].percents == sorted(contexts[0].percents) and contexts[0].percents[-1] >= 85
+    assert clips[0] | {"file_id": None} == {
+        "file_id": None,
+        "kind": "canvas",
+        "duration_s": 2.0,
+        "width": 320,
+        "height": 180,
+    }
+    assert (await file_of(api, clips[0]["file_id"]))["content_type"] == "video/mp4"
+
+    ctx = MemoryContext(tenant=TENANT)
+    data = TransitionInput(from_file_id=clips[0]["file_id"], to_file_id=clips[1]["file_id"], resolution="180p", fps=5)
+    transition = await run_transition(deps, ctx, data)
+    assert ctx.stages == seed_stages("transition", "generate", "validate")
+    assert (transition["generator"], transition["fallback_reason"], transition["duration_s"]) == (
+        "xfade",
+        "no frame interpolation model is configured",
+        6.0,
+    )
+
+    ctx = MemoryContext(tenant=TENANT)
+    data = LastClipInput(
+        title="김순자",
+        subtitle="1941 \u2013 2026",
+        background_file_id=photos[0],
+        resolution="180p",
+        fps=10,
+        duration_s=3,
+    )
+    closing = await run_last_clip(deps, ctx, data)
+    assert ctx.stages == seed_stages("last_clip", "generate", "finalize")
+
+    song = await upload(api, song_bytes(4.0), "song.wav")
+    order = [clips[0]["file_id"], transition["file_id"], clips[1]["file_id"], closing["file_id"]]
+    ctx = MemoryContext(tenant=TENANT)
+    # The transition was made at 5 fps: the render encodes it again to match the others.
+    video = await run_render(deps, ctx, RenderInput(clip_file_ids=order, music_file_id=song, resolution="180p", fps=10))
+    assert ctx.stages == seed_stages("render", "concat", "finalize")
+    assert video["duration_s"] == pytest.approx(2 + 6 + 2 + 3, abs=0.1)
+    info = await probe(await content(api, video["file_id"], tmp_path / "video.mp4"))
+    assert (info.width, info.height, info.video_codec, info.audio_codec) == (320, 180, "h264", "aac")
+    assert abs(info.duration_s - 13) <= 0.1
+    assert (await file_of(api, video["poster_file_id"]))["content_type"] == "image/jpeg"
+    with Image.open(await content(api, video["poster_file_id"], tmp_path / "poster.jpg")) as poster:
+        assert poster.size == (320, 180)
+    assert leftovers(api) == []
+
+
+async def test_a_stage_runs_as_a_job_of_its_own_and_another_tenants_photo_is_not_found(
+    media_api: Api, tmp_path: Path
+) -> None:
+    api = media_api
+    photo = await upload(api, photo_bytes(tmp_path, 2), "c.jpg")
+    body = {"photo_file_id": photo, "resolution": "180p", "fps": 10, "duration_s": 1}
+    done = await api.wait((await api.submit(kind="canvas", input=body))["id"])
+    assert done["status"] == "succeeded", done
+    assert done["stage"] == "canvas_done" and done["progress"] == 100
+    assert (await file_of(api, done["result"]["file_id"]))["size"] > 0
+
+    theirs = (await api.other.post("/api/v1/jobs", json={"kind": "canvas", "input": body})).json()
+
+    async def ended() -> dict[str, Any]:
+        job: dict[str, Any] = (await api.other.get(f"/api/v1/jobs/{theirs['id']}")).json()
+        return job
+
+    failed = await eventually(ended, lambda job: job["status"] in TERMINAL_STATUSES, timeout_s=30)
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+    assert failed["error"]["message"] == f"photo_file_id: file {photo} not found"
+    assert leftovers(api) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        (
+            "notes.jpg",
+            b"not a photo at all\n" * 10,
+            "photo_file_id: file {id} is text/plain, not image/heic, image/jpeg, image/png, image/webp",
+        ),
+        ("cut.jpg", None, "the image is truncated or corrupt"),
+    ],
+)
+async def test_a_photo_that_is_not_one_fails_its_canvas_clearly_and_leaves_nothing(
+    media_api: Api, tmp_path: Path, name: str, data: bytes | None, reason: str
+) -> None:
+    api = media_api
+    payload = data if data is not None else photo_bytes(tmp_path, 3)[:2000]
+    photo = await upload(api, payload, name)
+    before = await file_count(api)
+    with pytest.raises(NonRetryable) as failed:
+        await run_canvas(
+            api.services.media, MemoryContext(tenant=TENANT), CanvasInput(photo_file_id=photo, resolution="180p")
+        )
+    assert str(failed.value).startswith(reason.format(id=photo))
+    assert await file_count(api) == before and leftovers(api) == []
+
+
+async def test_a_canceled_stage_stops_ffmpeg_and_leaves_no_file_no_work_directory_and_no_part(
+    media_api: Api, tmp_path: Path
+) -> None:
+    api = media_api
+    photo = await upload(api, photo_bytes(tmp_path, 4), "d.jpg")
+    before = await file_count(api)
+    ctx = MemoryContext(tenant=TENANT)
+    data = CanvasInput(photo_file_id=photo, resolution="180p", fps=30, duration_s=60)
+    task = asyncio.create_task(run_canvas(api.services.media, ctx, data))
+    while "canvas_generate" not in ctx.stages or not processes_mentioning(str(api.services.media.work_root)):
+        assert not task.done(), task
+        await asyncio.sleep(0.02)
+    ctx.cancel()
+    task.cancel()
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert await file_count(api) == before and leftovers(api) == []
+
+
+async def test_an_output_past_the_tenants_quota_fails_the_stage_and_leaves_nothing(
+    make_api: MakeApi, tmp_path: Path
+) -> None:
+    async with make_api(workers=1, files_max_per_tenant=1) as api:
+        photo = await upload(api, photo_bytes(tmp_path, 5), "e.jpg")
+        with pytest.raises(NonRetryable, match=r"file quota exceeded: 1 files stored, the limit is 1"):
+            data = CanvasInput(photo_file_id=photo, resolution="180p", fps=10, duration_s=1)
+            await run_canvas(api.services.media, MemoryContext(tenant=TENANT), data)
+        assert await file_count(api) == 1 and leftovers(api) == []
+        assert list((api.services.settings.data_dir / "blobs" / "tmp").iterdir()) == []
+
+
+async def test_an_attempt_after_the_output_was_stored_returns_it_without_making_it_again(
+    media_api: Api, tmp_path: Path
+) -> None:
+    api = media_api
+    photo = await upload(api, photo_bytes(tmp_path, 6), "f.jpg")
+    data = CanvasInput(photo_file_id=photo, resolution="180p", fps=10, duration_s=1)
+    first = MemoryContext(tenant=TENANT)
+    made = await run_canvas(api.services.media, first, data)
+    again = MemoryContext(tenant=TENANT, attempt=2, last_checkpoint=first.checkpoints[-1])
+    assert await run_canvas(api.services.media, again, data) == made
+    assert again.stages == []
+
+    await api.client.delete(f"/api/v1/files/{made['file_id']}")  # gone since: made again
+    assert (await run_canvas(api.services.media, again, data))["file_id"] != made["file_id"]
+
+
+@pytest.mark.parametrize("model", ["working", "broken"])
+async def test_a_transition_job_is_made_by_the_interpolation_model_or_else_by_xfade_saying_why(
+    make_api: MakeApi, tmp_path: Path, model: str
+) -> None:
+    folder = make_model(tmp_path / "model", middle="blend" if model == "working" else "wide")
+    settings = {"media_interpolation_model": str(folder), "media_interpolation_depth": 2, "media_ffmpeg_threads": 1}
+    async with make_api(workers=2, **settings) as api:
+        photos = [await upload(api, photo_bytes(tmp_path, seed), f"{seed}.jpg") for seed in (7, 8)]
+        canvases = []
+        for photo in photos:
+            body = {"photo_file_id": photo, "resolution": "180p", "fps": 5, "duration_s": 1}
+            canvases.append(await api.wait((await api.submit(kind="canvas", input=body))["id"]))
+        body = {"from_file_id": canvases[0]["result"]["file_id"], "to_file_id": canvases[1]["result"]["file_id"]}
+        done = await api.wait(
+            (await api.submit(kind="transition", input=body | {"resolution": "180p", "fps": 5}))["id"]
+        )
+    assert done["status"] == "succeeded", done
+    made = (done["result"]["generator"], done["result"]["fallback_reason"])
+    assert (
+        made
+        == {
+            "working": ("interpolation", None),
+            "broken": ("xfade", "internal error (ModelError); the server log has it under transition_fallback"),
+        }[model]
+    )
