@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw
@@ -55,6 +57,19 @@ def synth_photo(out: Path, size: tuple[int, int] = (480, 640), seed: int = 0) ->
         draw.ellipse(box, fill=(255, 255 - i * 20, i * 30))
     image.save(out)
     return out
+
+
+def hostile_jpeg(scans: int, width: int, height: int) -> bytes:
+    """A 16x16 progressive JPEG made to declare `width` x `height` pixels, its last scan (11 bytes)
+    repeated until it has `scans` scans: decoding it costs scans times pixels."""
+    out = io.BytesIO()
+    Image.new("L", (16, 16), 128).save(out, "JPEG", progressive=True)
+    data = out.getvalue()
+    sof = data.index(b"\xff\xc2")
+    data = data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
+    last = data.rindex(b"\xff\xda")
+    end = data.rindex(b"\xff\xd9")
+    return data[:end] + data[last:end] * (scans - data.count(b"\xff\xda")) + data[end:]
 
 
 def top_level_boxes(mp4: Path) -> list[str]:

@@ -11,6 +11,7 @@ import io
 import shutil
 import struct
 import subprocess
+import time
 import wave
 import zlib
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 from tests.api.conftest import Api, MakeApi
+from tests.media_helpers import hostile_jpeg
 
 from inferline import db
 from inferline.clock import utcnow
@@ -235,6 +237,22 @@ async def test_hostile_and_unsupported_uploads_are_refused_and_leave_no_file(med
     assert await count_rows(media_api, files) == 0
     staged = media_api.services.blobs.tmp_dir
     assert not staged.exists() or list(staged.iterdir()) == []
+
+
+async def test_a_progressive_jpeg_of_too_many_scans_is_413_at_once(media_api: Api) -> None:
+    client = media_api.client
+    project = (await new_project(client))["id"]
+    bomb = hostile_jpeg(10_000, 400, 400)  # under the fixture's pixel cap: only its scans are too many
+    started = time.perf_counter()
+    response = await upload(client, project, bomb, "bomb.jpg")
+    assert response.status_code == 413, response.text
+    assert "more than 100 scans" in response.json()["detail"]
+    assert time.perf_counter() - started < 2.0
+    assert await asset_ids(client, project) == []
+    assert await count_rows(media_api, files) == 0
+    progressive = io.BytesIO()
+    Image.effect_noise((320, 240), 40).convert("RGB").save(progressive, "JPEG", progressive=True, optimize=True)
+    assert (await add(client, project, progressive.getvalue()))["width"] == 320
 
 
 async def test_songs_without_sound_or_too_long_are_refused(media_api: Api, tmp_path: Path) -> None:
