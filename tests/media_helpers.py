@@ -9,10 +9,11 @@ from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw
 
-from inferline.media.ffmpeg import run_ffmpeg
+from inferline.media.ffmpeg import SONG, Source, input_args, run_ffmpeg
 
 FRAME = (320, 180)
 FPS = 30
+PICTURE = Source(("mov", "png_pipe"))  # what the tests decode frames of: the clips and the stills made
 
 
 def processes_mentioning(marker: str) -> list[str]:
@@ -72,6 +73,14 @@ def hostile_jpeg(scans: int, width: int, height: int) -> bytes:
     return data[:end] + data[last:end] * (scans - data.count(b"\xff\xda")) + data[end:]
 
 
+def playlist_posing_as_mp3(target: Path) -> bytes:
+    """An ID3 tag (what makes it sniff as audio/mpeg), then an HLS playlist whose one segment is `target`:
+    ffmpeg left to pick the demuxer reads it as `hls` and plays `target`, any file of the server."""
+    tag = b"ID3\x03\x00\x00\x00\x00\x00\x0a" + b"\x00" * 10
+    lines = ["#EXTM3U", "#EXT-X-TARGETDURATION:10", "#EXTINF:1,", str(target), "#EXT-X-ENDLIST", ""]
+    return tag + "\n".join(lines).encode()
+
+
 def top_level_boxes(mp4: Path) -> list[str]:
     """The types of an MP4's top-level boxes in file order (`moov` before `mdat`: it starts playing early)."""
     data = mp4.read_bytes()
@@ -89,7 +98,16 @@ def top_level_boxes(mp4: Path) -> list[str]:
 
 async def decoded_frame(video: Path, out_png: Path, index: int) -> Image.Image:
     """Frame number `index` of `video`, decoded by ffmpeg, as an RGB image."""
-    args = ["-i", str(video), "-vf", f"select=eq(n\\,{index})", "-frames:v", "1", "-f", "image2", str(out_png)]
+    args = [
+        *input_args(video, PICTURE),
+        "-vf",
+        f"select=eq(n\\,{index})",
+        "-frames:v",
+        "1",
+        "-f",
+        "image2",
+        str(out_png),
+    ]
     await run_ffmpeg(args, planned_s=1, timeout_s=60, threads=1)
     with Image.open(out_png) as image:
         return image.convert("RGB")
@@ -97,7 +115,7 @@ async def decoded_frame(video: Path, out_png: Path, index: int) -> Image.Image:
 
 async def decoded_sound(media: Path, out_raw: Path, rate: int = 8000) -> list[float]:
     """The sound of `media` as mono samples in [-1, 1] at `rate` Hz."""
-    args = ["-i", str(media), "-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", "s16le", str(out_raw)]
+    args = [*input_args(media, SONG), "-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", "s16le", str(out_raw)]
     await run_ffmpeg(args, planned_s=1, timeout_s=60, threads=1)
     raw = out_raw.read_bytes()  # noqa: ASYNC240 (a test's own small file)
     return [int.from_bytes(raw[i : i + 2], "little", signed=True) / 32768 for i in range(0, len(raw) - 1, 2)]

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 from tests.api.conftest import Api, MakeApi
-from tests.media_helpers import hostile_jpeg
+from tests.media_helpers import hostile_jpeg, playlist_posing_as_mp3
 
 from inferline import db
 from inferline.clock import utcnow
@@ -262,8 +262,12 @@ async def test_songs_without_sound_or_too_long_are_refused(media_api: Api, tmp_p
     silent = ffmpeg_output(
         tmp_path, "silent.m4a", "-f", "lavfi", "-i", "testsrc=d=0.5:s=64x64:r=5", "-c:v", "libx264", "-brand", "M4A "
     )
+    # An ID3 tag, then an HLS playlist naming a file of the server: ffprobe left to itself plays that file.
+    ffmpeg_output(tmp_path, "secret.mp3", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "libmp3lame", "-f", "mp3")
+    playlist = playlist_posing_as_mp3(tmp_path / "secret.mp3")
     for data, name, status, words in [
         (silent, "song.m4a", 415, "no audio stream"),
+        (playlist, "song.mp3", 415, "media"),
         (b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\x00" * 500, "song.mp3", 415, "media"),
         (wav(MAX_SONG_S + 1), "long.wav", 413, "lasts 3 s"),
     ]:
