@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import os
-import struct
 from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw
@@ -60,27 +58,6 @@ def synth_photo(out: Path, size: tuple[int, int] = (480, 640), seed: int = 0) ->
     return out
 
 
-def hostile_jpeg(scans: int, width: int, height: int) -> bytes:
-    """A 16x16 progressive JPEG made to declare `width` x `height` pixels, its last scan (11 bytes)
-    repeated until it has `scans` scans: decoding it costs scans times pixels."""
-    out = io.BytesIO()
-    Image.new("L", (16, 16), 128).save(out, "JPEG", progressive=True)
-    data = out.getvalue()
-    sof = data.index(b"\xff\xc2")
-    data = data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
-    last = data.rindex(b"\xff\xda")
-    end = data.rindex(b"\xff\xd9")
-    return data[:end] + data[last:end] * (scans - data.count(b"\xff\xda")) + data[end:]
-
-
-def playlist_posing_as_mp3(target: Path) -> bytes:
-    """An ID3 tag (what makes it sniff as audio/mpeg), then an HLS playlist whose one segment is `target`:
-    ffmpeg left to pick the demuxer reads it as `hls` and plays `target`, any file of the server."""
-    tag = b"ID3\x03\x00\x00\x00\x00\x00\x0a" + b"\x00" * 10
-    lines = ["#EXTM3U", "#EXT-X-TARGETDURATION:10", "#EXTINF:1,", str(target), "#EXT-X-ENDLIST", ""]
-    return tag + "\n".join(lines).encode()
-
-
 def top_level_boxes(mp4: Path) -> list[str]:
     """The types of an MP4's top-level boxes in file order (`moov` before `mdat`: it starts playing early)."""
     data = mp4.read_bytes()
@@ -98,16 +75,8 @@ def top_level_boxes(mp4: Path) -> list[str]:
 
 async def decoded_frame(video: Path, out_png: Path, index: int) -> Image.Image:
     """Frame number `index` of `video`, decoded by ffmpeg, as an RGB image."""
-    args = [
-        *input_args(video, PICTURE),
-        "-vf",
-        f"select=eq(n\\,{index})",
-        "-frames:v",
-        "1",
-        "-f",
-        "image2",
-        str(out_png),
-    ]
+    select = ["-vf", f"select=eq(n\\,{index})", "-frames:v", "1"]
+    args = [*input_args(video, PICTURE), *select, "-f", "image2", str(out_png)]
     await run_ffmpeg(args, planned_s=1, timeout_s=60, threads=1)
     with Image.open(out_png) as image:
         return image.convert("RGB")

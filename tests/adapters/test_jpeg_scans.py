@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tests.media_helpers import hostile_jpeg as hostile
+from tests.hostile_media import hostile_jpeg as hostile
 
 from inferline.errors import BadDocument, TooLarge
 from inferline.files import jpeg, sniff

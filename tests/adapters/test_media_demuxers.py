@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.media_helpers import FPS, FRAME, playlist_posing_as_mp3, synth_video
+from tests.hostile_media import playlist_posing_as_mp3
+from tests.media_helpers import FPS, FRAME, synth_video
 
 from inferline.errors import JobError, UnsupportedMediaType
 from inferline.files import sniff

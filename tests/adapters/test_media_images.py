@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tests.media_helpers import hostile_jpeg
+from tests.hostile_media import hostile_jpeg
 
 from inferline.errors import BadDocument, TooLarge, UnsupportedMediaType
 from inferline.files import sniff

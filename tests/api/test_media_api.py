@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 from tests.api.conftest import Api, MakeApi
-from tests.media_helpers import hostile_jpeg, playlist_posing_as_mp3
+from tests.hostile_media import hostile_jpeg, playlist_posing_as_mp3
 
 from inferline import db
 from inferline.clock import utcnow
