@@ -11,10 +11,11 @@ from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw
 
-from inferline.media.ffmpeg import run_ffmpeg
+from inferline.media.ffmpeg import SONG, Source, input_args, run_ffmpeg
 
 FRAME = (320, 180)
 FPS = 30
+PICTURE = Source(("mov", "png_pipe"))  # what the tests decode frames of: the clips and the stills made
 
 
 def processes_mentioning(marker: str) -> list[str]:
@@ -78,7 +79,8 @@ def top_level_boxes(mp4: Path) -> list[str]:
 
 async def decoded_frame(video: Path, out_png: Path, index: int) -> Image.Image:
     """Frame number `index` of `video`, decoded by ffmpeg, as an RGB image."""
-    args = ["-i", str(video), "-vf", f"select=eq(n\\,{index})", "-frames:v", "1", "-f", "image2", str(out_png)]
+    select = ["-vf", f"select=eq(n\\,{index})", "-frames:v", "1"]
+    args = [*input_args(video, PICTURE), *select, "-f", "image2", str(out_png)]
     await run_ffmpeg(args, planned_s=1, timeout_s=60, threads=1)
     with Image.open(out_png) as image:
         return image.convert("RGB")
@@ -86,7 +88,7 @@ async def decoded_frame(video: Path, out_png: Path, index: int) -> Image.Image:
 
 async def decoded_sound(media: Path, out_raw: Path, rate: int = 8000) -> list[float]:
     """The sound of `media` as mono samples in [-1, 1] at `rate` Hz."""
-    args = ["-i", str(media), "-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", "s16le", str(out_raw)]
+    args = [*input_args(media, SONG), "-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", "s16le", str(out_raw)]
     await run_ffmpeg(args, planned_s=1, timeout_s=60, threads=1)
     raw = out_raw.read_bytes()  # noqa: ASYNC240 (a test's own small file)
     return [int.from_bytes(raw[i : i + 2], "little", signed=True) / 32768 for i in range(0, len(raw) - 1, 2)]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from tests.hostile_media import hostile_jpeg as hostile
 
 from inferline.errors import BadDocument, TooLarge
 from inferline.files import jpeg, sniff
@@ -27,17 +28,6 @@ def encoded(image: Image.Image, **options: object) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", **options)
     return out.getvalue()
-
-
-def hostile(scans: int, width: int, height: int) -> bytes:
-    """A 16x16 progressive JPEG made to declare `width` x `height` pixels, its last scan (11 bytes)
-    repeated until it has `scans` scans."""
-    data = encoded(Image.new("L", (16, 16), 128), progressive=True)
-    sof = data.index(b"\xff\xc2")
-    data = data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
-    last = data.rindex(b"\xff\xda")
-    end = data.rindex(b"\xff\xd9")
-    return data[:end] + data[last:end] * (scans - data.count(b"\xff\xda")) + data[end:]
 
 
 def written(tmp_path: Path, data: bytes, name: str = "page.jpg") -> Path:

@@ -27,7 +27,7 @@ from inferline.media.clips import (
     render_last_clip,
     render_photo_clip,
 )
-from inferline.media.ffmpeg import run_ffmpeg
+from inferline.media.ffmpeg import Source, run_ffmpeg
 from inferline.media.probe import picture_problems, probe
 
 CAPTION_BAND = (0, 140, 320, 180)
@@ -167,7 +167,7 @@ async def test_the_final_video_without_music_has_a_silent_track_and_a_poster(tmp
     poster = tmp_path / "poster.jpg.part"
     await extract_poster(out, poster)
     assert poster.read_bytes()[:3] == b"\xff\xd8\xff"
-    assert (await probe(poster)).width == FRAME[0]
+    assert (await probe(poster, Source(("jpeg_pipe",), forced="jpeg_pipe"))).width == FRAME[0]
 
 
 async def test_clips_in_another_size_or_rate_are_encoded_again_to_the_frame(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from tests.media_helpers import processes_mentioning, synth_video
 
 from inferline.errors import Canceled, JobError, TooLarge, UnsupportedMediaType
-from inferline.media.ffmpeg import run_capture, run_ffmpeg
+from inferline.media.ffmpeg import STILL, input_args, run_capture, run_ffmpeg
 from inferline.media.probe import check_audio, picture_problems, probe
 
 
@@ -83,7 +83,7 @@ async def test_a_run_past_its_timeout_fails_and_leaves_no_process(tmp_path: Path
 async def test_a_failing_run_says_why_without_the_server_folders(tmp_path: Path) -> None:
     missing = tmp_path / "secret-folder" / "missing.png"
     with pytest.raises(JobError) as caught:
-        await run_ffmpeg(["-i", str(missing), "-f", "null", "-"], planned_s=1, timeout_s=30)
+        await run_ffmpeg([*input_args(missing, STILL), "-f", "null", "-"], planned_s=1, timeout_s=30)
     message = str(caught.value)
     assert "status" in message and "missing.png" in message and "No such file" in message
     assert str(tmp_path) not in message

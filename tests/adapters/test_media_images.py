@@ -4,11 +4,13 @@ orientation applied, and the normalized PNG the canvas stage hands to ffmpeg."""
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from tests.hostile_media import hostile_jpeg
 
 from inferline.errors import BadDocument, TooLarge, UnsupportedMediaType
 from inferline.files import sniff
@@ -66,6 +68,23 @@ def test_a_huge_header_is_refused_before_any_pixel_is_decoded(tmp_path: Path) ->
     with pytest.raises(BadDocument, match="media_max_image_pixels"):
         normalize_photo(bomb, tmp_path / "out.png", sniff.PNG, max_pixels=50_000_000)
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_progressive_jpeg_of_too_many_scans_is_refused_before_a_pixel_is_decoded(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(hostile_jpeg(10_000, 7000, 7000))  # ~110 KB, 49 MP: minutes of decoding without the cap
+    started = time.perf_counter()
+    with pytest.raises(TooLarge, match="more than 100 scans"):
+        inspect_image(bomb, sniff.JPEG, max_pixels=50_000_000)
+    with pytest.raises(BadDocument, match="more than 100 scans"):
+        normalize_photo(bomb, tmp_path / "out.png", sniff.JPEG, max_pixels=50_000_000)
+    assert time.perf_counter() - started < 1.0
+    assert not (tmp_path / "out.png").exists()
+    # A camera's or an optimizing encoder's progressive JPEG (10 scans) is a photo like any other.
+    real = tmp_path / "real.jpg"
+    Image.effect_noise((96, 64), 40).convert("RGB").save(real, format="JPEG", progressive=True, optimize=True)
+    assert inspect_image(real, sniff.JPEG, max_pixels=10**6).width == 96
+    assert normalize_photo(real, tmp_path / "real.png", sniff.JPEG, max_pixels=10**6) == (96, 64)
 
 
 def test_truncated_or_mislabeled_photos_are_refused(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import io
 import shutil
 import struct
 import subprocess
+import time
 import wave
 import zlib
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 from tests.api.conftest import Api, MakeApi
+from tests.hostile_media import hostile_jpeg, playlist_posing_as_mp3
 
 from inferline import db
 from inferline.clock import utcnow
@@ -237,6 +239,22 @@ async def test_hostile_and_unsupported_uploads_are_refused_and_leave_no_file(med
     assert not staged.exists() or list(staged.iterdir()) == []
 
 
+async def test_a_progressive_jpeg_of_too_many_scans_is_413_at_once(media_api: Api) -> None:
+    client = media_api.client
+    project = (await new_project(client))["id"]
+    bomb = hostile_jpeg(10_000, 400, 400)  # under the fixture's pixel cap: only its scans are too many
+    started = time.perf_counter()
+    response = await upload(client, project, bomb, "bomb.jpg")
+    assert response.status_code == 413, response.text
+    assert "more than 100 scans" in response.json()["detail"]
+    assert time.perf_counter() - started < 2.0
+    assert await asset_ids(client, project) == []
+    assert await count_rows(media_api, files) == 0
+    progressive = io.BytesIO()
+    Image.effect_noise((320, 240), 40).convert("RGB").save(progressive, "JPEG", progressive=True, optimize=True)
+    assert (await add(client, project, progressive.getvalue()))["width"] == 320
+
+
 async def test_songs_without_sound_or_too_long_are_refused(media_api: Api, tmp_path: Path) -> None:
     client = media_api.client
     project = (await new_project(client))["id"]
@@ -244,8 +262,12 @@ async def test_songs_without_sound_or_too_long_are_refused(media_api: Api, tmp_p
     silent = ffmpeg_output(
         tmp_path, "silent.m4a", "-f", "lavfi", "-i", "testsrc=d=0.5:s=64x64:r=5", "-c:v", "libx264", "-brand", "M4A "
     )
+    # An ID3 tag, then an HLS playlist naming a file of the server: ffprobe left to itself plays that file.
+    ffmpeg_output(tmp_path, "secret.mp3", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "libmp3lame", "-f", "mp3")
+    playlist = playlist_posing_as_mp3(tmp_path / "secret.mp3")
     for data, name, status, words in [
         (silent, "song.m4a", 415, "no audio stream"),
+        (playlist, "song.mp3", 415, "media"),
         (b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\x00" * 500, "song.mp3", 415, "media"),
         (wav(MAX_SONG_S + 1), "long.wav", 413, "lasts 3 s"),
     ]:

@@ -13,6 +13,8 @@ import mmap
 import re
 from pathlib import Path
 
+from inferline.errors import TooLarge
+
 MAX_SCANS = 100
 _SOS = 0xDA
 _EOI = 0xD9
@@ -32,6 +34,19 @@ def count_scans(path: Path, *, stop_after: int = MAX_SCANS) -> int:
             return 0
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
             return _count(data, stop_after)
+
+
+def scans_problem(scans: int) -> str | None:
+    """Why decoding a JPEG of `scans` scans (as `count_scans` counts) would take too long, or None."""
+    if scans <= MAX_SCANS:
+        return None
+    return f"the JPEG has more than {MAX_SCANS} scans (a decompression bomb)"
+
+
+def check_scans(path: Path) -> None:
+    """`TooLarge` if the JPEG at `path` has more than MAX_SCANS scans (blocking; linear in the file)."""
+    if problem := scans_problem(count_scans(path)):
+        raise TooLarge(problem)
 
 
 def _count(data: mmap.mmap, stop_after: int) -> int:

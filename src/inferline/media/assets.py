@@ -1,6 +1,7 @@
 """Use cases of a project's assets: photos (JPEG, PNG, WebP, HEIC) and songs (MP3, AAC, M4A, WAV, OGG,
-FLAC), each a tenant file. Upload (type sniffed from the bytes; photos decoded whole under the pixel cap,
-songs read by ffprobe: an audio stream, at most `media_max_audio_s`), list in playing order, change
+FLAC), each a tenant file. Upload (type sniffed from the bytes; photos decoded whole under the pixel and
+scan caps, songs read by ffprobe with the demuxer of their sniffed type only: an audio stream, at most
+`media_max_audio_s`), list in playing order, change
 position, caption or a photo's duration, delete. Changes are refused (409) while the project runs: its
 pipeline read them when it started."""
 
@@ -79,7 +80,7 @@ async def add_asset(deps: MediaDeps, *, tenant: str, project_id: str, file: File
     elif fields.duration_s is not None:
         raise InvalidInput("duration_s: a song plays to its end; only a photo's time is set", field="duration_s")
     else:
-        duration_s = await probe.check_audio(_staged(file), deps.limits.max_audio_s)
+        duration_s = await probe.check_audio(_staged(file), deps.limits.max_audio_s, content_type=file.content_type)
     async with db.write(deps.engine) as conn:
         store = MediaStore(conn)
         project = await project_for_change(store, tenant, project_id)

@@ -3,7 +3,9 @@ and the final render (the clips joined, the music laid under them).
 
 Every function takes paths it may write (the caller's work directory; outputs may be `.part` names, so the
 format is always given) and is exact in length: a clip of `duration_s` has round(duration_s * fps) frames.
-Photos arrive decoded and normalized by Pillow (the canvas kind), so ffmpeg never parses a hostile image.
+Photos arrive decoded and normalized by Pillow (the canvas kind), so ffmpeg never parses a hostile image:
+it reads them as PNGs only. Clips and songs may be tenant files: each input is held to its demuxers
+(`ffmpeg.input_args`), and each clip of the render's concat script to `mov`.
 Clips share one encoding (`clip_encoding`), which lets the render join them without encoding them again.
 """
 
@@ -13,7 +15,17 @@ import asyncio
 from pathlib import Path
 from typing import Literal
 
-from inferline.media.ffmpeg import DEFAULT_THREADS, Progress, run_ffmpeg, time_budget_s
+from inferline.media.ffmpeg import (
+    CLIP,
+    CLIP_LIST,
+    DEFAULT_THREADS,
+    SONG,
+    STILL,
+    Progress,
+    input_args,
+    run_ffmpeg,
+    time_budget_s,
+)
 from inferline.media.probe import MediaInfo, probe
 from inferline.media.text import TextBlock, drawtext_filters, wrap
 
@@ -78,7 +90,7 @@ async def render_photo_clip(
             f"[still]{_ken_burns(motion, frames, frame, fps)}{_caption(caption, frame, out)},format=yuv420p[v]",
         ]
     )
-    args = ["-i", str(photo), "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames)]
+    args = [*input_args(photo, STILL), "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames)]
     await run_ffmpeg(
         [*args, *clip_encoding(fps), str(out)],
         planned_s=frames / fps,
@@ -175,7 +187,7 @@ def _closing_backdrop(background: Path | None, frame: Size, fps: int, frames: in
         f"[0:v]scale={large[0]}:{large[1]}:force_original_aspect_ratio=increase,crop={large[0]}:{large[1]},"
         f"gblur=sigma={max(6, large[0] // 40)},eq=brightness=-0.3:saturation=0.6,setsar=1[still]"
     )
-    return ["-i", str(background)], f"{blurred};[still]{_ken_burns(0, frames, frame, fps)}[backdrop]"
+    return input_args(background, STILL), f"{blurred};[still]{_ken_burns(0, frames, frame, fps)}[backdrop]"
 
 
 def _closing_text(title: str, subtitle: str | None, frame: Size, out: Path) -> list[str]:
@@ -210,16 +222,16 @@ async def extract_frame(video: Path, out_png: Path, which: Literal["first", "las
     # The last: seek half a second before the end and keep overwriting one image, so the last one stays.
     seek = ["-sseof", "-0.5"] if which == "last" else []
     update = ["-update", "1"] if which == "last" else ["-frames:v", "1"]
-    args = [*seek, "-i", str(video), "-map", "0:v:0", *update, "-c:v", "png", "-f", "image2", str(out_png)]
+    args = [*input_args(video, CLIP, *seek), "-map", "0:v:0", *update, "-c:v", "png", "-f", "image2", str(out_png)]
     await run_ffmpeg(args, planned_s=0.5, timeout_s=timeout_s, threads=1)
 
 
 async def extract_poster(video: Path, out_jpg: Path, *, at_s: float | None = None, timeout_s: float = 60) -> None:
     """A JPEG of `video`'s picture at `at_s` (by default POSTER_AT_S, or the middle of a shorter video)."""
     if at_s is None:
-        info = await probe(video)
+        info = await probe(video, CLIP)
         at_s = min(POSTER_AT_S, (info.video_duration_s or info.duration_s) / 2)
-    args = ["-ss", f"{at_s:.3f}", "-i", str(video), "-map", "0:v:0", "-frames:v", "1"]
+    args = [*input_args(video, CLIP, "-ss", f"{at_s:.3f}"), "-map", "0:v:0", "-frames:v", "1"]
     args += ["-pix_fmt", "yuvj420p", "-q:v", "3", "-c:v", "mjpeg", "-f", "image2", str(out_jpg)]
     await run_ffmpeg(args, planned_s=0.1, timeout_s=timeout_s, threads=1)
 
@@ -279,11 +291,11 @@ async def _join(
     timeout_s: float | None,
 ) -> None:
     concat_list = out.parent / f"{out.name}.clips.txt"
-    concat_list.write_text("".join(f"file {_concat_quoted(clip)}\n" for clip in clips), encoding="utf-8")
+    concat_list.write_text(_concat_script(clips), encoding="utf-8")
     music_input = (
-        ["-stream_loop", "-1", "-i", str(music)] if music else ["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]
+        input_args(music, SONG, "-stream_loop", "-1") if music else ["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]
     )
-    args = ["-f", "concat", "-safe", "0", "-i", str(concat_list), *music_input]
+    args = [*input_args(concat_list, CLIP_LIST, "-safe", "0"), *music_input]
     args += ["-filter_complex", _music_graph("1:a", "a", total_s, normalize=music is not None)]
     args += ["-map", "0:v:0", "-c:v", "copy", "-map", "[a]", "-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2"]
     args += ["-movflags", "+faststart", "-f", "mp4", str(out)]
@@ -302,7 +314,7 @@ async def _conform(clip: Path, info: MediaInfo, out: Path, frame: Size, fps: int
     fitted = f"scale={width}:{height}:force_original_aspect_ratio=decrease"
     picture = f"{fitted},pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={fps},format=yuv420p"
     duration_s = info.video_duration_s or info.duration_s
-    args = ["-i", str(clip), "-map", "0:v:0", "-vf", picture, *clip_encoding(fps), str(out)]
+    args = [*input_args(clip, CLIP), "-map", "0:v:0", "-vf", picture, *clip_encoding(fps), str(out)]
     await run_ffmpeg(args, planned_s=duration_s, timeout_s=time_budget_s(duration_s, frame), threads=threads)
     return out
 
@@ -312,7 +324,7 @@ async def _probe_all(clips: list[Path]) -> list[MediaInfo]:
 
     async def one(clip: Path) -> MediaInfo:
         async with limit:
-            return await probe(clip)
+            return await probe(clip, CLIP)
 
     return list(await asyncio.gather(*(one(clip) for clip in clips)))
 
@@ -320,6 +332,15 @@ async def _probe_all(clips: list[Path]) -> list[MediaInfo]:
 def _joinable(info: MediaInfo, frame: Size, fps: int) -> bool:
     same_picture = (info.width, info.height) == frame and abs(info.fps - fps) < 0.01
     return same_picture and info.video_codec == "h264" and info.pixel_format == "yuv420p"
+
+
+def _concat_script(clips: list[Path]) -> str:
+    """The concat demuxer's script of `clips`, each opened by `mov` only: the script's own whitelist (`concat`
+    too) passes to its files, and a clip that is itself a concat script would name files of its own."""
+    files = "".join(
+        f"file {_concat_quoted(clip)}\noption format_whitelist {','.join(CLIP.demuxers)}\n" for clip in clips
+    )
+    return "ffconcat version 1.0\n" + files
 
 
 def _concat_quoted(path: Path) -> str:

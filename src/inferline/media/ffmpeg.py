@@ -4,6 +4,11 @@ Each program runs in a process group of its own, so a stop reaches everything it
 group, SIGKILL after `KILL_AFTER_S`, then a wait, whatever ended the run (the task canceled, its timeout,
 a progress callback that raised). What a failure shows is the end of ffmpeg's stderr, with the folders
 of the files it was given cut out (a tenant sees a job's error; the server's paths are none of theirs).
+
+Every input file is named through `input_args`, which holds ffmpeg to the demuxers of its role (`Source`)
+and to the `file` protocol: left to itself ffmpeg picks the demuxer by the bytes, and a tenant's "song"
+that reads as an HLS playlist or a concat script names any file of the server, which the render would
+then mix into the tenant's video. `run_ffmpeg` and `run_capture` refuse an input built any other way.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import signal
 import subprocess
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from inferline.errors import JobError, NonRetryable
+from inferline.files import sniff
 
 Progress = Callable[[float], Awaitable[None]]
 """Percent (0-100) of one step done; awaited, so keep it quick (ffmpeg waits while it runs)."""
@@ -29,6 +36,61 @@ STDERR_TAIL_LINES = 12
 MAX_LINE_BYTES = 4096  # a longer line is cut: nothing ffmpeg prints on purpose is that long
 DEFAULT_THREADS = 2  # the reference machine has 2 cores; callers running clips in parallel pass 1
 INSTALL_HINT = "install it with `sudo apt-get install ffmpeg` (./dev does this)"
+
+
+@dataclass(frozen=True)
+class Source:
+    """What an input file may be: the demuxers allowed to read it (`ffmpeg -formats` names them), and
+    the one forced with `-f` where its type is certain."""
+
+    demuxers: tuple[str, ...]
+    forced: str | None = None
+
+
+# A song as uploaded: MP3, ADTS AAC, M4A (the `mov` demuxer), WAV, Ogg (Vorbis, Opus) or FLAC.
+SONG = Source(("mp3", "aac", "mov", "wav", "ogg", "flac"))
+CLIP = Source(("mov",), forced="mov")  # a video clip: MP4 or QuickTime, the clips' own encoding included
+STILL = Source(("png_pipe",), forced="png_pipe")  # a PNG this server wrote (a normalized photo, a frame)
+STILL_SEQUENCE = Source(("image2",), forced="image2")  # numbered PNGs this server wrote (`%04d` in the path)
+CLIP_LIST = Source(("concat", "mov"), forced="concat")  # a concat script this server wrote, of CLIPs
+_SONG_DEMUXERS = {
+    sniff.MP3: "mp3",
+    sniff.AAC: "aac",
+    sniff.M4A: "mov",
+    sniff.WAV: "wav",
+    sniff.OGG: "ogg",
+    sniff.FLAC: "flac",
+}
+
+
+def song_source(content_type: str | None) -> Source:
+    """SONG, held to the one demuxer of the song's sniffed `content_type` where it is one of them."""
+    demuxer = _SONG_DEMUXERS.get(content_type or "")
+    return SONG if demuxer is None else Source((demuxer,), forced=demuxer)
+
+
+def input_args(path: Path, source: Source, *options: str) -> list[str]:
+    """`-i path` for ffmpeg or ffprobe, read only by `source`'s demuxers and only as a local file;
+    `options` are the input's own (`-ss`, `-stream_loop`, `-framerate`) and go before it."""
+    held = ["-protocol_whitelist", "file", "-format_whitelist", ",".join(source.demuxers)]
+    if source.forced is not None:
+        held += ["-f", source.forced]
+    # Absolute: a relative name with a colon ("a:b.mp3") would name a protocol, not a file.
+    return [*options, *held, "-i", str(path.absolute())]
+
+
+def _check_inputs(args: list[str]) -> None:
+    """ValueError for an input not built by `input_args`; a `-f lavfi` graph (ours: it reads no file) passes."""
+    start = 0
+    for index, arg in enumerate(args):
+        if arg != "-i":
+            continue
+        options = args[start:index]
+        held = "-format_whitelist" in options and "-protocol_whitelist" in options
+        if not held and options[-2:] != ["-f", "lavfi"]:
+            name = args[index + 1] if index + 1 < len(args) else "?"
+            raise ValueError(f"the input {name!r} is not held to its demuxers: name it with input_args()")
+        start = index + 2
 
 
 def executable(name: str) -> str:
@@ -69,6 +131,7 @@ async def run_ffmpeg(
     too, after the process group is stopped, as it is on cancellation."""
     if not args:
         raise ValueError("ffmpeg needs at least an output")
+    _check_inputs(args)
     level = "info" if log_lines is not None else "error"
     cmd = [executable("ffmpeg"), "-nostdin", "-hide_banner", "-nostats", "-loglevel", level, "-y"]
     cmd += ["-progress", "pipe:1", "-filter_threads", str(threads), "-filter_complex_threads", str(threads)]
@@ -90,6 +153,7 @@ async def run_ffmpeg(
 async def run_capture(cmd: list[str], *, timeout_s: float, max_output_bytes: int) -> tuple[int, str, str]:
     """Run a program (ffprobe) to its end: (exit status, stdout, the end of stderr). Output past
     `max_output_bytes` raises `JobError`; so does a run past `timeout_s`."""
+    _check_inputs(cmd)
     stdout: list[str] = []
     size = 0
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)

@@ -3,8 +3,10 @@ normalized for the canvas stage (EXIF orientation applied, RGB, no larger than n
 ever reads images this module wrote.
 
 The pixel cap is checked on the size in the header, before a pixel is decoded: a 50,000 x 50,000 PNG
-of a few hundred bytes is refused without allocating its 7.5 GB. Every function here blocks (call it in
-a thread); its time is bounded by the pixel cap.
+of a few hundred bytes is refused without allocating its 7.5 GB. A JPEG's scans are counted too
+(`files/jpeg.py`): a progressive one decodes scan by scan over the whole picture, so a 110 KB file of
+10,000 scans under the pixel cap would take minutes. Every function here blocks (call it in a thread);
+its time is bounded by the pixel cap and the scan cap.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inferline.errors import BadDocument, TooLarge, UnsupportedMediaType
-from inferline.files import sniff
+from inferline.files import jpeg, sniff
 
 # Sniffed content type -> the one Pillow decoder allowed to read it (no guessing among plugins).
 DECODERS: dict[str, str] = {sniff.JPEG: "JPEG", sniff.PNG: "PNG", sniff.WEBP: "WEBP", sniff.HEIC: "HEIF"}
@@ -73,6 +75,8 @@ def _opened(path: Path, content_type: str, max_pixels: int) -> Iterator[Image.Im
             raise TooLarge(
                 f"the image is {width} x {height} pixels, over the limit of {max_pixels} (media_max_image_pixels)"
             )
+        if decoder == "JPEG":  # MPO (a camera's stereo pair) too: Pillow opens it through its JPEG plugin
+            jpeg.check_scans(path)
         yield image
 
 
@@ -85,7 +89,8 @@ def _decoded(image: Image.Image) -> None:
 
 def inspect_image(path: Path, content_type: str, *, max_pixels: int) -> ImageInfo:
     """The photo's shown size, after decoding all of it: UnsupportedMediaType for a type other than
-    JPEG, PNG, WebP or HEIC, TooLarge over `max_pixels`, BadDocument for a corrupt or truncated file."""
+    JPEG, PNG, WebP or HEIC, TooLarge over `max_pixels` or a JPEG's MAX_SCANS, BadDocument for a corrupt
+    or truncated file."""
     with _opened(path, content_type, max_pixels) as image:
         _decoded(image)
         orientation = image.getexif().get(_ORIENTATION_TAG, 1)

@@ -33,7 +33,7 @@ import structlog
 from inferline.errors import ModelError, shown_message
 from inferline.inference.model import Model
 from inferline.media.clips import Size, clip_encoding, frame_count
-from inferline.media.ffmpeg import DEFAULT_THREADS, Progress, run_ffmpeg, time_budget_s
+from inferline.media.ffmpeg import DEFAULT_THREADS, STILL_SEQUENCE, Progress, input_args, run_ffmpeg, time_budget_s
 from inferline.media.transitions import TransitionGenerator
 
 log = structlog.get_logger(__name__)
@@ -206,7 +206,14 @@ class OnnxTransitions:
         span_s = max(1, frames - 1) / fps
         rate = f"{len(keys) - 1}/{span_s:.6f}"
         blend = f"framerate=fps={fps}:scene=100,tpad=stop=-1:stop_mode=clone,format=yuv420p"
-        args = ["-framerate", rate, "-i", str(pattern), "-vf", blend, "-frames:v", str(frames), *clip_encoding(fps)]
+        args = [
+            *input_args(pattern, STILL_SEQUENCE, "-framerate", rate),
+            "-vf",
+            blend,
+            "-frames:v",
+            str(frames),
+            *clip_encoding(fps),
+        ]
         await run_ffmpeg(
             [*args, str(out)],
             planned_s=frames / fps,

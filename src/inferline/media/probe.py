@@ -1,5 +1,6 @@
 """What a media file holds (ffprobe), whether its picture is black or frozen where it should not be, and the
-checks an uploaded song passes. ffprobe reads hostile uploads here: bounded in time and in output."""
+checks an uploaded song passes. ffprobe reads hostile uploads here: bounded in time and in output, and
+held to the demuxers of the file's role (`ffmpeg.Source`: a clip by default, the strictest)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from inferline.errors import InvalidInput, JobError, TooLarge, UnsupportedMediaType
-from inferline.media.ffmpeg import executable, run_capture, run_ffmpeg, time_budget_s
+from inferline.media.ffmpeg import (
+    CLIP,
+    Source,
+    executable,
+    input_args,
+    run_capture,
+    run_ffmpeg,
+    song_source,
+    time_budget_s,
+)
 
 MAX_PROBE_OUTPUT_BYTES = 1_000_000  # a file with thousands of streams or tags is not a song or a clip
 MAX_PROBLEMS = 50
@@ -38,10 +48,10 @@ class MediaInfo:
         return self.audio_codec is not None
 
 
-async def probe(path: Path, *, timeout_s: float = 10) -> MediaInfo:
-    """The streams of `path`; `UnsupportedMediaType` if ffprobe cannot read it as media."""
+async def probe(path: Path, source: Source = CLIP, *, timeout_s: float = 10) -> MediaInfo:
+    """The streams of `path` read as `source`; `UnsupportedMediaType` if ffprobe cannot read it so."""
     cmd = [executable("ffprobe"), "-hide_banner", "-loglevel", "error", "-print_format", "json"]
-    cmd += ["-show_format", "-show_streams", "-i", str(path)]
+    cmd += ["-show_format", "-show_streams", *input_args(path, source)]
     try:
         returncode, stdout, stderr = await run_capture(
             cmd, timeout_s=timeout_s, max_output_bytes=MAX_PROBE_OUTPUT_BYTES
@@ -97,10 +107,13 @@ def _rate(value: Any) -> float:
     return float(rate) if 0 < rate < 1000 else 0.0
 
 
-async def check_audio(path: Path, max_duration_s: float, *, timeout_s: float = 10) -> float:
-    """An uploaded song's duration in seconds, if it is one: a sound stream in a codec the render takes,
-    no longer than `max_duration_s`."""
-    info = await probe(path, timeout_s=timeout_s)
+async def check_audio(
+    path: Path, max_duration_s: float, *, content_type: str | None = None, timeout_s: float = 10
+) -> float:
+    """An uploaded song's duration in seconds, if it is one: a file of a song's container (that of its
+    sniffed `content_type` where given), a sound stream in a codec the render takes, no longer than
+    `max_duration_s`."""
+    info = await probe(path, song_source(content_type), timeout_s=timeout_s)
     if info.audio_codec is None:
         raise UnsupportedMediaType("the file has no audio stream; upload an MP3, AAC, WAV, OGG or FLAC song")
     if info.audio_codec not in AUDIO_CODECS and not info.audio_codec.startswith("pcm_"):
@@ -146,7 +159,7 @@ async def picture_problems(
     """Where the video of `path` is black (at least `black_min_s`) or frozen (at least `frozen_min_s`) within
     [`start_s`, `end_s`], as sentences; empty when its picture is alive there. A fade to black at the end is
     wanted: pass an `end_s` before it."""
-    info = await probe(path)
+    info = await probe(path, CLIP)
     if not info.has_video:
         raise InvalidInput("the file has no picture to check", field="file")
     duration_s = info.video_duration_s or info.duration_s
@@ -154,7 +167,7 @@ async def picture_problems(
     detect = f"blackdetect=d={black_min_s}:pix_th=0.10,freezedetect=n=-60dB:d={frozen_min_s}"
     intervals = _Intervals([], [])
     await run_ffmpeg(
-        ["-i", str(path), "-map", "0:v:0", "-vf", detect, "-f", "null", "-"],
+        [*input_args(path, CLIP), "-map", "0:v:0", "-vf", detect, "-f", "null", "-"],
         planned_s=duration_s,
         timeout_s=timeout_s or time_budget_s(duration_s, (info.width, info.height)),
         log_lines=intervals.add,

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from inferline.errors import InvalidInput
 from inferline.media.clips import Size, clip_encoding, frame_count
-from inferline.media.ffmpeg import DEFAULT_THREADS, Progress, run_ffmpeg, time_budget_s
+from inferline.media.ffmpeg import DEFAULT_THREADS, STILL, Progress, input_args, run_ffmpeg, time_budget_s
 
 # The styles a run may ask for, each a family of xfade's transitions; `index` picks within a family.
 FAMILIES: dict[str, list[str]] = {
@@ -91,7 +91,7 @@ class XfadeTransitions:
                 f"[from][to]{_crossing(transition, frames, fps)},format=yuv420p[v]",
             ]
         )
-        stills = ["-framerate", str(fps), "-i", str(first), "-framerate", str(fps), "-i", str(last)]
+        stills = [*input_args(first, STILL, "-framerate", str(fps)), *input_args(last, STILL, "-framerate", str(fps))]
         args = [*stills, "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames), *clip_encoding(fps)]
         await run_ffmpeg(
             [*args, str(out)],

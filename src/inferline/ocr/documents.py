@@ -161,9 +161,7 @@ class Document:
 
     def too_many_scans(self) -> str | None:
         """Why decoding this JPEG would take too long (files/jpeg.py), or None."""
-        if self.jpeg_scans <= jpeg.MAX_SCANS:
-            return None
-        return f"the JPEG has more than {jpeg.MAX_SCANS} scans (a decompression bomb)"
+        return jpeg.scans_problem(self.jpeg_scans)
 
     def too_many_pages(self, max_pages: int) -> str | None:
         """Why the document is over `max_pages`, or None."""
