@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 
 from inferline.jobs.model import TERMINAL_STATUSES
 from inferline.media import clips, transitions
-from inferline.media.ffmpeg import run_ffmpeg
+from inferline.media.ffmpeg import SONG, Source, input_args, run_ffmpeg
 from inferline.media.options import SIZES
 from inferline.media.probe import probe
 from serving import serve  # bench/ is on sys.path: these files run as scripts
@@ -142,10 +142,11 @@ def _still(motion: int, frames: int, frame: tuple[int, int], fps: int, *, last: 
 
 async def baseline(case: Case, photos: list[Path], song: Path, work: Path) -> float:
     graph, total_s = baseline_graph(case, work)
-    inputs = ["-i", str(photos[0])]
+    jpeg = Source(("jpeg_pipe",), forced="jpeg_pipe")
+    inputs = input_args(photos[0], jpeg)
     for photo in photos:
-        inputs += ["-i", str(photo)]
-    inputs += ["-stream_loop", "-1", "-i", str(song)]
+        inputs += input_args(photo, jpeg)
+    inputs += input_args(song, SONG, "-stream_loop", "-1")
     args = [*inputs, "-filter_complex", graph, "-map", "[v]", *clips.video_encoding(), "-r", str(case.fps)]
     args += ["-map", "[a]", "-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2", "-movflags", "+faststart"]
     out = work / "baseline.mp4"

@@ -197,17 +197,18 @@ class _SqliteWriteLock:
 _write_locks: weakref.WeakKeyDictionary[AsyncEngine, _SqliteWriteLock] = weakref.WeakKeyDictionary()
 
 
-# SQLSTATE classes that say the database cannot serve now, not that the statement is wrong: connection
-# exceptions (08), insufficient resources (53, too many connections), operator intervention (57, shutting
-# down or starting up), and an absent database (3D); and 55000, which a connection gets from a database
-# that does not accept connections now (`ALLOW_CONNECTIONS false`, as during maintenance).
-_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "3D"})
-_UNAVAILABLE_SQLSTATES = frozenset({"55000"})
+# SQLSTATEs that say the database cannot serve now, not that the statement is wrong: connection exceptions
+# (class 08), insufficient resources (53, too many connections), an absent database (3D); shutting down or
+# starting up (57P01-57P03, not 57014, a statement's own timeout); 55000, which a connection gets from a
+# database that does not accept connections now (`ALLOW_CONNECTIONS false`, as during maintenance).
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "3D"})
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "55000"})
 
 
 def unavailable(exc: BaseException) -> bool:
     """`exc` says the database is down or unreachable (a 503 to retry), not that a request is wrong."""
-    if isinstance(exc, ConnectionError | TimeoutError | sa.exc.TimeoutError | sa.exc.InterfaceError):
+    # ConnectionError: the driver could not reach the server (asyncpg raises it unwrapped on connect).
+    if isinstance(exc, ConnectionError | sa.exc.TimeoutError | sa.exc.InterfaceError):
         return True
     if isinstance(exc, sa.exc.DBAPIError):
         if exc.connection_invalidated:

@@ -4,6 +4,7 @@ password hash buys nothing for keys this long, and a fast one keeps authenticati
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import secrets
 import time
@@ -114,18 +115,39 @@ class FailureBudget:
         tokens, at = self._buckets.get(client, (self.burst, now))
         return min(self.burst, tokens + (now - at) * self.per_s)
 
-    def retry_after_s(self, client: str) -> float:
-        """0 when the client may try a key now, else the seconds until it may."""
-        tokens = self._tokens(client, time.monotonic())
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.per_s
-
-    def spend(self, client: str) -> None:
+    def take(self, client: str) -> float:
+        """Spend one try of `client` (an address) now: 0, or the seconds to wait when none is left."""
+        client = _bucket_of(client)
         now = time.monotonic()
-        tokens = self._tokens(client, now) - 1
+        tokens = self._tokens(client, now)
+        if tokens < 1:
+            return (1 - tokens) / self.per_s
         self._buckets.pop(client, None)
-        self._buckets[client] = (tokens, now)  # last in the order: forgotten last
+        self._buckets[client] = (tokens - 1, now)  # last in the order: forgotten last
         while len(self._buckets) > self.max_clients:
             self._buckets.pop(next(iter(self._buckets)))
+        return 0.0
+
+    def give_back(self, client: str) -> None:
+        """The try found a key: it costs nothing."""
+        client = _bucket_of(client)
+        if client in self._buckets:
+            tokens, at = self._buckets[client]
+            self._buckets[client] = (min(self.burst, tokens + 1), at)
+
+
+def _bucket_of(address: str) -> str:
+    """IPv6 clients are counted by their /64, which one holder gets whole: an address per guess from one
+    network would otherwise make a bucket per guess."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 class Authenticator:
@@ -145,7 +167,9 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
-        wait_s = self.failures.retry_after_s(client)
+        # Spent before the read, given back for a key that exists: concurrent guesses from one client
+        # cannot all pass the check while the first read is in flight.
+        wait_s = self.failures.take(client)
         if wait_s > 0:
             raise Overloaded("too many unknown API keys from this client; try again later", retry_after_s=wait_s)
         async with db.read(self.engine) as conn:
@@ -154,8 +178,8 @@ class Authenticator:
             )
         if tenant is None:
             self._cache.pop(digest, None)
-            self.failures.spend(client)
             raise Unauthorized("unknown or revoked API key")
+        self.failures.give_back(client)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (str(tenant), time.monotonic() + self.cache_s)

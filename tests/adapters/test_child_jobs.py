@@ -153,6 +153,13 @@ async def test_a_child_canceled_on_its_own_fails_the_parent_but_not_while_the_pa
     await cancel_job(engine, tenant="t", job_id=jobs["a"].id)
     with pytest.raises(NonRetryable, match=r"a \(echo job .*\) was canceled"):
         await children.wait(jobs, weights)
+    # The parent's next attempt (after that failure, retried) queues the canceled child again.
+    again = await ChildJobs(MemoryContext(parent, attempt=2), submitter).submit(
+        [Child("a", echo()), Child("b", echo())]
+    )
+    assert again["a"].id == jobs["a"].id and again["a"].status is JobStatus.QUEUED
+    assert not again["a"].cancel_requested and again["a"].canceled_at is None
+    assert await status_of(engine, jobs["a"].id) is JobStatus.QUEUED
     # The parent's own cancel cancels its children too; the parent waits for its worker to stop it.
     await cancel_job(engine, tenant="t", job_id=parent.id)
     waiting = asyncio.create_task(children.wait(jobs, weights))

@@ -61,3 +61,26 @@ async def test_a_recently_used_connection_is_not_pinged(pg_url: str) -> None:
         assert pings == 0  # a fresh connection and then hot ones: no round trip spent on pings
     finally:
         await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_statement_that_times_out_is_not_a_database_that_does_not_answer(pg_url: str) -> None:
+    """57014 (the statement's own timeout) is the request's problem, a 500 to look into; a server that
+    cannot be reached is a 503 to retry."""
+    engine = db.create_engine(pg_url)
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as timed_out:
+            async with engine.connect() as conn:
+                await conn.execute(sa.text("SET statement_timeout = 1"))
+                await conn.execute(sa.text("SELECT pg_sleep(1)"))
+        assert not db.unavailable(timed_out.value)
+    finally:
+        await engine.dispose()
+    unreachable = db.create_engine(make_url(pg_url).set(port=1).render_as_string(hide_password=False))
+    try:
+        with pytest.raises(OSError) as refused:
+            async with unreachable.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        assert db.unavailable(refused.value)
+    finally:
+        await unreachable.dispose()

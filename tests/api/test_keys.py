@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -67,3 +68,23 @@ async def test_a_client_guessing_keys_is_slowed_down_and_known_keys_still_pass(m
             assert (
                 await api.anonymous.get("/api/v1/jobs", headers={"Authorization": "Bearer nope"})
             ).status_code == 401
+
+
+async def test_concurrent_guesses_from_one_client_cannot_outrun_their_allowance(make_api: MakeApi) -> None:
+    """Guesses sent at once each spend from the allowance before their database read, so no more than
+    the allowance reaches the database; IPv6 clients of one /64 share one allowance."""
+    async with make_api(workers=0, unknown_key_burst=3, unknown_keys_per_s=0.01) as api:
+        guesses = [f"il_{'y' * 43}{n}" for n in range(12)]
+        answers = await asyncio.gather(
+            *(api.anonymous.get("/api/v1/jobs", headers={"Authorization": f"Bearer {guess}"}) for guess in guesses)
+        )
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [401] * 3 + [429] * 9
+        budget = api.services.auth.failures
+        for n in range(4):  # a new address per guess, all in one /64
+            budget.take(f"2001:db8:1:2::{n + 1:x}")
+        assert budget.take("2001:db8:1:2::ffff") > 0
+        assert budget.take("2001:db8:1:3::1") == 0  # another network
+        for _ in range(3):
+            assert budget.take("::ffff:10.0.0.9") == 0
+        assert budget.take("10.0.0.9") > 0  # the same client, spelled as IPv4

@@ -87,6 +87,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.InferlineError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    for cls in (sa.exc.SQLAlchemyError, ConnectionError, TimeoutError):
+    for cls in (sa.exc.SQLAlchemyError, ConnectionError):
         app.add_exception_handler(cls, _database_error)
     openapi.install(app)  # the document describes these bodies, on every route that can answer with them

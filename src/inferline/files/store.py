@@ -200,8 +200,19 @@ async def release_files(conn: AsyncConnection, tenant: str, file_ids: Iterable[s
 async def delete_file_rows(conn: AsyncConnection, tenant: str, file_ids: Iterable[str]) -> list[str]:
     """The tenant's files of these ids deleted (a workload's delete of what it owns, in its own
     transaction); returns the sha256s of the rows deleted, whose blobs are for `remove_blobs` once
-    committed."""
+    committed. A file a queued or running job names is kept (as a plain file of the tenant's): the
+    job would otherwise run on bytes that are gone."""
     wanted = sorted(set(file_ids))
+    if not wanted:
+        return []
+    locked = sa.select(files.c.id).where(files.c.tenant == tenant, files.c.id.in_(wanted)).with_for_update()
+    await conn.execute(locked)
+    in_use = (
+        sa.select(job_files.c.file_id)
+        .join(jobs, jobs.c.id == job_files.c.job_id)
+        .where(job_files.c.tenant == tenant, job_files.c.file_id.in_(wanted), jobs.c.status.in_(_ACTIVE))
+    )
+    wanted = sorted(set(wanted) - set((await conn.execute(in_use)).scalars()))
     if not wanted:
         return []
     deleted = await conn.execute(

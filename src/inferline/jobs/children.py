@@ -99,7 +99,8 @@ class ChildJobs:
 
     async def submit(self, children: Sequence[Child]) -> dict[str, Job]:
         """The children's jobs by role, in one transaction: those an earlier attempt submitted are found by
-        key (a failed one is queued again), the others are submitted now."""
+        key (a failed or canceled one is queued again: this attempt of the parent needs it), the others are
+        submitted now."""
         parent, tenant = self._ctx.id, self._ctx.tenant
         requeued: list[Job] = []
         jobs: dict[str, Job] = {}
@@ -111,8 +112,8 @@ class ChildJobs:
                 job = found.get(key)
                 if job is None:
                     job = await tx.add(child.request, tenant=tenant, idempotency_key=key)
-                elif job.status is JobStatus.FAILED:
-                    job = await store.requeue(job.retry(utcnow()))
+                elif job.status in (JobStatus.FAILED, JobStatus.CANCELED):
+                    job = await store.requeue(job.again(utcnow()))
                     requeued.append(job)
                 jobs[child.role] = job
         if requeued and self._submitter.wakeup is not None:

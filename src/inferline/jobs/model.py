@@ -107,6 +107,16 @@ class Job:
             updated_at=now,
         )
 
+    def again(self, now: datetime) -> Job:
+        """A failed or canceled job queued for a fresh set of attempts: a parent's new attempt needs its
+        child again (the tenant's own retry takes failed jobs only: `retry`)."""
+        if self.status is JobStatus.FAILED:
+            return self.retry(now)
+        if self.status is not JobStatus.CANCELED:
+            raise InvalidTransition(f"only failed or canceled jobs can run again; job {self.id} is {self.status}")
+        canceled = replace(self, status=JobStatus.FAILED, cancel_requested=False, canceled_at=None)
+        return replace(canceled.retry(now), detail="queued again")
+
     def deadline_passed(self, now: datetime) -> bool:
         return self.deadline_at is not None and now >= self.deadline_at
 
