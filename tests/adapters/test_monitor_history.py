@@ -16,9 +16,11 @@ from tests.api.test_webhooks import Receiver
 
 from inferline import db
 from inferline.jobs.webhooks import new_secret, verify
+from inferline.leases import Lease, acquire
 from inferline.metrics import Metrics
 from inferline.monitor import samples
 from inferline.monitor.channels import WebhookChannel
+from inferline.monitor.evaluator import LEASE as EVALUATOR
 from inferline.monitor.evaluator import Evaluator
 from inferline.monitor.history import list_alerts
 from inferline.monitor.notifier import Notifier
@@ -85,12 +87,14 @@ async def test_an_alert_goes_pending_firing_and_resolved_and_notifies(engine: As
         window_s=60, for_s=30, channels=["hook"], repeat_s=600,
     )  # fmt: skip
     await create_rule(engine, rule, channels=channels)
+    lease = Lease(EVALUATOR, "test")
+    assert await acquire(engine, lease.name, lease.owner, ttl_s=60)
     ocr, echo = {"kind": "ocr", "status": "queued"}, {"kind": "echo", "status": "queued"}
     now = datetime.now(UTC)
 
     async def step(at: datetime, ocr_depth: float) -> list[str]:
         await write(engine, at, Sample("queue_depth", ocr_depth, ocr), Sample("queue_depth", 1.0, echo))
-        return [f"{t.event}:{t.alert['state']}" for t in await evaluator.step(at)]
+        return [f"{t.event}:{t.alert['state']}" for t in await evaluator.step(lease, at)]
 
     try:
         assert await step(now, 50) == []  # pending

@@ -10,6 +10,9 @@ import pytest
 from tests.api.conftest import Api, MakeApi
 from tests.helpers import eventually
 
+from inferline import leases
+from inferline.monitor import sampler
+from inferline.monitor.evaluator import LEASE as EVALUATOR_LEASE
 from inferline.monitor.evaluator import Evaluator
 from inferline.monitor.rules import ensure_default_rules
 from inferline.monitor.sampler import Sampler, SamplerConfig
@@ -26,10 +29,17 @@ async def api(make_api: MakeApi, database_url: str) -> AsyncIterator[Api]:
         yield started
 
 
+async def held(api: Api, name: str) -> leases.Lease:
+    """The lease of an elected loop, taken by the test as the process that steps it."""
+    lease = leases.Lease(name, "test")
+    assert await leases.acquire(api.services.engine, lease.name, lease.owner, ttl_s=60)
+    return lease
+
+
 async def sample(api: Api) -> None:
     monitor = api.services.monitor
     config = SamplerConfig(monitor.sample_s, monitor.presence_s, monitor.retention_s)
-    await Sampler(monitor.engine, monitor.metrics, monitor.data_dir, config).step()
+    await Sampler(monitor.engine, monitor.metrics, monitor.data_dir, config).step(await held(api, sampler.LEASE))
 
 
 def values(body: dict[str, Any]) -> dict[str, float]:
@@ -145,7 +155,8 @@ async def test_alerts_and_health_are_an_admins(api: Api) -> None:
     assert statuses == {"database": "ok", "disk": "ok", "blobs": "ok", "channel:hook": "unknown"}
     assert health["status"] == "ok"
     monitor = api.services.monitor
-    await Evaluator(monitor.engine, monitor.notifier, monitor.metrics, monitor.retention_s).step()
+    evaluator = Evaluator(monitor.engine, monitor.notifier, monitor.metrics, monitor.retention_s)
+    await evaluator.step(await held(api, EVALUATOR_LEASE))
     health = (await api.client.get("/api/v1/monitor/health")).json()
     assert {c["name"]: c["detail"] for c in health["components"]}["channel:hook"] == "closed"
 
