@@ -38,6 +38,7 @@ from inferline.monitor.evaluator import Evaluator
 from inferline.monitor.notifier import Notifier
 from inferline.monitor.rules import ensure_default_rules
 from inferline.monitor.sampler import Sampler, SamplerConfig
+from inferline.monitor.series import MetricReads
 from inferline.ocr import kind as ocr_kind
 from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Limits
@@ -250,6 +251,7 @@ def build_monitor(
         evaluate_s=settings.monitor_evaluate_s,
         presence_s=settings.monitor_presence_s,
         default_channels=settings.monitor_default_channels,
+        metric_reads=MetricReads(settings.monitor_metric_queries_per_tenant),
     )
 
 
