@@ -142,9 +142,7 @@ async def read_series(
     return SeriesPage(name, step_s, resolution, series)
 
 
-async def _read_buckets(
-    conn: AsyncConnection, resolution: int, since: datetime, query: dict[str, Any]
-) -> list[Bucket]:
+async def _read_buckets(conn: AsyncConnection, resolution: int, since: datetime, query: dict[str, Any]) -> list[Bucket]:
     """Buckets of `resolution` up to its newest rollup, then of the next finer resolution: a rollup
     covers only whole minutes (hours), and the newest of them would be missing otherwise."""
     covered = None
