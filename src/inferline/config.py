@@ -157,7 +157,7 @@ class Settings(BaseSettings):
         description="tenants whose keys are admins': system metrics, alert rules, monitor health",
     )
     monitor_enabled: bool = Field(
-        default=True, description="run the metrics sampler, the alert evaluator and presence reports with workers"
+        default=True, description="stand for the metrics sampler and the alert evaluator; report presence with workers"
     )
     monitor_sample_s: float = Field(default=15.0, ge=0.05, description="period of the metrics sampler")
     monitor_evaluate_s: float = Field(default=15.0, ge=0.05, description="period of the alert evaluator")

@@ -11,7 +11,7 @@ from tests.api.conftest import Api, MakeApi
 from tests.helpers import eventually
 
 from inferline import leases
-from inferline.monitor import sampler
+from inferline.monitor import presence, sampler
 from inferline.monitor.evaluator import LEASE as EVALUATOR_LEASE
 from inferline.monitor.evaluator import Evaluator
 from inferline.monitor.rules import ensure_default_rules
@@ -190,3 +190,23 @@ async def test_a_tenants_metric_queries_at_a_time_are_bounded(api: Api) -> None:
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
         assert (await api.client.get(query)).status_code == 200
     assert (await api.other.get(query)).status_code == 200
+
+
+async def test_an_api_process_without_slots_samples_and_evaluates(make_api: MakeApi, database_url: str) -> None:
+    """Workers in processes of their own: the API samples them, and sees them go."""
+    settings = {"monitor_enabled": True, "monitor_sample_s": 0.1, "monitor_evaluate_s": 0.1, "monitor_presence_s": 0.1}
+    async with make_api(workers=0, database_url=database_url, **settings) as api:
+        engine = api.services.engine
+
+        async def latest(name: str) -> dict[str, float]:
+            return values((await api.client.get(f"/api/v1/monitor/metrics?name={name}&since=5m&step=1")).json())
+
+        assert await eventually(lambda: latest("workers"), lambda found: found.get("") == 0.0, timeout_s=10)
+        assert "" in await latest("worker_heartbeat_age_s")
+        await presence.report(engine, "worker-elsewhere", workers=4, models=api.services.models)
+        assert await eventually(lambda: latest("worker_slots"), lambda found: found.get("") == 4.0, timeout_s=10)
+        await presence.forget(engine, "worker-elsewhere")  # its clean stop
+        assert await eventually(lambda: latest("workers"), lambda found: found.get("") == 0.0, timeout_s=10)
+        assert await leases.holder(engine, sampler.LEASE) is not None
+        assert await leases.holder(engine, EVALUATOR_LEASE) is not None
+    assert await leases.holder(engine, sampler.LEASE) is None  # given up at the clean stop

@@ -40,6 +40,7 @@ class Sampler:
         self.config = config
         self.system = SystemProbe(data_dir)
         self.process = ProcessCounters(metrics)
+        self.started_at = utcnow()
 
     async def run(self, stop: asyncio.Event, *, owner: str | None = None) -> None:
         try:
@@ -62,7 +63,9 @@ class Sampler:
         collected += self.process.samples()
         async with db.read(self.engine, slow=True) as conn:
             collected += await jobstats.job_samples(conn, now)
-            collected += await presence.fleet_samples(conn, now, every_s=self.config.presence_s)
+            collected += await presence.fleet_samples(
+                conn, now, every_s=self.config.presence_s, watching_since=self.started_at
+            )
             collected += await _webhook_samples(conn, now)
         async with db.write(self.engine, slow=True) as conn:
             await leases.confirm(conn, lease)
