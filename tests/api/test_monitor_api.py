@@ -129,6 +129,9 @@ async def test_a_built_in_rule_is_disabled_not_deleted(api: Api) -> None:
         ({"severity": "apocalyptic"}, "body.severity"),
         ({"name": "x" * 101}, "body.name"),
         ({"name": "bad\nname"}, "body.name"),
+        ({"name": "bad\x85name"}, "body.name"),  # NEL: a line break to email headers
+        ({"name": "bad\u2028name"}, "body.name"),
+        ({"name": "bad\u2029name"}, "body.name"),
         ({"metric": "nope"}, "metric"),
         ({"labels": {f"l{i}": "x" for i in range(9)}}, "body.labels"),
         ({"labels": {"Kind; DROP": "x"}}, "body.labels"),
