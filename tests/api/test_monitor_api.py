@@ -3,6 +3,7 @@ hostile inputs, alerts, health, and the sampler and evaluator started by the ser
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -206,9 +207,14 @@ async def test_an_api_process_without_slots_samples_and_evaluates(make_api: Make
 
         assert await eventually(lambda: latest("workers"), lambda found: found.get("") == 0.0, timeout_s=10)
         assert "" in await latest("worker_heartbeat_age_s")
-        await presence.report(engine, "worker-elsewhere", workers=4, models=api.services.models)
+        stopped = asyncio.Event()  # a worker process elsewhere: its presence reports
+        reports = presence.run_presence(
+            engine, "worker-elsewhere", workers=4, models=api.services.models, every_s=0.1, stop=stopped
+        )
+        elsewhere = asyncio.create_task(reports)
         assert await eventually(lambda: latest("worker_slots"), lambda found: found.get("") == 4.0, timeout_s=10)
-        await presence.forget(engine, "worker-elsewhere")  # its clean stop
+        stopped.set()  # its clean stop
+        await elsewhere
         assert await eventually(lambda: latest("workers"), lambda found: found.get("") == 0.0, timeout_s=10)
         assert await leases.holder(engine, sampler.LEASE) is not None
         assert await leases.holder(engine, EVALUATOR_LEASE) is not None
