@@ -38,6 +38,7 @@ from inferline.monitor.evaluator import Evaluator
 from inferline.monitor.notifier import Notifier
 from inferline.monitor.rules import ensure_default_rules
 from inferline.monitor.sampler import Sampler, SamplerConfig
+from inferline.monitor.series import MetricReads
 from inferline.ocr import kind as ocr_kind
 from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Limits
@@ -250,6 +251,7 @@ def build_monitor(
         evaluate_s=settings.monitor_evaluate_s,
         presence_s=settings.monitor_presence_s,
         default_channels=settings.monitor_default_channels,
+        metric_reads=MetricReads(settings.monitor_metric_queries_per_tenant),
     )
 
 
@@ -282,10 +284,19 @@ def worker_config(settings: Settings, concurrency: int, *, reaps: bool = True) -
 
 
 async def start_monitor(monitor: MonitorDeps, *, workers: int, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-    """The built-in rules, this process's presence reports, and its candidacy for the sampler and the
-    evaluator (each runs in one process of the fleet at a time)."""
+    """The built-in rules, this process's presence reports when it runs `workers` (an API process
+    without slots makes none), and its candidacy for the sampler and the evaluator (each runs in one
+    process of the fleet at a time, whichever kind of process it is)."""
     await ensure_default_rules(monitor.engine, monitor.default_channels)
     owner = leases.process_owner()
+    tasks = []
+    if workers > 0:
+        # Reported before the sampler can run: a restarted fleet is not sampled as one without workers.
+        await presence.report(monitor.engine, owner, workers=workers, models=monitor.models)
+        reports = presence.run_presence(
+            monitor.engine, owner, workers=workers, models=monitor.models, every_s=monitor.presence_s, stop=stop
+        )
+        tasks.append(asyncio.create_task(reports))
     sampler = Sampler(
         monitor.engine,
         monitor.metrics,
@@ -293,14 +304,38 @@ async def start_monitor(monitor: MonitorDeps, *, workers: int, stop: asyncio.Eve
         SamplerConfig(monitor.sample_s, monitor.presence_s, monitor.retention_s),
     )
     evaluator = Evaluator(monitor.engine, monitor.notifier, monitor.metrics, monitor.retention_s)
-    reports = presence.run_presence(
-        monitor.engine, owner, workers=workers, models=monitor.models, every_s=monitor.presence_s, stop=stop
-    )
     return [
-        asyncio.create_task(reports),
+        *tasks,
         asyncio.create_task(sampler.run(stop, owner=owner)),
         asyncio.create_task(evaluator.run(stop, every_s=monitor.evaluate_s, owner=owner)),
     ]
+
+
+async def finish(tasks: list[asyncio.Task[None]], grace_s: float) -> None:
+    """Wait for loops told to stop; cancel those still running after `grace_s`."""
+    _, stuck = await asyncio.wait(tasks, timeout=grace_s) if tasks else (set(), set())
+    for task in stuck:  # only a loop hung on an unreachable database or receiver gets here
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@dataclass
+class MonitorLoops:
+    """The sampler's and the evaluator's candidacy of an API process without worker slots: with
+    workers in processes of their own, the monitor must not depend on them being alive (a fleet
+    whose workers all died is exactly what it must report)."""
+
+    monitor: MonitorDeps
+    halt: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        self.tasks = await start_monitor(self.monitor, workers=0, stop=self.halt)
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        self.halt.set()
+        await finish(self.tasks, grace_s)
 
 
 @dataclass
@@ -364,10 +399,6 @@ class Background:
         workers = [worker for worker in (self.worker, self.orchestrator) if worker is not None]
         await asyncio.gather(*(worker.stop(grace_s) for worker in workers))
         self.halt.set()
-        _, stuck = await asyncio.wait(self.tasks, timeout=grace_s) if self.tasks else (set(), set())
-        for task in stuck:  # only a loop hung on an unreachable database or receiver gets here
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await finish(self.tasks, grace_s)
         if self.dispatcher is not None:
             await self.dispatcher.aclose()

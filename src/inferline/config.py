@@ -157,7 +157,7 @@ class Settings(BaseSettings):
         description="tenants whose keys are admins': system metrics, alert rules, monitor health",
     )
     monitor_enabled: bool = Field(
-        default=True, description="run the metrics sampler, the alert evaluator and presence reports with workers"
+        default=True, description="stand for the metrics sampler and the alert evaluator; report presence with workers"
     )
     monitor_sample_s: float = Field(default=15.0, ge=0.05, description="period of the metrics sampler")
     monitor_evaluate_s: float = Field(default=15.0, ge=0.05, description="period of the alert evaluator")
@@ -177,6 +177,9 @@ class Settings(BaseSettings):
     monitor_breaker_failures: int = Field(default=5, ge=1, description="failed tries that open a channel's breaker")
     monitor_breaker_cooldown_s: float = Field(default=60.0, gt=0, description="an open breaker's wait before a probe")
     monitor_disk_min_free_ratio: float = Field(default=0.1, ge=0, le=1, description="health: degraded below this")
+    monitor_metric_queries_per_tenant: int = Field(
+        default=2, ge=1, le=100, description="`/monitor/metrics` queries one tenant runs at a time in a process (429)"
+    )
 
     @field_validator("kind_concurrency")
     @classmethod

@@ -5,7 +5,8 @@
     ├── Conflict                  the request contradicts the resource's state
     │   ├── InvalidTransition     a job cannot move from its status to the asked one
     │   ├── IdempotencyConflict   same Idempotency-Key, different body
-    │   └── QuotaExceeded         the tenant's stored files are at a quota of the settings
+    │   ├── QuotaExceeded         the tenant's stored files are at a quota of the settings
+    │   └── LeaseLost             this process no longer holds a named lease: its write is refused
     ├── InvalidInput              the request names something that does not exist or is malformed
     ├── TooLarge                  the request is over a size limit of the settings
     ├── UnsupportedMediaType      a file's content (sniffed, not its name) is of a type not accepted here
@@ -50,6 +51,10 @@ class IdempotencyConflict(Conflict):
 
 class QuotaExceeded(Conflict):
     """409 like every Conflict: the tenant's state refuses it, and deleting files resolves it."""
+
+
+class LeaseLost(Conflict):
+    """A fenced write found its lease expired or another process's (`leases.confirm`)."""
 
 
 class InvalidInput(InferlineError):

@@ -293,6 +293,18 @@ metric_samples = sa.Table(
     sa.Column("samples", sa.Integer(), nullable=False),
     sa.Index("ix_metric_samples_series", "name", "resolution_s", "tenant", "at"),
     sa.Index("ix_metric_samples_age", "resolution_s", "at"),
+    # One rollup row per series and bucket: a second writer's rollup fails instead of doubling counts.
+    sa.Index(
+        "ux_metric_samples_rollup",
+        "name",
+        "tenant",
+        "labels",
+        "resolution_s",
+        "at",
+        unique=True,
+        postgresql_where=sa.text("resolution_s > 0"),
+        sqlite_where=sa.text("resolution_s > 0"),
+    ),
 )
 
 alert_rules = sa.Table(
@@ -335,4 +347,13 @@ alerts = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Index("ix_alerts_rule_state", "rule_id", "state"),
     sa.Index("ix_alerts_state_id", "state", "id"),
+    # One open alert per rule and series: a second evaluator cannot open (and notify) another.
+    sa.Index(
+        "ux_alerts_open",
+        "rule_id",
+        "series",
+        unique=True,
+        postgresql_where=sa.text("state IN ('pending', 'firing')"),
+        sqlite_where=sa.text("state IN ('pending', 'firing')"),
+    ),
 )

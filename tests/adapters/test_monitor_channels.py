@@ -4,6 +4,9 @@ circuit breaker of a channel that keeps failing opens, and closes again after a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import email
+import email.policy
 import ipaddress
 import json
 import socket
@@ -92,6 +95,43 @@ async def test_email_reaches_a_real_smtp_server(smtp: tuple[Mailbox, int]) -> No
     assert envelope.rcpt_tos == ["ops@example.org"]
     text = envelope.content.decode()
     assert "[FIRING] queue growing" in text and '"alert.firing"' in text
+
+
+async def test_a_rule_name_with_line_separators_still_makes_a_one_line_subject(smtp: tuple[Mailbox, int]) -> None:
+    """Names made before rule names refused them: U+0085 and U+2028 break an email header's line."""
+    mailbox, port = smtp
+    channel = EmailChannel(
+        type="email", host="127.0.0.1", port=port, starttls=False, sender="alerts@example.org", to=["ops@example.org"]
+    )
+    sender = notifier({"mail": channel})
+    odd = dataclasses.replace(notification(), rule="queue\x85growing\u2028fast\u2029now")
+    try:
+        assert await sender.deliver("mail", channel, odd) == "sent"
+    finally:
+        await sender.aclose()
+    [envelope] = mailbox.messages
+    message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    assert (
+        message["Subject"]
+        == "[FIRING] queue growing fast now (warning): queue_depth{kind=ocr, status=queued} = 42 (gt 0)"
+    )
+
+
+async def test_an_unwritable_header_is_a_failed_delivery_not_a_dead_task(smtp: tuple[Mailbox, int]) -> None:
+    mailbox, port = smtp
+    channel = EmailChannel(
+        type="email", host="127.0.0.1", port=port, starttls=False, sender="alerts@example.org\nBcc: x@example.org",
+        to=["ops@example.org"],
+    )  # fmt: skip
+    sender = notifier({"mail": channel}, attempts=2, breaker_failures=2)
+    try:
+        assert await sender.deliver("mail", channel, notification()) == "failed"
+        assert await sender.breaker_state("mail") == "opened"  # both tries counted by the breaker
+    finally:
+        await sender.aclose()
+    assert mailbox.messages == []
+    counted = sender.metrics.notifications.labels(channel="mail", result="failed")._value.get()
+    assert counted == 1
 
 
 async def test_slack_and_signed_webhooks_carry_the_alert(receiver: Receiver) -> None:

@@ -40,7 +40,7 @@ async def test_elected_loops_run_in_one_process_and_fail_over(engine: AsyncEngin
     stops = {"a": asyncio.Event(), "b": asyncio.Event()}
 
     def loop(owner: str, on: AsyncEngine) -> asyncio.Task[None]:
-        async def work() -> None:
+        async def work(_lease: leases.Lease) -> None:
             runs[owner] += 1
 
         return asyncio.create_task(

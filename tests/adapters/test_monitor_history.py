@@ -16,14 +16,17 @@ from tests.api.test_webhooks import Receiver
 
 from inferline import db
 from inferline.jobs.webhooks import new_secret, verify
+from inferline.leases import Lease, acquire
 from inferline.metrics import Metrics
 from inferline.monitor import samples
 from inferline.monitor.channels import WebhookChannel
+from inferline.monitor.evaluator import LEASE as EVALUATOR
 from inferline.monitor.evaluator import Evaluator
 from inferline.monitor.history import list_alerts
 from inferline.monitor.notifier import Notifier
 from inferline.monitor.rules import RuleIn, create_rule, ensure_default_rules, list_rules
 from inferline.monitor.samples import HOUR, MINUTE, RAW, Sample
+from inferline.monitor.series import read_series
 from inferline.outbound import OutboundPolicy
 from inferline.schema import metric_samples
 
@@ -85,12 +88,14 @@ async def test_an_alert_goes_pending_firing_and_resolved_and_notifies(engine: As
         window_s=60, for_s=30, channels=["hook"], repeat_s=600,
     )  # fmt: skip
     await create_rule(engine, rule, channels=channels)
+    lease = Lease(EVALUATOR, "test")
+    assert await acquire(engine, lease.name, lease.owner, ttl_s=60)
     ocr, echo = {"kind": "ocr", "status": "queued"}, {"kind": "echo", "status": "queued"}
     now = datetime.now(UTC)
 
     async def step(at: datetime, ocr_depth: float) -> list[str]:
         await write(engine, at, Sample("queue_depth", ocr_depth, ocr), Sample("queue_depth", 1.0, echo))
-        return [f"{t.event}:{t.alert['state']}" for t in await evaluator.step(at)]
+        return [f"{t.event}:{t.alert['state']}" for t in await evaluator.step(lease, at)]
 
     try:
         assert await step(now, 50) == []  # pending
@@ -119,3 +124,26 @@ async def test_built_in_rules_are_made_once_and_keep_an_admins_edits(engine: Asy
         "queue growing", "job failure ratio over 10%", "no worker heartbeat", "disk under 10% free", "model down"
     }  # fmt: skip
     assert all(rule.builtin and rule.channels == ["ops"] for rule in names.values())
+
+
+async def test_a_read_sums_buckets_in_the_database_and_fills_the_newest_from_finer_rows(engine: AsyncEngine) -> None:
+    now = datetime.now(UTC)
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=10)
+    ocr, echo = {"kind": "ocr", "status": "queued"}, {"kind": "ocr", "status": "running"}
+    for second in range(0, int((now - start).total_seconds()), 5):  # every 5 s up to now
+        at = start + timedelta(seconds=second)
+        value = 1.0 if at < start + timedelta(minutes=5) else 3.0
+        await write(engine, at, Sample("queue_depth", value, ocr), Sample("queue_depth", 9.0, echo))
+    async with db.write(engine) as conn:  # minutes rolled up for the first 5 minutes only
+        await samples.rollup(conn, source_s=RAW, target_s=MINUTE, until=start + timedelta(minutes=5), max_span_s=HOUR)
+    page = await read_series(
+        engine, name="queue_depth", labels={"status": "queued"}, since=start, step_s=60, tenant="", admin=True,
+        retention_s=RETENTION,
+    )  # fmt: skip
+    assert page.resolution_s == MINUTE
+    [series] = page.series
+    assert series.labels == ocr
+    assert [value for _, value in series.points] == [1.0] * 5 + [3.0] * (len(series.points) - 5)
+    assert len(series.points) >= 10  # the 5 minutes past the rollup come from raw samples
+    assert [at for at, _ in series.points] == sorted({at for at, _ in series.points})
+    assert all(at % 60 == 0 for at, _ in series.points)

@@ -3,6 +3,7 @@ hostile inputs, alerts, health, and the sampler and evaluator started by the ser
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,6 +11,9 @@ import pytest
 from tests.api.conftest import Api, MakeApi
 from tests.helpers import eventually
 
+from inferline import leases
+from inferline.monitor import presence, sampler
+from inferline.monitor.evaluator import LEASE as EVALUATOR_LEASE
 from inferline.monitor.evaluator import Evaluator
 from inferline.monitor.rules import ensure_default_rules
 from inferline.monitor.sampler import Sampler, SamplerConfig
@@ -26,10 +30,17 @@ async def api(make_api: MakeApi, database_url: str) -> AsyncIterator[Api]:
         yield started
 
 
+async def held(api: Api, name: str) -> leases.Lease:
+    """The lease of an elected loop, taken by the test as the process that steps it."""
+    lease = leases.Lease(name, "test")
+    assert await leases.acquire(api.services.engine, lease.name, lease.owner, ttl_s=60)
+    return lease
+
+
 async def sample(api: Api) -> None:
     monitor = api.services.monitor
     config = SamplerConfig(monitor.sample_s, monitor.presence_s, monitor.retention_s)
-    await Sampler(monitor.engine, monitor.metrics, monitor.data_dir, config).step()
+    await Sampler(monitor.engine, monitor.metrics, monitor.data_dir, config).step(await held(api, sampler.LEASE))
 
 
 def values(body: dict[str, Any]) -> dict[str, float]:
@@ -48,7 +59,8 @@ async def test_a_tenant_reads_its_own_job_metrics_and_an_admin_the_fleets(api: A
     assert values((await api.client.get(query)).json()) == {"kind=echo,status=queued": 3.0}
     assert (await api.other.get("/api/v1/monitor/metrics?name=cpu_percent")).status_code == 403
     cpu = (await api.client.get("/api/v1/monitor/metrics?name=cpu_percent&step=60")).json()
-    assert cpu["step_s"] == 60 and cpu["resolution_s"] == 0 and len(cpu["series"]) == 1
+    # Minute rows for step 60; the minute not rolled up yet comes from the raw samples.
+    assert cpu["step_s"] == 60 and cpu["resolution_s"] == 60 and len(cpu["series"]) == 1
     disk = values((await api.client.get("/api/v1/monitor/metrics?name=disk_free_ratio")).json())
     assert 0 < disk[""] <= 1
 
@@ -118,6 +130,9 @@ async def test_a_built_in_rule_is_disabled_not_deleted(api: Api) -> None:
         ({"severity": "apocalyptic"}, "body.severity"),
         ({"name": "x" * 101}, "body.name"),
         ({"name": "bad\nname"}, "body.name"),
+        ({"name": "bad\x85name"}, "body.name"),  # NEL: a line break to email headers
+        ({"name": "bad\u2028name"}, "body.name"),
+        ({"name": "bad\u2029name"}, "body.name"),
         ({"metric": "nope"}, "metric"),
         ({"labels": {f"l{i}": "x" for i in range(9)}}, "body.labels"),
         ({"labels": {"Kind; DROP": "x"}}, "body.labels"),
@@ -145,7 +160,8 @@ async def test_alerts_and_health_are_an_admins(api: Api) -> None:
     assert statuses == {"database": "ok", "disk": "ok", "blobs": "ok", "channel:hook": "unknown"}
     assert health["status"] == "ok"
     monitor = api.services.monitor
-    await Evaluator(monitor.engine, monitor.notifier, monitor.metrics, monitor.retention_s).step()
+    evaluator = Evaluator(monitor.engine, monitor.notifier, monitor.metrics, monitor.retention_s)
+    await evaluator.step(await held(api, EVALUATOR_LEASE))
     health = (await api.client.get("/api/v1/monitor/health")).json()
     assert {c["name"]: c["detail"] for c in health["components"]}["channel:hook"] == "closed"
 
@@ -168,3 +184,38 @@ async def test_the_server_runs_the_sampler_and_the_evaluator(make_api: MakeApi, 
         assert await eventually(workers, lambda found: found.get("") == 1.0, timeout_s=10)
         rules = (await api.client.get("/api/v1/monitor/rules")).json()["items"]
         assert len([rule for rule in rules if rule["builtin"]]) == 5
+
+
+async def test_a_tenants_metric_queries_at_a_time_are_bounded(api: Api) -> None:
+    reads = api.services.monitor.metric_reads
+    query = "/api/v1/monitor/metrics?name=queue_depth"
+    with reads.hold("other"), reads.hold("other"):  # two of its dashboards' queries still running
+        refused = await api.other.get(query)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert (await api.client.get(query)).status_code == 200
+    assert (await api.other.get(query)).status_code == 200
+
+
+async def test_an_api_process_without_slots_samples_and_evaluates(make_api: MakeApi, database_url: str) -> None:
+    """Workers in processes of their own: the API samples them, and sees them go."""
+    settings = {"monitor_enabled": True, "monitor_sample_s": 0.1, "monitor_evaluate_s": 0.1, "monitor_presence_s": 0.1}
+    async with make_api(workers=0, database_url=database_url, **settings) as api:
+        engine = api.services.engine
+
+        async def latest(name: str) -> dict[str, float]:
+            return values((await api.client.get(f"/api/v1/monitor/metrics?name={name}&since=5m&step=1")).json())
+
+        assert await eventually(lambda: latest("workers"), lambda found: found.get("") == 0.0, timeout_s=10)
+        assert "" in await latest("worker_heartbeat_age_s")
+        stopped = asyncio.Event()  # a worker process elsewhere: its presence reports
+        reports = presence.run_presence(
+            engine, "worker-elsewhere", workers=4, models=api.services.models, every_s=0.1, stop=stopped
+        )
+        elsewhere = asyncio.create_task(reports)
+        assert await eventually(lambda: latest("worker_slots"), lambda found: found.get("") == 4.0, timeout_s=10)
+        stopped.set()  # its clean stop
+        await elsewhere
+        assert await eventually(lambda: latest("workers"), lambda found: found.get("") == 0.0, timeout_s=10)
+        assert await leases.holder(engine, sampler.LEASE) is not None
+        assert await leases.holder(engine, EVALUATOR_LEASE) is not None
+    assert await leases.holder(engine, sampler.LEASE) is None  # given up at the clean stop

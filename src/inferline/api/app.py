@@ -19,7 +19,7 @@ from inferline.api import problems
 from inferline.api.admission import Admission
 from inferline.api.middleware import RequestContext
 from inferline.api.routes import collections, files, health, jobs, media, models, monitor, ocr, schedules, webhooks
-from inferline.bootstrap import Background, Services, build_services
+from inferline.bootstrap import Background, MonitorLoops, Services, build_services
 from inferline.config import Settings
 from inferline.private_paths import make_private_dir
 from inferline.search import query as search_query
@@ -59,8 +59,12 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
         await ensure_admin_key(services)
         slots = settings.workers if workers is None else workers
         background = Background(services, slots) if slots > 0 else None
+        # Without slots the monitor still runs here (Background runs it otherwise).
+        monitoring = MonitorLoops(services.monitor) if background is None and settings.monitor_enabled else None
         if background is not None:
             await background.start()
+        if monitoring is not None:
+            await monitoring.start()
         log.info("started", database=services.engine.dialect.name, workers=slots)
         warming = asyncio.create_task(search_query.warm_up(services.search))
         # What is loaded by now lives as long as the process; frozen, the collector stops rescanning it on
@@ -77,6 +81,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
                 await warming
             if background is not None:
                 await background.stop()
+            if monitoring is not None:
+                await monitoring.stop()
             await services.aclose()
 
     app = FastAPI(

@@ -10,5 +10,6 @@
   behind a circuit breaker, with retries.
 - Health (`health.py`): database, Redis, models, disk, blob store, channels. `/monitor/health`, `/readyz`.
 
-No job kind: the monitor runs as background loops of `bootstrap.Background`.
+No job kind: the monitor runs as background loops of `bootstrap.Background`, or of `bootstrap.MonitorLoops`
+in an API process without worker slots.
 """

@@ -13,6 +13,7 @@ from inferline.inference.runtime import ModelRuntime
 from inferline.metrics import Metrics
 from inferline.monitor.channels import Channel
 from inferline.monitor.notifier import Notifier
+from inferline.monitor.series import MetricReads
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class MonitorDeps:
     evaluate_s: float
     presence_s: float
     default_channels: list[str]
+    metric_reads: MetricReads
 
     def is_admin(self, tenant: str) -> bool:
         return tenant in self.admin_tenants

@@ -64,20 +64,22 @@ class Evaluator:
     async def run(self, stop: asyncio.Event, *, every_s: float, owner: str | None = None) -> None:
         await leases.run_elected(self.engine, LEASE, self.step, every_s=every_s, stop=stop, owner=owner)
 
-    async def step(self, now: datetime | None = None) -> list[Transition]:
-        """Evaluate every rule at `now` (default: the clock's), then notify what changed."""
+    async def step(self, lease: leases.Lease, now: datetime | None = None) -> list[Transition]:
+        """Evaluate every rule at `now` (default: the clock's), then notify what changed; only while
+        `lease` is this process's (LeaseLost otherwise: nothing is recorded or sent)."""
         now = now or utcnow()
-        transitions = await self.evaluate(now)
+        transitions = await self.evaluate(lease, now)
         for transition in transitions:
             self._notify(transition, now)
-        await self._record_breakers(now)
+        await self._record_breakers(lease, now)
         return transitions
 
-    async def evaluate(self, now: datetime) -> list[Transition]:
+    async def evaluate(self, lease: leases.Lease, now: datetime) -> list[Transition]:
         rules = await list_rules(self.engine, enabled_only=True)
         values = {rule.id: await self._values(rule, now) for rule in rules}
         transitions: list[Transition] = []
         async with db.write(self.engine) as conn:
+            await leases.confirm(conn, lease)
             await _resolve_orphans(conn, {rule.id for rule in rules}, now)
             for rule in rules:
                 transitions += await _advance(conn, rule, values[rule.id], now)
@@ -118,7 +120,7 @@ class Evaluator:
         )
         self.notifier.notify(notification, rule.channels)
 
-    async def _record_breakers(self, now: datetime) -> None:
+    async def _record_breakers(self, lease: leases.Lease, now: datetime) -> None:
         """Breaker states as samples: the health of every process reads them, not only this one's."""
         states = await self.notifier.breaker_states()
         rows = [
@@ -126,6 +128,7 @@ class Evaluator:
         ]
         if rows:
             async with db.write(self.engine) as conn:
+                await leases.confirm(conn, lease)
                 await samples.insert(conn, rows, now)
 
 

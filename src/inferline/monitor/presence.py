@@ -1,6 +1,7 @@
 """Each process that runs workers reports itself every `monitor_presence_s`: its job slots and the state
 of each model it loaded. The sampler reads these rows for the fleet's worker count, the age of the
-newest report (a fleet whose workers all died stops reporting) and which models are down anywhere."""
+newest report (a fleet whose workers all died or stopped reports no more) and which models are down
+anywhere."""
 
 from __future__ import annotations
 
@@ -42,9 +43,12 @@ async def report(engine: AsyncEngine, process_id: str, *, workers: int, models: 
 
 
 async def forget(engine: AsyncEngine, process_id: str) -> None:
-    """At a clean stop: a process that stopped on purpose is not a missing heartbeat."""
+    """At a clean stop: the process no longer counts as workers at once, but its last report stays as
+    the fleet's last heartbeat until another process reports (a fleet whose last worker stopped, on
+    purpose or not, runs no jobs)."""
+    p = monitor_processes
     async with db.write(engine) as conn:
-        await conn.execute(monitor_processes.delete().where(monitor_processes.c.id == process_id))
+        await conn.execute(p.update().where(p.c.id == process_id).values(workers=0, models={}))
 
 
 async def run_presence(
@@ -61,12 +65,15 @@ async def run_presence(
         await forget(engine, process_id)
 
 
-async def fleet_samples(conn: AsyncConnection, now: datetime, *, every_s: float) -> list[Sample]:
+async def fleet_samples(
+    conn: AsyncConnection, now: datetime, *, every_s: float, watching_since: datetime
+) -> list[Sample]:
+    """`watching_since`: when the sampling process started, the heartbeat's age when no process has
+    reported in FORGET_AFTER_S (or ever): the series is there, and grows, even then."""
     rows = (await conn.execute(sa.select(monitor_processes))).mappings().all()
-    if not rows:
-        return []
-    live = [row for row in rows if row["last_seen_at"] >= now - timedelta(seconds=every_s * 3)]
-    newest = max(row["last_seen_at"] for row in rows)
+    recent = now - timedelta(seconds=every_s * 3)
+    live = [row for row in rows if row["last_seen_at"] >= recent and row["workers"] > 0]
+    newest = max((row["last_seen_at"] for row in rows), default=watching_since)
     samples = [
         Sample("workers", float(len(live))),
         Sample("worker_slots", float(sum(row["workers"] for row in live))),

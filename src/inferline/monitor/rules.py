@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,6 +78,14 @@ class RuleIn(BaseModel):
     channels: list[str] = Field(default_factory=list, max_length=10)
     repeat_s: int = Field(default=3600, ge=0, le=7 * 86_400, description="re-notify a firing alert (0: never)")
     enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _one_line(cls, name: str) -> str:
+        # Cc, Zl and Zp end a line somewhere (U+0085 and U+2028 in an email's Subject, a log, a chat).
+        if any(unicodedata.category(char) in {"Cc", "Zl", "Zp"} for char in name):
+            raise ValueError("rule names are one line: no control, line or paragraph separator characters")
+        return name
 
     @field_validator("labels")
     @classmethod

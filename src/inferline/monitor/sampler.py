@@ -40,6 +40,7 @@ class Sampler:
         self.config = config
         self.system = SystemProbe(data_dir)
         self.process = ProcessCounters(metrics)
+        self.started_at = utcnow()
 
     async def run(self, stop: asyncio.Event, *, owner: str | None = None) -> None:
         try:
@@ -49,25 +50,30 @@ class Sampler:
         finally:
             self.system.close()
 
-    async def step(self) -> int:
-        """Record one sample of everything, then roll up and prune; returns the samples written."""
+    async def step(self, lease: leases.Lease) -> int:
+        """Record one sample of everything, then roll up and prune, while `lease` is this process's
+        (LeaseLost otherwise); returns the samples written."""
         now = utcnow()
-        written = await self.sample(now)
-        await self.maintain(now)
+        written = await self.sample(lease, now)
+        await self.maintain(lease, now)
         return written
 
-    async def sample(self, now: datetime) -> int:
+    async def sample(self, lease: leases.Lease, now: datetime) -> int:
         collected = await asyncio.to_thread(self.system.samples)
         collected += self.process.samples()
         async with db.read(self.engine, slow=True) as conn:
             collected += await jobstats.job_samples(conn, now)
-            collected += await presence.fleet_samples(conn, now, every_s=self.config.presence_s)
+            collected += await presence.fleet_samples(
+                conn, now, every_s=self.config.presence_s, watching_since=self.started_at
+            )
             collected += await _webhook_samples(conn, now)
         async with db.write(self.engine, slow=True) as conn:
+            await leases.confirm(conn, lease)
             return await samples.insert(conn, collected, now)
 
-    async def maintain(self, now: datetime) -> None:
+    async def maintain(self, lease: leases.Lease, now: datetime) -> None:
         async with db.write(self.engine, slow=True) as conn:
+            await leases.confirm(conn, lease)
             await samples.rollup(conn, source_s=RAW, target_s=MINUTE, until=now, max_span_s=HOUR)
             await samples.rollup(conn, source_s=MINUTE, target_s=HOUR, until=now, max_span_s=24 * HOUR)
             await samples.prune(conn, self.config.retention_s, now)

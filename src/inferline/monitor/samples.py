@@ -81,10 +81,22 @@ def _bucket(at: datetime, step_s: int) -> datetime:
     return datetime.fromtimestamp(int(at.timestamp()) // step_s * step_s, UTC)
 
 
+def epoch_bucket(conn: AsyncConnection, step_s: int) -> sa.ColumnElement[int]:
+    """The unix time (whole seconds) of the start of each row's `step_s` bucket, computed in SQL."""
+    at = metric_samples.c.at
+    if conn.dialect.name == "postgresql":
+        seconds = sa.func.floor(sa.extract("epoch", at) / step_s) * step_s
+        return sa.cast(seconds, sa.BigInteger)
+    # SQLite stores naive UTC text; strftime('%s') reads it as UTC; integer division floors (no
+    # negative times here).
+    return sa.cast(sa.func.strftime("%s", at), sa.Integer).op("/")(step_s).op("*")(step_s)
+
+
 async def rollup(conn: AsyncConnection, *, source_s: int, target_s: int, until: datetime, max_span_s: int) -> int:
     """Fold `source_s` rows into `target_s` buckets: every whole bucket after the newest rollup row and
     before `until`, at most `max_span_s` of them per call (a long outage is caught up over several).
-    Returns the rows written."""
+    The database groups the rows: only one row per series and bucket comes back. Returns the rows
+    written."""
     m = metric_samples
     newest = await conn.scalar(sa.select(sa.func.max(m.c.at)).where(m.c.resolution_s == target_s))
     after = sa.true() if newest is None else m.c.at >= newest + timedelta(seconds=target_s)
@@ -96,30 +108,38 @@ async def rollup(conn: AsyncConnection, *, source_s: int, target_s: int, until: 
     end = min(_bucket(until, target_s), start + timedelta(seconds=max_span_s))
     if end <= start:
         return 0
-    query = sa.select(m).where(m.c.resolution_s == source_s, m.c.at >= start, m.c.at < end)
-    groups: dict[tuple[str, str, str, datetime], list[Any]] = defaultdict(list)
-    for row in (await conn.execute(query)).mappings():
-        groups[(row["name"], row["labels"], row["tenant"], _bucket(row["at"], target_s))].append(row)
-    rows = [_folded(key, members, target_s) for key, members in groups.items()]
+    bucket = epoch_bucket(conn, target_s).label("bucket")
+    query = (
+        sa.select(
+            m.c.name,
+            m.c.labels,
+            m.c.tenant,
+            bucket,
+            sa.func.sum(m.c.value * m.c.samples).label("total"),
+            sa.func.sum(m.c.samples).label("n"),
+            sa.func.min(m.c.min_value).label("low"),
+            sa.func.max(m.c.max_value).label("high"),
+        )
+        .where(m.c.resolution_s == source_s, m.c.at >= start, m.c.at < end)
+        .group_by(m.c.name, m.c.labels, m.c.tenant, bucket)
+    )
+    rows = [
+        {
+            "name": row.name,
+            "labels": row.labels,
+            "tenant": row.tenant,
+            "resolution_s": target_s,
+            "at": datetime.fromtimestamp(int(row.bucket), UTC),
+            "value": float(row.total) / int(row.n),
+            "min_value": float(row.low),
+            "max_value": float(row.high),
+            "samples": int(row.n),
+        }
+        for row in await conn.execute(query)
+    ]
     if rows:
         await conn.execute(m.insert(), rows)
     return len(rows)
-
-
-def _folded(key: tuple[str, str, str, datetime], members: list[Any], target_s: int) -> dict[str, Any]:
-    name, labels, tenant, at = key
-    count = sum(row["samples"] for row in members)
-    return {
-        "name": name,
-        "labels": labels,
-        "tenant": tenant,
-        "resolution_s": target_s,
-        "at": at,
-        "value": sum(row["value"] * row["samples"] for row in members) / count,
-        "min_value": min(row["min_value"] for row in members),
-        "max_value": max(row["max_value"] for row in members),
-        "samples": count,
-    }
 
 
 async def prune(conn: AsyncConnection, retention_s: Mapping[int, float], now: datetime) -> int:
@@ -151,14 +171,12 @@ async def read(
     """Rows of one metric since `since`, oldest first, by series key; series whose labels include
     `labels`. At most `max_rows` rows are read (the newest are dropped past it)."""
     m = metric_samples
-    query = sa.select(m).where(
-        m.c.name == name, m.c.resolution_s == resolution_s, m.c.tenant == tenant, m.c.at >= since
-    )
-    for label, value in labels.items():  # narrows in SQL; `matches` below is the exact test
-        query = query.where(m.c.labels.like(f"%{_like_pair(label, value)}%", escape="\\"))
+    query = _where_series(sa.select(m), name=name, tenant=tenant, resolution_s=resolution_s, labels=labels)
+    query = query.where(m.c.at >= since).order_by(m.c.at).limit(max_rows)
     series: dict[str, list[Row]] = defaultdict(list)
-    for row in (await conn.execute(query.order_by(m.c.at).limit(max_rows))).mappings():
-        if matches(row["labels"], labels):
+    wanted = _Matcher(labels)
+    for row in (await conn.execute(query)).mappings():
+        if wanted(row["labels"]):
             series[row["labels"]].append(
                 Row(
                     row["labels"],
@@ -171,3 +189,75 @@ async def read(
                 )
             )
     return dict(series)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """The sum and count of one series' samples in one bucket of a read's step."""
+
+    labels: str
+    at: int  # unix time of the bucket's start
+    total: float
+    count: int
+
+
+async def read_buckets(
+    conn: AsyncConnection,
+    *,
+    name: str,
+    tenant: str,
+    resolution_s: int,
+    since: datetime,
+    labels: Mapping[str, str],
+    step_s: int,
+    max_rows: int,
+) -> list[Bucket]:
+    """One metric's rows of one resolution since `since`, summed per series and `step_s` bucket by the
+    database, by series then time; at most `max_rows` buckets. Labels are narrowed in SQL only: the
+    caller keeps the series that `matches`."""
+    m = metric_samples
+    bucket = epoch_bucket(conn, step_s).label("bucket")
+    query = sa.select(
+        m.c.labels, bucket, sa.func.sum(m.c.value * m.c.samples).label("total"), sa.func.sum(m.c.samples).label("n")
+    )
+    query = _where_series(query, name=name, tenant=tenant, resolution_s=resolution_s, labels=labels)
+    query = query.where(m.c.at >= since).group_by(m.c.labels, bucket).order_by(m.c.labels, bucket).limit(max_rows)
+    result = await conn.execute(query)
+    return [Bucket(row.labels, int(row.bucket), float(row.total), int(row.n)) for row in result]
+
+
+async def newest(conn: AsyncConnection, *, name: str, tenant: str, resolution_s: int) -> datetime | None:
+    m = metric_samples
+    query = sa.select(sa.func.max(m.c.at)).where(
+        m.c.name == name, m.c.resolution_s == resolution_s, m.c.tenant == tenant
+    )
+    at: datetime | None = await conn.scalar(query)
+    return at
+
+
+def _where_series(
+    query: sa.Select[Any], *, name: str, tenant: str, resolution_s: int, labels: Mapping[str, str]
+) -> sa.Select[Any]:
+    m = metric_samples
+    query = query.where(m.c.name == name, m.c.resolution_s == resolution_s, m.c.tenant == tenant)
+    for label, value in labels.items():  # narrows in SQL; `matches` is the exact test
+        query = query.where(m.c.labels.like(f"%{_like_pair(label, value)}%", escape="\\"))
+    return query
+
+
+class _Matcher:
+    """`matches` with each distinct series key parsed once, not once per row."""
+
+    def __init__(self, wanted: Mapping[str, str]) -> None:
+        self.wanted = wanted
+        self.seen: dict[str, bool] = {}
+
+    def __call__(self, key: str) -> bool:
+        found = self.seen.get(key)
+        if found is None:
+            found = self.seen[key] = matches(key, self.wanted)
+        return found
+
+
+def matcher(wanted: Mapping[str, str]) -> _Matcher:
+    return _Matcher(wanted)

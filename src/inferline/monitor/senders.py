@@ -3,7 +3,9 @@ Each raises DeliveryFailed when the channel does not take it; the caller bounds 
 
 from __future__ import annotations
 
+import email.errors
 import json
+import unicodedata
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -67,13 +69,32 @@ async def send(
         await _signed_webhook(client, outbound, channel, notification)
 
 
-async def _email(channel: EmailChannel, notification: Notification, timeout_s: float) -> None:
+def one_line(text: str) -> str:
+    """`text` without what ends a line or controls a terminal (Cc, Zl, Zp: email headers split on
+    U+0085 and U+2028 as on a newline), each as a space."""
+    return "".join(" " if unicodedata.category(char) in LINE_BREAKING else char for char in text)
+
+
+LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
+
+
+def _message(channel: EmailChannel, notification: Notification) -> EmailMessage:
+    """DeliveryFailed when a header cannot be written (an address of the channel's settings with a
+    line break in it): the delivery is then retried and counted like any other failure."""
     message = EmailMessage()
-    message["From"] = channel.sender
-    message["To"] = ", ".join(channel.to)
-    message["Subject"] = notification.summary()[:200]
-    message["Message-ID"] = f"<{notification.id}@inferline>"
-    message.set_content(json.dumps(notification.payload(), indent=2))
+    try:
+        message["From"] = channel.sender
+        message["To"] = ", ".join(channel.to)
+        message["Subject"] = one_line(notification.summary())[:200]
+        message["Message-ID"] = f"<{notification.id}@inferline>"
+        message.set_content(json.dumps(notification.payload(), indent=2))
+    except (ValueError, TypeError, email.errors.MessageError) as exc:
+        raise DeliveryFailed(f"email headers: {type(exc).__name__}: {exc}") from exc
+    return message
+
+
+async def _email(channel: EmailChannel, notification: Notification, timeout_s: float) -> None:
+    message = _message(channel, notification)
     try:
         await aiosmtplib.send(
             message,
@@ -85,7 +106,7 @@ async def _email(channel: EmailChannel, notification: Notification, timeout_s: f
             use_tls=channel.tls,
             timeout=timeout_s,
         )
-    except (aiosmtplib.SMTPException, OSError) as exc:
+    except (aiosmtplib.SMTPException, OSError, ValueError, email.errors.MessageError) as exc:
         raise DeliveryFailed(f"SMTP {channel.host}:{channel.port}: {type(exc).__name__}: {exc}") from exc
 
 

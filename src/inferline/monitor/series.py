@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inferline import db
 from inferline.clock import utcnow
-from inferline.errors import Forbidden, InvalidInput
+from inferline.errors import Forbidden, InvalidInput, Overloaded
 from inferline.monitor.catalog import Scope, metric_info
-from inferline.monitor.samples import FLEET, HOUR, MINUTE, RAW, Row, labels_of, read
+from inferline.monitor.samples import FLEET, HOUR, MINUTE, RAW, Bucket, labels_of, matcher, newest, read_buckets
 
 MAX_POINTS = 2000  # per series
-MAX_ROWS = 200_000  # read per query
+MAX_ROWS = 20_000  # (series, step) buckets read per query, summed by the database
 MAX_LABELS = 8
 MAX_LABEL_CHARS = 100
 MAX_SINCE_S = 400 * 86_400
@@ -74,11 +77,39 @@ def parse_labels(text: str) -> dict[str, str]:
 
 
 def resolution_for(step_s: int, age_s: float, retention_s: Mapping[int, float]) -> int:
-    """The finest stored resolution no coarser than the step that still holds data as old as `age_s`."""
-    for resolution in (RAW, MINUTE, HOUR):
-        if resolution <= step_s and age_s <= retention_s.get(resolution, 0):
+    """The coarsest stored resolution no coarser than the step that still holds data as old as
+    `age_s` (fewest rows to read); when none is that fine, the finest that holds it."""
+    holding = [r for r in (HOUR, MINUTE, RAW) if age_s <= retention_s.get(r, 0)]
+    for resolution in holding:
+        if resolution <= step_s:
             return resolution
-    return HOUR
+    return holding[-1] if holding else HOUR
+
+
+_FINER = {HOUR: MINUTE, MINUTE: RAW}
+
+
+class MetricReads:
+    """At most `per_tenant` metric queries of one tenant at a time: each can make the database scan
+    many rows, and one tenant's dashboards should not take every connection (429 past it)."""
+
+    def __init__(self, per_tenant: int) -> None:
+        self.per_tenant = per_tenant
+        self._running: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, tenant: str) -> Iterator[None]:
+        if self._running.get(tenant, 0) >= self.per_tenant:
+            raise Overloaded(
+                f"at most {self.per_tenant} metric queries of a tenant at a time: retry shortly", retry_after_s=1
+            )
+        self._running[tenant] = self._running.get(tenant, 0) + 1
+        try:
+            yield
+        finally:
+            self._running[tenant] -= 1
+            if not self._running[tenant]:
+                del self._running[tenant]
 
 
 async def read_series(
@@ -104,24 +135,38 @@ async def read_series(
             f"step: at most {MAX_POINTS} points per series (a larger step or a later since)", field="step"
         )
     resolution = resolution_for(step_s, span_s, retention_s)
+    query = {"name": name, "tenant": FLEET if admin else tenant, "labels": labels, "step_s": step_s}
     async with db.read(engine, slow=True) as conn:
-        rows = await read(
-            conn,
-            name=name,
-            tenant=FLEET if admin else tenant,
-            resolution_s=resolution,
-            since=since,
-            labels=labels,
-            max_rows=MAX_ROWS,
-        )
-    series = [Series(labels_of(key), _points(members, step_s)) for key, members in sorted(rows.items())]
+        buckets = await _read_buckets(conn, resolution, since, query)
+    series = await asyncio.to_thread(_series, buckets, labels)
     return SeriesPage(name, step_s, resolution, series)
 
 
-def _points(rows: list[Row], step_s: int) -> list[tuple[float, float]]:
-    buckets: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for row in rows:
-        bucket = buckets[int(row.at.timestamp()) // step_s * step_s]
-        bucket[0] += row.value * row.samples
-        bucket[1] += row.samples
-    return [(float(at), total / count) for at, (total, count) in sorted(buckets.items())]
+async def _read_buckets(conn: AsyncConnection, resolution: int, since: datetime, query: dict[str, Any]) -> list[Bucket]:
+    """Buckets of `resolution` up to its newest rollup, then of the next finer resolution: a rollup
+    covers only whole minutes (hours), and the newest of them would be missing otherwise."""
+    covered = None
+    if resolution in _FINER:
+        newest_at = await newest(conn, name=query["name"], tenant=query["tenant"], resolution_s=resolution)
+        covered = since if newest_at is None else max(since, newest_at + timedelta(seconds=resolution))
+    buckets = await read_buckets(conn, resolution_s=resolution, since=since, max_rows=MAX_ROWS, **query)
+    if covered is not None and len(buckets) < MAX_ROWS:
+        buckets += await read_buckets(
+            conn, resolution_s=_FINER[resolution], since=covered, max_rows=MAX_ROWS - len(buckets), **query
+        )
+    return buckets
+
+
+def _series(buckets: list[Bucket], labels: Mapping[str, str]) -> list[Series]:
+    """Off the event loop: one pass over the buckets (a step's bucket may come from two resolutions)."""
+    wanted = matcher(labels)
+    sums: dict[str, dict[int, list[float]]] = defaultdict(dict)
+    for bucket in buckets:
+        if wanted(bucket.labels):
+            pair = sums[bucket.labels].setdefault(bucket.at, [0.0, 0.0])
+            pair[0] += bucket.total
+            pair[1] += bucket.count
+    return [
+        Series(labels_of(key), [(float(at), total / count) for at, (total, count) in sorted(points.items())])
+        for key, points in sorted(sums.items())
+    ]

@@ -83,7 +83,7 @@ class HealthOut(BaseModel):
     components: list[ComponentOut]
 
 
-@router.get("/metrics", response_model=SeriesPageOut, responses=problems(403))
+@router.get("/metrics", response_model=SeriesPageOut, responses=problems(403, 429))
 async def metrics(
     services: ServicesDep,
     tenant: TenantDep,
@@ -94,16 +94,18 @@ async def metrics(
 ) -> dict[str, Any]:
     """Series of one metric: a tenant's own job metrics, or (an admin) the fleet's and the system's."""
     monitor = services.monitor
-    page = await series.read_series(
-        monitor.engine,
-        name=name,
-        labels=series.parse_labels(labels),
-        since=series.parse_since(since, utcnow()),
-        step_s=step,
-        tenant=tenant,
-        admin=monitor.is_admin(tenant),
-        retention_s=monitor.retention_s,
-    )
+    wanted, start = series.parse_labels(labels), series.parse_since(since, utcnow())
+    with monitor.metric_reads.hold(tenant):
+        page = await series.read_series(
+            monitor.engine,
+            name=name,
+            labels=wanted,
+            since=start,
+            step_s=step,
+            tenant=tenant,
+            admin=monitor.is_admin(tenant),
+            retention_s=monitor.retention_s,
+        )
     return asdict(page)
 
 
