@@ -28,7 +28,7 @@ import numpy as np
 import qdrant_edge as qe
 import structlog
 
-from inferline.errors import NonRetryable, NotFound, Overloaded
+from inferline.errors import NonRetryable, NotFound, Unavailable
 from inferline.private_paths import make_private_dir
 from inferline.search.filters import And, FieldType, Filter, Not, Or, Range
 from inferline.search.index import (
@@ -114,7 +114,7 @@ class QdrantIndex:
     def _open(self, collection_id: str, spec: IndexSpec | None = None) -> _Shard:
         with self._open_lock:
             if self._closed:
-                raise Overloaded("the search index is closed: the server is shutting down", retry_after_s=5)
+                raise Unavailable("the search index is closed: the server is shutting down", retry_after_s=5)
             self._own()
             shard = self._shards.get(collection_id)
             if shard is not None:
