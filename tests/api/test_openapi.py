@@ -94,7 +94,9 @@ def test_routes_list_the_statuses_and_media_types_they_answer_with(document: dic
     assert statuses(f"GET {v1}/jobs/{{job_id}}/events") == authenticated | {"200", "404", "422"}
     assert statuses("GET /readyz") == {"200", "503"}
     assert statuses("GET /metrics") == {"200", "401", "503"}
-    assert media_types(f"GET {v1}/jobs/{{job_id}}/result") == {"application/json", "text/plain", "text/html"}
+    result = f"GET {v1}/jobs/{{job_id}}/result"
+    assert statuses(result) == authenticated | {"200", "404", "409", "422"}  # 409: not succeeded, or its file deleted
+    assert media_types(result) == {"application/json", "text/plain", "text/html", "application/pdf"}
     assert media_types(f"GET {v1}/jobs/{{job_id}}/events") == {"text/event-stream"}
     assert media_types(f"GET {v1}/files/{{file_id}}/content") == {"*/*"}
     assert media_types("GET /metrics") == {"text/plain"}

@@ -1,5 +1,7 @@
 """The registry of job kinds: plain async functions registered under a name, with the formats their
-results can be rendered in besides JSON (`GET /jobs/{id}/result?format=`).
+results can be rendered in besides JSON (`GET /jobs/{id}/result?format=`): from the stored result
+alone (`ResultRenderer(media_type, render)`), or from the job and what the kind holds (`render_job`:
+the OCR kind's searchable PDF reads the job's input file).
 
 registry = KindRegistry()
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pydantic import BaseModel, ValidationError
 
@@ -23,17 +25,37 @@ from inferline.files.refs import file_fields, named_files
 
 if TYPE_CHECKING:
     from inferline.jobs.context import JobContext
+    from inferline.jobs.model import Job
 
 JobFunc = Callable[["JobContext", Any], Awaitable[dict[str, Any] | None]]
 JSON_FORMAT = "json"  # every kind's result, as stored
 
 
+# A rendering: text, bytes, or an open file (a temporary one: sent from where it stands, then closed), for
+# a rendering too large to hold in memory.
+Rendering = str | bytes | BinaryIO
+
+
 @dataclass(frozen=True)
 class ResultRenderer:
-    """One more format of a kind's result: `render(result)` is sent with `media_type`."""
+    """One more format of a kind's result, sent with `media_type`: `render(result)`, from the stored result
+    alone, or `render_job(job)` for a format that needs more (the kind's registration gives it what it
+    needs; slow work it runs on a thread, not on the event loop)."""
 
     media_type: str
-    render: Callable[[dict[str, Any]], str]
+    render: Callable[[dict[str, Any]], str] | None = None
+    render_job: Callable[[Job], Awaitable[Rendering]] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.render is None) == (self.render_job is None):
+            raise ValueError(f"a {self.media_type} renderer has one of render and render_job")
+
+    async def rendering(self, job: Job) -> Rendering:
+        """The succeeded `job`'s result in this format."""
+        if self.render_job is not None:
+            return await self.render_job(job)
+        assert self.render is not None and job.result is not None
+        return self.render(job.result)
 
 
 @dataclass(frozen=True)

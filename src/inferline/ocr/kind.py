@@ -1,30 +1,39 @@
 """The `ocr` job kind: a stored file in, the OCR result JSON out (see `results.py`), page by page.
 
 Each finished page is checkpointed, so a job that lost its worker resumes after its last finished page.
-The stage reads "page 3/40" (pages finished / pages asked for). Its result renders as JSON, `text` and
-`hocr` (`GET /jobs/{id}/result?format=`).
+The stage reads "page 3/40" (pages finished / pages asked for). Its result renders as JSON, `text`,
+`hocr` and `pdf` (`GET /jobs/{id}/result?format=`): the searchable PDF, made from the job's input file
+when asked for (`ocr.searchable`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from pydantic import Field
 
-from inferline.errors import InvalidInput, NonRetryable
+from inferline.errors import Conflict, InvalidInput, NonRetryable, NotFound
 from inferline.files.refs import FileId
+from inferline.files.service import blob_path, get_file
 from inferline.jobs.context import JobContext
 from inferline.jobs.kinds import KindRegistry, ResultRenderer
+from inferline.jobs.model import Job
 from inferline.ocr.deps import OcrDeps
 from inferline.ocr.options import OcrOptions
 from inferline.ocr.pages import read_pages
 from inferline.ocr.results import document_text, to_hocr, to_text
+from inferline.ocr.searchable import write_searchable_pdf
+from inferline.private_paths import make_private_dir
 
 KIND = "ocr"
 RENDERERS = {
     "text": ResultRenderer("text/plain; charset=utf-8", to_text),
     "hocr": ResultRenderer("text/html; charset=utf-8", to_hocr),
 }
+PDF = "application/pdf"
 
 
 class OcrJobInput(OcrOptions):
@@ -48,8 +57,46 @@ async def run_ocr(deps: OcrDeps, ctx: JobContext, data: OcrJobInput) -> dict[str
     return {"pages": pages, "text": document_text(pages), "engine": model, "dpi": dpi}
 
 
+async def searchable_pdf(deps: OcrDeps, job: Job) -> BinaryIO:
+    """The succeeded OCR `job`'s searchable PDF, in a temporary file: built on a thread, page by page."""
+    file_id = str(job.input["file_id"])
+    try:
+        info = await get_file(deps.engine, tenant=job.tenant, file_id=file_id)
+        path = blob_path(deps.blobs, info)
+    except NotFound:
+        raise _file_gone(file_id) from None
+    assert job.result is not None
+    return await asyncio.to_thread(_write_pdf, path, info.content_type, job.result, deps.blobs.tmp_dir, file_id)
+
+
+def _write_pdf(path: Path, content_type: str, result: dict[str, Any], tmp_dir: Path, file_id: str) -> BinaryIO:
+    make_private_dir(tmp_dir)
+    out = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 - the caller sends and closes it; nameless: nothing left behind
+    try:
+        write_searchable_pdf(path, content_type, result, out, tmp_dir=tmp_dir)
+    except FileNotFoundError:  # the blob went between the look-up and the read
+        out.close()
+        raise _file_gone(file_id) from None
+    except BaseException:
+        out.close()
+        raise
+    out.seek(0)
+    return out
+
+
+def _file_gone(file_id: str) -> Conflict:
+    return Conflict(
+        f"the searchable PDF is made from the job's input file {file_id}, which has been deleted since; "
+        "upload the file and OCR it again"
+    )
+
+
 def register(registry: KindRegistry, deps: OcrDeps) -> None:
     async def ocr(ctx: JobContext, data: OcrJobInput) -> dict[str, Any]:
         return await run_ocr(deps, ctx, data)
 
-    registry.kind(KIND, input_model=OcrJobInput, renderers=RENDERERS)(ocr)
+    async def pdf(job: Job) -> BinaryIO:
+        return await searchable_pdf(deps, job)
+
+    renderers = RENDERERS | {"pdf": ResultRenderer(PDF, render_job=pdf)}
+    registry.kind(KIND, input_model=OcrJobInput, renderers=renderers)(ocr)

@@ -5,8 +5,9 @@ can crash the process, and a crash ends every tenant's jobs. Pages are read on j
 pre-check runs on a thread, and a model on a `ThreadRunner` renders its pages on its own: all of them go
 through `Pdf`, whose methods hold `LOCK` while pdfium runs and close what they opened before letting
 go (a pypdfium2 object left to the garbage collector is closed by a finalizer on whichever thread
-collects it, outside any lock). Each process has its own pdfium and its own lock, so a model's processes
-still render in parallel.
+collects it, outside any lock). The searchable PDF (`ocr.searchable`), which writes with pdfium, holds
+the same `LOCK` and closes what it opens alike. Each process has its own pdfium and its own lock, so a
+model's processes still render in parallel.
 """
 
 from __future__ import annotations

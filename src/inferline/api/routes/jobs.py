@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
-from typing import Annotated, Any
+import os
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from inferline.api import events
 from inferline.api.deps import ServicesDep, TenantDep, services_of
@@ -32,7 +36,7 @@ _IDEMPOTENCY_HEADER = {
 }
 
 
-# The result formats of the built-in kinds (json for any; ocr: text, hocr).
+# The result formats of the built-in kinds (json for any; ocr: text, hocr, pdf).
 _RESULT: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The result, in the format asked for.",
@@ -40,9 +44,18 @@ _RESULT: dict[int | str, dict[str, Any]] = {
             "application/json": {"schema": {"type": "object"}},
             "text/plain": {"schema": {"type": "string"}},
             "text/html": {"schema": {"type": "string"}},
+            "application/pdf": {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
+_RESULT_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: problems(409)[409]
+    | {
+        "description": "The job has not succeeded (yet), or a format made from its input file (`ocr`: `pdf`) "
+        "was asked for after the file was deleted."
+    }
+}
+_CHUNK_BYTES = 1 << 20
 # Before OpenAPI 3.2, the `schema` of an event stream describes each event.
 _EVENTS: dict[int | str, dict[str, Any]] = {
     200: {
@@ -131,25 +144,44 @@ async def job_runtime(job_id: str, services: ServicesDep, tenant: TenantDep) -> 
     }
 
 
-@router.get("/{job_id}/result", responses=_RESULT | problems(404, 409))
+@router.get("/{job_id}/result", responses=_RESULT | problems(404) | _RESULT_CONFLICT)
 async def job_result(
     job_id: str,
     services: ServicesDep,
     tenant: TenantDep,
     format: Annotated[
-        str, Query(max_length=20, description="`json` (any kind) or a format of the job's kind (ocr: text, hocr)")
+        str,
+        Query(max_length=20, description="`json` (any kind) or a format of the job's kind (ocr: text, hocr, pdf)"),
     ] = JSON_FORMAT,
 ) -> Response:
     """The result of a succeeded job: `json` for any kind, or a format the job's kind renders (`ocr`:
-    `text`, pages separated by form feeds, and `hocr`). 409 while the job has not succeeded; 422 for a
-    format its kind does not have."""
+    `text`, pages separated by form feeds; `hocr`; `pdf`, the searchable PDF: the pages read with the
+    recognized text on them, invisible). 409 while the job has not succeeded, or for a `pdf` whose input
+    file has been deleted since; 422 for a format its kind does not have."""
     job = await service.get_job(services.engine, tenant=tenant, job_id=job_id)
     if job.status is not JobStatus.SUCCEEDED or job.result is None:
         raise Conflict(f"job {job.id} is {job.status.value}; its result exists once it has succeeded")
     if format == JSON_FORMAT:
         return json_response(job.result)
     renderer = services.registry.get(job.kind).renderer(format)
-    return Response(renderer.render(job.result), media_type=renderer.media_type)
+    body = await renderer.rendering(job)
+    if isinstance(body, str | bytes):
+        return Response(body, media_type=renderer.media_type)
+    return _file_response(body, renderer.media_type)
+
+
+def _file_response(file: BinaryIO, media_type: str) -> StreamingResponse:
+    """An open file sent from where it stands, read on a thread, and closed once sent (or abandoned)."""
+    size = os.fstat(file.fileno()).st_size - file.tell()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            while chunk := await asyncio.to_thread(file.read, _CHUNK_BYTES):
+                yield chunk
+        finally:
+            file.close()
+
+    return StreamingResponse(chunks(), media_type=media_type, headers={"Content-Length": str(size)})
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=problems(404, 409))
