@@ -86,3 +86,41 @@ def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     chunk = b"IHDR" + ihdr
     patched = struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
     return png[:8] + patched + png[8 + 8 + 13 + 4 :]
+
+
+LEFT_COLUMN = [
+    "The northern valley has three",
+    "small farms that grow apples",
+    "and pears for the town market",
+    "every Saturday morning in May.",
+    "Visitors may pick fruit themselves",
+    "when the weather allows it.",
+]
+RIGHT_COLUMN = [
+    "Our bakery opens at seven and",
+    "sells fresh bread until noon on",
+    "weekdays, with cakes baked to",
+    "order for birthdays and parties.",
+    "Orders placed before Thursday",
+    "are ready for the weekend.",
+]
+
+
+def render_columns(
+    intro: list[str], left: list[str], right: list[str], *, size_px: int = 34, gutter_px: int = 90
+) -> Image.Image:
+    """A one-column introduction over two columns of text (a brochure page), lines of the two columns
+    level with each other, so one block across both would join them line by line."""
+    font = ImageFont.truetype(str(font_path("latin")), size_px)
+    line_h = int(size_px * 1.5)
+    column_px = int(max(font.getlength(line) for line in left + right)) + 20
+    width = 60 + 2 * column_px + gutter_px + 60
+    top = 60 + line_h * (len(intro) + 1)
+    image = Image.new("L", (width, top + line_h * max(len(left), len(right)) + 60), 255)
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(intro):
+        draw.text((60, 60 + i * line_h), line, font=font, fill=0)
+    for i, (a, b) in enumerate(zip(left, right, strict=True)):
+        draw.text((60, top + i * line_h), a, font=font, fill=0)
+        draw.text((60 + column_px + gutter_px, top + i * line_h), b, font=font, fill=0)
+    return image

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -77,7 +78,9 @@ async def test_an_english_image_is_read_with_lines_and_every_format(ocr_api: Api
     hocr = await ocr_api.client.get(url, params={"format": "hocr"})
     as_json = await ocr_api.client.get(url)
     assert text.text == job["result"]["text"] and text.headers["content-type"].startswith("text/plain")
-    assert "class='ocr_line'" in hocr.text and "Invoice 2041" in hocr.text
+    assert "class='ocr_line'" in hocr.text and "class='ocr_carea'" in hocr.text and "class='ocr_par'" in hocr.text
+    words = re.findall(r"<span class='ocrx_word'[^>]*>([^<]*)</span>", hocr.text)
+    assert "Invoice 2041" in " ".join(words)
     assert as_json.json() == job["result"]
 
 

@@ -43,6 +43,7 @@ def ocr(
     page_mode: Annotated[str, typer.Option(help="PDFs: auto, force or text-only")] = "auto",
     rotate_pages: Annotated[bool, typer.Option("--rotate-pages", help="turn pages upright before OCR")] = False,
     deskew: Annotated[bool, typer.Option("--deskew", help="level skewed pages before OCR")] = False,
+    layout: Annotated[str, typer.Option(help="auto (columns and reading order), single_column or sparse")] = "auto",
     data_dir: DataDir = None,
 ) -> None:
     """OCR files through a server, or in-process on the embedded default (SQLite under --data-dir), with a
@@ -55,7 +56,8 @@ def ocr(
         why = "stdout is a terminal" if sys.stdout.isatty() else "one file per input"
         err.print(f"--format {fmt} is binary: pass --out DIR ({why})")
         raise typer.Exit(2)
-    options = {"lang": lang, "engine": engine, "page_mode": page_mode} | ({"pages": pages} if pages else {})
+    options = {"lang": lang, "engine": engine, "page_mode": page_mode, "layout": layout}
+    options |= {"pages": pages} if pages else {}
     options |= {"rotate_pages": "true"} if rotate_pages else {}
     options |= {"deskew": "true"} if deskew else {}
     with api_client(server, key, data_dir) as client:

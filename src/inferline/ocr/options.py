@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from inferline.errors import InvalidInput
 from inferline.ocr.documents import PageMode
 from inferline.ocr.rapid import RapidOcrModel
+from inferline.ocr.tesseract import OcrLayout
 
 ENGINES = ("auto", "tesseract", "rapidocr")
 
@@ -22,6 +23,11 @@ class OcrOptions(BaseModel):
     dpi: int | None = Field(default=None, ge=36, le=1200, description="PDF rasterization; default from settings")
     rotate_pages: bool = Field(default=False, description="turn pages upright first (OCR'd pages; ~0.35 s each)")
     deskew: bool = Field(default=False, description="level skewed pages first (OCR'd pages; ~0.03 s each)")
+    layout: OcrLayout = Field(
+        default=OcrLayout.AUTO,
+        description="auto: find columns, blocks and reading order first; single_column: read the page as one "
+        "block; sparse: as much text as can be found, in no particular order (Tesseract)",
+    )
 
 
 def pick_engine(engine: str, lang: str, device: str) -> str:

@@ -107,11 +107,14 @@ class _PageReader:
                 "source": "text-layer",
                 "text": page.text or "",
                 "lines": page.lines,
+                "blocks": _one_block(page.lines),
             }
         # Rasterized and read in the engine's process.
         ref = PageRef(str(self.document.path), self.document.content_type, index, self.dpi, self.deps.limits)
         options = self.options
-        item = OcrInput(None, options.lang, ref, rotate=options.rotate_pages, deskew=options.deskew)
+        item = OcrInput(
+            None, options.lang, ref, rotate=options.rotate_pages, deskew=options.deskew, layout=options.layout
+        )
         output = await self.ctx.predict(self.model, item)
         return {
             "index": index,
@@ -120,6 +123,16 @@ class _PageReader:
             "source": "ocr",
             "text": output["text"],
             "lines": output["lines"],
+            "blocks": output.get("blocks") or _one_block(output["lines"]),
             "rotation_deg": output.get("rotation_deg", 0),
             "deskew_deg": output.get("deskew_deg", 0.0),
         }
+
+
+def _one_block(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pages read without layout (a text layer, RapidOCR) are one block of one paragraph."""
+    if not lines:
+        return []
+    boxes = [line["bbox"] for line in lines]
+    bbox = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    return [{"bbox": bbox, "paragraphs": [{"bbox": bbox, "lines": list(range(len(lines)))}]}]

@@ -1,6 +1,11 @@
 """Tesseract 5 through tesserocr's C API (no subprocess per page), the default engine and the only
-one for Korean. Page segmentation mode 6 (one uniform block): the default mode 3 broke Korean
-paragraphs apart (32-41% CER in the founders' measurement, 4-5% with 4 or 6).
+one for Korean.
+
+Layouts (`OcrLayout`): `auto` finds the page's text blocks and reading order first (`layout.py`) and
+reads each block with mode 6 (one uniform block), which keeps Korean paragraphs whole where Tesseract's
+own mode 3 broke them apart (32-41% CER in the founders' measurement, 4-5% with 4 or 6); mode 6 over a
+whole page joins side-by-side columns, so it is `single_column`, for pages known to be one column.
+`sparse` is mode 11: as much text as can be found, in no particular order (labels, forms, signs).
 
 Language data comes from Debian's `tesseract-ocr-kor`/`-eng` (installed by `./dev`), found in
 `tessdata_dir`, `$TESSDATA_PREFIX` or Debian's standard folders.
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,6 +24,7 @@ from PIL import Image
 from inferline.errors import BadDocument, InvalidInput, NonRetryable
 from inferline.inference.model import PER_CORE, Model
 from inferline.ocr.documents import PageRef
+from inferline.ocr.layout import Box, analyze
 from inferline.ocr.orientation import Correction, Orienter
 
 TESSDATA_CANDIDATES = (
@@ -25,6 +32,16 @@ TESSDATA_CANDIDATES = (
     "/usr/share/tesseract-ocr/4.00/tessdata",
     "/usr/share/tessdata",
 )
+
+
+class OcrLayout(StrEnum):
+    AUTO = "auto"
+    SINGLE_COLUMN = "single_column"
+    SPARSE = "sparse"
+
+
+PSM_SINGLE_BLOCK = 6
+PSM_SPARSE = 11
 
 
 @dataclass(frozen=True)
@@ -36,6 +53,7 @@ class OcrInput:
     page: PageRef | None = None
     rotate: bool = False  # turn the page upright first (Tesseract's orientation detection)
     deskew: bool = False  # level its lines first
+    layout: OcrLayout = OcrLayout.AUTO
 
     def load_image(self) -> Image.Image:
         if self.image is not None:
@@ -67,15 +85,14 @@ def available_languages(tessdata: str) -> set[str]:
 
 
 class TesseractModel(Model[OcrInput, dict[str, Any]]):
-    """One page image in, `{width, height, text, lines: [{text, confidence, bbox}]}` out."""
+    """One page image in, `{width, height, text, lines, blocks}` out (`results.py` describes them)."""
 
     name: ClassVar[str] = "tesseract"
     max_batch_size: ClassVar[int] = 1  # Tesseract has no batch API; parallel processes scale it instead
     processes: ClassVar[int] = PER_CORE  # +70% from two processes on 2 cores (the OCR issue's measurement)
 
-    def __init__(self, tessdata: str | None = None, psm: int = 6) -> None:
+    def __init__(self, tessdata: str | None = None) -> None:
         self.tessdata_setting = tessdata
-        self.psm = psm
         self._apis: dict[str, Any] = {}
         self.orienter: Orienter | None = None
 
@@ -102,7 +119,7 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
 
         api = self._apis.get(lang)
         if api is None:
-            api = tesserocr.PyTessBaseAPI(path=self.tessdata, lang=lang, psm=self.psm)
+            api = tesserocr.PyTessBaseAPI(path=self.tessdata, lang=lang, psm=PSM_SINGLE_BLOCK)
             self._apis[lang] = api
         return api
 
@@ -116,28 +133,30 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
         return outputs
 
     def _recognize(self, item: OcrInput) -> dict[str, Any]:
-        import tesserocr
-
         api = self._api(self.check_lang(item.lang))
         assert self.orienter is not None, "setup() runs before predict_batch()"
         image, correction = item.upright_image(self.orienter)
-        api.SetImage(image)
-        api.Recognize()
-        level = tesserocr.RIL.TEXTLINE
-        lines = []
-        for line in tesserocr.iterate_level(api.GetIterator(), level):
-            if line.Empty(level):  # a page with no text has one empty line, whose text raises
-                continue
-            text = (line.GetUTF8Text(level) or "").strip()
-            box = line.BoundingBox(level)
-            if text and box is not None:
-                lines.append({"text": text, "confidence": round(line.Confidence(level) / 100, 4), "bbox": list(box)})
+        page = _PageText()
+        if item.layout is OcrLayout.AUTO:
+            layout = analyze(image)
+            api.SetPageSegMode(PSM_SINGLE_BLOCK)
+            api.SetImage(layout.image)
+            for block in layout.blocks:
+                api.SetRectangle(block.x0, block.y0, block.width, block.height)
+                api.Recognize()
+                page.read(api, within=block)
+        else:
+            api.SetPageSegMode(PSM_SPARSE if item.layout is OcrLayout.SPARSE else PSM_SINGLE_BLOCK)
+            api.SetImage(image)
+            api.Recognize()
+            page.read(api)
         width, height = image.size
         return {
             "width": width,
             "height": height,
-            "text": api.GetUTF8Text().strip(),
-            "lines": lines,
+            "text": page.text(),
+            "lines": page.lines,
+            "blocks": page.blocks,
             "rotation_deg": correction.rotation_deg,
             "deskew_deg": correction.deskew_deg,
         }
@@ -148,3 +167,84 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
         self._apis.clear()
         if self.orienter is not None:
             self.orienter.close()
+
+
+def _bbox(box: tuple[int, int, int, int] | None) -> list[int]:
+    return list(box) if box is not None else [0, 0, 0, 0]
+
+
+class _PageText:
+    """Words, lines, paragraphs and blocks of a page as Tesseract's result iterator walks them, read
+    once per recognized region: `lines` flat in reading order (each with its `words`), `blocks` with
+    their paragraphs naming lines by index."""
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+        self.blocks: list[dict[str, Any]] = []
+
+    def read(self, api: Any, within: Box | None = None) -> None:
+        """One recognized region; its blocks are one block when `within` is the block layout found."""
+        from tesserocr import RIL, iterate_level
+
+        line: dict[str, Any] | None = None
+        started = len(self.blocks)
+        for item in iterate_level(api.GetIterator(), RIL.WORD):
+            if item.Empty(RIL.WORD):  # a region without text has one empty word, whose text raises
+                continue
+            # A region layout found is one block, even where Tesseract sees several inside it.
+            if len(self.blocks) == started or (within is None and item.IsAtBeginningOf(RIL.BLOCK)):
+                box = within.as_list() if within is not None else _bbox(item.BoundingBox(RIL.BLOCK))
+                self.blocks.append({"bbox": box, "paragraphs": []})
+            paragraphs = self.blocks[-1]["paragraphs"]
+            if item.IsAtBeginningOf(RIL.PARA) or not paragraphs:
+                paragraphs.append({"bbox": _bbox(item.BoundingBox(RIL.PARA)), "lines": []})
+            if item.IsAtBeginningOf(RIL.TEXTLINE) or line is None:
+                line = {
+                    "text": (item.GetUTF8Text(RIL.TEXTLINE) or "").strip(),
+                    "confidence": round(item.Confidence(RIL.TEXTLINE) / 100, 4),
+                    "bbox": _bbox(item.BoundingBox(RIL.TEXTLINE)),
+                    "words": [],
+                }
+                paragraphs[-1]["lines"].append(len(self.lines))
+                self.lines.append(line)
+            text = (item.GetUTF8Text(RIL.WORD) or "").strip()
+            if text:
+                confidence = round(item.Confidence(RIL.WORD) / 100, 4)
+                line["words"].append(
+                    {"text": text, "confidence": confidence, "bbox": _bbox(item.BoundingBox(RIL.WORD))}
+                )
+        self._drop_empty()
+
+    def _drop_empty(self) -> None:
+        keep = [i for i, line in enumerate(self.lines) if line["text"]]
+        if len(keep) == len(self.lines):
+            self._fit_blocks()
+            return
+        renumber = {old: new for new, old in enumerate(keep)}
+        self.lines = [self.lines[i] for i in keep]
+        for block in self.blocks:
+            for paragraph in block["paragraphs"]:
+                paragraph["lines"] = [renumber[i] for i in paragraph["lines"] if i in renumber]
+            block["paragraphs"] = [p for p in block["paragraphs"] if p["lines"]]
+        self.blocks = [block for block in self.blocks if block["paragraphs"]]
+        self._fit_blocks()
+
+    def _fit_blocks(self) -> None:
+        """A block's box is its lines' union (a region found by layout has margins)."""
+        for block in self.blocks:
+            boxes = [self.lines[i]["bbox"] for p in block["paragraphs"] for i in p["lines"]]
+            if boxes:
+                block["bbox"] = [
+                    min(b[0] for b in boxes),
+                    min(b[1] for b in boxes),
+                    max(b[2] for b in boxes),
+                    max(b[3] for b in boxes),
+                ]
+
+    def text(self) -> str:
+        """Lines of a paragraph on their own lines; paragraphs and blocks apart by a blank line."""
+        return "\n\n".join(
+            "\n".join(self.lines[i]["text"] for i in paragraph["lines"])
+            for block in self.blocks
+            for paragraph in block["paragraphs"]
+        )

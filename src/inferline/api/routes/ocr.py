@@ -45,7 +45,7 @@ _BODY = {
         "required": True,
         "content": {
             "multipart/form-data": multipart_schema(
-                "engine", "lang", "pages", "page_mode", "dpi", "rotate_pages", "deskew", "priority"
+                "engine", "lang", "pages", "page_mode", "dpi", "rotate_pages", "deskew", "layout", "priority"
             ),
             "application/json": {"schema": body_schema(OcrJsonIn)},
         },
@@ -76,8 +76,8 @@ def _wait_s(request: Request) -> float | None:
 async def ocr(request: Request, services: ServicesDep, tenant: TenantDep) -> Response:
     """Queue an OCR job for an uploaded file (multipart `file` plus option fields) or a stored one (JSON
     `file_id`). Options: `engine` auto|tesseract|rapidocr, `lang` (default kor+eng), `pages` ("1-3,5"),
-    `page_mode` auto|force|text-only, `dpi`, `rotate_pages`, `deskew`. 415 for a type it cannot read (sniffed
-    from the content), 413 over the size, page or pixel limits. Its result:
+    `page_mode` auto|force|text-only, `dpi`, `rotate_pages`, `deskew`, `layout` auto|single_column|sparse.
+    415 for a type it cannot read (sniffed from the content), 413 over the size, page or pixel limits. Its result:
     `GET /api/v1/jobs/{id}/result?format=json|text|hocr`."""
     uploaded = is_multipart(request)
     if uploaded:
