@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from tests.ocr_samples import ENGLISH, LEFT_COLUMN, RIGHT_COLUMN, font_path, render_columns
+from tests.ocr_samples import ENGLISH, KOREAN, LEFT_COLUMN, RIGHT_COLUMN, font_path, render_columns, render_page
 
 from inferline.ocr.layout import Box, _long_runs, analyze, join_continued
 
@@ -102,3 +102,11 @@ def test_long_runs_are_found_in_one_pass_per_row() -> None:
 
 def test_a_blank_page_has_no_blocks() -> None:
     assert analyze(Image.new("L", (800, 600), 255)).blocks == []
+
+
+def test_the_strokes_of_large_letters_on_a_small_image_are_not_rules() -> None:
+    """Rules are measured in text lines, not in page size: a 40 px font on a 550 px high image has
+    vertical strokes of 5% of the page."""
+    image = render_page(KOREAN + ENGLISH, "korean")
+    layout = analyze(image)
+    assert layout.rules_removed == 0 and layout.image is image and len(layout.blocks) == 1

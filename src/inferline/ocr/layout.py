@@ -35,10 +35,21 @@ from PIL import Image
 ANALYSIS_WIDTH_PX = 700
 MIN_WORDS_PER_LINE = 3  # median words per line on both sides of a gutter; table cells have fewer
 MIN_LINES_PER_COLUMN = 2
-# A ruling line is at least this share of the page's shorter side long (a US Letter page at 300 dpi:
-# 128 px, about a 30 pt letter's width): no letter of body text or of a usual heading has a stroke so
-# long. Not measured in text lines: the grid of a table joins all its rows into one tall "line".
-RULE_MIN_SHARE = 0.05
+RULE_MIN_LINES = 3.0  # a ruling line is at least this many text lines long; no letter's stroke is
+STRIPS = 8  # text lines are measured in vertical strips: a column, not across columns or a table's grid
+
+
+def text_line_px(ink: Bool2D) -> float:
+    """The typical height of a text line: the median height of runs of inked rows, measured in narrow
+    vertical strips, so that the offset lines of two columns, or a table grid's vertical rules, do not
+    merge lines into one tall run everywhere."""
+    width = ink.shape[1]
+    heights: list[int] = []
+    for left in range(0, width, max(1, width // STRIPS)):
+        strip = ink[:, left : left + max(1, width // STRIPS)]
+        heights += [end - start for start, end in _runs(_any(strip, 1)) if end - start >= 2]
+    return float(np.median(heights)) if heights else 8.0
+
 
 Bool2D = NDArray[np.bool_]
 
@@ -127,9 +138,7 @@ class _Analysis:
     def __init__(self, ink: Bool2D) -> None:
         self.ink = ink
         rows = _any(ink, 1)
-        lines = [end - start for start, end in _runs(rows)]
-        # A text line's height in analysis pixels; its gaps are measured in it.
-        self.line_px = float(np.median(lines)) if lines else 8.0
+        self.line_px = text_line_px(ink)  # in analysis pixels; gaps are measured in it
         self.min_gutter_px = max(3, round(1.0 * self.line_px))
         gaps = [b[0] - a[1] for a, b in pairwise(_runs(rows))]
         self.min_band_gap_px = max(2, round(max(0.6 * self.line_px, 1.6 * float(np.median(gaps)) if gaps else 0)))
@@ -262,7 +271,7 @@ def analyze(image: Image.Image, *, remove_rules: bool = True) -> Layout:
     ink = small < threshold
     removed = 0
     if remove_rules:
-        gray, removed, ink = _without_rules(gray, threshold, factor, ink)
+        gray, removed, ink = _without_rules(gray, threshold, factor, ink, text_line_px(ink) * factor)
     analysis = _Analysis(ink)
     full = Box(0, 0, ink.shape[1], ink.shape[0])
     blocks = join_continued(analysis.segment(full), tolerance_px=round(2 * analysis.line_px))
@@ -272,13 +281,13 @@ def analyze(image: Image.Image, *, remove_rules: bool = True) -> Layout:
 
 
 def _without_rules(
-    gray: Image.Image, threshold: int, factor: int, ink_small: Bool2D
+    gray: Image.Image, threshold: int, factor: int, ink_small: Bool2D, line_px: float
 ) -> tuple[Image.Image, int, Bool2D]:
     """Whitens long horizontal and vertical runs of ink (full resolution), and returns the new image,
     how many rule pixels went, and the analysis mask without them."""
     pixels = np.asarray(gray, dtype=np.uint8)
     ink = pixels < threshold
-    length = max(20, round(RULE_MIN_SHARE * min(pixels.shape)))
+    length = max(20, round(RULE_MIN_LINES * line_px))
     rules = _long_runs(ink, length) | _long_runs(np.ascontiguousarray(ink.T), length).T
     count = int(rules.sum())
     if count == 0:
