@@ -120,6 +120,9 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
         api = self._apis.get(lang)
         if api is None:
             api = tesserocr.PyTessBaseAPI(path=self.tessdata, lang=lang, psm=PSM_SINGLE_BLOCK)
+            # Tesseract splits Korean into one "word" per syllable; only with this does its text keep the
+            # spaces of the page (사본을 이메일로, not 사 본 을 이 메 일 로).
+            api.SetVariable("preserve_interword_spaces", "1")
             self._apis[lang] = api
         return api
 
@@ -187,7 +190,7 @@ class _PageText:
         from tesserocr import RIL, iterate_level
 
         line: dict[str, Any] | None = None
-        started = len(self.blocks)
+        started, first_line = len(self.blocks), len(self.lines)
         for item in iterate_level(api.GetIterator(), RIL.WORD):
             if item.Empty(RIL.WORD):  # a region without text has one empty word, whose text raises
                 continue
@@ -213,7 +216,21 @@ class _PageText:
                 line["words"].append(
                     {"text": text, "confidence": confidence, "bbox": _bbox(item.BoundingBox(RIL.WORD))}
                 )
+        self._respace(self.lines[first_line:], api.GetUTF8Text())
         self._drop_empty()
+
+    @staticmethod
+    def _respace(lines: list[dict[str, Any]], region_text: str) -> None:
+        """Line texts from the region's text, where spaces are the page's (the iterator's line text puts
+        one between every two "words", syllables of Korean included), and Korean syllables joined into
+        the words they form. Left as they are if the two disagree on the lines."""
+        texts = [text.strip() for text in region_text.split("\n") if text.strip()]
+        if len(texts) != len([line for line in lines if line["text"]]):
+            return
+        for line, text in zip((line for line in lines if line["text"]), texts, strict=True):
+            words = _join_words(line["words"], text)
+            if words is not None:
+                line["text"], line["words"] = text, words
 
     def _drop_empty(self) -> None:
         keep = [i for i, line in enumerate(self.lines) if line["text"]]
@@ -248,3 +265,24 @@ class _PageText:
             for block in self.blocks
             for paragraph in block["paragraphs"]
         )
+
+
+def _join_words(words: list[dict[str, Any]], text: str) -> list[dict[str, Any]] | None:
+    """Words as `text` spaces them: consecutive words with no space between them in `text` are one,
+    with their union box and their lowest confidence. None when a word is not where `text` has it."""
+    joined: list[dict[str, Any]] = []
+    position = 0
+    for word in words:
+        found = text.find(word["text"], position)
+        if found < 0 or text[position:found].strip():
+            return None
+        if joined and found == position:
+            last = joined[-1]
+            a, b = last["bbox"], word["bbox"]
+            last["text"] += word["text"]
+            last["bbox"] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+            last["confidence"] = min(last["confidence"], word["confidence"])
+        else:
+            joined.append(dict(word))
+        position = found + len(word["text"])
+    return joined
