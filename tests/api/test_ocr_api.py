@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 from tests.api.conftest import Api, MakeApi
+from tests.conftest import sqlite_url
 from tests.ocr_samples import ENGLISH, KOREAN, image_bytes, image_pdf, png_bomb, render_page, text_pdf
 
 from inferline.ocr.quality import cer
@@ -20,6 +22,14 @@ PNG = "image/png"
 @pytest.fixture
 async def ocr_api(make_api: MakeApi, database_url: str) -> AsyncIterator[Api]:
     async with make_api(database_url=database_url, max_upload_bytes=2_000_000, ocr_max_pages=25) as started:
+        yield started
+
+
+@pytest.fixture
+async def engine_api(make_api: MakeApi, tmp_path: Path) -> AsyncIterator[Api]:
+    """For what the OCR engines do with a page: the same on either database, so on SQLite only (files,
+    limits, tenants and results, where the database plays a part, run on both)."""
+    async with make_api(database_url=sqlite_url(tmp_path), max_upload_bytes=2_000_000, ocr_max_pages=25) as started:
         yield started
 
 
@@ -63,8 +73,8 @@ async def test_empty_oversized_and_missing_uploads_are_refused(ocr_api: Api) -> 
     assert (await ocr_api.client.get("/api/v1/healthz")).status_code in {200, 404}  # still serving
 
 
-async def test_an_english_image_is_read_with_lines_and_every_format(ocr_api: Api) -> None:
-    job = await ocr(ocr_api, image_bytes(render_page(ENGLISH), "PNG"))
+async def test_an_english_image_is_read_with_lines_and_every_format(engine_api: Api) -> None:
+    job = await ocr(engine_api, image_bytes(render_page(ENGLISH), "PNG"))
     assert job["status"] == "succeeded", job["error"]
     assert job["stage"] == "page 1/1" and job["progress"] == 100
     [page] = job["result"]["pages"]
@@ -74,9 +84,9 @@ async def test_an_english_image_is_read_with_lines_and_every_format(ocr_api: Api
         x0, y0, x1, y1 = line["bbox"]
         assert 0 <= x0 < x1 <= page["width"] and 0 <= y0 < y1 <= page["height"] and 0 <= line["confidence"] <= 1
     url = f"/api/v1/jobs/{job['id']}/result"
-    text = await ocr_api.client.get(url, params={"format": "text"})
-    hocr = await ocr_api.client.get(url, params={"format": "hocr"})
-    as_json = await ocr_api.client.get(url)
+    text = await engine_api.client.get(url, params={"format": "text"})
+    hocr = await engine_api.client.get(url, params={"format": "hocr"})
+    as_json = await engine_api.client.get(url)
     assert text.text == job["result"]["text"] and text.headers["content-type"].startswith("text/plain")
     assert "class='ocr_line'" in hocr.text and "class='ocr_carea'" in hocr.text and "class='ocr_par'" in hocr.text
     words = re.findall(r"<span class='ocrx_word'[^>]*>([^<]*)</span>", hocr.text)
@@ -84,11 +94,13 @@ async def test_an_english_image_is_read_with_lines_and_every_format(ocr_api: Api
     assert as_json.json() == job["result"]
 
 
-async def test_pdf_pages_use_their_text_layer_or_ocr_by_mode(ocr_api: Api) -> None:
+async def test_pdf_pages_use_their_text_layer_or_ocr_by_mode(engine_api: Api) -> None:
     mixed = text_pdf([KOREAN], "korean")
-    auto = await ocr(ocr_api, mixed, "k.pdf")
-    forced = await ocr(ocr_api, mixed, "k.pdf", page_mode="force")
-    scan = await ocr(ocr_api, image_pdf([render_page(KOREAN, "korean"), render_page(ENGLISH)]), "scan.pdf", pages="2")
+    auto = await ocr(engine_api, mixed, "k.pdf")
+    forced = await ocr(engine_api, mixed, "k.pdf", page_mode="force")
+    scan = await ocr(
+        engine_api, image_pdf([render_page(KOREAN, "korean"), render_page(ENGLISH)]), "scan.pdf", pages="2"
+    )
     assert [p["source"] for p in auto["result"]["pages"]] == ["text-layer"]
     assert auto["result"]["text"] == "\n".join(KOREAN)
     assert [p["source"] for p in forced["result"]["pages"]] == ["ocr"]
@@ -120,7 +132,7 @@ async def test_types_limits_and_options_are_refused_before_a_job_is_queued(ocr_a
     assert listed["items"] == []
 
 
-async def test_broken_files_become_failed_jobs_naming_the_problem(ocr_api: Api) -> None:
+async def test_broken_files_become_failed_jobs_naming_the_problem(engine_api: Api) -> None:
     png = image_bytes(render_page(ENGLISH), "PNG")
     cases = {
         "truncated": (png[: len(png) // 3], "t.png"),
@@ -128,24 +140,24 @@ async def test_broken_files_become_failed_jobs_naming_the_problem(ocr_api: Api) 
         "corrupt": (b"%PDF-1.7\n" + b"\x00junk" * 500, "c.pdf"),
     }
     for words, (data, name) in cases.items():
-        job = await ocr(ocr_api, data, name)
+        job = await ocr(engine_api, data, name)
         assert job["status"] == "failed", (words, job)
         assert job["error"]["type"] == "BadDocument" and words in job["error"]["message"]
         assert job["attempts"] == 1  # not retried: the file will not get better
-    assert (await ocr(ocr_api, png))["status"] == "succeeded"  # and the server goes on serving
+    assert (await ocr(engine_api, png))["status"] == "succeeded"  # and the server goes on serving
 
 
-async def test_turned_and_skewed_scans_are_corrected_when_asked_by_either_engine(ocr_api: Api) -> None:
+async def test_turned_and_skewed_scans_are_corrected_when_asked_by_either_engine(engine_api: Api) -> None:
     english = ENGLISH * 5  # orientation detection needs a page's worth of text
     upside_down = render_page(KOREAN * 5, "korean").rotate(184, expand=True, fillcolor=255)
     sideways = render_page(english).rotate(90, expand=True, fillcolor=255)
     scan = image_pdf([upside_down])
-    plain = await ocr(ocr_api, scan, "scan.pdf")
-    fixed = await ocr(ocr_api, scan, "scan.pdf", rotate_pages="true", deskew="true")
+    plain = await ocr(engine_api, scan, "scan.pdf")
+    fixed = await ocr(engine_api, scan, "scan.pdf", rotate_pages="true", deskew="true")
     rapid = await ocr(
-        ocr_api, image_bytes(sideways, "PNG"), engine="rapidocr", lang="eng", rotate_pages="true", deskew="true"
+        engine_api, image_bytes(sideways, "PNG"), engine="rapidocr", lang="eng", rotate_pages="true", deskew="true"
     )
-    bad = await ocr_api.client.post(
+    bad = await engine_api.client.post(
         "/api/v1/ocr", files={"file": ("p.png", image_bytes(sideways, "PNG"))}, data={"rotate_pages": "maybe"}
     )
     assert cer(plain["result"]["text"], "\n".join(KOREAN * 5)) > 0.5
@@ -158,27 +170,27 @@ async def test_turned_and_skewed_scans_are_corrected_when_asked_by_either_engine
     assert bad.status_code == 422 and bad.json()["field"] == "rotate_pages"
 
 
-async def test_a_long_pdf_is_canceled_between_pages(ocr_api: Api) -> None:
+async def test_a_long_pdf_is_canceled_between_pages(engine_api: Api) -> None:
     pages = [render_page([*ENGLISH, f"page {i}"]) for i in range(20)]
-    job = await ocr(ocr_api, image_pdf(pages), "long.pdf", wait_s=0)
-    started = await ocr_api.wait(
+    job = await ocr(engine_api, image_pdf(pages), "long.pdf", wait_s=0)
+    started = await engine_api.wait(
         job["id"], lambda j: j["progress"] > 0 or (j["status"] != "running" and j["status"] != "queued")
     )
     assert started["status"] == "running", started
-    response = await ocr_api.client.post(f"/api/v1/jobs/{job['id']}/cancel")
+    response = await engine_api.client.post(f"/api/v1/jobs/{job['id']}/cancel")
     assert response.status_code == 200
-    done = await ocr_api.wait(job["id"])
+    done = await engine_api.wait(job["id"])
     assert done["status"] == "canceled"
     finished_pages = int(done["stage"].split()[1].split("/")[0])
     assert 1 <= finished_pages < 20
-    result = await ocr_api.client.get(f"/api/v1/jobs/{job['id']}/result")
+    result = await engine_api.client.get(f"/api/v1/jobs/{job['id']}/result")
     assert result.status_code == 409
 
 
-async def test_a_stored_file_can_be_ocrd_by_id_and_with_the_second_engine(ocr_api: Api) -> None:
+async def test_a_stored_file_can_be_ocrd_by_id_and_with_the_second_engine(engine_api: Api) -> None:
     data = image_bytes(render_page(ENGLISH), "JPEG")
-    stored = (await ocr_api.client.post("/api/v1/files", files={"file": ("p.jpg", data)})).json()
-    response = await ocr_api.client.post(
+    stored = (await engine_api.client.post("/api/v1/files", files={"file": ("p.jpg", data)})).json()
+    response = await engine_api.client.post(
         "/api/v1/ocr",
         json={"file_id": stored["id"], "engine": "rapidocr", "lang": "eng"},
         headers={"Prefer": "wait=60"},
@@ -190,14 +202,14 @@ async def test_a_stored_file_can_be_ocrd_by_id_and_with_the_second_engine(ocr_ap
     assert cer(job["result"]["text"], "\n".join(ENGLISH)) < 0.03
 
 
-async def test_a_blank_page_is_read_as_empty_text_at_the_first_attempt_by_either_engine(ocr_api: Api) -> None:
+async def test_a_blank_page_is_read_as_empty_text_at_the_first_attempt_by_either_engine(engine_api: Api) -> None:
     blank = image_bytes(Image.new("RGB", (800, 600), "white"), "PNG")
     for engine, lang in (("tesseract", "kor+eng"), ("rapidocr", "eng")):
-        job = await ocr(ocr_api, blank, engine=engine, lang=lang)
+        job = await ocr(engine_api, blank, engine=engine, lang=lang)
         assert job["status"] == "succeeded" and job["attempts"] == 1, (engine, job["error"])
         [page] = job["result"]["pages"]
         assert job["result"]["text"] == "" and page["lines"] == [] and page["source"] == "ocr"
-        text = await ocr_api.client.get(f"/api/v1/jobs/{job['id']}/result", params={"format": "text"})
+        text = await engine_api.client.get(f"/api/v1/jobs/{job['id']}/result", params={"format": "text"})
         assert text.status_code == 200 and text.text == ""
 
 
