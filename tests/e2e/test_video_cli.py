@@ -30,7 +30,21 @@ def video_make(procs: Processes, tmp_path: Path, *args: str) -> subprocess.Popen
     command = [sys.executable, "-m", "inferline.cli", "video", "make", *args, "--data-dir", str(tmp_path / "data")]
     command += ["--title", "김순자", "--subtitle", "1941-2026", "--resolution", "180p", "--fps", "10"]
     env = procs.env | {"INFERLINE_MEDIA_FFMPEG_THREADS": "1"}
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A suite started in the background of a shell inherits SIGINT ignored, and so would the CLI (Python
+        # installs its Ctrl-C handler only where SIGINT is not ignored): a terminal's Ctrl-C is what is tested.
+        preexec_fn=_default_sigint,
+    )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def pipeline_statuses(data_dir: Path) -> list[str]:

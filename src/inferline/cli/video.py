@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import httpx
 import typer
@@ -55,8 +55,13 @@ def make(
     options["transition"] = transition
     with api_client(server, key, data_dir) as client:
         project = _project(client, photos, music, title=title, subtitle=subtitle, name=out.stem)
-        job = call(client, "POST", f"/api/v1/projects/{project}/run", json=options)
-        done = _follow(client, project, job["id"], [photo_s] * len(photos), transition_s)
+        try:
+            job_id: str | None = call(client, "POST", f"/api/v1/projects/{project}/run", json=options)["id"]
+        except KeyboardInterrupt:  # the run may have started before its answer came back
+            err.print("canceling the run...")
+            _cancel(client, project, None)
+        assert job_id is not None
+        done = _follow(client, project, job_id, [photo_s] * len(photos), transition_s)
         if done.get("status") != "succeeded":
             reason = (done.get("error") or {}).get("message") or done.get("status")
             err.print(f"the video was not made: {reason}")
@@ -102,9 +107,17 @@ def _follow(client: httpx.Client, project: str, job_id: str, photos_s: list[floa
             return done
         except KeyboardInterrupt:
             err.print("canceling the run...")
+    _cancel(client, project, job_id)
+
+
+def _cancel(client: httpx.Client, project: str, job_id: str | None) -> NoReturn:
+    """Cancels the project's run (`job_id`, or whichever is active) and waits for it to stop."""
     call(client, "POST", f"/api/v1/projects/{project}/cancel")
-    [done] = follow_jobs(client, [job_id], lambda _, job: None)
-    err.print(f"the run ended {done.get('status')}")
+    if job_id is None:
+        job_id = (call(client, "GET", f"/api/v1/projects/{project}").get("active_job") or {}).get("id")
+    if job_id is not None:
+        [done] = follow_jobs(client, [job_id], lambda _, job: None)
+        err.print(f"the run ended {done.get('status')}")
     raise typer.Exit(130)
 
 
