@@ -8,7 +8,9 @@ Two groups of pages:
 
 Modes, each reading the same page images (`kor+eng`, one thread):
 - `auto`: inferline's layout step, then each block as one block (the service's default);
-- `single_column` (PSM 6) and `psm4`: the fixed single-block modes the service used before;
+- `single_column`: the whole page as one block (PSM 6), with the service's Korean spacing;
+- `psm6` and `psm4`: the fixed single-block modes as the service used them before (PSM 6 was its mode),
+  Tesseract's text as it comes;
 - `tesseract`: Tesseract's own default (PSM 3, its layout analysis), as its command line runs it;
 - `sparse` (PSM 11).
 
@@ -34,7 +36,7 @@ from inferline.ocr.tesseract import OcrInput, OcrLayout, TesseractModel, find_te
 from ocr_pages import SETS, page_sets  # bench/ is the script's folder, on sys.path first
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ocr"
-MODES = ("auto", "single_column", "psm4", "tesseract", "sparse")
+MODES = ("auto", "single_column", "psm6", "psm4", "tesseract", "sparse")
 
 
 def shared_pages() -> Iterator[tuple[str, str, Image.Image, str]]:
@@ -53,7 +55,7 @@ def readers() -> dict[str, Callable[[Image.Image], str]]:
     model.setup("cpu")
     plain = {
         psm: tesserocr.PyTessBaseAPI(path=find_tessdata(), lang="kor+eng", psm=psm)
-        for psm in (tesserocr.PSM.AUTO, tesserocr.PSM.SINGLE_COLUMN)
+        for psm in (tesserocr.PSM.AUTO, tesserocr.PSM.SINGLE_COLUMN, tesserocr.PSM.SINGLE_BLOCK)
     }
 
     def service(layout: OcrLayout) -> Callable[[Image.Image], str]:
@@ -75,6 +77,7 @@ def readers() -> dict[str, Callable[[Image.Image], str]]:
     return {
         "auto": service(OcrLayout.AUTO),
         "single_column": service(OcrLayout.SINGLE_COLUMN),
+        "psm6": fixed(tesserocr.PSM.SINGLE_BLOCK),
         "psm4": fixed(tesserocr.PSM.SINGLE_COLUMN),
         "tesseract": fixed(tesserocr.PSM.AUTO),
         "sparse": service(OcrLayout.SPARSE),

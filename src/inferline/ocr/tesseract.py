@@ -145,7 +145,10 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
             api.SetPageSegMode(PSM_SINGLE_BLOCK)
             api.SetImage(layout.image)
             for block in layout.blocks:
-                api.SetRectangle(block.x0, block.y0, block.width, block.height)
+                # One block is a one-column page: read whole, exactly as `single_column` reads it (Tesseract
+                # thresholds a rectangle on its own, which moved CER by ±1 point either way on such pages).
+                if len(layout.blocks) > 1:
+                    api.SetRectangle(block.x0, block.y0, block.width, block.height)
                 api.Recognize()
                 page.read(api, within=block)
         else:
