@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 from inferline.errors import Canceled, JobError, NonRetryable
 from inferline.inputs import shown_text, unstorable
 from inferline.jobs.model import JSON, Job, WebhookEvent
+from inferline.subprocesses import dying_with_parent
 
 if TYPE_CHECKING:
     from inferline.inference.runtime import ModelRuntime
@@ -153,7 +154,7 @@ class ContextBase(ABC):
         input_bytes: bytes | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
         proc = await asyncio.create_subprocess_exec(
-            *args,
+            *dying_with_parent(args),
             cwd=cwd,
             env=dict(env) if env is not None else None,
             start_new_session=True,

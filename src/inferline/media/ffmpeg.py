@@ -27,6 +27,7 @@ from pathlib import Path
 
 from inferline.errors import JobError, NonRetryable
 from inferline.files import sniff
+from inferline.subprocesses import dying_with_parent
 
 Progress = Callable[[float], Awaitable[None]]
 """Percent (0-100) of one step done; awaited, so keep it quick (ffmpeg waits while it runs)."""
@@ -222,7 +223,7 @@ async def _run(
 @contextlib.asynccontextmanager
 async def _process_group(cmd: list[str]) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
-        *cmd,
+        *dying_with_parent(cmd),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
