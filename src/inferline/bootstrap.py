@@ -36,6 +36,7 @@ from inferline.monitor import presence
 from inferline.monitor.deps import MonitorDeps
 from inferline.monitor.evaluator import Evaluator
 from inferline.monitor.notifier import Notifier
+from inferline.monitor.presence import model_states
 from inferline.monitor.rules import ensure_default_rules
 from inferline.monitor.sampler import Sampler, SamplerConfig
 from inferline.monitor.series import MetricReads
@@ -135,6 +136,7 @@ def build_services(settings: Settings) -> Services:
         processes=settings.model_processes,
     )
     embedding_models = register_models(settings, models)
+    metrics.watch(settings.data_dir, lambda: model_states(models))
     blobs = BlobStore(settings.data_dir.resolve() / "blobs")
     search = SearchDeps(
         engine=engine,
@@ -378,6 +380,7 @@ class Background:
             outbound=s.submitter.outbound,
             concurrency=s.settings.webhook_concurrency,
             tenant_concurrency=s.settings.webhook_tenant_concurrency,
+            metrics=s.metrics,
         )
         self.tasks = [
             asyncio.create_task(run_scheduler(s.submitter, poll_s=s.settings.schedule_poll_s, stop=self.halt)),

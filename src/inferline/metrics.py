@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
+# Families read when scraped (`Metrics.watch`), with their label names.
+SCRAPE_TIME_FAMILIES: dict[str, tuple[str, ...]] = {
+    "inferline_data_dir_free_ratio": (),
+    "inferline_model_up": ("model",),
+}
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -108,6 +118,18 @@ class Metrics:
             registry=r,
         )
         self.alerts_firing = Gauge("inferline_monitor_alerts_firing", "Alerts firing now", registry=r)
+        self.webhook_deliveries = Counter(
+            "inferline_webhook_deliveries_total",
+            "Job webhook send attempts by result: delivered, retried (failed, another attempt due), failed "
+            "(failed, attempts used up)",
+            ["result"],
+            registry=r,
+        )
+
+    def watch(self, data_dir: Path, model_states: Callable[[], Mapping[str, str]]) -> None:
+        """Values read when scraped: the data directory's free disk share and each loaded model's
+        state (`inferline_model_up`: 0 where it failed to load)."""
+        self.registry.register(_ScrapeTime(data_dir, model_states))
 
     def set_queue_depth(self, rows: list[tuple[str, int, int]]) -> None:
         self.queue_depth.clear()
@@ -116,3 +138,25 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ScrapeTime(Collector):
+    def __init__(self, data_dir: Path, model_states: Callable[[], Mapping[str, str]]) -> None:
+        self.data_dir = data_dir
+        self.model_states = model_states
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        disk = GaugeMetricFamily("inferline_data_dir_free_ratio", "Free share of the data directory's disk")
+        try:
+            usage = shutil.disk_usage(self.data_dir)
+        except OSError:  # not made yet, or gone: no sample rather than a wrong one
+            pass
+        else:
+            disk.add_metric([], usage.free / max(usage.total, 1))
+        yield disk
+        up = GaugeMetricFamily(
+            "inferline_model_up", "1 for a loaded or loading model, 0 if it failed", labels=["model"]
+        )
+        for model, state in sorted(self.model_states().items()):
+            up.add_metric([model], 0.0 if state == "failed" else 1.0)
+        yield up

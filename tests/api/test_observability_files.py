@@ -19,6 +19,8 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 from tests.api.conftest import Api
 
+from inferline.metrics import SCRAPE_TIME_FAMILIES
+
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "deploy" / "observability"
 RULES = OBSERVABILITY / "prometheus" / "inferline-rules.yml"
 DASHBOARD = OBSERVABILITY / "grafana" / "inferline-dashboard.json"
@@ -116,6 +118,7 @@ async def exported(api: Api) -> Exported:
         if isinstance(metric, MetricWrapperBase):
             # No public accessor: `_labelnames` is what `.labels()` checks its arguments against.
             label_names[metric._name] = frozenset(metric._labelnames)
+    label_names |= {name: frozenset(labels) for name, labels in SCRAPE_TIME_FAMILIES.items()}
     assert set(label_names) == set(types), "the registry and /metrics disagree"
     labels_of = dict(PROMETHEUS_SERIES)
     for family, kind in types.items():
@@ -240,3 +243,15 @@ def test_prometheus_parses_the_rules_and_every_dashboard_query(tmp_path: Path) -
     queries = tmp_path / "dashboard-queries.yml"
     queries.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": records}]}), encoding="utf-8")
     subprocess.run([promtool, "check", "rules", str(queries)], check=True, capture_output=True, timeout=30)
+
+
+async def test_the_data_dirs_free_disk_is_read_when_scraped(idle_api: Api) -> None:
+    text = (await idle_api.anonymous.get("/metrics")).text
+    [ratio] = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "inferline_data_dir_free_ratio"
+        for sample in family.samples
+    ]
+    usage = shutil.disk_usage(idle_api.services.settings.data_dir)
+    assert 0 < ratio < 1 and abs(ratio - usage.free / usage.total) < 0.01

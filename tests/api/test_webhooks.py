@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from tests.api.conftest import Api, MakeApi
 from tests.helpers import eventually
 
@@ -96,6 +97,15 @@ async def test_deliveries_are_signed_retried_and_throttled(api: Api, receiver: R
     assert 1 <= len(progress_times) <= 3  # 8 steps of 150 ms, at most one progress per 500 ms
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(progress_times)]
     assert all(gap >= 0.5 for gap in gaps)
+    # Each send counted by its result, in /metrics: the 500 was one retry, the rest delivered.
+    counted = {
+        sample.labels["result"]: sample.value
+        for family in text_string_to_metric_families((await api.anonymous.get("/metrics")).text)
+        if family.name == "inferline_webhook_deliveries"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert counted == {"retried": 1.0, "delivered": float(len(receiver.requests) - 1)}
 
 
 async def test_only_asked_events_are_delivered(api: Api, receiver: Receiver) -> None:

@@ -30,6 +30,7 @@ from inferline.clock import utcnow
 from inferline.errors import InvalidInput
 from inferline.ids import new_id
 from inferline.jobs.model import Job, RetryPolicy, WebhookEvent, public_view
+from inferline.metrics import Metrics
 from inferline.outbound import OutboundPolicy
 from inferline.schema import tenants, webhook_deliveries
 
@@ -100,8 +101,10 @@ class WebhookDispatcher:
         outbound: OutboundPolicy,
         concurrency: int = 32,
         tenant_concurrency: int = 8,
+        metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
+        self.metrics = metrics
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.poll_s = poll_s
@@ -270,11 +273,16 @@ class WebhookDispatcher:
         values: dict[str, Any] = {"attempts": attempts, "last_error": error}
         if error is None:
             values |= {"status": "delivered", "delivered_at": now}
+            result = "delivered"
         elif attempts >= self.max_attempts:
             values |= {"status": "failed"}
             log.warning("webhook_failed", delivery_id=row["id"], job_id=row["job_id"], error=error)
+            result = "failed"
         else:
             values |= {"next_attempt_at": now + timedelta(seconds=self.policy.backoff_s(attempts))}
+            result = "retried"
+        if self.metrics is not None:
+            self.metrics.webhook_deliveries.labels(result=result).inc()
         async with db.write(self.engine) as conn:
             await conn.execute(webhook_deliveries.update().where(webhook_deliveries.c.id == row["id"]).values(**values))
 
