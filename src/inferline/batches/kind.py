@@ -311,6 +311,11 @@ async def _wait(deps: BatchDeps, ctx: JobContext, waiting: dict[str, dict[str, A
 async def _finalize(
     deps: BatchDeps, ctx: JobContext, batch: Batch, collection: Collection, state: dict[str, Any]
 ) -> dict[str, Any]:
+    result = {"batch_id": batch.id, "completed": state["completed"], "failed": state["failed"]}
+    async with db.read(deps.engine) as conn:
+        current = await BatchStore(conn).batch(batch.tenant, batch.id)
+    if current is not None and current.status == COMPLETED:  # an attempt that died after completing it
+        return result
     await ctx.stage(FINALIZING)
     await _update(deps, batch.id, {"status": FINALIZING})
     output = await _results_file(deps, batch, failed=False) if state["completed"] else None
@@ -346,7 +351,7 @@ async def _finalize(
         deps.search.collection_cache.advanced(collection.id, version)
     if every_one_failed:
         raise NonRetryable(values["error"])
-    return {"batch_id": batch.id, "completed": state["completed"], "failed": state["failed"]}
+    return result
 
 
 async def _results_file(deps: BatchDeps, batch: Batch, *, failed: bool) -> FileInfo:
