@@ -194,6 +194,9 @@ async def test_csv_with_a_template_input_of_the_wrong_type_refusals_and_tenants(
         "/api/v1/batches", json={"input_file_id": file_id, "collection": "jobs", "text_template": "{title"}
     )
     assert bad.status_code == 422 and bad.json()["field"] == "text_template"
+    private = {"input_file_id": file_id, "collection": "jobs", "webhook": "http://10.0.0.1/hook"}
+    refused = await api.client.post("/api/v1/batches", json=private)
+    assert refused.status_code == 422 and refused.json()["field"] == "webhook"
     png = await upload(api, "x.png", bytes.fromhex("89504e470d0a1a0a") + b"\x00" * 64)
     assert (
         await api.client.post("/api/v1/batches", json={"input_file_id": png, "collection": "jobs"})

@@ -191,7 +191,7 @@ async def _chunk(
         outcome: dict[str, Any] = {"line": record.line, "custom_id": custom_id, "document_id": None, "error": None}
         outcomes.append(outcome)
         try:
-            text, metadata, external_id = _checked(deps, collection, record)
+            text, metadata, external_id = _checked(deps, batch, collection, record)
             document = await _upsert(deps, collection, text, metadata, external_id)
         except InferlineError as exc:
             outcome["error"] = str(exc)[:MAX_ERROR_CHARS]
@@ -202,7 +202,7 @@ async def _chunk(
     return outcomes
 
 
-def _checked(deps: BatchDeps, collection: Collection, record: Record) -> tuple[str, dict[str, Any], str]:
+def _checked(deps: BatchDeps, batch: Batch, collection: Collection, record: Record) -> tuple[str, dict[str, Any], str]:
     """The record's text, metadata and id, or InvalidInput with the reason it cannot be used."""
     if record.error is not None:
         raise InvalidInput(record.error)
@@ -210,7 +210,7 @@ def _checked(deps: BatchDeps, collection: Collection, record: Record) -> tuple[s
     if isinstance(custom_id, int) and not isinstance(custom_id, bool):
         custom_id = str(custom_id)
     if not isinstance(custom_id, str) or not custom_id.strip():
-        raise InvalidInput(f"{collection_id_field(record)}: missing or not a string")
+        raise InvalidInput(f"{batch.id_field}: missing or not a string")
     text = record.text
     if not isinstance(text, str) or not text.strip():
         raise InvalidInput("text: empty")
@@ -226,10 +226,6 @@ def _checked(deps: BatchDeps, collection: Collection, record: Record) -> tuple[s
     checked, external_id = documents.check_document_input(metadata, custom_id)
     assert external_id is not None
     return text, checked, external_id
-
-
-def collection_id_field(record: Record) -> str:
-    return "custom_id" if record.typed else "id column"
 
 
 def _typed(fields: dict[str, FieldType], cells: dict[str, Any]) -> dict[str, Any]:

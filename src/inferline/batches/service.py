@@ -16,7 +16,7 @@ from inferline.files import sniff
 from inferline.ids import new_id
 from inferline.jobs import service as jobs_service
 from inferline.jobs.model import Job
-from inferline.jobs.submission import JobRequest, JobTransaction
+from inferline.jobs.submission import JobRequest, JobTransaction, check_webhook
 from inferline.search.store import SearchStore
 
 MAX_CHUNK_RECORDS = 10_000
@@ -41,6 +41,8 @@ async def create_batch(deps: BatchDeps, *, tenant: str, data: BatchIn) -> tuple[
             template_fields(data.text_template)
         except ValueError as exc:
             raise InvalidInput(f"text_template: {exc}", field="text_template") from exc
+    # Here, not only at each send: the one who asked gets the 422 naming `webhook`.
+    await check_webhook(deps.submitter.outbound, JobRequest(kind.KIND, {}, webhook=data.webhook), tenant=tenant)
     async with deps.submitter.transaction() as tx:
         return await _add(
             tx,
