@@ -111,7 +111,9 @@ async def test_a_jsonl_batch_upserts_its_records_and_a_rerun_costs_nothing(
         assert len(documents) == 25 and {d["status"] for d in documents} == {"ready"}
         by_id = {d["external_id"]: d for d in documents}
         assert by_id["job-3"]["metadata"] == {"years": 4, "city": "Daegu"}
-        hits = (await api.client.post("/api/v1/collections/jobs/search", json={"query": "sourdough"})).json()["hits"]
+        hits = (
+            await api.client.post("/api/v1/collections/jobs/search", json={"query": "sourdough", "mode": "keyword"})
+        ).json()["hits"]
         assert hits[0]["document_id"] == by_id["job-bread"]["id"]
         years = {"query": "wanted", "filter": {"years": 4}, "mode": "keyword", "limit": 100}
         filtered = (await api.client.post("/api/v1/collections/jobs/search", json=years)).json()["hits"]
@@ -205,7 +207,9 @@ async def test_csv_with_a_template_input_of_the_wrong_type_refusals_and_tenants(
     assert (await api.client.post(f"/api/v1/batches/{batch['id']}/cancel")).status_code == 409  # it has ended
 
 
-async def test_bad_records_go_to_the_error_file_and_a_retry_takes_only_them(make_api: MakeApi) -> None:
+async def test_bad_records_go_to_the_error_file_a_retry_takes_only_them_and_a_cancel_keeps_what_was_done(
+    make_api: MakeApi,
+) -> None:
     async with make_api(batch_max_record_bytes=200, batch_max_line_bytes=400) as api:
         await collection(api, fields={"years": "int"})
         good = [posting(i) for i in range(6)]
@@ -255,26 +259,23 @@ async def test_bad_records_go_to_the_error_file_and_a_retry_takes_only_them(make
         assert [e["line"] for e in await lines_of(api, retried["error_file_id"])] == [3, 4, 5, 6, 7, 9, 10]
         assert await count_jobs(api, "ingest") == ingests
 
+        # A cancel stops the batch after a chunk; what was done stays done and counted.
+        many = await upload(api, "many.jsonl", jsonl([posting(i) for i in range(80)]))
+        batch = await start(api, many, chunk_records=4)
 
-async def test_cancel_stops_after_a_chunk_and_keeps_what_was_done(batch_api: Api) -> None:
-    await collection(batch_api)
-    batch = await start(
-        batch_api, await upload(batch_api, "many.jsonl", jsonl([posting(i) for i in range(80)])), chunk_records=4
-    )
+        async def current() -> dict[str, Any]:
+            found: dict[str, Any] = (await api.client.get(f"/api/v1/batches/{batch['id']}")).json()
+            return found
 
-    async def current() -> dict[str, Any]:
-        found: dict[str, Any] = (await batch_api.client.get(f"/api/v1/batches/{batch['id']}")).json()
-        return found
-
-    await eventually(current, lambda b: b["request_counts"]["completed"] >= 4, timeout_s=60)
-    response = await batch_api.client.post(f"/api/v1/batches/{batch['id']}/cancel")
-    assert response.status_code == 200 and response.json()["status"] in ("canceling", "canceled")
-    done = await finished(batch_api, batch)
-    assert done["status"] == "canceled"
-    kept = done["request_counts"]["completed"]
-    assert 4 <= kept < 80 and done["request_counts"]["failed"] == 0
-    documents = (await batch_api.client.get("/api/v1/collections/jobs/documents?limit=500")).json()["items"]
-    assert {f"job-{i}" for i in range(kept)} <= {d["external_id"] for d in documents}
+        await eventually(current, lambda b: b["request_counts"]["completed"] >= 8, timeout_s=60)
+        response = await api.client.post(f"/api/v1/batches/{batch['id']}/cancel")
+        assert response.status_code == 200 and response.json()["status"] in ("canceling", "canceled")
+        canceled = await finished(api, batch)
+        assert canceled["status"] == "canceled" and canceled["output_file_id"] is None
+        kept = canceled["request_counts"]["completed"]
+        assert 8 <= kept < 80 and canceled["request_counts"]["failed"] == 0
+        documents = (await api.client.get("/api/v1/collections/jobs/documents?limit=500")).json()["items"]
+        assert {f"job-{i}" for i in range(kept)} <= {d["external_id"] for d in documents}
 
 
 class KilledAfterWriting(Exception):
