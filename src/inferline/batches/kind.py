@@ -193,6 +193,8 @@ async def _chunk(
         try:
             text, metadata, external_id = _checked(deps, batch, collection, record)
             document = await _upsert(deps, collection, text, metadata, external_id)
+        except NonRetryable:  # not this record's fault: the collection is gone
+            raise
         except InferlineError as exc:
             outcome["error"] = str(exc)[:MAX_ERROR_CHARS]
             continue
