@@ -11,6 +11,9 @@ from types import ModuleType
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline import leases, plugins
+from inferline.batches import kind as batch_kind
+from inferline.batches.deps import BatchDeps
+from inferline.batches.records import Limits as BatchLimits
 from inferline.config import Settings
 from inferline.db import SqliteWriter, create_engine
 from inferline.files.blobs import BlobStore
@@ -70,6 +73,7 @@ class Services:
     ocr: OcrDeps
     search: SearchDeps
     media: MediaDeps
+    batches: BatchDeps
     watchers: JobWatchers
     monitor: MonitorDeps
     plugins: list[ModuleType] = field(default_factory=list)
@@ -92,6 +96,7 @@ def register_kinds(services: Services) -> None:
     ocr_kind.register(registry, services.ocr)
     search_kind.register(registry, services.search, services.ocr)
     media_kind.register(registry, services.media)
+    batch_kind.register(registry, services.batches)
     services.plugins = plugins.load(services.settings.plugins)
     plugins.register(services, services.plugins)
 
@@ -189,10 +194,28 @@ def build_services(settings: Settings) -> Services:
         watchers=JobWatchers(engine, settings.events_poll_s, settings.events_max_streams_per_tenant),
         submitter=submitter,
         media=build_media(settings, engine, blobs, submitter),
+        batches=build_batches(settings, search, submitter),
         monitor=build_monitor(settings, engine, metrics, models, blobs, outbound),
     )
     register_kinds(services)
     return services
+
+
+def build_batches(settings: Settings, search: SearchDeps, submitter: Submitter) -> BatchDeps:
+    return BatchDeps(
+        engine=search.engine,
+        blobs=search.blobs,
+        submitter=submitter,
+        search=search,
+        limits=BatchLimits(
+            max_records=settings.batch_max_records,
+            max_line_bytes=settings.batch_max_line_bytes,
+            max_record_bytes=settings.batch_max_record_bytes,
+        ),
+        max_file_bytes=settings.batch_max_file_bytes,
+        default_chunk_records=settings.batch_chunk_records,
+        quota=Quota(max_bytes=settings.files_max_bytes_per_tenant, max_files=settings.files_max_per_tenant),
+    )
 
 
 def build_media(settings: Settings, engine: AsyncEngine, blobs: BlobStore, submitter: Submitter) -> MediaDeps:

@@ -141,6 +141,17 @@ class Settings(BaseSettings):
     )
     search_cache_size: int = Field(default=4096, ge=0, description="search results kept in this process (LRU)")
     search_cache_ttl_s: int = Field(default=3600, ge=1, description="lifetime of search results in Redis")
+    batch_max_file_bytes: int = Field(
+        default=2 * 2**30, ge=1, description="a batch input file over this size fails the batch"
+    )
+    batch_max_records: int = Field(default=1_000_000, ge=1, description="a batch input with more records fails")
+    batch_max_line_bytes: int = Field(
+        default=1 * 2**20, ge=64, description="a JSONL line over this is a failed record (CSV: fails the batch)"
+    )
+    batch_max_record_bytes: int = Field(
+        default=256 * 2**10, ge=16, description="a record whose text is longer (UTF-8 bytes) is a failed record"
+    )
+    batch_chunk_records: int = Field(default=100, ge=1, le=10_000, description="records per checkpoint by default")
     plugins: list[str] = Field(default_factory=list, description="modules to import that register job kinds")
     metrics_port: int | None = Field(default=None, description="`inferline worker` exposes metrics here")
     metrics_host: str = Field(

@@ -212,6 +212,46 @@ documents = sa.Table(
     sa.Index("ix_documents_collection_sha256", "collection_id", "sha256"),
 )
 
+# Bulk batches: records of an uploaded JSONL or CSV file upserted as documents of a collection by their
+# custom_id (batches/). `status` is the phase the batch job wrote; canceled and canceling are read from
+# its job. The counts are those of the records done up to the job's last checkpoint.
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("collection", sa.String(100), nullable=False),
+    sa.Column("input_file_id", sa.String(36), nullable=False),
+    sa.Column("text_template", sa.Text(), nullable=True),
+    sa.Column("id_field", sa.String(200), nullable=False),
+    sa.Column("chunk_records", sa.Integer(), nullable=False),
+    sa.Column("retry_of", sa.String(36), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("total", sa.Integer(), nullable=True),
+    sa.Column("completed", sa.Integer(), nullable=False),
+    sa.Column("failed", sa.Integer(), nullable=False),
+    sa.Column("output_file_id", sa.String(36), nullable=True),
+    sa.Column("error_file_id", sa.String(36), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("job_id", sa.String(36), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("completed_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_batches_tenant_id", "tenant", "id"),
+)
+
+# One row per record of a batch done (by its line in the input): the document it became, or why not.
+# The output and error files are written from them; a chunk redone after a crash replaces its rows.
+batch_records = sa.Table(
+    "batch_records",
+    metadata,
+    sa.Column("batch_id", sa.String(36), primary_key=True),
+    sa.Column("line", sa.Integer(), primary_key=True),
+    sa.Column("custom_id", sa.String(500), nullable=True),
+    sa.Column("document_id", sa.String(36), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+)
+
 # Media projects: a family's photos and song, and the video made of them. `active_job_id` is the job of
 # the latest run (a `pipeline`); the project's status shown to users is derived from that job's.
 media_projects = sa.Table(

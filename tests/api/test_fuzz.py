@@ -153,7 +153,15 @@ def seed_resources(client: TestClient, headers: dict[str, str]) -> dict[str, str
             f"/api/v1/projects/{project['id']}/assets", files={"file": ("a.png", png.getvalue())}, headers=headers
         )
     )
+    records = made(
+        client.post(
+            "/api/v1/files", files={"file": ("r.jsonl", b'{"custom_id": "a", "text": "bread"}\n')}, headers=headers
+        )
+    )
+    batch = client.post("/api/v1/batches", json={"input_file_id": records["id"], "collection": "docs"}, headers=headers)
+    assert batch.status_code == 202, batch.text
     return {
+        "batch_id": batch.json()["id"],
         "project_id": project["id"],
         "asset_id": asset["id"],
         "job_id": job["id"],

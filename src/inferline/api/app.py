@@ -18,7 +18,19 @@ from inferline import __version__, db, plugins
 from inferline.api import problems
 from inferline.api.admission import Admission
 from inferline.api.middleware import RequestContext
-from inferline.api.routes import collections, files, health, jobs, media, models, monitor, ocr, schedules, webhooks
+from inferline.api.routes import (
+    batches,
+    collections,
+    files,
+    health,
+    jobs,
+    media,
+    models,
+    monitor,
+    ocr,
+    schedules,
+    webhooks,
+)
 from inferline.bootstrap import Background, MonitorLoops, Services, build_services
 from inferline.config import Settings
 from inferline.private_paths import make_private_dir
@@ -98,6 +110,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
     api.include_router(ocr.router)
     api.include_router(collections.router)
     api.include_router(media.router)
+    api.include_router(batches.router)
     api.include_router(schedules.router)
     api.include_router(models.router)
     api.include_router(webhooks.router)

@@ -234,3 +234,38 @@ class AssetOut(BaseModel):
 
 class AssetList(BaseModel):
     items: list[AssetOut] = Field(description="photos in playing order, then songs")
+
+
+class RequestCountsOut(BaseModel):
+    total: int | None = Field(
+        description="records in the input (or, for a retry, failed in the batch retried); null while validating"
+    )
+    completed: int = Field(description="records upserted as documents and indexed (unchanged ones included)")
+    failed: int = Field(description="records in the error file")
+
+
+class BatchOut(BaseModel):
+    id: str
+    object: Literal["batch"]
+    status: Literal["validating", "in_progress", "finalizing", "completed", "failed", "canceling", "canceled"]
+    collection: str
+    input_file_id: str
+    text_template: str | None
+    id_field: str
+    chunk_records: int
+    retry_of: str | None = Field(description="the batch whose failed records this one retries")
+    request_counts: RequestCountsOut
+    output_file_id: str | None = Field(description="JSONL: custom_id, line, document_id of each record done")
+    error_file_id: str | None = Field(description="JSONL: custom_id, line, error of each record that failed")
+    error: str | None = Field(description="why the batch failed")
+    job_id: str
+    stage: str | None
+    progress: float | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+class BatchPage(BaseModel):
+    items: list[BatchOut]
+    next_cursor: str | None

@@ -83,6 +83,28 @@ async def enqueue(conn: AsyncConnection, job: Job, event: WebhookEvent, now: dat
     )
 
 
+async def enqueue_event(conn: AsyncConnection, job: Job, event_type: str, data: dict[str, Any], now: datetime) -> None:
+    """A workload's own event (`batch.completed`) to the webhook of the job that made it, whatever events
+    the job itself asked for; delivered, signed and retried like the job's."""
+    if job.webhook is None:
+        return
+    payload = {"type": event_type, "timestamp": now.isoformat(), "data": data}
+    await conn.execute(
+        webhook_deliveries.insert().values(
+            id=new_id(),
+            job_id=job.id,
+            tenant=job.tenant,
+            url=job.webhook,
+            event=event_type[:32],
+            payload=payload,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+
+
 class WebhookDispatcher:
     """Sends due deliveries, each a task of its own bounded by `timeout_s` from resolve to answer,
     `concurrency` at once and `tenant_concurrency` per tenant, so a slow receiver holds one slot of its
