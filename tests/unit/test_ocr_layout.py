@@ -4,9 +4,11 @@ lines whitened; no OCR engine involved."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw, ImageFont
 from tests.ocr_samples import ENGLISH, KOREAN, LEFT_COLUMN, RIGHT_COLUMN, font_path, render_columns, render_page
 
+from inferline.ocr import layout
 from inferline.ocr.layout import Box, _long_runs, analyze, join_continued
 
 
@@ -110,3 +112,31 @@ def test_the_strokes_of_large_letters_on_a_small_image_are_not_rules() -> None:
     image = render_page(KOREAN + ENGLISH, "korean")
     layout = analyze(image)
     assert layout.rules_removed == 0 and layout.image is image and len(layout.blocks) == 1
+
+
+def test_a_bilevel_image_has_its_ink_found() -> None:
+    """Two grey levels only: Otsu's threshold is the ink's own level, which is ink."""
+    gray = render_page(ENGLISH[:2], width=600).point(lambda v: 0 if v < 128 else 255)
+    for image in (gray, gray.convert("1")):
+        assert len(analyze(image).blocks) == 1
+
+
+def _mosaic(sections: int) -> Image.Image:
+    """Sections of word-like blobs, each under the last, two columns and one in turn: a layout of many
+    regions."""
+    pixels = np.full((sections * 120, 700), 255, dtype=np.uint8)
+    for section in range(sections):
+        for line in range(3):
+            y = section * 120 + 20 + line * 25
+            # Words shorter than three lines' height (not rules); a gutter in every second section.
+            xs = [x for x in range(20, 660, 36) if section % 2 or not 300 < x < 400]
+            for x in xs:
+                pixels[y : y + 12, x : x + 26] = 0
+    return Image.fromarray(pixels)
+
+
+def test_a_page_of_too_many_regions_is_read_as_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert len(analyze(_mosaic(4)).blocks) == 6  # 2 + 1 + 2 + 1
+    monkeypatch.setattr(layout, "MAX_REGIONS", 5)  # a page this size needs more regions than that
+    [whole] = analyze(_mosaic(4)).blocks
+    assert whole.height > 400 and whole.width > 600

@@ -31,8 +31,13 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-# The ink mask is analysed at about this width (a 300 dpi page: 1/4 scale, ~75 dpi).
+# The ink mask is analysed at about this width, and this many pixels at most (a US Letter page at 300 dpi:
+# 1/4 scale, ~75 dpi); a long strip of a page is scaled by its area.
 ANALYSIS_WIDTH_PX = 700
+ANALYSIS_MAX_PX = 700 * 910
+# Past this many regions looked at, the page is no layout we can order (a mosaic, a hostile image): it
+# is read as one block. A text page needs a few dozen.
+MAX_REGIONS = 400
 MIN_WORDS_PER_LINE = 3  # median words per line on both sides of a gutter; table cells have fewer
 MIN_LINES_PER_COLUMN = 2
 RULE_MIN_LINES = 3.0  # a ruling line is at least this many text lines long; no letter's stroke is
@@ -134,9 +139,14 @@ def _long_runs(ink: Bool2D, length: int) -> Bool2D:
     return covered
 
 
+class _TooComplex(Exception):
+    pass
+
+
 class _Analysis:
     def __init__(self, ink: Bool2D) -> None:
         self.ink = ink
+        self.regions_left = MAX_REGIONS
         rows = _any(ink, 1)
         self.line_px = text_line_px(ink)  # in analysis pixels; gaps are measured in it
         self.min_gutter_px = max(3, round(1.0 * self.line_px))
@@ -191,6 +201,9 @@ class _Analysis:
 
     def segment(self, box: Box, depth: int = 0) -> list[Box]:
         """Blocks of the box in reading order."""
+        self.regions_left -= 1
+        if self.regions_left < 0:
+            raise _TooComplex
         tight = self.tighten(box)
         if tight is None:
             return []
@@ -265,16 +278,20 @@ def analyze(image: Image.Image, *, remove_rules: bool = True) -> Layout:
     whitened when `remove_rules`."""
     gray = image.convert("L")
     width, height = gray.size
-    factor = max(1, math.ceil(width / ANALYSIS_WIDTH_PX))
+    factor = max(1, math.ceil(width / ANALYSIS_WIDTH_PX), math.ceil(math.sqrt(width * height / ANALYSIS_MAX_PX)))
     small = np.asarray(gray.reduce(factor) if factor > 1 else gray, dtype=np.uint8)
     threshold = otsu_threshold(small)
-    ink = small < threshold
+    ink = small <= threshold  # Otsu's dark class holds the threshold's own level (all of a bilevel image's ink)
     removed = 0
     if remove_rules:
         gray, removed, ink = _without_rules(gray, threshold, factor, ink, text_line_px(ink) * factor)
     analysis = _Analysis(ink)
     full = Box(0, 0, ink.shape[1], ink.shape[0])
-    blocks = join_continued(analysis.segment(full), tolerance_px=round(2 * analysis.line_px))
+    try:
+        blocks = join_continued(analysis.segment(full), tolerance_px=round(2 * analysis.line_px))
+    except _TooComplex:
+        whole = analysis.tighten(full)
+        blocks = [whole] if whole is not None else []
     pad = max(2, round(0.4 * analysis.line_px * factor))
     scaled = [block.scaled(factor, width, height, pad) for block in blocks]
     return Layout(gray if removed else image, scaled, removed)
@@ -286,7 +303,7 @@ def _without_rules(
     """Whitens long horizontal and vertical runs of ink (full resolution), and returns the new image,
     how many rule pixels went, and the analysis mask without them."""
     pixels = np.asarray(gray, dtype=np.uint8)
-    ink = pixels < threshold
+    ink = pixels <= threshold
     length = max(20, round(RULE_MIN_LINES * line_px))
     rules = _long_runs(ink, length) | _long_runs(np.ascontiguousarray(ink.T), length).T
     count = int(rules.sum())
@@ -302,4 +319,4 @@ def _without_rules(
     cleaned[grown] = 255
     image = Image.fromarray(cleaned)
     small = np.asarray(image.reduce(factor) if factor > 1 else image, dtype=np.uint8)
-    return image, count, small < threshold
+    return image, count, small <= threshold

@@ -140,8 +140,8 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
         assert self.orienter is not None, "setup() runs before predict_batch()"
         image, correction = item.upright_image(self.orienter)
         page = _PageText()
-        if item.layout is OcrLayout.AUTO:
-            layout = analyze(image)
+        layout = analyze(image) if item.layout is OcrLayout.AUTO else None
+        if layout is not None and layout.blocks:
             api.SetPageSegMode(PSM_SINGLE_BLOCK)
             api.SetImage(layout.image)
             for block in layout.blocks:
@@ -151,7 +151,7 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
                     api.SetRectangle(block.x0, block.y0, block.width, block.height)
                 api.Recognize()
                 page.read(api, within=block)
-        else:
+        else:  # no text found by layout is read whole all the same: Tesseract may see what it did not
             api.SetPageSegMode(PSM_SPARSE if item.layout is OcrLayout.SPARSE else PSM_SINGLE_BLOCK)
             api.SetImage(image)
             api.Recognize()
