@@ -225,10 +225,13 @@ async def test_bad_records_go_to_the_error_file_a_retry_takes_only_them_and_a_ca
                 jsonl([{"custom_id": "huge", "text": "y" * 500}]),  # 9: over the line limit
                 jsonl([{"text": "no id"}]),  # 10
                 jsonl(good[2:]),  # 11-14
+                b'{"custom_id": "s", "text": "lone \\ud800 surrogate"}\n',  # 15: JSON allows it, UTF-8 does not
+                jsonl([{"custom_id": "\x00" + "i" * 30, "text": ""}]),  # 16: an id with a NUL no column holds
+                jsonl([{"custom_id": 42, "text": "Baker in Busan"}]),  # 17: a number is an id
             ]
         )
         done = await finished(api, await start(api, await upload(api, "mixed.jsonl", content), chunk_records=4))
-        assert done["status"] == "completed" and done["request_counts"] == {"total": 13, "completed": 6, "failed": 7}
+        assert done["status"] == "completed" and done["request_counts"] == {"total": 16, "completed": 7, "failed": 9}
         errors = await lines_of(api, done["error_file_id"])
         assert [(e["custom_id"], e["line"]) for e in errors] == [
             (None, 3),
@@ -238,6 +241,8 @@ async def test_bad_records_go_to_the_error_file_a_retry_takes_only_them_and_a_ca
             ("long", 7),
             (None, 9),
             (None, 10),
+            ("s", 15),
+            ("i" * 30, 16),
         ]
         assert errors[0]["error"].startswith("not JSON")
         assert errors[1]["error"] == "metadata: must be a JSON object"
@@ -246,7 +251,10 @@ async def test_bad_records_go_to_the_error_file_a_retry_takes_only_them_and_a_ca
         assert errors[4]["error"] == "text: over 200 bytes (setting batch_max_record_bytes)"
         assert errors[5]["error"] == "line over 400 bytes"
         assert errors[6]["error"] == "custom_id: missing or not a string"
-        assert len(await lines_of(api, done["output_file_id"])) == 6
+        assert errors[7]["error"].startswith("the record cannot be used") and "surrogate" in errors[7]["error"]
+        assert errors[8]["error"] == "text: empty"
+        output = await lines_of(api, done["output_file_id"])
+        assert len(output) == 7 and output[-1]["custom_id"] == "42"
 
         # The retry is a new batch of the 7 failed records only; they fail again, so it fails.
         ingests = await count_jobs(api, "ingest")
@@ -254,9 +262,9 @@ async def test_bad_records_go_to_the_error_file_a_retry_takes_only_them_and_a_ca
         assert response.status_code == 202, response.text
         retried = await finished(api, response.json())
         assert retried["retry_of"] == done["id"] and retried["id"] != done["id"]
-        assert retried["status"] == "failed" and retried["request_counts"] == {"total": 7, "completed": 0, "failed": 7}
-        assert retried["error"] == "every record failed (7): see the error file"
-        assert [e["line"] for e in await lines_of(api, retried["error_file_id"])] == [3, 4, 5, 6, 7, 9, 10]
+        assert retried["status"] == "failed" and retried["request_counts"] == {"total": 9, "completed": 0, "failed": 9}
+        assert retried["error"] == "every record failed (9): see the error file"
+        assert [e["line"] for e in await lines_of(api, retried["error_file_id"])] == [3, 4, 5, 6, 7, 9, 10, 15, 16]
         assert await count_jobs(api, "ingest") == ingests
 
         # A cancel stops the batch after a chunk; what was done stays done and counted.

@@ -86,6 +86,8 @@ def test_csv_rows_with_quoted_newlines_keep_their_starting_line(tmp_path: Path) 
         (b"custom_id,text\n1,a\x00b\n", "NUL"),
         (b'custom_id,text\n1,"open quote\n', "not a valid CSV"),
         (b"custom_id,text\n1," + b"a" * 200 + b"\n", "over 100 bytes"),
+        # Quoted newlines: each line is short, the row never ends (csv caps cells, not rows).
+        (b'custom_id,text\n1,"' + b'aaaaaaaaaa\n","' * 50, "row is over 100 characters"),
     ],
 )
 def test_csv_that_is_not_csv_fails_with_the_reason(tmp_path: Path, content: bytes, reason: str) -> None:
@@ -98,3 +100,10 @@ def test_more_records_than_the_limit_fail_the_input(tmp_path: Path) -> None:
     assert len(read(tmp_path, content, "jsonl", max_records=4)) == 4
     with pytest.raises(BadInput, match="over 3 records"):
         read(tmp_path, content, "jsonl", max_records=3)
+
+
+def test_a_template_repeating_a_large_field_stops_at_the_record_limit(tmp_path: Path) -> None:
+    content = b'{"custom_id": "a", "title": "' + b"t" * 60 + b'"}\n{"custom_id": "b", "title": "ok"}\n'
+    first, second = read(tmp_path, content, "jsonl", "{title}" * 20, max_record_bytes=500)
+    assert first.text is None and first.error == "text: the template makes over 500 characters of this record"
+    assert second.text == "ok" * 20 and second.error is None

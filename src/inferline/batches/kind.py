@@ -187,11 +187,18 @@ async def _chunk(
     outcomes: list[dict[str, Any]] = []
     waiting: dict[str, dict[str, Any]] = {}
     for record in chunk:
-        custom_id = record.custom_id if isinstance(record.custom_id, str) else None
-        outcome: dict[str, Any] = {"line": record.line, "custom_id": custom_id, "document_id": None, "error": None}
+        outcome: dict[str, Any] = {
+            "line": record.line,
+            "custom_id": _shown_id(record.custom_id),
+            "document_id": None,
+            "error": None,
+        }
         outcomes.append(outcome)
         try:
-            text, metadata, external_id = _checked(deps, batch, collection, record)
+            try:
+                text, metadata, external_id = _checked(deps, batch, collection, record)
+            except (ValueError, TypeError, RecursionError) as exc:  # a record no check foresaw: its own failure
+                raise InvalidInput(f"the record cannot be used: {str(exc)[:200] or type(exc).__name__}") from exc
             document = await _upsert(deps, collection, text, metadata, external_id)
         except NonRetryable:  # not this record's fault: the collection is gone
             raise
@@ -202,6 +209,15 @@ async def _chunk(
         waiting[document] = outcome
     await _wait(deps, ctx, waiting)
     return outcomes
+
+
+def _shown_id(custom_id: object) -> str | None:
+    """The id as an output row can hold it (the column's 500 characters, no NUL, no lone surrogate)."""
+    if isinstance(custom_id, int) and not isinstance(custom_id, bool):
+        return str(custom_id)
+    if not isinstance(custom_id, str):
+        return None
+    return custom_id.replace("\x00", "")[:500].encode("utf-8", "replace").decode("utf-8")
 
 
 def _checked(deps: BatchDeps, batch: Batch, collection: Collection, record: Record) -> tuple[str, dict[str, Any], str]:
@@ -218,6 +234,8 @@ def _checked(deps: BatchDeps, batch: Batch, collection: Collection, record: Reco
         raise InvalidInput("text: empty")
     if "\x00" in text:
         raise InvalidInput("text: holds a NUL character")
+    # Strict UTF-8: a JSON string may hold a lone surrogate, which no database column takes.
+    custom_id.encode("utf-8")
     if len(text.encode("utf-8")) > deps.limits.max_record_bytes:
         raise InvalidInput(f"text: over {deps.limits.max_record_bytes} bytes (setting batch_max_record_bytes)")
     metadata = record.metadata
@@ -225,6 +243,8 @@ def _checked(deps: BatchDeps, batch: Batch, collection: Collection, record: Reco
         raise InvalidInput("metadata: must be a JSON object")
     if not record.typed and metadata:
         metadata = _typed(collection.fields, metadata)
+    if metadata:
+        json.dumps(metadata, ensure_ascii=False).encode("utf-8")
     checked, external_id = documents.check_document_input(metadata, custom_id)
     assert external_id is not None
     return text, checked, external_id

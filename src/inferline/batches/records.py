@@ -63,16 +63,27 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
-def render(template: str, values: dict[str, Any]) -> str:
+class TooLong(ValueError):
+    """A rendered text past the record size limit."""
+
+
+def render(template: str, values: dict[str, Any], max_chars: int | None = None) -> str:
     """`template` with each `{name}` replaced by `values[name]` (KeyError names a missing one). Plain
-    substitution, never `str.format`: a template is the tenant's, and format strings reach attributes."""
+    substitution, never `str.format`: a template is the tenant's, and format strings reach attributes.
+    Past `max_chars` it stops (TooLong): a template repeating a large field must not build a huge text."""
+    built = 0
 
     def one(match: re.Match[str]) -> str:
+        nonlocal built
         token = match.group(0)
         if token in ("{{", "}}"):
             return token[0]
         value = values[match.group(1)]
-        return "" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        text = "" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        built += len(text)
+        if max_chars is not None and built > max_chars:
+            raise TooLong(f"text: the template makes over {max_chars} characters of this record")
+        return text
 
     return _PLACEHOLDER.sub(one, template)
 
@@ -140,9 +151,11 @@ def _jsonl(stream: BinaryIO, template: str | None, id_field: str, limits: Limits
             continue
         fields = (metadata if isinstance(metadata, dict) else {}) | value
         try:
-            yield Record(line, custom_id, render(template, fields), metadata)
+            yield Record(line, custom_id, render(template, fields, limits.max_record_bytes), metadata)
         except KeyError as exc:
             yield Record(line, custom_id, None, metadata, f"text_template: the record has no field {exc.args[0]!r}")
+        except TooLong as exc:
+            yield Record(line, custom_id, None, None, str(exc))
 
 
 def _text_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[str]:
@@ -158,8 +171,25 @@ def _text_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[str]:
             raise BadInput(f"CSV line {line} is not UTF-8: {exc.reason}") from exc
 
 
+def _row_lines(lines: Iterator[str], max_row_chars: int) -> Iterator[str]:
+    """Lines, refused once the row they belong to (quoted newlines join lines) passes `max_row_chars`.
+    A line ending outside quotes ends the row: an even count of quote characters so far."""
+    row_chars, quotes = 0, 0
+    for text in lines:
+        row_chars += len(text)
+        quotes += text.count('"')
+        if row_chars > max_row_chars:
+            raise BadInput(f"a CSV row is over {max_row_chars} characters (setting batch_max_line_bytes)")
+        if quotes % 2 == 0:
+            row_chars, quotes = 0, 0
+        yield text
+
+
 def _csv(stream: BinaryIO, template: str | None, id_field: str, limits: Limits) -> Iterator[Record]:
-    reader = csv.reader(_text_lines(stream, limits.max_line_bytes), strict=True)
+    # A cell may be as large as a record (csv's own default, 128 KiB, is below the setting's); a row as a
+    # whole is held to a line's limit by `_row_lines`, since csv caps cells, not how many a quote opens.
+    csv.field_size_limit(max(csv.field_size_limit(), limits.max_record_bytes))
+    reader = csv.reader(_row_lines(_text_lines(stream, limits.max_line_bytes), limits.max_line_bytes), strict=True)
     try:
         header = next(reader, None)
         if header is None:
@@ -178,7 +208,11 @@ def _csv(stream: BinaryIO, template: str | None, id_field: str, limits: Limits) 
             cells = dict(zip(names, row, strict=True))
             custom_id = cells.get(id_field) or None
             metadata = {k: v for k, v in cells.items() if k not in (id_field, text_column) and v != ""}
-            text = cells["text"] if template is None else render(template, cells)
+            try:
+                text = cells["text"] if template is None else render(template, cells, limits.max_record_bytes)
+            except TooLong as exc:
+                yield Record(line, custom_id, None, None, str(exc))
+                continue
             yield Record(line, custom_id, text, metadata, typed=False)
     except csv.Error as exc:
         raise BadInput(f"not a valid CSV file at line {reader.line_num}: {exc}") from exc
