@@ -107,3 +107,12 @@ def test_a_template_repeating_a_large_field_stops_at_the_record_limit(tmp_path: 
     first, second = read(tmp_path, content, "jsonl", "{title}" * 20, max_record_bytes=500)
     assert first.text is None and first.error == "text: the template makes over 500 characters of this record"
     assert second.text == "ok" * 20 and second.error is None
+
+
+def test_a_chunk_is_cut_short_by_the_bytes_of_its_records() -> None:
+    from inferline.batches import kind
+
+    big = [Record(i, str(i), "t", None, size=kind.CHUNK_MAX_BYTES // 3 + 1) for i in range(10)]
+    records = iter(big)
+    assert [r.line for r in kind._take(records, 100)] == [0, 1, 2]  # the third reaches the budget
+    assert [r.line for r in kind._take(records, 2)] == [3, 4]  # the count, where it comes first

@@ -163,11 +163,18 @@ def _skip(records: Iterator[Record], count: int) -> None:
             return
 
 
+# A chunk holds at most this much input besides its record count: parsed JSON takes up to ~25 times its
+# text (a line of `[{},{},...]`), so a chunk of large records is cut short rather than held whole.
+CHUNK_MAX_BYTES = 4 * 2**20
+
+
 def _take(records: Iterator[Record], count: int) -> list[Record]:
     taken: list[Record] = []
+    size = 0
     for record in records:
         taken.append(record)
-        if len(taken) == count:
+        size += record.size
+        if len(taken) == count or size >= CHUNK_MAX_BYTES:
             break
     return taken
 

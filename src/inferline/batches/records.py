@@ -44,6 +44,7 @@ class Record:
     error: str | None = None
     # CSV cells are strings: a declared int field's "3" is converted once the collection is known.
     typed: bool = True
+    size: int = 0  # bytes of the input it was read from: chunks are held to a budget of them
 
 
 def template_fields(template: str) -> list[str]:
@@ -145,13 +146,13 @@ def _jsonl(stream: BinaryIO, template: str | None, id_field: str, limits: Limits
         metadata = value.get("metadata")
         if template is None:
             text = value.get("text")
-            yield Record(
-                line, custom_id, text, metadata, None if isinstance(text, str) else "text: missing or not a string"
-            )
+            error = None if isinstance(text, str) else "text: missing or not a string"
+            yield Record(line, custom_id, text, metadata, error, size=len(raw))
             continue
         fields = (metadata if isinstance(metadata, dict) else {}) | value
         try:
-            yield Record(line, custom_id, render(template, fields, limits.max_record_bytes), metadata)
+            text = render(template, fields, limits.max_record_bytes)
+            yield Record(line, custom_id, text, metadata, size=len(raw) + len(text))
         except KeyError as exc:
             yield Record(line, custom_id, None, metadata, f"text_template: the record has no field {exc.args[0]!r}")
         except TooLong as exc:
@@ -213,7 +214,7 @@ def _csv(stream: BinaryIO, template: str | None, id_field: str, limits: Limits) 
             except TooLong as exc:
                 yield Record(line, custom_id, None, None, str(exc))
                 continue
-            yield Record(line, custom_id, text, metadata, typed=False)
+            yield Record(line, custom_id, text, metadata, typed=False, size=sum(map(len, row)) + len(text))
     except csv.Error as exc:
         raise BadInput(f"not a valid CSV file at line {reader.line_num}: {exc}") from exc
 
