@@ -151,3 +151,18 @@ def test_words_are_spaced_as_the_page_text_spaces_them() -> None:
         ("주", 1, (70, 1, 80, 9)),
         ("Hello world", 11, (0, 20, 80, 30)),
     ]
+
+
+def test_searchable_pdfs_are_built_a_few_at_once_and_one_per_tenant() -> None:
+    from inferline.errors import Overloaded
+    from inferline.ocr.deps import PdfBuilds
+
+    builds = PdfBuilds(at_once=2)
+    builds.start("a")
+    with pytest.raises(Overloaded, match="of this tenant"):
+        builds.start("a")
+    builds.start("b")
+    with pytest.raises(Overloaded, match="for others"):
+        builds.start("c")
+    builds.end("a")
+    builds.start("c")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from inferline.errors import Overloaded
 from inferline.files.blobs import BlobStore
 from inferline.inference.runtime import ModelRuntime
 from inferline.ocr.documents import Limits
@@ -18,3 +19,26 @@ class OcrDeps:
     models: ModelRuntime
     limits: Limits
     default_dpi: int
+    pdf_builds: PdfBuilds = field(default_factory=lambda: PdfBuilds())
+
+
+class PdfBuilds:
+    """Searchable PDFs being built in this API process: a few at once, one per tenant. A build is seconds
+    of pdfium work holding the process's pdfium lock at times; asked for in a loop, it would starve the
+    uploads' checks of every other tenant."""
+
+    def __init__(self, at_once: int = 2) -> None:
+        self.at_once = at_once
+        self.tenants: set[str] = set()
+
+    def start(self, tenant: str) -> None:
+        if tenant in self.tenants:
+            raise Overloaded(
+                "a searchable PDF of this tenant is being built: ask again once it is sent", retry_after_s=5
+            )
+        if len(self.tenants) >= self.at_once:
+            raise Overloaded("searchable PDFs are being built for others: ask again shortly", retry_after_s=5)
+        self.tenants.add(tenant)
+
+    def end(self, tenant: str) -> None:
+        self.tenants.discard(tenant)

@@ -66,7 +66,11 @@ async def searchable_pdf(deps: OcrDeps, job: Job) -> BinaryIO:
     except NotFound:
         raise _file_gone(file_id) from None
     assert job.result is not None
-    return await asyncio.to_thread(_write_pdf, path, info.content_type, job.result, deps.blobs.tmp_dir, file_id)
+    deps.pdf_builds.start(job.tenant)
+    try:
+        return await asyncio.to_thread(_write_pdf, path, info.content_type, job.result, deps.blobs.tmp_dir, file_id)
+    finally:
+        deps.pdf_builds.end(job.tenant)
 
 
 def _write_pdf(path: Path, content_type: str, result: dict[str, Any], tmp_dir: Path, file_id: str) -> BinaryIO:

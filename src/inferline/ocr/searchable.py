@@ -269,7 +269,11 @@ class _TextLayer:
             try:
                 if self.indexes != list(range(len(doc))):
                     subset = pdfium.PdfDocument.new()
-                    subset.import_pages(doc, self.indexes)
+                    try:
+                        subset.import_pages(doc, self.indexes)
+                    except BaseException:
+                        subset.close()  # here, under the lock: its finalizer would close it without
+                        raise
                     doc.close()
                     doc = subset
                 if self.font_data is not None:
