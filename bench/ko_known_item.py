@@ -222,9 +222,14 @@ async def through_api(
     return results, info
 
 
-def build(cache: Path, max_queries: int | None) -> tuple[dict[str, str], dict[str, list[Query]]]:
+def build(
+    cache: Path, max_queries: int | None, max_pages: int | None = None
+) -> tuple[dict[str, str], dict[str, list[Query]]]:
     help_dir = fetch(cache)
     documents = pages(help_dir)
+    if max_pages:  # a quick run: a sample of the pages, and the queries answered among them
+        kept = random.Random(16).sample(sorted(documents), min(max_pages, len(documents)))
+        documents = {name: documents[name] for name in sorted(kept)}
     queries = index_queries(help_dir, set(documents))
     sets: dict[str, list[Query]] = {
         "Korean index terms": [q for q in queries if HANGUL.search(q.text) and not LATIN.search(q.text)],
@@ -241,12 +246,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "inferline-bench" / "ko-known-item")
     parser.add_argument("--max-queries", type=int, default=None, help="per set, sampled with a fixed seed")
+    parser.add_argument("--max-pages", type=int, default=None, help="a sample of the pages (a quick run)")
     parser.add_argument("--gettext", action="store_true", help="also bench/search.py's gettext pair sets")
     parser.add_argument("--quality-docs", type=int, default=600)
     parser.add_argument("--quality-queries", type=int, default=150)
     parser.add_argument("--modes", default="hybrid,keyword,semantic")
     args = parser.parse_args()
-    documents, sets = build(args.cache, args.max_queries)
+    documents, sets = build(args.cache, args.max_queries, args.max_pages)
     modes = tuple(args.modes.split(","))
     print(
         f"# Korean known-item search · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {platform.node()} · "
