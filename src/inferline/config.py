@@ -137,7 +137,8 @@ class Settings(BaseSettings):
     search_window: int = Field(default=200, ge=10, le=2000, description="hits ranked per query (pages come from them)")
     search_rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion's k")
     search_weights: dict[str, float] = Field(
-        default_factory=lambda: {"semantic": 1.0, "keyword": 1.0}, description="hybrid: weight of each mode in RRF"
+        default_factory=lambda: {"semantic": 0.5, "keyword": 1.0},
+        description="hybrid: weight of each mode in RRF (the keyword one is scaled per query: docs/search.md)",
     )
     search_cache_size: int = Field(default=4096, ge=0, description="search results kept in this process (LRU)")
     search_cache_ttl_s: int = Field(default=3600, ge=1, description="lifetime of search results in Redis")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from inferline.search.filters import check_fields, parse_filter
 from inferline.search.index import ChunkRecord, IndexSpec, SearchIndex
 from inferline.search.pgvector import PgVectorIndex
 from inferline.search.qdrant import QdrantIndex
-from inferline.search.tokens import tokenize
+from inferline.search.tokens import chunk_terms, tokenize
 
 DIM = 16
 FIELDS = check_fields({"lang": "keyword", "year": "int", "score": "float", "reviewed": "bool", "day": "date"})
@@ -112,6 +113,31 @@ async def test_semantic_ranks_by_cosine_and_keyword_by_matching_tokens(index: Se
     assert ranked[0].document_id == "doc5" and ranked[0].score > ranked[1].score
     assert await index.keyword(spec, [], None, 10) == []
     assert await index.keyword(spec, ["없는말"], None, 10) == []
+
+
+async def test_a_heading_match_ranks_first_and_a_compound_finds_its_parts(index: SearchIndex) -> None:
+    spec = IndexSpec(str(uuid.uuid4()), DIM, {})
+    await index.create(spec)
+    rng = np.random.default_rng(2)
+
+    def chunk(document_id: str, heading: str, text: str) -> ChunkRecord:
+        tokens, heading_tokens = chunk_terms(heading, text)
+        made = record(document_id, text, rng.normal(size=DIM), {})
+        return replace(made, heading=heading, tokens=tokens, heading_tokens=heading_tokens)
+
+    await index.upsert(
+        spec,
+        [
+            chunk("titled", "레이어 마스크", "이 창에서 투명도를 바꿉니다"),
+            chunk("body", "", "레이어 마스크를 추가한 다음 레이어를 고릅니다"),  # the words, in the text, more often
+            chunk("other", "채널", "채널을 고릅니다"),
+        ],
+    )
+    ranked = await index.keyword(spec, tokenize("레이어 마스크"), None, 10)
+    assert [c.document_id for c in ranked] == ["titled", "body"]
+    # The compound written as one word finds the text that has its parts apart.
+    compound = await index.keyword(spec, tokenize("레이어마스크"), None, 10)
+    assert {c.document_id for c in compound} == {"titled", "body"}
 
 
 async def test_searches_without_documents_rank_the_same_chunks(index: SearchIndex) -> None:

@@ -20,6 +20,7 @@ from inferline.search import tokens as tokens_module
 from inferline.search.chunks import MAX_HEADING_PATH_CHARS, chunk_pages
 from inferline.search.docx import MAX_DOCX_XML_BYTES
 from inferline.search.extract import extract_text, html_text
+from inferline.search.html_text import html_title
 from inferline.search.query import highlights
 from inferline.search.tokens import MAX_EOJEOL_CHARS, MAX_TOKEN_CHARS, tokenize
 
@@ -104,6 +105,7 @@ def test_long_headings_are_cut_in_the_path_and_kept_in_the_text() -> None:
 )
 def test_hostile_html_is_read_in_linear_time(source: str) -> None:
     assert elapsed_s(html_text, source) < 1.0
+    assert elapsed_s(html_title, source + "<title a" * 40_000) < 1.0
 
 
 def test_html_text_reads_what_browsers_show() -> None:

@@ -17,7 +17,8 @@ from inferline.search.chunks import chunk_pages
 from inferline.search.embedders import estimate_tokens
 from inferline.search.extract import decode_text, extract_text, html_text
 from inferline.search.filters import And, Match, Not, Or, Range, check_fields, check_metadata, parse_filter
-from inferline.search.fusion import best_per_document, rrf
+from inferline.search.fusion import best_per_document, keyword_leaning, rrf
+from inferline.search.html_text import html_title
 from inferline.search.index import Candidate, bm25_weights, token_id
 from inferline.search.query import highlights
 from inferline.search.tokens import tokenize
@@ -243,3 +244,46 @@ def test_html_docx_and_legacy_korean_text_are_extracted(tmp_path: Path) -> None:
     (tmp_path / "n.docx").write_bytes(no_text.getvalue())
     with pytest.raises(BadDocument, match=r"word/document\.xml"):
         extract_text(tmp_path / "n.docx", sniff.DOCX)
+
+
+def test_an_html_title_heads_every_chunk_and_is_named_once() -> None:
+    page = "<html><head><TITLE lang=ko>레이어 마스크\n &amp; 채널</title></head><body><p>본문</p>"
+    title = html_title(page)
+    assert (title, html_text(page)) == ("레이어 마스크 & 채널", "본문")
+    assert html_title("<p>no title</p>") == "" and html_title("<titles>x</titles>") == ""
+    assert html_title("<title>unclosed") == "unclosed"
+    page = "intro\n\n# 레이어 마스크 & 채널\n\nbody\n\n## 추가\n\nsteps"
+    chunks = chunk_pages([page], budget_tokens=64, overlap_tokens=8, title=title)
+    assert [(c.heading, c.text) for c in chunks] == [
+        ("레이어 마스크 & 채널", "intro\nbody"),  # the title is the first heading too: named once
+        ("레이어 마스크 & 채널 > 추가", "steps"),
+    ]
+    assert [c.heading for c in chunk_pages(["본문만"], title="다른 제목")] == ["다른 제목"]
+
+
+def test_chunk_terms_are_the_embedded_texts_tokens_heading_first() -> None:
+    heading, text = "설치 > PostgreSQL 준비", "데이터베이스를 설치합니다. pgvector를 씁니다"
+    terms, heading_count = tokens_module.chunk_terms(heading, text)
+    assert terms == tokenize(f"{heading}\n{text}") and terms[:heading_count] == tokenize(heading) and heading_count == 3
+    assert tokens_module.chunk_terms("", "검색") == (["검색"], 0)
+
+
+def test_bm25f_weighs_heading_tokens_up() -> None:
+    plain = bm25_weights(["레이어", "추가"], 120.0)
+    headed = bm25_weights(["레이어", "추가"], 120.0, heading_tokens=1)
+    assert headed[token_id("레이어")] > plain[token_id("레이어")]
+    assert headed[token_id("추가")] == plain[token_id("추가")]
+
+
+def test_irregular_verb_and_adjective_stems_are_kept() -> None:
+    # Kiwi tags them with their conjugation class ("VV-R", "VA-I"): still verbs and adjectives.
+    assert tokenize("이미지 뒤집기") == ["이미지", "뒤집"] and tokenize("부드러운 빛") == ["부드럽", "빛"]
+
+
+def test_the_keyword_list_counts_by_how_much_of_the_query_its_best_hit_holds() -> None:
+    weights = {"semantic": 0.5, "keyword": 1.0}
+    assert keyword_leaning(weights, tokenize("레이어 마스크"), "레이어 > 마스크\n마스크를 씁니다") == weights
+    # An English question over Korean text: its best keyword hit shares one stray word of four.
+    leaning = keyword_leaning(weights, tokenize("cannot open the file"), "파일을 열 수 없습니다 (file)")
+    assert leaning == {"semantic": 0.5, "keyword": 1 / 16}
+    assert keyword_leaning(weights, [], "anything") == weights

@@ -2,7 +2,8 @@
 (Markdown `#` headings, which every extractor produces), paragraphs are kept whole when they fit the
 token budget, longer ones are cut at sentence ends, and over-long sentences at word boundaries. Each
 chunk after the first of a section repeats the previous chunk's last sentences, up to `overlap_tokens`,
-so a passage cut in two is still found whole in one of them.
+so a passage cut in two is still found whole in one of them. A document's title (an HTML `<title>`) is
+the root of every chunk's heading path, left out where the path already names it.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def _heading(line: str) -> tuple[int, str] | None:
     return level, text
 
 
-def _blocks(pages: list[str]) -> list[_Block]:
+def _blocks(pages: list[str], title: str = "") -> list[_Block]:
     """Runs of body lines, each with its heading path; blank lines and headings end a run."""
+    root = " ".join(title.split())[:MAX_HEADING_CHARS].rstrip()
     blocks: list[_Block] = []
     path: list[tuple[int, str]] = []
     for page_index, page in enumerate(pages):
@@ -68,7 +70,7 @@ def _blocks(pages: list[str]) -> list[_Block]:
                 lines.append(line)
                 continue
             if lines:
-                blocks.append(_Block("\n".join(lines), _path(path), page_no))
+                blocks.append(_Block("\n".join(lines), _path(path, root), page_no))
                 lines = []
             if heading is not None:
                 level, text = heading
@@ -76,12 +78,15 @@ def _blocks(pages: list[str]) -> list[_Block]:
                 if len(text) > MAX_HEADING_CHARS:  # cut in the path only: its words stay searchable
                     lines.append(text)
         if lines:
-            blocks.append(_Block("\n".join(lines), _path(path), page_no))
+            blocks.append(_Block("\n".join(lines), _path(path, root), page_no))
     return blocks
 
 
-def _path(path: list[tuple[int, str]]) -> str:
-    return " > ".join(text.rstrip() for _, text in path)[:MAX_HEADING_PATH_CHARS].rstrip()
+def _path(path: list[tuple[int, str]], root: str) -> str:
+    texts = [text.rstrip() for _, text in path]
+    if root:  # a page's title is often its first heading too: named once
+        texts = [root, *(text for text in texts if text.casefold() != root.casefold())]
+    return " > ".join(texts)[:MAX_HEADING_PATH_CHARS].rstrip()
 
 
 def _pieces(text: str, budget: int) -> list[str]:
@@ -164,12 +169,15 @@ class _Packer:
             self.fresh += 1
 
 
-def chunk_pages(pages: list[str], *, budget_tokens: int = 256, overlap_tokens: int = 32) -> list[Chunk]:
-    """Chunks of a document given as its pages' texts (one string for unpaged documents)."""
+def chunk_pages(
+    pages: list[str], *, budget_tokens: int = 256, overlap_tokens: int = 32, title: str = ""
+) -> list[Chunk]:
+    """Chunks of a document given as its pages' texts (one string for unpaged documents); `title`, where
+    the document has one, heads every chunk's heading path."""
     if budget_tokens < 16 or not 0 <= overlap_tokens < budget_tokens // 2:
         raise ValueError("chunk budget must be >= 16 tokens and the overlap under half of it")
     packer = _Packer(budget_tokens, overlap_tokens)
-    for block in _blocks(pages):
+    for block in _blocks(pages, title):
         packer.add(block)
     packer.flush(keep_overlap=False)
     return packer.chunks

@@ -28,6 +28,6 @@ class SearchDeps:
     overlap_tokens: int = 32
     window: int = 200
     rrf_k: int = 60
-    weights: dict[str, float] = field(default_factory=lambda: {"semantic": 1.0, "keyword": 1.0})
+    weights: dict[str, float] = field(default_factory=lambda: {"semantic": 0.5, "keyword": 1.0})
     collection_cache: CollectionCache = field(default_factory=CollectionCache)
     query_vectors: QueryVectors = field(default_factory=QueryVectors)

@@ -16,10 +16,10 @@ import structlog
 from inferline.errors import BadDocument
 from inferline.files import sniff
 from inferline.search.docx import docx_text
-from inferline.search.html_text import html_text
+from inferline.search.html_text import html_text, html_title
 from inferline.search.tokens import normalize
 
-__all__ = ["MAX_TEXT_BYTES", "TEXT_TYPES", "decode_text", "extract_text", "html_text"]
+__all__ = ["MAX_TEXT_BYTES", "TEXT_TYPES", "decode_text", "extract_document", "extract_text", "html_text"]
 
 log = structlog.get_logger(__name__)
 
@@ -37,23 +37,28 @@ def decode_text(data: bytes) -> str:
     raise BadDocument("the text is neither UTF-8 nor CP949 (EUC-KR); save it as UTF-8")
 
 
-def _read_text(path: Path, content_type: str) -> str:
+def _read_text(path: Path, content_type: str) -> tuple[str, str]:
     size = path.stat().st_size
     if size > MAX_TEXT_BYTES:
         raise BadDocument(f"the text is {size:,} bytes, over the limit of {MAX_TEXT_BYTES:,} for {content_type}")
     raw = decode_text(path.read_bytes())
-    return html_text(raw) if content_type == sniff.HTML else raw
+    return (html_title(raw), html_text(raw)) if content_type == sniff.HTML else ("", raw)
 
 
-def extract_text(path: Path, content_type: str) -> str:
-    """NFC-normalized text of a text, Markdown, HTML or DOCX file. A file that cannot be read fails with
-    BadDocument; so does any other error of a parser, which is the document's doing (an OSError is the
-    blob store's: it is retried)."""
+def extract_document(path: Path, content_type: str) -> tuple[str, str]:
+    """(title, text) of a text, Markdown, HTML or DOCX file, NFC-normalized; the title is an HTML page's
+    `<title>`, "" for the other types. A file that cannot be read fails with BadDocument; so does any other
+    error of a parser, which is the document's doing (an OSError is the blob store's: it is retried)."""
     try:
-        text = docx_text(path) if content_type == sniff.DOCX else _read_text(path, content_type)
+        title, text = ("", docx_text(path)) if content_type == sniff.DOCX else _read_text(path, content_type)
     except (BadDocument, OSError):
         raise
     except Exception as exc:  # a parser's bug on hostile input must fail the document, not the worker
         log.warning("extract_failed", content_type=content_type, error=repr(exc))
         raise BadDocument(f"the {content_type} document could not be read ({type(exc).__name__})") from exc
-    return normalize(text.replace("\r\n", "\n").replace("\r", "\n"))
+    return normalize(title), normalize(text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def extract_text(path: Path, content_type: str) -> str:
+    """The text of `extract_document`, without the title."""
+    return extract_document(path, content_type)[1]

@@ -6,6 +6,10 @@ breaks, and what is not the page's text (head, scripts, styles, templates) is dr
 on `"<![" * n`. Every search below starts where the last one of its kind stopped, so no character is
 scanned twice by the same search; markup left open at the end (a tag, a comment) ends the text, as in a
 browser.
+
+The `<title>` is in the `<head>`, which is not the page's text; `html_title` reads it on its own, and it
+becomes the root of every chunk's heading path (`chunks.chunk_pages(title=...)`): for finding a known page,
+its title is the strongest signal there is.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ _NAME = re.compile(r"[^\s/>]*")  # a tag name runs to a space, a slash or the ta
 _SPACES = re.compile(r"[ \t\n\r\f]*")
 _WHITESPACE = re.compile(r"\s+")
 _BLANK_LINES = re.compile(r"\n{3,}")
+_TITLE_START = re.compile(r"<title(?=[\s/>])", re.IGNORECASE)
+_TITLE_END = re.compile(r"</title", re.IGNORECASE)
+MAX_TITLE_CHARS = 1000
 
 
 class _Scanner:
@@ -135,3 +142,14 @@ def html_text(source: str) -> str:
     scanner.run()
     lines = [line.strip() for line in "".join(scanner.parts).split("\n")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def html_title(source: str) -> str:
+    """The page's first `<title>`, on one line; "" without one. Three forward searches: linear."""
+    start = _TITLE_START.search(source)
+    gt = source.find(">", start.end()) if start else -1
+    if gt < 0:
+        return ""
+    end = _TITLE_END.search(source, gt + 1)
+    raw = source[gt + 1 : end.start() if end else len(source)][:MAX_TITLE_CHARS]
+    return _WHITESPACE.sub(" ", html.unescape(raw)).strip()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +23,9 @@ Vector = npt.NDArray[np.float32]
 # not measured per collection: chunks are cut to the budget, so their lengths sit close to it.
 BM25_K1 = 1.2
 BM25_B = 0.75
+# BM25F: an occurrence of a term in the chunk's heading path (the page's title, its section's headings)
+# counts this many times (docs/benchmarks.md, Korean known-item search: 2 and 5 did no better).
+HEADING_WEIGHT = 3.0
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,9 @@ class ChunkRecord:
     heading: str
     page: int | None
     vector: Vector
-    tokens: list[str]
+    tokens: list[str]  # keyword tokens of the heading path then the text (`tokens.tokenize`)
     metadata: dict[str, Any]  # the document's metadata (declared fields typed)
+    heading_tokens: int = 0  # how many of `tokens`, from the first, are the heading path's
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,14 @@ def token_id(token: str) -> int:
     return zlib.crc32(token.encode("utf-8")) & 0x7FFFFFFF
 
 
-def bm25_weights(tokens: list[str], avg_len: float) -> dict[int, float]:
-    """Document-side BM25 term weights; the index multiplies them by each term's IDF at query time."""
-    counts = Counter(token_id(token) for token in tokens)
+def bm25_weights(tokens: list[str], avg_len: float, heading_tokens: int = 0) -> dict[int, float]:
+    """Document-side BM25F term weights; the index multiplies them by each term's IDF at query time. The
+    first `heading_tokens` tokens are the heading path's: each of their occurrences counts HEADING_WEIGHT
+    times (the length stays the count of tokens)."""
+    counts: dict[int, float] = {}
+    for position, token in enumerate(tokens):
+        term = token_id(token)
+        counts[term] = counts.get(term, 0.0) + (HEADING_WEIGHT if position < heading_tokens else 1.0)
     norm = BM25_K1 * (1 - BM25_B + BM25_B * len(tokens) / max(avg_len, 1.0))
     return {term: tf * (BM25_K1 + 1) / (tf + norm) for term, tf in counts.items()}
 

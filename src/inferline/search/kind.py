@@ -32,11 +32,11 @@ from inferline.ocr.pages import read_pages
 from inferline.search.chunks import Chunk, chunk_pages
 from inferline.search.deps import SearchDeps
 from inferline.search.embedders import EmbedInput
-from inferline.search.extract import TEXT_TYPES, extract_text
+from inferline.search.extract import TEXT_TYPES, extract_document
 from inferline.search.index import ChunkRecord
 from inferline.search.model import Collection, Document, DocumentStatus
 from inferline.search.store import SearchStore
-from inferline.search.tokens import normalize, tokenize
+from inferline.search.tokens import chunk_terms, normalize
 
 KIND = "ingest"
 EMBED_IN_FLIGHT = 128  # chunks handed to the batcher at once: several full batches, bounded memory
@@ -99,20 +99,22 @@ async def _set_status(deps: SearchDeps, document_id: str, *, status: str, error:
 
 async def _pages(
     deps: SearchDeps, ocr: OcrDeps, ctx: JobContext, document: Document, file: FileInfo | None
-) -> list[str]:
+) -> tuple[str, list[str]]:
+    """The document's title ("" where it has none) and its pages' texts."""
     await ctx.stage("extract")
     if document.content_type in TEXT_TYPES:
         if file is None:
             raise NonRetryable(f"file {document.file_id} not found")
         path = blob_path(deps.blobs, file)  # missing bytes may be a volume not mounted yet: retried
-        return [await ctx.to_thread(extract_text, path, document.content_type)]
+        title, text = await ctx.to_thread(extract_document, path, document.content_type)
+        return title, [text]
 
     async def report(finished: int, total: int) -> None:
         await ctx.stage(f"extract {finished}/{total}")
 
     done: dict[int, dict[str, Any]] = {}
     pages, _, _ = await read_pages(ocr, ctx, document.file_id, OcrOptions(), done, report)
-    return [normalize(page["text"] or "") for page in pages]
+    return "", [normalize(page["text"] or "") for page in pages]
 
 
 async def _embed(ctx: JobContext, model: str, chunks: list[Chunk]) -> list[Any]:
@@ -127,15 +129,19 @@ async def _embed(ctx: JobContext, model: str, chunks: list[Chunk]) -> list[Any]:
     return vectors
 
 
-async def _records(ctx: JobContext, collection: Collection, document: Document, pages: list[str]) -> list[ChunkRecord]:
+async def _records(
+    ctx: JobContext, collection: Collection, document: Document, title: str, pages: list[str]
+) -> list[ChunkRecord]:
     """The document's chunks, embedded and tokenized, ready for the index."""
     await ctx.stage("chunk")
     chunks = await ctx.to_thread(
-        lambda: chunk_pages(pages, budget_tokens=collection.chunk_tokens, overlap_tokens=collection.overlap_tokens)
+        lambda: chunk_pages(
+            pages, budget_tokens=collection.chunk_tokens, overlap_tokens=collection.overlap_tokens, title=title
+        )
     )
     vectors = await _embed(ctx, collection.embedding_model, chunks)
     await ctx.stage("index", f"{len(chunks)} chunks")
-    tokens = await ctx.to_thread(lambda: [tokenize(chunk.embedding_text()) for chunk in chunks])
+    terms = await ctx.to_thread(lambda: [chunk_terms(chunk.heading, chunk.text) for chunk in chunks])
     return [
         ChunkRecord(
             id=new_id(),
@@ -145,20 +151,21 @@ async def _records(ctx: JobContext, collection: Collection, document: Document, 
             heading=chunk.heading,
             page=chunk.page,
             vector=vector,
-            tokens=chunk_tokens,
+            tokens=tokens,
             metadata=document.metadata,
+            heading_tokens=heading_tokens,
         )
-        for chunk, vector, chunk_tokens in zip(chunks, vectors, tokens, strict=True)
+        for chunk, vector, (tokens, heading_tokens) in zip(chunks, vectors, terms, strict=True)
     ]
 
 
 async def _ingest(
     deps: SearchDeps, ocr: OcrDeps, ctx: JobContext, collection: Collection, document: Document, file: FileInfo | None
 ) -> int:
-    pages = await _pages(deps, ocr, ctx, document, file)
+    title, pages = await _pages(deps, ocr, ctx, document, file)
     if not any(page.strip() for page in pages):
         raise BadDocument("no text found in the document (empty, or pictures without readable text)")
-    records = await _records(ctx, collection, document, pages)
+    records = await _records(ctx, collection, document, title, pages)
     ctx.raise_if_canceled()
     await deps.index.delete_document(collection.id, document.id)
     try:

@@ -30,11 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from inferline.errors import NotFound
 from inferline.search.filters import And, FieldType, Filter, Not, Or, Range
-from inferline.search.index import Candidate, ChunkRecord, IndexSpec, StoredChunk, Vector
+from inferline.search.index import HEADING_WEIGHT, Candidate, ChunkRecord, IndexSpec, StoredChunk, Vector
 
 MAX_POSITION = 16383  # tsvector positions stop here
 UNDEFINED_TABLE = "42P01"
 EF_SEARCH = 100
+# ts_rank's weights of positions labelled D, C, B, A: the text at PostgreSQL's default for D (0.1), the
+# heading path's tokens (A) HEADING_WEIGHT times that, as in the embedded index's BM25F (index.py).
+RANK_WEIGHTS = f"'{{0.1, 0.2, 0.4, {0.1 * HEADING_WEIGHT:g}}}'::float4[]"
 _ID = re.compile(r"^[0-9a-f-]{36}$")
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
@@ -61,14 +64,16 @@ def _field_sql(name: str, kind: FieldType) -> str:
     return text  # keywords, and dates as normalized ISO 8601 UTC text, which sorts in time order
 
 
-def _tsvector(tokens: list[str]) -> str:
-    positions: dict[str, list[int]] = defaultdict(list)
+def _tsvector(tokens: list[str], heading_tokens: int = 0) -> str:
+    """The tsvector literal of a chunk's tokens: the heading path's at weight A, the text's at D
+    (PostgreSQL's default, which every position of collections indexed before has)."""
+    positions: dict[str, list[str]] = defaultdict(list)
     for position, token in enumerate(tokens, start=1):
         if position > MAX_POSITION:
             break
-        positions[token].append(position)
+        positions[token].append(f"{position}A" if position <= heading_tokens else str(position))
     return " ".join(
-        "'" + token.replace("\\", "\\\\").replace("'", "''") + "':" + ",".join(map(str, spots))
+        "'" + token.replace("\\", "\\\\").replace("'", "''") + "':" + ",".join(spots)
         for token, spots in positions.items()
     )
 
@@ -224,7 +229,7 @@ class PgVectorIndex:
                 "page": record.page,
                 "metadata": json.dumps(record.metadata),
                 "embedding": _vector_text(record.vector),
-                "tokens": _tsvector(record.tokens),
+                "tokens": _tsvector(record.tokens, record.heading_tokens),
             }
             for record in records
         ]
@@ -272,7 +277,7 @@ class PgVectorIndex:
         match = "tokens @@ CAST(:q AS tsquery)"
         where = f"{where} AND {match}" if where else f"WHERE {match}"
         query = sa.text(
-            f"SELECT id::text AS id, document_id, ts_rank(tokens, CAST(:q AS tsquery), 1) AS rank "
+            f"SELECT id::text AS id, document_id, ts_rank({RANK_WEIGHTS}, tokens, CAST(:q AS tsquery), 1) AS rank "
             f"FROM {_keyword_table(spec.collection_id)} {where} ORDER BY rank DESC, id LIMIT :limit"
         )
         async with self._tables(begin=True) as conn:

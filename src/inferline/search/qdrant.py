@@ -2,10 +2,11 @@
 process) under `<data-dir>/index/<collection id>/`.
 
 Each chunk is a point with a dense vector (`dense`, cosine, HNSW once optimized) and a sparse BM25 vector
-(`bm25`: our Kiwi tokens hashed to dimensions, document-side BM25 weights; Qdrant multiplies in IDF,
-`Modifier.Idf`). Payload: `doc` (document id), `i`, `text`, `heading`, `page`, and `m` (metadata). A
-payload index per declared field (`m.<field>`) and on `doc` is created with the shard, before any data:
-filtered HNSW search relies on them (without, filtered recall fell to 0.19 in the issue's measurement).
+(`bm25`: our Kiwi tokens hashed to dimensions, document-side BM25F weights with the heading path weighed
+up; Qdrant multiplies in IDF, `Modifier.Idf`). Payload: `doc` (document id), `i`, `text`, `heading`,
+`page`, and `m` (metadata). A payload index per declared field (`m.<field>`) and on `doc` is created with
+the shard, before any data: filtered HNSW search relies on them (without, filtered recall fell to 0.19 in
+the issue's measurement).
 
 Writes go to appendable segments, searched exactly; once writes have paused for 2 s a background thread
 runs the optimizer, which builds the HNSW and payload indexes (one optimization at a time per shard). The shard
@@ -179,7 +180,7 @@ class QdrantIndex:
             shard = self._open(spec.collection_id, spec)
             points = []
             for record in records:
-                weights = bm25_weights(record.tokens, spec.avg_chunk_tokens)
+                weights = bm25_weights(record.tokens, spec.avg_chunk_tokens, record.heading_tokens)
                 sparse = qe.SparseVector(indices=list(weights), values=list(weights.values()))
                 vectors: dict[str, Any] = {DENSE: record.vector.astype(np.float32).tolist()}
                 if weights:  # an empty sparse vector is refused; such a chunk is found by meaning only

@@ -22,7 +22,7 @@ from inferline.search.deps import SearchDeps
 from inferline.search.documents import get_document
 from inferline.search.embedders import EmbedInput, query_model
 from inferline.search.filters import parse_filter
-from inferline.search.fusion import best_per_document, rrf
+from inferline.search.fusion import best_per_document, keyword_leaning, rrf
 from inferline.search.index import Candidate, StoredChunk
 from inferline.search.model import Collection
 from inferline.search.store import SearchStore
@@ -96,22 +96,30 @@ async def _ranked(
     # Which document a chunk is from matters here only to keep each document's best chunk; a page's hits
     # get theirs from `fetch`.
     documents = request.group_by_document
+    hybrid = request.mode == "hybrid"
+    best_keyword_hit: list[str] = []  # hybrid: the text of the keyword list's first chunk
 
     async def semantic() -> list[Candidate]:
         vector = await _query_vector(deps, collection.tenant, collection.embedding_model, request.query)
         return await deps.index.semantic(collection.spec, vector, flt, window, documents=documents)
 
+    async def keyword() -> list[Candidate]:
+        found = await deps.index.keyword(collection.spec, tokens, flt, window, documents=documents)
+        if hybrid and found:  # read while the query is still being embedded
+            best = (await deps.index.fetch(collection.id, [found[0].chunk_id])).get(found[0].chunk_id)
+            if best is not None:
+                best_keyword_hit.append(f"{best.heading}\n{best.text}")
+        return found
+
     # Both at once in hybrid mode: the keyword search runs while the query is being embedded.
     modes = {"semantic": ("semantic",), "keyword": ("keyword",), "hybrid": ("semantic", "keyword")}[request.mode]
-    searches = {
-        mode: semantic()
-        if mode == "semantic"
-        else deps.index.keyword(collection.spec, tokens, flt, window, documents=documents)
-        for mode in modes
-    }
+    searches = {mode: semantic() if mode == "semantic" else keyword() for mode in modes}
     ranked = dict(zip(searches, await asyncio.gather(*searches.values()), strict=True))
-    hybrid = request.mode == "hybrid"
-    fused = rrf(ranked, deps.weights, deps.rrf_k)[:window] if hybrid else ranked[request.mode]
+    if hybrid:
+        weights = keyword_leaning(deps.weights, tokens, best_keyword_hit[0]) if best_keyword_hit else deps.weights
+        fused = rrf(ranked, weights, deps.rrf_k)[:window]
+    else:
+        fused = ranked[request.mode]
     return best_per_document(fused) if request.group_by_document else fused
 
 

@@ -156,7 +156,8 @@ def _content(text: str, morphemes: list[Any]) -> list[str]:
         else:
             _compound(text, run, tokens)
             run = [morpheme] if morpheme.tag in NOUN_TAGS else []
-        if morpheme.tag not in KEPT_TAGS:
+        # Kiwi marks conjugation classes on stems ("VV-R", "VA-I": 뒤집기, 부드러운): the class is not the tag.
+        if morpheme.tag.split("-", 1)[0] not in KEPT_TAGS:
             continue
         form = morpheme.form
         if HANGUL.search(form):
@@ -175,6 +176,14 @@ def _compound(text: str, run: list[Any], tokens: list[str]) -> None:
         start = run[0].start
         end = run[-1].start + run[-1].len
         tokens.append(text[start:end])
+
+
+def chunk_terms(heading: str, text: str) -> tuple[list[str], int]:
+    """The tokens of a chunk's heading path and text, in the order it is embedded (`Chunk.embedding_text`),
+    and how many of them are the heading's. Words are read one at a time, so these are the tokens of the
+    whole, `tokenize(heading + "\\n" + text)`."""
+    heading_tokens = tokenize(heading) if heading else []
+    return heading_tokens + tokenize(text), len(heading_tokens)
 
 
 def warm_up() -> None:
