@@ -188,21 +188,22 @@ def _title(rng: random.Random, lang: str) -> str:
     return " ".join(words)
 
 
-def one_column(rng: random.Random) -> tuple[Image.Image, str]:
+def _one_column(
+    rng: random.Random, lang: str, body: Callable[[], list[str]], justified_share: float
+) -> tuple[Image.Image, str]:
+    """A title over one column of `body()` (drawn after the font, in the order the sets' seeds expect)."""
     canvas = Canvas()
-    title, y = heading(canvas, _title(rng, "en"), "en", MARGIN_PX)
-    font = _font(rng.choice(FONTS["en"]), rng.choice([10, 11, 12]))
-    body = rng.sample(english_paragraphs(), 8)
-    [text] = flow(
-        canvas,
-        body,
-        font,
-        [(MARGIN_PX, PAGE_PX[0] - 2 * MARGIN_PX)],
-        y,
-        PAGE_PX[1] - MARGIN_PX,
-        justify=rng.random() < 0.5,
-    )
+    title, y = heading(canvas, _title(rng, lang), lang, MARGIN_PX)
+    font = _font(rng.choice(FONTS[lang]), rng.choice([10, 11, 12]))
+    paragraphs = body()
+    column = [(MARGIN_PX, PAGE_PX[0] - 2 * MARGIN_PX)]
+    justify = rng.random() < justified_share
+    [text] = flow(canvas, paragraphs, font, column, y, PAGE_PX[1] - MARGIN_PX, justify=justify)
     return canvas.image, f"{title}\n{text}"
+
+
+def one_column(rng: random.Random) -> tuple[Image.Image, str]:
+    return _one_column(rng, "en", lambda: rng.sample(english_paragraphs(), 8), 0.5)
 
 
 def _two_columns(rng: random.Random, lang: str, body: list[str], font_paths: list[str]) -> tuple[Image.Image, str]:
@@ -235,20 +236,7 @@ def two_column(rng: random.Random) -> tuple[Image.Image, str]:
 
 def korean(rng: random.Random) -> tuple[Image.Image, str]:
     """One Korean column, justified like a typeset manual (wide, uneven word gaps)."""
-    canvas = Canvas()
-    title, y = heading(canvas, _title(rng, "ko"), "ko", MARGIN_PX)
-    font = _font(rng.choice(FONTS["ko"]), rng.choice([10, 11, 12]))
-    body = [korean_paragraph(rng, rng.randint(3, 6)) for _ in range(12)]
-    [text] = flow(
-        canvas,
-        body,
-        font,
-        [(MARGIN_PX, PAGE_PX[0] - 2 * MARGIN_PX)],
-        y,
-        PAGE_PX[1] - MARGIN_PX,
-        justify=rng.random() < 0.7,
-    )
-    return canvas.image, f"{title}\n{text}"
+    return _one_column(rng, "ko", lambda: [korean_paragraph(rng, rng.randint(3, 6)) for _ in range(12)], 0.7)
 
 
 def mixed(rng: random.Random) -> tuple[Image.Image, str]:

@@ -273,18 +273,16 @@ def join_continued(blocks: list[Box], tolerance_px: int) -> list[Box]:
     return joined
 
 
-def analyze(image: Image.Image, *, remove_rules: bool = True) -> Layout:
+def analyze(image: Image.Image) -> Layout:
     """The page's blocks in reading order (pixels of `image`), and the image with its ruling lines
-    whitened when `remove_rules`."""
+    whitened."""
     gray = image.convert("L")
     width, height = gray.size
     factor = max(1, math.ceil(width / ANALYSIS_WIDTH_PX), math.ceil(math.sqrt(width * height / ANALYSIS_MAX_PX)))
     small = np.asarray(gray.reduce(factor) if factor > 1 else gray, dtype=np.uint8)
     threshold = otsu_threshold(small)
     ink = small <= threshold  # Otsu's dark class holds the threshold's own level (all of a bilevel image's ink)
-    removed = 0
-    if remove_rules:
-        gray, removed, ink = _without_rules(gray, threshold, factor, ink, text_line_px(ink) * factor)
+    gray, removed, ink = _without_rules(gray, threshold, factor, ink, text_line_px(ink) * factor)
     analysis = _Analysis(ink)
     full = Box(0, 0, ink.shape[1], ink.shape[0])
     try:

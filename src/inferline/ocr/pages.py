@@ -21,6 +21,7 @@ from inferline.jobs.context import JobContext
 from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Document, Page, PageRef, parse_pages
 from inferline.ocr.options import OcrOptions, pick_engine
+from inferline.ocr.results import union_bbox
 from inferline.ocr.tesseract import OcrInput
 
 Report = Callable[[int, int], Awaitable[None]]
@@ -133,6 +134,5 @@ def _one_block(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pages read without layout (a text layer, RapidOCR) are one block of one paragraph."""
     if not lines:
         return []
-    boxes = [line["bbox"] for line in lines]
-    bbox = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    bbox = union_bbox([line["bbox"] for line in lines])
     return [{"bbox": bbox, "paragraphs": [{"bbox": bbox, "lines": list(range(len(lines)))}]}]

@@ -17,6 +17,11 @@ from typing import Any
 PAGE_SEPARATOR = "\f"
 
 
+def union_bbox(boxes: list[list[int]]) -> list[int]:
+    """The smallest `[x0, y0, x1, y1]` holding every box (at least one)."""
+    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+
+
 def document_text(pages: list[dict[str, Any]]) -> str:
     return PAGE_SEPARATOR.join(page["text"] for page in pages)
 

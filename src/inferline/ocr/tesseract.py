@@ -26,6 +26,7 @@ from inferline.inference.model import PER_CORE, Model
 from inferline.ocr.documents import PageRef
 from inferline.ocr.layout import Box, analyze
 from inferline.ocr.orientation import Correction, Orienter
+from inferline.ocr.results import union_bbox
 
 TESSDATA_CANDIDATES = (
     "/usr/share/tesseract-ocr/5/tessdata",
@@ -254,12 +255,7 @@ class _PageText:
         for block in self.blocks:
             boxes = [self.lines[i]["bbox"] for p in block["paragraphs"] for i in p["lines"]]
             if boxes:
-                block["bbox"] = [
-                    min(b[0] for b in boxes),
-                    min(b[1] for b in boxes),
-                    max(b[2] for b in boxes),
-                    max(b[3] for b in boxes),
-                ]
+                block["bbox"] = union_bbox(boxes)
 
     def text(self) -> str:
         """Lines of a paragraph on their own lines; paragraphs and blocks apart by a blank line."""
@@ -281,9 +277,8 @@ def _join_words(words: list[dict[str, Any]], text: str) -> list[dict[str, Any]] 
             return None
         if joined and found == position:
             last = joined[-1]
-            a, b = last["bbox"], word["bbox"]
             last["text"] += word["text"]
-            last["bbox"] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+            last["bbox"] = union_bbox([last["bbox"], word["bbox"]])
             last["confidence"] = min(last["confidence"], word["confidence"])
         else:
             joined.append(dict(word))
