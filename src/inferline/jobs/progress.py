@@ -101,11 +101,16 @@ class ProgressBatcher:
             self._last_write_s = time.monotonic()
             try:
                 lost = await self._write(taken)
-            except Exception:
-                log.warning("progress_write_failed", jobs=len(taken), exc_info=True)
+            except BaseException as exc:
+                # Also when the task flushing is cancelled: a job reporting its progress writes the other
+                # jobs' too, and its own cancel must not leave their writes held (their attempts could then
+                # never record an outcome) nor their values unwritten.
                 for ctx, values, _ in taken:
                     ctx.end_batch_write(failed_values=values)
                     self._dirty[ctx] = None
+                if not isinstance(exc, Exception):
+                    raise
+                log.warning("progress_write_failed", jobs=len(taken), exc_info=True)
                 return
             for ctx, _, _ in taken:
                 ctx.end_batch_write()
