@@ -56,6 +56,18 @@ class Processes:
     def log(self, name: str) -> str:
         return (self.tmp_path / f"{name}.log").read_text(errors="replace")
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`inferline <args>` run in this process, with the settings a process of it would get: an
+        interpreter start and its imports cost seconds a call on 2 cores. What needs a process of its own
+        (a signal, a kill) spawns one."""
+        from typer.testing import CliRunner
+
+        from inferline.cli import app
+
+        settings = {name: value for name, value in self.env.items() if name.startswith("INFERLINE_")}
+        result = CliRunner().invoke(app, list(args), env=settings, catch_exceptions=False)
+        return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
     def stop_all(self) -> None:
         for proc in self.started:
             if proc.poll() is None:

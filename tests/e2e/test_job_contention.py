@@ -23,9 +23,9 @@ from inferline.jobs.store import JobStore
 from inferline.jobs.submission import JobRequest, Submitter
 from inferline.schema import jobs
 
-# Sized to run in ~15 s on 2 cores (~45 s on 2 cores busy with other work); with row locks taken in no set
+# Sized to run in ~8 s on 2 cores (~20 s on 2 cores busy with other work); with row locks taken in no set
 # order, this load met a deadlock about once a second (20 in a 17 s drain, 27 in 26 s, measured).
-JOBS = 2000
+JOBS = 1000
 STEPS = 1
 WORKERS = 2
 

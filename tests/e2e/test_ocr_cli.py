@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pypdfium2 as pdfium
-from tests.e2e.conftest import ROOT, Processes, free_port
+from tests.e2e.conftest import Processes, free_port
 from tests.ocr_samples import ENGLISH, KOREAN, image_bytes, image_pdf, render_page
 from typer.testing import CliRunner
 
@@ -17,14 +16,7 @@ from inferline.ocr.quality import cer
 
 
 def run_cli(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "inferline.cli", "ocr", *args],
-        cwd=ROOT,
-        env=procs.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return procs.cli("ocr", *args)
 
 
 def test_ocr_in_process_writes_one_file_per_input_and_fails_on_bad_ones(procs: Processes, tmp_path: Path) -> None:

@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.e2e.conftest import ROOT, Processes, free_port
+from tests.e2e.conftest import Processes, free_port
 
 
 def cli(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "inferline.cli", *args],
-        cwd=ROOT,
-        env=procs.env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return procs.cli(*args)
 
 
 def test_a_folder_is_ingested_recursively_searched_and_reingested_as_updates(procs: Processes, tmp_path: Path) -> None:
