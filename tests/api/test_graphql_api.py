@@ -123,10 +123,12 @@ async def test_search_documents_and_similar_answer_what_the_rest_api_answers(sea
     assert listed["data"]["collections"] == [
         {"name": "docs", "documentCount": 3, "fields": [{"name": "lang", "type": "keyword"}]}
     ]
-    await another_tenants_collection_and_document_are_not_found(search_api, database)
+    await another_tenants_collection_and_document_are_not_found(search_api, database, bread["id"])
 
 
-async def another_tenants_collection_and_document_are_not_found(search_api: Api, database: dict[str, Any]) -> None:
+async def another_tenants_collection_and_document_are_not_found(
+    search_api: Api, database: dict[str, Any], bread_id: str
+) -> None:
     """(The same test, on the same collection: its ingest is most of the test's time.)"""
     query = """query($id: ID!) { document(collection: "docs", id: $id) { id } }"""
     answer = await graphql(search_api.other, query, id=database["id"])
@@ -136,6 +138,13 @@ async def another_tenants_collection_and_document_are_not_found(search_api: Api,
     assert searched["data"] == {"search": None} and codes(searched) == ["NOT_FOUND"]
     assert (await graphql(search_api.other, "{ collections { name } }"))["data"] == {"collections": []}
     # Arguments the REST body would refuse, refused naming the GraphQL argument.
+    # A filter over the declared fields, as in REST; an undeclared one is refused naming it.
+    filtered = """query($filter: JSON) { search(collection: "docs", query: "bread", filter: $filter) {
+        hits { documentId } } }"""
+    english = await graphql(search_api.client, filtered, filter={"lang": "en"})
+    assert {hit["documentId"] for hit in english["data"]["search"]["hits"]} == {bread_id}
+    colour = await graphql(search_api.client, filtered, filter={"colour": "red"})
+    assert codes(colour) == ["INVALID_INPUT"] and colour["errors"][0]["extensions"]["field"] == "filter.colour"
     too_many = await graphql(search_api.client, SEARCH, collection="docs", query="x", limit=101, mode="HYBRID")
     assert codes(too_many) == ["INVALID_INPUT"] and too_many["errors"][0]["extensions"]["field"] == "limit"
     bad_cursor = await graphql(
@@ -247,6 +256,16 @@ async def test_a_request_without_a_valid_key_is_unauthenticated_before_its_body_
         "/graphql", json={"query": "{ collections { name } }"}, headers={"Authorization": "Bearer il_wrong"}
     )
     assert wrong.status_code == 401 and codes(wrong.json()) == ["UNAUTHENTICATED"]
+
+
+async def test_a_client_guessing_keys_is_rate_limited_like_on_the_rest_api(make_api: MakeApi) -> None:
+    async with make_api(workers=0, unknown_key_burst=1, unknown_keys_per_s=0.01) as api:
+        headers = {"Authorization": "Bearer il_guess"}
+        first = await api.anonymous.post("/graphql", json={"query": "{ collections { name } }"}, headers=headers)
+        second = await api.anonymous.post("/graphql", json={"query": "{ collections { name } }"}, headers=headers)
+        assert first.status_code == 401 and second.status_code == 429
+        assert codes(second.json()) == ["RATE_LIMITED"] and int(second.headers["retry-after"]) >= 1
+        assert second.json()["errors"][0]["extensions"]["retryAfter"] == int(second.headers["retry-after"])
 
 
 async def test_documents_over_the_limits_are_refused_with_their_codes(idle_api: Api) -> None:
