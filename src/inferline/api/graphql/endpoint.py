@@ -18,9 +18,11 @@ import structlog
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from strawberry.exceptions import MissingQueryError
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types.execution import PreExecutionError
 
 from inferline import jsonvalues
 from inferline.api import problems
@@ -30,8 +32,6 @@ from inferline.api.graphql.context import context_for
 from inferline.api.graphql.limits import QueryLimits
 from inferline.api.graphql.schema import Schema, build_schema
 from inferline.errors import InvalidInput, TooLarge, UnsupportedMediaType
-
-log = structlog.get_logger(__name__)
 
 PATH = "/graphql"
 # What strawberry raises for a request it cannot run: an operation name the document lacks, a document
@@ -82,7 +82,9 @@ async def run(request: Request, schema: Schema, max_body_bytes: int) -> Response
         )
     except Exception as exc:
         return refused(exc, reference)
-    answer: dict[str, Any] = {"data": result.data}
+    # A document refused before it ran (syntax, validation, limits) has no `data` at all (the spec's
+    # "request error"); one that ran has it, null where a field failed.
+    answer: dict[str, Any] = {} if isinstance(result, PreExecutionError) else {"data": result.data}
     if result.errors:
         answer["errors"] = [errors.formatted(error, reference=reference) for error in result.errors]
     return _json(answer, 200)
@@ -123,6 +125,8 @@ def refused(exc: Exception, reference: str) -> Response:
         exc = InvalidInput(f"operationName: {exc}", field="operationName")
     elif isinstance(exc, HTTPException) and exc.status_code == 413:  # the admission's count, if it is first
         exc = TooLarge(str(exc.detail))
+    elif isinstance(exc, ClientDisconnect):  # no one reads the answer; not a failure of ours to log
+        exc = InvalidInput("body: the client left before sending it whole", field="body")
     shown = errors.domain_error(exc)
     message, extensions = errors.described(shown, reference=reference)
     status = next((code for cls, code in problems.STATUS_OF if isinstance(shown, cls)), 500)
