@@ -13,10 +13,12 @@ import httpx
 import pytest
 from graphql import get_introspection_query
 from tests.api.conftest import Api, MakeApi
+from tests.api.test_admission_api import CountedBody
 from tests.helpers import eventually
 
 from inferline.api.graphql.schema import sdl
 
+JSON_TYPE = {"content-type": "application/json"}
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DB_KO = "PostgreSQL 데이터베이스를 설치하는 방법을 설명합니다. 먼저 패키지를 내려받아 서버에 설치하세요."
 BACKUP_KO = "데이터베이스 서버의 백업과 복구 절차를 안내합니다."
@@ -249,9 +251,11 @@ async def test_create_batch_makes_a_batch_the_rest_api_shows(idle_api: Api) -> N
 
 
 async def test_a_request_without_a_valid_key_is_unauthenticated_before_its_body_is_read(idle_api: Api) -> None:
-    response = await idle_api.anonymous.post("/graphql", json={"query": "{ collections { name } }"})
+    body = CountedBody(8 * 2**20)
+    response = await idle_api.anonymous.post("/graphql", content=body.chunks(), headers=JSON_TYPE)
     assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
     assert codes(response.json()) == ["UNAUTHENTICATED"] and "data" not in response.json()
+    assert body.pulled == 0
     wrong = await idle_api.anonymous.post(
         "/graphql", json={"query": "{ collections { name } }"}, headers={"Authorization": "Bearer il_wrong"}
     )
@@ -297,6 +301,9 @@ async def test_bodies_that_are_no_graphql_request_are_refused_as_the_rest_api_re
     client = idle_api.client
     huge = await client.post("/graphql", json={"query": "{ collections { name } }", "pad": "x" * 70_000})
     assert huge.status_code == 413 and codes(huge.json()) == ["TOO_LARGE"]
+    streamed = CountedBody(8 * 2**20, chunk_bytes=16 * 1024)  # no Content-Length: counted as it comes
+    cut = await client.post("/graphql", content=streamed.chunks(), headers=JSON_TYPE)
+    assert cut.status_code == 413 and streamed.pulled <= 64 * 1024 + 16 * 1024
     form = await client.post("/graphql", content=b"query={collections{name}}", headers={"content-type": "text/plain"})
     assert form.status_code == 415 and codes(form.json()) == ["UNSUPPORTED_MEDIA_TYPE"]
     for body, field in (
