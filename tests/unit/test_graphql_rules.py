@@ -4,6 +4,7 @@ of an error that is not theirs, and how the limits measure a document."""
 from __future__ import annotations
 
 import time
+from typing import get_args
 
 import pytest
 from graphql import GraphQLError, parse, validate
@@ -12,7 +13,10 @@ from inferline import errors
 from inferline.api.graphql.errors import CODE_OF, formatted
 from inferline.api.graphql.limits import QueryLimits, limits_rule
 from inferline.api.graphql.schema import build_schema
+from inferline.api.graphql.types import BatchStatus, SearchMode
 from inferline.api.problems import STATUS_OF
+from inferline.api.schemas import BatchOut as RestBatch
+from inferline.search.query import Mode
 
 
 def test_every_error_with_an_http_status_has_a_graphql_code_in_the_same_order() -> None:
@@ -84,3 +88,8 @@ def test_a_fragment_spread_many_times_is_measured_once() -> None:
     found = measured(document)
     assert time.perf_counter() - started < 0.5
     assert [code for code, _ in found] == ["QUERY_TOO_COMPLEX"]
+
+
+def test_the_graphql_enums_are_the_rest_apis_values() -> None:
+    assert [mode.value for mode in SearchMode] == list(get_args(Mode))
+    assert [status.value for status in BatchStatus] == list(get_args(RestBatch.model_fields["status"].annotation))

@@ -18,6 +18,7 @@ from graphql import GraphQLError, GraphQLSyntaxError
 from pydantic import BaseModel, ValidationError
 
 from inferline import db, errors
+from inferline.api.problems import UNAVAILABLE_RETRY_AFTER_S
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +36,6 @@ CODE_OF: list[tuple[type[errors.InferlineError], str]] = [
 INTERNAL = "INTERNAL_SERVER_ERROR"
 PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
-UNAVAILABLE_RETRY_AFTER_S = 5
 Model = TypeVar("Model", bound=BaseModel)
 
 
