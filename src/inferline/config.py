@@ -153,6 +153,9 @@ class Settings(BaseSettings):
         default=256 * 2**10, ge=16, description="a record whose text is longer (UTF-8 bytes) is a failed record"
     )
     batch_chunk_records: int = Field(default=100, ge=1, le=10_000, description="records per checkpoint by default")
+    graphql_ide: bool = Field(
+        default=False, description="serve the GraphiQL page at `GET /graphql` (development; the API is on anyway)"
+    )
     plugins: list[str] = Field(default_factory=list, description="modules to import that register job kinds")
     metrics_port: int | None = Field(default=None, description="`inferline worker` exposes metrics here")
     metrics_host: str = Field(

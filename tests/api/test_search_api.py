@@ -343,11 +343,21 @@ async def test_similar_documents_are_the_nearest_others(search_api: Api) -> None
     bread = await ready(
         search_api, await add(search_api, "집에서 사워도우 빵을 굽는 방법: 반죽을 섞고 뜨겁게 굽습니다.")
     )
-    response = await search_api.client.get(f"/api/v1/collections/docs/documents/{database['id']}/similar")
-    hits = response.json()["hits"]
+    url = f"/api/v1/collections/docs/documents/{database['id']}/similar"
+    first = (await search_api.client.get(url)).json()
+    hits = first["hits"]
     assert [hit["document_id"] for hit in hits] == [backup["id"], bread["id"]]  # never itself
-    other = await search_api.other.get(f"/api/v1/collections/docs/documents/{database['id']}/similar")
+    other = await search_api.other.get(url)
     assert other.status_code == 404
+    # Cached like a search: the same page again, and another page of the same ranked list.
+    again = (await search_api.client.get(url)).json()
+    assert (first["cached"], again["cached"], again["hits"]) == (False, True, hits)
+    one = (await search_api.client.get(url, params={"limit": 1})).json()
+    assert one["cached"] is True and one["hits"] == hits[:1]
+    # A delete advances the collection's version: the cached lists are not read again.
+    assert (await search_api.client.delete(f"/api/v1/collections/docs/documents/{backup['id']}")).status_code == 204
+    after = (await search_api.client.get(url)).json()
+    assert after["cached"] is False and [hit["document_id"] for hit in after["hits"]] == [bread["id"]]
 
 
 async def test_the_pgvector_backend_serves_the_same_api(make_api: MakeApi, pgvector_url: str) -> None:

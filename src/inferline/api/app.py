@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI
 from inferline import __version__, db, plugins
 from inferline.api import problems
 from inferline.api.admission import Admission
+from inferline.api.graphql import endpoint as graphql
 from inferline.api.middleware import RequestContext
 from inferline.api.routes import (
     batches,
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
     for router in plugins.routers(plugins.load(settings.plugins)):
         api.include_router(router)
     app.include_router(api)
+    app.include_router(graphql.router(ide=settings.graphql_ide, max_body_bytes=settings.max_request_bytes))
     app.include_router(health.router)
     app.add_middleware(Admission, max_body_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestContext)  # the outer one: its logs and metrics see what Admission refuses

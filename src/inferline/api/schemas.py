@@ -158,6 +158,7 @@ class SearchOut(BaseModel):
 class SimilarOut(BaseModel):
     hits: list[SearchHit]
     took_ms: float
+    cached: bool
 
 
 class ModelOut(BaseModel):

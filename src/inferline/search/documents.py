@@ -134,6 +134,16 @@ async def get_document(deps: SearchDeps, *, collection: Collection, document_id:
     return document
 
 
+async def get_documents(deps: SearchDeps, *, collection: Collection, document_ids: list[str]) -> dict[str, Document]:
+    """The collection's documents among `document_ids`, by id: those that exist (a search hit's document
+    may have been deleted since the hit was ranked)."""
+    if not document_ids:
+        return {}
+    async with db.read(deps.engine) as conn:
+        found = await SearchStore(conn).documents(collection.id, document_ids)
+    return {document.id: document for document in found}
+
+
 async def list_documents(
     deps: SearchDeps, *, collection: Collection, limit: int, cursor: str | None, status: str | None = None
 ) -> tuple[list[Document], str | None]:

@@ -238,9 +238,41 @@ async def warm_up(deps: SearchDeps) -> list[str]:
 
 
 async def similar(deps: SearchDeps, *, tenant: str, name: str, document_id: str, limit: int) -> dict[str, Any]:
-    """Documents like this one: the mean of its chunk vectors, searched, itself left out."""
+    """Documents like this one: the mean of its chunk vectors, searched, itself left out. Cached like a
+    search, under the collection's version (which every ingest and delete advances): the ranked list of
+    the others, and each rendered page of it."""
     started = time.perf_counter()
     collection = await current_collection(deps, tenant=tenant, name=name)
+    # The document's id is in the key: an entry exists only once that document was found in this
+    # collection (of this tenant) at this version.
+    ranked_key = f"similar:{collection.id}:{document_id}:{collection.version}"
+    page_key = f"{ranked_key}:{limit}"
+    hits = await deps.result_cache.get(page_key)
+    cached = hits is not None
+    if hits is None:
+        hits, cached = await _similar_page(deps, collection, document_id, ranked_key, limit)
+        await deps.result_cache.put(page_key, hits)
+    return {"hits": hits, "took_ms": round((time.perf_counter() - started) * 1000, 2), "cached": cached}
+
+
+async def _similar_page(
+    deps: SearchDeps, collection: Collection, document_id: str, ranked_key: str, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """The first `limit` others with their best chunks, from the cached ranked list when there is one (and
+    whether there was)."""
+    ranked = await deps.result_cache.get(ranked_key)
+    if ranked is None:
+        others = await _similar_ranked(deps, collection, document_id)
+        await deps.result_cache.put(ranked_key, [[c.chunk_id, c.document_id, c.score] for c in others])
+    else:
+        others = [Candidate(chunk_id, other_id, score) for chunk_id, other_id, score in ranked]
+    page = others[:limit]
+    chunks = await deps.index.fetch(collection.id, [c.chunk_id for c in page]) if page else {}
+    return [_hit(c, chunks[c.chunk_id], []) for c in page if c.chunk_id in chunks], ranked is not None
+
+
+async def _similar_ranked(deps: SearchDeps, collection: Collection, document_id: str) -> list[Candidate]:
+    """The other documents nearest to the mean of this one's chunk vectors, best chunk each."""
     document = await get_document(deps, collection=collection, document_id=document_id)
     vectors = await deps.index.document_vectors(collection.id, document.id)
     if not vectors:
@@ -248,7 +280,4 @@ async def similar(deps: SearchDeps, *, tenant: str, name: str, document_id: str,
     centroid = np.mean(np.stack(vectors), axis=0).astype(np.float32)
     centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
     candidates = await deps.index.semantic(collection.spec, centroid, None, deps.window)
-    others = [c for c in best_per_document(candidates) if c.document_id != document.id][:limit]
-    chunks = await deps.index.fetch(collection.id, [c.chunk_id for c in others]) if others else {}
-    hits = [_hit(c, chunks[c.chunk_id], []) for c in others if c.chunk_id in chunks]
-    return {"hits": hits, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+    return [c for c in best_per_document(candidates) if c.document_id != document.id]

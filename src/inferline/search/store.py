@@ -116,6 +116,11 @@ class SearchStore:
         row = (await self.conn.execute(query)).mappings().first()
         return document_from_row(row) if row is not None else None
 
+    async def documents(self, collection_id: str, document_ids: list[str]) -> list[Document]:
+        """The collection's documents among `document_ids` (those that exist), in no order."""
+        query = sa.select(documents).where(documents.c.collection_id == collection_id, documents.c.id.in_(document_ids))
+        return [document_from_row(row) for row in (await self.conn.execute(query)).mappings()]
+
     async def page_documents(
         self, collection_id: str, *, status: str | None, limit: int, cursor: str | None
     ) -> tuple[list[Document], str | None]:

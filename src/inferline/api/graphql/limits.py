@@ -1,0 +1,141 @@
+"""What one GraphQL request may ask for, checked on the document before anything runs.
+
+- **Tokens**: the parser stops past `max_tokens` (a `GRAPHQL_PARSE_FAILED`), so no document costs more
+  to parse and validate than that; the body is bounded before it (`endpoint.py`).
+- **Depth**: fields nested more than `max_depth` deep (`QUERY_TOO_DEEP`). The schema has a cycle (a hit's
+  document, its similar documents, their hits' documents, ...); nothing useful is deeper than 8.
+- **Cost** (`QUERY_TOO_COMPLEX`): every field that has fields of its own costs 1 (a field of `Query` or
+  `Mutation`: 10, each being a use case's own reads), and a field with a `limit` argument multiplies
+  what is under it by that limit (the cap, 100, when it is a variable; the argument's default when
+  absent). Aliases and repeated fields each count, so a document cannot run a search or list the
+  collections a hundred times under a hundred names. A search of 100 hits with their documents costs
+  210; a search of 10 hits, each with its document's 10 similar ones and theirs: 240.
+
+Introspection (`__schema`, `__type`) is left to graphql-core's own rule, which bounds its nesting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLField,
+    GraphQLInterfaceType,
+    GraphQLNamedType,
+    GraphQLObjectType,
+    IntValueNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationContext,
+    ValidationRule,
+    get_named_type,
+)
+from graphql.language import InlineFragmentNode
+
+TOO_DEEP = "QUERY_TOO_DEEP"
+TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+MAX_LIMIT = 100  # of every `limit` argument, as in the REST API
+ROOT_FIELD_COST = 10  # a query or mutation: a use case's transaction (or an index search) each
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    max_depth: int = 8
+    max_cost: int = 1000
+    max_tokens: int = 2000
+    max_body_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Measure:
+    depth: int
+    cost: int
+
+
+def limits_rule(limits: QueryLimits) -> type[ValidationRule]:
+    """A validation rule that refuses an operation over `limits`' depth or cost, with its code."""
+
+    class QueryLimitsRule(ValidationRule):
+        def enter_operation_definition(self, node: OperationDefinitionNode, *_args: Any) -> None:
+            root = self.context.schema.get_root_type(node.operation)
+            measure = Measurer(self.context).selections(node.selection_set, root)
+            if measure.depth > limits.max_depth:
+                message = f"the query is {measure.depth} fields deep; the limit is {limits.max_depth}"
+                self.report_error(GraphQLError(message, node, extensions={"code": TOO_DEEP}))
+            if measure.cost > limits.max_cost:
+                message = (
+                    f"the query costs {measure.cost} (every field with fields of its own is 1, a query or "
+                    f"mutation 10, times the `limit` of the fields above it); the limit is {limits.max_cost}"
+                )
+                self.report_error(GraphQLError(message, node, extensions={"code": TOO_COMPLEX}))
+
+    return QueryLimitsRule
+
+
+class Measurer:
+    """The depth and cost of an operation's selections, fragments expanded, each fragment measured once
+    (a fragment spread a thousand times costs one walk, not a thousand)."""
+
+    def __init__(self, context: ValidationContext) -> None:
+        self.context = context
+        self.fragments: dict[str, Measure] = {}
+        schema = context.schema
+        self.roots = [root for root in (schema.query_type, schema.mutation_type) if root is not None]
+
+    def selections(self, selection_set: SelectionSetNode, parent: GraphQLNamedType | None) -> Measure:
+        depth, cost = 0, 0
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                inner = self.field(selection, parent)
+            elif isinstance(selection, FragmentSpreadNode):
+                inner = self.fragment(selection.name.value)
+            else:
+                assert isinstance(selection, InlineFragmentNode)
+                inner = self.selections(selection.selection_set, self.condition(selection, parent))
+            depth, cost = max(depth, inner.depth), cost + inner.cost
+        return Measure(depth, cost)
+
+    def field(self, node: FieldNode, parent: GraphQLNamedType | None) -> Measure:
+        if node.name.value.startswith("__"):
+            return Measure(0, 0)
+        if node.selection_set is None:
+            return Measure(1, 0)
+        definition = parent.fields.get(node.name.value) if isinstance(parent, _WITH_FIELDS) else None
+        inner_type = get_named_type(definition.type) if definition is not None else None
+        inner = self.selections(node.selection_set, inner_type)
+        own = ROOT_FIELD_COST if parent is not None and parent in self.roots else 1
+        return Measure(1 + inner.depth, own + limit_of(node, definition) * inner.cost)
+
+    def fragment(self, name: str) -> Measure:
+        if name not in self.fragments:
+            self.fragments[name] = Measure(0, 0)  # a cycle (refused by another rule) ends here
+            definition = self.context.get_fragment(name)
+            if definition is not None:
+                on = self.context.schema.get_type(definition.type_condition.name.value)
+                self.fragments[name] = self.selections(definition.selection_set, on)
+        return self.fragments[name]
+
+    def condition(self, node: InlineFragmentNode, parent: GraphQLNamedType | None) -> GraphQLNamedType | None:
+        if node.type_condition is None:
+            return parent
+        return self.context.schema.get_type(node.type_condition.name.value)
+
+
+_WITH_FIELDS = (GraphQLObjectType, GraphQLInterfaceType)
+
+
+def limit_of(node: FieldNode, definition: GraphQLField | None) -> int:
+    """The `limit` a field asks for, as far as the document says: its literal value, the cap for a
+    variable, the argument's default when absent; 1 for a field without a `limit`."""
+    argument = next((arg for arg in node.arguments or () if arg.name.value == "limit"), None)
+    if argument is None:
+        declared = definition.args.get("limit") if definition is not None else None
+        default = declared.default_value if declared is not None else None
+        return default if isinstance(default, int) and 1 <= default <= MAX_LIMIT else 1
+    if isinstance(argument.value, IntValueNode) and len(argument.value.value) <= 4:
+        return max(1, min(int(argument.value.value), MAX_LIMIT))
+    return MAX_LIMIT  # a variable (or not an int, which another rule refuses)

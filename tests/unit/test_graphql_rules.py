@@ -1,0 +1,95 @@
+"""The GraphQL API's rules without a server: the error table beside the HTTP one, what a caller is shown
+of an error that is not theirs, and how the limits measure a document."""
+
+from __future__ import annotations
+
+import time
+from typing import get_args
+
+import pytest
+from graphql import GraphQLError, parse, validate
+
+from inferline import errors
+from inferline.api.graphql.errors import CODE_OF, formatted
+from inferline.api.graphql.limits import QueryLimits, limits_rule
+from inferline.api.graphql.schema import build_schema
+from inferline.api.graphql.types import BatchStatus, SearchMode
+from inferline.api.problems import STATUS_OF
+from inferline.api.schemas import BatchOut as RestBatch
+from inferline.search.query import Mode
+
+
+def test_every_error_with_an_http_status_has_a_graphql_code_in_the_same_order() -> None:
+    assert [cls for cls, _ in CODE_OF] == [cls for cls, _ in STATUS_OF]
+    assert len({code for _, code in CODE_OF}) == len(CODE_OF)
+
+
+def test_a_domain_error_keeps_its_words_and_names_its_field() -> None:
+    error = GraphQLError("x", path=["search"], original_error=errors.InvalidInput("limit: 1 to 100", field="limit"))
+    shown = formatted(error, reference="request r1")
+    assert shown == {
+        "message": "limit: 1 to 100",
+        "path": ["search"],
+        "extensions": {"code": "INVALID_INPUT", "field": "limit"},
+    }
+    busy = formatted(GraphQLError("x", original_error=errors.Overloaded("full", retry_after_s=2.4)), reference="r")
+    assert busy["extensions"] == {"code": "RATE_LIMITED", "retryAfter": 2}
+
+
+@pytest.mark.allow_error_logs
+def test_an_error_of_no_code_of_its_own_is_shown_without_its_text_and_logged(log_records) -> None:
+    for exc in (RuntimeError("connect to 10.0.0.7 with /etc/secret"), errors.ModelError("weights at /models/x")):
+        shown = formatted(GraphQLError("x", original_error=exc), reference="request r1")
+        assert shown["extensions"] == {"code": "INTERNAL_SERVER_ERROR"}
+        assert "secret" not in shown["message"] and "/models" not in shown["message"]
+        assert "request r1" in shown["message"]
+    assert [event["event"] for event in log_records.errors()] == ["graphql_resolver_failed"] * 2
+
+
+def test_a_database_that_does_not_answer_is_unavailable_to_retry() -> None:
+    shown = formatted(GraphQLError("x", original_error=ConnectionError("refused")), reference="r")
+    assert shown["extensions"] == {"code": "UNAVAILABLE", "retryAfter": 5}
+
+
+def measured(document: str, limits: QueryLimits | None = None) -> list[tuple[str, str]]:
+    """The limits' errors for `document`, with their codes."""
+    schema = build_schema()._schema
+    found = validate(schema, parse(document), [limits_rule(limits or QueryLimits())])
+    return [((error.extensions or {})["code"], error.message) for error in found]
+
+
+def test_limits_multiply_by_literal_default_and_variable_limits_through_fragments() -> None:
+    strict = QueryLimits(max_cost=0)
+    # search(limit 3) { hits { document } }: 10 (a query) + 3 * (1 + 1) = 16.
+    literal = measured('{ search(collection: "c", query: "q", limit: 3) { hits { document { id } } } }', strict)
+    assert "costs 16 " in literal[0][1]
+    # Absent: the argument's default (10); a variable: the cap (100).
+    default = measured('{ search(collection: "c", query: "q") { hits { chunkId } } }', strict)
+    variable = measured(
+        'query($n: Int!) { search(collection: "c", query: "q", limit: $n) { hits { chunkId } } }', strict
+    )
+    assert "costs 20 " in default[0][1] and "costs 110 " in variable[0][1]
+    # The same through a fragment and an inline fragment.
+    fragments = """{ search(collection: "c", query: "q", limit: 3) { ...Hits } }
+        fragment Hits on SearchResult { ... on SearchResult { hits { document { id } } } }"""
+    assert "costs 16 " in measured(fragments, strict)[0][1]
+    # Scalars and introspection cost nothing.
+    assert measured("{ __schema { types { name fields { name } } } }", strict) == []
+
+
+def test_a_fragment_spread_many_times_is_measured_once() -> None:
+    # Each fragment spreads the next ten times: 10**6 fields once expanded; one walk of each here.
+    levels = [
+        f"fragment F{i} on Collection {{ {' '.join(f'a{j}: fields {{ ...F{i + 1} }}' for j in range(10))} }}"
+        for i in range(6)
+    ]
+    document = "{ collections { ...F0 } } " + " ".join(levels) + " fragment F6 on Collection { name }"
+    started = time.perf_counter()
+    found = measured(document)
+    assert time.perf_counter() - started < 0.5
+    assert [code for code, _ in found] == ["QUERY_TOO_COMPLEX"]
+
+
+def test_the_graphql_enums_are_the_rest_apis_values() -> None:
+    assert [mode.value for mode in SearchMode] == list(get_args(Mode))
+    assert [status.value for status in BatchStatus] == list(get_args(RestBatch.model_fields["status"].annotation))
