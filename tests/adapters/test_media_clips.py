@@ -92,7 +92,7 @@ async def test_a_clip_has_a_keyframe_just_before_its_last_half_second(tmp_path: 
         stdout=asyncio.subprocess.PIPE,
     )
     out, _ = await listed.communicate()
-    keyframes_s = [float(line.strip(',')) for line in out.decode().split()]
+    keyframes_s = [float(line.strip(",")) for line in out.decode().split()]
     # The last frame is at 3.0 - 1/FPS; its keyframe at most half a second and a frame before the end.
     assert 3.0 - 0.5 - 2 / FPS - 0.01 <= keyframes_s[-1] <= 3.0 - 0.5, keyframes_s
 
