@@ -3,9 +3,11 @@ the final render's joins and music, frames and the poster."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from tests.media_helpers import (
     FPS,
     FRAME,
@@ -28,7 +30,7 @@ from inferline.media.clips import (
     render_photo_clip,
 )
 from inferline.media.ffmpeg import Source, run_ffmpeg
-from inferline.media.probe import picture_problems, probe
+from inferline.media.probe import PictureCheck, picture_problems, probe
 
 CAPTION_BAND = (0, 140, 320, 180)
 
@@ -55,6 +57,44 @@ async def test_a_photo_clip_has_the_planned_length_size_and_codec_and_a_living_p
     assert (info.video_codec, info.pixel_format, info.audio_codec) == ("h264", "yuv420p", None)
     assert await picture_problems(clip, frozen_min_s=1.0) == []
     assert seen == sorted(seen) and seen[-1] == 100
+
+
+async def test_the_check_run_with_the_encode_finds_what_a_decode_of_the_clip_finds(tmp_path: Path) -> None:
+    alive = PictureCheck(frozen_min_s=1.0)
+    clip = await photo_clip(tmp_path, "alive", duration_s=1.7, check=alive)
+    assert alive.problems(end_s=1.7) == [] == await picture_problems(clip, frozen_min_s=1.0)
+
+    black = tmp_path / "black.png"
+    Image.new("RGB", (64, 36)).save(black)
+    dark = PictureCheck(frozen_min_s=1.0)
+    await render_photo_clip(black, tmp_path / "black.mp4", frame=FRAME, fps=FPS, duration_s=1.5, check=dark)
+    found = dark.problems(end_s=1.5)
+    assert found == await picture_problems(tmp_path / "black.mp4", frozen_min_s=1.0)
+    assert any(problem.startswith("black from 0.00 s") for problem in found)
+    assert any(problem.startswith("frozen from 0.00 s") for problem in found)
+
+
+async def test_a_clip_has_a_keyframe_just_before_its_last_half_second(tmp_path: Path) -> None:
+    clip = await photo_clip(tmp_path, "keys", duration_s=3.0)
+    listed = await asyncio.create_subprocess_exec(
+        "ffprobe",
+        "-v",
+        "error",
+        "-select_streams",
+        "v:0",
+        "-skip_frame",
+        "nokey",
+        "-show_entries",
+        "frame=pts_time",
+        "-of",
+        "default=nw=1:nk=1",
+        str(clip),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await listed.communicate()
+    keyframes_s = [float(line.strip(",")) for line in out.decode().split()]
+    # The last frame is at 3.0 - 1/FPS; its keyframe at most half a second and a frame before the end.
+    assert 3.0 - 0.5 - 2 / FPS - 0.01 <= keyframes_s[-1] <= 3.0 - 0.5, keyframes_s
 
 
 async def test_frame_counts_are_exact_for_lengths_that_are_not_whole_frames(tmp_path: Path) -> None:

@@ -2,14 +2,18 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inferline import db
 from inferline.clock import utcnow
+from inferline.errors import Conflict
+from inferline.jobs.context import JobContext
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
+from inferline.jobs.model import Job
 from inferline.jobs.schedules import create_schedule, fire_due_schedules, list_schedules, tick_key
 from inferline.jobs.service import list_jobs
 from inferline.jobs.submission import JobRequest, Submitter
@@ -104,3 +108,31 @@ async def test_a_tick_whose_job_cannot_be_inserted_moves_on_without_taking_back_
     b_jobs, _ = await list_jobs(engine, tenant="b")
     assert [job.id for job in a_jobs] == [squatter.id]
     assert [job.schedule_id for job in b_jobs] == [other.id]
+
+
+async def test_a_tick_its_kind_refuses_on_insert_creates_no_job_and_the_others_still_fire(engine: AsyncEngine) -> None:
+    registry = KindRegistry()
+    register_echo(registry)
+    refused: list[str] = []
+
+    async def busy(conn: AsyncConnection, job: Job) -> None:  # as a project refuses a second run
+        refused.append(job.tenant)
+        if job.tenant == "a":
+            raise Conflict("project is running")
+
+    async def run(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    registry.kind("guarded", on_insert=busy)(run)
+    template = JobRequest(kind="guarded", input={})
+    await create_schedule(engine, registry, tenant="a", cron="* * * * *", template=template)
+    await create_schedule(engine, registry, tenant="b", cron="* * * * *", template=template)
+    async with engine.begin() as conn:
+        await conn.execute(sa.update(schedules).values(next_run_at=utcnow() - timedelta(seconds=1)))
+    assert await fire_due_schedules(Submitter(engine, registry, default_max_attempts=3)) == 1
+    assert sorted(refused) == ["a", "b"]
+    assert [job.tenant for job in (await list_jobs(engine, tenant="a"))[0]] == []
+    assert len((await list_jobs(engine, tenant="b"))[0]) == 1
+    for tenant in ("a", "b"):
+        [after], _ = await list_schedules(engine, tenant=tenant)
+        assert after.next_run_at > utcnow()

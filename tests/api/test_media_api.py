@@ -325,6 +325,35 @@ async def test_two_runs_at_once_start_one_job(media_api: Api) -> None:
     assert count == 1
 
 
+async def test_a_pipeline_through_post_jobs_is_the_projects_run_too(media_api: Api) -> None:
+    client = media_api.client
+    project = (await new_project(client, settings={"resolution": "180p"}))["id"]
+    body = {"kind": "pipeline", "input": {"project_id": project, "resolution": "180p"}}
+    no_photo = await client.post("/api/v1/jobs", json=body)
+    assert no_photo.status_code == 409 and "no photos" in no_photo.json()["detail"]
+    await add(client, project, jpeg())
+
+    submitted = await client.post("/api/v1/jobs", json=body)
+    assert submitted.status_code == 201, submitted.text
+    job = submitted.json()
+    shown = (await client.get(f"/api/v1/projects/{project}")).json()
+    assert shown["status"] == "queued" and shown["active_job"]["id"] == job["id"]
+    for again in (
+        await client.post("/api/v1/jobs", json=body),
+        await client.post("/api/v1/jobs", json=body, headers={"Idempotency-Key": "second"}),
+        await client.post(f"/api/v1/projects/{project}/run", json={}),
+    ):
+        assert again.status_code == 409 and job["id"] in again.json()["detail"], again.text
+    assert (await client.delete(f"/api/v1/projects/{project}")).status_code == 409
+
+    elsewhere = {"kind": "pipeline", "input": {"project_id": "01a23d68-0000-7000-8000-000000000000"}}
+    missing = await client.post("/api/v1/jobs", json=elsewhere)
+    assert missing.status_code == 422 and missing.json()["field"] == "input.project_id", missing.text
+    async with db.read(media_api.services.engine) as conn:
+        count = (await conn.execute(sa.select(sa.func.count()).where(jobs.c.kind == "pipeline"))).scalar_one()
+    assert count == 1
+
+
 async def test_a_run_needs_a_photo_and_takes_only_a_song_of_its_own(media_api: Api) -> None:
     client = media_api.client
     project = (await new_project(client))["id"]

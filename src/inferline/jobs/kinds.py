@@ -24,10 +24,16 @@ from inferline.errors import InvalidInput
 from inferline.files.refs import file_fields, named_files
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from inferline.jobs.context import JobContext
     from inferline.jobs.model import Job
 
 JobFunc = Callable[["JobContext", Any], Awaitable[dict[str, Any] | None]]
+# Runs in the transaction that inserts a job of the kind, after its row, however the job was submitted (a
+# route of the workload's, `POST /jobs`, a schedule, a parent job): the workload ties its own rows to the
+# job there, or refuses the job by raising (nothing of it is written).
+InsertHook = Callable[["AsyncConnection", "Job"], Awaitable[None]]
 JSON_FORMAT = "json"  # every kind's result, as stored
 
 
@@ -67,6 +73,7 @@ class JobKind:
     # A kind that waits for jobs it submits runs in a lane of slots of its own: holding one of the slots
     # its children need, it could wait forever (one slot, one pipeline).
     waits_on_jobs: bool = False
+    on_insert: InsertHook | None = None
 
     @property
     def formats(self) -> list[str]:
@@ -104,9 +111,10 @@ class KindRegistry:
         input_model: type[BaseModel] | None = None,
         renderers: Mapping[str, ResultRenderer] | None = None,
         waits_on_jobs: bool = False,
+        on_insert: InsertHook | None = None,
     ) -> Callable[[JobFunc], JobFunc]:
         def register(func: JobFunc) -> JobFunc:
-            self.add(JobKind(name, func, input_model, dict(renderers or {}), waits_on_jobs))
+            self.add(JobKind(name, func, input_model, dict(renderers or {}), waits_on_jobs, on_insert))
             return func
 
         return register

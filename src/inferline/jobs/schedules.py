@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline import db, paging
 from inferline.clock import utcnow
-from inferline.errors import InvalidInput, NotFound
+from inferline.errors import Conflict, InvalidInput, NotFound
 from inferline.ids import new_id
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.submission import (
@@ -155,7 +155,7 @@ async def _fire(tx: JobTransaction, schedule: Schedule, now: datetime) -> str | 
                 schedule_id=schedule.id,
                 now=now,
             )
-    except InvalidInput as exc:
+    except (InvalidInput, NotFound, Conflict) as exc:  # a file gone, a kind refusing it now (a project running)
         log.warning("schedule_template_refused", schedule_id=schedule.id, tenant=schedule.tenant, error=str(exc))
         return None
     except (sa.exc.IntegrityError, sa.exc.DataError) as exc:

@@ -12,6 +12,7 @@ Clips share one encoding (`clip_encoding`), which lets the render join them with
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +27,7 @@ from inferline.media.ffmpeg import (
     run_ffmpeg,
     time_budget_s,
 )
-from inferline.media.probe import MediaInfo, probe
+from inferline.media.probe import MediaInfo, PictureCheck, probe
 from inferline.media.text import TextBlock, drawtext_filters, wrap
 
 Size = tuple[int, int]
@@ -46,6 +47,7 @@ MOTIONS = [
 ]
 CLOSING_FADE_S = 2.0
 POSTER_AT_S = 1.0
+LAST_FRAME_SEEK_S = 0.5  # how far before its end a clip's last frame is looked for
 AUDIO_FADE_IN_S = 1.0
 AUDIO_FADE_OUT_S = 3.0
 
@@ -60,9 +62,29 @@ def video_encoding() -> list[str]:
     return ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-profile:v", "high", "-pix_fmt", "yuv420p"]
 
 
-def clip_encoding(fps: int) -> list[str]:
-    """The output options every clip of a video is written with: `video_encoding`, no sound, MP4."""
-    return [*video_encoding(), "-r", str(fps), "-an", "-f", "mp4"]
+def clip_encoding(fps: int, frames: int | None = None) -> list[str]:
+    """The output options every clip of a video is written with: `video_encoding`, no sound, MP4. Given its
+    `frames`, a clip also has a keyframe just before its last LAST_FRAME_SEEK_S, so that reading its last
+    frame (`extract_frame`) decodes those frames only, not the whole clip from its first keyframe."""
+    keyframe = []
+    if frames is not None and frames > 1:
+        keyframe = ["-force_key_frames", f"expr:eq(n,{max(0, frames - math.ceil(LAST_FRAME_SEEK_S * fps) - 1)})"]
+    return [*video_encoding(), *keyframe, "-r", str(fps), "-an", "-f", "mp4"]
+
+
+def _checked_output(graph: str, check: PictureCheck | None) -> tuple[str, list[str]]:
+    """`graph` (ending in `[v]`) with the picture check as a second output of the same run: the frames
+    encoded are also what blackdetect and freezedetect read, so the clip is not decoded again to check it.
+    Returns the graph and the check's output arguments (they go before the clip's own)."""
+    if check is None:
+        return graph, []
+    return f"{graph[: -len('[v]')]},split=2[v][tocheck];[tocheck]{check.filter}[checked]", [
+        "-map",
+        "[checked]",
+        "-f",
+        "null",
+        "-",
+    ]
 
 
 # -- a photo's clip ---------------------------------------------------------------------------------------
@@ -80,23 +102,29 @@ async def render_photo_clip(
     progress: Progress | None = None,
     threads: int = DEFAULT_THREADS,
     timeout_s: float | None = None,
+    check: PictureCheck | None = None,
 ) -> None:
     """`photo` as a clip: fitted into `frame` over a blurred, enlarged copy of itself, zooming slowly (the
-    direction picked by `motion`), `caption` along the bottom. The caption's text files go beside `out`."""
+    direction picked by `motion`), `caption` along the bottom. The caption's text files go beside `out`.
+    With `check`, the frames made are checked for black and frozen stretches in the same run."""
     frames = frame_count(duration_s, fps)
-    graph = ";".join(
-        [
-            _fit_with_blurred_fill("0:v", "still", _supersampled(frame)),
-            f"[still]{_ken_burns(motion, frames, frame, fps)}{_caption(caption, frame, out)},format=yuv420p[v]",
-        ]
+    graph, checked = _checked_output(
+        ";".join(
+            [
+                _fit_with_blurred_fill("0:v", "still", _supersampled(frame)),
+                f"[still]{_ken_burns(motion, frames, frame, fps)}{_caption(caption, frame, out)},format=yuv420p[v]",
+            ]
+        ),
+        check,
     )
-    args = [*input_args(photo, STILL), "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames)]
+    args = [*input_args(photo, STILL), "-filter_complex", graph, *checked, "-map", "[v]", "-frames:v", str(frames)]
     await run_ffmpeg(
-        [*args, *clip_encoding(fps), str(out)],
+        [*args, *clip_encoding(fps, frames), str(out)],
         planned_s=frames / fps,
         progress=progress,
         timeout_s=timeout_s or time_budget_s(frames / fps, frame),
         threads=threads,
+        log_lines=check.add if check is not None else None,
     )
 
 
@@ -154,10 +182,12 @@ async def render_last_clip(
     progress: Progress | None = None,
     threads: int = DEFAULT_THREADS,
     timeout_s: float | None = None,
+    check: PictureCheck | None = None,
 ) -> None:
     """The closing card: `title` large and `subtitle` below it (Korean or any text, wrapped), centered over
     `background` blurred and dimmed and zooming slowly (or a dark plain card without one), fading to black
-    over its last CLOSING_FADE_S seconds (at most a third of it). The text files go beside `out`.
+    over its last CLOSING_FADE_S seconds (at most a third of it). The text files go beside `out`. With
+    `check`, the frames made are checked for black and frozen stretches in the same run.
 
     Without a background the card stands still until the fade: a frozen-picture check must not apply."""
     frames = frame_count(duration_s, fps)
@@ -165,14 +195,15 @@ async def render_last_clip(
     inputs, backdrop = _closing_backdrop(background, frame, fps, frames)
     texts = ",".join(_closing_text(title, subtitle, frame, out))
     fade = f"fade=t=out:st={frames / fps - fade_s:.4f}:d={fade_s:.4f}"
-    graph = f"{backdrop};[backdrop]{texts},{fade},format=yuv420p[v]"
-    args = [*inputs, "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames)]
+    graph, checked = _checked_output(f"{backdrop};[backdrop]{texts},{fade},format=yuv420p[v]", check)
+    args = [*inputs, "-filter_complex", graph, *checked, "-map", "[v]", "-frames:v", str(frames)]
     await run_ffmpeg(
-        [*args, *clip_encoding(fps), str(out)],
+        [*args, *clip_encoding(fps, frames), str(out)],
         planned_s=frames / fps,
         progress=progress,
         timeout_s=timeout_s or time_budget_s(frames / fps, frame),
         threads=threads,
+        log_lines=check.add if check is not None else None,
     )
 
 
@@ -219,9 +250,11 @@ def _closing_text(title: str, subtitle: str | None, frame: Size, out: Path) -> l
 
 async def extract_frame(video: Path, out_png: Path, which: Literal["first", "last"], *, timeout_s: float = 60) -> None:
     """The first or the last frame of `video` as a PNG (what a transition starts or ends on)."""
-    # The last: seek half a second before the end and reverse those frames, so the last is the first out and
-    # the only one encoded (writing each as a PNG over the one before cost 1.3 s more per 1080p clip).
-    seek = ["-sseof", "-0.5"] if which == "last" else []
+    # The last: seek LAST_FRAME_SEEK_S before the end and reverse those frames, so the last is the first out
+    # and the only one encoded (writing each as a PNG over the one before cost 1.3 s more per 1080p clip).
+    # The seek lands on the keyframe before it: in a clip of ours (`clip_encoding`) one just before, elsewhere
+    # maybe the first, and then the whole clip is decoded.
+    seek = ["-sseof", f"-{LAST_FRAME_SEEK_S}"] if which == "last" else []
     pick = ["-vf", "reverse"] if which == "last" else []
     args = [*input_args(video, CLIP, *seek), "-map", "0:v:0", *pick, "-frames:v", "1"]
     args += ["-c:v", "png", "-f", "image2", str(out_png)]

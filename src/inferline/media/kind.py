@@ -11,7 +11,7 @@ from inferline.jobs.kinds import KindRegistry
 from inferline.media.deps import MediaDeps
 from inferline.media.options import CanvasInput, LastClipInput, PipelineInput, RenderInput, TransitionInput
 from inferline.media.pipeline import run_pipeline
-from inferline.media.service import PIPELINE
+from inferline.media.service import PIPELINE, claim_project
 from inferline.media.stages import (
     CANVAS,
     LAST_CLIP,
@@ -45,4 +45,4 @@ def register(registry: KindRegistry, deps: MediaDeps) -> None:
     registry.kind(LAST_CLIP, input_model=LastClipInput)(last_clip)
     registry.kind(RENDER, input_model=RenderInput)(render)
     # It waits for its children: in the orchestration lane, never in a slot they need.
-    registry.kind(PIPELINE, input_model=PipelineInput, waits_on_jobs=True)(pipeline)
+    registry.kind(PIPELINE, input_model=PipelineInput, waits_on_jobs=True, on_insert=claim_project)(pipeline)

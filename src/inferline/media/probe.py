@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -131,9 +131,19 @@ _FREEZE = re.compile(r"freezedetect\.freeze_(start|end):\s*([\d.]+)")
 
 
 @dataclass
-class _Intervals:
-    black: list[tuple[float, float]]
-    frozen: list[tuple[float, float | None]]  # None: frozen to the end
+class PictureCheck:
+    """Where a picture is black (at least `black_min_s`) or frozen (at least `frozen_min_s`): ffmpeg's
+    blackdetect and freezedetect, run over a decoded file (`picture_problems`) or as a side output of the
+    encode that makes the clip (`filter`, then `add` for each line ffmpeg logs: no second decode)."""
+
+    black_min_s: float = 0.5
+    frozen_min_s: float = 2.0
+    black: list[tuple[float, float]] = field(default_factory=list)
+    frozen: list[tuple[float, float | None]] = field(default_factory=list)  # None: frozen to the end
+
+    @property
+    def filter(self) -> str:
+        return f"blackdetect=d={self.black_min_s}:pix_th=0.10,freezedetect=n=-60dB:d={self.frozen_min_s}"
 
     def add(self, line: str) -> None:
         if len(self.black) + len(self.frozen) >= MAX_PROBLEMS:
@@ -145,6 +155,14 @@ class _Intervals:
                 self.frozen.append((float(freeze[2]), None))
             elif self.frozen and self.frozen[-1][1] is None:
                 self.frozen[-1] = (self.frozen[-1][0], float(freeze[2]))
+
+    def problems(self, *, start_s: float = 0.0, end_s: float) -> list[str]:
+        """What was found within [`start_s`, `end_s`], as sentences; empty when the picture is alive there."""
+        problems = [f"black from {a:.2f} s to {b:.2f} s" for a, b in self.black if a < end_s and b > start_s]
+        for a, b in self.frozen:
+            if a < end_s and (b is None or b > start_s):
+                problems.append(f"frozen from {a:.2f} s to {'the end' if b is None else f'{b:.2f} s'}")
+        return problems
 
 
 async def picture_problems(
@@ -164,16 +182,11 @@ async def picture_problems(
         raise InvalidInput("the file has no picture to check", field="file")
     duration_s = info.video_duration_s or info.duration_s
     end = duration_s if end_s is None else min(end_s, duration_s)
-    detect = f"blackdetect=d={black_min_s}:pix_th=0.10,freezedetect=n=-60dB:d={frozen_min_s}"
-    intervals = _Intervals([], [])
+    check = PictureCheck(black_min_s, frozen_min_s)
     await run_ffmpeg(
-        [*input_args(path, CLIP), "-map", "0:v:0", "-vf", detect, "-f", "null", "-"],
+        [*input_args(path, CLIP), "-map", "0:v:0", "-vf", check.filter, "-f", "null", "-"],
         planned_s=duration_s,
         timeout_s=timeout_s or time_budget_s(duration_s, (info.width, info.height)),
-        log_lines=intervals.add,
+        log_lines=check.add,
     )
-    problems = [f"black from {a:.2f} s to {b:.2f} s" for a, b in intervals.black if a < end and b > start_s]
-    for a, b in intervals.frozen:
-        if a < end and (b is None or b > start_s):
-            problems.append(f"frozen from {a:.2f} s to {'the end' if b is None else f'{b:.2f} s'}")
-    return problems
+    return check.problems(start_s=start_s, end_s=end)

@@ -2,8 +2,10 @@
 job) and cancel the run; its rendered video and poster. Assets are in `assets.py`.
 
 A project runs one pipeline at a time: the run and the project's `active_job_id` are written in one
-transaction that holds the project's row, so two concurrent runs cannot both start, and while the run's
-job has not ended the project refuses another run, changes to its assets, and deletion (409).
+transaction that holds the project's row (`claim_project`, the pipeline kind's insert hook, so a pipeline
+submitted through `POST /jobs` or a schedule is the project's run too), so two concurrent runs cannot both
+start, and while the run's job has not ended the project refuses another run, changes to its assets, and
+deletion (409).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferline import db
 from inferline.clock import utcnow
@@ -178,14 +181,25 @@ async def run_project(deps: MediaDeps, *, tenant: str, project_id: str, asked: d
         store = MediaStore(tx.conn)
         project = await project_for_change(store, tenant, project_id)
         options = run_options(project, asked)
-        if not await store.assets(project.id, AssetKind.IMAGE):
-            raise Conflict(f"project {project.id} has no photos yet: upload them as its assets first")
         music = await _music(store, project, options.music)
         data = PipelineInput(**(options.model_dump() | {"music": music, "project_id": project.id}))
-        job = await tx.add(JobRequest(kind=PIPELINE, input=data.model_dump(mode="json")), tenant=tenant)
-        values = {"active_job_id": job.id, "status": SUBMITTED, "updated_at": job.created_at}
-        await store.update_project(project.id, values)
-    return job
+        return await tx.add(JobRequest(kind=PIPELINE, input=data.model_dump(mode="json")), tenant=tenant)
+
+
+async def claim_project(conn: AsyncConnection, job: Job) -> None:
+    """A pipeline job becomes its project's run in the transaction that inserts it, however it was
+    submitted (`run_project`, `POST /jobs`, a schedule): 409 while another run has not ended or when the
+    project has no photo; a project that is not the tenant's is a 422 on the job's input."""
+    project_id = str(job.input["project_id"])
+    store = MediaStore(conn)
+    try:
+        project = await project_for_change(store, job.tenant, project_id)
+    except NotFound as exc:
+        raise InvalidInput(f"input.project_id: {exc}", field="input.project_id") from None
+    if not await store.assets(project.id, AssetKind.IMAGE):
+        raise Conflict(f"project {project.id} has no photos yet: upload them as its assets first")
+    values = {"active_job_id": job.id, "status": SUBMITTED, "updated_at": job.created_at}
+    await store.update_project(project.id, values)
 
 
 async def cancel_project(deps: MediaDeps, *, tenant: str, project_id: str) -> Job:

@@ -25,7 +25,7 @@ from inferline.files.store import delete_file_rows
 from inferline.jobs.context import JobContext
 from inferline.media import images
 from inferline.media.deps import MediaDeps
-from inferline.media.probe import picture_problems, probe
+from inferline.media.probe import PictureCheck, picture_problems, probe
 from inferline.schema import files
 
 MP4 = sniff.MP4
@@ -151,10 +151,18 @@ class Expected:
     picture: tuple[float, float] | None = None
     frozen_min_s: float | None = 2.0
 
+    def picture_check(self) -> PictureCheck | None:
+        """The check of the picture to run as the video is made (`check_video(..., checked=)`)."""
+        if self.picture is None:
+            return None
+        frozen_min_s = self.frozen_min_s if self.frozen_min_s is not None else self.duration_s + 1
+        return PictureCheck(frozen_min_s=frozen_min_s)
 
-async def check_video(path: Path, expected: Expected, what: str) -> None:
+
+async def check_video(path: Path, expected: Expected, what: str, *, checked: PictureCheck | None = None) -> None:
     """`NonRetryable` naming what is wrong with the video at `path` (`what` names it): its length (within
-    DURATION_TOLERANCE_S), size, codecs (H.264 yuv420p, AAC when it has sound), a black or frozen picture."""
+    DURATION_TOLERANCE_S), size, codecs (H.264 yuv420p, AAC when it has sound), a black or frozen picture
+    (found by `checked`, the `expected.picture_check()` that ran as the video was made; else decoded here)."""
     info = await probe(path)
     problems = []
     duration_s = info.video_duration_s or info.duration_s
@@ -168,8 +176,11 @@ async def check_video(path: Path, expected: Expected, what: str) -> None:
         problems.append(f"has {info.audio_codec or 'no'} sound, not AAC")
     if expected.picture is not None and not problems:
         start_s, end_s = expected.picture
-        frozen_s = expected.frozen_min_s if expected.frozen_min_s is not None else duration_s + 1
-        problems += await picture_problems(path, start_s=start_s, end_s=end_s, frozen_min_s=frozen_s)
+        if checked is not None:
+            problems += checked.problems(start_s=start_s, end_s=min(end_s, duration_s))
+        else:
+            frozen_s = expected.frozen_min_s if expected.frozen_min_s is not None else duration_s + 1
+            problems += await picture_problems(path, start_s=start_s, end_s=end_s, frozen_min_s=frozen_s)
     if problems:
         raise NonRetryable(f"the {what} made is wrong: it {'; it '.join(problems)}")
 

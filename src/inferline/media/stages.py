@@ -71,6 +71,8 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
             still = await normalized_photo(deps, ctx, photo, work, data.size)
             await ctx.stage("canvas_generate")
             part = work.part("clip.mp4")
+            expected = Expected(data.size, _planned_s(data.duration_s, data.fps), picture=(0.0, data.duration_s))
+            checked = expected.picture_check()
             await clips.render_photo_clip(
                 still,
                 part,
@@ -81,10 +83,10 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
                 caption=data.caption,
                 progress=progress_between(ctx, *GENERATE),
                 threads=deps.ffmpeg_threads,
+                check=checked,
             )
             await ctx.stage("canvas_validate")
-            expected = Expected(data.size, _planned_s(data.duration_s, data.fps), picture=(0.0, data.duration_s))
-            await check_video(part, expected, "photo's clip")
+            await check_video(part, expected, "photo's clip", checked=checked)
             clip = work.finish(part)
             result = await store_outputs(deps, ctx, [(clip, MP4)], clip_result(CANVAS, expected))
     await ctx.stage("canvas_done")
@@ -193,6 +195,11 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
             still = await normalized_photo(deps, ctx, background, work, data.size) if background else None
             await ctx.stage("last_clip_generate")
             part = work.part("last.mp4")
+            duration_s = _planned_s(data.duration_s, data.fps)
+            fade_s = min(clips.CLOSING_FADE_S, duration_s / 3)
+            # The fade to black is wanted; a card without a photo stands still: only black before the fade.
+            expected = Expected(data.size, duration_s, picture=(0.0, duration_s - fade_s - 0.1), frozen_min_s=None)
+            checked = expected.picture_check()
             await clips.render_last_clip(
                 data.title,
                 data.subtitle,
@@ -203,13 +210,10 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
                 duration_s=data.duration_s,
                 progress=progress_between(ctx, *GENERATE),
                 threads=deps.ffmpeg_threads,
+                check=checked,
             )
             await ctx.stage("last_clip_finalize")
-            duration_s = _planned_s(data.duration_s, data.fps)
-            fade_s = min(clips.CLOSING_FADE_S, duration_s / 3)
-            # The fade to black is wanted; a card without a photo stands still: only black before the fade.
-            expected = Expected(data.size, duration_s, picture=(0.0, duration_s - fade_s - 0.1), frozen_min_s=None)
-            await check_video(part, expected, "closing clip")
+            await check_video(part, expected, "closing clip", checked=checked)
             clip = work.finish(part)
             result = await store_outputs(deps, ctx, [(clip, MP4)], clip_result(LAST_CLIP, expected))
     await ctx.stage("last_clip_done")
