@@ -61,8 +61,9 @@ def rest_view(hit: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def search_api(make_api: MakeApi, database_url: str) -> AsyncIterator[Api]:
-    async with make_api(database_url=database_url) as started:
+async def search_api(make_api: MakeApi) -> AsyncIterator[Api]:
+    # One engine: the resolvers call the REST routes' services, which test_search_api.py runs on both.
+    async with make_api() as started:
         yield started
 
 
