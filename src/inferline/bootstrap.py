@@ -14,6 +14,7 @@ from inferline import leases, plugins
 from inferline.batches import kind as batch_kind
 from inferline.batches.deps import BatchDeps
 from inferline.batches.records import Limits as BatchLimits
+from inferline.breakers import Breakers
 from inferline.config import Settings
 from inferline.db import SqliteWriter, create_engine
 from inferline.files.blobs import BlobStore
@@ -148,7 +149,13 @@ def build_services(settings: Settings) -> Services:
         blobs=blobs,
         index=build_search_index(settings),
         models=models,
-        result_cache=ResultCache(settings.search_cache_size, settings.redis_url, settings.search_cache_ttl_s),
+        result_cache=ResultCache(
+            settings.search_cache_size,
+            settings.redis_url,
+            settings.search_cache_ttl_s,
+            breakers=Breakers(failures=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_s),
+            metrics=metrics,
+        ),
         metrics=metrics,
         embedding_models=embedding_models,
         default_model=settings.embedding_model,
@@ -404,6 +411,7 @@ class Background:
             concurrency=s.settings.webhook_concurrency,
             tenant_concurrency=s.settings.webhook_tenant_concurrency,
             metrics=s.metrics,
+            breakers=Breakers(failures=s.settings.breaker_failures, cooldown_s=s.settings.breaker_cooldown_s),
         )
         self.tasks = [
             asyncio.create_task(run_scheduler(s.submitter, poll_s=s.settings.schedule_poll_s, stop=self.halt)),

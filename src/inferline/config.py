@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     webhook_progress_interval_ms: int = Field(default=500, ge=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_poll_s: float = Field(default=0.5, gt=0, description="longest wait before a due webhook is sent")
+    breaker_failures: int = Field(
+        default=5, ge=1, description="failed calls in a row that open the breaker of a webhook receiver or of Redis"
+    )
+    breaker_cooldown_s: float = Field(
+        default=30.0, gt=0, description="an open breaker's wait before one call goes through as a probe"
+    )
     events_poll_s: float = Field(
         default=0.25, gt=0, description="period of the one query per process that reads every watched job"
     )

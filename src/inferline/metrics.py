@@ -121,8 +121,18 @@ class Metrics:
         self.webhook_deliveries = Counter(
             "inferline_webhook_deliveries_total",
             "Job webhook send attempts by result: delivered, retried (failed, another attempt due), failed "
-            "(failed, attempts used up)",
+            "(failed, attempts used up), deferred (not sent: the receiver's breaker is open; no attempt spent)",
             ["result"],
+            registry=r,
+        )
+        self.webhook_receivers_open = Gauge(
+            "inferline_webhook_receivers_open",
+            "Webhook receivers whose circuit breaker is open or half-open in this process",
+            registry=r,
+        )
+        self.cache_breaker_state = Gauge(
+            "inferline_search_cache_breaker_state",
+            "The Redis search cache's circuit breaker in this process: 0 closed, 0.5 half-open, 1 open",
             registry=r,
         )
 

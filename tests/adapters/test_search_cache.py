@@ -3,6 +3,7 @@ collection rows and query vectors."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -12,6 +13,8 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
+from inferline.breakers import Breakers
+from inferline.metrics import Metrics
 from inferline.search.caches import PREFIX, CollectionCache, QueryVectors, ResultCache
 from inferline.search.model import Collection
 
@@ -106,3 +109,34 @@ def test_query_vectors_keep_the_most_recently_used_per_tenant() -> None:
     assert vectors.get("t", "e5", "a") == [1.0] and vectors.get("t", "e5", "c") == [3.0]
     assert vectors.get("t", "other-model", "a") is None
     assert vectors.get("other-tenant", "e5", "a") is None
+
+
+async def test_a_redis_that_stops_answering_is_skipped_by_its_breaker_while_searches_go_on() -> None:
+    """A server that takes connections and never answers (a hung Redis): each call waits its timeout
+    until the breaker opens; then no call reaches it, and the process's own LRU still serves."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def hang(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    metrics = Metrics()
+    breakers = Breakers(failures=2, cooldown_s=60)
+    cache = ResultCache(4, f"redis://127.0.0.1:{port}/0", breakers=breakers, metrics=metrics, timeout_s=0.2)
+    try:
+        async with server:
+            assert await cache.get("a") is None and await cache.get("b") is None  # two timeouts: it opens
+            assert cache.breaker_state() == "opened"
+            assert "inferline_search_cache_breaker_state 1.0" in metrics.render().decode()
+            reached = len(connections)
+            assert reached >= 1
+            for key in "cdefgh":
+                assert await cache.get(key) is None
+            await cache.put("x", [1])
+            assert await cache.get("x") == [1]  # from this process's LRU
+            assert len(connections) == reached  # nothing more was sent to the hung server
+    finally:
+        for writer in connections:
+            writer.close()
+        await cache.close()

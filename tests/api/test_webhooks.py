@@ -14,11 +14,14 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from tests.api.conftest import Api, MakeApi
 from tests.helpers import eventually
 
+from inferline import db
 from inferline.jobs.webhooks import verify
+from inferline.schema import webhook_deliveries
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Receiver:
     fail_first: int = 0
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     port: int = 0
+    down: bool = False  # answers 500 to everything while set
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -35,7 +39,8 @@ class Receiver:
         headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)}
         body = await reader.readexactly(int(headers.get("content-length", 0)))
         self.requests.append((headers, body))
-        status = "500 Internal Server Error" if len(self.requests) <= self.fail_first else "200 OK"
+        failing = self.down or len(self.requests) <= self.fail_first
+        status = "500 Internal Server Error" if failing else "200 OK"
         writer.write(f"HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode())
         await writer.drain()
         writer.close()
@@ -106,6 +111,58 @@ async def test_deliveries_are_signed_retried_and_throttled(api: Api, receiver: R
         if sample.name.endswith("_total")
     }
     assert counted == {"retried": 1.0, "delivered": float(len(receiver.requests) - 1)}
+
+
+def counted_sends(metrics_text: str) -> dict[str, float]:
+    return {
+        sample.labels["result"]: sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        if family.name == "inferline_webhook_deliveries"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+async def test_a_failing_receiver_is_left_alone_by_its_breaker_until_a_probe_finds_it_back(
+    make_api: MakeApi, receiver: Receiver
+) -> None:
+    receiver.fail_first, receiver.down = 0, True
+    settings = {
+        "plugins": ["tests.plugins.kinds"],
+        "webhook_allow_networks": ["127.0.0.0/8"],
+        "breaker_failures": 2,
+        "breaker_cooldown_s": 2.0,
+        "webhook_poll_s": 0.05,
+    }
+    async with make_api(**settings) as api:
+        hook = {"webhook": f"http://127.0.0.1:{receiver.port}/hook", "webhook_events": ["completed"]}
+        jobs = [await api.submit(input={"message": str(n)}, **hook) for n in range(6)]
+        for job in jobs:
+            await api.wait(job["id"])
+
+        async def sends() -> dict[str, float]:
+            return counted_sends((await api.anonymous.get("/metrics")).text)
+
+        # Open: the deliveries still due wait for the probe instead of retrying against a dead receiver.
+        await eventually(sends, lambda counted: counted.get("deferred", 0) >= 2, timeout_s=10)
+        metrics = (await api.anonymous.get("/metrics")).text
+        assert "inferline_webhook_receivers_open 1.0" in metrics
+        failed_sends = len(receiver.requests)
+        assert failed_sends < 6 + 2  # without the breaker each delivery is retried every few tens of ms
+        receiver.down = False
+
+        async def pending() -> int:
+            async with db.read(api.services.engine) as conn:
+                query = sa.select(sa.func.count()).where(webhook_deliveries.c.status != "delivered")
+                return int((await conn.execute(query)).scalar_one())
+
+        await eventually(pending, lambda left: left == 0, timeout_s=15)
+        # One request for each delivery once back (the first of them the probe), none spent while open.
+        assert len(receiver.requests) == failed_sends + 6
+        async with db.read(api.services.engine) as conn:
+            attempts = (await conn.execute(sa.select(sa.func.sum(webhook_deliveries.c.attempts)))).scalar_one()
+        assert attempts == len(receiver.requests)  # an attempt is a request made: deferrals spend none
+        assert "inferline_webhook_receivers_open 0.0" in (await api.anonymous.get("/metrics")).text
 
 
 async def test_only_asked_events_are_delivered(api: Api, receiver: Receiver) -> None:

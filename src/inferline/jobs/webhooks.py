@@ -26,6 +26,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inferline import db
+from inferline.breakers import Breakers
 from inferline.clock import utcnow
 from inferline.errors import InvalidInput
 from inferline.ids import new_id
@@ -105,6 +106,18 @@ async def enqueue_event(conn: AsyncConnection, job: Job, event_type: str, data: 
     )
 
 
+def receiver_of(tenant: str, url: str) -> str:
+    """The receiver a breaker stands for: the URL's scheme, host and port (its paths share a server), as
+    one tenant sends to it: a tenant whose URLs on a shared host fail (a relay service, a wrong path) opens
+    its own breaker, never another tenant's."""
+    try:
+        parsed = httpx.URL(url)
+        origin = f"{parsed.scheme}://{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
+    except (httpx.InvalidURL, TypeError):
+        origin = url[:200]
+    return f"{tenant} {origin}"
+
+
 class WebhookDispatcher:
     """Sends due deliveries, each a task of its own bounded by `timeout_s` from resolve to answer,
     `concurrency` at once and `tenant_concurrency` per tenant, so a slow receiver holds one slot of its
@@ -124,9 +137,12 @@ class WebhookDispatcher:
         concurrency: int = 32,
         tenant_concurrency: int = 8,
         metrics: Metrics | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
+        # A receiver that keeps failing is left alone for a while, not sent every due delivery.
+        self.breakers = breakers or Breakers(failures=5, cooldown_s=30.0)
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.poll_s = poll_s
@@ -253,11 +269,33 @@ class WebhookDispatcher:
         return rows
 
     async def _deliver(self, row: dict[str, Any]) -> None:
+        receiver = receiver_of(row["tenant"], row["url"])
         try:
-            error = await self._attempt(row)
+            if not self.breakers.allow(receiver):
+                await self._defer(row, receiver)
+                return
+            error = None
+            try:
+                error = await self._attempt(row)
+            finally:
+                self.breakers.record(receiver, ok=error is None)
+                if self.metrics is not None:
+                    self.metrics.webhook_receivers_open.set(self.breakers.open_count())
             await self._record(row, error)
         except Exception:
             log.exception("webhook_delivery_failed", delivery_id=row["id"])
+
+    async def _defer(self, row: dict[str, Any], receiver: str) -> None:
+        """The receiver's breaker is open: the delivery waits for its probe, without spending an attempt."""
+        wait_s = max(self.breakers.retry_after_s(receiver), self.poll_s)
+        if self.metrics is not None:
+            self.metrics.webhook_deliveries.labels(result="deferred").inc()
+        async with db.write(self.engine) as conn:
+            await conn.execute(
+                webhook_deliveries.update()
+                .where(webhook_deliveries.c.id == row["id"])
+                .values(next_attempt_at=utcnow() + timedelta(seconds=wait_s))
+            )
 
     async def _attempt(self, row: dict[str, Any]) -> str | None:
         """One send; None when the receiver answered 2xx, else what went wrong."""

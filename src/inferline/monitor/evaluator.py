@@ -16,11 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inferline import db, leases
+from inferline.breakers import BREAKER_VALUE
 from inferline.clock import utcnow
 from inferline.ids import new_id
 from inferline.metrics import Metrics
 from inferline.monitor import samples
-from inferline.monitor.notifier import BREAKER_VALUE, Notifier
+from inferline.monitor.notifier import Notifier
 from inferline.monitor.rules import Aggregation, Rule, list_rules
 from inferline.monitor.samples import FLEET, MINUTE, RAW, Row, Sample, labels_of
 from inferline.monitor.senders import Notification

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline import db
+from inferline.breakers import BREAKER_VALUE
 from inferline.clock import utcnow
 from inferline.monitor.deps import MonitorDeps
-from inferline.monitor.notifier import BREAKER_VALUE
 from inferline.monitor.samples import FLEET, RAW, labels_of
 from inferline.monitor.system import disk_samples
 from inferline.schema import metric_samples

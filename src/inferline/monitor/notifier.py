@@ -14,6 +14,7 @@ import structlog
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
+from inferline.breakers import BREAKER_VALUE
 from inferline.errors import DeliveryFailed
 from inferline.metrics import Metrics
 from inferline.monitor.channels import Channel
@@ -21,8 +22,6 @@ from inferline.monitor.senders import Notification, send
 from inferline.outbound import OutboundPolicy
 
 log = structlog.get_logger(__name__)
-
-BREAKER_VALUE = {"closed": 0.0, "half-opened": 0.5, "opened": 1.0}
 
 
 class Notifier:

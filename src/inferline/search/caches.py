@@ -18,36 +18,48 @@ from typing import Any
 
 import structlog
 
+from inferline.breakers import BREAKER_VALUE, Breakers
+from inferline.metrics import Metrics
 from inferline.search.model import Collection
 
 log = structlog.get_logger(__name__)
 
 PREFIX = "inferline:search:"
+REDIS = "redis"  # the breaker's name
 
 
 class ResultCache:
-    def __init__(self, size: int, redis_url: str | None = None, ttl_s: int = 3600) -> None:
+    """Results by key: in this process, and in Redis when a URL is given. Redis sits behind a circuit
+    breaker: after `breakers.failures` failed calls in a row the cache is this process's alone until a
+    probe after the cool-down succeeds, so a Redis outage does not add its timeouts to every search."""
+
+    def __init__(
+        self,
+        size: int,
+        redis_url: str | None = None,
+        ttl_s: int = 3600,
+        *,
+        breakers: Breakers | None = None,
+        metrics: Metrics | None = None,
+        timeout_s: float = 0.5,
+    ) -> None:
         self.size = size
         self.ttl_s = ttl_s
         self._local: OrderedDict[str, Any] = OrderedDict()
         self._redis: Any = None
+        self._breakers = breakers or Breakers(failures=5, cooldown_s=30.0)
+        self._metrics = metrics
         if redis_url:
             import redis.asyncio as aioredis
 
-            self._redis = aioredis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+            self._redis = aioredis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
     async def get(self, key: str) -> Any | None:
         value = self._local.get(key)
         if value is not None:
             self._local.move_to_end(key)
             return value
-        if self._redis is None:
-            return None
-        try:
-            raw = await self._redis.get(PREFIX + key)
-        except Exception as exc:  # the cache is an optimization: a Redis outage must not fail searches
-            log.warning("search.cache_unavailable", error=str(exc))
-            return None
+        raw = await self._call("get", PREFIX + key)
         if raw is None:
             return None
         value = json.loads(raw)
@@ -56,11 +68,28 @@ class ResultCache:
 
     async def put(self, key: str, value: Any) -> None:
         self._remember(key, value)
-        if self._redis is not None:
-            try:
-                await self._redis.set(PREFIX + key, json.dumps(value, separators=(",", ":")), ex=self.ttl_s)
-            except Exception as exc:
-                log.warning("search.cache_unavailable", error=str(exc))
+        await self._call("set", PREFIX + key, json.dumps(value, separators=(",", ":")), ex=self.ttl_s)
+
+    async def _call(self, command: str, *args: Any, **options: Any) -> Any:
+        """A Redis command through the breaker; None without Redis, while the breaker is open, or on error
+        (the cache is an optimization: a Redis outage must not fail searches)."""
+        if self._redis is None or not self._breakers.allow(REDIS):
+            return None
+        ok = False
+        try:
+            answer = await getattr(self._redis, command)(*args, **options)
+            ok = True
+            return answer
+        except Exception as exc:
+            log.warning("search.cache_unavailable", error=str(exc), breaker=self._breakers.state(REDIS))
+            return None
+        finally:
+            self._breakers.record(REDIS, ok=ok)
+            if self._metrics is not None:
+                self._metrics.cache_breaker_state.set(BREAKER_VALUE[self._breakers.state(REDIS)])
+
+    def breaker_state(self) -> str:
+        return self._breakers.state(REDIS)
 
     def _remember(self, key: str, value: Any) -> None:
         if self.size <= 0:
