@@ -140,10 +140,11 @@ class SearchStore:
             await self.conn.execute(documents.insert(), [_stored(row) for row in rows])
 
     async def update_documents(self, rows: list[dict[str, Any]]) -> None:
-        """Many documents updated in one statement: each row is `{"_document_id": ..., <the columns of
-        REPLACED>}`."""
+        """Many documents updated in one statement: each row holds `_document_id` and the columns of
+        REPLACED (other keys are left out)."""
         if rows:
-            await self.conn.execute(_replace_document(), [_stored(row) for row in rows])
+            wanted = ("_document_id", *REPLACED)
+            await self.conn.execute(_replace_document(), [_stored({k: row[k] for k in wanted}) for row in rows])
 
     async def mark_indexed(
         self, collection_id: str, *, ready: dict[str, int], failed: dict[str, str], now: datetime
