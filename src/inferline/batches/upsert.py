@@ -10,9 +10,10 @@ ingest job, no file per record.
    `search/indexing.py`, the ingest's own path), their old chunks replaced in the index.
 4. The caller writes the outcome (`Upserted`) with the batch's records and counts, in one transaction.
 
-A document whose embedding failed is embedded again alone, one at a time (a record that breaks the model
-fails the whole micro-batch it was in): one that fails alone is that record's failure. When every one of
-several fails alone too, the model is down, not the records: the attempt fails and is retried.
+A record that breaks the model fails the whole micro-batch it is in; the model runtime's batcher then runs
+each item of that batch alone (`inference/batching.py`), so only the record's own chunks fail, and that is
+the record's failure (the error file has it). When every record of a chunk of several fails, the model is
+down, not the records: the attempt fails and is retried from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -287,9 +288,7 @@ async def _embed(ctx: JobContext, model: str, chunked: list[list[Chunk]]) -> lis
     """Each document's vectors, or the reason its embedding failed alone (see the module's docstring)."""
     found: list[list[Vector] | str] = []
     failures: list[Exception] = []
-    for i, vectors in enumerate(await embed_documents(ctx, model, chunked)):
-        if isinstance(vectors, Exception):
-            [vectors] = await embed_documents(ctx, model, [chunked[i]])
+    for vectors in await embed_documents(ctx, model, chunked):
         if isinstance(vectors, Exception):
             failures.append(vectors)
             log.warning("batch_record_embedding_failed", job_id=ctx.id, error=repr(vectors)[:MAX_ERROR_CHARS])
