@@ -221,7 +221,6 @@ def build_batches(settings: Settings, search: SearchDeps, submitter: Submitter) 
         ),
         max_file_bytes=settings.batch_max_file_bytes,
         default_chunk_records=settings.batch_chunk_records,
-        quota=Quota(max_bytes=settings.files_max_bytes_per_tenant, max_files=settings.files_max_per_tenant),
     )
 
 

@@ -169,8 +169,9 @@ async def test_fetch_update_delete_vectors_count_and_drop(index: SearchIndex) ->
     assert await index.count(spec.collection_id) == 5
     vectors = await index.document_vectors(spec.collection_id, "doc1")
     assert len(vectors) == 1 and np.allclose(vectors[0], records[1].vector, atol=1e-5)
-    await index.delete_document(spec.collection_id, "doc1")
-    assert await index.count(spec.collection_id) == 4
+    await index.delete_documents(spec.collection_id, ["doc1", "doc3", "never-there"])
+    assert await index.count(spec.collection_id) == 3
+    assert "doc3" not in {c.document_id for c in await index.semantic(spec, records[3].vector, None, 10)}
     assert "doc1" not in {c.document_id for c in await index.semantic(spec, records[1].vector, None, 10)}
     assert "doc1" not in {c.document_id for c in await index.keyword(spec, tokenize("replaced"), None, 10)}
     assert await index.document_vectors(spec.collection_id, "doc1") == []
@@ -194,7 +195,7 @@ async def test_a_dropped_collection_is_not_found_until_it_is_created_again(index
         with pytest.raises(NotFound):
             await read()
             pytest.fail(f"{name} of a dropped collection answered")
-    await index.delete_document(spec.collection_id, "doc0")  # nothing left to delete: no error
+    await index.delete_documents(spec.collection_id, ["doc0"])  # nothing left to delete: no error
     await index.create(spec)
     assert await index.count(spec.collection_id) == 0
 
@@ -309,7 +310,7 @@ async def test_a_pgvector_collection_from_before_the_keyword_table_is_upgraded_o
         await index.upsert(spec, [record("new", "새 데이터베이스 문서", -np.ones(DIM), {"lang": "ko"})])
         found = await index.keyword(spec, tokenize("데이터베이스"), None, 10)
         assert {c.document_id for c in found} == {"old", "new"}
-        await index.delete_document(spec.collection_id, "old")
+        await index.delete_documents(spec.collection_id, ["old"])
         assert [c.document_id for c in await index.keyword(spec, tokenize("데이터베이스"), None, 10)] == ["new"]
         assert await index.count(spec.collection_id) == 1
     finally:

@@ -109,8 +109,15 @@ async def test_a_jsonl_batch_upserts_its_records_and_a_rerun_costs_nothing(
         assert [entry["line"] for entry in output] == list(range(1, 26))
         documents = (await api.client.get("/api/v1/collections/jobs/documents?limit=100")).json()["items"]
         assert len(documents) == 25 and {d["status"] for d in documents} == {"ready"}
+        # Indexed by the batch job itself: no ingest job, no file per record.
+        assert {(d["job_id"], d["file_id"], d["content_type"]) for d in documents} == {
+            (done["job_id"], None, "text/plain")
+        }
+        assert await count_jobs(api, "ingest") == 0
         by_id = {d["external_id"]: d for d in documents}
         assert by_id["job-3"]["metadata"] == {"years": 4, "city": "Daegu"}
+        one = await api.client.get(f"/api/v1/collections/jobs/documents/{by_id['job-3']['id']}")
+        assert one.status_code == 200 and one.json() == by_id["job-3"]
         hits = (
             await api.client.post("/api/v1/collections/jobs/search", json={"query": "sourdough", "mode": "keyword"})
         ).json()["hits"]
@@ -124,12 +131,14 @@ async def test_a_jsonl_batch_upserts_its_records_and_a_rerun_costs_nothing(
             ("batch.completed", done["id"], 25)
         ]
 
-        # The same file again: every record unchanged, no ingest job, and the collection's version advanced
-        # exactly once (its cached searches retired).
-        ingests, before = await count_jobs(api, "ingest"), await version(api)
+        # The same file again: every record unchanged, so no document is touched (none indexed again), and
+        # the collection's version advanced exactly once (its cached searches retired).
+        before = await version(api)
         again = await finished(api, await start(api, file_id))
         assert again["status"] == "completed" and again["request_counts"] == {"total": 25, "completed": 25, "failed": 0}
-        assert await count_jobs(api, "ingest") == ingests == 25
+        unchanged = (await api.client.get("/api/v1/collections/jobs/documents?limit=100")).json()["items"]
+        assert unchanged == documents
+        assert await count_jobs(api, "ingest") == 0
         assert await version(api) == before + 1
         listed = (await api.client.get("/api/v1/batches?limit=1")).json()
         assert [b["id"] for b in listed["items"]] == [again["id"]] and listed["next_cursor"]
@@ -303,11 +312,13 @@ class DiesAtCheckpoint(MemoryContext):
 
 async def test_a_batch_resumed_from_its_checkpoint_redoes_one_chunk_and_counts_exactly(batch_api: Api) -> None:
     api = batch_api
-    await collection(api)
+    collection_id = (await collection(api))["id"]
     file_id = await upload(api, "resume.jsonl", jsonl([posting(i) for i in range(20)]))
     deps = api.services.batches
+    models = api.services.models
     now = utcnow()
-    first = DiesAtCheckpoint(4, tenant="default")  # checkpoints: validated, chunk 1, chunk 2, dies at chunk 3
+    # checkpoints: validated, chunk 1, chunk 2, dies at chunk 3
+    first = DiesAtCheckpoint(4, tenant="default", models=models)
     row = Batch(
         id=new_id(),
         tenant="default",
@@ -335,13 +346,16 @@ async def test_a_batch_resumed_from_its_checkpoint_redoes_one_chunk_and_counts_e
     with pytest.raises(KilledAfterWriting):
         await run_batch(deps, first, data)
     assert first.checkpoints[-1] == {"total": 20, "done": 10, "completed": 10, "failed": 0}
-    assert await count_jobs(api, "ingest") == 15  # chunk 3's records were done, not checkpointed
+    # chunk 3's records were done (one chunk of text each), not checkpointed
+    assert len(first.predictions) == 15 and await deps.search.index.count(collection_id) == 15
 
-    second = MemoryContext(tenant="default", last_checkpoint=first.checkpoints[-1], attempt=2)
+    second = MemoryContext(tenant="default", last_checkpoint=first.checkpoints[-1], attempt=2, models=models)
     result = await run_batch(deps, second, data)
     assert result == {"batch_id": row.id, "completed": 20, "failed": 0}
     assert second.checkpoints[0] == {"total": 20, "done": 15, "completed": 15, "failed": 0}  # chunk 3 redone
-    assert await count_jobs(api, "ingest") == 20  # the redo found its records unchanged: nothing twice
+    # The redo found chunk 3's records unchanged: only chunk 4 was embedded, nothing was indexed twice.
+    assert len(second.predictions) == 5 and await deps.search.index.count(collection_id) == 20
+    assert await count_jobs(api, "ingest") == 0
     async with db.read(deps.engine) as conn:
         done = await BatchStore(conn).batch("default", row.id)
         rows = await conn.scalar(sa.select(sa.func.count()).where(batch_records.c.batch_id == row.id))

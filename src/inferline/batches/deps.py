@@ -8,7 +8,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline.batches.records import Limits
 from inferline.files.blobs import BlobStore
-from inferline.files.store import Quota
 from inferline.jobs.submission import Submitter
 from inferline.search.deps import SearchDeps
 
@@ -22,5 +21,3 @@ class BatchDeps:
     limits: Limits = field(default_factory=Limits)
     max_file_bytes: int = 2 * 2**30
     default_chunk_records: int = 100
-    quota: Quota = field(default_factory=Quota)  # the tenant's: each record's text is a file of its document
-    poll_s: float = 0.2  # how often a chunk's documents are read while their ingest runs

@@ -1,17 +1,19 @@
 """The `batch` job kind: validate the input file, then upsert its records chunk by chunk as documents of
-the collection (each through `search.documents.add_document`, whose `ingest` job embeds and indexes it),
-then write the output and error files.
+the collection, in bulk and inside this job (`upsert.py`: no ingest job or file per record), then write
+the output and error files.
 
 - validating: the file is read once to count its records (and to fail early on input that is not what
   its type says); `total` is known from then on.
 - in_progress: per chunk of `chunk_records` records: each record checked (its failure goes aside with
-  the reason), upserted by `custom_id`, and its ingest waited for (a model error on that record alone is a
-  failed record too); the chunk's outcomes and the counts are written, then the job checkpoints. A worker
-  killed mid-chunk leaves the checkpoint of the chunk before: the next attempt redoes at most that one
-  chunk, and the upsert by `custom_id` makes the redo cost nothing for the records it had done.
+  the reason), the unchanged ones skipped, the others' chunks embedded together and indexed (a model error
+  on one record alone is that record's failure); the chunk's documents marked ready, its outcomes and the
+  counts written in one transaction, then the job checkpoints. A worker killed mid-chunk leaves the
+  checkpoint of the chunk before: the next attempt redoes at most that one chunk, replacing the chunks of
+  its documents by document id, so nothing is indexed twice.
 - finalizing: the output file (`custom_id`, `line`, `document_id`) and the error file (`custom_id`,
   `line`, `error`), JSONL, stored as the tenant's files; the collection's version advanced once (its
-  cached searches retired) with the batch marked completed, in one transaction.
+  cached searches retired) with the batch marked completed, in one transaction. A canceled batch advances
+  it too, for the chunks it did.
 
 Every record failing, or input that is not what its type says, fails the batch with the reason.
 """
@@ -19,7 +21,6 @@ Every record failing, or input that is not what its type says, fails the batch w
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import tempfile
 from collections.abc import Generator, Iterator
@@ -34,8 +35,9 @@ from inferline.batches.deps import BatchDeps
 from inferline.batches.model import COMPLETED, FAILED, FINALIZING, IN_PROGRESS, VALIDATING, Batch
 from inferline.batches.records import BadInput, Format, Record, input_format, read_records
 from inferline.batches.store import BatchStore
+from inferline.batches.upsert import Upserted, upsert_chunk
 from inferline.clock import utcnow
-from inferline.errors import InferlineError, InvalidInput, NonRetryable, NotFound
+from inferline.errors import Canceled, NonRetryable
 from inferline.files import sniff
 from inferline.files.refs import FileId
 from inferline.files.service import FileInfo, blob_path, finish_upload, get_file, insert_file, receive_file
@@ -43,9 +45,7 @@ from inferline.jobs import webhooks
 from inferline.jobs.context import JobContext
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.store import JobStore
-from inferline.search import documents
-from inferline.search.filters import FieldType
-from inferline.search.model import Collection, DocumentStatus
+from inferline.search.model import Collection
 from inferline.search.store import SearchStore
 
 KIND = "batch"
@@ -63,8 +63,7 @@ def register(registry: KindRegistry, deps: BatchDeps) -> None:
     async def batch(ctx: JobContext, data: BatchInput) -> dict[str, Any]:
         return await run_batch(deps, ctx, data)
 
-    # It waits for its records' ingest jobs: in the orchestration lane, never in a slot they need.
-    registry.kind(KIND, input_model=BatchInput, waits_on_jobs=True)(batch)
+    registry.kind(KIND, input_model=BatchInput)(batch)
 
 
 async def run_batch(deps: BatchDeps, ctx: JobContext, data: BatchInput) -> dict[str, Any]:
@@ -104,21 +103,14 @@ async def _run(deps: BatchDeps, ctx: JobContext, batch: Batch) -> dict[str, Any]
         await ctx.to_thread(_skip, records, state["done"])
         while chunk := await ctx.to_thread(_take, records, batch.chunk_records):
             ctx.raise_if_canceled()
-            outcomes = await _chunk(deps, ctx, batch, collection, chunk)
-            failed = sum(1 for outcome in outcomes if outcome["error"] is not None)
-            state = state | {
-                "done": state["done"] + len(chunk),
-                "completed": state["completed"] + len(chunk) - failed,
-                "failed": state["failed"] + failed,
-            }
-            async with db.write(deps.engine) as conn:
-                store = BatchStore(conn)
-                await store.replace_records(batch.id, chunk[0].line, outcomes)
-                await store.update(
-                    batch.id, {"completed": state["completed"], "failed": state["failed"], "updated_at": utcnow()}
-                )
+            upserted = await upsert_chunk(deps, ctx, batch, collection, chunk)
+            state = await _settle(deps, batch, collection, chunk, upserted, state)
             await ctx.checkpoint(state, progress=95.0 * state["done"] / max(state["total"], 1))
             await ctx.stage(IN_PROGRESS, f"{state['done']}/{state['total']} records")
+    except Canceled:
+        if state["completed"]:  # what was done stays: searches cached before it must not hide it
+            await _advance_version(deps, collection)
+        raise
     finally:
         await asyncio.to_thread(records.close)  # the file it holds open
     state = state | {"finalizing": True}
@@ -179,155 +171,40 @@ def _take(records: Iterator[Record], count: int) -> list[Record]:
     return taken
 
 
+async def _settle(
+    deps: BatchDeps,
+    batch: Batch,
+    collection: Collection,
+    chunk: list[Record],
+    upserted: Upserted,
+    state: dict[str, Any],
+) -> dict[str, Any]:
+    """The chunk's documents ready (or failed), its records' outcomes and the batch's counts, in one
+    transaction: a document is ready exactly when its record is counted. Returns the state to checkpoint."""
+    failed = sum(1 for outcome in upserted.outcomes if outcome["error"] is not None)
+    state = state | {
+        "done": state["done"] + len(chunk),
+        "completed": state["completed"] + len(chunk) - failed,
+        "failed": state["failed"] + failed,
+    }
+    now = utcnow()
+    async with db.write(deps.engine) as conn:
+        await SearchStore(conn).mark_indexed(collection.id, ready=upserted.ready, failed=upserted.failed, now=now)
+        store = BatchStore(conn)
+        await store.replace_records(batch.id, chunk[0].line, upserted.outcomes)
+        await store.update(batch.id, {"completed": state["completed"], "failed": state["failed"], "updated_at": now})
+    return state
+
+
+async def _advance_version(deps: BatchDeps, collection: Collection) -> None:
+    async with db.write(deps.engine) as conn:
+        version = await SearchStore(conn).advance_version(collection.id)
+    deps.search.collection_cache.advanced(collection.id, version)
+
+
 async def _update(deps: BatchDeps, batch_id: str, values: dict[str, Any]) -> None:
     async with db.write(deps.engine) as conn:
         await BatchStore(conn).update(batch_id, values | {"updated_at": utcnow()})
-
-
-# -- one chunk ----------------------------------------------------------------------------------------------
-
-
-async def _chunk(
-    deps: BatchDeps, ctx: JobContext, batch: Batch, collection: Collection, chunk: list[Record]
-) -> list[dict[str, Any]]:
-    """Each record's outcome (`line`, `custom_id`, `document_id`, `error`), once its ingest has ended."""
-    outcomes: list[dict[str, Any]] = []
-    waiting: dict[str, dict[str, Any]] = {}
-    for record in chunk:
-        outcome: dict[str, Any] = {
-            "line": record.line,
-            "custom_id": _shown_id(record.custom_id),
-            "document_id": None,
-            "error": None,
-        }
-        outcomes.append(outcome)
-        try:
-            try:
-                text, metadata, external_id = _checked(deps, batch, collection, record)
-            except (ValueError, TypeError, RecursionError) as exc:  # a record no check foresaw: its own failure
-                raise InvalidInput(f"the record cannot be used: {str(exc)[:200] or type(exc).__name__}") from exc
-            document = await _upsert(deps, collection, text, metadata, external_id)
-        except NonRetryable:  # not this record's fault: the collection is gone
-            raise
-        except InferlineError as exc:
-            outcome["error"] = str(exc)[:MAX_ERROR_CHARS]
-            continue
-        outcome["document_id"] = document
-        waiting[document] = outcome
-    await _wait(deps, ctx, waiting)
-    return outcomes
-
-
-def _shown_id(custom_id: object) -> str | None:
-    """The id as an output row can hold it (the column's 500 characters, no NUL, no lone surrogate)."""
-    if isinstance(custom_id, int) and not isinstance(custom_id, bool):
-        return str(custom_id)
-    if not isinstance(custom_id, str):
-        return None
-    return custom_id.replace("\x00", "")[:500].encode("utf-8", "replace").decode("utf-8")
-
-
-def _checked(deps: BatchDeps, batch: Batch, collection: Collection, record: Record) -> tuple[str, dict[str, Any], str]:
-    """The record's text, metadata and id, or InvalidInput with the reason it cannot be used."""
-    if record.error is not None:
-        raise InvalidInput(record.error)
-    custom_id = record.custom_id
-    if isinstance(custom_id, int) and not isinstance(custom_id, bool):
-        custom_id = str(custom_id)
-    if not isinstance(custom_id, str) or not custom_id.strip():
-        raise InvalidInput(f"{batch.id_field}: missing or not a string")
-    text = record.text
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidInput("text: empty")
-    if "\x00" in text:
-        raise InvalidInput("text: holds a NUL character")
-    # Strict UTF-8: a JSON string may hold a lone surrogate, which no database column takes.
-    custom_id.encode("utf-8")
-    if len(text.encode("utf-8")) > deps.limits.max_record_bytes:
-        raise InvalidInput(f"text: over {deps.limits.max_record_bytes} bytes (setting batch_max_record_bytes)")
-    metadata = record.metadata
-    if metadata is not None and not isinstance(metadata, dict):
-        raise InvalidInput("metadata: must be a JSON object")
-    if not record.typed and metadata:
-        metadata = _typed(collection.fields, metadata)
-    if metadata:
-        json.dumps(metadata, ensure_ascii=False).encode("utf-8")
-    checked, external_id = documents.check_document_input(metadata, custom_id)
-    assert external_id is not None
-    return text, checked, external_id
-
-
-def _typed(fields: dict[str, FieldType], cells: dict[str, Any]) -> dict[str, Any]:
-    """CSV cells of the collection's declared fields as their types ("3" for an int field is 3)."""
-    typed = dict(cells)
-    for name, kind in fields.items():
-        value = cells.get(name)
-        if not isinstance(value, str):
-            continue
-        try:
-            if kind is FieldType.INT:
-                typed[name] = int(value)
-            elif kind is FieldType.FLOAT:
-                typed[name] = float(value)
-            elif kind is FieldType.BOOL:
-                typed[name] = {"true": True, "false": False, "1": True, "0": False}[value.strip().lower()]
-        except (ValueError, KeyError) as exc:
-            raise InvalidInput(f"metadata.{name}: expected {kind.value}, got {value[:50]!r}") from exc
-    return typed
-
-
-async def _upsert(
-    deps: BatchDeps, collection: Collection, text: str, metadata: dict[str, Any], external_id: str
-) -> str:
-    """The record as the collection's document `external_id` (the search workload's own upsert: the same
-    text and metadata cost nothing); returns the document's id."""
-    received = await receive_file(
-        deps.blobs,
-        tenant=collection.tenant,
-        source=io.BytesIO(text.encode("utf-8")),
-        filename=None,
-        max_bytes=deps.limits.max_record_bytes,
-        quota=deps.quota,
-    )
-    file = replace(received, content_type=sniff.TEXT)  # a record is plain text, whatever it starts with
-    refused = True
-    try:
-        _, document, _ = await documents.add_document(
-            deps.submitter,
-            deps.blobs,
-            tenant=collection.tenant,
-            name=collection.name,
-            file=file,
-            metadata=metadata,
-            external_id=external_id,
-        )
-        refused = False
-    except NotFound as exc:  # the collection: every record would fail the same way
-        raise NonRetryable(str(exc)) from exc
-    finally:
-        await finish_upload(deps.engine, file, refused=refused)
-    return document.id
-
-
-async def _wait(deps: BatchDeps, ctx: JobContext, waiting: dict[str, dict[str, Any]]) -> None:
-    """Until every document of the chunk is ready or failed (a failed ingest is that record's error)."""
-    pending = list(waiting)
-    while pending:
-        async with db.read(deps.engine) as conn:
-            states = await BatchStore(conn).document_states(pending)
-        still: list[str] = []
-        for document_id in pending:
-            status, error = states.get(document_id, (None, "the document was deleted during the batch"))
-            if status == DocumentStatus.READY:
-                continue
-            if status == DocumentStatus.FAILED or status is None:
-                waiting[document_id]["error"] = (error or "ingest failed")[:MAX_ERROR_CHARS]
-                continue
-            still.append(document_id)
-        pending = still
-        if pending:
-            ctx.raise_if_canceled()
-            await asyncio.sleep(deps.poll_s)
 
 
 # -- the end ------------------------------------------------------------------------------------------------

@@ -77,11 +77,16 @@ async def add_document(
             if existing is not None and _unchanged(existing, file, checked):
                 return collection, existing, False
             document = await _queue(tx, store, collection, existing, file, checked, external_id)
-            released = [] if existing is None else await release_files(tx.conn, tenant, [existing.file_id])
+            released = await release_files(tx.conn, tenant, _file_of(existing))
     except IntegrityError as exc:  # the same external_id sent twice at once
         raise Conflict(f"document with external_id {external_id!r} is being added by another request") from exc
     await remove_blobs(submitter.engine, blobs, released)
     return collection, document, existing is None
+
+
+def _file_of(document: Document | None) -> list[str]:
+    """The file a document was made from, if it has one (a batch's record has none)."""
+    return [document.file_id] if document is not None and document.file_id is not None else []
 
 
 def _unchanged(existing: Document, file: FileInfo, metadata: dict[str, Any]) -> bool:
@@ -156,9 +161,9 @@ async def delete_document(deps: SearchDeps, *, collection: Collection, document_
     document = await get_document(deps, collection=collection, document_id=document_id)
     async with db.write(deps.engine) as conn:
         await SearchStore(conn).delete_document(document.id)
-        released = await release_files(conn, collection.tenant, [document.file_id])
+        released = await release_files(conn, collection.tenant, _file_of(document))
     await remove_blobs(deps.engine, deps.blobs, released)
-    await deps.index.delete_document(collection.id, document.id)
+    await deps.index.delete_documents(collection.id, [document.id])
     async with db.write(deps.engine) as conn:
         await SearchStore(conn).advance_version(collection.id)
     deps.collection_cache.drop(collection.id)

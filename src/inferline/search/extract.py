@@ -19,7 +19,15 @@ from inferline.search.docx import docx_text
 from inferline.search.html_text import html_text, html_title
 from inferline.search.tokens import normalize
 
-__all__ = ["MAX_TEXT_BYTES", "TEXT_TYPES", "decode_text", "extract_document", "extract_text", "html_text"]
+__all__ = [
+    "MAX_TEXT_BYTES",
+    "TEXT_TYPES",
+    "decode_text",
+    "extract_document",
+    "extract_text",
+    "html_text",
+    "plain_text",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +64,13 @@ def extract_document(path: Path, content_type: str) -> tuple[str, str]:
     except Exception as exc:  # a parser's bug on hostile input must fail the document, not the worker
         log.warning("extract_failed", content_type=content_type, error=repr(exc))
         raise BadDocument(f"the {content_type} document could not be read ({type(exc).__name__})") from exc
-    return normalize(title), normalize(text.replace("\r\n", "\n").replace("\r", "\n"))
+    return normalize(title), plain_text(text)
+
+
+def plain_text(text: str) -> str:
+    """Text as the chunker takes it: NFC, and every line break a `\n` (a batch's record text comes here
+    too, so it is indexed as the same text in a file would be)."""
+    return normalize(text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 def extract_text(path: Path, content_type: str) -> str:

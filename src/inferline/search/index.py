@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -97,7 +98,8 @@ def idf(total: int, containing: int) -> float:
 
 class SearchIndex(Protocol):
     """Reads and upserts of a dropped collection raise `NotFound` (a search that read the collection just
-    before its delete); `delete_document` of one does nothing; only `create` makes it anew."""
+    before its delete); `delete_documents` of one does nothing; only `create` makes it anew.
+    `delete_documents` takes every chunk of the given documents (a batch replaces many at once)."""
 
     async def create(self, spec: IndexSpec) -> None: ...
 
@@ -105,7 +107,7 @@ class SearchIndex(Protocol):
 
     async def upsert(self, spec: IndexSpec, records: list[ChunkRecord]) -> None: ...
 
-    async def delete_document(self, collection_id: str, document_id: str) -> None: ...
+    async def delete_documents(self, collection_id: str, document_ids: Sequence[str]) -> None: ...
 
     # `documents=False`: the caller needs chunk ids and scores only (a page's hits get their document from
     # `fetch`); Qdrant then reads no payload, which halved its query time at 100k chunks (1.2 -> 0.6 ms).

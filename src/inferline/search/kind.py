@@ -4,7 +4,7 @@
   OCR service's page reader (text layers where a page has one, OCR elsewhere; stage "extract 3/40");
 - chunk: `chunks.chunk_pages` with the collection's budget and overlap;
 - embed: every chunk through the model runtime, concurrently, so the batcher fills its batches (progress
-  by chunk);
+  by chunk); chunk, embed and index are `indexing.py`'s, the path a batch's records take too;
 - index: the document's old chunks are replaced by the new ones; the collection's version advances,
   which retires every cached search of it.
 
@@ -14,7 +14,6 @@ the reason, once the job will not be retried).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,24 +22,20 @@ from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import BadDocument, Canceled, NonRetryable, NotFound, shown_message
 from inferline.files.service import FileInfo, blob_path
-from inferline.ids import new_id
 from inferline.jobs.context import JobContext
 from inferline.jobs.kinds import KindRegistry
 from inferline.ocr.deps import OcrDeps
 from inferline.ocr.options import OcrOptions
 from inferline.ocr.pages import read_pages
-from inferline.search.chunks import Chunk, chunk_pages
 from inferline.search.deps import SearchDeps
-from inferline.search.embedders import EmbedInput
 from inferline.search.extract import TEXT_TYPES, extract_document
 from inferline.search.index import ChunkRecord
+from inferline.search.indexing import DocumentText, chunk_documents, chunk_records, embed_documents, replace_chunks
 from inferline.search.model import Collection, Document, DocumentStatus
 from inferline.search.store import SearchStore
-from inferline.search.tokens import chunk_terms, normalize
+from inferline.search.tokens import normalize
 
 KIND = "ingest"
-EMBED_IN_FLIGHT = 128  # chunks handed to the batcher at once: several full batches, bounded memory
-UPSERT_BATCH = 256
 
 
 class IngestInput(BaseModel):
@@ -53,7 +48,8 @@ class IngestInput(BaseModel):
 async def run_ingest(deps: SearchDeps, ocr: OcrDeps, ctx: JobContext, data: IngestInput) -> dict[str, Any]:
     started = await _start(deps, data, ctx.tenant)
     if started is None:  # deleted before its ingest ran: nothing to do, and nothing wrong
-        return {"document_id": data.document_id, "skipped": "the document or its collection was deleted"}
+        skipped = "the document or its collection was deleted, or a batch indexed the document since"
+        return {"document_id": data.document_id, "skipped": skipped}
     collection, document, file = started
     try:
         chunks = await _ingest(deps, ocr, ctx, collection, document, file)
@@ -88,7 +84,7 @@ async def _start(
         document = await store.mark_processing(data.collection_id, data.document_id, now=utcnow())
         if document is None:
             return None
-        file = await store.file(tenant, document.file_id)
+        file = await store.file(tenant, document.file_id) if document.file_id is not None else None
     return collection, document, file
 
 
@@ -102,6 +98,8 @@ async def _pages(
 ) -> tuple[str, list[str]]:
     """The document's title ("" where it has none) and its pages' texts."""
     await ctx.stage("extract")
+    if document.file_id is None:  # mark_processing passes none such: a batch's record has no file to read
+        raise NonRetryable("the document has no file to extract text from")
     if document.content_type in TEXT_TYPES:
         if file is None:
             raise NonRetryable(f"file {document.file_id} not found")
@@ -117,46 +115,24 @@ async def _pages(
     return "", [normalize(page["text"] or "") for page in pages]
 
 
-async def _embed(ctx: JobContext, model: str, chunks: list[Chunk]) -> list[Any]:
-    await ctx.stage("embed", f"{len(chunks)} chunks")
-    vectors: list[Any] = [None] * len(chunks)
-    for start in range(0, len(chunks), EMBED_IN_FLIGHT):
-        ctx.raise_if_canceled()
-        window = chunks[start : start + EMBED_IN_FLIGHT]
-        results = await asyncio.gather(*(ctx.predict(model, EmbedInput(c.embedding_text())) for c in window))
-        vectors[start : start + len(window)] = results
-        await ctx.progress(100 * (start + len(window)) / len(chunks), f"{start + len(window)}/{len(chunks)} chunks")
-    return vectors
-
-
 async def _records(
     ctx: JobContext, collection: Collection, document: Document, title: str, pages: list[str]
 ) -> list[ChunkRecord]:
-    """The document's chunks, embedded and tokenized, ready for the index."""
+    """The document's chunks, embedded and tokenized, ready for the index (`indexing.py`, the path a batch
+    takes too)."""
+    text = DocumentText(document.id, pages, document.metadata, title)
     await ctx.stage("chunk")
-    chunks = await ctx.to_thread(
-        lambda: chunk_pages(
-            pages, budget_tokens=collection.chunk_tokens, overlap_tokens=collection.overlap_tokens, title=title
-        )
-    )
-    vectors = await _embed(ctx, collection.embedding_model, chunks)
-    await ctx.stage("index", f"{len(chunks)} chunks")
-    terms = await ctx.to_thread(lambda: [chunk_terms(chunk.heading, chunk.text) for chunk in chunks])
-    return [
-        ChunkRecord(
-            id=new_id(),
-            document_id=document.id,
-            index=chunk.index,
-            text=chunk.text,
-            heading=chunk.heading,
-            page=chunk.page,
-            vector=vector,
-            tokens=tokens,
-            metadata=document.metadata,
-            heading_tokens=heading_tokens,
-        )
-        for chunk, vector, (tokens, heading_tokens) in zip(chunks, vectors, terms, strict=True)
-    ]
+    chunked = await ctx.to_thread(chunk_documents, collection, [text])
+
+    async def progress(done: int, total: int) -> None:
+        await ctx.progress(100 * done / total, f"{done}/{total} chunks")
+
+    await ctx.stage("embed", f"{len(chunked[0])} chunks")
+    [vectors] = await embed_documents(ctx, collection.embedding_model, chunked, progress)
+    if isinstance(vectors, Exception):
+        raise vectors
+    await ctx.stage("index", f"{len(chunked[0])} chunks")
+    return await ctx.to_thread(chunk_records, text, chunked[0], vectors)
 
 
 async def _ingest(
@@ -167,16 +143,14 @@ async def _ingest(
         raise BadDocument("no text found in the document (empty, or pictures without readable text)")
     records = await _records(ctx, collection, document, title, pages)
     ctx.raise_if_canceled()
-    await deps.index.delete_document(collection.id, document.id)
     try:
-        for start in range(0, len(records), UPSERT_BATCH):
-            await deps.index.upsert(collection.spec, records[start : start + UPSERT_BATCH])
+        await replace_chunks(deps.index, collection.spec, [document.id], records)
     except NotFound:  # the collection was deleted while we worked
         return 0
     version = await _mark_ready(deps, collection.id, document.id, len(records))
     if version is None:  # deleted while we worked: take back what we wrote
         if await _collection_exists(deps, collection.id):
-            await deps.index.delete_document(collection.id, document.id)
+            await deps.index.delete_documents(collection.id, [document.id])
         else:  # our upsert may have brought the dropped collection's index back
             await deps.index.drop(collection.id)
         return 0

@@ -66,7 +66,7 @@ class Document:
     tenant: str
     external_id: str | None
     sha256: str
-    file_id: str
+    file_id: str | None  # None for a batch's record: its text lives in its chunks (docs/batches.md)
     filename: str | None
     content_type: str
     metadata: dict[str, Any]

@@ -20,7 +20,7 @@ import contextlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -239,12 +239,15 @@ class PgVectorIndex:
                 keywords, [{k: row[k] for k in ("id", "document_id", "metadata", "tokens")} for row in rows]
             )
 
-    async def delete_document(self, collection_id: str, document_id: str) -> None:
+    async def delete_documents(self, collection_id: str, document_ids: Sequence[str]) -> None:
+        if not document_ids:
+            return
         await self._upgraded(collection_id)
         with contextlib.suppress(NotFound):  # nothing left to delete
             async with self._tables(begin=True) as conn:
                 for table in (_table(collection_id), _keyword_table(collection_id)):
-                    await conn.execute(sa.text(f"DELETE FROM {table} WHERE document_id = :d"), {"d": document_id})
+                    query = sa.text(f"DELETE FROM {table} WHERE document_id = ANY(CAST(:d AS text[]))")
+                    await conn.execute(query, {"d": list(document_ids)})
 
     def _where(self, spec: IndexSpec, flt: Filter | None) -> tuple[str, dict[str, Any]]:
         if flt is None:

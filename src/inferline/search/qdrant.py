@@ -21,7 +21,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -207,10 +207,14 @@ class QdrantIndex:
 
         await self._run(upsert)
 
-    async def delete_document(self, collection_id: str, document_id: str) -> None:
+    async def delete_documents(self, collection_id: str, document_ids: Sequence[str]) -> None:
+        if not document_ids:
+            return
+
         def delete() -> None:
             shard = self._open(collection_id)
-            condition = qe.Filter(must=[qe.FieldCondition("doc", match=qe.MatchValue(document_id))])
+            match = qe.MatchAny(list(document_ids))
+            condition = qe.Filter(must=[qe.FieldCondition("doc", match=match)])
             with shard.write_lock:
                 shard.shard.update(qe.UpdateOperation.delete_points_by_filter(condition))
                 shard.dirty = True

@@ -9,7 +9,7 @@ values under the columns' own names, so its WHERE clause takes `_document_id` an
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,8 +29,20 @@ def collection_from_row(row: Mapping[Any, Any]) -> Collection:
     return Collection(**values)
 
 
+# A document made by a batch has no file of its own (`file_id` None): the column, NOT NULL since its
+# table was made, holds "" for it, which names no file (ids are UUIDs), so no join or release finds one.
+NO_FILE = ""
+
+
 def document_from_row(row: Mapping[Any, Any]) -> Document:
-    return Document(**row)
+    values = dict(row)
+    if values["file_id"] == NO_FILE:
+        values["file_id"] = None
+    return Document(**values)
+
+
+def _stored(values: dict[str, Any]) -> dict[str, Any]:
+    return values | {"file_id": NO_FILE} if "file_id" in values and values["file_id"] is None else values
 
 
 class SearchStore:
@@ -87,7 +99,7 @@ class SearchStore:
         deleted = await self.conn.execute(
             documents.delete().where(documents.c.collection_id == collection_id).returning(documents.c.file_id)
         )
-        file_ids = list(deleted.scalars())
+        file_ids = [file_id for file_id in deleted.scalars() if file_id != NO_FILE]
         await self.conn.execute(collections.delete().where(collections.c.id == collection_id))
         return file_ids
 
@@ -106,10 +118,46 @@ class SearchStore:
         return document_from_row(row) if row is not None else None
 
     async def add_document(self, values: dict[str, Any]) -> None:
-        await self.conn.execute(documents.insert(), values)
+        await self.conn.execute(documents.insert(), _stored(values))
 
     async def update_document(self, document_id: str, values: dict[str, Any]) -> None:
-        await self.conn.execute(documents.update().where(documents.c.id == document_id).values(**values))
+        await self.conn.execute(documents.update().where(documents.c.id == document_id).values(**_stored(values)))
+
+    async def documents_by_external_id(self, collection_id: str, external_ids: Sequence[str]) -> dict[str, Document]:
+        """The collection's documents with these external ids, by external id (a batch's chunk of records)."""
+        found: dict[str, Document] = {}
+        wanted = sorted(set(external_ids))
+        for start in range(0, len(wanted), IDS_PER_STATEMENT):
+            params = {"collection_id": collection_id, "external_ids": wanted[start : start + IDS_PER_STATEMENT]}
+            for row in (await self.conn.execute(_by_external_ids(), params)).mappings():
+                document = document_from_row(row)
+                found[str(document.external_id)] = document
+        return found
+
+    async def add_documents(self, rows: list[dict[str, Any]]) -> None:
+        """Many new documents in one statement (every row with every column)."""
+        if rows:
+            await self.conn.execute(documents.insert(), [_stored(row) for row in rows])
+
+    async def update_documents(self, rows: list[dict[str, Any]]) -> None:
+        """Many documents updated in one statement: each row holds `_document_id` and the columns of
+        REPLACED (other keys are left out)."""
+        if rows:
+            wanted = ("_document_id", *REPLACED)
+            await self.conn.execute(_replace_document(), [_stored({k: row[k] for k in wanted}) for row in rows])
+
+    async def mark_indexed(
+        self, collection_id: str, *, ready: dict[str, int], failed: dict[str, str], now: datetime
+    ) -> None:
+        """Documents `ready` (by id, with their chunk counts) and `failed` (by id, with the reason)."""
+        if ready:
+            params = [
+                {"_collection_id": collection_id, "_document_id": document_id, "chunks": chunks, "updated_at": now}
+                for document_id, chunks in ready.items()
+            ]
+            await self.conn.execute(_mark_ready(), params)
+        for document_id, error in failed.items():
+            await self.set_document_status(document_id, status=DocumentStatus.FAILED, error=error, now=now)
 
     async def document(self, collection_id: str, document_id: str) -> Document | None:
         query = sa.select(documents).where(documents.c.collection_id == collection_id, documents.c.id == document_id)
@@ -151,7 +199,8 @@ class SearchStore:
         await self.conn.execute(documents.delete().where(documents.c.id == document_id))
 
     async def mark_processing(self, collection_id: str, document_id: str, *, now: datetime) -> Document | None:
-        """The document of this collection, now `processing`; None if either is gone."""
+        """The document of this collection, now `processing`; None if either is gone, or if the document
+        has no file (a batch indexed it since its ingest was queued)."""
         params = {"_collection_id": collection_id, "_document_id": document_id, "updated_at": now}
         row = (await self.conn.execute(_mark_processing(), params)).mappings().first()
         return document_from_row(row) if row is not None else None
@@ -206,6 +255,25 @@ def _same_document(*, by_external_id: bool) -> sa.Select[Any]:
     return sa.select(documents).where(documents.c.collection_id == sa.bindparam("collection_id"), match)
 
 
+# The columns a replaced document gets anew (its id, collection, tenant, external id and creation stay).
+REPLACED = ("sha256", "file_id", "filename", "content_type", "metadata", "status", "job_id", "error", "updated_at")
+IDS_PER_STATEMENT = 500  # well under SQLite's 32,766 bound parameters
+
+
+@functools.cache
+def _by_external_ids() -> sa.Select[Any]:
+    return sa.select(documents).where(
+        documents.c.collection_id == sa.bindparam("collection_id"),
+        documents.c.external_id.in_(sa.bindparam("external_ids", expanding=True)),
+    )
+
+
+@functools.cache
+def _replace_document() -> sa.Update:
+    values: dict[str, Any] = {name: sa.bindparam(name) for name in REPLACED}
+    return documents.update().where(documents.c.id == sa.bindparam("_document_id")).values(values)
+
+
 @functools.cache
 def _file() -> sa.Select[Any]:
     return sa.select(files).where(files.c.id == sa.bindparam("file_id"), files.c.tenant == sa.bindparam("tenant"))
@@ -224,7 +292,9 @@ def _mark_processing() -> sa.Update:
         "error": None,
         "updated_at": sa.bindparam("updated_at"),
     }
-    return documents.update().where(_this_document()).values(values).returning(*documents.columns)
+    # A document a batch has taken over since its ingest was queued has no file to read: not this job's.
+    has_file = documents.c.file_id != NO_FILE
+    return documents.update().where(_this_document(), has_file).values(values).returning(*documents.columns)
 
 
 @functools.cache

@@ -1,0 +1,300 @@
+"""A chunk of a batch's records upserted as documents of its collection, in bulk, inside the batch job: no
+ingest job, no file per record.
+
+1. Each record checked (`checked`): a record that cannot be used gets its reason and goes no further.
+2. One write transaction reads the documents of the chunk's ids and writes those to (re)index as
+   `processing` rows. A record whose document is `ready` with the same text (sha256) and metadata costs
+   nothing; a changed one keeps its document id. Rows come before the index is touched, so a chunk redone
+   after a crash finds them and replaces their chunks by document id: nothing is indexed twice.
+3. The documents' text chunked, every chunk of the chunk of records embedded together (full micro-batches,
+   `search/indexing.py`, the ingest's own path), their old chunks replaced in the index.
+4. The caller writes the outcome (`Upserted`) with the batch's records and counts, in one transaction.
+
+A record that breaks the model fails the whole micro-batch it is in; the model runtime's batcher then runs
+each item of that batch alone (`inference/batching.py`), so only the record's own chunks fail, and that is
+the record's failure (the error file has it). When every record of a chunk of several fails, the model is
+down, not the records: the attempt fails and is retried from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from inferline import db
+from inferline.batches.deps import BatchDeps
+from inferline.batches.model import Batch
+from inferline.batches.records import Record
+from inferline.clock import utcnow
+from inferline.errors import Canceled, InvalidInput, NonRetryable, NotFound, Retry, shown_message
+from inferline.files import sniff
+from inferline.files.service import remove_blobs
+from inferline.files.store import release_files
+from inferline.ids import new_id
+from inferline.jobs.context import JobContext
+from inferline.search import documents
+from inferline.search.chunks import Chunk
+from inferline.search.extract import plain_text
+from inferline.search.filters import FieldType, check_metadata
+from inferline.search.index import ChunkRecord, Vector
+from inferline.search.indexing import DocumentText, chunk_documents, chunk_records, embed_documents, replace_chunks
+from inferline.search.model import Collection, Document, DocumentStatus
+from inferline.search.store import SearchStore
+
+log = structlog.get_logger(__name__)
+
+MAX_ERROR_CHARS = 1000
+
+
+@dataclass
+class _Pending:
+    """A document the chunk names: the text and metadata of the last record with its id, and the
+    outcomes of every record with it (an id twice in a chunk is one document, as it would be in two)."""
+
+    text: str
+    metadata: dict[str, Any]
+    sha256: str
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    document_id: str = ""
+
+
+@dataclass(frozen=True)
+class Upserted:
+    outcomes: list[dict[str, Any]]  # per record: line, custom_id, document_id, error
+    ready: dict[str, int]  # document id -> its chunks
+    failed: dict[str, str]  # document id -> why its embedding failed
+
+
+async def upsert_chunk(
+    deps: BatchDeps, ctx: JobContext, batch: Batch, collection: Collection, chunk: list[Record]
+) -> Upserted:
+    outcomes, pending = _check_all(deps, batch, collection, chunk)
+    todo = await _claim(deps, ctx, collection, pending)
+    if not todo:
+        return Upserted(outcomes, {}, {})
+    try:
+        ready, failed = await _index(deps, ctx, collection, todo)
+    except Canceled as exc:  # what this chunk had begun is not indexed: say so, as a canceled ingest does
+        reason = str(exc) or "canceled"
+        async with db.write(deps.engine) as conn:
+            failed_all = {item.document_id: reason for item in todo}
+            await SearchStore(conn).mark_indexed(collection.id, ready={}, failed=failed_all, now=utcnow())
+        raise
+    for item in todo:
+        error = failed.get(item.document_id)
+        for outcome in item.outcomes:
+            outcome["document_id"], outcome["error"] = (None, error) if error else (item.document_id, None)
+    return Upserted(outcomes, ready, failed)
+
+
+# -- 1. checks ----------------------------------------------------------------------------------------------
+
+
+def _check_all(
+    deps: BatchDeps, batch: Batch, collection: Collection, chunk: list[Record]
+) -> tuple[list[dict[str, Any]], dict[str, _Pending]]:
+    outcomes: list[dict[str, Any]] = []
+    pending: dict[str, _Pending] = {}
+    for record in chunk:
+        outcome: dict[str, Any] = {
+            "line": record.line,
+            "custom_id": shown_id(record.custom_id),
+            "document_id": None,
+            "error": None,
+        }
+        outcomes.append(outcome)
+        try:
+            try:
+                text, metadata, external_id = checked(deps, batch, collection, record)
+            except (ValueError, TypeError, RecursionError) as exc:  # a record no check foresaw: its own failure
+                raise InvalidInput(f"the record cannot be used: {str(exc)[:200] or type(exc).__name__}") from exc
+        except InvalidInput as exc:
+            outcome["error"] = str(exc)[:MAX_ERROR_CHARS]
+            continue
+        sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()  # as a file of the same text would have
+        earlier = pending.pop(external_id, None)  # re-added: the dict keeps the order of last occurrences
+        pending[external_id] = _Pending(text, metadata, sha256, [*(earlier.outcomes if earlier else []), outcome])
+    return outcomes, pending
+
+
+def shown_id(custom_id: object) -> str | None:
+    """The id as an output row can hold it (the column's 500 characters, no NUL, no lone surrogate)."""
+    if isinstance(custom_id, int) and not isinstance(custom_id, bool):
+        return str(custom_id)
+    if not isinstance(custom_id, str):
+        return None
+    return custom_id.replace("\x00", "")[:500].encode("utf-8", "replace").decode("utf-8")
+
+
+def checked(deps: BatchDeps, batch: Batch, collection: Collection, record: Record) -> tuple[str, dict[str, Any], str]:
+    """The record's text, metadata (the collection's declared fields typed) and id, or InvalidInput with
+    the reason it cannot be used."""
+    if record.error is not None:
+        raise InvalidInput(record.error)
+    custom_id = record.custom_id
+    if isinstance(custom_id, int) and not isinstance(custom_id, bool):
+        custom_id = str(custom_id)
+    if not isinstance(custom_id, str) or not custom_id.strip():
+        raise InvalidInput(f"{batch.id_field}: missing or not a string")
+    text = record.text
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput("text: empty")
+    if "\x00" in text:
+        raise InvalidInput("text: holds a NUL character")
+    # Strict UTF-8: a JSON string may hold a lone surrogate, which no database column takes.
+    custom_id.encode("utf-8")
+    if len(text.encode("utf-8")) > deps.limits.max_record_bytes:
+        raise InvalidInput(f"text: over {deps.limits.max_record_bytes} bytes (setting batch_max_record_bytes)")
+    metadata = record.metadata
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidInput("metadata: must be a JSON object")
+    if not record.typed and metadata:
+        metadata = _typed(collection.fields, metadata)
+    if metadata:
+        json.dumps(metadata, ensure_ascii=False).encode("utf-8")
+    metadata, external_id = documents.check_document_input(metadata, custom_id)
+    assert external_id is not None
+    return text, check_metadata(collection.fields, metadata), external_id
+
+
+def _typed(fields: dict[str, FieldType], cells: dict[str, Any]) -> dict[str, Any]:
+    """CSV cells of the collection's declared fields as their types ("3" for an int field is 3)."""
+    typed = dict(cells)
+    for name, kind in fields.items():
+        value = cells.get(name)
+        if not isinstance(value, str):
+            continue
+        try:
+            if kind is FieldType.INT:
+                typed[name] = int(value)
+            elif kind is FieldType.FLOAT:
+                typed[name] = float(value)
+            elif kind is FieldType.BOOL:
+                typed[name] = {"true": True, "false": False, "1": True, "0": False}[value.strip().lower()]
+        except (ValueError, KeyError) as exc:
+            raise InvalidInput(f"metadata.{name}: expected {kind.value}, got {value[:50]!r}") from exc
+    return typed
+
+
+# -- 2. the rows --------------------------------------------------------------------------------------------
+
+
+async def _claim(
+    deps: BatchDeps, ctx: JobContext, collection: Collection, pending: dict[str, _Pending]
+) -> list[_Pending]:
+    """The documents to (re)index, written `processing` (each with its id set); the unchanged ones' outcomes
+    get their document id. The files of replaced documents made from a file are released."""
+    if not pending:
+        return []
+    try:
+        async with db.write(deps.engine) as conn:
+            store = SearchStore(conn)
+            if not await store.collection_exists(collection.id):
+                raise NonRetryable(f"collection {collection.name!r} was deleted")
+            existing = await store.documents_by_external_id(collection.id, list(pending))
+            todo, added, replaced = _sorted_out(ctx, collection, pending, existing)
+            await store.add_documents(added)
+            await store.update_documents(replaced)
+            old_files = [row["_file_id"] for row in replaced if row["_file_id"] is not None]
+            released = await release_files(conn, collection.tenant, old_files)
+    except IntegrityError as exc:  # a document of one of these ids added through the API meanwhile
+        raise Retry("a document of this chunk was added by another request meanwhile", after_s=1.0) from exc
+    await remove_blobs(deps.engine, deps.blobs, released)
+    return todo
+
+
+def _sorted_out(
+    ctx: JobContext, collection: Collection, pending: dict[str, _Pending], existing: dict[str, Document]
+) -> tuple[list[_Pending], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the documents to index, rows to add, rows to replace: each with the file it was made from as
+    `_file_id`)."""
+    now = utcnow()
+    todo: list[_Pending] = []
+    added: list[dict[str, Any]] = []
+    replaced: list[dict[str, Any]] = []
+    for external_id, item in pending.items():
+        document = existing.get(external_id)
+        if document is not None and _unchanged(document, item):
+            item.document_id = document.id
+            for outcome in item.outcomes:
+                outcome["document_id"] = document.id
+            continue
+        values: dict[str, Any] = {
+            "sha256": item.sha256,
+            "file_id": None,
+            "filename": None,
+            "content_type": sniff.TEXT,
+            "metadata": item.metadata,
+            "status": DocumentStatus.PROCESSING,
+            "job_id": ctx.id,
+            "error": None,
+            "updated_at": now,
+        }
+        if document is None:
+            item.document_id = new_id()
+            values |= {"id": item.document_id, "collection_id": collection.id, "tenant": collection.tenant}
+            added.append(values | {"external_id": external_id, "chunks": 0, "created_at": now})
+        else:
+            item.document_id = document.id
+            replaced.append(values | {"_document_id": document.id, "_file_id": document.file_id})
+        todo.append(item)
+    return todo, added, replaced
+
+
+def _unchanged(document: Document, item: _Pending) -> bool:
+    """Indexed already with this text and metadata. Only `ready` counts: a `processing` one is a chunk
+    redone after a crash (its chunks may be half written), a `queued` one an upload's ingest to come."""
+    return (
+        document.sha256 == item.sha256
+        and document.metadata == item.metadata
+        and document.status == DocumentStatus.READY
+    )
+
+
+# -- 3. chunk, embed, index ---------------------------------------------------------------------------------
+
+
+async def _index(
+    deps: BatchDeps, ctx: JobContext, collection: Collection, todo: list[_Pending]
+) -> tuple[dict[str, int], dict[str, str]]:
+    """(ready: chunks by document id, failed: error by document id); their chunks replaced in the index."""
+    texts = [DocumentText(item.document_id, [plain_text(item.text)], item.metadata) for item in todo]
+    chunked = await ctx.to_thread(chunk_documents, collection, texts)
+    vectors = await _embed(ctx, collection.embedding_model, chunked)
+    failed = {text.id: error for text, error in zip(texts, vectors, strict=True) if isinstance(error, str)}
+
+    def records() -> list[ChunkRecord]:
+        made: list[ChunkRecord] = []
+        for text, chunks, found in zip(texts, chunked, vectors, strict=True):
+            if not isinstance(found, str):
+                made += chunk_records(text, chunks, found)
+        return made
+
+    made = await ctx.to_thread(records)
+    ready = {text.id: len(chunks) for text, chunks in zip(texts, chunked, strict=True) if text.id not in failed}
+    try:
+        await replace_chunks(deps.search.index, collection.spec, list(ready), made)
+    except NotFound as exc:
+        raise NonRetryable(f"collection {collection.name!r} was deleted") from exc
+    return ready, failed
+
+
+async def _embed(ctx: JobContext, model: str, chunked: list[list[Chunk]]) -> list[list[Vector] | str]:
+    """Each document's vectors, or the reason its embedding failed alone (see the module's docstring)."""
+    found: list[list[Vector] | str] = []
+    failures: list[Exception] = []
+    for vectors in await embed_documents(ctx, model, chunked):
+        if isinstance(vectors, Exception):
+            failures.append(vectors)
+            log.warning("batch_record_embedding_failed", job_id=ctx.id, error=repr(vectors)[:MAX_ERROR_CHARS])
+            found.append(shown_message(vectors, reference=f"job {ctx.id}")[:MAX_ERROR_CHARS])
+        else:
+            found.append(vectors)
+    if len(failures) == len(chunked) > 1:
+        raise failures[0]
+    return found

@@ -1,0 +1,317 @@
+"""The `batch` kind's bulk path run with an in-memory job context: real rows (SQLite), the embedded Qdrant
+index, and a small deterministic embedding model behind the real model runtime (its batcher), whose
+batches a test can see and poison. Through the API with e5: tests/api/test_batches_api.py."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from tests.adapters.test_ingest_kind import MODEL, Setup, hash16
+from tests.conftest import sqlite_url
+
+from inferline import db
+from inferline.batches import kind as batch_kind
+from inferline.batches.deps import BatchDeps
+from inferline.batches.kind import BatchInput, run_batch
+from inferline.batches.model import IN_PROGRESS, Batch
+from inferline.batches.store import BatchStore
+from inferline.clock import utcnow
+from inferline.errors import NotFound
+from inferline.files.blobs import BlobStore
+from inferline.files.service import get_file, receive_file, record_file
+from inferline.ids import new_id
+from inferline.inference.model import Model, ProcessingMode
+from inferline.inference.runtime import ModelRuntime
+from inferline.jobs.kinds import KindRegistry
+from inferline.jobs.submission import Submitter
+from inferline.jobs.testing import MemoryContext
+from inferline.metrics import Metrics
+from inferline.ocr.deps import OcrDeps
+from inferline.ocr.documents import Limits
+from inferline.schema import batch_records, files, jobs
+from inferline.search import kind as search_kind
+from inferline.search.caches import ResultCache
+from inferline.search.deps import SearchDeps
+from inferline.search.documents import add_document, delete_document, get_document
+from inferline.search.embedders import EmbedInput
+from inferline.search.index import ChunkRecord, IndexSpec
+from inferline.search.kind import IngestInput, run_ingest
+from inferline.search.model import Collection, DocumentStatus
+from inferline.search.qdrant import QdrantIndex
+from inferline.search.tokens import tokenize
+
+
+class HashModel(Model[EmbedInput, np.ndarray]):
+    """`hash16` as a batched model; it keeps the size of every batch it ran, and a batch holding a text with
+    "poison" fails whole, as a model whose process a bad input crashes does."""
+
+    name: ClassVar[str] = MODEL
+    max_batch_size: ClassVar[int] = 8
+    default_mode: ClassVar[ProcessingMode | None] = ProcessingMode.BATCHED
+    batches: ClassVar[list[int]] = []
+    down: ClassVar[bool] = False
+
+    def predict_batch(self, inputs: list[EmbedInput]) -> list[np.ndarray | BaseException]:
+        HashModel.batches.append(len(inputs))
+        if HashModel.down or any("poison" in item.text for item in inputs):
+            raise RuntimeError("the model process died")
+        return [hash16(item) for item in inputs]
+
+
+class Bulk(Setup):
+    def __init__(self, search: SearchDeps, ocr: OcrDeps, submitter: Submitter, batches: BatchDeps) -> None:
+        super().__init__(search, ocr, submitter)
+        self.batches = batches
+
+    async def batch(self, collection: Collection, records: list[dict[str, Any]], chunk_records: int = 10) -> Batch:
+        content = b"".join(json.dumps(record).encode() + b"\n" for record in records)
+        file = await receive_file(
+            self.search.blobs, tenant=collection.tenant, source=io.BytesIO(content), filename="r.jsonl", max_bytes=10**7
+        )
+        await record_file(self.search.engine, file)
+        now = utcnow()
+        batch = Batch(
+            id=new_id(),
+            tenant=collection.tenant,
+            collection=collection.name,
+            input_file_id=file.id,
+            text_template=None,
+            id_field="custom_id",
+            chunk_records=chunk_records,
+            retry_of=None,
+            status=IN_PROGRESS,
+            total=None,
+            completed=0,
+            failed=0,
+            output_file_id=None,
+            error_file_id=None,
+            error=None,
+            job_id=new_id(),
+            created_at=now,
+            updated_at=now,
+            completed_at=None,
+        )
+        async with db.write(self.search.engine) as conn:
+            await BatchStore(conn).add(batch)
+        return batch
+
+    def context(self, **kwargs: Any) -> MemoryContext:
+        return MemoryContext(tenant="t", models=self.search.models, **kwargs)
+
+    async def run(self, batch: Batch, ctx: MemoryContext | None = None) -> dict[str, Any]:
+        data = BatchInput(batch_id=batch.id, input_file_id=batch.input_file_id)
+        return await run_batch(self.batches, ctx or self.context(), data)
+
+    async def count(self, table: sa.Table) -> int:
+        async with db.read(self.search.engine) as conn:
+            return int(await conn.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
+
+    async def errors(self, batch: Batch) -> list[dict[str, Any]]:
+        async with db.read(self.search.engine) as conn:
+            return await BatchStore(conn).records(batch.id, failed=True, after_line=0)
+
+    async def chunk_ids(self, collection: Collection, words: str) -> dict[str, str]:
+        """Chunk id by document id, of the chunks holding these words."""
+        found = await self.search.index.keyword(collection.spec, tokenize(words), None, 100)
+        return {candidate.document_id or "": candidate.chunk_id for candidate in found}
+
+
+@pytest.fixture
+async def bulk(tmp_path: Path) -> AsyncIterator[Bulk]:
+    HashModel.batches, HashModel.down = [], False
+    url = sqlite_url(tmp_path)
+    db.upgrade(url)
+    engine = db.create_engine(url)
+    blobs = BlobStore(tmp_path / "blobs")
+    metrics = Metrics()
+    models = ModelRuntime(device="cpu", modes={}, queue_limit=1000, metrics=metrics)
+    models.register(MODEL, HashModel)
+    await models.predict(MODEL, EmbedInput("loaded before the tests count its batches"))
+    HashModel.batches.clear()
+    index = QdrantIndex(tmp_path / "index")
+    search = SearchDeps(
+        engine=engine,
+        blobs=blobs,
+        index=index,
+        models=models,
+        result_cache=ResultCache(10),
+        metrics=metrics,
+        embedding_models=frozenset({MODEL}),
+        default_model=MODEL,
+    )
+    ocr = OcrDeps(engine, blobs, models, Limits(max_pages=10, max_page_pixels=50_000_000), default_dpi=150)
+    registry = KindRegistry()
+    search_kind.register(registry, search, ocr)
+    submitter = Submitter(engine, registry, default_max_attempts=3)
+    batches = BatchDeps(engine=engine, blobs=blobs, submitter=submitter, search=search)
+    batch_kind.register(registry, batches)
+    yield Bulk(search, ocr, submitter, batches)
+    submitter.close()
+    await index.close()
+    await models.aclose()
+    await engine.dispose()
+
+
+def posting(i: int, **changes: Any) -> dict[str, Any]:
+    record = {"custom_id": f"p{i}", "text": f"posting {i}: welder wanted, shift {i % 3}", "metadata": {"n": i}}
+    return record | changes
+
+
+async def test_a_batch_indexes_its_records_in_bulk_with_full_model_batches_and_no_job_or_file_per_record(
+    bulk: Bulk,
+) -> None:
+    collection = await bulk.collection()
+    batch = await bulk.batch(collection, [posting(i) for i in range(40)], chunk_records=16)
+    ctx = bulk.context()
+
+    assert await bulk.run(batch, ctx) == {"batch_id": batch.id, "completed": 40, "failed": 0}
+
+    assert await bulk.count(jobs) == 0  # no ingest job
+    assert await bulk.count(files) == 2  # the input and the output file: none per record
+    assert len(ctx.predictions) == 40 and await bulk.search.index.count(collection.id) == 40
+    assert HashModel.batches == [8] * 5  # 16 records' chunks handed over at once: every batch full
+    async with db.read(bulk.search.engine) as conn:
+        output = await BatchStore(conn).records(batch.id, failed=False, after_line=0)
+    document = await get_document(bulk.search, collection=collection, document_id=output[3]["document_id"])
+    assert (document.external_id, document.status, document.chunks) == ("p3", DocumentStatus.READY, 1)
+    assert (document.file_id, document.job_id, document.metadata) == (None, ctx.id, {"n": 3})
+    assert document.id in await bulk.chunk_ids(collection, "posting 3")
+    assert await bulk.version(collection) == 1  # advanced once, at the end
+
+
+async def test_unchanged_records_cost_nothing_and_a_changed_one_replaces_its_chunks(bulk: Bulk) -> None:
+    collection = await bulk.collection()
+    records = [posting(i) for i in range(10)]
+    await bulk.run(await bulk.batch(collection, records))
+    before = await bulk.chunk_ids(collection, "welder")
+    records[3] = posting(3, text="posting 3: baker wanted at dawn")
+    records[5] = posting(5, metadata={"n": 50})
+    ctx = bulk.context()
+
+    await bulk.run(await bulk.batch(collection, records), ctx)
+
+    assert sorted(item.text for _, item in ctx.predictions) == ["posting 3: baker wanted at dawn", posting(5)["text"]]
+    after = await bulk.chunk_ids(collection, "welder")
+    assert await bulk.search.index.count(collection.id) == 10  # replaced, not added
+    three = next(iter(await bulk.chunk_ids(collection, "baker")))
+    assert three in before and three not in after and len(after) == 9  # p3's old text is gone from the index
+    five = next(d for d, c in after.items() if c != before.get(d))  # p5: a new chunk, the same document
+    kept = {d: c for d, c in before.items() if d not in (three, five)}
+    assert {d: c for d, c in after.items() if d != five} == kept  # the other 8: the very same chunks
+    document = await get_document(bulk.search, collection=collection, document_id=five)
+    assert document.metadata == {"n": 50} and document.job_id == ctx.id
+
+
+async def test_a_record_whose_embedding_fails_alone_goes_to_the_error_file_while_the_rest_complete(
+    bulk: Bulk,
+) -> None:
+    collection = await bulk.collection()
+    records = [posting(i) for i in range(10)]
+    records[4] = posting(4, text="posting 4: poison in the model")
+
+    result = await bulk.run(await bulk.batch(collection, records))
+
+    assert result["completed"] == 9 and result["failed"] == 1
+    [error] = await bulk.errors(await _only_batch(bulk))
+    assert (error["custom_id"], error["line"]) == ("p4", 5)
+    assert error["error"].startswith("internal error (RuntimeError)"), error  # the log has the text
+    assert await bulk.search.index.count(collection.id) == 9
+    # The poisoned micro-batch failed whole; the runtime ran each of its records alone, then the other 2.
+    assert HashModel.batches == [8, 1, 1, 1, 1, 1, 1, 1, 1, 2]
+
+
+async def test_a_model_down_for_every_record_fails_the_attempt_not_the_records(bulk: Bulk) -> None:
+    collection = await bulk.collection()
+    batch = await bulk.batch(collection, [posting(i) for i in range(3)])
+    HashModel.down = True
+    ctx = bulk.context()
+    with pytest.raises(RuntimeError, match="died"):
+        await bulk.run(batch, ctx)
+    assert ctx.checkpoints == [{"total": 3, "done": 0, "completed": 0, "failed": 0}]  # retried from here
+    assert await bulk.count(batch_records) == 0
+
+
+class KilledAfterIndexing(Exception):
+    pass
+
+
+class DyingIndex(QdrantIndex):
+    """Dies right after its `upsert` number `dies_at` is written: the chunk's documents are indexed, not yet
+    marked ready nor checkpointed."""
+
+    def __init__(self, root: Path, dies_at: int) -> None:
+        super().__init__(root)
+        self.upserts, self.dies_at = 0, dies_at
+
+    async def upsert(self, spec: IndexSpec, records: list[ChunkRecord]) -> None:
+        await super().upsert(spec, records)
+        self.upserts += 1
+        if self.upserts == self.dies_at:
+            raise KilledAfterIndexing
+
+
+async def test_a_chunk_redone_after_a_crash_between_index_and_checkpoint_indexes_nothing_twice(
+    bulk: Bulk, tmp_path: Path
+) -> None:
+    collection = await bulk.collection()
+    batch = await bulk.batch(collection, [posting(i) for i in range(15)], chunk_records=5)
+    await bulk.search.index.close()
+    dying = DyingIndex(tmp_path / "index", dies_at=2)
+    bulk.batches = replace(bulk.batches, search=replace(bulk.search, index=dying))
+    first = bulk.context()
+    with pytest.raises(KilledAfterIndexing):
+        await bulk.run(batch, first)
+    assert first.checkpoints[-1]["done"] == 5 and await dying.count(collection.id) == 10
+
+    dying.dies_at = 0
+    second = bulk.context(last_checkpoint=first.checkpoints[-1], attempt=2)
+    assert (await bulk.run(batch, second))["completed"] == 15
+    assert len(second.predictions) == 10  # chunk 2 (processing, not ready) embedded again, and chunk 3
+    assert await dying.count(collection.id) == 15  # chunk 2's first chunks replaced, not doubled
+    await dying.close()
+
+
+async def test_a_batch_document_is_one_of_the_collection_for_the_documents_api_and_a_stale_ingest(
+    bulk: Bulk, tmp_path: Path
+) -> None:
+    collection = await bulk.collection()
+    text = tmp_path / "p1.txt"
+    text.write_text("an uploaded text that a batch will replace")
+    with text.open("rb") as source:
+        file = await receive_file(bulk.search.blobs, tenant="t", source=source, filename="p1.txt", max_bytes=10**6)
+    _, uploaded, _ = await add_document(
+        bulk.submitter, bulk.search.blobs, tenant="t", name=collection.name, file=file, metadata={}, external_id="p1"
+    )
+    assert uploaded.status == DocumentStatus.QUEUED and uploaded.file_id == file.id
+
+    await bulk.run(await bulk.batch(collection, [posting(1), posting(2)]))
+
+    taken = await get_document(bulk.search, collection=collection, document_id=uploaded.id)
+    assert taken.status == DocumentStatus.READY and taken.file_id is None
+    with pytest.raises(NotFound):  # the upload's file went with it (nothing else used it)
+        await get_file(bulk.search.engine, tenant="t", file_id=file.id)
+    # The upload's ingest job, queued before the batch took the document, finds no file of it to read.
+    ctx = MemoryContext(tenant="t", models={MODEL: hash16})
+    stale = IngestInput(collection_id=collection.id, document_id=taken.id)
+    assert "skipped" in await run_ingest(bulk.search, bulk.ocr, ctx, stale) and ctx.predictions == []
+    assert await get_document(bulk.search, collection=collection, document_id=taken.id) == taken
+
+    await delete_document(bulk.search, collection=collection, document_id=taken.id)
+    assert await bulk.search.index.count(collection.id) == 1
+    assert taken.id not in await bulk.chunk_ids(collection, "posting")
+
+
+async def _only_batch(bulk: Bulk) -> Batch:
+    async with db.read(bulk.search.engine) as conn:
+        batch_id = await conn.scalar(sa.select(sa.text("id")).select_from(sa.table("batches")))
+        found = await BatchStore(conn).batch("t", str(batch_id))
+    assert found is not None
+    return found
