@@ -186,7 +186,7 @@ class DocumentOut:
     id: strawberry.ID
     external_id: str | None
     sha256: str
-    file_id: str
+    file_id: str | None  # None: a batch record's document (its text lives in its chunks)
     filename: str | None
     content_type: str
     metadata: JSON
