@@ -21,7 +21,7 @@ import structlog
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from inferline import db
+from inferline import db, logs
 from inferline.config import Settings
 
 PG_URL = os.environ.get("INFERLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -57,7 +57,7 @@ def log_records(request: pytest.FixtureRequest) -> Iterator[LogRecorder]:
     recorder = LogRecorder()
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
+            *logs.CONTEXT,
             structlog.processors.add_log_level,
             recorder,
             structlog.processors.format_exc_info,

@@ -58,6 +58,7 @@ from inferline.search.index import SearchIndex
 from inferline.search.pgvector import PgVectorIndex
 from inferline.search.qdrant import QdrantIndex
 from inferline.tenants import Authenticator, FailureBudget
+from inferline.tracing import Tracing
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Services:
     batches: BatchDeps
     watchers: JobWatchers
     monitor: MonitorDeps
+    tracing: Tracing
     plugins: list[ModuleType] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -88,6 +90,7 @@ class Services:
         self.submitter.close()
         await self.wakeup.aclose()
         await self.engine.dispose()
+        await asyncio.to_thread(self.tracing.shutdown)  # sends what is buffered: not on the event loop
 
 
 def register_kinds(services: Services) -> None:
@@ -203,6 +206,7 @@ def build_services(settings: Settings) -> Services:
         media=build_media(settings, engine, blobs, submitter),
         batches=build_batches(settings, search, submitter),
         monitor=build_monitor(settings, engine, metrics, models, blobs, outbound),
+        tracing=Tracing(settings.otlp_endpoint, sample_ratio=settings.otlp_sample_ratio),
     )
     register_kinds(services)
     return services
@@ -389,7 +393,14 @@ class Background:
         s = self.services
         config = worker_config(s.settings, slots, reaps=reaps)
         return Worker(
-            s.engine, s.registry, config, wakeup=s.wakeup.lane(kinds), metrics=s.metrics, kinds=kinds, models=s.models
+            s.engine,
+            s.registry,
+            config,
+            wakeup=s.wakeup.lane(kinds),
+            metrics=s.metrics,
+            kinds=kinds,
+            models=s.models,
+            tracer=s.tracing.tracer,
         )
 
     async def start(self) -> None:

@@ -128,6 +128,10 @@ class Settings(BaseSettings):
         default=8 * 2**30, ge=1, description="a media job's output file (a clip, the video) larger than this fails it"
     )
     redis_url: str | None = Field(default=None, description="shared search cache (and more) when set")
+    otlp_endpoint: str | None = Field(
+        default=None, description="an OTLP/HTTP collector's base URL (e.g. http://127.0.0.1:4318): traces are sent"
+    )
+    otlp_sample_ratio: float = Field(default=1.0, ge=0, le=1, description="share of new traces recorded and sent")
     search_backend: Literal["qdrant", "pgvector"] = Field(
         default="qdrant", description="qdrant: embedded, under the data dir; pgvector: PostgreSQL at scale"
     )

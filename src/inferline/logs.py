@@ -1,4 +1,5 @@
-"""Structured logs: JSON lines with request_id, job_id and tenant bound from context variables."""
+"""Structured logs: JSON lines with request_id, job_id and tenant bound from context variables, and the
+trace_id and span_id of the span they are written in (tracing.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import sys
 
 import structlog
 
+from inferline.tracing import trace_ids
+
+# What each line carries of where it was written: the bound ids (request_id, job_id, tenant), the trace.
+CONTEXT: list[structlog.typing.Processor] = [structlog.contextvars.merge_contextvars, trace_ids]
+
 
 def configure(level: str = "info", *, json: bool = True) -> None:
     processors: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
+        *CONTEXT,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),

@@ -93,6 +93,7 @@ jobs = sa.Table(
     sa.Column("finished_at", UTCDateTime(), nullable=True),
     sa.Column("canceled_at", UTCDateTime(), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("trace_parent", sa.String(55), nullable=True),
     sa.Index("ix_jobs_claim", "status", "priority", "fair_seq", "id"),
     sa.Index("ix_jobs_tenant_id", "tenant", "id"),
     sa.Index("ix_jobs_status_lease", "status", "lease_expires_at"),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer, use_span
 from pydantic import ValidationError
 
 from inferline.clock import utcnow
@@ -23,6 +24,7 @@ from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job
 from inferline.jobs.outcomes import Outcome
 from inferline.metrics import Metrics
+from inferline.tracing import TRACEPARENT, incoming
 
 log = structlog.get_logger(__name__)
 
@@ -61,8 +63,10 @@ class Attempts:
         models: ModelRuntime | None,
         sink: ProgressSink,
         finished: Callable[[WorkerContext, Outcome], None],
+        tracer: Tracer | None = None,
     ) -> None:
         self._registry = registry
+        self._tracer = tracer or NoOpTracer()
         self._metrics = metrics
         self._models = models
         self._sink = sink
@@ -87,7 +91,7 @@ class Attempts:
         return [attempt.task for attempt in self._running.values() if attempt.task is not None]
 
     def launch(self, job: Job) -> None:
-        attempt = Attempt(WorkerContext(job, self._sink, self._models))
+        attempt = Attempt(WorkerContext(job, self._sink, self._models, self._tracer))
         self._running[job.id] = attempt
         if job.attempts == 1 and job.started_at is not None:
             self._metrics.queue_wait.labels(job.kind).observe((job.started_at - job.created_at).total_seconds())
@@ -103,9 +107,27 @@ class Attempts:
         ctx = attempt.ctx
         structlog.contextvars.bind_contextvars(job_id=ctx.id, tenant=ctx.tenant, kind=ctx.job.kind)
         outcome = Outcome("lost")  # if the attempt is torn down by a cancellation that is not ours
+        # A child of the span that submitted the job (its request, its parent job), wherever that ran.
+        parent = incoming({TRACEPARENT: ctx.job.trace_parent}) if ctx.job.trace_parent else None
+        span = self._tracer.start_span(
+            f"job {ctx.job.kind}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "inferline.job.id": ctx.id,
+                "inferline.job.kind": ctx.job.kind,
+                "inferline.tenant": ctx.tenant,
+                "inferline.job.attempt": ctx.attempt,
+            },
+        )
         try:
-            outcome = await run_attempt(self._registry, ctx)
+            with use_span(span, end_on_exit=False):
+                outcome = await run_attempt(self._registry, ctx)
         finally:
+            span.set_attribute("inferline.job.outcome", outcome.kind)
+            if outcome.kind == "failed":
+                span.set_status(Status(StatusCode.ERROR, outcome.message or "failed"))
+            span.end()
             if attempt.deadline_timer is not None:
                 attempt.deadline_timer.cancel()
             outcome.unwritten = ctx.settle()

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
+from opentelemetry.trace import NoOpTracer, Tracer
+
 from inferline.errors import Canceled, JobError, NonRetryable
 from inferline.inputs import shown_text, unstorable
 from inferline.jobs.model import JSON, Job, WebhookEvent
@@ -213,10 +215,11 @@ class WorkerContext(ContextBase):
     The worker's side, which a job never calls: `interrupt` stops the job, `settle` and `writes_done` end the
     attempt, `writing`, `begin_batch_write` and `end_batch_write` frame a batched write of many jobs."""
 
-    def __init__(self, job: Job, sink: ProgressSink, models: ModelRuntime | None) -> None:
+    def __init__(self, job: Job, sink: ProgressSink, models: ModelRuntime | None, tracer: Tracer | None = None) -> None:
         super().__init__(job)
         self._sink = sink
         self._models = models
+        self._tracer = tracer or NoOpTracer()
         self._pending: dict[str, Any] = {}
         self._last_progress_hook = 0.0
         self._write_lock = asyncio.Lock()  # writes in order: a stage never overwritten by an older one
@@ -225,7 +228,9 @@ class WorkerContext(ContextBase):
     async def predict(self, model: str, item: Any) -> Any:
         if self._models is None:
             raise NonRetryable(f"no model runtime in this worker to run {model!r}")
-        return await self._models.predict(model, item)
+        # Its time includes the wait for a batch to fill: what the model cost this job.
+        with self._tracer.start_as_current_span(f"model {model}", attributes={"inferline.model": model}):
+            return await self._models.predict(model, item)
 
     def interrupt(self, reason: str) -> None:
         """The job is to stop (the worker cancels its task too); the first reason given is the one kept."""

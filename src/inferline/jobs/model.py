@@ -83,6 +83,7 @@ class Job:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     canceled_at: datetime | None = None
+    trace_parent: str | None = None  # the W3C traceparent of the span that submitted it (tracing.py)
 
     def cancel(self, now: datetime, reason: str = "canceled") -> Job:
         """A queued job is canceled at once; a running one is asked to stop at its next check."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline.inference.runtime import ModelRuntime
@@ -69,6 +70,7 @@ class Worker:
         metrics: Metrics,
         kinds: list[str] | None = None,
         models: ModelRuntime | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
@@ -86,7 +88,9 @@ class Worker:
             lease_lost=lambda job_id: self.attempts.interrupt(job_id, LEASE_LOST),
         )
         self.outcomes = OutcomeRecorder(engine, owner=config.name, policy=config.retry, metrics=metrics)
-        self.attempts = Attempts(registry, metrics, models=models, sink=self.progress, finished=self.outcomes.add)
+        self.attempts = Attempts(
+            registry, metrics, models=models, sink=self.progress, finished=self.outcomes.add, tracer=tracer
+        )
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
         self._halted = asyncio.Event()

@@ -44,6 +44,7 @@ from inferline.jobs.wakeup import Wakeup
 from inferline.metrics import Metrics
 from inferline.outbound import OutboundPolicy
 from inferline.schema import job_files
+from inferline.tracing import current_traceparent
 
 # Idempotency keys are unique per tenant, and the server keys jobs of its own (a schedule's tick) in the
 # same index: those start with this prefix, which a tenant's key may not, so no tenant can take a key the
@@ -97,6 +98,7 @@ def new_job(request: JobRequest, *, tenant: str, now: datetime, default_max_atte
         deadline_at=deadline_at,
         webhook=request.webhook,
         webhook_events=list(request.webhook_events),
+        trace_parent=current_traceparent(),  # its attempts continue the trace of whoever submitted it
     )
 
 

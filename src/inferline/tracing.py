@@ -1,0 +1,80 @@
+"""Traces: OpenTelemetry spans through a request, the jobs it submits and the model calls they make.
+
+Every request and every job attempt runs in a span, so its W3C trace id is in every log line it writes
+(`trace_id`, beside `request_id`, `job_id` and `tenant`) and goes on to the jobs it submits: a job keeps
+the `traceparent` of the span that submitted it (`jobs.trace_parent`), and its attempts' spans are that
+span's children, whichever process runs them, as are the model calls they make. An incoming `traceparent`
+header is honoured, and every answer carries the request's.
+
+Spans are recorded and sent (OTLP over HTTP, in batches, from a thread of the SDK's) only when
+`INFERLINE_OTLP_ENDPOINT` is set; without it they are non-recording: trace ids for the logs and for
+propagation, at a few microseconds each. Each process has its own provider (`Tracing`), never the global
+one, so a process may build several apps (the tests do) without one's exporter receiving another's spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+TRACEPARENT = "traceparent"
+MAX_TRACEPARENT_CHARS = 55  # version-traceid-parentid-flags: 2 + 1 + 32 + 1 + 16 + 1 + 2
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class Tracing:
+    """This process's tracer provider; `endpoint` (an OTLP/HTTP collector's base URL) makes its spans
+    recorded and exported, a share `sample_ratio` of the traces that start here (a request's sampled flag
+    decides for the traces it continues)."""
+
+    def __init__(
+        self, endpoint: str | None, *, service: str = "inferline", sample_ratio: float = 1.0, timeout_s: float = 10
+    ) -> None:
+        self.endpoint = endpoint
+        sampler = ParentBased(TraceIdRatioBased(sample_ratio)) if endpoint else ALWAYS_OFF
+        self.provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
+        if endpoint:
+            # Imported here: the exporter pulls in protobuf and requests, which a process without one skips.
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=timeout_s)
+            self.provider.add_span_processor(BatchSpanProcessor(exporter))
+        self.tracer = self.provider.get_tracer("inferline")
+
+    def shutdown(self) -> None:
+        """Send what is still buffered (bounded by the exporter's timeout), then stop."""
+        self.provider.shutdown()
+
+
+def incoming(headers: Mapping[str, str]) -> Context:
+    """The context an incoming `traceparent` header continues (an empty one for none or a malformed one)."""
+    value = headers.get(TRACEPARENT)
+    if not value or len(value) > MAX_TRACEPARENT_CHARS:
+        return Context()
+    return _PROPAGATOR.extract({TRACEPARENT: value})
+
+
+def current_traceparent() -> str | None:
+    """The `traceparent` of the span running now, to continue it elsewhere (None outside any span)."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get(TRACEPARENT)
+
+
+def trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the current span's trace and span ids on every line written inside one."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", format(context.trace_id, "032x"))
+        event.setdefault("span_id", format(context.span_id, "016x"))
+    return event
