@@ -145,6 +145,15 @@ async def test_korean_text_on_the_closing_card_is_drawn_with_real_glyphs(tmp_pat
     assert difference(cards["a"], cards["b"], center) > 3
 
 
+async def test_a_plain_card_checked_as_it_is_made_ends_with_its_frames(tmp_path: Path) -> None:
+    # Its source (`color`) never ends: the check's output is held to the card's frames like the card.
+    check = PictureCheck(frozen_min_s=10.0)
+    out = tmp_path / "plain.mp4"
+    await render_last_clip("김영희", None, None, out, frame=FRAME, fps=FPS, duration_s=1.5, check=check, timeout_s=30)
+    assert abs(((await probe(out)).video_duration_s or 0) - 1.5) < 0.1
+    assert check.black  # dark by design: the closing stage does not check a card without a photo
+
+
 async def test_the_closing_card_fades_to_black_over_a_photo_that_moves(tmp_path: Path) -> None:
     background = synth_photo(tmp_path / "bg.png", size=(640, 360))
     out = tmp_path / "last.mp4.part"

@@ -117,6 +117,11 @@ async def test_the_stages_make_clips_a_transition_a_closing_card_and_the_video_r
     )
     closing = await run_last_clip(deps, ctx, data)
     assert ctx.stages == seed_stages("last_clip", "generate", "finalize")
+    # Without a photo: the plain dark card, which its picture check would read as black.
+    plain = await run_last_clip(
+        deps, MemoryContext(tenant=TENANT), data.model_copy(update={"background_file_id": None})
+    )
+    assert plain["duration_s"] == 3.0
 
     song = await upload(api, song_bytes(4.0), "song.wav")
     order = [clips[0]["file_id"], transition["file_id"], clips[1]["file_id"], closing["file_id"]]

@@ -72,19 +72,17 @@ def clip_encoding(fps: int, frames: int | None = None) -> list[str]:
     return [*video_encoding(), *keyframe, "-r", str(fps), "-an", "-f", "mp4"]
 
 
-def _checked_output(graph: str, check: PictureCheck | None) -> tuple[str, list[str]]:
+def _checked_output(graph: str, check: PictureCheck | None, frames: int) -> tuple[str, list[str]]:
     """`graph` (ending in `[v]`) with the picture check as a second output of the same run: the frames
     encoded are also what blackdetect and freezedetect read, so the clip is not decoded again to check it.
-    Returns the graph and the check's output arguments (they go before the clip's own)."""
+    Returns the graph and the check's output arguments (they go before the clip's own). The check's output
+    is held to the clip's `frames` too: a source that never ends (a plain card's `color`) would run on."""
     if check is None:
         return graph, []
-    return f"{graph[: -len('[v]')]},split=2[v][tocheck];[tocheck]{check.filter}[checked]", [
-        "-map",
-        "[checked]",
-        "-f",
-        "null",
-        "-",
-    ]
+    if not graph.endswith("[v]"):
+        raise ValueError(f"the graph's output is not [v]: {graph[-40:]!r}")
+    checked = f"{graph[: -len('[v]')]},split=2[v][tocheck];[tocheck]{check.filter}[checked]"
+    return checked, ["-map", "[checked]", "-frames:v", str(frames), "-f", "null", "-"]
 
 
 # -- a photo's clip ---------------------------------------------------------------------------------------
@@ -116,6 +114,7 @@ async def render_photo_clip(
             ]
         ),
         check,
+        frames,
     )
     args = [*input_args(photo, STILL), "-filter_complex", graph, *checked, "-map", "[v]", "-frames:v", str(frames)]
     await run_ffmpeg(
@@ -195,7 +194,7 @@ async def render_last_clip(
     inputs, backdrop = _closing_backdrop(background, frame, fps, frames)
     texts = ",".join(_closing_text(title, subtitle, frame, out))
     fade = f"fade=t=out:st={frames / fps - fade_s:.4f}:d={fade_s:.4f}"
-    graph, checked = _checked_output(f"{backdrop};[backdrop]{texts},{fade},format=yuv420p[v]", check)
+    graph, checked = _checked_output(f"{backdrop};[backdrop]{texts},{fade},format=yuv420p[v]", check, frames)
     args = [*inputs, "-filter_complex", graph, *checked, "-map", "[v]", "-frames:v", str(frames)]
     await run_ffmpeg(
         [*args, *clip_encoding(fps, frames), str(out)],

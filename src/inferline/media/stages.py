@@ -197,8 +197,10 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
             part = work.part("last.mp4")
             duration_s = _planned_s(data.duration_s, data.fps)
             fade_s = min(clips.CLOSING_FADE_S, duration_s / 3)
-            # The fade to black is wanted; a card without a photo stands still: only black before the fade.
-            expected = Expected(data.size, duration_s, picture=(0.0, duration_s - fade_s - 0.1), frozen_min_s=None)
+            # The fade to black is wanted; a card without a photo stands still: only black before the fade. A
+            # card without a photo is dark by design (blackdetect reads its text on it as black): not checked.
+            picture = (0.0, duration_s - fade_s - 0.1) if still is not None else None
+            expected = Expected(data.size, duration_s, picture=picture, frozen_min_s=None)
             checked = expected.picture_check()
             await clips.render_last_clip(
                 data.title,
