@@ -110,7 +110,7 @@ async def test_a_tick_whose_job_cannot_be_inserted_moves_on_without_taking_back_
     assert [job.schedule_id for job in b_jobs] == [other.id]
 
 
-async def test_a_tick_its_kind_refuses_on_insert_creates_no_job_and_the_others_still_fire(engine: AsyncEngine) -> None:
+async def test_a_tick_its_kind_refuses_on_queue_creates_no_job_and_the_others_still_fire(engine: AsyncEngine) -> None:
     registry = KindRegistry()
     register_echo(registry)
     refused: list[str] = []
@@ -123,7 +123,7 @@ async def test_a_tick_its_kind_refuses_on_insert_creates_no_job_and_the_others_s
     async def run(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
         return {}
 
-    registry.kind("guarded", on_insert=busy)(run)
+    registry.kind("guarded", on_queue=busy)(run)
     template = JobRequest(kind="guarded", input={})
     await create_schedule(engine, registry, tenant="a", cron="* * * * *", template=template)
     await create_schedule(engine, registry, tenant="b", cron="* * * * *", template=template)

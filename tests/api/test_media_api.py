@@ -354,6 +354,24 @@ async def test_a_pipeline_through_post_jobs_is_the_projects_run_too(media_api: A
     assert count == 1
 
 
+async def test_a_failed_run_retried_is_the_projects_run_again_unless_another_is_going(media_api: Api) -> None:
+    client = media_api.client
+    project = (await new_project(client))["id"]
+    await add(client, project, jpeg())
+    first = (await client.post(f"/api/v1/projects/{project}/run", json={})).json()
+    async with db.write(media_api.services.engine) as conn:  # as a run that failed for good
+        await conn.execute(sa.update(jobs).where(jobs.c.id == first["id"]).values(status="failed"))
+    second = await client.post(f"/api/v1/projects/{project}/run", json={})
+    assert second.status_code == 202, second.text
+    refused = await client.post(f"/api/v1/jobs/{first['id']}/retry")
+    assert refused.status_code == 409 and second.json()["id"] in refused.json()["detail"]
+    assert (await client.post(f"/api/v1/projects/{project}/cancel")).status_code == 200
+    retried = await client.post(f"/api/v1/jobs/{first['id']}/retry")
+    assert retried.status_code == 200 and retried.json()["status"] == "queued", retried.text
+    shown = (await client.get(f"/api/v1/projects/{project}")).json()
+    assert shown["active_job"]["id"] == first["id"] and shown["status"] == "queued"
+
+
 async def test_a_run_needs_a_photo_and_takes_only_a_song_of_its_own(media_api: Api) -> None:
     client = media_api.client
     project = (await new_project(client))["id"]

@@ -113,7 +113,9 @@ class ChildJobs:
                 if job is None:
                     job = await tx.add(child.request, tenant=tenant, idempotency_key=key)
                 elif job.status in (JobStatus.FAILED, JobStatus.CANCELED):
-                    job = await store.requeue(job.again(utcnow()))
+                    again = job.again(utcnow())
+                    await self._submitter.registry.queued(tx.conn, again)
+                    job = await store.requeue(again)
                     requeued.append(job)
                 jobs[child.role] = job
         if requeued and self._submitter.wakeup is not None:

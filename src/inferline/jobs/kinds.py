@@ -30,10 +30,12 @@ if TYPE_CHECKING:
     from inferline.jobs.model import Job
 
 JobFunc = Callable[["JobContext", Any], Awaitable[dict[str, Any] | None]]
-# Runs in the transaction that inserts a job of the kind, after its row, however the job was submitted (a
-# route of the workload's, `POST /jobs`, a schedule, a parent job): the workload ties its own rows to the
-# job there, or refuses the job by raising (nothing of it is written).
-InsertHook = Callable[["AsyncConnection", "Job"], Awaitable[None]]
+# Runs in the transaction that puts a job of the kind in the queue, before its row is written: its insert,
+# however it was submitted (a route of the workload's, `POST /jobs`, a schedule, a parent job), and a retry's
+# requeue. The workload ties its own rows to the job there, or refuses the job by raising (nothing of it is
+# written). Before the job's row: the workload's row is locked before the queue's lane rows, the order of a
+# workload's own use case (`submitter.transaction()`), so the two never wait on each other.
+QueueHook = Callable[["AsyncConnection", "Job"], Awaitable[None]]
 JSON_FORMAT = "json"  # every kind's result, as stored
 
 
@@ -73,7 +75,7 @@ class JobKind:
     # A kind that waits for jobs it submits runs in a lane of slots of its own: holding one of the slots
     # its children need, it could wait forever (one slot, one pipeline).
     waits_on_jobs: bool = False
-    on_insert: InsertHook | None = None
+    on_queue: QueueHook | None = None
 
     @property
     def formats(self) -> list[str]:
@@ -111,10 +113,10 @@ class KindRegistry:
         input_model: type[BaseModel] | None = None,
         renderers: Mapping[str, ResultRenderer] | None = None,
         waits_on_jobs: bool = False,
-        on_insert: InsertHook | None = None,
+        on_queue: QueueHook | None = None,
     ) -> Callable[[JobFunc], JobFunc]:
         def register(func: JobFunc) -> JobFunc:
-            self.add(JobKind(name, func, input_model, dict(renderers or {}), waits_on_jobs, on_insert))
+            self.add(JobKind(name, func, input_model, dict(renderers or {}), waits_on_jobs, on_queue))
             return func
 
         return register
@@ -140,6 +142,12 @@ class KindRegistry:
     def lane(self, *, waits_on_jobs: bool) -> list[str]:
         """The names of the kinds that wait on jobs they submit (the orchestration lane), or of the others."""
         return sorted(name for name, kind in self._kinds.items() if kind.waits_on_jobs == waits_on_jobs)
+
+    async def queued(self, conn: AsyncConnection, job: Job) -> None:
+        """`job`'s kind's `on_queue`, where it has one (a job about to be queued again: a retry's)."""
+        hook = self.get(job.kind).on_queue
+        if hook is not None:
+            await hook(conn, job)
 
     def validate_input(self, name: str, data: dict[str, Any]) -> dict[str, Any]:
         """Check a submission's input against the kind's model; a 422 names the first bad field."""

@@ -12,6 +12,7 @@ from inferline.clock import utcnow
 from inferline.errors import NotFound
 from inferline.jobs import webhooks
 from inferline.jobs.children import cancel_children
+from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job, JobStatus, WebhookEvent
 from inferline.jobs.store import JobStore
 from inferline.jobs.wakeup import Wakeup
@@ -55,13 +56,25 @@ async def cancel_job(engine: AsyncEngine, *, tenant: str, job_id: str) -> Job:
     return updated
 
 
-async def retry_job(engine: AsyncEngine, *, tenant: str, job_id: str, wakeup: Wakeup | None = None) -> Job:
+async def retry_job(
+    engine: AsyncEngine,
+    *,
+    tenant: str,
+    job_id: str,
+    wakeup: Wakeup | None = None,
+    registry: KindRegistry | None = None,
+) -> Job:
+    """A failed job queued again; its kind's `on_queue` runs first (a pipeline claims its project again:
+    409 while another run of it has not ended)."""
     async with db.write(engine) as conn:
         store = JobStore(conn)
         job = await store.get(job_id, tenant=tenant, lock=True)
         if job is None:
             raise NotFound(f"job {job_id} not found")
-        requeued = await store.requeue(job.retry(utcnow()))
+        again = job.retry(utcnow())
+        if registry is not None:
+            await registry.queued(conn, again)
+        requeued = await store.requeue(again)
     if wakeup is not None:
         wakeup.notify((requeued.kind,))
     return requeued

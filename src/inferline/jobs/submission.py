@@ -205,8 +205,8 @@ class Submitter:
         job = self.build(request, tenant=tenant)
         await check_webhook(self.outbound, request, tenant=tenant)
         kind = self.registry.get(job.kind)
-        # Its own transaction: a missing file, or a refusal of the kind's `on_insert`, fails this job only.
-        if kind.on_insert is not None or kind.file_ids(job.input):
+        # Its own transaction: a missing file, or a refusal of the kind's `on_queue`, fails this job only.
+        if kind.on_queue is not None or kind.file_ids(job.input):
             async with db.write(self.engine) as conn:
                 [job] = await _add_holding_files(conn, self.registry, [job])
             self._created([job])
@@ -277,15 +277,15 @@ class Submitter:
 
 async def _add_holding_files(conn: AsyncConnection, registry: KindRegistry, batch: list[Job]) -> list[Job]:
     """Insert jobs holding the tenant files they name (NotFound if one is gone), each listed in `job_files`
-    so that a delete of the file finds the job; then their kinds' `on_insert`, in the same transaction."""
+    so that a delete of the file finds the job; their kinds' `on_queue` first, in the same transaction."""
     kinds = [registry.get(job.kind) for job in batch]
+    for kind, job in zip(kinds, batch, strict=True):
+        if kind.on_queue is not None:
+            await kind.on_queue(conn, job)
     named = [kind.file_ids(job.input) for kind, job in zip(kinds, batch, strict=True)]
     for job, file_ids in zip(batch, named, strict=True):
         await hold_files(conn, job.tenant, file_ids)
     placed = await JobStore(conn).add(batch)
-    for kind, job in zip(kinds, placed, strict=True):
-        if kind.on_insert is not None:
-            await kind.on_insert(conn, job)
     rows = [
         {"job_id": job.id, "file_id": file_id, "tenant": job.tenant}
         for job, file_ids in zip(placed, named, strict=True)

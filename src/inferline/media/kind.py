@@ -45,4 +45,4 @@ def register(registry: KindRegistry, deps: MediaDeps) -> None:
     registry.kind(LAST_CLIP, input_model=LastClipInput)(last_clip)
     registry.kind(RENDER, input_model=RenderInput)(render)
     # It waits for its children: in the orchestration lane, never in a slot they need.
-    registry.kind(PIPELINE, input_model=PipelineInput, waits_on_jobs=True, on_insert=claim_project)(pipeline)
+    registry.kind(PIPELINE, input_model=PipelineInput, waits_on_jobs=True, on_queue=claim_project)(pipeline)

@@ -193,7 +193,9 @@ async def cancel_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> d
 @router.post("/{job_id}/retry", response_model=JobOut, responses=problems(404, 409))
 async def retry_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """Re-queue a failed job with a fresh set of attempts (409 unless it failed)."""
-    job = await service.retry_job(services.engine, tenant=tenant, job_id=job_id, wakeup=services.wakeup)
+    job = await service.retry_job(
+        services.engine, tenant=tenant, job_id=job_id, wakeup=services.wakeup, registry=services.registry
+    )
     return public_view(job)
 
 
