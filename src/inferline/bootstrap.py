@@ -422,6 +422,7 @@ class Background:
             tenant_concurrency=s.settings.webhook_tenant_concurrency,
             metrics=s.metrics,
             breakers=Breakers(failures=s.settings.breaker_failures, cooldown_s=s.settings.breaker_cooldown_s),
+            max_age_s=s.settings.webhook_max_age_s,
         )
         self.tasks = [
             asyncio.create_task(run_scheduler(s.submitter, poll_s=s.settings.schedule_poll_s, stop=self.halt)),

@@ -24,14 +24,25 @@ class _Failed(Exception):
     """What a failed call is to the state machine."""
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """A call `allow` let through: its outcome goes back with it (`record`, or `release` without one)."""
+
+    name: str
+    generation: int  # the breaker's state it was let through in: an outcome from an older state is ignored
+    probe: bool = False
+
+
 @dataclass
 class _Breaker:
     context: Context
+    generation: int = 0  # advanced at each change of state
     probing: bool = False  # a probe of the half-open breaker is in flight
 
 
 class Breakers:
-    """Breakers by name. `allow(name)` before a call (False: do not call now), `record(name, ok)` after it."""
+    """Breakers by name: `allow(name)` before a call (None: do not call now), then `record(ticket, ok=)`
+    with its outcome, or `release(ticket)` when it ended without one (cancelled)."""
 
     def __init__(self, *, failures: int, cooldown_s: float, max_breakers: int = 10_000) -> None:
         self.failures = failures
@@ -39,45 +50,62 @@ class Breakers:
         self.max_breakers = max_breakers
         self._breakers: OrderedDict[str, _Breaker] = OrderedDict()
 
-    def allow(self, name: str) -> bool:
-        """Whether a call to `name` may go now: the breaker is closed, or this call is its probe."""
+    def allow(self, name: str) -> Ticket | None:
+        """A ticket when a call to `name` may go now: its breaker is closed, or this call is its probe."""
         breaker = self._breakers.get(name)
         if breaker is None:
-            return True
+            return Ticket(name, 0)
         self._breakers.move_to_end(name)
         if breaker.probing:
-            return False
+            return None
+        context = breaker.context
+        was = context.state
         try:
-            breaker.context.handle_new_request()  # an open one past its cool-down turns half-open here
+            context.handle_new_request()  # an open one past its cool-down turns half-open here
         except OpenedState:
-            return False
+            return None
         finally:
-            breaker.context.messages.clear()
-        if breaker.context.state == HALF_OPENED:
+            context.messages.clear()
+        if context.state != was:
+            breaker.generation += 1
+        if context.state == HALF_OPENED:
             breaker.probing = True
-        return True
+            return Ticket(name, breaker.generation, probe=True)
+        return Ticket(name, breaker.generation)
 
-    def record(self, name: str, *, ok: bool) -> None:
-        """The end of a call `allow` let through."""
+    def record(self, ticket: Ticket, *, ok: bool) -> str:
+        """The outcome of a call `allow` let through; returns the breaker's state after it."""
+        name = ticket.name
         breaker = self._breakers.get(name)
         if breaker is None:
             if ok:
-                return  # a closed breaker without failures: nothing to remember
+                return CLOSED  # a closed breaker without failures: nothing to remember
             breaker = self._breakers[name] = _Breaker(Context(name, self.failures, self.cooldown_s))
             while len(self._breakers) > self.max_breakers:
                 self._breakers.popitem(last=False)
+        elif ticket.generation != breaker.generation:
+            return str(breaker.context.state)  # let through in an earlier state: it decides nothing now
         self._breakers.move_to_end(name)
-        breaker.probing = False
+        if ticket.probe:
+            breaker.probing = False
         context = breaker.context
-        if context.state == OPENED:  # a call let through before it opened: its outcome changes nothing
-            return
+        was = context.state
         if ok:
             context.handle_end_request()
         else:
             context.handle_exception(_Failed(name))
         context.messages.clear()
+        if context.state != was:
+            breaker.generation += 1
         if context.state == CLOSED and not context.failure_count:
             del self._breakers[name]  # closed and clean: forgotten, as if never seen
+        return str(context.state)
+
+    def release(self, ticket: Ticket) -> None:
+        """A call that ended without an outcome (cancelled): a probe's turn goes to the next call."""
+        breaker = self._breakers.get(ticket.name)
+        if breaker is not None and ticket.probe and ticket.generation == breaker.generation:
+            breaker.probing = False
 
     def state(self, name: str) -> str:
         """closed, half-opened or opened (an open breaker past its cool-down says opened until its probe)."""

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     webhook_resolve_timeout_s: float = Field(default=3.0, gt=0, description="DNS deadline of a webhook URL's check")
     webhook_progress_interval_ms: int = Field(default=500, ge=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_max_age_s: float = Field(
+        default=86_400.0, gt=0, description="a delivery held back by its receiver's open breaker this long fails"
+    )
     webhook_poll_s: float = Field(default=0.5, gt=0, description="longest wait before a due webhook is sent")
     breaker_failures: int = Field(
         default=5, ge=1, description="failed calls in a row that open the breaker of a webhook receiver or of Redis"

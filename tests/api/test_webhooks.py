@@ -133,6 +133,7 @@ async def test_a_failing_receiver_is_left_alone_by_its_breaker_until_a_probe_fin
         "breaker_failures": 2,
         "breaker_cooldown_s": 2.0,
         "webhook_poll_s": 0.05,
+        "webhook_timeout_s": 1.0,  # also how long a delivery waits while the probe is out
     }
     async with make_api(**settings) as api:
         hook = {"webhook": f"http://127.0.0.1:{receiver.port}/hook", "webhook_events": ["completed"]}
@@ -183,3 +184,31 @@ async def test_events_without_a_webhook_url_are_422(api: Api) -> None:
         "/api/v1/jobs", json={"kind": "echo", "input": {"message": "m"}, "webhook_events": ["start"]}
     )
     assert response.status_code == 422 and response.json()["field"] == "webhook"
+
+
+async def test_deliveries_held_back_by_a_dead_receivers_breaker_fail_once_past_their_age(
+    make_api: MakeApi, receiver: Receiver
+) -> None:
+    receiver.fail_first, receiver.down = 0, True
+    settings = {
+        "plugins": ["tests.plugins.kinds"],
+        "webhook_allow_networks": ["127.0.0.0/8"],
+        "breaker_failures": 1,
+        "breaker_cooldown_s": 60.0,
+        "webhook_poll_s": 0.05,
+        "webhook_timeout_s": 0.2,
+        "webhook_max_age_s": 0.5,
+    }
+    async with make_api(**settings) as api:
+        hook = {"webhook": f"http://127.0.0.1:{receiver.port}/hook", "webhook_events": ["completed"]}
+        for n in range(3):
+            await api.wait((await api.submit(input={"message": str(n)}, **hook))["id"])
+
+        async def ended() -> list[tuple[str, str | None]]:
+            async with db.read(api.services.engine) as conn:
+                rows = await conn.execute(sa.select(webhook_deliveries.c.status, webhook_deliveries.c.last_error))
+                return [(row.status, row.last_error) for row in rows]
+
+        rows = await eventually(ended, lambda rows: all(status == "failed" for status, _ in rows), timeout_s=15)
+    assert len(rows) == 3 and len(receiver.requests) < 3  # the breaker held back what the first failure opened
+    assert any("circuit breaker is open" in (error or "") for _, error in rows)

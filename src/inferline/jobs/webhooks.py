@@ -14,6 +14,7 @@ import functools
 import hashlib
 import hmac
 import json
+import random
 import secrets
 from collections import Counter
 from collections.abc import Mapping
@@ -138,11 +139,15 @@ class WebhookDispatcher:
         tenant_concurrency: int = 8,
         metrics: Metrics | None = None,
         breakers: Breakers | None = None,
+        max_age_s: float = 86_400.0,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         # A receiver that keeps failing is left alone for a while, not sent every due delivery.
         self.breakers = breakers or Breakers(failures=5, cooldown_s=30.0)
+        self.max_age_s = max_age_s
+        if metrics is not None:
+            metrics.webhook_receivers_open.set_function(self.breakers.open_count)  # read when scraped
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.poll_s = poll_s
@@ -271,31 +276,45 @@ class WebhookDispatcher:
     async def _deliver(self, row: dict[str, Any]) -> None:
         receiver = receiver_of(row["tenant"], row["url"])
         try:
-            if not self.breakers.allow(receiver):
+            ticket = self.breakers.allow(receiver)
+            if ticket is None:
                 await self._defer(row, receiver)
                 return
-            error = None
+            answered = False
             try:
                 error = await self._attempt(row)
+                answered = True
             finally:
-                self.breakers.record(receiver, ok=error is None)
-                if self.metrics is not None:
-                    self.metrics.webhook_receivers_open.set(self.breakers.open_count())
+                if not answered:  # cancelled (the dispatcher stops): no word on the receiver
+                    self.breakers.release(ticket)
+            state = self.breakers.record(ticket, ok=error is None)
+            if state == "opened" and error is not None:
+                log.warning("webhook_receiver_breaker_open", receiver=receiver, error=error)
             await self._record(row, error)
         except Exception:
             log.exception("webhook_delivery_failed", delivery_id=row["id"])
 
     async def _defer(self, row: dict[str, Any], receiver: str) -> None:
-        """The receiver's breaker is open: the delivery waits for its probe, without spending an attempt."""
-        wait_s = max(self.breakers.retry_after_s(receiver), self.poll_s)
+        """The receiver's breaker is open (or its probe in flight): the delivery waits, without spending an
+        attempt, until the probe may have answered (spread over a second, so the waiting ones do not all
+        come due at once). One waiting past `max_age_s` since it was made fails: a receiver gone for good
+        does not keep its deliveries for ever."""
+        now = utcnow()
+        left_s = self.max_age_s - (now - row["created_at"]).total_seconds()
+        values: dict[str, Any]
+        if left_s <= 0:
+            error = f"the receiver failed every probe for over {self.max_age_s:g} s (its circuit breaker is open)"
+            values = {"status": "failed", "last_error": error}
+            log.warning("webhook_failed", delivery_id=row["id"], job_id=row["job_id"], error=error)
+            result = "failed"
+        else:
+            wait_s = max(self.breakers.retry_after_s(receiver), self.timeout_s) + random.uniform(0, 1)
+            values = {"next_attempt_at": now + timedelta(seconds=min(wait_s, left_s + 0.01))}
+            result = "deferred"
         if self.metrics is not None:
-            self.metrics.webhook_deliveries.labels(result="deferred").inc()
+            self.metrics.webhook_deliveries.labels(result=result).inc()
         async with db.write(self.engine) as conn:
-            await conn.execute(
-                webhook_deliveries.update()
-                .where(webhook_deliveries.c.id == row["id"])
-                .values(next_attempt_at=utcnow() + timedelta(seconds=wait_s))
-            )
+            await conn.execute(webhook_deliveries.update().where(webhook_deliveries.c.id == row["id"]).values(**values))
 
     async def _attempt(self, row: dict[str, Any]) -> str | None:
         """One send; None when the receiver answered 2xx, else what went wrong."""

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import OrderedDict
@@ -48,7 +49,8 @@ class ResultCache:
         self._local: OrderedDict[str, Any] = OrderedDict()
         self._redis: Any = None
         self._breakers = breakers or Breakers(failures=5, cooldown_s=30.0)
-        self._metrics = metrics
+        if metrics is not None and redis_url:
+            metrics.cache_breaker_state.set_function(lambda: BREAKER_VALUE[self._breakers.state(REDIS)])
         if redis_url:
             import redis.asyncio as aioredis
 
@@ -73,20 +75,19 @@ class ResultCache:
     async def _call(self, command: str, *args: Any, **options: Any) -> Any:
         """A Redis command through the breaker; None without Redis, while the breaker is open, or on error
         (the cache is an optimization: a Redis outage must not fail searches)."""
-        if self._redis is None or not self._breakers.allow(REDIS):
+        if self._redis is None or (ticket := self._breakers.allow(REDIS)) is None:
             return None
-        ok = False
         try:
             answer = await getattr(self._redis, command)(*args, **options)
-            ok = True
-            return answer
+        except asyncio.CancelledError:  # the search's client left: no word on Redis
+            self._breakers.release(ticket)
+            raise
         except Exception as exc:
-            log.warning("search.cache_unavailable", error=str(exc), breaker=self._breakers.state(REDIS))
+            state = self._breakers.record(ticket, ok=False)
+            log.warning("search.cache_unavailable", error=str(exc), breaker=state)
             return None
-        finally:
-            self._breakers.record(REDIS, ok=ok)
-            if self._metrics is not None:
-                self._metrics.cache_breaker_state.set(BREAKER_VALUE[self._breakers.state(REDIS)])
+        self._breakers.record(ticket, ok=True)
+        return answer
 
     def breaker_state(self) -> str:
         return self._breakers.state(REDIS)
