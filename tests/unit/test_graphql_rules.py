@@ -73,6 +73,12 @@ def test_limits_multiply_by_literal_default_and_variable_limits_through_fragment
     fragments = """{ search(collection: "c", query: "q", limit: 3) { ...Hits } }
         fragment Hits on SearchResult { ... on SearchResult { hits { document { id } } } }"""
     assert "costs 16 " in measured(fragments, strict)[0][1]
+    # A hit's document's similar ones: an index search each, costed as a query (10 + 10 x (1 + 1 + 10 + 10 x 1)).
+    similar = (
+        '{ search(collection: "c", query: "q", limit: 10) { hits { document { '
+        "similar(limit: 10) { hits { chunkId } } } } } }"
+    )
+    assert "costs 230 " in measured(similar, strict)[0][1]
     # Scalars and introspection cost nothing.
     assert measured("{ __schema { types { name fields { name } } } }", strict) == []
 

@@ -245,8 +245,9 @@ async def similar(deps: SearchDeps, *, tenant: str, name: str, document_id: str,
     collection = await current_collection(deps, tenant=tenant, name=name)
     # The document's id is in the key: an entry exists only once that document was found in this
     # collection (of this tenant) at this version.
-    ranked_key = f"similar:{collection.id}:{document_id}:{collection.version}"
-    page_key = f"{ranked_key}:{limit}"
+    # JSON: a caller's id (`X:5`) cannot make one key look like another (a ranked list read as a page).
+    ranked_key = "similar:" + json.dumps([collection.id, document_id, collection.version])
+    page_key = "similar-page:" + json.dumps([collection.id, document_id, collection.version, limit])
     hits = await deps.result_cache.get(page_key)
     cached = hits is not None
     if hits is None:

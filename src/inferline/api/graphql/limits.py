@@ -7,9 +7,12 @@
 - **Cost** (`QUERY_TOO_COMPLEX`): every field that has fields of its own costs 1 (a field of `Query` or
   `Mutation`: 10, each being a use case's own reads), and a field with a `limit` argument multiplies
   what is under it by that limit (the cap, 100, when it is a variable; the argument's default when
-  absent). Aliases and repeated fields each count, so a document cannot run a search or list the
-  collections a hundred times under a hundred names. A search of 100 hits with their documents costs
-  210; a search of 10 hits, each with its document's 10 similar ones and theirs: 240.
+  absent). The fields below the root that run a use case of their own (`similar`: an index search;
+  `job`: a read) cost 10 too. Aliases and repeated fields each count. A search of 100 hits with their
+  documents costs 210; a search of 10 hits, each with its document's 10 similar ones: 230.
+- **Fields at the root**: at most `max_root_fields` (10) queries or mutations in one operation, fragments
+  included (`QUERY_TOO_COMPLEX`): strawberry runs them at once, each with its own database connection or
+  index search, so one request of a hundred cheap ones would take the pool other tenants' requests need.
 
 Introspection (`__schema`, `__type`) is left to graphql-core's own rule, which bounds its nesting.
 """
@@ -40,12 +43,14 @@ TOO_DEEP = "QUERY_TOO_DEEP"
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 MAX_LIMIT = 100  # of every `limit` argument, as in the REST API
 ROOT_FIELD_COST = 10  # a query or mutation: a use case's transaction (or an index search) each
+IO_FIELDS = frozenset({"similar", "job"})  # below the root, each a use case of its own: costed as one
 
 
 @dataclass(frozen=True)
 class QueryLimits:
     max_depth: int = 8
     max_cost: int = 1000
+    max_root_fields: int = 10
     max_tokens: int = 2000
     max_body_bytes: int = 64 * 1024
 
@@ -72,6 +77,9 @@ def limits_rule(limits: QueryLimits) -> type[ValidationRule]:
                     f"mutation 10, times the `limit` of the fields above it); the limit is {limits.max_cost}"
                 )
                 self.report_error(GraphQLError(message, node, extensions={"code": TOO_COMPLEX}))
+            elif (count := Measurer(self.context).root_fields(node.selection_set)) > limits.max_root_fields:
+                message = f"the operation asks {count} fields at its root; the limit is {limits.max_root_fields}"
+                self.report_error(GraphQLError(message, node, extensions={"code": TOO_COMPLEX}))
 
     return QueryLimitsRule
 
@@ -83,6 +91,7 @@ class Measurer:
     def __init__(self, context: ValidationContext) -> None:
         self.context = context
         self.fragments: dict[str, Measure] = {}
+        self.root_counts: dict[str, int] = {}
         schema = context.schema
         self.roots = [root for root in (schema.query_type, schema.mutation_type) if root is not None]
 
@@ -107,8 +116,30 @@ class Measurer:
         definition = parent.fields.get(node.name.value) if isinstance(parent, _WITH_FIELDS) else None
         inner_type = get_named_type(definition.type) if definition is not None else None
         inner = self.selections(node.selection_set, inner_type)
-        own = ROOT_FIELD_COST if parent is not None and parent in self.roots else 1
+        runs_a_use_case = (parent is not None and parent in self.roots) or node.name.value in IO_FIELDS
+        own = ROOT_FIELD_COST if runs_a_use_case else 1
         return Measure(1 + inner.depth, own + limit_of(node, definition) * inner.cost)
+
+    def root_fields(self, selection_set: SelectionSetNode, seen: frozenset[str] = frozenset()) -> int:
+        """The fields an operation runs at its root, through its fragments (each spread counts; each
+        fragment is counted once, however often spread; a cycle stops: the validation reports it)."""
+        count = 0
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                count += not selection.name.value.startswith("__")
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                if name not in self.root_counts:
+                    fragment = self.context.get_fragment(name)
+                    inside = 0
+                    if fragment is not None and name not in seen:
+                        inside = self.root_fields(fragment.selection_set, seen | {name})
+                    self.root_counts[name] = inside
+                count += self.root_counts[name]
+            else:
+                assert isinstance(selection, InlineFragmentNode)
+                count += self.root_fields(selection.selection_set, seen)
+        return count
 
     def fragment(self, name: str) -> Measure:
         if name not in self.fragments:
