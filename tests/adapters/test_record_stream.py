@@ -5,8 +5,10 @@ runtime. The records go through the batches' own bulk upsert (tests/adapters/tes
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,7 +21,10 @@ from tests.helpers import eventually
 
 from inferline import db
 from inferline.clock import utcnow
+from inferline.errors import Unavailable
+from inferline.records import grpc as records_grpc
 from inferline.records import records_pb2, records_pb2_grpc, stream
+from inferline.records.client import PushFailed, push_file
 from inferline.records.deps import RecordDeps, StreamLimits, StreamSlots
 from inferline.records.grpc import ServerLimits, start_server
 from inferline.schema import documents
@@ -36,6 +41,7 @@ class Served:
     deps: RecordDeps
     stub: records_pb2_grpc.RecordStreamStub
     keys: dict[str, str]  # tenant -> API key
+    target: str  # host:port
 
     def upload(self, records: Iterable[Any] | AsyncIterator[Any], tenant: str = "t", key: str | None = None) -> Any:
         key = key if key is not None else self.keys[tenant]
@@ -80,7 +86,7 @@ async def serve(bulk: Bulk) -> AsyncIterator[Serve]:  # noqa: F811  # the import
         server, port = await start_server(deps, auth, ServerLimits(max_message_bytes=2**20), "127.0.0.1", 0)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         started.append((server, channel))
-        return Served(bulk, deps, records_pb2_grpc.RecordStreamStub(channel), keys)
+        return Served(bulk, deps, records_pb2_grpc.RecordStreamStub(channel), keys, f"127.0.0.1:{port}")
 
     yield start
     for server, channel in started:
@@ -305,3 +311,48 @@ def test_integral_numbers_of_a_struct_become_ints_and_others_stay() -> None:
         "e": 1e300,
         "f": "3",
     }
+
+
+async def test_push_streams_a_file_and_after_a_cut_resends_what_was_not_acknowledged(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    served = await serve(window_records=32, group_records=8)
+    collection = await served.collection()
+    real = records_grpc.upload
+    calls: list[int] = []
+
+    async def cut_once(*args: Any) -> AsyncIterator[Any]:
+        calls.append(1)
+        groups = 0
+        async for acks in real(*args):
+            yield acks
+            groups += 1
+            if len(calls) == 1 and groups == 5:
+                raise Unavailable("the server is restarting", retry_after_s=0)
+
+    monkeypatch.setattr(records_grpc, "upload", cut_once)
+    path = tmp_path / "records.jsonl"
+    lines = [json.dumps({"custom_id": f"p{i}", "text": f"posting {i}", "metadata": {"n": i}}) for i in range(300)]
+    lines[10] = "{not json"
+    lines[20] = json.dumps({"custom_id": "p20", "text": " "})
+    path.write_text("\n".join(lines) + "\n")
+    progressed: list[int] = []
+
+    result = await push_file(
+        served.target, served.keys["t"], path, "docs", on_progress=progressed.append, retry_after_s=0
+    )
+
+    assert result.reconnects == 1 and len(calls) == 2 and result.stored == 298
+    assert [(f["line"], f["custom_id"]) for f in result.failed] == [(11, None), (21, "p20")]
+    assert result.failed[1]["error"] == "text: empty"
+    assert sum(progressed) == path.stat().st_size
+    rows = await served.documents(collection)
+    assert len(rows) == 298 and await served.bulk.search.index.count(collection.id) == 298
+
+
+async def test_push_with_a_wrong_key_fails_at_once(serve: Serve, tmp_path: Path) -> None:
+    served = await serve()
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps({"custom_id": "a", "text": "b"}) + "\n")
+    with pytest.raises(PushFailed, match="UNAUTHENTICATED"):
+        await push_file(served.target, "il_wrong", path, "docs", retry_after_s=0)
