@@ -1,5 +1,5 @@
-"""A chunk of a batch's records upserted as documents of its collection, in bulk, inside the batch job: no
-ingest job, no file per record.
+"""A chunk of a batch's records upserted as documents of its collection, in bulk, inside the batch job (or
+the record stream's server, `records/stream.py`): no ingest job, no file per record.
 
 1. Each record checked (`checked`): a record that cannot be used gets its reason and goes no further.
 2. One write transaction reads the documents of the chunk's ids and writes those to (re)index as
