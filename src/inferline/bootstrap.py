@@ -50,6 +50,7 @@ from inferline.ocr.documents import Limits
 from inferline.ocr.rapid import RapidOcrModel
 from inferline.ocr.tesseract import TesseractModel
 from inferline.outbound import OutboundPolicy
+from inferline.records.deps import RecordDeps, StreamLimits, StreamSlots
 from inferline.search import kind as search_kind
 from inferline.search.caches import ResultCache
 from inferline.search.deps import SearchDeps
@@ -76,6 +77,7 @@ class Services:
     search: SearchDeps
     media: MediaDeps
     batches: BatchDeps
+    records: RecordDeps
     watchers: JobWatchers
     monitor: MonitorDeps
     tracing: Tracing
@@ -186,6 +188,7 @@ def build_services(settings: Settings) -> Services:
         sqlite_writer=SqliteWriter(engine) if settings.is_sqlite else None,
         outbound=outbound,
     )
+    batches = build_batches(settings, search, submitter)
     services = Services(
         settings=settings,
         engine=engine,
@@ -204,7 +207,8 @@ def build_services(settings: Settings) -> Services:
         watchers=JobWatchers(engine, settings.events_poll_s, settings.events_max_streams_per_tenant),
         submitter=submitter,
         media=build_media(settings, engine, blobs, submitter),
-        batches=build_batches(settings, search, submitter),
+        batches=batches,
+        records=build_records(settings, batches),
         monitor=build_monitor(settings, engine, metrics, models, blobs, outbound),
         tracing=Tracing(settings.otlp_endpoint, sample_ratio=settings.otlp_sample_ratio),
     )
@@ -226,6 +230,16 @@ def build_batches(settings: Settings, search: SearchDeps, submitter: Submitter) 
         max_file_bytes=settings.batch_max_file_bytes,
         default_chunk_records=settings.batch_chunk_records,
     )
+
+
+def build_records(settings: Settings, batches: BatchDeps) -> RecordDeps:
+    limits = StreamLimits(
+        window_records=settings.grpc_window_records,
+        group_records=settings.grpc_group_records,
+        idle_s=settings.grpc_idle_s,
+        streams_per_tenant=settings.grpc_streams_per_tenant,
+    )
+    return RecordDeps(batches=batches, limits=limits, slots=StreamSlots(limits.streams_per_tenant))
 
 
 def build_media(settings: Settings, engine: AsyncEngine, blobs: BlobStore, submitter: Submitter) -> MediaDeps:

@@ -166,6 +166,17 @@ class Settings(BaseSettings):
         default=256 * 2**10, ge=16, description="a record whose text is longer (UTF-8 bytes) is a failed record"
     )
     batch_chunk_records: int = Field(default=100, ge=1, le=10_000, description="records per checkpoint by default")
+    grpc_port: int | None = Field(
+        default=None, ge=0, le=65535, description="`serve` also serves the gRPC record stream on this port (on `host`)"
+    )
+    grpc_window_records: int = Field(
+        default=256, ge=1, le=100_000, description="records of a stream read and not yet acknowledged, at most"
+    )
+    grpc_group_records: int = Field(default=128, ge=1, le=10_000, description="most records committed together")
+    grpc_idle_s: float = Field(default=60.0, gt=0, description="a stream that sends no record for this long ends")
+    grpc_streams_per_tenant: int = Field(default=2, ge=1, description="open record streams of one tenant, at most")
+    grpc_max_streams: int = Field(default=64, ge=1, description="open record streams of all tenants, at most")
+    grpc_max_message_bytes: int = Field(default=4 * 2**20, ge=1024, description="largest gRPC message taken")
     graphql_ide: bool = Field(
         default=False, description="serve the GraphiQL page at `GET /graphql` (development; the API is on anyway)"
     )

@@ -7,7 +7,7 @@ import contextlib
 import gc
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -55,6 +55,26 @@ async def ensure_admin_key(services: Services) -> str | None:
     return plain
 
 
+async def _start_grpc(services: Services) -> Callable[[], Awaitable[None]]:
+    """The gRPC record stream on `grpc_port`, when set (grpc is imported only then); returns its stop."""
+    settings = services.settings
+    if settings.grpc_port is None:
+        return _nothing
+    from inferline.records.grpc import ServerLimits, start_server
+
+    limits = ServerLimits(max_message_bytes=settings.grpc_max_message_bytes, max_streams=settings.grpc_max_streams)
+    server, _ = await start_server(services.records, services.auth, limits, settings.host, settings.grpc_port)
+
+    async def stop() -> None:
+        await server.stop(grace=5)  # streams get 5 s to finish their commit and send its acks
+
+    return stop
+
+
+async def _nothing() -> None:
+    return None
+
+
 def create_app(settings: Settings | None = None, *, workers: int | None = None, freeze_heap: bool = False) -> FastAPI:
     """The API, plus `workers` in-process job slots (default: `settings.workers`). `freeze_heap`: for a
     process that serves this one app (`inferline serve`), not for tests that build many."""
@@ -79,6 +99,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
         if monitoring is not None:
             await monitoring.start()
         log.info("started", database=services.engine.dialect.name, workers=slots)
+        stop_grpc = await _start_grpc(services)
         warming = asyncio.create_task(search_query.warm_up(services.search))
         # What is loaded by now lives as long as the process; frozen, the collector stops rescanning it on
         # every full collection (measured at 100k chunks: 75-93 ms per full collection, one of every ~200
@@ -92,6 +113,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
             warming.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await warming
+            await stop_grpc()
             if background is not None:
                 await background.stop()
             if monitoring is not None:

@@ -103,7 +103,7 @@ async def _run(deps: BatchDeps, ctx: JobContext, batch: Batch) -> dict[str, Any]
         await ctx.to_thread(_skip, records, state["done"])
         while chunk := await ctx.to_thread(_take, records, batch.chunk_records):
             ctx.raise_if_canceled()
-            upserted = await upsert_chunk(deps, ctx, batch, collection, chunk)
+            upserted = await upsert_chunk(deps, ctx, collection, chunk, id_field=batch.id_field, job_id=ctx.id)
             state = await _settle(deps, batch, collection, chunk, upserted, state)
             await ctx.checkpoint(state, progress=95.0 * state["done"] / max(state["total"], 1))
             await ctx.stage(IN_PROGRESS, f"{state['done']}/{state['total']} records")

@@ -1,5 +1,5 @@
-"""A chunk of a batch's records upserted as documents of its collection, in bulk, inside the batch job: no
-ingest job, no file per record.
+"""A chunk of a batch's records upserted as documents of its collection, in bulk, inside the batch job (or
+the record stream's server, `records/stream.py`): no ingest job, no file per record.
 
 1. Each record checked (`checked`): a record that cannot be used gets its reason and goes no further.
 2. One write transaction reads the documents of the chunk's ids and writes those to (re)index as
@@ -28,7 +28,6 @@ from sqlalchemy.exc import IntegrityError
 
 from inferline import db
 from inferline.batches.deps import BatchDeps
-from inferline.batches.model import Batch
 from inferline.batches.records import Record
 from inferline.clock import utcnow
 from inferline.errors import Canceled, InvalidInput, NonRetryable, NotFound, Retry, shown_message
@@ -71,10 +70,18 @@ class Upserted:
 
 
 async def upsert_chunk(
-    deps: BatchDeps, ctx: JobContext, batch: Batch, collection: Collection, chunk: list[Record]
+    deps: BatchDeps,
+    ctx: JobContext,
+    collection: Collection,
+    chunk: list[Record],
+    *,
+    id_field: str,
+    job_id: str | None,
 ) -> Upserted:
-    outcomes, pending = _check_all(deps, batch, collection, chunk)
-    todo = await _claim(deps, ctx, collection, pending)
+    """`chunk` upserted into `collection`; `id_field` names the records' id in their errors, `job_id` is
+    the job the documents are shown as made by (None: a record stream's, made by no job)."""
+    outcomes, pending = _check_all(deps, id_field, collection, chunk)
+    todo = await _claim(deps, job_id, collection, pending)
     if not todo:
         return Upserted(outcomes, {}, {})
     try:
@@ -96,7 +103,7 @@ async def upsert_chunk(
 
 
 def _check_all(
-    deps: BatchDeps, batch: Batch, collection: Collection, chunk: list[Record]
+    deps: BatchDeps, id_field: str, collection: Collection, chunk: list[Record]
 ) -> tuple[list[dict[str, Any]], dict[str, _Pending]]:
     outcomes: list[dict[str, Any]] = []
     pending: dict[str, _Pending] = {}
@@ -110,7 +117,7 @@ def _check_all(
         outcomes.append(outcome)
         try:
             try:
-                text, metadata, external_id = checked(deps, batch, collection, record)
+                text, metadata, external_id = checked(deps, id_field, collection, record)
             except (ValueError, TypeError, RecursionError) as exc:  # a record no check foresaw: its own failure
                 raise InvalidInput(f"the record cannot be used: {str(exc)[:200] or type(exc).__name__}") from exc
         except InvalidInput as exc:
@@ -131,7 +138,7 @@ def shown_id(custom_id: object) -> str | None:
     return custom_id.replace("\x00", "")[:500].encode("utf-8", "replace").decode("utf-8")
 
 
-def checked(deps: BatchDeps, batch: Batch, collection: Collection, record: Record) -> tuple[str, dict[str, Any], str]:
+def checked(deps: BatchDeps, id_field: str, collection: Collection, record: Record) -> tuple[str, dict[str, Any], str]:
     """The record's text, metadata (the collection's declared fields typed) and id, or InvalidInput with
     the reason it cannot be used."""
     if record.error is not None:
@@ -140,7 +147,7 @@ def checked(deps: BatchDeps, batch: Batch, collection: Collection, record: Recor
     if isinstance(custom_id, int) and not isinstance(custom_id, bool):
         custom_id = str(custom_id)
     if not isinstance(custom_id, str) or not custom_id.strip():
-        raise InvalidInput(f"{batch.id_field}: missing or not a string")
+        raise InvalidInput(f"{id_field}: missing or not a string")
     text = record.text
     if not isinstance(text, str) or not text.strip():
         raise InvalidInput("text: empty")
@@ -185,7 +192,7 @@ def _typed(fields: dict[str, FieldType], cells: dict[str, Any]) -> dict[str, Any
 
 
 async def _claim(
-    deps: BatchDeps, ctx: JobContext, collection: Collection, pending: dict[str, _Pending]
+    deps: BatchDeps, job_id: str | None, collection: Collection, pending: dict[str, _Pending]
 ) -> list[_Pending]:
     """The documents to (re)index, written `processing` (each with its id set); the unchanged ones' outcomes
     get their document id. The files of replaced documents made from a file are released."""
@@ -197,7 +204,7 @@ async def _claim(
             if not await store.collection_exists(collection.id):
                 raise NonRetryable(f"collection {collection.name!r} was deleted")
             existing = await store.documents_by_external_id(collection.id, list(pending))
-            todo, added, replaced = _sorted_out(ctx, collection, pending, existing)
+            todo, added, replaced = _sorted_out(job_id, collection, pending, existing)
             await store.add_documents(added)
             await store.update_documents(replaced)
             old_files = [row["_file_id"] for row in replaced if row["_file_id"] is not None]
@@ -209,7 +216,7 @@ async def _claim(
 
 
 def _sorted_out(
-    ctx: JobContext, collection: Collection, pending: dict[str, _Pending], existing: dict[str, Document]
+    job_id: str | None, collection: Collection, pending: dict[str, _Pending], existing: dict[str, Document]
 ) -> tuple[list[_Pending], list[dict[str, Any]], list[dict[str, Any]]]:
     """(the documents to index, rows to add, rows to replace: each with the file it was made from as
     `_file_id`)."""
@@ -231,7 +238,7 @@ def _sorted_out(
             "content_type": sniff.TEXT,
             "metadata": item.metadata,
             "status": DocumentStatus.PROCESSING,
-            "job_id": ctx.id,
+            "job_id": job_id,
             "error": None,
             "updated_at": now,
         }

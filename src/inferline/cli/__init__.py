@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from inferline.cli import files, jobs, keys, ocr, search, server, video
+from inferline.cli import files, jobs, keys, ocr, records, search, server, video
 from inferline.cli.common import err
 
 __all__ = ["app", "build_app", "main"]
@@ -17,6 +17,7 @@ def _builtin_app() -> typer.Typer:
     app.add_typer(jobs.app, name="jobs")
     app.add_typer(keys.app, name="keys")
     app.add_typer(files.app, name="files")
+    app.add_typer(records.app, name="records")
     app.add_typer(server.db_app, name="db")
     app.add_typer(video.app, name="video")
     app.command()(server.serve)

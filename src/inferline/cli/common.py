@@ -64,13 +64,19 @@ def print_rows(rows: list[dict[str, Any]], as_json: bool, columns: list[str]) ->
 # -- HTTP -----------------------------------------------------------------------------------------
 
 
+def api_key(key: str | None, data_dir: Path | None = None) -> str:
+    """`key`, or the one `serve` saved in the data dir; exits 2 without either."""
+    if key is not None:
+        return key
+    path = (data_dir or load_settings().data_dir) / "admin.key"
+    if not path.exists():
+        err.print(f"no API key: pass --key, set INFERLINE_API_KEY, or run `serve` once to create {path}")
+        raise typer.Exit(2)
+    return path.read_text().strip()
+
+
 def open_client(server: str, key: str | None, data_dir: Path | None = None) -> httpx.Client:
-    if key is None:
-        path = (data_dir or load_settings().data_dir) / "admin.key"
-        if not path.exists():
-            err.print(f"no API key: pass --key, set INFERLINE_API_KEY, or run `serve` once to create {path}")
-            raise typer.Exit(2)
-        key = path.read_text().strip()
+    key = api_key(key, data_dir)
     return httpx.Client(base_url=server.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 

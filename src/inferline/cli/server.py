@@ -24,6 +24,9 @@ def serve(
     api_processes: Annotated[
         int | None, typer.Option(help="API processes sharing the port (more cores, more requests/s) [default: 1]")
     ] = None,
+    grpc_port: Annotated[
+        int | None, typer.Option(help="also serve the gRPC record stream on this port [default: off]")
+    ] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -33,7 +36,13 @@ def serve(
     from inferline.api.app import create_app
 
     settings = load_settings(
-        host=host, port=port, workers=workers, api_processes=api_processes, data_dir=data_dir, database_url=database_url
+        host=host,
+        port=port,
+        workers=workers,
+        api_processes=api_processes,
+        grpc_port=grpc_port,
+        data_dir=data_dir,
+        database_url=database_url,
     )
     logs.configure(settings.log_level, json=settings.log_json)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every thread's stack

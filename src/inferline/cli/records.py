@@ -1,0 +1,63 @@
+"""`records push`: a JSONL file streamed to a server's gRPC record stream, with a progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+
+from inferline.cli.common import DEFAULT_SERVER, AsJson, DataDir, Key, Server, api_key, console, err, progress_bars
+
+app = typer.Typer(help="Records streamed into a search collection over gRPC.", no_args_is_help=True)
+
+DEFAULT_GRPC_PORT = 50051
+SHOWN_FAILURES = 20
+
+
+@app.command("push")
+def push(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help='JSONL: {"custom_id", "text", "metadata"}')],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="the collection to upsert into")],
+    server: Server = DEFAULT_SERVER,
+    grpc_target: Annotated[
+        str | None,
+        typer.Option(
+            "--grpc",
+            envvar="INFERLINE_GRPC",
+            help=f"the record stream's host:port (default: --server's host, port {DEFAULT_GRPC_PORT})",
+        ),
+    ] = None,
+    key: Key = None,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Stream FILE's records into COLLECTION: each is upserted by its custom_id (an unchanged record costs
+    nothing) and acknowledged once searchable; a broken connection resumes from the last acknowledged
+    record. Records that cannot be used are listed with their line and reason; exits 1 if any."""
+    from inferline.records.client import PushFailed, push_file
+
+    target = grpc_target or f"{urlsplit(server).hostname or '127.0.0.1'}:{DEFAULT_GRPC_PORT}"
+    plain_key = api_key(key, data_dir)
+    with progress_bars() as progress:
+        task = progress.add_task(f"push {file.name}", total=file.stat().st_size or 1)
+        try:
+            result = asyncio.run(
+                push_file(target, plain_key, file, collection, on_progress=lambda size: progress.advance(task, size))
+            )
+        except PushFailed as exc:
+            err.print(f"error: {exc}")
+            raise typer.Exit(1) from exc
+    if as_json:
+        console.print_json(json.dumps({"stored": result.stored, "failed": result.failed}))
+    else:
+        console.print(f"{result.stored} records stored, {len(result.failed)} failed")
+        for failure in result.failed[:SHOWN_FAILURES]:
+            err.print(f"  line {failure['line']} ({failure['custom_id']}): {failure['error']}")
+        if len(result.failed) > SHOWN_FAILURES:
+            err.print(f"  ... and {len(result.failed) - SHOWN_FAILURES} more (--json lists them all)")
+    if result.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,182 @@
+"""`push_file`: a JSONL file of records (`{"custom_id", "text", "metadata"}` per line) streamed to a server's
+record stream. Records sent and not yet acknowledged are kept (the server's window and the transport's flow
+control bound them); when the connection breaks, or the server is briefly unavailable, a new stream
+resends them first and goes on, so nothing is lost and, records being upserted by `custom_id`, nothing is
+stored twice."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from inferline.records import records_pb2, records_pb2_grpc
+
+MAX_LINE_BYTES = 2**20
+# Codes a new stream can get past: the connection, a server restarting or busy, a stream ended idle; and
+# INTERNAL, which grpc reports for a write that a server's end of the stream broke, whatever that end's
+# status (a real INTERNAL is retried too: resending costs nothing).
+RETRIED = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+}
+
+
+@dataclass(frozen=True)
+class Sent:
+    line: int  # in the file, from 1
+    size: int  # bytes of the line: the progress bar counts bytes
+    message: Any  # records_pb2.Record
+
+
+@dataclass
+class PushResult:
+    stored: int = 0
+    failed: list[dict[str, Any]] = field(default_factory=list)  # line, custom_id, error
+    reconnects: int = 0
+
+
+class PushFailed(Exception):
+    """The server refused the stream for good (a wrong key, a missing collection) or kept failing."""
+
+
+async def push_file(
+    target: str,
+    key: str,
+    path: Path,
+    collection: str,
+    *,
+    on_progress: Callable[[int], None] = lambda size: None,
+    attempts: int = 5,
+    ack_timeout_s: float = 300.0,
+    retry_after_s: float = 1.0,
+    window_records: int = 256,
+) -> PushResult:
+    """Every record of `path` upserted into `collection` through the stream at `target` (host:port).
+    `on_progress(bytes)` as records are acknowledged (or fail before sending: a line that is not JSON)."""
+    result = PushResult()
+    unacked: collections.deque[Sent] = collections.deque()
+    lines = _read(path, collection, result, on_progress)
+    metadata = (("authorization", f"Bearer {key}"),)
+    async with grpc.aio.insecure_channel(target, options=[("grpc.keepalive_time_ms", 30_000)]) as channel:
+        stub = records_pb2_grpc.RecordStreamStub(channel)  # type: ignore[no-untyped-call]  # generated
+        failures = 0
+        while True:
+            try:
+                await _stream(stub, metadata, lines, unacked, result, on_progress, ack_timeout_s, window_records)
+                return result
+            except grpc.aio.AioRpcError as exc:
+                failures += 1
+                if exc.code() not in RETRIED or failures >= attempts:
+                    raise PushFailed(f"{exc.code().name}: {exc.details()}") from exc
+            except TimeoutError:
+                failures += 1
+                if failures >= attempts:
+                    raise PushFailed(f"no acknowledgment for {ack_timeout_s:g} s") from None
+            result.reconnects += 1
+            await asyncio.sleep(retry_after_s * failures)
+
+
+async def _stream(
+    stub: Any,
+    metadata: tuple[tuple[str, str], ...],
+    lines: Iterator[Sent],
+    unacked: collections.deque[Sent],
+    result: PushResult,
+    on_progress: Callable[[int], None],
+    ack_timeout_s: float,
+    window_records: int,
+) -> None:
+    resent = list(unacked)  # a new stream: what the last one left unacknowledged goes first
+    # No more ahead of the acks than the server reads ahead (its default window): the writer then waits
+    # here, not in a send, when the server ends the stream, and the reads get the server's status.
+    window = asyncio.Semaphore(window_records)
+
+    async def records() -> AsyncIterator[Any]:
+        for sent in resent:
+            await window.acquire()
+            yield sent.message
+        for sent in lines:
+            await window.acquire()
+            unacked.append(sent)
+            yield sent.message
+
+    # Written by a task of its own rather than handed over as the request iterator: a write the server's
+    # end of the stream breaks then fails that task alone, and the reads get the server's status (given
+    # an iterator, grpc reports such a write as INTERNAL and the status is lost).
+    call = stub.Upload(metadata=metadata)
+    writer = asyncio.create_task(_write(call, records()))
+    try:
+        while True:
+            ack = await asyncio.wait_for(call.read(), ack_timeout_s)
+            if ack == grpc.aio.EOF:
+                return
+            sent = unacked.popleft()  # acks come in the order of the records
+            window.release()
+            if ack.error:
+                result.failed.append({"line": sent.line, "custom_id": ack.custom_id, "error": ack.error})
+            else:
+                result.stored += 1
+            on_progress(sent.size)
+    finally:
+        call.cancel()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, grpc.aio.UsageError):
+            await writer
+
+
+async def _write(call: Any, records: AsyncIterator[Any]) -> None:
+    async for message in records:
+        await call.write(message)
+    await call.done_writing()
+
+
+def _read(path: Path, collection: str, result: PushResult, on_progress: Callable[[int], None]) -> Iterator[Sent]:
+    """The file's records; a line that is not a JSON object is a failure of its own, never sent."""
+    with path.open("rb") as file:
+        number = 0
+        while raw := file.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while (more := file.readline(65536)) and not more.endswith(b"\n"):
+                    pass
+                _local_failure(result, on_progress, number, len(raw), f"line over {MAX_LINE_BYTES} bytes")
+                continue
+            if not raw.strip():
+                continue
+            try:
+                message = _message(json.loads(raw), collection)
+            except (ValueError, TypeError, RecursionError) as exc:
+                _local_failure(result, on_progress, number, len(raw), f"not a record: {str(exc)[:200]}")
+                continue
+            yield Sent(number, len(raw), message)
+
+
+def _message(value: Any, collection: str) -> Any:
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    custom_id, text, metadata = value.get("custom_id"), value.get("text"), value.get("metadata")
+    if isinstance(custom_id, int) and not isinstance(custom_id, bool):
+        custom_id = str(custom_id)
+    if not isinstance(custom_id, str) or not isinstance(text, str):
+        raise ValueError("custom_id and text must be strings")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError("metadata must be a JSON object")
+    message = records_pb2.Record(custom_id=custom_id, text=text, collection=collection)
+    if metadata is not None:
+        message.metadata.update(metadata)
+    return message
+
+
+def _local_failure(result: PushResult, on_progress: Callable[[int], None], line: int, size: int, error: str) -> None:
+    result.failed.append({"line": line, "custom_id": None, "error": error})
+    on_progress(size)

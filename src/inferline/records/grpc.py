@@ -1,0 +1,135 @@
+"""The record stream served over gRPC (`RecordStream.Upload` of `records.proto`): the caller's API key from
+the call's metadata (`authorization: Bearer <key>`, the REST API's tenants), one stream slot of its tenant,
+then `stream.upload`. Domain errors become status codes in one table; a record's own failure is in its
+ack, never a status."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf import json_format
+
+from inferline.errors import (
+    Conflict,
+    InvalidInput,
+    ModelError,
+    NonRetryable,
+    NotFound,
+    Overloaded,
+    Retry,
+    Unauthorized,
+    Unavailable,
+    shown_message,
+)
+from inferline.ids import new_id
+from inferline.records import records_pb2, records_pb2_grpc
+from inferline.records.deps import RecordDeps
+from inferline.records.stream import Acked, StreamIdle, StreamRecord, integral, upload
+from inferline.tenants import Authenticator
+
+log = structlog.get_logger(__name__)
+
+# Most specific first: the first class an error is an instance of gives its code.
+STATUS_OF: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (Unauthorized, grpc.StatusCode.UNAUTHENTICATED),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (StreamIdle, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
+    (NonRetryable, grpc.StatusCode.FAILED_PRECONDITION),  # the collection was deleted meanwhile
+    (Retry, grpc.StatusCode.UNAVAILABLE),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (ModelError, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    max_message_bytes: int = 4 * 2**20  # one Record (its text is held to batch_max_record_bytes besides)
+    max_streams: int = 64  # open streams of all tenants together
+
+
+class RecordStreamService(records_pb2_grpc.RecordStreamServicer):
+    def __init__(self, deps: RecordDeps, auth: Authenticator) -> None:
+        self.deps, self.auth = deps, auth
+
+    async def Upload(  # the name the .proto gives the method
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        try:
+            tenant = await self._tenant(context)
+            self.deps.slots.take(tenant)
+        except Exception as exc:
+            await _abort(context, exc)
+            raise  # _abort raised already
+        try:
+            async for acks in upload(self.deps, tenant, _records(request_iterator)):
+                for ack in acks:
+                    yield _ack_message(ack)
+        except Exception as exc:
+            await _abort(context, exc)
+        finally:
+            self.deps.slots.give_back(tenant)
+
+    async def _tenant(self, context: grpc.aio.ServicerContext) -> str:
+        metadata = dict(context.invocation_metadata() or ())
+        scheme, _, key = str(metadata.get("authorization", "")).partition(" ")
+        return await self.auth.tenant_for(key.strip() if scheme.lower() == "bearer" else None, client=context.peer())
+
+
+async def _records(messages: AsyncIterator[Any]) -> AsyncIterator[StreamRecord]:
+    async for message in messages:
+        metadata = integral(json_format.MessageToDict(message.metadata)) if message.HasField("metadata") else None
+        yield StreamRecord(message.custom_id, message.text, metadata, message.collection)
+
+
+def _ack_message(ack: Acked) -> Any:
+    document_id, error = ack.document_id or "", ack.error or ""
+    return records_pb2.Ack(seq=ack.seq, custom_id=ack.custom_id, document_id=document_id, error=error)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    """Ends the call with the error's status (raises). An error of no domain class is INTERNAL, logged,
+    and shown as `shown_message` shows it over HTTP."""
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    reference = "the server's log"
+    code = next((code for kind, code in STATUS_OF if isinstance(exc, kind)), None)
+    if code is None:
+        reference = f"record stream {new_id()}"
+        log.error("record_stream_failed", reference=reference, error=repr(exc)[:1000])
+        code = grpc.StatusCode.INTERNAL
+    await context.abort(code, shown_message(exc, reference=reference)[:1000])
+
+
+def build_server(deps: RecordDeps, auth: Authenticator, limits: ServerLimits) -> grpc.aio.Server:
+    """The gRPC server of the record stream (not started: add a port, then `start()`)."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
+            ("grpc.max_send_message_length", limits.max_message_bytes),
+            # A client that vanished without closing is found within a minute or so.
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+        ],
+        maximum_concurrent_rpcs=limits.max_streams,
+    )
+    service = RecordStreamService(deps, auth)
+    records_pb2_grpc.add_RecordStreamServicer_to_server(service, server)  # type: ignore[no-untyped-call]  # generated
+    return server
+
+
+async def start_server(
+    deps: RecordDeps, auth: Authenticator, limits: ServerLimits, host: str, port: int
+) -> tuple[grpc.aio.Server, int]:
+    """The server started on `host:port` (0: a free port); returns it and the port bound."""
+    server = build_server(deps, auth, limits)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    log.info("grpc_started", host=host, port=bound)
+    return server, int(bound)

@@ -1,0 +1,358 @@
+"""The gRPC record stream, served on a free local port, with a real gRPC client: real rows (SQLite), the
+embedded Qdrant index and the batch tests' small deterministic embedding model behind the real model
+runtime. The records go through the batches' own bulk upsert (tests/adapters/test_batch_kind.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import sqlalchemy as sa
+from google.protobuf import struct_pb2
+from tests.adapters.test_batch_kind import Bulk, bulk  # noqa: F401  # `bulk`: the fixture
+from tests.adapters.test_ingest_kind import DIM, MODEL
+from tests.helpers import eventually
+
+from inferline import db
+from inferline.clock import utcnow
+from inferline.errors import Unavailable
+from inferline.records import grpc as records_grpc
+from inferline.records import records_pb2, records_pb2_grpc, stream
+from inferline.records.client import PushFailed, push_file
+from inferline.records.deps import RecordDeps, StreamLimits, StreamSlots
+from inferline.records.grpc import ServerLimits, start_server
+from inferline.schema import documents
+from inferline.search.filters import FieldType
+from inferline.search.model import Collection, DocumentStatus
+from inferline.search.store import SearchStore
+from inferline.search.tokens import tokenize
+from inferline.tenants import Authenticator, create_key
+
+
+@dataclass
+class Served:
+    bulk: Bulk
+    deps: RecordDeps
+    stub: records_pb2_grpc.RecordStreamStub
+    keys: dict[str, str]  # tenant -> API key
+    target: str  # host:port
+
+    def upload(self, records: Iterable[Any] | AsyncIterator[Any], tenant: str = "t", key: str | None = None) -> Any:
+        key = key if key is not None else self.keys[tenant]
+        return self.stub.Upload(records, metadata=(("authorization", f"Bearer {key}"),), timeout=60)
+
+    async def collection(self, tenant: str = "t", name: str = "docs", **fields: FieldType) -> Collection:
+        collection = Collection(
+            id=f"c-{name}",
+            tenant=tenant,
+            name=name,
+            fields=fields,
+            embedding_model=MODEL,
+            dim=DIM,
+            chunk_tokens=128,
+            overlap_tokens=16,
+            version=0,
+            created_at=utcnow(),
+        )
+        async with db.write(self.bulk.search.engine) as conn:
+            await SearchStore(conn).add_collection(collection)
+        await self.bulk.search.index.create(collection.spec)
+        return collection
+
+    async def documents(self, collection: Collection) -> list[dict[str, Any]]:
+        async with db.read(self.bulk.search.engine) as conn:
+            query = sa.select(documents).where(documents.c.collection_id == collection.id)
+            return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+
+Serve = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+async def serve(bulk: Bulk) -> AsyncIterator[Serve]:  # noqa: F811  # the imported fixture
+    started: list[tuple[grpc.aio.Server, grpc.aio.Channel]] = []
+    auth = Authenticator(bulk.search.engine, cache_s=60)
+    keys = {tenant: (await create_key(bulk.search.engine, tenant))[1] for tenant in ("t", "u")}
+
+    async def start(**limits: Any) -> Served:
+        stream_limits = StreamLimits(**limits)
+        deps = RecordDeps(bulk.batches, stream_limits, StreamSlots(stream_limits.streams_per_tenant))
+        server, port = await start_server(deps, auth, ServerLimits(max_message_bytes=2**20), "127.0.0.1", 0)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        started.append((server, channel))
+        return Served(bulk, deps, records_pb2_grpc.RecordStreamStub(channel), keys, f"127.0.0.1:{port}")
+
+    yield start
+    for server, channel in started:
+        await channel.close()
+        await server.stop(grace=None)
+
+
+def record(i: int, collection: str = "docs", **changes: Any) -> records_pb2.Record:
+    values: dict[str, Any] = {
+        "custom_id": f"p{i}",
+        "text": f"posting {i}: welder wanted, shift {i % 3}",
+        "collection": collection,
+    } | changes
+    metadata = values.pop("metadata", {"n": i})
+    message = records_pb2.Record(**values)
+    if metadata is not None:
+        message.metadata.CopyFrom(_struct(metadata))
+    return message
+
+
+def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    found = struct_pb2.Struct()
+    found.update(values)
+    return found
+
+
+async def acks_of(call: Any) -> list[records_pb2.Ack]:
+    return [ack async for ack in call]
+
+
+async def test_an_upload_without_a_key_or_with_a_wrong_one_is_refused_unauthenticated(serve: Serve) -> None:
+    served = await serve()
+    await served.collection()
+    for key in ("", "il_not-a-key-anyone-has"):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await acks_of(served.upload([record(1)], key=key))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    without = served.stub.Upload(iter([record(1)]), timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await acks_of(without)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert await served.documents(await _only(served)) == []
+
+
+async def _only(served: Served) -> Collection:
+    async with db.read(served.bulk.search.engine) as conn:
+        found = await SearchStore(conn).collection_named("t", "docs")
+    assert found is not None
+    return found
+
+
+async def test_another_tenants_collection_is_not_found_and_the_records_before_it_are_acked(serve: Serve) -> None:
+    served = await serve(group_records=1)
+    mine = await served.collection()
+    theirs = await served.collection(tenant="u", name="theirs")
+
+    call = served.upload([record(0), record(1, collection="theirs")])
+    acks: list[records_pb2.Ack] = []
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async for ack in call:
+            acks.append(ack)
+
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "theirs" in (refused.value.details() or "")
+    assert [(ack.seq, ack.custom_id) for ack in acks] == [(0, "p0")]
+    assert len(await served.documents(mine)) == 1 and await served.documents(theirs) == []
+
+
+async def test_acks_come_in_order_each_once_its_record_is_stored_and_searchable(serve: Serve) -> None:
+    served = await serve(group_records=4)
+    collection = await served.collection()
+    index = served.bulk.search.index
+
+    seen: list[int] = []
+    async for ack in served.upload([record(i) for i in range(30)]):
+        seen.append(ack.seq)
+        # Acked means committed: the document is ready and its chunk found by its words, already.
+        [row] = [row for row in await served.documents(collection) if row["external_id"] == ack.custom_id]
+        assert (row["status"], row["id"], ack.error) == (DocumentStatus.READY, ack.document_id, "")
+        hits = await index.keyword(collection.spec, tokenize(f"posting {ack.seq}"), None, 50)
+        assert ack.document_id in {hit.document_id for hit in hits}
+
+    assert seen == list(range(30))
+    assert await served.bulk.version(collection) >= 1  # cached searches retired as records landed
+
+
+async def test_a_bad_record_gets_its_reason_in_its_ack_and_the_stream_goes_on(serve: Serve) -> None:
+    served = await serve()
+    collection = await served.collection(years=FieldType.INT)
+    sent = [
+        record(0, metadata={"years": 3}),  # 3.0 in a Struct: stored as the int field's 3
+        record(1, text="   "),
+        record(2, custom_id=""),
+        record(3, metadata={"years": "many"}),
+        record(4, text="x" * (served.bulk.batches.limits.max_record_bytes + 1)),
+        record(5, metadata=None),
+    ]
+
+    acks = await acks_of(served.upload(sent))
+
+    assert [ack.seq for ack in acks] == list(range(6))
+    errors = [ack.error for ack in acks]
+    assert errors[0] == errors[5] == ""
+    assert errors[1] == "text: empty" and errors[2] == "custom_id: missing or not a string"
+    assert "years" in errors[3] and "setting batch_max_record_bytes" in errors[4]
+    assert all(ack.document_id == "" for ack in acks[1:5])
+    stored = {row["external_id"]: row for row in await served.documents(collection)}
+    assert sorted(stored) == ["p0", "p5"] and stored["p0"]["metadata"] == {"years": 3}
+
+
+async def test_ten_thousand_records_streamed_are_stored_and_searchable(serve: Serve) -> None:
+    served = await serve(window_records=1024, group_records=512)
+    collection = await served.collection()
+    total = 10_000
+
+    acks = await acks_of(served.upload(record(i) for i in range(total)))
+
+    assert [ack.seq for ack in acks] == list(range(total)) and not any(ack.error for ack in acks)
+    rows = await served.documents(collection)
+    assert len(rows) == total and {row["status"] for row in rows} == {DocumentStatus.READY}
+    assert await served.bulk.search.index.count(collection.id) == total
+    hits = await served.bulk.search.index.keyword(collection.spec, tokenize("posting 9876"), None, 5)
+    by_id = {row["id"]: row["external_id"] for row in rows}
+    assert by_id[hits[0].document_id or ""] == "p9876"
+
+
+async def test_a_stream_cut_midway_and_resumed_from_its_last_ack_loses_and_duplicates_nothing(serve: Serve) -> None:
+    served = await serve(window_records=64, group_records=16)
+    collection = await served.collection()
+    total = 600
+    call = served.upload(record(i) for i in range(total))
+    last = -1
+    async for ack in call:
+        last = ack.seq
+        if last >= 200:
+            call.cancel()  # the connection lost, records in flight unacknowledged
+            break
+    assert 200 <= last < total - 64
+
+    resumed = await acks_of(served.upload(record(i) for i in range(last + 1, total)))
+
+    assert [ack.seq for ack in resumed] == list(range(total - last - 1))  # a new stream counts from 0
+    assert [ack.custom_id for ack in resumed] == [f"p{i}" for i in range(last + 1, total)]
+    rows = await served.documents(collection)
+    assert sorted(row["external_id"] for row in rows) == sorted(f"p{i}" for i in range(total))
+    assert {row["status"] for row in rows} == {DocumentStatus.READY} and sum(row["chunks"] for row in rows) == total
+    assert await served.bulk.search.index.count(collection.id) == total  # no chunk indexed twice
+
+
+async def test_the_server_reads_no_more_than_its_window_ahead_of_its_acks(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = await serve(window_records=8, group_records=4)
+    await served.collection()
+    gate = asyncio.Event()
+    real = stream.upsert_chunk
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(stream, "upsert_chunk", held)
+    call = served.upload(record(i) for i in range(100))
+    reading = asyncio.ensure_future(acks_of(call))
+
+    await eventually(lambda: served.deps.peak_unacked, lambda peak: peak == 8)  # read 8, then it waits
+    assert not reading.done()
+    gate.set()
+    acks = await reading
+
+    assert [ack.seq for ack in acks] == list(range(100))
+    assert served.deps.peak_unacked == 8  # never more than the window, over the whole stream
+
+
+async def test_a_tenant_at_its_stream_limit_is_refused_while_another_tenant_streams(serve: Serve) -> None:
+    served = await serve(streams_per_tenant=1)
+    await served.collection()
+    await served.collection(tenant="u", name="theirs")
+    hold = asyncio.Event()
+
+    async def slow(collection: str) -> AsyncIterator[records_pb2.Record]:
+        yield record(0, collection=collection)
+        await hold.wait()
+
+    first = served.upload(slow("docs"))
+    assert (await first.read()).seq == 0  # the stream is open and holds its slot
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await acks_of(served.upload([record(1)]))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    other = served.upload(slow("theirs"), tenant="u")
+    assert (await other.read()).custom_id == "p0"  # another tenant is not held up
+    hold.set()
+    for call in (first, other):
+        assert await call.read() == grpc.aio.EOF
+    await eventually(lambda: served.deps.slots.open, lambda open_by_tenant: open_by_tenant == {})
+
+
+async def test_a_stream_idle_past_its_limit_ends_with_deadline_exceeded_after_acking_what_it_got(
+    serve: Serve,
+) -> None:
+    served = await serve(idle_s=0.2)
+    await served.collection()
+
+    async def then_silent() -> AsyncIterator[records_pb2.Record]:
+        yield record(0)
+        await asyncio.Event().wait()
+
+    call = served.upload(then_silent())
+    acks: list[records_pb2.Ack] = []
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        async for ack in call:
+            acks.append(ack)
+    assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert [ack.custom_id for ack in acks] == ["p0"]
+
+
+def test_integral_numbers_of_a_struct_become_ints_and_others_stay() -> None:
+    assert stream.integral({"a": 3.0, "b": [1.0, 2.5], "c": {"d": -0.0}, "e": 1e300, "f": "3"}) == {
+        "a": 3,
+        "b": [1, 2.5],
+        "c": {"d": 0},
+        "e": 1e300,
+        "f": "3",
+    }
+
+
+async def test_push_streams_a_file_and_after_a_cut_resends_what_was_not_acknowledged(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    served = await serve(window_records=32, group_records=8)
+    collection = await served.collection()
+    real = records_grpc.upload
+    calls: list[int] = []
+
+    async def cut_once(*args: Any) -> AsyncIterator[Any]:
+        calls.append(1)
+        groups = 0
+        async for acks in real(*args):
+            yield acks
+            groups += 1
+            if len(calls) == 1 and groups == 5:
+                raise Unavailable("the server is restarting", retry_after_s=0)
+
+    monkeypatch.setattr(records_grpc, "upload", cut_once)
+    path = tmp_path / "records.jsonl"
+    lines = [json.dumps({"custom_id": f"p{i}", "text": f"posting {i}", "metadata": {"n": i}}) for i in range(300)]
+    lines[10] = "{not json"
+    lines[20] = json.dumps({"custom_id": "p20", "text": " "})
+    path.write_text("\n".join(lines) + "\n")
+    progressed: list[int] = []
+
+    result = await push_file(
+        served.target, served.keys["t"], path, "docs", on_progress=progressed.append, retry_after_s=0
+    )
+
+    assert result.reconnects == 1 and len(calls) == 2 and result.stored == 298
+    assert [(f["line"], f["custom_id"]) for f in result.failed] == [(11, None), (21, "p20")]
+    assert result.failed[1]["error"] == "text: empty"
+    assert sum(progressed) == path.stat().st_size
+    rows = await served.documents(collection)
+    assert len(rows) == 298 and await served.bulk.search.index.count(collection.id) == 298
+
+
+async def test_push_with_a_wrong_key_fails_at_once(serve: Serve, tmp_path: Path) -> None:
+    served = await serve()
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps({"custom_id": "a", "text": "b"}) + "\n")
+    with pytest.raises(PushFailed, match="UNAUTHENTICATED"):
+        await push_file(served.target, "il_wrong", path, "docs", retry_after_s=0)
