@@ -4,9 +4,10 @@ batches a test can see and poison. Through the API with e5: tests/api/test_batch
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,7 +37,7 @@ from inferline.jobs.testing import MemoryContext
 from inferline.metrics import Metrics
 from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Limits
-from inferline.schema import batch_records, files, jobs
+from inferline.schema import batch_records, documents, files, jobs
 from inferline.search import kind as search_kind
 from inferline.search.caches import ResultCache
 from inferline.search.deps import SearchDeps
@@ -237,6 +238,81 @@ async def test_a_model_down_for_every_record_fails_the_attempt_not_the_records(b
         await bulk.run(batch, ctx)
     assert ctx.checkpoints == [{"total": 3, "done": 0, "completed": 0, "failed": 0}]  # retried from here
     assert await bulk.count(batch_records) == 0
+    # Its documents say why they are not indexed (none left `processing`, which would pass for unchanged).
+    assert await statuses(bulk, collection) == {f"p{i}": DocumentStatus.FAILED for i in range(3)}
+    HashModel.down = False
+    assert (await bulk.run(batch, bulk.context(last_checkpoint=ctx.checkpoints[-1], attempt=2)))["completed"] == 3
+    assert await statuses(bulk, collection) == {f"p{i}": DocumentStatus.READY for i in range(3)}
+
+
+async def statuses(bulk: Bulk, collection: Collection) -> dict[str | None, DocumentStatus]:
+    async with db.read(bulk.search.engine) as conn:
+        rows = await conn.execute(
+            sa.select(documents.c.external_id, documents.c.status).where(documents.c.collection_id == collection.id)
+        )
+        return {row.external_id: DocumentStatus(row.status) for row in rows}
+
+
+class StallingIndex(QdrantIndex):
+    """Its `upsert` of chunks waits until `release` is set (after `reached`); `on_upsert` runs first."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reached, self.release = asyncio.Event(), asyncio.Event()
+        self.on_upsert: Callable[[], Awaitable[None]] | None = None
+
+    async def upsert(self, spec: IndexSpec, records: list[ChunkRecord]) -> None:
+        if self.on_upsert is not None:
+            await self.on_upsert()
+        self.reached.set()
+        await self.release.wait()
+        await super().upsert(spec, records)
+
+
+async def test_a_batch_stopped_while_it_indexes_a_chunk_leaves_its_documents_failed_not_processing(
+    bulk: Bulk, tmp_path: Path
+) -> None:
+    collection = await bulk.collection()
+    batch = await bulk.batch(collection, [posting(i) for i in range(4)])
+    await bulk.search.index.close()
+    stalling = StallingIndex(tmp_path / "index")
+    bulk.batches = replace(bulk.batches, search=replace(bulk.search, index=stalling))
+    running = asyncio.create_task(bulk.run(batch))
+    await stalling.reached.wait()
+    running.cancel()  # as a worker stops a job's task: canceled, its lease lost, a shutdown
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert await statuses(bulk, collection) == {f"p{i}": DocumentStatus.FAILED for i in range(4)}
+    await stalling.close()
+
+
+async def test_a_document_deleted_while_a_batch_indexes_it_leaves_no_chunk_behind(bulk: Bulk, tmp_path: Path) -> None:
+    collection = await bulk.collection()
+    batch = await bulk.batch(collection, [posting(1), posting(2)])
+    await bulk.search.index.close()
+    stalling = StallingIndex(tmp_path / "index")
+    stalling.release.set()
+    bulk.batches = replace(bulk.batches, search=replace(bulk.search, index=stalling))
+
+    async def delete_p1() -> None:  # through the documents API, between the rows and the index write
+        stalling.on_upsert = None
+        [p1] = [d for d, external in (await document_ids(bulk, collection)).items() if external == "p1"]
+        await delete_document(bulk.batches.search, collection=collection, document_id=p1)
+
+    stalling.on_upsert = delete_p1
+    await bulk.run(batch)
+    remaining = await document_ids(bulk, collection)
+    assert sorted(remaining.values()) == ["p2"]
+    assert await stalling.count(collection.id) == 1  # p2's chunk; p1's went with its row
+    await stalling.close()
+
+
+async def document_ids(bulk: Bulk, collection: Collection) -> dict[str, str | None]:
+    async with db.read(bulk.search.engine) as conn:
+        rows = await conn.execute(
+            sa.select(documents.c.id, documents.c.external_id).where(documents.c.collection_id == collection.id)
+        )
+        return {row.id: row.external_id for row in rows}
 
 
 class KilledAfterIndexing(Exception):

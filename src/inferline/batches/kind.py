@@ -37,7 +37,7 @@ from inferline.batches.records import BadInput, Format, Record, input_format, re
 from inferline.batches.store import BatchStore
 from inferline.batches.upsert import Upserted, upsert_chunk
 from inferline.clock import utcnow
-from inferline.errors import Canceled, NonRetryable
+from inferline.errors import NonRetryable
 from inferline.files import sniff
 from inferline.files.refs import FileId
 from inferline.files.service import FileInfo, blob_path, finish_upload, get_file, insert_file, receive_file
@@ -47,6 +47,7 @@ from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.store import JobStore
 from inferline.search.model import Collection
 from inferline.search.store import SearchStore
+from inferline.shielding import despite_cancel
 
 KIND = "batch"
 MAX_ERROR_CHARS = 1000
@@ -107,9 +108,9 @@ async def _run(deps: BatchDeps, ctx: JobContext, batch: Batch) -> dict[str, Any]
             state = await _settle(deps, batch, collection, chunk, upserted, state)
             await ctx.checkpoint(state, progress=95.0 * state["done"] / max(state["total"], 1))
             await ctx.stage(IN_PROGRESS, f"{state['done']}/{state['total']} records")
-    except Canceled:
+    except BaseException:  # canceled, or its task cancelled (the worker stops, the lease is lost), or failed
         if state["completed"]:  # what was done stays: searches cached before it must not hide it
-            await _advance_version(deps, collection)
+            await despite_cancel(_advance_version(deps, collection))
         raise
     finally:
         await asyncio.to_thread(records.close)  # the file it holds open
@@ -189,10 +190,14 @@ async def _settle(
     }
     now = utcnow()
     async with db.write(deps.engine) as conn:
-        await SearchStore(conn).mark_indexed(collection.id, ready=upserted.ready, failed=upserted.failed, now=now)
+        gone = await SearchStore(conn).mark_indexed(
+            collection.id, ready=upserted.ready, failed=upserted.failed, now=now
+        )
         store = BatchStore(conn)
         await store.replace_records(batch.id, chunk[0].line, upserted.outcomes)
         await store.update(batch.id, {"completed": state["completed"], "failed": state["failed"], "updated_at": now})
+    if gone:  # deleted through the API while they were indexed: their chunks go too
+        await deps.search.index.delete_documents(collection.id, gone)
     return state
 
 

@@ -44,6 +44,7 @@ from inferline.search.index import ChunkRecord, Vector
 from inferline.search.indexing import DocumentText, chunk_documents, chunk_records, embed_documents, replace_chunks
 from inferline.search.model import Collection, Document, DocumentStatus
 from inferline.search.store import SearchStore
+from inferline.shielding import despite_cancel
 
 log = structlog.get_logger(__name__)
 
@@ -86,11 +87,23 @@ async def upsert_chunk(
         return Upserted(outcomes, {}, {})
     try:
         ready, failed = await _index(deps, ctx, collection, todo)
-    except Canceled as exc:  # what this chunk had begun is not indexed: say so, as a canceled ingest does
-        reason = str(exc) or "canceled"
-        async with db.write(deps.engine) as conn:
-            failed_all = {item.document_id: reason for item in todo}
-            await SearchStore(conn).mark_indexed(collection.id, ready={}, failed=failed_all, now=utcnow())
+    except BaseException as exc:
+        # What this chunk had begun is not indexed: say so, as a canceled ingest does, whatever stopped it
+        # (a cancel, the worker's task cancelled, an error): a document left `processing` would pass for
+        # unchanged and never be indexed again. The next attempt, if any, redoes them.
+        if isinstance(exc, Canceled):
+            reason = str(exc) or "canceled"
+        elif isinstance(exc, Exception):
+            reason = f"not indexed: {shown_message(exc, reference=job_id or 'record stream')}"
+        else:
+            reason = "not indexed: stopped before its chunks were (canceled, or its worker stopped)"
+        failed_all = {item.document_id: reason for item in todo}
+
+        async def mark_failed() -> None:
+            async with db.write(deps.engine) as conn:
+                await SearchStore(conn).mark_indexed(collection.id, ready={}, failed=failed_all, now=utcnow())
+
+        await despite_cancel(mark_failed())
         raise
     for item in todo:
         error = failed.get(item.document_id)

@@ -39,9 +39,10 @@ from inferline.jobs.submission import JobRequest
 from inferline.media.deps import MediaDeps
 from inferline.media.model import AssetKind
 from inferline.media.options import CanvasInput, LastClipInput, PipelineInput, RenderInput, TransitionInput
-from inferline.media.stagefiles import delete_files, despite_cancel
+from inferline.media.stagefiles import delete_files
 from inferline.media.stages import CANVAS, LAST_CLIP, RENDER, TRANSITION
 from inferline.media.store import MediaStore
+from inferline.shielding import despite_cancel
 
 log = structlog.get_logger(__name__)
 

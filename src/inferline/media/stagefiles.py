@@ -8,8 +8,7 @@ A stage stopped after its output was stored removes it, so a canceled job leaves
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from inferline.media import images
 from inferline.media.deps import MediaDeps
 from inferline.media.probe import PictureCheck, picture_problems, probe
 from inferline.schema import files
+from inferline.shielding import despite_cancel
 
 MP4 = sniff.MP4
 JPEG = sniff.JPEG
@@ -44,22 +44,6 @@ def as_job_errors() -> Iterator[None]:
         raise
     except InferlineError as exc:
         raise NonRetryable(str(exc)) from exc
-
-
-async def despite_cancel(cleanup: Coroutine[Any, Any, None]) -> None:
-    """Run `cleanup` to its end even while the job is being stopped: a worker cancels a canceled job's task
-    again at every heartbeat, and the attempt must not end (its outcome recorded) before its files are gone.
-    A cancellation that came meanwhile is raised after."""
-    task = asyncio.ensure_future(cleanup)
-    canceled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            canceled = True
-    if canceled:
-        raise asyncio.CancelledError
-    task.result()
 
 
 @dataclass(frozen=True)

@@ -148,16 +148,25 @@ class SearchStore:
 
     async def mark_indexed(
         self, collection_id: str, *, ready: dict[str, int], failed: dict[str, str], now: datetime
-    ) -> None:
-        """Documents `ready` (by id, with their chunk counts) and `failed` (by id, with the reason)."""
+    ) -> list[str]:
+        """Documents `ready` (by id, with their chunk counts) and `failed` (by id, with the reason). Returns
+        the ready ones whose rows are gone (deleted while they were indexed): the caller removes their chunks
+        from the index, or they would be found with no document behind them."""
+        gone: list[str] = []
         if ready:
             params = [
                 {"_collection_id": collection_id, "_document_id": document_id, "chunks": chunks, "updated_at": now}
                 for document_id, chunks in ready.items()
             ]
             await self.conn.execute(_mark_ready(), params)
+            query = sa.select(documents.c.id).where(
+                documents.c.collection_id == collection_id, documents.c.id.in_(list(ready))
+            )
+            present = set((await self.conn.execute(query)).scalars())
+            gone = [document_id for document_id in ready if document_id not in present]
         for document_id, error in failed.items():
             await self.set_document_status(document_id, status=DocumentStatus.FAILED, error=error, now=now)
+        return gone
 
     async def document(self, collection_id: str, document_id: str) -> Document | None:
         query = sa.select(documents).where(documents.c.collection_id == collection_id, documents.c.id == document_id)
