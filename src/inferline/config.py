@@ -176,7 +176,9 @@ class Settings(BaseSettings):
     grpc_idle_s: float = Field(default=60.0, gt=0, description="a stream that sends no record for this long ends")
     grpc_streams_per_tenant: int = Field(default=2, ge=1, description="open record streams of one tenant, at most")
     grpc_max_streams: int = Field(default=64, ge=1, description="open record streams of all tenants, at most")
-    grpc_max_message_bytes: int = Field(default=4 * 2**20, ge=1024, description="largest gRPC message taken")
+    grpc_max_message_bytes: int = Field(
+        default=2**20, ge=1024, description="largest gRPC message taken (a record: its text, metadata and id)"
+    )
     graphql_ide: bool = Field(
         default=False, description="serve the GraphiQL page at `GET /graphql` (development; the API is on anyway)"
     )

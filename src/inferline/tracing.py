@@ -32,14 +32,19 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 class Tracing:
     """This process's tracer provider; `endpoint` (an OTLP/HTTP collector's base URL) makes its spans
-    recorded and exported, a share `sample_ratio` of the traces that start here (a request's sampled flag
-    decides for the traces it continues)."""
+    recorded and exported, a share `sample_ratio` of the traces (by trace id)."""
 
     def __init__(
         self, endpoint: str | None, *, service: str = "inferline", sample_ratio: float = 1.0, timeout_s: float = 10
     ) -> None:
         self.endpoint = endpoint
-        sampler = ParentBased(TraceIdRatioBased(sample_ratio)) if endpoint else ALWAYS_OFF
+        # A trace continued from a `traceparent` (a client's, or a job's stored one) is decided again by its
+        # id: the same ratio gives the same answer for one id, and a client cannot have every request
+        # recorded by sending its sampled flag.
+        ratio = TraceIdRatioBased(sample_ratio)
+        sampler = (
+            ParentBased(ratio, remote_parent_sampled=ratio, remote_parent_not_sampled=ratio) if endpoint else ALWAYS_OFF
+        )
         self.provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
         if endpoint:
             # Imported here: the exporter pulls in protobuf and requests, which a process without one skips.

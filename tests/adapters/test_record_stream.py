@@ -26,7 +26,7 @@ from inferline.records import grpc as records_grpc
 from inferline.records import records_pb2, records_pb2_grpc, stream
 from inferline.records.client import PushFailed, push_file
 from inferline.records.deps import RecordDeps, StreamLimits, StreamSlots
-from inferline.records.grpc import ServerLimits, start_server
+from inferline.records.grpc import ServerLimits, peer_address, start_server
 from inferline.schema import documents
 from inferline.search.filters import FieldType
 from inferline.search.model import Collection, DocumentStatus
@@ -183,18 +183,25 @@ async def test_a_bad_record_gets_its_reason_in_its_ack_and_the_stream_goes_on(se
         record(3, metadata={"years": "many"}),
         record(4, text="x" * (served.bulk.batches.limits.max_record_bytes + 1)),
         record(5, metadata=None),
+        record(6, metadata={"years": float("nan")}),  # a Struct holds it; no JSON does
     ]
 
     acks = await acks_of(served.upload(sent))
 
-    assert [ack.seq for ack in acks] == list(range(6))
+    assert [ack.seq for ack in acks] == list(range(7))
     errors = [ack.error for ack in acks]
     assert errors[0] == errors[5] == ""
     assert errors[1] == "text: empty" and errors[2] == "custom_id: missing or not a string"
     assert "years" in errors[3] and "setting batch_max_record_bytes" in errors[4]
+    assert errors[6].startswith("metadata: cannot be read")
     assert all(ack.document_id == "" for ack in acks[1:5])
     stored = {row["external_id"]: row for row in await served.documents(collection)}
     assert sorted(stored) == ["p0", "p5"] and stored["p0"]["metadata"] == {"years": 3}
+
+
+def test_a_peer_is_counted_by_its_address_not_its_connection() -> None:
+    assert peer_address("ipv4:203.0.113.7:51234") == peer_address("ipv4:203.0.113.7:40000") == "203.0.113.7"
+    assert peer_address("ipv6:[2001:db8::1]:443") == peer_address("ipv6:%5B2001:db8::1%5D:9") == "2001:db8::1"
 
 
 async def test_ten_thousand_records_streamed_are_stored_and_searchable(serve: Serve) -> None:

@@ -90,6 +90,11 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
         if settings.migrate_on_start:
             await plugins.create_tables(services.engine, services.plugins)
         await ensure_admin_key(services)
+        try:  # first: a gRPC port in use stops the start before any background loop runs
+            stop_grpc = await _start_grpc(services)
+        except BaseException:
+            await services.aclose()
+            raise
         slots = settings.workers if workers is None else workers
         background = Background(services, slots) if slots > 0 else None
         # Without slots the monitor still runs here (Background runs it otherwise).
@@ -99,7 +104,6 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
         if monitoring is not None:
             await monitoring.start()
         log.info("started", database=services.engine.dialect.name, workers=slots)
-        stop_grpc = await _start_grpc(services)
         warming = asyncio.create_task(search_query.warm_up(services.search))
         # What is loaded by now lives as long as the process; frozen, the collector stops rescanning it on
         # every full collection (measured at 100k chunks: 75-93 ms per full collection, one of every ~200

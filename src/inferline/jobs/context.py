@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
+from opentelemetry import trace
 from opentelemetry.trace import NoOpTracer, Tracer
 
 from inferline.errors import Canceled, JobError, NonRetryable
@@ -228,6 +229,8 @@ class WorkerContext(ContextBase):
     async def predict(self, model: str, item: Any) -> Any:
         if self._models is None:
             raise NonRetryable(f"no model runtime in this worker to run {model!r}")
+        if not trace.get_current_span().is_recording():  # a batch's millions of calls make no span unless sent
+            return await self._models.predict(model, item)
         # Its time includes the wait for a batch to fill: what the model cost this job.
         with self._tracer.start_as_current_span(f"model {model}", attributes={"inferline.model": model}):
             return await self._models.predict(model, item)

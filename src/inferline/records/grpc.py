@@ -5,6 +5,7 @@ ack, never a status."""
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,7 @@ STATUS_OF: list[tuple[type[Exception], grpc.StatusCode]] = [
 
 @dataclass(frozen=True)
 class ServerLimits:
-    max_message_bytes: int = 4 * 2**20  # one Record (its text is held to batch_max_record_bytes besides)
+    max_message_bytes: int = 2**20  # one Record (its text is held to batch_max_record_bytes besides)
     max_streams: int = 64  # open streams of all tenants together
 
 
@@ -79,13 +80,27 @@ class RecordStreamService(records_pb2_grpc.RecordStreamServicer):
     async def _tenant(self, context: grpc.aio.ServicerContext) -> str:
         metadata = dict(context.invocation_metadata() or ())
         scheme, _, key = str(metadata.get("authorization", "")).partition(" ")
-        return await self.auth.tenant_for(key.strip() if scheme.lower() == "bearer" else None, client=context.peer())
+        bearer = key.strip() if scheme.lower() == "bearer" else None
+        return await self.auth.tenant_for(bearer, client=peer_address(context.peer()))
+
+
+def peer_address(peer: str) -> str:
+    """The client's address in gRPC's peer name (`ipv4:1.2.3.4:5678`, `ipv6:[::1]:5678`, `ipv6:%5B::1%5D:5678`):
+    the unknown-key budget counts by address (and an IPv6 /64), as for HTTP, not by connection."""
+    _, _, rest = urllib.parse.unquote(peer).partition(":")
+    host = rest.rsplit(":", 1)[0] if rest.count(":") >= 1 else rest
+    return host.strip("[]") or peer
 
 
 async def _records(messages: AsyncIterator[Any]) -> AsyncIterator[StreamRecord]:
     async for message in messages:
-        metadata = integral(json_format.MessageToDict(message.metadata)) if message.HasField("metadata") else None
-        yield StreamRecord(message.custom_id, message.text, metadata, message.collection)
+        metadata, error = None, None
+        if message.HasField("metadata"):
+            try:
+                metadata = integral(json_format.MessageToDict(message.metadata))
+            except (ValueError, TypeError, RecursionError) as exc:  # NaN, Infinity: no JSON holds them
+                error = f"metadata: cannot be read ({str(exc)[:100] or type(exc).__name__})"
+        yield StreamRecord(message.custom_id, message.text, metadata, message.collection, error)
 
 
 def _ack_message(ack: Acked) -> Any:

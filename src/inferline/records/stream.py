@@ -45,6 +45,7 @@ class StreamRecord:
     text: str
     metadata: dict[str, Any] | None
     collection: str
+    error: str | None = None  # the record could not be read (its metadata): it fails alone
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,13 @@ async def _commit(
 
 async def _store(deps: RecordDeps, context: StreamContext, collection: Collection, run: list[_Received]) -> list[Acked]:
     chunk = [
-        Record(line=item.seq + 1, custom_id=item.record.custom_id, text=item.record.text, metadata=item.record.metadata)
+        Record(
+            line=item.seq + 1,
+            custom_id=item.record.custom_id,
+            text=item.record.text,
+            metadata=item.record.metadata,
+            error=item.record.error,
+        )
         for item in run
     ]
     upserted = await upsert_chunk(deps.batches, context, collection, chunk, id_field=ID_FIELD, job_id=None)
