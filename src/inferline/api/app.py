@@ -63,7 +63,11 @@ async def _start_grpc(services: Services) -> Callable[[], Awaitable[None]]:
     from inferline.records.grpc import ServerLimits, start_server
 
     limits = ServerLimits(max_message_bytes=settings.grpc_max_message_bytes, max_streams=settings.grpc_max_streams)
-    server, _ = await start_server(services.records, services.auth, limits, settings.host, settings.grpc_port)
+    try:
+        server, _ = await start_server(services.records, services.auth, limits, settings.host, settings.grpc_port)
+    except BaseException:  # the port is taken: the start ends here, its services closed
+        await services.aclose()
+        raise
 
     async def stop() -> None:
         await server.stop(grace=5)  # streams get 5 s to finish their commit and send its acks
@@ -90,11 +94,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
         if settings.migrate_on_start:
             await plugins.create_tables(services.engine, services.plugins)
         await ensure_admin_key(services)
-        try:  # first: a gRPC port in use stops the start before any background loop runs
-            stop_grpc = await _start_grpc(services)
-        except BaseException:
-            await services.aclose()
-            raise
+        stop_grpc = await _start_grpc(services)  # first: a port in use stops the start before any loop runs
         slots = settings.workers if workers is None else workers
         background = Background(services, slots) if slots > 0 else None
         # Without slots the monitor still runs here (Background runs it otherwise).
