@@ -1,0 +1,147 @@
+"""The publisher: one process of the fleet at a time (lease `events.publisher`) sends the outbox's events
+to the broker in outbox order and marks them sent.
+
+Each step first bounds the outbox (past `max_rows` unsent events, the newer ones move to the dead
+letters: the oldest wait in order, state changes never wait for the broker), prunes sent events past
+their retention and sets `inferline_events_outbox_rows`; then it sends batches until the outbox is empty
+or `drain_s` passed. A broker that does not take a batch (`BrokerUnavailable`, or no answer within
+`timeout_s`) leaves every event of it unsent and is tried again after a backoff that doubles up to
+`max_backoff_s`; an event the broker refuses, or one over `max_bytes`, moves to the dead letters. Sent
+marks are fenced by the lease: a publisher replaced mid-batch writes nothing, and its successor sends
+that batch again (at-least-once; consumers dedupe by event id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferline import db, leases
+from inferline.clock import utcnow
+from inferline.errors import BrokerUnavailable
+from inferline.events import envelope, store
+from inferline.events.broker import Broker, Message
+from inferline.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+LEASE = "events.publisher"
+OVERFLOW_REASON = "the outbox was over events_outbox_max_rows while the broker did not take events"
+
+
+@dataclass(frozen=True)
+class PublisherConfig:
+    topic: str
+    batch: int = 256
+    poll_s: float = 0.5
+    timeout_s: float = 10.0
+    max_rows: int = 100_000
+    max_bytes: int = 1_000_000
+    sent_retention_s: float = 3600.0
+    max_backoff_s: float = 30.0
+    drain_s: float = 2.0
+
+
+class Publisher:
+    def __init__(self, engine: AsyncEngine, broker: Broker, metrics: Metrics, config: PublisherConfig) -> None:
+        self.engine = engine
+        self.broker = broker
+        self.metrics = metrics
+        self.config = config
+        self.source = envelope.source_of(config.topic)
+        self.backoff_s = 0.0
+        self._resume_at = 0.0  # loop time before which the broker is not tried again
+
+    async def run(self, stop: asyncio.Event, *, owner: str | None = None) -> None:
+        # The lease outlives a whole drain plus one broker deadline, so a step ends before it expires.
+        ttl_s = max(self.config.poll_s * 3, (self.config.drain_s + self.config.timeout_s) * 1.5, leases.MIN_TTL_S)
+        await leases.run_elected(
+            self.engine, LEASE, self.step, every_s=self.config.poll_s, stop=stop, owner=owner, ttl_s=ttl_s
+        )
+
+    async def step(self, lease: leases.Lease) -> int:
+        """Bound the outbox, then send what waits while `lease` is this process's; returns events sent."""
+        await self.maintain(lease)
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._resume_at:
+            return 0
+        sent, until = 0, loop.time() + self.config.drain_s
+        while loop.time() < until:
+            done, more = await self.send_batch(lease)
+            sent += done
+            if not more:
+                break
+        return sent
+
+    async def maintain(self, lease: leases.Lease) -> None:
+        now = utcnow()
+        async with db.write(self.engine, slow=True) as conn:
+            await leases.confirm(conn, lease)
+            moved = await store.overflow(conn, self.config.max_rows, OVERFLOW_REASON, now, limit=10_000)
+            cutoff = now - timedelta(seconds=self.config.sent_retention_s)
+            await store.prune_sent(conn, cutoff, limit=10_000)
+            waiting = await store.unsent_count(conn)
+        if moved:
+            self.metrics.events_dead_lettered.labels(cause="overflow").inc(moved)
+            log.warning("events_outbox_overflow", moved=moved, max_rows=self.config.max_rows)
+        self.metrics.events_outbox_rows.set(waiting)
+
+    async def send_batch(self, lease: leases.Lease) -> tuple[int, bool]:
+        """Send one batch; returns (events sent, whether more may wait)."""
+        async with db.read(self.engine) as conn:
+            rows = await store.unsent(conn, self.config.batch)
+        if not rows:
+            return 0, False
+        fits: list[tuple[dict[str, Any], bytes]] = []
+        refused: list[tuple[dict[str, Any], str]] = []
+        for row in rows:
+            body = envelope.encode(envelope.cloud_event(row, source=self.source))
+            if len(body) <= self.config.max_bytes:
+                fits.append((row, body))
+            else:
+                refused.append((row, f"{len(body)} bytes: over events_max_bytes ({self.config.max_bytes})"))
+        try:
+            answers = await self._publish([Message(row["id"], row["type"], body) for row, body in fits])
+        except BrokerUnavailable as exc:
+            self._back_off(exc)
+            return 0, False
+        self.backoff_s = 0.0
+        sent = [row["seq"] for (row, _), answer in zip(fits, answers, strict=True) if answer is None]
+        refused += [(row, answer) for (row, _), answer in zip(fits, answers, strict=True) if answer is not None]
+        await self._record(lease, sent, refused)
+        return len(sent), len(rows) == self.config.batch
+
+    async def _publish(self, messages: list[Message]) -> list[str | None]:
+        if not messages:
+            return []
+        try:
+            async with asyncio.timeout(self.config.timeout_s):
+                answers = await self.broker.publish(messages)
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"the broker did not answer within {self.config.timeout_s:g} s") from exc
+        if len(answers) != len(messages):
+            raise BrokerUnavailable(f"the broker answered {len(answers)} of {len(messages)} events")
+        return answers
+
+    async def _record(self, lease: leases.Lease, sent: list[int], refused: list[tuple[dict[str, Any], str]]) -> None:
+        now = utcnow()
+        async with db.write(self.engine) as conn:
+            await leases.confirm(conn, lease)
+            await store.mark_sent(conn, sent, now)
+            await store.dead_letter(conn, refused, now)
+        self.metrics.events_published.inc(len(sent))
+        if refused:
+            self.metrics.events_dead_lettered.labels(cause="refused").inc(len(refused))
+            for row, reason in refused:
+                log.warning("event_refused", event_id=row["id"], type=row["type"], reason=reason)
+
+    def _back_off(self, exc: BrokerUnavailable) -> None:
+        self.backoff_s = min(max(self.backoff_s * 2, self.config.poll_s), self.config.max_backoff_s)
+        self._resume_at = asyncio.get_running_loop().time() + self.backoff_s
+        self.metrics.events_publish_failures.inc()
+        log.warning("events_broker_unavailable", error=str(exc), retry_in_s=self.backoff_s)
