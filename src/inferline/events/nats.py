@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -21,10 +22,25 @@ from inferline.events.broker import Message
 from inferline.events.envelope import CONTENT_TYPE
 
 DUPLICATE_WINDOW_S = 300.0
+NO_STREAM = "NATS refused it: no stream takes its subject"
 
 
 def stream_name(topic: str) -> str:
     return f"{topic}_events"
+
+
+def _refusal(reply: Any) -> str | None:
+    """None for a stream's acknowledgement, else why the message was refused."""
+    if reply.headers and reply.headers.get("Status") == "503":
+        return NO_STREAM
+    try:
+        answer = json.loads(reply.data)
+    except ValueError:
+        return f"NATS answered {reply.data[:200]!r}"
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if error is not None:
+        return f"NATS refused it: {error.get('description')} (code {error.get('err_code')})"
+    return None
 
 
 async def _quiet(_exc: Exception) -> None:
@@ -39,6 +55,8 @@ class NatsBroker:
         self.timeout_s = timeout_s
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._inbox = ""
+        self._waiting: dict[str, asyncio.Future[str | None]] = {}  # acknowledgements by reply token
 
     async def _connect(self) -> JetStreamContext:
         if self._js is not None and self._nc is not None and self._nc.is_connected:
@@ -56,6 +74,8 @@ class NatsBroker:
                 self._nc = nc
                 js = nc.jetstream(timeout=self.timeout_s)
                 await self._ensure_stream(js)
+                self._inbox = nc.new_inbox()
+                await nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             await self.aclose()
             raise BrokerUnavailable(f"NATS at {self.url}: {type(exc).__name__}: {exc}") from exc
@@ -76,33 +96,39 @@ class NatsBroker:
 
     async def publish(self, messages: Sequence[Message]) -> list[str | None]:
         js = await self._connect()
+        assert self._nc is not None
         try:
             async with asyncio.timeout(self.timeout_s):
-                futures = [await self._send(js, message) for message in messages]
-                return [await self._answer(future) for future in futures]
+                sends = [await self._send(self._nc, message) for message in messages]
+                answers = [await sent if isinstance(sent, asyncio.Future) else sent for sent in sends]
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             await self.aclose()
             raise BrokerUnavailable(f"NATS at {self.url}: {type(exc).__name__}: {exc}") from exc
+        if NO_STREAM in answers:  # the stream was removed: the next batch connects and makes it again
+            await self.aclose()
+        del js
+        return answers
 
-    async def _send(self, js: JetStreamContext, message: Message) -> asyncio.Future[Any] | str:
-        """Written in order, acknowledged later; a message the client itself refuses is its reason."""
+    async def _send(self, nc: Client, message: Message) -> asyncio.Future[str | None] | str:
+        """Written in order, acknowledged later (through `_on_reply`); a message the client itself refuses
+        is answered at once. The client's own `publish_async` is not used: in nats-py 2.16 a stream's
+        error reply raises inside its callback and leaves the publish waiting forever."""
         headers = {"Nats-Msg-Id": message.id, "Content-Type": CONTENT_TYPE}
+        token = nc._nuid.next().decode()
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
         try:
-            return await js.publish_async(f"{self.topic}.{message.type}", message.body, headers=headers)
+            subject, reply = f"{self.topic}.{message.type}", f"{self._inbox}.{token}"
+            await nc.publish(subject, message.body, reply=reply, headers=headers)
         except nats.errors.MaxPayloadError as exc:
+            del self._waiting[token]
             return f"NATS refused it: over the server's max_payload ({len(message.body)} bytes): {exc}"
+        return future
 
-    @staticmethod
-    async def _answer(sent: asyncio.Future[Any] | str) -> str | None:
-        if isinstance(sent, str):
-            return sent
-        try:
-            await sent
-        except nats.js.errors.NoStreamResponseError:
-            return "NATS refused it: no stream takes its subject"
-        except nats.js.errors.APIError as exc:  # the stream answered with an error: a nack
-            return f"NATS refused it: {exc.description or exc}"
-        return None
+    async def _on_reply(self, msg: Any) -> None:
+        future = self._waiting.pop(msg.subject.rpartition(".")[2], None)
+        if future is not None and not future.done():
+            future.set_result(_refusal(msg))
 
     async def tail(self, types: Sequence[str]) -> AsyncIterator[bytes]:
         await self._connect()
@@ -124,6 +150,9 @@ class NatsBroker:
 
     async def aclose(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
+        for future in self._waiting.values():
+            future.cancel()
+        self._waiting.clear()
         if nc is not None and not nc.is_closed:
             try:
                 async with asyncio.timeout(self.timeout_s):

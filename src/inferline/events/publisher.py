@@ -135,6 +135,7 @@ class Publisher:
             await store.mark_sent(conn, sent, now)
             await store.dead_letter(conn, refused, now)
         self.metrics.events_published.inc(len(sent))
+        self.metrics.events_outbox_rows.dec(len(sent) + len(refused))  # set again by the next `maintain`
         if refused:
             self.metrics.events_dead_lettered.labels(cause="refused").inc(len(refused))
             for row, reason in refused:
