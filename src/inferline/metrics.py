@@ -134,7 +134,10 @@ class Metrics:
             registry=r,
         )
         self.events_published = Counter(
-            "inferline_events_published_total", "Events the broker took (the publisher's process)", registry=r
+            "inferline_events_published_total",
+            "Events the broker took (the publisher's process)",
+            ["broker"],
+            registry=r,
         )
         self.events_dead_lettered = Counter(
             "inferline_events_dead_lettered_total",
@@ -143,11 +146,10 @@ class Metrics:
             ["cause"],
             registry=r,
         )
-        for cause in ("refused", "overflow"):
-            self.events_dead_lettered.labels(cause=cause)
         self.events_publish_failures = Counter(
             "inferline_events_publish_failures_total",
             "Batches the broker did not take (unreachable, erroring or too slow); the events wait",
+            ["broker"],
             registry=r,
         )
 

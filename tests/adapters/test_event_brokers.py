@@ -173,7 +173,7 @@ async def test_a_broker_down_keeps_the_events_and_publishing_resumes_by_itself_i
     stop = asyncio.Event()
     task = asyncio.create_task(publisher.run(stop))
     try:
-        await eventually(lambda: metrics.events_publish_failures._value.get(), lambda n: n >= 2)
+        await eventually(lambda: metrics.events_publish_failures.labels(broker="redis")._value.get(), lambda n: n >= 2)
         assert all(row["sent_at"] is None for row in await outbox_rows(engine))
         await submit(engine, 3)  # state changes still commit while the broker is away
         publisher.broker = real_broker.adapter()  # the broker is back

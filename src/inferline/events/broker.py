@@ -25,6 +25,8 @@ class Message:
 
 
 class Broker(Protocol):
+    name: str  # nats, redis, rabbitmq: the `broker` label of the events metrics
+
     async def publish(self, messages: Sequence[Message]) -> list[str | None]:
         """Send `messages` in order; for each, None once the broker has it durably, or the reason it
         refused that one. Raises `BrokerUnavailable` when it cannot tell (nothing is known sent)."""
@@ -56,6 +58,7 @@ class MemoryBroker:
     """Keeps what it was sent; `refuse` (event types) and `down` (a flag) play a refusing and an
     unreachable broker."""
 
+    name: str = "memory"
     sent: list[Message] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
     down: bool = False

@@ -48,6 +48,8 @@ async def _quiet(_exc: Exception) -> None:
 
 
 class NatsBroker:
+    name = "nats"
+
     def __init__(self, url: str, *, topic: str, max_events: int, timeout_s: float) -> None:
         self.url = url
         self.topic = topic

@@ -134,7 +134,7 @@ class Publisher:
             await leases.confirm(conn, lease)
             await store.mark_sent(conn, sent, now)
             await store.dead_letter(conn, refused, now)
-        self.metrics.events_published.inc(len(sent))
+        self.metrics.events_published.labels(broker=self.broker.name).inc(len(sent))
         self.metrics.events_outbox_rows.dec(len(sent) + len(refused))  # set again by the next `maintain`
         if refused:
             self.metrics.events_dead_lettered.labels(cause="refused").inc(len(refused))
@@ -144,5 +144,5 @@ class Publisher:
     def _back_off(self, exc: BrokerUnavailable) -> None:
         self.backoff_s = min(max(self.backoff_s * 2, self.config.poll_s), self.config.max_backoff_s)
         self._resume_at = asyncio.get_running_loop().time() + self.backoff_s
-        self.metrics.events_publish_failures.inc()
+        self.metrics.events_publish_failures.labels(broker=self.broker.name).inc()
         log.warning("events_broker_unavailable", error=str(exc), retry_in_s=self.backoff_s)

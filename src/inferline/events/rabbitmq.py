@@ -29,6 +29,8 @@ def exchange_name(topic: str) -> str:
 
 
 class RabbitMqBroker:
+    name = "rabbitmq"
+
     def __init__(self, url: str, *, topic: str, max_events: int, timeout_s: float) -> None:
         self.url = url
         self.name = exchange_name(topic)

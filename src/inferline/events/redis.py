@@ -24,6 +24,8 @@ def stream_key(topic: str) -> str:
 
 
 class RedisBroker:
+    name = "redis"
+
     def __init__(self, url: str, *, topic: str, max_events: int, timeout_s: float) -> None:
         self.url = url
         self.key = stream_key(topic)
