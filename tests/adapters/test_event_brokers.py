@@ -168,7 +168,7 @@ async def test_a_broker_down_keeps_the_events_and_publishing_resumes_by_itself_i
     await submit(engine, 5)
     down = RedisBroker("redis://127.0.0.1:1/0", topic=real_broker.topic, max_events=100, timeout_s=1)
     metrics = Metrics()
-    config = PublisherConfig(topic=real_broker.topic, batch=2, poll_s=0.02, max_backoff_s=0.1)
+    config = PublisherConfig(topic=real_broker.topic, batch=2, poll_s=0.02, max_backoff_s=0.1, maintain_s=0)
     publisher = Publisher(engine, down, metrics, config)
     stop = asyncio.Event()
     task = asyncio.create_task(publisher.run(stop))

@@ -1,9 +1,9 @@
 """The publisher: one process of the fleet at a time (lease `events.publisher`) sends the outbox's events
 to the broker in outbox order and marks them sent.
 
-Each step first bounds the outbox (past `max_rows` unsent events, the newer ones move to the dead
-letters: the oldest wait in order, state changes never wait for the broker), prunes sent events past
-their retention and sets `inferline_events_outbox_rows`; then it sends batches until the outbox is empty
+Each step first (at most every `maintain_s`) bounds the outbox (past `max_rows` unsent events, the newer
+ones move to the dead letters: the oldest wait in order, state changes never wait for the broker), prunes
+sent events past their retention and sets `inferline_events_outbox_rows`; then it sends batches until the outbox is empty
 or `drain_s` passed. A broker that does not take a batch (`BrokerUnavailable`, or no answer within
 `timeout_s`) leaves every event of it unsent and is tried again after a backoff that doubles up to
 `max_backoff_s`; an event the broker refuses, or one over `max_bytes`, moves to the dead letters. Sent
@@ -45,6 +45,7 @@ class PublisherConfig:
     sent_retention_s: float = 3600.0
     max_backoff_s: float = 30.0
     drain_s: float = 2.0
+    maintain_s: float = 1.0  # the bound, the pruning and the gauge: at most this often
 
 
 class Publisher:
@@ -56,6 +57,7 @@ class Publisher:
         self.source = envelope.source_of(config.topic)
         self.backoff_s = 0.0
         self._resume_at = 0.0  # loop time before which the broker is not tried again
+        self._maintained_at: float | None = None
 
     async def run(self, stop: asyncio.Event, *, owner: str | None = None) -> None:
         # The lease outlives a whole drain plus one broker deadline, so a step ends before it expires.
@@ -66,8 +68,10 @@ class Publisher:
 
     async def step(self, lease: leases.Lease) -> int:
         """Bound the outbox, then send what waits while `lease` is this process's; returns events sent."""
-        await self.maintain(lease)
         loop = asyncio.get_running_loop()
+        if self._maintained_at is None or loop.time() - self._maintained_at >= self.config.maintain_s:
+            await self.maintain(lease)
+            self._maintained_at = loop.time()
         if loop.time() < self._resume_at:
             return 0
         sent, until = 0, loop.time() + self.config.drain_s

@@ -55,9 +55,10 @@ async def overflow(conn: AsyncConnection, max_rows: int, reason: str, now: datet
 
 
 async def prune_sent(conn: AsyncConnection, before: datetime, *, limit: int) -> int:
-    """Delete up to `limit` events sent before `before`."""
+    """Delete up to `limit` events sent before `before`, oldest first: a walk of the primary key from its
+    start, where the old sent rows are, that stops at the first `limit`."""
     o = event_outbox
-    old = sa.select(o.c.seq).where(o.c.sent_at < before).limit(limit).scalar_subquery()
+    old = sa.select(o.c.seq).where(o.c.sent_at < before).order_by(o.c.seq).limit(limit).scalar_subquery()
     return int((await conn.execute(o.delete().where(o.c.seq.in_(old)))).rowcount or 0)
 
 

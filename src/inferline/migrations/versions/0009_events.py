@@ -40,7 +40,6 @@ def upgrade() -> None:
         postgresql_where=sa.text("sent_at IS NULL"),
         sqlite_where=sa.text("sent_at IS NULL"),
     )
-    op.create_index("ix_event_outbox_sent", "event_outbox", ["sent_at"])
     op.create_table(
         "event_dead_letters",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -57,6 +56,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("event_dead_letters")
-    op.drop_index("ix_event_outbox_sent", table_name="event_outbox")
     op.drop_index("ix_event_outbox_unsent", table_name="event_outbox")
     op.drop_table("event_outbox")
