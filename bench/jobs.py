@@ -117,7 +117,7 @@ async def _drain(url: str, total: int, events: dict[str, str] | None) -> tuple[f
 
     async def published() -> int:
         async with db.read(engine) as conn:
-            total_events = await conn.scalar(sa.select(sa.func.count()).select_from(event_outbox))
+            total_events = await conn.scalar(sa.select(sa.func.sum(event_outbox.c.events)))
             unsent = await conn.scalar(sa.select(sa.func.count()).where(event_outbox.c.sent_at.is_(None)))
         return int(total_events or 0) if not unsent else 0
 

@@ -15,11 +15,16 @@ import aio_pika
 import nats
 import pytest
 import redis.asyncio as aioredis
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from inferline import db
+from inferline.events import envelope
 from inferline.events.broker import Broker
 from inferline.events.nats import NatsBroker, stream_name
 from inferline.events.rabbitmq import RabbitMqBroker, exchange_name
 from inferline.events.redis import RedisBroker, stream_key
+from inferline.schema import event_outbox
 
 URLS = {
     "nats": os.environ.get("INFERLINE_TEST_NATS_URL", "nats://127.0.0.1:4222"),
@@ -127,3 +132,15 @@ async def real(kind: str) -> AsyncIterator[RealBroker]:
         yield broker
     finally:
         await broker.clean()
+
+
+async def outbox_events(engine: AsyncEngine) -> list[dict[str, Any]]:
+    """Every event in the outbox, in order, as columns (`envelope.parse`) with its row's `seq`, its
+    `index` in the row, and the row's `sent_at`."""
+    async with db.read(engine) as conn:
+        rows = (await conn.execute(sa.select(event_outbox).order_by(event_outbox.c.seq))).mappings().all()
+    return [
+        envelope.parse(line) | {"seq": row["seq"], "index": index, "sent_at": row["sent_at"]}
+        for row in rows
+        for index, line in enumerate(envelope.lines(row["payload"]))
+    ]

@@ -399,24 +399,23 @@ alerts = sa.Table(
 )
 
 # The transactional outbox of events to the broker (events/outbox.py): a row is inserted in the transaction
-# of the change it tells of, so an event exists exactly when its change committed. `seq` orders them (a
-# job's next change locks its row after the previous one committed, so it takes a larger seq); `id` is
-# the event's stable id (a UUIDv7), which consumers dedupe by. Sent rows keep `sent_at` until pruned (from
-# the oldest seq: no index on sent_at, one fewer to maintain on every state change).
+# of the change it tells of, so an event exists exactly when its change committed. One row per store write:
+# `payload` holds that write's `events` events in order, each with its id (a UUIDv7, which consumers
+# dedupe by), already encoded (events/envelope.py; text, not JSON: nothing reads inside it in SQL). `seq`
+# orders the rows (a job's next change locks its row after the previous one committed, so it lands in a
+# larger seq). Sent rows keep `sent_at` until pruned (from the oldest seq: no index on sent_at, one fewer
+# to maintain on every write); the partial index finds the unsent rows and their counts (the bound).
 event_outbox = sa.Table(
     "event_outbox",
     metadata,
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("id", sa.String(36), nullable=False, unique=True),
-    sa.Column("type", sa.String(64), nullable=False),
-    sa.Column("subject", sa.String(36), nullable=False),
-    sa.Column("tenant", sa.String(100), nullable=False),
-    sa.Column("time", UTCDateTime(), nullable=False),
-    sa.Column("data", Json, nullable=False),
+    sa.Column("events", sa.Integer(), nullable=False),
+    sa.Column("payload", sa.Text(), nullable=False),
     sa.Column("sent_at", UTCDateTime(), nullable=True),
     sa.Index(
         "ix_event_outbox_unsent",
         "seq",
+        "events",
         postgresql_where=sa.text("sent_at IS NULL"),
         sqlite_where=sa.text("sent_at IS NULL"),
     ),

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.event_brokers import outbox_events
 
 from inferline import db
 from inferline.clock import utcnow
@@ -34,9 +35,7 @@ def events_on(engine: AsyncEngine) -> AsyncEngine:
 
 
 async def events(engine: AsyncEngine) -> list[dict[str, Any]]:
-    async with db.read(engine) as conn:
-        query = sa.select(event_outbox).order_by(event_outbox.c.seq)
-        return [dict(row) for row in (await conn.execute(query)).mappings()]
+    return await outbox_events(engine)
 
 
 def submitter(engine: AsyncEngine, **kw: Any) -> Submitter:
@@ -90,7 +89,11 @@ async def test_a_job_life_writes_one_event_per_change_in_order(engine: AsyncEngi
     written = await events(engine)
     assert [e["type"] for e in written] == ["job.queued", "job.running", "job.retrying", "job.running", "job.succeeded"]
     assert {e["subject"] for e in written} == {job.id}
-    assert written[-1]["data"]["result"] == {"n": 1} and written[2]["data"]["error"]["message"] == "boom"
+    assert written[2]["data"]["error"]["message"] == "boom" and written[2]["data"]["status"] == "queued"
+    done = written[-1]["data"]
+    assert (done["status"], done["attempts"], done["progress"]) == ("succeeded", 2, 100.0)
+    assert done["finished_at"] == written[-1]["time"].isoformat() == done["updated_at"]
+    assert "result" not in done and "input" not in done  # consumers GET the job for those
     assert len({e["id"] for e in written}) == 5
 
 

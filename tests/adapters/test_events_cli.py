@@ -21,9 +21,10 @@ from inferline.events.redis import RedisBroker
 
 
 def event(type_: str, subject: str) -> Message:
-    row = {"id": str(uuid.uuid4()), "seq": 1, "type": type_, "subject": subject, "tenant": "acme"}
-    row |= {"time": datetime.now(UTC), "data": {"status": type_.split(".")[1]}}
-    return Message(row["id"], type_, envelope.encode(envelope.cloud_event(row, source="/inferline/t")))
+    event_id, data = str(uuid.uuid4()), {"status": type_.split(".")[1]}
+    line = envelope.stored(event_id, type_, subject, "acme", datetime.now(UTC).isoformat(), data)
+    body = envelope.cloud_event_bytes(envelope.head(line)[2], source="/inferline/t", seq=1, index=0)
+    return Message(event_id, type_, body)
 
 
 async def tail_while_publishing(broker: RealBroker, *args: str) -> Result:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -96,29 +95,36 @@ class Publisher:
         self.metrics.events_outbox_rows.set(waiting)
 
     async def send_batch(self, lease: leases.Lease) -> tuple[int, bool]:
-        """Send one batch; returns (events sent, whether more may wait)."""
+        """Send the oldest unsent rows, about `batch` events (at least one whole row, in broker round trips
+        of at most `batch`), then mark the rows sent; returns (events sent, whether more may wait). A row
+        is marked only once every event of it was answered: a broker that fails halfway leaves the row
+        unsent, and it is sent again whole (at-least-once)."""
         async with db.read(self.engine) as conn:
             rows = await store.unsent(conn, self.config.batch)
         if not rows:
             return 0, False
-        fits: list[tuple[dict[str, Any], bytes]] = []
-        refused: list[tuple[dict[str, Any], str]] = []
-        for row in rows:
-            body = envelope.encode(envelope.cloud_event(row, source=self.source))
-            if len(body) <= self.config.max_bytes:
-                fits.append((row, body))
-            else:
-                refused.append((row, f"{len(body)} bytes: over events_max_bytes ({self.config.max_bytes})"))
+        fits: list[tuple[str, Message]] = []
+        refused: list[tuple[str, str]] = []
+        for seq, payload in rows:
+            for index, line in enumerate(envelope.lines(payload)):
+                event_id, type_, body = envelope.head(line)
+                data = envelope.cloud_event_bytes(body, source=self.source, seq=seq, index=index)
+                if len(data) <= self.config.max_bytes:
+                    fits.append((line, Message(event_id, type_, data)))
+                else:
+                    refused.append((line, f"{len(data)} bytes: over events_max_bytes ({self.config.max_bytes})"))
+        answers: list[str | None] = []
         try:
-            answers = await self._publish([Message(row["id"], row["type"], body) for row, body in fits])
+            for start in range(0, len(fits), self.config.batch):
+                answers += await self._publish([message for _, message in fits[start : start + self.config.batch]])
         except BrokerUnavailable as exc:
             self._back_off(exc)
             return 0, False
         self.backoff_s = 0.0
-        sent = [row["seq"] for (row, _), answer in zip(fits, answers, strict=True) if answer is None]
-        refused += [(row, answer) for (row, _), answer in zip(fits, answers, strict=True) if answer is not None]
-        await self._record(lease, sent, refused)
-        return len(sent), len(rows) == self.config.batch
+        refused += [(line, answer) for (line, _), answer in zip(fits, answers, strict=True) if answer is not None]
+        sent = sum(answer is None for answer in answers)
+        await self._record(lease, [seq for seq, _ in rows], sent, refused)
+        return sent, True
 
     async def _publish(self, messages: list[Message]) -> list[str | None]:
         if not messages:
@@ -132,18 +138,19 @@ class Publisher:
             raise BrokerUnavailable(f"the broker answered {len(answers)} of {len(messages)} events")
         return answers
 
-    async def _record(self, lease: leases.Lease, sent: list[int], refused: list[tuple[dict[str, Any], str]]) -> None:
+    async def _record(self, lease: leases.Lease, seqs: list[int], sent: int, refused: list[tuple[str, str]]) -> None:
         now = utcnow()
         async with db.write(self.engine) as conn:
             await leases.confirm(conn, lease)
-            await store.mark_sent(conn, sent, now)
+            await store.mark_sent(conn, seqs, now)
             await store.dead_letter(conn, refused, now)
-        self.metrics.events_published.labels(broker=self.broker.name).inc(len(sent))
-        self.metrics.events_outbox_rows.dec(len(sent) + len(refused))  # set again by the next `maintain`
+        self.metrics.events_published.labels(broker=self.broker.name).inc(sent)
+        self.metrics.events_outbox_rows.dec(sent + len(refused))  # set again by the next `maintain`
         if refused:
             self.metrics.events_dead_lettered.labels(cause="refused").inc(len(refused))
-            for row, reason in refused:
-                log.warning("event_refused", event_id=row["id"], type=row["type"], reason=reason)
+            for line, reason in refused:
+                event_id, type_, _ = envelope.head(line)
+                log.warning("event_refused", event_id=event_id, type=type_, reason=reason)
 
     def _back_off(self, exc: BrokerUnavailable) -> None:
         self.backoff_s = min(max(self.backoff_s * 2, self.config.poll_s), self.config.max_backoff_s)

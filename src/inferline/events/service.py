@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline import db
 from inferline.errors import NotFound
-from inferline.events import outbox, store
+from inferline.events import envelope, outbox, store
 
 
 def letter_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +40,6 @@ async def retry_dead_letter(engine: AsyncEngine, letter_id: str) -> dict[str, An
         row = await store.take_dead_letter(conn, letter_id)
         if row is None:
             raise NotFound(f"dead letter {letter_id} not found")
-        event = {key: row[key] for key in ("id", "type", "subject", "tenant", "time", "data")}
-        await outbox.add(conn, [event])
+        line = envelope.stored(row["id"], row["type"], row["subject"], row["tenant"], row["time"], row["data"])
+        await outbox.add(conn, [line])
     return letter_view(row)

@@ -10,20 +10,34 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferline import paging
+from inferline.events import envelope
 from inferline.schema import event_dead_letters, event_outbox
 
-_EVENT_COLUMNS = ("id", "type", "subject", "tenant", "time", "data")
 _UNSENT = event_outbox.c.sent_at.is_(None)
 
 
-async def unsent(conn: AsyncConnection, limit: int) -> list[dict[str, Any]]:
-    """The oldest unsent events, in outbox order."""
-    query = sa.select(event_outbox).where(_UNSENT).order_by(event_outbox.c.seq).limit(limit)
-    return [dict(row) for row in (await conn.execute(query)).mappings()]
+async def unsent(conn: AsyncConnection, max_events: int) -> list[tuple[int, str]]:
+    """The oldest unsent rows, in outbox order, as (seq, payload): whole rows, as many as hold at most
+    `max_events` events together, and at least one."""
+    o = event_outbox
+    heads = await conn.execute(sa.select(o.c.seq, o.c.events).where(_UNSENT).order_by(o.c.seq).limit(max_events))
+    chosen: list[int] = []
+    total = 0
+    for seq, count in heads:
+        if chosen and total + count > max_events:
+            break
+        chosen.append(seq)
+        total += count
+    if not chosen:
+        return []
+    rows = await conn.execute(sa.select(o.c.seq, o.c.payload).where(o.c.seq.in_(chosen)).order_by(o.c.seq))
+    return [(seq, payload) for seq, payload in rows]
 
 
 async def unsent_count(conn: AsyncConnection) -> int:
-    return int(await conn.scalar(sa.select(sa.func.count()).select_from(event_outbox).where(_UNSENT)) or 0)
+    """Unsent events (not rows)."""
+    o = event_outbox
+    return int(await conn.scalar(sa.select(sa.func.coalesce(sa.func.sum(o.c.events), 0)).where(_UNSENT)) or 0)
 
 
 async def mark_sent(conn: AsyncConnection, seqs: Sequence[int], now: datetime) -> None:
@@ -32,30 +46,38 @@ async def mark_sent(conn: AsyncConnection, seqs: Sequence[int], now: datetime) -
         await conn.execute(o.update().where(o.c.seq.in_(seqs)).values(sent_at=now))
 
 
-async def dead_letter(conn: AsyncConnection, rows: Sequence[tuple[dict[str, Any], str]], now: datetime) -> None:
-    """Move events from the outbox to the dead letters, each with its reason."""
-    if not rows:
-        return
-    letters = [{c: row[c] for c in _EVENT_COLUMNS} | {"reason": why[:2000], "failed_at": now} for row, why in rows]
-    await conn.execute(event_dead_letters.insert(), letters)
-    await conn.execute(event_outbox.delete().where(event_outbox.c.seq.in_([row["seq"] for row, _ in rows])))
+async def dead_letter(conn: AsyncConnection, events: Sequence[tuple[str, str]], now: datetime) -> None:
+    """Add stored events (`envelope.stored`) to the dead letters, each with its reason; the caller marks
+    their rows sent or deletes them."""
+    if events:
+        letters = [envelope.parse(line) | {"reason": why[:2000], "failed_at": now} for line, why in events]
+        await conn.execute(event_dead_letters.insert(), letters)
 
 
-async def overflow(conn: AsyncConnection, max_rows: int, reason: str, now: datetime, *, limit: int) -> int:
-    """Move the unsent events past the `max_rows` oldest (up to `limit` of them) to the dead letters:
-    the oldest stay in order for the broker's return; returns how many moved."""
+async def overflow(conn: AsyncConnection, max_events: int, reason: str, now: datetime, *, limit: int) -> int:
+    """Past `max_events` unsent events, move the newest rows' events to the dead letters until the outbox
+    is back within it (at most about `limit` events a call): the oldest stay in order for the broker's
+    return. Whole rows move, so the outbox may end a row's worth under the bound. Returns how many moved."""
     o = event_outbox
-    first_over = await conn.scalar(sa.select(o.c.seq).where(_UNSENT).order_by(o.c.seq).offset(max_rows).limit(1))
-    if first_over is None:
+    excess = min(await unsent_count(conn) - max_events, limit)
+    if excess <= 0:
         return 0
-    query = sa.select(o).where(_UNSENT, o.c.seq >= first_over).order_by(o.c.seq).limit(limit)
-    rows = [dict(row) for row in (await conn.execute(query)).mappings()]
-    await dead_letter(conn, [(row, reason) for row in rows], now)
-    return len(rows)
+    newest = await conn.execute(sa.select(o.c.seq, o.c.events).where(_UNSENT).order_by(o.c.seq.desc()).limit(limit))
+    chosen: list[int] = []
+    moved = 0
+    for seq, count in newest:
+        chosen.append(seq)
+        moved += count
+        if moved >= excess:
+            break
+    rows = await conn.execute(sa.select(o.c.payload).where(o.c.seq.in_(chosen)))
+    await dead_letter(conn, [(line, reason) for (payload,) in rows for line in envelope.lines(payload)], now)
+    await conn.execute(o.delete().where(o.c.seq.in_(chosen)))
+    return moved
 
 
 async def prune_sent(conn: AsyncConnection, before: datetime, *, limit: int) -> int:
-    """Delete up to `limit` events sent before `before`, oldest first: a walk of the primary key from its
+    """Delete up to `limit` rows sent before `before`, oldest first: a walk of the primary key from its
     start, where the old sent rows are, that stops at the first `limit`."""
     o = event_outbox
     old = sa.select(o.c.seq).where(o.c.sent_at < before).order_by(o.c.seq).limit(limit).scalar_subquery()

@@ -6,8 +6,8 @@ transactions can then never each hold a row the other waits for: a worker's rene
 its outcome write run at once on separate connections, over the same rows.
 
 Every write that changes a job's status (or asks a running job to stop) also writes its event to the
-outbox, in the same transaction, when the engine has events on (`events/outbox.py`): one statement per
-call, so a batch of outcomes costs one more executemany.
+outbox, in the same transaction, when the engine has events on (`events/outbox.py`): one outbox row per
+call, whatever its number of jobs, so a claim or a batch of outcomes costs one more single-row insert.
 
 Fairness is start-time fair queuing. Each job gets a `fair_seq` at submission:
 `max(tenant's last seq + 1, head of the queue)`, where the head is the smallest queued seq at that
@@ -116,7 +116,7 @@ def add_jobs_sync(conn: sa.Connection, batch: Sequence[Job]) -> list[Job]:
     placed = place(batch, lasts)
     conn.execute(jobs.insert(), [job_values(job) for job in placed])
     if outbox.enabled(conn):
-        outbox.add_sync(conn, outbox.job_rows(("job.queued", job) for job in placed))
+        outbox.add_sync(conn, outbox.job_events(("job.queued", job, None) for job in placed))
     return placed
 
 
@@ -137,13 +137,6 @@ def _ended_event(values: Mapping[str, Any]) -> str:
     return f"job.{status}"
 
 
-def _as_job(job: Job, values: Mapping[str, Any]) -> Job:
-    changed = dict(values)
-    if "status" in changed:
-        changed["status"] = JobStatus(changed["status"])
-    return replace(job, **changed)
-
-
 @dataclass(frozen=True)
 class LeaseState:
     """What a heartbeat learns about one of its jobs."""
@@ -159,10 +152,13 @@ class JobStore:
         self.dialect = conn.dialect.name
         self.events = outbox.enabled(conn)
 
-    async def _record(self, changes: Iterable[tuple[str | None, Job]]) -> None:
-        """Outbox rows for these changes (one statement), when events are on; a None type is skipped."""
+    async def _record(self, changes: Iterable[tuple[str | None, Job, Mapping[str, Any] | None]]) -> None:
+        """The events of these changes (`(type, job as read, values written over it)`; a None type is
+        skipped) in one outbox row, when events are on."""
         if self.events:
-            await outbox.add(self.conn, outbox.job_rows((t, job) for t, job in changes if t is not None))
+            lines = outbox.job_events((t, job, values) for t, job, values in changes if t is not None)
+            if lines:
+                await outbox.add(self.conn, lines)
 
     # -- submission ---------------------------------------------------------------------------
 
@@ -170,7 +166,7 @@ class JobStore:
         """Insert jobs (one executemany) with their fair sequence numbers."""
         placed = await self._place_in_lanes(batch)
         await self.conn.execute(jobs.insert(), [job_values(job) for job in placed])
-        await self._record(("job.queued", job) for job in placed)
+        await self._record(("job.queued", job, None) for job in placed)
         if self.dialect == "postgresql":
             for kind in sorted({job.kind for job in placed}):
                 await self.conn.execute(sa.select(sa.func.pg_notify("inferline_jobs", kind)))
@@ -180,7 +176,7 @@ class JobStore:
         """Put a failed job back in line, as if it were submitted now."""
         [job] = await self._place_in_lanes([job])
         await self.conn.execute(jobs.update().where(jobs.c.id == job.id).values(**job_values(job)))
-        await self._record([("job.requeued", job)])
+        await self._record([("job.requeued", job, None)])
         return job
 
     async def _place_in_lanes(self, batch: Sequence[Job]) -> list[Job]:
@@ -255,7 +251,7 @@ class JobStore:
         del values["id"]
         result = await self.conn.execute(query.values(**values))
         if result.rowcount:
-            await self._record([(change_event(expect_status, job), job)])
+            await self._record([(change_event(expect_status, job), job, None)])
         return bool(result.rowcount)
 
     async def lock_rows(self, job_ids: Iterable[str]) -> dict[str, bool]:
@@ -277,7 +273,7 @@ class JobStore:
         if not await self.update_running(job.id, job.lease_owner or "", values):
             return False
         event = "job.lease_expired" if values["status"] == JobStatus.QUEUED.value else _ended_event(values)
-        await self._record([(event, _as_job(job, values))])
+        await self._record([(event, job, values)])
         return True
 
     # -- the queue ----------------------------------------------------------------------------
@@ -308,7 +304,7 @@ class JobStore:
             update = _claim_update(tuple(allowed))
         claimed = [job_from_row(row) for row in (await self.conn.execute(update, params)).mappings()]
         claimed.sort(key=lambda job: (job.priority, job.fair_seq, job.id))
-        await self._record(("job.running", job) for job in claimed)
+        await self._record(("job.running", job, None) for job in claimed)
         return claimed
 
     async def commit_without_waiting_for_disk(self) -> None:
@@ -323,7 +319,7 @@ class JobStore:
         self, owner: str, rows: list[tuple[Job, dict[str, Any]]], now: datetime, *, locked: bool = False
     ) -> set[str]:
         """Write the ends of many attempts (each job as claimed, and the column values of its end), grouped
-        into one executemany per set of columns; their events take one more.
+        into one executemany per set of columns; their events take one more row.
 
         Every such write sets `updated_at=now` and clears the lease, which is how the rows that
         applied are told from those whose lease was lost (executemany gives no per-row count). Each
@@ -339,7 +335,7 @@ class JobStore:
             await self.conn.execute(_running_update(columns), [p | {"_owner": owner} for p in params])
         result = await self.conn.execute(_finished_rows(), {"ids": [job.id for job, _ in rows], "now": now})
         applied = {row[0] for row in result}
-        await self._record((_ended_event(v), _as_job(job, v)) for job, v in rows if job.id in applied)
+        await self._record((_ended_event(values), job, values) for job, values in rows if job.id in applied)
         return applied
 
     async def _free_slots(self, kind_limits: Mapping[str, int], kinds: Sequence[str]) -> dict[str, int]:

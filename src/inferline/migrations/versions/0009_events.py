@@ -23,20 +23,15 @@ def upgrade() -> None:
     op.create_table(
         "event_outbox",
         sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("id", sa.String(length=36), nullable=False),
-        sa.Column("type", sa.String(length=64), nullable=False),
-        sa.Column("subject", sa.String(length=36), nullable=False),
-        sa.Column("tenant", sa.String(length=100), nullable=False),
-        sa.Column("time", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("data", _JSON, nullable=False),
+        sa.Column("events", sa.Integer(), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("seq"),
-        sa.UniqueConstraint("id"),
     )
     op.create_index(
         "ix_event_outbox_unsent",
         "event_outbox",
-        ["seq"],
+        ["seq", "events"],
         postgresql_where=sa.text("sent_at IS NULL"),
         sqlite_where=sa.text("sent_at IS NULL"),
     )
