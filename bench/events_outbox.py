@@ -20,14 +20,17 @@ import platform
 import statistics
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline import db, leases
+from inferline.bootstrap import build_broker
 from inferline.clock import utcnow
+from inferline.config import Settings
 from inferline.events import outbox
-from inferline.events.broker import MemoryBroker
+from inferline.events.broker import Broker, MemoryBroker
 from inferline.events.publisher import LEASE, Publisher, PublisherConfig
 from inferline.jobs.model import RetryPolicy
 from inferline.jobs.outcomes import Outcome, record_outcomes
@@ -65,18 +68,25 @@ async def claim_and_finish(engine: AsyncEngine, batch: int, metrics: Metrics) ->
     return elapsed / batch * 1e6
 
 
-async def publish_cost(engine: AsyncEngine, events: int) -> float:
-    """µs per event of the publisher sending `events` waiting events to the in-memory broker."""
+async def publish_cost(engine: AsyncEngine, events: int, broker_url: str | None) -> float:
+    """µs per event of the publisher sending `events` waiting events to the broker (the in-memory one
+    without a URL)."""
     lease = leases.Lease(LEASE, "bench")
     assert await leases.acquire(engine, LEASE, lease.owner, ttl_s=600)
-    broker = MemoryBroker()
-    publisher = Publisher(engine, broker, Metrics(), PublisherConfig(topic="bench", drain_s=600))
+    topic = f"bench{uuid.uuid4().hex[:8]}"
+    settings = Settings(events_broker=broker_url, events_topic=topic)
+    broker: Broker = build_broker(settings) if broker_url else MemoryBroker()
+    publisher = Publisher(engine, broker, Metrics(), PublisherConfig(topic=topic, drain_s=600))
     await publisher.maintain(lease)
     started = time.perf_counter()
-    while await publisher.step(lease):
-        pass
+    sent = 0
+    try:
+        while done := await publisher.step(lease):
+            sent += done
+    finally:
+        await broker.aclose()
     elapsed = time.perf_counter() - started
-    assert len(broker.sent) == events, (len(broker.sent), events)
+    assert sent == events, (sent, events)
     return elapsed / events * 1e6
 
 
@@ -110,7 +120,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     cost = await claim_and_finish(engine, args.batch, metrics)
                     if round_ >= args.warmup:
                         times[name].append(cost)
-            per_event = await publish_cost(on, 2 * args.batch * (args.warmup + args.rounds))
+            per_event = await publish_cost(on, 2 * args.batch * (args.warmup + args.rounds), args.broker)
         finally:
             for engine in engines:
                 await engine.dispose()
@@ -130,6 +140,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "added_us_per_job": statistics.median(diffs),
         "added_range": (min(diffs), max(diffs)),
         "publish_us_per_event": per_event,
+        "broker": args.broker or "memory",
     }
 
 
@@ -147,7 +158,7 @@ def report(r: dict[str, object]) -> str:
             f"| claim + finish per job, events on (median) | {r['on_us_per_job']:.1f} |",
             f"| added by events per job (median of block differences, range) | {r['added_us_per_job']:.1f} "
             f"({low:.1f}..{high:.1f}) |",
-            f"| publisher per event (memory broker) | {r['publish_us_per_event']:.1f} |",
+            f"| publisher per event ({r['broker']} broker) | {r['publish_us_per_event']:.1f} |",
         ]
     )
 
@@ -158,5 +169,6 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--broker", default=None, help="the publisher's broker URL (default: in memory)")
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL (INFERLINE_TEST_PG_URL) instead of SQLite")
     print(report(asyncio.run(run(parser.parse_args()))))

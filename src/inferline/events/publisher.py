@@ -45,6 +45,9 @@ class PublisherConfig:
     max_backoff_s: float = 30.0
     drain_s: float = 2.0
     maintain_s: float = 1.0  # the bound, the pruning and the gauge: at most this often
+    # Events read from the outbox and marked sent per database round (sent in round trips of `batch`): the
+    # outbox's reads and writes, a SQLite writer's lock included, are paid once per this many events.
+    read_events: int = 2048
 
 
 class Publisher:
@@ -95,12 +98,12 @@ class Publisher:
         self.metrics.events_outbox_rows.set(waiting)
 
     async def send_batch(self, lease: leases.Lease) -> tuple[int, bool]:
-        """Send the oldest unsent rows, about `batch` events (at least one whole row, in broker round trips
-        of at most `batch`), then mark the rows sent; returns (events sent, whether more may wait). A row
-        is marked only once every event of it was answered: a broker that fails halfway leaves the row
-        unsent, and it is sent again whole (at-least-once)."""
+        """Send the oldest unsent rows, up to `read_events` events (at least one whole row), in broker round
+        trips of at most `batch` events, within `timeout_s` in all; then mark the rows sent. Returns (events
+        sent, whether more may wait). A row is marked only once every event of it was answered: a broker
+        that fails halfway leaves the rows unsent, and they are sent again whole (at-least-once)."""
         async with db.read(self.engine) as conn:
-            rows = await store.unsent(conn, self.config.batch)
+            rows = await store.unsent(conn, max(self.config.read_events, self.config.batch))
         if not rows:
             return 0, False
         fits: list[tuple[str, Message]] = []
@@ -113,10 +116,8 @@ class Publisher:
                     fits.append((line, Message(event_id, type_, data)))
                 else:
                     refused.append((line, f"{len(data)} bytes: over events_max_bytes ({self.config.max_bytes})"))
-        answers: list[str | None] = []
         try:
-            for start in range(0, len(fits), self.config.batch):
-                answers += await self._publish([message for _, message in fits[start : start + self.config.batch]])
+            answers = await self._publish([message for _, message in fits])
         except BrokerUnavailable as exc:
             self._back_off(exc)
             return 0, False
@@ -127,15 +128,17 @@ class Publisher:
         return sent, True
 
     async def _publish(self, messages: list[Message]) -> list[str | None]:
-        if not messages:
-            return []
+        answers: list[str | None] = []
         try:
             async with asyncio.timeout(self.config.timeout_s):
-                answers = await self.broker.publish(messages)
+                for start in range(0, len(messages), self.config.batch):
+                    trip = messages[start : start + self.config.batch]
+                    answered = await self.broker.publish(trip)
+                    if len(answered) != len(trip):
+                        raise BrokerUnavailable(f"the broker answered {len(answered)} of {len(trip)} events")
+                    answers += answered
         except TimeoutError as exc:
             raise BrokerUnavailable(f"the broker did not answer within {self.config.timeout_s:g} s") from exc
-        if len(answers) != len(messages):
-            raise BrokerUnavailable(f"the broker answered {len(answers)} of {len(messages)} events")
         return answers
 
     async def _record(self, lease: leases.Lease, seqs: list[int], sent: int, refused: list[tuple[str, str]]) -> None:
