@@ -1,5 +1,5 @@
-"""Job changes write their events to the outbox in their own transaction, on SQLite and PostgreSQL, and only
-when the engine has events on."""
+"""Job changes, alerts and (tests/api/test_events_api.py) batches write their events to the outbox in their own
+transaction, on SQLite and PostgreSQL, and only when the engine has events on."""
 
 from __future__ import annotations
 
@@ -23,7 +23,15 @@ from inferline.jobs.outcomes import Outcome, reap_jobs, record_outcomes
 from inferline.jobs.service import cancel_job, claim_jobs, retry_job
 from inferline.jobs.store import JobStore
 from inferline.jobs.submission import JobRequest, Submitter, new_job
+from inferline.leases import Lease, acquire
 from inferline.metrics import Metrics
+from inferline.monitor import samples
+from inferline.monitor.evaluator import LEASE as EVALUATOR
+from inferline.monitor.evaluator import Evaluator
+from inferline.monitor.notifier import Notifier
+from inferline.monitor.rules import RuleIn, create_rule
+from inferline.monitor.samples import HOUR, MINUTE, RAW, Sample
+from inferline.outbound import OutboundPolicy
 from inferline.schema import event_outbox
 
 ECHO = {"message": "x", "steps": 0}
@@ -146,3 +154,50 @@ async def test_the_sqlite_one_hop_writer_writes_events_too(tmp_path: Any) -> Non
     finally:
         writer.close()
         await engine.dispose()
+
+
+async def test_a_claim_of_several_jobs_is_one_outbox_row_with_their_events_in_order(engine: AsyncEngine) -> None:
+    events_on(engine)
+    jobs = [(await submitter(engine).submit(JobRequest("echo", ECHO), tenant="a"))[0] for _ in range(3)]
+    claimed = await claim(engine)
+    running = [e for e in await events(engine) if e["type"] == "job.running"]
+    assert [e["subject"] for e in running] == [job.id for job in claimed] and len(claimed) == 3
+    assert {e["seq"] for e in running} == {running[0]["seq"]} and [e["index"] for e in running] == [0, 1, 2]
+    assert {e["subject"] for e in running} == {job.id for job in jobs}
+    async with db.read(engine) as conn:
+        counts = (await conn.execute(sa.select(event_outbox.c.events).order_by(event_outbox.c.seq))).scalars().all()
+    assert counts == [1, 1, 1, 3]  # three submissions, one claim
+
+
+async def test_an_alert_writes_firing_when_it_starts_and_resolved_not_its_repeats(engine: AsyncEngine) -> None:
+    events_on(engine)
+    metrics = Metrics()
+    notifier = Notifier(
+        {}, outbound=OutboundPolicy(), metrics=metrics, attempts=1, timeout_s=1, breaker_failures=3, cooldown_s=60
+    )
+    evaluator = Evaluator(engine, notifier, metrics, {RAW: 86_400.0, MINUTE: 86_400.0, HOUR: 86_400.0})
+    rule = RuleIn(name="deep", metric="queue_depth", comparator="gt", threshold=10, window_s=60, repeat_s=60)
+    await create_rule(engine, rule, channels={})
+    lease = Lease(EVALUATOR, "test")
+    assert await acquire(engine, lease.name, lease.owner, ttl_s=60)
+    start = utcnow()
+
+    async def step(seconds: float, depth: float) -> list[str]:
+        at = start + timedelta(seconds=seconds)
+        async with db.write(engine) as conn:
+            await samples.insert(conn, [Sample("queue_depth", depth, {"kind": "ocr"})], at)
+        return [t.event for t in await evaluator.step(lease, at)]
+
+    try:
+        assert await step(0, 50) == ["firing"]
+        assert await step(70, 50) == ["firing"]  # a repeated notification: no event
+        assert await step(80, 1) == ["resolved"]
+    finally:
+        await notifier.aclose()
+    written = await events(engine)
+    assert [e["type"] for e in written] == ["alert.firing", "alert.resolved"]
+    firing, resolved = written
+    assert firing["subject"] == resolved["subject"] == firing["data"]["id"] and firing["tenant"] == ""
+    assert firing["data"]["state"] == "firing" and firing["data"]["labels"] == {"kind": "ocr"}
+    assert resolved["data"]["state"] == "resolved" and resolved["data"]["resolved_at"] is not None
+    assert firing["time"] == start and resolved["time"] == start + timedelta(seconds=80)

@@ -422,7 +422,8 @@ def _write_lines(spool: BinaryIO, rows: list[dict[str, Any]], failed: bool) -> N
 
 def _done(batch: Batch, values: dict[str, Any], state: dict[str, Any]) -> Batch:
     done = replace(batch, **{k: v for k, v in values.items() if k in Batch.__dataclass_fields__})
-    return replace(done, completed=state["completed"], failed=state["failed"])
+    # `batch` is as read when the job started, before its records were counted: the counts come from `state`.
+    return replace(done, total=state["total"], completed=state["completed"], failed=state["failed"])
 
 
 async def _webhook(conn: Any, done: Batch, job_id: str, now: datetime) -> None:

@@ -35,9 +35,19 @@ def source_of(topic: str) -> str:
     return f"/inferline/{topic}"
 
 
-def stored(event_id: str, type_: str, subject: str, tenant: str, time: datetime, data: Mapping[str, Any]) -> str:
+def stored(
+    event_id: str,
+    type_: str,
+    subject: str,
+    tenant: str,
+    time: datetime,
+    data: Mapping[str, Any],
+    *,
+    any_keys: bool = False,
+) -> str:
     """An event as the outbox keeps it (a line, see the module docstring); `data` holds JSON values and
-    datetimes."""
+    datetimes. `any_keys`: its dicts' keys may be other than plain `str` (a SQLAlchemy row's names are a
+    subclass; numbers), written as strings like `json.dumps` does, at some cost."""
     event: dict[str, Any] = {
         "id": event_id,
         "type": TYPE_PREFIX + type_,
@@ -48,7 +58,8 @@ def stored(event_id: str, type_: str, subject: str, tenant: str, time: datetime,
     if tenant:
         event["tenant"] = tenant
     event["data"] = data
-    return f"{event_id}\t{type_}\t{orjson.dumps(event).decode()}"
+    encoded = orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS if any_keys else None)
+    return f"{event_id}\t{type_}\t{encoded.decode()}"
 
 
 def lines(payload: str) -> list[str]:

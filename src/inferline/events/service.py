@@ -40,6 +40,7 @@ async def retry_dead_letter(engine: AsyncEngine, letter_id: str) -> dict[str, An
         row = await store.take_dead_letter(conn, letter_id)
         if row is None:
             raise NotFound(f"dead letter {letter_id} not found")
-        line = envelope.stored(row["id"], row["type"], row["subject"], row["tenant"], row["time"], row["data"])
+        event = (row["id"], row["type"], row["subject"], row["tenant"], row["time"], row["data"])
+        line = envelope.stored(*event, any_keys=True)
         await outbox.add(conn, [line])
     return letter_view(row)
