@@ -209,7 +209,11 @@ class Settings(BaseSettings):
     )
     events_batch: int = Field(default=256, ge=1, le=10_000, description="events per broker round trip")
     events_publish_poll_s: float = Field(default=0.5, gt=0, description="the publisher looks for new events this often")
-    events_publish_timeout_s: float = Field(default=10.0, gt=0, description="a batch's whole time at the broker")
+    events_publish_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="the whole time at the broker of one database round of events (all its round trips)",
+    )
     events_max_bytes: int = Field(
         default=1_000_000, ge=1024, description="an event larger than this (JSON) is dead-lettered, not sent"
     )

@@ -3,12 +3,14 @@ to the broker in outbox order and marks them sent.
 
 Each step first (at most every `maintain_s`) bounds the outbox (past `max_rows` unsent events, the newer
 ones move to the dead letters: the oldest wait in order, state changes never wait for the broker), prunes
-sent events past their retention and sets `inferline_events_outbox_rows`; then it sends batches until the
-outbox is empty or `drain_s` passed. A broker that does not take a batch (`BrokerUnavailable`, or no answer within
-`timeout_s`) leaves every event of it unsent and is tried again after a backoff that doubles up to
-`max_backoff_s`; an event the broker refuses, or one over `max_bytes`, moves to the dead letters. Sent
-marks are fenced by the lease: a publisher replaced mid-batch writes nothing, and its successor sends
-that batch again (at-least-once; consumers dedupe by event id).
+sent rows past their retention and sets `inferline_events_outbox_rows` (unsent events); then it sends
+rows until the outbox is empty or `drain_s` passed: up to `read_events` events per database round, in
+broker round trips of `batch`. A broker that does not take them all (`BrokerUnavailable`, or no answer
+within `timeout_s`) leaves the round's rows unsent, to be sent again whole after a backoff that doubles
+up to `max_backoff_s`; an event the broker refuses, or one over `max_bytes`, moves to the dead letters
+alone. Sent marks are fenced by the lease: a publisher replaced mid-round writes nothing, and its
+successor sends those rows again (at-least-once; consumers dedupe by event id). It polls every `poll_s`:
+see docs/events.md for why a local write does not wake it.
 """
 
 from __future__ import annotations
