@@ -5,7 +5,7 @@ bound, with the in-package memory broker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ from tests.event_brokers import RealBroker, outbox_events
 from tests.helpers import eventually
 
 from inferline import db, leases
+from inferline.errors import BrokerUnavailable
 from inferline.events import outbox, service
-from inferline.events.broker import Broker, MemoryBroker
+from inferline.events.broker import Broker, MemoryBroker, Message
 from inferline.events.nats import stream_name
 from inferline.events.publisher import LEASE, Publisher, PublisherConfig
 from inferline.events.rabbitmq import exchange_name
@@ -228,3 +229,28 @@ async def test_an_event_over_the_size_limit_is_dead_lettered_without_a_send(engi
     publisher, lease = await elected(engine, broker, max_bytes=100)
     assert await publisher.step(lease) == 0
     assert broker.sent == [] and "over events_max_bytes" in (await dead_letters(engine))[0]["reason"]
+
+
+class FailsOnSecondTrip(MemoryBroker):
+    """Takes the first round trip, then is unreachable."""
+
+    async def publish(self, messages: Sequence[Message]) -> list[str | None]:
+        if self.sent:
+            raise BrokerUnavailable("gone after the first round trip")
+        return await super().publish(messages)
+
+
+async def test_a_row_is_marked_sent_only_when_every_event_of_it_was_answered(engine: AsyncEngine) -> None:
+    ids = await submit(engine, 3)
+    await claim_jobs(engine, owner="w", kinds=["echo"], limit=3, lease_s=30, kind_limits={})  # one row, 3 events
+    flaky = FailsOnSecondTrip()
+    publisher, lease = await elected(engine, flaky, batch=2)
+    assert await publisher.step(lease) == 0  # 2 of the 5 events went out, then the broker failed
+    assert [m.type for m in flaky.sent] == ["job.queued", "job.queued"]
+    assert all(row["sent_at"] is None for row in await outbox_rows(engine))
+    broker = MemoryBroker()
+    publisher.broker, publisher._resume_at = broker, 0.0
+    assert await publisher.step(lease) == 6  # everything again, in order: consumers dedupe the two by id
+    assert [m.id for m in broker.sent] == [row["id"] for row in await outbox_rows(engine)]
+    assert [m.type for m in broker.sent] == ["job.queued"] * 3 + ["job.running"] * 3
+    assert {m.id for m in flaky.sent} <= {m.id for m in broker.sent} and len(ids) == 3
