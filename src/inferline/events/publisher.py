@@ -102,10 +102,13 @@ class Publisher:
     async def send_batch(self, lease: leases.Lease) -> tuple[int, bool]:
         """Send the oldest unsent rows, up to `read_events` events (at least one whole row), in broker round
         trips of at most `batch` events, within `timeout_s` in all; then mark the rows sent. Returns (events
-        sent, whether more may wait). A row is marked only once every event of it was answered: a broker
-        that fails halfway leaves the rows unsent, and they are sent again whole (at-least-once)."""
+        sent, whether more waited). A row is marked only once every event of it was answered: a broker
+        that fails halfway leaves the rows unsent, and they are sent again whole (at-least-once). A round
+        that took every waiting row ends the step: the publisher does not chase a busy writer row by row
+        (a database round, a SQLite write among them, per store write) but comes back at the next poll
+        for all that was written meanwhile."""
         async with db.read(self.engine) as conn:
-            rows = await store.unsent(conn, max(self.config.read_events, self.config.batch))
+            rows, more = await store.unsent(conn, max(self.config.read_events, self.config.batch))
         if not rows:
             return 0, False
         fits: list[tuple[str, Message]] = []
@@ -127,7 +130,7 @@ class Publisher:
         refused += [(line, answer) for (line, _), answer in zip(fits, answers, strict=True) if answer is not None]
         sent = sum(answer is None for answer in answers)
         await self._record(lease, [seq for seq, _ in rows], sent, refused)
-        return sent, True
+        return sent, more
 
     async def _publish(self, messages: list[Message]) -> list[str | None]:
         answers: list[str | None] = []

@@ -16,11 +16,12 @@ from inferline.schema import event_dead_letters, event_outbox
 _UNSENT = event_outbox.c.sent_at.is_(None)
 
 
-async def unsent(conn: AsyncConnection, max_events: int) -> list[tuple[int, str]]:
+async def unsent(conn: AsyncConnection, max_events: int) -> tuple[list[tuple[int, str]], bool]:
     """The oldest unsent rows, in outbox order, as (seq, payload): whole rows, as many as hold at most
-    `max_events` events together, and at least one."""
+    `max_events` events together, and at least one; and whether more unsent rows may wait after them."""
     o = event_outbox
-    heads = await conn.execute(sa.select(o.c.seq, o.c.events).where(_UNSENT).order_by(o.c.seq).limit(max_events))
+    query = sa.select(o.c.seq, o.c.events).where(_UNSENT).order_by(o.c.seq).limit(max_events)
+    heads = (await conn.execute(query)).all()
     chosen: list[int] = []
     total = 0
     for seq, count in heads:
@@ -29,9 +30,9 @@ async def unsent(conn: AsyncConnection, max_events: int) -> list[tuple[int, str]
         chosen.append(seq)
         total += count
     if not chosen:
-        return []
+        return [], False
     rows = await conn.execute(sa.select(o.c.seq, o.c.payload).where(o.c.seq.in_(chosen)).order_by(o.c.seq))
-    return [(seq, payload) for seq, payload in rows]
+    return [(seq, payload) for seq, payload in rows], len(chosen) < len(heads) or len(heads) == max_events
 
 
 async def unsent_count(conn: AsyncConnection) -> int:
