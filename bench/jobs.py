@@ -7,6 +7,10 @@
 Drain rates are measured from the first completion to the last, so every system's start-up time is
 left out alike. Run: `./dev bench jobs [--jobs N] [--requests N]`. Prints a Markdown table and writes
 bench/results/jobs-<date>.json.
+
+`--events`: only the cost of the events outbox (docs/events.md): the SQLite drain with events off and on
+(to the local Redis, `--events-broker`), alternated `--rounds` times in the same run, with the ratio of
+medians, and the events published per second by the worker's publisher while it drains.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from inferline import db
 from inferline.clock import utcnow
 from inferline.jobs.store import job_values
 from inferline.jobs.submission import JobRequest, new_job
-from inferline.schema import jobs, lanes
+from inferline.schema import event_outbox, jobs, lanes
 from serving import serve  # bench/ is on sys.path: these files run as scripts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +99,14 @@ async def insert_noop_jobs(url: str, total: int) -> None:
     await engine.dispose()
 
 
-async def inferline_drain(url: str, total: int) -> float:
+async def inferline_drain(url: str, total: int, events: dict[str, str] | None = None) -> float:
+    """Jobs/s; `events`: the worker's INFERLINE_EVENTS_* settings (its publisher sends what it writes)."""
+    return (await _drain(url, total, events))[0]
+
+
+async def _drain(url: str, total: int, events: dict[str, str] | None) -> tuple[float, float]:
+    """(jobs/s drained, events/s published: all the outbox's events over the time from the first
+    completion until none is left unsent; 0 without events)."""
     db.upgrade(url)
     await insert_noop_jobs(url, total)
     engine = db.create_engine(url, pool_size=1)
@@ -104,18 +115,85 @@ async def inferline_drain(url: str, total: int) -> float:
         async with db.read(engine) as conn:
             return int(await conn.scalar(sa.select(sa.func.count()).where(jobs.c.status == "succeeded")) or 0)
 
+    async def published() -> int:
+        async with db.read(engine) as conn:
+            total_events = await conn.scalar(sa.select(sa.func.sum(event_outbox.c.events)))
+            unsent = await conn.scalar(sa.select(sa.func.count()).where(event_outbox.c.sent_at.is_(None)))
+        return int(total_events or 0) if not unsent else 0
+
     worker = subprocess.Popen(
         [sys.executable, "-m", "inferline.cli", "worker", "--concurrency", str(CONCURRENCY), "--database-url", url],
         cwd=ROOT,
-        env=os.environ | {"INFERLINE_LOG_LEVEL": "warning"},
+        env=os.environ | {"INFERLINE_LOG_LEVEL": "warning"} | (events or {}),
     )
     try:
+        started = time.perf_counter()
         seconds = await wait_drained(count, total)
+        events_per_s = 0.0
+        if events and not events.get("_unsent"):
+            await wait_drained(published, 2 * total)  # running and succeeded per job
+            events_per_s = 2 * total / (time.perf_counter() - started)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
         await engine.dispose()
-    return total / seconds
+    return total / seconds, events_per_s
+
+
+async def events_cost(args: argparse.Namespace) -> dict[str, Any]:
+    """The SQLite drain with events off and on, alternated in one run."""
+    off: list[float] = []
+    on: list[float] = []
+    published: list[float] = []
+    written: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(args.rounds):
+            off.append((await _drain(f"sqlite+aiosqlite:///{tmp}/off{round_}.db", args.jobs, None))[0])
+            events = {
+                "INFERLINE_EVENTS_BROKER": args.events_broker,
+                "INFERLINE_EVENTS_TOPIC": f"bench{uuid.uuid4().hex[:8]}",
+            }
+            rate, events_per_s = await _drain(f"sqlite+aiosqlite:///{tmp}/on{round_}.db", args.jobs, events)
+            on.append(rate)
+            published.append(events_per_s)
+            # The outbox's own cost: events written, the broker unreachable (its publisher backs off).
+            events |= {"INFERLINE_EVENTS_BROKER": "redis://127.0.0.1:1/0", "_unsent": "1"}
+            written.append((await _drain(f"sqlite+aiosqlite:///{tmp}/w{round_}.db", args.jobs, events))[0])
+    return {
+        "jobs": args.jobs,
+        "broker": args.events_broker,
+        "off_per_s": off,
+        "on_per_s": on,
+        "outbox_only_per_s": written,
+        "events_per_s": published,
+        "ratio": statistics.median(on) / statistics.median(off),
+    }
+
+
+def events_report(results: dict[str, Any]) -> str:
+    written = statistics.median(results["outbox_only_per_s"])
+
+    def runs(values: list[float]) -> str:
+        return ", ".join(f"{value:.0f}" for value in values)
+
+    return "\n".join(
+        [
+            f"events outbox cost, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}; SQLite, {results['jobs']} no-op jobs per run, 1 worker process "
+            f"({CONCURRENCY} slots), broker {results['broker']}",
+            "",
+            "| measure | runs | median |",
+            "|---|---|---|",
+            f"| drained/s, events off | {runs(results['off_per_s'])} | {statistics.median(results['off_per_s']):.0f} |",
+            f"| drained/s, events on | {runs(results['on_per_s'])} | {statistics.median(results['on_per_s']):.0f} |",
+            f"| on / off | | {results['ratio']:.2f} |",
+            f"| drained/s, events written, broker unreachable | {runs(results['outbox_only_per_s'])} | "
+            f"{statistics.median(results['outbox_only_per_s']):.0f} |",
+            f"| written only / off | | {written / statistics.median(results['off_per_s']):.2f} |",
+            f"| events published/s (2 per job, drain and publish overlapped) | {runs(results['events_per_s'])} | "
+            f"{statistics.median(results['events_per_s']):.0f} |",
+        ]
+    )
 
 
 # -- submissions over HTTP -------------------------------------------------------------------------
@@ -296,9 +374,17 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--requests", type=int, default=5_000)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--events", action="store_true", help="only the events outbox's cost (see above)")
+    parser.add_argument("--events-broker", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--rounds", type=int, default=3, help="--events: off/on pairs")
     arguments = parser.parse_args()
-    outcome = asyncio.run(main(arguments))
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
+    if arguments.events:
+        outcome = asyncio.run(events_cost(arguments))
+        (out / f"jobs-events-{datetime.now(UTC):%Y%m%d-%H%M}.json").write_text(json.dumps(outcome, indent=2))
+        print(events_report(outcome))
+        sys.exit(0)
+    outcome = asyncio.run(main(arguments))
     (out / f"jobs-{datetime.now(UTC):%Y%m%d-%H%M}.json").write_text(json.dumps(outcome, indent=2))
     print(report(outcome, arguments))

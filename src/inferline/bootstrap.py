@@ -17,6 +17,10 @@ from inferline.batches.records import Limits as BatchLimits
 from inferline.breakers import Breakers
 from inferline.config import Settings
 from inferline.db import SqliteWriter, create_engine
+from inferline.events import outbox
+from inferline.events.broker import Broker
+from inferline.events.deps import EventsDeps
+from inferline.events.publisher import Publisher, PublisherConfig
 from inferline.files.blobs import BlobStore
 from inferline.files.store import Quota
 from inferline.files.sweep import run_sweeper
@@ -81,9 +85,12 @@ class Services:
     watchers: JobWatchers
     monitor: MonitorDeps
     tracing: Tracing
+    events: EventsDeps
     plugins: list[ModuleType] = field(default_factory=list)
 
     async def aclose(self) -> None:
+        if self.events.broker is not None:
+            await self.events.broker.aclose()
         await self.search.index.close()
         await self.search.result_cache.close()
         await self.models.aclose()
@@ -135,8 +142,46 @@ def build_search_index(settings: Settings) -> SearchIndex:
     return QdrantIndex(settings.data_dir.resolve() / "index")
 
 
+def build_broker(settings: Settings) -> Broker:
+    """The adapter for `events_broker`'s scheme (the settings checked it is one of these)."""
+    url = settings.events_broker or ""
+    options = {
+        "topic": settings.events_topic,
+        "max_events": settings.events_stream_max_events,
+        "timeout_s": settings.events_publish_timeout_s,
+    }
+    if url.startswith(("redis://", "rediss://")):
+        from inferline.events.redis import RedisBroker
+
+        return RedisBroker(url, **options)  # type: ignore[arg-type]
+    if url.startswith(("amqp://", "amqps://")):
+        from inferline.events.rabbitmq import RabbitMqBroker
+
+        return RabbitMqBroker(url, **options)  # type: ignore[arg-type]
+    from inferline.events.nats import NatsBroker
+
+    return NatsBroker(url, **options)  # type: ignore[arg-type]
+
+
+def build_events(settings: Settings, engine: AsyncEngine) -> EventsDeps:
+    config = PublisherConfig(
+        topic=settings.events_topic,
+        batch=settings.events_batch,
+        poll_s=settings.events_publish_poll_s,
+        timeout_s=settings.events_publish_timeout_s,
+        max_rows=settings.events_outbox_max_rows,
+        max_bytes=settings.events_max_bytes,
+        sent_retention_s=settings.events_sent_retention_s,
+    )
+    broker = build_broker(settings) if settings.events_broker else None
+    return EventsDeps(engine=engine, broker=broker, publisher=config)
+
+
 def build_services(settings: Settings) -> Services:
     engine = create_engine(settings.resolved_database_url)
+    if settings.events_broker:
+        # Read by every job store on this engine's connections: each state change writes its event.
+        engine.update_execution_options(**{outbox.EVENTS_OPTION: True})
     wakeup: Wakeup = LocalWakeup() if settings.is_sqlite else PostgresWakeup(settings.resolved_database_url)
     metrics = Metrics()
     models = ModelRuntime(
@@ -211,6 +256,7 @@ def build_services(settings: Settings) -> Services:
         records=build_records(settings, batches),
         monitor=build_monitor(settings, engine, metrics, models, blobs, outbound),
         tracing=Tracing(settings.otlp_endpoint, sample_ratio=settings.otlp_sample_ratio),
+        events=build_events(settings, engine),
     )
     register_kinds(services)
     return services
@@ -389,7 +435,8 @@ class MonitorLoops:
 
 @dataclass
 class Background:
-    """The workers, the cron scheduler and the webhook dispatcher, run in this process.
+    """The workers, the cron scheduler, the webhook dispatcher and the events publisher (a candidate for
+    its lease, when `events_broker` is set), run in this process.
 
     Two workers: `worker` with `concurrency` slots runs every kind but those that wait on the jobs they
     submit; `orchestrator` runs those in `orchestrator_slots` of its own, so a pipeline never holds a slot
@@ -444,6 +491,9 @@ class Background:
         ]
         if s.settings.monitor_enabled:
             self.tasks += await start_monitor(s.monitor, workers=self.concurrency, stop=self.halt)
+        if s.events.broker is not None:
+            publisher = Publisher(s.engine, s.events.broker, s.metrics, s.events.publisher)
+            self.tasks.append(asyncio.create_task(publisher.run(self.halt)))
         if s.settings.files_gc_interval_s > 0:
             sweeper = run_sweeper(
                 s.engine,

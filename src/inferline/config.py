@@ -222,6 +222,43 @@ class Settings(BaseSettings):
         default=2, ge=1, le=100, description="`/monitor/metrics` queries one tenant runs at a time in a process (429)"
     )
 
+    events_broker: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="job, batch and alert events go to this broker: nats://host:4222, redis://host:6379/0 or "
+        "amqp://user:pass@host:5672/ (unset: no events are written, at no cost)",
+    )
+    events_topic: str = Field(
+        default="inferline",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="names the NATS stream and subjects, the Redis stream and the RabbitMQ exchange",
+    )
+    events_outbox_max_rows: int = Field(
+        default=100_000, ge=100, description="unsent events kept; newer ones go to the dead letters (docs/events.md)"
+    )
+    events_batch: int = Field(default=256, ge=1, le=10_000, description="events per broker round trip")
+    events_publish_poll_s: float = Field(default=0.5, gt=0, description="the publisher looks for new events this often")
+    events_publish_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="the whole time at the broker of one database round of events (all its round trips)",
+    )
+    events_max_bytes: int = Field(
+        default=1_000_000, ge=1024, description="an event larger than this (JSON) is dead-lettered, not sent"
+    )
+    events_sent_retention_s: float = Field(default=3600.0, ge=0, description="sent events stay in the outbox this long")
+    events_stream_max_events: int = Field(
+        default=1_000_000, ge=1, description="the broker's stream (NATS, Redis) or queue (RabbitMQ) keeps this many"
+    )
+
+    @field_validator("events_broker")
+    @classmethod
+    def _broker_scheme(cls, value: str | None) -> str | None:
+        schemes = ("nats://", "tls://", "redis://", "rediss://", "amqp://", "amqps://")
+        if value and not value.startswith(schemes):
+            raise ValueError(f"events_broker: a URL starting with one of {', '.join(schemes)}")
+        return value or None
+
     @field_validator("kind_concurrency")
     @classmethod
     def _limits_positive(cls, value: dict[str, int]) -> dict[str, int]:

@@ -151,6 +151,8 @@ class SqliteWriter:
             pool_size=1,
             max_overflow=0,
             pool_reset_on_return=None,
+            # The async engine's own options (whether job changes write events) hold here too.
+            execution_options=dict(engine.get_execution_options()),
         )
         _configure_sqlite(self.sync_engine)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")

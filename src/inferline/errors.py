@@ -16,6 +16,8 @@
     ├── Unavailable               the database does not answer now; carries retry_after_s
     ├── ModelError                a model broke its contract, failed to load, or its process died
     ├── DeliveryFailed            a notification channel did not take an alert (the monitor retries)
+    ├── BrokerUnavailable         the event broker is unreachable or slow (the outbox keeps the events)
+    ├── EventRejected             the event broker refused one event (too large, no stream): dead-lettered
     └── JobError                  raised by job code; retryable unless NonRetryable
         ├── NonRetryable          fails the job at once
         │   └── BadDocument       the input file is corrupt, truncated, encrypted or a decompression bomb
@@ -97,6 +99,16 @@ class ModelError(InferlineError):
 
 class DeliveryFailed(InferlineError):
     """A notification channel refused or did not answer; the monitor retries, then its breaker opens."""
+
+
+class BrokerUnavailable(InferlineError):
+    """The event broker did not take a batch in time or cannot be reached; the events wait in the outbox
+    and the publisher tries again with backoff."""
+
+
+class EventRejected(InferlineError):
+    """The event broker answered, refusing this one event: retrying it unchanged would fail again, so it
+    goes to `event_dead_letters` with this message as the reason."""
 
 
 class JobError(InferlineError):

@@ -28,6 +28,7 @@ class Metrics:
         self._register_models(self.registry)
         self._register_http_and_search(self.registry)
         self._register_monitor(self.registry)
+        self._register_events(self.registry)
 
     def _register_jobs(self, r: CollectorRegistry) -> None:
         self.jobs_submitted = Counter("inferline_jobs_submitted_total", "Jobs accepted", ["kind"], registry=r)
@@ -133,6 +134,32 @@ class Metrics:
         self.cache_breaker_state = Gauge(
             "inferline_search_cache_breaker_state",
             "The Redis search cache's circuit breaker in this process: 0 closed, 0.5 half-open, 1 open",
+            registry=r,
+        )
+
+    def _register_events(self, r: CollectorRegistry) -> None:
+        self.events_outbox_rows = Gauge(
+            "inferline_events_outbox_rows",
+            "Events waiting in the outbox for the broker (set by the elected publisher; 0 elsewhere)",
+            registry=r,
+        )
+        self.events_published = Counter(
+            "inferline_events_published_total",
+            "Events the broker took (the publisher's process)",
+            ["broker"],
+            registry=r,
+        )
+        self.events_dead_lettered = Counter(
+            "inferline_events_dead_lettered_total",
+            "Events moved to the dead letters: refused (by the broker, or over events_max_bytes), overflow "
+            "(the outbox over events_outbox_max_rows)",
+            ["cause"],
+            registry=r,
+        )
+        self.events_publish_failures = Counter(
+            "inferline_events_publish_failures_total",
+            "Batches the broker did not take (unreachable, erroring or too slow); the events wait",
+            ["broker"],
             registry=r,
         )
 

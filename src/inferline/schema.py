@@ -398,3 +398,40 @@ alerts = sa.Table(
         sqlite_where=sa.text("state IN ('pending', 'firing')"),
     ),
 )
+
+# The transactional outbox of events to the broker (events/outbox.py): a row is inserted in the transaction
+# of the change it tells of, so an event exists exactly when its change committed. One row per store write:
+# `payload` holds that write's `events` events in order, each with its id (a UUIDv7, which consumers
+# dedupe by), already encoded (events/envelope.py; text, not JSON: nothing reads inside it in SQL). `seq`
+# orders the rows (a job's next change locks its row after the previous one committed, so it lands in a
+# larger seq). Sent rows keep `sent_at` until pruned (from the oldest seq: no index on sent_at, one fewer
+# to maintain on every write); the partial index finds the unsent rows and their counts (the bound).
+event_outbox = sa.Table(
+    "event_outbox",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("events", sa.Integer(), nullable=False),
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("sent_at", UTCDateTime(), nullable=True),
+    sa.Index(
+        "ix_event_outbox_unsent",
+        "seq",
+        "events",
+        postgresql_where=sa.text("sent_at IS NULL"),
+        sqlite_where=sa.text("sent_at IS NULL"),
+    ),
+)
+
+# Events the broker refused (or the outbox overflowed), with the reason; `POST .../retry` moves one back.
+event_dead_letters = sa.Table(
+    "event_dead_letters",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("subject", sa.String(36), nullable=False),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("time", UTCDateTime(), nullable=False),
+    sa.Column("data", Json, nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("failed_at", UTCDateTime(), nullable=False),
+)

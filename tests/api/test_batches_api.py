@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from tests.api.conftest import Api, MakeApi
+from tests.event_brokers import outbox_events
 from tests.helpers import eventually
 
 from inferline import db
@@ -363,3 +364,22 @@ async def test_a_batch_resumed_from_its_checkpoint_redoes_one_chunk_and_counts_e
     assert rows == 20
     documents = (await api.client.get("/api/v1/collections/jobs/documents?limit=100")).json()["items"]
     assert sorted(d["external_id"] for d in documents) == sorted(f"job-{i}" for i in range(20))
+
+
+async def test_finished_batches_write_their_events_to_the_outbox(make_api: MakeApi) -> None:
+    # The broker is unreachable: the events stay in the outbox, where the test reads them.
+    async with make_api(events_broker="redis://127.0.0.1:1/0") as api:
+        await collection(api)
+        done = await finished(api, await start(api, await upload(api, "p.jsonl", jsonl([posting(0), posting(1)]))))
+        every = await finished(api, await start(api, await upload(api, "b.jsonl", b"title,body\nWelder,steel\n")))
+        refused = await finished(api, await start(api, await upload(api, "a.csv", b"custom_id,title\n1,Welder\n")))
+        written = await outbox_events(api.services.engine)
+    assert (done["status"], every["status"], refused["status"]) == ("completed", "failed", "failed")
+    batches = [e for e in written if e["type"].startswith("batch.")]
+    expected = [("batch.completed", done["id"]), ("batch.failed", every["id"])]
+    assert [(e["type"], e["subject"]) for e in batches] == expected
+    for event, view in zip(batches, (done, every), strict=True):
+        assert event["tenant"] == "default" and event["data"]["id"] == view["id"]
+        assert event["data"]["status"] == view["status"] and event["data"]["request_counts"] == view["request_counts"]
+    # A batch refused before its records were read ends as its job's failure.
+    assert [e["type"] for e in written if e["subject"] == refused["job_id"]][-1] == "job.failed"

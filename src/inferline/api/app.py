@@ -22,6 +22,7 @@ from inferline.api.middleware import RequestContext
 from inferline.api.routes import (
     batches,
     collections,
+    events,
     files,
     health,
     jobs,
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
     api.include_router(models.router)
     api.include_router(webhooks.router)
     api.include_router(monitor.router)
+    api.include_router(events.router)
     for router in plugins.routers(plugins.load(settings.plugins)):
         api.include_router(router)
     app.include_router(api)

@@ -11,6 +11,7 @@ from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from inferline.bootstrap import Services
+from inferline.errors import Forbidden
 
 
 def services_of(request: Request) -> Services:
@@ -56,3 +57,13 @@ get_tenant = BearerKey()  # a dependency (`TenantDep`), and awaitable as `await 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+async def admin_tenant(services: ServicesDep, tenant: TenantDep) -> str:
+    """The caller's tenant if it is an admin's (`admin_tenants`), else 403."""
+    if not services.monitor.is_admin(tenant):
+        raise Forbidden("this is the whole system's: an admin key (a tenant of `admin_tenants`) may use it")
+    return tenant
+
+
+AdminDep = Annotated[str, Depends(admin_tenant)]

@@ -25,6 +25,7 @@ import json
 import tempfile
 from collections.abc import Generator, Iterator
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -38,6 +39,7 @@ from inferline.batches.store import BatchStore
 from inferline.batches.upsert import Upserted, upsert_chunk
 from inferline.clock import utcnow
 from inferline.errors import NonRetryable
+from inferline.events import outbox
 from inferline.files import sniff
 from inferline.files.refs import FileId
 from inferline.files.service import FileInfo, blob_path, finish_upload, get_file, insert_file, receive_file
@@ -246,9 +248,18 @@ async def _finalize(
                 if file is not None:
                     await insert_file(conn, file)
             await BatchStore(conn).update(batch.id, values)
+            done = _done(batch, values, state)
+            await outbox.record(
+                conn,
+                f"batch.{done.status}",
+                subject=batch.id,
+                tenant=batch.tenant,
+                data=done.public_view(None),
+                now=now,
+            )
             if not every_one_failed:
                 version = await SearchStore(conn).advance_version(collection.id)
-                await _webhook(conn, batch, ctx.id, values, state)
+                await _webhook(conn, done, ctx.id, now)
         refused = False
     finally:
         for file in (output, errors):
@@ -291,11 +302,15 @@ def _write_lines(spool: BinaryIO, rows: list[dict[str, Any]], failed: bool) -> N
         spool.write(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
 
 
-async def _webhook(conn: Any, batch: Batch, job_id: str, values: dict[str, Any], state: dict[str, Any]) -> None:
+def _done(batch: Batch, values: dict[str, Any], state: dict[str, Any]) -> Batch:
+    done = replace(batch, **{k: v for k, v in values.items() if k in Batch.__dataclass_fields__})
+    # `batch` is as read when the job started, before its records were counted: the counts come from `state`.
+    return replace(done, total=state["total"], completed=state["completed"], failed=state["failed"])
+
+
+async def _webhook(conn: Any, done: Batch, job_id: str, now: datetime) -> None:
     """`batch.completed` to the batch's webhook, in the transaction that completes it."""
     job = await JobStore(conn).get(job_id)
     if job is None or job.webhook is None:
         return
-    done = replace(batch, **{k: v for k, v in values.items() if k in Batch.__dataclass_fields__})
-    done = replace(done, completed=state["completed"], failed=state["failed"])
-    await webhooks.enqueue_event(conn, job, "batch.completed", done.public_view(None), values["updated_at"])
+    await webhooks.enqueue_event(conn, job, "batch.completed", done.public_view(None), now)

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from inferline.cli import files, jobs, keys, ocr, records, search, server, video
+from inferline.cli import events, files, jobs, keys, ocr, records, search, server, video
 from inferline.cli.common import err
 
 __all__ = ["app", "build_app", "main"]
@@ -20,6 +20,7 @@ def _builtin_app() -> typer.Typer:
     app.add_typer(records.app, name="records")
     app.add_typer(server.db_app, name="db")
     app.add_typer(video.app, name="video")
+    app.add_typer(events.app, name="events")
     app.command()(server.serve)
     app.command()(server.worker)
     app.command()(ocr.ocr)

@@ -90,7 +90,7 @@ async def record_outcomes(
             values = _values_for(job, outcome, now, policy, cancel_requested.get(job.id, False))
             if values is not None:
                 planned.append((job, outcome, outcome.unwritten | values))
-        rows = [(job.id, _columns(values)) for job, _, values in planned]
+        rows = [(job, _columns(values)) for job, _, values in planned]
         applied = await store.finish_running(owner, rows, now, locked=failing)
         finished: list[Job] = []
         for job, outcome, values in planned:
@@ -143,7 +143,7 @@ async def reap_jobs(engine: AsyncEngine, *, policy: RetryPolicy, metrics: Metric
         for job in expired:
             metrics.lease_expiries.labels(job.kind).inc()
             values = _after_expiry(job, now, policy)
-            if await store.update_running(job.id, job.lease_owner or "", _columns(values)):
+            if await store.end_expired(job, _columns(values)):
                 await _maybe_finished(conn, replace(job, **values), now, finished)
         overdue = await store.overdue_queued(now)
         for job in overdue:

@@ -5,6 +5,10 @@ Row locks on PostgreSQL: a transaction that writes several job rows takes their 
 transactions can then never each hold a row the other waits for: a worker's renewal, its progress write and
 its outcome write run at once on separate connections, over the same rows.
 
+Every write that changes a job's status (or asks a running job to stop) also writes its event to the
+outbox, in the same transaction, when the engine has events on (`events/outbox.py`): one outbox row per
+call, whatever its number of jobs, so a claim or a batch of outcomes costs one more single-row insert.
+
 Fairness is start-time fair queuing. Each job gets a `fair_seq` at submission:
 `max(tenant's last seq + 1, head of the queue)`, where the head is the smallest queued seq at that
 priority (or the newest seq given out when the queue is empty). Claims then read the queue in
@@ -25,6 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferline import paging
+from inferline.events import outbox
 from inferline.jobs.model import Job, JobStatus
 from inferline.schema import UTCDateTime, jobs, lanes
 
@@ -110,7 +115,26 @@ def add_jobs_sync(conn: sa.Connection, batch: Sequence[Job]) -> list[Job]:
     }
     placed = place(batch, lasts)
     conn.execute(jobs.insert(), [job_values(job) for job in placed])
+    if outbox.enabled(conn):
+        outbox.add_sync(conn, outbox.job_events(("job.queued", job, None) for job in placed))
     return placed
+
+
+def change_event(before: JobStatus, job: Job) -> str | None:
+    """The event of a job written as `job` over a row in status `before`; None when its status did not
+    change and no running job was asked to stop."""
+    if job.status is not before:
+        return f"job.{job.status.value}"
+    return "job.cancel_requested" if job.cancel_requested and job.status is JobStatus.RUNNING else None
+
+
+def _ended_event(values: Mapping[str, Any]) -> str:
+    """The event of an attempt's end written with `values`: back in the queue after a failed attempt
+    (`retrying`) or a shutdown (`released`), else the final status."""
+    status = str(values["status"])
+    if status == JobStatus.QUEUED.value:
+        return "job.retrying" if "error" in values else "job.released"
+    return f"job.{status}"
 
 
 @dataclass(frozen=True)
@@ -126,6 +150,15 @@ class JobStore:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
         self.dialect = conn.dialect.name
+        self.events = outbox.enabled(conn)
+
+    async def _record(self, changes: Iterable[tuple[str | None, Job, Mapping[str, Any] | None]]) -> None:
+        """The events of these changes (`(type, job as read, values written over it)`; a None type is
+        skipped) in one outbox row, when events are on."""
+        if self.events:
+            lines = outbox.job_events((t, job, values) for t, job, values in changes if t is not None)
+            if lines:
+                await outbox.add(self.conn, lines)
 
     # -- submission ---------------------------------------------------------------------------
 
@@ -133,6 +166,7 @@ class JobStore:
         """Insert jobs (one executemany) with their fair sequence numbers."""
         placed = await self._place_in_lanes(batch)
         await self.conn.execute(jobs.insert(), [job_values(job) for job in placed])
+        await self._record(("job.queued", job, None) for job in placed)
         if self.dialect == "postgresql":
             for kind in sorted({job.kind for job in placed}):
                 await self.conn.execute(sa.select(sa.func.pg_notify("inferline_jobs", kind)))
@@ -142,6 +176,7 @@ class JobStore:
         """Put a failed job back in line, as if it were submitted now."""
         [job] = await self._place_in_lanes([job])
         await self.conn.execute(jobs.update().where(jobs.c.id == job.id).values(**job_values(job)))
+        await self._record([("job.requeued", job, None)])
         return job
 
     async def _place_in_lanes(self, batch: Sequence[Job]) -> list[Job]:
@@ -215,6 +250,8 @@ class JobStore:
         values = job_values(job)
         del values["id"]
         result = await self.conn.execute(query.values(**values))
+        if result.rowcount:
+            await self._record([(change_event(expect_status, job), job, None)])
         return bool(result.rowcount)
 
     async def lock_rows(self, job_ids: Iterable[str]) -> dict[str, bool]:
@@ -226,8 +263,18 @@ class JobStore:
         return {row[0]: bool(row[1]) for row in await self.conn.execute(_lock_rows(), {"ids": ids})}
 
     async def update_running(self, job_id: str, owner: str, values: dict[str, Any]) -> bool:
+        """Set `values` of a running job `owner` holds (its progress, its checkpoint): no status change."""
         update = _running_update(tuple(sorted(values)))
         return bool((await self.conn.execute(update, {"_id": job_id, "_owner": owner, **values})).rowcount)
+
+    async def end_expired(self, job: Job, values: dict[str, Any]) -> bool:
+        """Write what follows a lease that expired (`values`: the job back in the queue, failed or
+        canceled) if its dead owner still holds it; back in the queue is the event `job.lease_expired`."""
+        if not await self.update_running(job.id, job.lease_owner or "", values):
+            return False
+        event = "job.lease_expired" if values["status"] == JobStatus.QUEUED.value else _ended_event(values)
+        await self._record([(event, job, values)])
+        return True
 
     # -- the queue ----------------------------------------------------------------------------
 
@@ -257,6 +304,7 @@ class JobStore:
             update = _claim_update(tuple(allowed))
         claimed = [job_from_row(row) for row in (await self.conn.execute(update, params)).mappings()]
         claimed.sort(key=lambda job: (job.priority, job.fair_seq, job.id))
+        await self._record(("job.running", job, None) for job in claimed)
         return claimed
 
     async def commit_without_waiting_for_disk(self) -> None:
@@ -268,24 +316,27 @@ class JobStore:
             await self.conn.execute(_ASYNC_COMMIT)
 
     async def finish_running(
-        self, owner: str, rows: list[tuple[str, dict[str, Any]]], now: datetime, *, locked: bool = False
+        self, owner: str, rows: list[tuple[Job, dict[str, Any]]], now: datetime, *, locked: bool = False
     ) -> set[str]:
-        """Write the ends of many attempts, grouped into one executemany per set of columns.
+        """Write the ends of many attempts (each job as claimed, and the column values of its end), grouped
+        into one executemany per set of columns; their events take one more row.
 
         Every such write sets `updated_at=now` and clears the lease, which is how the rows that
         applied are told from those whose lease was lost (executemany gives no per-row count). Each
         executemany runs in id order; several groups together do not, so on PostgreSQL their rows are
         locked in id order first, unless the caller did (`locked`, see `lock_rows`)."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for job_id, values in sorted(rows, key=lambda row: row[0]):
+        for job, values in sorted(rows, key=lambda row: row[0].id):
             assert values["updated_at"] == now and values["lease_owner"] is None
-            groups.setdefault(tuple(sorted(values)), []).append({"_id": job_id, **values})
+            groups.setdefault(tuple(sorted(values)), []).append({"_id": job.id, **values})
         if len(groups) > 1 and not locked and self.dialect == "postgresql":
-            await self.lock_rows(job_id for job_id, _ in rows)
+            await self.lock_rows(job.id for job, _ in rows)
         for columns, params in groups.items():
             await self.conn.execute(_running_update(columns), [p | {"_owner": owner} for p in params])
-        applied = await self.conn.execute(_finished_rows(), {"ids": [job_id for job_id, _ in rows], "now": now})
-        return {row[0] for row in applied}
+        result = await self.conn.execute(_finished_rows(), {"ids": [job.id for job, _ in rows], "now": now})
+        applied = {row[0] for row in result}
+        await self._record((_ended_event(values), job, values) for job, values in rows if job.id in applied)
+        return applied
 
     async def _free_slots(self, kind_limits: Mapping[str, int], kinds: Sequence[str]) -> dict[str, int]:
         limited = [kind for kind in kinds if kind in kind_limits]

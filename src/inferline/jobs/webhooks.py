@@ -38,6 +38,9 @@ from inferline.schema import tenants, webhook_deliveries
 
 log = structlog.get_logger(__name__)
 
+# Its own generator: the `random` module's shared state belongs to whoever seeds it (a test's fuzzer
+# notices a draw from it in another thread).
+_JITTER = random.Random()
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format marker of the spec, not a secret
 
 
@@ -308,7 +311,7 @@ class WebhookDispatcher:
             log.warning("webhook_failed", delivery_id=row["id"], job_id=row["job_id"], error=error)
             result = "failed"
         else:
-            wait_s = max(self.breakers.retry_after_s(receiver), self.timeout_s) + random.uniform(0, 1)
+            wait_s = max(self.breakers.retry_after_s(receiver), self.timeout_s) + _JITTER.uniform(0, 1)
             values = {"next_attempt_at": now + timedelta(seconds=min(wait_s, left_s + 0.01))}
             result = "deferred"
         if self.metrics is not None:

@@ -18,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from inferline import db, leases
 from inferline.breakers import BREAKER_VALUE
 from inferline.clock import utcnow
+from inferline.events import outbox
 from inferline.ids import new_id
 from inferline.metrics import Metrics
 from inferline.monitor import samples
+from inferline.monitor.history import alert_view
 from inferline.monitor.notifier import Notifier
 from inferline.monitor.rules import Aggregation, Rule, list_rules
 from inferline.monitor.samples import FLEET, MINUTE, RAW, Row, Sample, labels_of
@@ -84,6 +86,7 @@ class Evaluator:
             await _resolve_orphans(conn, {rule.id for rule in rules}, now)
             for rule in rules:
                 transitions += await _advance(conn, rule, values[rule.id], now)
+            await _record_events(conn, transitions, now)
             firing = await conn.scalar(sa.select(sa.func.count()).where(alerts.c.state == "firing"))
         self.metrics.alerts_firing.set(firing or 0)
         return transitions
@@ -131,6 +134,16 @@ class Evaluator:
             async with db.write(self.engine) as conn:
                 await leases.confirm(conn, lease)
                 await samples.insert(conn, rows, now)
+
+
+async def _record_events(conn: AsyncConnection, transitions: list[Transition], now: datetime) -> None:
+    """`alert.firing` when an alert starts firing (not its repeated notifications) and `alert.resolved`,
+    to the event outbox in the transaction that records them. Alerts are the fleet's: no tenant."""
+    for transition in transitions:
+        if transition.event == "resolved" or transition.alert["fired_at"] == now:
+            alert = transition.alert
+            data = alert_view(alert)
+            await outbox.record(conn, f"alert.{transition.event}", subject=alert["id"], tenant="", data=data, now=now)
 
 
 async def _resolve_orphans(conn: AsyncConnection, live_rule_ids: set[str], now: datetime) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +21,11 @@ def _alert(row: Any) -> dict[str, Any]:
     values = dict(row)
     values["labels"] = labels_of(values.pop("series"))
     return values
+
+
+def alert_view(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """An alert as JSON values (the data of its `alert.firing`/`alert.resolved` event)."""
+    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in _alert(alert).items()}
 
 
 async def list_alerts(

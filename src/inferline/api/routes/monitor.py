@@ -7,26 +7,16 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from inferline.api.deps import ServicesDep, TenantDep
+from inferline.api.deps import AdminDep, ServicesDep, TenantDep
 from inferline.api.openapi import problems
 from inferline.clock import utcnow
-from inferline.errors import Forbidden
 from inferline.monitor import health, history, rules, series
 from inferline.monitor.rules import RuleIn
 
 router = APIRouter(prefix="/monitor", tags=["monitor"])
-
-
-async def admin_tenant(services: ServicesDep, tenant: TenantDep) -> str:
-    if not services.monitor.is_admin(tenant):
-        raise Forbidden("this is the whole system's: an admin key (a tenant of `admin_tenants`) may use it")
-    return tenant
-
-
-AdminDep = Annotated[str, Depends(admin_tenant)]
 
 
 class SeriesOut(BaseModel):
