@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from inferline.clock import utcnow
-from inferline.ids import new_id
 from inferline.jobs.context import ProgressWrite, WorkerContext
-from inferline.jobs.model import Job, JobStatus
+from inferline.jobs.model import Job
 from inferline.jobs.progress import ProgressBatcher
 
 
 def running_job() -> Job:
-    now = utcnow()
-    return Job(
-        id=new_id(),
-        kind="test",
-        tenant="test",
-        status=JobStatus.RUNNING,
-        priority=3,
-        max_attempts=3,
-        input={},
-        created_at=now,
-        updated_at=now,
-        run_after=now,
-        attempts=1,
-        started_at=now,
-    )
+    return Job.running_now(kind="test", tenant="test")
 
 
 class Sink:

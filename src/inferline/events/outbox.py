@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferline.events import envelope
 from inferline.ids import new_id, new_ids
-from inferline.jobs.model import Job
+from inferline.jobs.model import Job, summary
 from inferline.schema import event_outbox
 
 EVENTS_OPTION = "inferline_events"
@@ -64,27 +64,7 @@ def enabled(conn: AsyncConnection | sa.Connection) -> bool:
 def job_data(job: Job, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A job's event data: `job` as read, with `values` (columns just written over it) on top. Datetimes
     stay datetimes: the encoder writes them."""
-    data = {
-        "id": job.id,
-        "kind": job.kind,
-        "tenant": job.tenant,
-        "status": job.status.value,
-        "stage": job.stage,
-        "progress": job.progress,
-        "detail": job.detail,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "priority": job.priority,
-        "error": job.error,
-        "cancel_requested": job.cancel_requested,
-        "schedule_id": job.schedule_id,
-        "deadline_at": job.deadline_at,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "canceled_at": job.canceled_at,
-        "updated_at": job.updated_at,
-    }
+    data = summary(job)
     if values:
         for key in _DATA_FIELDS.intersection(values):
             data[key] = values[key]

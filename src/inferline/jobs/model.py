@@ -8,7 +8,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from inferline.clock import utcnow
 from inferline.errors import InvalidTransition
+from inferline.ids import new_id
 
 JSON = dict[str, Any]
 
@@ -84,6 +86,26 @@ class Job:
     finished_at: datetime | None = None
     canceled_at: datetime | None = None
     trace_parent: str | None = None  # the W3C traceparent of the span that submitted it (tracing.py)
+
+    @classmethod
+    def running_now(cls, *, kind: str, tenant: str, max_attempts: int = 3) -> Job:
+        """A job in its first attempt, stored nowhere: for a kind's code run outside a worker (a test's
+        `MemoryContext`, a record stream's upsert)."""
+        now = utcnow()
+        return cls(
+            id=new_id(),
+            kind=kind,
+            tenant=tenant,
+            status=JobStatus.RUNNING,
+            priority=3,
+            max_attempts=max_attempts,
+            input={},
+            created_at=now,
+            updated_at=now,
+            run_after=now,
+            attempts=1,
+            started_at=now,
+        )
 
     def cancel(self, now: datetime, reason: str = "canceled") -> Job:
         """A queued job is canceled at once; a running one is asked to stop at its next check."""
@@ -177,8 +199,12 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def public_view(job: Job) -> JSON:
-    """The job as users see it, in the API, the CLI and webhook payloads."""
+_TIMES = ("deadline_at", "created_at", "started_at", "finished_at", "canceled_at", "updated_at")
+
+
+def summary(job: Job) -> dict[str, Any]:
+    """The job as its events show it: its state without its input, result and webhook (a consumer reads
+    those from the API); datetimes as they are."""
     return {
         "id": job.id,
         "kind": job.kind,
@@ -190,17 +216,23 @@ def public_view(job: Job) -> JSON:
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
         "priority": job.priority,
-        "input": job.input,
-        "result": job.result,
         "error": job.error,
         "cancel_requested": job.cancel_requested,
-        "deadline_at": _iso(job.deadline_at),
-        "webhook": job.webhook,
-        "webhook_events": job.webhook_events,
         "schedule_id": job.schedule_id,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "canceled_at": _iso(job.canceled_at),
-        "updated_at": _iso(job.updated_at),
+        "deadline_at": job.deadline_at,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "canceled_at": job.canceled_at,
+        "updated_at": job.updated_at,
     }
+
+
+def public_view(job: Job) -> JSON:
+    """The job as users see it, in the API, the CLI and webhook payloads: its `summary`, with its input,
+    result and webhook, datetimes in ISO 8601."""
+    view: dict[str, Any] = summary(job)
+    for name in _TIMES:
+        view[name] = _iso(view[name])
+    view |= {"input": job.input, "result": job.result, "webhook": job.webhook, "webhook_events": job.webhook_events}
+    return view

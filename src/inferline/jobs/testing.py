@@ -23,11 +23,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
-from inferline.clock import utcnow
 from inferline.errors import InvalidInput, NonRetryable
-from inferline.ids import new_id
 from inferline.jobs.context import ContextBase
-from inferline.jobs.model import JSON, Job, JobStatus
+from inferline.jobs.model import JSON, Job
 
 
 class Models(Protocol):
@@ -131,18 +129,4 @@ class MemoryContext(ContextBase):
 
 
 def _running_job() -> Job:
-    now = utcnow()
-    return Job(
-        id=new_id(),
-        kind="test",
-        tenant="test",
-        status=JobStatus.RUNNING,
-        priority=3,
-        max_attempts=3,
-        input={},
-        created_at=now,
-        updated_at=now,
-        run_after=now,
-        attempts=1,
-        started_at=now,
-    )
+    return Job.running_now(kind="test", tenant="test")

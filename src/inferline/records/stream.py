@@ -27,10 +27,9 @@ from inferline import db
 from inferline.batches.records import Record
 from inferline.batches.upsert import upsert_chunk
 from inferline.clock import utcnow
-from inferline.ids import new_id
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs.context import ContextBase
-from inferline.jobs.model import Job, JobStatus
+from inferline.jobs.model import Job
 from inferline.records.deps import RecordDeps
 from inferline.search.collections import collection_named
 from inferline.search.model import Collection
@@ -203,22 +202,7 @@ class StreamContext(ContextBase):
     no reports (a stream reports through its acks)."""
 
     def __init__(self, tenant: str, models: ModelRuntime) -> None:
-        now = utcnow()
-        stream = Job(
-            id=new_id(),
-            kind="record_stream",
-            tenant=tenant,
-            status=JobStatus.RUNNING,
-            priority=3,
-            max_attempts=1,
-            input={},
-            created_at=now,
-            updated_at=now,
-            run_after=now,
-            attempts=1,
-            started_at=now,
-        )
-        super().__init__(stream)
+        super().__init__(Job.running_now(kind="record_stream", tenant=tenant, max_attempts=1))
         self.models = models
 
     async def predict(self, model: str, item: Any) -> Any:
