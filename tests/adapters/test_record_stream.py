@@ -113,6 +113,13 @@ def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
     return found
 
 
+async def silent() -> AsyncIterator[Any]:
+    """A request stream that writes nothing and never ends: the server refuses the call before reading
+    (a client still writing then sees grpc.aio's INTERNAL, not the server's status)."""
+    await asyncio.Event().wait()
+    yield  # pragma: no cover - never reached
+
+
 async def acks_of(call: Any) -> list[records_pb2.Ack]:
     return [ack async for ack in call]
 
@@ -122,9 +129,9 @@ async def test_an_upload_without_a_key_or_with_a_wrong_one_is_refused_unauthenti
     await served.collection()
     for key in ("", "il_not-a-key-anyone-has"):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await acks_of(served.upload([record(1)], key=key))
+            await acks_of(served.upload(silent(), key=key))
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    without = served.stub.Upload(iter([record(1)]), timeout=10)
+    without = served.stub.Upload(silent(), timeout=10)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await acks_of(without)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -55,13 +55,14 @@ def make(
     options["transition"] = transition
     with api_client(server, key, data_dir) as client:
         project = _project(client, photos, music, title=title, subtitle=subtitle, name=out.stem)
-        try:
-            job_id: str | None = call(client, "POST", f"/api/v1/projects/{project}/run", json=options)["id"]
-        except KeyboardInterrupt:  # the run may have started before its answer came back
+        job_id: str | None = None
+        try:  # one span from the run's request to its end: a Ctrl-C anywhere in it cancels the run
+            job_id = call(client, "POST", f"/api/v1/projects/{project}/run", json=options)["id"]
+            assert job_id is not None
+            done = _follow(client, job_id, [photo_s] * len(photos), transition_s)
+        except KeyboardInterrupt:  # before its answer came back, the run may have started: found by the project
             err.print("canceling the run...")
-            _cancel(client, project, None)
-        assert job_id is not None
-        done = _follow(client, project, job_id, [photo_s] * len(photos), transition_s)
+            _cancel(client, project, job_id)
         if done.get("status") != "succeeded":
             reason = (done.get("error") or {}).get("message") or done.get("status")
             err.print(f"the video was not made: {reason}")
@@ -98,16 +99,12 @@ class _StageBars:
             self.progress.update(self.tasks[phase], completed=min(100.0, max(0.0, share)))
 
 
-def _follow(client: httpx.Client, project: str, job_id: str, photos_s: list[float], transition_s: float) -> JobView:
-    """The run followed to its end with a bar per stage; Ctrl-C cancels it and waits for it to stop."""
+def _follow(client: httpx.Client, job_id: str, photos_s: list[float], transition_s: float) -> JobView:
+    """The run followed to its end with a bar per stage (a Ctrl-C leaves the bars first)."""
     with progress_bars() as progress:
         bars = _StageBars(progress, photos_s, transition_s)
-        try:
-            [done] = follow_jobs(client, [job_id], lambda _, job: bars.show(job))
-            return done
-        except KeyboardInterrupt:
-            err.print("canceling the run...")
-    _cancel(client, project, job_id)
+        [done] = follow_jobs(client, [job_id], lambda _, job: bars.show(job))
+        return done
 
 
 def _cancel(client: httpx.Client, project: str, job_id: str | None) -> NoReturn:
