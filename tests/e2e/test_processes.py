@@ -132,26 +132,9 @@ def test_two_workers_on_postgres_run_each_of_600_jobs_exactly_once(
 def test_another_tenants_single_job_runs_before_the_500th_of_a_busy_tenant(procs: Processes, tmp_path: Path) -> None:
     data_dir, port = tmp_path / "data", free_port()
     procs.serve(data_dir, port, "--workers", "0")
-    b_key = json.loads(
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "inferline.cli",
-                "keys",
-                "create",
-                "--tenant",
-                "b",
-                "--data-dir",
-                str(data_dir),
-                "--json",
-            ],
-            cwd=ROOT,
-            env=procs.env,
-            check=True,
-            capture_output=True,
-        ).stdout
-    )["key"]
+    created = procs.cli("keys", "create", "--tenant", "b", "--data-dir", str(data_dir), "--json")
+    assert created.returncode == 0, created.stderr
+    b_key = json.loads(created.stdout)["key"]
     with client(port, data_dir) as http_a:
         a_ids = [
             http_a.post("/api/v1/jobs", json={"kind": "echo", "input": {"message": str(i), "steps": 0}}).json()["id"]
