@@ -24,7 +24,6 @@ from inferline.batches.deps import BatchDeps
 from inferline.batches.kind import BatchInput, run_batch
 from inferline.batches.model import IN_PROGRESS, Batch
 from inferline.batches.store import BatchStore
-from inferline.clock import utcnow
 from inferline.errors import NotFound
 from inferline.files.blobs import BlobStore
 from inferline.files.service import get_file, receive_file, record_file
@@ -78,27 +77,14 @@ class Bulk(Setup):
             self.search.blobs, tenant=collection.tenant, source=io.BytesIO(content), filename="r.jsonl", max_bytes=10**7
         )
         await record_file(self.search.engine, file)
-        now = utcnow()
-        batch = Batch(
+        batch = Batch.new(
             id=new_id(),
             tenant=collection.tenant,
             collection=collection.name,
             input_file_id=file.id,
-            text_template=None,
-            id_field="custom_id",
-            chunk_records=chunk_records,
-            retry_of=None,
-            status=IN_PROGRESS,
-            total=None,
-            completed=0,
-            failed=0,
-            output_file_id=None,
-            error_file_id=None,
-            error=None,
             job_id=new_id(),
-            created_at=now,
-            updated_at=now,
-            completed_at=None,
+            chunk_records=chunk_records,
+            status=IN_PROGRESS,
         )
         async with db.write(self.search.engine) as conn:
             await BatchStore(conn).add(batch)

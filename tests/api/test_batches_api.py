@@ -18,7 +18,6 @@ from inferline import db
 from inferline.batches.kind import BatchInput, run_batch
 from inferline.batches.model import IN_PROGRESS, Batch
 from inferline.batches.store import BatchStore
-from inferline.clock import utcnow
 from inferline.ids import new_id
 from inferline.jobs.model import JSON
 from inferline.jobs.testing import MemoryContext
@@ -317,29 +316,16 @@ async def test_a_batch_resumed_from_its_checkpoint_redoes_one_chunk_and_counts_e
     file_id = await upload(api, "resume.jsonl", jsonl([posting(i) for i in range(20)]))
     deps = api.services.batches
     models = api.services.models
-    now = utcnow()
     # checkpoints: validated, chunk 1, chunk 2, dies at chunk 3
     first = DiesAtCheckpoint(4, tenant="default", models=models)
-    row = Batch(
+    row = Batch.new(
         id=new_id(),
         tenant="default",
         collection="jobs",
         input_file_id=file_id,
-        text_template=None,
-        id_field="custom_id",
-        chunk_records=5,
-        retry_of=None,
-        status=IN_PROGRESS,
-        total=None,
-        completed=0,
-        failed=0,
-        output_file_id=None,
-        error_file_id=None,
-        error=None,
         job_id=first.id,
-        created_at=now,
-        updated_at=now,
-        completed_at=None,
+        chunk_records=5,
+        status=IN_PROGRESS,
     )
     async with db.write(deps.engine) as conn:
         await BatchStore(conn).add(row)

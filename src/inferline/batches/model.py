@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from inferline.clock import utcnow
 from inferline.jobs.model import Job, JobStatus
 
 # What the batch job writes in the `status` column as it goes; `canceling` and `canceled` (and `failed`
@@ -41,6 +42,45 @@ class Batch:
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        id: str,
+        tenant: str,
+        collection: str,
+        input_file_id: str,
+        job_id: str,
+        chunk_records: int,
+        text_template: str | None = None,
+        id_field: str = DEFAULT_ID_FIELD,
+        retry_of: str | None = None,
+        status: str = VALIDATING,
+    ) -> Batch:
+        """A batch about to start: nothing counted, no output yet."""
+        now = utcnow()
+        return cls(
+            id=id,
+            tenant=tenant,
+            collection=collection,
+            input_file_id=input_file_id,
+            text_template=text_template,
+            id_field=id_field,
+            chunk_records=chunk_records,
+            retry_of=retry_of,
+            status=status,
+            total=None,
+            completed=0,
+            failed=0,
+            output_file_id=None,
+            error_file_id=None,
+            error=None,
+            job_id=job_id,
+            created_at=now,
+            updated_at=now,
+            completed_at=None,
+        )
 
     def shown_status(self, job: Job | None) -> str:
         if job is None:

@@ -7,10 +7,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from inferline import db
 from inferline.batches import kind
 from inferline.batches.deps import BatchDeps
-from inferline.batches.model import DEFAULT_ID_FIELD, VALIDATING, Batch
+from inferline.batches.model import DEFAULT_ID_FIELD, Batch
 from inferline.batches.records import template_fields
 from inferline.batches.store import BatchStore
-from inferline.clock import utcnow
 from inferline.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
 from inferline.files import sniff
 from inferline.ids import new_id
@@ -79,27 +78,16 @@ async def _add(
     batch_id = new_id()
     request = JobRequest(kind=kind.KIND, input={"batch_id": batch_id, "input_file_id": input_file_id}, webhook=webhook)
     job = await tx.add(request, tenant=tenant)
-    now = utcnow()
-    batch = Batch(
+    batch = Batch.new(
         id=batch_id,
         tenant=tenant,
         collection=collection,
         input_file_id=input_file_id,
+        job_id=job.id,
+        chunk_records=chunk_records,
         text_template=text_template,
         id_field=id_field,
-        chunk_records=chunk_records,
         retry_of=retry_of,
-        status=VALIDATING,
-        total=None,
-        completed=0,
-        failed=0,
-        output_file_id=None,
-        error_file_id=None,
-        error=None,
-        job_id=job.id,
-        created_at=now,
-        updated_at=now,
-        completed_at=None,
     )
     await BatchStore(tx.conn).add(batch)
     return batch, job
