@@ -191,7 +191,7 @@ async def _settle(
         "failed": state["failed"] + failed,
     }
     now = utcnow()
-    async with db.write(deps.engine) as conn:
+    async with db.write(deps.engine, slow=True) as conn:  # a chunk's rows, off the event loop
         gone = await SearchStore(conn).mark_indexed(
             collection.id, ready=upserted.ready, failed=upserted.failed, now=now
         )

@@ -100,7 +100,7 @@ async def upsert_chunk(
         failed_all = {item.document_id: reason for item in todo}
 
         async def mark_failed() -> None:
-            async with db.write(deps.engine) as conn:
+            async with db.write(deps.engine, slow=True) as conn:
                 await SearchStore(conn).mark_indexed(collection.id, ready={}, failed=failed_all, now=utcnow())
 
         await despite_cancel(mark_failed())
@@ -212,7 +212,7 @@ async def _claim(
     if not pending:
         return []
     try:
-        async with db.write(deps.engine) as conn:
+        async with db.write(deps.engine, slow=True) as conn:  # a chunk of up to 10,000 records
             store = SearchStore(conn)
             if not await store.collection_exists(collection.id):
                 raise NonRetryable(f"collection {collection.name!r} was deleted")
