@@ -486,7 +486,9 @@ class Background:
             max_age_s=s.settings.webhook_max_age_s,
         )
         self.tasks = [
-            asyncio.create_task(run_scheduler(s.submitter, poll_s=s.settings.schedule_poll_s, stop=self.halt)),
+            asyncio.create_task(
+                run_scheduler(s.submitter, poll_s=s.settings.schedule_poll_s, stop=self.halt, tracer=s.tracing.tracer)
+            ),
             asyncio.create_task(self.dispatcher.run(self.halt)),
         ]
         if s.settings.monitor_enabled:

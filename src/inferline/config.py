@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, IPvAnyNetwork, field_validator
+from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.inference.model import ProcessingMode
@@ -173,6 +173,10 @@ class Settings(BaseSettings):
         default=256, ge=1, le=100_000, description="records of a stream read and not yet acknowledged, at most"
     )
     grpc_group_records: int = Field(default=128, ge=1, le=10_000, description="most records committed together")
+    grpc_tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate chain: the record stream is served over TLS (with the key file)"
+    )
+    grpc_tls_key_file: Path | None = Field(default=None, description="PEM private key of `grpc_tls_cert_file`")
     grpc_idle_s: float = Field(default=60.0, gt=0, description="a stream that sends no record for this long ends")
     grpc_streams_per_tenant: int = Field(default=2, ge=1, description="open record streams of one tenant, at most")
     grpc_max_streams: int = Field(default=64, ge=1, description="open record streams of all tenants, at most")
@@ -266,6 +270,12 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"kind_concurrency limits must be >= 1: {bad}")
         return value
+
+    @model_validator(mode="after")
+    def _grpc_tls_pair(self) -> Settings:
+        if (self.grpc_tls_cert_file is None) != (self.grpc_tls_key_file is None):
+            raise ValueError("grpc_tls_cert_file and grpc_tls_key_file: give both or neither")
+        return self
 
     def to_env(self) -> dict[str, str]:
         """These settings as INFERLINE_* variables, for child processes to read back."""

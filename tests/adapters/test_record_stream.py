@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,18 +17,20 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from google.protobuf import struct_pb2
+from pydantic import ValidationError
 from tests.adapters.test_batch_kind import Bulk, bulk  # noqa: F401  # `bulk`: the fixture
 from tests.adapters.test_ingest_kind import DIM, MODEL
 from tests.helpers import eventually
 
 from inferline import db
 from inferline.clock import utcnow
+from inferline.config import Settings
 from inferline.errors import Unavailable
 from inferline.records import grpc as records_grpc
 from inferline.records import records_pb2, records_pb2_grpc, stream
 from inferline.records.client import PushFailed, push_file
 from inferline.records.deps import RecordDeps, StreamLimits, StreamSlots
-from inferline.records.grpc import ServerLimits, peer_address, start_server
+from inferline.records.grpc import ServerLimits, ServerTls, peer_address, start_server
 from inferline.schema import documents
 from inferline.search.filters import FieldType
 from inferline.search.model import Collection, DocumentStatus
@@ -80,10 +84,10 @@ async def serve(bulk: Bulk) -> AsyncIterator[Serve]:  # noqa: F811  # the import
     auth = Authenticator(bulk.search.engine, cache_s=60)
     keys = {tenant: (await create_key(bulk.search.engine, tenant))[1] for tenant in ("t", "u")}
 
-    async def start(**limits: Any) -> Served:
+    async def start(tls: ServerTls | None = None, **limits: Any) -> Served:
         stream_limits = StreamLimits(**limits)
         deps = RecordDeps(bulk.batches, stream_limits, StreamSlots(stream_limits.streams_per_tenant))
-        server, port = await start_server(deps, auth, ServerLimits(max_message_bytes=2**20), "127.0.0.1", 0)
+        server, port = await start_server(deps, auth, ServerLimits(max_message_bytes=2**20), "127.0.0.1", 0, tls=tls)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         started.append((server, channel))
         return Served(bulk, deps, records_pb2_grpc.RecordStreamStub(channel), keys, f"127.0.0.1:{port}")
@@ -370,3 +374,39 @@ async def test_push_with_a_wrong_key_fails_at_once(serve: Serve, tmp_path: Path)
     path.write_text(json.dumps({"custom_id": "a", "text": "b"}) + "\n")
     with pytest.raises(PushFailed, match="UNAUTHENTICATED"):
         await push_file(served.target, "il_wrong", path, "docs", retry_after_s=0)
+
+
+def self_signed(folder: Path) -> tuple[bytes, bytes]:
+    """A certificate for 127.0.0.1 signed by its own key (PEM), made by the machine's openssl."""
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    openssl = shutil.which("openssl") or "openssl"
+    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    command = [openssl, "req", "-x509", *curve, "-nodes", "-days", "1", *subject, *files]
+    subprocess.run(command, check=True, capture_output=True, timeout=30)
+    return cert.read_bytes(), key.read_bytes()
+
+
+async def test_push_over_tls_checks_the_servers_certificate_and_a_plain_client_is_refused(
+    serve: Serve, tmp_path: Path
+) -> None:
+    cert, key = self_signed(tmp_path)
+    served = await serve(tls=ServerTls(cert, key))
+    collection = await served.collection()
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps({"custom_id": f"p{i}", "text": f"posting {i}"}) + "\n" for i in range(20)))
+
+    result = await push_file(served.target, served.keys["t"], path, "docs", tls=True, ca_pem=cert, retry_after_s=0)
+
+    assert result.stored == 20 and result.failed == []
+    assert len(await served.documents(collection)) == 20
+    with pytest.raises(PushFailed, match="UNAVAILABLE"):  # plain text to a TLS port: no handshake
+        await push_file(served.target, served.keys["t"], path, "docs", attempts=1)
+    with pytest.raises(PushFailed, match="UNAVAILABLE"):  # TLS, but the certificate is no CA of the system's
+        await push_file(served.target, served.keys["t"], path, "docs", tls=True, attempts=1)
+
+
+def test_a_tls_certificate_without_its_key_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="give both or neither"):
+        Settings(data_dir=tmp_path, grpc_port=0, grpc_tls_cert_file=tmp_path / "cert.pem")

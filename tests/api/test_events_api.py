@@ -44,5 +44,20 @@ async def test_refused_events_are_listed_for_admins_and_a_retry_publishes_them(m
                 kept = await eventually(broker.kept, lambda events: len(events) == 1)
                 assert kept[0]["id"] == succeeded["id"] and kept[0]["data"]["status"] == "succeeded"
                 assert len(await letters()) == 2
+
+                # Many at once: one type, then the rest; ids kept, oldest failure first.
+                assert (await api.other.post("/api/v1/events/dead-letters/retry", json={})).status_code == 403
+                bad = await api.client.post("/api/v1/events/dead-letters/retry", json={"limit": 0})
+                assert bad.status_code == 422 and bad.json()["field"] == "body.limit"
+                queued = await api.client.post("/api/v1/events/dead-letters/retry", json={"type": "job.queued"})
+                [queued_letter] = [item["id"] for item in items if item["type"] == "job.queued"]
+                assert queued.json() == {"retried": 1, "ids": [queued_letter]}
+                rest = await api.client.post("/api/v1/events/dead-letters/retry", json={"limit": 5})
+                [running_letter] = [item["id"] for item in items if item["type"] == "job.running"]
+                assert rest.json() == {"retried": 1, "ids": [running_letter]}
+                none = await api.client.post("/api/v1/events/dead-letters/retry", json={})
+                assert none.json() == {"retried": 0, "ids": []} and await letters() == []
+                kept = await eventually(broker.kept, lambda events: len(events) == 3)
+                assert [event["id"] for event in kept[1:]] == [queued_letter, running_letter]
         finally:
             await client.aclose()

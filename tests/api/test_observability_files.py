@@ -218,7 +218,7 @@ def test_dashboard_is_one_grafana_can_import_on_any_prometheus() -> None:
     ids = [panel["id"] for panel in everything]
     assert len(ids) == len(set(ids)), "panel ids repeat"
     rows = [panel["title"] for panel in everything if panel["type"] == "row"]
-    assert rows == ["Jobs", "API", "Models", "Search", "Monitor, notifications and webhooks"]
+    assert rows == ["Jobs", "API", "Models", "Search", "Monitor, notifications and webhooks", "Events to the broker"]
     for panel in everything:
         if panel["type"] in {"row", "text"}:
             continue

@@ -6,15 +6,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from tests.api.conftest import MakeApi
 from tests.conftest import LogRecorder
+
+from inferline.clock import utcnow
+from inferline.schema import schedules
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -114,3 +119,34 @@ async def test_without_an_endpoint_nothing_is_sent_but_logs_and_answers_still_ca
     assert len(trace_id) == 32 and trace_id != "0" * 32
     requests = [e for e in log_records.events if e["event"] == "request"]
     assert requests and all(len(e["trace_id"]) == 32 for e in requests)
+
+
+async def test_a_schedules_tick_is_a_span_and_its_job_continues_that_trace(
+    make_api: MakeApi, collector: Collector
+) -> None:
+    settings = {
+        "plugins": ["tests.plugins.kinds"],
+        "otlp_endpoint": f"http://127.0.0.1:{collector.port}",
+        "schedule_poll_s": 0.05,
+    }
+    async with make_api(**settings) as api:
+        created = await api.client.post(
+            "/api/v1/schedules", json={"cron": "0 0 1 1 *", "kind": "double", "input": {"n": 4}}
+        )
+        assert created.status_code == 201, created.text
+        schedule = created.json()
+        async with api.services.engine.begin() as conn:  # due now: the scheduler fires it at its next poll
+            await conn.execute(sa.update(schedules).values(next_run_at=utcnow() - timedelta(seconds=1)))
+        for _ in range(200):
+            listed = (await api.client.get("/api/v1/schedules")).json()["items"]
+            if listed[0]["last_job_id"]:
+                break
+            await asyncio.sleep(0.05)
+        job = await api.wait(listed[0]["last_job_id"])
+        assert job["result"] == {"doubled": 8}
+    [tick] = collector.named("schedule tick")
+    assert tick["parent"] == ""  # a root: nothing submitted it
+    assert tick["attributes"]["inferline.schedule.id"] == schedule["id"]
+    assert tick["attributes"]["inferline.job.id"] == job["id"]
+    [attempt] = collector.named("job double")
+    assert (attempt["trace_id"], attempt["parent"]) == (tick["trace_id"], tick["span_id"])

@@ -61,11 +61,16 @@ async def _start_grpc(services: Services) -> Callable[[], Awaitable[None]]:
     settings = services.settings
     if settings.grpc_port is None:
         return _nothing
-    from inferline.records.grpc import ServerLimits, start_server
+    from inferline.records.grpc import ServerLimits, ServerTls, start_server
 
     limits = ServerLimits(max_message_bytes=settings.grpc_max_message_bytes, max_streams=settings.grpc_max_streams)
     try:
-        server, _ = await start_server(services.records, services.auth, limits, settings.host, settings.grpc_port)
+        tls = None
+        if settings.grpc_tls_cert_file is not None and settings.grpc_tls_key_file is not None:
+            tls = ServerTls(settings.grpc_tls_cert_file.read_bytes(), settings.grpc_tls_key_file.read_bytes())
+        server, _ = await start_server(
+            services.records, services.auth, limits, settings.host, settings.grpc_port, tls=tls
+        )
     except BaseException:  # the port is taken: the start ends here, its services closed
         await services.aclose()
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +32,17 @@ def push(
             help=f"the record stream's host:port (default: --server's host, port {DEFAULT_GRPC_PORT})",
         ),
     ] = None,
+    tls: Annotated[
+        bool | None,
+        typer.Option(
+            "--tls/--no-tls",
+            help="TLS to the record stream (default: when --server is https://, or --ca-file is given)",
+        ),
+    ] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option("--ca-file", exists=True, dir_okay=False, help="PEM CA certificates to check the server's with"),
+    ] = None,
     key: Key = None,
     data_dir: DataDir = None,
     as_json: AsJson = False,
@@ -41,12 +53,27 @@ def push(
     from inferline.records.client import PushFailed, push_file
 
     target = grpc_target or f"{urlsplit(server).hostname or '127.0.0.1'}:{DEFAULT_GRPC_PORT}"
+    use_tls = tls if tls is not None else (server.startswith("https://") or ca_file is not None)
+    if tls is False and ca_file is not None:
+        err.print("error: --ca-file needs TLS (drop --no-tls)")
+        raise typer.Exit(2)
+    if not use_tls and not _loopback(target):
+        err.print(f"warning: {target} without TLS: the API key and the records cross the network in the clear")
     plain_key = api_key(key, data_dir)
+    ca_pem = ca_file.read_bytes() if ca_file is not None else None
     with progress_bars() as progress:
         task = progress.add_task(f"push {file.name}", total=file.stat().st_size or 1)
         try:
             result = asyncio.run(
-                push_file(target, plain_key, file, collection, on_progress=lambda size: progress.advance(task, size))
+                push_file(
+                    target,
+                    plain_key,
+                    file,
+                    collection,
+                    on_progress=lambda size: progress.advance(task, size),
+                    tls=use_tls,
+                    ca_pem=ca_pem,
+                )
             )
         except PushFailed as exc:
             err.print(f"error: {exc}")
@@ -61,3 +88,13 @@ def push(
             err.print(f"  ... and {len(result.failed) - SHOWN_FAILURES} more (--json lists them all)")
     if result.failed:
         raise typer.Exit(1)
+
+
+def _loopback(target: str) -> bool:
+    host = target.rpartition(":")[0].strip("[]") or target
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,7 +41,22 @@ async def retry_dead_letter(engine: AsyncEngine, letter_id: str) -> dict[str, An
         row = await store.take_dead_letter(conn, letter_id)
         if row is None:
             raise NotFound(f"dead letter {letter_id} not found")
-        event = (row["id"], row["type"], row["subject"], row["tenant"], row["time"], row["data"])
-        line = envelope.stored(*event, any_keys=True)
-        await outbox.add(conn, [line])
+        await outbox.add(conn, [_stored(row)])
     return letter_view(row)
+
+
+async def retry_dead_letters(
+    engine: AsyncEngine, *, type_: str | None, failed_before: datetime | None, limit: int
+) -> list[str]:
+    """Put up to `limit` dead letters back in the outbox, oldest failure first, in one row: the publisher
+    sends them together, in that order. Returns their ids."""
+    async with db.write(engine) as conn:
+        rows = await store.take_dead_letters(conn, type_=type_, failed_before=failed_before, limit=limit)
+        if rows:
+            await outbox.add(conn, [_stored(row) for row in rows])
+    return [row["id"] for row in rows]
+
+
+def _stored(row: dict[str, Any]) -> str:
+    event = (row["id"], row["type"], row["subject"], row["tenant"], row["time"], row["data"])
+    return envelope.stored(*event, any_keys=True)

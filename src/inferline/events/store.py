@@ -102,3 +102,21 @@ async def take_dead_letter(conn: AsyncConnection, letter_id: str) -> dict[str, A
         return None
     await conn.execute(d.delete().where(d.c.id == letter_id))
     return dict(row)
+
+
+async def take_dead_letters(
+    conn: AsyncConnection, *, type_: str | None, failed_before: datetime | None, limit: int
+) -> list[dict[str, Any]]:
+    """Remove up to `limit` dead letters, oldest failure first (optionally of one type, or failed before a
+    time) and return them, for the caller to put back in the outbox. Letters another retry holds are
+    skipped, not waited for (SKIP LOCKED where the engine has it)."""
+    d = event_dead_letters
+    query = sa.select(d).order_by(d.c.failed_at, d.c.id).limit(limit).with_for_update(skip_locked=True)
+    if type_ is not None:
+        query = query.where(d.c.type == type_)
+    if failed_before is not None:
+        query = query.where(d.c.failed_at < failed_before)
+    rows = [dict(row) for row in (await conn.execute(query)).mappings()]
+    if rows:
+        await conn.execute(d.delete().where(d.c.id.in_([row["id"] for row in rows])))
+    return rows

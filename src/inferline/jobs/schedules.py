@@ -6,7 +6,8 @@ carries the idempotency key `inferline:schedule:<id>:<tick>` as a second guard (
 `submission.SERVER_KEY_PREFIX`). Each schedule fires in a savepoint of its own: a tick whose job cannot be
 inserted (its key taken) moves on without taking back the other schedules of the batch, which are often
 other tenants'. Missed ticks (all workers down) fire once, then the schedule moves on to the next future
-tick.
+tick. Each tick that fires runs in a span of its own (`schedule tick`), so the job it creates, whose
+attempts continue the trace of whoever submitted it, is traced back to its schedule.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 from cronsim import CronSim, CronSimError
+from opentelemetry.trace import NoOpTracer, SpanKind, Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline import db, paging
@@ -118,19 +120,27 @@ async def delete_schedule(engine: AsyncEngine, *, tenant: str, schedule_id: str)
         raise NotFound(f"schedule {schedule_id} not found")
 
 
-async def fire_due_schedules(submitter: Submitter, *, limit: int = 100) -> int:
+async def fire_due_schedules(submitter: Submitter, *, limit: int = 100, tracer: Tracer | None = None) -> int:
     """Create the job of every due schedule and move each to its next tick. Returns jobs created. A
     template the kind no longer accepts (its input model changed) creates no job: the tick is logged
     and skipped."""
     now = utcnow()
     created = 0
+    tracer = tracer or NoOpTracer()
     async with submitter.transaction() as tx:
         query = (
             sa.select(schedules).where(schedules.c.next_run_at <= now).limit(limit).with_for_update(skip_locked=True)
         )
         due = [_schedule(row) for row in (await tx.conn.execute(query)).mappings()]
         for schedule in due:
-            job_id = await _fire(tx, schedule, now)
+            attributes = {
+                "inferline.schedule.id": schedule.id,
+                "inferline.tenant": schedule.tenant,
+                "inferline.schedule.tick": schedule.next_run_at.isoformat(),
+            }
+            with tracer.start_as_current_span("schedule tick", kind=SpanKind.PRODUCER, attributes=attributes) as span:
+                job_id = await _fire(tx, schedule, now)
+                span.set_attribute("inferline.job.id", job_id or "")
             created += job_id is not None
             await tx.conn.execute(
                 schedules.update()
@@ -166,11 +176,13 @@ async def _fire(tx: JobTransaction, schedule: Schedule, now: datetime) -> str | 
     return job.id
 
 
-async def run_scheduler(submitter: Submitter, *, poll_s: float, stop: asyncio.Event) -> None:
+async def run_scheduler(
+    submitter: Submitter, *, poll_s: float, stop: asyncio.Event, tracer: Tracer | None = None
+) -> None:
     """Fire due schedules every `poll_s` until `stop` is set (never cut off inside a transaction)."""
     while not stop.is_set():
         try:
-            await fire_due_schedules(submitter)
+            await fire_due_schedules(submitter, tracer=tracer)
         except Exception:
             log.exception("scheduler_failed")
         with contextlib.suppress(TimeoutError):

@@ -60,14 +60,23 @@ async def push_file(
     ack_timeout_s: float = 300.0,
     retry_after_s: float = 1.0,
     window_records: int = 256,
+    tls: bool = False,
+    ca_pem: bytes | None = None,
 ) -> PushResult:
     """Every record of `path` upserted into `collection` through the stream at `target` (host:port).
-    `on_progress(bytes)` as records are acknowledged (or fail before sending: a line that is not JSON)."""
+    `on_progress(bytes)` as records are acknowledged (or fail before sending: a line that is not JSON).
+    `tls`: over TLS, the server's certificate checked against `ca_pem` (PEM), or the system's roots."""
     result = PushResult()
     unacked: collections.deque[Sent] = collections.deque()
     lines = _read(path, collection, result, on_progress)
     metadata = (("authorization", f"Bearer {key}"),)
-    async with grpc.aio.insecure_channel(target, options=[("grpc.keepalive_time_ms", 30_000)]) as channel:
+    options = [("grpc.keepalive_time_ms", 30_000)]
+    channel = (
+        grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca_pem), options=options)
+        if tls or ca_pem is not None
+        else grpc.aio.insecure_channel(target, options=options)
+    )
+    async with channel:
         stub = records_pb2_grpc.RecordStreamStub(channel)  # type: ignore[no-untyped-call]  # generated
         failures = 0
         while True:

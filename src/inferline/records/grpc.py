@@ -139,12 +139,32 @@ def build_server(deps: RecordDeps, auth: Authenticator, limits: ServerLimits) ->
     return server
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """A certificate chain and its private key, PEM: the stream is served over TLS only."""
+
+    cert_chain_pem: bytes
+    private_key_pem: bytes
+
+
 async def start_server(
-    deps: RecordDeps, auth: Authenticator, limits: ServerLimits, host: str, port: int
+    deps: RecordDeps,
+    auth: Authenticator,
+    limits: ServerLimits,
+    host: str,
+    port: int,
+    *,
+    tls: ServerTls | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """The server started on `host:port` (0: a free port); returns it and the port bound."""
+    """The server started on `host:port` (0: a free port), over TLS when `tls` is given; returns it and
+    the port bound."""
     server = build_server(deps, auth, limits)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials([(tls.private_key_pem, tls.cert_chain_pem)])
+        bound = server.add_secure_port(address, credentials)
     await server.start()
-    log.info("grpc_started", host=host, port=bound)
+    log.info("grpc_started", host=host, port=bound, tls=tls is not None)
     return server, int(bound)
