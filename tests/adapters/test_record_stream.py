@@ -410,3 +410,62 @@ async def test_push_over_tls_checks_the_servers_certificate_and_a_plain_client_i
 def test_a_tls_certificate_without_its_key_is_refused_at_start(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="give both or neither"):
         Settings(data_dir=tmp_path, grpc_port=0, grpc_tls_cert_file=tmp_path / "cert.pem")
+
+
+async def test_a_commit_the_client_left_holds_its_tenants_slot_until_it_ends(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = await serve(streams_per_tenant=1, group_records=4)
+    collection = await served.collection()
+    entered, gate, closed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    real_upsert, real_upload = stream.upsert_chunk, stream._upload
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        await gate.wait()
+        return await real_upsert(*args, **kwargs)
+
+    async def watched(*args: Any) -> AsyncIterator[Any]:
+        try:
+            async for acks in real_upload(*args):
+                yield acks
+        finally:
+            closed.set()  # the server has seen the client go
+
+    monkeypatch.setattr(stream, "upsert_chunk", held)
+    monkeypatch.setattr(stream, "_upload", watched)
+    call = served.upload(record(i) for i in range(4))
+    await entered.wait()
+    call.cancel()
+    await closed.wait()
+
+    assert served.deps.slots.open == {"t": 1}  # the orphaned commit still runs, in the stream's slot
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await acks_of(served.upload([record(9)]))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    gate.set()
+    await eventually(lambda: served.deps.slots.open, lambda open_by_tenant: open_by_tenant == {})
+    rows = await served.documents(collection)  # the group that was committing, finished anyway
+    assert rows and {row["status"] for row in rows} == {DocumentStatus.READY}
+
+
+async def test_a_client_that_reads_no_acks_is_ended_after_the_idle_limit(serve: Serve) -> None:
+    served = await serve(idle_s=0.5, group_records=256, window_records=1024)
+    await served.collection()
+    # A client whose receive window stays small (gRPC's core otherwise grows it and buffers every ack).
+    options = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)]
+    channel = grpc.aio.insecure_channel(served.target, options=options)
+    stub = records_pb2_grpc.RecordStreamStub(channel)
+    metadata = (("authorization", f"Bearer {served.keys['t']}"),)
+    call = stub.Upload((record(i) for i in range(3_000)), metadata=metadata, timeout=60)  # its acks: not read
+
+    await eventually(lambda: served.deps.slots.open, lambda open_by_tenant: open_by_tenant == {"t": 1})
+    await eventually(lambda: served.deps.slots.open, lambda open_by_tenant: open_by_tenant == {}, timeout_s=30)
+    acks: list[records_pb2.Ack] = []
+    with pytest.raises(grpc.aio.AioRpcError) as ended:  # what was sent, then the status behind it
+        async for ack in call:
+            acks.append(ack)
+    assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "no acknowledgment read for 0.5 s" in (ended.value.details() or "")
+    assert 0 < len(acks) < 3_000 and [ack.seq for ack in acks] == list(range(len(acks)))
+    await channel.close()

@@ -139,7 +139,10 @@ async def _stream(
     finally:
         call.cancel()
         writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, grpc.aio.UsageError):
+        # A write after the server ended the call fails (InvalidStateError, "RPC already finished"): the
+        # reads above have the server's status, which is what counts.
+        suppressed = (asyncio.CancelledError, asyncio.InvalidStateError, grpc.aio.AioRpcError, grpc.aio.UsageError)
+        with contextlib.suppress(*suppressed):
             await writer
 
 

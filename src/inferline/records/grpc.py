@@ -5,6 +5,8 @@ ack, never a status."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -61,21 +63,33 @@ class RecordStreamService(records_pb2_grpc.RecordStreamServicer):
 
     async def Upload(  # the name the .proto gives the method
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
+    ) -> None:
         try:
             tenant = await self._tenant(context)
-            self.deps.slots.take(tenant)
+            # Closed here, not left to the garbage collector: its end gives back the tenant's stream slot.
+            async with contextlib.aclosing(upload(self.deps, tenant, _records(request_iterator))) as groups:
+                async for acks in groups:
+                    for ack in acks:
+                        if not await self._send(context, _ack_message(ack)):
+                            return
         except Exception as exc:
             await _abort(context, exc)
-            raise  # _abort raised already
+
+    async def _send(self, context: grpc.aio.ServicerContext, ack: Any) -> bool:
+        """Writes `ack`; False when the client has gone (cancelled, disconnected). A client that stops
+        reading its acks (HTTP/2 flow control holds the write) is ended like one that stops sending records:
+        else it would hold its tenant's stream slot for as long as it likes."""
+        idle_s = self.deps.limits.idle_s
         try:
-            async for acks in upload(self.deps, tenant, _records(request_iterator)):
-                for ack in acks:
-                    yield _ack_message(ack)
+            await asyncio.wait_for(context.write(ack), idle_s)
+        except TimeoutError as exc:
+            raise StreamIdle(f"no acknowledgment read for {idle_s:g} s (setting grpc_idle_s)") from exc
         except Exception as exc:
-            await _abort(context, exc)
-        finally:
-            self.deps.slots.give_back(tenant)
+            # grpc's own error (`ExecuteBatchError`, before the call shows as cancelled) for a write to a call
+            # the client ended or whose connection broke: nothing more can reach that client, status included.
+            log.info("record_stream_client_gone", error=repr(exc)[:200])
+            return False
+        return True
 
     async def _tenant(self, context: grpc.aio.ServicerContext) -> str:
         metadata = dict(context.invocation_metadata() or ())

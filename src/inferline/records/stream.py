@@ -19,14 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
+
+import structlog
 
 from inferline import db
 from inferline.batches.records import Record
 from inferline.batches.upsert import upsert_chunk
 from inferline.clock import utcnow
+from inferline.errors import InferlineError
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs.context import ContextBase
 from inferline.jobs.model import Job
@@ -34,6 +37,8 @@ from inferline.records.deps import RecordDeps
 from inferline.search.collections import collection_named
 from inferline.search.model import Collection
 from inferline.search.store import SearchStore
+
+log = structlog.get_logger(__name__)
 
 ID_FIELD = "custom_id"
 
@@ -55,8 +60,9 @@ class Acked:
     error: str | None
 
 
-class StreamIdle(Exception):
-    """The client sent nothing for `idle_s`: the stream ends (what it sent is acknowledged)."""
+class StreamIdle(InferlineError):
+    """The client sent nothing, or read no acknowledgment, for `idle_s`: the stream ends (what it sent is
+    acknowledged). Its text is the client's to see."""
 
 
 @dataclass(frozen=True)
@@ -68,9 +74,40 @@ class _Received:
 _END = None  # the reader's last item: the stream ended (or failed: the reader task holds why)
 
 
-async def upload(deps: RecordDeps, tenant: str, records: AsyncIterator[StreamRecord]) -> AsyncIterator[list[Acked]]:
-    """The acks of `records`, a group at a time, in order. Raises NotFound for a collection the tenant does
-    not have (the records before it are acknowledged), StreamIdle after `idle_s` without a record."""
+async def upload(
+    deps: RecordDeps, tenant: str, records: AsyncIterator[StreamRecord]
+) -> AsyncGenerator[list[Acked], None]:
+    """The acks of `records`, a group at a time, in order. Raises Overloaded when the tenant has all its
+    streams open, NotFound for a collection the tenant does not have (the records before it are
+    acknowledged), StreamIdle after `idle_s` without a record.
+
+    The stream holds one of its tenant's slots (`deps.slots`) until it ends, or, when the client left in
+    the middle of a commit, until that commit (which goes on, shielded) has ended: a tenant that drops and
+    reopens streams cannot have more commits running than its slots."""
+    deps.slots.take(tenant)
+    commits: list[asyncio.Future[list[Acked]]] = []  # the last one may still run when the client left
+    try:
+        async for acks in _upload(deps, tenant, records, commits.append):
+            yield acks
+    finally:
+        if commits and not commits[-1].done():
+            commits[-1].add_done_callback(lambda commit: _orphan_ended(commit, deps, tenant))
+        else:
+            deps.slots.give_back(tenant)
+
+
+def _orphan_ended(commit: asyncio.Future[list[Acked]], deps: RecordDeps, tenant: str) -> None:
+    deps.slots.give_back(tenant)
+    if not commit.cancelled() and commit.exception() is not None:  # retrieved: nobody else awaits it
+        log.warning("record_stream_orphaned_commit_failed", tenant=tenant, error=repr(commit.exception())[:1000])
+
+
+async def _upload(
+    deps: RecordDeps,
+    tenant: str,
+    records: AsyncIterator[StreamRecord],
+    started: Callable[[asyncio.Future[list[Acked]]], object],
+) -> AsyncIterator[list[Acked]]:
     limits = deps.limits
     window = asyncio.Semaphore(limits.window_records)
     received: asyncio.Queue[_Received | None] = asyncio.Queue()  # bounded by `window`
@@ -88,7 +125,9 @@ async def upload(deps: RecordDeps, tenant: str, records: AsyncIterator[StreamRec
         while True:
             group, ended = await _next_group(received, limits.group_records)
             if group:
-                acks = await asyncio.shield(asyncio.ensure_future(_commit(deps, context, collections, group)))
+                commit = asyncio.ensure_future(_commit(deps, context, collections, group))
+                started(commit)
+                acks = await asyncio.shield(commit)
                 yield acks
                 unacked -= len(group)
                 for _ in group:
