@@ -24,7 +24,7 @@ from inferline.batches.deps import BatchDeps
 from inferline.batches.kind import BatchInput, run_batch
 from inferline.batches.model import IN_PROGRESS, Batch
 from inferline.batches.store import BatchStore
-from inferline.errors import NotFound
+from inferline.errors import ModelError, NotFound
 from inferline.files.blobs import BlobStore
 from inferline.files.service import get_file, receive_file, record_file
 from inferline.ids import new_id
@@ -220,8 +220,9 @@ async def test_a_model_down_for_every_record_fails_the_attempt_not_the_records(b
     batch = await bulk.batch(collection, [posting(i) for i in range(3)])
     HashModel.down = True
     ctx = bulk.context()
-    with pytest.raises(RuntimeError, match="died"):
+    with pytest.raises(ModelError, match="does not answer") as failed:
         await bulk.run(batch, ctx)
+    assert "died" in str(failed.value.__cause__)
     assert ctx.checkpoints == [{"total": 3, "done": 0, "completed": 0, "failed": 0}]  # retried from here
     assert await bulk.count(batch_records) == 0
     # Its documents say why they are not indexed (none left `processing`, which would pass for unchanged).
@@ -229,6 +230,23 @@ async def test_a_model_down_for_every_record_fails_the_attempt_not_the_records(b
     HashModel.down = False
     assert (await bulk.run(batch, bulk.context(last_checkpoint=ctx.checkpoints[-1], attempt=2)))["completed"] == 3
     assert await statuses(bulk, collection) == {f"p{i}": DocumentStatus.READY for i in range(3)}
+
+
+async def test_a_chunk_whose_every_record_breaks_the_model_fails_those_records_when_the_model_still_answers(
+    bulk: Bulk,
+) -> None:
+    collection = await bulk.collection()
+    records = [posting(i, text=f"posting {i}: poison") for i in range(2)] + [posting(2)]
+
+    result = await bulk.run(await bulk.batch(collection, records, chunk_records=2))
+
+    assert (result["completed"], result["failed"]) == (1, 2)  # not a model down: the batch completes
+    assert {error["custom_id"] for error in await bulk.errors(await _only_batch(bulk))} == {"p0", "p1"}
+    assert await statuses(bulk, collection) == {
+        "p0": DocumentStatus.FAILED,
+        "p1": DocumentStatus.FAILED,
+        "p2": DocumentStatus.READY,
+    }
 
 
 async def statuses(bulk: Bulk, collection: Collection) -> dict[str | None, DocumentStatus]:

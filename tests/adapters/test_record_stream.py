@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from google.protobuf import struct_pb2
 from pydantic import ValidationError
-from tests.adapters.test_batch_kind import Bulk, bulk  # noqa: F401  # `bulk`: the fixture
+from tests.adapters.test_batch_kind import Bulk, HashModel, bulk  # noqa: F401  # `bulk`: the fixture
 from tests.adapters.test_ingest_kind import DIM, MODEL
 from tests.helpers import eventually
 
@@ -469,3 +469,23 @@ async def test_a_client_that_reads_no_acks_is_ended_after_the_idle_limit(serve: 
     assert "no acknowledgment read for 0.5 s" in (ended.value.details() or "")
     assert 0 < len(acks) < 3_000 and [ack.seq for ack in acks] == list(range(len(acks)))
     await channel.close()
+
+
+async def test_a_group_of_one_record_with_the_model_down_ends_unavailable_and_a_bad_record_alone_fails_alone(
+    serve: Serve,
+) -> None:
+    served = await serve()
+    collection = await served.collection()
+    HashModel.down = True
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await acks_of(served.upload([record(0)]))
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE  # the client resends; the record is not failed
+    HashModel.down = False
+    [ack] = await acks_of(served.upload([record(1, text="posting 1: poison")]))
+    assert ack.error.startswith("internal error (RuntimeError)")
+    [again] = await acks_of(served.upload([record(0)]))
+    assert again.error == "" and again.document_id
+    assert {row["external_id"]: row["status"] for row in await served.documents(collection)} == {
+        "p0": DocumentStatus.READY,
+        "p1": DocumentStatus.FAILED,
+    }

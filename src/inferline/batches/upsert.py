@@ -12,8 +12,10 @@ the record stream's server, `records/stream.py`): no ingest job, no file per rec
 
 A record that breaks the model fails the whole micro-batch it is in; the model runtime's batcher then runs
 each item of that batch alone (`inference/batching.py`), so only the record's own chunks fail, and that is
-the record's failure (the error file has it). When every record of a chunk of several fails, the model is
-down, not the records: the attempt fails and is retried from the last checkpoint.
+the record's failure (the error file has it). When every record of a chunk fails (a chunk of one
+included: a stream's group can be one record), the model is asked to embed a known text: if that fails too,
+the model is down, not the records, and the attempt fails (a batch is retried from its last checkpoint, a
+stream ends `UNAVAILABLE` and its client resends); if it answers, the records were the cause and fail.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from inferline import db
 from inferline.batches.deps import BatchDeps
 from inferline.batches.records import Record
 from inferline.clock import utcnow
-from inferline.errors import Canceled, InvalidInput, NonRetryable, NotFound, Retry, shown_message
+from inferline.errors import Canceled, InvalidInput, ModelError, NonRetryable, NotFound, Retry, shown_message
 from inferline.files import sniff
 from inferline.files.service import remove_blobs
 from inferline.files.store import release_files
@@ -38,6 +40,7 @@ from inferline.ids import new_id
 from inferline.jobs.context import JobContext
 from inferline.search import documents
 from inferline.search.chunks import Chunk
+from inferline.search.embedders import EmbedInput
 from inferline.search.extract import plain_text
 from inferline.search.filters import FieldType, check_metadata
 from inferline.search.index import ChunkRecord, Vector
@@ -315,6 +318,20 @@ async def _embed(ctx: JobContext, model: str, chunked: list[list[Chunk]]) -> lis
             found.append(shown_message(vectors, reference=f"job {ctx.id}")[:MAX_ERROR_CHARS])
         else:
             found.append(vectors)
-    if len(failures) == len(chunked) > 1:
-        raise failures[0]
+    if failures and len(failures) == len(chunked) and not await _model_answers(ctx, model):
+        raise ModelError(f"model {model} does not answer: {type(failures[0]).__name__}") from failures[0]
     return found
+
+
+CANARY_TEXT = "inferline model check"
+
+
+async def _model_answers(ctx: JobContext, model: str) -> bool:
+    """Whether the model embeds a plain text now: a chunk whose every record failed says nothing by itself
+    about whether the records or the model are to blame."""
+    try:
+        await ctx.predict(model, EmbedInput(CANARY_TEXT))
+    except Exception as exc:
+        log.warning("batch_model_down", job_id=ctx.id, model=model, error=repr(exc)[:MAX_ERROR_CHARS])
+        return False
+    return True
