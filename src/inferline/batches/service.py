@@ -19,6 +19,7 @@ from inferline.jobs.submission import JobRequest, JobTransaction, check_webhook
 from inferline.search.store import SearchStore
 
 MAX_CHUNK_RECORDS = 10_000
+BATCH_INPUT_TYPES = (sniff.TEXT, sniff.HTML, sniff.PARQUET)
 
 
 class BatchIn(BaseModel):
@@ -73,8 +74,8 @@ async def _add(
     file = await SearchStore(tx.conn).file(tenant, input_file_id)
     if file is None:
         raise NotFound(f"file {input_file_id} not found")
-    if file.content_type not in (sniff.TEXT, sniff.HTML):
-        raise UnsupportedMediaType(f"input file {input_file_id} is {file.content_type}: send JSONL or CSV text")
+    if file.content_type not in BATCH_INPUT_TYPES:
+        raise UnsupportedMediaType(f"input file {input_file_id} is {file.content_type}: send JSONL, CSV or Parquet")
     batch_id = new_id()
     request = JobRequest(kind=kind.KIND, input={"batch_id": batch_id, "input_file_id": input_file_id}, webhook=webhook)
     job = await tx.add(request, tenant=tenant)
