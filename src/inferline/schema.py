@@ -253,6 +253,25 @@ batch_records = sa.Table(
     sa.Column("error", sa.Text(), nullable=True),
 )
 
+# The files of the operator's drop folders that a scheduled batch took, one row each: a file is batched
+# once (the same name, size and modification time is never taken again). `batch_id` is None for a file
+# refused with `error` (not JSONL, CSV or Parquet, too large).
+batch_drop_files = sa.Table(
+    "batch_drop_files",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("folder", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger(), nullable=False),
+    sa.Column("file_id", sa.String(36), nullable=True),
+    sa.Column("batch_id", sa.String(36), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("taken_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant", "folder", "name", "size", "mtime_ns", name="uq_batch_drop_files_file"),
+)
+
 # Media projects: a family's photos and song, and the video made of them. `active_job_id` is the job of
 # the latest run (a `pipeline`); the project's status shown to users is derived from that job's.
 media_projects = sa.Table(
