@@ -17,11 +17,12 @@ from tests.helpers import eventually
 
 from inferline import db
 from inferline.clock import utcnow
-from inferline.schema import batch_drop_files, schedules
+from inferline.schema import batch_drop_files, schedules, webhook_deliveries
 
 
-async def schedule(api: Api, client: Any = None, **source: Any) -> dict[str, Any]:
+async def schedule(api: Api, client: Any = None, webhook: str | None = None, **source: Any) -> dict[str, Any]:
     body = {"kind": "scheduled_batch", "cron": "0 2 * * *", "input": {"collection": "jobs"} | source}
+    body |= {"webhook": webhook} if webhook else {}
     response = await (client or api.client).post("/api/v1/schedules", json=body)
     assert response.status_code == 201, response.text
     made: dict[str, Any] = response.json()
@@ -56,7 +57,8 @@ async def test_schedules_make_batches_of_a_file_and_of_the_new_files_of_a_drop_f
     folder = tmp_path / "drop"
     folder.mkdir()
     folders = {"default": {"nightly": str(folder)}}
-    async with make_api(schedule_poll_s=0.05, batch_drop_folders=folders, batch_drop_settle_s=0) as api:
+    settings = {"batch_drop_folders": folders, "batch_drop_settle_s": 0, "webhook_allow_networks": ["127.0.0.0/8"]}
+    async with make_api(schedule_poll_s=0.05, **settings) as api:
         await collection(api)
         await a_tick_makes_a_batch_of_its_file_and_the_manual_trigger_another(api)
         await a_drop_folder_run_takes_each_new_file_once_and_refuses_what_is_not_a_regular_file(api, tmp_path, folder)
@@ -64,7 +66,7 @@ async def test_schedules_make_batches_of_a_file_and_of_the_new_files_of_a_drop_f
 
 async def a_tick_makes_a_batch_of_its_file_and_the_manual_trigger_another(api: Api) -> None:
     file_id = await upload(api, "p.jsonl", jsonl([posting(i) for i in range(3)]))
-    made = await schedule(api, input_file_id=file_id)
+    made = await schedule(api, input_file_id=file_id, webhook="http://127.0.0.1:9/hook")
     async with db.write(api.services.engine) as conn:  # 02:00 has come
         await conn.execute(sa.update(schedules).values(next_run_at=utcnow() - timedelta(seconds=1)))
 
@@ -77,6 +79,9 @@ async def a_tick_makes_a_batch_of_its_file_and_the_manual_trigger_another(api: A
     [batch] = ticked["batches"]
     assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 3
     assert batch["input_file_id"] == file_id and batch["collection"] == "jobs"
+    async with db.read(api.services.engine) as conn:  # the schedule's webhook hears the batch's completion
+        sent = (await conn.execute(sa.select(webhook_deliveries.c.payload))).scalars().all()
+    assert ("batch.completed", batch["id"]) in [(p["type"], p["data"]["id"]) for p in sent]
 
     again = await run_now(api, made["id"])
     assert again["batch_ids"] != ticked["batch_ids"] and again["batches"][0]["status"] == "completed"

@@ -68,13 +68,14 @@ class ScheduledBatchInput(BaseModel):
             raise ValueError("give one source: input_file_id or drop_folder")
         return self
 
-    def batch_in(self, input_file_id: str) -> BatchIn:
+    def batch_in(self, input_file_id: str, webhook: str | None) -> BatchIn:
         return BatchIn(
             input_file_id=input_file_id,
             collection=self.collection,
             text_template=self.text_template,
             id_field=self.id_field,
             chunk_records=self.chunk_records,
+            webhook=webhook,
         )
 
 
@@ -96,12 +97,14 @@ def register(registry: KindRegistry, deps: BatchDeps) -> None:
 
 
 async def run_scheduled_batch(deps: BatchDeps, ctx: JobContext, data: ScheduledBatchInput) -> dict[str, Any]:
+    webhook = ctx.job.webhook  # the schedule's: it hears each batch's `batch.completed` too
     if data.input_file_id is not None:
-        batch, _ = await create_batch(deps, tenant=ctx.tenant, data=data.batch_in(data.input_file_id))
+        batch, _ = await create_batch(deps, tenant=ctx.tenant, data=data.batch_in(data.input_file_id, webhook))
         return {"batch_ids": [batch.id], "taken": [], "refused": []}
     assert data.drop_folder is not None
     root = deps.drops.folder(ctx.tenant, data.drop_folder)
-    await check_batch(deps, tenant=ctx.tenant, data=data.batch_in("-"))
+    options = data.batch_in("-", webhook)
+    await check_batch(deps, tenant=ctx.tenant, data=options)
     try:
         listed, refused = await ctx.to_thread(
             lambda: list_drop_files(root, max_bytes=deps.max_file_bytes, settle_s=deps.drops.settle_s)
@@ -113,7 +116,7 @@ async def run_scheduled_batch(deps: BatchDeps, ctx: JobContext, data: ScheduledB
     taken: list[dict[str, Any]] = []
     for item in new[: deps.drops.max_files]:
         ctx.raise_if_canceled()
-        outcome = await _take(deps, ctx.tenant, data, root, item)
+        outcome = await _take(deps, ctx.tenant, data.drop_folder, options, root, item)
         if isinstance(outcome, Refused):
             refused.append(outcome)
             continue
@@ -136,7 +139,9 @@ async def _not_taken(deps: BatchDeps, tenant: str, folder: str, listed: list[Dro
     return [item for item in listed if (item.name, item.size, item.mtime_ns) not in taken]
 
 
-async def _take(deps: BatchDeps, tenant: str, data: ScheduledBatchInput, root: Path, item: DropFile) -> str | Refused:
+async def _take(
+    deps: BatchDeps, tenant: str, folder: str, options: BatchIn, root: Path, item: DropFile
+) -> str | Refused:
     """The batch of one drop file (its id), or why the file was not taken (a later run tries a file that
     changed or went away again; one of the wrong type is remembered as taken)."""
     try:
@@ -153,13 +158,14 @@ async def _take(deps: BatchDeps, tenant: str, data: ScheduledBatchInput, root: P
             quota=deps.drops.quota,
         )
     refused = True
-    claim: dict[str, Any] = {"id": new_id(), "tenant": tenant, "folder": data.drop_folder, "taken_at": utcnow()}
+    claim: dict[str, Any] = {"id": new_id(), "tenant": tenant, "folder": folder, "taken_at": utcnow()}
     claim |= {"name": item.name, "size": item.size, "mtime_ns": item.mtime_ns}
     try:
         async with deps.submitter.transaction() as tx:
             await tx.conn.execute(batch_drop_files.insert().values(**claim, file_id=received.id))
             await insert_file(tx.conn, received)
-            batch, _ = await add_batch(tx, deps, tenant=tenant, data=data.batch_in(received.id))
+            data = options.model_copy(update={"input_file_id": received.id})
+            batch, _ = await add_batch(tx, deps, tenant=tenant, data=data)
             await tx.conn.execute(
                 batch_drop_files.update().where(batch_drop_files.c.id == claim["id"]).values(batch_id=batch.id)
             )
