@@ -5,11 +5,14 @@ entries of the folder refused, and tenants."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 from tests.api.conftest import Api, MakeApi
 from tests.api.test_batches_api import collection, finished, jsonl, posting, upload
@@ -114,7 +117,9 @@ async def a_drop_folder_run_takes_each_new_file_once_and_refuses_what_is_not_a_r
     secret = tmp_path / "secret.jsonl"
     secret.write_bytes(jsonl([{"custom_id": "s", "text": "the operator's secret"}]))
     drop(folder, "a.jsonl", jsonl([posting(1), posting(2)]), age_s=20)
-    drop(folder, "b.csv", b"custom_id,text\nc1,Cook wanted in Busan\n", age_s=10)
+    parquet = io.BytesIO()
+    pq.write_table(pa.table({"custom_id": ["c1"], "text": ["Cook wanted in Busan"], "years": [2]}), parquet)
+    drop(folder, "b.parquet", parquet.getvalue(), age_s=10)  # sniffed as Parquet when it is copied in
     (folder / "link.jsonl").symlink_to(secret)
     (folder / "sub").mkdir()
     drop(folder, ".c.jsonl.partial", b"{")  # still being uploaded, by the write-then-rename convention
@@ -127,13 +132,15 @@ async def a_drop_folder_run_takes_each_new_file_once_and_refuses_what_is_not_a_r
     )
     results = [await made_batches(api, response.json()["id"]) for response in (first, second)]
     taken = sorted(item["name"] for result in results for item in result["taken"])
-    assert taken == ["a.jsonl", "b.csv"]  # oldest first, each once
+    assert taken == ["a.jsonl", "b.parquet"]  # oldest first, each once
     refused = {item["name"]: item["reason"] for item in results[0]["refused"]}
     assert refused["link.jsonl"].startswith("a symbolic link") and refused["sub"] == "not a regular file"
     batches = [batch for result in results for batch in result["batches"]]
     assert sorted(b["request_counts"]["completed"] for b in batches) == [1, 2]
     hits = await api.client.post("/api/v1/collections/jobs/search", json={"query": "secret", "mode": "keyword"})
     assert hits.json()["hits"] == []
+    cook = await api.client.post("/api/v1/collections/jobs/search", json={"query": "Busan cook", "mode": "keyword"})
+    assert cook.json()["hits"][0]["text"] == "Cook wanted in Busan"
 
     assert (await run_now(api, made["id"]))["batch_ids"] == []  # nothing new
     drop(folder, "c.jsonl", jsonl([posting(3)]))
@@ -146,7 +153,7 @@ async def a_drop_folder_run_takes_each_new_file_once_and_refuses_what_is_not_a_r
         rows = (await conn.execute(sa.select(batch_drop_files))).mappings().all()
     assert sorted((row["name"], row["batch_id"] is None) for row in rows) == [
         ("a.jsonl", False),
-        ("b.csv", False),
+        ("b.parquet", False),
         ("c.jsonl", False),
         ("d.png", True),
     ]
