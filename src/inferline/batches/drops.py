@@ -64,7 +64,10 @@ def list_drop_files(root: Path, *, max_bytes: int, settle_s: float) -> tuple[lis
         if not _storable(entry.name):
             refused.append(Refused(entry.name.encode(errors="surrogateescape").decode(errors="replace"), "bad name"))
             continue
-        info = entry.stat(follow_symlinks=False)
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:  # gone since the listing
+            continue
         reason = _refusal(info, max_bytes)
         if reason is not None:
             refused.append(Refused(entry.name, reason))

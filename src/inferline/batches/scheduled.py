@@ -148,15 +148,18 @@ async def _take(
         source = await asyncio.to_thread(open_drop_file, root, item)
     except (OSError, ValueError) as exc:
         return Refused(item.name, f"not read: {getattr(exc, 'strerror', None) or exc}")
-    with source:
-        received = await receive_file(
-            deps.blobs,
-            tenant=tenant,
-            source=source,
-            filename=item.name,
-            max_bytes=deps.max_file_bytes,
-            quota=deps.drops.quota,
-        )
+    try:
+        with source:
+            received = await receive_file(
+                deps.blobs,
+                tenant=tenant,
+                source=source,
+                filename=item.name,
+                max_bytes=deps.max_file_bytes,
+                quota=deps.drops.quota,
+            )
+    except (TooLarge, InvalidInput) as exc:  # grown past the limit, or emptied, since it was listed
+        return Refused(item.name, f"not read: {exc}")
     refused = True
     claim: dict[str, Any] = {"id": new_id(), "tenant": tenant, "folder": folder, "taken_at": utcnow()}
     claim |= {"name": item.name, "size": item.size, "mtime_ns": item.mtime_ns}
