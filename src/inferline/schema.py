@@ -213,7 +213,7 @@ documents = sa.Table(
     sa.Index("ix_documents_collection_sha256", "collection_id", "sha256"),
 )
 
-# Bulk batches: records of an uploaded JSONL or CSV file upserted as documents of a collection by their
+# Bulk batches: records of an uploaded JSONL, CSV or Parquet file upserted as documents of a collection by their
 # custom_id (batches/). `status` is the phase the batch job wrote; canceled and canceling are read from
 # its job. The counts are those of the records done up to the job's last checkpoint.
 batches = sa.Table(

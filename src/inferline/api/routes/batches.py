@@ -1,4 +1,4 @@
-"""Bulk batches: the records of an uploaded JSONL or CSV file into a search collection. Scoped to the
+"""Bulk batches: the records of an uploaded JSONL, CSV or Parquet file into a search collection. Scoped to the
 caller's tenant."""
 
 from __future__ import annotations
