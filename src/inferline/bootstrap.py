@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline import leases, plugins
 from inferline.batches import kind as batch_kind
+from inferline.batches import scheduled as scheduled_batch
 from inferline.batches.deps import BatchDeps
+from inferline.batches.drops import DropFolders
 from inferline.batches.records import Limits as BatchLimits
 from inferline.breakers import Breakers
 from inferline.config import Settings
@@ -110,6 +112,7 @@ def register_kinds(services: Services) -> None:
     search_kind.register(registry, services.search, services.ocr)
     media_kind.register(registry, services.media)
     batch_kind.register(registry, services.batches)
+    scheduled_batch.register(registry, services.batches)
     services.plugins = plugins.load(services.settings.plugins)
     plugins.register(services, services.plugins)
 
@@ -275,6 +278,12 @@ def build_batches(settings: Settings, search: SearchDeps, submitter: Submitter) 
         ),
         max_file_bytes=settings.batch_max_file_bytes,
         default_chunk_records=settings.batch_chunk_records,
+        drops=DropFolders(
+            folders=settings.batch_drop_folders,
+            max_files=settings.batch_drop_max_files,
+            settle_s=settings.batch_drop_settle_s,
+            quota=Quota(max_bytes=settings.files_max_bytes_per_tenant, max_files=settings.files_max_per_tenant),
+        ),
     )
 
 

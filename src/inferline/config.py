@@ -6,6 +6,7 @@ Built in `main`/`create_app`, never at import, so tests and commands can each bu
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.inference.model import ProcessingMode
 from inferline.monitor.channels import Channel
+
+DROP_FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 class Settings(BaseSettings):
@@ -166,6 +169,15 @@ class Settings(BaseSettings):
         default=256 * 2**10, ge=16, description="a record whose text is longer (UTF-8 bytes) is a failed record"
     )
     batch_chunk_records: int = Field(default=100, ge=1, le=10_000, description="records per checkpoint by default")
+    batch_drop_folders: dict[str, dict[str, Path]] = Field(
+        default_factory=dict,
+        description='per tenant, its drop folders by name: {"tenant-a": {"nightly": "/srv/drop/nightly"}}; a '
+        "scheduled batch names one, never a path (docs/batches.md)",
+    )
+    batch_drop_max_files: int = Field(default=100, ge=1, le=10_000, description="files one run takes, oldest first")
+    batch_drop_settle_s: float = Field(
+        default=60.0, ge=0, description="a drop file modified more recently is left for the next run (still written)"
+    )
     grpc_port: int | None = Field(
         default=None, ge=0, le=65535, description="`serve` also serves the gRPC record stream on this port (on `host`)"
     )
@@ -262,6 +274,17 @@ class Settings(BaseSettings):
         if value and not value.startswith(schemes):
             raise ValueError(f"events_broker: a URL starting with one of {', '.join(schemes)}")
         return value or None
+
+    @field_validator("batch_drop_folders")
+    @classmethod
+    def _drop_folders(cls, value: dict[str, dict[str, Path]]) -> dict[str, dict[str, Path]]:
+        for tenant, folders in value.items():
+            for name, path in folders.items():
+                if not DROP_FOLDER_NAME.fullmatch(name):
+                    raise ValueError(f"batch_drop_folders: {tenant}'s folder name {name!r} is not [A-Za-z0-9_-]")
+                if not path.is_absolute() or ".." in path.parts:
+                    raise ValueError(f"batch_drop_folders: {tenant}'s {name!r} is not an absolute path without ..")
+        return value
 
     @field_validator("kind_concurrency")
     @classmethod

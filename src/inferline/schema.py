@@ -213,7 +213,7 @@ documents = sa.Table(
     sa.Index("ix_documents_collection_sha256", "collection_id", "sha256"),
 )
 
-# Bulk batches: records of an uploaded JSONL or CSV file upserted as documents of a collection by their
+# Bulk batches: records of an uploaded JSONL, CSV or Parquet file upserted as documents of a collection by their
 # custom_id (batches/). `status` is the phase the batch job wrote; canceled and canceling are read from
 # its job. The counts are those of the records done up to the job's last checkpoint.
 batches = sa.Table(
@@ -251,6 +251,25 @@ batch_records = sa.Table(
     sa.Column("custom_id", sa.String(500), nullable=True),
     sa.Column("document_id", sa.String(36), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
+)
+
+# The files of the operator's drop folders that a scheduled batch took, one row each: a file is batched
+# once (the same name, size and modification time is never taken again). `batch_id` is None for a file
+# refused with `error` (not JSONL, CSV or Parquet, too large).
+batch_drop_files = sa.Table(
+    "batch_drop_files",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("folder", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger(), nullable=False),
+    sa.Column("file_id", sa.String(36), nullable=True),
+    sa.Column("batch_id", sa.String(36), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("taken_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant", "folder", "name", "size", "mtime_ns", name="uq_batch_drop_files_file"),
 )
 
 # Media projects: a family's photos and song, and the video made of them. `active_job_id` is the job of

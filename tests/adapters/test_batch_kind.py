@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from tests.adapters.test_ingest_kind import MODEL, Setup, hash16
@@ -24,7 +26,7 @@ from inferline.batches.deps import BatchDeps
 from inferline.batches.kind import BatchInput, run_batch
 from inferline.batches.model import IN_PROGRESS, Batch
 from inferline.batches.store import BatchStore
-from inferline.errors import ModelError, NotFound
+from inferline.errors import ModelError, NonRetryable, NotFound
 from inferline.files.blobs import BlobStore
 from inferline.files.service import get_file, receive_file, record_file
 from inferline.ids import new_id
@@ -73,8 +75,11 @@ class Bulk(Setup):
 
     async def batch(self, collection: Collection, records: list[dict[str, Any]], chunk_records: int = 10) -> Batch:
         content = b"".join(json.dumps(record).encode() + b"\n" for record in records)
+        return await self.file_batch(collection, content, "r.jsonl", chunk_records)
+
+    async def file_batch(self, collection: Collection, content: bytes, filename: str, chunk_records: int) -> Batch:
         file = await receive_file(
-            self.search.blobs, tenant=collection.tenant, source=io.BytesIO(content), filename="r.jsonl", max_bytes=10**7
+            self.search.blobs, tenant=collection.tenant, source=io.BytesIO(content), filename=filename, max_bytes=10**7
         )
         await record_file(self.search.engine, file)
         batch = Batch.new(
@@ -357,6 +362,47 @@ async def test_a_chunk_redone_after_a_crash_between_index_and_checkpoint_indexes
     assert len(second.predictions) == 10  # chunk 2 (processing, not ready) embedded again, and chunk 3
     assert await dying.count(collection.id) == 15  # chunk 2's first chunks replaced, not doubled
     await dying.close()
+
+
+def parquet_bytes(table: pa.Table, row_group_size: int) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=row_group_size)
+    return sink.getvalue()
+
+
+async def test_a_parquet_batch_resumed_after_a_crash_redoes_one_chunk_and_a_fake_one_fails(
+    bulk: Bulk, tmp_path: Path
+) -> None:
+    collection = await bulk.collection()
+    rows = pa.table({"custom_id": [f"p{i}" for i in range(25)], "text": [posting(i)["text"] for i in range(25)]})
+    rows = rows.append_column("n", pa.array(range(25)))
+    batch = await bulk.file_batch(collection, parquet_bytes(rows, row_group_size=7), "rows.parquet", chunk_records=5)
+    await bulk.search.index.close()
+    dying = DyingIndex(tmp_path / "index", dies_at=3)
+    bulk.batches = replace(bulk.batches, search=replace(bulk.search, index=dying))
+    first = bulk.context()
+    with pytest.raises(KilledAfterIndexing):
+        await bulk.run(batch, first)
+    assert first.checkpoints[-1]["done"] == 10 and first.checkpoints[0]["total"] == 25
+
+    dying.dies_at = 0
+    second = bulk.context(last_checkpoint=first.checkpoints[-1], attempt=2)
+    assert (await bulk.run(batch, second))["completed"] == 25
+    assert len(second.predictions) == 15  # the chunk that died, redone, and the two after it
+    assert await dying.count(collection.id) == 25
+    document = await get_document(bulk.search, collection=collection, document_id=(await document_ids_of(bulk))["p7"])
+    assert document.metadata == {"n": 7}
+
+    fake = await bulk.file_batch(collection, b'{"custom_id": "a", "text": "x"}\n', "rows.parquet", chunk_records=5)
+    with pytest.raises(NonRetryable, match=r"named \.parquet but is not a Parquet file"):
+        await bulk.run(fake)
+    await dying.close()
+
+
+async def document_ids_of(bulk: Bulk) -> dict[str | None, str]:
+    async with db.read(bulk.search.engine) as conn:
+        rows = await conn.execute(sa.select(documents.c.id, documents.c.external_id))
+        return {row.external_id: row.id for row in rows}
 
 
 async def test_a_batch_document_is_one_of_the_collection_for_the_documents_api_and_a_stale_ingest(

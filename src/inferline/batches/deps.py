@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from inferline.batches.drops import DropFolders
 from inferline.batches.records import Limits
 from inferline.files.blobs import BlobStore
 from inferline.jobs.submission import Submitter
@@ -21,3 +22,4 @@ class BatchDeps:
     limits: Limits = field(default_factory=Limits)
     max_file_bytes: int = 2 * 2**30
     default_chunk_records: int = 100
+    drops: DropFolders = field(default_factory=DropFolders)

@@ -132,8 +132,8 @@ async def _collection(deps: BatchDeps, batch: Batch) -> Collection:
 def _format_of(file: FileInfo, path: Path, max_file_bytes: int) -> Format:
     if file.size > max_file_bytes:
         raise BadInput(f"the input file is over {max_file_bytes} bytes (setting batch_max_file_bytes)")
-    if file.content_type not in (sniff.TEXT, sniff.HTML):
-        raise BadInput(f"the input file is {file.content_type}, not JSONL or CSV text")
+    if file.content_type not in (sniff.TEXT, sniff.HTML, sniff.PARQUET):
+        raise BadInput(f"the input file is {file.content_type}, not JSONL, CSV or Parquet")
     with path.open("rb") as stream:
         head = stream.read(sniff.HEAD_BYTES)
     return input_format(file.filename, head)

@@ -1,6 +1,7 @@
-"""Reading a batch's input file: JSONL (`{"custom_id", "text", "metadata"}` per line) or CSV with a header
-(a `text` column, or `text_template` over its columns). Streaming and bounded: a line is read up to
-`max_line_bytes`, the file up to `max_records` records; nothing holds more than one record at a time.
+"""Reading a batch's input file: JSONL (`{"custom_id", "text", "metadata"}` per line), CSV with a header
+(a `text` column, or `text_template` over its columns), or Parquet (`parquet.py`). Streaming and bounded:
+a line is read up to `max_line_bytes`, the file up to `max_records` records; nothing holds more than one
+record at a time.
 Runs on a thread (the kind calls it through `ctx.to_thread`).
 
 A record that cannot be used carries its `error` (it goes to the error file); input that is not what its
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-Format = Literal["jsonl", "csv"]
+Format = Literal["jsonl", "csv", "parquet"]
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]{0,63})\}|[{}]")
 MAX_TEMPLATE_CHARS = 2000
@@ -33,6 +34,10 @@ class Limits:
     max_records: int = 1_000_000
     max_line_bytes: int = 2**20
     max_record_bytes: int = 256 * 2**10
+    # Parquet only: pyarrow parses the footer whole and decodes a row group's column chunks whole.
+    max_columns: int = 1000
+    max_row_group_bytes: int = 512 * 2**20
+    max_parquet_footer_bytes: int = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,13 @@ def render(template: str, values: dict[str, Any], max_chars: int | None = None) 
 
 
 def input_format(filename: str | None, head: bytes) -> Format:
-    """By the name's extension, else by the content: JSONL starts with `{`."""
+    """Parquet by its magic bytes; else by the name's extension, else by the content: JSONL starts with `{`.
+    BadInput for a file named .parquet that is not one."""
     name = (filename or "").lower()
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if name.endswith((".parquet", ".pq")):
+        raise BadInput("the input file is named .parquet but is not a Parquet file (it does not start with PAR1)")
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
     if name.endswith((".csv", ".tsv")):
@@ -101,14 +111,23 @@ def input_format(filename: str | None, head: bytes) -> Format:
 
 def read_records(path: Path, fmt: Format, *, template: str | None, id_field: str, limits: Limits) -> Generator[Record]:
     """The file's records in order; BadInput past `limits.max_records` or for input not of type `fmt`."""
+    if fmt == "parquet":
+        from inferline.batches.parquet import parquet_records  # pyarrow is slow to import: only when needed
+
+        yield from _counted(parquet_records(path, template, id_field, limits), limits)
+        return
     with path.open("rb") as stream:
         reader = (
             _jsonl(stream, template, id_field, limits) if fmt == "jsonl" else _csv(stream, template, id_field, limits)
         )
-        for count, record in enumerate(reader, start=1):
-            if count > limits.max_records:
-                raise BadInput(f"over {limits.max_records} records (setting batch_max_records)")
-            yield record
+        yield from _counted(reader, limits)
+
+
+def _counted(records: Iterator[Record], limits: Limits) -> Iterator[Record]:
+    for count, record in enumerate(records, start=1):
+        if count > limits.max_records:
+            raise BadInput(f"over {limits.max_records} records (setting batch_max_records)")
+        yield record
 
 
 def _lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:

@@ -19,6 +19,7 @@ from inferline.jobs.submission import JobRequest, JobTransaction, check_webhook
 from inferline.search.store import SearchStore
 
 MAX_CHUNK_RECORDS = 10_000
+BATCH_INPUT_TYPES = (sniff.TEXT, sniff.HTML, sniff.PARQUET)
 
 
 class BatchIn(BaseModel):
@@ -34,7 +35,14 @@ class BatchIn(BaseModel):
 
 async def create_batch(deps: BatchDeps, *, tenant: str, data: BatchIn) -> tuple[Batch, Job]:
     """Queue a batch of the records of file `input_file_id` into `collection`: 404 for another tenant's or
-    a missing file or collection, 415 for a file that is not text, 422 for a malformed template."""
+    a missing file or collection, 415 for a file that is not text or Parquet, 422 for a malformed template."""
+    await check_batch(deps, tenant=tenant, data=data)
+    async with deps.submitter.transaction() as tx:
+        return await add_batch(tx, deps, tenant=tenant, data=data)
+
+
+async def check_batch(deps: BatchDeps, *, tenant: str, data: BatchIn) -> None:
+    """What `create_batch` checks before its transaction: the template and the webhook (422s)."""
     if data.text_template is not None:
         try:
             template_fields(data.text_template)
@@ -42,18 +50,21 @@ async def create_batch(deps: BatchDeps, *, tenant: str, data: BatchIn) -> tuple[
             raise InvalidInput(f"text_template: {exc}", field="text_template") from exc
     # Here, not only at each send: the one who asked gets the 422 naming `webhook`.
     await check_webhook(deps.submitter.outbound, JobRequest(kind.KIND, {}, webhook=data.webhook), tenant=tenant)
-    async with deps.submitter.transaction() as tx:
-        return await _add(
-            tx,
-            tenant=tenant,
-            collection=data.collection,
-            input_file_id=data.input_file_id,
-            text_template=data.text_template,
-            id_field=data.id_field,
-            chunk_records=data.chunk_records or deps.default_chunk_records,
-            retry_of=None,
-            webhook=data.webhook,
-        )
+
+
+async def add_batch(tx: JobTransaction, deps: BatchDeps, *, tenant: str, data: BatchIn) -> tuple[Batch, Job]:
+    """The batch and its job in `tx` (after `check_batch`): a scheduled batch's way, with its file."""
+    return await _add(
+        tx,
+        tenant=tenant,
+        collection=data.collection,
+        input_file_id=data.input_file_id,
+        text_template=data.text_template,
+        id_field=data.id_field,
+        chunk_records=data.chunk_records or deps.default_chunk_records,
+        retry_of=None,
+        webhook=data.webhook,
+    )
 
 
 async def _add(
@@ -73,8 +84,8 @@ async def _add(
     file = await SearchStore(tx.conn).file(tenant, input_file_id)
     if file is None:
         raise NotFound(f"file {input_file_id} not found")
-    if file.content_type not in (sniff.TEXT, sniff.HTML):
-        raise UnsupportedMediaType(f"input file {input_file_id} is {file.content_type}: send JSONL or CSV text")
+    if file.content_type not in BATCH_INPUT_TYPES:
+        raise UnsupportedMediaType(f"input file {input_file_id} is {file.content_type}: send JSONL, CSV or Parquet")
     batch_id = new_id()
     request = JobRequest(kind=kind.KIND, input={"batch_id": batch_id, "input_file_id": input_file_id}, webhook=webhook)
     job = await tx.add(request, tenant=tenant)

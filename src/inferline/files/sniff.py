@@ -19,6 +19,7 @@ ZIP = "application/zip"
 HTML = "text/html"
 TEXT = "text/plain"
 OCTET = "application/octet-stream"
+PARQUET = "application/vnd.apache.parquet"
 HEIC = "image/heic"
 AVIF = "image/avif"
 MP4 = "video/mp4"
@@ -50,6 +51,8 @@ def sniff(head: bytes, path: Path | None = None) -> str:
         return PDF
     if head.startswith(b"PK\x03\x04"):
         return _zip_type(path)
+    if head.startswith(b"PAR1"):
+        return PARQUET
     return _text_type(head)
 
 

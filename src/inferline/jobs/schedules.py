@@ -29,6 +29,7 @@ from inferline.clock import utcnow
 from inferline.errors import Conflict, InvalidInput, NotFound
 from inferline.ids import new_id
 from inferline.jobs.kinds import KindRegistry
+from inferline.jobs.model import Job
 from inferline.jobs.submission import (
     SERVER_KEY_PREFIX,
     JobRequest,
@@ -118,6 +119,24 @@ async def delete_schedule(engine: AsyncEngine, *, tenant: str, schedule_id: str)
         )
     if not result.rowcount:
         raise NotFound(f"schedule {schedule_id} not found")
+
+
+async def run_schedule(submitter: Submitter, *, tenant: str, schedule_id: str) -> Job:
+    """Queue the schedule's job now, as a tick would (its next tick stays as it was): 404 for a missing
+    schedule or another tenant's; a template refused now (its file deleted, its kind refusing it) is the
+    4xx that `POST /jobs` would answer."""
+    now = utcnow()
+    async with submitter.transaction() as tx:
+        query = sa.select(schedules).where(schedules.c.id == schedule_id, schedules.c.tenant == tenant)
+        row = (await tx.conn.execute(query.with_for_update())).mappings().first()
+        if row is None:
+            raise NotFound(f"schedule {schedule_id} not found")
+        schedule = _schedule(row)
+        job = await tx.add(JobRequest(**schedule.template), tenant=tenant, schedule_id=schedule.id, now=now)
+        await tx.conn.execute(
+            schedules.update().where(schedules.c.id == schedule.id).values(last_run_at=now, last_job_id=job.id)
+        )
+    return job
 
 
 async def fire_due_schedules(submitter: Submitter, *, limit: int = 100, tracer: Tracer | None = None) -> int:

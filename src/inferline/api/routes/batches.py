@@ -1,4 +1,4 @@
-"""Bulk batches: the records of an uploaded JSONL or CSV file into a search collection. Scoped to the
+"""Bulk batches: the records of an uploaded JSONL, CSV or Parquet file into a search collection. Scoped to the
 caller's tenant."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/batches", tags=["batches"])
 
 @router.post("", status_code=202, responses=returns(BatchOut, 202) | problems(404, 409, 415, 429))
 async def create_batch(data: BatchIn, services: ServicesDep, tenant: TenantDep) -> Response:
-    """Upsert the records of `input_file_id` (JSONL, or CSV with a header) into `collection` by their
+    """Upsert the records of `input_file_id` (JSONL, CSV with a header, or Parquet) into `collection` by their
     `custom_id` (or the `id_field` given): 202 with the batch, which runs as a job. `text_template`
     (e.g. `"{title}\\n{body}"`) makes each record's text from its fields; `chunk_records` records are done
     between checkpoints; `webhook` receives `batch.completed`."""

@@ -8,9 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from inferline.api.deps import ServicesDep, TenantDep
-from inferline.api.openapi import problems
-from inferline.api.schemas import ScheduleIn, ScheduleOut, SchedulePage
+from inferline.api.openapi import problems, returns
+from inferline.api.routes.jobs import json_response
+from inferline.api.schemas import JobOut, ScheduleIn, ScheduleOut, SchedulePage
 from inferline.jobs import schedules
+from inferline.jobs.model import public_view
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
 
@@ -38,6 +40,20 @@ async def list_schedules(
 ) -> dict[str, Any]:
     items, next_cursor = await schedules.list_schedules(services.engine, tenant=tenant, limit=limit, cursor=cursor)
     return {"items": [asdict(item) for item in items], "next_cursor": next_cursor}
+
+
+@router.post(
+    "/{schedule_id}/run",
+    status_code=202,
+    response_model=None,
+    responses=returns(JobOut, 202, "The job queued now.") | problems(404, 409, 413, 415, 422),
+)
+async def run_schedule(schedule_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
+    """Queue the schedule's job now (the manual trigger); its next tick stays as it was. 404 for a missing
+    schedule or another tenant's; 404 or 422 when its template is refused now (a file or collection
+    deleted, a drop folder no longer set up), as `POST /jobs` would answer."""
+    job = await schedules.run_schedule(services.submitter, tenant=tenant, schedule_id=schedule_id)
+    return json_response(public_view(job), 202)
 
 
 @router.delete("/{schedule_id}", status_code=204, responses=problems(404))

@@ -1,0 +1,109 @@
+"""The batch input reader on Parquet files made here by pyarrow: columns to records, bounded reading, and
+files that are not Parquet or not usable."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from inferline.batches.records import BadInput, Limits, Record, input_format, read_records
+from inferline.files import sniff
+
+
+def write(tmp_path: Path, columns: dict[str, Any], *, row_group_size: int | None = None) -> Path:
+    path = tmp_path / "input.parquet"
+    pq.write_table(pa.table(columns), path, row_group_size=row_group_size)
+    return path
+
+
+def read(path: Path, template: str | None = None, id_field: str = "custom_id", **limits: int) -> list[Record]:
+    return list(read_records(path, "parquet", template=template, id_field=id_field, limits=Limits(**limits)))
+
+
+def test_a_parquet_file_is_told_by_its_magic_bytes_whatever_its_name(tmp_path: Path) -> None:
+    head = write(tmp_path, {"custom_id": ["a"], "text": ["x"]}).read_bytes()[:64]
+    assert sniff.sniff(head) == sniff.PARQUET
+    assert input_format("upload.csv", head) == "parquet"
+    with pytest.raises(BadInput, match=r"named \.parquet but is not a Parquet file"):
+        input_format("rows.parquet", b"custom_id,text\na,x\n")
+
+
+def test_rows_become_records_with_the_other_columns_as_metadata_over_several_row_groups(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        {
+            "custom_id": ["a", "b", None, "d", "e"],
+            "text": ["one", "two", "three", None, "five"],
+            "years": [1, None, 3, 4, 5],
+            "level": pa.array(["B2", "C1", "B2", "A1", "C1"]).dictionary_encode(),
+            "posted": [dt.datetime(2026, 1, i + 1, 2, 0) for i in range(5)],
+            "score": [0.5, float("nan"), 1.5, 2.0, 2.5],
+        },
+        row_group_size=2,
+    )
+    records = read(path)
+    assert [(r.line, r.custom_id, r.text, r.error) for r in records] == [
+        (1, "a", "one", None),
+        (2, "b", "two", None),
+        (3, None, "three", None),
+        (4, "d", None, "text: missing (a null cell)"),
+        (5, "e", "five", None),
+    ]
+    assert records[0].metadata == {"years": 1, "level": "B2", "posted": "2026-01-01T02:00:00", "score": 0.5}
+    assert records[1].metadata == {"level": "C1", "posted": "2026-01-02T02:00:00"}  # nulls and NaN left out
+    assert all(record.typed for record in records)
+
+
+def test_a_template_renders_columns_and_integer_ids_become_text(tmp_path: Path) -> None:
+    path = write(tmp_path, {"id": [7, 8], "title": ["Welder", "Cook"], "years": [3, None]})
+    records = read(path, template="{title} ({years} years)", id_field="id")
+    assert [(r.custom_id, r.text, r.metadata) for r in records] == [
+        ("7", "Welder (3 years)", {"title": "Welder", "years": 3}),
+        ("8", "Cook ( years)", {"title": "Cook"}),
+    ]
+
+
+def test_a_cell_over_the_record_limit_is_that_records_failure(tmp_path: Path) -> None:
+    path = write(tmp_path, {"custom_id": ["a", "b"], "text": ["short", "é" * 20], "note": ["n", "n"]})
+    records = read(path, max_record_bytes=30)
+    assert [(r.custom_id, r.error) for r in records] == [("a", None), ("b", "column 'text': a cell over 30 bytes")]
+
+
+@pytest.mark.parametrize(
+    ("columns", "limits", "reason"),
+    [
+        ({"custom_id": ["a"], "text": ["x"], "tags": [["a", "b"]]}, {}, "column 'tags' is list<element: string>"),
+        ({"custom_id": ["a"], "text": ["x"], "meta": [{"k": 1}]}, {}, "column 'meta' is struct"),
+        ({"custom_id": ["a"], "text": [b"\x00\x01"]}, {}, "column 'text' is binary"),
+        ({"custom_id": ["a"], "text": [1]}, {}, "column 'text' is int64, not a string column"),
+        ({"custom_id": ["a"], "body": ["x"]}, {}, "no column 'text'"),
+        ({"id": ["a"], "text": ["x"]}, {}, "no 'custom_id' column"),
+        ({"custom_id": ["a", "b", "c"], "text": ["x", "y", "z"]}, {"max_records": 2}, "over 2 records"),
+        ({"custom_id": ["a"], "text": ["x"], "c": [1], "d": [2]}, {"max_columns": 3}, "4 columns, over 3"),
+        ({"custom_id": ["a"] * 500, "text": [f"{i}" * 40 for i in range(500)]}, {"max_row_group_bytes": 999}, "group"),
+        ({"custom_id": ["a"], "text": ["x"]}, {"max_parquet_footer_bytes": 64}, "footer is"),
+    ],
+)
+def test_a_file_the_reader_cannot_use_fails_the_batch_naming_why(
+    tmp_path: Path, columns: dict[str, Any], limits: dict[str, int], reason: str
+) -> None:
+    with pytest.raises(BadInput, match=re.escape(reason)):
+        read(write(tmp_path, columns), **limits)
+
+
+def test_a_file_cut_short_or_with_a_broken_footer_is_not_readable(tmp_path: Path) -> None:
+    whole = write(tmp_path, {"custom_id": ["a"], "text": ["x"]}).read_bytes()
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(BadInput, match="does not end with PAR1"):
+        read(cut)
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(whole[:4] + b"\xff" * (len(whole) - 12) + (len(whole) - 12).to_bytes(4, "little") + b"PAR1")
+    with pytest.raises(BadInput, match="not a readable Parquet file"):
+        read(broken)
