@@ -489,3 +489,40 @@ async def test_a_group_of_one_record_with_the_model_down_ends_unavailable_and_a_
         "p0": DocumentStatus.READY,
         "p1": DocumentStatus.FAILED,
     }
+
+
+def push_cli(*args: str) -> tuple[int, str, str]:
+    """`inferline records push ...` in this process (its own event loop: call it from a thread)."""
+    from typer.testing import CliRunner
+
+    from inferline.cli import app
+
+    result = CliRunner().invoke(app, ["records", "push", *args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+async def test_records_pushed_from_the_command_line_are_stored_and_a_second_push_upserts_in_place(
+    serve: Serve, tmp_path: Path
+) -> None:
+    served = await serve()
+    collection = await served.collection(n=FieldType.INT)
+    roles = ["welder", "nurse", "accountant"]
+    lines = [
+        {"custom_id": f"p{i}", "text": f"{roles[i % 3]} wanted, posting {i}", "metadata": {"n": i}} for i in range(60)
+    ]
+    lines[41] = {"custom_id": "p41", "text": "", "metadata": {"n": 41}}  # empty: named, the rest stored
+    source = tmp_path / "postings.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    args = [str(source), "--collection", "docs", "--grpc", served.target, "--key", served.keys["t"], "--json"]
+
+    code, out, err = await asyncio.to_thread(push_cli, *args)
+
+    assert code == 1, err  # one record failed
+    result = json.loads(out)
+    assert result["stored"] == 59 and [(f["line"], f["custom_id"]) for f in result["failed"]] == [(42, "p41")]
+    rows = await served.documents(collection)
+    assert len(rows) == 59 and {row["status"] for row in rows} == {DocumentStatus.READY}
+    code, out, _ = await asyncio.to_thread(push_cli, *args)
+    assert json.loads(out)["stored"] == 59 and len(await served.documents(collection)) == 59  # by custom_id
+    code, _, err = await asyncio.to_thread(push_cli, *args, "--no-tls", "--ca-file", str(source))
+    assert code == 2 and "--ca-file needs TLS" in err
