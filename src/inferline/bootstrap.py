@@ -31,7 +31,7 @@ from inferline.jobs.model import RetryPolicy
 from inferline.jobs.runtime import Worker, WorkerConfig
 from inferline.jobs.schedules import run_scheduler
 from inferline.jobs.submission import Submitter
-from inferline.jobs.wakeup import LocalWakeup, PostgresWakeup, Wakeup
+from inferline.jobs.wakeup import LocalWakeup, PollingWakeup, PostgresWakeup, Wakeup
 from inferline.jobs.watchers import JobWatchers
 from inferline.jobs.webhooks import WebhookDispatcher
 from inferline.media import kind as media_kind
@@ -177,12 +177,20 @@ def build_events(settings: Settings, engine: AsyncEngine) -> EventsDeps:
     return EventsDeps(engine=engine, broker=broker, publisher=config)
 
 
+def build_wakeup(settings: Settings) -> Wakeup:
+    if settings.is_sqlite:
+        return LocalWakeup()
+    if settings.is_mysql:
+        return PollingWakeup(settings.mysql_poll_s)
+    return PostgresWakeup(settings.resolved_database_url)
+
+
 def build_services(settings: Settings) -> Services:
     engine = create_engine(settings.resolved_database_url)
     if settings.events_broker:
         # Read by every job store on this engine's connections: each state change writes its event.
         engine.update_execution_options(**{outbox.EVENTS_OPTION: True})
-    wakeup: Wakeup = LocalWakeup() if settings.is_sqlite else PostgresWakeup(settings.resolved_database_url)
+    wakeup = build_wakeup(settings)
     metrics = Metrics()
     models = ModelRuntime(
         device=settings.device,

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     lease_s: float = Field(default=30.0, gt=0)
     heartbeat_s: float = Field(default=1.0, gt=0, description="lease renewal and cancel check period")
     poll_s: float = Field(default=1.0, gt=0, description="fallback poll when no wake-up arrives")
+    mysql_poll_s: float = Field(
+        default=0.1,
+        gt=0,
+        description="on MariaDB/MySQL (no LISTEN/NOTIFY): the longest an idle worker waits before it looks for "
+        "jobs submitted by another process",
+    )
     claim_batch: int = Field(default=64, ge=1)
     retry_base_s: float = Field(default=1.0, ge=0)
     retry_cap_s: float = Field(default=300.0, ge=0)
@@ -290,6 +296,10 @@ class Settings(BaseSettings):
             60: self.monitor_minute_retention_s,
             3600: self.monitor_hour_retention_s,
         }
+
+    @property
+    def is_mysql(self) -> bool:
+        return self.resolved_database_url.startswith(("mysql", "mariadb"))
 
     @property
     def is_sqlite(self) -> bool:

@@ -5,8 +5,12 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from tests.api.conftest import Api
 from tests.conftest import LogRecorder
+
+# The job routes run on all three engines (tests/conftest.py).
+pytestmark = pytest.mark.mariadb_too
 
 PROBLEM = "application/problem+json"
 

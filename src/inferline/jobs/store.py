@@ -307,7 +307,7 @@ class JobStore:
             params["ids"] = chosen
         else:  # the common case: select and update in one statement, one round trip
             update = _claim_update(tuple(allowed))
-        rows: Sequence[Mapping[str, Any]]
+        rows: Sequence[Mapping[Any, Any]]
         if self.dialect == "mysql":
             rows = await mysql.claim(self.conn, kinds=None if slots else allowed, ids=chosen, params=params)
         else:
