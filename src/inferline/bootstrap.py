@@ -103,13 +103,16 @@ class Services:
 
 
 def register_kinds(services: Services) -> None:
-    """Every job kind this process can run: the built-in workloads', then the plugins'."""
+    """Every job kind this process can run: the built-in workloads', then the plugins'. On MariaDB/MySQL
+    the workloads' kinds are left out (their SQL needs PostgreSQL or SQLite, see `refuse_on_mysql`): a
+    submission of one is a 422 naming an unknown kind, not a job that fails halfway."""
     registry = services.registry
     echo.register(registry)
-    ocr_kind.register(registry, services.ocr)
-    search_kind.register(registry, services.search, services.ocr)
-    media_kind.register(registry, services.media)
-    batch_kind.register(registry, services.batches)
+    if not services.settings.is_mysql:
+        ocr_kind.register(registry, services.ocr)
+        search_kind.register(registry, services.search, services.ocr)
+        media_kind.register(registry, services.media)
+        batch_kind.register(registry, services.batches)
     services.plugins = plugins.load(services.settings.plugins)
     plugins.register(services, services.plugins)
 
@@ -185,7 +188,27 @@ def build_wakeup(settings: Settings) -> Wakeup:
     return PostgresWakeup(settings.resolved_database_url)
 
 
+def refuse_on_mysql(settings: Settings) -> None:
+    """Refuse at start what a server on MariaDB/MySQL cannot run: it serves the job core only (the API
+    answers the workloads' routes with 501, `api/routes/engine_only.py`; docs/jobs.md)."""
+    if not settings.is_mysql:
+        return
+    needs = {
+        "monitor_enabled": settings.monitor_enabled,
+        "grpc_port": settings.grpc_port is not None,
+        "search_backend=pgvector": settings.search_backend == "pgvector",
+    }
+    asked = [name for name, on in needs.items() if on]
+    if asked:
+        raise ValueError(
+            f"{', '.join(asked)}: needs PostgreSQL or SQLite; this database is MariaDB/MySQL, which serves the "
+            "job core only. Set INFERLINE_MONITOR_ENABLED=false, leave INFERLINE_GRPC_PORT unset and "
+            "INFERLINE_SEARCH_BACKEND at qdrant, or use PostgreSQL (docs/jobs.md)"
+        )
+
+
 def build_services(settings: Settings) -> Services:
+    refuse_on_mysql(settings)
     engine = create_engine(settings.resolved_database_url)
     if settings.events_broker:
         # Read by every job store on this engine's connections: each state change writes its event.

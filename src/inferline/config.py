@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, IPvAnyNetwork, field_validator
+from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferline.inference.model import ProcessingMode
@@ -204,7 +204,9 @@ class Settings(BaseSettings):
         description="tenants whose keys are admins': system metrics, alert rules, monitor health",
     )
     monitor_enabled: bool = Field(
-        default=True, description="stand for the metrics sampler and the alert evaluator; report presence with workers"
+        default=True,
+        description="stand for the metrics sampler and the alert evaluator; report presence with workers "
+        "[default: on, except on MariaDB/MySQL, where the monitor cannot run]",
     )
     monitor_sample_s: float = Field(default=15.0, ge=0.05, description="period of the metrics sampler")
     monitor_evaluate_s: float = Field(default=15.0, ge=0.05, description="period of the alert evaluator")
@@ -296,6 +298,14 @@ class Settings(BaseSettings):
             60: self.monitor_minute_retention_s,
             3600: self.monitor_hour_retention_s,
         }
+
+    @model_validator(mode="after")
+    def _no_monitor_by_default_on_mysql(self) -> Settings:
+        """The monitor's SQL needs PostgreSQL or SQLite: off unless asked for, and asked for on MariaDB it
+        stops the start (`bootstrap.refuse_on_mysql`)."""
+        if self.is_mysql and "monitor_enabled" not in self.model_fields_set:
+            self.monitor_enabled = False
+        return self
 
     @property
     def is_mysql(self) -> bool:

@@ -22,6 +22,7 @@ from inferline.api.middleware import RequestContext
 from inferline.api.routes import (
     batches,
     collections,
+    engine_only,
     events,
     files,
     health,
@@ -80,6 +81,19 @@ async def _nothing() -> None:
     return None
 
 
+def _api_routers(settings: Settings) -> list[APIRouter]:
+    """The routes under /api/v1, the plugins' last. On MariaDB/MySQL, the workloads' routes are replaced
+    by the router that refuses them (`routes/engine_only.py`)."""
+    if settings.is_mysql:
+        workloads = [engine_only.router]
+    else:
+        workloads = [area.router for area in (files, ocr, collections, media, batches)]
+    core = [schedules.router, models.router, webhooks.router]
+    if not settings.is_mysql:
+        core.append(monitor.router)
+    return [jobs.router, *workloads, *core, events.router, *plugins.routers(plugins.load(settings.plugins))]
+
+
 def create_app(settings: Settings | None = None, *, workers: int | None = None, freeze_heap: bool = False) -> FastAPI:
     """The API, plus `workers` in-process job slots (default: `settings.workers`). `freeze_heap`: for a
     process that serves this one app (`inferline serve`), not for tests that build many."""
@@ -133,18 +147,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
     )
     problems.install(app)
     api = APIRouter(prefix="/api/v1")
-    api.include_router(jobs.router)
-    api.include_router(files.router)
-    api.include_router(ocr.router)
-    api.include_router(collections.router)
-    api.include_router(media.router)
-    api.include_router(batches.router)
-    api.include_router(schedules.router)
-    api.include_router(models.router)
-    api.include_router(webhooks.router)
-    api.include_router(monitor.router)
-    api.include_router(events.router)
-    for router in plugins.routers(plugins.load(settings.plugins)):
+    for router in _api_routers(settings):
         api.include_router(router)
     app.include_router(api)
     app.include_router(graphql.router(ide=settings.graphql_ide, max_body_bytes=settings.max_request_bytes))
