@@ -23,6 +23,8 @@ async def test_the_workloads_routes_are_a_501_problem_and_their_kinds_unknown(
             assert response.status_code == 501, path
             assert response.headers["content-type"] == "application/problem+json"
             assert "needs PostgreSQL or SQLite" in response.json()["detail"]
+        graphql = await api.client.post("/graphql", json={"query": "{ collections { name } }"})
+        assert graphql.status_code == 501 and "/graphql needs PostgreSQL" in graphql.json()["detail"]
         refused = await api.client.post("/api/v1/jobs", json={"kind": "ocr", "input": {}})
         assert refused.status_code == 422 and "kind" in refused.text
         paths = (await api.client.get("/openapi.json")).json()["paths"]

@@ -94,6 +94,12 @@ def _api_routers(settings: Settings) -> list[APIRouter]:
     return [jobs.router, *workloads, *core, events.router, *plugins.routers(plugins.load(settings.plugins))]
 
 
+def _graphql_router(settings: Settings) -> APIRouter:
+    if settings.is_mysql:
+        return engine_only.graphql_router
+    return graphql.router(ide=settings.graphql_ide, max_body_bytes=settings.max_request_bytes)
+
+
 def create_app(settings: Settings | None = None, *, workers: int | None = None, freeze_heap: bool = False) -> FastAPI:
     """The API, plus `workers` in-process job slots (default: `settings.workers`). `freeze_heap`: for a
     process that serves this one app (`inferline serve`), not for tests that build many."""
@@ -150,7 +156,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
     for router in _api_routers(settings):
         api.include_router(router)
     app.include_router(api)
-    app.include_router(graphql.router(ide=settings.graphql_ide, max_body_bytes=settings.max_request_bytes))
+    app.include_router(_graphql_router(settings))
     app.include_router(health.router)
     app.add_middleware(Admission, max_body_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestContext)  # the outer one: its logs and metrics see what Admission refuses

@@ -8,6 +8,13 @@ the queue head first and bind it. Everything else the store does runs unchanged 
 
 Sessions run at READ COMMITTED (`db._create_mysql_engine`): locking reads then lock only the rows they
 return, no gaps, as on PostgreSQL.
+
+InnoDB locks index records, and an `UPDATE … WHERE id = ? AND status = 'running' …` may be run through
+the secondary index `(status, lease_expires_at)`, locking its entry before the row's primary key. A lease
+renewal holds the primary key (its `FOR UPDATE SKIP LOCKED`) and then needs that same entry, since it
+changes `lease_expires_at`: a deadlock, seen in the tests. So on MariaDB the store locks a running row by
+primary key (`JobStore.lock_rows`) before it writes the row's outcome or progress: the renewal then skips
+the row, or holds it and finishes before the write goes on.
 """
 
 from __future__ import annotations

@@ -269,6 +269,8 @@ class JobStore:
     async def update_running(self, job_id: str, owner: str, values: dict[str, Any]) -> bool:
         """Set `values` of a running job `owner` holds (its progress, its checkpoint): no status change."""
         update = _running_update(tuple(sorted(values)))
+        if self.dialect == "mysql":
+            await self.lock_rows([job_id])  # see mysql.py: the row's primary key first
         return bool((await self.conn.execute(update, {"_id": job_id, "_owner": owner, **values})).rowcount)
 
     async def end_expired(self, job: Job, values: dict[str, Any]) -> bool:
@@ -334,12 +336,13 @@ class JobStore:
         Every such write sets `updated_at=now` and clears the lease, which is how the rows that
         applied are told from those whose lease was lost (executemany gives no per-row count). Each
         executemany runs in id order; several groups together do not, so on PostgreSQL their rows are
-        locked in id order first, unless the caller did (`locked`, see `lock_rows`)."""
+        locked in id order first (on MariaDB always, see
+        mysql.py), unless the caller did (`locked`, see `lock_rows`)."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for job, values in sorted(rows, key=lambda row: row[0].id):
             assert values["updated_at"] == now and values["lease_owner"] is None
             groups.setdefault(tuple(sorted(values)), []).append({"_id": job.id, **values})
-        if len(groups) > 1 and not locked and self.dialect != "sqlite":
+        if (len(groups) > 1 or self.dialect == "mysql") and not locked and self.dialect != "sqlite":
             await self.lock_rows(job.id for job, _ in rows)
         for columns, params in groups.items():
             await self.conn.execute(_running_update(columns), [p | {"_owner": owner} for p in params])
