@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncmy.errors
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -239,6 +240,10 @@ _write_locks: weakref.WeakKeyDictionary[AsyncEngine, _SqliteWriteLock] = weakref
 # database that does not accept connections now (`ALLOW_CONNECTIONS false`, as during maintenance).
 _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "3D"})
 _UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "55000"})
+# MariaDB/MySQL error numbers of the same kinds (its driver gives no SQLSTATE): too many connections (1040),
+# an absent database (1049), server shutting down (1053); the client's: cannot connect (2002, 2003), server
+# gone or connection lost (2006, 2013).
+_UNAVAILABLE_MYSQL_ERRORS = frozenset({1040, 1049, 1053, 2002, 2003, 2006, 2013})
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -254,6 +259,8 @@ def unavailable(exc: BaseException) -> bool:
             sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate in _UNAVAILABLE_SQLSTATES
         ):
             return True
+        if isinstance(exc.orig, asyncmy.errors.Error):
+            return bool(exc.orig.args) and exc.orig.args[0] in _UNAVAILABLE_MYSQL_ERRORS
         # SQLite's own: a file that cannot be opened, or a write lock held past the busy timeout.
         return isinstance(exc.orig, sqlite3.OperationalError) and any(
             words in str(exc.orig) for words in ("unable to open", "database is locked", "disk I/O error")
