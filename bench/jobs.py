@@ -1,7 +1,7 @@
 """Job core benchmark: no-op `echo` jobs (steps 0).
 
 - submissions/s over HTTP with p50/p99 latency (`serve --workers 0`, keep-alive clients);
-- jobs drained/s by one worker process (`inferline worker`), on SQLite and on PostgreSQL;
+- jobs drained/s by one worker process (`inferline worker`), on SQLite, PostgreSQL and MariaDB;
 - the same no-op drained by Celery (Redis broker, prefork) and by pgqueuer (same PostgreSQL).
 
 Drain rates are measured from the first completion to the last, so every system's start-up time is
@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncmy
 import asyncpg
 import sqlalchemy as sa
 
@@ -44,6 +45,7 @@ from serving import serve  # bench/ is on sys.path: these files run as scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("INFERLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MARIADB_ADMIN = os.environ.get("INFERLINE_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
 CONCURRENCY = 64
 
 
@@ -59,6 +61,22 @@ async def make_pg_database() -> tuple[str, Callable[[], Awaitable[None]]]:
         await conn.close()
 
     return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+async def make_mariadb_database() -> tuple[str, Callable[[], Awaitable[None]]]:
+    name = f"inferline_bench_{uuid.uuid4().hex[:8]}"
+    url = sa.make_url(MARIADB_ADMIN)
+
+    async def run(statement: str) -> None:
+        conn = await asyncmy.connect(
+            host=url.host, port=url.port or 3306, user=url.username, password=url.password or ""
+        )
+        async with conn.cursor() as cursor:
+            await cursor.execute(statement)
+        conn.close()
+
+    await run(f"CREATE DATABASE `{name}`")
+    return url.set(database=name).render_as_string(hide_password=False), lambda: run(f"DROP DATABASE `{name}`")
 
 
 async def wait_drained(count: Callable[[], Awaitable[int]], total: int, timeout_s: float = 600) -> float:
@@ -337,6 +355,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results["drain_postgres"] = await inferline_drain(url, args.jobs)
         finally:
             await drop()
+        url, drop = await make_mariadb_database()
+        try:
+            results["drain_mariadb"] = await inferline_drain(url, args.jobs)
+        finally:
+            await drop()
         url, drop = await make_pg_database()
         try:
             results["drain_pgqueuer"] = await pgqueuer_drain(url, args.jobs)
@@ -353,18 +376,20 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"Python {platform.python_version()}; {args.jobs} jobs drained, {args.requests} submissions "
         f"from {args.clients} keep-alive clients",
         "",
-        "| measure | SQLite | PostgreSQL |",
-        "|---|---|---|",
-        f"| HTTP submissions/s | {s['per_s']:.0f} | {p['per_s']:.0f} |",
+        "| measure | SQLite | PostgreSQL | MariaDB |",
+        "|---|---|---|---|",
+        f"| HTTP submissions/s | {s['per_s']:.0f} | {p['per_s']:.0f} | |",
         f"| submission p50 / p99 (ms) | {s['p50_ms']:.1f} / {s['p99_ms']:.1f} | "
-        f"{p['p50_ms']:.1f} / {p['p99_ms']:.1f} |",
+        f"{p['p50_ms']:.1f} / {p['p99_ms']:.1f} | |",
         f"| inferline drained/s (1 worker process, {CONCURRENCY} slots) | {results['drain_sqlite']:.0f} | "
-        f"{results['drain_postgres']:.0f} |",
-        f"| pgqueuer drained/s (same PostgreSQL, batch 50) | | {results['drain_pgqueuer']:.0f} |",
-        f"| Celery + Redis drained/s (prefork, 2 processes) | {results['drain_celery_redis']:.0f} (Redis) | |",
-        f"| inferline / pgqueuer | | {results['drain_postgres'] / results['drain_pgqueuer']:.2f} |",
+        f"{results['drain_postgres']:.0f} | {results['drain_mariadb']:.0f} |",
+        f"| pgqueuer drained/s (same PostgreSQL, batch 50) | | {results['drain_pgqueuer']:.0f} | |",
+        f"| Celery + Redis drained/s (prefork, 2 processes) | {results['drain_celery_redis']:.0f} (Redis) | | |",
+        f"| inferline / pgqueuer | | {results['drain_postgres'] / results['drain_pgqueuer']:.2f} | "
+        f"{results['drain_mariadb'] / results['drain_pgqueuer']:.2f} |",
         f"| inferline / Celery | {results['drain_sqlite'] / results['drain_celery_redis']:.2f} | "
-        f"{results['drain_postgres'] / results['drain_celery_redis']:.2f} |",
+        f"{results['drain_postgres'] / results['drain_celery_redis']:.2f} | "
+        f"{results['drain_mariadb'] / results['drain_celery_redis']:.2f} |",
     ]
     return "\n".join(lines)
 

@@ -1,12 +1,17 @@
-"""Shared fixtures: settings on a temporary data dir, real SQLite and real PostgreSQL databases.
+"""Shared fixtures: settings on a temporary data dir, real SQLite, PostgreSQL and MariaDB databases.
 
-PostgreSQL tests get a fresh database each (created from the server at INFERLINE_TEST_PG_URL and
-dropped after). Without a reachable server they skip, unless INFERLINE_REQUIRE_SERVICES=1 (CI), where
-they fail.
+PostgreSQL and MariaDB tests get a fresh database each (created from the servers at INFERLINE_TEST_PG_URL
+and INFERLINE_TEST_MARIADB_URL, dropped after). Without a reachable server they skip, unless
+INFERLINE_REQUIRE_SERVICES=1 (CI), where they fail.
+
+`database_url` runs a test on SQLite and PostgreSQL; tests marked `mariadb_too` (the job store's contract
+and the job API) run on MariaDB as well. The other suites stay on two engines: the whole suite has a time
+budget, and MariaDB serves the job core only (docs/jobs.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import uuid
@@ -15,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncmy
 import asyncpg
 import pytest
 import structlog
@@ -25,6 +31,7 @@ from inferline import db, logs
 from inferline.config import Settings
 
 PG_URL = os.environ.get("INFERLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("INFERLINE_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
 REQUIRE_SERVICES = os.environ.get("INFERLINE_REQUIRE_SERVICES") == "1"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,6 +81,18 @@ def log_records(request: pytest.FixtureRequest) -> Iterator[LogRecorder]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_error_logs: the test expects ERROR logs")
+    config.addinivalue_line("markers", "mariadb_too: `database_url` runs on MariaDB too, not only SQLite, PostgreSQL")
+
+
+ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A `parametrize` mark, added before pytest reads the marks, replaces the fixture's own params."""
+    if "database_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("mariadb_too"):
+        engines = [*ENGINES, pytest.param("mariadb", marks=pytest.mark.mariadb)]
+        metafunc.definition.add_marker(pytest.mark.parametrize("database_url", engines, indirect=True))
 
 
 # -- databases --------------------------------------------------------------------------------
@@ -108,12 +127,86 @@ async def pg_url() -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def _mariadb_admin() -> asyncmy.Connection:
+    url = make_url(MARIADB_URL)
+    return await asyncmy.connect(
+        host=url.host, port=url.port or 3306, user=url.username, password=url.password or "", connect_timeout=3
+    )
+
+
+def _mariadb_db_url(name: str) -> str:
+    return make_url(MARIADB_URL).set(drivername="mysql+asyncmy", database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def mariadb_template() -> Iterator[str]:
+    """A database migrated once per session; each test's database is a copy of its tables (MariaDB has no
+    `CREATE DATABASE … TEMPLATE`, and running the ten migrations takes ~2 s per test)."""
+    name = f"inferline_tpl_{uuid.uuid4().hex[:12]}"
+    created = False
+
+    async def create() -> None:
+        nonlocal created
+        admin = await _mariadb_admin()
+        async with admin.cursor() as cursor:
+            await cursor.execute(f"CREATE DATABASE `{name}`")
+        admin.close()
+        created = True
+
+    async def drop() -> None:
+        admin = await _mariadb_admin()
+        async with admin.cursor() as cursor:
+            await cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+    try:
+        asyncio.run(create())
+        db.upgrade(_mariadb_db_url(name))
+    except (TimeoutError, OSError, asyncmy.errors.Error) as exc:
+        if created:
+            asyncio.run(drop())
+        if REQUIRE_SERVICES:
+            pytest.fail(f"MariaDB at {MARIADB_URL} is required (INFERLINE_REQUIRE_SERVICES=1): {exc}")
+        pytest.skip(f"MariaDB not reachable at {MARIADB_URL}: {exc}")
+    yield name
+    asyncio.run(drop())
+
+
+@pytest.fixture
+async def mariadb_url(mariadb_template: str) -> AsyncIterator[str]:
+    """A fresh MariaDB database for one test, migrated to the head (copied from `mariadb_template`:
+    every table's own `SHOW CREATE TABLE`, so indexes, checks and foreign keys come along)."""
+    name = f"inferline_t_{uuid.uuid4().hex[:12]}"
+    admin = await _mariadb_admin()
+    async with admin.cursor() as cursor:
+        await cursor.execute(f"SHOW FULL TABLES FROM `{mariadb_template}` WHERE Table_type = 'BASE TABLE'")
+        tables = [row[0] for row in await cursor.fetchall()]
+        ddl = []
+        for table in tables:
+            await cursor.execute(f"SHOW CREATE TABLE `{mariadb_template}`.`{table}`")
+            ddl.append((await cursor.fetchone())[1])
+        await cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        await cursor.execute(f"USE `{name}`")
+        await cursor.execute("SET foreign_key_checks = 0")
+        for statement in ddl:
+            await cursor.execute(statement)
+        await cursor.execute(f"INSERT INTO alembic_version SELECT * FROM `{mariadb_template}`.alembic_version")  # noqa: S608 (our own generated name)
+        await cursor.execute("SET foreign_key_checks = 1")
+    await admin.commit()
+    try:
+        yield _mariadb_db_url(name)
+    finally:
+        async with admin.cursor() as cursor:
+            await cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+@pytest.fixture(params=ENGINES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each test using this runs on both engines."""
+    """Each test using this runs on SQLite and PostgreSQL (and on MariaDB when marked `mariadb_too`)."""
     if request.param == "sqlite":
         return sqlite_url(tmp_path)
-    fixture: str = request.getfixturevalue("pg_url")
+    fixture: str = request.getfixturevalue("pg_url" if request.param == "postgres" else "mariadb_url")
     return fixture
 
 

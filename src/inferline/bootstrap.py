@@ -33,7 +33,7 @@ from inferline.jobs.model import RetryPolicy
 from inferline.jobs.runtime import Worker, WorkerConfig
 from inferline.jobs.schedules import run_scheduler
 from inferline.jobs.submission import Submitter
-from inferline.jobs.wakeup import LocalWakeup, PostgresWakeup, Wakeup
+from inferline.jobs.wakeup import LocalWakeup, PollingWakeup, PostgresWakeup, Wakeup
 from inferline.jobs.watchers import JobWatchers
 from inferline.jobs.webhooks import WebhookDispatcher
 from inferline.media import kind as media_kind
@@ -105,14 +105,17 @@ class Services:
 
 
 def register_kinds(services: Services) -> None:
-    """Every job kind this process can run: the built-in workloads', then the plugins'."""
+    """Every job kind this process can run: the built-in workloads', then the plugins'. On MariaDB/MySQL
+    the workloads' kinds are left out (their SQL needs PostgreSQL or SQLite, see `refuse_on_mysql`): a
+    submission of one is a 422 naming an unknown kind, not a job that fails halfway."""
     registry = services.registry
     echo.register(registry)
-    ocr_kind.register(registry, services.ocr)
-    search_kind.register(registry, services.search, services.ocr)
-    media_kind.register(registry, services.media)
-    batch_kind.register(registry, services.batches)
-    scheduled_batch.register(registry, services.batches)
+    if not services.settings.is_mysql:
+        ocr_kind.register(registry, services.ocr)
+        search_kind.register(registry, services.search, services.ocr)
+        media_kind.register(registry, services.media)
+        batch_kind.register(registry, services.batches)
+        scheduled_batch.register(registry, services.batches)
     services.plugins = plugins.load(services.settings.plugins)
     plugins.register(services, services.plugins)
 
@@ -180,12 +183,40 @@ def build_events(settings: Settings, engine: AsyncEngine) -> EventsDeps:
     return EventsDeps(engine=engine, broker=broker, publisher=config)
 
 
+def build_wakeup(settings: Settings) -> Wakeup:
+    if settings.is_sqlite:
+        return LocalWakeup()
+    if settings.is_mysql:
+        return PollingWakeup(settings.mysql_poll_s)
+    return PostgresWakeup(settings.resolved_database_url)
+
+
+def refuse_on_mysql(settings: Settings) -> None:
+    """Refuse at start what a server on MariaDB/MySQL cannot run: it serves the job core only (the API
+    answers the workloads' routes with 501, `api/routes/engine_only.py`; docs/jobs.md)."""
+    if not settings.is_mysql:
+        return
+    needs = {
+        "monitor_enabled": settings.monitor_enabled,
+        "grpc_port": settings.grpc_port is not None,
+        "search_backend=pgvector": settings.search_backend == "pgvector",
+    }
+    asked = [name for name, on in needs.items() if on]
+    if asked:
+        raise ValueError(
+            f"{', '.join(asked)}: needs PostgreSQL or SQLite; this database is MariaDB/MySQL, which serves the "
+            "job core only. Set INFERLINE_MONITOR_ENABLED=false, leave INFERLINE_GRPC_PORT unset and "
+            "INFERLINE_SEARCH_BACKEND at qdrant, or use PostgreSQL (docs/jobs.md)"
+        )
+
+
 def build_services(settings: Settings) -> Services:
+    refuse_on_mysql(settings)
     engine = create_engine(settings.resolved_database_url)
     if settings.events_broker:
         # Read by every job store on this engine's connections: each state change writes its event.
         engine.update_execution_options(**{outbox.EVENTS_OPTION: True})
-    wakeup: Wakeup = LocalWakeup() if settings.is_sqlite else PostgresWakeup(settings.resolved_database_url)
+    wakeup = build_wakeup(settings)
     metrics = Metrics()
     models = ModelRuntime(
         device=settings.device,

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     lease_s: float = Field(default=30.0, gt=0)
     heartbeat_s: float = Field(default=1.0, gt=0, description="lease renewal and cancel check period")
     poll_s: float = Field(default=1.0, gt=0, description="fallback poll when no wake-up arrives")
+    mysql_poll_s: float = Field(
+        default=0.1,
+        gt=0,
+        description="on MariaDB/MySQL (no LISTEN/NOTIFY): the longest an idle worker waits before it looks for "
+        "jobs submitted by another process",
+    )
     claim_batch: int = Field(default=64, ge=1)
     retry_base_s: float = Field(default=1.0, ge=0)
     retry_cap_s: float = Field(default=300.0, ge=0)
@@ -214,7 +220,9 @@ class Settings(BaseSettings):
         description="tenants whose keys are admins': system metrics, alert rules, monitor health",
     )
     monitor_enabled: bool = Field(
-        default=True, description="stand for the metrics sampler and the alert evaluator; report presence with workers"
+        default=True,
+        description="stand for the metrics sampler and the alert evaluator; report presence with workers "
+        "[default: on, except on MariaDB/MySQL, where the monitor cannot run]",
     )
     monitor_sample_s: float = Field(default=15.0, ge=0.05, description="period of the metrics sampler")
     monitor_evaluate_s: float = Field(default=15.0, ge=0.05, description="period of the alert evaluator")
@@ -323,6 +331,18 @@ class Settings(BaseSettings):
             60: self.monitor_minute_retention_s,
             3600: self.monitor_hour_retention_s,
         }
+
+    @model_validator(mode="after")
+    def _no_monitor_by_default_on_mysql(self) -> Settings:
+        """The monitor's SQL needs PostgreSQL or SQLite: off unless asked for, and asked for on MariaDB it
+        stops the start (`bootstrap.refuse_on_mysql`)."""
+        if self.is_mysql and "monitor_enabled" not in self.model_fields_set:
+            self.monitor_enabled = False
+        return self
+
+    @property
+    def is_mysql(self) -> bool:
+        return self.resolved_database_url.startswith(("mysql", "mariadb"))
 
     @property
     def is_sqlite(self) -> bool:

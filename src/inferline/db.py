@@ -1,4 +1,5 @@
-"""Engine construction for both engines, SQLite pragmas, and Alembic upgrades."""
+"""Engine construction for the three engines (SQLite, PostgreSQL, MariaDB/MySQL), SQLite pragmas, and
+Alembic upgrades."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncmy.errors
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -36,11 +38,16 @@ READONLY = {"inferline_readonly": True}
 
 
 def normalize_url(url: str) -> str:
-    """Accept the plain URLs users paste (`postgresql://`, `sqlite:///`) and pick our async drivers."""
+    """Accept the plain URLs users paste (`postgresql://`, `sqlite:///`, `mysql://`, `mariadb://`) and pick
+    our async drivers. MariaDB URLs take SQLAlchemy's `mysql` dialect (it detects MariaDB on connect), so
+    code branches on one dialect name for both servers."""
     for plain, driver in (
         ("postgresql://", "postgresql+asyncpg://"),
         ("postgres://", "postgresql+asyncpg://"),
         ("sqlite:///", "sqlite+aiosqlite:///"),
+        ("mysql://", "mysql+asyncmy://"),
+        ("mariadb://", "mysql+asyncmy://"),
+        ("mariadb+asyncmy://", "mysql+asyncmy://"),
     ):
         if url.startswith(plain):
             return driver + url[len(plain) :]
@@ -51,7 +58,35 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         return _create_sqlite_engine(url)
+    if url.startswith("mysql"):
+        return _create_mysql_engine(url, pool_size=pool_size)
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    _ping_when_idle(engine.sync_engine)
+    return engine
+
+
+# Strict: a value that does not fit its column is an error, not silently cut or zeroed.
+MYSQL_SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+
+
+def _create_mysql_engine(url: str, *, pool_size: int) -> AsyncEngine:
+    """MariaDB 10.6+ (or MySQL 8): utf8mb4, UTC session time, strict SQL mode, READ COMMITTED.
+
+    READ COMMITTED, not InnoDB's REPEATABLE READ: a claim's `SELECT … FOR UPDATE SKIP LOCKED` in fair
+    order would take next-key (gap) locks on the index range it scans under REPEATABLE READ, which block
+    submissions inserting into that range and each other's claims; under READ COMMITTED only the claimed
+    rows are locked, as on PostgreSQL. Each statement of a transaction then sees the newest committed rows,
+    which is what the store's guarded writes (`WHERE status = …`) are written for."""
+    init = f"SET time_zone = '+00:00', sql_mode = '{MYSQL_SQL_MODE}'"
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        isolation_level="READ COMMITTED",
+        # MariaDB closes connections idle past wait_timeout (8 h by default): recycle before that.
+        pool_recycle=3600,
+        connect_args={"charset": "utf8mb4", "init_command": init},
+    )
     _ping_when_idle(engine.sync_engine)
     return engine
 
@@ -205,6 +240,10 @@ _write_locks: weakref.WeakKeyDictionary[AsyncEngine, _SqliteWriteLock] = weakref
 # database that does not accept connections now (`ALLOW_CONNECTIONS false`, as during maintenance).
 _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "3D"})
 _UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "55000"})
+# MariaDB/MySQL error numbers of the same kinds (its driver gives no SQLSTATE): too many connections (1040),
+# an absent database (1049), server shutting down (1053); the client's: cannot connect (2002, 2003), server
+# gone or connection lost (2006, 2013).
+_UNAVAILABLE_MYSQL_ERRORS = frozenset({1040, 1049, 1053, 2002, 2003, 2006, 2013})
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -220,6 +259,8 @@ def unavailable(exc: BaseException) -> bool:
             sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate in _UNAVAILABLE_SQLSTATES
         ):
             return True
+        if isinstance(exc.orig, asyncmy.errors.Error):
+            return bool(exc.orig.args) and exc.orig.args[0] in _UNAVAILABLE_MYSQL_ERRORS
         # SQLite's own: a file that cannot be opened, or a write lock held past the busy timeout.
         return isinstance(exc.orig, sqlite3.OperationalError) and any(
             words in str(exc.orig) for words in ("unable to open", "database is locked", "disk I/O error")

@@ -54,6 +54,8 @@ def _now(conn: AsyncConnection) -> sa.ColumnElement[datetime]:
     """The database's current time as an SQL expression (this host's on SQLite: the file is local)."""
     if conn.dialect.name == "postgresql":
         return sa.func.now(type_=UTCDateTime())
+    if conn.dialect.name == "mysql":
+        return sa.func.utc_timestamp(6, type_=UTCDateTime())
     return sa.literal(utcnow(), UTCDateTime())
 
 

@@ -1,4 +1,5 @@
-"""The one SQL schema, shared by SQLite and PostgreSQL. Alembic migrations in `migrations/` mirror it."""
+"""The one SQL schema, shared by SQLite, PostgreSQL and MariaDB/MySQL. Alembic migrations in `migrations/`
+mirror it."""
 
 from __future__ import annotations
 
@@ -8,11 +9,31 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import TypeCompiler
 
 metadata = sa.MetaData()
 
 # JSONB on PostgreSQL (indexable, compact); JSON text on SQLite.
 Json = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+# Engines whose datetime columns hold no time zone: values go in as naive UTC (MySQL sessions run at UTC,
+# see `db._create_mysql_engine`).
+_NAIVE_DATETIMES = frozenset({"sqlite", "mysql"})
+
+
+@compiles(sa.DateTime, "mysql")
+def _mysql_datetime(_type: sa.DateTime, _compiler: TypeCompiler, **_kw: Any) -> str:
+    """Microseconds on MySQL/MariaDB, whose DATETIME keeps whole seconds by default: the store matches
+    rows by the exact `updated_at` it wrote (`JobStore.finish_running`), and claims order by time."""
+    return "DATETIME(6)"
+
+
+@compiles(sa.Float, "mysql")
+def _mysql_double(_type: sa.Float[Any], _compiler: TypeCompiler, **_kw: Any) -> str:
+    """Double precision, as `FLOAT` is on PostgreSQL; MySQL's FLOAT is single precision."""
+    return "DOUBLE"
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -31,7 +52,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
         value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.replace(tzinfo=None) if dialect.name in _NAIVE_DATETIMES else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:

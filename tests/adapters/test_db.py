@@ -84,3 +84,30 @@ async def test_a_statement_that_times_out_is_not_a_database_that_does_not_answer
         assert db.unavailable(refused.value)
     finally:
         await unreachable.dispose()
+
+
+def test_mysql_and_mariadb_urls_take_the_asyncmy_driver() -> None:
+    for plain in ("mysql://u:p@h:3306/d", "mariadb://u:p@h:3306/d", "mariadb+asyncmy://u:p@h:3306/d"):
+        assert db.normalize_url(plain) == "mysql+asyncmy://u:p@h:3306/d"
+
+
+@pytest.mark.mariadb
+async def test_a_mariadb_that_cannot_be_reached_or_lacks_the_database_is_unavailable(mariadb_url: str) -> None:
+    """A 503 to retry, as on PostgreSQL, not a 500."""
+    for url in (make_url(mariadb_url).set(port=1), make_url(mariadb_url).set(database="inferline_absent")):
+        engine = db.create_engine(url.render_as_string(hide_password=False))
+        try:
+            with pytest.raises(sa.exc.DBAPIError) as caught:
+                async with db.read(engine) as conn:
+                    await conn.execute(sa.text("SELECT 1"))
+            assert db.unavailable(caught.value)
+        finally:
+            await engine.dispose()
+    engine = db.create_engine(mariadb_url)
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as caught:
+            async with db.read(engine) as conn:
+                await conn.execute(sa.text("SELECT * FROM no_such_table"))
+        assert not db.unavailable(caught.value)  # a wrong statement is not an outage
+    finally:
+        await engine.dispose()

@@ -1,15 +1,18 @@
-"""The Alembic migrations build exactly the schema the code declares (`schema.py`), on both engines:
+"""The Alembic migrations build exactly the schema the code declares (`schema.py`), on every engine:
 hand-written migrations drift silently otherwise."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline import schema
+
+pytestmark = pytest.mark.mariadb_too  # the job store's contract tests run there on this schema
 
 
 async def test_migrations_match_the_declared_schema(engine: AsyncEngine) -> None:

@@ -1,4 +1,4 @@
-"""The store's contract, on SQLite and on PostgreSQL."""
+"""The store's contract, on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from inferline.jobs.store import JobStore
 from inferline.jobs.submission import JobRequest, Submitter
 from inferline.metrics import Metrics
 from inferline.schema import jobs
+
+pytestmark = pytest.mark.mariadb_too
 
 ECHO = {"message": "x", "steps": 0}
 

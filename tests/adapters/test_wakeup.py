@@ -9,7 +9,7 @@ from inferline import db
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.submission import JobRequest, Submitter
-from inferline.jobs.wakeup import PostgresWakeup
+from inferline.jobs.wakeup import PollingWakeup, PostgresWakeup
 
 
 @pytest.mark.postgres
@@ -51,3 +51,16 @@ async def test_a_notify_wakes_only_the_lanes_of_its_kind(pg_url: str) -> None:
     finally:
         await wakeup.aclose()
         await engine.dispose()
+
+
+async def test_a_polling_wakeup_ends_an_idle_wait_after_its_interval_and_a_notify_at_once() -> None:
+    """MariaDB has no NOTIFY: an idle worker's long wait is cut to `interval_s`, so it claims what another
+    process submitted; a submission in its own process still wakes it at once."""
+    wakeup = PollingWakeup(interval_s=0.05)
+    lane = wakeup.lane(["pipeline"])
+    for waiting in (wakeup, lane):
+        started = time.monotonic()
+        assert not await waiting.wait(30.0)
+        assert time.monotonic() - started < 1.0
+    wakeup.notify(["pipeline"])
+    assert await wakeup.wait(30.0) and await lane.wait(30.0)

@@ -1,7 +1,8 @@
 """Job kinds for tests, loaded through the `plugins` setting (`tests.plugins.kinds`).
 
 - `record` appends one line per attempt to $INFERLINE_TEST_RECORD_FILE, so tests can count how often
-  each attempt ran across processes (O_APPEND writes of one short line are atomic).
+  each attempt ran across processes (O_APPEND writes of one short line are atomic); with `sleep_s` in its
+  input it first sleeps that long (a job a killed worker dies in the middle of).
 - `gate` fails (non-retryable) while the file named in its input exists: a failure a test can lift.
 - `double` sends `n` through the `doubler` model (registered by `register_models`).
 - `collage` names tenant files under its own field names (`cover`, `pages`: `FileId`s), not `file_id`.
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -23,6 +25,7 @@ from inferline.jobs.kinds import KindRegistry
 
 
 async def record(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+    await asyncio.sleep(min(float(data.get("sleep_s", 0)), 5.0))
     line = f"{ctx.id} {ctx.attempt} {os.getpid()}\n".encode()
     fd = os.open(os.environ["INFERLINE_TEST_RECORD_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

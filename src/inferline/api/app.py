@@ -22,6 +22,7 @@ from inferline.api.middleware import RequestContext
 from inferline.api.routes import (
     batches,
     collections,
+    engine_only,
     events,
     files,
     health,
@@ -85,6 +86,25 @@ async def _nothing() -> None:
     return None
 
 
+def _api_routers(settings: Settings) -> list[APIRouter]:
+    """The routes under /api/v1, the plugins' last. On MariaDB/MySQL, the workloads' routes are replaced
+    by the router that refuses them (`routes/engine_only.py`)."""
+    if settings.is_mysql:
+        workloads = [engine_only.router]
+    else:
+        workloads = [area.router for area in (files, ocr, collections, media, batches)]
+    core = [schedules.router, models.router, webhooks.router]
+    if not settings.is_mysql:
+        core.append(monitor.router)
+    return [jobs.router, *workloads, *core, events.router, *plugins.routers(plugins.load(settings.plugins))]
+
+
+def _graphql_router(settings: Settings) -> APIRouter:
+    if settings.is_mysql:
+        return engine_only.graphql_router
+    return graphql.router(ide=settings.graphql_ide, max_body_bytes=settings.max_request_bytes)
+
+
 def create_app(settings: Settings | None = None, *, workers: int | None = None, freeze_heap: bool = False) -> FastAPI:
     """The API, plus `workers` in-process job slots (default: `settings.workers`). `freeze_heap`: for a
     process that serves this one app (`inferline serve`), not for tests that build many."""
@@ -138,21 +158,10 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
     )
     problems.install(app)
     api = APIRouter(prefix="/api/v1")
-    api.include_router(jobs.router)
-    api.include_router(files.router)
-    api.include_router(ocr.router)
-    api.include_router(collections.router)
-    api.include_router(media.router)
-    api.include_router(batches.router)
-    api.include_router(schedules.router)
-    api.include_router(models.router)
-    api.include_router(webhooks.router)
-    api.include_router(monitor.router)
-    api.include_router(events.router)
-    for router in plugins.routers(plugins.load(settings.plugins)):
+    for router in _api_routers(settings):
         api.include_router(router)
     app.include_router(api)
-    app.include_router(graphql.router(ide=settings.graphql_ide, max_body_bytes=settings.max_request_bytes))
+    app.include_router(_graphql_router(settings))
     app.include_router(health.router)
     app.add_middleware(Admission, max_body_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestContext)  # the outer one: its logs and metrics see what Admission refuses

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferline import paging
 from inferline.events import outbox
+from inferline.jobs import mysql
 from inferline.jobs.model import Job, JobStatus
 from inferline.schema import UTCDateTime, jobs, lanes
 
@@ -181,6 +182,9 @@ class JobStore:
 
     async def _place_in_lanes(self, batch: Sequence[Job]) -> list[Job]:
         """Give each job `max(its lane's last seq + 1, head of its priority)`, see `lane_upsert`."""
+        if self.dialect == "mysql":
+            head = sa.select(queue_head(sa.bindparam("priority", type_=sa.Integer)))
+            return place(batch, await mysql.place_in_lanes(self.conn, lane_counts(batch), head))
         lasts = {}
         for (tenant, priority), count in lane_counts(batch).items():
             result = await self.conn.execute(lane_upsert(self.dialect), lane_params(tenant, priority, count))
@@ -265,6 +269,8 @@ class JobStore:
     async def update_running(self, job_id: str, owner: str, values: dict[str, Any]) -> bool:
         """Set `values` of a running job `owner` holds (its progress, its checkpoint): no status change."""
         update = _running_update(tuple(sorted(values)))
+        if self.dialect == "mysql":
+            await self.lock_rows([job_id])  # see mysql.py: the row's primary key first
         return bool((await self.conn.execute(update, {"_id": job_id, "_owner": owner, **values})).rowcount)
 
     async def end_expired(self, job: Job, values: dict[str, Any]) -> bool:
@@ -293,6 +299,7 @@ class JobStore:
         if not allowed or limit <= 0:
             return []
         params = {"now": now, "limit": limit, "owner": owner, "expires": now + timedelta(seconds=lease_s)}
+        chosen: list[str] = []
         if slots:  # limited kinds: pick in Python, within each kind's free slots
             candidates = await self.conn.execute(_claim_candidates(tuple(allowed)), params)
             chosen = _within_slots(candidates, slots)
@@ -302,7 +309,12 @@ class JobStore:
             params["ids"] = chosen
         else:  # the common case: select and update in one statement, one round trip
             update = _claim_update(tuple(allowed))
-        claimed = [job_from_row(row) for row in (await self.conn.execute(update, params)).mappings()]
+        rows: Sequence[Mapping[Any, Any]]
+        if self.dialect == "mysql":
+            rows = await mysql.claim(self.conn, kinds=None if slots else allowed, ids=chosen, params=params)
+        else:
+            rows = list((await self.conn.execute(update, params)).mappings())
+        claimed = [job_from_row(row) for row in rows]
         claimed.sort(key=lambda job: (job.priority, job.fair_seq, job.id))
         await self._record(("job.running", job, None) for job in claimed)
         return claimed
@@ -324,12 +336,13 @@ class JobStore:
         Every such write sets `updated_at=now` and clears the lease, which is how the rows that
         applied are told from those whose lease was lost (executemany gives no per-row count). Each
         executemany runs in id order; several groups together do not, so on PostgreSQL their rows are
-        locked in id order first, unless the caller did (`locked`, see `lock_rows`)."""
+        locked in id order first (on MariaDB always, see
+        mysql.py), unless the caller did (`locked`, see `lock_rows`)."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for job, values in sorted(rows, key=lambda row: row[0].id):
             assert values["updated_at"] == now and values["lease_owner"] is None
             groups.setdefault(tuple(sorted(values)), []).append({"_id": job.id, **values})
-        if len(groups) > 1 and not locked and self.dialect == "postgresql":
+        if (len(groups) > 1 or self.dialect == "mysql") and not locked and self.dialect != "sqlite":
             await self.lock_rows(job.id for job, _ in rows)
         for columns, params in groups.items():
             await self.conn.execute(_running_update(columns), [p | {"_owner": owner} for p in params])
@@ -345,6 +358,8 @@ class JobStore:
         if self.dialect == "postgresql":
             # Counting then claiming must be atomic across workers, or two could both see a free slot.
             await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_KIND_LIMIT_LOCK)))
+        elif self.dialect == "mysql":
+            await mysql.lock_kind_limits(self.conn)
         query = (
             sa.select(jobs.c.kind, sa.func.count())
             .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.kind.in_(limited))
@@ -363,7 +378,10 @@ class JobStore:
         if not ids:
             return []
         params = {"ids": ids, "owner": owner, "expires": now + timedelta(seconds=lease_s)}
-        rows = list((await self.conn.execute(_renew_leases(), params)).mappings())
+        if self.dialect == "mysql":
+            rows = await mysql.renew_leases(self.conn, _held_by_owner(), params)
+        else:
+            rows = list((await self.conn.execute(_renew_leases(), params)).mappings())
         renewed = {row["id"] for row in rows}
         if len(renewed) < len(ids):  # skipped while locked, or no longer held
             skipped = [job_id for job_id in ids if job_id not in renewed]

@@ -1,4 +1,5 @@
-"""Wake-ups for idle workers: an in-process signal, or PostgreSQL LISTEN/NOTIFY across machines.
+"""Wake-ups for idle workers: an in-process signal, PostgreSQL LISTEN/NOTIFY across machines, or short polls
+on MariaDB/MySQL, which has no LISTEN/NOTIFY.
 
 Workers also poll every `poll_s`, so a lost wake-up only costs latency, never a job. A worker of some
 kinds only (the orchestration lane) waits on a `lane` of its own: woken only by submissions of its kinds,
@@ -65,6 +66,24 @@ class LocalWakeup:
 
     async def aclose(self) -> None:
         return None
+
+
+class PollingWakeup(LocalWakeup):
+    """MariaDB/MySQL: submissions in this process wake its workers at once; those of other processes are
+    seen within `interval_s`, the longest an idle worker waits before it looks for jobs again. Each idle
+    worker then costs one claim query per interval (an index range read that finds nothing)."""
+
+    def __init__(self, interval_s: float, kinds: Collection[str] | None = None) -> None:
+        super().__init__(kinds)
+        self.interval_s = interval_s
+
+    def lane(self, kinds: Collection[str]) -> PollingWakeup:
+        lane = PollingWakeup(self.interval_s, kinds)
+        self._lanes.append(lane)
+        return lane
+
+    async def wait(self, timeout_s: float) -> bool:
+        return await super().wait(min(timeout_s, self.interval_s))
 
 
 class PostgresWakeup(LocalWakeup):

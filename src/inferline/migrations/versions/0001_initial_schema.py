@@ -21,6 +21,11 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "mysql":
+        # Binary collation for the tables made from here on: ids, tenants and idempotency keys compare
+        # case-sensitively, as on PostgreSQL and SQLite (MariaDB's default collation folds case, which
+        # would make the keys "A" and "a" one key).
+        op.execute("ALTER DATABASE CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     op.create_table(
         "jobs",
         sa.Column("id", sa.String(length=36), nullable=False),

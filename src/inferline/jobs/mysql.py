@@ -1,0 +1,143 @@
+"""The job store's statements that MariaDB (10.6+) and MySQL 8 cannot run as PostgreSQL and SQLite do.
+
+MariaDB has no `UPDATE … RETURNING` (it has `INSERT`/`DELETE … RETURNING`), refuses `LIMIT` in an `IN`
+subquery, and refuses a subquery on the table an `UPDATE` or `INSERT … ON DUPLICATE KEY` writes (error
+1093). So a claim locks its rows with `SELECT … FOR UPDATE SKIP LOCKED`, updates them by id, and builds
+the claimed rows in Python from what it read and wrote: two round trips instead of one. Lane upserts read
+the queue head first and bind it. Everything else the store does runs unchanged on MariaDB.
+
+Sessions run at READ COMMITTED (`db._create_mysql_engine`): locking reads then lock only the rows they
+return, no gaps, as on PostgreSQL.
+
+InnoDB locks index records, and an `UPDATE … WHERE id = ? AND status = 'running' …` may be run through
+the secondary index `(status, lease_expires_at)`, locking its entry before the row's primary key. A lease
+renewal holds the primary key (its `FOR UPDATE SKIP LOCKED`) and then needs that same entry, since it
+changes `lease_expires_at`: a deadlock, seen in the tests. So on MariaDB the store locks a running row by
+primary key (`JobStore.lock_rows`) before it writes the row's outcome or progress: the renewal then skips
+the row, or holds it and finishes before the write goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from inferline.jobs.model import JobStatus
+from inferline.schema import UTCDateTime, jobs, lanes
+
+_NOW = sa.bindparam("now", type_=UTCDateTime())
+_RUNNING = JobStatus.RUNNING.value
+_QUEUED = JobStatus.QUEUED.value
+_ALEMBIC_VERSION = sa.table("alembic_version", sa.column("version_num"))
+
+
+async def place_in_lanes(
+    conn: AsyncConnection, counts: Mapping[tuple[str, int], int], head: sa.Select[Any]
+) -> dict[tuple[str, int], int]:
+    """Each lane's new last seq after `counts[lane]` jobs join it (the statement `store.lane_upsert`
+    runs in one round trip elsewhere). `head` selects the queue head at bind parameter `priority`. The
+    upsert's row lock keeps two API processes from handing out the same seqs; the head, read before it,
+    only decides where a lane restarts."""
+    lasts = {}
+    for (tenant, priority), count in counts.items():
+        head_seq = int((await conn.execute(head, {"priority": priority})).scalar_one())
+        params = {"tenant": tenant, "priority": priority, "count": count, "head": head_seq}
+        await conn.execute(_lane_upsert(), params)
+        lasts[(tenant, priority)] = int((await conn.execute(_lane_last(), params)).scalar_one())
+    return lasts
+
+
+@functools.cache
+def _lane_upsert() -> sa.Insert:
+    head = sa.bindparam("head", type_=sa.BigInteger)
+    count = sa.bindparam("count", type_=sa.BigInteger)
+    insert = mysql.insert(lanes).values(
+        tenant=sa.bindparam("tenant", type_=sa.String), priority=sa.bindparam("priority"), last_seq=head - 1 + count
+    )
+    return insert.on_duplicate_key_update(last_seq=sa.func.greatest(lanes.c.last_seq, head - 1) + count)
+
+
+@functools.cache
+def _lane_last() -> sa.Select[Any]:
+    return sa.select(lanes.c.last_seq).where(
+        lanes.c.tenant == sa.bindparam("tenant"), lanes.c.priority == sa.bindparam("priority")
+    )
+
+
+async def claim(
+    conn: AsyncConnection, *, kinds: Sequence[str] | None, ids: Sequence[str], params: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Lease the first `limit` runnable jobs of `kinds` (or, with `kinds` None, the jobs `ids`, which
+    this transaction locked already) to `owner` until `expires`; returns their rows as written."""
+    query = _claimable(tuple(kinds)) if kinds is not None else _by_ids()
+    rows = [dict(row) for row in (await conn.execute(query, {**params, "ids": list(ids)})).mappings()]
+    if not rows:
+        return []
+    await conn.execute(_claim_update(), {**params, "ids": [row["id"] for row in rows]})
+    now = params["now"]
+    for row in rows:
+        row |= {
+            "status": _RUNNING,
+            "attempts": row["attempts"] + 1,
+            "lease_owner": params["owner"],
+            "lease_expires_at": params["expires"],
+            "started_at": row["started_at"] or now,
+            "updated_at": now,
+        }
+    return rows
+
+
+@functools.cache
+def _claimable(kinds: tuple[str, ...]) -> sa.Select[Any]:
+    return (
+        sa.select(jobs)
+        .where(jobs.c.status == _QUEUED, jobs.c.run_after <= _NOW, jobs.c.kind.in_(kinds))
+        .order_by(jobs.c.priority, jobs.c.fair_seq, jobs.c.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
+        .with_for_update(skip_locked=True)
+    )
+
+
+@functools.cache
+def _by_ids() -> sa.Select[Any]:
+    return sa.select(jobs).where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.status == _QUEUED)
+
+
+@functools.cache
+def _claim_update() -> sa.Update:
+    return (
+        jobs.update()
+        .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+        .values(
+            status=_RUNNING,
+            attempts=jobs.c.attempts + 1,
+            lease_owner=sa.bindparam("owner"),
+            lease_expires_at=sa.bindparam("expires"),
+            started_at=sa.func.coalesce(jobs.c.started_at, _NOW),
+            updated_at=_NOW,
+        )
+    )
+
+
+async def renew_leases(conn: AsyncConnection, held: sa.ColumnElement[bool], params: Mapping[str, Any]) -> list[Any]:
+    """The leases `owner` holds among `ids` (`held`) and no other transaction is writing, renewed without
+    waiting; returns (id, cancel_requested, deadline_at) of each renewed one."""
+    locked = sa.select(jobs.c.id, jobs.c.cancel_requested, jobs.c.deadline_at).where(held)
+    rows = list((await conn.execute(locked.order_by(jobs.c.id).with_for_update(skip_locked=True), params)).mappings())
+    if rows:
+        renew = jobs.update().where(jobs.c.id.in_(sa.bindparam("renewed", expanding=True)))
+        renew = renew.values(lease_expires_at=sa.bindparam("expires"))
+        await conn.execute(renew, {"renewed": [row["id"] for row in rows], "expires": params["expires"]})
+    return rows
+
+
+async def lock_kind_limits(conn: AsyncConnection) -> None:
+    """Serialize claims of concurrency-limited kinds until this transaction ends, as PostgreSQL's
+    transaction-scoped advisory lock does: MariaDB's GET_LOCK is held by the session, past the commit,
+    so the one row of `alembic_version` is locked instead (only migrations write it)."""
+    await conn.execute(sa.select(_ALEMBIC_VERSION.c.version_num).with_for_update())
