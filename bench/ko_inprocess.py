@@ -18,8 +18,9 @@ import sqlite3
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -131,9 +132,10 @@ def _collection(name: str) -> Collection:
 
 
 async def evaluate(
-    corpus: Corpus, cache: VectorCache, modes: Iterable[str] = MODES, weights: dict[str, float] | None = None
+    corpus: Corpus, cache: VectorCache, modes: Iterable[str] = MODES, **ranking: Any
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """MRR@10 and Recall@10 per set and mode, and how the collection was built (chunks, seconds)."""
+    """MRR@10 and Recall@10 per set and mode, and how the collection was built (chunks, seconds). `ranking`:
+    SearchDeps' ranking settings other than the defaults (`weights`, `rrf_k`, `window`)."""
     collection = _collection(corpus.name)
     ids = sorted(corpus.documents)
     texts = [DocumentText(key, [corpus.documents[key][1]], {}, corpus.documents[key][0]) for key in ids]
@@ -144,7 +146,10 @@ async def evaluate(
     records = []
     position = 0
     for document, chunks in zip(texts, chunked, strict=True):
-        records.extend(chunk_records(document, chunks, vectors[position : position + len(chunks)]))
+        made = chunk_records(document, chunks, vectors[position : position + len(chunks)])
+        # Ids from the document and position, not random: keyword scores tie often (messages that differ
+        # in a particle), ties are ordered by id, and random ids moved hybrid MRR by 0.02 between runs.
+        records.extend(replace(r, id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{r.document_id}#{r.index}"))) for r in made)
         position += len(chunks)
     terms_s = time.perf_counter() - started - embedded_s
     results: dict[str, dict[str, float]] = {}
@@ -153,6 +158,7 @@ async def evaluate(
         try:
             await index.create(collection.spec)
             await replace_chunks(index, collection.spec, ids, records)
+            await index.wait_optimized(collection.id)  # the steady state: HNSW built, as a while after ingest
             deps = SearchDeps(
                 engine=None,  # type: ignore[arg-type]  # `_ranked` reads neither the database nor blobs
                 blobs=None,  # type: ignore[arg-type]
@@ -162,7 +168,7 @@ async def evaluate(
                 metrics=Metrics(),
                 embedding_models=frozenset({"e5-small"}),
                 default_model="e5-small",
-                **({"weights": weights} if weights else {}),
+                **ranking,
             )
             for set_name, queries in corpus.sets.items():
                 cache.vectors([q for q, _ in queries], query=True)  # embedded together, not one by one
@@ -191,11 +197,13 @@ def mrr_recall(ranks: list[float | None]) -> dict[str, float]:
     }
 
 
-async def run(corpora: list[Corpus], cache_dir: Path, modes: Iterable[str] = MODES) -> dict[str, dict[str, float]]:
+async def run(
+    corpora: list[Corpus], cache_dir: Path, modes: Iterable[str] = MODES, **ranking: Any
+) -> dict[str, dict[str, float]]:
     cache = VectorCache(cache_dir)
     results: dict[str, dict[str, float]] = {}
     for corpus in corpora:
-        found, info = await evaluate(corpus, cache, tuple(modes))
+        found, info = await evaluate(corpus, cache, tuple(modes), **ranking)
         print(
             f"{corpus.name}: {len(corpus.documents)} documents, {info['chunks']} chunks "
             f"(vectors {info['embed_s']:.0f} s, terms {info['terms_s']:.0f} s)",

@@ -349,7 +349,8 @@ def quality_sets(
     asked = rng.sample(range(len(chosen)), min(queries, len(chosen)))
     keyword_queries = []
     for i in asked:
-        nouns = sorted(sentence_nouns(chosen[i][1]), key=len)
+        # By length then text: a set's order changes with the process's hash seed, and so did the queries.
+        nouns = sorted(sentence_nouns(chosen[i][1]), key=lambda noun: (len(noun), noun))
         if nouns:  # a message of particles and placeholders has no noun to ask for
             keyword_queries.append((" ".join(nouns[-2:]), i))
     cross = [(chosen[i][0], i) for i in asked]
