@@ -315,3 +315,11 @@ def test_the_keyword_list_counts_by_how_much_of_the_query_its_best_hit_holds() -
     leaning = keyword_leaning(weights, tokenize("cannot open the file"), "파일을 열 수 없습니다 (file)")
     assert leaning == {"semantic": 0.5, "keyword": 1 / 16}
     assert keyword_leaning(weights, [], "anything") == weights
+
+
+def test_xhtml_with_an_xml_declaration_is_html() -> None:
+    page = b'<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0"'
+    assert sniff.sniff(page) == sniff.HTML
+    assert sniff.sniff(b'\xef\xbb\xbf<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml">') == sniff.HTML
+    assert sniff.sniff(b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>') == sniff.TEXT
+    assert sniff.sniff(b"<?xml but never closed <html>") == sniff.TEXT
