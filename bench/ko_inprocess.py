@@ -54,8 +54,14 @@ class Corpus:
 
 
 def html_corpus(name: str, pages: dict[str, Path], sets: dict[str, list[tuple[str, set[str]]]]) -> Corpus:
-    """Pages read by the product's extraction, as an uploaded HTML file would be."""
-    return Corpus(name, {page: extract_document(path, sniff.HTML) for page, path in pages.items()}, sets)
+    """Pages read by the product's extraction, as an uploaded file would be: its type sniffed from its first
+    bytes (an XHTML page sniffed as text was once indexed with its markup)."""
+    documents = {}
+    for page, path in pages.items():
+        with path.open("rb") as file:
+            kind = sniff.sniff(file.read(sniff.HEAD_BYTES), path)
+        documents[page] = extract_document(path, kind)
+    return Corpus(name, documents, sets)
 
 
 def text_corpus(name: str, texts: dict[str, str], sets: dict[str, list[tuple[str, set[str]]]]) -> Corpus:
