@@ -19,7 +19,9 @@ settings: hits are chunks, a query's rank is its first answer page's first chunk
 BM25 over each page's text (its title + the product's extracted text) as the baseline every keyword
 engine should beat. The queries are in a fixed order (no sampling unless --max-queries, seed 16).
 
-Run: `./dev bench ko_known_item [--gettext] [--max-queries N]`.
+Run: `./dev bench ko_known_item [--gettext] [--max-queries N]`; with `--in-process`, the same sets through
+the product's indexing and query code in this process (`ko_inprocess.py`), the embeddings cached on disk:
+the way to compare ranking changes quickly.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from inferline.search.html_text import html_text
-from search import bench_quality, catalog_pairs, client, tied_rank, wait_ready  # bench/ is on sys.path
+from search import bench_quality, catalog_pairs, client, quality_sets, tied_rank, wait_ready  # bench/ is on sys.path
 from serving import serve
 
 PACKAGE = "gimp-help-ko"
@@ -251,7 +253,12 @@ async def main() -> None:
     parser.add_argument("--quality-docs", type=int, default=600)
     parser.add_argument("--quality-queries", type=int, default=150)
     parser.add_argument("--modes", default="hybrid,keyword,semantic")
+    parser.add_argument("--in-process", action="store_true", help="the product's code in this process, no API")
+    parser.add_argument("--vectors", type=Path, default=Path(tempfile.gettempdir()) / "ko16-cache")
     args = parser.parse_args()
+    if args.in_process:
+        await in_process(args)
+        return
     documents, sets = build(args.cache, args.max_queries, args.max_pages)
     modes = tuple(args.modes.split(","))
     print(
@@ -273,6 +280,34 @@ async def main() -> None:
     for name, row in sorted(results.items()):
         print(f"| {name} | {row['MRR@10']:.3f} | {row['Recall@10']:.3f} |")
     sys.stdout.flush()
+
+
+async def in_process(args: argparse.Namespace) -> None:
+    from ko_inprocess import html_corpus, run, text_corpus
+
+    help_dir = fetch(args.cache)
+    documents, sets = build(args.cache, args.max_queries, args.max_pages)
+    corpora = [
+        html_corpus(
+            PACKAGE,
+            {name: help_dir / name for name in documents},
+            {name: [(q.text, q.answers) for q in queries] for name, queries in sets.items()},
+        )
+    ]
+    if args.gettext:
+        chosen, quality = quality_sets(catalog_pairs(), args.quality_docs, args.quality_queries)
+        corpora.append(
+            text_corpus(
+                "gettext",
+                {str(i): korean for i, (_, korean) in enumerate(chosen)},
+                {f"gettext {name}": [(q, {str(i)}) for q, i in queries] for name, queries in quality.items()},
+            )
+        )
+    print(f"# Korean known-item search, in process · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {platform.node()}")
+    results = baseline(documents, sets) | await run(corpora, args.vectors, tuple(args.modes.split(",")))
+    print("| queries · mode | MRR@10 | Recall@10 |\n|---|---|---|")
+    for name, row in sorted(results.items()):
+        print(f"| {name} | {row['MRR@10']:.3f} | {row['Recall@10']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -339,16 +339,26 @@ def sentence_nouns(text: str) -> set[str]:
     return {m.form for m in analyzer().tokenize(text) if m.tag in ("NNG", "NNP") and len(m.form) >= 2}
 
 
-async def bench_quality(pairs: list[tuple[str, str]], documents: int, queries: int) -> dict[str, dict[str, float]]:
+def quality_sets(
+    pairs: list[tuple[str, str]], documents: int, queries: int
+) -> tuple[list[tuple[str, str]], dict[str, list[tuple[str, int]]]]:
+    """The documents (English, Korean pairs; the Korean is indexed) and the query sets, (query, index of
+    its document): the English originals (cross-language) and each message's two longest nouns."""
     chosen = pairs[3000 : 3000 + documents]
     rng = random.Random(3)
-    asked = rng.sample(range(documents), min(queries, documents))
+    asked = rng.sample(range(len(chosen)), min(queries, len(chosen)))
     keyword_queries = []
     for i in asked:
-        nouns = sorted(sentence_nouns(chosen[i][1]), key=len)
+        # By length then text: a set's order changes with the process's hash seed, and so did the queries.
+        nouns = sorted(sentence_nouns(chosen[i][1]), key=lambda noun: (len(noun), noun))
         if nouns:  # a message of particles and placeholders has no noun to ask for
             keyword_queries.append((" ".join(nouns[-2:]), i))
     cross = [(chosen[i][0], i) for i in asked]
+    return chosen, {"cross-language (en→ko)": cross, "Korean keywords": keyword_queries}
+
+
+async def bench_quality(pairs: list[tuple[str, str]], documents: int, queries: int) -> dict[str, dict[str, float]]:
+    chosen, sets = quality_sets(pairs, documents, queries)
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         async with serve(Path(tmp), "--workers", "4") as (port, key), client(port, key) as http:
@@ -359,7 +369,7 @@ async def bench_quality(pairs: list[tuple[str, str]], documents: int, queries: i
                 assert response.status_code == 201, response.text
                 ids.append(response.json()["id"])
             await wait_ready(http, "quality", documents)
-            for set_name, query_set in (("cross-language (en→ko)", cross), ("Korean keywords", keyword_queries)):
+            for set_name, query_set in sets.items():
                 for mode in ("hybrid", "semantic", "keyword"):
                     reciprocal: list[float] = []
                     found = 0

@@ -246,6 +246,7 @@ def build_services(settings: Settings) -> Services:
         chunk_tokens=settings.chunk_tokens,
         overlap_tokens=settings.chunk_overlap_tokens,
         window=settings.search_window,
+        fusion=settings.search_fusion,
         rrf_k=settings.search_rrf_k,
         weights=settings.search_weights,
     )

@@ -157,10 +157,13 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(default=256, ge=32, le=512, description="chunk budget in (estimated) model tokens")
     chunk_overlap_tokens: int = Field(default=32, ge=0, le=128, description="repeated between a section's chunks")
     search_window: int = Field(default=200, ge=10, le=2000, description="hits ranked per query (pages come from them)")
-    search_rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion's k")
+    search_fusion: Literal["blend", "rrf"] = Field(
+        default="blend", description="hybrid: a weighted sum of scaled scores, or reciprocal rank fusion"
+    )
+    search_rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion's k (search_fusion=rrf)")
     search_weights: dict[str, float] = Field(
         default_factory=lambda: {"semantic": 0.5, "keyword": 1.0},
-        description="hybrid: weight of each mode in RRF (the keyword one is scaled per query: docs/search.md)",
+        description="hybrid: weight of each mode in fusion (the keyword one is scaled per query: docs/search.md)",
     )
     search_cache_size: int = Field(default=4096, ge=0, description="search results kept in this process (LRU)")
     search_cache_ttl_s: int = Field(default=3600, ge=1, description="lifetime of search results in Redis")

@@ -17,7 +17,7 @@ from inferline.search.chunks import chunk_pages
 from inferline.search.embedders import estimate_tokens
 from inferline.search.extract import decode_text, extract_text, html_text
 from inferline.search.filters import And, Match, Not, Or, Range, check_fields, check_metadata, parse_filter
-from inferline.search.fusion import best_per_document, keyword_leaning, rrf
+from inferline.search.fusion import SEMANTIC_SPAN, best_per_document, blend, keyword_leaning, rrf
 from inferline.search.html_text import html_title
 from inferline.search.index import Candidate, bm25_weights, token_id
 from inferline.search.query import highlights
@@ -200,6 +200,34 @@ def test_rrf_rewards_agreement_and_breaks_ties_by_id() -> None:
     assert [c.chunk_id for c in best_per_document([*semantic, Candidate("e", "d1", 0.1)])] == ["a", "b", "c"]
 
 
+def test_rrf_gives_tied_scores_one_rank_whatever_their_order() -> None:
+    semantic = [Candidate("s", "d9", 0.9)]
+    for keyword in (
+        [Candidate("x", "d1", 5.0), Candidate("y", "d2", 5.0), Candidate("s", "d9", 1.0)],
+        [Candidate("y", "d2", 5.0), Candidate("x", "d1", 5.0), Candidate("s", "d9", 1.0)],
+    ):
+        fused = rrf({"semantic": semantic, "keyword": keyword}, {"semantic": 1.0, "keyword": 1.0}, k=60)
+        scores = {c.chunk_id: c.score for c in fused}
+        assert scores["x"] == scores["y"] == pytest.approx(1 / 61)
+        assert scores["s"] == pytest.approx(1 / 61 + 1 / 63)  # the tie takes ranks 1 and 2: s is third
+        assert [c.chunk_id for c in fused] == ["s", "x", "y"]
+
+
+def test_blend_weighs_how_far_behind_the_best_a_hit_is() -> None:
+    semantic = [Candidate("a", "d1", 0.90), Candidate("b", "d2", 0.89), Candidate("c", "d3", 0.70)]
+    keyword = [Candidate("c", "d3", 10.0), Candidate("b", "d2", 9.0), Candidate("a", "d1", 1.0)]
+    fused = blend({"semantic": semantic, "keyword": keyword}, {"semantic": 1.0, "keyword": 1.0})
+    # b is near the top of both lists; a leads the semantic list only, c the keyword list only, and c's
+    # cosine is more than SEMANTIC_SPAN behind the best: it gets nothing from the semantic side.
+    assert [x.chunk_id for x in fused] == ["b", "a", "c"]
+    by_id = {x.chunk_id: x.score for x in fused}
+    assert by_id["b"] == pytest.approx(1 - 0.01 / SEMANTIC_SPAN + 0.9)
+    assert by_id["c"] == pytest.approx(1.0)
+    keyword_only = blend({"semantic": semantic, "keyword": keyword}, {"semantic": 0.0, "keyword": 1.0})
+    assert [x.chunk_id for x in keyword_only] == ["c", "b", "a"]
+    assert blend({"semantic": [], "keyword": [Candidate("z", "d", 0.0)]}, {}) == [Candidate("z", "d", 0.0)]
+
+
 def test_bm25_weights_saturate_with_repeats_and_shrink_with_length() -> None:
     short = bm25_weights(["db", "db"], avg_len=10)
     long = bm25_weights(["db", "db", *[f"w{i}" for i in range(40)]], avg_len=10)
@@ -287,3 +315,11 @@ def test_the_keyword_list_counts_by_how_much_of_the_query_its_best_hit_holds() -
     leaning = keyword_leaning(weights, tokenize("cannot open the file"), "파일을 열 수 없습니다 (file)")
     assert leaning == {"semantic": 0.5, "keyword": 1 / 16}
     assert keyword_leaning(weights, [], "anything") == weights
+
+
+def test_xhtml_with_an_xml_declaration_is_html() -> None:
+    page = b'<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0"'
+    assert sniff.sniff(page) == sniff.HTML
+    assert sniff.sniff(b'\xef\xbb\xbf<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml">') == sniff.HTML
+    assert sniff.sniff(b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>') == sniff.TEXT
+    assert sniff.sniff(b"<?xml but never closed <html>") == sniff.TEXT

@@ -131,7 +131,10 @@ def _text_type(head: bytes) -> str:
         if exc.start < len(head) - 4:  # not just a character cut at the end of the sample
             return OCTET
         text = head[: exc.start].decode("utf-8")
-    start = text.lstrip("\ufeff \t\r\n")[:100].lower()
+    start = text.lstrip("\ufeff \t\r\n")[:300].lower()
+    # XHTML (DocBook's HTML, for one) opens with an XML declaration before its doctype.
+    if start.startswith("<?xml") and "?>" in start:
+        start = start[start.index("?>") + 2 :].lstrip(" \t\r\n")
     if start.startswith(("<!doctype html", "<html")):
         return HTML
     return TEXT

@@ -11,6 +11,7 @@ from inferline.files.blobs import BlobStore
 from inferline.inference.runtime import ModelRuntime
 from inferline.metrics import Metrics
 from inferline.search.caches import CollectionCache, QueryVectors, ResultCache
+from inferline.search.fusion import Fusion
 from inferline.search.index import SearchIndex
 
 
@@ -27,6 +28,7 @@ class SearchDeps:
     chunk_tokens: int = 256
     overlap_tokens: int = 32
     window: int = 200
+    fusion: Fusion = "blend"
     rrf_k: int = 60
     weights: dict[str, float] = field(default_factory=lambda: {"semantic": 0.5, "keyword": 1.0})
     collection_cache: CollectionCache = field(default_factory=CollectionCache)

@@ -22,7 +22,7 @@ from inferline.search.deps import SearchDeps
 from inferline.search.documents import get_document
 from inferline.search.embedders import EmbedInput, query_model
 from inferline.search.filters import parse_filter
-from inferline.search.fusion import best_per_document, keyword_leaning, rrf
+from inferline.search.fusion import best_per_document, fuse, keyword_leaning
 from inferline.search.index import Candidate, StoredChunk
 from inferline.search.model import Collection
 from inferline.search.store import SearchStore
@@ -117,7 +117,7 @@ async def _ranked(
     ranked = dict(zip(searches, await asyncio.gather(*searches.values()), strict=True))
     if hybrid:
         weights = keyword_leaning(deps.weights, tokens, best_keyword_hit[0]) if best_keyword_hit else deps.weights
-        fused = rrf(ranked, weights, deps.rrf_k)[:window]
+        fused = fuse(deps.fusion, ranked, weights, deps.rrf_k)[:window]
     else:
         fused = ranked[request.mode]
     return best_per_document(fused) if request.group_by_document else fused
