@@ -19,13 +19,15 @@ behind another's 10,000 jobs gets the seq at the head and runs next.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY as postgresql_array
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferline import paging
@@ -34,6 +36,8 @@ from inferline.jobs.model import Job, JobStatus
 from inferline.schema import UTCDateTime, jobs, lanes
 
 _JOB_FIELDS = {c.name for c in jobs.columns}
+_JOB_DATACLASS_FIELDS = frozenset(field.name for field in fields(Job))
+assert _JOB_FIELDS == _JOB_DATACLASS_FIELDS, "a Job field and the jobs table's columns must match"
 _ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit TO OFF")
 # Any value serves: it only names the lock all claimers of concurrency-limited kinds share.
 _KIND_LIMIT_LOCK = 0x1F4E_0001
@@ -43,7 +47,13 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
     values = dict(row)
     values["status"] = JobStatus(values["status"])
     values["webhook_events"] = values.get("webhook_events") or []
-    return Job(**values)
+    if values.keys() != _JOB_DATACLASS_FIELDS:  # a partial row: the constructor fills the defaults
+        return Job(**values)
+    # A whole row (every claim reads 64): the frozen dataclass's __init__ sets its 31 fields one
+    # object.__setattr__ at a time, ~3x the cost of filling its __dict__, which leaves the same object.
+    job = object.__new__(Job)
+    job.__dict__.update(values)
+    return job
 
 
 def job_values(job: Job) -> dict[str, Any]:
@@ -260,7 +270,10 @@ class JobStore:
         ids = sorted(set(job_ids))
         if not ids:
             return {}
-        return {row[0]: bool(row[1]) for row in await self.conn.execute(_lock_rows(), {"ids": ids})}
+        return {
+            row[0]: bool(row[1])
+            for row in await self.conn.execute(_lock_rows(self.dialect == "postgresql"), {"ids": ids})
+        }
 
     async def update_running(self, job_id: str, owner: str, values: dict[str, Any]) -> bool:
         """Set `values` of a running job `owner` holds (its progress, its checkpoint): no status change."""
@@ -298,10 +311,10 @@ class JobStore:
             chosen = _within_slots(candidates, slots)
             if not chosen:
                 return []
-            update = _claim_update(None)
+            update = _claim_update(None, self.dialect == "postgresql")
             params["ids"] = chosen
         else:  # the common case: select and update in one statement, one round trip
-            update = _claim_update(tuple(allowed))
+            update = _claim_update(tuple(allowed), self.dialect == "postgresql")
         claimed = [job_from_row(row) for row in (await self.conn.execute(update, params)).mappings()]
         claimed.sort(key=lambda job: (job.priority, job.fair_seq, job.id))
         await self._record(("job.running", job, None) for job in claimed)
@@ -325,18 +338,35 @@ class JobStore:
         applied are told from those whose lease was lost (executemany gives no per-row count). Each
         executemany runs in id order; several groups together do not, so on PostgreSQL their rows are
         locked in id order first, unless the caller did (`locked`, see `lock_rows`)."""
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for job, values in sorted(rows, key=lambda row: row[0].id):
-            assert values["updated_at"] == now and values["lease_owner"] is None
-            groups.setdefault(tuple(sorted(values)), []).append({"_id": job.id, **values})
+        groups = finish_groups(rows, now)
         if len(groups) > 1 and not locked and self.dialect == "postgresql":
             await self.lock_rows(job.id for job, _ in rows)
-        for columns, params in groups.items():
-            await self.conn.execute(_running_update(columns), [p | {"_owner": owner} for p in params])
-        result = await self.conn.execute(_finished_rows(), {"ids": [job.id for job, _ in rows], "now": now})
-        applied = {row[0] for row in result}
+        if self.dialect == "postgresql":
+            applied: set[str] = set()
+            for columns, params in groups.items():
+                applied.update(await self._finish_group_pg(owner, columns, params))
+        else:
+            for columns, params in groups.items():
+                await self.conn.execute(_running_update(columns), [p | {"_owner": owner} for p in params])
+            result = await self.conn.execute(_finished_rows(), {"ids": [job.id for job, _ in rows], "now": now})
+            applied = {row[0] for row in result}
         await self._record((_ended_event(values), job, values) for job, values in rows if job.id in applied)
         return applied
+
+    async def _finish_group_pg(self, owner: str, columns: tuple[str, ...], params: list[dict[str, Any]]) -> set[str]:
+        """One `UPDATE … FROM unnest(…)` for a group's rows (in id order): the values that differ between
+        rows go in as arrays, those all rows share as single parameters; the rows that applied come back."""
+        first = params[0]
+        varying = tuple(c for c in columns if any(p[c] != first[c] for p in params))
+        shared = tuple(c for c in columns if c not in varying)
+        binds: dict[str, Any] = {"_owner": owner, "_ids": [p["_id"] for p in params]}
+        for column in shared:
+            binds[f"s_{column}"] = first[column]
+        for column in varying:
+            as_json = isinstance(jobs.c[column].type, sa.JSON)
+            binds[f"v_{column}"] = [_json_text(p[column]) if as_json else p[column] for p in params]
+        result = await self.conn.execute(_finish_group_statement(varying, shared), binds)
+        return {row[0] for row in result}
 
     async def _free_slots(self, kind_limits: Mapping[str, int], kinds: Sequence[str]) -> dict[str, int]:
         limited = [kind for kind in kinds if kind in kind_limits]
@@ -363,11 +393,13 @@ class JobStore:
         if not ids:
             return []
         params = {"ids": ids, "owner": owner, "expires": now + timedelta(seconds=lease_s)}
-        rows = list((await self.conn.execute(_renew_leases(), params)).mappings())
+        rows = list((await self.conn.execute(_renew_leases(self.dialect == "postgresql"), params)).mappings())
         renewed = {row["id"] for row in rows}
         if len(renewed) < len(ids):  # skipped while locked, or no longer held
             skipped = [job_id for job_id in ids if job_id not in renewed]
-            rows += (await self.conn.execute(_held_leases(), {"ids": skipped, "owner": owner})).mappings()
+            rows += (
+                await self.conn.execute(_held_leases(self.dialect == "postgresql"), {"ids": skipped, "owner": owner})
+            ).mappings()
         return [LeaseState(row["id"], bool(row["cancel_requested"]), row["deadline_at"]) for row in rows]
 
     async def expired_leases(self, now: datetime, limit: int = 100) -> list[Job]:
@@ -422,6 +454,59 @@ def _running_update(columns: tuple[str, ...]) -> sa.Update:
     )
 
 
+def finish_groups(rows: list[tuple[Job, dict[str, Any]]], now: datetime) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """The ends of attempts by the set of columns they write (each group in id order)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for job, values in sorted(rows, key=lambda row: row[0].id):
+        assert values["updated_at"] == now and values["lease_owner"] is None
+        groups.setdefault(tuple(sorted(values)), []).append({"_id": job.id, **values})
+    return groups
+
+
+def _json_text(value: Any) -> str:
+    """A JSON column's value as the JSON type binds it (None is JSON null, as `none_as_null` is off)."""
+    return json.dumps(value)
+
+
+def _pg_array_type(column: sa.Column[Any]) -> str:
+    kind = column.type
+    if isinstance(kind, sa.JSON):
+        return "text[]"  # cast to jsonb per element below
+    if isinstance(kind, UTCDateTime):
+        return "timestamptz[]"
+    if isinstance(kind, sa.Float):
+        return "float8[]"
+    if isinstance(kind, sa.BigInteger):
+        return "int8[]"
+    if isinstance(kind, sa.Integer):  # SmallInteger too
+        return "int4[]"
+    if isinstance(kind, sa.Boolean):
+        return "bool[]"
+    return "text[]"
+
+
+@functools.cache
+def _finish_group_statement(varying: tuple[str, ...], shared: tuple[str, ...]) -> sa.TextClause:
+    """PostgreSQL: `UPDATE jobs … FROM unnest(ids, varying columns…)` where `_owner` still holds each job
+    running; RETURNING the ids that applied. A fixed text per set of columns, so it is planned once. The
+    rows are locked first in id order (ORDER BY under FOR UPDATE locks as it sorts), as every writer of
+    several job rows that waits does (module doc): the join's own order depends on the plan."""
+    running = JobStatus.RUNNING.value
+    sets = [f'"{c}" = :s_{c}' for c in shared]
+    sets += [f'"{c}" = v."{c}"::jsonb' if isinstance(jobs.c[c].type, sa.JSON) else f'"{c}" = v."{c}"' for c in varying]
+    arrays = ", ".join(["CAST(:_ids AS text[])", *(f"CAST(:v_{c} AS {_pg_array_type(jobs.c[c])})" for c in varying)])
+    names = ", ".join(["_id", *(f'"{c}"' for c in varying)])
+    held = f"jobs.lease_owner = :_owner AND jobs.status = '{running}'"
+    statement = sa.text(
+        # Column names come from the schema, values are all bound.
+        f"WITH locked AS (SELECT jobs.id FROM jobs WHERE jobs.id = ANY(CAST(:_ids AS text[])) AND {held} "  # noqa: S608
+        f"ORDER BY jobs.id FOR UPDATE) "
+        f"UPDATE jobs SET {', '.join(sets)} FROM unnest({arrays}) AS v({names}) "
+        f"WHERE jobs.id = v._id AND jobs.id IN (SELECT id FROM locked) AND {held} RETURNING jobs.id"
+    )
+    return statement.bindparams(*(sa.bindparam(f"s_{c}", type_=jobs.c[c].type) for c in shared))
+
+
 @functools.cache
 def _finished_rows() -> sa.Select[Any]:
     return sa.select(jobs.c.id).where(
@@ -431,30 +516,41 @@ def _finished_rows() -> sa.Select[Any]:
     )
 
 
+def _id_among_ids(on_postgresql: bool) -> sa.ColumnElement[bool]:
+    """`id` is one of the list `ids`. On PostgreSQL `id = ANY(:ids)` with one array parameter: the text
+    stays the same whatever the list's length, so the server plans it once (an IN list of each length is
+    a statement of its own, planned anew). SQLite has no arrays: an IN list there."""
+    if on_postgresql:
+        return jobs.c.id == sa.any_(sa.bindparam("ids", type_=postgresql_array(sa.String())))
+    return jobs.c.id.in_(sa.bindparam("ids", expanding=True))
+
+
 @functools.cache
-def _lock_rows() -> sa.Select[Any]:
+def _lock_rows(on_postgresql: bool) -> sa.Select[Any]:
     """Rows locked after the sort, so in id order (PostgreSQL; SQLite compiles FOR UPDATE to nothing: its
     one writer already serializes these transactions)."""
     return (
         sa.select(jobs.c.id, jobs.c.cancel_requested)
-        .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+        .where(_id_among_ids(on_postgresql))
         .order_by(jobs.c.id)
         .with_for_update()
     )
 
 
-def _held_by_owner() -> sa.ColumnElement[bool]:
+def _held_by_owner(on_postgresql: bool) -> sa.ColumnElement[bool]:
     return sa.and_(
-        jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
+        _id_among_ids(on_postgresql),
         jobs.c.lease_owner == sa.bindparam("owner"),
         jobs.c.status == JobStatus.RUNNING.value,
     )
 
 
 @functools.cache
-def _renew_leases() -> sa.Update:
+def _renew_leases(on_postgresql: bool) -> sa.Update:
     """The leases `owner` holds among `ids` and no other transaction is writing, renewed without waiting."""
-    free = sa.select(jobs.c.id).where(_held_by_owner()).order_by(jobs.c.id).with_for_update(skip_locked=True)
+    free = (
+        sa.select(jobs.c.id).where(_held_by_owner(on_postgresql)).order_by(jobs.c.id).with_for_update(skip_locked=True)
+    )
     return (
         jobs.update()
         .where(jobs.c.id.in_(free.scalar_subquery()))
@@ -464,9 +560,9 @@ def _renew_leases() -> sa.Update:
 
 
 @functools.cache
-def _held_leases() -> sa.Select[Any]:
+def _held_leases(on_postgresql: bool) -> sa.Select[Any]:
     """The jobs `owner` holds among `ids`, as last committed (a plain read never waits for a lock)."""
-    return sa.select(jobs.c.id, jobs.c.cancel_requested, jobs.c.deadline_at).where(_held_by_owner())
+    return sa.select(jobs.c.id, jobs.c.cancel_requested, jobs.c.deadline_at).where(_held_by_owner(on_postgresql))
 
 
 @functools.cache
@@ -483,22 +579,26 @@ def _claim_candidates(kinds: tuple[str, ...]) -> sa.Select[Any]:
 
 
 @functools.cache
-def _claim_update(kinds: tuple[str, ...] | None) -> sa.Update:
-    """Lease the candidates of `kinds` to `owner` until `expires`; with `kinds` None, the jobs `ids`."""
+def _claim_update(kinds: tuple[str, ...] | None, on_postgresql: bool) -> sa.Update:
+    """Lease the candidates of `kinds` to `owner` until `expires`; with `kinds` None, the jobs `ids`.
+
+    On PostgreSQL the statement also sets the transaction's `synchronous_commit` to off (see
+    `commit_without_waiting_for_disk`), which a separate `SET LOCAL` would cost a round trip: an
+    uncorrelated scalar subquery on a CTE, run once before the update, whatever the number of rows."""
     if kinds is None:
-        chosen: Any = sa.bindparam("ids", expanding=True)
+        update = jobs.update().where(_id_among_ids(on_postgresql))
     else:
         chosen = sa.select(_claim_candidates(kinds).subquery().c.id).scalar_subquery()
-    return (
-        jobs.update()
-        .where(jobs.c.id.in_(chosen))
-        .values(
-            status=JobStatus.RUNNING.value,
-            attempts=jobs.c.attempts + 1,
-            lease_owner=sa.bindparam("owner"),
-            lease_expires_at=sa.bindparam("expires"),
-            started_at=sa.func.coalesce(jobs.c.started_at, _NOW),
-            updated_at=_NOW,
-        )
-        .returning(*jobs.columns)
-    )
+        update = jobs.update().where(jobs.c.id.in_(chosen))
+    if on_postgresql:
+        setting = sa.select(sa.func.set_config("synchronous_commit", "off", sa.true()).label("value"))
+        async_commit = setting.cte("async_commit")
+        update = update.add_cte(async_commit).where(sa.select(async_commit.c.value).scalar_subquery().is_not(None))
+    return update.values(
+        status=JobStatus.RUNNING.value,
+        attempts=jobs.c.attempts + 1,
+        lease_owner=sa.bindparam("owner"),
+        lease_expires_at=sa.bindparam("expires"),
+        started_at=sa.func.coalesce(jobs.c.started_at, _NOW),
+        updated_at=_NOW,
+    ).returning(*jobs.columns)
