@@ -39,6 +39,11 @@ _JOB_FIELDS = {c.name for c in jobs.columns}
 _JOB_DATACLASS_FIELDS = frozenset(field.name for field in fields(Job))
 assert _JOB_FIELDS == _JOB_DATACLASS_FIELDS, "a Job field and the jobs table's columns must match"
 _ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit TO OFF")
+# Statuses written into the SQL, not bound: PostgreSQL matches a query to a partial index (`WHERE status =
+# 'queued'`, migration 0011) only when the query names the same constant, which a generic plan's
+# parameter is not.
+_QUEUED: sa.ColumnClause[str] = sa.literal_column(f"'{JobStatus.QUEUED.value}'")
+_RUNNING: sa.ColumnClause[str] = sa.literal_column(f"'{JobStatus.RUNNING.value}'")
 # Any value serves: it only names the lock all claimers of concurrency-limited kinds share.
 _KIND_LIMIT_LOCK = 0x1F4E_0001
 
@@ -73,7 +78,7 @@ def queue_head(priority: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
     """The smallest queued seq at this priority; with none queued, the newest seq given out."""
     smallest_queued = (
         sa.select(sa.func.min(jobs.c.fair_seq))
-        .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.priority == priority)
+        .where(jobs.c.status == _QUEUED, jobs.c.priority == priority)
         .scalar_subquery()
     )
     newest_given = sa.select(sa.func.max(lanes.c.last_seq)).where(lanes.c.priority == priority).scalar_subquery()
@@ -245,7 +250,7 @@ class JobStore:
     async def queue_depth(self) -> list[tuple[str, int, int]]:
         query = (
             sa.select(jobs.c.kind, jobs.c.priority, sa.func.count())
-            .where(jobs.c.status == JobStatus.QUEUED.value)
+            .where(jobs.c.status == _QUEUED)
             .group_by(jobs.c.kind, jobs.c.priority)
         )
         return [(row[0], int(row[1]), int(row[2])) for row in await self.conn.execute(query)]
@@ -377,7 +382,7 @@ class JobStore:
             await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_KIND_LIMIT_LOCK)))
         query = (
             sa.select(jobs.c.kind, sa.func.count())
-            .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.kind.in_(limited))
+            .where(jobs.c.status == _RUNNING, jobs.c.kind.in_(limited))
             .group_by(jobs.c.kind)
         )
         running = {row[0]: int(row[1]) for row in await self.conn.execute(query)}
@@ -405,7 +410,7 @@ class JobStore:
     async def expired_leases(self, now: datetime, limit: int = 100) -> list[Job]:
         query = (
             sa.select(jobs)
-            .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now)
+            .where(jobs.c.status == _RUNNING, jobs.c.lease_expires_at < now)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -414,7 +419,7 @@ class JobStore:
     async def overdue_queued(self, now: datetime, limit: int = 100) -> list[Job]:
         query = (
             sa.select(jobs)
-            .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.deadline_at <= now)
+            .where(jobs.c.status == _QUEUED, jobs.c.deadline_at <= now)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -448,7 +453,7 @@ def _running_update(columns: tuple[str, ...]) -> sa.Update:
         .where(
             jobs.c.id == sa.bindparam("_id"),
             jobs.c.lease_owner == sa.bindparam("_owner"),
-            jobs.c.status == JobStatus.RUNNING.value,
+            jobs.c.status == _RUNNING,
         )
         .values({column: sa.bindparam(column) for column in columns})
     )
@@ -541,7 +546,7 @@ def _held_by_owner(on_postgresql: bool) -> sa.ColumnElement[bool]:
     return sa.and_(
         _id_among_ids(on_postgresql),
         jobs.c.lease_owner == sa.bindparam("owner"),
-        jobs.c.status == JobStatus.RUNNING.value,
+        jobs.c.status == _RUNNING,
     )
 
 
@@ -571,7 +576,7 @@ def _claim_candidates(kinds: tuple[str, ...]) -> sa.Select[Any]:
     compiles FOR UPDATE SKIP LOCKED to nothing: its one writer already serializes claims."""
     return (
         sa.select(jobs.c.id, jobs.c.kind)
-        .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.run_after <= _NOW, jobs.c.kind.in_(kinds))
+        .where(jobs.c.status == _QUEUED, jobs.c.run_after <= _NOW, jobs.c.kind.in_(kinds))
         .order_by(jobs.c.priority, jobs.c.fair_seq, jobs.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
         .with_for_update(skip_locked=True)
