@@ -120,6 +120,33 @@ async def inferline_drain(
     return (await _drain(url, total, events, worker_src))[0]
 
 
+LAST_CPU_US_PER_JOB: list[float] = []  # the worker's CPU per job of each drain, in order
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _worker_cpu_s(pid: int, count: Callable[[], Awaitable[int]], total: int, timeout_s: float = 600) -> float:
+    """Wait for the drain (the count polled each DONE_POLL_S); the worker's CPU seconds per job from the
+    first poll that saw a completion to the last (its start-up left out): less noisy than the rate on a
+    shared machine."""
+    start: tuple[float, int] | None = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = await count()
+        cpu = _cpu_s(pid)
+        if done > 0 and start is None:
+            start = (cpu, done)
+        if done >= total:
+            assert start is not None
+            return (cpu - start[0]) / max(total - start[1], 1)
+        await asyncio.sleep(DONE_POLL_S)
+    raise TimeoutError(f"only {await count()} of {total} done")
+
+
 def _worker_env(worker_src: Path | None) -> dict[str, str]:
     return {"PYTHONPATH": str(worker_src)} if worker_src else {}
 
@@ -165,10 +192,19 @@ async def _drain(
         cwd=ROOT,
         env=os.environ | {"INFERLINE_LOG_LEVEL": "warning"} | (events or {}) | _worker_env(worker_src),
     )
+    profile = os.environ.get("INFERLINE_BENCH_PYSPY")  # a file: py-spy's raw samples of the worker's drain
+    spy = None
+    if profile:
+        py_spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(worker.pid)]
+        spy = subprocess.Popen([*py_spy, "-r", "200", "--format", "raw", "-o", profile], stdout=subprocess.DEVNULL)
     try:
         started = time.perf_counter()
-        await wait_drained(count, total, poll_s=DONE_POLL_S)
+        cpu_s = await _worker_cpu_s(worker.pid, count, total)
         seconds = await finished_span_s()
+        LAST_CPU_US_PER_JOB.append(cpu_s * 1e6)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
         events_per_s = 0.0
         if events and not events.get("_unsent"):
             await wait_drained(published, 2 * total)  # running and succeeded per job
@@ -370,6 +406,7 @@ async def pg_rounds(args: argparse.Namespace) -> dict[str, Any]:
     """The PostgreSQL drains only, interleaved: inferline (and `--worker-src`'s, when given), pgqueuer
     capped alike and with its default, each on a fresh database, `--pg-rounds` times."""
     runs: dict[str, list[float]] = {"inferline": [], "pgqueuer": [], "pgqueuer_default": []}
+    cpu: dict[str, list[float]] = {}
     if args.worker_src:
         runs["inferline_other"] = []
     for _ in range(args.pg_rounds):
@@ -384,8 +421,15 @@ async def pg_rounds(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 await drop()
             runs[name].append(rate)
+            if name.startswith("inferline"):
+                cpu.setdefault(name, []).append(LAST_CPU_US_PER_JOB[-1])
             print(f"{name}: {rate:.0f}/s", file=sys.stderr, flush=True)
-    return {"jobs": args.jobs, "runs": runs, "medians": {name: statistics.median(v) for name, v in runs.items()}}
+    return {
+        "jobs": args.jobs,
+        "runs": runs,
+        "medians": {name: statistics.median(v) for name, v in runs.items()},
+        "worker_cpu_us_per_job": cpu,
+    }
 
 
 def pg_rounds_report(results: dict[str, Any]) -> str:
@@ -400,6 +444,10 @@ def pg_rounds_report(results: dict[str, Any]) -> str:
     for name, values in results["runs"].items():
         ratio = medians["inferline"] / medians[name]
         lines.append(f"| {name} | {', '.join(f'{v:.0f}' for v in values)} | {medians[name]:.0f} | {ratio:.2f} |")
+    lines.append("")
+    for name, values in results["worker_cpu_us_per_job"].items():
+        runs = ", ".join(f"{v:.0f}" for v in values)
+        lines.append(f"worker CPU per job, {name}: {runs} µs (median {statistics.median(values):.0f})")
     return "\n".join(lines)
 
 
