@@ -8,6 +8,16 @@ Drain rates are measured from the first completion to the last, so every system'
 left out alike. Run: `./dev bench jobs [--jobs N] [--requests N]`. Prints a Markdown table and writes
 bench/results/jobs-<date>.json.
 
+Fairness between inferline and pgqueuer: inferline's first and last completions are read from the jobs'
+`finished_at` once the drain is over (while it runs, the bench asks for the count once per
+`DONE_POLL_S`, not every 20 ms), and pgqueuer's are taken in-process. Both hold at most
+`2 * CONCURRENCY` jobs (inferline: `CONCURRENCY` running plus as many with their outcome being written;
+pgqueuer: `max_concurrent_tasks`); pgqueuer's default (no cap) is reported as well.
+
+`--pg-rounds N`: only the PostgreSQL drain against pgqueuer (capped and default), N interleaved rounds,
+medians. `--worker-src DIR`: run inferline's worker (and its migrations) from another checkout's `src`
+(an A/B against an older commit: `git archive COMMIT | tar -x -C DIR`).
+
 `--events`: only the cost of the events outbox (docs/events.md): the SQLite drain with events off and on
 (to the local Redis, `--events-broker`), alternated `--rounds` times in the same run, with the ratio of
 medians, and the events published per second by the worker's publisher while it drains.
@@ -47,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("INFERLINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MARIADB_ADMIN = os.environ.get("INFERLINE_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
 CONCURRENCY = 64
+DONE_POLL_S = 0.5
 
 
 async def make_pg_database() -> tuple[str, Callable[[], Awaitable[None]]]:
@@ -79,8 +90,11 @@ async def make_mariadb_database() -> tuple[str, Callable[[], Awaitable[None]]]:
     return url.set(database=name).render_as_string(hide_password=False), lambda: run(f"DROP DATABASE `{name}`")
 
 
-async def wait_drained(count: Callable[[], Awaitable[int]], total: int, timeout_s: float = 600) -> float:
-    """Seconds from the first completion to the last, polling the completion count."""
+async def wait_drained(
+    count: Callable[[], Awaitable[int]], total: int, timeout_s: float = 600, poll_s: float = 0.02
+) -> float:
+    """Seconds from the first completion to the last, polling the completion count every `poll_s` (as
+    precise as that)."""
     first = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -91,7 +105,7 @@ async def wait_drained(count: Callable[[], Awaitable[int]], total: int, timeout_
         if done >= total:
             assert first is not None
             return max(now - first, 1e-6)
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(poll_s)
     raise TimeoutError(f"only {await count()} of {total} done")
 
 
@@ -117,21 +131,73 @@ async def insert_noop_jobs(url: str, total: int) -> None:
     await engine.dispose()
 
 
-async def inferline_drain(url: str, total: int, events: dict[str, str] | None = None) -> float:
+async def inferline_drain(
+    url: str, total: int, events: dict[str, str] | None = None, worker_src: Path | None = None
+) -> float:
     """Jobs/s; `events`: the worker's INFERLINE_EVENTS_* settings (its publisher sends what it writes)."""
-    return (await _drain(url, total, events))[0]
+    return (await _drain(url, total, events, worker_src))[0]
 
 
-async def _drain(url: str, total: int, events: dict[str, str] | None) -> tuple[float, float]:
+LAST_CPU_US_PER_JOB: list[float] = []  # the worker's CPU per job of each drain, in order
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _worker_cpu_s(pid: int, count: Callable[[], Awaitable[int]], total: int, timeout_s: float = 600) -> float:
+    """Wait for the drain (the count polled each DONE_POLL_S); the worker's CPU seconds per job from the
+    first poll that saw a completion to the last (its start-up left out): less noisy than the rate on a
+    shared machine."""
+    start: tuple[float, int] | None = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = await count()
+        cpu = _cpu_s(pid)
+        if done > 0 and start is None:
+            start = (cpu, done)
+        if done >= total:
+            assert start is not None
+            return (cpu - start[0]) / max(total - start[1], 1)
+        await asyncio.sleep(DONE_POLL_S)
+    raise TimeoutError(f"only {await count()} of {total} done")
+
+
+def _worker_env(worker_src: Path | None) -> dict[str, str]:
+    return {"PYTHONPATH": str(worker_src)} if worker_src else {}
+
+
+def _upgrade(url: str, worker_src: Path | None) -> None:
+    """The schema of the checkout whose worker runs (an older one has older migrations)."""
+    if worker_src is None:
+        db.upgrade(url)
+        return
+    code = f"from inferline import db; db.upgrade({url!r})"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ | _worker_env(worker_src), check=True)
+
+
+async def _drain(
+    url: str, total: int, events: dict[str, str] | None, worker_src: Path | None = None
+) -> tuple[float, float]:
     """(jobs/s drained, events/s published: all the outbox's events over the time from the first
     completion until none is left unsent; 0 without events)."""
-    db.upgrade(url)
+    _upgrade(url, worker_src)
     await insert_noop_jobs(url, total)
     engine = db.create_engine(url, pool_size=1)
 
     async def count() -> int:
         async with db.read(engine) as conn:
             return int(await conn.scalar(sa.select(sa.func.count()).where(jobs.c.status == "succeeded")) or 0)
+
+    async def finished_span_s() -> float:
+        """From the first completion to the last, as the worker stamped them."""
+        async with db.read(engine) as conn:
+            first, last = (
+                await conn.execute(sa.select(sa.func.min(jobs.c.finished_at), sa.func.max(jobs.c.finished_at)))
+            ).one()
+        return max((last - first).total_seconds(), 1e-6)
 
     async def published() -> int:
         async with db.read(engine) as conn:
@@ -142,11 +208,21 @@ async def _drain(url: str, total: int, events: dict[str, str] | None) -> tuple[f
     worker = subprocess.Popen(
         [sys.executable, "-m", "inferline.cli", "worker", "--concurrency", str(CONCURRENCY), "--database-url", url],
         cwd=ROOT,
-        env=os.environ | {"INFERLINE_LOG_LEVEL": "warning"} | (events or {}),
+        env=os.environ | {"INFERLINE_LOG_LEVEL": "warning"} | (events or {}) | _worker_env(worker_src),
     )
+    profile = os.environ.get("INFERLINE_BENCH_PYSPY")  # a file: py-spy's raw samples of the worker's drain
+    spy = None
+    if profile:
+        py_spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(worker.pid)]
+        spy = subprocess.Popen([*py_spy, "-r", "200", "--format", "raw", "-o", profile], stdout=subprocess.DEVNULL)
     try:
         started = time.perf_counter()
-        seconds = await wait_drained(count, total)
+        cpu_s = await _worker_cpu_s(worker.pid, count, total)
+        seconds = await finished_span_s()
+        LAST_CPU_US_PER_JOB.append(cpu_s * 1e6)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
         events_per_s = 0.0
         if events and not events.get("_unsent"):
             await wait_drained(published, 2 * total)  # running and succeeded per job
@@ -301,7 +377,8 @@ async def celery_drain(total: int) -> float:
     return total / seconds
 
 
-async def pgqueuer_drain(url: str, total: int) -> float:
+async def pgqueuer_drain(url: str, total: int, *, capped: bool = True) -> float:
+    """`capped`: at most 2 * CONCURRENCY jobs picked at once, as inferline holds; else pgqueuer's default."""
     from pgqueuer import AsyncpgDriver, Queries, QueueManager
     from pgqueuer.types import QueueExecutionMode
 
@@ -314,19 +391,26 @@ async def pgqueuer_drain(url: str, total: int) -> float:
         await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
     done = 0
     first: list[float] = []
+    last = 0.0
 
     worker_conn = await asyncpg.connect(dsn)
     qm = QueueManager(Queries(AsyncpgDriver(worker_conn)))
 
     @qm.entrypoint("noop")
     async def noop(job: Any) -> None:
-        nonlocal done
+        nonlocal done, last
+        last = time.perf_counter()
         if not first:
-            first.append(time.perf_counter())
+            first.append(last)
         done += 1
 
-    await qm.run(mode=QueueExecutionMode.drain, batch_size=50, dequeue_timeout=timedelta(seconds=1))
-    elapsed = time.perf_counter() - first[0]
+    await qm.run(
+        mode=QueueExecutionMode.drain,
+        batch_size=50,
+        dequeue_timeout=timedelta(seconds=1),
+        max_concurrent_tasks=2 * CONCURRENCY if capped else None,
+    )
+    elapsed = max(last - first[0], 1e-6)
     await worker_conn.close()
     await conn.close()
     assert done == total, f"pgqueuer ran {done} of {total}"
@@ -334,6 +418,55 @@ async def pgqueuer_drain(url: str, total: int) -> float:
 
 
 # -- main ---------------------------------------------------------------------------------------------
+
+
+async def pg_rounds(args: argparse.Namespace) -> dict[str, Any]:
+    """The PostgreSQL drains only, interleaved: inferline (and `--worker-src`'s, when given), pgqueuer
+    capped alike and with its default, each on a fresh database, `--pg-rounds` times."""
+    runs: dict[str, list[float]] = {"inferline": [], "pgqueuer": [], "pgqueuer_default": []}
+    cpu: dict[str, list[float]] = {}
+    if args.worker_src:
+        runs["inferline_other"] = []
+    for _ in range(args.pg_rounds):
+        for name in runs:
+            url, drop = await make_pg_database()
+            try:
+                if name.startswith("inferline"):
+                    src = args.worker_src if name == "inferline_other" else None
+                    rate = await inferline_drain(url, args.jobs, worker_src=src)
+                else:
+                    rate = await pgqueuer_drain(url, args.jobs, capped=name == "pgqueuer")
+            finally:
+                await drop()
+            runs[name].append(rate)
+            if name.startswith("inferline"):
+                cpu.setdefault(name, []).append(LAST_CPU_US_PER_JOB[-1])
+            print(f"{name}: {rate:.0f}/s", file=sys.stderr, flush=True)
+    return {
+        "jobs": args.jobs,
+        "runs": runs,
+        "medians": {name: statistics.median(v) for name, v in runs.items()},
+        "worker_cpu_us_per_job": cpu,
+    }
+
+
+def pg_rounds_report(results: dict[str, Any]) -> str:
+    medians = results["medians"]
+    lines = [
+        f"PostgreSQL drain, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores; "
+        f"{results['jobs']} no-op jobs per run, rounds interleaved",
+        "",
+        "| system | runs /s | median /s | inferline / it |",
+        "|---|---|---|---|",
+    ]
+    for name, values in results["runs"].items():
+        ratio = medians["inferline"] / medians[name]
+        lines.append(f"| {name} | {', '.join(f'{v:.0f}' for v in values)} | {medians[name]:.0f} | {ratio:.2f} |")
+    lines.append("")
+    for name, values in results["worker_cpu_us_per_job"].items():
+        runs = ", ".join(f"{v:.0f}" for v in values)
+        lines.append(f"worker CPU per job, {name}: {runs} µs (median {statistics.median(values):.0f})")
+    return "\n".join(lines)
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -360,11 +493,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results["drain_mariadb"] = await inferline_drain(url, args.jobs)
         finally:
             await drop()
-        url, drop = await make_pg_database()
-        try:
-            results["drain_pgqueuer"] = await pgqueuer_drain(url, args.jobs)
-        finally:
-            await drop()
+        for key, capped in (("drain_pgqueuer", True), ("drain_pgqueuer_default", False)):
+            url, drop = await make_pg_database()
+            try:
+                results[key] = await pgqueuer_drain(url, args.jobs, capped=capped)
+            finally:
+                await drop()
         results["drain_celery_redis"] = await celery_drain(args.jobs)
     return results
 
@@ -383,9 +517,13 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"{p['p50_ms']:.1f} / {p['p99_ms']:.1f} | |",
         f"| inferline drained/s (1 worker process, {CONCURRENCY} slots) | {results['drain_sqlite']:.0f} | "
         f"{results['drain_postgres']:.0f} | {results['drain_mariadb']:.0f} |",
-        f"| pgqueuer drained/s (same PostgreSQL, batch 50) | | {results['drain_pgqueuer']:.0f} | |",
+        f"| pgqueuer drained/s (same PostgreSQL, batch 50, {2 * CONCURRENCY} picked at most) | | "
+        f"{results['drain_pgqueuer']:.0f} | |",
+        f"| pgqueuer drained/s (batch 50, its default: no cap) | | {results['drain_pgqueuer_default']:.0f} | |",
         f"| Celery + Redis drained/s (prefork, 2 processes) | {results['drain_celery_redis']:.0f} (Redis) | | |",
-        f"| inferline / pgqueuer | | {results['drain_postgres'] / results['drain_pgqueuer']:.2f} | "
+        f"| inferline / pgqueuer (capped alike; its default) | | "
+        f"{results['drain_postgres'] / results['drain_pgqueuer']:.2f}; "
+        f"{results['drain_postgres'] / results['drain_pgqueuer_default']:.2f} | "
         f"{results['drain_mariadb'] / results['drain_pgqueuer']:.2f} |",
         f"| inferline / Celery | {results['drain_sqlite'] / results['drain_celery_redis']:.2f} | "
         f"{results['drain_postgres'] / results['drain_celery_redis']:.2f} | "
@@ -402,9 +540,16 @@ if __name__ == "__main__":
     parser.add_argument("--events", action="store_true", help="only the events outbox's cost (see above)")
     parser.add_argument("--events-broker", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--rounds", type=int, default=3, help="--events: off/on pairs")
+    parser.add_argument("--pg-rounds", type=int, default=0, help="only the PostgreSQL drains (see above)")
+    parser.add_argument("--worker-src", type=Path, default=None, help="--pg-rounds: also this checkout's src")
     arguments = parser.parse_args()
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
+    if arguments.pg_rounds:
+        outcome = asyncio.run(pg_rounds(arguments))
+        (out / f"jobs-pg-{datetime.now(UTC):%Y%m%d-%H%M}.json").write_text(json.dumps(outcome, indent=2))
+        print(pg_rounds_report(outcome))
+        sys.exit(0)
     if arguments.events:
         outcome = asyncio.run(events_cost(arguments))
         (out / f"jobs-events-{datetime.now(UTC):%Y%m%d-%H%M}.json").write_text(json.dumps(outcome, indent=2))

@@ -90,18 +90,24 @@ class Attempts:
     def tasks(self) -> list[asyncio.Task[Outcome]]:
         return [attempt.task for attempt in self._running.values() if attempt.task is not None]
 
-    def launch(self, job: Job) -> None:
-        attempt = Attempt(WorkerContext(job, self._sink, self._models, self._tracer))
-        self._running[job.id] = attempt
-        if job.attempts == 1 and job.started_at is not None:
-            self._metrics.queue_wait.labels(job.kind).observe((job.started_at - job.created_at).total_seconds())
-        if job.deadline_at is not None:
-            delay_s = max(0.0, (job.deadline_at - utcnow()).total_seconds())
-            loop = asyncio.get_running_loop()
-            attempt.deadline_timer = loop.call_later(delay_s, attempt.interrupt, "deadline")
-        attempt.task = asyncio.create_task(self._execute(attempt), name=f"job:{job.id}")
-        self._active += 1
-        self._metrics.jobs_running.inc()
+    def launch(self, batch: list[Job]) -> None:
+        """Start an attempt of each claimed job."""
+        queue_wait: dict[str, Any] = {}  # label children looked up once per kind and batch
+        for job in batch:
+            attempt = Attempt(WorkerContext(job, self._sink, self._models, self._tracer))
+            self._running[job.id] = attempt
+            if job.attempts == 1 and job.started_at is not None:
+                histogram = queue_wait.get(job.kind)
+                if histogram is None:
+                    histogram = queue_wait[job.kind] = self._metrics.queue_wait.labels(job.kind)
+                histogram.observe((job.started_at - job.created_at).total_seconds())
+            if job.deadline_at is not None:
+                delay_s = max(0.0, (job.deadline_at - utcnow()).total_seconds())
+                loop = asyncio.get_running_loop()
+                attempt.deadline_timer = loop.call_later(delay_s, attempt.interrupt, "deadline")
+            attempt.task = asyncio.create_task(self._execute(attempt), name=f"job:{job.id}")
+        self._active += len(batch)
+        self._metrics.jobs_running.inc(len(batch))
 
     async def _execute(self, attempt: Attempt) -> Outcome:
         ctx = attempt.ctx
@@ -149,9 +155,8 @@ class Attempts:
         """Their outcomes are recorded: they are no longer held."""
         if not job_ids:
             return
-        for job_id in job_ids:
-            self._running.pop(job_id, None)
-            self._metrics.jobs_running.dec()
+        released = sum(self._running.pop(job_id, None) is not None for job_id in job_ids)
+        self._metrics.jobs_running.dec(released)
         self.slot_freed.set()
 
 

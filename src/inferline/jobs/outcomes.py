@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inferline import db
 from inferline.clock import utcnow
+from inferline.events import outbox
 from inferline.jobs import webhooks
 from inferline.jobs.model import JSON, Job, JobStatus, RetryPolicy, WebhookEvent, canceled_fields, plan_failure
 from inferline.jobs.store import JobStore
@@ -78,29 +79,55 @@ async def record_outcomes(
 ) -> None:
     """Write a batch of finished attempts in one transaction; a row whose lease was lost is skipped."""
     now = utcnow()
+    # A failing attempt reads its job's cancel request under the row's lock; every row of the batch is
+    # then locked up front, in id order (see store.py).
+    failing = any(outcome.kind == "failed" for _, outcome in items)
+    if not failing and _one_statement(engine, items):
+        planned = _planned(items, now, policy, {})
+        rows = [(job, _columns(values)) for job, _, values in planned]
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            applied = await JobStore(conn).finish_running(owner, rows, now)
+        _observe_finished(metrics, [(job, values) for job, _, values in planned if job.id in applied])
+        return
+    finished: list[tuple[Job, dict[str, Any]]] = []
     async with db.write(engine) as conn:
         store = JobStore(conn)
-        # A failing attempt reads its job's cancel request under the row's lock; every row of the batch is
-        # then locked up front, in id order (see store.py).
-        failing = any(outcome.kind == "failed" for _, outcome in items)
         live = (job.id for job, outcome in items if outcome.kind != "lost")
         cancel_requested = await store.lock_rows(live) if failing else {}
-        planned = []
-        for job, outcome in items:
-            values = _values_for(job, outcome, now, policy, cancel_requested.get(job.id, False))
-            if values is not None:
-                planned.append((job, outcome, outcome.unwritten | values))
+        planned = _planned(items, now, policy, cancel_requested)
         rows = [(job, _columns(values)) for job, _, values in planned]
         applied = await store.finish_running(owner, rows, now, locked=failing)
-        finished: list[Job] = []
         for job, outcome, values in planned:
             if job.id not in applied:
                 continue
-            updated = replace(job, **values)
             if outcome.kind == "failed":
                 metrics.attempts_failed.labels(job.kind).inc()
-            await _maybe_finished(conn, updated, now, finished)
+            await _maybe_finished(conn, job, values, now, finished)
     _observe_finished(metrics, finished)
+
+
+def _one_statement(engine: AsyncEngine, items: list[tuple[Job, Outcome]]) -> bool:
+    """The batch's ends can be written by one statement, committed on its own (no BEGIN and COMMIT round
+    trips): PostgreSQL, no events to write with them, no webhook to enqueue, and one set of columns (the
+    outcomes of one kind, with no stage or progress left unwritten that others lack)."""
+    if engine.dialect.name != "postgresql" or engine.get_execution_options().get(outbox.EVENTS_OPTION, False):
+        return False
+    if any(job.webhook is not None for job, _ in items):
+        return False
+    kinds = {outcome.kind for _, outcome in items if outcome.kind != "lost"}
+    return len(kinds) <= 1 and not any(outcome.unwritten for _, outcome in items)
+
+
+def _planned(
+    items: list[tuple[Job, Outcome]], now: datetime, policy: RetryPolicy, cancel_requested: dict[str, bool]
+) -> list[tuple[Job, Outcome, dict[str, Any]]]:
+    planned = []
+    for job, outcome in items:
+        values = _values_for(job, outcome, now, policy, cancel_requested.get(job.id, False))
+        if values is not None:
+            planned.append((job, outcome, outcome.unwritten | values))
+    return planned
 
 
 def _values_for(
@@ -124,19 +151,25 @@ def _columns(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value.value if isinstance(value, JobStatus) else value for key, value in values.items()}
 
 
-def _observe_finished(metrics: Metrics, jobs: list[Job]) -> None:
-    for job in jobs:
-        metrics.jobs_finished.labels(job.kind, job.status.value).inc()
-        if job.started_at is not None and job.finished_at is not None:
-            seconds = (job.finished_at - job.started_at).total_seconds()
-            metrics.job_duration.labels(job.kind, job.status.value).observe(seconds)
+def _observe_finished(metrics: Metrics, finished: list[tuple[Job, dict[str, Any]]]) -> None:
+    """Count the jobs (as claimed, and the values their end wrote) that ended for good."""
+    for job, values in finished:
+        status = values["status"]
+        if not status.is_terminal:  # the one-statement path passes every end it wrote
+            continue
+        status_label = status.value
+        metrics.jobs_finished.labels(job.kind, status_label).inc()
+        started_at = values.get("started_at", job.started_at)
+        if started_at is not None and values.get("finished_at") is not None:
+            seconds = (values["finished_at"] - started_at).total_seconds()
+            metrics.job_duration.labels(job.kind, status_label).observe(seconds)
 
 
 async def reap_jobs(engine: AsyncEngine, *, policy: RetryPolicy, metrics: Metrics, now: datetime | None = None) -> int:
     """Take back jobs whose worker died (lease expired) and cancel queued jobs past their deadline, as
     of `now` (default: the current time)."""
     now = now or utcnow()
-    finished: list[Job] = []
+    finished: list[tuple[Job, dict[str, Any]]] = []
     async with db.write(engine) as conn:
         store = JobStore(conn)
         expired = await store.expired_leases(now)
@@ -144,12 +177,12 @@ async def reap_jobs(engine: AsyncEngine, *, policy: RetryPolicy, metrics: Metric
             metrics.lease_expiries.labels(job.kind).inc()
             values = _after_expiry(job, now, policy)
             if await store.end_expired(job, _columns(values)):
-                await _maybe_finished(conn, replace(job, **values), now, finished)
+                await _maybe_finished(conn, job, values, now, finished)
         overdue = await store.overdue_queued(now)
         for job in overdue:
             values = canceled_fields("deadline", now)
             if await store.save(replace(job, **values), expect_status=JobStatus.QUEUED):
-                await _maybe_finished(conn, replace(job, **values), now, finished)
+                await _maybe_finished(conn, job, values, now, finished)
     _observe_finished(metrics, finished)
     return len(expired) + len(overdue)
 
@@ -163,7 +196,11 @@ def _after_expiry(job: Job, now: datetime, policy: RetryPolicy) -> dict[str, Any
     return failed(job, lost, now, policy)
 
 
-async def _maybe_finished(conn: AsyncConnection, job: Job, now: datetime, finished: list[Job]) -> None:
-    if job.status.is_terminal:
-        finished.append(job)
-        await webhooks.enqueue(conn, job, WebhookEvent.COMPLETED, now)
+async def _maybe_finished(
+    conn: AsyncConnection, job: Job, values: dict[str, Any], now: datetime, finished: list[tuple[Job, dict[str, Any]]]
+) -> None:
+    """A job whose end wrote `values` over it: if it ended for good, counted and its webhook enqueued."""
+    if values["status"].is_terminal:
+        finished.append((job, values))
+        if job.wants(WebhookEvent.COMPLETED):
+            await webhooks.enqueue(conn, replace(job, **values), WebhookEvent.COMPLETED, now)

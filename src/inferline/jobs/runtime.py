@@ -169,8 +169,7 @@ class Worker:
             )
             if claimed:
                 self.progress.rows_written()
-            for job in claimed:
-                self.attempts.launch(job)
+                self.attempts.launch(claimed)
             if len(claimed) < min(free, self.config.claim_batch):
                 await self.wakeup.wait(self.config.poll_s)
 

@@ -91,8 +91,7 @@ async def claim_jobs(
 ) -> list[Job]:
     now = utcnow()
     async with db.write(engine) as conn:
-        store = JobStore(conn)
-        await store.commit_without_waiting_for_disk()
+        store = JobStore(conn)  # the claim commits without waiting for the disk (`JobStore.claim`)
         claimed = await store.claim(
             owner=owner, kinds=kinds, limit=limit, now=now, lease_s=lease_s, kind_limits=kind_limits
         )

@@ -19,13 +19,15 @@ behind another's 10,000 jobs gets the seq at the head and runs next.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY as postgresql_array
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferline import paging
@@ -35,7 +37,14 @@ from inferline.jobs.model import Job, JobStatus
 from inferline.schema import UTCDateTime, jobs, lanes
 
 _JOB_FIELDS = {c.name for c in jobs.columns}
+_JOB_DATACLASS_FIELDS = frozenset(field.name for field in fields(Job))
+assert _JOB_FIELDS == _JOB_DATACLASS_FIELDS, "a Job field and the jobs table's columns must match"
 _ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit TO OFF")
+# Statuses written into the SQL, not bound: PostgreSQL matches a query to a partial index (`WHERE status =
+# 'queued'`, migration 0011) only when the query names the same constant, which a generic plan's
+# parameter is not.
+_QUEUED: sa.ColumnClause[str] = sa.literal_column(f"'{JobStatus.QUEUED.value}'")
+_RUNNING: sa.ColumnClause[str] = sa.literal_column(f"'{JobStatus.RUNNING.value}'")
 # Any value serves: it only names the lock all claimers of concurrency-limited kinds share.
 _KIND_LIMIT_LOCK = 0x1F4E_0001
 
@@ -44,7 +53,13 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
     values = dict(row)
     values["status"] = JobStatus(values["status"])
     values["webhook_events"] = values.get("webhook_events") or []
-    return Job(**values)
+    if values.keys() != _JOB_DATACLASS_FIELDS:  # a partial row: the constructor fills the defaults
+        return Job(**values)
+    # A whole row (every claim reads 64): the frozen dataclass's __init__ sets its 31 fields one
+    # object.__setattr__ at a time, ~3x the cost of filling its __dict__, which leaves the same object.
+    job = object.__new__(Job)
+    job.__dict__.update(values)
+    return job
 
 
 def job_values(job: Job) -> dict[str, Any]:
@@ -64,7 +79,7 @@ def queue_head(priority: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
     """The smallest queued seq at this priority; with none queued, the newest seq given out."""
     smallest_queued = (
         sa.select(sa.func.min(jobs.c.fair_seq))
-        .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.priority == priority)
+        .where(jobs.c.status == _QUEUED, jobs.c.priority == priority)
         .scalar_subquery()
     )
     newest_given = sa.select(sa.func.max(lanes.c.last_seq)).where(lanes.c.priority == priority).scalar_subquery()
@@ -239,7 +254,7 @@ class JobStore:
     async def queue_depth(self) -> list[tuple[str, int, int]]:
         query = (
             sa.select(jobs.c.kind, jobs.c.priority, sa.func.count())
-            .where(jobs.c.status == JobStatus.QUEUED.value)
+            .where(jobs.c.status == _QUEUED)
             .group_by(jobs.c.kind, jobs.c.priority)
         )
         return [(row[0], int(row[1]), int(row[2])) for row in await self.conn.execute(query)]
@@ -264,7 +279,10 @@ class JobStore:
         ids = sorted(set(job_ids))
         if not ids:
             return {}
-        return {row[0]: bool(row[1]) for row in await self.conn.execute(_lock_rows(), {"ids": ids})}
+        return {
+            row[0]: bool(row[1])
+            for row in await self.conn.execute(_lock_rows(self.dialect == "postgresql"), {"ids": ids})
+        }
 
     async def update_running(self, job_id: str, owner: str, values: dict[str, Any]) -> bool:
         """Set `values` of a running job `owner` holds (its progress, its checkpoint): no status change."""
@@ -305,10 +323,10 @@ class JobStore:
             chosen = _within_slots(candidates, slots)
             if not chosen:
                 return []
-            update = _claim_update(None)
+            update = _claim_update(None, self.dialect == "postgresql")
             params["ids"] = chosen
         else:  # the common case: select and update in one statement, one round trip
-            update = _claim_update(tuple(allowed))
+            update = _claim_update(tuple(allowed), self.dialect == "postgresql")
         rows: Sequence[Mapping[Any, Any]]
         if self.dialect == "mysql":
             rows = await mysql.claim(self.conn, kinds=None if slots else allowed, ids=chosen, params=params)
@@ -336,20 +354,38 @@ class JobStore:
         Every such write sets `updated_at=now` and clears the lease, which is how the rows that
         applied are told from those whose lease was lost (executemany gives no per-row count). Each
         executemany runs in id order; several groups together do not, so on PostgreSQL their rows are
-        locked in id order first (on MariaDB always, see
-        mysql.py), unless the caller did (`locked`, see `lock_rows`)."""
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for job, values in sorted(rows, key=lambda row: row[0].id):
-            assert values["updated_at"] == now and values["lease_owner"] is None
-            groups.setdefault(tuple(sorted(values)), []).append({"_id": job.id, **values})
-        if (len(groups) > 1 or self.dialect == "mysql") and not locked and self.dialect != "sqlite":
+        locked in id order first (on MariaDB always, see mysql.py), unless the caller did (`locked`, see
+        `lock_rows`)."""
+        groups = finish_groups(rows, now)
+        must_lock = (len(groups) > 1 and self.dialect == "postgresql") or self.dialect == "mysql"
+        if must_lock and not locked:
             await self.lock_rows(job.id for job, _ in rows)
-        for columns, params in groups.items():
-            await self.conn.execute(_running_update(columns), [p | {"_owner": owner} for p in params])
-        result = await self.conn.execute(_finished_rows(), {"ids": [job.id for job, _ in rows], "now": now})
-        applied = {row[0] for row in result}
+        if self.dialect == "postgresql":
+            applied: set[str] = set()
+            for columns, params in groups.items():
+                applied.update(await self._finish_group_pg(owner, columns, params))
+        else:
+            for columns, params in groups.items():
+                await self.conn.execute(_running_update(columns), [p | {"_owner": owner} for p in params])
+            result = await self.conn.execute(_finished_rows(), {"ids": [job.id for job, _ in rows], "now": now})
+            applied = {row[0] for row in result}
         await self._record((_ended_event(values), job, values) for job, values in rows if job.id in applied)
         return applied
+
+    async def _finish_group_pg(self, owner: str, columns: tuple[str, ...], params: list[dict[str, Any]]) -> set[str]:
+        """One `UPDATE … FROM unnest(…)` for a group's rows (in id order): the values that differ between
+        rows go in as arrays, those all rows share as single parameters; the rows that applied come back."""
+        first = params[0]
+        varying = tuple(c for c in columns if any(p[c] != first[c] for p in params))
+        shared = tuple(c for c in columns if c not in varying)
+        binds: dict[str, Any] = {"_owner": owner, "_ids": [p["_id"] for p in params]}
+        for column in shared:
+            binds[f"s_{column}"] = first[column]
+        for column in varying:
+            as_json = isinstance(jobs.c[column].type, sa.JSON)
+            binds[f"v_{column}"] = [_json_text(p[column]) if as_json else p[column] for p in params]
+        result = await self.conn.execute(_finish_group_statement(varying, shared), binds)
+        return {row[0] for row in result}
 
     async def _free_slots(self, kind_limits: Mapping[str, int], kinds: Sequence[str]) -> dict[str, int]:
         limited = [kind for kind in kinds if kind in kind_limits]
@@ -362,7 +398,7 @@ class JobStore:
             await mysql.lock_kind_limits(self.conn)
         query = (
             sa.select(jobs.c.kind, sa.func.count())
-            .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.kind.in_(limited))
+            .where(jobs.c.status == _RUNNING, jobs.c.kind.in_(limited))
             .group_by(jobs.c.kind)
         )
         running = {row[0]: int(row[1]) for row in await self.conn.execute(query)}
@@ -379,19 +415,21 @@ class JobStore:
             return []
         params = {"ids": ids, "owner": owner, "expires": now + timedelta(seconds=lease_s)}
         if self.dialect == "mysql":
-            rows = await mysql.renew_leases(self.conn, _held_by_owner(), params)
+            rows = await mysql.renew_leases(self.conn, _held_by_owner(False), params)
         else:
-            rows = list((await self.conn.execute(_renew_leases(), params)).mappings())
+            rows = list((await self.conn.execute(_renew_leases(self.dialect == "postgresql"), params)).mappings())
         renewed = {row["id"] for row in rows}
         if len(renewed) < len(ids):  # skipped while locked, or no longer held
             skipped = [job_id for job_id in ids if job_id not in renewed]
-            rows += (await self.conn.execute(_held_leases(), {"ids": skipped, "owner": owner})).mappings()
+            rows += (
+                await self.conn.execute(_held_leases(self.dialect == "postgresql"), {"ids": skipped, "owner": owner})
+            ).mappings()
         return [LeaseState(row["id"], bool(row["cancel_requested"]), row["deadline_at"]) for row in rows]
 
     async def expired_leases(self, now: datetime, limit: int = 100) -> list[Job]:
         query = (
             sa.select(jobs)
-            .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now)
+            .where(jobs.c.status == _RUNNING, jobs.c.lease_expires_at < now)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -400,7 +438,7 @@ class JobStore:
     async def overdue_queued(self, now: datetime, limit: int = 100) -> list[Job]:
         query = (
             sa.select(jobs)
-            .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.deadline_at <= now)
+            .where(jobs.c.status == _QUEUED, jobs.c.deadline_at <= now)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -434,10 +472,63 @@ def _running_update(columns: tuple[str, ...]) -> sa.Update:
         .where(
             jobs.c.id == sa.bindparam("_id"),
             jobs.c.lease_owner == sa.bindparam("_owner"),
-            jobs.c.status == JobStatus.RUNNING.value,
+            jobs.c.status == _RUNNING,
         )
         .values({column: sa.bindparam(column) for column in columns})
     )
+
+
+def finish_groups(rows: list[tuple[Job, dict[str, Any]]], now: datetime) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """The ends of attempts by the set of columns they write (each group in id order)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for job, values in sorted(rows, key=lambda row: row[0].id):
+        assert values["updated_at"] == now and values["lease_owner"] is None
+        groups.setdefault(tuple(sorted(values)), []).append({"_id": job.id, **values})
+    return groups
+
+
+def _json_text(value: Any) -> str:
+    """A JSON column's value as the JSON type binds it (None is JSON null, as `none_as_null` is off)."""
+    return json.dumps(value)
+
+
+def _pg_array_type(column: sa.Column[Any]) -> str:
+    kind = column.type
+    if isinstance(kind, sa.JSON):
+        return "text[]"  # cast to jsonb per element below
+    if isinstance(kind, UTCDateTime):
+        return "timestamptz[]"
+    if isinstance(kind, sa.Float):
+        return "float8[]"
+    if isinstance(kind, sa.BigInteger):
+        return "int8[]"
+    if isinstance(kind, sa.Integer):  # SmallInteger too
+        return "int4[]"
+    if isinstance(kind, sa.Boolean):
+        return "bool[]"
+    return "text[]"
+
+
+@functools.cache
+def _finish_group_statement(varying: tuple[str, ...], shared: tuple[str, ...]) -> sa.TextClause:
+    """PostgreSQL: `UPDATE jobs … FROM unnest(ids, varying columns…)` where `_owner` still holds each job
+    running; RETURNING the ids that applied. A fixed text per set of columns, so it is planned once. The
+    rows are locked first in id order (ORDER BY under FOR UPDATE locks as it sorts), as every writer of
+    several job rows that waits does (module doc): the join's own order depends on the plan."""
+    running = JobStatus.RUNNING.value
+    sets = [f'"{c}" = :s_{c}' for c in shared]
+    sets += [f'"{c}" = v."{c}"::jsonb' if isinstance(jobs.c[c].type, sa.JSON) else f'"{c}" = v."{c}"' for c in varying]
+    arrays = ", ".join(["CAST(:_ids AS text[])", *(f"CAST(:v_{c} AS {_pg_array_type(jobs.c[c])})" for c in varying)])
+    names = ", ".join(["_id", *(f'"{c}"' for c in varying)])
+    held = f"jobs.lease_owner = :_owner AND jobs.status = '{running}'"
+    statement = sa.text(
+        # Column names come from the schema, values are all bound.
+        f"WITH locked AS (SELECT jobs.id FROM jobs WHERE jobs.id = ANY(CAST(:_ids AS text[])) AND {held} "  # noqa: S608
+        f"ORDER BY jobs.id FOR UPDATE) "
+        f"UPDATE jobs SET {', '.join(sets)} FROM unnest({arrays}) AS v({names}) "
+        f"WHERE jobs.id = v._id AND jobs.id IN (SELECT id FROM locked) AND {held} RETURNING jobs.id"
+    )
+    return statement.bindparams(*(sa.bindparam(f"s_{c}", type_=jobs.c[c].type) for c in shared))
 
 
 @functools.cache
@@ -449,30 +540,41 @@ def _finished_rows() -> sa.Select[Any]:
     )
 
 
+def _id_among_ids(on_postgresql: bool) -> sa.ColumnElement[bool]:
+    """`id` is one of the list `ids`. On PostgreSQL `id = ANY(:ids)` with one array parameter: the text
+    stays the same whatever the list's length, so the server plans it once (an IN list of each length is
+    a statement of its own, planned anew). SQLite has no arrays: an IN list there."""
+    if on_postgresql:
+        return jobs.c.id == sa.any_(sa.bindparam("ids", type_=postgresql_array(sa.String())))
+    return jobs.c.id.in_(sa.bindparam("ids", expanding=True))
+
+
 @functools.cache
-def _lock_rows() -> sa.Select[Any]:
+def _lock_rows(on_postgresql: bool) -> sa.Select[Any]:
     """Rows locked after the sort, so in id order (PostgreSQL; SQLite compiles FOR UPDATE to nothing: its
     one writer already serializes these transactions)."""
     return (
         sa.select(jobs.c.id, jobs.c.cancel_requested)
-        .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+        .where(_id_among_ids(on_postgresql))
         .order_by(jobs.c.id)
         .with_for_update()
     )
 
 
-def _held_by_owner() -> sa.ColumnElement[bool]:
+def _held_by_owner(on_postgresql: bool) -> sa.ColumnElement[bool]:
     return sa.and_(
-        jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
+        _id_among_ids(on_postgresql),
         jobs.c.lease_owner == sa.bindparam("owner"),
-        jobs.c.status == JobStatus.RUNNING.value,
+        jobs.c.status == _RUNNING,
     )
 
 
 @functools.cache
-def _renew_leases() -> sa.Update:
+def _renew_leases(on_postgresql: bool) -> sa.Update:
     """The leases `owner` holds among `ids` and no other transaction is writing, renewed without waiting."""
-    free = sa.select(jobs.c.id).where(_held_by_owner()).order_by(jobs.c.id).with_for_update(skip_locked=True)
+    free = (
+        sa.select(jobs.c.id).where(_held_by_owner(on_postgresql)).order_by(jobs.c.id).with_for_update(skip_locked=True)
+    )
     return (
         jobs.update()
         .where(jobs.c.id.in_(free.scalar_subquery()))
@@ -482,9 +584,9 @@ def _renew_leases() -> sa.Update:
 
 
 @functools.cache
-def _held_leases() -> sa.Select[Any]:
+def _held_leases(on_postgresql: bool) -> sa.Select[Any]:
     """The jobs `owner` holds among `ids`, as last committed (a plain read never waits for a lock)."""
-    return sa.select(jobs.c.id, jobs.c.cancel_requested, jobs.c.deadline_at).where(_held_by_owner())
+    return sa.select(jobs.c.id, jobs.c.cancel_requested, jobs.c.deadline_at).where(_held_by_owner(on_postgresql))
 
 
 @functools.cache
@@ -493,7 +595,7 @@ def _claim_candidates(kinds: tuple[str, ...]) -> sa.Select[Any]:
     compiles FOR UPDATE SKIP LOCKED to nothing: its one writer already serializes claims."""
     return (
         sa.select(jobs.c.id, jobs.c.kind)
-        .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.run_after <= _NOW, jobs.c.kind.in_(kinds))
+        .where(jobs.c.status == _QUEUED, jobs.c.run_after <= _NOW, jobs.c.kind.in_(kinds))
         .order_by(jobs.c.priority, jobs.c.fair_seq, jobs.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
         .with_for_update(skip_locked=True)
@@ -501,22 +603,26 @@ def _claim_candidates(kinds: tuple[str, ...]) -> sa.Select[Any]:
 
 
 @functools.cache
-def _claim_update(kinds: tuple[str, ...] | None) -> sa.Update:
-    """Lease the candidates of `kinds` to `owner` until `expires`; with `kinds` None, the jobs `ids`."""
+def _claim_update(kinds: tuple[str, ...] | None, on_postgresql: bool) -> sa.Update:
+    """Lease the candidates of `kinds` to `owner` until `expires`; with `kinds` None, the jobs `ids`.
+
+    On PostgreSQL the statement also sets the transaction's `synchronous_commit` to off (see
+    `commit_without_waiting_for_disk`), which a separate `SET LOCAL` would cost a round trip: an
+    uncorrelated scalar subquery on a CTE, run once before the update, whatever the number of rows."""
     if kinds is None:
-        chosen: Any = sa.bindparam("ids", expanding=True)
+        update = jobs.update().where(_id_among_ids(on_postgresql))
     else:
         chosen = sa.select(_claim_candidates(kinds).subquery().c.id).scalar_subquery()
-    return (
-        jobs.update()
-        .where(jobs.c.id.in_(chosen))
-        .values(
-            status=JobStatus.RUNNING.value,
-            attempts=jobs.c.attempts + 1,
-            lease_owner=sa.bindparam("owner"),
-            lease_expires_at=sa.bindparam("expires"),
-            started_at=sa.func.coalesce(jobs.c.started_at, _NOW),
-            updated_at=_NOW,
-        )
-        .returning(*jobs.columns)
-    )
+        update = jobs.update().where(jobs.c.id.in_(chosen))
+    if on_postgresql:
+        setting = sa.select(sa.func.set_config("synchronous_commit", "off", sa.true()).label("value"))
+        async_commit = setting.cte("async_commit")
+        update = update.add_cte(async_commit).where(sa.select(async_commit.c.value).scalar_subquery().is_not(None))
+    return update.values(
+        status=JobStatus.RUNNING.value,
+        attempts=jobs.c.attempts + 1,
+        lease_owner=sa.bindparam("owner"),
+        lease_expires_at=sa.bindparam("expires"),
+        started_at=sa.func.coalesce(jobs.c.started_at, _NOW),
+        updated_at=_NOW,
+    ).returning(*jobs.columns)
