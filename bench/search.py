@@ -47,6 +47,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import sqlalchemy as sa
 
 from inferline.inference.model import PER_CORE
 from inferline.inference.runners import cpu_count
@@ -54,7 +55,7 @@ from inferline.search.chunks import chunk_pages
 from inferline.search.embedders import E5Small, EmbedInput
 from inferline.search.filters import FieldType
 from inferline.search.index import ChunkRecord, IndexSpec, SearchIndex
-from inferline.search.pgvector import PgVectorIndex
+from inferline.search.pgvector import PgVectorIndex, _table
 from inferline.search.qdrant import QdrantIndex
 from inferline.search.tokens import analyzer, tokenize
 from search_load import bench_rps, bench_zipf  # bench/ is on sys.path: these files run as scripts
@@ -237,13 +238,18 @@ async def measure(
     queries: list[str],
     modes: tuple[str, ...] = ("hybrid", "semantic", "keyword"),
     label: str = "",
+    *,
+    filtered: bool = False,
 ) -> dict[str, dict[str, float]]:
     """p50/p95 per row. Each row gets a fresh server, so "uncached" really is: the server keeps the
-    last 1,024 query embeddings, and the rows share their queries."""
+    last 1,024 query embeddings, and the rows share their queries. `filtered`: only the filtered rows,
+    for every mode given."""
     results: dict[str, dict[str, float]] = {}
     for mode in modes:
         for extra, body in ((label, {}), (label + " +filter", {"filter": {"lang": "ko", "year": {"gte": 2010}}})):
-            if extra != label and (mode != "hybrid" or label):
+            if filtered and extra == label:
+                continue
+            if not filtered and extra != label and (mode != "hybrid" or label):
                 continue
             timings: dict[str, list[float]] = {"uncached": [], "cached": []}
             async with serve(data_dir) as (port, key), client(port, key) as http:
@@ -314,7 +320,24 @@ async def scale_pgvector(
         env = {"INFERLINE_SEARCH_BACKEND": "pgvector", "INFERLINE_SEARCH_DATABASE_URL": url}
         os.environ.update(env)
         try:
-            return await measure(data_dir, asked), fill_s
+            results = await measure(data_dir, asked)
+            # The same filtered rows again with a partial HNSW index for the filter's language (docs/search.md,
+            # deploy/pgvector/partial_hnsw_index.sql): what an operator's index for a pinned field buys.
+            index = PgVectorIndex(url)
+            table = _table(spec.collection_id)
+            async with index.engine.connect() as conn:
+                await conn.execute(sa.text("SET maintenance_work_mem = '1GB'"))
+                await conn.execute(
+                    sa.text(
+                        f"CREATE INDEX {table}_ko ON {table} USING hnsw (embedding vector_cosine_ops) "
+                        "WHERE (metadata ->> 'lang') = 'ko'"
+                    )
+                )
+                await conn.execute(sa.text(f"ANALYZE {table}"))
+                await conn.commit()
+            await index.close()
+            partial = await measure(data_dir, asked, modes=("hybrid", "semantic"), filtered=True)
+            return results | {name + " (partial index lang=ko)": row for name, row in partial.items()}, fill_s
         finally:
             for name in env:
                 os.environ.pop(name)
