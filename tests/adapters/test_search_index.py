@@ -316,3 +316,54 @@ async def test_a_pgvector_collection_from_before_the_keyword_table_is_upgraded_o
     finally:
         await index.drop(spec.collection_id)
         await index.close()
+
+
+async def test_a_pgvector_filter_on_a_value_uses_a_partial_hnsw_index_for_it(pgvector_url: str) -> None:
+    """A filter that pins a keyword field can be answered from a partial HNSW index of that value (an
+    operator's choice for a few-valued field, docs/search.md): its nearest rows all pass the filter."""
+    import sqlalchemy as sa
+
+    from inferline.search.pgvector import _table
+
+    index = PgVectorIndex(pgvector_url)
+    spec = IndexSpec(str(uuid.uuid4()), DIM, FIELDS)
+    table = _table(spec.collection_id)
+    try:
+        await index.create(spec)
+        rng = np.random.default_rng(5)
+        metadata = [{"lang": "rare" if i % 50 == 0 else "common"} for i in range(3000)]
+        records = [record(f"d{i}", f"chunk {i}", rng.normal(size=DIM), metadata[i], i) for i in range(3000)]
+        for start in range(0, 3000, 1000):
+            await index.upsert(spec, records[start : start + 1000])
+        async with index.engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    f"CREATE INDEX {table}_rare ON {table} USING hnsw (embedding vector_cosine_ops) "
+                    "WHERE (metadata ->> 'lang') = 'rare'"
+                )
+            )
+            await conn.execute(sa.text(f"ANALYZE {table}"))
+
+        async def scans() -> dict[str, int]:
+            async with index.engine.connect() as conn:
+                query = "SELECT indexrelname, idx_scan FROM pg_stat_user_indexes WHERE relname = :table"
+                return {row[0]: int(row[1]) for row in await conn.execute(sa.text(query), {"table": table})}
+
+        before = await scans()
+        query = unit(rng.normal(size=DIM))
+        found = await index.semantic(spec, query, parse_filter(FIELDS, {"lang": "rare"}), 10)
+        rare = sorted((r for r in records if r.metadata["lang"] == "rare"), key=lambda r: -float(r.vector @ query))
+        assert len({c.chunk_id for c in found} & {r.id for r in rare[:10]}) >= 9
+        for _ in range(40):  # a backend reports its statistics within a second of its transaction
+            if await scans() != before:
+                break
+            await asyncio.sleep(0.05)
+        used = {name for name, count in (await scans()).items() if count > before[name]}
+        # The planner picks between the partial HNSW index and the field's own index (then sorts the 60 rows):
+        # either reads only the rare rows; the full HNSW index would read common ones to throw away.
+        assert used and used <= {f"{table}_rare", f"{table}_f1"}, used
+        negated = await index.semantic(spec, query, parse_filter(FIELDS, {"not": {"lang": "common"}}), 10)
+        assert {c.chunk_id for c in negated} == {c.chunk_id for c in found}  # the same rows, by the full index
+    finally:
+        await index.drop(spec.collection_id)
+        await index.close()

@@ -217,7 +217,9 @@ async def test_the_cache_hits_until_an_ingest_or_delete_and_deleted_documents_va
     assert after_ingest["cached"] is False and set(documents_of(after_ingest)) == {korean["id"], vectors["id"]}
     assert await query_embeddings(search_api) == embedded  # searched again, but the query was not re-embedded
     metrics = (await search_api.client.get("/metrics")).text
+    # One hit (the repeat); two misses (the first search, the one after the ingest): the ratio's parts.
     assert 'inferline_search_cache_total{result="hit"} 1.0' in metrics
+    assert 'inferline_search_cache_total{result="miss"} 2.0' in metrics
     assert (await search_api.client.delete(f"/api/v1/collections/docs/documents/{korean['id']}")).status_code == 204
     for mode in ("hybrid", "semantic", "keyword"):
         result = await search(search_api, "데이터베이스 설치", mode=mode)
