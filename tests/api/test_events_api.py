@@ -49,6 +49,14 @@ async def test_refused_events_are_listed_for_admins_and_a_retry_publishes_them(m
                 assert (await api.other.post("/api/v1/events/dead-letters/retry", json={})).status_code == 403
                 bad = await api.client.post("/api/v1/events/dead-letters/retry", json={"limit": 0})
                 assert bad.status_code == 422 and bad.json()["field"] == "body.limit"
+                naive = await api.client.post(
+                    "/api/v1/events/dead-letters/retry", json={"failed_before": "2026-01-01T00:00:00"}
+                )
+                assert naive.status_code == 422 and naive.json()["field"] == "body.failed_before"
+                none_yet = await api.client.post(
+                    "/api/v1/events/dead-letters/retry", json={"failed_before": "2000-01-01T00:00:00Z"}
+                )
+                assert none_yet.json() == {"retried": 0, "ids": []}
                 queued = await api.client.post("/api/v1/events/dead-letters/retry", json={"type": "job.queued"})
                 [queued_letter] = [item["id"] for item in items if item["type"] == "job.queued"]
                 assert queued.json() == {"retried": 1, "ids": [queued_letter]}

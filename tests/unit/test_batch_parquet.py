@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,27 @@ def test_a_template_renders_columns_and_integer_ids_become_text(tmp_path: Path) 
 def test_a_cell_over_the_record_limit_is_that_records_failure(tmp_path: Path) -> None:
     path = write(tmp_path, {"custom_id": ["a", "b"], "text": ["short", "é" * 20], "note": ["n", "n"]})
     records = read(path, max_record_bytes=30)
-    assert [(r.custom_id, r.error) for r in records] == [("a", None), ("b", "column 'text': a cell over 30 bytes")]
+    failed = "the row's string cells take 42 bytes, over 30"
+    assert [(r.custom_id, r.error) for r in records] == [("a", None), ("b", failed)]
+
+
+def test_a_small_file_repeating_one_huge_value_is_not_expanded_row_by_row(tmp_path: Path) -> None:
+    # One 1 MiB value in a dictionary page, 2,000 rows naming it: a few KB on disk, 2 GB as Python strings.
+    huge = "x" * 2**20
+    path = tmp_path / "bomb.parquet"
+    text = pa.DictionaryArray.from_arrays(pa.array([0] * 2000, pa.int32()), pa.array([huge]))
+    table = pa.table({"custom_id": [f"r{i}" for i in range(2000)], "text": text})
+    pq.write_table(table, path, use_dictionary=True, compression="zstd")
+    assert path.stat().st_size < 200_000
+    tracemalloc.start()
+    try:  # the declared row group size is the decoded one (2 GB): lifted here to reach the rows
+        records = read(path, max_record_bytes=1000, max_row_group_bytes=2**40)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(records) == 2000 and all(r.error and "over 1000" in r.error for r in records)
+    assert [r.custom_id for r in records[:2]] == ["r0", "r1"]
+    assert peak < 64 * 2**20, peak  # Python's allocations; Arrow's own buffers hold the one value
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import io
 import itertools
 import unicodedata
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,15 @@ from inferline.errors import BadDocument, InvalidInput
 from inferline.files import sniff
 from inferline.search import tokens as tokens_module
 from inferline.search.chunks import chunk_pages
+from inferline.search.deps import SearchDeps
 from inferline.search.embedders import estimate_tokens
 from inferline.search.extract import decode_text, extract_text, html_text
 from inferline.search.filters import And, Match, Not, Or, Range, check_fields, check_metadata, parse_filter
 from inferline.search.fusion import SEMANTIC_SPAN, best_per_document, blend, keyword_leaning, rrf
 from inferline.search.html_text import html_title
 from inferline.search.index import Candidate, bm25_weights, token_id
-from inferline.search.query import highlights
+from inferline.search.model import Collection
+from inferline.search.query import SearchIn, _request_key, highlights
 from inferline.search.tokens import tokenize
 
 
@@ -226,6 +229,26 @@ def test_blend_weighs_how_far_behind_the_best_a_hit_is() -> None:
     keyword_only = blend({"semantic": semantic, "keyword": keyword}, {"semantic": 0.0, "keyword": 1.0})
     assert [x.chunk_id for x in keyword_only] == ["c", "b", "a"]
     assert blend({"semantic": [], "keyword": [Candidate("z", "d", 0.0)]}, {}) == [Candidate("z", "d", 0.0)]
+    # A NaN cosine (a zero vector on pgvector) counts as nothing, and leaves the other hits their shares.
+    nan_first = [Candidate("n", "d0", float("nan")), *semantic]
+    by_id = {x.chunk_id: x.score for x in blend({"semantic": nan_first}, {"semantic": 1.0})}
+    assert by_id["n"] == 0.0 and by_id["a"] == pytest.approx(1.0)
+
+
+def test_a_search_ranked_another_way_has_another_cache_key_and_cursor() -> None:
+    collection = Collection(
+        id="c", tenant="t", name="n", fields={}, embedding_model="m", dim=4, chunk_tokens=64, overlap_tokens=8,
+        version=0, created_at=datetime.now(UTC),
+    )  # fmt: skip
+    request = SearchIn(query="x")
+    base = dict(engine=None, blobs=None, index=None, models=None, result_cache=None, metrics=None)
+    deps = [
+        SearchDeps(**base, embedding_models=frozenset(), default_model="m", fusion=fusion, weights=weights)  # type: ignore[arg-type]
+        for fusion, weights in [("blend", {"keyword": 1.0}), ("rrf", {"keyword": 1.0}), ("blend", {"keyword": 2.0})]
+    ]
+    keys = {_request_key(collection, request, d.ranking) for d in deps}
+    assert len(keys) == 3
+    assert _request_key(collection, request, deps[0].ranking) == _request_key(collection, request, deps[0].ranking)
 
 
 def test_bm25_weights_saturate_with_repeats_and_shrink_with_length() -> None:

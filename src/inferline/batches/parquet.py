@@ -8,7 +8,14 @@ whole file; a row group whose columns take over `max_row_group_bytes` uncompress
 pyarrow decodes a row group's column chunks whole. Only scalar columns are read (strings, numbers,
 booleans, dates and times, decimals, dictionary-encoded strings): a nested (list, struct, map) or binary
 column fails the batch naming it, because its type is the file's and every record would fail the same way.
-A cell over the record size limit is that record's failure.
+A row whose string cells add up to more than the record size limit is that record's failure, decided from
+the cells' byte lengths before any of them becomes a Python string: string columns are read as dictionary
+arrays (`read_dictionary`), so a file that repeats one huge value (a few KB on disk, a dictionary page) is
+never expanded row by row, and the rows converted at once hold at most ROWS_PER_READ x the record limit.
+
+These bounds hold for what pyarrow decodes into Python. What a hostile file's pages decompress to inside
+pyarrow is bounded only by the row group and column chunk sizes its footer declares (checked against
+`max_row_group_bytes`); a hard memory bound would need the reader in a process of its own with a limit.
 """
 
 from __future__ import annotations
@@ -21,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from inferline.batches.records import BadInput, Limits, Record, TooLong, render, template_fields
 
 MAGIC = b"PAR1"
-ROWS_PER_READ = 1024
+ROWS_PER_READ = 256
 _TAIL_BYTES = 8  # the footer's length (4 bytes, little-endian) and the magic
 
 
@@ -34,17 +42,64 @@ def parquet_records(path: Path, template: str | None, id_field: str, limits: Lim
     """The file's rows as records, in order; BadInput for a file that is not Parquet or not usable."""
     _check_footer(path, limits)
     try:
-        with pq.ParquetFile(path, memory_map=False, pre_buffer=False) as source:
+        with pq.ParquetFile(path, memory_map=False, pre_buffer=False) as probe:
+            strings = [field.name for field in probe.schema_arrow if _stringish(field.type)]
+        with pq.ParquetFile(path, memory_map=False, pre_buffer=False, read_dictionary=strings) as source:
             columns = _columns(source, template, id_field, limits)
             line = 0
             for batch in source.iter_batches(batch_size=ROWS_PER_READ, columns=columns, use_threads=False):
-                values = {name: batch.column(name).to_pylist() for name in columns}
-                for row in range(batch.num_rows):
+                start = line
+                sizes = _row_bytes(batch, columns)
+                fits = pa.array([size <= limits.max_record_bytes for size in sizes])
+                values = {name: batch.column(name).filter(fits).to_pylist() for name in columns}
+                kept = 0
+                for size in sizes:
                     line += 1
-                    cells = {name: _plain(values[name][row]) for name in columns}
+                    if size > limits.max_record_bytes:
+                        error = f"the row's string cells take {size} bytes, over {limits.max_record_bytes}"
+                        yield Record(line, _short_id(batch.column(id_field), line - start - 1), None, None, error)
+                        continue
+                    cells = {name: _plain(values[name][kept]) for name in columns}
+                    kept += 1
                     yield _record(line, cells, template, id_field, limits)
     except (pa.ArrowException, OSError, ValueError, OverflowError) as exc:
         raise BadInput(f"not a readable Parquet file: {str(exc)[:300]}") from exc
+
+
+def _row_bytes(batch: pa.RecordBatch, columns: list[str]) -> list[int]:
+    """Each row's string cells' UTF-8 bytes together, computed on the Arrow arrays (a dictionary column
+    from its dictionary's lengths by index), without making Python strings."""
+    total: Any = None
+    for name in columns:
+        column = batch.column(name)
+        if pa.types.is_dictionary(column.type):
+            if not _stringish(column.type.value_type):
+                continue
+            lengths = pc.take(pc.binary_length(column.dictionary), column.indices)
+        elif _stringish(column.type):
+            lengths = pc.binary_length(column)
+        else:
+            continue
+        lengths = pc.fill_null(lengths.cast(pa.int64()), 0)
+        total = lengths if total is None else pc.add(total, lengths)
+    return [0] * batch.num_rows if total is None else [int(size) for size in total.to_pylist()]
+
+
+MAX_SHOWN_ID_BYTES = 1024
+
+
+def _short_id(column: pa.Array, row: int) -> Any:
+    """The row's id for its error line, unless it is itself oversized (then None)."""
+    cell = column.slice(row, 1)
+    if pa.types.is_dictionary(cell.type):
+        index = cell.indices[0].as_py()
+        if index is None:
+            return None
+        cell = cell.dictionary.slice(index, 1)
+    if _stringish(cell.type) and (pc.binary_length(cell)[0].as_py() or 0) > MAX_SHOWN_ID_BYTES:
+        return None
+    value = cell[0].as_py()
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def _check_footer(path: Path, limits: Limits) -> None:
@@ -96,8 +151,16 @@ def _check_types(schema: pa.Schema, template: str | None) -> None:
 
 
 def _check_row_groups(metadata: pq.FileMetaData, limits: Limits) -> None:
+    """A row group's declared sizes: decoded, and each column chunk's compressed and uncompressed bytes
+    (pyarrow reads a column chunk whole); the largest of them is what is held to the limit."""
     for index in range(metadata.num_row_groups):
-        group_bytes = metadata.row_group(index).total_byte_size
+        group = metadata.row_group(index)
+        chunks = [group.column(i) for i in range(group.num_columns)]
+        group_bytes = max(
+            group.total_byte_size,
+            sum(chunk.total_compressed_size for chunk in chunks),
+            sum(chunk.total_uncompressed_size for chunk in chunks),
+        )
         if group_bytes > limits.max_row_group_bytes:
             raise BadInput(
                 f"row group {index} takes {group_bytes} bytes uncompressed, over {limits.max_row_group_bytes}: "

@@ -85,13 +85,18 @@ async def upload(
     the middle of a commit, until that commit (which goes on, shielded) has ended: a tenant that drops and
     reopens streams cannot have more commits running than its slots."""
     deps.slots.take(tenant)
-    commits: list[asyncio.Future[list[Acked]]] = []  # the last one may still run when the client left
+    last: list[asyncio.Future[list[Acked]]] = []  # the latest commit only: it may still run when the client left
+
+    def started(commit: asyncio.Future[list[Acked]]) -> None:
+        last[:] = [commit]
+
     try:
-        async for acks in _upload(deps, tenant, records, commits.append):
-            yield acks
+        async with contextlib.aclosing(_upload(deps, tenant, records, started)) as groups:
+            async for acks in groups:
+                yield acks
     finally:
-        if commits and not commits[-1].done():
-            commits[-1].add_done_callback(lambda commit: _orphan_ended(commit, deps, tenant))
+        if last and not last[0].done():
+            last[0].add_done_callback(lambda commit: _orphan_ended(commit, deps, tenant))
         else:
             deps.slots.give_back(tenant)
 
@@ -107,7 +112,7 @@ async def _upload(
     tenant: str,
     records: AsyncIterator[StreamRecord],
     started: Callable[[asyncio.Future[list[Acked]]], object],
-) -> AsyncIterator[list[Acked]]:
+) -> AsyncGenerator[list[Acked], None]:
     limits = deps.limits
     window = asyncio.Semaphore(limits.window_records)
     received: asyncio.Queue[_Received | None] = asyncio.Queue()  # bounded by `window`

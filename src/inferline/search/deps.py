@@ -3,6 +3,8 @@ collaborators, its tunables (defaults of a new collection, ranking) and this pro
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -11,7 +13,7 @@ from inferline.files.blobs import BlobStore
 from inferline.inference.runtime import ModelRuntime
 from inferline.metrics import Metrics
 from inferline.search.caches import CollectionCache, QueryVectors, ResultCache
-from inferline.search.fusion import Fusion
+from inferline.search.fusion import SEMANTIC_SPAN, Fusion
 from inferline.search.index import SearchIndex
 
 
@@ -33,3 +35,15 @@ class SearchDeps:
     weights: dict[str, float] = field(default_factory=lambda: {"semantic": 0.5, "keyword": 1.0})
     collection_cache: CollectionCache = field(default_factory=CollectionCache)
     query_vectors: QueryVectors = field(default_factory=QueryVectors)
+
+    @functools.cached_property
+    def ranking(self) -> str:
+        """How hits are ranked, as part of every search's cache key and cursor (`query._request_key`)."""
+        spec = {
+            "fusion": self.fusion,
+            "k": self.rrf_k,
+            "span": SEMANTIC_SPAN,
+            "weights": self.weights,
+            "window": self.window,
+        }
+        return json.dumps(spec, sort_keys=True)

@@ -11,6 +11,7 @@ adapted to each query (`keyword_leaning`). Two fusions:
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from inferline.search.index import Candidate
@@ -33,12 +34,16 @@ def blend(ranked: dict[str, list[Candidate]], weights: dict[str, float]) -> list
         if not candidates:
             continue
         weight = weights.get(mode, 1.0)
-        best = max(candidate.score for candidate in candidates)
+        # A score that is not a finite number (a zero vector's cosine on pgvector is NaN) counts as none.
+        finite = [candidate.score for candidate in candidates if math.isfinite(candidate.score)]
+        best = max(finite, default=0.0)
         for candidate in candidates:
-            if mode == "semantic":
+            if not math.isfinite(candidate.score):
+                share = 0.0
+            elif mode == "semantic":
                 share = max(0.0, 1.0 - (best - candidate.score) / SEMANTIC_SPAN)
             else:
-                share = candidate.score / best if best > 0 else 0.0
+                share = min(1.0, max(0.0, candidate.score / best)) if best > 0 else 0.0
             scores[candidate.chunk_id] = scores.get(candidate.chunk_id, 0.0) + weight * share
             documents[candidate.chunk_id] = candidate.document_id
     return _ordered(scores, documents)

@@ -55,10 +55,13 @@ def _normalized_query(text: str) -> str:
     return re.sub(r"\s+", " ", normalize(text)).strip()
 
 
-def _request_key(collection: Collection, request: SearchIn) -> str:
-    """What makes two searches the same, whatever page they ask for (the collection's version apart)."""
+def _request_key(collection: Collection, request: SearchIn, ranking: str) -> str:
+    """What makes two searches the same, whatever page they ask for (the collection's version apart).
+    `ranking` names how hits are ranked (`SearchDeps.ranking`): a server ranking another way neither
+    serves another's cached lists nor pages through another's cursors."""
     canonical = json.dumps(
         {
+            "r": ranking,
             "c": collection.id,
             "q": _normalized_query(request.query),
             "m": request.mode,
@@ -171,7 +174,7 @@ async def search(deps: SearchDeps, *, tenant: str, name: str, request: SearchIn)
     started = time.perf_counter()
     collection = await current_collection(deps, tenant=tenant, name=name)
     flt = parse_filter(collection.fields, request.filter)
-    key = _request_key(collection, request)
+    key = _request_key(collection, request, deps.ranking)
     offset = _decode_cursor(request.cursor, key, collection.version) if request.cursor else 0
     cache_key = f"{key}:{collection.version}"
     page_key = f"{cache_key}:{offset}:{request.limit}"

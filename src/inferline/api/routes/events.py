@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from inferline.api.deps import AdminDep, ServicesDep
 from inferline.api.openapi import problems
@@ -41,7 +41,9 @@ class RetryManyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: str | None = Field(default=None, max_length=100, description="only letters of this event type")
-    failed_before: datetime | None = Field(default=None, description="only letters that failed before this time")
+    failed_before: AwareDatetime | None = Field(
+        default=None, description="only letters that failed before this time (with its offset: `…Z`)"
+    )
     limit: int = Field(default=500, ge=1, le=MAX_RETRY_MANY, description="at most this many, oldest failure first")
 
 
