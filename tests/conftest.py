@@ -185,7 +185,7 @@ async def mariadb_url(mariadb_template: str) -> AsyncIterator[str]:
         for table in tables:
             await cursor.execute(f"SHOW CREATE TABLE `{mariadb_template}`.`{table}`")
             ddl.append((await cursor.fetchone())[1])
-        await cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        await cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin")
         await cursor.execute(f"USE `{name}`")
         await cursor.execute("SET foreign_key_checks = 0")
         for statement in ddl:

@@ -239,11 +239,14 @@ _write_locks: weakref.WeakKeyDictionary[AsyncEngine, _SqliteWriteLock] = weakref
 # starting up (57P01-57P03, not 57014, a statement's own timeout); 55000, which a connection gets from a
 # database that does not accept connections now (`ALLOW_CONNECTIONS false`, as during maintenance).
 _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "3D"})
-_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "55000"})
+# A deadlock or serialization failure (40P01, 40001) rolled the transaction back whole: the same request
+# again succeeds, so it is a 503 to retry too, not a 500.
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "55000", "40P01", "40001"})
 # MariaDB/MySQL error numbers of the same kinds (its driver gives no SQLSTATE): too many connections (1040),
 # an absent database (1049), server shutting down (1053); the client's: cannot connect (2002, 2003), server
-# gone or connection lost (2006, 2013).
-_UNAVAILABLE_MYSQL_ERRORS = frozenset({1040, 1049, 1053, 2002, 2003, 2006, 2013})
+# gone or connection lost (2006, 2013); a deadlock (1213) or a lock wait past innodb_lock_wait_timeout
+# (1205), after which the request can be sent again; a connection killed (1927).
+_UNAVAILABLE_MYSQL_ERRORS = frozenset({1040, 1049, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013})
 
 
 def unavailable(exc: BaseException) -> bool:

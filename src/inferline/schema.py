@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
@@ -16,6 +17,8 @@ metadata = sa.MetaData()
 
 # JSONB on PostgreSQL (indexable, compact); JSON text on SQLite.
 Json = sa.JSON().with_variant(JSONB(), "postgresql")
+# Text that may pass 64 KiB: MySQL/MariaDB's TEXT stops there (strict mode refuses the row), LONGTEXT does not.
+LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql")
 
 
 # Engines whose datetime columns hold no time zone: values go in as naive UTC (MySQL sessions run at UTC,
@@ -459,7 +462,7 @@ event_outbox = sa.Table(
     metadata,
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("events", sa.Integer(), nullable=False),
-    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("payload", LongText, nullable=False),
     sa.Column("sent_at", UTCDateTime(), nullable=True),
     sa.Index(
         "ix_event_outbox_unsent",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -109,5 +110,32 @@ async def test_a_mariadb_that_cannot_be_reached_or_lacks_the_database_is_unavail
             async with db.read(engine) as conn:
                 await conn.execute(sa.text("SELECT * FROM no_such_table"))
         assert not db.unavailable(caught.value)  # a wrong statement is not an outage
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_deadlock_is_a_retry_not_an_error(pg_url: str) -> None:
+    """Two transactions locking two rows in opposite orders: the one the database picks is rolled back
+    whole, and sending it again would succeed: `unavailable` (a 503 to retry), not a 500."""
+    engine = db.create_engine(pg_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE pair (id int PRIMARY KEY)"))
+            await conn.execute(sa.text("INSERT INTO pair VALUES (1), (2)"))
+        first_locked, second_locked = asyncio.Event(), asyncio.Event()
+
+        async def lock(first: int, second: int, mine: asyncio.Event, theirs: asyncio.Event) -> None:
+            async with engine.begin() as conn:
+                await conn.execute(sa.text("SELECT id FROM pair WHERE id = :id FOR UPDATE"), {"id": first})
+                mine.set()
+                await theirs.wait()
+                await conn.execute(sa.text("SELECT id FROM pair WHERE id = :id FOR UPDATE"), {"id": second})
+
+        outcomes = await asyncio.gather(
+            lock(1, 2, first_locked, second_locked), lock(2, 1, second_locked, first_locked), return_exceptions=True
+        )
+        [deadlock] = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+        assert "deadlock" in str(deadlock) and db.unavailable(deadlock)
     finally:
         await engine.dispose()

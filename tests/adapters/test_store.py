@@ -274,3 +274,12 @@ async def test_jobs_added_in_a_transaction_are_validated_by_their_kind(
 async def stored_job(engine: AsyncEngine, job_id: str) -> object:
     async with engine.connect() as conn:
         return await JobStore(conn).get(job_id)
+
+
+async def test_idempotency_keys_compare_byte_for_byte(engine: AsyncEngine, registry: KindRegistry) -> None:
+    """ "k", "K" and "k " are three keys on every engine (MariaDB's default collations fold case or pad)."""
+    submitter = Submitter(engine, registry, default_max_attempts=3)
+    request = JobRequest(kind="echo", input={"message": "m"})
+    made = [await submitter.submit(request, tenant="a", idempotency_key=key) for key in ("k", "K", "k ", "k")]
+    assert [created for _, created in made] == [True, True, True, False]
+    assert len({job.id for job, _ in made}) == 3 and made[3][0].id == made[0][0].id

@@ -21,11 +21,14 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "mysql":
-        # Binary collation for the tables made from here on: ids, tenants and idempotency keys compare
-        # case-sensitively, as on PostgreSQL and SQLite (MariaDB's default collation folds case, which
-        # would make the keys "A" and "a" one key).
-        op.execute("ALTER DATABASE CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    dialect = op.get_bind().dialect
+    if dialect.name == "mysql":
+        # A binary collation without padding for the tables made from here on: ids, tenants and idempotency
+        # keys compare byte for byte, as on PostgreSQL and SQLite (MariaDB's default collation folds case,
+        # which would make the keys "A" and "a" one key, and a PAD SPACE one, `utf8mb4_bin` included, makes
+        # "k" and "k " one key).
+        collation = "utf8mb4_nopad_bin" if getattr(dialect, "is_mariadb", False) else "utf8mb4_0900_bin"
+        op.execute(f"ALTER DATABASE CHARACTER SET utf8mb4 COLLATE {collation}")
     op.create_table(
         "jobs",
         sa.Column("id", sa.String(length=36), nullable=False),
