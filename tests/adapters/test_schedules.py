@@ -4,6 +4,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -19,6 +20,8 @@ from inferline.jobs.service import list_jobs
 from inferline.jobs.submission import JobRequest, Submitter
 from inferline.metrics import Metrics
 from inferline.schema import schedules
+
+pytestmark = pytest.mark.mariadb_too  # schedules are part of the job core MariaDB serves
 
 
 async def test_a_due_tick_makes_exactly_one_job_with_several_schedulers(engine: AsyncEngine, database_url: str) -> None:
