@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from inferline.batches.records import BadInput, Limits, Record, TooLong, render, template_fields
+from inferline.batches.records import BadInput, Limits, Record, TooLong, check_columns, render
 
 MAGIC = b"PAR1"
 ROWS_PER_READ = 256
@@ -123,17 +123,9 @@ def _columns(source: pq.ParquetFile, template: str | None, id_field: str, limits
     names = list(source.schema_arrow.names)
     if len(names) > limits.max_columns:
         raise BadInput(f"the Parquet file has {len(names)} columns, over {limits.max_columns}")
-    if len(set(names)) != len(names):
-        raise BadInput(f"the Parquet file names a column twice: {names[:50]}")
     if source.metadata.num_rows > limits.max_records:
         raise BadInput(f"over {limits.max_records} records (setting batch_max_records)")
-    if id_field not in names:
-        raise BadInput(f"the Parquet file has no {id_field!r} column (the records' ids; see id_field)")
-    wanted = ["text"] if template is None else template_fields(template)
-    missing = [name for name in wanted if name not in names]
-    if missing:
-        how = "a 'text' column, or text_template over its columns" if template is None else "text_template"
-        raise BadInput(f"the Parquet file has no column {missing[0]!r} ({how}); it has {names[:50]}")
+    check_columns(names, template, id_field, source="the Parquet file")
     _check_types(source.schema_arrow, template)
     _check_row_groups(source.metadata, limits)
     return names

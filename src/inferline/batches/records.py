@@ -215,7 +215,7 @@ def _csv(stream: BinaryIO, template: str | None, id_field: str, limits: Limits) 
         if header is None:
             raise BadInput("the CSV file is empty: a header row is needed")
         names = [name.strip() for name in header]
-        _check_header(names, template, id_field)
+        check_columns(names, template, id_field, source="the CSV header")
         text_column = None if template is not None else "text"
         start = reader.line_num + 1
         for row in reader:
@@ -238,13 +238,15 @@ def _csv(stream: BinaryIO, template: str | None, id_field: str, limits: Limits) 
         raise BadInput(f"not a valid CSV file at line {reader.line_num}: {exc}") from exc
 
 
-def _check_header(names: list[str], template: str | None, id_field: str) -> None:
+def check_columns(names: list[str], template: str | None, id_field: str, *, source: str) -> None:
+    """The columns of a tabular input (CSV, Parquet) name each column once and hold what the records need:
+    the id column and `text` or the template's fields. `source` names the input in the message."""
     if len(set(names)) != len(names):
-        raise BadInput(f"the CSV header names a column twice: {names[:50]}")
+        raise BadInput(f"{source} names a column twice: {names[:50]}")
     if id_field not in names:
-        raise BadInput(f"the CSV header has no {id_field!r} column (the records' ids; see id_field)")
+        raise BadInput(f"{source} has no {id_field!r} column (the records' ids; see id_field)")
     wanted = ["text"] if template is None else template_fields(template)
     missing = [name for name in wanted if name not in names]
     if missing:
         how = "a 'text' column, or text_template over its columns" if template is None else "text_template"
-        raise BadInput(f"the CSV header has no column {missing[0]!r} ({how}); it has {names[:50]}")
+        raise BadInput(f"{source} has no column {missing[0]!r} ({how}); it has {names[:50]}")
