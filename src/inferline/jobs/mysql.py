@@ -39,7 +39,7 @@ _ALEMBIC_VERSION = sa.table("alembic_version", sa.column("version_num"))
 async def place_in_lanes(
     conn: AsyncConnection, counts: Mapping[tuple[str, int], int], head: sa.Select[Any]
 ) -> dict[tuple[str, int], int]:
-    """Each lane's new last seq after `counts[lane]` jobs join it (the statement `store.lane_upsert`
+    """Each lane's new last seq after `counts[lane]` jobs join it (the statement `lanes.lane_upsert`
     runs in one round trip elsewhere). `head` selects the queue head at bind parameter `priority`. The
     upsert's row lock keeps two API processes from handing out the same seqs; the head, read before it,
     only decides where a lane restarts."""

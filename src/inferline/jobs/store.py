@@ -8,43 +8,30 @@ its outcome write run at once on separate connections, over the same rows.
 Every write that changes a job's status (or asks a running job to stop) also writes its event to the
 outbox, in the same transaction, when the engine has events on (`events/outbox.py`): one outbox row per
 call, whatever its number of jobs, so a claim or a batch of outcomes costs one more single-row insert.
-
-Fairness is start-time fair queuing. Each job gets a `fair_seq` at submission:
-`max(tenant's last seq + 1, head of the queue)`, where the head is the smallest queued seq at that
-priority (or the newest seq given out when the queue is empty). Claims then read the queue in
-(priority, fair_seq, id) order, which is one index scan, and tenants alternate: a tenant arriving
-behind another's 10,000 jobs gets the seq at the head and runs next.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY as postgresql_array
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferline import paging
 from inferline.events import outbox
 from inferline.jobs import mysql
+from inferline.jobs import statements as sql
+from inferline.jobs.lanes import lane_counts, lane_params, lane_upsert, place, queue_head
 from inferline.jobs.model import Job, JobStatus
-from inferline.schema import UTCDateTime, jobs, lanes
+from inferline.schema import jobs
 
 _JOB_FIELDS = {c.name for c in jobs.columns}
 _JOB_DATACLASS_FIELDS = frozenset(field.name for field in fields(Job))
 assert _JOB_FIELDS == _JOB_DATACLASS_FIELDS, "a Job field and the jobs table's columns must match"
 _ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit TO OFF")
-# Statuses written into the SQL, not bound: PostgreSQL matches a query to a partial index (`WHERE status =
-# 'queued'`, migration 0011) only when the query names the same constant, which a generic plan's
-# parameter is not.
-_QUEUED: sa.ColumnClause[str] = sa.literal_column(f"'{JobStatus.QUEUED.value}'")
-_RUNNING: sa.ColumnClause[str] = sa.literal_column(f"'{JobStatus.RUNNING.value}'")
 # Any value serves: it only names the lock all claimers of concurrency-limited kinds share.
 _KIND_LIMIT_LOCK = 0x1F4E_0001
 
@@ -66,60 +53,6 @@ def job_values(job: Job) -> dict[str, Any]:
     values = {name: getattr(job, name) for name in _JOB_FIELDS}
     values["status"] = job.status.value
     return values
-
-
-def lane_counts(batch: Sequence[Job]) -> dict[tuple[str, int], int]:
-    counts: dict[tuple[str, int], int] = {}
-    for job in batch:
-        counts[(job.tenant, job.priority)] = counts.get((job.tenant, job.priority), 0) + 1
-    return dict(sorted(counts.items()))  # a fixed order: concurrent batches lock lanes alike
-
-
-def queue_head(priority: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
-    """The smallest queued seq at this priority; with none queued, the newest seq given out."""
-    smallest_queued = (
-        sa.select(sa.func.min(jobs.c.fair_seq))
-        .where(jobs.c.status == _QUEUED, jobs.c.priority == priority)
-        .scalar_subquery()
-    )
-    newest_given = sa.select(sa.func.max(lanes.c.last_seq)).where(lanes.c.priority == priority).scalar_subquery()
-    return sa.func.coalesce(smallest_queued, newest_given, 0)
-
-
-@functools.cache
-def lane_upsert(dialect: str) -> sa.Insert:
-    """k jobs joining a lane whose last seq is `old` take the seqs up to `max(old, head - 1) + k`; the
-    statement returns that new last seq. Its row lock also keeps two API processes from handing out the
-    same seqs on PostgreSQL. Parameters `tenant`, `priority`, `count`. Built once per dialect: building
-    and cache-keying it per batch would cost a sixth of a submission batch's CPU (docs/benchmarks.md)."""
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(lanes)
-    greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max
-    priority = sa.bindparam("priority", type_=sa.Integer)
-    count = sa.bindparam("count", type_=sa.BigInteger)
-    head = queue_head(priority)
-    return (
-        insert.values(tenant=sa.bindparam("tenant", type_=sa.String), priority=priority, last_seq=head - 1 + count)
-        .on_conflict_do_update(
-            index_elements=[lanes.c.tenant, lanes.c.priority],
-            set_={"last_seq": greatest(lanes.c.last_seq, head - 1) + count},
-        )
-        .returning(lanes.c.last_seq)
-    )
-
-
-def lane_params(tenant: str, priority: int, count: int) -> dict[str, Any]:
-    return {"tenant": tenant, "priority": priority, "count": count}
-
-
-def place(batch: Sequence[Job], lasts: Mapping[tuple[str, int], int]) -> list[Job]:
-    """The batch with fair seqs, given each lane's new last seq."""
-    next_seq = {key: last - count + 1 for key, count in lane_counts(batch).items() for last in [lasts[key]]}
-    placed = []
-    for job in batch:
-        key = (job.tenant, job.priority)
-        placed.append(replace(job, fair_seq=next_seq[key]))
-        next_seq[key] += 1
-    return placed
 
 
 def add_jobs_sync(conn: sa.Connection, batch: Sequence[Job]) -> list[Job]:
@@ -254,7 +187,7 @@ class JobStore:
     async def queue_depth(self) -> list[tuple[str, int, int]]:
         query = (
             sa.select(jobs.c.kind, jobs.c.priority, sa.func.count())
-            .where(jobs.c.status == _QUEUED)
+            .where(jobs.c.status == sql.QUEUED)
             .group_by(jobs.c.kind, jobs.c.priority)
         )
         return [(row[0], int(row[1]), int(row[2])) for row in await self.conn.execute(query)]
@@ -281,12 +214,12 @@ class JobStore:
             return {}
         return {
             row[0]: bool(row[1])
-            for row in await self.conn.execute(_lock_rows(self.dialect == "postgresql"), {"ids": ids})
+            for row in await self.conn.execute(sql.lock_rows(self.dialect == "postgresql"), {"ids": ids})
         }
 
     async def update_running(self, job_id: str, owner: str, values: dict[str, Any]) -> bool:
         """Set `values` of a running job `owner` holds (its progress, its checkpoint): no status change."""
-        update = _running_update(tuple(sorted(values)))
+        update = sql.running_update(tuple(sorted(values)))
         if self.dialect == "mysql":
             await self.lock_rows([job_id])  # see mysql.py: the row's primary key first
         return bool((await self.conn.execute(update, {"_id": job_id, "_owner": owner, **values})).rowcount)
@@ -319,14 +252,14 @@ class JobStore:
         params = {"now": now, "limit": limit, "owner": owner, "expires": now + timedelta(seconds=lease_s)}
         chosen: list[str] = []
         if slots:  # limited kinds: pick in Python, within each kind's free slots
-            candidates = await self.conn.execute(_claim_candidates(tuple(allowed)), params)
-            chosen = _within_slots(candidates, slots)
+            candidates = await self.conn.execute(sql.claim_candidates(tuple(allowed)), params)
+            chosen = sql.within_slots(candidates, slots)
             if not chosen:
                 return []
-            update = _claim_update(None, self.dialect == "postgresql")
+            update = sql.claim_update(None, self.dialect == "postgresql")
             params["ids"] = chosen
         else:  # the common case: select and update in one statement, one round trip
-            update = _claim_update(tuple(allowed), self.dialect == "postgresql")
+            update = sql.claim_update(tuple(allowed), self.dialect == "postgresql")
         rows: Sequence[Mapping[Any, Any]]
         if self.dialect == "mysql":
             rows = await mysql.claim(self.conn, kinds=None if slots else allowed, ids=chosen, params=params)
@@ -356,7 +289,7 @@ class JobStore:
         executemany runs in id order; several groups together do not, so on PostgreSQL their rows are
         locked in id order first (on MariaDB always, see mysql.py), unless the caller did (`locked`, see
         `lock_rows`)."""
-        groups = finish_groups(rows, now)
+        groups = sql.finish_groups(rows, now)
         must_lock = (len(groups) > 1 and self.dialect == "postgresql") or self.dialect == "mysql"
         if must_lock and not locked:
             await self.lock_rows(job.id for job, _ in rows)
@@ -366,8 +299,8 @@ class JobStore:
                 applied.update(await self._finish_group_pg(owner, columns, params))
         else:
             for columns, params in groups.items():
-                await self.conn.execute(_running_update(columns), [p | {"_owner": owner} for p in params])
-            result = await self.conn.execute(_finished_rows(), {"ids": [job.id for job, _ in rows], "now": now})
+                await self.conn.execute(sql.running_update(columns), [p | {"_owner": owner} for p in params])
+            result = await self.conn.execute(sql.finished_rows(), {"ids": [job.id for job, _ in rows], "now": now})
             applied = {row[0] for row in result}
         await self._record((_ended_event(values), job, values) for job, values in rows if job.id in applied)
         return applied
@@ -383,8 +316,8 @@ class JobStore:
             binds[f"s_{column}"] = first[column]
         for column in varying:
             as_json = isinstance(jobs.c[column].type, sa.JSON)
-            binds[f"v_{column}"] = [_json_text(p[column]) if as_json else p[column] for p in params]
-        result = await self.conn.execute(_finish_group_statement(varying, shared), binds)
+            binds[f"v_{column}"] = [sql.json_text(p[column]) if as_json else p[column] for p in params]
+        result = await self.conn.execute(sql.finish_group_statement(varying, shared), binds)
         return {row[0] for row in result}
 
     async def _free_slots(self, kind_limits: Mapping[str, int], kinds: Sequence[str]) -> dict[str, int]:
@@ -398,7 +331,7 @@ class JobStore:
             await mysql.lock_kind_limits(self.conn)
         query = (
             sa.select(jobs.c.kind, sa.func.count())
-            .where(jobs.c.status == _RUNNING, jobs.c.kind.in_(limited))
+            .where(jobs.c.status == sql.RUNNING, jobs.c.kind.in_(limited))
             .group_by(jobs.c.kind)
         )
         running = {row[0]: int(row[1]) for row in await self.conn.execute(query)}
@@ -415,21 +348,21 @@ class JobStore:
             return []
         params = {"ids": ids, "owner": owner, "expires": now + timedelta(seconds=lease_s)}
         if self.dialect == "mysql":
-            rows = await mysql.renew_leases(self.conn, _held_by_owner(False), params)
+            rows = await mysql.renew_leases(self.conn, sql.held_by_owner(False), params)
         else:
-            rows = list((await self.conn.execute(_renew_leases(self.dialect == "postgresql"), params)).mappings())
+            rows = list((await self.conn.execute(sql.renew_leases(self.dialect == "postgresql"), params)).mappings())
         renewed = {row["id"] for row in rows}
         if len(renewed) < len(ids):  # skipped while locked, or no longer held
             skipped = [job_id for job_id in ids if job_id not in renewed]
             rows += (
-                await self.conn.execute(_held_leases(self.dialect == "postgresql"), {"ids": skipped, "owner": owner})
+                await self.conn.execute(sql.held_leases(self.dialect == "postgresql"), {"ids": skipped, "owner": owner})
             ).mappings()
         return [LeaseState(row["id"], bool(row["cancel_requested"]), row["deadline_at"]) for row in rows]
 
     async def expired_leases(self, now: datetime, limit: int = 100) -> list[Job]:
         query = (
             sa.select(jobs)
-            .where(jobs.c.status == _RUNNING, jobs.c.lease_expires_at < now)
+            .where(jobs.c.status == sql.RUNNING, jobs.c.lease_expires_at < now)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -438,191 +371,8 @@ class JobStore:
     async def overdue_queued(self, now: datetime, limit: int = 100) -> list[Job]:
         query = (
             sa.select(jobs)
-            .where(jobs.c.status == _QUEUED, jobs.c.deadline_at <= now)
+            .where(jobs.c.status == sql.QUEUED, jobs.c.deadline_at <= now)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
         return [job_from_row(row) for row in (await self.conn.execute(query)).mappings()]
-
-
-def _within_slots(rows: Iterable[Any], slots: Mapping[str, int]) -> list[str]:
-    """Keep claimed rows within each limited kind's free slots; rows dropped here stay queued."""
-    left = dict(slots)
-    ids = []
-    for job_id, kind in rows:
-        if kind in left:
-            if left[kind] <= 0:
-                continue
-            left[kind] -= 1
-        ids.append(job_id)
-    return ids
-
-
-# Hot statements are built once (with bind parameters) rather than per call: building one and computing
-# its cache key costs ~100 µs of CPU per execution, twice what SQLite then spends on it (docs/benchmarks.md).
-
-_NOW = sa.bindparam("now", type_=UTCDateTime())
-
-
-@functools.cache
-def _running_update(columns: tuple[str, ...]) -> sa.Update:
-    """Set `columns` of job `_id` if `_owner` still holds it running."""
-    return (
-        jobs.update()
-        .where(
-            jobs.c.id == sa.bindparam("_id"),
-            jobs.c.lease_owner == sa.bindparam("_owner"),
-            jobs.c.status == _RUNNING,
-        )
-        .values({column: sa.bindparam(column) for column in columns})
-    )
-
-
-def finish_groups(rows: list[tuple[Job, dict[str, Any]]], now: datetime) -> dict[tuple[str, ...], list[dict[str, Any]]]:
-    """The ends of attempts by the set of columns they write (each group in id order)."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for job, values in sorted(rows, key=lambda row: row[0].id):
-        assert values["updated_at"] == now and values["lease_owner"] is None
-        groups.setdefault(tuple(sorted(values)), []).append({"_id": job.id, **values})
-    return groups
-
-
-def _json_text(value: Any) -> str:
-    """A JSON column's value as the JSON type binds it (None is JSON null, as `none_as_null` is off)."""
-    return json.dumps(value)
-
-
-def _pg_array_type(column: sa.Column[Any]) -> str:
-    kind = column.type
-    if isinstance(kind, sa.JSON):
-        return "text[]"  # cast to jsonb per element below
-    if isinstance(kind, UTCDateTime):
-        return "timestamptz[]"
-    if isinstance(kind, sa.Float):
-        return "float8[]"
-    if isinstance(kind, sa.BigInteger):
-        return "int8[]"
-    if isinstance(kind, sa.Integer):  # SmallInteger too
-        return "int4[]"
-    if isinstance(kind, sa.Boolean):
-        return "bool[]"
-    return "text[]"
-
-
-@functools.cache
-def _finish_group_statement(varying: tuple[str, ...], shared: tuple[str, ...]) -> sa.TextClause:
-    """PostgreSQL: `UPDATE jobs … FROM unnest(ids, varying columns…)` where `_owner` still holds each job
-    running; RETURNING the ids that applied. A fixed text per set of columns, so it is planned once. The
-    rows are locked first in id order (ORDER BY under FOR UPDATE locks as it sorts), as every writer of
-    several job rows that waits does (module doc): the join's own order depends on the plan."""
-    running = JobStatus.RUNNING.value
-    sets = [f'"{c}" = :s_{c}' for c in shared]
-    sets += [f'"{c}" = v."{c}"::jsonb' if isinstance(jobs.c[c].type, sa.JSON) else f'"{c}" = v."{c}"' for c in varying]
-    arrays = ", ".join(["CAST(:_ids AS text[])", *(f"CAST(:v_{c} AS {_pg_array_type(jobs.c[c])})" for c in varying)])
-    names = ", ".join(["_id", *(f'"{c}"' for c in varying)])
-    held = f"jobs.lease_owner = :_owner AND jobs.status = '{running}'"
-    statement = sa.text(
-        # Column names come from the schema, values are all bound.
-        f"WITH locked AS (SELECT jobs.id FROM jobs WHERE jobs.id = ANY(CAST(:_ids AS text[])) AND {held} "  # noqa: S608
-        f"ORDER BY jobs.id FOR UPDATE) "
-        f"UPDATE jobs SET {', '.join(sets)} FROM unnest({arrays}) AS v({names}) "
-        f"WHERE jobs.id = v._id AND jobs.id IN (SELECT id FROM locked) AND {held} RETURNING jobs.id"
-    )
-    return statement.bindparams(*(sa.bindparam(f"s_{c}", type_=jobs.c[c].type) for c in shared))
-
-
-@functools.cache
-def _finished_rows() -> sa.Select[Any]:
-    return sa.select(jobs.c.id).where(
-        jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
-        jobs.c.updated_at == _NOW,
-        jobs.c.lease_owner.is_(None),
-    )
-
-
-def _id_among_ids(on_postgresql: bool) -> sa.ColumnElement[bool]:
-    """`id` is one of the list `ids`. On PostgreSQL `id = ANY(:ids)` with one array parameter: the text
-    stays the same whatever the list's length, so the server plans it once (an IN list of each length is
-    a statement of its own, planned anew). SQLite has no arrays: an IN list there."""
-    if on_postgresql:
-        return jobs.c.id == sa.any_(sa.bindparam("ids", type_=postgresql_array(sa.String())))
-    return jobs.c.id.in_(sa.bindparam("ids", expanding=True))
-
-
-@functools.cache
-def _lock_rows(on_postgresql: bool) -> sa.Select[Any]:
-    """Rows locked after the sort, so in id order (PostgreSQL; SQLite compiles FOR UPDATE to nothing: its
-    one writer already serializes these transactions)."""
-    return (
-        sa.select(jobs.c.id, jobs.c.cancel_requested)
-        .where(_id_among_ids(on_postgresql))
-        .order_by(jobs.c.id)
-        .with_for_update()
-    )
-
-
-def _held_by_owner(on_postgresql: bool) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        _id_among_ids(on_postgresql),
-        jobs.c.lease_owner == sa.bindparam("owner"),
-        jobs.c.status == _RUNNING,
-    )
-
-
-@functools.cache
-def _renew_leases(on_postgresql: bool) -> sa.Update:
-    """The leases `owner` holds among `ids` and no other transaction is writing, renewed without waiting."""
-    free = (
-        sa.select(jobs.c.id).where(_held_by_owner(on_postgresql)).order_by(jobs.c.id).with_for_update(skip_locked=True)
-    )
-    return (
-        jobs.update()
-        .where(jobs.c.id.in_(free.scalar_subquery()))
-        .values(lease_expires_at=sa.bindparam("expires"))
-        .returning(jobs.c.id, jobs.c.cancel_requested, jobs.c.deadline_at)
-    )
-
-
-@functools.cache
-def _held_leases(on_postgresql: bool) -> sa.Select[Any]:
-    """The jobs `owner` holds among `ids`, as last committed (a plain read never waits for a lock)."""
-    return sa.select(jobs.c.id, jobs.c.cancel_requested, jobs.c.deadline_at).where(_held_by_owner(on_postgresql))
-
-
-@functools.cache
-def _claim_candidates(kinds: tuple[str, ...]) -> sa.Select[Any]:
-    """The first `limit` runnable jobs of `kinds` in fair order (parameters `now`, `limit`). SQLite
-    compiles FOR UPDATE SKIP LOCKED to nothing: its one writer already serializes claims."""
-    return (
-        sa.select(jobs.c.id, jobs.c.kind)
-        .where(jobs.c.status == _QUEUED, jobs.c.run_after <= _NOW, jobs.c.kind.in_(kinds))
-        .order_by(jobs.c.priority, jobs.c.fair_seq, jobs.c.id)
-        .limit(sa.bindparam("limit", type_=sa.Integer()))
-        .with_for_update(skip_locked=True)
-    )
-
-
-@functools.cache
-def _claim_update(kinds: tuple[str, ...] | None, on_postgresql: bool) -> sa.Update:
-    """Lease the candidates of `kinds` to `owner` until `expires`; with `kinds` None, the jobs `ids`.
-
-    On PostgreSQL the statement also sets the transaction's `synchronous_commit` to off (see
-    `commit_without_waiting_for_disk`), which a separate `SET LOCAL` would cost a round trip: an
-    uncorrelated scalar subquery on a CTE, run once before the update, whatever the number of rows."""
-    if kinds is None:
-        update = jobs.update().where(_id_among_ids(on_postgresql))
-    else:
-        chosen = sa.select(_claim_candidates(kinds).subquery().c.id).scalar_subquery()
-        update = jobs.update().where(jobs.c.id.in_(chosen))
-    if on_postgresql:
-        setting = sa.select(sa.func.set_config("synchronous_commit", "off", sa.true()).label("value"))
-        async_commit = setting.cte("async_commit")
-        update = update.add_cte(async_commit).where(sa.select(async_commit.c.value).scalar_subquery().is_not(None))
-    return update.values(
-        status=JobStatus.RUNNING.value,
-        attempts=jobs.c.attempts + 1,
-        lease_owner=sa.bindparam("owner"),
-        lease_expires_at=sa.bindparam("expires"),
-        started_at=sa.func.coalesce(jobs.c.started_at, _NOW),
-        updated_at=_NOW,
-    ).returning(*jobs.columns)
