@@ -117,10 +117,11 @@ async def test_a_tick_its_kind_refuses_on_queue_creates_no_job_and_the_others_st
     registry = KindRegistry()
     register_echo(registry)
     refused: list[str] = []
+    running: set[str] = set()
 
     async def busy(conn: AsyncConnection, job: Job) -> None:  # as a project refuses a second run
         refused.append(job.tenant)
-        if job.tenant == "a":
+        if job.tenant in running:
             raise Conflict("project is running")
 
     async def run(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +131,10 @@ async def test_a_tick_its_kind_refuses_on_queue_creates_no_job_and_the_others_st
     template = JobRequest(kind="guarded", input={})
     await create_schedule(engine, registry, tenant="a", cron="* * * * *", template=template)
     await create_schedule(engine, registry, tenant="b", cron="* * * * *", template=template)
+    running.add("a")
+    with pytest.raises(Conflict):  # made now, it is checked as its first tick would be
+        await create_schedule(engine, registry, tenant="a", cron="* * * * *", template=template)
+    refused.clear()
     async with engine.begin() as conn:
         await conn.execute(sa.update(schedules).values(next_run_at=utcnow() - timedelta(seconds=1)))
     assert await fire_due_schedules(Submitter(engine, registry, default_max_attempts=3)) == 1

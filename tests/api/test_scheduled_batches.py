@@ -100,8 +100,17 @@ async def a_tick_makes_a_batch_of_its_file_and_the_manual_trigger_another(api: A
     body["input"] = {"collection": "jobs", "input_file_id": file_id, "text_template": "{title"}
     refused = await api.client.post("/api/v1/schedules", json=body)
     assert refused.status_code == 422 and "text_template" in refused.text
-    theirs = await schedule(api, api.other, input_file_id=file_id)  # the shape is fine; the file is not theirs
-    assert (await api.other.post(f"/api/v1/schedules/{theirs['id']}/run")).status_code == 404
+    # Refused when made, as its first tick would be: the file is not theirs, a folder not set up, a
+    # collection missing.
+    body = {"kind": "scheduled_batch", "cron": "0 2 * * *", "input": {"collection": "jobs", "input_file_id": file_id}}
+    theirs = await api.other.post("/api/v1/schedules", json=body)
+    assert theirs.status_code == 404 and file_id in theirs.text
+    body["input"] = {"collection": "jobs", "drop_folder": "weekly"}
+    unset = await api.client.post("/api/v1/schedules", json=body)
+    assert unset.status_code == 422 and "drop_folder" in unset.text
+    body["input"] = {"collection": "nope", "drop_folder": "nightly"}
+    assert (await api.client.post("/api/v1/schedules", json=body)).status_code == 404
+    assert len((await api.client.get("/api/v1/schedules")).json()["items"]) == 1  # none of them was kept
 
 
 def drop(folder: Path, name: str, content: bytes, age_s: float = 0) -> None:
@@ -158,8 +167,13 @@ async def a_drop_folder_run_takes_each_new_file_once_and_refuses_what_is_not_a_r
         ("d.png", True),
     ]
 
-    # A folder the tenant has not been given: refused when the run is asked for.
-    theirs = await schedule(api, api.other, drop_folder="nightly")
+    # A folder the tenant has not been given: refused when the schedule is made, and when a run is asked
+    # for (a schedule made before the operator took the folder away: here, the default tenant's moved over).
     assert (await api.other.post("/api/v1/collections", json={"name": "jobs"})).status_code == 201
-    refused_run = await api.other.post(f"/api/v1/schedules/{theirs['id']}/run")
+    body = {"kind": "scheduled_batch", "cron": "0 2 * * *", "input": {"collection": "jobs", "drop_folder": "nightly"}}
+    refused_made = await api.other.post("/api/v1/schedules", json=body)
+    assert refused_made.status_code == 422 and refused_made.json()["field"] == "drop_folder"
+    async with db.write(api.services.engine) as conn:
+        await conn.execute(sa.update(schedules).where(schedules.c.id == made["id"]).values(tenant="other"))
+    refused_run = await api.other.post(f"/api/v1/schedules/{made['id']}/run")
     assert refused_run.status_code == 422 and refused_run.json()["field"] == "drop_folder"

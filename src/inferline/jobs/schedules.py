@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from inferline import db, paging
 from inferline.clock import utcnow
 from inferline.errors import Conflict, InvalidInput, NotFound
+from inferline.files.store import hold_files
 from inferline.ids import new_id
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job
@@ -36,6 +37,7 @@ from inferline.jobs.submission import (
     JobTransaction,
     Submitter,
     check_webhook,
+    new_job,
     validated_request,
 )
 from inferline.outbound import OutboundPolicy
@@ -85,6 +87,7 @@ async def create_schedule(
 ) -> Schedule:
     template = validated_request(registry, template)
     await check_webhook(outbound or OutboundPolicy(), template, tenant=tenant)
+    await _check_as_a_tick_would(engine, registry, template, tenant=tenant)
     now = utcnow()
     schedule = Schedule(
         id=new_id(),
@@ -100,6 +103,29 @@ async def create_schedule(
     async with db.write(engine) as conn:
         await conn.execute(schedules.insert().values(**schedule.__dict__))
     return schedule
+
+
+class _Checked(Exception):
+    """Ends a schedule's check: its transaction rolls back, whatever the kind's hook wrote."""
+
+
+async def _check_as_a_tick_would(
+    engine: AsyncEngine, registry: KindRegistry, template: JobRequest, *, tenant: str
+) -> None:
+    """Refuse now what the first tick would be refused for (the tenant's file or collection missing, a
+    drop folder the operator did not set up), with the same 4xx: the kind's `on_queue` and the files the
+    input names, in a transaction rolled back (a hook may write: the media pipeline claims its project)."""
+    kind = registry.get(template.kind)
+    file_ids = kind.file_ids(template.input)
+    if kind.on_queue is None and not file_ids:
+        return
+    job = new_job(template, tenant=tenant, now=utcnow(), default_max_attempts=1)
+    with contextlib.suppress(_Checked):
+        async with db.write(engine) as conn:
+            await hold_files(conn, tenant, file_ids)
+            if kind.on_queue is not None:
+                await kind.on_queue(conn, job)
+            raise _Checked
 
 
 async def list_schedules(
