@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inferline import db
 from inferline.clock import utcnow
-from inferline.errors import Conflict
+from inferline.errors import Conflict, NotFound
 from inferline.jobs.context import JobContext
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
@@ -117,11 +117,10 @@ async def test_a_tick_its_kind_refuses_on_queue_creates_no_job_and_the_others_st
     registry = KindRegistry()
     register_echo(registry)
     refused: list[str] = []
-    running: set[str] = set()
 
     async def busy(conn: AsyncConnection, job: Job) -> None:  # as a project refuses a second run
         refused.append(job.tenant)
-        if job.tenant in running:
+        if job.tenant == "a":
             raise Conflict("project is running")
 
     async def run(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
@@ -131,10 +130,7 @@ async def test_a_tick_its_kind_refuses_on_queue_creates_no_job_and_the_others_st
     template = JobRequest(kind="guarded", input={})
     await create_schedule(engine, registry, tenant="a", cron="* * * * *", template=template)
     await create_schedule(engine, registry, tenant="b", cron="* * * * *", template=template)
-    running.add("a")
-    with pytest.raises(Conflict):  # made now, it is checked as its first tick would be
-        await create_schedule(engine, registry, tenant="a", cron="* * * * *", template=template)
-    refused.clear()
+    refused.clear()  # the checks when they were made (a conflict does not refuse a schedule)
     async with engine.begin() as conn:
         await conn.execute(sa.update(schedules).values(next_run_at=utcnow() - timedelta(seconds=1)))
     assert await fire_due_schedules(Submitter(engine, registry, default_max_attempts=3)) == 1
@@ -144,3 +140,40 @@ async def test_a_tick_its_kind_refuses_on_queue_creates_no_job_and_the_others_st
     for tenant in ("a", "b"):
         [after], _ = await list_schedules(engine, tenant=tenant)
         assert after.next_run_at > utcnow()
+
+
+async def test_a_schedule_is_refused_when_made_as_its_first_tick_would_be_but_not_for_a_passing_conflict(
+    engine: AsyncEngine,
+) -> None:
+    registry = KindRegistry()
+    refusals: dict[str, Exception] = {"busy": Conflict("project is running"), "gone": NotFound("project not found")}
+    wrote: list[str] = []
+
+    async def guard(conn: AsyncConnection, job: Job) -> None:
+        # What it writes is taken back: a schedule's check queues nothing.
+        await conn.execute(sa.update(schedules).values(name="written by a check"))
+        wrote.append(job.tenant)
+        if job.tenant in refusals:
+            raise refusals[job.tenant]
+
+    async def run(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    registry.kind("guarded", on_queue=guard)(run)
+    registry.kind("plain")(run)
+    guarded = JobRequest(kind="guarded", input={})
+    await create_schedule(engine, registry, tenant="free", cron="* * * * *", template=guarded, name="kept")
+    await create_schedule(engine, registry, tenant="busy", cron="* * * * *", template=guarded, name="kept")
+    with pytest.raises(NotFound):
+        await create_schedule(engine, registry, tenant="gone", cron="* * * * *", template=guarded)
+    with pytest.raises(NotFound, match="file nope"):  # the files its input names, as a tick holds them
+        await create_schedule(
+            engine, registry, tenant="free", cron="* * * * *", template=JobRequest("plain", {"file_id": "nope"})
+        )
+    assert wrote == ["free", "busy", "gone"]
+    made = {tenant: (await list_schedules(engine, tenant=tenant))[0] for tenant in ("free", "busy", "gone")}
+    assert {tenant: [s.name for s in found] for tenant, found in made.items()} == {
+        "free": ["kept"],
+        "busy": ["kept"],
+        "gone": [],
+    }

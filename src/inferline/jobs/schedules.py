@@ -114,13 +114,15 @@ async def _check_as_a_tick_would(
 ) -> None:
     """Refuse now what the first tick would be refused for (the tenant's file or collection missing, a
     drop folder the operator did not set up), with the same 4xx: the kind's `on_queue` and the files the
-    input names, in a transaction rolled back (a hook may write: the media pipeline claims its project)."""
+    input names, in a transaction rolled back (a hook may write: the media pipeline claims its project).
+    A 409 is not refused: it says what is true now, not what a tick will find."""
     kind = registry.get(template.kind)
     file_ids = kind.file_ids(template.input)
     if kind.on_queue is None and not file_ids:
         return
     job = new_job(template, tenant=tenant, now=utcnow(), default_max_attempts=1)
-    with contextlib.suppress(_Checked):
+    # A conflict is a passing state (the project's run in progress): a later tick may find it gone.
+    with contextlib.suppress(_Checked, Conflict):
         async with db.write(engine) as conn:
             await hold_files(conn, tenant, file_ids)
             if kind.on_queue is not None:

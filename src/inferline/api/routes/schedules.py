@@ -17,11 +17,11 @@ from inferline.jobs.model import public_view
 router = APIRouter(prefix="/schedules", tags=["schedules"])
 
 
-@router.post("", status_code=201, response_model=ScheduleOut, responses=problems(404, 409, 413, 422))
+@router.post("", status_code=201, response_model=ScheduleOut, responses=problems(404, 413, 422))
 async def create_schedule(body: ScheduleIn, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """Make a schedule. Its template is refused now as its first tick would be: 404 for a file or a
-    collection the tenant does not have, 409 or 422 where the kind refuses it (a project already running,
-    a drop folder not set up)."""
+    collection the tenant does not have, 422 where the kind refuses it (a drop folder not set up). A
+    conflict of the moment (a project's run in progress) does not refuse it."""
     schedule = await schedules.create_schedule(
         services.engine,
         services.registry,
