@@ -19,7 +19,9 @@ from tests.api.test_batches_api import collection, finished, jsonl, posting, upl
 from tests.helpers import eventually
 
 from inferline import db
+from inferline.batches.scheduled import ScheduledBatchInput, run_scheduled_batch
 from inferline.clock import utcnow
+from inferline.jobs.testing import MemoryContext
 from inferline.schema import batch_drop_files, schedules, webhook_deliveries
 
 
@@ -45,6 +47,12 @@ async def made_batches(api: Api, job_id: str) -> dict[str, Any]:
     result: dict[str, Any] = job["result"]
     result["batches"] = [await finished(api, {"id": i, "job_id": await job_of(api, i)}) for i in result["batch_ids"]]
     return result
+
+
+async def made_batches_of(api: Api, result: dict[str, Any]) -> None:
+    """Wait for the batches a scheduled batch's result names to finish."""
+    for batch_id in result["batch_ids"]:
+        await finished(api, {"id": batch_id, "job_id": await job_of(api, batch_id)})
 
 
 async def job_of(api: Api, batch_id: str) -> str:
@@ -100,6 +108,17 @@ async def a_tick_makes_a_batch_of_its_file_and_the_manual_trigger_another(api: A
     body["input"] = {"collection": "jobs", "input_file_id": file_id, "text_template": "{title"}
     refused = await api.client.post("/api/v1/schedules", json=body)
     assert refused.status_code == 422 and "text_template" in refused.text
+    # An attempt cut off after it made its batch: the next attempt finds that batch and makes no second.
+    cut = MemoryContext(tenant="default")
+    data = ScheduledBatchInput(collection="jobs", input_file_id=file_id)
+    made_once = await run_scheduled_batch(api.services.batches, cut, data)
+    retried = await run_scheduled_batch(api.services.batches, MemoryContext(job=cut.job, attempt=2), data)
+    assert retried["batch_ids"] == made_once["batch_ids"]
+    await made_batches_of(api, made_once)
+    other_job = await run_scheduled_batch(api.services.batches, MemoryContext(tenant="default"), data)
+    assert other_job["batch_ids"] != made_once["batch_ids"]  # another run of the schedule: a batch of its own
+    await made_batches_of(api, other_job)
+
     # Refused when made, as its first tick would be: the file is not theirs, a folder not set up, a
     # collection missing.
     body = {"kind": "scheduled_batch", "cron": "0 2 * * *", "input": {"collection": "jobs", "input_file_id": file_id}}

@@ -2,7 +2,7 @@
 from a source. Its job creates the batches (each its own `batch` job, through the checks of
 `POST /batches`) and ends; it indexes nothing itself.
 
-- `input_file_id`: one batch of that file at every run.
+- `input_file_id`: one batch of that file at every run (one per job, whatever its attempts).
 - `drop_folder`: one batch per file of the tenant's drop folder of that name (`drops.py`) not taken by a
   run before, oldest first, at most `batch_drop_max_files` a run. A file is taken once: its row in
   `batch_drop_files` (name, size, modification time), its copy among the tenant's files, its batch and
@@ -28,7 +28,7 @@ from inferline.batches.deps import BatchDeps
 from inferline.batches.drops import DropFile, FolderUnreadable, Refused, list_drop_files, open_drop_file
 from inferline.batches.model import DEFAULT_ID_FIELD
 from inferline.batches.records import template_fields
-from inferline.batches.service import MAX_CHUNK_RECORDS, BatchIn, add_batch, check_batch, create_batch
+from inferline.batches.service import MAX_CHUNK_RECORDS, BatchIn, add_batch, check_batch
 from inferline.clock import utcnow
 from inferline.config import DROP_FOLDER_NAME
 from inferline.errors import InvalidInput, NonRetryable, NotFound, QuotaExceeded, TooLarge, UnsupportedMediaType
@@ -38,6 +38,8 @@ from inferline.ids import new_id
 from inferline.jobs.context import JobContext
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job
+from inferline.jobs.store import JobStore
+from inferline.jobs.submission import SERVER_KEY_PREFIX
 from inferline.schema import batch_drop_files
 from inferline.search.store import SearchStore
 
@@ -99,8 +101,8 @@ def register(registry: KindRegistry, deps: BatchDeps) -> None:
 async def run_scheduled_batch(deps: BatchDeps, ctx: JobContext, data: ScheduledBatchInput) -> dict[str, Any]:
     webhook = ctx.job.webhook  # the schedule's: it hears each batch's `batch.completed` too
     if data.input_file_id is not None:
-        batch, _ = await create_batch(deps, tenant=ctx.tenant, data=data.batch_in(data.input_file_id, webhook))
-        return {"batch_ids": [batch.id], "taken": [], "refused": []}
+        batch_id = await _batch_of_file(deps, ctx, data.batch_in(data.input_file_id, webhook))
+        return {"batch_ids": [batch_id], "taken": [], "refused": []}
     assert data.drop_folder is not None
     root = deps.drops.folder(ctx.tenant, data.drop_folder)
     options = data.batch_in("-", webhook)
@@ -124,6 +126,19 @@ async def run_scheduled_batch(deps: BatchDeps, ctx: JobContext, data: ScheduledB
         taken.append({"name": item.name, "batch_id": outcome})
     shown = [{"name": item.name, "reason": item.reason} for item in refused[:100]]
     return {"batch_ids": batch_ids, "taken": taken, "refused": shown}
+
+
+async def _batch_of_file(deps: BatchDeps, ctx: JobContext, options: BatchIn) -> str:
+    """The id of this job's batch of its file, made once whatever the job's attempts: the batch's job
+    carries a key naming this job, so an attempt cut off after the batch was made finds it."""
+    key = f"{SERVER_KEY_PREFIX}scheduled_batch:{ctx.id}"
+    await check_batch(deps, tenant=ctx.tenant, data=options)
+    async with deps.submitter.transaction() as tx:
+        made = await JobStore(tx.conn).get_by_idempotency_key(ctx.tenant, key)
+        if made is not None:
+            return str(made.input["batch_id"])
+        batch, _ = await add_batch(tx, deps, tenant=ctx.tenant, data=options, idempotency_key=key)
+    return batch.id
 
 
 async def _not_taken(deps: BatchDeps, tenant: str, folder: str, listed: list[DropFile]) -> list[DropFile]:

@@ -52,8 +52,11 @@ async def check_batch(deps: BatchDeps, *, tenant: str, data: BatchIn) -> None:
     await check_webhook(deps.submitter.outbound, JobRequest(kind.KIND, {}, webhook=data.webhook), tenant=tenant)
 
 
-async def add_batch(tx: JobTransaction, deps: BatchDeps, *, tenant: str, data: BatchIn) -> tuple[Batch, Job]:
-    """The batch and its job in `tx` (after `check_batch`): a scheduled batch's way, with its file."""
+async def add_batch(
+    tx: JobTransaction, deps: BatchDeps, *, tenant: str, data: BatchIn, idempotency_key: str | None = None
+) -> tuple[Batch, Job]:
+    """The batch and its job in `tx` (after `check_batch`): a scheduled batch's way, with its file. A
+    server's `idempotency_key` on the batch's job makes a second one with the key an IntegrityError."""
     return await _add(
         tx,
         tenant=tenant,
@@ -64,6 +67,7 @@ async def add_batch(tx: JobTransaction, deps: BatchDeps, *, tenant: str, data: B
         chunk_records=data.chunk_records or deps.default_chunk_records,
         retry_of=None,
         webhook=data.webhook,
+        idempotency_key=idempotency_key,
     )
 
 
@@ -78,6 +82,7 @@ async def _add(
     chunk_records: int,
     retry_of: str | None,
     webhook: str | None,
+    idempotency_key: str | None = None,
 ) -> tuple[Batch, Job]:
     if await SearchStore(tx.conn).collection_named(tenant, collection) is None:
         raise NotFound(f"collection {collection!r} not found")
@@ -88,7 +93,7 @@ async def _add(
         raise UnsupportedMediaType(f"input file {input_file_id} is {file.content_type}: send JSONL, CSV or Parquet")
     batch_id = new_id()
     request = JobRequest(kind=kind.KIND, input={"batch_id": batch_id, "input_file_id": input_file_id}, webhook=webhook)
-    job = await tx.add(request, tenant=tenant)
+    job = await tx.add(request, tenant=tenant, idempotency_key=idempotency_key)
     batch = Batch.new(
         id=batch_id,
         tenant=tenant,
