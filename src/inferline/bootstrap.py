@@ -10,21 +10,18 @@ from types import ModuleType
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from inferline import leases, plugins
+from inferline import plugins
 from inferline.batches import kind as batch_kind
 from inferline.batches import scheduled as scheduled_batch
 from inferline.batches.deps import BatchDeps
-from inferline.batches.drops import DropFolders
-from inferline.batches.records import Limits as BatchLimits
 from inferline.breakers import Breakers
 from inferline.config import Settings
 from inferline.db import SqliteWriter, create_engine
 from inferline.events import outbox
 from inferline.events.broker import Broker
 from inferline.events.deps import EventsDeps
-from inferline.events.publisher import Publisher, PublisherConfig
+from inferline.events.publisher import Publisher
 from inferline.files.blobs import BlobStore
-from inferline.files.store import Quota
 from inferline.files.sweep import run_sweeper
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs import echo
@@ -37,28 +34,20 @@ from inferline.jobs.wakeup import LocalWakeup, PollingWakeup, PostgresWakeup, Wa
 from inferline.jobs.watchers import JobWatchers
 from inferline.jobs.webhooks import WebhookDispatcher
 from inferline.media import kind as media_kind
-from inferline.media.deps import Interpolation, MediaDeps, MediaLimits
+from inferline.media.deps import MediaDeps
 from inferline.media.interpolation import MODEL_NAME as INTERPOLATION_MODEL
 from inferline.media.interpolation import InterpolationFactory
-from inferline.media.transitions import XfadeTransitions
 from inferline.metrics import Metrics
-from inferline.monitor import presence
+from inferline.monitor import loops as monitor_loops
 from inferline.monitor.deps import MonitorDeps
-from inferline.monitor.evaluator import Evaluator
-from inferline.monitor.notifier import Notifier
 from inferline.monitor.presence import model_states
-from inferline.monitor.rules import ensure_default_rules
-from inferline.monitor.sampler import Sampler, SamplerConfig
-from inferline.monitor.series import MetricReads
 from inferline.ocr import kind as ocr_kind
 from inferline.ocr.deps import OcrDeps
-from inferline.ocr.documents import Limits
 from inferline.ocr.rapid import RapidOcrModel
 from inferline.ocr.tesseract import TesseractModel
 from inferline.outbound import OutboundPolicy
-from inferline.records.deps import RecordDeps, StreamLimits, StreamSlots
+from inferline.records.deps import RecordDeps
 from inferline.search import kind as search_kind
-from inferline.search.caches import ResultCache
 from inferline.search.deps import SearchDeps
 from inferline.search.embedders import E5Small, EmbeddingModel, OnnxFactory, QueryCopy, UseMultilingual, query_model
 from inferline.search.index import SearchIndex
@@ -136,6 +125,20 @@ def register_models(settings: Settings, models: ModelRuntime) -> frozenset[str]:
     return frozenset(factories)
 
 
+def build_models(settings: Settings, metrics: Metrics) -> tuple[ModelRuntime, frozenset[str]]:
+    """The model runtime with every model registered, and the names of the embedding models."""
+    models = ModelRuntime(
+        device=settings.device,
+        modes=settings.model_modes,
+        queue_limit=settings.model_queue_limit,
+        metrics=metrics,
+        processes=settings.model_processes,
+    )
+    embedding_models = register_models(settings, models)
+    metrics.watch(settings.data_dir, lambda: model_states(models))
+    return models, embedding_models
+
+
 def build_search_index(settings: Settings) -> SearchIndex:
     if settings.search_backend == "pgvector":
         url = settings.search_database_url or settings.database_url
@@ -169,20 +172,6 @@ def build_broker(settings: Settings) -> Broker:
     return NatsBroker(url, **options)  # type: ignore[arg-type]
 
 
-def build_events(settings: Settings, engine: AsyncEngine) -> EventsDeps:
-    config = PublisherConfig(
-        topic=settings.events_topic,
-        batch=settings.events_batch,
-        poll_s=settings.events_publish_poll_s,
-        timeout_s=settings.events_publish_timeout_s,
-        max_rows=settings.events_outbox_max_rows,
-        max_bytes=settings.events_max_bytes,
-        sent_retention_s=settings.events_sent_retention_s,
-    )
-    broker = build_broker(settings) if settings.events_broker else None
-    return EventsDeps(engine=engine, broker=broker, publisher=config)
-
-
 def build_wakeup(settings: Settings) -> Wakeup:
     if settings.is_sqlite:
         return LocalWakeup()
@@ -210,65 +199,51 @@ def refuse_on_mysql(settings: Settings) -> None:
         )
 
 
-def build_services(settings: Settings) -> Services:
-    refuse_on_mysql(settings)
+def build_engine(settings: Settings) -> AsyncEngine:
     engine = create_engine(settings.resolved_database_url)
     if settings.events_broker:
         # Read by every job store on this engine's connections: each state change writes its event.
         engine.update_execution_options(**{outbox.EVENTS_OPTION: True})
-    wakeup = build_wakeup(settings)
-    metrics = Metrics()
-    models = ModelRuntime(
-        device=settings.device,
-        modes=settings.model_modes,
-        queue_limit=settings.model_queue_limit,
-        metrics=metrics,
-        processes=settings.model_processes,
-    )
-    embedding_models = register_models(settings, models)
-    metrics.watch(settings.data_dir, lambda: model_states(models))
-    blobs = BlobStore(settings.data_dir.resolve() / "blobs")
-    search = SearchDeps(
-        engine=engine,
-        blobs=blobs,
-        index=build_search_index(settings),
-        models=models,
-        result_cache=ResultCache(
-            settings.search_cache_size,
-            settings.redis_url,
-            settings.search_cache_ttl_s,
-            breakers=Breakers(failures=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_s),
-            metrics=metrics,
-        ),
-        metrics=metrics,
-        embedding_models=embedding_models,
-        default_model=settings.embedding_model,
-        chunk_tokens=settings.chunk_tokens,
-        overlap_tokens=settings.chunk_overlap_tokens,
-        window=settings.search_window,
-        fusion=settings.search_fusion,
-        rrf_k=settings.search_rrf_k,
-        weights=settings.search_weights,
-    )
-    ocr = OcrDeps(
-        engine=engine,
-        blobs=blobs,
-        models=models,
-        limits=Limits(max_pages=settings.ocr_max_pages, max_page_pixels=settings.ocr_max_page_pixels),
-        default_dpi=settings.ocr_default_dpi,
-    )
-    registry = KindRegistry()
-    outbound = outbound_policy(settings)
-    submitter = Submitter(
+    return engine
+
+
+def build_submitter(
+    settings: Settings, engine: AsyncEngine, registry: KindRegistry, wakeup: Wakeup, metrics: Metrics
+) -> Submitter:
+    return Submitter(
         engine,
         registry,
         default_max_attempts=settings.default_max_attempts,
         wakeup=wakeup,
         metrics=metrics,
         sqlite_writer=SqliteWriter(engine) if settings.is_sqlite else None,
-        outbound=outbound,
+        outbound=outbound_policy(settings),
     )
-    batches = build_batches(settings, search, submitter)
+
+
+def build_services(settings: Settings) -> Services:
+    refuse_on_mysql(settings)
+    engine = build_engine(settings)
+    wakeup = build_wakeup(settings)
+    metrics = Metrics()
+    models, embedding_models = build_models(settings, metrics)
+    blobs = BlobStore(settings.data_dir.resolve() / "blobs")
+    registry = KindRegistry()
+    submitter = build_submitter(settings, engine, registry, wakeup, metrics)
+    search = SearchDeps.from_settings(
+        settings,
+        engine=engine,
+        blobs=blobs,
+        index=build_search_index(settings),
+        models=models,
+        metrics=metrics,
+        embedding_models=embedding_models,
+    )
+    batches = BatchDeps.from_settings(settings, search=search, submitter=submitter)
+    monitor = MonitorDeps.from_settings(
+        settings, engine=engine, metrics=metrics, models=models, blobs=blobs, outbound=submitter.outbound
+    )
+    broker = build_broker(settings) if settings.events_broker else None
     services = Services(
         settings=settings,
         engine=engine,
@@ -277,7 +252,7 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         models=models,
         blobs=blobs,
-        ocr=ocr,
+        ocr=OcrDeps.from_settings(settings, engine=engine, blobs=blobs, models=models),
         search=search,
         auth=Authenticator(
             engine,
@@ -286,109 +261,15 @@ def build_services(settings: Settings) -> Services:
         ),
         watchers=JobWatchers(engine, settings.events_poll_s, settings.events_max_streams_per_tenant),
         submitter=submitter,
-        media=build_media(settings, engine, blobs, submitter),
+        media=MediaDeps.from_settings(settings, engine=engine, blobs=blobs, submitter=submitter),
         batches=batches,
-        records=build_records(settings, batches),
-        monitor=build_monitor(settings, engine, metrics, models, blobs, outbound),
+        records=RecordDeps.from_settings(settings, batches=batches),
+        monitor=monitor,
         tracing=Tracing(settings.otlp_endpoint, sample_ratio=settings.otlp_sample_ratio),
-        events=build_events(settings, engine),
+        events=EventsDeps.from_settings(settings, engine=engine, broker=broker),
     )
     register_kinds(services)
     return services
-
-
-def build_batches(settings: Settings, search: SearchDeps, submitter: Submitter) -> BatchDeps:
-    return BatchDeps(
-        engine=search.engine,
-        blobs=search.blobs,
-        submitter=submitter,
-        search=search,
-        limits=BatchLimits(
-            max_records=settings.batch_max_records,
-            max_line_bytes=settings.batch_max_line_bytes,
-            max_record_bytes=settings.batch_max_record_bytes,
-        ),
-        max_file_bytes=settings.batch_max_file_bytes,
-        default_chunk_records=settings.batch_chunk_records,
-        drops=DropFolders(
-            folders=settings.batch_drop_folders,
-            max_files=settings.batch_drop_max_files,
-            settle_s=settings.batch_drop_settle_s,
-            quota=Quota(max_bytes=settings.files_max_bytes_per_tenant, max_files=settings.files_max_per_tenant),
-        ),
-    )
-
-
-def build_records(settings: Settings, batches: BatchDeps) -> RecordDeps:
-    limits = StreamLimits(
-        window_records=settings.grpc_window_records,
-        group_records=settings.grpc_group_records,
-        idle_s=settings.grpc_idle_s,
-        streams_per_tenant=settings.grpc_streams_per_tenant,
-    )
-    return RecordDeps(batches=batches, limits=limits, slots=StreamSlots(limits.streams_per_tenant))
-
-
-def build_media(settings: Settings, engine: AsyncEngine, blobs: BlobStore, submitter: Submitter) -> MediaDeps:
-    limits = MediaLimits(
-        max_image_pixels=settings.media_max_image_pixels,
-        max_audio_s=settings.media_max_audio_s,
-        max_assets=settings.media_max_assets,
-        max_output_bytes=settings.media_max_output_bytes,
-    )
-    interpolation = None
-    if settings.media_interpolation_model:
-        interpolation = Interpolation(
-            depth=settings.media_interpolation_depth, timeout_s=settings.media_transition_timeout_s
-        )
-    return MediaDeps(
-        engine=engine,
-        blobs=blobs,
-        submitter=submitter,
-        work_root=settings.data_dir.resolve() / "media" / "work",
-        limits=limits,
-        quota=Quota(max_bytes=settings.files_max_bytes_per_tenant, max_files=settings.files_max_per_tenant),
-        interpolation=interpolation,
-        fallback=XfadeTransitions(threads=settings.media_ffmpeg_threads),
-        ffmpeg_threads=settings.media_ffmpeg_threads,
-    )
-
-
-def build_monitor(
-    settings: Settings,
-    engine: AsyncEngine,
-    metrics: Metrics,
-    models: ModelRuntime,
-    blobs: BlobStore,
-    outbound: OutboundPolicy,
-) -> MonitorDeps:
-    notifier = Notifier(
-        settings.monitor_channels,
-        outbound=outbound,
-        metrics=metrics,
-        attempts=settings.monitor_notify_attempts,
-        timeout_s=settings.monitor_notify_timeout_s,
-        breaker_failures=settings.monitor_breaker_failures,
-        cooldown_s=settings.monitor_breaker_cooldown_s,
-    )
-    return MonitorDeps(
-        engine=engine,
-        metrics=metrics,
-        models=models,
-        blobs=blobs,
-        data_dir=settings.data_dir.resolve(),
-        admin_tenants=frozenset(settings.admin_tenants),
-        retention_s=settings.monitor_retention_s,
-        channels=settings.monitor_channels,
-        notifier=notifier,
-        redis_url=settings.redis_url,
-        disk_min_free_ratio=settings.monitor_disk_min_free_ratio,
-        sample_s=settings.monitor_sample_s,
-        evaluate_s=settings.monitor_evaluate_s,
-        presence_s=settings.monitor_presence_s,
-        default_channels=settings.monitor_default_channels,
-        metric_reads=MetricReads(settings.monitor_metric_queries_per_tenant),
-    )
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -419,34 +300,6 @@ def worker_config(settings: Settings, concurrency: int, *, reaps: bool = True) -
     )
 
 
-async def start_monitor(monitor: MonitorDeps, *, workers: int, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-    """The built-in rules, this process's presence reports when it runs `workers` (an API process
-    without slots makes none), and its candidacy for the sampler and the evaluator (each runs in one
-    process of the fleet at a time, whichever kind of process it is)."""
-    await ensure_default_rules(monitor.engine, monitor.default_channels)
-    owner = leases.process_owner()
-    tasks = []
-    if workers > 0:
-        # Reported before the sampler can run: a restarted fleet is not sampled as one without workers.
-        await presence.report(monitor.engine, owner, workers=workers, models=monitor.models)
-        reports = presence.run_presence(
-            monitor.engine, owner, workers=workers, models=monitor.models, every_s=monitor.presence_s, stop=stop
-        )
-        tasks.append(asyncio.create_task(reports))
-    sampler = Sampler(
-        monitor.engine,
-        monitor.metrics,
-        monitor.data_dir,
-        SamplerConfig(monitor.sample_s, monitor.presence_s, monitor.retention_s),
-    )
-    evaluator = Evaluator(monitor.engine, monitor.notifier, monitor.metrics, monitor.retention_s)
-    return [
-        *tasks,
-        asyncio.create_task(sampler.run(stop, owner=owner)),
-        asyncio.create_task(evaluator.run(stop, every_s=monitor.evaluate_s, owner=owner)),
-    ]
-
-
 async def finish(tasks: list[asyncio.Task[None]], grace_s: float) -> None:
     """Wait for loops told to stop; cancel those still running after `grace_s`."""
     _, stuck = await asyncio.wait(tasks, timeout=grace_s) if tasks else (set(), set())
@@ -467,7 +320,7 @@ class MonitorLoops:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
-        self.tasks = await start_monitor(self.monitor, workers=0, stop=self.halt)
+        self.tasks = await monitor_loops.start(self.monitor, workers=0, stop=self.halt)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         self.halt.set()
@@ -533,7 +386,7 @@ class Background:
             asyncio.create_task(self.dispatcher.run(self.halt)),
         ]
         if s.settings.monitor_enabled:
-            self.tasks += await start_monitor(s.monitor, workers=self.concurrency, stop=self.halt)
+            self.tasks += await monitor_loops.start(s.monitor, workers=self.concurrency, stop=self.halt)
         if s.events.broker is not None:
             publisher = Publisher(s.engine, s.events.broker, s.metrics, s.events.publisher)
             self.tasks.append(asyncio.create_task(publisher.run(self.halt)))

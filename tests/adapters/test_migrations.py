@@ -1,4 +1,4 @@
-"""The Alembic migrations build exactly the schema the code declares (`schema.py`), on every engine:
+"""The Alembic migrations build exactly the schema the code declares (`inferline.schema`), on every engine:
 hand-written migrations drift silently otherwise."""
 
 from __future__ import annotations

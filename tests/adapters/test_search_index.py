@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.helpers import eventually
 
 from inferline.errors import NonRetryable, NotFound
 from inferline.search.filters import check_fields, parse_filter
@@ -354,10 +355,8 @@ async def test_a_pgvector_filter_on_a_value_uses_a_partial_hnsw_index_for_it(pgv
         found = await index.semantic(spec, query, parse_filter(FIELDS, {"lang": "rare"}), 10)
         rare = sorted((r for r in records if r.metadata["lang"] == "rare"), key=lambda r: -float(r.vector @ query))
         assert len({c.chunk_id for c in found} & {r.id for r in rare[:10]}) >= 9
-        for _ in range(40):  # a backend reports its statistics within a second of its transaction
-            if await scans() != before:
-                break
-            await asyncio.sleep(0.05)
+        # A backend reports its statistics within a second of its transaction.
+        await eventually(scans, lambda counts: counts != before, timeout_s=2.0)
         used = {name for name, count in (await scans()).items() if count > before[name]}
         # The planner picks between the partial HNSW index and the field's own index (then sorts the 60 rows):
         # either reads only the rare rows; the full HNSW index would read common ones to throw away. (The

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from tests.helpers import eventually
 
 from inferline import db
 from inferline.sqlite_inline import CHECKPOINT_EVERY, InlineConnection
@@ -110,9 +111,6 @@ async def test_commits_never_checkpoint_on_the_loop_and_a_thread_does_every_so_m
     assert checkpoints.done == 0 and database.stat().st_size == size_before  # all of it still in the WAL
     async with db.write(engine) as conn:
         await conn.execute(sa.text("INSERT INTO t (name) VALUES ('last')"))
-    for _ in range(200):
-        if checkpoints.done:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: checkpoints.done, timeout_s=2.0, interval_s=0.01)
     assert checkpoints.done == 1
     assert database.stat().st_size > CHECKPOINT_EVERY * 20000 // 2  # the rows reached the database file

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 from tests.api.conftest import Api, MakeApi
+from tests.helpers import eventually
 from tests.media_helpers import make_model, photo_bytes, processes_mentioning, song_bytes
 
 from inferline import db
@@ -192,9 +193,14 @@ async def test_a_canceled_stage_stops_ffmpeg_and_leaves_no_file_no_work_director
     ctx = MemoryContext(tenant=TENANT)
     data = CanvasInput(photo_file_id=photo, resolution="180p", fps=30, duration_s=60)
     task = asyncio.create_task(run_canvas(api.services.media, ctx, data))
-    while "canvas_generate" not in ctx.stages or not processes_mentioning(str(api.services.media.work_root)):
-        assert not task.done(), task
-        await asyncio.sleep(0.02)
+    await eventually(
+        lambda: (
+            task.done() or ("canvas_generate" in ctx.stages and processes_mentioning(str(api.services.media.work_root)))
+        ),
+        timeout_s=60.0,
+        interval_s=0.02,
+    )
+    assert not task.done(), task
     ctx.cancel()
     task.cancel()
     started = asyncio.get_running_loop().time()

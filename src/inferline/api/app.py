@@ -82,6 +82,20 @@ async def _start_grpc(services: Services) -> Callable[[], Awaitable[None]]:
     return stop
 
 
+async def _start_loops(services: Services, slots: int) -> Callable[[], Awaitable[None]]:
+    """The background loops of `slots` worker slots; without slots, the monitor's alone (Background runs
+    it otherwise). Returns their stop."""
+    if slots > 0:
+        background = Background(services, slots)
+        await background.start()
+        return background.stop
+    if services.settings.monitor_enabled:
+        monitoring = MonitorLoops(services.monitor)
+        await monitoring.start()
+        return monitoring.stop
+    return _nothing
+
+
 async def _nothing() -> None:
     return None
 
@@ -122,13 +136,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
         await ensure_admin_key(services)
         stop_grpc = await _start_grpc(services)  # first: a port in use stops the start before any loop runs
         slots = settings.workers if workers is None else workers
-        background = Background(services, slots) if slots > 0 else None
-        # Without slots the monitor still runs here (Background runs it otherwise).
-        monitoring = MonitorLoops(services.monitor) if background is None and settings.monitor_enabled else None
-        if background is not None:
-            await background.start()
-        if monitoring is not None:
-            await monitoring.start()
+        stop_loops = await _start_loops(services, slots)
         log.info("started", database=services.engine.dialect.name, workers=slots)
         warming = asyncio.create_task(search_query.warm_up(services.search))
         # What is loaded by now lives as long as the process; frozen, the collector stops rescanning it on
@@ -144,10 +152,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None, 
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await warming
             await stop_grpc()
-            if background is not None:
-                await background.stop()
-            if monitoring is not None:
-                await monitoring.stop()
+            await stop_loops()
             await services.aclose()
 
     app = FastAPI(

@@ -1,4 +1,5 @@
-"""What the batch workload needs, built once by `bootstrap.py` and kept on `Services.batches`."""
+"""What the batch workload needs, built once by `bootstrap.py` (`BatchDeps.from_settings`) and kept on
+`Services.batches`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline.batches.drops import DropFolders
 from inferline.batches.records import Limits
+from inferline.config import Settings
 from inferline.files.blobs import BlobStore
+from inferline.files.store import Quota
 from inferline.jobs.submission import Submitter
 from inferline.search.deps import SearchDeps
 
@@ -23,3 +26,25 @@ class BatchDeps:
     max_file_bytes: int = 2 * 2**30
     default_chunk_records: int = 100
     drops: DropFolders = field(default_factory=DropFolders)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, search: SearchDeps, submitter: Submitter) -> BatchDeps:
+        return cls(
+            engine=search.engine,
+            blobs=search.blobs,
+            submitter=submitter,
+            search=search,
+            limits=Limits(
+                max_records=settings.batch_max_records,
+                max_line_bytes=settings.batch_max_line_bytes,
+                max_record_bytes=settings.batch_max_record_bytes,
+            ),
+            max_file_bytes=settings.batch_max_file_bytes,
+            default_chunk_records=settings.batch_chunk_records,
+            drops=DropFolders(
+                folders=settings.batch_drop_folders,
+                max_files=settings.batch_drop_max_files,
+                settle_s=settings.batch_drop_settle_s,
+                quota=Quota(max_bytes=settings.files_max_bytes_per_tenant, max_files=settings.files_max_per_tenant),
+            ),
+        )

@@ -6,12 +6,15 @@ import asyncio
 import ipaddress
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 import typer
 
 from inferline.cli.common import DEFAULT_SERVER, AsJson, DataDir, Key, Server, api_key, console, err, progress_bars
+
+if TYPE_CHECKING:
+    from inferline.records.client import PushResult  # grpc is imported when a push runs, not with the CLI
 
 app = typer.Typer(help="Records streamed into a search collection over gRPC.", no_args_is_help=True)
 
@@ -19,30 +22,34 @@ DEFAULT_GRPC_PORT = 50051
 SHOWN_FAILURES = 20
 
 
+GrpcTarget = Annotated[
+    str | None,
+    typer.Option(
+        "--grpc",
+        envvar="INFERLINE_GRPC",
+        help=f"the record stream's host:port (default: --server's host, port {DEFAULT_GRPC_PORT})",
+    ),
+]
+Tls = Annotated[
+    bool | None,
+    typer.Option(
+        "--tls/--no-tls", help="TLS to the record stream (default: when --server is https://, or --ca-file is given)"
+    ),
+]
+CaFile = Annotated[
+    Path | None,
+    typer.Option("--ca-file", exists=True, dir_okay=False, help="PEM CA certificates to check the server's with"),
+]
+
+
 @app.command("push")
 def push(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help='JSONL: {"custom_id", "text", "metadata"}')],
     collection: Annotated[str, typer.Option("--collection", "-c", help="the collection to upsert into")],
     server: Server = DEFAULT_SERVER,
-    grpc_target: Annotated[
-        str | None,
-        typer.Option(
-            "--grpc",
-            envvar="INFERLINE_GRPC",
-            help=f"the record stream's host:port (default: --server's host, port {DEFAULT_GRPC_PORT})",
-        ),
-    ] = None,
-    tls: Annotated[
-        bool | None,
-        typer.Option(
-            "--tls/--no-tls",
-            help="TLS to the record stream (default: when --server is https://, or --ca-file is given)",
-        ),
-    ] = None,
-    ca_file: Annotated[
-        Path | None,
-        typer.Option("--ca-file", exists=True, dir_okay=False, help="PEM CA certificates to check the server's with"),
-    ] = None,
+    grpc_target: GrpcTarget = None,
+    tls: Tls = None,
+    ca_file: CaFile = None,
     key: Key = None,
     data_dir: DataDir = None,
     as_json: AsJson = False,
@@ -78,16 +85,21 @@ def push(
         except PushFailed as exc:
             err.print(f"error: {exc}")
             raise typer.Exit(1) from exc
-    if as_json:
-        console.print_json(json.dumps({"stored": result.stored, "failed": result.failed}))
-    else:
-        console.print(f"{result.stored} records stored, {len(result.failed)} failed")
-        for failure in result.failed[:SHOWN_FAILURES]:
-            err.print(f"  line {failure['line']} ({failure['custom_id']}): {failure['error']}")
-        if len(result.failed) > SHOWN_FAILURES:
-            err.print(f"  ... and {len(result.failed) - SHOWN_FAILURES} more (--json lists them all)")
+    _print_result(result, as_json=as_json)
     if result.failed:
         raise typer.Exit(1)
+
+
+def _print_result(result: PushResult, *, as_json: bool) -> None:
+    """The counts on stdout; the first failures, with their line and reason, on stderr."""
+    if as_json:
+        console.print_json(json.dumps({"stored": result.stored, "failed": result.failed}))
+        return
+    console.print(f"{result.stored} records stored, {len(result.failed)} failed")
+    for failure in result.failed[:SHOWN_FAILURES]:
+        err.print(f"  line {failure['line']} ({failure['custom_id']}): {failure['error']}")
+    if len(result.failed) > SHOWN_FAILURES:
+        err.print(f"  ... and {len(result.failed) - SHOWN_FAILURES} more (--json lists them all)")
 
 
 def _loopback(target: str) -> bool:

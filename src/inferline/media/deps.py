@@ -1,4 +1,5 @@
-"""What the media workload needs, built once by `bootstrap.py` and kept on `Services.media`."""
+"""What the media workload needs, built once by `bootstrap.py` (`MediaDeps.from_settings`) and kept on
+`Services.media`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from inferline.config import Settings
 from inferline.files.blobs import BlobStore
 from inferline.files.store import Quota
 from inferline.jobs.submission import Submitter
@@ -49,3 +51,30 @@ class MediaDeps:
     def __post_init__(self) -> None:
         # One per process: it sweeps the directories of dead processes on its first use.
         object.__setattr__(self, "workspaces", Workspaces(self.work_root))
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, engine: AsyncEngine, blobs: BlobStore, submitter: Submitter
+    ) -> MediaDeps:
+        limits = MediaLimits(
+            max_image_pixels=settings.media_max_image_pixels,
+            max_audio_s=settings.media_max_audio_s,
+            max_assets=settings.media_max_assets,
+            max_output_bytes=settings.media_max_output_bytes,
+        )
+        interpolation = None
+        if settings.media_interpolation_model:
+            interpolation = Interpolation(
+                depth=settings.media_interpolation_depth, timeout_s=settings.media_transition_timeout_s
+            )
+        return cls(
+            engine=engine,
+            blobs=blobs,
+            submitter=submitter,
+            work_root=settings.data_dir.resolve() / "media" / "work",
+            limits=limits,
+            quota=Quota(max_bytes=settings.files_max_bytes_per_tenant, max_files=settings.files_max_per_tenant),
+            interpolation=interpolation,
+            fallback=XfadeTransitions(threads=settings.media_ffmpeg_threads),
+            ffmpeg_threads=settings.media_ffmpeg_threads,
+        )

@@ -10,6 +10,6 @@
   behind a circuit breaker, with retries.
 - Health (`health.py`): database, Redis, models, disk, blob store, channels. `/monitor/health`, `/readyz`.
 
-No job kind: the monitor runs as background loops of `bootstrap.Background`, or of `bootstrap.MonitorLoops`
+No job kind: the monitor's loops (`loops.py`) run in `bootstrap.Background`, or in `bootstrap.MonitorLoops`
 in an API process without worker slots.
 """

@@ -1,4 +1,5 @@
-"""What the OCR workload needs, built once by `bootstrap.py` and kept on `Services.ocr`."""
+"""What the OCR workload needs, built once by `bootstrap.py` (`OcrDeps.from_settings`) and kept on
+`Services.ocr`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from inferline.config import Settings
 from inferline.errors import Overloaded
 from inferline.files.blobs import BlobStore
 from inferline.inference.runtime import ModelRuntime
@@ -20,6 +22,18 @@ class OcrDeps:
     limits: Limits
     default_dpi: int
     pdf_builds: PdfBuilds = field(default_factory=lambda: PdfBuilds())
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, engine: AsyncEngine, blobs: BlobStore, models: ModelRuntime
+    ) -> OcrDeps:
+        return cls(
+            engine=engine,
+            blobs=blobs,
+            models=models,
+            limits=Limits(max_pages=settings.ocr_max_pages, max_page_pixels=settings.ocr_max_page_pixels),
+            default_dpi=settings.ocr_default_dpi,
+        )
 
 
 class PdfBuilds:

@@ -1,10 +1,12 @@
-"""What the record stream needs, built once by `bootstrap.py` and kept on `Services.records`."""
+"""What the record stream needs, built once by `bootstrap.py` (`RecordDeps.from_settings`) and kept on
+`Services.records`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from inferline.batches.deps import BatchDeps
+from inferline.config import Settings
 from inferline.errors import Overloaded
 
 
@@ -46,3 +48,13 @@ class RecordDeps:
     limits: StreamLimits = field(default_factory=StreamLimits)
     slots: StreamSlots = field(default_factory=lambda: StreamSlots(StreamLimits().streams_per_tenant))
     peak_unacked: int = 0  # the most records any stream held unacknowledged (its window is the bound)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, batches: BatchDeps) -> RecordDeps:
+        limits = StreamLimits(
+            window_records=settings.grpc_window_records,
+            group_records=settings.grpc_group_records,
+            idle_s=settings.grpc_idle_s,
+            streams_per_tenant=settings.grpc_streams_per_tenant,
+        )
+        return cls(batches=batches, limits=limits, slots=StreamSlots(limits.streams_per_tenant))

@@ -1,5 +1,6 @@
-"""What the search workload needs, built once by `bootstrap.py` and kept on `Services.search`: its
-collaborators, its tunables (defaults of a new collection, ranking) and this process's caches."""
+"""What the search workload needs, built once by `bootstrap.py` (`SearchDeps.from_settings`) and kept on
+`Services.search`: its collaborators, its tunables (defaults of a new collection, ranking) and this
+process's caches."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from inferline.breakers import Breakers
+from inferline.config import Settings
 from inferline.files.blobs import BlobStore
 from inferline.inference.runtime import ModelRuntime
 from inferline.metrics import Metrics
@@ -35,6 +38,43 @@ class SearchDeps:
     weights: dict[str, float] = field(default_factory=lambda: {"semantic": 0.5, "keyword": 1.0})
     collection_cache: CollectionCache = field(default_factory=CollectionCache)
     query_vectors: QueryVectors = field(default_factory=QueryVectors)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        engine: AsyncEngine,
+        blobs: BlobStore,
+        index: SearchIndex,
+        models: ModelRuntime,
+        metrics: Metrics,
+        embedding_models: frozenset[str],
+    ) -> SearchDeps:
+        """`index` is the adapter `bootstrap.py` picked for `search_backend`."""
+        result_cache = ResultCache(
+            settings.search_cache_size,
+            settings.redis_url,
+            settings.search_cache_ttl_s,
+            breakers=Breakers(failures=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_s),
+            metrics=metrics,
+        )
+        return cls(
+            engine=engine,
+            blobs=blobs,
+            index=index,
+            models=models,
+            result_cache=result_cache,
+            metrics=metrics,
+            embedding_models=embedding_models,
+            default_model=settings.embedding_model,
+            chunk_tokens=settings.chunk_tokens,
+            overlap_tokens=settings.chunk_overlap_tokens,
+            window=settings.search_window,
+            fusion=settings.search_fusion,
+            rrf_k=settings.search_rrf_k,
+            weights=settings.search_weights,
+        )
 
     @functools.cached_property
     def ranking(self) -> str:

@@ -9,7 +9,7 @@ as a key, so no update of it could be HOT). On PostgreSQL now: the claim index h
 the running-jobs indexes hold only running ones (by owner: the reaper filters the few running rows on
 `lease_expires_at`; by kind: kind limits count them); the idempotency index holds only jobs that have a
 key; pages keep 20% free so an updated row version fits on its page (HOT needs that, and no changed
-indexed column). The index names and columns are the same on every engine (`schema.py` declares them
+indexed column). The index names and columns are the same on every engine (`schema/core.py` declares them
 once): elsewhere (SQLite, MySQL/MariaDB) only `ix_jobs_status_lease` becomes `ix_jobs_running`, a full
 index, plain DDL every engine runs; partial indexes and the fillfactor are PostgreSQL's alone.
 """
@@ -24,7 +24,7 @@ down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Kept in step with schema.py's `postgresql_where`s.
+# Kept in step with schema/core.py's `postgresql_where`s.
 QUEUED = sa.text("status = 'queued'")
 RUNNING = sa.text("status = 'running'")
 KEYED = sa.text("idempotency_key IS NOT NULL")
