@@ -16,6 +16,7 @@ from inferline.jobs.submission import JobRequest
 from inferline.search.model import Collection, Document, DocumentStatus
 
 WebhookEventName = Literal["start", "progress", "completed"]
+JobStatusName = Literal["queued", "running", "succeeded", "failed", "canceled"]
 
 
 class JobIn(BaseModel):
@@ -47,7 +48,7 @@ class JobOut(BaseModel):
     id: str
     kind: str
     tenant: str
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    status: JobStatusName
     stage: str | None
     progress: float
     detail: str | None
@@ -185,7 +186,7 @@ class WebhookSecretOut(BaseModel):
 class JobRuntimeOut(BaseModel):
     """Where a running job is: its stage, progress and last detail, and whether it was asked to stop."""
 
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    status: JobStatusName
     stage: str | None = Field(description="the kind's own stage names, e.g. `render_concat`")
     progress_percent: float
     detail_message: str | None
@@ -194,7 +195,7 @@ class JobRuntimeOut(BaseModel):
 
 class ActiveJobOut(BaseModel):
     id: str
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    status: JobStatusName
     stage: str | None
     progress: float
     detail: str | None

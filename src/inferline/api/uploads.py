@@ -12,7 +12,6 @@ from starlette.exceptions import HTTPException
 
 from inferline import jsonvalues
 from inferline.bootstrap import Services
-from inferline.config import Settings
 from inferline.errors import InvalidInput, TooLarge
 from inferline.files.service import FileInfo, receive_file, record_file
 from inferline.files.store import Quota
@@ -60,12 +59,8 @@ async def receive_upload(services: Services, form: FormData, *, tenant: str) -> 
         source=upload.file,
         filename=upload.filename,
         max_bytes=services.settings.max_upload_bytes,
-        quota=quota_of(services.settings),
+        quota=Quota.from_settings(services.settings),
     )
-
-
-def quota_of(settings: Settings) -> Quota:
-    return Quota(max_bytes=settings.files_max_bytes_per_tenant, max_files=settings.files_max_per_tenant)
 
 
 def text_fields(form: FormData) -> dict[str, Any]:

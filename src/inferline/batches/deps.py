@@ -45,6 +45,6 @@ class BatchDeps:
                 folders=settings.batch_drop_folders,
                 max_files=settings.batch_drop_max_files,
                 settle_s=settings.batch_drop_settle_s,
-                quota=Quota(max_bytes=settings.files_max_bytes_per_tenant, max_files=settings.files_max_per_tenant),
+                quota=Quota.from_settings(settings),
             ),
         )

@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,6 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from inferline.errors import Conflict, NotFound, QuotaExceeded
 from inferline.files.blobs import BlobStore
 from inferline.jobs.model import TERMINAL_STATUSES, JobStatus
+
+if TYPE_CHECKING:
+    from inferline.config import Settings
+
 from inferline.schema import collections, documents, files, job_files, jobs, media_assets, media_projects
 
 # Namespaces of the two-key advisory locks (any values: they only keep these locks apart).
@@ -41,6 +46,11 @@ class Quota:
 
     max_bytes: int = 0
     max_files: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Quota:
+        """The per-tenant quota every upload path applies (API uploads, batches' drop files, media)."""
+        return cls(max_bytes=settings.files_max_bytes_per_tenant, max_files=settings.files_max_per_tenant)
 
 
 def _lock_key(text: str) -> int:

@@ -73,7 +73,7 @@ class MediaDeps:
             submitter=submitter,
             work_root=settings.data_dir.resolve() / "media" / "work",
             limits=limits,
-            quota=Quota(max_bytes=settings.files_max_bytes_per_tenant, max_files=settings.files_max_per_tenant),
+            quota=Quota.from_settings(settings),
             interpolation=interpolation,
             fallback=XfadeTransitions(threads=settings.media_ffmpeg_threads),
             ffmpeg_threads=settings.media_ffmpeg_threads,

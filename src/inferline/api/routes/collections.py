@@ -18,13 +18,13 @@ from inferline.api.uploads import (
     json_body,
     multipart_schema,
     parse_model,
-    quota_of,
     read_form,
     receive_upload,
     text_fields,
 )
 from inferline.bootstrap import Services
 from inferline.files.service import FileInfo, finish_upload, receive_file
+from inferline.files.store import Quota
 from inferline.search import collections, documents, query
 from inferline.search.collections import CollectionIn
 from inferline.search.query import SearchIn
@@ -138,7 +138,7 @@ async def _received_document(
         source=io.BytesIO(body.text.encode("utf-8")),
         filename=None,
         max_bytes=services.settings.max_upload_bytes,
-        quota=quota_of(services.settings),
+        quota=Quota.from_settings(services.settings),
     )
     return file, metadata, external_id
 
