@@ -16,7 +16,7 @@ from inferline.errors import InvalidInput
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import JobStatus, RetryPolicy
-from inferline.jobs.outcomes import reap_jobs
+from inferline.jobs.outcomes import Outcome, reap_jobs, record_outcomes
 from inferline.jobs.service import claim_jobs, get_job, list_jobs
 from inferline.jobs.store import JobStore
 from inferline.jobs.submission import JobRequest, Submitter
@@ -173,6 +173,51 @@ async def test_renewing_leases_reports_cancel_requests_and_skips_lost_jobs(
         await store.update_running(lost, "w1", {"lease_owner": "w2"})
         states = await store.renew_leases(owner="w1", job_ids=[kept, lost], now=utcnow(), lease_s=30)
     assert [(s.job_id, s.cancel_requested) for s in states] == [(kept, True)]
+
+
+async def test_a_batch_of_outcomes_takes_a_few_statements_not_one_per_job_and_skips_lost_leases(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """A worker's batch (64 jobs: results that differ per job, retries, a lease lost to another worker)
+    is written by a handful of statements on the servers: MariaDB's driver sends an executemany of
+    UPDATEs as one round trip per row."""
+    submitter = Submitter(engine, registry, default_max_attempts=3)
+    requests = [JobRequest(kind="echo", input=ECHO) for _ in range(64)]
+    await asyncio.gather(*(submitter.submit(request, tenant="a") for request in requests))
+    claimed = await claim_jobs(engine, owner="w1", kinds=["echo"], limit=64, lease_s=30, kind_limits={})
+    assert len(claimed) == 64
+    lost = claimed[5]
+    async with db.write(engine) as conn:
+        await JobStore(conn).update_running(lost.id, "w1", {"lease_owner": "w2"})
+    results: list[object] = [{"n": n, "text": 'it\'s "quoted" \\ 한국어'} for n in range(60)] + [None, [], 3.5, "s"]
+    items = [
+        (job, Outcome("failed", message=f"boom {n}") if n % 10 == 9 else Outcome("succeeded", result=results[n]))
+        for n, job in enumerate(claimed)
+    ]
+    executed: list[int] = []
+
+    def count(_conn: object, _cursor: object, _statement: str, params: object, _context: object, many: bool) -> None:
+        executed.append(len(params) if many else 1)  # type: ignore[arg-type]
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        await record_outcomes(engine, owner="w1", items=items, policy=RetryPolicy(base_s=60), metrics=Metrics())
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", count)
+    if engine.dialect.name != "sqlite":  # SQLite's executemany stays in the process
+        assert sum(executed) <= 6, executed
+    async with engine.connect() as conn:
+        rows = {row.id: row for row in await conn.execute(sa.select(jobs))}
+    for n, job in enumerate(claimed):
+        row = rows[job.id]
+        if job.id == lost.id:
+            assert (row.status, row.lease_owner, row.result) == ("running", "w2", None)
+        elif n % 10 == 9:
+            assert (row.status, row.lease_owner, row.attempts) == ("queued", None, 1)
+            assert row.error["attempts"][0]["message"] == f"boom {n}" and row.detail == "attempt 1 failed; retrying"
+        else:
+            assert (row.status, row.lease_owner, row.progress) == ("succeeded", None, 100.0)
+            assert row.result == results[n] and row.finished_at is not None
 
 
 @pytest.mark.postgres

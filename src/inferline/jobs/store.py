@@ -297,6 +297,8 @@ class JobStore:
             applied: set[str] = set()
             for columns, params in groups.items():
                 applied.update(await self._finish_group_pg(owner, columns, params))
+        elif self.dialect == "mysql":
+            applied = await mysql.finish_running(self.conn, owner, groups, [job.id for job, _ in rows], now)
         else:
             for columns, params in groups.items():
                 await self.conn.execute(sql.running_update(columns), [p | {"_owner": owner} for p in params])
