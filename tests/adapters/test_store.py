@@ -136,6 +136,31 @@ async def test_kind_concurrency_limit_holds_across_claims(engine: AsyncEngine, r
     assert second == []
 
 
+async def test_a_claim_of_a_rare_kind_locks_only_the_jobs_it_takes(engine: AsyncEngine, registry: KindRegistry) -> None:
+    """Two workers claim the same kind at once and each gets its share: the first claim's locking read
+    walks the queue in order and stops at its limit. MariaDB's optimizer picked the `(status, kind)` index
+    for a kind with few queued jobs, then sorted them: every queued job of that kind was locked until the
+    claim committed, and the second worker found none."""
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has one writer: two claims never overlap")
+    submitter = Submitter(engine, registry, default_max_attempts=3)
+    requests = [JobRequest(kind="echo", input=ECHO) for _ in range(2000)]
+    requests += [JobRequest(kind="other", input={}) for _ in range(20)]
+    await asyncio.gather(*(submitter.submit(request, tenant="a") for request in requests))
+    if engine.dialect.name == "mysql":
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("ANALYZE TABLE jobs")  # the statistics a server has after a while
+    now = utcnow()
+    async with engine.connect() as first_conn, first_conn.begin():
+        first = await JobStore(first_conn).claim(
+            owner="w1", kinds=["other"], limit=5, now=now, lease_s=30, kind_limits={}
+        )
+        async with asyncio.timeout(10):
+            second = await claim(engine, owner="w2", kinds=["other"], limit=50)
+    assert len(first) == 5 and len(second) == 15
+    assert not {job.id for job in first} & set(second)
+
+
 async def test_expired_lease_is_claimed_by_another_worker(engine: AsyncEngine, registry: KindRegistry) -> None:
     job_id = await submit(engine, registry)
     assert await claim(engine, owner="dead", lease_s=30) == [job_id]
