@@ -33,12 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferline.jobs import statements as sql
 from inferline.jobs.model import JobStatus
-from inferline.schema import UTCDateTime, jobs, lanes
+from inferline.schema import UTCDateTime, job_locks, jobs, lanes
 
 _NOW = sa.bindparam("now", type_=UTCDateTime())
 _RUNNING = JobStatus.RUNNING.value
 _QUEUED = JobStatus.QUEUED.value
-_ALEMBIC_VERSION = sa.table("alembic_version", sa.column("version_num"))
 # A claim reads the queue in its order, `(status, priority, fair_seq, id)`, and stops at its limit. For a
 # kind with few queued jobs MariaDB's optimizer preferred the `(status, kind)` index and a sort: a
 # locking read then locks every queued job of that kind, not only the `limit` it returns, until the claim
@@ -196,5 +195,9 @@ def _finish_statement(varying: tuple[str, ...], shared: tuple[str, ...], count: 
 async def lock_kind_limits(conn: AsyncConnection) -> None:
     """Serialize claims of concurrency-limited kinds until this transaction ends, as PostgreSQL's
     transaction-scoped advisory lock does: MariaDB's GET_LOCK is held by the session, past the commit,
-    so the one row of `alembic_version` is locked instead (only migrations write it)."""
-    await conn.execute(sa.select(_ALEMBIC_VERSION.c.version_num).with_for_update())
+    so a row of `job_locks` is locked instead, made by the first such claim (the upsert locks the row
+    whether it inserts it or finds it; two first ones wait on the key)."""
+    await conn.execute(_KIND_LIMITS_LOCK)
+
+
+_KIND_LIMITS_LOCK = mysql.insert(job_locks).values(name="kind_limits").on_duplicate_key_update(name=job_locks.c.name)
