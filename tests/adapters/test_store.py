@@ -270,6 +270,22 @@ async def test_a_batch_of_outcomes_takes_a_few_statements_not_one_per_job_and_sk
             assert row.result == results[n] and row.finished_at is not None
 
 
+async def test_a_batch_of_outcomes_larger_than_a_statement_may_be_is_written_whole(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """24 MB of results in one batch: more than MariaDB takes in one packet (`max_allowed_packet`, 16 MiB
+    by default), so its batch finish splits them over several statements."""
+    submitter = Submitter(engine, registry, default_max_attempts=3)
+    await asyncio.gather(*(submitter.submit(JobRequest(kind="echo", input=ECHO), tenant="a") for _ in range(16)))
+    claimed = await claim_jobs(engine, owner="w1", kinds=["echo"], limit=16, lease_s=30, kind_limits={})
+    results = {job.id: {"blob": chr(0x41 + n) * 1_500_000} for n, job in enumerate(claimed)}
+    items = [(job, Outcome("succeeded", result=results[job.id])) for job in claimed]
+    await record_outcomes(engine, owner="w1", items=items, policy=RetryPolicy(), metrics=Metrics())
+    async with engine.connect() as conn:
+        rows = list(await conn.execute(sa.select(jobs.c.id, jobs.c.status, jobs.c.result)))
+    assert len(rows) == 16 and all(row.status == "succeeded" and row.result == results[row.id] for row in rows)
+
+
 @pytest.mark.postgres
 async def test_renewal_never_waits_for_a_row_being_written_and_still_reports_it_held(
     pg_url: str, registry: KindRegistry

@@ -146,6 +146,13 @@ async def renew_leases(conn: AsyncConnection, held: sa.ColumnElement[bool], para
     return rows
 
 
+# The values one finish statement carries at most, in characters (a row bigger than this goes alone): a
+# statement is one packet, and MariaDB refuses those over `max_allowed_packet` (16 MiB by default; a
+# character takes up to 4 bytes). An executemany sent each row in its own packet.
+FINISH_STATEMENT_CHARS = 2_000_000
+_SMALL_VALUE_CHARS = 32  # numbers, datetimes, NULL: what each costs the budget
+
+
 async def finish_running(
     conn: AsyncConnection,
     owner: str,
@@ -155,28 +162,45 @@ async def finish_running(
 ) -> set[str]:
     """Write the ends of attempts (`groups`: `statements.finish_groups`, each in id order, over rows this
     transaction locked in id order) where `owner` still holds them running: one statement per set of
-    columns; returns the ids that applied, read back by the `updated_at` they were given (no `UPDATE …
-    RETURNING` here)."""
+    columns (more when their values pass FINISH_STATEMENT_CHARS); returns the ids that applied, read
+    back by the `updated_at` they were given (no `UPDATE … RETURNING` here)."""
     for columns, params in groups.items():
         first = params[0]
-        varying = tuple(c for c in columns if c != "_id" and any(p[c] != first[c] for p in params))
-        shared = tuple(c for c in columns if c != "_id" and c not in varying)
-        binds: dict[str, Any] = {"_owner": owner}
-        for column in shared:
-            binds[f"s_{column}"] = first[column]
-        for row, p in enumerate(params):
-            binds[f"i{row}"] = p["_id"]
-            for column in varying:
-                binds[f"v{row}_{column}"] = p[column]
-        await conn.execute(_finish_statement(varying, shared, len(params)), binds)
+        varying = tuple(c for c in columns if any(p[c] != first[c] for p in params))
+        shared = tuple(c for c in columns if c not in varying)
+        as_json = {c for c in varying if isinstance(jobs.c[c].type, sa.JSON)}
+        rows = []  # (id, the varying values as bound: JSON as its text, so its size is known)
+        for p in params:
+            rows.append((p["_id"], [sql.json_text(p[c]) if c in as_json else p[c] for c in varying]))
+        for chunk in _chunks(rows):
+            binds: dict[str, Any] = {"_owner": owner} | {f"s_{c}": first[c] for c in shared}
+            for row, (job_id, values) in enumerate(chunk):
+                binds[f"i{row}"] = job_id
+                binds.update((f"v{row}_{c}", value) for c, value in zip(varying, values, strict=True))
+            await conn.execute(_finish_statement(varying, shared, len(chunk)), binds)
     return {row[0] for row in await conn.execute(sql.finished_rows(), {"ids": list(ids), "now": now})}
+
+
+def _chunks(rows: list[tuple[str, list[Any]]]) -> list[list[tuple[str, list[Any]]]]:
+    """The rows in runs whose values hold at most FINISH_STATEMENT_CHARS characters together."""
+    chunks: list[list[tuple[str, list[Any]]]] = [[]]
+    size = 0
+    for row in rows:
+        chars = sum(len(v) if isinstance(v, str) else _SMALL_VALUE_CHARS for v in row[1]) + len(row[0])
+        if chunks[-1] and size + chars > FINISH_STATEMENT_CHARS:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(row)
+        size += chars
+    return chunks
 
 
 @functools.lru_cache(maxsize=512)
 def _finish_statement(varying: tuple[str, ...], shared: tuple[str, ...], count: int) -> sa.TextClause:
     """`UPDATE jobs JOIN (the rows' ids and `varying` values, a UNION ALL of `count` one-row SELECTs) v`,
     setting `shared` columns from single parameters, where `_owner` still holds the job running. The
-    derived table is read first and each job found by its primary key (eq_ref)."""
+    derived table is read first and each job found by its primary key (eq_ref). Varying JSON columns
+    come bound as their text."""
     first = ", ".join([":i0 AS `_id`", *(f":v0_{c} AS `{c}`" for c in varying)])
     selects = [f"SELECT {first}"]
     selects += [f"SELECT {', '.join([f':i{row}', *(f':v{row}_{c}' for c in varying)])}" for row in range(1, count)]
@@ -186,9 +210,10 @@ def _finish_statement(varying: tuple[str, ...], shared: tuple[str, ...], count: 
         f"UPDATE jobs JOIN ({' UNION ALL '.join(selects)}) AS v ON jobs.id = v.`_id` "  # noqa: S608
         f"SET {', '.join(sets)} WHERE jobs.lease_owner = :_owner AND jobs.status = '{_RUNNING}'"
     )
+    types = {c: sa.Text() if isinstance(jobs.c[c].type, sa.JSON) else jobs.c[c].type for c in varying}
     binds = [sa.bindparam(f"s_{c}", type_=jobs.c[c].type) for c in shared]
     binds += [sa.bindparam(f"i{row}", type_=sa.String()) for row in range(count)]
-    binds += [sa.bindparam(f"v{row}_{c}", type_=jobs.c[c].type) for row in range(count) for c in varying]
+    binds += [sa.bindparam(f"v{row}_{c}", type_=types[c]) for row in range(count) for c in varying]
     return statement.bindparams(*binds)
 
 
