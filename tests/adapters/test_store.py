@@ -161,6 +161,30 @@ async def test_a_claim_of_a_rare_kind_locks_only_the_jobs_it_takes(engine: Async
     assert not {job.id for job in first} & set(second)
 
 
+async def test_an_idle_claim_on_mariadb_reads_an_index_entry_not_the_queue_of_other_kinds(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """Idle workers there poll with a claim every 0.1 s: one that finds nothing must not walk the queued
+    jobs of other kinds (the claim's index is pinned, see jobs/mysql.py)."""
+    if engine.dialect.name != "mysql":
+        pytest.skip("MariaDB's index hint and its status counters")
+    submitter = Submitter(engine, registry, default_max_attempts=3)
+    await asyncio.gather(*(submitter.submit(JobRequest(kind="echo", input=ECHO), tenant="a") for _ in range(500)))
+    async with engine.connect() as conn, conn.begin():
+
+        async def index_reads() -> int:
+            rows = await conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Handler_read_next'")
+            return int(rows.one()[1])
+
+        before = await index_reads()
+        store = JobStore(conn)
+        claimed = await store.claim(owner="w1", kinds=["other"], limit=64, now=utcnow(), lease_s=30, kind_limits={})
+        limited = await store.claim(
+            owner="w1", kinds=["other"], limit=64, now=utcnow(), lease_s=30, kind_limits={"other": 2}
+        )
+        assert claimed == limited == [] and await index_reads() - before < 20
+
+
 async def test_claims_of_limited_kinds_wait_for_each_other_not_for_a_migration(
     engine: AsyncEngine, registry: KindRegistry
 ) -> None:

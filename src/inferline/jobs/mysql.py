@@ -103,10 +103,26 @@ async def claim(
 
 @functools.cache
 def _claimable(kinds: tuple[str, ...]) -> sa.Select[Any]:
+    return _in_queue_order(sa.select(jobs), kinds)
+
+
+@functools.cache
+def claim_candidates(kinds: tuple[str, ...]) -> sa.Select[Any]:
+    """`statements.claim_candidates` on MariaDB: (id, kind) of the first `limit` runnable jobs of `kinds`."""
+    return _in_queue_order(sa.select(jobs.c.id, jobs.c.kind), kinds)
+
+
+def _in_queue_order(query: sa.Select[Any], kinds: tuple[str, ...]) -> sa.Select[Any]:
+    """The first `limit` runnable jobs of `kinds`, locked unless another claim holds them: read in the
+    queue's order through `ix_jobs_claim` (CLAIM_INDEX_HINT), stopping at the limit. With the order
+    pinned, a claim that finds nothing would walk every queued job of other kinds (91 ms for 19,000 of
+    them, polled every `mysql_poll_s` by each idle worker): the `EXISTS` on `(status, kind)`, which
+    MariaDB evaluates once, before the walk, and without locks, answers that case from the index."""
+    waiting = jobs.alias("waiting")
+    due = sa.exists().where(waiting.c.status == _QUEUED, waiting.c.kind.in_(kinds), waiting.c.run_after <= _NOW)
     return (
-        sa.select(jobs)
-        .with_hint(jobs, CLAIM_INDEX_HINT, "mysql")
-        .where(jobs.c.status == _QUEUED, jobs.c.run_after <= _NOW, jobs.c.kind.in_(kinds))
+        query.with_hint(jobs, CLAIM_INDEX_HINT, "mysql")
+        .where(jobs.c.status == _QUEUED, jobs.c.run_after <= _NOW, jobs.c.kind.in_(kinds), due)
         .order_by(jobs.c.priority, jobs.c.fair_seq, jobs.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
         .with_for_update(skip_locked=True)

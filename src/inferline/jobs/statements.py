@@ -155,7 +155,6 @@ def claim_candidates(kinds: tuple[str, ...]) -> sa.Select[Any]:
     compiles FOR UPDATE SKIP LOCKED to nothing: its one writer already serializes claims."""
     return (
         sa.select(jobs.c.id, jobs.c.kind)
-        .with_hint(jobs, "FORCE INDEX (ix_jobs_claim)", "mysql")  # see jobs/mysql.py CLAIM_INDEX_HINT
         .where(jobs.c.status == QUEUED, jobs.c.run_after <= NOW, jobs.c.kind.in_(kinds))
         .order_by(jobs.c.priority, jobs.c.fair_seq, jobs.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
