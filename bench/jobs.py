@@ -15,7 +15,8 @@ Fairness between inferline and pgqueuer: inferline's first and last completions 
 pgqueuer: `max_concurrent_tasks`); pgqueuer's default (no cap) is reported as well.
 
 `--pg-rounds N`: only the PostgreSQL drain against pgqueuer (capped and default), N interleaved rounds,
-medians. `--worker-src DIR`: run inferline's worker (and its migrations) from another checkout's `src`
+medians. `--mariadb-rounds N`: only the MariaDB drain, N rounds (alternated with `--worker-src`'s).
+`--worker-src DIR`: run inferline's worker (and its migrations) from another checkout's `src`
 (an A/B against an older commit: `git archive COMMIT | tar -x -C DIR`).
 
 `--events`: only the cost of the events outbox (docs/events.md): the SQLite drain with events off and on
@@ -450,10 +451,32 @@ async def pg_rounds(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def mariadb_rounds(args: argparse.Namespace) -> dict[str, Any]:
+    """The MariaDB drain only, `--mariadb-rounds` times, alternated with `--worker-src`'s when given, each on
+    a fresh database."""
+    names = ["inferline", "inferline_other"] if args.worker_src else ["inferline"]
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(args.mariadb_rounds):
+        for name in names:
+            url, drop = await make_mariadb_database()
+            try:
+                src = args.worker_src if name == "inferline_other" else None
+                rate = await inferline_drain(url, args.jobs, worker_src=src)
+            finally:
+                await drop()
+            runs[name].append(rate)
+            cpu[name].append(LAST_CPU_US_PER_JOB[-1])
+            print(f"{name}: {rate:.0f}/s", file=sys.stderr, flush=True)
+    medians = {name: statistics.median(values) for name, values in runs.items()}
+    return {"engine": "MariaDB", "jobs": args.jobs, "runs": runs, "medians": medians, "worker_cpu_us_per_job": cpu}
+
+
 def pg_rounds_report(results: dict[str, Any]) -> str:
     medians = results["medians"]
     lines = [
-        f"PostgreSQL drain, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores; "
+        f"{results.get('engine', 'PostgreSQL')} drain, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+        f"{os.cpu_count()} cores; "
         f"{results['jobs']} no-op jobs per run, rounds interleaved",
         "",
         "| system | runs /s | median /s | inferline / it |",
@@ -541,13 +564,21 @@ if __name__ == "__main__":
     parser.add_argument("--events-broker", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--rounds", type=int, default=3, help="--events: off/on pairs")
     parser.add_argument("--pg-rounds", type=int, default=0, help="only the PostgreSQL drains (see above)")
-    parser.add_argument("--worker-src", type=Path, default=None, help="--pg-rounds: also this checkout's src")
+    parser.add_argument("--mariadb-rounds", type=int, default=0, help="only the MariaDB drains (see above)")
+    parser.add_argument(
+        "--worker-src", type=Path, default=None, help="--pg-rounds, --mariadb-rounds: also this checkout's src"
+    )
     arguments = parser.parse_args()
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     if arguments.pg_rounds:
         outcome = asyncio.run(pg_rounds(arguments))
         (out / f"jobs-pg-{datetime.now(UTC):%Y%m%d-%H%M}.json").write_text(json.dumps(outcome, indent=2))
+        print(pg_rounds_report(outcome))
+        sys.exit(0)
+    if arguments.mariadb_rounds:
+        outcome = asyncio.run(mariadb_rounds(arguments))
+        (out / f"jobs-mariadb-{datetime.now(UTC):%Y%m%d-%H%M}.json").write_text(json.dumps(outcome, indent=2))
         print(pg_rounds_report(outcome))
         sys.exit(0)
     if arguments.events:

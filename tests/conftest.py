@@ -4,8 +4,8 @@ PostgreSQL and MariaDB tests get a fresh database each (created from the servers
 and INFERLINE_TEST_MARIADB_URL, dropped after). Without a reachable server they skip, unless
 INFERLINE_REQUIRE_SERVICES=1 (CI), where they fail.
 
-`database_url` runs a test on SQLite and PostgreSQL; tests marked `mariadb_too` (the job store's contract
-and the job API) run on MariaDB as well. The other suites stay on two engines: the whole suite has a time
+`database_url` runs a test on SQLite and PostgreSQL; tests marked `mariadb_too` (the job store's contract,
+the job API, webhooks, events) run on MariaDB as well. The other suites stay on two engines: the whole suite has a time
 budget, and MariaDB serves the job core only (docs/jobs.md).
 """
 

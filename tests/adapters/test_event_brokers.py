@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ from tests.event_brokers import RealBroker, outbox_events
 from tests.helpers import eventually
 
 from inferline import db, leases
+from inferline.clock import utcnow
 from inferline.errors import BrokerUnavailable
-from inferline.events import outbox, service
+from inferline.events import outbox, service, store
 from inferline.events.broker import Broker, MemoryBroker, Message
 from inferline.events.nats import stream_name
 from inferline.events.publisher import LEASE, Publisher, PublisherConfig
@@ -36,10 +38,20 @@ from inferline.schema import event_dead_letters
 ECHO = {"message": "x", "steps": 0}
 
 
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def events_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """SQLite and MariaDB (PostgreSQL's outbox SQL is checked in test_event_outbox.py; MariaDB's differs:
+    no `LIMIT` in an `IN` subquery, no `UPDATE … RETURNING`)."""
+    if request.param == "mariadb":
+        url: str = request.getfixturevalue("mariadb_url")
+        return url
+    return f"sqlite+aiosqlite:///{tmp_path / 'events.db'}"
+
+
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """SQLite with events on (the outbox's SQL is checked on both engines in test_event_outbox.py)."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'events.db'}"
+async def engine(events_url: str) -> AsyncIterator[AsyncEngine]:
+    """The engine of `events_url` with events on."""
+    url = events_url
     db.upgrade(url)
     engine = db.create_engine(url)
     engine.update_execution_options(**{outbox.EVENTS_OPTION: True})
@@ -189,6 +201,7 @@ async def test_a_broker_down_keeps_the_events_and_publishing_resumes_by_itself_i
     assert metrics.events_outbox_rows._value.get() == 0
 
 
+@pytest.mark.mariadb_too
 async def test_two_publishers_on_one_database_only_one_publishes(database_url: str) -> None:
     url = database_url
     db.upgrade(url)
@@ -229,6 +242,23 @@ async def test_an_event_over_the_size_limit_is_dead_lettered_without_a_send(engi
     publisher, lease = await elected(engine, broker, max_bytes=100)
     assert await publisher.step(lease) == 0
     assert broker.sent == [] and "over events_max_bytes" in (await dead_letters(engine))[0]["reason"]
+
+
+async def test_sent_rows_past_their_retention_are_pruned_oldest_first_and_unsent_ones_kept(
+    engine: AsyncEngine,
+) -> None:
+    await submit(engine, 3)
+    publisher, lease = await elected(engine, MemoryBroker())
+    assert await publisher.step(lease) == 3
+    await submit(engine, 1)  # unsent, and older than the cutoff too
+    seqs = [row["seq"] for row in await outbox_rows(engine)]
+    async with db.write(engine) as conn:
+        assert await store.prune_sent(conn, utcnow() + timedelta(seconds=60), limit=2) == 2
+    assert [row["seq"] for row in await outbox_rows(engine)] == seqs[2:]
+    async with db.write(engine) as conn:
+        assert await store.prune_sent(conn, utcnow() + timedelta(seconds=60), limit=10) == 1
+    [left] = await outbox_rows(engine)
+    assert left["seq"] == seqs[3] and left["sent_at"] is None
 
 
 class FailsOnSecondTrip(MemoryBroker):

@@ -1,5 +1,5 @@
 """Job changes, alerts and (tests/api/test_events_api.py) batches write their events to the outbox in their own
-transaction, on SQLite and PostgreSQL, and only when the engine has events on."""
+transaction, on SQLite and PostgreSQL (the job core's on MariaDB too), and only when the engine has events on."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ async def claim(engine: AsyncEngine, owner: str = "w1", lease_s: float = 30.0) -
     return await claim_jobs(engine, owner=owner, kinds=["echo"], limit=10, lease_s=lease_s, kind_limits={})
 
 
+@pytest.mark.mariadb_too
 async def test_a_rolled_back_change_writes_no_event_and_a_committed_one_writes_its_own(engine: AsyncEngine) -> None:
     events_on(engine)
     job = new_job(JobRequest("echo", ECHO), tenant="a", now=utcnow(), default_max_attempts=1)
@@ -76,12 +77,14 @@ async def events_in(conn: Any) -> list[Any]:
     return list(await conn.execute(sa.select(event_outbox.c.seq)))
 
 
+@pytest.mark.mariadb_too
 async def test_no_events_are_written_when_events_are_off(engine: AsyncEngine) -> None:
     await submitter(engine).submit(JobRequest("echo", ECHO), tenant="a")
     await claim(engine)
     assert await events(engine) == []
 
 
+@pytest.mark.mariadb_too
 async def test_a_job_life_writes_one_event_per_change_in_order(engine: AsyncEngine) -> None:
     events_on(engine)
     policy, metrics = RetryPolicy(base_s=0, cap_s=0), Metrics()
@@ -105,6 +108,7 @@ async def test_a_job_life_writes_one_event_per_change_in_order(engine: AsyncEngi
     assert len({e["id"] for e in written}) == 5
 
 
+@pytest.mark.mariadb_too
 async def test_a_batch_of_outcomes_writes_each_jobs_event(engine: AsyncEngine) -> None:
     events_on(engine)
     jobs = [(await submitter(engine).submit(JobRequest("echo", ECHO), tenant="a"))[0] for _ in range(3)]
@@ -117,6 +121,7 @@ async def test_a_batch_of_outcomes_writes_each_jobs_event(engine: AsyncEngine) -
     assert ends == {jobs[0].id: "job.succeeded", jobs[1].id: "job.failed", jobs[2].id: "job.released"}
 
 
+@pytest.mark.mariadb_too
 async def test_cancels_retries_and_expired_leases_write_their_events(engine: AsyncEngine) -> None:
     events_on(engine)
     first, _ = await submitter(engine).submit(JobRequest("echo", ECHO), tenant="a")
@@ -156,6 +161,7 @@ async def test_the_sqlite_one_hop_writer_writes_events_too(tmp_path: Any) -> Non
         await engine.dispose()
 
 
+@pytest.mark.mariadb_too
 async def test_a_claim_of_several_jobs_is_one_outbox_row_with_their_events_in_order(engine: AsyncEngine) -> None:
     events_on(engine)
     jobs = [(await submitter(engine).submit(JobRequest("echo", ECHO), tenant="a"))[0] for _ in range(3)]

@@ -16,7 +16,7 @@ from inferline.errors import InvalidInput
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import JobStatus, RetryPolicy
-from inferline.jobs.outcomes import reap_jobs
+from inferline.jobs.outcomes import Outcome, reap_jobs, record_outcomes
 from inferline.jobs.service import claim_jobs, get_job, list_jobs
 from inferline.jobs.store import JobStore
 from inferline.jobs.submission import JobRequest, Submitter
@@ -136,6 +136,80 @@ async def test_kind_concurrency_limit_holds_across_claims(engine: AsyncEngine, r
     assert second == []
 
 
+async def test_a_claim_of_a_rare_kind_locks_only_the_jobs_it_takes(engine: AsyncEngine, registry: KindRegistry) -> None:
+    """Two workers claim the same kind at once and each gets its share: the first claim's locking read
+    walks the queue in order and stops at its limit. MariaDB's optimizer picked the `(status, kind)` index
+    for a kind with few queued jobs, then sorted them: every queued job of that kind was locked until the
+    claim committed, and the second worker found none."""
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has one writer: two claims never overlap")
+    submitter = Submitter(engine, registry, default_max_attempts=3)
+    requests = [JobRequest(kind="echo", input=ECHO) for _ in range(2000)]
+    requests += [JobRequest(kind="other", input={}) for _ in range(20)]
+    await asyncio.gather(*(submitter.submit(request, tenant="a") for request in requests))
+    if engine.dialect.name == "mysql":
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("ANALYZE TABLE jobs")  # the statistics a server has after a while
+    now = utcnow()
+    async with engine.connect() as first_conn, first_conn.begin():
+        first = await JobStore(first_conn).claim(
+            owner="w1", kinds=["other"], limit=5, now=now, lease_s=30, kind_limits={}
+        )
+        async with asyncio.timeout(10):
+            second = await claim(engine, owner="w2", kinds=["other"], limit=50)
+    assert len(first) == 5 and len(second) == 15
+    assert not {job.id for job in first} & set(second)
+
+
+async def test_an_idle_claim_on_mariadb_reads_an_index_entry_not_the_queue_of_other_kinds(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """Idle workers there poll with a claim every 0.1 s: one that finds nothing must not walk the queued
+    jobs of other kinds (the claim's index is pinned, see jobs/mysql.py)."""
+    if engine.dialect.name != "mysql":
+        pytest.skip("MariaDB's index hint and its status counters")
+    submitter = Submitter(engine, registry, default_max_attempts=3)
+    await asyncio.gather(*(submitter.submit(JobRequest(kind="echo", input=ECHO), tenant="a") for _ in range(500)))
+    async with engine.connect() as conn, conn.begin():
+
+        async def index_reads() -> int:
+            rows = await conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Handler_read_next'")
+            return int(rows.one()[1])
+
+        before = await index_reads()
+        store = JobStore(conn)
+        claimed = await store.claim(owner="w1", kinds=["other"], limit=64, now=utcnow(), lease_s=30, kind_limits={})
+        limited = await store.claim(
+            owner="w1", kinds=["other"], limit=64, now=utcnow(), lease_s=30, kind_limits={"other": 2}
+        )
+        assert claimed == limited == [] and await index_reads() - before < 20
+
+
+async def test_claims_of_limited_kinds_wait_for_each_other_not_for_a_migration(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """A claim of a limited kind counts the running jobs and claims under a lock that lasts until its
+    transaction ends: a second claim waits and then sees the slots taken. On MariaDB that lock was the
+    row of `alembic_version`, which a migration holds while it runs; it is a row of its own now."""
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has one writer: two claims never overlap")
+    for _ in range(3):
+        await submit(engine, registry, kind="other", input={})
+    limits = {"other": 2}
+    async with engine.connect() as migration, migration.begin():  # as a migration's version update holds it
+        await migration.exec_driver_sql("SELECT version_num FROM alembic_version FOR UPDATE")
+        async with engine.connect() as first_conn, first_conn.begin():
+            async with asyncio.timeout(10):
+                first = await JobStore(first_conn).claim(
+                    owner="w1", kinds=["other"], limit=10, now=utcnow(), lease_s=30, kind_limits=limits
+                )
+            second = asyncio.create_task(claim(engine, owner="w2", kind_limits=limits))
+            await asyncio.sleep(0.5)
+            assert not second.done()  # waits for the first claim's transaction
+        async with asyncio.timeout(10):
+            assert len(first) == 2 and await second == []
+
+
 async def test_expired_lease_is_claimed_by_another_worker(engine: AsyncEngine, registry: KindRegistry) -> None:
     job_id = await submit(engine, registry)
     assert await claim(engine, owner="dead", lease_s=30) == [job_id]
@@ -173,6 +247,67 @@ async def test_renewing_leases_reports_cancel_requests_and_skips_lost_jobs(
         await store.update_running(lost, "w1", {"lease_owner": "w2"})
         states = await store.renew_leases(owner="w1", job_ids=[kept, lost], now=utcnow(), lease_s=30)
     assert [(s.job_id, s.cancel_requested) for s in states] == [(kept, True)]
+
+
+async def test_a_batch_of_outcomes_takes_a_few_statements_not_one_per_job_and_skips_lost_leases(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """A worker's batch (64 jobs: results that differ per job, retries, a lease lost to another worker)
+    is written by a handful of statements on the servers: MariaDB's driver sends an executemany of
+    UPDATEs as one round trip per row."""
+    submitter = Submitter(engine, registry, default_max_attempts=3)
+    requests = [JobRequest(kind="echo", input=ECHO) for _ in range(64)]
+    await asyncio.gather(*(submitter.submit(request, tenant="a") for request in requests))
+    claimed = await claim_jobs(engine, owner="w1", kinds=["echo"], limit=64, lease_s=30, kind_limits={})
+    assert len(claimed) == 64
+    lost = claimed[5]
+    async with db.write(engine) as conn:
+        await JobStore(conn).update_running(lost.id, "w1", {"lease_owner": "w2"})
+    results: list[object] = [{"n": n, "text": 'it\'s "quoted" \\ 한국어'} for n in range(60)] + [None, [], 3.5, "s"]
+    items = [
+        (job, Outcome("failed", message=f"boom {n}") if n % 10 == 9 else Outcome("succeeded", result=results[n]))
+        for n, job in enumerate(claimed)
+    ]
+    executed: list[int] = []
+
+    def count(_conn: object, _cursor: object, _statement: str, params: object, _context: object, many: bool) -> None:
+        executed.append(len(params) if many else 1)  # type: ignore[arg-type]
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        await record_outcomes(engine, owner="w1", items=items, policy=RetryPolicy(base_s=60), metrics=Metrics())
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", count)
+    if engine.dialect.name != "sqlite":  # SQLite's executemany stays in the process
+        assert sum(executed) <= 6, executed
+    async with engine.connect() as conn:
+        rows = {row.id: row for row in await conn.execute(sa.select(jobs))}
+    for n, job in enumerate(claimed):
+        row = rows[job.id]
+        if job.id == lost.id:
+            assert (row.status, row.lease_owner, row.result) == ("running", "w2", None)
+        elif n % 10 == 9:
+            assert (row.status, row.lease_owner, row.attempts) == ("queued", None, 1)
+            assert row.error["attempts"][0]["message"] == f"boom {n}" and row.detail == "attempt 1 failed; retrying"
+        else:
+            assert (row.status, row.lease_owner, row.progress) == ("succeeded", None, 100.0)
+            assert row.result == results[n] and row.finished_at is not None
+
+
+async def test_a_batch_of_outcomes_larger_than_a_statement_may_be_is_written_whole(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """24 MB of results in one batch: more than MariaDB takes in one packet (`max_allowed_packet`, 16 MiB
+    by default), so its batch finish splits them over several statements."""
+    submitter = Submitter(engine, registry, default_max_attempts=3)
+    await asyncio.gather(*(submitter.submit(JobRequest(kind="echo", input=ECHO), tenant="a") for _ in range(16)))
+    claimed = await claim_jobs(engine, owner="w1", kinds=["echo"], limit=16, lease_s=30, kind_limits={})
+    results = {job.id: {"blob": chr(0x41 + n) * 1_500_000} for n, job in enumerate(claimed)}
+    items = [(job, Outcome("succeeded", result=results[job.id])) for job in claimed]
+    await record_outcomes(engine, owner="w1", items=items, policy=RetryPolicy(), metrics=Metrics())
+    async with engine.connect() as conn:
+        rows = list(await conn.execute(sa.select(jobs.c.id, jobs.c.status, jobs.c.result)))
+    assert len(rows) == 16 and all(row.status == "succeeded" and row.result == results[row.id] for row in rows)
 
 
 @pytest.mark.postgres

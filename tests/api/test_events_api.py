@@ -3,6 +3,7 @@ retry through the API. The broker is the real Redis, made to refuse by a key of 
 
 from __future__ import annotations
 
+import pytest
 import redis.asyncio as aioredis
 from tests.api.conftest import MakeApi
 from tests.event_brokers import real
@@ -11,11 +12,15 @@ from tests.helpers import eventually
 from inferline.events.redis import stream_key
 
 
-async def test_refused_events_are_listed_for_admins_and_a_retry_publishes_them(make_api: MakeApi) -> None:
+@pytest.mark.mariadb_too
+async def test_refused_events_are_listed_for_admins_and_a_retry_publishes_them(
+    make_api: MakeApi, database_url: str
+) -> None:
     async with real("redis") as broker:
         client = aioredis.from_url(broker.url)
         await client.set(stream_key(broker.topic), "not a stream")  # every XADD: WRONGTYPE
         settings = {"events_broker": broker.url, "events_topic": broker.topic, "events_publish_poll_s": 0.05}
+        settings["database_url"] = database_url
         try:
             async with make_api(workers=1, **settings) as api:
                 job = await api.submit(input={"message": "hi", "steps": 0})

@@ -16,12 +16,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.api.conftest import Api, MakeApi
 from tests.helpers import eventually
 
 from inferline import db
-from inferline.jobs.webhooks import verify
-from inferline.schema import webhook_deliveries
+from inferline.clock import utcnow
+from inferline.jobs.model import RetryPolicy
+from inferline.jobs.webhooks import WebhookDispatcher, new_secret, verify
+from inferline.outbound import OutboundPolicy
+from inferline.schema import tenants, webhook_deliveries
 
 
 @dataclass
@@ -75,6 +79,7 @@ def signature_ok(secret: str, headers: dict[str, str], body: bytes) -> bool:
     return any(sig == f"v1,{expected}" for sig in headers["webhook-signature"].split())
 
 
+@pytest.mark.mariadb_too
 async def test_deliveries_are_signed_retried_and_throttled(api: Api, receiver: Receiver) -> None:
     secret = (await api.client.get("/api/v1/webhooks/secret")).json()["secret"]
     job = await api.submit(
@@ -166,6 +171,7 @@ async def test_a_failing_receiver_is_left_alone_by_its_breaker_until_a_probe_fin
         assert "inferline_webhook_receivers_open 0.0" in (await api.anonymous.get("/metrics")).text
 
 
+@pytest.mark.mariadb_too
 async def test_only_asked_events_are_delivered(api: Api, receiver: Receiver) -> None:
     receiver.fail_first = 0
     job = await api.submit(
@@ -179,6 +185,7 @@ async def test_only_asked_events_are_delivered(api: Api, receiver: Receiver) -> 
     assert [json.loads(body)["type"] for _, body in receiver.requests] == ["job.completed"]
 
 
+@pytest.mark.mariadb_too
 async def test_events_without_a_webhook_url_are_422(api: Api) -> None:
     response = await api.client.post(
         "/api/v1/jobs", json={"kind": "echo", "input": {"message": "m"}, "webhook_events": ["start"]}
@@ -212,3 +219,37 @@ async def test_deliveries_held_back_by_a_dead_receivers_breaker_fail_once_past_t
         rows = await eventually(ended, lambda rows: all(status == "failed" for status, _ in rows), timeout_s=15)
     assert len(rows) == 3 and len(receiver.requests) < 3  # the breaker held back what the first failure opened
     assert any("circuit breaker is open" in (error or "") for _, error in rows)
+
+
+@pytest.mark.mariadb_too
+async def test_two_dispatchers_share_one_tenants_due_deliveries(engine: AsyncEngine) -> None:
+    """A dispatcher claiming a tenant's delivery locks that delivery, not the tenant: another dispatcher
+    takes the tenant's next one meanwhile (on MariaDB, without `FOR UPDATE OF`, it found none)."""
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has one writer: two claims never overlap")
+    now, secret = utcnow(), new_secret()
+    async with db.write(engine) as conn:
+        await conn.execute(tenants.insert().values(name="a", webhook_secret=secret, created_at=now))
+        delivery = {"tenant": "a", "url": "http://127.0.0.1:9/", "event": "completed", "payload": {}}
+        await conn.execute(
+            webhook_deliveries.insert(),
+            [
+                delivery
+                | {"id": f"d{n}", "job_id": f"j{n}", "status": "pending", "attempts": 0}
+                | {"next_attempt_at": now, "created_at": now}
+                for n in range(2)
+            ],
+        )
+    options: dict[str, Any] = {"timeout_s": 1.0, "max_attempts": 3, "poll_s": 0.1, "policy": RetryPolicy()}
+    first = WebhookDispatcher(engine, outbound=OutboundPolicy(), **options)
+    second = WebhookDispatcher(engine, outbound=OutboundPolicy(), **options)
+    try:
+        async with engine.connect() as conn, conn.begin():  # the first one mid-claim: its locking read done
+            [held] = (await conn.execute(first._due_query(utcnow(), 1))).mappings()
+            async with asyncio.timeout(10):
+                claimed = await second._claim(8)
+            assert [row["id"] for row in claimed] == [{"d0": "d1", "d1": "d0"}[held["id"]]]
+            assert claimed[0]["webhook_secret"] == secret
+    finally:
+        await first.aclose()
+        await second.aclose()

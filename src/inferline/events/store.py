@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferline import paging
 from inferline.events import envelope
-from inferline.schema import event_dead_letters, event_outbox
+from inferline.schema import UTCDateTime, event_dead_letters, event_outbox
 
 _UNSENT = event_outbox.c.sent_at.is_(None)
 
@@ -81,8 +81,15 @@ async def prune_sent(conn: AsyncConnection, before: datetime, *, limit: int) -> 
     """Delete up to `limit` rows sent before `before`, oldest first: a walk of the primary key from its
     start, where the old sent rows are, that stops at the first `limit`."""
     o = event_outbox
+    if conn.dialect.name == "mysql":  # MariaDB refuses LIMIT in an IN subquery; its DELETE takes both itself
+        return int((await conn.execute(_PRUNE_SENT_MYSQL, {"before": before, "limit": limit})).rowcount or 0)
     old = sa.select(o.c.seq).where(o.c.sent_at < before).order_by(o.c.seq).limit(limit).scalar_subquery()
     return int((await conn.execute(o.delete().where(o.c.seq.in_(old)))).rowcount or 0)
+
+
+_PRUNE_SENT_MYSQL = sa.text("DELETE FROM event_outbox WHERE sent_at < :before ORDER BY seq LIMIT :limit").bindparams(
+    sa.bindparam("before", type_=UTCDateTime()), sa.bindparam("limit", type_=sa.Integer())
+)
 
 
 async def dead_letters_page(

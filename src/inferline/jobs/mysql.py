@@ -15,6 +15,10 @@ renewal holds the primary key (its `FOR UPDATE SKIP LOCKED`) and then needs that
 changes `lease_expires_at`: a deadlock, seen in the tests. So on MariaDB the store locks a running row by
 primary key (`JobStore.lock_rows`) before it writes the row's outcome or progress: the renewal then skips
 the row, or holds it and finishes before the write goes on.
+
+A batch of outcomes is one `UPDATE jobs JOIN (SELECT … UNION ALL SELECT …) v ON jobs.id = v._id` per set
+of columns, not an executemany: asyncmy runs an executemany of UPDATEs as one round trip per row (64 for
+a batch of 64), which held the drain to a third of PostgreSQL's rate.
 """
 
 from __future__ import annotations
@@ -27,13 +31,18 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from inferline.jobs import statements as sql
 from inferline.jobs.model import JobStatus
-from inferline.schema import UTCDateTime, jobs, lanes
+from inferline.schema import UTCDateTime, job_locks, jobs, lanes
 
 _NOW = sa.bindparam("now", type_=UTCDateTime())
 _RUNNING = JobStatus.RUNNING.value
 _QUEUED = JobStatus.QUEUED.value
-_ALEMBIC_VERSION = sa.table("alembic_version", sa.column("version_num"))
+# A claim reads the queue in its order, `(status, priority, fair_seq, id)`, and stops at its limit. For a
+# kind with few queued jobs MariaDB's optimizer preferred the `(status, kind)` index and a sort: a
+# locking read then locks every queued job of that kind, not only the `limit` it returns, until the claim
+# commits, and the other workers skip them all (tests/adapters/test_store.py). The hint pins the order.
+CLAIM_INDEX_HINT = "FORCE INDEX (ix_jobs_claim)"
 
 
 async def place_in_lanes(
@@ -94,9 +103,26 @@ async def claim(
 
 @functools.cache
 def _claimable(kinds: tuple[str, ...]) -> sa.Select[Any]:
+    return _in_queue_order(sa.select(jobs), kinds)
+
+
+@functools.cache
+def claim_candidates(kinds: tuple[str, ...]) -> sa.Select[Any]:
+    """`statements.claim_candidates` on MariaDB: (id, kind) of the first `limit` runnable jobs of `kinds`."""
+    return _in_queue_order(sa.select(jobs.c.id, jobs.c.kind), kinds)
+
+
+def _in_queue_order(query: sa.Select[Any], kinds: tuple[str, ...]) -> sa.Select[Any]:
+    """The first `limit` runnable jobs of `kinds`, locked unless another claim holds them: read in the
+    queue's order through `ix_jobs_claim` (CLAIM_INDEX_HINT), stopping at the limit. With the order
+    pinned, a claim that finds nothing would walk every queued job of other kinds (91 ms for 19,000 of
+    them, polled every `mysql_poll_s` by each idle worker): the `EXISTS` on `(status, kind)`, which
+    MariaDB evaluates once, before the walk, and without locks, answers that case from the index."""
+    waiting = jobs.alias("waiting")
+    due = sa.exists().where(waiting.c.status == _QUEUED, waiting.c.kind.in_(kinds), waiting.c.run_after <= _NOW)
     return (
-        sa.select(jobs)
-        .where(jobs.c.status == _QUEUED, jobs.c.run_after <= _NOW, jobs.c.kind.in_(kinds))
+        query.with_hint(jobs, CLAIM_INDEX_HINT, "mysql")
+        .where(jobs.c.status == _QUEUED, jobs.c.run_after <= _NOW, jobs.c.kind.in_(kinds), due)
         .order_by(jobs.c.priority, jobs.c.fair_seq, jobs.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
         .with_for_update(skip_locked=True)
@@ -136,8 +162,83 @@ async def renew_leases(conn: AsyncConnection, held: sa.ColumnElement[bool], para
     return rows
 
 
+# The values one finish statement carries at most, in characters (a row bigger than this goes alone): a
+# statement is one packet, and MariaDB refuses those over `max_allowed_packet` (16 MiB by default; a
+# character takes up to 4 bytes). An executemany sent each row in its own packet.
+FINISH_STATEMENT_CHARS = 2_000_000
+_SMALL_VALUE_CHARS = 32  # numbers, datetimes, NULL: what each costs the budget
+
+
+async def finish_running(
+    conn: AsyncConnection,
+    owner: str,
+    groups: Mapping[tuple[str, ...], Sequence[Mapping[str, Any]]],
+    ids: Sequence[str],
+    now: Any,
+) -> set[str]:
+    """Write the ends of attempts (`groups`: `statements.finish_groups`, each in id order, over rows this
+    transaction locked in id order) where `owner` still holds them running: one statement per set of
+    columns (more when their values pass FINISH_STATEMENT_CHARS); returns the ids that applied, read
+    back by the `updated_at` they were given (no `UPDATE … RETURNING` here)."""
+    for columns, params in groups.items():
+        first = params[0]
+        varying = tuple(c for c in columns if any(p[c] != first[c] for p in params))
+        shared = tuple(c for c in columns if c not in varying)
+        as_json = {c for c in varying if isinstance(jobs.c[c].type, sa.JSON)}
+        rows = []  # (id, the varying values as bound: JSON as its text, so its size is known)
+        for p in params:
+            rows.append((p["_id"], [sql.json_text(p[c]) if c in as_json else p[c] for c in varying]))
+        for chunk in _chunks(rows):
+            binds: dict[str, Any] = {"_owner": owner} | {f"s_{c}": first[c] for c in shared}
+            for row, (job_id, values) in enumerate(chunk):
+                binds[f"i{row}"] = job_id
+                binds.update((f"v{row}_{c}", value) for c, value in zip(varying, values, strict=True))
+            await conn.execute(_finish_statement(varying, shared, len(chunk)), binds)
+    return {row[0] for row in await conn.execute(sql.finished_rows(), {"ids": list(ids), "now": now})}
+
+
+def _chunks(rows: list[tuple[str, list[Any]]]) -> list[list[tuple[str, list[Any]]]]:
+    """The rows in runs whose values hold at most FINISH_STATEMENT_CHARS characters together."""
+    chunks: list[list[tuple[str, list[Any]]]] = [[]]
+    size = 0
+    for row in rows:
+        chars = sum(len(v) if isinstance(v, str) else _SMALL_VALUE_CHARS for v in row[1]) + len(row[0])
+        if chunks[-1] and size + chars > FINISH_STATEMENT_CHARS:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(row)
+        size += chars
+    return chunks
+
+
+@functools.lru_cache(maxsize=512)
+def _finish_statement(varying: tuple[str, ...], shared: tuple[str, ...], count: int) -> sa.TextClause:
+    """`UPDATE jobs JOIN (the rows' ids and `varying` values, a UNION ALL of `count` one-row SELECTs) v`,
+    setting `shared` columns from single parameters, where `_owner` still holds the job running. The
+    derived table is read first and each job found by its primary key (eq_ref). Varying JSON columns
+    come bound as their text."""
+    first = ", ".join([":i0 AS `_id`", *(f":v0_{c} AS `{c}`" for c in varying)])
+    selects = [f"SELECT {first}"]
+    selects += [f"SELECT {', '.join([f':i{row}', *(f':v{row}_{c}' for c in varying)])}" for row in range(1, count)]
+    sets = [f"jobs.`{c}` = :s_{c}" for c in shared] + [f"jobs.`{c}` = v.`{c}`" for c in varying]
+    statement = sa.text(
+        # Column names come from the schema, values are all bound.
+        f"UPDATE jobs JOIN ({' UNION ALL '.join(selects)}) AS v ON jobs.id = v.`_id` "  # noqa: S608
+        f"SET {', '.join(sets)} WHERE jobs.lease_owner = :_owner AND jobs.status = '{_RUNNING}'"
+    )
+    types = {c: sa.Text() if isinstance(jobs.c[c].type, sa.JSON) else jobs.c[c].type for c in varying}
+    binds = [sa.bindparam(f"s_{c}", type_=jobs.c[c].type) for c in shared]
+    binds += [sa.bindparam(f"i{row}", type_=sa.String()) for row in range(count)]
+    binds += [sa.bindparam(f"v{row}_{c}", type_=types[c]) for row in range(count) for c in varying]
+    return statement.bindparams(*binds)
+
+
 async def lock_kind_limits(conn: AsyncConnection) -> None:
     """Serialize claims of concurrency-limited kinds until this transaction ends, as PostgreSQL's
     transaction-scoped advisory lock does: MariaDB's GET_LOCK is held by the session, past the commit,
-    so the one row of `alembic_version` is locked instead (only migrations write it)."""
-    await conn.execute(sa.select(_ALEMBIC_VERSION.c.version_num).with_for_update())
+    so a row of `job_locks` is locked instead, made by the first such claim (the upsert locks the row
+    whether it inserts it or finds it; two first ones wait on the key)."""
+    await conn.execute(_KIND_LIMITS_LOCK)
+
+
+_KIND_LIMITS_LOCK = mysql.insert(job_locks).values(name="kind_limits").on_duplicate_key_update(name=job_locks.c.name)

@@ -252,7 +252,8 @@ class JobStore:
         params = {"now": now, "limit": limit, "owner": owner, "expires": now + timedelta(seconds=lease_s)}
         chosen: list[str] = []
         if slots:  # limited kinds: pick in Python, within each kind's free slots
-            candidates = await self.conn.execute(sql.claim_candidates(tuple(allowed)), params)
+            candidates_of = mysql.claim_candidates if self.dialect == "mysql" else sql.claim_candidates
+            candidates = await self.conn.execute(candidates_of(tuple(allowed)), params)
             chosen = sql.within_slots(candidates, slots)
             if not chosen:
                 return []
@@ -297,6 +298,8 @@ class JobStore:
             applied: set[str] = set()
             for columns, params in groups.items():
                 applied.update(await self._finish_group_pg(owner, columns, params))
+        elif self.dialect == "mysql":
+            applied = await mysql.finish_running(self.conn, owner, groups, [job.id for job, _ in rows], now)
         else:
             for columns, params in groups.items():
                 await self.conn.execute(sql.running_update(columns), [p | {"_owner": owner} for p in params])

@@ -122,6 +122,17 @@ def receiver_of(tenant: str, url: str) -> str:
     return f"{tenant} {origin}"
 
 
+async def _with_secrets(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with their tenant's `webhook_secret`; a row whose tenant is gone is left out, as the join
+    of `_due_query` leaves it out."""
+    names = sorted({row["tenant"] for row in rows})
+    query = sa.select(tenants.c.name, tenants.c.webhook_secret).where(tenants.c.name.in_(names))
+    secrets_by_tenant = {name: secret for name, secret in await conn.execute(query)}
+    return [
+        row | {"webhook_secret": secrets_by_tenant[row["tenant"]]} for row in rows if row["tenant"] in secrets_by_tenant
+    ]
+
+
 class WebhookDispatcher:
     """Sends due deliveries, each a task of its own bounded by `timeout_s` from resolve to answer,
     `concurrency` at once and `tenant_concurrency` per tenant, so a slow receiver holds one slot of its
@@ -168,6 +179,10 @@ class WebhookDispatcher:
             trust_env=False,
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=0),
         )
+        # MariaDB has no `FOR UPDATE OF`: a locking read of the join would lock the tenants' rows too, and
+        # a second dispatcher would skip every delivery of a tenant another one is claiming. There the
+        # claim locks the deliveries alone, then reads their tenants' secrets.
+        self._secret_joined = engine.dialect.name != "mysql"
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._tenant_sending: Counter[str] = Counter()
 
@@ -237,6 +252,8 @@ class WebhookDispatcher:
         async with db.write(self.engine) as conn:
             candidates = [dict(row) for row in (await conn.execute(self._due_query(now, slots))).mappings()]
             rows = self._fair_share(candidates)
+            if rows and not self._secret_joined:
+                rows = await _with_secrets(conn, rows)
             if rows:
                 await conn.execute(
                     d.update()
@@ -246,6 +263,8 @@ class WebhookDispatcher:
         return rows
 
     def _due_query(self, now: datetime, slots: int) -> sa.Select[Any]:
+        """The first due deliveries, locked (they alone, not their tenants' rows), with their tenant's
+        secret when `_secret_joined`."""
         d, earlier = webhook_deliveries, webhook_deliveries.alias("earlier")
         # In order per job: a delivery waits while an older one of the same job is still pending.
         older_pending = (
@@ -253,9 +272,9 @@ class WebhookDispatcher:
             .where(earlier.c.job_id == d.c.job_id, earlier.c.status == "pending", earlier.c.id < d.c.id)
             .exists()
         )
+        query = sa.select(d, tenants.c.webhook_secret).join(tenants, tenants.c.name == d.c.tenant)
         query = (
-            sa.select(d, tenants.c.webhook_secret)
-            .join(tenants, tenants.c.name == d.c.tenant)
+            (query if self._secret_joined else sa.select(d))
             .where(d.c.status == "pending", d.c.next_attempt_at <= now, ~older_pending)
             .order_by(d.c.next_attempt_at)
             .limit(slots)

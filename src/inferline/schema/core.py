@@ -96,6 +96,14 @@ lanes = sa.Table(
     sa.Column("last_seq", sa.BigInteger(), nullable=False),
 )
 
+# Rows that only serve as transaction-scoped locks on MariaDB, which has no advisory locks that end with
+# the transaction (GET_LOCK's belong to the session): `jobs/mysql.py lock_kind_limits`. Unused elsewhere.
+job_locks = sa.Table(
+    "job_locks",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+)
+
 schedules = sa.Table(
     "schedules",
     metadata,
