@@ -21,7 +21,7 @@ from inferline.jobs.service import claim_jobs, get_job, list_jobs
 from inferline.jobs.store import JobStore
 from inferline.jobs.submission import JobRequest, Submitter
 from inferline.metrics import Metrics
-from inferline.schema import jobs
+from inferline.schema import jobs, webhook_deliveries
 
 pytestmark = pytest.mark.mariadb_too
 
@@ -283,3 +283,42 @@ async def test_idempotency_keys_compare_byte_for_byte(engine: AsyncEngine, regis
     made = [await submitter.submit(request, tenant="a", idempotency_key=key) for key in ("k", "K", "k ", "k")]
     assert [created for _, created in made] == [True, True, True, False]
     assert len({job.id for job, _ in made}) == 3 and made[3][0].id == made[0][0].id
+
+
+async def start_webhooks(engine: AsyncEngine) -> list[str]:
+    async with db.read(engine) as conn:
+        query = sa.select(webhook_deliveries.c.job_id).where(webhook_deliveries.c.event == "start")
+        return list((await conn.execute(query)).scalars())
+
+
+async def test_a_claim_writes_the_start_webhooks_of_the_jobs_that_ask_for_one(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    hooked = await submit(engine, registry, webhook="https://93.184.216.34/hook", webhook_events=["start"])
+    await submit(engine, registry, webhook="https://93.184.216.34/hook", webhook_events=["completed"])
+    await submit(engine, registry)
+    assert len(await claim(engine)) == 3
+    assert await start_webhooks(engine) == [hooked]
+
+
+async def test_jobs_whose_start_webhook_cannot_be_written_go_back_to_the_queue(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """PostgreSQL claims in one statement committed on its own, and writes START webhooks after it."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("claims and their webhooks share a transaction on this engine")
+    hooked = await submit(engine, registry, webhook="https://93.184.216.34/hook", webhook_events=["start"])
+    plain = await submit(engine, registry)
+    async with db.write(engine) as conn:
+        await conn.execute(
+            sa.text("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE 'refused'; END $$")
+        )
+        await conn.execute(
+            sa.text("CREATE TRIGGER refuse BEFORE INSERT ON webhook_deliveries FOR EACH ROW EXECUTE FUNCTION refuse()")
+        )
+    with pytest.raises(sa.exc.DBAPIError, match="refused"):
+        await claim(engine)
+    for job_id in (hooked, plain):
+        job = await get_job(engine, tenant="a", job_id=job_id)
+        assert job.status is JobStatus.QUEUED and job.attempts == 0 and job.lease_owner is None
+    assert await start_webhooks(engine) == []

@@ -69,6 +69,13 @@ def released(job: Job, now: datetime) -> dict[str, Any]:
     }
 
 
+async def give_back(engine: AsyncEngine, owner: str, jobs: list[Job]) -> None:
+    """Put claimed jobs that never ran back in the queue, as a stopping worker does (`released`)."""
+    now = utcnow()
+    async with db.write(engine) as conn:
+        await JobStore(conn).finish_running(owner, [(job, _columns(released(job, now))) for job in jobs], now)
+
+
 async def record_outcomes(
     engine: AsyncEngine,
     *,
