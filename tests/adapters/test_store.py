@@ -13,15 +13,16 @@ from inferline import db
 from inferline.clock import utcnow
 from inferline.db import SqliteWriter
 from inferline.errors import InvalidInput
+from inferline.jobs import statements
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import JobStatus, RetryPolicy
 from inferline.jobs.outcomes import Outcome, reap_jobs, record_outcomes
 from inferline.jobs.service import claim_jobs, get_job, list_jobs
 from inferline.jobs.store import JobStore
-from inferline.jobs.submission import JobRequest, Submitter
+from inferline.jobs.submission import JobRequest, Submitter, new_job
 from inferline.metrics import Metrics
-from inferline.schema import jobs
+from inferline.schema import jobs, webhook_deliveries
 
 pytestmark = pytest.mark.mariadb_too
 
@@ -418,3 +419,61 @@ async def test_idempotency_keys_compare_byte_for_byte(engine: AsyncEngine, regis
     made = [await submitter.submit(request, tenant="a", idempotency_key=key) for key in ("k", "K", "k ", "k")]
     assert [created for _, created in made] == [True, True, True, False]
     assert len({job.id for job, _ in made}) == 3 and made[3][0].id == made[0][0].id
+
+
+async def start_webhooks(engine: AsyncEngine) -> list[str]:
+    async with db.read(engine) as conn:
+        query = sa.select(webhook_deliveries.c.job_id).where(webhook_deliveries.c.event == "start")
+        return list((await conn.execute(query)).scalars())
+
+
+async def test_a_claim_writes_the_start_webhooks_of_the_jobs_that_ask_for_one(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    hooked = await submit(engine, registry, webhook="https://93.184.216.34/hook", webhook_events=["start"])
+    await submit(engine, registry, webhook="https://93.184.216.34/hook", webhook_events=["completed"])
+    await submit(engine, registry)
+    assert len(await claim(engine)) == 3
+    assert await start_webhooks(engine) == [hooked]
+
+
+async def test_jobs_whose_start_webhook_cannot_be_written_go_back_to_the_queue(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """PostgreSQL claims in one statement committed on its own, and writes START webhooks after it."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("claims and their webhooks share a transaction on this engine")
+    hooked = await submit(engine, registry, webhook="https://93.184.216.34/hook", webhook_events=["start"])
+    plain = await submit(engine, registry)
+    async with db.write(engine) as conn:
+        await conn.execute(
+            sa.text("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE 'refused'; END $$")
+        )
+        await conn.execute(
+            sa.text("CREATE TRIGGER refuse BEFORE INSERT ON webhook_deliveries FOR EACH ROW EXECUTE FUNCTION refuse()")
+        )
+    with pytest.raises(sa.exc.DBAPIError, match="refused"):
+        await claim(engine)
+    for job_id in (hooked, plain):
+        job = await get_job(engine, tenant="a", job_id=job_id)
+        assert job.status is JobStatus.QUEUED and job.attempts == 0 and job.lease_owner is None
+    assert await start_webhooks(engine) == []
+
+
+async def test_a_claim_reads_queued_jobs_in_order_whatever_the_statistics_say(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """Jobs just submitted to a table whose statistics do not show them: the claim still walks its index
+    in order and stops after the jobs it takes; before migration 0015 it read and sorted every queued job
+    (a bitmap scan, then a sort)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's planner")
+    now = utcnow()
+    async with db.write(engine) as conn:  # one insert of 5,000: no analyze runs in between
+        request = JobRequest(kind="echo", input=ECHO)
+        await JobStore(conn).add([new_job(request, tenant="a", now=now, default_max_attempts=3) for _ in range(5000)])
+    candidates = statements.claim_candidates(("echo", "other")).params(now=utcnow(), limit=64)
+    async with db.read(engine) as conn:
+        text = str(candidates.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        plan = "\n".join((await conn.execute(sa.text("EXPLAIN " + text))).scalars())
+    assert "Index Scan using ix_jobs_claim" in plan and "Sort" not in plan, plan

@@ -302,3 +302,89 @@ async def test_progress_of_jobs_running_together_goes_out_in_one_transaction(
     assert all(job.status is JobStatus.SUCCEEDED and job.progress == 100.0 for job in done)
     assert max(len(ids) for ids in writes) == 3  # the three jobs' progress in one write
     assert len(writes) < 9  # 18 updates in ~0.25 s; an interval per job would have written ~3 times each
+
+
+class Gates:
+    """A kind `gated` whose attempts wait until `opened`, and a kind `quick` that only records that it ran;
+    both count the attempts running at once."""
+
+    def __init__(self, registry: KindRegistry) -> None:
+        self.opened = asyncio.Event()
+        self.started: list[str] = []
+        self.running = 0
+        self.most_running = 0
+
+        @registry.kind("gated")
+        async def gated(ctx: JobContext, data: dict[str, Any]) -> None:
+            await self._run(ctx, self.opened.wait())
+
+        @registry.kind("quick")
+        async def quick(ctx: JobContext, data: dict[str, Any]) -> None:
+            await self._run(ctx, asyncio.sleep(float(data.get("sleep_s", 0))))
+
+    async def _run(self, ctx: JobContext, waiting: Any) -> None:
+        self.started.append(ctx.id)
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await waiting
+        finally:
+            self.running -= 1
+
+
+async def status_of(engine: AsyncEngine, job: Job) -> JobStatus:
+    return (await get_job(engine, tenant="t", job_id=job.id)).status
+
+
+async def test_a_worker_whose_jobs_end_faster_than_a_claim_claims_the_next_batch_ahead_of_its_slots(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    gates = Gates(registry)
+    config = WorkerConfig(concurrency=2, claim_batch=2, lease_s=5, heartbeat_s=0.1, poll_s=0.05)
+    worker = Worker(engine, registry, config, wakeup=LocalWakeup(), metrics=Metrics())
+    await worker.start()
+    try:
+        warm = [await submit(engine, registry, kind="quick", input={}) for _ in range(6)]
+        for job in warm:  # attempts of a few µs, claims of a millisecond or more
+            await wait_for(engine, job.id, finished)
+        blocking = [await submit(engine, registry, kind="gated", input={}) for _ in range(2)]
+        ahead = [await submit(engine, registry, kind="quick", input={}) for _ in range(2)]
+        await eventually(lambda: len(gates.started) == 8)
+        # Both slots are taken; the next batch is claimed all the same, and waits for its slots.
+        for job in ahead:
+            await eventually(lambda job=job: status_of(engine, job), lambda status: status is JobStatus.RUNNING)
+        await asyncio.sleep(0.3)  # heartbeats keep their leases; none of them starts
+        assert not set(gates.started) & {job.id for job in ahead}
+        await cancel_job(engine, tenant="t", job_id=ahead[0].id)  # stopped while it waits: never runs
+        canceled = await wait_for(engine, ahead[0].id, finished)
+        gates.opened.set()
+        done = [await wait_for(engine, job.id, finished) for job in [*blocking, ahead[1]]]
+    finally:
+        await worker.stop(grace_s=1)
+    assert canceled.status is JobStatus.CANCELED and ahead[0].id not in gates.started
+    assert all(job.status is JobStatus.SUCCEEDED for job in done)
+    assert gates.most_running == 2
+
+
+async def test_a_worker_whose_jobs_take_longer_than_a_claim_claims_only_its_free_slots(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    gates = Gates(registry)
+    config = WorkerConfig(concurrency=2, claim_batch=2, lease_s=5, heartbeat_s=0.1, poll_s=0.05)
+    worker = Worker(engine, registry, config, wakeup=LocalWakeup(), metrics=Metrics())
+    await worker.start()
+    try:
+        warm = [await submit(engine, registry, kind="quick", input={"sleep_s": 0.3}) for _ in range(2)]
+        for job in warm:
+            await wait_for(engine, job.id, finished)
+        blocking = [await submit(engine, registry, kind="gated", input={}) for _ in range(2)]
+        waiting = [await submit(engine, registry, kind="quick", input={}) for _ in range(2)]
+        await eventually(lambda: len(gates.started) == 4)
+        await asyncio.sleep(0.3)
+        assert [await status_of(engine, job) for job in waiting] == [JobStatus.QUEUED] * 2  # left to others
+        gates.opened.set()
+        done = [await wait_for(engine, job.id, finished) for job in [*blocking, *waiting]]
+    finally:
+        await worker.stop(grace_s=1)
+    assert all(job.status is JobStatus.SUCCEEDED for job in done)
+    assert gates.most_running == 2

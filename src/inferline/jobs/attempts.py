@@ -7,6 +7,7 @@ not), canceled, released (its worker stops) or lost (another worker owns the job
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,9 +52,10 @@ class Attempt:
 
 class Attempts:
     """The attempts of this worker, by job id, from the claim until their outcome is recorded (`release`);
-    each outcome goes to `finished` as its attempt ends. A job slot is taken only while the attempt's task
-    runs (`active`): the worker claims the next jobs while the last ones' outcomes are being written, and
-    the job stays held (its lease renewed) until its outcome is."""
+    each outcome goes to `finished` as its attempt ends. At most `slots` attempts run at once: one launched
+    while all slots are taken (the worker claimed ahead, see `runtime.Worker`) waits for a slot, in claim
+    order. The worker claims the next jobs while the last ones' outcomes are being written, and the job
+    stays held (its lease renewed) until its outcome is."""
 
     def __init__(
         self,
@@ -64,6 +66,7 @@ class Attempts:
         sink: ProgressSink,
         finished: Callable[[WorkerContext, Outcome], None],
         tracer: Tracer | None = None,
+        slots: int = 4,
     ) -> None:
         self._registry = registry
         self._tracer = tracer or NoOpTracer()
@@ -74,6 +77,10 @@ class Attempts:
         self.slot_freed = asyncio.Event()
         self._running: dict[str, Attempt] = {}
         self._active = 0
+        self._slots = asyncio.Semaphore(slots)
+        # A running mean of how long attempts hold their slot (the last ~20), for the worker to tell whether
+        # slots free up before a claim made now would return; None until one has run.
+        self.mean_run_s: float | None = None
 
     def __len__(self) -> int:
         """Attempts held: running, or ended with their outcome still to be recorded."""
@@ -81,7 +88,7 @@ class Attempts:
 
     @property
     def active(self) -> int:
-        """Attempts whose task still runs: the job slots taken."""
+        """Attempts whose task still runs or waits for a slot."""
         return self._active
 
     def snapshot(self) -> dict[str, Attempt]:
@@ -111,8 +118,35 @@ class Attempts:
 
     async def _execute(self, attempt: Attempt) -> Outcome:
         ctx = attempt.ctx
-        structlog.contextvars.bind_contextvars(job_id=ctx.id, tenant=ctx.tenant, kind=ctx.job.kind)
         outcome = Outcome("lost")  # if the attempt is torn down by a cancellation that is not ours
+        slot = False
+        try:
+            await self._slots.acquire()  # no wait, unless the worker claimed ahead of its free slots
+            slot = True
+            started_s = time.monotonic()
+            outcome = await self._run(attempt)
+            run_s = time.monotonic() - started_s
+            self.mean_run_s = run_s if self.mean_run_s is None else 0.95 * self.mean_run_s + 0.05 * run_s
+        except asyncio.CancelledError:
+            if ctx.cancel_reason is None:
+                raise
+            outcome = _stopped(ctx)  # stopped while waiting for a slot: canceled, past its deadline, lost
+        finally:
+            if slot:
+                self._slots.release()
+            if attempt.deadline_timer is not None:
+                attempt.deadline_timer.cancel()
+            outcome.unwritten = ctx.settle()
+            self._active -= 1
+            self.slot_freed.set()
+            self._finished(ctx, outcome)
+        return outcome
+
+    async def _run(self, attempt: Attempt) -> Outcome:
+        """The attempt in its slot, in a span of its own."""
+        ctx = attempt.ctx
+        structlog.contextvars.bind_contextvars(job_id=ctx.id, tenant=ctx.tenant, kind=ctx.job.kind)
+        outcome = Outcome("lost")
         # A child of the span that submitted the job (its request, its parent job), wherever that ran.
         parent = incoming({TRACEPARENT: ctx.job.trace_parent}) if ctx.job.trace_parent else None
         span = self._tracer.start_span(
@@ -134,12 +168,6 @@ class Attempts:
             if outcome.kind == "failed":
                 span.set_status(Status(StatusCode.ERROR, outcome.message or "failed"))
             span.end()
-            if attempt.deadline_timer is not None:
-                attempt.deadline_timer.cancel()
-            outcome.unwritten = ctx.settle()
-            self._active -= 1
-            self.slot_freed.set()
-            self._finished(ctx, outcome)
         return outcome
 
     def interrupt(self, job_id: str, reason: str) -> None:

@@ -69,6 +69,13 @@ def released(job: Job, now: datetime) -> dict[str, Any]:
     }
 
 
+async def give_back(engine: AsyncEngine, owner: str, jobs: list[Job]) -> None:
+    """Put claimed jobs that never ran back in the queue, as a stopping worker does (`released`)."""
+    now = utcnow()
+    async with db.write(engine) as conn:
+        await JobStore(conn).finish_running(owner, [(job, _columns(released(job, now))) for job in jobs], now)
+
+
 async def record_outcomes(
     engine: AsyncEngine,
     *,
@@ -153,16 +160,22 @@ def _columns(values: dict[str, Any]) -> dict[str, Any]:
 
 def _observe_finished(metrics: Metrics, finished: list[tuple[Job, dict[str, Any]]]) -> None:
     """Count the jobs (as claimed, and the values their end wrote) that ended for good."""
+    counts: dict[tuple[str, str], int] = {}
+    durations: dict[tuple[str, str], Any] = {}  # label children looked up once per kind, status and batch
     for job, values in finished:
         status = values["status"]
         if not status.is_terminal:  # the one-statement path passes every end it wrote
             continue
-        status_label = status.value
-        metrics.jobs_finished.labels(job.kind, status_label).inc()
+        key = (job.kind, status.value)
+        counts[key] = counts.get(key, 0) + 1
         started_at = values.get("started_at", job.started_at)
         if started_at is not None and values.get("finished_at") is not None:
-            seconds = (values["finished_at"] - started_at).total_seconds()
-            metrics.job_duration.labels(job.kind, status_label).observe(seconds)
+            histogram = durations.get(key)
+            if histogram is None:
+                histogram = durations[key] = metrics.job_duration.labels(*key)
+            histogram.observe((values["finished_at"] - started_at).total_seconds())
+    for key, count in counts.items():
+        metrics.jobs_finished.labels(*key).inc(count)
 
 
 async def reap_jobs(engine: AsyncEngine, *, policy: RetryPolicy, metrics: Metrics, now: datetime | None = None) -> int:

@@ -6,7 +6,8 @@ One `Worker` holds `concurrency` job slots and is made of parts, each in its mod
 - `heartbeats.beat`: lease renewal, which also learns of cancel requests and lost leases;
 - `OutcomeRecorder` (recording.py): finished attempts, in one transaction per batch.
 Its loops:
-- claim: fills free slots with one batched claim, then sleeps until a wake-up or `poll_s`;
+- claim: fills free slots with one batched claim (one batch ahead of them when attempts end faster than a
+  claim returns, see `_claim_limit`), then sleeps until a wake-up or `poll_s`;
 - heartbeat: renews the leases of all its jobs in one UPDATE and flushes throttled progress, every
   `heartbeat_s` (a cancel is therefore seen within `heartbeat_s`);
 - reaper: takes back expired leases of dead workers and cancels queued jobs past their deadline;
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,9 +91,16 @@ class Worker:
         )
         self.outcomes = OutcomeRecorder(engine, owner=config.name, policy=config.retry, metrics=metrics)
         self.attempts = Attempts(
-            registry, metrics, models=models, sink=self.progress, finished=self.outcomes.add, tracer=tracer
+            registry,
+            metrics,
+            models=models,
+            sink=self.progress,
+            finished=self.outcomes.add,
+            tracer=tracer,
+            slots=config.concurrency,
         )
         self._stopping = False
+        self._mean_claim_s: float | None = None  # a running mean of claims that returned jobs
         self._loops: list[asyncio.Task[None]] = []
         self._halted = asyncio.Event()
 
@@ -150,28 +159,45 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            # Slots freed by ended attempts are claimed again at once, while their outcomes are written;
-            # jobs held with their outcome unwritten are capped at `concurrency` more.
-            concurrency = self.config.concurrency
-            free = min(concurrency - self.attempts.active, 2 * concurrency - len(self.attempts))
-            if free <= 0:
+            limit = self._claim_limit()
+            if limit <= 0:
                 self.attempts.slot_freed.clear()
                 await self.attempts.slot_freed.wait()
                 continue
             self.wakeup.clear()
+            started_s = time.monotonic()
             claimed = await claim_jobs(
                 self.engine,
                 owner=self.name,
                 kinds=self.kinds,
-                limit=min(free, self.config.claim_batch),
+                limit=limit,
                 lease_s=self.config.lease_s,
                 kind_limits=self.config.kind_limits,
             )
             if claimed:
+                claim_s = time.monotonic() - started_s
+                self._mean_claim_s = claim_s if self._mean_claim_s is None else 0.9 * self._mean_claim_s + 0.1 * claim_s
                 self.progress.rows_written()
                 self.attempts.launch(claimed)
-            if len(claimed) < min(free, self.config.claim_batch):
+            if len(claimed) < limit:
                 await self.wakeup.wait(self.config.poll_s)
+
+    def _claim_limit(self) -> int:
+        """How many jobs to claim now. Free slots are claimed again at once, while the outcomes of the jobs
+        that left them are being written. When attempts end faster than a claim returns (short jobs), the
+        next batch is claimed while the current one runs, one batch ahead at most: its jobs wait for their
+        slots in the worker (`Attempts`), for about one attempt's time, and the claim's round trip no longer
+        stands between batches. Jobs held with their outcome unwritten are capped at `4 * concurrency`: an
+        outcome write waits for the disk (~7 ms on PostgreSQL here, more under load), and the outcomes that
+        end meanwhile go out together in the next one, so claims go on while writes take longer than claims;
+        the cap only stops a worker whose outcomes cannot be written at all."""
+        concurrency = self.config.concurrency
+        mean_run_s = self.attempts.mean_run_s
+        short = mean_run_s is not None and self._mean_claim_s is not None and mean_run_s < self._mean_claim_s
+        ahead = min(self.config.claim_batch, concurrency) if short else 0
+        unwritten = len(self.attempts) - self.attempts.active
+        room = min(concurrency + ahead - self.attempts.active, 4 * concurrency - unwritten)
+        return min(room, self.config.claim_batch)
 
     async def write_progress(self, items: list[ProgressWrite]) -> set[str]:
         """Every progress write of this worker's jobs, batched or not: one transaction; returns the ids of the
