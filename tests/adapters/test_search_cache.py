@@ -140,3 +140,40 @@ async def test_a_redis_that_stops_answering_is_skipped_by_its_breaker_while_sear
         for writer in connections:
             writer.close()
         await cache.close()
+
+
+async def test_searches_that_miss_a_collection_copy_together_share_one_read() -> None:
+    """When the copy expires under load every search in flight misses it: one read serves them all, is
+    kept, and its error is each one's; a search cancelled meanwhile does not cancel the others' read."""
+    from inferline.errors import NotFound
+
+    cache = CollectionCache(ttl_s=60)
+    reads = 0
+    release = asyncio.Event()
+
+    async def read() -> Collection:
+        nonlocal reads
+        reads += 1
+        await release.wait()
+        return _collection(version=reads)
+
+    waiting = [asyncio.create_task(cache.read_once("t", "docs", read)) for _ in range(10)]
+    await asyncio.sleep(0.01)
+    waiting[0].cancel()
+    release.set()
+    found = await asyncio.gather(*waiting[1:])
+    assert reads == 1 and found == [_collection(version=1)] * 9 and waiting[0].cancelled()
+    assert cache.get("t", "docs") == _collection(version=1)
+
+    async def missing() -> Collection:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0.01)
+        raise NotFound("no collection 'gone'")
+
+    answers = await asyncio.gather(*(cache.read_once("t", "gone", missing) for _ in range(5)), return_exceptions=True)
+    assert reads == 2 and all(isinstance(answer, NotFound) for answer in answers)
+    assert cache.get("t", "gone") is None
+    assert await cache.read_once("t", "docs2", lambda: asyncio.sleep(0, _collection(name="docs2"))) == _collection(
+        name="docs2"
+    )

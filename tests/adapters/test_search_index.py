@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -367,3 +368,78 @@ async def test_a_pgvector_filter_on_a_value_uses_a_partial_hnsw_index_for_it(pgv
     finally:
         await index.drop(spec.collection_id)
         await index.close()
+
+
+async def test_a_pgvector_keyword_search_ranks_a_bounded_set_and_keeps_the_top(
+    pgvector_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query with a word most rows hold ranks the rows with its rarer words in full, and only a bounded
+    share of the rest (the table's statistics say which words are common): the statement reads fewer rows
+    than match, and the top of the list is the one ranking every match gives."""
+    import sqlalchemy as sa
+
+    from inferline.search import pgvector
+    from inferline.search.pgvector import RANK_WEIGHTS, _keyword_table, _tsquery
+
+    monkeypatch.setattr(pgvector, "KEYWORD_BUDGET", 50)
+    index = PgVectorIndex(pgvector_url)
+    spec = IndexSpec(str(uuid.uuid4()), DIM, FIELDS)
+    table = _keyword_table(spec.collection_id)
+    rng = np.random.default_rng(9)
+    texts = [
+        "needle haystack" if i % 200 == 0  # 15 rows with the rare word
+        else "haystack straw bale" if i % 50 == 0  # 45 with two or more common words
+        else "haystack " + " ".join(f"w{(i * 7 + j) % 97}" for j in range(2 + i % 5))  # one common word
+        for i in range(3000)
+    ]  # fmt: skip
+    records = [record(f"d{i}", text, rng.normal(size=DIM), {"lang": "en"}, i) for i, text in enumerate(texts)]
+    tokens = tokenize("needle haystack straw bale")
+    try:
+        await index.create(spec)
+        for start in range(0, len(records), 1000):
+            await index.upsert(spec, records[start : start + 1000])
+        async with index.engine.begin() as conn:
+            await conn.execute(sa.text(f"ANALYZE {table}"))
+        statements: list[tuple[str, Any]] = []
+
+        def seen(conn: object, cursor: object, statement: str, parameters: Any, context: object, many: bool) -> None:
+            if "ts_rank" in statement:
+                statements.append((statement, parameters))
+
+        sa.event.listen(index.engine.sync_engine, "before_cursor_execute", seen)
+        found = await index.keyword(spec, tokens, None, 100)
+        sa.event.remove(index.engine.sync_engine, "before_cursor_execute", seen)
+
+        query = sa.text(
+            f"SELECT id::text AS id, ts_rank({RANK_WEIGHTS}, tokens, CAST(:q AS tsquery), 1) AS rank "  # noqa: S608
+            f"FROM {table} WHERE tokens @@ CAST(:q AS tsquery) ORDER BY rank DESC, id LIMIT 100"
+        )
+        async with index.engine.connect() as conn:
+            exact = (await conn.execute(query, {"q": _tsquery(tokens)})).all()
+            assert len(exact) == 100 and len(found) == 100
+            # Every rare-word row and every row with common words, in the same order with the same scores.
+            assert [(c.chunk_id, round(c.score, 6)) for c in found[:60]] == [
+                (r.id, round(r.rank, 6)) for r in exact[:60]
+            ]
+            assert {c.chunk_id for c in found[:60]} == {r.id for r in records[::50]}
+            # Read by the statement: the rare word's 15 rows, the 45 with common words, at most the budget
+            # (50) of one-word rows, and the 60 again where the one-word scan passes them over; not all
+            # 3,000 rows holding a query word. (The GIN index as at scale: this small table would be read
+            # whole.)
+            ((statement, parameters),) = statements
+            await conn.execute(sa.text("SET enable_seqscan = off"))
+            plan = await conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, tuple(parameters))
+            scanned = _scanned_rows(plan.scalar_one()[0]["Plan"])
+            assert 60 + 50 <= scanned <= 60 + 50 + 60, scanned
+    finally:
+        await index.drop(spec.collection_id)
+        await index.close()
+
+
+def _scanned_rows(node: dict[str, Any]) -> int:
+    """Rows the plan's heap scans read (returned, or removed by a filter or a recheck), all nodes together."""
+    own = 0
+    if "Heap Scan" in node["Node Type"]:
+        counts = ("Actual Rows", "Rows Removed by Filter", "Rows Removed by Index Recheck")
+        own = round(sum(float(node.get(name, 0)) for name in counts) * float(node.get("Actual Loops", 1)))
+    return own + sum(_scanned_rows(child) for child in node.get("Plans", []))

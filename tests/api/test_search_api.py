@@ -424,3 +424,45 @@ async def test_a_search_while_the_collection_is_being_deleted_is_not_found(searc
         assert response.status_code == 404, response.text
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["detail"] == "the collection was deleted"
+
+
+@pytest.mark.redis
+async def test_a_cached_page_is_answered_from_its_hits_encoded_once_and_redis_keeps_only_the_hits(
+    make_api: MakeApi,
+) -> None:
+    """A rendered page's hits are encoded to JSON once in a process and kept with the page in the local
+    cache: a cached answer is those bytes with the rest of the answer around them, the same JSON an
+    encoding of the whole answer gives. The copy shared through Redis carries no encoding."""
+    import os
+
+    import redis.asyncio as aioredis
+
+    from inferline.search.caches import PREFIX
+
+    redis_url = os.environ.get("INFERLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    async with make_api(redis_url=redis_url) as api:
+        await create(api)
+        await ready(api, await add(api, DB_KO))
+        await ready(api, await add(api, BREAD_EN))
+        body = {"query": "database server", "limit": 1}
+        first = await api.client.post("/api/v1/collections/docs/search", json=body)
+        again = await api.client.post("/api/v1/collections/docs/search", json=body)
+        answer = again.json()
+        assert (first.json()["cached"], answer["cached"]) == (False, True)
+        assert answer["next_cursor"] and answer["total"] == 2 and answer["hits"] == first.json()["hits"]
+        assert again.content == json.dumps(answer, separators=(",", ":")).encode()
+        local = api.services.search.result_cache._local
+        encoded = [key for key, value in local.items() if isinstance(value, dict) and "_hits_json" in value]
+        assert len(encoded) == 1 and local[encoded[0]]["_hits_json"] == json.dumps(
+            answer["hits"], separators=(",", ":")
+        )
+        client = aioredis.from_url(redis_url)
+        try:
+            shared = json.loads(await client.get(PREFIX + encoded[0]))
+        finally:
+            await client.aclose()
+        assert shared == {"hits": answer["hits"], "total": 2}
+        # From Redis alone (this process's copies forgotten): the same answer, encoded again here.
+        local.clear()
+        from_redis = await api.client.post("/api/v1/collections/docs/search", json=body)
+        assert from_redis.json() | {"took_ms": 0} == answer | {"took_ms": 0}

@@ -106,11 +106,12 @@ def _api_routers(settings: Settings) -> list[APIRouter]:
     if settings.is_mysql:
         workloads = [engine_only.router]
     else:
-        workloads = [area.router for area in (files, ocr, collections, media, batches)]
+        # Collections first: routes are tried in order, and searches are the most frequent requests.
+        workloads = [area.router for area in (collections, files, ocr, media, batches)]
     core = [schedules.router, models.router, webhooks.router]
     if not settings.is_mysql:
         core.append(monitor.router)
-    return [jobs.router, *workloads, *core, events.router, *plugins.routers(plugins.load(settings.plugins))]
+    return [*workloads, jobs.router, *core, events.router, *plugins.routers(plugins.load(settings.plugins))]
 
 
 def _graphql_router(settings: Settings) -> APIRouter:

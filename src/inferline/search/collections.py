@@ -3,7 +3,6 @@ within a tenant; another tenant's name is simply not found."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -81,11 +80,11 @@ async def get_collection(deps: SearchDeps, *, tenant: str, name: str) -> Collect
 
 async def current_collection(deps: SearchDeps, *, tenant: str, name: str) -> Collection:
     """The collection as searches see it: this process's copy while `CollectionCache` trusts it."""
-    read_at = time.monotonic()
     collection = deps.collection_cache.get(tenant, name)
     if collection is None:
-        collection = await get_collection(deps, tenant=tenant, name=name)
-        deps.collection_cache.put(collection, read_at=read_at)
+        collection = await deps.collection_cache.read_once(
+            tenant, name, lambda: get_collection(deps, tenant=tenant, name=name)
+        )
     return collection
 
 

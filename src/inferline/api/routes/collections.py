@@ -32,6 +32,17 @@ from inferline.search.query import SearchIn
 router = APIRouter(prefix="/collections", tags=["search"])
 
 
+# First of the routes: a route is found by trying each in turn (FastAPI), and a cached search is the
+# cheapest and most frequent request there is (routing was ~15% of its CPU with this one last).
+@router.post("/{name}/search", responses=returns(SearchOut) | problems(404, 409, 413, 429))
+async def search(name: str, data: SearchIn, services: ServicesDep, tenant: TenantDep) -> Response:
+    """`mode` hybrid (default; RRF of both), semantic or keyword (Korean-aware tokens); `filter` over the
+    declared fields; `limit` ≤ 100; `cursor` from `next_cursor` pages through one ranked, cached list;
+    `group_by_document` keeps each document's best chunk."""
+    answer = await query.search_json(services.search, tenant=tenant, name=name, request=data)
+    return Response(answer, media_type="application/json")
+
+
 class TextDocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -187,11 +198,3 @@ async def similar_documents(
 ) -> dict[str, Any]:
     """More like this: other documents nearest to this one's chunks (their mean vector), best chunk each."""
     return await query.similar(services.search, tenant=tenant, name=name, document_id=document_id, limit=limit)
-
-
-@router.post("/{name}/search", responses=returns(SearchOut) | problems(404, 409, 413, 429))
-async def search(name: str, data: SearchIn, services: ServicesDep, tenant: TenantDep) -> Response:
-    """`mode` hybrid (default; RRF of both), semantic or keyword (Korean-aware tokens); `filter` over the
-    declared fields; `limit` ≤ 100; `cursor` from `next_cursor` pages through one ranked, cached list;
-    `group_by_document` keeps each document's best chunk."""
-    return json_response(await query.search(services.search, tenant=tenant, name=name, request=data))
