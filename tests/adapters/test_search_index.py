@@ -277,7 +277,9 @@ async def test_a_pgvector_collection_from_before_the_keyword_table_is_upgraded_o
     move to the narrow table on first use and new chunks go to both."""
     import sqlalchemy as sa
 
-    from inferline.search.pgvector import _table, _tsvector, _vector_text
+    from inferline.search.pgvector import _table
+    from inferline.search.pgvector_sql import tsvector as _tsvector
+    from inferline.search.pgvector_sql import vector_text as _vector_text
 
     index = PgVectorIndex(pgvector_url)
     spec = IndexSpec(str(uuid.uuid4()), DIM, FIELDS)
@@ -379,7 +381,9 @@ async def test_a_pgvector_keyword_search_ranks_a_bounded_set_and_keeps_the_top(
     import sqlalchemy as sa
 
     from inferline.search import pgvector
-    from inferline.search.pgvector import RANK_WEIGHTS, _keyword_table, _tsquery
+    from inferline.search.pgvector import _keyword_table
+    from inferline.search.pgvector_sql import RANK_WEIGHTS
+    from inferline.search.pgvector_sql import tsquery as _tsquery
 
     monkeypatch.setattr(pgvector, "KEYWORD_BUDGET", 50)
     index = PgVectorIndex(pgvector_url)

@@ -10,7 +10,7 @@
   which reads every matching row. So the tsvectors live in a narrow table of their own (id, document,
   metadata, tokens) beside the chunks: at 100k chunks a keyword top-200 read ~2 KB chunk rows (text and
   vector) for its ~11k matches, p50 38 / p95 102 ms; from the narrow table 14 / 39 ms.
-  What is ranked is bounded (`_KeywordPlan`): a query with common words ("in", "the", "파일") would read
+  What is ranked is bounded (`pgvector_sql.KeywordPlan`): a query with common words ("in", "the", "파일") would read
   and rank every row holding one of them. The table's own statistics (`pg_stats`, which ANALYZE and
   autovacuum keep) say how many rows each query term matches; terms are taken rarest first while their
   rows fit `KEYWORD_BUDGET`, and every row with one of those is ranked. Of the rows matching only the
@@ -19,7 +19,7 @@
   Below the budget (small collections, rare words, a table not yet analyzed) the ranking is exact.
 - Metadata in JSONB; each declared field gets an expression index matching the filter expressions
   below. Conditions under a `not` are `COALESCE(…, false)` so that `not` matches rows without the field,
-  as in Qdrant; the others are bare, so that a partial index's predicate can match them (`_Sql`).
+  as in Qdrant; the others are bare, so that a partial index's predicate can match them (`pgvector_sql.FilterSql`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import contextlib
 import json
 import re
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,10 +37,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from inferline.errors import NotFound
-from inferline.search.filters import And, FieldType, Filter, Not, Or, Range
-from inferline.search.index import HEADING_WEIGHT, Candidate, ChunkRecord, IndexSpec, StoredChunk, Vector
+from inferline.search import pgvector_sql as sql
+from inferline.search.filters import Filter
+from inferline.search.index import Candidate, ChunkRecord, IndexSpec, StoredChunk, Vector
 
-MAX_POSITION = 16383  # tsvector positions stop here
 UNDEFINED_TABLE = "42P01"
 EF_SEARCH = 100
 # Rows of the keyword table a search ranks in full (estimated from the table's statistics): at 100k bench
@@ -49,11 +48,7 @@ EF_SEARCH = 100
 # (docs/benchmarks.md, session 15).
 KEYWORD_BUDGET = 2000
 STATS_TTL_S = 60.0  # how long a collection's term statistics (or their absence) are reused: one read a minute
-# ts_rank's weights of positions labelled D, C, B, A: the text at PostgreSQL's default for D (0.1), the
-# heading path's tokens (A) HEADING_WEIGHT times that, as in the embedded index's BM25F (index.py).
-RANK_WEIGHTS = f"'{{0.1, 0.2, 0.4, {0.1 * HEADING_WEIGHT:g}}}'::float4[]"
 _ID = re.compile(r"^[0-9a-f-]{36}$")
-_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
 def _table(collection_id: str) -> str:
@@ -66,118 +61,6 @@ def _keyword_table(collection_id: str) -> str:
     return "search_keywords_" + _table(collection_id).removeprefix("search_chunks_")
 
 
-def _field_sql(name: str, kind: FieldType) -> str:
-    """The SQL expression of a declared field; also the expression of its index."""
-    if not _NAME.fullmatch(name):  # check_fields allows no other; it is written into SQL
-        raise ValueError(f"not a field name: {name!r}")
-    text = f"(metadata ->> '{name}')"
-    if kind in (FieldType.INT, FieldType.FLOAT):
-        return f"({text}::double precision)"
-    if kind is FieldType.BOOL:
-        return f"({text}::boolean)"
-    return text  # keywords, and dates as normalized ISO 8601 UTC text, which sorts in time order
-
-
-def _tsvector(tokens: list[str], heading_tokens: int = 0) -> str:
-    """The tsvector literal of a chunk's tokens: the heading path's at weight A, the text's at D
-    (PostgreSQL's default, which every position of collections indexed before has)."""
-    positions: dict[str, list[str]] = defaultdict(list)
-    for position, token in enumerate(tokens, start=1):
-        if position > MAX_POSITION:
-            break
-        positions[token].append(f"{position}A" if position <= heading_tokens else str(position))
-    return " ".join(
-        "'" + token.replace("\\", "\\\\").replace("'", "''") + "':" + ",".join(spots)
-        for token, spots in positions.items()
-    )
-
-
-def _lexeme(token: str) -> str:
-    return "'" + token.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-def _tsquery(tokens: list[str]) -> str:
-    return " | ".join(_lexeme(t) for t in sorted(set(tokens)))
-
-
-class _TermStats:
-    """How many rows of a keyword table hold each of its common lexemes, from `pg_stats` (the planner's own
-    estimate); a lexeme not listed is rarer than every listed one."""
-
-    def __init__(self, rows: float, frequencies: dict[str, float]) -> None:
-        self.rows = rows
-        self.frequencies = frequencies
-        self.unlisted = min(frequencies.values(), default=0.0)
-        self.read_at = time.monotonic()
-
-    def estimate(self, term: str) -> float:
-        return self.rows * self.frequencies.get(term, self.unlisted)
-
-
-class _KeywordPlan:
-    """Which query terms are ranked exactly (rare: their rows fit the budget, rarest first) and which are
-    common; with no statistics, or when every term fits, all are rare: every match is ranked."""
-
-    def __init__(self, tokens: list[str], stats: _TermStats, budget: float) -> None:
-        terms = sorted(set(tokens))
-        self.rare: list[str] = terms
-        self.common: list[str] = []
-        if stats.rows <= 0:
-            return
-        by_rows = sorted(terms, key=lambda term: (stats.estimate(term), term))
-        taken = 0.0
-        for i, term in enumerate(by_rows):
-            taken += stats.estimate(term)
-            if taken > budget:
-                self.rare, self.common = sorted(by_rows[:i]), sorted(by_rows[i:])
-                return
-
-    def pairs(self) -> str:
-        """Rows holding two or more of the common terms."""
-        return " | ".join(
-            f"({_lexeme(a)} & {_lexeme(b)})" for i, a in enumerate(self.common) for b in self.common[i + 1 :]
-        )
-
-
-def _vector_text(vector: Vector) -> str:
-    return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
-
-
-class _Sql:
-    """A filter tree as SQL with bound parameters. A condition under a `not` is `COALESCE(…, false)`, so that
-    a row without the field is "not X"; elsewhere it is left bare, since a WHERE drops NULL as it drops
-    false through AND and OR: bare, it is what an index predicate can match (`lang = 'ko'` lets the planner
-    take a partial HNSW index `WHERE (metadata ->> 'lang') = 'ko'`; COALESCE hides it)."""
-
-    def __init__(self, fields: dict[str, FieldType]) -> None:
-        self.fields = fields
-        self.params: dict[str, Any] = {}
-
-    def _param(self, value: Any) -> str:
-        name = f"f{len(self.params)}"
-        self.params[name] = value
-        return f":{name}"
-
-    def build(self, flt: Filter, *, negated: bool = False) -> str:
-        if isinstance(flt, And):
-            return "(" + " AND ".join(self.build(item, negated=negated) for item in flt.items) + ")"
-        if isinstance(flt, Or):
-            return "(" + " OR ".join(self.build(item, negated=negated) for item in flt.items) + ")"
-        if isinstance(flt, Not):
-            return f"(NOT {self.build(flt.item, negated=True)})"
-        expression = _field_sql(flt.field, self.fields[flt.field])
-        if isinstance(flt, Range):
-            parts = [
-                f"{expression} {op} {self._param(value)}"
-                for op, value in ((">=", flt.gte), (">", flt.gt), ("<=", flt.lte), ("<", flt.lt))
-                if value is not None
-            ]
-            condition = " AND ".join(parts)
-        else:
-            condition = f"{expression} IN ({', '.join(self._param(value) for value in flt.values)})"
-        return f"COALESCE({condition}, false)" if negated else f"({condition})"
-
-
 class PgVectorIndex:
     def __init__(self, url: str) -> None:
         if url.startswith("postgresql://"):
@@ -185,7 +68,7 @@ class PgVectorIndex:
         self.engine: AsyncEngine = create_async_engine(url, pool_size=5, max_overflow=5)
         self._ready = False
         self._current: set[str] = set()  # collections known to have the current layout
-        self._term_stats: dict[str, _TermStats] = {}  # collection id -> its keyword statistics
+        self._term_stats: dict[str, sql.TermStats] = {}  # collection id -> its keyword statistics
 
     async def _connect_ready(self) -> None:
         if not self._ready:
@@ -223,7 +106,7 @@ class PgVectorIndex:
             )
             for i, (name, kind) in enumerate(sorted(spec.fields.items())):
                 await conn.execute(
-                    sa.text(f"CREATE INDEX IF NOT EXISTS {table}_f{i} ON {table} ({_field_sql(name, kind)})")
+                    sa.text(f"CREATE INDEX IF NOT EXISTS {table}_f{i} ON {table} ({sql.field_sql(name, kind)})")
                 )
             await _create_keyword_table(conn, spec.collection_id)
         self._current.add(spec.collection_id)
@@ -291,8 +174,8 @@ class PgVectorIndex:
                 "heading": record.heading,
                 "page": record.page,
                 "metadata": json.dumps(record.metadata),
-                "embedding": _vector_text(record.vector),
-                "tokens": _tsvector(record.tokens, record.heading_tokens),
+                "embedding": sql.vector_text(record.vector),
+                "tokens": sql.tsvector(record.tokens, record.heading_tokens),
             }
             for record in records
         ]
@@ -315,8 +198,8 @@ class PgVectorIndex:
     def _where(self, spec: IndexSpec, flt: Filter | None) -> tuple[str, dict[str, Any]]:
         if flt is None:
             return "", {}
-        sql = _Sql(spec.fields)
-        return "WHERE " + sql.build(flt), sql.params
+        where = sql.FilterSql(spec.fields)
+        return "WHERE " + where.build(flt), where.params
 
     async def semantic(
         self, spec: IndexSpec, vector: Vector, flt: Filter | None, limit: int, *, documents: bool = True
@@ -328,7 +211,7 @@ class PgVectorIndex:
         )
         async with self._tables(begin=True) as conn:
             await _search_settings(conn, limit)
-            rows = (await conn.execute(query, params | {"q": _vector_text(vector), "limit": limit})).all()
+            rows = (await conn.execute(query, params | {"q": sql.vector_text(vector), "limit": limit})).all()
         ordered = sorted(rows, key=lambda row: (row.distance, row.id))  # relaxed order: re-sort exactly
         # The document id comes with the row at no cost; it is left out only to keep the port's contract.
         return [Candidate(row.id, row.document_id if documents else None, 1.0 - float(row.distance)) for row in ordered]
@@ -342,14 +225,14 @@ class PgVectorIndex:
         where, params = self._where(spec, flt)
         filtered = where.replace("WHERE ", "AND ", 1)
         table = _keyword_table(spec.collection_id)
-        plan = _KeywordPlan(tokens, await self._stats(spec.collection_id), KEYWORD_BUDGET)
+        plan = sql.KeywordPlan(tokens, await self._stats(spec.collection_id), KEYWORD_BUDGET)
         # The rows to rank (module docstring): all with a rare term; capped, those with two common terms and
         # no rare one; and to fill the list, those with one common term only.
         columns = f"SELECT id, document_id, tokens FROM {table} WHERE"
         parts = []
         if plan.rare:
             parts.append(f"({columns} tokens @@ CAST(:rare AS tsquery) {filtered})")
-        strong = " | ".join(q for q in (_tsquery(plan.rare) if plan.rare else "", plan.pairs()) if q)
+        strong = " | ".join(q for q in (sql.tsquery(plan.rare) if plan.rare else "", plan.pairs()) if q)
         if plan.pairs():
             not_rare = "AND NOT tokens @@ CAST(:rare AS tsquery)" if plan.rare else ""
             parts.append(f"({columns} tokens @@ CAST(:pairs AS tsquery) {not_rare} {filtered} LIMIT :budget)")
@@ -357,15 +240,15 @@ class PgVectorIndex:
             not_strong = "AND NOT tokens @@ CAST(:strong AS tsquery)" if strong else ""
             parts.append(f"({columns} tokens @@ CAST(:common AS tsquery) {not_strong} {filtered} LIMIT :budget)")
         query = sa.text(
-            f"SELECT id::text AS id, document_id, ts_rank({RANK_WEIGHTS}, tokens, CAST(:q AS tsquery), 1) AS rank "
+            f"SELECT id::text AS id, document_id, ts_rank({sql.RANK_WEIGHTS}, tokens, CAST(:q AS tsquery), 1) AS rank "
             f"FROM ({' UNION ALL '.join(parts)}) AS matched ORDER BY rank DESC, id LIMIT :limit"
         )
         terms = {
-            "q": _tsquery(tokens),
-            "rare": _tsquery(plan.rare),
+            "q": sql.tsquery(tokens),
+            "rare": sql.tsquery(plan.rare),
             "pairs": plan.pairs(),
             "strong": strong,
-            "common": _tsquery(plan.common),
+            "common": sql.tsquery(plan.common),
             "budget": KEYWORD_BUDGET,
             "limit": limit,
         }
@@ -374,7 +257,7 @@ class PgVectorIndex:
             rows = (await conn.execute(query, params | used)).all()
         return [Candidate(row.id, row.document_id if documents else None, float(row.rank)) for row in rows]
 
-    async def _stats(self, collection_id: str) -> _TermStats:
+    async def _stats(self, collection_id: str) -> sql.TermStats:
         """The keyword table's term statistics, read again after STATS_TTL_S; no rows while it has none (a
         table not yet analyzed: every match is ranked)."""
         stats = self._term_stats.get(collection_id)
@@ -387,11 +270,11 @@ class PgVectorIndex:
         )
         async with self._tables() as conn:
             row = (await conn.execute(query, {"t": _keyword_table(collection_id)})).first()
-        fresh = _TermStats(0.0, {})
+        fresh = sql.TermStats(0.0, {})
         if row is not None and row.elems and row.reltuples > 0:
             # The frequencies list has the minimum and maximum (and for some types the nulls) after the
             # elements' own: zip stops at the elements.
-            fresh = _TermStats(float(row.reltuples), dict(zip(row.elems, map(float, row.freqs), strict=False)))
+            fresh = sql.TermStats(float(row.reltuples), dict(zip(row.elems, map(float, row.freqs), strict=False)))
         self._term_stats[collection_id] = fresh
         return fresh
 
