@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.helpers import eventually
 
 from inferline.errors import NonRetryable
+from inferline.jobs import attempts
 from inferline.jobs.context import JobContext
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
@@ -364,6 +365,65 @@ async def test_a_worker_whose_jobs_end_faster_than_a_claim_claims_the_next_batch
     assert canceled.status is JobStatus.CANCELED and ahead[0].id not in gates.started
     assert all(job.status is JobStatus.SUCCEEDED for job in done)
     assert gates.most_running == 2
+
+
+async def claimed_ahead_behind_gates(engine: AsyncEngine, registry: KindRegistry, worker: Worker) -> list[Job]:
+    """Two gated jobs take the worker's two slots after quick ones taught it to claim ahead; two quick jobs
+    are then claimed ahead and wait for slots. Returns those two."""
+    warm = [await submit(engine, registry, kind="quick", input={}) for _ in range(6)]
+    for job in warm:
+        await wait_for(engine, job.id, finished)
+    [await submit(engine, registry, kind="gated", input={}) for _ in range(2)]
+    ahead = [await submit(engine, registry, kind="quick", input={}) for _ in range(2)]
+    for job in ahead:
+        await eventually(lambda job=job: status_of(engine, job), lambda status: status is JobStatus.RUNNING)
+    return ahead
+
+
+async def test_jobs_claimed_ahead_behind_long_attempts_go_back_to_the_queue_for_idle_workers(
+    engine: AsyncEngine, registry: KindRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(attempts, "SLOT_WAIT_S", 0.5)
+    gates = Gates(registry)
+    config = WorkerConfig(concurrency=2, claim_batch=2, lease_s=5, heartbeat_s=0.1, poll_s=0.05)
+    busy = Worker(engine, registry, config, wakeup=LocalWakeup(), metrics=Metrics())
+    await busy.start()
+    idle = Worker(engine, registry, config, kinds=["quick"], wakeup=LocalWakeup(), metrics=Metrics())
+    try:
+        ahead = await claimed_ahead_behind_gates(engine, registry, busy)
+        await idle.start()
+        # The gates stay shut: only given back can the jobs waiting behind them run, on the idle worker.
+        done = [await wait_for(engine, job.id, finished) for job in ahead]
+        assert all(job.status is JobStatus.SUCCEEDED and job.attempts == 1 for job in done)
+        assert gates.running == 2
+    finally:
+        gates.opened.set()
+        await idle.stop(grace_s=1)
+        await busy.stop(grace_s=1)
+
+
+async def test_a_stopping_worker_gives_back_the_jobs_it_claimed_ahead_without_starting_them(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    gates = Gates(registry)
+    config = WorkerConfig(concurrency=2, claim_batch=2, lease_s=5, heartbeat_s=0.1, poll_s=0.05)
+    worker = Worker(engine, registry, config, wakeup=LocalWakeup(), metrics=Metrics())
+    await worker.start()
+    stopping: asyncio.Task[None] | None = None
+    try:
+        ahead = await claimed_ahead_behind_gates(engine, registry, worker)
+        stopping = asyncio.create_task(worker.stop(grace_s=10))
+        for job in ahead:  # back in the queue at once, while the running jobs have their grace time
+            back = await eventually(
+                lambda job=job: status_of(engine, job), lambda status: status is JobStatus.QUEUED, timeout_s=5
+            )
+            assert back is JobStatus.QUEUED
+        gates.opened.set()  # slots free up within the grace time: the given-back jobs do not take them
+    finally:
+        gates.opened.set()
+        await (stopping if stopping is not None else worker.stop(grace_s=1))
+    assert not set(gates.started) & {job.id for job in ahead}
+    assert [await status_of(engine, job) for job in ahead] == [JobStatus.QUEUED] * 2
 
 
 async def test_a_worker_whose_jobs_take_longer_than_a_claim_claims_only_its_free_slots(

@@ -28,6 +28,8 @@ from inferline.metrics import Metrics
 from inferline.tracing import TRACEPARENT, incoming
 
 log = structlog.get_logger(__name__)
+# How long a job claimed ahead may wait for a slot before it goes back to the queue (see `_execute`).
+SLOT_WAIT_S = 1.0
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Attempt:
     ctx: WorkerContext
     task: asyncio.Task[Outcome] | None = None
     deadline_timer: asyncio.TimerHandle | None = None
+    started: bool = False  # it has its slot: the job's code may run
 
     @property
     def active(self) -> bool:
@@ -121,8 +124,16 @@ class Attempts:
         outcome = Outcome("lost")  # if the attempt is torn down by a cancellation that is not ours
         slot = False
         try:
-            await self._slots.acquire()  # no wait, unless the worker claimed ahead of its free slots
+            # No wait, unless the worker claimed ahead of its free slots. A job that waits longer than
+            # SLOT_WAIT_S is behind attempts far longer than those the worker claimed ahead for: it goes
+            # back to the queue (its attempt not counted), where an idle worker can take it.
+            try:
+                await asyncio.wait_for(self._slots.acquire(), SLOT_WAIT_S)
+            except TimeoutError:
+                outcome = Outcome("released")
+                return outcome
             slot = True
+            attempt.started = True
             started_s = time.monotonic()
             outcome = await self._run(attempt)
             run_s = time.monotonic() - started_s
@@ -178,6 +189,12 @@ class Attempts:
     def interrupt_all(self, reason: str) -> None:
         for attempt in list(self._running.values()):
             attempt.interrupt(reason)
+
+    def interrupt_waiting(self, reason: str) -> None:
+        """Stop the attempts still waiting for a slot (claimed ahead), before any of their code runs."""
+        for attempt in list(self._running.values()):
+            if not attempt.started:
+                attempt.interrupt(reason)
 
     def release(self, job_ids: list[str]) -> None:
         """Their outcomes are recorded: they are no longer held."""

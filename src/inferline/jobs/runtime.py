@@ -124,6 +124,7 @@ class Worker:
         self.attempts.slot_freed.set()
         self.wakeup.notify()
         await asyncio.gather(self._loops[0], return_exceptions=True)  # the claim loop sees _stopping
+        self.attempts.interrupt_waiting(SHUTDOWN)  # claimed ahead, not started: back to the queue now
         tasks = self.attempts.tasks()
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace_s)
