@@ -132,11 +132,12 @@ async def _batch_of_file(deps: BatchDeps, ctx: JobContext, options: BatchIn) -> 
     """The id of this job's batch of its file, made once whatever the job's attempts: the batch's job
     carries a key naming this job, so an attempt cut off after the batch was made finds it."""
     key = f"{SERVER_KEY_PREFIX}scheduled_batch:{ctx.id}"
+    async with db.read(deps.engine) as conn:  # found before any check: one that fails now fails no batch made
+        made = await JobStore(conn).get_by_idempotency_key(ctx.tenant, key)
+    if made is not None:
+        return str(made.input["batch_id"])
     await check_batch(deps, tenant=ctx.tenant, data=options)
-    async with deps.submitter.transaction() as tx:
-        made = await JobStore(tx.conn).get_by_idempotency_key(ctx.tenant, key)
-        if made is not None:
-            return str(made.input["batch_id"])
+    async with deps.submitter.transaction() as tx:  # two attempts at once (a lost lease): one key wins
         batch, _ = await add_batch(tx, deps, tenant=ctx.tenant, data=options, idempotency_key=key)
     return batch.id
 

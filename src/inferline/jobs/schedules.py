@@ -124,9 +124,9 @@ async def _check_as_a_tick_would(
     # A conflict is a passing state (the project's run in progress): a later tick may find it gone.
     with contextlib.suppress(_Checked, Conflict):
         async with db.write(engine) as conn:
-            await hold_files(conn, tenant, file_ids)
-            if kind.on_queue is not None:
+            if kind.on_queue is not None:  # in the order a submission checks them (`_add_holding_files`)
                 await kind.on_queue(conn, job)
+            await hold_files(conn, tenant, file_ids)
             raise _Checked
 
 

@@ -134,7 +134,7 @@ async def _announce_start(engine: AsyncEngine, owner: str, claimed: list[Job], n
         async with db.write(engine) as conn:
             for job in claimed:
                 await webhooks.enqueue(conn, job, WebhookEvent.START, now)
-    except Exception:
+    except BaseException:  # a cancellation too (a stopping worker's hung claim loop): none of them runs
         with contextlib.suppress(Exception):  # else their leases expire and the reaper takes them back
             await give_back(engine, owner, claimed)
         raise

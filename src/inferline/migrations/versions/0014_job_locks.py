@@ -6,8 +6,9 @@ Create Date: 2026-12-04 04:30:00
 
 PostgreSQL serializes those claims with a transaction-scoped advisory lock; MariaDB's GET_LOCK is held by
 the session past the commit, so they locked the one row of `alembic_version` instead, which a migration
-also writes. The table is made on every engine (one schema), and used on MariaDB only; its row is made by
-the first lock (`INSERT … ON DUPLICATE KEY UPDATE`).
+also writes. The table is made on every engine (one schema), and used on MariaDB only. Its row is made
+here, so two first claims never race to insert it (the lock's `INSERT … ON DUPLICATE KEY UPDATE` makes it
+again if it is ever deleted).
 """
 
 from collections.abc import Sequence
@@ -22,7 +23,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_table("job_locks", sa.Column("name", sa.String(length=64), primary_key=True))
+    table = op.create_table("job_locks", sa.Column("name", sa.String(length=64), primary_key=True))
+    op.bulk_insert(table, [{"name": "kind_limits"}])
 
 
 def downgrade() -> None:
