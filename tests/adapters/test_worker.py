@@ -337,6 +337,20 @@ async def status_of(engine: AsyncEngine, job: Job) -> JobStatus:
     return (await get_job(engine, tenant="t", job_id=job.id)).status
 
 
+async def claimed_ahead_behind_gates(engine: AsyncEngine, registry: KindRegistry) -> tuple[list[Job], list[Job]]:
+    """Two gated jobs take a worker's two slots after quick ones taught it to claim ahead (attempts of a few
+    µs, claims of a millisecond or more); two quick jobs are then claimed ahead and wait for slots. Returns
+    the gated jobs and those two."""
+    warm = [await submit(engine, registry, kind="quick", input={}) for _ in range(6)]
+    for job in warm:
+        await wait_for(engine, job.id, finished)
+    blocking = [await submit(engine, registry, kind="gated", input={}) for _ in range(2)]
+    ahead = [await submit(engine, registry, kind="quick", input={}) for _ in range(2)]
+    for job in ahead:
+        await eventually(lambda job=job: status_of(engine, job), lambda status: status is JobStatus.RUNNING)
+    return blocking, ahead
+
+
 async def test_a_worker_whose_jobs_end_faster_than_a_claim_claims_the_next_batch_ahead_of_its_slots(
     engine: AsyncEngine, registry: KindRegistry
 ) -> None:
@@ -345,15 +359,9 @@ async def test_a_worker_whose_jobs_end_faster_than_a_claim_claims_the_next_batch
     worker = Worker(engine, registry, config, wakeup=LocalWakeup(), metrics=Metrics())
     await worker.start()
     try:
-        warm = [await submit(engine, registry, kind="quick", input={}) for _ in range(6)]
-        for job in warm:  # attempts of a few µs, claims of a millisecond or more
-            await wait_for(engine, job.id, finished)
-        blocking = [await submit(engine, registry, kind="gated", input={}) for _ in range(2)]
-        ahead = [await submit(engine, registry, kind="quick", input={}) for _ in range(2)]
-        await eventually(lambda: len(gates.started) == 8)
         # Both slots are taken; the next batch is claimed all the same, and waits for its slots.
-        for job in ahead:
-            await eventually(lambda job=job: status_of(engine, job), lambda status: status is JobStatus.RUNNING)
+        blocking, ahead = await claimed_ahead_behind_gates(engine, registry)
+        await eventually(lambda: len(gates.started) == 8)
         await asyncio.sleep(0.3)  # heartbeats keep their leases; none of them starts
         assert not set(gates.started) & {job.id for job in ahead}
         await cancel_job(engine, tenant="t", job_id=ahead[0].id)  # stopped while it waits: never runs
@@ -367,19 +375,6 @@ async def test_a_worker_whose_jobs_end_faster_than_a_claim_claims_the_next_batch
     assert gates.most_running == 2
 
 
-async def claimed_ahead_behind_gates(engine: AsyncEngine, registry: KindRegistry, worker: Worker) -> list[Job]:
-    """Two gated jobs take the worker's two slots after quick ones taught it to claim ahead; two quick jobs
-    are then claimed ahead and wait for slots. Returns those two."""
-    warm = [await submit(engine, registry, kind="quick", input={}) for _ in range(6)]
-    for job in warm:
-        await wait_for(engine, job.id, finished)
-    [await submit(engine, registry, kind="gated", input={}) for _ in range(2)]
-    ahead = [await submit(engine, registry, kind="quick", input={}) for _ in range(2)]
-    for job in ahead:
-        await eventually(lambda job=job: status_of(engine, job), lambda status: status is JobStatus.RUNNING)
-    return ahead
-
-
 async def test_jobs_claimed_ahead_behind_long_attempts_go_back_to_the_queue_for_idle_workers(
     engine: AsyncEngine, registry: KindRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -390,7 +385,7 @@ async def test_jobs_claimed_ahead_behind_long_attempts_go_back_to_the_queue_for_
     await busy.start()
     idle = Worker(engine, registry, config, kinds=["quick"], wakeup=LocalWakeup(), metrics=Metrics())
     try:
-        ahead = await claimed_ahead_behind_gates(engine, registry, busy)
+        _, ahead = await claimed_ahead_behind_gates(engine, registry)
         await idle.start()
         # The gates stay shut: only given back can the jobs waiting behind them run, on the idle worker.
         done = [await wait_for(engine, job.id, finished) for job in ahead]
@@ -411,7 +406,7 @@ async def test_a_stopping_worker_gives_back_the_jobs_it_claimed_ahead_without_st
     await worker.start()
     stopping: asyncio.Task[None] | None = None
     try:
-        ahead = await claimed_ahead_behind_gates(engine, registry, worker)
+        _, ahead = await claimed_ahead_behind_gates(engine, registry)
         stopping = asyncio.create_task(worker.stop(grace_s=10))
         for job in ahead:  # back in the queue at once, while the running jobs have their grace time
             back = await eventually(
