@@ -72,7 +72,7 @@ def clip_encoding(fps: int, frames: int | None = None) -> list[str]:
     return [*video_encoding(), *keyframe, "-r", str(fps), "-an", "-f", "mp4"]
 
 
-def _checked_output(graph: str, check: PictureCheck | None, frames: int) -> tuple[str, list[str]]:
+def checked_output(graph: str, check: PictureCheck | None, frames: int) -> tuple[str, list[str]]:
     """`graph` (ending in `[v]`) with the picture check as a second output of the same run: the frames
     encoded are also what blackdetect and freezedetect read, so the clip is not decoded again to check it.
     Returns the graph and the check's output arguments (they go before the clip's own). The check's output
@@ -106,7 +106,7 @@ async def render_photo_clip(
     direction picked by `motion`), `caption` along the bottom. The caption's text files go beside `out`.
     With `check`, the frames made are checked for black and frozen stretches in the same run."""
     frames = frame_count(duration_s, fps)
-    graph, checked = _checked_output(
+    graph, checked = checked_output(
         ";".join(
             [
                 _fit_with_blurred_fill("0:v", "still", _supersampled(frame)),
@@ -194,7 +194,7 @@ async def render_last_clip(
     inputs, backdrop = _closing_backdrop(background, frame, fps, frames)
     texts = ",".join(_closing_text(title, subtitle, frame, out))
     fade = f"fade=t=out:st={frames / fps - fade_s:.4f}:d={fade_s:.4f}"
-    graph, checked = _checked_output(f"{backdrop};[backdrop]{texts},{fade},format=yuv420p[v]", check, frames)
+    graph, checked = checked_output(f"{backdrop};[backdrop]{texts},{fade},format=yuv420p[v]", check, frames)
     args = [*inputs, "-filter_complex", graph, *checked, "-map", "[v]", "-frames:v", str(frames)]
     await run_ffmpeg(
         [*args, *clip_encoding(fps, frames), str(out)],

@@ -136,6 +136,10 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
             await clips.extract_frame(after.path, last, "first")
             await ctx.stage("transition_generate")
             part = work.part("transition.mp4")
+            duration_s = _planned_s(data.duration_s, data.fps)
+            # Two stills of one photo make a still transition: only black is checked.
+            expected = Expected(data.size, duration_s, picture=(0.0, duration_s), frozen_min_s=None)
+            checked = expected.picture_check()
             made = await generate_transition(
                 _model_transitions(deps, ctx),
                 deps.fallback,
@@ -148,12 +152,10 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
                 style=data.transition,
                 index=data.index,
                 progress=progress_between(ctx, *GENERATE),
+                check=checked,
             )
             await ctx.stage("transition_validate")
-            duration_s = _planned_s(data.duration_s, data.fps)
-            # Two stills of one photo make a still transition: only black is checked.
-            expected = Expected(data.size, duration_s, picture=(0.0, duration_s), frozen_min_s=None)
-            await check_video(part, expected, "transition")
+            await check_video(part, expected, "transition", checked=checked)
             clip = work.finish(part)
 
             def result(file_ids: list[str]) -> dict[str, Any]:
