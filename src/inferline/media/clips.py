@@ -4,8 +4,9 @@ and the final render (the clips joined, the music laid under them).
 Every function takes paths it may write (the caller's work directory; outputs may be `.part` names, so the
 format is always given) and is exact in length: a clip of `duration_s` has round(duration_s * fps) frames.
 Photos arrive decoded and normalized by Pillow (the canvas kind), so ffmpeg never parses a hostile image:
-it reads them as PNGs only. Clips and songs may be tenant files: each input is held to its demuxers
-(`ffmpeg.input_args`), and each clip of the render's concat script to `mov`.
+it reads them as the PPMs (or PNGs) this server wrote only (`ffmpeg.still_source`). Clips and songs may be
+tenant files: each input is held to its demuxers (`ffmpeg.input_args`), and each clip of the render's concat
+script to `mov`.
 Clips share one encoding (`clip_encoding`), which lets the render join them without encoding them again.
 """
 
@@ -21,10 +22,10 @@ from inferline.media.ffmpeg import (
     CLIP_LIST,
     DEFAULT_THREADS,
     SONG,
-    STILL,
     Progress,
     input_args,
     run_ffmpeg,
+    still_source,
     time_budget_s,
 )
 from inferline.media.probe import MediaInfo, PictureCheck, probe
@@ -116,7 +117,8 @@ async def render_photo_clip(
         check,
         frames,
     )
-    args = [*input_args(photo, STILL), "-filter_complex", graph, *checked, "-map", "[v]", "-frames:v", str(frames)]
+    args = [*input_args(photo, still_source(photo)), "-filter_complex", graph, *checked]
+    args += ["-map", "[v]", "-frames:v", str(frames)]
     await run_ffmpeg(
         [*args, *clip_encoding(fps, frames), str(out)],
         planned_s=frames / fps,
@@ -217,7 +219,8 @@ def _closing_backdrop(background: Path | None, frame: Size, fps: int, frames: in
         f"[0:v]scale={large[0]}:{large[1]}:force_original_aspect_ratio=increase,crop={large[0]}:{large[1]},"
         f"gblur=sigma={max(6, large[0] // 40)},eq=brightness=-0.3:saturation=0.6,setsar=1[still]"
     )
-    return input_args(background, STILL), f"{blurred};[still]{_ken_burns(0, frames, frame, fps)}[backdrop]"
+    backdrop = f"{blurred};[still]{_ken_burns(0, frames, frame, fps)}[backdrop]"
+    return input_args(background, still_source(background)), backdrop
 
 
 def _closing_text(title: str, subtitle: str | None, frame: Size, out: Path) -> list[str]:

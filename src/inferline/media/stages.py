@@ -101,9 +101,9 @@ def _planned_s(duration_s: float, fps: int) -> float:
 async def normalized_photo(
     deps: MediaDeps, ctx: JobContext, photo: InputFile, work: Workspace, frame: tuple[int, int]
 ) -> Path:
-    """The photo decoded by Pillow into a PNG in the work directory (upright by its EXIF orientation, RGB,
+    """The photo decoded by Pillow into a PPM in the work directory (upright by its EXIF orientation, RGB,
     no larger than the clip's supersampled still): ffmpeg reads only this, never the upload."""
-    out = work.path("photo.png")
+    out = work.path("photo.ppm")
     max_size = (frame[0] * clips.SUPERSAMPLE, frame[1] * clips.SUPERSAMPLE)
     normalize = functools.partial(
         images.normalize_photo,
