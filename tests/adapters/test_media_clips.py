@@ -185,12 +185,17 @@ async def test_the_closing_card_fades_to_black_over_a_photo_that_moves(tmp_path:
     assert await picture_problems(out, end_s=2.0, frozen_min_s=1.0) == []
 
 
-async def test_first_and_last_frames_are_extracted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".png", ".ppm"])
+async def test_first_and_last_frames_are_extracted(tmp_path: Path, suffix: str) -> None:
     video = await synth_video(tmp_path / "v.mp4", duration_s=1.2)  # testsrc2 changes every frame
-    await extract_frame(video, tmp_path / "first.png.part", "first")
-    await extract_frame(video, tmp_path / "last.png.part", "last")
-    first = await decoded_frame(tmp_path / "first.png.part", tmp_path / "f.png", 0)
-    last = await decoded_frame(tmp_path / "last.png.part", tmp_path / "l.png", 0)
+    await extract_frame(video, tmp_path / f"first{suffix}", "first")
+    await extract_frame(video, tmp_path / f"last{suffix}", "last")
+    for name in ["first", "last"]:
+        with Image.open(tmp_path / f"{name}{suffix}") as still:
+            assert still.format == suffix[1:].upper() and still.mode == "RGB"
+            still.save(tmp_path / f"{name}.decoded.png")
+    first = await decoded_frame(tmp_path / "first.decoded.png", tmp_path / "f.png", 0)
+    last = await decoded_frame(tmp_path / "last.decoded.png", tmp_path / "l.png", 0)
     assert difference(first, await decoded_frame(video, tmp_path / "r0.png", 0)) < 2
     assert difference(last, await decoded_frame(video, tmp_path / "r35.png", 35)) < 2
     assert difference(last, await decoded_frame(video, tmp_path / "r34.png", 34)) > 2

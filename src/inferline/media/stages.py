@@ -131,7 +131,7 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
         before = await input_file(deps, ctx, data.from_file_id, field="from_file_id", types=frozenset({MP4}))
         after = await input_file(deps, ctx, data.to_file_id, field="to_file_id", types=frozenset({MP4}))
         async with deps.workspaces.open(ctx.id) as work:
-            first, last = work.path("first.png"), work.path("last.png")
+            first, last = work.path("first.ppm"), work.path("last.ppm")  # uncompressed: no zlib either way
             await clips.extract_frame(before.path, first, "last")
             await clips.extract_frame(after.path, last, "first")
             await ctx.stage("transition_generate")

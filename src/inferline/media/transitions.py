@@ -8,7 +8,7 @@ from typing import Protocol
 
 from inferline.errors import InvalidInput
 from inferline.media.clips import Size, checked_output, clip_encoding, frame_count
-from inferline.media.ffmpeg import DEFAULT_THREADS, STILL, Progress, input_args, run_ffmpeg, time_budget_s
+from inferline.media.ffmpeg import DEFAULT_THREADS, Progress, input_args, run_ffmpeg, still_source, time_budget_s
 from inferline.media.probe import PictureCheck
 
 # The styles a run may ask for, each a family of xfade's transitions; `index` picks within a family.
@@ -100,7 +100,8 @@ class XfadeTransitions:
             check,
             frames,
         )
-        stills = [*input_args(first, STILL, "-framerate", str(fps)), *input_args(last, STILL, "-framerate", str(fps))]
+        rate = ["-framerate", str(fps)]
+        stills = [*input_args(first, still_source(first), *rate), *input_args(last, still_source(last), *rate)]
         args = [*stills, "-filter_complex", graph, *checked, "-map", "[v]", "-frames:v", str(frames)]
         await run_ffmpeg(
             [*args, *clip_encoding(fps), str(out)],
