@@ -22,6 +22,7 @@ from tests.media_helpers import (
 )
 
 from inferline.errors import JobError
+from inferline.files import sniff
 from inferline.media.clips import (
     extract_frame,
     extract_poster,
@@ -30,6 +31,7 @@ from inferline.media.clips import (
     render_photo_clip,
 )
 from inferline.media.ffmpeg import Source, run_ffmpeg
+from inferline.media.images import normalize_photo
 from inferline.media.probe import PictureCheck, picture_problems, probe
 
 CAPTION_BAND = (0, 140, 320, 180)
@@ -72,6 +74,24 @@ async def test_the_check_run_with_the_encode_finds_what_a_decode_of_the_clip_fin
     assert found == await picture_problems(tmp_path / "black.mp4", frozen_min_s=1.0)
     assert any(problem.startswith("black from 0.00 s") for problem in found)
     assert any(problem.startswith("frozen from 0.00 s") for problem in found)
+
+
+async def test_a_clip_of_the_normalized_photo_is_the_clip_of_the_same_pixels_as_a_png(tmp_path: Path) -> None:
+    """The normalized photo is a PPM (no zlib to write or read): lossless, so the clip is the PNG's, frame for frame."""
+    photo = synth_photo(tmp_path / "photo.png", seed=3)
+    Image.open(photo).save(tmp_path / "photo.jpg", quality=90)
+    normalize_photo(tmp_path / "photo.jpg", tmp_path / "photo.ppm", sniff.JPEG, max_pixels=10**6)
+    with Image.open(tmp_path / "photo.ppm") as normalized:
+        normalized.save(tmp_path / "same.png")
+    digests = []
+    for still in ["photo.ppm", "same.png"]:
+        clip = tmp_path / f"{still}.mp4"
+        await render_photo_clip(tmp_path / still, clip, frame=FRAME, fps=FPS, duration_s=1.0, caption="할머니")
+        listed = await asyncio.create_subprocess_exec(
+            "ffmpeg", "-v", "error", "-i", str(clip), "-f", "framemd5", "-", stdout=asyncio.subprocess.PIPE
+        )
+        digests.append((await listed.communicate())[0])
+    assert digests[0] == digests[1] and digests[0].count(b"\n") > 10
 
 
 async def test_a_clip_has_a_keyframe_just_before_its_last_half_second(tmp_path: Path) -> None:
@@ -165,12 +185,17 @@ async def test_the_closing_card_fades_to_black_over_a_photo_that_moves(tmp_path:
     assert await picture_problems(out, end_s=2.0, frozen_min_s=1.0) == []
 
 
-async def test_first_and_last_frames_are_extracted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".png", ".ppm"])
+async def test_first_and_last_frames_are_extracted(tmp_path: Path, suffix: str) -> None:
     video = await synth_video(tmp_path / "v.mp4", duration_s=1.2)  # testsrc2 changes every frame
-    await extract_frame(video, tmp_path / "first.png.part", "first")
-    await extract_frame(video, tmp_path / "last.png.part", "last")
-    first = await decoded_frame(tmp_path / "first.png.part", tmp_path / "f.png", 0)
-    last = await decoded_frame(tmp_path / "last.png.part", tmp_path / "l.png", 0)
+    await extract_frame(video, tmp_path / f"first{suffix}", "first")
+    await extract_frame(video, tmp_path / f"last{suffix}", "last")
+    for name in ["first", "last"]:
+        with Image.open(tmp_path / f"{name}{suffix}") as still:
+            assert still.format == suffix[1:].upper() and still.mode == "RGB"
+            still.save(tmp_path / f"{name}.decoded.png")
+    first = await decoded_frame(tmp_path / "first.decoded.png", tmp_path / "f.png", 0)
+    last = await decoded_frame(tmp_path / "last.decoded.png", tmp_path / "l.png", 0)
     assert difference(first, await decoded_frame(video, tmp_path / "r0.png", 0)) < 2
     assert difference(last, await decoded_frame(video, tmp_path / "r35.png", 35)) < 2
     assert difference(last, await decoded_frame(video, tmp_path / "r34.png", 34)) > 2

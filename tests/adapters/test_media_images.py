@@ -42,10 +42,10 @@ def test_a_quarter_turned_photo_is_shown_and_normalized_upright(tmp_path: Path) 
     info = inspect_image(photo, sniff.JPEG, max_pixels=10_000)
     assert (info.width, info.height) == (40, 80)
 
-    out = tmp_path / "normalized.png"
+    out = tmp_path / "normalized.ppm"
     assert normalize_photo(photo, out, sniff.JPEG, max_pixels=10_000) == (40, 80)
     with Image.open(out) as upright:
-        assert upright.format == "PNG" and upright.mode == "RGB" and upright.size == (40, 80)
+        assert upright.format == "PPM" and upright.mode == "RGB" and upright.size == (40, 80)
         red, _, blue = upright.getpixel((20, 10))  # the left half went to the top
         assert red > 200 and blue < 60
         red, _, blue = upright.getpixel((20, 70))

@@ -9,7 +9,7 @@ from PIL import Image, ImageFilter
 from tests.media_helpers import FPS, FRAME, decoded_frame, difference, synth_photo
 
 from inferline.errors import InvalidInput
-from inferline.media.probe import picture_problems, probe
+from inferline.media.probe import PictureCheck, picture_problems, probe
 from inferline.media.transitions import FAMILIES, TransitionGenerator, XfadeTransitions, xfade_name
 
 ADAPTERS: list[TransitionGenerator] = [XfadeTransitions()]
@@ -51,6 +51,25 @@ async def test_a_transition_starts_on_the_first_still_ends_on_the_last_and_lasts
     assert difference(end, last_still) < difference(end, first_still) / 3
     assert await picture_problems(out, frozen_min_s=1.0) == []
     assert seen == sorted(seen) and seen[-1] == 100
+
+
+@pytest.mark.parametrize("generator", ADAPTERS, ids=lambda g: g.name)
+async def test_the_check_run_with_a_transitions_encode_finds_what_a_decode_of_it_finds(
+    generator: TransitionGenerator, stills: tuple[Path, Path], tmp_path: Path
+) -> None:
+    alive = PictureCheck(frozen_min_s=1.0)
+    out = tmp_path / "alive.mp4"
+    await generator.generate(*stills, out, frame=FRAME, fps=FPS, duration_s=1.5, check=alive)
+    assert alive.problems(end_s=1.5) == [] == await picture_problems(out, frozen_min_s=1.0)
+
+    black = tmp_path / "black.png"
+    Image.new("RGB", FRAME).save(black)
+    dark = PictureCheck(frozen_min_s=1.0)
+    await generator.generate(black, black, tmp_path / "black.mp4", frame=FRAME, fps=FPS, duration_s=1.5, check=dark)
+    found = dark.problems(end_s=1.5)
+    assert found == await picture_problems(tmp_path / "black.mp4", frozen_min_s=1.0)
+    assert any(problem.startswith("black from 0.00 s") for problem in found)
+    assert any(problem.startswith("frozen from 0.00 s") for problem in found)
 
 
 @pytest.mark.parametrize("style", [*FAMILIES, "auto", "wipedown"])

@@ -51,7 +51,9 @@ class Source:
 # A song as uploaded: MP3, ADTS AAC, M4A (the `mov` demuxer), WAV, Ogg (Vorbis, Opus) or FLAC.
 SONG = Source(("mp3", "aac", "mov", "wav", "ogg", "flac"))
 CLIP = Source(("mov",), forced="mov")  # a video clip: MP4 or QuickTime, the clips' own encoding included
-STILL = Source(("png_pipe",), forced="png_pipe")  # a PNG this server wrote (a normalized photo, a frame)
+STILL = Source(("png_pipe",), forced="png_pipe")  # a PNG this server wrote (a frame of a clip, a test's photo)
+# A normalized photo as Pillow wrote it: an uncompressed PPM (`images.normalize_photo`), no zlib to run either way.
+RAW_STILL = Source(("ppm_pipe",), forced="ppm_pipe")
 STILL_SEQUENCE = Source(("image2",), forced="image2")  # numbered PNGs this server wrote (`%04d` in the path)
 CLIP_LIST = Source(("concat", "mov"), forced="concat")  # a concat script this server wrote, of CLIPs
 _SONG_DEMUXERS = {
@@ -68,6 +70,11 @@ def song_source(content_type: str | None) -> Source:
     """SONG, held to the one demuxer of the song's sniffed `content_type` where it is one of them."""
     demuxer = _SONG_DEMUXERS.get(content_type or "")
     return SONG if demuxer is None else Source((demuxer,), forced=demuxer)
+
+
+def still_source(path: Path) -> Source:
+    """The Source of a still this server wrote, by the suffix it gave it: RAW_STILL for `.ppm`, else STILL."""
+    return RAW_STILL if path.suffix == ".ppm" else STILL
 
 
 def input_args(path: Path, source: Source, *options: str) -> list[str]:

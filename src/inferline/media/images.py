@@ -1,6 +1,6 @@
 """Photos of a project, read by Pillow only: checked at upload (type, pixel count, whole decode) and
-normalized for the canvas stage (EXIF orientation applied, RGB, no larger than needed), so ffmpeg only
-ever reads images this module wrote.
+normalized for the canvas stage (EXIF orientation applied, RGB, no larger than needed, an uncompressed PPM),
+so ffmpeg only ever reads images this module wrote.
 
 The pixel cap is checked on the size in the header, before a pixel is decoded: a 50,000 x 50,000 PNG
 of a few hundred bytes is refused without allocating its 7.5 GB. A JPEG's scans are counted too
@@ -103,9 +103,9 @@ def inspect_image(path: Path, content_type: str, *, max_pixels: int) -> ImageInf
 def normalize_photo(
     source: Path, out: Path, content_type: str, *, max_pixels: int, max_size: tuple[int, int] | None = None
 ) -> tuple[int, int]:
-    """The photo as a PNG at `out` (a path in the job's work directory): EXIF orientation applied, RGB,
-    scaled down (never up) to fit in `max_size`. Returns its size. Any problem with the photo is a
-    BadDocument (no later attempt will read it better)."""
+    """The photo as an uncompressed PPM at `out` (a path in the job's work directory, named `.ppm`): EXIF
+    orientation applied, RGB, scaled down (never up) to fit in `max_size`. Returns its size. Any problem with
+    the photo is a BadDocument (no later attempt will read it better)."""
     try:
         with _opened(source, content_type, max_pixels) as image:
             _decoded(image)
@@ -114,5 +114,7 @@ def normalize_photo(
         raise BadDocument(str(exc)) from exc
     if max_size is not None:
         upright.thumbnail(max_size, Image.Resampling.LANCZOS)
-    upright.save(out, format="PNG", compress_level=1)  # read once, by ffmpeg: speed over size
+    # Read once, by ffmpeg, and lossless: a PPM is written in 0.02 s where a 4K PNG took 0.55 s even at
+    # compress_level=1 (a JPEG would be as quick but changes the clip: PSNR 40.6 dB against the PNG's).
+    upright.save(out, format="PPM")
     return upright.size

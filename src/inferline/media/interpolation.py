@@ -32,8 +32,9 @@ import structlog
 
 from inferline.errors import ModelError, shown_message
 from inferline.inference.model import Model
-from inferline.media.clips import Size, clip_encoding, frame_count
+from inferline.media.clips import Size, checked_output, clip_encoding, frame_count
 from inferline.media.ffmpeg import DEFAULT_THREADS, STILL_SEQUENCE, Progress, input_args, run_ffmpeg, time_budget_s
+from inferline.media.probe import PictureCheck
 from inferline.media.transitions import TransitionGenerator
 
 log = structlog.get_logger(__name__)
@@ -193,6 +194,7 @@ class OnnxTransitions:
         style: str = "auto",
         index: int = 0,
         progress: Progress | None = None,
+        check: PictureCheck | None = None,
     ) -> None:
         """`style` and `index` pick among xfade's transitions; the model has one way from a still to the next."""
         async with asyncio.timeout(self.timeout_s):
@@ -205,21 +207,16 @@ class OnnxTransitions:
         # Key frame i shows at i * span / (K - 1): the first on the clip's first frame, the last on its last.
         span_s = max(1, frames - 1) / fps
         rate = f"{len(keys) - 1}/{span_s:.6f}"
-        blend = f"framerate=fps={fps}:scene=100,tpad=stop=-1:stop_mode=clone,format=yuv420p"
-        args = [
-            *input_args(pattern, STILL_SEQUENCE, "-framerate", rate),
-            "-vf",
-            blend,
-            "-frames:v",
-            str(frames),
-            *clip_encoding(fps),
-        ]
+        blend = f"[0:v]framerate=fps={fps}:scene=100,tpad=stop=-1:stop_mode=clone,format=yuv420p[v]"
+        graph, checked = checked_output(blend, check, frames)
+        args = [*input_args(pattern, STILL_SEQUENCE, "-framerate", rate), "-filter_complex", graph, *checked]
         await run_ffmpeg(
-            [*args, str(out)],
+            [*args, "-map", "[v]", "-frames:v", str(frames), *clip_encoding(fps), str(out)],
             planned_s=frames / fps,
             progress=_scaled(progress, 70, 100),
             timeout_s=time_budget_s(frames / fps, frame),
             threads=self.threads,
+            log_lines=check.add if check is not None else None,
         )
 
 
@@ -274,12 +271,26 @@ async def generate_transition(
     style: str = "auto",
     index: int = 0,
     progress: Progress | None = None,
+    check: PictureCheck | None = None,
 ) -> TransitionMade:
-    """The transition by `model`, or by `fallback` when there is no model or it fails or runs out of time."""
+    """The transition by `model`, or by `fallback` when there is no model or it fails or runs out of time.
+    With `check`, the picture of the transition made is checked as it is encoded (what a failed model's
+    run found is forgotten)."""
 
     async def made_by(generator: TransitionGenerator) -> None:
+        if check is not None:
+            check.forget()
         await generator.generate(
-            first, last, out, frame=frame, fps=fps, duration_s=duration_s, style=style, index=index, progress=progress
+            first,
+            last,
+            out,
+            frame=frame,
+            fps=fps,
+            duration_s=duration_s,
+            style=style,
+            index=index,
+            progress=progress,
+            check=check,
         )
 
     if model is None:

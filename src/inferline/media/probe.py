@@ -156,6 +156,11 @@ class PictureCheck:
             elif self.frozen and self.frozen[-1][1] is None:
                 self.frozen[-1] = (self.frozen[-1][0], float(freeze[2]))
 
+    def forget(self) -> None:
+        """Nothing found yet: before the check runs again on a new encode (a fallback's, after a failed one)."""
+        self.black.clear()
+        self.frozen.clear()
+
     def problems(self, *, start_s: float = 0.0, end_s: float) -> list[str]:
         """What was found within [`start_s`, `end_s`], as sentences; empty when the picture is alive there."""
         problems = [f"black from {a:.2f} s to {b:.2f} s" for a, b in self.black if a < end_s and b > start_s]

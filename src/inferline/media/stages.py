@@ -101,9 +101,9 @@ def _planned_s(duration_s: float, fps: int) -> float:
 async def normalized_photo(
     deps: MediaDeps, ctx: JobContext, photo: InputFile, work: Workspace, frame: tuple[int, int]
 ) -> Path:
-    """The photo decoded by Pillow into a PNG in the work directory (upright by its EXIF orientation, RGB,
+    """The photo decoded by Pillow into a PPM in the work directory (upright by its EXIF orientation, RGB,
     no larger than the clip's supersampled still): ffmpeg reads only this, never the upload."""
-    out = work.path("photo.png")
+    out = work.path("photo.ppm")
     max_size = (frame[0] * clips.SUPERSAMPLE, frame[1] * clips.SUPERSAMPLE)
     normalize = functools.partial(
         images.normalize_photo,
@@ -131,11 +131,15 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
         before = await input_file(deps, ctx, data.from_file_id, field="from_file_id", types=frozenset({MP4}))
         after = await input_file(deps, ctx, data.to_file_id, field="to_file_id", types=frozenset({MP4}))
         async with deps.workspaces.open(ctx.id) as work:
-            first, last = work.path("first.png"), work.path("last.png")
+            first, last = work.path("first.ppm"), work.path("last.ppm")  # uncompressed: no zlib either way
             await clips.extract_frame(before.path, first, "last")
             await clips.extract_frame(after.path, last, "first")
             await ctx.stage("transition_generate")
             part = work.part("transition.mp4")
+            duration_s = _planned_s(data.duration_s, data.fps)
+            # Two stills of one photo make a still transition: only black is checked.
+            expected = Expected(data.size, duration_s, picture=(0.0, duration_s), frozen_min_s=None)
+            checked = expected.picture_check()
             made = await generate_transition(
                 _model_transitions(deps, ctx),
                 deps.fallback,
@@ -148,12 +152,10 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
                 style=data.transition,
                 index=data.index,
                 progress=progress_between(ctx, *GENERATE),
+                check=checked,
             )
             await ctx.stage("transition_validate")
-            duration_s = _planned_s(data.duration_s, data.fps)
-            # Two stills of one photo make a still transition: only black is checked.
-            expected = Expected(data.size, duration_s, picture=(0.0, duration_s), frozen_min_s=None)
-            await check_video(part, expected, "transition")
+            await check_video(part, expected, "transition", checked=checked)
             clip = work.finish(part)
 
             def result(file_ids: list[str]) -> dict[str, Any]:

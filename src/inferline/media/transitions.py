@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Protocol
 
 from inferline.errors import InvalidInput
-from inferline.media.clips import Size, clip_encoding, frame_count
-from inferline.media.ffmpeg import DEFAULT_THREADS, STILL, Progress, input_args, run_ffmpeg, time_budget_s
+from inferline.media.clips import Size, checked_output, clip_encoding, frame_count
+from inferline.media.ffmpeg import DEFAULT_THREADS, Progress, input_args, run_ffmpeg, still_source, time_budget_s
+from inferline.media.probe import PictureCheck
 
 # The styles a run may ask for, each a family of xfade's transitions; `index` picks within a family.
 FAMILIES: dict[str, list[str]] = {
@@ -27,7 +28,9 @@ AUTO = ["fade", "smoothleft", "circleopen", "dissolve", "wiperight", "radial", "
 class TransitionGenerator(Protocol):
     """Makes the clip between two others from two stills: the last frame of the clip before and the first
     frame of the clip after. The clip made starts on `first`, ends on `last` and lasts `duration_s` exactly
-    (round(duration_s * fps) frames), encoded as every clip is (`clips.clip_encoding`)."""
+    (round(duration_s * fps) frames), encoded as every clip is (`clips.clip_encoding`). With `check`, the
+    frames encoded are checked for black and frozen stretches in the same run (`clips.checked_output`): the
+    clip is not decoded again to check it."""
 
     @property
     def name(self) -> str:
@@ -45,6 +48,7 @@ class TransitionGenerator(Protocol):
         style: str = "auto",
         index: int = 0,
         progress: Progress | None = None,
+        check: PictureCheck | None = None,
     ) -> None: ...
 
 
@@ -81,24 +85,31 @@ class XfadeTransitions:
         style: str = "auto",
         index: int = 0,
         progress: Progress | None = None,
+        check: PictureCheck | None = None,
     ) -> None:
         transition = xfade_name(style, index)  # from the list above: never a caller's text in the graph
         frames = frame_count(duration_s, fps)
-        graph = ";".join(
-            [
-                f"[0:v]{_held_still(frame, frames)}[from]",
-                f"[1:v]{_held_still(frame, frames)}[to]",
-                f"[from][to]{_crossing(transition, frames, fps)},format=yuv420p[v]",
-            ]
+        graph, checked = checked_output(
+            ";".join(
+                [
+                    f"[0:v]{_held_still(frame, frames)}[from]",
+                    f"[1:v]{_held_still(frame, frames)}[to]",
+                    f"[from][to]{_crossing(transition, frames, fps)},format=yuv420p[v]",
+                ]
+            ),
+            check,
+            frames,
         )
-        stills = [*input_args(first, STILL, "-framerate", str(fps)), *input_args(last, STILL, "-framerate", str(fps))]
-        args = [*stills, "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames), *clip_encoding(fps)]
+        rate = ["-framerate", str(fps)]
+        stills = [*input_args(first, still_source(first), *rate), *input_args(last, still_source(last), *rate)]
+        args = [*stills, "-filter_complex", graph, *checked, "-map", "[v]", "-frames:v", str(frames)]
         await run_ffmpeg(
-            [*args, str(out)],
+            [*args, *clip_encoding(fps), str(out)],
             planned_s=frames / fps,
             progress=progress,
             timeout_s=time_budget_s(frames / fps, frame),
             threads=self.threads,
+            log_lines=check.add if check is not None else None,
         )
 
 

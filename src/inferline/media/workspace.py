@@ -1,12 +1,12 @@
 """The work directory of one media job: `<work root>/<job id>/`, removed on every ending.
 
     async with workspaces.open(ctx.id) as work:
-        photo = work.path("photo.png")
+        photo = work.path("photo.ppm")
         clip = work.part("clip.mp4")           # ffmpeg writes clip.mp4.part
         ...validate...
         final = work.finish(clip)              # renamed to clip.mp4 once it is known good
 
-Only the job's id and names the code chooses (`photo.png`, never a caption or an upload's name) become
+Only the job's id and names the code chooses (`photo.ppm`, never a caption or an upload's name) become
 paths, each checked: no separator, no `..`, no leading dot; the work root and the job's directory must
 not be symlinks. The directory is removed when the block ends however it ends (success, failure, cancel:
 the caller's subprocesses are dead by then, `run_ffmpeg` waits for them).
