@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 
 import pytest
@@ -477,3 +478,57 @@ async def test_a_claim_reads_queued_jobs_in_order_whatever_the_statistics_say(
         text = str(candidates.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
         plan = "\n".join((await conn.execute(sa.text("EXPLAIN " + text))).scalars())
     assert "Index Scan using ix_jobs_claim" in plan and "Sort" not in plan, plan
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def _sql_literal(value: object) -> str:
+    """A test's own value as SQL text (EXECUTE takes no parameters)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, list):
+        return "ARRAY[" + ", ".join(_sql_literal(item) for item in value) + "]::text[]"
+    if isinstance(value, float | int):
+        return repr(value)
+    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return "'" + text.replace("'", "''") + "'"
+
+
+async def test_a_finish_reaches_each_row_by_primary_key_whatever_the_statistics_say(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """Statistics taken while no job ran, 128 jobs running, and the finish planned as a prepared statement is
+    after its fifth run (generically): each row is locked by primary key, and nothing is read again for
+    each row. The statement before looked every row up through a partial index over all
+    running jobs, or rescanned its values for each row (17-20 ms per finish of 64, against ~4 ms)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's planner")
+    now = utcnow()
+    async with db.write(engine) as conn:
+        request = JobRequest(kind="echo", input=ECHO)
+        await JobStore(conn).add([new_job(request, tenant="a", now=now, default_max_attempts=3) for _ in range(300)])
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(sa.text("ANALYZE jobs"))
+    ids = sorted(await claim(engine, owner="w1", limit=128))
+    values = {"finished_at": now, "lease_expires_at": None, "lease_owner": None, "progress": 100.0}
+    values |= {"result": "{}", "status": "succeeded", "updated_at": now}
+    compiled = statements.finish_group_statement((), tuple(values)).compile(dialect=engine.dialect)
+    arguments = {"_ids": ids, "_owner": "w1"} | {f"s_{column}": value for column, value in values.items()}
+    async with engine.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        await raw.execute("SET plan_cache_mode = force_generic_plan")
+        await raw.execute(f"PREPARE finish AS {compiled.string}")
+        literals = ", ".join(_sql_literal(arguments[name]) for name in compiled.positiontup or [])
+        with pytest.raises(_RolledBack):
+            async with raw.transaction():  # the plan is what is tested: the finish itself is rolled back
+                rows = await raw.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) EXECUTE finish({literals})")
+                raise _RolledBack
+    plan = "\n".join(row[0] for row in rows)
+    # A node run once per row (loops > 1) returns at most that row: none reads other jobs or values again.
+    rescanned = [line for line in plan.splitlines() if re.search(r"rows=([2-9]|\d{2,}) loops=([2-9]|\d{2,})\)", line)]
+    assert "rows=128 loops=1" in plan.splitlines()[0] and not rescanned, plan
+    assert "ix_jobs_running" not in plan and "ix_jobs_status_kind" not in plan, plan

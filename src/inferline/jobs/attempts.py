@@ -127,11 +127,14 @@ class Attempts:
             # No wait, unless the worker claimed ahead of its free slots. A job that waits longer than
             # SLOT_WAIT_S is behind attempts far longer than those the worker claimed ahead for: it goes
             # back to the queue (its attempt not counted), where an idle worker can take it.
-            try:
-                await asyncio.wait_for(self._slots.acquire(), SLOT_WAIT_S)
-            except TimeoutError:
-                outcome = Outcome("released")
-                return outcome
+            if self._slots.locked():
+                try:
+                    await asyncio.wait_for(self._slots.acquire(), SLOT_WAIT_S)
+                except TimeoutError:
+                    outcome = Outcome("released")
+                    return outcome
+            else:  # a free slot is taken at once: no timer, no task of wait_for's (~10% of a no-op job's CPU)
+                await self._slots.acquire()
             slot = True
             attempt.started = True
             started_s = time.monotonic()
@@ -200,7 +203,11 @@ class Attempts:
         """Their outcomes are recorded: they are no longer held."""
         if not job_ids:
             return
-        released = sum(self._running.pop(job_id, None) is not None for job_id in job_ids)
+        running = self._running
+        released = 0
+        for job_id in job_ids:
+            if running.pop(job_id, None) is not None:
+                released += 1
         self._metrics.jobs_running.dec(released)
         self.slot_freed.set()
 
