@@ -265,7 +265,10 @@ class JobStore:
         if self.dialect == "mysql":
             rows = await mysql.claim(self.conn, kinds=None if slots else allowed, ids=chosen, params=params)
         else:
-            rows = list((await self.conn.execute(update, params)).mappings())
+            result = await self.conn.execute(update, params)
+            # Plain dicts from the rows' tuples: a RowMapping builds a view of its keys for every row.
+            keys = list(result.keys())
+            rows = [dict(zip(keys, row, strict=True)) for row in result]
         claimed = [job_from_row(row) for row in rows]
         claimed.sort(key=lambda job: (job.priority, job.fair_seq, job.id))
         await self._record(("job.running", job, None) for job in claimed)
