@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.helpers import eventually
 
 from inferline import db
 from inferline.clock import utcnow
@@ -19,7 +20,7 @@ from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import JobStatus, RetryPolicy
 from inferline.jobs.outcomes import Outcome, reap_jobs, record_outcomes
-from inferline.jobs.service import claim_jobs, get_job, list_jobs
+from inferline.jobs.service import claim_jobs, ensure_claim_statistics, get_job, list_jobs
 from inferline.jobs.store import JobStore
 from inferline.jobs.submission import JobRequest, Submitter, new_job
 from inferline.metrics import Metrics
@@ -532,3 +533,40 @@ async def test_a_finish_reaches_each_row_by_primary_key_whatever_the_statistics_
     rescanned = [line for line in plan.splitlines() if re.search(r"rows=([2-9]|\d{2,}) loops=([2-9]|\d{2,})\)", line)]
     assert "rows=128 loops=1" in plan.splitlines()[0] and not rescanned, plan
     assert "ix_jobs_running" not in plan and "ix_jobs_status_kind" not in plan, plan
+
+
+async def test_the_planner_is_given_the_jobs_tables_statistics_once_rows_are_written(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """A new PostgreSQL database has no statistics of the jobs table until autovacuum's first ANALYZE, a
+    minute or more after the first burst of jobs: below `min_rows` written the worker's reaper waits, past
+    it the statistics are taken, once. Other engines need none."""
+    on_postgresql = engine.dialect.name == "postgresql"
+
+    async def known() -> bool:
+        async with db.read(engine) as conn:
+            query = "SELECT EXISTS (SELECT 1 FROM pg_stats WHERE tablename = 'jobs' AND attname = 'status')"
+            return bool(await conn.scalar(sa.text(query)))
+
+    async def add(count: int) -> None:
+        async with db.write(engine) as conn:
+            request = JobRequest(kind="echo", input=ECHO)
+            await JobStore(conn).add(
+                [new_job(request, tenant="a", now=utcnow(), default_max_attempts=3) for _ in range(count)]
+            )
+
+    async def written() -> int:  # as the statistics system counts them, which lags by up to a second
+        async with db.read(engine) as conn:
+            query = "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = 'jobs'"
+            return int(await conn.scalar(sa.text(query)) or 0)
+
+    await add(10)
+    if not on_postgresql:
+        assert await ensure_claim_statistics(engine, min_rows=100)
+        return
+    await eventually(written, lambda count: count >= 10)
+    assert not await ensure_claim_statistics(engine, min_rows=100)
+    assert not await known()
+    await add(200)
+    await eventually(lambda: ensure_claim_statistics(engine, min_rows=100))
+    assert await known() and await written() == 0

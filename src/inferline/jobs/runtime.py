@@ -10,7 +10,8 @@ Its loops:
   claim returns, see `_claim_limit`), then sleeps until a wake-up or `poll_s`;
 - heartbeat: renews the leases of all its jobs in one UPDATE and flushes throttled progress, every
   `heartbeat_s` (a cancel is therefore seen within `heartbeat_s`);
-- reaper: takes back expired leases of dead workers and cancels queued jobs past their deadline;
+- reaper: takes back expired leases of dead workers and cancels queued jobs past their deadline (and, on
+  PostgreSQL, gives the planner the jobs table's statistics if it has none: `service.ensure_claim_statistics`);
 - completer: writes finished attempts as they come.
 """
 
@@ -38,7 +39,7 @@ from inferline.jobs.model import RetryPolicy
 from inferline.jobs.outcomes import reap_jobs
 from inferline.jobs.progress import ProgressBatcher, write_progress
 from inferline.jobs.recording import OutcomeRecorder
-from inferline.jobs.service import claim_jobs
+from inferline.jobs.service import claim_jobs, ensure_claim_statistics
 from inferline.jobs.wakeup import Wakeup
 from inferline.metrics import Metrics
 
@@ -216,8 +217,11 @@ class Worker:
         await heartbeats.beat(self.engine, self.attempts, self.progress, owner=self.name, lease_s=self.config.lease_s)
 
     async def _reap_loop(self) -> None:
+        statistics = False  # the planner has the jobs table's statistics (`ensure_claim_statistics`)
         while not self._halted.is_set():
             await reap_jobs(self.engine, policy=self.config.retry, metrics=self.metrics)
+            if not statistics:
+                statistics = await ensure_claim_statistics(self.engine)
             await self._pause(self.config.reap_every_s)
 
     async def _complete_loop(self) -> None:
