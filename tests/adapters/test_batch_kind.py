@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
-from tests.adapters.test_ingest_kind import MODEL, Setup, hash16
+from tests.adapters.test_ingest_kind import MODEL, Setup, hash16, ingest_context
 from tests.conftest import sqlite_url
 
 from inferline import db
@@ -424,8 +424,8 @@ async def test_a_batch_document_is_one_of_the_collection_for_the_documents_api_a
     assert taken.status == DocumentStatus.READY and taken.file_id is None
     with pytest.raises(NotFound):  # the upload's file went with it (nothing else used it)
         await get_file(bulk.search.engine, tenant="t", file_id=file.id)
-    # The upload's ingest job, queued before the batch took the document, finds no file of it to read.
-    ctx = MemoryContext(tenant="t", models={MODEL: hash16})
+    # The upload's ingest job, queued before the batch took the document, finds it no longer its own.
+    ctx = ingest_context(uploaded, {MODEL: hash16})
     stale = IngestInput(collection_id=collection.id, document_id=taken.id)
     assert "skipped" in await run_ingest(bulk.search, bulk.ocr, ctx, stale) and ctx.predictions == []
     assert await get_document(bulk.search, collection=collection, document_id=taken.id) == taken
@@ -433,6 +433,38 @@ async def test_a_batch_document_is_one_of_the_collection_for_the_documents_api_a
     await delete_document(bulk.search, collection=collection, document_id=taken.id)
     assert await bulk.search.index.count(collection.id) == 1
     assert taken.id not in await bulk.chunk_ids(collection, "posting")
+
+
+async def test_an_uploads_ingest_running_when_a_batch_takes_its_document_writes_nothing(
+    bulk: Bulk, tmp_path: Path
+) -> None:
+    collection = await bulk.collection()
+    text = tmp_path / "p1.txt"
+    text.write_text("an uploaded text about lighthouse keepers, replaced while it is embedded")
+    with text.open("rb") as source:
+        file = await receive_file(bulk.search.blobs, tenant="t", source=source, filename="p1.txt", max_bytes=10**6)
+    _, uploaded, _ = await add_document(
+        bulk.submitter, bulk.search.blobs, tenant="t", name=collection.name, file=file, metadata={}, external_id="p1"
+    )
+    release, reached = asyncio.Event(), asyncio.Event()
+
+    async def held(item: EmbedInput) -> np.ndarray:
+        reached.set()
+        await release.wait()
+        return hash16(item)
+
+    ingest = IngestInput(collection_id=collection.id, document_id=uploaded.id)
+    running = asyncio.ensure_future(run_ingest(bulk.search, bulk.ocr, ingest_context(uploaded, {MODEL: held}), ingest))
+    await asyncio.wait_for(reached.wait(), 10)
+    await bulk.run(await bulk.batch(collection, [posting(1)]))
+    release.set()
+    stale = await running
+
+    taken = await get_document(bulk.search, collection=collection, document_id=uploaded.id)
+    assert (taken.status, taken.chunks, taken.file_id) == (DocumentStatus.READY, 1, None)
+    assert await bulk.chunk_ids(collection, "lighthouse keepers") == {}
+    assert set(await bulk.chunk_ids(collection, "posting 1")) == {uploaded.id}
+    assert "skipped" in stale
 
 
 async def _only_batch(bulk: Bulk) -> Batch:

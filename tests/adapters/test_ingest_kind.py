@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,10 @@ from inferline.clock import utcnow
 from inferline.errors import BadDocument, Canceled
 from inferline.files.blobs import BlobStore
 from inferline.files.service import receive_file
+from inferline.ids import new_id
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs.kinds import KindRegistry
+from inferline.jobs.model import Job
 from inferline.jobs.submission import Submitter
 from inferline.jobs.testing import MemoryContext
 from inferline.metrics import Metrics
@@ -30,6 +34,7 @@ from inferline.search.caches import ResultCache
 from inferline.search.deps import SearchDeps
 from inferline.search.documents import add_document, delete_document, get_document
 from inferline.search.embedders import EmbedInput
+from inferline.search.index import SearchIndex
 from inferline.search.kind import IngestInput, run_ingest
 from inferline.search.model import Collection, Document, DocumentStatus
 from inferline.search.qdrant import QdrantIndex
@@ -58,7 +63,7 @@ class Setup:
 
     async def collection(self, tenant: str = "t", name: str = "docs") -> Collection:
         collection = Collection(
-            id=f"c-{name}",
+            id=new_id(),  # a UUID, as pgvector's table names need
             tenant=tenant,
             name=name,
             fields={},
@@ -100,15 +105,14 @@ class Setup:
         return found.version
 
 
-@pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
-    url = sqlite_url(tmp_path)
+@asynccontextmanager
+async def setup_on(url: str, index: SearchIndex, tmp_path: Path) -> AsyncIterator[Setup]:
+    """A `Setup` on the database at `url` (migrated here) and `index` (closed at the end)."""
     db.upgrade(url)
     engine = db.create_engine(url)
     blobs = BlobStore(tmp_path / "blobs")
     metrics = Metrics()
     models = ModelRuntime(device="cpu", modes={}, queue_limit=100, metrics=metrics)
-    index = QdrantIndex(tmp_path / "index")
     search = SearchDeps(
         engine=engine,
         blobs=blobs,
@@ -130,6 +134,12 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     await engine.dispose()
 
 
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    async with setup_on(sqlite_url(tmp_path), QdrantIndex(tmp_path / "index"), tmp_path) as made:
+        yield made
+
+
 def needs(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"test data missing: {path}")
@@ -140,11 +150,18 @@ def ingest_input(document: Document) -> IngestInput:
     return IngestInput(collection_id=document.collection_id, document_id=document.id)
 
 
+def ingest_context(document: Document, models: dict[str, Any], **kwargs: Any) -> MemoryContext:
+    """A context of the ingest job the document was queued with (its row names it)."""
+    assert document.job_id is not None
+    job = replace(Job.running_now(kind=search_kind.KIND, tenant=document.tenant), id=document.job_id)
+    return MemoryContext(job, models=models, **kwargs)
+
+
 async def test_a_text_document_is_chunked_embedded_indexed_and_ready(setup: Setup) -> None:
     collection = await setup.collection()
     document = await setup.document(collection, needs(GPL), "GPL-3.txt")
     assert document.status == DocumentStatus.QUEUED
-    ctx = MemoryContext(tenant="t", models={MODEL: hash16})
+    ctx = ingest_context(document, {MODEL: hash16})
 
     result = await run_ingest(setup.search, setup.ocr, ctx, ingest_input(document))
 
@@ -167,12 +184,8 @@ async def test_a_text_document_is_chunked_embedded_indexed_and_ready(setup: Setu
 async def test_ingesting_again_replaces_the_documents_chunks(setup: Setup) -> None:
     collection = await setup.collection()
     document = await setup.document(collection, needs(GPL), "GPL-3.txt")
-    first = await run_ingest(
-        setup.search, setup.ocr, MemoryContext(tenant="t", models={MODEL: hash16}), ingest_input(document)
-    )
-    again = await run_ingest(
-        setup.search, setup.ocr, MemoryContext(tenant="t", models={MODEL: hash16}), ingest_input(document)
-    )
+    first = await run_ingest(setup.search, setup.ocr, ingest_context(document, {MODEL: hash16}), ingest_input(document))
+    again = await run_ingest(setup.search, setup.ocr, ingest_context(document, {MODEL: hash16}), ingest_input(document))
     assert again["chunks"] == first["chunks"]
     assert await setup.search.index.count(collection.id) == first["chunks"]
     assert await setup.version(collection) == 2
@@ -181,7 +194,7 @@ async def test_ingesting_again_replaces_the_documents_chunks(setup: Setup) -> No
 async def test_a_pdf_is_read_through_the_ocr_page_reader(setup: Setup) -> None:
     collection = await setup.collection()
     document = await setup.document(collection, needs(PDF), "doc.pdf")
-    ctx = MemoryContext(tenant="t", models={MODEL: hash16})  # a text layer: no OCR model called
+    ctx = ingest_context(document, {MODEL: hash16})  # a text layer: no OCR model called
     result = await run_ingest(setup.search, setup.ocr, ctx, ingest_input(document))
     assert ctx.stages[:5] == ["extract", "extract 1/3", "extract 2/3", "extract 3/3", "chunk"]
     assert {model for model, _ in ctx.predictions} == {MODEL}
@@ -199,9 +212,7 @@ async def test_a_document_without_text_fails_with_its_reason_and_no_retry(setup:
     blank.write_text("   \n\n  \t\n")
     document = await setup.document(collection, blank, "blank.txt")
     with pytest.raises(BadDocument, match="no text found"):
-        await run_ingest(
-            setup.search, setup.ocr, MemoryContext(tenant="t", models={MODEL: hash16}), ingest_input(document)
-        )
+        await run_ingest(setup.search, setup.ocr, ingest_context(document, {MODEL: hash16}), ingest_input(document))
     failed = await setup.reread(collection, document)
     assert failed.status == DocumentStatus.FAILED and failed.error is not None and "no text found" in failed.error
 
@@ -215,7 +226,7 @@ async def test_a_transient_failure_queues_the_document_again_until_the_last_atte
 
     with pytest.raises(ConnectionError):
         await run_ingest(
-            setup.search, setup.ocr, MemoryContext(tenant="t", attempt=1, models={MODEL: down}), ingest_input(document)
+            setup.search, setup.ocr, ingest_context(document, {MODEL: down}, attempt=1), ingest_input(document)
         )
     retrying = await setup.reread(collection, document)
     assert retrying.status == DocumentStatus.QUEUED and retrying.error is not None
@@ -223,7 +234,7 @@ async def test_a_transient_failure_queues_the_document_again_until_the_last_atte
 
     with pytest.raises(ConnectionError):
         await run_ingest(
-            setup.search, setup.ocr, MemoryContext(tenant="t", attempt=3, models={MODEL: down}), ingest_input(document)
+            setup.search, setup.ocr, ingest_context(document, {MODEL: down}, attempt=3), ingest_input(document)
         )
     failed = await setup.reread(collection, document)
     assert failed.status == DocumentStatus.FAILED and failed.error is not None
@@ -234,7 +245,7 @@ async def test_a_transient_failure_queues_the_document_again_until_the_last_atte
 async def test_a_canceled_ingest_indexes_nothing_and_fails_the_document(setup: Setup) -> None:
     collection = await setup.collection()
     document = await setup.document(collection, needs(GPL), "GPL-3.txt")
-    ctx = MemoryContext(tenant="t", models={})
+    ctx = ingest_context(document, {})
 
     def cancel_on_first_chunk(item: EmbedInput) -> np.ndarray:
         ctx.cancel("canceled by user")
@@ -252,7 +263,7 @@ async def test_a_document_deleted_before_its_ingest_is_skipped(setup: Setup) -> 
     collection = await setup.collection()
     document = await setup.document(collection, needs(GPL), "GPL-3.txt")
     await delete_document(setup.search, collection=collection, document_id=document.id)
-    ctx = MemoryContext(tenant="t", models={MODEL: hash16})
+    ctx = ingest_context(document, {MODEL: hash16})
     result = await run_ingest(setup.search, setup.ocr, ctx, ingest_input(document))
     assert "skipped" in result and ctx.predictions == []
     assert await setup.search.index.count(collection.id) == 0
@@ -261,7 +272,7 @@ async def test_a_document_deleted_before_its_ingest_is_skipped(setup: Setup) -> 
 async def test_another_tenants_collection_is_not_ingested_into(setup: Setup) -> None:
     collection = await setup.collection(tenant="owner")
     document = await setup.document(collection, needs(GPL), "GPL-3.txt")
-    ctx = MemoryContext(tenant="thief", models={MODEL: hash16})
+    ctx = ingest_context(document, {MODEL: hash16}, tenant="thief")
     result = await run_ingest(setup.search, setup.ocr, ctx, ingest_input(document))
     assert "skipped" in result and ctx.predictions == []
     untouched = await setup.reread(collection, document)

@@ -9,7 +9,9 @@
   which retires every cached search of it.
 
 The document row follows along: `processing`, then `ready` (with its chunk count) or `failed` (with
-the reason, once the job will not be retried).
+the reason, once the job will not be retried). Every write to the row or the index is made only while
+the document is still this job's (its row names the job): a document uploaded again, upserted by a
+batch or deleted meanwhile is left as its newer submission made it, and the job ends `SUPERSEDED`.
 """
 
 from __future__ import annotations
@@ -45,22 +47,27 @@ class IngestInput(BaseModel):
     document_id: str = Field(min_length=1, max_length=36)
 
 
+# Each (re)submission of a document (uploaded again, upserted by a batch's record) names the job that indexes
+# it in its row (`job_id`); an older job that finds another id there ends with this, writing nothing.
+SUPERSEDED = (
+    "superseded: the document was replaced (uploaded again or upserted by a batch) or deleted since this job "
+    "was queued, or its collection was deleted; its newer content is left as it is"
+)
+
+
 async def run_ingest(deps: SearchDeps, ocr: OcrDeps, ctx: JobContext, data: IngestInput) -> dict[str, Any]:
-    started = await _start(deps, data, ctx.tenant)
-    if started is None:  # deleted before its ingest ran: nothing to do, and nothing wrong
-        skipped = "the document or its collection was deleted, or a batch indexed the document since"
-        return {"document_id": data.document_id, "skipped": skipped}
+    started = await _start(deps, data, ctx)
+    if started is None:
+        return {"document_id": data.document_id, "skipped": SUPERSEDED}
     collection, document, file = started
     try:
         chunks = await _ingest(deps, ocr, ctx, collection, document, file)
     except Exception as exc:
-        final = isinstance(exc, NonRetryable | Canceled) or ctx.attempt >= ctx.job.max_attempts
-        shown = shown_message(exc, reference=f"job {ctx.id}")  # the worker logs the full text
-        if final:
-            await _set_status(deps, document.id, status=DocumentStatus.FAILED, error=shown)
-        else:
-            await _set_status(deps, document.id, status=DocumentStatus.QUEUED, error=f"retrying after: {shown}")
+        if not await _set_failure(deps, ctx, document, exc) and not isinstance(exc, Canceled):
+            return {"document_id": document.id, "skipped": SUPERSEDED}  # the failure is moot: not retried
         raise
+    if chunks is None:
+        return {"document_id": document.id, "skipped": SUPERSEDED}
     return {"document_id": document.id, "chunks": chunks}
 
 
@@ -72,25 +79,32 @@ def register(registry: KindRegistry, deps: SearchDeps, ocr: OcrDeps) -> None:
 
 
 async def _start(
-    deps: SearchDeps, data: IngestInput, tenant: str
+    deps: SearchDeps, data: IngestInput, ctx: JobContext
 ) -> tuple[Collection, Document, FileInfo | None] | None:
     """The collection, the document (now `processing`) and its file, in one transaction; None if the
-    collection or the document is gone."""
+    collection or the document is gone, or the document is no longer this job's."""
     async with db.write(deps.engine) as conn:
         store = SearchStore(conn)
-        collection = await store.collection(tenant, data.collection_id)
+        collection = await store.collection(ctx.tenant, data.collection_id)
         if collection is None:
             return None
-        document = await store.mark_processing(data.collection_id, data.document_id, now=utcnow())
+        document = await store.mark_processing(data.collection_id, data.document_id, job_id=ctx.id, now=utcnow())
         if document is None:
             return None
-        file = await store.file(tenant, document.file_id) if document.file_id is not None else None
+        file = await store.file(ctx.tenant, document.file_id) if document.file_id is not None else None
     return collection, document, file
 
 
-async def _set_status(deps: SearchDeps, document_id: str, *, status: str, error: str) -> None:
+async def _set_failure(deps: SearchDeps, ctx: JobContext, document: Document, exc: Exception) -> bool:
+    """The document `failed` (or `queued` again, when the job will be retried) with the reason; False if it
+    is no longer this job's, and then left as it is."""
+    final = isinstance(exc, NonRetryable | Canceled) or ctx.attempt >= ctx.job.max_attempts
+    shown = shown_message(exc, reference=f"job {ctx.id}")  # the worker logs the full text
+    status, error = (DocumentStatus.FAILED, shown) if final else (DocumentStatus.QUEUED, f"retrying after: {shown}")
     async with db.write(deps.engine) as conn:
-        await SearchStore(conn).set_document_status(document_id, status=status, error=error, now=utcnow())
+        return await SearchStore(conn).set_ingest_status(
+            document.collection_id, document.id, job_id=ctx.id, status=status, error=error, now=utcnow()
+        )
 
 
 async def _pages(
@@ -98,7 +112,7 @@ async def _pages(
 ) -> tuple[str, list[str]]:
     """The document's title ("" where it has none) and its pages' texts."""
     await ctx.stage("extract")
-    if document.file_id is None:  # mark_processing passes none such: a batch's record has no file to read
+    if document.file_id is None:  # mark_processing passes none such: a batch that takes a document makes it its own
         raise NonRetryable("the document has no file to extract text from")
     if document.content_type in TEXT_TYPES:
         if file is None:
@@ -137,38 +151,35 @@ async def _records(
 
 async def _ingest(
     deps: SearchDeps, ocr: OcrDeps, ctx: JobContext, collection: Collection, document: Document, file: FileInfo | None
-) -> int:
+) -> int | None:
+    """The document's chunk count once indexed; None if it was replaced or deleted meanwhile."""
     title, pages = await _pages(deps, ocr, ctx, document, file)
     if not any(page.strip() for page in pages):
         raise BadDocument("no text found in the document (empty, or pictures without readable text)")
     records = await _records(ctx, collection, document, title, pages)
     ctx.raise_if_canceled()
     try:
-        await replace_chunks(deps.index, collection.spec, [document.id], records)
+        version = await _index(deps, ctx.id, collection, document.id, records)
     except NotFound:  # the collection was deleted while we worked
-        return 0
-    version = await _mark_ready(deps, collection.id, document.id, len(records))
-    if version is None:  # deleted while we worked: take back what we wrote
-        if await _collection_exists(deps, collection.id):
-            await deps.index.delete_documents(collection.id, [document.id])
-        else:  # our upsert may have brought the dropped collection's index back
-            await deps.index.drop(collection.id)
-        return 0
+        return None
+    if version is None:
+        return None
     deps.collection_cache.advanced(collection.id, version)
     return len(records)
 
 
-async def _mark_ready(deps: SearchDeps, collection_id: str, document_id: str, chunks: int) -> int | None:
-    """The document ready and the collection's version advanced, in one transaction: whoever sees the
-    document ready also sees the new version, so no search after that is answered from a cache entry
-    made before its chunks were indexed. Returns the new version; None if the document is gone."""
+async def _index(
+    deps: SearchDeps, job_id: str, collection: Collection, document_id: str, records: list[ChunkRecord]
+) -> int | None:
+    """The document's chunks replaced by `records`, the document ready and the collection's version advanced,
+    all while the document's row is locked and still this job's: a replacement or a delete waits for the
+    index to be written, so an older job never overwrites newer chunks, and whoever sees the document ready
+    sees the new version (no search after that is answered from a cache entry made before). Returns the new
+    version; None, having written nothing, if the document is no longer this job's."""
     async with db.write(deps.engine) as conn:
         store = SearchStore(conn)
-        if not await store.mark_ready(collection_id, document_id, chunks=chunks, now=utcnow()):
+        if not await store.lock_if_current(collection.id, document_id, job_id=job_id):
             return None
-        return await store.advance_version(collection_id)
-
-
-async def _collection_exists(deps: SearchDeps, collection_id: str) -> bool:
-    async with db.read(deps.engine) as conn:
-        return await SearchStore(conn).collection_exists(collection_id)
+        await replace_chunks(deps.index, collection.spec, [document_id], records)
+        await store.mark_ready(collection.id, document_id, job_id=job_id, chunks=len(records), now=utcnow())
+        return await store.advance_version(collection.id)

@@ -207,21 +207,54 @@ class SearchStore:
     async def delete_document(self, document_id: str) -> None:
         await self.conn.execute(documents.delete().where(documents.c.id == document_id))
 
-    async def mark_processing(self, collection_id: str, document_id: str, *, now: datetime) -> Document | None:
-        """The document of this collection, now `processing`; None if either is gone, or if the document
-        has no file (a batch indexed it since its ingest was queued)."""
-        params = {"_collection_id": collection_id, "_document_id": document_id, "updated_at": now}
+    async def mark_processing(
+        self, collection_id: str, document_id: str, *, job_id: str, now: datetime
+    ) -> Document | None:
+        """The document of this collection, now `processing`; None if either is gone, or if the document is
+        no longer job `job_id`'s (see `lock_if_current`)."""
+        params = {"_collection_id": collection_id, "_document_id": document_id, "_job_id": job_id, "updated_at": now}
         row = (await self.conn.execute(_mark_processing(), params)).mappings().first()
         return document_from_row(row) if row is not None else None
 
-    async def mark_ready(self, collection_id: str, document_id: str, *, chunks: int, now: datetime) -> bool:
-        """The document `ready` with its chunk count; False if it is gone."""
-        params = {"_collection_id": collection_id, "_document_id": document_id, "chunks": chunks, "updated_at": now}
-        return bool((await self.conn.execute(_mark_ready(), params)).rowcount)
+    async def lock_if_current(self, collection_id: str, document_id: str, *, job_id: str) -> bool:
+        """Whether the document is still job `job_id`'s: every (re)submission of a document (an upload, a
+        batch's record) gives it the id of the job that indexes it, so another id means it was replaced
+        since. If so, the row stays locked until the transaction ends (on SQLite the transaction holds the
+        write lock anyway): a replacement or a delete waits, and the job's writes are not overtaken."""
+        params = {"_collection_id": collection_id, "_document_id": document_id, "_job_id": job_id}
+        return (await self.conn.execute(_lock_if_current(), params)).first() is not None
+
+    async def mark_ready(
+        self, collection_id: str, document_id: str, *, job_id: str, chunks: int, now: datetime
+    ) -> bool:
+        """The document `ready` with its chunk count; False if it is gone or no longer job `job_id`'s."""
+        params = {
+            "_collection_id": collection_id,
+            "_document_id": document_id,
+            "_job_id": job_id,
+            "chunks": chunks,
+            "updated_at": now,
+        }
+        return bool((await self.conn.execute(_mark_ready_of_job(), params)).rowcount)
 
     async def set_document_status(self, document_id: str, *, status: str, error: str | None, now: datetime) -> None:
         values = {"status": status, "error": error, "updated_at": now}
         await self.conn.execute(documents.update().where(documents.c.id == document_id).values(**values))
+
+    async def set_ingest_status(
+        self, collection_id: str, document_id: str, *, job_id: str, status: str, error: str, now: datetime
+    ) -> bool:
+        """The document's status as job `job_id` ends an attempt; False (nothing written) if the document is
+        gone or no longer that job's."""
+        params = {
+            "_collection_id": collection_id,
+            "_document_id": document_id,
+            "_job_id": job_id,
+            "status": status,
+            "error": error,
+            "updated_at": now,
+        }
+        return bool((await self.conn.execute(_set_ingest_status(), params)).rowcount)
 
     async def file(self, tenant: str, file_id: str) -> FileInfo | None:
         """A document's stored file (the files table), read here to share the transaction of an ingest's
@@ -294,6 +327,11 @@ def _this_document() -> sa.ColumnElement[bool]:
     )
 
 
+def _this_jobs_document() -> sa.ColumnElement[bool]:
+    """The document, while job `_job_id` is the one that indexes it."""
+    return sa.and_(_this_document(), documents.c.job_id == sa.bindparam("_job_id"))
+
+
 @functools.cache
 def _mark_processing() -> sa.Update:
     values: dict[str, Any] = {
@@ -301,17 +339,38 @@ def _mark_processing() -> sa.Update:
         "error": None,
         "updated_at": sa.bindparam("updated_at"),
     }
-    # A document a batch has taken over since its ingest was queued has no file to read: not this job's.
-    has_file = documents.c.file_id != NO_FILE
-    return documents.update().where(_this_document(), has_file).values(values).returning(*documents.columns)
+    return documents.update().where(_this_jobs_document()).values(values).returning(*documents.columns)
 
 
 @functools.cache
-def _mark_ready() -> sa.Update:
-    values: dict[str, Any] = {
+def _lock_if_current() -> sa.Select[Any]:
+    return sa.select(documents.c.id).where(_this_jobs_document()).with_for_update()
+
+
+def _ready_values() -> dict[str, Any]:
+    return {
         "status": DocumentStatus.READY,
         "chunks": sa.bindparam("chunks"),
         "error": None,
         "updated_at": sa.bindparam("updated_at"),
     }
-    return documents.update().where(_this_document()).values(values)
+
+
+@functools.cache
+def _mark_ready() -> sa.Update:
+    return documents.update().where(_this_document()).values(_ready_values())
+
+
+@functools.cache
+def _mark_ready_of_job() -> sa.Update:
+    return documents.update().where(_this_jobs_document()).values(_ready_values())
+
+
+@functools.cache
+def _set_ingest_status() -> sa.Update:
+    values: dict[str, Any] = {
+        "status": sa.bindparam("status"),
+        "error": sa.bindparam("error"),
+        "updated_at": sa.bindparam("updated_at"),
+    }
+    return documents.update().where(_this_jobs_document()).values(values)
