@@ -61,4 +61,6 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if value is None:
             return None
         assert isinstance(value, datetime)
+        if value.tzinfo is UTC:  # PostgreSQL's, as asyncpg reads them: ~8 per job row a claim returns
+            return value
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
