@@ -12,7 +12,8 @@ Fairness between inferline and pgqueuer: inferline's first and last completions 
 `finished_at` once the drain is over (while it runs, the bench asks for the count once per
 `DONE_POLL_S`, not every 20 ms), and pgqueuer's are taken in-process. Both hold at most
 `2 * CONCURRENCY` jobs (inferline: `CONCURRENCY` running plus as many with their outcome being written;
-pgqueuer: `max_concurrent_tasks`); pgqueuer's default (no cap) is reported as well.
+pgqueuer: `max_concurrent_tasks`); pgqueuer's default (no cap) is reported as well. Both queues' tables are
+analyzed once their jobs are in (`analyze`), as a table in service is.
 
 `--pg-rounds N`: only the PostgreSQL drain against pgqueuer (capped and default), N interleaved rounds,
 medians. `--mariadb-rounds N`: only the MariaDB drain, N rounds (alternated with `--worker-src`'s).
