@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -40,6 +41,9 @@ class Attempt:
     task: asyncio.Task[Outcome] | None = None
     deadline_timer: asyncio.TimerHandle | None = None
     started: bool = False  # it has its slot: the job's code may run
+    # The end of the lease this worker last wrote for the job (its claim, then each renewal): past it, the
+    # reaper may have given the job to another worker. None: not known (a job not claimed through a store).
+    lease_expires_at: datetime | None = None
 
     @property
     def active(self) -> bool:
@@ -104,7 +108,9 @@ class Attempts:
         """Start an attempt of each claimed job."""
         queue_wait: dict[str, Any] = {}  # label children looked up once per kind and batch
         for job in batch:
-            attempt = Attempt(WorkerContext(job, self._sink, self._models, self._tracer))
+            attempt = Attempt(
+                WorkerContext(job, self._sink, self._models, self._tracer), lease_expires_at=job.lease_expires_at
+            )
             self._running[job.id] = attempt
             if job.attempts == 1 and job.started_at is not None:
                 histogram = queue_wait.get(job.kind)
@@ -133,6 +139,9 @@ class Attempts:
                 outcome = Outcome("released")
                 return outcome
             slot = True
+            if _lease_lapsed(attempt):
+                outcome = Outcome("lost")
+                return outcome
             attempt.started = True
             started_s = time.monotonic()
             outcome = await self._run(attempt)
@@ -196,6 +205,13 @@ class Attempts:
             if not attempt.started:
                 attempt.interrupt(reason)
 
+    def leases_renewed(self, job_ids: Iterable[str], expires_at: datetime) -> None:
+        """These jobs' leases were renewed (committed) until `expires_at`."""
+        for job_id in job_ids:
+            attempt = self._running.get(job_id)
+            if attempt is not None:
+                attempt.lease_expires_at = expires_at
+
     def release(self, job_ids: list[str]) -> None:
         """Their outcomes are recorded: they are no longer held."""
         if not job_ids:
@@ -203,6 +219,17 @@ class Attempts:
         released = sum(self._running.pop(job_id, None) is not None for job_id in job_ids)
         self._metrics.jobs_running.dec(released)
         self.slot_freed.set()
+
+
+def _lease_lapsed(attempt: Attempt) -> bool:
+    """The job waited for its slot past the lease this worker last wrote (its heartbeats failed meanwhile):
+    another worker may be running it already, so this attempt must not start. The job is left as it is, to
+    the reaper (or to the worker that has it now)."""
+    expires_at = attempt.lease_expires_at
+    if expires_at is None or utcnow() < expires_at:
+        return False
+    log.warning("job_lease_lapsed_before_start", job_id=attempt.ctx.id, lease_expires_at=expires_at.isoformat())
+    return True
 
 
 async def run_attempt(registry: KindRegistry, ctx: JobContext) -> Outcome:

@@ -93,6 +93,7 @@ class LeaseState:
     job_id: str
     cancel_requested: bool
     deadline_at: datetime | None
+    renewed: bool  # False: held, but another transaction was writing the row (renewed at the next beat)
 
 
 class JobStore:
@@ -360,7 +361,10 @@ class JobStore:
             rows += (
                 await self.conn.execute(sql.held_leases(self.dialect == "postgresql"), {"ids": skipped, "owner": owner})
             ).mappings()
-        return [LeaseState(row["id"], bool(row["cancel_requested"]), row["deadline_at"]) for row in rows]
+        return [
+            LeaseState(row["id"], bool(row["cancel_requested"]), row["deadline_at"], row["id"] in renewed)
+            for row in rows
+        ]
 
     async def expired_leases(self, now: datetime, limit: int = 100) -> list[Job]:
         query = (
