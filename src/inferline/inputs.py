@@ -56,11 +56,12 @@ def _where(place: _Place) -> str:
     return ".".join(reversed(parts))
 
 
-def unstorable(value: Any, field: str) -> str | None:
+def unstorable(value: Any, field: str, *, max_bytes: int | None = None) -> str | None:
     """Why a job's `value` (its result, a checkpoint) cannot be stored as JSON on both engines, naming
-    where; None if it can. Serialized once (C speed) to find NaN, infinities, what is not JSON and
-    U+0000, which PostgreSQL's jsonb refuses: written as they are, they fail the batched write of every
-    job's outcome, and the job stays `running`. Walked again only to name the place of a NUL."""
+    where; None if it can. Serialized once (C speed) to find NaN, infinities, what is not JSON, U+0000,
+    which PostgreSQL's jsonb refuses, and (with `max_bytes`, the database's bound: `JobStore.json_limit_bytes`)
+    a size over it: written as they are, they fail the batched write of every job's outcome, and the job
+    stays `running`. Walked again only to name the place of a NUL."""
     try:
         text = json.dumps(value, allow_nan=False)
     except RecursionError:
@@ -72,7 +73,17 @@ def unstorable(value: Any, field: str) -> str | None:
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         where, what = nul_problem(value, field) or (field, "holds the character U+0000 (NUL)")
         return f"{where}: {what}, which cannot be stored"
+    if max_bytes is not None and (size := quoted_size(text)) > max_bytes:
+        return f"{field}: {size:,} bytes of JSON, over the {max_bytes:,} bytes the database stores in one job"
     return None
+
+
+def quoted_size(text: str) -> int:
+    """The bytes of JSON `text` (ASCII, as `json.dumps` writes it) as a quoted SQL string: MariaDB's driver
+    sends it so, each quote and backslash escaped (it can double the size), and the server refuses a
+    statement over its `max_allowed_packet`. Never less than the text's own size, which the other engines
+    bound."""
+    return len(text) + text.count("\\") + text.count('"') + text.count("'")
 
 
 def shown_text(text: str) -> str:

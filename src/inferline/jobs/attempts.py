@@ -85,6 +85,8 @@ class Attempts:
         self._running: dict[str, Attempt] = {}
         self._active = 0
         self._slots = asyncio.Semaphore(slots)
+        # The largest result the database takes (`JobStore.json_limit_bytes`), set by the worker as it starts.
+        self.result_limit_bytes: int | None = None
         # A running mean of how long attempts hold their slot (the last ~20), for the worker to tell whether
         # slots free up before a claim made now would return; None until one has run.
         self.mean_run_s: float | None = None
@@ -182,7 +184,7 @@ class Attempts:
         )
         try:
             with use_span(span, end_on_exit=False):
-                outcome = await run_attempt(self._registry, ctx)
+                outcome = await run_attempt(self._registry, ctx, result_limit_bytes=self.result_limit_bytes)
         finally:
             span.set_attribute("inferline.job.outcome", outcome.kind)
             if outcome.kind == "failed":
@@ -232,15 +234,15 @@ def _lease_lapsed(attempt: Attempt) -> bool:
     return True
 
 
-async def run_attempt(registry: KindRegistry, ctx: JobContext) -> Outcome:
+async def run_attempt(registry: KindRegistry, ctx: JobContext, *, result_limit_bytes: int | None = None) -> Outcome:
     """Run the job's kind once; how it ended. A cancellation that is not the job's own (no `cancel_reason`)
-    propagates."""
+    propagates. A result over `result_limit_bytes` fails the job (`_succeeded`)."""
     try:
         kind = registry.get(ctx.job.kind)
         result = await kind.func(ctx, kind.parse(ctx.job.input))
         if ctx.cancel_reason is not None:
             return _stopped(ctx)
-        return _succeeded(result if result is not None else {})
+        return _succeeded(result if result is not None else {}, result_limit_bytes)
     except (asyncio.CancelledError, Canceled):
         if ctx.cancel_reason is None:
             raise
@@ -251,9 +253,10 @@ async def run_attempt(registry: KindRegistry, ctx: JobContext) -> Outcome:
         return _failed(ctx, exc)
 
 
-def _succeeded(result: dict[str, Any]) -> Outcome:
-    """A result that cannot be stored fails its job for good: the same code would return it again."""
-    problem = unstorable(result, "result")
+def _succeeded(result: dict[str, Any], limit_bytes: int | None) -> Outcome:
+    """A result that cannot be stored fails its job for good: the same code would return it again. Written,
+    it would fail the write of the whole batch of outcomes, for as long as the worker tried."""
+    problem = unstorable(result, "result", max_bytes=limit_bytes)
     if problem is not None:
         log.info("job_result_unstorable", problem=problem)
         return Outcome("failed", error_type="UnstorableResult", message=problem, retryable=False)
