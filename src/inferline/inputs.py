@@ -11,6 +11,10 @@ from inferline.errors import InvalidInput
 
 NUL = "\x00"
 REPLACEMENT = "\ufffd"
+# The longest stage a job's row holds (`jobs.stage` is VARCHAR(200)), and the longest detail or error text
+# kept: `jobs.detail` is a TEXT, at most 65,535 bytes on MariaDB (4 a character at worst).
+STAGE_MAX_CHARS = 200
+TEXT_MAX_CHARS = 10_000
 # U+0000 as `json.dumps` writes it: `\u0000` after an even number of backslashes (`\\u0000` is a
 # backslash followed by the text "u0000").
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -86,7 +90,10 @@ def quoted_size(text: str) -> int:
     return len(text) + text.count("\\") + text.count('"') + text.count("'")
 
 
-def shown_text(text: str) -> str:
+def shown_text(text: str, max_chars: int = TEXT_MAX_CHARS) -> str:
     """A text a job reports (a stage, a detail, an error's message) as it can be stored: U+0000 shown as
-    U+FFFD."""
-    return text.replace(NUL, REPLACEMENT) if NUL in text else text
+    U+FFFD, and cut to `max_chars` (ending in "…"). Longer, PostgreSQL and MariaDB refuse a stage, MariaDB a
+    detail, and the refused write held every job's progress and outcomes written with it."""
+    if NUL in text:
+        text = text.replace(NUL, REPLACEMENT)
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"

@@ -259,7 +259,7 @@ def _succeeded(result: dict[str, Any], limit_bytes: int | None) -> Outcome:
     problem = unstorable(result, "result", max_bytes=limit_bytes)
     if problem is not None:
         log.info("job_result_unstorable", problem=problem)
-        return Outcome("failed", error_type="UnstorableResult", message=problem, retryable=False)
+        return Outcome("failed", error_type="UnstorableResult", message=shown_text(problem), retryable=False)
     return Outcome("succeeded", result=result)
 
 

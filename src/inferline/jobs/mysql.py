@@ -224,7 +224,7 @@ def _finish_statement(varying: tuple[str, ...], shared: tuple[str, ...], count: 
 
 
 # Room in the statement of one job's outcome for all but its result, as `max_allowed_packet` counts it: the
-# SQL text and the other columns (stage, detail, progress, times).
+# SQL text and the other columns (a stage and a detail, 41 KB at most: `inputs.shown_text`; progress, times).
 STATEMENT_ROOM_BYTES = 64 * 1024
 
 
