@@ -11,6 +11,10 @@ from inferline.errors import InvalidInput
 
 NUL = "\x00"
 REPLACEMENT = "\ufffd"
+# The longest stage a job's row holds (`jobs.stage` is VARCHAR(200)), and the longest detail or error text
+# kept: `jobs.detail` is a TEXT, at most 65,535 bytes on MariaDB (4 a character at worst).
+STAGE_MAX_CHARS = 200
+TEXT_MAX_CHARS = 10_000
 # U+0000 as `json.dumps` writes it: `\u0000` after an even number of backslashes (`\\u0000` is a
 # backslash followed by the text "u0000").
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -56,11 +60,12 @@ def _where(place: _Place) -> str:
     return ".".join(reversed(parts))
 
 
-def unstorable(value: Any, field: str) -> str | None:
+def unstorable(value: Any, field: str, *, max_bytes: int | None = None) -> str | None:
     """Why a job's `value` (its result, a checkpoint) cannot be stored as JSON on both engines, naming
-    where; None if it can. Serialized once (C speed) to find NaN, infinities, what is not JSON and
-    U+0000, which PostgreSQL's jsonb refuses: written as they are, they fail the batched write of every
-    job's outcome, and the job stays `running`. Walked again only to name the place of a NUL."""
+    where; None if it can. Serialized once (C speed) to find NaN, infinities, what is not JSON, U+0000,
+    which PostgreSQL's jsonb refuses, and (with `max_bytes`, the database's bound: `JobStore.json_limit_bytes`)
+    a size over it: written as they are, they fail the batched write of every job's outcome, and the job
+    stays `running`. Walked again only to name the place of a NUL."""
     try:
         text = json.dumps(value, allow_nan=False)
     except RecursionError:
@@ -72,10 +77,23 @@ def unstorable(value: Any, field: str) -> str | None:
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         where, what = nul_problem(value, field) or (field, "holds the character U+0000 (NUL)")
         return f"{where}: {what}, which cannot be stored"
+    if max_bytes is not None and (size := quoted_size(text)) > max_bytes:
+        return f"{field}: {size:,} bytes of JSON, over the {max_bytes:,} bytes the database stores in one job"
     return None
 
 
-def shown_text(text: str) -> str:
+def quoted_size(text: str) -> int:
+    """The bytes of JSON `text` (ASCII, as `json.dumps` writes it) as a quoted SQL string: MariaDB's driver
+    sends it so, each quote and backslash escaped (it can double the size), and the server refuses a
+    statement over its `max_allowed_packet`. Never less than the text's own size, which the other engines
+    bound."""
+    return len(text) + text.count("\\") + text.count('"') + text.count("'")
+
+
+def shown_text(text: str, max_chars: int = TEXT_MAX_CHARS) -> str:
     """A text a job reports (a stage, a detail, an error's message) as it can be stored: U+0000 shown as
-    U+FFFD."""
-    return text.replace(NUL, REPLACEMENT) if NUL in text else text
+    U+FFFD, and cut to `max_chars` (ending in "…"). Longer, PostgreSQL and MariaDB refuse a stage, MariaDB a
+    detail, and the refused write held every job's progress and outcomes written with it."""
+    if NUL in text:
+        text = text.replace(NUL, REPLACEMENT)
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"

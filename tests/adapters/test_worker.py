@@ -443,3 +443,28 @@ async def test_a_worker_whose_jobs_take_longer_than_a_claim_claims_only_its_free
         await worker.stop(grace_s=1)
     assert all(job.status is JobStatus.SUCCEEDED for job in done)
     assert gates.most_running == 2
+
+
+@pytest.mark.mariadb_too
+async def test_a_heartbeat_tells_each_attempt_until_when_its_renewed_lease_runs(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """What a job claimed ahead checks when it gets its slot (`attempts._lease_lapsed`): the lease as
+    written, by the claim and then by each committed renewal."""
+    gates = Gates(registry)
+    config = WorkerConfig(concurrency=1, lease_s=30, heartbeat_s=60, poll_s=0.05)  # beats only when told
+    worker = Worker(engine, registry, config, wakeup=LocalWakeup(), metrics=Metrics())
+    await worker.start()
+    try:
+        job = await submit(engine, registry, kind="gated", input={})
+        await eventually(lambda: len(gates.started) == 1)
+        attempt = worker.attempts.snapshot()[job.id]
+        claimed = await get_job(engine, tenant="t", job_id=job.id)
+        assert attempt.lease_expires_at == claimed.lease_expires_at is not None
+        await worker.heartbeat()
+        renewed = await get_job(engine, tenant="t", job_id=job.id)
+        assert renewed.lease_expires_at is not None and renewed.lease_expires_at > claimed.lease_expires_at
+        assert attempt.lease_expires_at == renewed.lease_expires_at
+    finally:
+        gates.opened.set()
+        await worker.stop(grace_s=1)

@@ -51,3 +51,15 @@ async def test_stages_details_and_error_texts_keep_going_with_the_nul_replaced(a
     assert detailed["stage"] == f"read{FFFD}" and detailed["detail"] == f"half{FFFD}"
     assert failed["status"] == "failed" and failed["error"]["message"] == f"the file holds a NUL: {FFFD}"
     assert failed["detail"] == f"the file holds a NUL: {FFFD}"
+
+
+@pytest.mark.mariadb_too
+async def test_stages_details_and_error_texts_longer_than_their_columns_are_cut_to_fit(api: Api) -> None:
+    """A stage over the 200 characters of its column, a detail or an error text over the 64 KiB MariaDB's
+    TEXT holds: written whole, they were refused, and the job (with every job written with it) stayed
+    running."""
+    detailed, failed, neighbour = await asyncio.gather(run(api, "long"), run(api, "long_error"), run(api, "nothing"))
+    assert detailed["status"] == "succeeded" and detailed["stage"] == "s" * 199 + "…"
+    assert detailed["detail"] == "\U0001f600" * 9_999 + "…"
+    assert failed["status"] == "failed" and failed["error"]["message"] == "e" * 9_999 + "…" == failed["detail"]
+    assert neighbour["status"] == "succeeded"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import itertools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -253,3 +254,35 @@ async def test_two_dispatchers_share_one_tenants_due_deliveries(engine: AsyncEng
     finally:
         await first.aclose()
         await second.aclose()
+
+
+@pytest.mark.mariadb_too
+async def test_a_deleted_tenants_deliveries_do_not_starve_a_live_tenants(engine: AsyncEngine) -> None:
+    """A page of due deliveries whose tenant is gone (and a tenant's row locked meanwhile, as an update of
+    its secret would) still leaves room for a live tenant's: on MariaDB they were left out after the limit."""
+    now, secret = utcnow(), new_secret()
+    delivery = {"url": "http://127.0.0.1:9/", "event": "completed", "payload": {}, "status": "pending", "attempts": 0}
+    async with db.write(engine) as conn:
+        await conn.execute(tenants.insert().values(name="live", webhook_secret=secret, created_at=now))
+        gone = [
+            delivery
+            | {"id": f"g{n}", "job_id": f"g{n}", "tenant": "gone"}
+            # due before the live one, so they come first in the claim's order
+            | {"next_attempt_at": now - timedelta(minutes=1), "created_at": now}
+            for n in range(4)
+        ]
+        live = delivery | {"id": "l0", "job_id": "l0", "tenant": "live", "next_attempt_at": now, "created_at": now}
+        await conn.execute(webhook_deliveries.insert(), [*gone, live])
+    options: dict[str, Any] = {"timeout_s": 1.0, "max_attempts": 3, "poll_s": 0.1, "policy": RetryPolicy()}
+    dispatcher = WebhookDispatcher(engine, outbound=OutboundPolicy(), **options)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if engine.dialect.name != "sqlite":  # SQLite has one writer: a held lock would block any claim
+                conn = await stack.enter_async_context(engine.connect())
+                await stack.enter_async_context(conn.begin())
+                await conn.execute(sa.select(tenants).where(tenants.c.name == "live").with_for_update())
+            async with asyncio.timeout(10):
+                claimed = await dispatcher._claim(2)
+        assert [(row["id"], row["webhook_secret"]) for row in claimed] == [("l0", secret)]
+    finally:
+        await dispatcher.aclose()

@@ -21,6 +21,11 @@ async def unstorable(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
         await ctx.checkpoint({"pages": ["one", "t" + NUL + "wo"]})
     if what == "error":
         raise NonRetryable("the file holds a NUL: " + NUL)
+    if what == "long":  # more than the columns hold: a stage of 200 characters, a detail of 64 KiB on MariaDB
+        await ctx.stage("s" * 300, detail="d" * 20_000)
+        await ctx.progress(50, detail="\U0001f600" * 20_000)
+    if what == "long_error":
+        raise NonRetryable("e" * 70_000)
     results: dict[str, Any] = {
         "result": {"pages": [{"text": "a" + NUL + "b"}]},
         "key": {"a" + NUL: 1},

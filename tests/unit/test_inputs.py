@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from inferline.errors import InvalidInput
-from inferline.inputs import refuse_nul
+from inferline.inputs import quoted_size, refuse_nul, unstorable
 from inferline.search.documents import check_document_input
 
 
@@ -39,3 +41,15 @@ def test_document_metadata_and_external_id_are_checked() -> None:
     with pytest.raises(InvalidInput) as refused:
         check_document_input(None, "id\x00")
     assert refused.value.field == "external_id"
+
+
+def test_a_result_over_the_databases_bound_is_unstorable_naming_its_size_and_the_bound() -> None:
+    """Sized as MariaDB's driver sends it, each quote and backslash escaped: the JSON `["\\""]` (6 bytes)
+    takes 10."""
+    assert (len(json.dumps(['"'])), quoted_size(json.dumps(['"']))) == (6, 10)
+    assert unstorable(['"'], "result", max_bytes=10) is None
+    assert (
+        unstorable(['"'], "result", max_bytes=9)
+        == "result: 10 bytes of JSON, over the 9 bytes the database stores in one job"
+    )
+    assert unstorable({"text": "a" * 10_000}, "result") is None

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -40,6 +41,9 @@ class Attempt:
     task: asyncio.Task[Outcome] | None = None
     deadline_timer: asyncio.TimerHandle | None = None
     started: bool = False  # it has its slot: the job's code may run
+    # The end of the lease this worker last wrote for the job (its claim, then each renewal): past it, the
+    # reaper may have given the job to another worker. None: not known (a job not claimed through a store).
+    lease_expires_at: datetime | None = None
 
     @property
     def active(self) -> bool:
@@ -81,6 +85,8 @@ class Attempts:
         self._running: dict[str, Attempt] = {}
         self._active = 0
         self._slots = asyncio.Semaphore(slots)
+        # The largest result the database takes (`JobStore.json_limit_bytes`), set by the worker as it starts.
+        self.result_limit_bytes: int | None = None
         # A running mean of how long attempts hold their slot (the last ~20), for the worker to tell whether
         # slots free up before a claim made now would return; None until one has run.
         self.mean_run_s: float | None = None
@@ -104,7 +110,9 @@ class Attempts:
         """Start an attempt of each claimed job."""
         queue_wait: dict[str, Any] = {}  # label children looked up once per kind and batch
         for job in batch:
-            attempt = Attempt(WorkerContext(job, self._sink, self._models, self._tracer))
+            attempt = Attempt(
+                WorkerContext(job, self._sink, self._models, self._tracer), lease_expires_at=job.lease_expires_at
+            )
             self._running[job.id] = attempt
             if job.attempts == 1 and job.started_at is not None:
                 histogram = queue_wait.get(job.kind)
@@ -136,6 +144,9 @@ class Attempts:
             else:  # a free slot is taken at once: no timer, no task of wait_for's (~10% of a no-op job's CPU)
                 await self._slots.acquire()
             slot = True
+            if _lease_lapsed(attempt):
+                outcome = Outcome("lost")
+                return outcome
             attempt.started = True
             started_s = time.monotonic()
             outcome = await self._run(attempt)
@@ -176,7 +187,7 @@ class Attempts:
         )
         try:
             with use_span(span, end_on_exit=False):
-                outcome = await run_attempt(self._registry, ctx)
+                outcome = await run_attempt(self._registry, ctx, result_limit_bytes=self.result_limit_bytes)
         finally:
             span.set_attribute("inferline.job.outcome", outcome.kind)
             if outcome.kind == "failed":
@@ -199,6 +210,13 @@ class Attempts:
             if not attempt.started:
                 attempt.interrupt(reason)
 
+    def leases_renewed(self, job_ids: Iterable[str], expires_at: datetime) -> None:
+        """These jobs' leases were renewed (committed) until `expires_at`."""
+        for job_id in job_ids:
+            attempt = self._running.get(job_id)
+            if attempt is not None:
+                attempt.lease_expires_at = expires_at
+
     def release(self, job_ids: list[str]) -> None:
         """Their outcomes are recorded: they are no longer held."""
         if not job_ids:
@@ -212,15 +230,26 @@ class Attempts:
         self.slot_freed.set()
 
 
-async def run_attempt(registry: KindRegistry, ctx: JobContext) -> Outcome:
+def _lease_lapsed(attempt: Attempt) -> bool:
+    """The job waited for its slot past the lease this worker last wrote (its heartbeats failed meanwhile):
+    another worker may be running it already, so this attempt must not start. The job is left as it is, to
+    the reaper (or to the worker that has it now)."""
+    expires_at = attempt.lease_expires_at
+    if expires_at is None or utcnow() < expires_at:
+        return False
+    log.warning("job_lease_lapsed_before_start", job_id=attempt.ctx.id, lease_expires_at=expires_at.isoformat())
+    return True
+
+
+async def run_attempt(registry: KindRegistry, ctx: JobContext, *, result_limit_bytes: int | None = None) -> Outcome:
     """Run the job's kind once; how it ended. A cancellation that is not the job's own (no `cancel_reason`)
-    propagates."""
+    propagates. A result over `result_limit_bytes` fails the job (`_succeeded`)."""
     try:
         kind = registry.get(ctx.job.kind)
         result = await kind.func(ctx, kind.parse(ctx.job.input))
         if ctx.cancel_reason is not None:
             return _stopped(ctx)
-        return _succeeded(result if result is not None else {})
+        return _succeeded(result if result is not None else {}, result_limit_bytes)
     except (asyncio.CancelledError, Canceled):
         if ctx.cancel_reason is None:
             raise
@@ -231,12 +260,13 @@ async def run_attempt(registry: KindRegistry, ctx: JobContext) -> Outcome:
         return _failed(ctx, exc)
 
 
-def _succeeded(result: dict[str, Any]) -> Outcome:
-    """A result that cannot be stored fails its job for good: the same code would return it again."""
-    problem = unstorable(result, "result")
+def _succeeded(result: dict[str, Any], limit_bytes: int | None) -> Outcome:
+    """A result that cannot be stored fails its job for good: the same code would return it again. Written,
+    it would fail the write of the whole batch of outcomes, for as long as the worker tried."""
+    problem = unstorable(result, "result", max_bytes=limit_bytes)
     if problem is not None:
         log.info("job_result_unstorable", problem=problem)
-        return Outcome("failed", error_type="UnstorableResult", message=problem, retryable=False)
+        return Outcome("failed", error_type="UnstorableResult", message=shown_text(problem), retryable=False)
     return Outcome("succeeded", result=result)
 
 

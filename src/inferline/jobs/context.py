@@ -23,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NoOpTracer, Tracer
 
 from inferline.errors import Canceled, JobError, NonRetryable
-from inferline.inputs import shown_text, unstorable
+from inferline.inputs import STAGE_MAX_CHARS, shown_text, unstorable
 from inferline.jobs.model import JSON, Job, WebhookEvent
 from inferline.subprocesses import dying_with_parent
 
@@ -122,7 +122,7 @@ class ContextBase(ABC):
 
     async def stage(self, name: str, detail: str | None = None) -> None:
         shown = None if detail is None else shown_text(detail)
-        await self._report({"stage": shown_text(name), "detail": shown}, durable=False)
+        await self._report({"stage": shown_text(name, STAGE_MAX_CHARS), "detail": shown}, durable=False)
 
     async def progress(self, percent: float, detail: str | None = None) -> None:
         values: dict[str, Any] = {"progress": _clamped(percent)}

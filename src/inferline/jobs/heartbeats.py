@@ -4,6 +4,8 @@ row another write holds (`JobStore.renew_leases`): that lease is renewed at the 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline import db
@@ -22,10 +24,13 @@ async def beat(
     if not running:  # an idle worker takes no write lock
         return
     await progress.flush()
+    now = utcnow()
     async with db.write(engine) as conn:
         store = JobStore(conn)
         await store.commit_without_waiting_for_disk()
-        states = await store.renew_leases(owner=owner, job_ids=running, now=utcnow(), lease_s=lease_s)
+        states = await store.renew_leases(owner=owner, job_ids=running, now=now, lease_s=lease_s)
+    # Committed: a job claimed ahead that gets its slot later starts only within this lease.
+    attempts.leases_renewed((state.job_id for state in states if state.renewed), now + timedelta(seconds=lease_s))
     held = {state.job_id: state for state in states}
     for job_id, attempt in running.items():
         state = held.get(job_id)

@@ -188,27 +188,17 @@ async def finish_running(
         rows = []  # (id, the varying values as bound: JSON as its text, so its size is known)
         for p in params:
             rows.append((p["_id"], [sql.json_text(p[c]) if c in as_json else p[c] for c in varying]))
-        for chunk in _chunks(rows):
+        sizes = [
+            len(job_id) + sum(len(v) if isinstance(v, str) else _SMALL_VALUE_CHARS for v in vs) for job_id, vs in rows
+        ]
+        for run in sql.runs_within(sizes, FINISH_STATEMENT_CHARS):
+            chunk = rows[run.start : run.stop]
             binds: dict[str, Any] = {"_owner": owner} | {f"s_{c}": first[c] for c in shared}
             for row, (job_id, values) in enumerate(chunk):
                 binds[f"i{row}"] = job_id
                 binds.update((f"v{row}_{c}", value) for c, value in zip(varying, values, strict=True))
             await conn.execute(_finish_statement(varying, shared, len(chunk)), binds)
     return {row[0] for row in await conn.execute(sql.finished_rows(), {"ids": list(ids), "now": now})}
-
-
-def _chunks(rows: list[tuple[str, list[Any]]]) -> list[list[tuple[str, list[Any]]]]:
-    """The rows in runs whose values hold at most FINISH_STATEMENT_CHARS characters together."""
-    chunks: list[list[tuple[str, list[Any]]]] = [[]]
-    size = 0
-    for row in rows:
-        chars = sum(len(v) if isinstance(v, str) else _SMALL_VALUE_CHARS for v in row[1]) + len(row[0])
-        if chunks[-1] and size + chars > FINISH_STATEMENT_CHARS:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(row)
-        size += chars
-    return chunks
 
 
 @functools.lru_cache(maxsize=512)
@@ -231,6 +221,18 @@ def _finish_statement(varying: tuple[str, ...], shared: tuple[str, ...], count: 
     binds += [sa.bindparam(f"i{row}", type_=sa.String()) for row in range(count)]
     binds += [sa.bindparam(f"v{row}_{c}", type_=types[c]) for row in range(count) for c in varying]
     return statement.bindparams(*binds)
+
+
+# Room in the statement of one job's outcome for all but its result, as `max_allowed_packet` counts it: the
+# SQL text and the other columns (a stage and a detail, 41 KB at most: `inputs.shown_text`; progress, times).
+STATEMENT_ROOM_BYTES = 64 * 1024
+
+
+async def json_limit_bytes(conn: AsyncConnection) -> int:
+    """The largest result (`inputs.quoted_size`) a job's outcome statement carries within the server's
+    `max_allowed_packet` (a statement is one packet; one over it fails, with the rest of its batch)."""
+    packet_bytes = int((await conn.execute(sa.text("SELECT @@max_allowed_packet"))).scalar_one())
+    return packet_bytes - STATEMENT_ROOM_BYTES
 
 
 async def lock_kind_limits(conn: AsyncConnection) -> None:

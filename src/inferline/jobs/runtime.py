@@ -30,6 +30,7 @@ import structlog
 from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from inferline import db
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs import heartbeats
 from inferline.jobs.attempts import Attempts
@@ -40,6 +41,7 @@ from inferline.jobs.outcomes import reap_jobs
 from inferline.jobs.progress import ProgressBatcher, write_progress
 from inferline.jobs.recording import OutcomeRecorder
 from inferline.jobs.service import claim_jobs, ensure_claim_statistics
+from inferline.jobs.store import JobStore
 from inferline.jobs.wakeup import Wakeup
 from inferline.metrics import Metrics
 
@@ -160,6 +162,9 @@ class Worker:
                 await self._pause(self.config.poll_s)
 
     async def _claim_loop(self) -> None:
+        if self.attempts.result_limit_bytes is None:  # read before any job runs, again after a failed read
+            async with db.read(self.engine) as conn:
+                self.attempts.result_limit_bytes = await JobStore(conn).json_limit_bytes()
         while not self._stopping:
             limit = self._claim_limit()
             if limit <= 0:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,20 @@ def finish_groups(rows: list[tuple[Job, dict[str, Any]]], now: datetime) -> dict
         assert values["updated_at"] == now and values["lease_owner"] is None
         groups.setdefault(tuple(sorted(values)), []).append({"_id": job.id, **values})
     return groups
+
+
+def runs_within(sizes: Sequence[int], budget: int) -> list[range]:
+    """The items (by their `sizes`) in consecutive runs whose sizes add up to at most `budget`; an item over
+    it runs alone."""
+    runs: list[range] = []
+    start = total = 0
+    for index, size in enumerate(sizes):
+        if index > start and total + size > budget:
+            runs.append(range(start, index))
+            start, total = index, 0
+        total += size
+    runs.append(range(start, len(sizes)))
+    return runs
 
 
 def json_text(value: Any) -> str:

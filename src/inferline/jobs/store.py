@@ -12,6 +12,8 @@ call, whatever its number of jobs, so a claim or a batch of outcomes costs one m
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -32,6 +34,14 @@ _JOB_FIELDS = {c.name for c in jobs.columns}
 _JOB_DATACLASS_FIELDS = frozenset(field.name for field in fields(Job))
 assert _JOB_FIELDS == _JOB_DATACLASS_FIELDS, "a Job field and the jobs table's columns must match"
 _ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit TO OFF")
+# PostgreSQL parses a JSON array into one allocation of at most 1 GiB, room for 2^24 elements: 2^24 + 1 ones
+# (50 MB of text) fail ("invalid memory alloc request size"), 2^24 are stored, in 201 MB of jsonb (its
+# bound is 256 MiB; a one-digit number takes 12 bytes where its text, "1, ", takes 3, the most per byte of
+# text). No element of an array takes under 3 bytes of text: a result within 3 * 2^24 bytes always fits.
+PG_JSON_LIMIT_BYTES = 3 * 2**24
+# The JSON one outcome statement carries at most on PostgreSQL (more rows take more statements): a statement's
+# parameters travel in one message, and each column's array is one value, both at most 1 GiB.
+PG_STATEMENT_JSON_BYTES = 256 * 2**20
 # Any value serves: it only names the lock all claimers of concurrency-limited kinds share.
 _KIND_LIMIT_LOCK = 0x1F4E_0001
 
@@ -93,6 +103,7 @@ class LeaseState:
     job_id: str
     cancel_requested: bool
     deadline_at: datetime | None
+    renewed: bool  # False: held, but another transaction was writing the row (renewed at the next beat)
 
 
 class JobStore:
@@ -138,6 +149,16 @@ class JobStore:
             result = await self.conn.execute(lane_upsert(self.dialect), lane_params(tenant, priority, count))
             lasts[(tenant, priority)] = int(result.scalar_one())
         return place(batch, lasts)
+
+    async def json_limit_bytes(self) -> int:
+        """The largest result (`inputs.quoted_size`) a job's outcome may carry on this engine: over it, the
+        write would fail (`inputs.unstorable`). SQLite: its longest value, less a MiB for the row's others."""
+        if self.dialect == "mysql":
+            return await mysql.json_limit_bytes(self.conn)
+        if self.dialect == "postgresql":
+            return PG_JSON_LIMIT_BYTES
+        with contextlib.closing(sqlite3.connect(":memory:")) as probe:
+            return probe.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) - 2**20
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -312,19 +333,22 @@ class JobStore:
         return applied
 
     async def _finish_group_pg(self, owner: str, columns: tuple[str, ...], params: list[dict[str, Any]]) -> set[str]:
-        """One `UPDATE … FROM unnest(…)` for a group's rows (in id order): the values that differ between
-        rows go in as arrays, those all rows share as single parameters; the rows that applied come back."""
+        """One `UPDATE … FROM unnest(…)` for a group's rows (in id order; more when their JSON passes
+        PG_STATEMENT_JSON_BYTES): the values that differ between rows go in as arrays, those all rows share as
+        single parameters; the rows that applied come back."""
         first = params[0]
         varying = tuple(c for c in columns if any(p[c] != first[c] for p in params))
         shared = tuple(c for c in columns if c not in varying)
-        binds: dict[str, Any] = {"_owner": owner, "_ids": [p["_id"] for p in params]}
-        for column in shared:
-            binds[f"s_{column}"] = first[column]
-        for column in varying:
-            as_json = isinstance(jobs.c[column].type, sa.JSON)
-            binds[f"v_{column}"] = [sql.json_text(p[column]) if as_json else p[column] for p in params]
-        result = await self.conn.execute(sql.finish_group_statement(varying, shared), binds)
-        return {row[0] for row in result}
+        as_json = {c for c in varying if isinstance(jobs.c[c].type, sa.JSON)}
+        values = {c: [sql.json_text(p[c]) if c in as_json else p[c] for p in params] for c in varying}
+        sizes = [sum(len(values[c][row]) for c in as_json) for row in range(len(params))]
+        applied: set[str] = set()
+        for run in sql.runs_within(sizes, PG_STATEMENT_JSON_BYTES):
+            binds: dict[str, Any] = {"_owner": owner, "_ids": [p["_id"] for p in params[run.start : run.stop]]}
+            binds |= {f"s_{c}": first[c] for c in shared} | {f"v_{c}": values[c][run.start : run.stop] for c in varying}
+            result = await self.conn.execute(sql.finish_group_statement(varying, shared), binds)
+            applied.update(row[0] for row in result)
+        return applied
 
     async def _free_slots(self, kind_limits: Mapping[str, int], kinds: Sequence[str]) -> dict[str, int]:
         limited = [kind for kind in kinds if kind in kind_limits]
@@ -363,7 +387,10 @@ class JobStore:
             rows += (
                 await self.conn.execute(sql.held_leases(self.dialect == "postgresql"), {"ids": skipped, "owner": owner})
             ).mappings()
-        return [LeaseState(row["id"], bool(row["cancel_requested"]), row["deadline_at"]) for row in rows]
+        return [
+            LeaseState(row["id"], bool(row["cancel_requested"]), row["deadline_at"], row["id"] in renewed)
+            for row in rows
+        ]
 
     async def expired_leases(self, now: datetime, limit: int = 100) -> list[Job]:
         query = (
