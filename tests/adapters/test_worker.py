@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.helpers import eventually
@@ -468,3 +469,38 @@ async def test_a_heartbeat_tells_each_attempt_until_when_its_renewed_lease_runs(
     finally:
         gates.opened.set()
         await worker.stop(grace_s=1)
+
+
+@pytest.mark.allow_error_logs  # the refused writes of the batch, logged by the worker's loop
+async def test_an_outcome_the_database_refuses_fails_its_job_and_the_others_are_written(
+    engine: AsyncEngine, registry: KindRegistry, worker: Worker
+) -> None:
+    """A trigger refuses one job's result: the batch of outcomes it is in is refused, twice, then written
+    one outcome at a time, and that job's attempt fails naming the refusal. Before, the batch was tried
+    again for ever, every outcome that joined it held with it (its jobs `running`)."""
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(
+                sa.text(
+                    "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "IF NEW.result->>'message' = 'poison' THEN RAISE 'poisoned outcome'; END IF; RETURN NEW; END $$"
+                )
+            )
+            trigger = "CREATE TRIGGER refuse_poison BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+        elif engine.dialect.name == "sqlite":
+            trigger = (
+                "CREATE TRIGGER refuse_poison BEFORE UPDATE ON jobs "
+                "WHEN json_extract(NEW.result, '$.message') = 'poison' "
+                "BEGIN SELECT RAISE(ABORT, 'poisoned outcome'); END"
+            )
+        else:
+            pytest.skip("a trigger of PostgreSQL or SQLite")
+        await conn.execute(sa.text(trigger))
+    poison = await submit(engine, registry, input={"message": "poison", "steps": 0}, max_attempts=1)
+    others = [await submit(engine, registry, input={"message": "fine", "steps": 0}) for _ in range(6)]
+    failed = await wait_for(engine, poison.id, lambda job: job.status is JobStatus.FAILED)
+    assert failed.error is not None and failed.error["type"] == "OutcomeNotWritten", failed.error
+    assert "refused this attempt's succeeded outcome" in failed.error["message"]
+    for job in others:
+        done = await wait_for(engine, job.id, lambda job: job.status is JobStatus.SUCCEEDED)
+        assert done.result == {"message": "fine", "steps_run": []}
