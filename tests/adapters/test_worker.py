@@ -338,13 +338,20 @@ async def status_of(engine: AsyncEngine, job: Job) -> JobStatus:
     return (await get_job(engine, tenant="t", job_id=job.id)).status
 
 
-async def claimed_ahead_behind_gates(engine: AsyncEngine, registry: KindRegistry) -> tuple[list[Job], list[Job]]:
+async def claimed_ahead_behind_gates(
+    engine: AsyncEngine, registry: KindRegistry, worker: Worker
+) -> tuple[list[Job], list[Job]]:
     """Two gated jobs take a worker's two slots after quick ones taught it to claim ahead (attempts of a few
     µs, claims of a millisecond or more); two quick jobs are then claimed ahead and wait for slots. Returns
-    the gated jobs and those two."""
-    warm = [await submit(engine, registry, kind="quick", input={}) for _ in range(6)]
-    for job in warm:
-        await wait_for(engine, job.id, finished)
+    the gated jobs and those two. The worker's means start from their first samples, and on a loaded machine
+    an attempt's first can take as long as a claim: quick jobs run until the means say so."""
+    for _ in range(20):
+        warm = [await submit(engine, registry, kind="quick", input={}) for _ in range(6)]
+        for job in warm:
+            await wait_for(engine, job.id, finished)
+        run_s, claim_s = worker.attempts.mean_run_s, worker._mean_claim_s
+        if run_s is not None and claim_s is not None and run_s < claim_s:
+            break
     blocking = [await submit(engine, registry, kind="gated", input={}) for _ in range(2)]
     ahead = [await submit(engine, registry, kind="quick", input={}) for _ in range(2)]
     for job in ahead:
@@ -361,7 +368,7 @@ async def test_a_worker_whose_jobs_end_faster_than_a_claim_claims_the_next_batch
     await worker.start()
     try:
         # Both slots are taken; the next batch is claimed all the same, and waits for its slots.
-        blocking, ahead = await claimed_ahead_behind_gates(engine, registry)
+        blocking, ahead = await claimed_ahead_behind_gates(engine, registry, worker)
         await eventually(lambda: len(gates.started) == 8)
         await asyncio.sleep(0.3)  # heartbeats keep their leases; none of them starts
         assert not set(gates.started) & {job.id for job in ahead}
@@ -386,7 +393,7 @@ async def test_jobs_claimed_ahead_behind_long_attempts_go_back_to_the_queue_for_
     await busy.start()
     idle = Worker(engine, registry, config, kinds=["quick"], wakeup=LocalWakeup(), metrics=Metrics())
     try:
-        _, ahead = await claimed_ahead_behind_gates(engine, registry)
+        _, ahead = await claimed_ahead_behind_gates(engine, registry, busy)
         await idle.start()
         # The gates stay shut: only given back can the jobs waiting behind them run, on the idle worker.
         done = [await wait_for(engine, job.id, finished) for job in ahead]
@@ -407,7 +414,7 @@ async def test_a_stopping_worker_gives_back_the_jobs_it_claimed_ahead_without_st
     await worker.start()
     stopping: asyncio.Task[None] | None = None
     try:
-        _, ahead = await claimed_ahead_behind_gates(engine, registry)
+        _, ahead = await claimed_ahead_behind_gates(engine, registry, worker)
         stopping = asyncio.create_task(worker.stop(grace_s=10))
         for job in ahead:  # back in the queue at once, while the running jobs have their grace time
             back = await eventually(
