@@ -60,6 +60,11 @@ def _where(place: _Place) -> str:
     return ".".join(reversed(parts))
 
 
+# One encoder: `json.dumps` with any argument of its own builds an encoder per call, which cost a no-op
+# job's result check ~5 µs of its worker's ~100.
+_STRICT_JSON = json.JSONEncoder(allow_nan=False)
+
+
 def unstorable(value: Any, field: str, *, max_bytes: int | None = None) -> str | None:
     """Why a job's `value` (its result, a checkpoint) cannot be stored as JSON on both engines, naming
     where; None if it can. Serialized once (C speed) to find NaN, infinities, what is not JSON, U+0000,
@@ -67,7 +72,7 @@ def unstorable(value: Any, field: str, *, max_bytes: int | None = None) -> str |
     a size over it: written as they are, they fail the batched write of every job's outcome, and the job
     stays `running`. Walked again only to name the place of a NUL."""
     try:
-        text = json.dumps(value, allow_nan=False)
+        text = _STRICT_JSON.encode(value)
     except RecursionError:
         return f"{field}: nested too deeply to store"
     except ValueError:
