@@ -117,6 +117,23 @@ async def test_a_clip_has_a_keyframe_just_before_its_last_half_second(tmp_path: 
     assert 3.0 - 0.5 - 2 / FPS - 0.01 <= keyframes_s[-1] <= 3.0 - 0.5, keyframes_s
 
 
+async def test_a_clip_writes_its_first_and_last_frames_as_it_is_encoded(tmp_path: Path) -> None:
+    ends = (tmp_path / "first.ppm", tmp_path / "last.ppm")
+    check = PictureCheck(frozen_min_s=1.0)
+    clip = await photo_clip(tmp_path, "ends", duration_s=1.5, caption="할머니", check=check, end_frames=ends)
+    assert check.problems(end_s=1.5) == []
+    assert (await probe(clip)).video_duration_s == pytest.approx(1.5, abs=0.05)
+    last_index = round(1.5 * FPS) - 1
+    for path, index, neighbour in zip(ends, (0, last_index), (1, last_index - 1), strict=True):
+        with Image.open(path) as still:
+            assert (still.format, still.mode, still.size) == ("PPM", "RGB", FRAME)
+            written = still.convert("RGB")
+        # The frame as it went to the encoder: its decode but for the encoder's loss, unlike its neighbour's.
+        same = difference(written, await decoded_frame(clip, tmp_path / f"r{index}.png", index))
+        beside = difference(written, await decoded_frame(clip, tmp_path / f"r{neighbour}.png", neighbour))
+        assert same < 5 and same < beside / 1.5, (path.name, same, beside)
+
+
 async def test_frame_counts_are_exact_for_lengths_that_are_not_whole_frames(tmp_path: Path) -> None:
     clip = await photo_clip(tmp_path, "odd", duration_s=1.01, fps=25)
     info = await probe(clip)

@@ -86,6 +86,24 @@ def checked_output(graph: str, check: PictureCheck | None, frames: int) -> tuple
     return checked, ["-map", "[checked]", "-frames:v", str(frames), "-f", "null", "-"]
 
 
+def end_frame_outputs(graph: str, end_frames: tuple[Path, Path] | None, frames: int) -> tuple[str, list[str]]:
+    """`graph` (ending in `[v]`) with its first and last of `frames` frames as two more outputs of the same
+    run, written to `end_frames` (first, last) as uncompressed PPMs: the stills the transitions beside the
+    clip start and end on, taken from the frames encoded, so no transition decodes the clip for them.
+    Returns the graph and the outputs' arguments (they go before the clip's own)."""
+    if end_frames is None:
+        return graph, []
+    if not graph.endswith("[v]"):
+        raise ValueError(f"the graph's output is not [v]: {graph[-40:]!r}")
+    # The clip's own chain ends in `[v]` again, for `checked_output` to add its branch to.
+    ends = f"split=3[clip][head][tail];[head]trim=end_frame=1[first];[tail]trim=start_frame={frames - 1}[last]"
+    ends += ";[clip]null[v]"
+    args: list[str] = []
+    for label, path in zip(("first", "last"), end_frames, strict=True):
+        args += ["-map", f"[{label}]", "-frames:v", "1", "-c:v", "ppm", "-f", "image2", str(path)]
+    return f"{graph[: -len('[v]')]},{ends}", args
+
+
 # -- a photo's clip ---------------------------------------------------------------------------------------
 
 
@@ -102,22 +120,22 @@ async def render_photo_clip(
     threads: int = DEFAULT_THREADS,
     timeout_s: float | None = None,
     check: PictureCheck | None = None,
+    end_frames: tuple[Path, Path] | None = None,
 ) -> None:
     """`photo` as a clip: fitted into `frame` over a blurred, enlarged copy of itself, zooming slowly (the
     direction picked by `motion`), `caption` along the bottom. The caption's text files go beside `out`.
-    With `check`, the frames made are checked for black and frozen stretches in the same run."""
+    With `check`, the frames made are checked for black and frozen stretches in the same run; with
+    `end_frames` (first, last), the clip's first and last frames are written there as PPMs in the same run."""
     frames = frame_count(duration_s, fps)
-    graph, checked = checked_output(
-        ";".join(
-            [
-                _fit_with_blurred_fill("0:v", "still", _supersampled(frame)),
-                f"[still]{_ken_burns(motion, frames, frame, fps)}{_caption(caption, frame, out)},format=yuv420p[v]",
-            ]
-        ),
-        check,
-        frames,
+    graph = ";".join(
+        [
+            _fit_with_blurred_fill("0:v", "still", _supersampled(frame)),
+            f"[still]{_ken_burns(motion, frames, frame, fps)}{_caption(caption, frame, out)},format=yuv420p[v]",
+        ]
     )
-    args = [*input_args(photo, still_source(photo)), "-filter_complex", graph, *checked]
+    graph, ends = end_frame_outputs(graph, end_frames, frames)
+    graph, checked = checked_output(graph, check, frames)
+    args = [*input_args(photo, still_source(photo)), "-filter_complex", graph, *checked, *ends]
     args += ["-map", "[v]", "-frames:v", str(frames)]
     await run_ffmpeg(
         [*args, *clip_encoding(fps, frames), str(out)],
