@@ -303,7 +303,8 @@ async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dic
             await ctx.stage("render_finalize")
             await check_video(part, Expected(data.size, total_s, audio=True), "video")
             poster_part = work.part("poster.jpg")
-            await clips.extract_poster(part, poster_part)
+            # At the time extract_poster would pick, from the length just checked: no probe of the video again.
+            await clips.extract_poster(part, poster_part, at_s=min(clips.POSTER_AT_S, total_s / 2))
             video, poster = work.finish(part), work.finish(poster_part)
 
             def result(file_ids: list[str]) -> dict[str, Any]:
