@@ -4,6 +4,9 @@ the final render's joins and music, frames and the poster."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,6 +118,55 @@ async def test_a_clip_has_a_keyframe_just_before_its_last_half_second(tmp_path: 
     keyframes_s = [float(line.strip(",")) for line in out.decode().split()]
     # The last frame is at 3.0 - 1/FPS; its keyframe at most half a second and a frame before the end.
     assert 3.0 - 0.5 - 2 / FPS - 0.01 <= keyframes_s[-1] <= 3.0 - 0.5, keyframes_s
+
+
+async def test_a_clip_writes_its_first_and_last_frames_as_it_is_encoded(tmp_path: Path) -> None:
+    ends = (tmp_path / "first.ppm", tmp_path / "last.ppm")
+    check = PictureCheck(frozen_min_s=1.0)
+    clip = await photo_clip(tmp_path, "ends", duration_s=1.5, caption="할머니", check=check, end_frames=ends)
+    assert check.problems(end_s=1.5) == []
+    assert (await probe(clip)).video_duration_s == pytest.approx(1.5, abs=0.05)
+    last_index = round(1.5 * FPS) - 1
+    for path, index, neighbour in zip(ends, (0, last_index), (1, last_index - 1), strict=True):
+        with Image.open(path) as still:
+            assert (still.format, still.mode, still.size) == ("PPM", "RGB", FRAME)
+            written = still.convert("RGB")
+        # The frame as it went to the encoder: its decode but for the encoder's loss, unlike its neighbour's.
+        same = difference(written, await decoded_frame(clip, tmp_path / f"r{index}.png", index))
+        beside = difference(written, await decoded_frame(clip, tmp_path / f"r{neighbour}.png", neighbour))
+        assert same < 5 and same < beside / 1.5, (path.name, same, beside)
+
+
+def peak_memory_recorder(folder: Path, log: Path) -> Path:
+    """A folder with an `ffmpeg` that runs the real one and appends its peak RSS (KiB) to `log`."""
+    folder.mkdir()
+    shim = folder / "ffmpeg"
+    real = shutil.which("ffmpeg")
+    shim.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        f"pid = os.posix_spawn({real!r}, [{real!r}, *sys.argv[1:]], os.environ)\n"
+        "_, status, usage = os.wait4(pid, 0)\n"
+        f"with open({str(log)!r}, 'a') as out:\n"
+        "    out.write(f'{usage.ru_maxrss}\\n')\n"
+        "sys.exit(os.waitstatus_to_exitcode(status))\n"
+    )
+    shim.chmod(0o755)
+    return folder
+
+
+async def test_a_clips_frame_outputs_hold_a_second_of_frames_not_the_whole_clip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ffmpeg runs its graph until the output that has waited longest gets a frame, keeping what the others
+    get meanwhile: a last-frame output fed only at the end would hold all 600 frames (52 MB here)."""
+    log = tmp_path / "peak.log"
+    monkeypatch.setenv("PATH", f"{peak_memory_recorder(tmp_path / 'bin', log)}:{os.environ['PATH']}")
+    photo = synth_photo(tmp_path / "photo.png", seed=5)
+    for ends in (None, (tmp_path / "first.ppm", tmp_path / "last.ppm")):
+        await render_photo_clip(photo, tmp_path / "clip.mp4", frame=FRAME, fps=FPS, duration_s=20, end_frames=ends)
+    without, with_ends = (int(line) for line in log.read_text().split())
+    assert with_ends - without < 16 * 1024, (without, with_ends)  # KiB
 
 
 async def test_frame_counts_are_exact_for_lengths_that_are_not_whole_frames(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from PIL import Image
 from tests.api.conftest import Api, MakeApi
 from tests.helpers import eventually
-from tests.media_helpers import make_model, photo_bytes, processes_mentioning, song_bytes
+from tests.media_helpers import decoded_frame, difference, make_model, photo_bytes, processes_mentioning, song_bytes
 
 from inferline import db
 from inferline.errors import NonRetryable
@@ -88,24 +88,25 @@ async def test_the_stages_make_clips_a_transition_a_closing_card_and_the_video_r
         contexts.append(ctx)
     assert contexts[0].stages == seed_stages("canvas", "generate", "validate")
     assert contexts[0].percents == sorted(contexts[0].percents) and contexts[0].percents[-1] >= 85
-    assert clips[0] | {"file_id": None} == {
-        "file_id": None,
-        "kind": "canvas",
-        "duration_s": 2.0,
-        "width": 320,
-        "height": 180,
-    }
+    ids = {"file_id": None, "first_frame_file_id": None, "last_frame_file_id": None}
+    assert clips[0] | ids == ids | {"kind": "canvas", "duration_s": 2.0, "width": 320, "height": 180}
     assert (await file_of(api, clips[0]["file_id"]))["content_type"] == "video/mp4"
+    for key in ["first_frame_file_id", "last_frame_file_id"]:
+        assert (await file_of(api, clips[0][key]))["content_type"] == "image/x-portable-pixmap"
 
     ctx = MemoryContext(tenant=TENANT)
-    data = TransitionInput(from_file_id=clips[0]["file_id"], to_file_id=clips[1]["file_id"], resolution="180p", fps=5)
+    data = TransitionInput(
+        from_file_id=clips[0]["file_id"],
+        to_file_id=clips[1]["file_id"],
+        from_frame_file_id=clips[0]["last_frame_file_id"],
+        to_frame_file_id=clips[1]["first_frame_file_id"],
+        resolution="180p",
+        fps=5,
+    )
     transition = await run_transition(deps, ctx, data)
     assert ctx.stages == seed_stages("transition", "generate", "validate")
-    assert (transition["generator"], transition["fallback_reason"], transition["duration_s"]) == (
-        "xfade",
-        "no frame interpolation model is configured",
-        6.0,
-    )
+    made = [transition[key] for key in ("generator", "fallback_reason", "duration_s", "stills_decoded")]
+    assert made == ["xfade", "no frame interpolation model is configured", 6.0, 0]
 
     ctx = MemoryContext(tenant=TENANT)
     data = LastClipInput(
@@ -238,6 +239,40 @@ async def test_an_attempt_after_the_output_was_stored_returns_it_without_making_
     assert (await run_canvas(api.services.media, again, data))["file_id"] != made["file_id"]
 
 
+async def test_a_transition_decodes_the_clips_for_the_stills_it_is_not_given_or_that_are_gone(
+    media_api: Api, tmp_path: Path
+) -> None:
+    api, deps = media_api, media_api.services.media
+    clips = []
+    for seed in (9, 10):
+        photo = await upload(api, photo_bytes(tmp_path, seed), f"{seed}.jpg")
+        data = CanvasInput(photo_file_id=photo, resolution="180p", fps=10, duration_s=1, motion=seed)
+        clips.append(await run_canvas(deps, MemoryContext(tenant=TENANT), data))
+    frames = {"from_frame_file_id": clips[0]["last_frame_file_id"], "to_frame_file_id": clips[1]["first_frame_file_id"]}
+    plain = {"from_file_id": clips[0]["file_id"], "to_file_id": clips[1]["file_id"], "resolution": "180p", "fps": 10}
+
+    async def transition(**given: str) -> tuple[dict[str, Any], Path]:
+        made = await run_transition(deps, MemoryContext(tenant=TENANT), TransitionInput(**plain, **given))
+        return made, await content(api, made["file_id"], tmp_path / f"{made['file_id']}.mp4")
+
+    stored, stored_clip = await transition(**frames)
+    # A clip made before canvas stored its frames: both stills decoded from the clips, the same transition.
+    older, older_clip = await transition()
+    # The frame after deleted (a transition job retried after its run dropped the frames): that one decoded.
+    assert (await api.client.delete(f"/api/v1/files/{frames['to_frame_file_id']}")).status_code == 204
+    retried, retried_clip = await transition(**frames)
+    # A file that is not a frame: decoded too, never read as one.
+    not_a_frame = await upload(api, photo_bytes(tmp_path, 11), "11.jpg")
+    wrong, _ = await transition(from_frame_file_id=not_a_frame)
+    assert [made["stills_decoded"] for made in (stored, older, retried, wrong)] == [0, 2, 1, 2]
+    last_index = 6 * 10 - 1  # 6 s at 10 fps
+    for index in (0, last_index):
+        expected = await decoded_frame(stored_clip, tmp_path / f"s{index}.png", index)
+        for other in (older_clip, retried_clip):
+            assert difference(expected, await decoded_frame(other, tmp_path / f"o{index}.png", index)) < 5
+    assert leftovers(api) == []
+
+
 @pytest.mark.parametrize("model", ["working", "broken"])
 async def test_a_transition_job_is_made_by_the_interpolation_model_or_else_by_xfade_saying_why(
     make_api: MakeApi, tmp_path: Path, model: str
@@ -250,16 +285,22 @@ async def test_a_transition_job_is_made_by_the_interpolation_model_or_else_by_xf
         for photo in photos:
             body = {"photo_file_id": photo, "resolution": "180p", "fps": 5, "duration_s": 1}
             canvases.append(await api.wait((await api.submit(kind="canvas", input=body))["id"]))
-        body = {"from_file_id": canvases[0]["result"]["file_id"], "to_file_id": canvases[1]["result"]["file_id"]}
+        before, after = canvases[0]["result"], canvases[1]["result"]
+        body = {
+            "from_file_id": before["file_id"],
+            "to_file_id": after["file_id"],
+            "from_frame_file_id": before["last_frame_file_id"],
+            "to_frame_file_id": after["first_frame_file_id"],
+        }
         done = await api.wait(
             (await api.submit(kind="transition", input=body | {"resolution": "180p", "fps": 5}))["id"]
         )
     assert done["status"] == "succeeded", done
-    made = (done["result"]["generator"], done["result"]["fallback_reason"])
+    made = (done["result"]["generator"], done["result"]["fallback_reason"], done["result"]["stills_decoded"])
     assert (
         made
         == {
-            "working": ("interpolation", None),
-            "broken": ("xfade", "internal error (ModelError); the server log has it under transition_fallback"),
+            "working": ("interpolation", None, 0),
+            "broken": ("xfade", "internal error (ModelError); the server log has it under transition_fallback", 0),
         }[model]
     )

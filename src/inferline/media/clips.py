@@ -86,6 +86,27 @@ def checked_output(graph: str, check: PictureCheck | None, frames: int) -> tuple
     return checked, ["-map", "[checked]", "-frames:v", str(frames), "-f", "null", "-"]
 
 
+def end_frame_outputs(graph: str, end_frames: tuple[Path, Path] | None, frames: int, fps: int) -> tuple[str, list[str]]:
+    """`graph` (ending in `[v]`) with its first and last of `frames` frames as two more outputs of the same
+    run, written to `end_frames` (first, last) as uncompressed PPMs: the stills the transitions beside the
+    clip start and end on, taken from the frames encoded, so no transition decodes the clip for them.
+    Returns the graph and the outputs' arguments (they go before the clip's own)."""
+    if end_frames is None:
+        return graph, []
+    if not graph.endswith("[v]"):
+        raise ValueError(f"the graph's output is not [v]: {graph[-40:]!r}")
+    # ffmpeg runs its graph until the output that has waited longest gets a frame, holding every frame the
+    # others get meanwhile: a last-frame output fed only at the end held the whole clip (+450 MB and 0.5 CPU s
+    # of page faults for 5 s at 1080p). Fed a frame a second, each written over the one before, it holds a
+    # second of frames at most; the last written is the clip's last.
+    last = f"select='not(mod(n,{fps}))+eq(n,{frames - 1})'"
+    ends = f"split=3[clip][head][tail];[head]trim=end_frame=1[first];[tail]{last}[last];[clip]null[v]"
+    first_path, last_path = end_frames
+    args = ["-map", "[first]", "-frames:v", "1", "-c:v", "ppm", "-f", "image2", str(first_path)]
+    args += ["-map", "[last]", "-c:v", "ppm", "-f", "image2", "-update", "1", str(last_path)]
+    return f"{graph[: -len('[v]')]},{ends}", args
+
+
 # -- a photo's clip ---------------------------------------------------------------------------------------
 
 
@@ -102,22 +123,22 @@ async def render_photo_clip(
     threads: int = DEFAULT_THREADS,
     timeout_s: float | None = None,
     check: PictureCheck | None = None,
+    end_frames: tuple[Path, Path] | None = None,
 ) -> None:
     """`photo` as a clip: fitted into `frame` over a blurred, enlarged copy of itself, zooming slowly (the
     direction picked by `motion`), `caption` along the bottom. The caption's text files go beside `out`.
-    With `check`, the frames made are checked for black and frozen stretches in the same run."""
+    With `check`, the frames made are checked for black and frozen stretches in the same run; with
+    `end_frames` (first, last), the clip's first and last frames are written there as PPMs in the same run."""
     frames = frame_count(duration_s, fps)
-    graph, checked = checked_output(
-        ";".join(
-            [
-                _fit_with_blurred_fill("0:v", "still", _supersampled(frame)),
-                f"[still]{_ken_burns(motion, frames, frame, fps)}{_caption(caption, frame, out)},format=yuv420p[v]",
-            ]
-        ),
-        check,
-        frames,
+    graph = ";".join(
+        [
+            _fit_with_blurred_fill("0:v", "still", _supersampled(frame)),
+            f"[still]{_ken_burns(motion, frames, frame, fps)}{_caption(caption, frame, out)},format=yuv420p[v]",
+        ]
     )
-    args = [*input_args(photo, still_source(photo)), "-filter_complex", graph, *checked]
+    graph, ends = end_frame_outputs(graph, end_frames, frames, fps)
+    graph, checked = checked_output(graph, check, frames)
+    args = [*input_args(photo, still_source(photo)), "-filter_complex", graph, *checked, *ends]
     args += ["-map", "[v]", "-frames:v", str(frames)]
     await run_ffmpeg(
         [*args, *clip_encoding(fps, frames), str(out)],

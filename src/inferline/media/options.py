@@ -41,6 +41,12 @@ class CanvasInput(Frame):
 class TransitionInput(Frame):
     from_file_id: FileId = Field(min_length=1, max_length=36, description="the clip before (its last frame)")
     to_file_id: FileId = Field(min_length=1, max_length=36, description="the clip after (its first frame)")
+    from_frame_file_id: FileId | None = Field(
+        default=None, max_length=36, description="the last frame of the clip before, as its canvas job stored it"
+    )
+    to_frame_file_id: FileId | None = Field(
+        default=None, max_length=36, description="the first frame of the clip after, as its canvas job stored it"
+    )
     duration_s: TransitionSeconds = 6
     transition: Transition = "auto"
     index: int = Field(default=0, ge=0, le=10_000, description="picks the style when `transition` is auto")

@@ -47,6 +47,7 @@ from inferline.shielding import despite_cancel
 log = structlog.get_logger(__name__)
 
 LAST_CLIP_S = 6.0
+FIRST_FRAME, LAST_FRAME = "first_frame_file_id", "last_frame_file_id"  # in a canvas job's result
 RENDER_WORK = 0.2  # the render copies the clips: its work per second of video, against making a clip's
 CHILDREN_STOP_S = 30.0  # how long a run that ends waits for its canceled children to stop
 
@@ -152,6 +153,7 @@ class _Run:
             Child(f"transition:{i}", self._request(TRANSITION, self._transition(i))) for i in range(len(photos) - 1)
         ]
         await self.phase("transition", transitions)
+        await self.drop_frames()
         closing = LastClipInput(
             title=self.plan.title,
             subtitle=self.plan.subtitle,
@@ -172,9 +174,13 @@ class _Run:
         )
 
     def _transition(self, i: int) -> TransitionInput:
+        before, after = self.done[f"canvas:{i}"], self.done[f"canvas:{i + 1}"]
         return TransitionInput(
-            from_file_id=self.done[f"canvas:{i}"]["file_id"],
-            to_file_id=self.done[f"canvas:{i + 1}"]["file_id"],
+            from_file_id=before["file_id"],
+            to_file_id=after["file_id"],
+            # A clip made by an earlier version has none: the transition decodes the clip for its still.
+            from_frame_file_id=before.get(LAST_FRAME),
+            to_frame_file_id=after.get(FIRST_FRAME),
             duration_s=self.data.transition_s,
             transition=self.data.transition,
             index=i,
@@ -200,10 +206,22 @@ class _Run:
             self.done |= {role: job.result for role, job in finished.items()}
             await self.ctx.checkpoint({"plan": asdict(self.plan), "done": self.done}, progress=end)
 
+    async def drop_frames(self) -> None:
+        """The clips' first and last frames, once the transitions that read them are made: a run of many
+        photos would hold two uncompressed frames per photo until its end otherwise."""
+        frames = [
+            result[key]
+            for role, result in self.done.items()
+            if role.startswith("canvas:")
+            for key in (FIRST_FRAME, LAST_FRAME)
+            if isinstance(result.get(key), str)
+        ]
+        await delete_files(self.deps, self.ctx.tenant, frames)  # gone ones (a resumed run) are skipped
+
     async def finish(self) -> dict[str, Any]:
         """The project shows its new video and poster (its earlier ones and the clips are deleted)."""
         render = self.done["render"]
-        clips = [result["file_id"] for role, result in self.done.items() if role != "render"]
+        clips = files_made([result for role, result in self.done.items() if role != "render"])
         tenant = self.ctx.tenant
         async with db.write(self.deps.engine) as conn:
             store = MediaStore(conn)
@@ -224,7 +242,11 @@ class _Run:
             "duration_s": render["duration_s"],
             "photos": len(self.plan.photos),
             "transitions": [
-                {"generator": result["generator"], "fallback_reason": result["fallback_reason"]}
+                {
+                    "generator": result["generator"],
+                    "fallback_reason": result["fallback_reason"],
+                    "stills_decoded": result.get("stills_decoded"),  # none in a result of an earlier version
+                }
                 for role, result in sorted(self.done.items(), key=lambda item: _role_order(item[0]))
                 if role.startswith("transition:")
             ],
@@ -253,15 +275,19 @@ async def discard_children(deps: MediaDeps, ctx: JobContext) -> None:
     async with db.write(deps.engine) as conn:
         await cancel_children(conn, tenant=ctx.tenant, parent_id=ctx.id)
     children = await _children_stopped(deps, ctx)
-    made = [
-        value
-        for job in children
-        if job.status is JobStatus.SUCCEEDED and job.result
-        for key, value in job.result.items()
-        if key.endswith("file_id") and isinstance(value, str)
-    ]
+    made = files_made([job.result for job in children if job.status is JobStatus.SUCCEEDED and job.result])
     await delete_files(deps, ctx.tenant, made)
     log.info("media_pipeline_discarded", job_id=ctx.id, children=len(children), files=len(made))
+
+
+def files_made(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The ids of the files the stages' `results` name (each `..._file_id`: a clip, its frames, a poster)."""
+    return [
+        value
+        for result in results
+        for key, value in result.items()
+        if key.endswith("file_id") and isinstance(value, str)
+    ]
 
 
 async def _children_stopped(deps: MediaDeps, ctx: JobContext) -> list[Job]:

@@ -8,13 +8,14 @@ A stage stopped after its output was stored removes it, so a canceled job leaves
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from PIL import Image
 
 from inferline import db
 from inferline.errors import Canceled, InferlineError, JobError, NonRetryable, NotFound
@@ -30,6 +31,9 @@ from inferline.shielding import despite_cancel
 
 MP4 = sniff.MP4
 JPEG = sniff.JPEG
+# A clip's first or last frame as its canvas stored it. Never sniffed: no upload is of this type, so a
+# transition reading one reads a frame a stage wrote, never a tenant's bytes posing as one.
+FRAME = "image/x-portable-pixmap"
 DURATION_TOLERANCE_S = 0.1
 PHOTO_TYPES = frozenset(images.DECODERS)  # what an upload to a project accepts as a photo
 
@@ -167,6 +171,19 @@ async def check_video(path: Path, expected: Expected, what: str, *, checked: Pic
             problems += await picture_problems(path, start_s=start_s, end_s=end_s, frozen_min_s=frozen_s)
     if problems:
         raise NonRetryable(f"the {what} made is wrong: it {'; it '.join(problems)}")
+
+
+def check_frames(paths: Sequence[Path], frame: tuple[int, int], what: str) -> None:
+    """`NonRetryable` unless each of `paths` is a PPM of `frame` (read from its header only)."""
+    for path in paths:
+        try:
+            with Image.open(path, formats=["PPM"]) as still:
+                size = still.size
+        except OSError as exc:
+            raise NonRetryable(f"the {what} made is wrong: its {path.stem} frame is unreadable ({exc})") from exc
+        if size != frame:
+            wanted = f"{frame[0]}x{frame[1]}"
+            raise NonRetryable(f"the {what} made is wrong: its {path.stem} frame is {size[0]}x{size[1]}, not {wanted}")
 
 
 Progress = Callable[[float], Awaitable[None]]

@@ -10,10 +10,14 @@ Stages reported, in order (the seed's names): `<stage>_start`, `_generate` (`_co
 from __future__ import annotations
 
 import functools
+import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import structlog
+
+from inferline.errors import NonRetryable
 from inferline.files import sniff
 from inferline.jobs.context import JobContext
 from inferline.media import clips, images
@@ -22,12 +26,14 @@ from inferline.media.interpolation import MODEL_NAME, OnnxTransitions, generate_
 from inferline.media.options import CanvasInput, LastClipInput, RenderInput, TransitionInput
 from inferline.media.probe import check_audio
 from inferline.media.stagefiles import (
+    FRAME,
     JPEG,
     MP4,
     PHOTO_TYPES,
     Expected,
     InputFile,
     as_job_errors,
+    check_frames,
     check_video,
     finished_result,
     input_file,
@@ -36,6 +42,8 @@ from inferline.media.stagefiles import (
 )
 from inferline.media.transitions import TransitionGenerator
 from inferline.media.workspace import Workspace
+
+log = structlog.get_logger(__name__)
 
 CANVAS, TRANSITION, LAST_CLIP, RENDER = "canvas", "transition", "last_clip", "render"  # their kinds
 GENERATE = (5.0, 85.0)  # the share of a stage's progress its ffmpeg run fills
@@ -73,6 +81,8 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
             part = work.part("clip.mp4")
             expected = Expected(data.size, _planned_s(data.duration_s, data.fps), picture=(0.0, data.duration_s))
             checked = expected.picture_check()
+            # The stills of the transitions beside this clip, written by its encode: none decodes it for them.
+            ends = (work.path("first.ppm"), work.path("last.ppm"))
             await clips.render_photo_clip(
                 still,
                 part,
@@ -84,13 +94,21 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
                 progress=progress_between(ctx, *GENERATE),
                 threads=deps.ffmpeg_threads,
                 check=checked,
+                end_frames=ends,
             )
             await ctx.stage("canvas_validate")
             await check_video(part, expected, "photo's clip", checked=checked)
+            check_frames(ends, data.size, "photo's clip")
             clip = work.finish(part)
-            result = await store_outputs(deps, ctx, [(clip, MP4)], clip_result(CANVAS, expected))
+
+            def result(file_ids: list[str]) -> dict[str, Any]:
+                frames = {"first_frame_file_id": file_ids[1], "last_frame_file_id": file_ids[2]}
+                return clip_result(CANVAS, expected)(file_ids) | frames
+
+            outputs = [(clip, MP4), *((end, FRAME) for end in ends)]
+            stored = await store_outputs(deps, ctx, outputs, result)
     await ctx.stage("canvas_done")
-    return result
+    return stored
 
 
 def _planned_s(duration_s: float, fps: int) -> float:
@@ -132,8 +150,10 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
         after = await input_file(deps, ctx, data.to_file_id, field="to_file_id", types=frozenset({MP4}))
         async with deps.workspaces.open(ctx.id) as work:
             first, last = work.path("first.ppm"), work.path("last.ppm")  # uncompressed: no zlib either way
-            await clips.extract_frame(before.path, first, "last")
-            await clips.extract_frame(after.path, last, "first")
+            decoded = [
+                await _transition_still(deps, ctx, data.from_frame_file_id, before, "last", first),
+                await _transition_still(deps, ctx, data.to_frame_file_id, after, "first", last),
+            ]
             await ctx.stage("transition_generate")
             part = work.part("transition.mp4")
             duration_s = _planned_s(data.duration_s, data.fps)
@@ -159,12 +179,37 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
             clip = work.finish(part)
 
             def result(file_ids: list[str]) -> dict[str, Any]:
-                made_by = {"generator": made.generator, "fallback_reason": made.fallback_reason}
+                made_by = {
+                    "generator": made.generator,
+                    "fallback_reason": made.fallback_reason,
+                    "stills_decoded": sum(decoded),
+                }
                 return clip_result(TRANSITION, expected)(file_ids) | made_by
 
             stored = await store_outputs(deps, ctx, [(clip, MP4)], result)
     await ctx.stage("transition_done")
     return stored
+
+
+async def _transition_still(
+    deps: MediaDeps,
+    ctx: JobContext,
+    frame_file_id: str | None,
+    clip: InputFile,
+    which: Literal["first", "last"],
+    out: Path,
+) -> bool:
+    """The clip's `which` frame at `out`: a copy of the frame its canvas stored, else (none named, or gone:
+    a clip of an earlier version, a file deleted since) decoded from the clip. Whether it was decoded."""
+    if frame_file_id is not None:
+        try:
+            stored = await input_file(deps, ctx, frame_file_id, field=f"{which} frame", types=frozenset({FRAME}))
+            await ctx.to_thread(shutil.copyfile, stored.path, out)
+            return False
+        except (NonRetryable, FileNotFoundError) as exc:
+            log.info("transition_still_decoded", job_id=ctx.id, frame_file_id=frame_file_id, reason=str(exc))
+    await clips.extract_frame(clip.path, out, which)
+    return True
 
 
 def _model_transitions(deps: MediaDeps, ctx: JobContext) -> TransitionGenerator | None:
@@ -258,7 +303,8 @@ async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dic
             await ctx.stage("render_finalize")
             await check_video(part, Expected(data.size, total_s, audio=True), "video")
             poster_part = work.part("poster.jpg")
-            await clips.extract_poster(part, poster_part)
+            # At the time extract_poster would pick, from the length just checked: no probe of the video again.
+            await clips.extract_poster(part, poster_part, at_s=min(clips.POSTER_AT_S, total_s / 2))
             video, poster = work.finish(part), work.finish(poster_part)
 
             def result(file_ids: list[str]) -> dict[str, Any]:
