@@ -507,7 +507,7 @@ async def test_an_outcome_the_database_refuses_fails_its_job_and_the_others_are_
     others = [await submit(engine, registry, input={"message": "fine", "steps": 0}) for _ in range(6)]
     failed = await wait_for(engine, poison.id, lambda job: job.status is JobStatus.FAILED)
     assert failed.error is not None and failed.error["type"] == "OutcomeNotWritten", failed.error
-    assert "refused this attempt's succeeded outcome" in failed.error["message"]
+    assert "refused this attempt's result" in failed.error["message"]
     for job in others:
         done = await wait_for(engine, job.id, lambda job: job.status is JobStatus.SUCCEEDED)
         assert done.result == {"message": "fine", "steps_run": []}

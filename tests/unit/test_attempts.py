@@ -34,8 +34,8 @@ def claimed(kind: str, lease_expires_at: datetime) -> Job:
 
 async def test_a_job_claimed_ahead_whose_lease_lapsed_while_it_waited_for_a_slot_never_runs() -> None:
     """The worker's heartbeats failed for longer than the lease while two jobs claimed ahead waited behind a
-    running one: the one whose lease was renewed (committed) meanwhile runs, the other is lost, its code
-    never run, since the reaper may have given it to another worker."""
+    running one: the one whose lease was renewed (committed) meanwhile runs, the other is given back
+    (`released`), its code never run, since the reaper may have given it to another worker."""
     registry, gate, ran = KindRegistry(), asyncio.Event(), []
 
     @registry.kind("gated")
@@ -61,7 +61,7 @@ async def test_a_job_claimed_ahead_whose_lease_lapsed_while_it_waited_for_a_slot
 
     assert {job_id: outcome.kind for job_id, outcome in outcomes.items()} == {
         running.id: "succeeded",
-        lapsed.id: "lost",
+        lapsed.id: "released",
         renewed.id: "succeeded",
     }
     assert ran == [renewed.id]

@@ -146,7 +146,7 @@ class Attempts:
                 await self._slots.acquire()
             slot = True
             if _lease_lapsed(attempt):
-                outcome = Outcome("lost")
+                outcome = Outcome("released")
                 return outcome
             attempt.started = True
             started_s = time.monotonic()
@@ -189,7 +189,7 @@ class Attempts:
         token = otel_context.attach(set_span_in_context(span))  # `use_span` without its generator's cost
         try:
             outcome = await run_attempt(self._registry, ctx, result_limit_bytes=self.result_limit_bytes)
-        except BaseException as exc:
+        except Exception as exc:  # as `use_span` records: a cancellation is not the job's error
             if recording:
                 span.record_exception(exc)
             raise
@@ -239,8 +239,9 @@ class Attempts:
 
 def _lease_lapsed(attempt: Attempt) -> bool:
     """The job waited for its slot past the lease this worker last wrote (its heartbeats failed meanwhile):
-    another worker may be running it already, so this attempt must not start. The job is left as it is, to
-    the reaper (or to the worker that has it now)."""
+    another worker may be running it already, so this attempt must not start. It is given back as a
+    stopping worker gives a job back (`released`: the attempt not counted), which writes nothing where
+    the reaper or another worker has the job now (the write requires this worker's lease)."""
     expires_at = attempt.lease_expires_at
     if expires_at is None or utcnow() < expires_at:
         return False

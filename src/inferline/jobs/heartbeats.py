@@ -24,8 +24,8 @@ async def beat(
     if not running:  # an idle worker takes no write lock
         return
     await progress.flush()
-    now = utcnow()
     async with db.write(engine) as conn:
+        now = utcnow()  # after the wait for the write lock or a connection: the lease runs from here
         store = JobStore(conn)
         await store.commit_without_waiting_for_disk()
         states = await store.renew_leases(owner=owner, job_ids=running, now=now, lease_s=lease_s)

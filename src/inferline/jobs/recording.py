@@ -4,17 +4,20 @@ out in one transaction (`outcomes.record_outcomes`).
 A batch the database refuses twice in a row is written one outcome at a time: one job's outcome the
 database cannot take (a value no check foresaw, a trigger that refuses it) would otherwise hold every
 other job's outcome of this worker with it, for as long as the worker tried. An outcome refused alone is
-replaced by a failed attempt naming the error (retried as any failure, so a passing cause costs one
-attempt); one whose failure is refused too stays for the next try, as the whole batch does when the
-database is down."""
+tried once more, then written without what could be the cause: a success becomes a failed attempt naming
+the error (retried as any failure, so a passing cause costs one attempt), any other outcome loses the
+stage or progress it had left unwritten. One refused even so stays for the next try, as a batch does
+whenever the database is unavailable (`db.unavailable`: not counted as a refusal)."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from inferline import db
 from inferline.jobs.context import WorkerContext
 from inferline.jobs.model import RetryPolicy
 from inferline.jobs.outcomes import Outcome, record_outcomes
@@ -38,37 +41,50 @@ class OutcomeRecorder:
         self._batch: list[tuple[WorkerContext, Outcome]] = []
         self._lock = asyncio.Lock()
         self._refusals = 0  # writes refused in a row
+        self._written: list[str] = []  # ids of outcomes written, until `take_written`
 
     def add(self, ctx: WorkerContext, outcome: Outcome) -> None:
         self._batch.append((ctx, outcome))
         self.ready.set()
 
-    async def write(self) -> list[str]:
-        """Write the waiting outcomes; returns their job ids. A batch that fails to write is kept (and its
-        leases, renewed by heartbeats) for the next try, and the error raised."""
+    async def write(self) -> None:
+        """Write the waiting outcomes; the ids of those written are kept for `take_written`, even when the
+        write then fails. A batch that fails to write is kept (and its leases, renewed by heartbeats) for
+        the next try, and the error raised; refused twice in a row (the database answering), its outcomes
+        are written one at a time (module doc)."""
         async with self._lock:
             batch, self._batch = self._batch, []
             if not batch:
-                return []
+                return
             try:
                 for ctx, _ in batch:
                     await ctx.writes_done()
                 await self._record(batch)
-            except Exception:
+            except BaseException as exc:
+                if not isinstance(exc, Exception) or db.unavailable(exc):
+                    self._keep(batch)
+                    raise
                 self._refusals += 1
                 if self._refusals < ISOLATE_AFTER_REFUSALS:
-                    self._batch[:0] = batch
-                    self.ready.set()
+                    self._keep(batch)
                     raise
                 self._refusals = 0
                 kept = await self._record_one_by_one(batch)
                 if kept:
-                    self._batch[:0] = kept
-                    self.ready.set()
+                    self._keep(kept)
                     raise
-                return [ctx.id for ctx, _ in batch]
+                return
             self._refusals = 0
-            return [ctx.id for ctx, _ in batch]
+            self._written += [ctx.id for ctx, _ in batch]
+
+    def take_written(self) -> list[str]:
+        """The job ids whose outcomes were written since the last call."""
+        written, self._written = self._written, []
+        return written
+
+    def _keep(self, items: list[tuple[WorkerContext, Outcome]]) -> None:
+        self._batch[:0] = items
+        self.ready.set()
 
     async def _record(self, batch: list[tuple[WorkerContext, Outcome]]) -> None:
         items = [(ctx.job, outcome) for ctx, outcome in batch]
@@ -77,22 +93,58 @@ class OutcomeRecorder:
     async def _record_one_by_one(
         self, batch: list[tuple[WorkerContext, Outcome]]
     ) -> list[tuple[WorkerContext, Outcome]]:
-        """Each outcome written alone; one refused becomes a failed attempt naming the error. Returns those
-        not written: from the first whose failure is refused too on (the database refuses everything: each
-        further try would only wait for it)."""
+        """Each outcome written alone (`_record_alone`); returns those not written. From the first the
+        database is unavailable for (each further try would only wait for it), or a cancellation, the
+        rest are kept untried."""
+        kept: list[tuple[WorkerContext, Outcome]] = []
         for index, (ctx, outcome) in enumerate(batch):
             try:
-                await self._record([(ctx, outcome)])
-                continue
-            except Exception as exc:
-                log.warning("job_outcome_refused", job_id=ctx.id, outcome=outcome.kind, error=repr(exc)[:1000])
-                failure = Outcome(
-                    "failed",
-                    error_type="OutcomeNotWritten",
-                    message=f"the database refused this attempt's {outcome.kind} outcome ({type(exc).__name__})",
-                )
+                written = await self._record_alone(ctx, outcome)
+            except BaseException:
+                self._keep(batch[index:])
+                raise
+            if written is None:
+                return kept + batch[index:]
+            if written:
+                self._written.append(ctx.id)
+            else:
+                kept.append((ctx, outcome))
+        return kept
+
+    async def _record_alone(self, ctx: WorkerContext, outcome: Outcome) -> bool | None:
+        """The outcome written alone, tried twice (a deadlock, a lock wait, a statement timeout pass); refused
+        both times, it is written without what could be the cause (`_stripped`). True: written; False:
+        refused even so; None: the database is unavailable."""
+        refusal: Exception | None = None
+        for _ in range(2):
             try:
-                await self._record([(ctx, failure)])
-            except Exception:
-                return batch[index:]
-        return []
+                await self._record([(ctx, outcome)])
+                return True
+            except Exception as exc:
+                if db.unavailable(exc):
+                    return None
+                refusal = exc
+        log.warning("job_outcome_refused", job_id=ctx.id, outcome=outcome.kind, error=repr(refusal)[:1000])
+        stripped = _stripped(outcome, refusal)
+        if stripped is None:
+            return False
+        try:
+            await self._record([(ctx, stripped)])
+        except Exception as exc:
+            return None if db.unavailable(exc) else False
+        return True
+
+
+def _stripped(outcome: Outcome, refusal: Exception | None) -> Outcome | None:
+    """The outcome without what the database may be refusing: the stage, detail or progress left unwritten,
+    and a success's result (the attempt then fails, retried as any failure: `OutcomeNotWritten`). None when
+    nothing is left to strip."""
+    if outcome.kind == "succeeded":
+        return Outcome(
+            "failed",
+            error_type="OutcomeNotWritten",
+            message=f"the database refused this attempt's result ({type(refusal).__name__})",
+        )
+    if not outcome.unwritten:
+        return None
+    return replace(outcome, unwritten={})

@@ -236,4 +236,7 @@ class Worker:
             await self._record_outcomes()
 
     async def _record_outcomes(self) -> None:
-        self.attempts.release(await self.outcomes.write())
+        try:
+            await self.outcomes.write()
+        finally:  # what was written before a failure, too
+            self.attempts.release(self.outcomes.take_written())

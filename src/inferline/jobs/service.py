@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline import db
@@ -21,6 +22,8 @@ from inferline.jobs.model import Job, JobStatus, WebhookEvent
 from inferline.jobs.outcomes import give_back
 from inferline.jobs.store import JobStore
 from inferline.jobs.wakeup import Wakeup
+
+log = structlog.get_logger(__name__)
 
 
 async def get_job(engine: AsyncEngine, *, tenant: str, job_id: str) -> Job:
@@ -142,34 +145,46 @@ async def _announce_start(engine: AsyncEngine, owner: str, claimed: list[Job], n
 
 
 # The planner's statistics of the jobs table, on PostgreSQL: whether it has any for `status` (an ANALYZE of
-# rows took them), and the rows written since the last ANALYZE.
+# rows took them), and the rows written since the last ANALYZE. The schema is the table's own, wherever the
+# search path finds it.
 _STATISTICS = sa.text(
-    "SELECT EXISTS (SELECT 1 FROM pg_stats WHERE schemaname = current_schema() AND tablename = 'jobs' "
-    "AND attname = 'status'), (SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass)"
+    "SELECT EXISTS (SELECT 1 FROM pg_stats WHERE tablename = 'jobs' AND attname = 'status' AND schemaname = "
+    "(SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = 'jobs'::regclass)), "
+    "(SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass)"
 )
 STATISTICS_MIN_ROWS = 1000
 
 
 async def ensure_claim_statistics(engine: AsyncEngine, *, min_rows: int = STATISTICS_MIN_ROWS) -> bool:
     """Give the planner statistics of the jobs table if it has none while `min_rows` rows were written
-    (PostgreSQL; other engines need none); True once it has them, and the worker stops asking.
+    (PostgreSQL; other engines need none); True once it has them, or when taking them failed (autovacuum
+    will): the worker then stops asking.
 
     Without them (a new database, or one analyzed while empty) the planner takes `status = 'queued'` for
     0.5% of the rows and plans each claim as a read of every queued job and a sort: 20-28 ms per claim of
     64 at 20,000 queued, against 0.3 ms in the claim index's order, for the minute or more until
     autovacuum's first ANALYZE (docs/benchmarks.md, session 16). With statistics, even ones taken when no
-    job was queued, the claim walks its index."""
+    job was queued, the claim walks its index. The ANALYZE waits at most 2 s for a lock (a migration's, a
+    manual VACUUM's): the reaper that runs it does not wait longer."""
     if engine.dialect.name != "postgresql":
         return True
-    async with db.read(engine) as conn:
-        known, written = (await conn.execute(_STATISTICS)).one()
-    if known:
+    try:
+        async with db.read(engine) as conn:
+            known, written = (await conn.execute(_STATISTICS)).one()
+        if known:
+            return True
+        if (written or 0) < min_rows:
+            return False
+        async with db.write(engine) as conn:
+            await conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+            await conn.execute(sa.text("ANALYZE jobs"))
+        async with db.read(engine) as conn:
+            known, _ = (await conn.execute(_STATISTICS)).one()
+    except Exception as exc:
+        log.warning("jobs_statistics_not_taken", error=repr(exc)[:500])
         return True
-    if (written or 0) < min_rows:
-        return False
-    async with engine.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(sa.text("ANALYZE jobs"))
+    if not known:  # ANALYZE skips a table its role does not own, with a warning only the server logs
+        log.warning("jobs_statistics_not_taken", error="ANALYZE jobs took none (does this role own the table?)")
     return True
 
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferline import db
 from inferline.clock import utcnow
@@ -18,6 +19,7 @@ from inferline.files.service import FileInfo, insert_file, remove_blobs
 from inferline.files.store import release_files
 from inferline.ids import new_id
 from inferline.inputs import refuse_nul
+from inferline.jobs.store import JobStore
 from inferline.jobs.submission import JobRequest, JobTransaction, Submitter
 from inferline.search import kind
 from inferline.search.collections import collection_named
@@ -74,7 +76,7 @@ async def add_document(
             collection = await collection_named(store, tenant, name)
             checked = check_metadata(collection.fields, metadata)
             existing = await store.same_document(collection.id, external_id=external_id, sha256=file.sha256)
-            if existing is not None and _unchanged(existing, file, checked):
+            if existing is not None and await _unchanged(tx.conn, existing, file, checked):
                 return collection, existing, False
             document = await _queue(tx, store, collection, existing, file, checked, external_id)
             released = await release_files(tx.conn, tenant, _file_of(existing))
@@ -89,9 +91,16 @@ def _file_of(document: Document | None) -> list[str]:
     return [document.file_id] if document is not None and document.file_id is not None else []
 
 
-def _unchanged(existing: Document, file: FileInfo, metadata: dict[str, Any]) -> bool:
-    """Nothing to ingest again: the same content and metadata, and no failure to retry."""
-    return existing.sha256 == file.sha256 and existing.metadata == metadata and existing.status != DocumentStatus.FAILED
+async def _unchanged(conn: AsyncConnection, existing: Document, file: FileInfo, metadata: dict[str, Any]) -> bool:
+    """Nothing to ingest again: the same content and metadata, and no failure to retry. A document still
+    `queued` or `processing` is unchanged while the job that indexes it has not ended; one whose job ended
+    without saying (canceled while queued, failed by the reaper after its worker died) is queued again."""
+    if existing.sha256 != file.sha256 or existing.metadata != metadata or existing.status == DocumentStatus.FAILED:
+        return False
+    if existing.status == DocumentStatus.READY or existing.job_id is None:
+        return True
+    job = await JobStore(conn).get(existing.job_id)
+    return job is not None and not job.status.is_terminal
 
 
 async def _queue(

@@ -24,7 +24,7 @@ from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import BadDocument, Canceled, NonRetryable, NotFound, shown_message
 from inferline.files.service import FileInfo, blob_path
-from inferline.jobs.context import JobContext
+from inferline.jobs.context import LEASE_LOST, SHUTDOWN, JobContext
 from inferline.jobs.kinds import KindRegistry
 from inferline.ocr.deps import OcrDeps
 from inferline.ocr.options import OcrOptions
@@ -36,6 +36,7 @@ from inferline.search.indexing import DocumentText, chunk_documents, chunk_recor
 from inferline.search.model import Collection, Document, DocumentStatus
 from inferline.search.store import SearchStore
 from inferline.search.tokens import normalize
+from inferline.shielding import despite_cancel
 
 KIND = "ingest"
 
@@ -65,6 +66,15 @@ async def run_ingest(deps: SearchDeps, ocr: OcrDeps, ctx: JobContext, data: Inge
     except Exception as exc:
         if not await _set_failure(deps, ctx, document, exc) and not isinstance(exc, Canceled):
             return {"document_id": document.id, "skipped": SUPERSEDED}  # the failure is moot: not retried
+        raise
+    except BaseException:
+        # The task cancelled by the worker: a cancel or the job's deadline ends the job, and the document says
+        # so (else it stayed `processing`, and an upload of the same file was answered "unchanged"). A worker
+        # stopping (the job goes back to the queue) or a lost lease (another worker runs it) leaves the
+        # document to the job's next run.
+        reason = ctx.cancel_reason
+        if reason is not None and reason not in (SHUTDOWN, LEASE_LOST):
+            await despite_cancel(_mark_stopped(deps, ctx, document, reason))
         raise
     if chunks is None:
         return {"document_id": document.id, "skipped": SUPERSEDED}
@@ -105,6 +115,10 @@ async def _set_failure(deps: SearchDeps, ctx: JobContext, document: Document, ex
         return await SearchStore(conn).set_ingest_status(
             document.collection_id, document.id, job_id=ctx.id, status=status, error=error, now=utcnow()
         )
+
+
+async def _mark_stopped(deps: SearchDeps, ctx: JobContext, document: Document, reason: str) -> None:
+    await _set_failure(deps, ctx, document, Canceled(reason))
 
 
 async def _pages(
