@@ -4,6 +4,7 @@ function (the real models are tested in test_embedders.py and through the API)."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,8 @@ from inferline.files.service import receive_file
 from inferline.ids import new_id
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs.kinds import KindRegistry
-from inferline.jobs.model import Job
+from inferline.jobs.model import Job, JobStatus
+from inferline.jobs.service import cancel_job, get_job
 from inferline.jobs.submission import Submitter
 from inferline.jobs.testing import MemoryContext
 from inferline.metrics import Metrics
@@ -257,6 +259,48 @@ async def test_a_canceled_ingest_indexes_nothing_and_fails_the_document(setup: S
     failed = await setup.reread(collection, document)
     assert failed.status == DocumentStatus.FAILED and failed.error == "canceled by user"
     assert await setup.search.index.count(collection.id) == 0
+
+
+async def test_an_ingest_whose_task_the_worker_cancels_fails_the_document(setup: Setup) -> None:
+    """A worker stops a canceled job, or one past its deadline, by cancelling its task: the cancellation
+    arrives at the next `await`, not through `raise_if_canceled`. The document says so (before, it stayed
+    `processing`, and an upload of the same file was answered "unchanged")."""
+    collection = await setup.collection()
+    document = await setup.document(collection, needs(GPL), "GPL-3.txt")
+    ctx = ingest_context(document, {})
+    embedding, never = asyncio.Event(), asyncio.Event()
+
+    async def hang(item: EmbedInput) -> np.ndarray:
+        embedding.set()
+        await never.wait()
+        raise AssertionError("never reached")
+
+    ctx.models = {MODEL: hang}
+    task = asyncio.create_task(run_ingest(setup.search, setup.ocr, ctx, ingest_input(document)))
+    await asyncio.wait_for(embedding.wait(), 10)
+    ctx.cancel("deadline")  # as `Attempt.interrupt` does: the reason, then the task cancelled
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    failed = await setup.reread(collection, document)
+    assert failed.status == DocumentStatus.FAILED and failed.error == "deadline"
+    assert await setup.search.index.count(collection.id) == 0
+
+
+async def test_a_document_whose_ingest_job_ended_unsaid_is_queued_again_by_the_same_upload(setup: Setup) -> None:
+    """Its ingest job canceled while queued (it never ran, so the document still says `queued`): the same
+    file uploaded again queues a new ingest rather than being answered "unchanged" for ever."""
+    collection = await setup.collection()
+    first = await setup.document(collection, needs(GPL), "GPL-3.txt")
+    assert first.job_id is not None
+    await cancel_job(setup.submitter.engine, tenant=collection.tenant, job_id=first.job_id)
+    again = await setup.document(collection, needs(GPL), "GPL-3.txt")
+    assert again.id == first.id and again.status == DocumentStatus.QUEUED
+    assert again.job_id is not None and again.job_id != first.job_id
+    job = await get_job(setup.submitter.engine, tenant=collection.tenant, job_id=again.job_id)
+    assert job.status is JobStatus.QUEUED
+    # While that job is queued, the same upload is unchanged: no second job.
+    assert (await setup.document(collection, needs(GPL), "GPL-3.txt")).job_id == again.job_id
 
 
 async def test_a_document_deleted_before_its_ingest_is_skipped(setup: Setup) -> None:
