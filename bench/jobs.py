@@ -230,7 +230,10 @@ async def _drain(
     spy = None
     if profile:
         py_spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(worker.pid)]
-        spy = subprocess.Popen([*py_spy, "-r", os.environ.get("INFERLINE_BENCH_PYSPY_RATE", "200"), "--format", "raw", "-o", profile], stdout=subprocess.DEVNULL)
+        spy = subprocess.Popen(
+            [*py_spy, "-r", os.environ.get("INFERLINE_BENCH_PYSPY_RATE", "200"), "--format", "raw", "-o", profile],
+            stdout=subprocess.DEVNULL,
+        )
     try:
         started = time.perf_counter()
         cpu_s = await _worker_cpu_s(worker.pid, count, total)
