@@ -82,7 +82,13 @@ async def test_the_stages_make_clips_a_transition_a_closing_card_and_the_video_r
     for number, photo in enumerate(photos):
         ctx = MemoryContext(tenant=TENANT)
         data = CanvasInput(
-            photo_file_id=photo, resolution="180p", fps=10, duration_s=2, caption="할머니와 함께", motion=number
+            photo_file_id=photo,
+            resolution="180p",
+            fps=10,
+            duration_s=2,
+            caption="할머니와 함께",
+            motion=number,
+            end_frames=True,
         )
         clips.append(await run_canvas(deps, ctx, data))
         contexts.append(ctx)
@@ -151,6 +157,10 @@ async def test_a_stage_runs_as_a_job_of_its_own_and_another_tenants_photo_is_not
     assert done["status"] == "succeeded", done
     assert done["stage"] == "canvas_done" and done["progress"] == 100
     assert (await file_of(api, done["result"]["file_id"]))["size"] > 0
+    # A clip made on its own stores no end frames (only a pipeline asks, and deletes them): nothing left over.
+    assert "first_frame_file_id" not in done["result"] and "last_frame_file_id" not in done["result"]
+    stored = {file["id"] for file in (await api.client.get("/api/v1/files")).json()["items"]}
+    assert stored == {done["result"]["file_id"], photo}
 
     # The photo is a `FileId` of the kind's input: another tenant naming it is refused at submission.
     refused = await api.other.post("/api/v1/jobs", json={"kind": "canvas", "input": body})
@@ -246,7 +256,7 @@ async def test_a_transition_decodes_the_clips_for_the_stills_it_is_not_given_or_
     clips = []
     for seed in (9, 10):
         photo = await upload(api, photo_bytes(tmp_path, seed), f"{seed}.jpg")
-        data = CanvasInput(photo_file_id=photo, resolution="180p", fps=10, duration_s=1, motion=seed)
+        data = CanvasInput(photo_file_id=photo, resolution="180p", fps=10, duration_s=1, motion=seed, end_frames=True)
         clips.append(await run_canvas(deps, MemoryContext(tenant=TENANT), data))
     frames = {"from_frame_file_id": clips[0]["last_frame_file_id"], "to_frame_file_id": clips[1]["first_frame_file_id"]}
     plain = {"from_file_id": clips[0]["file_id"], "to_file_id": clips[1]["file_id"], "resolution": "180p", "fps": 10}
@@ -283,7 +293,7 @@ async def test_a_transition_job_is_made_by_the_interpolation_model_or_else_by_xf
         photos = [await upload(api, photo_bytes(tmp_path, seed), f"{seed}.jpg") for seed in (7, 8)]
         canvases = []
         for photo in photos:
-            body = {"photo_file_id": photo, "resolution": "180p", "fps": 5, "duration_s": 1}
+            body = {"photo_file_id": photo, "resolution": "180p", "fps": 5, "duration_s": 1, "end_frames": True}
             canvases.append(await api.wait((await api.submit(kind="canvas", input=body))["id"]))
         before, after = canvases[0]["result"], canvases[1]["result"]
         body = {

@@ -163,6 +163,12 @@ def _in_use() -> sa.ColumnElement[bool]:
     return sa.or_(by_job, by_document, by_asset, by_project)
 
 
+async def stored_files(conn: AsyncConnection, tenant: str, file_ids: Iterable[str]) -> set[str]:
+    """Those of `file_ids` that are the tenant's files now."""
+    query = sa.select(files.c.id).where(files.c.tenant == tenant, files.c.id.in_(list(file_ids)))
+    return {row[0] for row in await conn.execute(query)}
+
+
 async def hold_files(conn: AsyncConnection, tenant: str, file_ids: Iterable[str]) -> None:
     """NotFound unless the tenant has all of these files; they cannot be deleted until the transaction
     ends (see the module docstring)."""

@@ -36,6 +36,11 @@ class CanvasInput(Frame):
     duration_s: float = Field(default=5.0, ge=1.0, le=60.0)
     caption: str | None = Field(default=None, max_length=200)
     motion: int = Field(default=0, ge=0, le=1000, description="picks the Ken Burns zoom/pan direction")
+    end_frames: bool = Field(
+        default=False,
+        description="also store the clip's first and last frames, for the transitions beside it (a pipeline's "
+        "canvas jobs do; the pipeline deletes them once its transitions are made)",
+    )
 
 
 class TransitionInput(Frame):

@@ -30,7 +30,7 @@ from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import NonRetryable
 from inferline.files.service import remove_blobs
-from inferline.files.store import delete_file_rows
+from inferline.files.store import delete_file_rows, stored_files
 from inferline.jobs.children import Child, ChildJobs, cancel_children, key_prefix
 from inferline.jobs.context import LEASE_LOST, SHUTDOWN, JobContext
 from inferline.jobs.model import Job, JobStatus
@@ -149,8 +149,10 @@ class _Run:
             for i, photo in enumerate(photos)
         ]
         await self.phase("canvas", canvases)
+        present = await self._stored_frames()
         transitions = [
-            Child(f"transition:{i}", self._request(TRANSITION, self._transition(i))) for i in range(len(photos) - 1)
+            Child(f"transition:{i}", self._request(TRANSITION, self._transition(i, present)))
+            for i in range(len(photos) - 1)
         ]
         await self.phase("transition", transitions)
         await self.drop_frames()
@@ -170,17 +172,24 @@ class _Run:
 
     def _canvas(self, i: int, photo: Photo) -> CanvasInput:
         return CanvasInput(
-            photo_file_id=photo.file_id, duration_s=photo.duration_s, caption=photo.caption, motion=i, **self._frame()
+            photo_file_id=photo.file_id,
+            duration_s=photo.duration_s,
+            caption=photo.caption,
+            motion=i,
+            end_frames=True,
+            **self._frame(),
         )
 
-    def _transition(self, i: int) -> TransitionInput:
+    def _transition(self, i: int, present: set[str]) -> TransitionInput:
         before, after = self.done[f"canvas:{i}"], self.done[f"canvas:{i + 1}"]
+        last, first = before.get(LAST_FRAME), after.get(FIRST_FRAME)
         return TransitionInput(
             from_file_id=before["file_id"],
             to_file_id=after["file_id"],
-            # A clip made by an earlier version has none: the transition decodes the clip for its still.
-            from_frame_file_id=before.get(LAST_FRAME),
-            to_frame_file_id=after.get(FIRST_FRAME),
+            # A clip made by an earlier version has none, and the tenant may have deleted one (a transition
+            # naming a file that is gone could not be submitted): the transition decodes the clip instead.
+            from_frame_file_id=last if last in present else None,
+            to_frame_file_id=first if first in present else None,
             duration_s=self.data.transition_s,
             transition=self.data.transition,
             index=i,
@@ -206,17 +215,27 @@ class _Run:
             self.done |= {role: job.result for role, job in finished.items()}
             await self.ctx.checkpoint({"plan": asdict(self.plan), "done": self.done}, progress=end)
 
-    async def drop_frames(self) -> None:
-        """The clips' first and last frames, once the transitions that read them are made: a run of many
-        photos would hold two uncompressed frames per photo until its end otherwise."""
-        frames = [
+    def _frames(self) -> list[str]:
+        """The clips' first and last frames, as their canvas jobs stored them."""
+        return [
             result[key]
             for role, result in self.done.items()
             if role.startswith("canvas:")
             for key in (FIRST_FRAME, LAST_FRAME)
             if isinstance(result.get(key), str)
         ]
-        await delete_files(self.deps, self.ctx.tenant, frames)  # gone ones (a resumed run) are skipped
+
+    async def _stored_frames(self) -> set[str]:
+        frames = self._frames()
+        if not frames:
+            return set()
+        async with db.read(self.deps.engine) as conn:
+            return await stored_files(conn, self.ctx.tenant, frames)
+
+    async def drop_frames(self) -> None:
+        """The clips' first and last frames, once the transitions that read them are made: a run of many
+        photos would hold two uncompressed frames per photo until its end otherwise."""
+        await delete_files(self.deps, self.ctx.tenant, self._frames())  # gone ones (a resumed run) are skipped
 
     async def finish(self) -> dict[str, Any]:
         """The project shows its new video and poster (its earlier ones and the clips are deleted)."""

@@ -82,7 +82,7 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
             expected = Expected(data.size, _planned_s(data.duration_s, data.fps), picture=(0.0, data.duration_s))
             checked = expected.picture_check()
             # The stills of the transitions beside this clip, written by its encode: none decodes it for them.
-            ends = (work.path("first.ppm"), work.path("last.ppm"))
+            ends = (work.path("first.ppm"), work.path("last.ppm")) if data.end_frames else None
             await clips.render_photo_clip(
                 still,
                 part,
@@ -98,14 +98,15 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
             )
             await ctx.stage("canvas_validate")
             await check_video(part, expected, "photo's clip", checked=checked)
-            check_frames(ends, data.size, "photo's clip")
+            if ends is not None:
+                check_frames(ends, data.size, "photo's clip")
             clip = work.finish(part)
 
             def result(file_ids: list[str]) -> dict[str, Any]:
-                frames = {"first_frame_file_id": file_ids[1], "last_frame_file_id": file_ids[2]}
+                frames = {"first_frame_file_id": file_ids[1], "last_frame_file_id": file_ids[2]} if ends else {}
                 return clip_result(CANVAS, expected)(file_ids) | frames
 
-            outputs = [(clip, MP4), *((end, FRAME) for end in ends)]
+            outputs = [(clip, MP4), *((end, FRAME) for end in ends or ())]
             stored = await store_outputs(deps, ctx, outputs, result)
     await ctx.stage("canvas_done")
     return stored
