@@ -6,6 +6,8 @@ import io
 import json
 import math
 import os
+import shlex
+import shutil
 import wave
 from pathlib import Path
 
@@ -158,3 +160,21 @@ def song_bytes(seconds: float) -> bytes:
         samples = (round(8000 * math.sin(i * 2 * math.pi * 220 / 8000)) for i in range(int(8000 * seconds)))
         song.writeframes(b"".join(sample.to_bytes(2, "little", signed=True) for sample in samples))
     return out.getvalue()
+
+
+def logged_ffprobe(folder: Path) -> tuple[str, Path]:
+    """A PATH, with `folder` first, on which `ffprobe` is a script that logs each start (a line) to the
+    returned file and then runs the real one: the probes a run makes, counted."""
+    real = shutil.which("ffprobe")
+    assert real is not None, "ffprobe is not installed"
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "ffprobe.log"
+    script = folder / "ffprobe"
+    script.write_text(f'#!/bin/sh\necho "$*" >> {shlex.quote(str(log))}\nexec {shlex.quote(real)} "$@"\n')
+    script.chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ.get('PATH', '')}", log
+
+
+def started(log: Path) -> int:
+    """How many starts `log` (of `logged_ffprobe`) holds."""
+    return len(log.read_text().splitlines()) if log.exists() else 0

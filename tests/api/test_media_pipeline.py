@@ -14,12 +14,13 @@ import sqlalchemy as sa
 from PIL import Image
 from tests.api.conftest import Api, MakeApi
 from tests.helpers import eventually
-from tests.media_helpers import make_model, photo_bytes, processes_mentioning, song_bytes
+from tests.media_helpers import logged_ffprobe, make_model, photo_bytes, processes_mentioning, song_bytes, started
 
 from inferline import db
 from inferline.jobs.children import key_prefix
 from inferline.jobs.model import TERMINAL_STATUSES
 from inferline.jobs.store import JobStore
+from inferline.media.pipeline import clip_facts
 from inferline.media.probe import probe
 from inferline.schema import files
 
@@ -83,10 +84,12 @@ async def media_api(make_api: MakeApi, database_url: str) -> AsyncIterator[Api]:
 
 
 async def test_a_projects_photos_with_korean_captions_and_its_song_become_its_video(
-    media_api: Api, tmp_path: Path
+    media_api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     api = media_api
     project_id = await new_project(api, tmp_path, 3, song_s=5.0)
+    path, probes = logged_ffprobe(tmp_path / "bin")
+    monkeypatch.setenv("PATH", path)
     job = await run(api, project_id)
     seen: list[float] = []
 
@@ -104,6 +107,9 @@ async def test_a_projects_photos_with_korean_captions_and_its_song_become_its_vi
     # Each transition started and ended on the frames its clips' encodes wrote: no clip decoded for them.
     made = {"generator": "xfade", "fallback_reason": "no frame interpolation model is configured", "stills_decoded": 0}
     assert result["transitions"] == [made] * 2
+    # Each clip probed once, by the stage that made it (the render joins them as checked), then the song and
+    # the video by the render.
+    assert started(probes) == 3 + 2 + 1 + 2
 
     project = (await api.client.get(f"/api/v1/projects/{project_id}")).json()
     assert (project["video_file_id"], project["poster_file_id"]) == (result["video_file_id"], result["poster_file_id"])
@@ -178,3 +184,10 @@ async def test_a_run_with_a_frame_interpolation_model_makes_its_transitions_with
         poster = await api.client.get(f"/api/v1/projects/{project_id}/poster")
         with Image.open(io.BytesIO(poster.content)) as image:
             assert image.size == (320, 180)
+
+
+def test_a_clip_result_of_an_earlier_version_gives_no_facts_so_the_render_probes_that_clip() -> None:
+    checked = {"file_id": "c1", "kind": "canvas", "duration_s": 2.0, "width": 320, "height": 180}
+    assert clip_facts(checked) is None  # no `fps`, and its length was the plan's, not measured
+    facts = clip_facts(checked | {"fps": 10.0})
+    assert facts is not None and (facts.duration_s, facts.width, facts.height, facts.fps) == (2.0, 320, 180, 10.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,23 @@ import sqlalchemy as sa
 from PIL import Image
 from tests.api.conftest import Api, MakeApi
 from tests.helpers import eventually
-from tests.media_helpers import decoded_frame, difference, make_model, photo_bytes, processes_mentioning, song_bytes
+from tests.media_helpers import (
+    decoded_frame,
+    difference,
+    logged_ffprobe,
+    make_model,
+    photo_bytes,
+    processes_mentioning,
+    song_bytes,
+    started,
+)
 
 from inferline import db
 from inferline.errors import NonRetryable
+from inferline.jobs.children import child_key
+from inferline.jobs.model import Job
 from inferline.jobs.testing import MemoryContext
-from inferline.media.options import CanvasInput, LastClipInput, RenderInput, TransitionInput
+from inferline.media.options import CanvasInput, ClipFacts, LastClipInput, RenderInput, TransitionInput
 from inferline.media.probe import probe
 from inferline.media.stages import run_canvas, run_last_clip, run_render, run_transition
 from inferline.schema import files
@@ -95,7 +107,7 @@ async def test_the_stages_make_clips_a_transition_a_closing_card_and_the_video_r
     assert contexts[0].stages == seed_stages("canvas", "generate", "validate")
     assert contexts[0].percents == sorted(contexts[0].percents) and contexts[0].percents[-1] >= 85
     ids = {"file_id": None, "first_frame_file_id": None, "last_frame_file_id": None}
-    assert clips[0] | ids == ids | {"kind": "canvas", "duration_s": 2.0, "width": 320, "height": 180}
+    assert clips[0] | ids == ids | {"kind": "canvas", "duration_s": 2.0, "width": 320, "height": 180, "fps": 10.0}
     assert (await file_of(api, clips[0]["file_id"]))["content_type"] == "video/mp4"
     for key in ["first_frame_file_id", "last_frame_file_id"]:
         assert (await file_of(api, clips[0][key]))["content_type"] == "image/x-portable-pixmap"
@@ -247,6 +259,39 @@ async def test_an_attempt_after_the_output_was_stored_returns_it_without_making_
 
     await api.client.delete(f"/api/v1/files/{made['file_id']}")  # gone since: made again
     assert (await run_canvas(api.services.media, again, data))["file_id"] != made["file_id"]
+
+
+async def test_a_pipelines_render_joins_its_clips_as_their_stages_checked_them_and_probes_only_the_rest(
+    media_api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api, deps = media_api, media_api.services.media
+    photo = await upload(api, photo_bytes(tmp_path, 7), "g.jpg")
+    made = [
+        await run_canvas(
+            deps,
+            MemoryContext(tenant=TENANT),
+            CanvasInput(photo_file_id=photo, resolution="180p", fps=10, duration_s=1, motion=number),
+        )
+        for number in range(3)
+    ]
+    facts = [
+        ClipFacts.model_validate({key: clip[key] for key in ("duration_s", "width", "height", "fps")}) for clip in made
+    ]
+    path, log = logged_ffprobe(tmp_path / "bin")
+    monkeypatch.setenv("PATH", path)
+    # The last clip as a result of an earlier version holds it (no facts): that one is probed.
+    data = RenderInput(
+        clip_file_ids=[clip["file_id"] for clip in made], clips=[*facts[:2], None], resolution="180p", fps=10
+    )
+    child = replace(Job.running_now(kind="render", tenant=TENANT), idempotency_key=child_key("pipeline-job", "render"))
+    video = await run_render(deps, MemoryContext(child), data)
+    assert video["duration_s"] == pytest.approx(3.0, abs=0.01)
+    assert started(log) == 2  # the clip without facts, then the video's check
+
+    # A render a caller submits is not held to what its input claims of the clips: each is probed.
+    log.unlink()
+    await run_render(deps, MemoryContext(tenant=TENANT), data.model_copy(update={"clips": facts}))
+    assert started(log) == 3 + 1
 
 
 async def test_a_transition_decodes_the_clips_for_the_stills_it_is_not_given_or_that_are_gone(

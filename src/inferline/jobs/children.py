@@ -42,6 +42,12 @@ def key_prefix(parent_id: str) -> str:
     return f"{SERVER_KEY_PREFIX}child:{parent_id}:"
 
 
+def is_child(job: Job) -> bool:
+    """Whether `job` was submitted by a parent job (server code built its input), not by a caller: no
+    caller's key may start with SERVER_KEY_PREFIX."""
+    return (job.idempotency_key or "").startswith(f"{SERVER_KEY_PREFIX}child:")
+
+
 def child_key(parent_id: str, role: str) -> str:
     if not 0 < len(role) <= MAX_ROLE_CHARS:
         raise ValueError(f"a child's role is 1 to {MAX_ROLE_CHARS} characters: {role!r}")

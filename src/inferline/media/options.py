@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from inferline.files.refs import FileId
 
@@ -64,9 +64,32 @@ class LastClipInput(Frame):
     duration_s: float = Field(default=6.0, ge=2.0, le=30.0)
 
 
+class ClipFacts(BaseModel):
+    """What the stage that made a clip measured of it when it checked it (H.264 yuv420p, `check_video`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    duration_s: float = Field(gt=0, le=3600)
+    width: int = Field(gt=0, le=8192)
+    height: int = Field(gt=0, le=8192)
+    fps: float = Field(gt=0, le=1000)
+
+
 class RenderInput(Frame):
     clip_file_ids: list[FileId] = Field(min_length=1, max_length=1000, description="in playing order")
     music_file_id: FileId | None = Field(default=None, max_length=36)
+    clips: list[ClipFacts | None] | None = Field(
+        default=None,
+        max_length=1000,
+        description="each clip as its stage checked it (the pipeline passes them; honoured only in a render a "
+        "pipeline submitted); a clip without them is probed",
+    )
+
+    @model_validator(mode="after")
+    def _facts_match_clips(self) -> RenderInput:
+        if self.clips is not None and len(self.clips) != len(self.clip_file_ids):
+            raise ValueError("clips: one entry (or null) per clip_file_ids")
+        return self
 
 
 class RunOptions(Frame):

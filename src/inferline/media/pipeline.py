@@ -38,7 +38,14 @@ from inferline.jobs.store import JobStore
 from inferline.jobs.submission import JobRequest
 from inferline.media.deps import MediaDeps
 from inferline.media.model import AssetKind
-from inferline.media.options import CanvasInput, LastClipInput, PipelineInput, RenderInput, TransitionInput
+from inferline.media.options import (
+    CanvasInput,
+    ClipFacts,
+    LastClipInput,
+    PipelineInput,
+    RenderInput,
+    TransitionInput,
+)
 from inferline.media.stagefiles import delete_files
 from inferline.media.stages import CANVAS, LAST_CLIP, RENDER, TRANSITION
 from inferline.media.store import MediaStore
@@ -164,8 +171,12 @@ class _Run:
             **self._frame(),
         )
         await self.phase("last_clip", [Child("last_clip", self._request(LAST_CLIP, closing))])
+        in_order = self._clips_in_order()
         render = RenderInput(
-            clip_file_ids=self._clips_in_order(), music_file_id=self.plan.music_file_id, **self._frame()
+            clip_file_ids=[result["file_id"] for result in in_order],
+            clips=[clip_facts(result) for result in in_order],
+            music_file_id=self.plan.music_file_id,
+            **self._frame(),
         )
         await self.phase("render", [Child("render", self._request(RENDER, render))])
         return await self.finish()
@@ -196,14 +207,15 @@ class _Run:
             **self._frame(),
         )
 
-    def _clips_in_order(self) -> list[str]:
+    def _clips_in_order(self) -> list[dict[str, Any]]:
+        """The results of the stages whose clips the video plays, in order."""
         count = len(self.plan.photos)
         order = []
         for i in range(count):
-            order.append(self.done[f"canvas:{i}"]["file_id"])
+            order.append(self.done[f"canvas:{i}"])
             if i + 1 < count:
-                order.append(self.done[f"transition:{i}"]["file_id"])
-        return [*order, self.done["last_clip"]["file_id"]]
+                order.append(self.done[f"transition:{i}"])
+        return [*order, self.done["last_clip"]]
 
     async def phase(self, name: str, children: Sequence[Child]) -> None:
         """Run the phase's children (those an earlier attempt finished are skipped), then checkpoint."""
@@ -270,6 +282,15 @@ class _Run:
                 if role.startswith("transition:")
             ],
         }
+
+
+def clip_facts(result: dict[str, Any]) -> ClipFacts | None:
+    """The clip as its stage's `result` says it checked it; None for a result without all of it (one of an
+    earlier version had no `fps`, and its length was the plan's): the render probes that clip."""
+    try:
+        return ClipFacts.model_validate({key: result[key] for key in ("duration_s", "width", "height", "fps")})
+    except (KeyError, ValueError):
+        return None
 
 
 def _role_order(role: str) -> tuple[str, int]:

@@ -25,7 +25,7 @@ from inferline.files.store import delete_file_rows
 from inferline.jobs.context import JobContext
 from inferline.media import images
 from inferline.media.deps import MediaDeps
-from inferline.media.probe import PictureCheck, picture_problems, probe
+from inferline.media.probe import MediaInfo, PictureCheck, picture_problems, probe
 from inferline.schema import files
 from inferline.shielding import despite_cancel
 
@@ -147,10 +147,11 @@ class Expected:
         return PictureCheck(frozen_min_s=frozen_min_s)
 
 
-async def check_video(path: Path, expected: Expected, what: str, *, checked: PictureCheck | None = None) -> None:
+async def check_video(path: Path, expected: Expected, what: str, *, checked: PictureCheck | None = None) -> MediaInfo:
     """`NonRetryable` naming what is wrong with the video at `path` (`what` names it): its length (within
     DURATION_TOLERANCE_S), size, codecs (H.264 yuv420p, AAC when it has sound), a black or frozen picture
-    (found by `checked`, the `expected.picture_check()` that ran as the video was made; else decoded here)."""
+    (found by `checked`, the `expected.picture_check()` that ran as the video was made; else decoded here).
+    Returns what was probed, which the clip's result passes on (the render joins it without probing it)."""
     info = await probe(path)
     problems = []
     duration_s = info.video_duration_s or info.duration_s
@@ -171,6 +172,7 @@ async def check_video(path: Path, expected: Expected, what: str, *, checked: Pic
             problems += await picture_problems(path, start_s=start_s, end_s=end_s, frozen_min_s=frozen_s)
     if problems:
         raise NonRetryable(f"the {what} made is wrong: it {'; it '.join(problems)}")
+    return info
 
 
 def check_frames(paths: Sequence[Path], frame: tuple[int, int], what: str) -> None:

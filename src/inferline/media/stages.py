@@ -19,12 +19,13 @@ import structlog
 
 from inferline.errors import NonRetryable
 from inferline.files import sniff
+from inferline.jobs.children import is_child
 from inferline.jobs.context import JobContext
 from inferline.media import clips, images
 from inferline.media.deps import MediaDeps
 from inferline.media.interpolation import MODEL_NAME, OnnxTransitions, generate_transition
 from inferline.media.options import CanvasInput, LastClipInput, RenderInput, TransitionInput
-from inferline.media.probe import check_audio
+from inferline.media.probe import MediaInfo, check_audio
 from inferline.media.stagefiles import (
     FRAME,
     JPEG,
@@ -49,17 +50,18 @@ CANVAS, TRANSITION, LAST_CLIP, RENDER = "canvas", "transition", "last_clip", "re
 GENERATE = (5.0, 85.0)  # the share of a stage's progress its ffmpeg run fills
 
 
-def clip_result(kind: str, expected: Expected) -> Callable[[list[str]], dict[str, Any]]:
-    """A clip stage's result, given the id its clip was stored under."""
+def clip_result(kind: str, checked: MediaInfo) -> Callable[[list[str]], dict[str, Any]]:
+    """A clip stage's result, given the id its clip was stored under: the clip as `check_video` measured it
+    (H.264 yuv420p, its length and size within the plan), which the render joins without probing it again."""
 
     def result(file_ids: list[str]) -> dict[str, Any]:
-        width, height = expected.frame
         return {
             "file_id": file_ids[0],
             "kind": kind,
-            "duration_s": round(expected.duration_s, 3),
-            "width": width,
-            "height": height,
+            "duration_s": round(checked.video_duration_s or checked.duration_s, 6),
+            "width": checked.width,
+            "height": checked.height,
+            "fps": round(checked.fps, 6),
         }
 
     return result
@@ -97,14 +99,14 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
                 end_frames=ends,
             )
             await ctx.stage("canvas_validate")
-            await check_video(part, expected, "photo's clip", checked=checked)
+            made = await check_video(part, expected, "photo's clip", checked=checked)
             if ends is not None:
                 check_frames(ends, data.size, "photo's clip")
             clip = work.finish(part)
 
             def result(file_ids: list[str]) -> dict[str, Any]:
                 frames = {"first_frame_file_id": file_ids[1], "last_frame_file_id": file_ids[2]} if ends else {}
-                return clip_result(CANVAS, expected)(file_ids) | frames
+                return clip_result(CANVAS, made)(file_ids) | frames
 
             outputs = [(clip, MP4), *((end, FRAME) for end in ends or ())]
             stored = await store_outputs(deps, ctx, outputs, result)
@@ -176,7 +178,7 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
                 check=checked,
             )
             await ctx.stage("transition_validate")
-            await check_video(part, expected, "transition", checked=checked)
+            probed = await check_video(part, expected, "transition", checked=checked)
             clip = work.finish(part)
 
             def result(file_ids: list[str]) -> dict[str, Any]:
@@ -185,7 +187,7 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
                     "fallback_reason": made.fallback_reason,
                     "stills_decoded": sum(decoded),
                 }
-                return clip_result(TRANSITION, expected)(file_ids) | made_by
+                return clip_result(TRANSITION, probed)(file_ids) | made_by
 
             stored = await store_outputs(deps, ctx, [(clip, MP4)], result)
     await ctx.stage("transition_done")
@@ -263,14 +265,36 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
                 check=checked,
             )
             await ctx.stage("last_clip_finalize")
-            await check_video(part, expected, "closing clip", checked=checked)
+            made = await check_video(part, expected, "closing clip", checked=checked)
             clip = work.finish(part)
-            result = await store_outputs(deps, ctx, [(clip, MP4)], clip_result(LAST_CLIP, expected))
+            result = await store_outputs(deps, ctx, [(clip, MP4)], clip_result(LAST_CLIP, made))
     await ctx.stage("last_clip_done")
     return result
 
 
 # -- render ---------------------------------------------------------------------------------------------------
+
+
+def _known_clips(ctx: JobContext, data: RenderInput) -> list[MediaInfo | None]:
+    """Each clip as the stage that made it checked it, where the render's input says so and the input is the
+    pipeline's (a caller's render could claim anything of its clips); None: the render probes the clip."""
+    if data.clips is None or not is_child(ctx.job):
+        return [None] * len(data.clip_file_ids)
+    return [
+        None
+        if facts is None
+        else MediaInfo(
+            duration_s=facts.duration_s,
+            width=facts.width,
+            height=facts.height,
+            fps=facts.fps,
+            video_codec="h264",
+            audio_codec=None,
+            pixel_format="yuv420p",
+            video_duration_s=facts.duration_s,
+        )
+        for facts in data.clips
+    ]
 
 
 async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dict[str, Any]:
@@ -300,6 +324,7 @@ async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dic
                 fps=data.fps,
                 progress=progress_between(ctx, *GENERATE),
                 threads=deps.ffmpeg_threads,
+                known=_known_clips(ctx, data),
             )
             await ctx.stage("render_finalize")
             await check_video(part, Expected(data.size, total_s, audio=True), "video")
