@@ -306,7 +306,7 @@ async def test_the_next_chunk_is_embedded_while_a_chunk_is_written_and_none_of_i
     ctx = bulk.context()
     running = asyncio.create_task(bulk.run(batch, ctx))
     await asyncio.wait_for(stalling.reached.wait(), 10)  # chunk 1's index write, held
-    for _ in range(200):  # chunk 2's records go to the model meanwhile
+    for _ in range(1000):  # chunk 2's records go to the model meanwhile
         if len(ctx.predictions) == 8:
             break
         await asyncio.sleep(0.01)
