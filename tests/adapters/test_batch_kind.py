@@ -295,6 +295,33 @@ async def test_a_batch_stopped_while_it_indexes_a_chunk_leaves_its_documents_fai
     await stalling.close()
 
 
+async def test_the_next_two_chunks_are_embedded_while_a_chunk_is_written_and_none_of_their_rows_before_its_checkpoint(
+    bulk: Bulk, tmp_path: Path
+) -> None:
+    collection = await bulk.collection()
+    batch = await bulk.batch(collection, [posting(i) for i in range(16)], chunk_records=4)
+    await bulk.search.index.close()
+    stalling = StallingIndex(tmp_path / "index")
+    bulk.batches = replace(bulk.batches, search=replace(bulk.search, index=stalling))
+    ctx = bulk.context()
+    running = asyncio.create_task(bulk.run(batch, ctx))
+    await asyncio.wait_for(stalling.reached.wait(), 10)  # chunk 1's index write, held
+    for _ in range(1000):  # chunks 2 and 3 go to the model meanwhile
+        if len(ctx.predictions) >= 12:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert len(ctx.predictions) == 12  # the old loop: 4, the model idle while a chunk was written; chunk 4 waits
+    assert sorted((await document_ids(bulk, collection)).values()) == ["p0", "p1", "p2", "p3"]  # chunk 1's rows only
+    assert [c["done"] for c in ctx.checkpoints] == [0]
+    stalling.release.set()
+
+    assert (await running)["completed"] == 16
+    assert [c["done"] for c in ctx.checkpoints] == [0, 4, 8, 12, 16, 16]  # a checkpoint per chunk
+    assert len(ctx.predictions) == 16 and await stalling.count(collection.id) == 16  # each embedded once
+    await stalling.close()
+
+
 async def test_a_document_deleted_while_a_batch_indexes_it_leaves_no_chunk_behind(bulk: Bulk, tmp_path: Path) -> None:
     collection = await bulk.collection()
     batch = await bulk.batch(collection, [posting(1), posting(2)])

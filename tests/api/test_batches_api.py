@@ -333,8 +333,9 @@ async def test_a_batch_resumed_from_its_checkpoint_redoes_one_chunk_and_counts_e
     with pytest.raises(KilledAfterWriting):
         await run_batch(deps, first, data)
     assert first.checkpoints[-1] == {"total": 20, "done": 10, "completed": 10, "failed": 0}
-    # chunk 3's records were done (one chunk of text each), not checkpointed
-    assert len(first.predictions) == 15 and await deps.search.index.count(collection_id) == 15
+    # chunk 3's records were done (one chunk of text each), not checkpointed; chunk 4's were being embedded
+    # ahead meanwhile (all or some of them, by then), none of them indexed
+    assert 15 <= len(first.predictions) <= 20 and await deps.search.index.count(collection_id) == 15
 
     second = MemoryContext(tenant="default", last_checkpoint=first.checkpoints[-1], attempt=2, models=models)
     result = await run_batch(deps, second, data)

@@ -9,7 +9,9 @@ the output and error files.
   on one record alone is that record's failure); the chunk's documents marked ready, its outcomes and the
   counts written in one transaction, then the job checkpoints. A worker killed mid-chunk leaves the
   checkpoint of the chunk before: the next attempt redoes at most that one chunk, replacing the chunks of
-  its documents by document id, so nothing is indexed twice.
+  its documents by document id, so nothing is indexed twice. While a chunk is written (its rows, its
+  index writes, its outcomes, its checkpoint), the next two are read, checked and embedded (`_ahead`):
+  the model is kept busy, and nothing of a chunk is written before the checkpoint of the one before.
 - finalizing: the output file (`custom_id`, `line`, `document_id`) and the error file (`custom_id`,
   `line`, `error`), JSONL, stored as the tenant's files; the collection's version advanced once (its
   cached searches retired) with the batch marked completed, in one transaction. A canceled batch advances
@@ -24,7 +26,7 @@ import asyncio
 import json
 import tempfile
 from collections.abc import Generator, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -36,7 +38,7 @@ from inferline.batches.deps import BatchDeps
 from inferline.batches.model import COMPLETED, FAILED, FINALIZING, IN_PROGRESS, VALIDATING, Batch
 from inferline.batches.records import BadInput, Format, Record, input_format, read_records
 from inferline.batches.store import BatchStore
-from inferline.batches.upsert import Upserted, upsert_chunk
+from inferline.batches.upsert import Checked, Upserted, check_chunk, embed_ahead, upsert_checked
 from inferline.clock import utcnow
 from inferline.errors import NonRetryable
 from inferline.events import outbox
@@ -102,11 +104,22 @@ async def _run(deps: BatchDeps, ctx: JobContext, batch: Batch) -> dict[str, Any]
         return await _finalize(deps, ctx, batch, collection, state)
     await ctx.stage(IN_PROGRESS, f"{state['done']}/{state['total']} records")
     records = _records(deps, batch, path, fmt, only)
+    lock = asyncio.Lock()  # chunks are taken from the file in order, one at a time
+
+    def read_ahead() -> asyncio.Future[_Ahead | None]:
+        return asyncio.ensure_future(_ahead(deps, ctx, batch, collection, records, lock))
+
+    aheads: list[asyncio.Future[_Ahead | None]] = []
     try:
         await ctx.to_thread(_skip, records, state["done"])
-        while chunk := await ctx.to_thread(_take, records, batch.chunk_records):
+        aheads = [read_ahead() for _ in range(AHEAD_CHUNKS)]
+        while taken := await aheads[0]:
             ctx.raise_if_canceled()
-            upserted = await upsert_chunk(deps, ctx, collection, chunk, id_field=batch.id_field, job_id=ctx.id)
+            # Embedded while this chunk is written; a failure of theirs (a model down, a cancel) is raised by
+            # the `await` above, once this chunk is checkpointed.
+            aheads = [*aheads[1:], read_ahead()]
+            chunk = taken.chunk
+            upserted = await upsert_checked(deps, ctx, collection, taken.checked, ctx.id)
             state = await _settle(deps, batch, collection, chunk, upserted, state)
             await ctx.checkpoint(state, progress=95.0 * state["done"] / max(state["total"], 1))
             await ctx.stage(IN_PROGRESS, f"{state['done']}/{state['total']} records")
@@ -115,6 +128,9 @@ async def _run(deps: BatchDeps, ctx: JobContext, batch: Batch) -> dict[str, Any]
             await despite_cancel(_advance_version(deps, collection))
         raise
     finally:
+        for ahead in aheads:  # chunks read and embedded ahead: nothing of them was written
+            ahead.cancel()
+        await asyncio.gather(*aheads, return_exceptions=True)
         await asyncio.to_thread(records.close)  # the file it holds open
     state = state | {"finalizing": True}
     await ctx.checkpoint(state)
@@ -161,6 +177,43 @@ def _skip(records: Iterator[Record], count: int) -> None:
 # A chunk holds at most this much input besides its record count: parsed JSON takes up to ~25 times its
 # text (a line of `[{},{},...]`), so a chunk of large records is cut short rather than held whole.
 CHUNK_MAX_BYTES = 4 * 2**20
+
+
+# Chunks read and embedded ahead of the one being written. One leaves the model half idle at the end of
+# each chunk's embedding (its last, small micro-batch on one process while the other waits for the next
+# chunk): the model runtime was busy 88% of a batch's time with one, 97% with two (docs/benchmarks.md,
+# session 16). Each holds its records in memory, and up to EMBED_IN_FLIGHT chunks in the model's queue.
+AHEAD_CHUNKS = 2
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    chunk: list[Record]
+    checked: Checked
+
+
+async def _ahead(
+    deps: BatchDeps,
+    ctx: JobContext,
+    batch: Batch,
+    collection: Collection,
+    records: Iterator[Record],
+    lock: asyncio.Lock,
+) -> _Ahead | None:
+    """The next chunk taken, checked and embedded (None: no record left). Reads only: it runs while the
+    chunks before are written."""
+    taken: list[Record] = []
+
+    async def take() -> None:  # to its end even if cancelled: the file is closed after it
+        async with lock:
+            taken.extend(await asyncio.to_thread(_take, records, batch.chunk_records))
+
+    await despite_cancel(take())
+    if not taken:
+        return None
+    checked = await ctx.to_thread(lambda: check_chunk(deps, collection, taken, id_field=batch.id_field))
+    await embed_ahead(deps, ctx, collection, checked)
+    return _Ahead(taken, checked)
 
 
 def _take(records: Iterator[Record], count: int) -> list[Record]:

@@ -10,6 +10,12 @@ the record stream's server, `records/stream.py`): no ingest job, no file per rec
    `search/indexing.py`, the ingest's own path), their old chunks replaced in the index.
 4. The caller writes the outcome (`Upserted`) with the batch's records and counts, in one transaction.
 
+A batch does 1 and the read-only part of 3 ahead (`check_chunk`, `embed_ahead`), while the chunk before
+is still written: the model is never idle between chunks. Only reads and embedding run ahead: which
+records need embedding is guessed from the rows as read then; the claim (2) decides, after the chunk
+before is settled and checkpointed. A record embedded ahead that the claim finds unchanged costs its
+embedding only; one the claim finds changed since is embedded then (`upsert_checked`).
+
 A record that breaks the model fails the whole micro-batch it is in; the model runtime's batcher then runs
 each item of that batch alone (`inference/batching.py`), so only the record's own chunks fail, and that is
 the record's failure (the error file has it). When every record of a chunk fails (a chunk of one
@@ -64,6 +70,8 @@ class _Pending:
     sha256: str
     outcomes: list[dict[str, Any]] = field(default_factory=list)
     document_id: str = ""
+    chunks: list[Chunk] = field(default_factory=list)
+    vectors: list[Vector] | str | None = None  # None: not embedded yet; a str: why its embedding failed
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,14 @@ class Upserted:
     outcomes: list[dict[str, Any]]  # per record: line, custom_id, document_id, error
     ready: dict[str, int]  # document id -> its chunks
     failed: dict[str, str]  # document id -> why its embedding failed
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A chunk of records checked: each record's outcome so far and the documents they name."""
+
+    outcomes: list[dict[str, Any]]  # per record: line, custom_id, document_id, error
+    pending: dict[str, _Pending]  # by external id
 
 
 async def upsert_chunk(
@@ -84,8 +100,39 @@ async def upsert_chunk(
 ) -> Upserted:
     """`chunk` upserted into `collection`; `id_field` names the records' id in their errors, `job_id` is
     the job the documents are shown as made by (None: a record stream's, made by no job)."""
-    outcomes, pending = _check_all(deps, id_field, collection, chunk)
-    todo = await _claim(deps, job_id, collection, pending)
+    return await upsert_checked(deps, ctx, collection, check_chunk(deps, collection, chunk, id_field=id_field), job_id)
+
+
+def check_chunk(deps: BatchDeps, collection: Collection, chunk: list[Record], *, id_field: str) -> Checked:
+    """Each record checked (step 1): no row read or written."""
+    return Checked(*_check_all(deps, id_field, collection, chunk))
+
+
+async def embed_ahead(deps: BatchDeps, ctx: JobContext, collection: Collection, checked: Checked) -> None:
+    """The chunks and vectors of the checked records whose documents, as read now, are to be indexed: reads
+    and embedding only, so it may run while the chunk before is written. If it fails (a model down, a
+    stop), they are embedded again after the claim, where a failure is the chunk's: its rows say why."""
+    if not checked.pending:
+        return
+    async with db.read(deps.engine) as conn:
+        existing = await SearchStore(conn).documents_by_external_id(collection.id, list(checked.pending))
+    items = [
+        item
+        for external_id, item in checked.pending.items()
+        if (document := existing.get(external_id)) is None or not _unchanged(document, item)
+    ]
+    try:
+        await _embed_items(ctx, collection, items)
+    except Exception as exc:
+        log.info("batch_embed_ahead_failed", job_id=ctx.id, error=repr(exc)[:MAX_ERROR_CHARS])
+
+
+async def upsert_checked(
+    deps: BatchDeps, ctx: JobContext, collection: Collection, checked: Checked, job_id: str | None
+) -> Upserted:
+    """Steps 2-3 for a checked chunk: rows claimed, the records not embedded ahead embedded, chunks indexed."""
+    outcomes = checked.outcomes
+    todo = await _claim(deps, job_id, collection, checked.pending)
     if not todo:
         return Upserted(outcomes, {}, {})
     try:
@@ -286,25 +333,34 @@ async def _index(
     deps: BatchDeps, ctx: JobContext, collection: Collection, todo: list[_Pending]
 ) -> tuple[dict[str, int], dict[str, str]]:
     """(ready: chunks by document id, failed: error by document id); their chunks replaced in the index."""
-    texts = [DocumentText(item.document_id, [plain_text(item.text)], item.metadata) for item in todo]
-    chunked = await ctx.to_thread(chunk_documents, collection, texts)
-    vectors = await _embed(ctx, collection.embedding_model, chunked)
-    failed = {text.id: error for text, error in zip(texts, vectors, strict=True) if isinstance(error, str)}
+    await _embed_items(ctx, collection, [item for item in todo if item.vectors is None])
+    failed = {item.document_id: item.vectors for item in todo if isinstance(item.vectors, str)}
 
     def records() -> list[ChunkRecord]:
         made: list[ChunkRecord] = []
-        for text, chunks, found in zip(texts, chunked, vectors, strict=True):
-            if not isinstance(found, str):
-                made += chunk_records(text, chunks, found)
+        for item in todo:
+            if isinstance(item.vectors, list):
+                made += chunk_records(DocumentText(item.document_id, [], item.metadata), item.chunks, item.vectors)
         return made
 
     made = await ctx.to_thread(records)
-    ready = {text.id: len(chunks) for text, chunks in zip(texts, chunked, strict=True) if text.id not in failed}
+    ready = {item.document_id: len(item.chunks) for item in todo if item.document_id not in failed}
     try:
         await replace_chunks(deps.search.index, collection.spec, list(ready), made)
     except NotFound as exc:
         raise NonRetryable(f"collection {collection.name!r} was deleted") from exc
     return ready, failed
+
+
+async def _embed_items(ctx: JobContext, collection: Collection, items: list[_Pending]) -> None:
+    """Each item's chunks and vectors (or why its embedding failed), every chunk handed over together."""
+    if not items:
+        return
+    texts = [DocumentText("", [plain_text(item.text)], item.metadata) for item in items]
+    chunked = await ctx.to_thread(chunk_documents, collection, texts)
+    found = await _embed(ctx, collection.embedding_model, chunked)
+    for item, chunks, vectors in zip(items, chunked, found, strict=True):
+        item.chunks, item.vectors = chunks, vectors
 
 
 async def _embed(ctx: JobContext, model: str, chunked: list[list[Chunk]]) -> list[list[Vector] | str]:
