@@ -322,6 +322,31 @@ async def test_the_next_two_chunks_are_embedded_while_a_chunk_is_written_and_non
     await stalling.close()
 
 
+async def test_the_chunks_embedded_ahead_share_one_budget_of_predictions_in_the_model_queue(bulk: Bulk) -> None:
+    """Two chunks embedded ahead of the one written, each with a budget of its own, would hold twice the
+    budget in the model runtime's queue (its limit: 256, the budget 128): one batch would then get the
+    searches and ingests of every tenant refused. All of a process's batches share `embed_slots`."""
+    collection = await bulk.collection()
+    batch = await bulk.batch(collection, [posting(i) for i in range(24)], chunk_records=4)
+    bulk.batches = replace(bulk.batches, embed_slots=asyncio.Semaphore(3))
+    ctx = bulk.context()
+    in_flight, most = 0, 0
+
+    async def counted(item: EmbedInput) -> Any:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await asyncio.sleep(0.005)  # long enough for every waiting embedding to hand over its next item
+            return await bulk.search.models.predict(MODEL, item)
+        finally:
+            in_flight -= 1
+
+    ctx.models = {MODEL: counted}
+    assert (await bulk.run(batch, ctx))["completed"] == 24
+    assert most == 3  # at the budget, never past it (4 per chunk, up to 3 chunks at once without it)
+
+
 async def test_a_document_deleted_while_a_batch_indexes_it_leaves_no_chunk_behind(bulk: Bulk, tmp_path: Path) -> None:
     collection = await bulk.collection()
     batch = await bulk.batch(collection, [posting(1), posting(2)])

@@ -511,3 +511,37 @@ async def test_an_outcome_the_database_refuses_fails_its_job_and_the_others_are_
     for job in others:
         done = await wait_for(engine, job.id, lambda job: job.status is JobStatus.SUCCEEDED)
         assert done.result == {"message": "fine", "steps_run": []}
+
+
+@pytest.mark.allow_error_logs  # the refused writes, and the outcome given up
+async def test_an_outcome_refused_even_stripped_is_given_up_and_the_worker_holds_its_job_no_longer(
+    engine: AsyncEngine, registry: KindRegistry, worker: Worker
+) -> None:
+    """A trigger refuses every end of one job: its outcome is refused as it is and stripped (a failure).
+    The worker gives it up (its lease then lapses, and the reaper has it as a dead worker's job) instead of
+    holding it for ever, each later batch of outcomes refused twice with it."""
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(
+                sa.text(
+                    "CREATE FUNCTION refuse_stuck() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "IF OLD.input->>'message' = 'stuck' AND NEW.status <> 'running' THEN RAISE 'stuck'; END IF; "
+                    "RETURN NEW; END $$"
+                )
+            )
+            trigger = "CREATE TRIGGER refuse_stuck BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION refuse_stuck()"
+        elif engine.dialect.name == "sqlite":
+            trigger = (
+                "CREATE TRIGGER refuse_stuck BEFORE UPDATE ON jobs "
+                "WHEN json_extract(OLD.input, '$.message') = 'stuck' AND NEW.status <> 'running' "
+                "BEGIN SELECT RAISE(ABORT, 'stuck'); END"
+            )
+        else:
+            pytest.skip("a trigger of PostgreSQL or SQLite")
+        await conn.execute(sa.text(trigger))
+    stuck = await submit(engine, registry, input={"message": "stuck", "steps": 0})
+    others = [await submit(engine, registry, input={"message": "fine", "steps": 0}) for _ in range(4)]
+    for job in others:
+        await wait_for(engine, job.id, lambda job: job.status is JobStatus.SUCCEEDED)
+    await eventually(lambda: stuck.id not in worker.attempts.snapshot(), timeout_s=10)
+    assert (await get_job(engine, tenant="t", job_id=stuck.id)).status is JobStatus.RUNNING  # to the reaper

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,6 +15,7 @@ from inferline.files.blobs import BlobStore
 from inferline.files.store import Quota
 from inferline.jobs.submission import Submitter
 from inferline.search.deps import SearchDeps
+from inferline.search.indexing import EMBED_IN_FLIGHT
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,11 @@ class BatchDeps:
     max_file_bytes: int = 2 * 2**30
     default_chunk_records: int = 100
     drops: DropFolders = field(default_factory=DropFolders)
+    # The embeddings of every batch and record stream in this process: at most EMBED_IN_FLIGHT chunks in the
+    # model runtime's queue at once. A batch embeds two chunks ahead of the one it writes: each with its own
+    # EMBED_IN_FLIGHT, one batch would fill the queue (`model_queue_limit`, 256), and the searches and
+    # ingests of every tenant, and another batch's chunk, would be refused (Overloaded).
+    embed_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(EMBED_IN_FLIGHT))
 
     @classmethod
     def from_settings(cls, settings: Settings, *, search: SearchDeps, submitter: Submitter) -> BatchDeps:

@@ -26,6 +26,7 @@ stream ends `UNAVAILABLE` and its client resends); if it answers, the records we
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -114,15 +115,15 @@ async def embed_ahead(deps: BatchDeps, ctx: JobContext, collection: Collection, 
     stop), they are embedded again after the claim, where a failure is the chunk's: its rows say why."""
     if not checked.pending:
         return
-    async with db.read(deps.engine) as conn:
-        existing = await SearchStore(conn).documents_by_external_id(collection.id, list(checked.pending))
-    items = [
-        item
-        for external_id, item in checked.pending.items()
-        if (document := existing.get(external_id)) is None or not _unchanged(document, item)
-    ]
     try:
-        await _embed_items(ctx, collection, items)
+        async with db.read(deps.engine) as conn:
+            existing = await SearchStore(conn).documents_by_external_id(collection.id, list(checked.pending))
+        items = [
+            item
+            for external_id, item in checked.pending.items()
+            if (document := existing.get(external_id)) is None or not _unchanged(document, item)
+        ]
+        await _embed_items(deps, ctx, collection, items)
     except Exception as exc:
         log.info("batch_embed_ahead_failed", job_id=ctx.id, error=repr(exc)[:MAX_ERROR_CHARS])
 
@@ -333,7 +334,7 @@ async def _index(
     deps: BatchDeps, ctx: JobContext, collection: Collection, todo: list[_Pending]
 ) -> tuple[dict[str, int], dict[str, str]]:
     """(ready: chunks by document id, failed: error by document id); their chunks replaced in the index."""
-    await _embed_items(ctx, collection, [item for item in todo if item.vectors is None])
+    await _embed_items(deps, ctx, collection, [item for item in todo if item.vectors is None])
     failed = {item.document_id: item.vectors for item in todo if isinstance(item.vectors, str)}
 
     def records() -> list[ChunkRecord]:
@@ -352,22 +353,24 @@ async def _index(
     return ready, failed
 
 
-async def _embed_items(ctx: JobContext, collection: Collection, items: list[_Pending]) -> None:
+async def _embed_items(deps: BatchDeps, ctx: JobContext, collection: Collection, items: list[_Pending]) -> None:
     """Each item's chunks and vectors (or why its embedding failed), every chunk handed over together."""
     if not items:
         return
     texts = [DocumentText("", [plain_text(item.text)], item.metadata) for item in items]
     chunked = await ctx.to_thread(chunk_documents, collection, texts)
-    found = await _embed(ctx, collection.embedding_model, chunked)
+    found = await _embed(ctx, collection.embedding_model, chunked, deps.embed_slots)
     for item, chunks, vectors in zip(items, chunked, found, strict=True):
         item.chunks, item.vectors = chunks, vectors
 
 
-async def _embed(ctx: JobContext, model: str, chunked: list[list[Chunk]]) -> list[list[Vector] | str]:
+async def _embed(
+    ctx: JobContext, model: str, chunked: list[list[Chunk]], in_flight: asyncio.Semaphore
+) -> list[list[Vector] | str]:
     """Each document's vectors, or the reason its embedding failed alone (see the module's docstring)."""
     found: list[list[Vector] | str] = []
     failures: list[Exception] = []
-    for vectors in await embed_documents(ctx, model, chunked):
+    for vectors in await embed_documents(ctx, model, chunked, in_flight=in_flight):
         if isinstance(vectors, Exception):
             failures.append(vectors)
             log.warning("batch_record_embedding_failed", job_id=ctx.id, error=repr(vectors)[:MAX_ERROR_CHARS])

@@ -6,8 +6,9 @@ database cannot take (a value no check foresaw, a trigger that refuses it) would
 other job's outcome of this worker with it, for as long as the worker tried. An outcome refused alone is
 tried once more, then written without what could be the cause: a success becomes a failed attempt naming
 the error (retried as any failure, so a passing cause costs one attempt), any other outcome loses the
-stage or progress it had left unwritten. One refused even so stays for the next try, as a batch does
-whenever the database is unavailable (`db.unavailable`: not counted as a refusal)."""
+stage or progress it had left unwritten. One refused even so is given up (logged as an error): the worker
+stops holding the job, whose lease then lapses, and the reaper takes it as a dead worker's. Whenever the
+database is unavailable (`db.unavailable`: not counted as a refusal) the batch stays for the next try."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ log = structlog.get_logger(__name__)
 # Refused writes of a batch in a row before its outcomes are written one at a time (a database that
 # restarts refuses one batch; a poisoned outcome refuses every try).
 ISOLATE_AFTER_REFUSALS = 2
+RETRY_ALONE_S = 0.5
 
 
 class OutcomeRecorder:
@@ -41,7 +43,7 @@ class OutcomeRecorder:
         self._batch: list[tuple[WorkerContext, Outcome]] = []
         self._lock = asyncio.Lock()
         self._refusals = 0  # writes refused in a row
-        self._written: list[str] = []  # ids of outcomes written, until `take_written`
+        self._written: list[str] = []  # ids of outcomes written (or given up), until `take_written`
 
     def add(self, ctx: WorkerContext, outcome: Outcome) -> None:
         self._batch.append((ctx, outcome))
@@ -78,7 +80,8 @@ class OutcomeRecorder:
             self._written += [ctx.id for ctx, _ in batch]
 
     def take_written(self) -> list[str]:
-        """The job ids whose outcomes were written since the last call."""
+        """The job ids whose outcomes were written (or given up: `_record_one_by_one`) since the last call:
+        the worker holds them no longer."""
         written, self._written = self._written, []
         return written
 
@@ -93,10 +96,11 @@ class OutcomeRecorder:
     async def _record_one_by_one(
         self, batch: list[tuple[WorkerContext, Outcome]]
     ) -> list[tuple[WorkerContext, Outcome]]:
-        """Each outcome written alone (`_record_alone`); returns those not written. From the first the
-        database is unavailable for (each further try would only wait for it), or a cancellation, the
-        rest are kept untried."""
-        kept: list[tuple[WorkerContext, Outcome]] = []
+        """Each outcome written alone (`_record_alone`); returns those not written, from the first the
+        database is unavailable for on (each further try would only wait for it). One refused even stripped
+        is given up: its attempt is released unwritten, so its lease lapses and the reaper takes the job
+        (held, it would join every later batch and have it refused twice, for ever). A cancellation keeps
+        the rest untried."""
         for index, (ctx, outcome) in enumerate(batch):
             try:
                 written = await self._record_alone(ctx, outcome)
@@ -104,19 +108,20 @@ class OutcomeRecorder:
                 self._keep(batch[index:])
                 raise
             if written is None:
-                return kept + batch[index:]
-            if written:
-                self._written.append(ctx.id)
-            else:
-                kept.append((ctx, outcome))
-        return kept
+                return batch[index:]
+            if not written:
+                log.error("job_outcome_given_up", job_id=ctx.id, outcome=outcome.kind)
+            self._written.append(ctx.id)
+        return []
 
     async def _record_alone(self, ctx: WorkerContext, outcome: Outcome) -> bool | None:
-        """The outcome written alone, tried twice (a deadlock, a lock wait, a statement timeout pass); refused
-        both times, it is written without what could be the cause (`_stripped`). True: written; False:
-        refused even so; None: the database is unavailable."""
+        """The outcome written alone, tried twice, RETRY_ALONE_S apart; refused both times, it is written without
+        what could be the cause (`_stripped`). True: written; False: refused even so; None: the database is
+        unavailable."""
         refusal: Exception | None = None
-        for _ in range(2):
+        for attempt in range(2):
+            if attempt:
+                await asyncio.sleep(RETRY_ALONE_S)  # a lock wait or a statement timeout under load may pass
             try:
                 await self._record([(ctx, outcome)])
                 return True

@@ -59,13 +59,19 @@ def chunk_documents(collection: Collection, documents: Sequence[DocumentText]) -
 
 
 async def embed_documents(
-    ctx: JobContext, model: str, chunked: Sequence[list[Chunk]], progress: Progress | None = None
+    ctx: JobContext,
+    model: str,
+    chunked: Sequence[list[Chunk]],
+    progress: Progress | None = None,
+    *,
+    in_flight: asyncio.Semaphore | None = None,
 ) -> list[list[Vector] | Exception]:
     """Each document's vectors, or the first exception one of its chunks raised. Every chunk of every
-    document goes to the model runtime together (up to EMBED_IN_FLIGHT at a time), so documents of a
-    chunk or two fill its batches as one large document does. `progress(done, total)` in chunks."""
+    document goes to the model runtime together (up to EMBED_IN_FLIGHT at a time, or as many as
+    `in_flight` lets, a budget shared with other embeddings), so documents of a chunk or two fill its
+    batches as one large document does. `progress(done, total)` in chunks."""
     flat = [chunk for chunks in chunked for chunk in chunks]
-    vectors = await _embed(ctx, model, flat, progress)
+    vectors = await _embed(ctx, model, flat, progress, in_flight)
     found: list[list[Vector] | Exception] = []
     start = 0
     for chunks in chunked:
@@ -76,7 +82,9 @@ async def embed_documents(
     return found
 
 
-async def _embed(ctx: JobContext, model: str, chunks: list[Chunk], progress: Progress | None) -> list[Any]:
+async def _embed(
+    ctx: JobContext, model: str, chunks: list[Chunk], progress: Progress | None, in_flight: asyncio.Semaphore | None
+) -> list[Any]:
     """Vectors (or an item's exception) in the order of `chunks`. A fixed number of workers take the next
     chunk as each finishes, so the batcher never waits for a whole window to drain."""
     results: list[Any] = [None] * len(chunks)
@@ -88,7 +96,11 @@ async def _embed(ctx: JobContext, model: str, chunks: list[Chunk], progress: Pro
         for i in todo:
             ctx.raise_if_canceled()
             try:
-                results[i] = await ctx.predict(model, EmbedInput(chunks[i].embedding_text()))
+                if in_flight is None:
+                    results[i] = await ctx.predict(model, EmbedInput(chunks[i].embedding_text()))
+                else:
+                    async with in_flight:
+                        results[i] = await ctx.predict(model, EmbedInput(chunks[i].embedding_text()))
             except NOT_THE_ITEMS:
                 raise
             except Exception as exc:  # this item's: the caller decides whose failure it is

@@ -64,6 +64,8 @@ async def run_ingest(deps: SearchDeps, ocr: OcrDeps, ctx: JobContext, data: Inge
     try:
         chunks = await _ingest(deps, ocr, ctx, collection, document, file)
     except Exception as exc:
+        if isinstance(exc, Canceled) and ctx.cancel_reason in (SHUTDOWN, LEASE_LOST):
+            raise  # the job runs again (here or on the worker that has it now): the document is its next run's
         if not await _set_failure(deps, ctx, document, exc) and not isinstance(exc, Canceled):
             return {"document_id": document.id, "skipped": SUPERSEDED}  # the failure is moot: not retried
         raise
