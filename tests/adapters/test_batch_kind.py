@@ -28,7 +28,7 @@ from inferline.batches.model import IN_PROGRESS, Batch
 from inferline.batches.store import BatchStore
 from inferline.errors import ModelError, NonRetryable, NotFound
 from inferline.files.blobs import BlobStore
-from inferline.files.service import get_file, receive_file, record_file
+from inferline.files.service import FileInfo, get_file, receive_file, record_file
 from inferline.ids import new_id
 from inferline.inference.model import Model, ProcessingMode
 from inferline.inference.runtime import ModelRuntime
@@ -46,7 +46,7 @@ from inferline.search.documents import add_document, delete_document, get_docume
 from inferline.search.embedders import EmbedInput
 from inferline.search.index import ChunkRecord, IndexSpec
 from inferline.search.kind import IngestInput, run_ingest
-from inferline.search.model import Collection, DocumentStatus
+from inferline.search.model import Collection, Document, DocumentStatus
 from inferline.search.qdrant import QdrantIndex
 from inferline.search.tokens import tokenize
 
@@ -457,17 +457,23 @@ async def document_ids_of(bulk: Bulk) -> dict[str | None, str]:
         return {row.external_id: row.id for row in rows}
 
 
-async def test_a_batch_document_is_one_of_the_collection_for_the_documents_api_and_a_stale_ingest(
-    bulk: Bulk, tmp_path: Path
-) -> None:
-    collection = await bulk.collection()
-    text = tmp_path / "p1.txt"
-    text.write_text("an uploaded text that a batch will replace")
-    with text.open("rb") as source:
+async def upload_p1(bulk: Bulk, collection: Collection, tmp_path: Path, text: str) -> tuple[FileInfo, Document]:
+    """A text uploaded as the document of external id "p1" (the id `posting(1)` has): its file and it."""
+    path = tmp_path / "p1.txt"
+    path.write_text(text)
+    with path.open("rb") as source:
         file = await receive_file(bulk.search.blobs, tenant="t", source=source, filename="p1.txt", max_bytes=10**6)
     _, uploaded, _ = await add_document(
         bulk.submitter, bulk.search.blobs, tenant="t", name=collection.name, file=file, metadata={}, external_id="p1"
     )
+    return file, uploaded
+
+
+async def test_a_batch_document_is_one_of_the_collection_for_the_documents_api_and_a_stale_ingest(
+    bulk: Bulk, tmp_path: Path
+) -> None:
+    collection = await bulk.collection()
+    file, uploaded = await upload_p1(bulk, collection, tmp_path, "an uploaded text that a batch will replace")
     assert uploaded.status == DocumentStatus.QUEUED and uploaded.file_id == file.id
 
     await bulk.run(await bulk.batch(collection, [posting(1), posting(2)]))
@@ -491,12 +497,8 @@ async def test_an_uploads_ingest_running_when_a_batch_takes_its_document_writes_
     bulk: Bulk, tmp_path: Path
 ) -> None:
     collection = await bulk.collection()
-    text = tmp_path / "p1.txt"
-    text.write_text("an uploaded text about lighthouse keepers, replaced while it is embedded")
-    with text.open("rb") as source:
-        file = await receive_file(bulk.search.blobs, tenant="t", source=source, filename="p1.txt", max_bytes=10**6)
-    _, uploaded, _ = await add_document(
-        bulk.submitter, bulk.search.blobs, tenant="t", name=collection.name, file=file, metadata={}, external_id="p1"
+    _, uploaded = await upload_p1(
+        bulk, collection, tmp_path, "an uploaded text about lighthouse keepers, replaced while it is embedded"
     )
     release, reached = asyncio.Event(), asyncio.Event()
 

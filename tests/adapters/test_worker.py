@@ -478,6 +478,26 @@ async def test_a_heartbeat_tells_each_attempt_until_when_its_renewed_lease_runs(
         await worker.stop(grace_s=1)
 
 
+async def refuse_updates(engine: AsyncEngine, *, postgresql: str, sqlite: str) -> None:
+    """A trigger that refuses every update of a job row where the engine's condition holds (the test is
+    skipped on other engines)."""
+    if engine.dialect.name == "postgresql":
+        statements = [
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF {postgresql} THEN RAISE 'refused'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION refuse()",
+        ]
+    elif engine.dialect.name == "sqlite":
+        statements = [
+            f"CREATE TRIGGER refuse BEFORE UPDATE ON jobs WHEN {sqlite} BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        ]
+    else:
+        pytest.skip("a trigger of PostgreSQL or SQLite")
+    async with engine.begin() as conn:
+        for statement in statements:
+            await conn.execute(sa.text(statement))
+
+
 @pytest.mark.allow_error_logs  # the refused writes of the batch, logged by the worker's loop
 async def test_an_outcome_the_database_refuses_fails_its_job_and_the_others_are_written(
     engine: AsyncEngine, registry: KindRegistry, worker: Worker
@@ -485,24 +505,11 @@ async def test_an_outcome_the_database_refuses_fails_its_job_and_the_others_are_
     """A trigger refuses one job's result: the batch of outcomes it is in is refused, twice, then written
     one outcome at a time, and that job's attempt fails naming the refusal. Before, the batch was tried
     again for ever, every outcome that joined it held with it (its jobs `running`)."""
-    async with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            await conn.execute(
-                sa.text(
-                    "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                    "IF NEW.result->>'message' = 'poison' THEN RAISE 'poisoned outcome'; END IF; RETURN NEW; END $$"
-                )
-            )
-            trigger = "CREATE TRIGGER refuse_poison BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
-        elif engine.dialect.name == "sqlite":
-            trigger = (
-                "CREATE TRIGGER refuse_poison BEFORE UPDATE ON jobs "
-                "WHEN json_extract(NEW.result, '$.message') = 'poison' "
-                "BEGIN SELECT RAISE(ABORT, 'poisoned outcome'); END"
-            )
-        else:
-            pytest.skip("a trigger of PostgreSQL or SQLite")
-        await conn.execute(sa.text(trigger))
+    await refuse_updates(
+        engine,
+        postgresql="NEW.result->>'message' = 'poison'",
+        sqlite="json_extract(NEW.result, '$.message') = 'poison'",
+    )
     poison = await submit(engine, registry, input={"message": "poison", "steps": 0}, max_attempts=1)
     others = [await submit(engine, registry, input={"message": "fine", "steps": 0}) for _ in range(6)]
     failed = await wait_for(engine, poison.id, lambda job: job.status is JobStatus.FAILED)
@@ -520,25 +527,11 @@ async def test_an_outcome_refused_even_stripped_is_given_up_and_the_worker_holds
     """A trigger refuses every end of one job: its outcome is refused as it is and stripped (a failure).
     The worker gives it up (its lease then lapses, and the reaper has it as a dead worker's job) instead of
     holding it for ever, each later batch of outcomes refused twice with it."""
-    async with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            await conn.execute(
-                sa.text(
-                    "CREATE FUNCTION refuse_stuck() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                    "IF OLD.input->>'message' = 'stuck' AND NEW.status <> 'running' THEN RAISE 'stuck'; END IF; "
-                    "RETURN NEW; END $$"
-                )
-            )
-            trigger = "CREATE TRIGGER refuse_stuck BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION refuse_stuck()"
-        elif engine.dialect.name == "sqlite":
-            trigger = (
-                "CREATE TRIGGER refuse_stuck BEFORE UPDATE ON jobs "
-                "WHEN json_extract(OLD.input, '$.message') = 'stuck' AND NEW.status <> 'running' "
-                "BEGIN SELECT RAISE(ABORT, 'stuck'); END"
-            )
-        else:
-            pytest.skip("a trigger of PostgreSQL or SQLite")
-        await conn.execute(sa.text(trigger))
+    await refuse_updates(
+        engine,
+        postgresql="OLD.input->>'message' = 'stuck' AND NEW.status <> 'running'",
+        sqlite="json_extract(OLD.input, '$.message') = 'stuck' AND NEW.status <> 'running'",
+    )
     stuck = await submit(engine, registry, input={"message": "stuck", "steps": 0})
     others = [await submit(engine, registry, input={"message": "fine", "steps": 0}) for _ in range(4)]
     for job in others:
