@@ -182,7 +182,8 @@ CHUNK_MAX_BYTES = 4 * 2**20
 # Chunks read and embedded ahead of the one being written. One leaves the model half idle at the end of
 # each chunk's embedding (its last, small micro-batch on one process while the other waits for the next
 # chunk): the model runtime was busy 88% of a batch's time with one, 97% with two (docs/benchmarks.md,
-# session 16). Each holds its records in memory, and up to EMBED_IN_FLIGHT chunks in the model's queue.
+# session 16). Each holds its records in memory; their predictions share the process's budget in the model's
+# queue (`BatchDeps.embed_slots`).
 AHEAD_CHUNKS = 2
 
 
