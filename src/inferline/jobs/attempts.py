@@ -27,7 +27,7 @@ from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job
 from inferline.jobs.outcomes import Outcome
 from inferline.metrics import Metrics
-from inferline.tracing import TRACEPARENT, incoming
+from inferline.tracing import continued_span
 
 log = structlog.get_logger(__name__)
 # How long a job claimed ahead may wait for a slot before it goes back to the queue (see `_execute`).
@@ -174,8 +174,7 @@ class Attempts:
         structlog.contextvars.bind_contextvars(job_id=ctx.id, tenant=ctx.tenant, kind=ctx.job.kind)
         outcome = Outcome("lost")
         # A child of the span that submitted the job (its request, its parent job), wherever that ran.
-        parent = incoming({TRACEPARENT: ctx.job.trace_parent}) if ctx.job.trace_parent else None
-        span = self._tracer.start_span(f"job {ctx.job.kind}", context=parent, kind=SpanKind.CONSUMER)
+        span = continued_span(self._tracer, f"job {ctx.job.kind}", ctx.job.trace_parent, SpanKind.CONSUMER)
         recording = span.is_recording()  # not sampled, or no exporter: no attributes to build (a no-op job's 5%)
         if recording:
             span.set_attributes(
