@@ -130,7 +130,7 @@ class Attempts:
 
     async def _execute(self, attempt: Attempt) -> Outcome:
         ctx = attempt.ctx
-        outcome = Outcome("lost")  # if the attempt is torn down by a cancellation that is not ours
+        outcome: Outcome | None = None  # None: torn down by a cancellation that is not ours (lost)
         slot = False
         try:
             # No wait, unless the worker claimed ahead of its free slots. A job that waits longer than
@@ -162,6 +162,8 @@ class Attempts:
                 self._slots.release()
             if attempt.deadline_timer is not None:
                 attempt.deadline_timer.cancel()
+            if outcome is None:
+                outcome = Outcome("lost")
             outcome.unwritten = ctx.settle()
             self._active -= 1
             self.slot_freed.set()
@@ -172,7 +174,7 @@ class Attempts:
         """The attempt in its slot, in a span of its own."""
         ctx = attempt.ctx
         structlog.contextvars.bind_contextvars(job_id=ctx.id, tenant=ctx.tenant, kind=ctx.job.kind)
-        outcome = Outcome("lost")
+        outcome: Outcome | None = None
         # A child of the span that submitted the job (its request, its parent job), wherever that ran.
         span = continued_span(self._tracer, f"job {ctx.job.kind}", ctx.job.trace_parent, SpanKind.CONSUMER)
         recording = span.is_recording()  # not sampled, or no exporter: no attributes to build (a no-op job's 5%)
@@ -195,8 +197,8 @@ class Attempts:
         finally:
             otel_context.detach(token)
             if recording:
-                span.set_attribute("inferline.job.outcome", outcome.kind)
-                if outcome.kind == "failed":
+                span.set_attribute("inferline.job.outcome", "lost" if outcome is None else outcome.kind)
+                if outcome is not None and outcome.kind == "failed":
                     span.set_status(Status(StatusCode.ERROR, outcome.message or "failed"))
             span.end()
         return outcome

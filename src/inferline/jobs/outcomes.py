@@ -120,10 +120,15 @@ def _one_statement(engine: AsyncEngine, items: list[tuple[Job, Outcome]]) -> boo
     outcomes of one kind, with no stage or progress left unwritten that others lack)."""
     if engine.dialect.name != "postgresql" or engine.get_execution_options().get(outbox.EVENTS_OPTION, False):
         return False
-    if any(job.webhook is not None for job, _ in items):
-        return False
-    kinds = {outcome.kind for _, outcome in items if outcome.kind != "lost"}
-    return len(kinds) <= 1 and not any(outcome.unwritten for _, outcome in items)
+    kind = None
+    for job, outcome in items:
+        if job.webhook is not None or outcome.unwritten:
+            return False
+        if outcome.kind != "lost":
+            if kind is not None and outcome.kind != kind:
+                return False
+            kind = outcome.kind
+    return True
 
 
 def _planned(
@@ -133,7 +138,7 @@ def _planned(
     for job, outcome in items:
         values = _values_for(job, outcome, now, policy, cancel_requested.get(job.id, False))
         if values is not None:
-            planned.append((job, outcome, outcome.unwritten | values))
+            planned.append((job, outcome, outcome.unwritten | values if outcome.unwritten else values))
     return planned
 
 
@@ -155,7 +160,9 @@ def _values_for(
 
 
 def _columns(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: value.value if isinstance(value, JobStatus) else value for key, value in values.items()}
+    """The values as the row's columns: the status as its text (the one enum an end writes)."""
+    status = values.get("status")
+    return values | {"status": status.value} if isinstance(status, JobStatus) else dict(values)
 
 
 def _observe_finished(metrics: Metrics, finished: list[tuple[Job, dict[str, Any]]]) -> None:
