@@ -26,7 +26,7 @@ from inferline.jobs.context import LEASE_LOST, SHUTDOWN, JobContext, ProgressSin
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job
 from inferline.jobs.outcomes import Outcome
-from inferline.metrics import Metrics
+from inferline.metrics import Metrics, observe_all
 from inferline.tracing import continued_span
 
 log = structlog.get_logger(__name__)
@@ -109,22 +109,21 @@ class Attempts:
 
     def launch(self, batch: list[Job]) -> None:
         """Start an attempt of each claimed job."""
-        queue_wait: dict[str, Any] = {}  # label children looked up once per kind and batch
+        queue_wait: dict[str, list[float]] = {}  # observed once per kind and batch
         for job in batch:
             attempt = Attempt(
                 WorkerContext(job, self._sink, self._models, self._tracer), lease_expires_at=job.lease_expires_at
             )
             self._running[job.id] = attempt
             if job.attempts == 1 and job.started_at is not None:
-                histogram = queue_wait.get(job.kind)
-                if histogram is None:
-                    histogram = queue_wait[job.kind] = self._metrics.queue_wait.labels(job.kind)
-                histogram.observe((job.started_at - job.created_at).total_seconds())
+                queue_wait.setdefault(job.kind, []).append((job.started_at - job.created_at).total_seconds())
             if job.deadline_at is not None:
                 delay_s = max(0.0, (job.deadline_at - utcnow()).total_seconds())
                 loop = asyncio.get_running_loop()
                 attempt.deadline_timer = loop.call_later(delay_s, attempt.interrupt, "deadline")
             attempt.task = asyncio.create_task(self._execute(attempt), name=f"job:{job.id}")
+        for kind, seconds in queue_wait.items():
+            observe_all(self._metrics.queue_wait.labels(kind), seconds)
         self._active += len(batch)
         self._metrics.jobs_running.inc(len(batch))
 

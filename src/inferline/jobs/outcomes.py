@@ -14,7 +14,7 @@ from inferline.events import outbox
 from inferline.jobs import webhooks
 from inferline.jobs.model import JSON, Job, JobStatus, RetryPolicy, WebhookEvent, canceled_fields, plan_failure
 from inferline.jobs.store import JobStore
-from inferline.metrics import Metrics
+from inferline.metrics import Metrics, observe_all
 
 _LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None}
 
@@ -168,7 +168,7 @@ def _columns(values: dict[str, Any]) -> dict[str, Any]:
 def _observe_finished(metrics: Metrics, finished: list[tuple[Job, dict[str, Any]]]) -> None:
     """Count the jobs (as claimed, and the values their end wrote) that ended for good."""
     counts: dict[tuple[str, str], int] = {}
-    durations: dict[tuple[str, str], Any] = {}  # label children looked up once per kind, status and batch
+    durations: dict[tuple[str, str], list[float]] = {}  # observed once per kind, status and batch
     for job, values in finished:
         status = values["status"]
         if not status.is_terminal:  # the one-statement path passes every end it wrote
@@ -177,10 +177,9 @@ def _observe_finished(metrics: Metrics, finished: list[tuple[Job, dict[str, Any]
         counts[key] = counts.get(key, 0) + 1
         started_at = values.get("started_at", job.started_at)
         if started_at is not None and values.get("finished_at") is not None:
-            histogram = durations.get(key)
-            if histogram is None:
-                histogram = durations[key] = metrics.job_duration.labels(*key)
-            histogram.observe((values["finished_at"] - started_at).total_seconds())
+            durations.setdefault(key, []).append((values["finished_at"] - started_at).total_seconds())
+    for key, seconds in durations.items():
+        observe_all(metrics.job_duration.labels(*key), seconds)
     for key, count in counts.items():
         metrics.jobs_finished.labels(*key).inc(count)
 
