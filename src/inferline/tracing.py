@@ -8,9 +8,9 @@ header is honoured, and every answer carries the request's.
 
 Spans are recorded and sent (OTLP over HTTP, in batches, from a thread of the SDK's) only when
 `INFERLINE_OTLP_ENDPOINT` is set; without it they are non-recording: trace ids for the logs and for
-propagation, at ~12 µs a job attempt and ~3.5 µs a submission (docs/monitor.md). Each process has its
-own provider (`Tracing`), never the global one, so a process may build several apps (the tests do)
-without one's exporter receiving another's spans.
+propagation, ~3.5 µs a submission, and a job attempt's ids drawn only if read (`DeferredSpan`;
+docs/monitor.md). Each process has its own provider (`Tracing`), never the global one, so a process may
+build several apps (the tests do) without one's exporter receiving another's spans.
 """
 
 from __future__ import annotations
