@@ -17,6 +17,7 @@ analyzed once their jobs are in (`analyze`), as a table in service is.
 
 `--pg-rounds N`: only the PostgreSQL drain against pgqueuer (capped and default), N interleaved rounds,
 medians. `--mariadb-rounds N`: only the MariaDB drain, N rounds (alternated with `--worker-src`'s).
+`--sqlite-rounds N`: only the SQLite drain (alternated with `--worker-src`'s) and Celery's, N rounds.
 `--worker-src DIR`: run inferline's worker (and its migrations) from another checkout's `src`
 (an A/B against an older commit: `git archive COMMIT | tar -x -C DIR`).
 
@@ -491,6 +492,28 @@ async def mariadb_rounds(args: argparse.Namespace) -> dict[str, Any]:
     return {"engine": "MariaDB", "jobs": args.jobs, "runs": runs, "medians": medians, "worker_cpu_us_per_job": cpu}
 
 
+async def sqlite_rounds(args: argparse.Namespace) -> dict[str, Any]:
+    """The SQLite drain only, `--sqlite-rounds` times, alternated with `--worker-src`'s when given, each on a
+    fresh database file, and Celery's drain (its reference) once per round."""
+    names = ["inferline", "inferline_other", "celery"] if args.worker_src else ["inferline", "celery"]
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names if name != "celery"}
+    for round_index in range(args.sqlite_rounds):
+        for name in names:
+            if name == "celery":
+                rate = await celery_drain(args.jobs)
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    url = f"sqlite+aiosqlite:///{Path(tmp) / f'drain-{round_index}.db'}"
+                    src = args.worker_src if name == "inferline_other" else None
+                    rate = await inferline_drain(url, args.jobs, worker_src=src)
+                cpu[name].append(LAST_CPU_US_PER_JOB[-1])
+            runs[name].append(rate)
+            print(f"{name}: {rate:.0f}/s", file=sys.stderr, flush=True)
+    medians = {name: statistics.median(values) for name, values in runs.items()}
+    return {"engine": "SQLite", "jobs": args.jobs, "runs": runs, "medians": medians, "worker_cpu_us_per_job": cpu}
+
+
 def pg_rounds_report(results: dict[str, Any]) -> str:
     medians = results["medians"]
     lines = [
@@ -584,8 +607,12 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3, help="--events: off/on pairs")
     parser.add_argument("--pg-rounds", type=int, default=0, help="only the PostgreSQL drains (see above)")
     parser.add_argument("--mariadb-rounds", type=int, default=0, help="only the MariaDB drains (see above)")
+    parser.add_argument("--sqlite-rounds", type=int, default=0, help="only the SQLite and Celery drains (see above)")
     parser.add_argument(
-        "--worker-src", type=Path, default=None, help="--pg-rounds, --mariadb-rounds: also this checkout's src"
+        "--worker-src",
+        type=Path,
+        default=None,
+        help="--pg-rounds, --mariadb-rounds, --sqlite-rounds: also this checkout's src",
     )
     arguments = parser.parse_args()
     out = ROOT / "bench" / "results"
@@ -598,6 +625,11 @@ if __name__ == "__main__":
     if arguments.mariadb_rounds:
         outcome = asyncio.run(mariadb_rounds(arguments))
         (out / f"jobs-mariadb-{datetime.now(UTC):%Y%m%d-%H%M}.json").write_text(json.dumps(outcome, indent=2))
+        print(pg_rounds_report(outcome))
+        sys.exit(0)
+    if arguments.sqlite_rounds:
+        outcome = asyncio.run(sqlite_rounds(arguments))
+        (out / f"jobs-sqlite-{datetime.now(UTC):%Y%m%d-%H%M}.json").write_text(json.dumps(outcome, indent=2))
         print(pg_rounds_report(outcome))
         sys.exit(0)
     if arguments.events:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,3 +198,25 @@ class _ScrapeTime(Collector):
         for model, state in sorted(self.model_states().items()):
             up.add_metric([model], 0.0 if state == "failed" else 1.0)
         yield up
+
+
+def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """`histogram.observe(amount)` for each of `amounts` (a labelled child): each bucket's count and the sum
+    added once for all, where `observe` takes the sum's lock and a bucket's per amount (~0.8 µs; a worker
+    observes two per job). It reads prometheus_client's own fields (`_upper_bounds`, `_buckets`, `_sum`,
+    test_metrics.py checks they count as `observe` does); without them, one `observe` per amount."""
+    bounds: list[float] | None = getattr(histogram, "_upper_bounds", None)
+    if bounds is None or len(amounts) < 2:
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    total = 0.0
+    for amount in amounts:
+        total += amount
+        if amount == amount:  # NaN: in the sum, in no bucket (`observe` compares it with each bound)
+            counts[bisect.bisect_left(bounds, amount)] += 1  # the first bound at or over it, as `observe`
+    histogram._sum.inc(total)
+    for index, count in enumerate(counts):
+        if count:
+            histogram._buckets[index].inc(count)

@@ -8,22 +8,25 @@ header is honoured, and every answer carries the request's.
 
 Spans are recorded and sent (OTLP over HTTP, in batches, from a thread of the SDK's) only when
 `INFERLINE_OTLP_ENDPOINT` is set; without it they are non-recording: trace ids for the logs and for
-propagation, at ~12 µs a job attempt and ~3.5 µs a submission (docs/monitor.md). Each process has its
-own provider (`Tracing`), never the global one, so a process may build several apps (the tests do)
-without one's exporter receiving another's spans.
+propagation, ~3.5 µs a submission, and a job attempt's ids drawn only if read (`DeferredSpan`;
+docs/monitor.md). Each process has its own provider (`Tracing`), never the global one, so a process may
+build several apps (the tests do) without one's exporter receiving another's spans.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, Span, SpanContext, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACEPARENT = "traceparent"
@@ -66,6 +69,42 @@ def incoming(headers: Mapping[str, str]) -> Context:
     if not value or len(value) > MAX_TRACEPARENT_CHARS:
         return Context()
     return _PROPAGATOR.extract({TRACEPARENT: value})
+
+
+def continued_span(tracer: Tracer, name: str, traceparent: str | None, kind: SpanKind) -> Span:
+    """A span continuing `traceparent` (a new trace for None), not yet made current. From a tracer that
+    records nothing (no endpoint: its sampler is ALWAYS_OFF), a `DeferredSpan`: the same ids, drawn
+    only if something reads them."""
+    if getattr(tracer, "sampler", None) is ALWAYS_OFF:
+        return DeferredSpan(tracer, name, traceparent, kind)
+    parent = incoming({TRACEPARENT: traceparent}) if traceparent else None
+    return tracer.start_span(name, context=parent, kind=kind)
+
+
+_DRAW_LOCK = threading.Lock()  # a log line of `to_thread` code may read a span's ids as the loop does
+
+
+class DeferredSpan(NonRecordingSpan):
+    """A non-recording span whose context (trace id, span id, flags, trace state) is made by its tracer's
+    `start_span` when first read (a log line's `trace_ids`, a child's `current_traceparent`, a child span),
+    not when it starts: a job attempt that reads none skips parsing its `traceparent`, drawing two random
+    ids and sampling, most of what a non-recording span costs (docs/benchmarks.md, issue 20)."""
+
+    def __init__(self, tracer: Tracer, name: str, traceparent: str | None, kind: SpanKind) -> None:
+        super().__init__(INVALID_SPAN_CONTEXT)
+        # Without a traceparent the parent is the context current now (later, it holds this span).
+        parent: str | Context = traceparent or otel_context.get_current()
+        self._start: tuple[Tracer, str, str | Context, SpanKind] | None = (tracer, name, parent, kind)
+
+    def get_span_context(self) -> SpanContext:
+        if self._start is not None:
+            with _DRAW_LOCK:
+                if self._start is not None:
+                    tracer, name, parent, kind = self._start
+                    context = incoming({TRACEPARENT: parent}) if isinstance(parent, str) else parent
+                    self._context = tracer.start_span(name, context=context, kind=kind).get_span_context()
+                    self._start = None
+        return self._context
 
 
 def current_traceparent() -> str | None:

@@ -121,6 +121,25 @@ async def test_without_an_endpoint_nothing_is_sent_but_logs_and_answers_still_ca
     assert requests and all(len(e["trace_id"]) == 32 for e in requests)
 
 
+async def test_without_an_endpoint_a_jobs_log_lines_carry_the_trace_of_the_request_that_submitted_it(
+    make_api: MakeApi, collector: Collector, log_records: LogRecorder
+) -> None:
+    """An attempt's span records nothing here (its ids are drawn only when read, `tracing.DeferredSpan`), yet
+    every line its job logs names the trace the job was submitted in, and a span of the attempt's own."""
+    async with make_api() as api:
+        headers = {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}
+        echo = {"kind": "echo", "input": {"message": "x", "steps": 1, "fail_first": 1}}
+        submitted = await api.client.post("/api/v1/jobs", json=echo, headers=headers)
+        assert submitted.status_code == 201, submitted.text
+        job = await api.wait(submitted.json()["id"])
+    assert job["status"] == "succeeded" and job["attempts"] == 2 and collector.spans == []
+    lines = [e for e in log_records.events if e.get("job_id") == job["id"]]
+    assert any(e["event"] == "job_attempt_failed" for e in lines)
+    assert all(e.get("trace_id") == TRACE_ID for e in lines)
+    request_span = submitted.headers["traceparent"].split("-")[2]
+    assert all(len(e["span_id"]) == 16 and e["span_id"] not in (request_span, PARENT_ID) for e in lines)
+
+
 async def test_a_schedules_tick_is_a_span_and_its_job_continues_that_trace(
     make_api: MakeApi, collector: Collector
 ) -> None:

@@ -53,3 +53,21 @@ def test_a_result_over_the_databases_bound_is_unstorable_naming_its_size_and_the
         == "result: 10 bytes of JSON, over the 9 bytes the database stores in one job"
     )
     assert unstorable({"text": "a" * 10_000}, "result") is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{}, [], "", {"message": 'é\n"x"', "n": [1, -2.5, 1e300, True, None], "nested": {"a": {"b": []}}}, 0.1],
+)
+def test_a_storable_value_is_measured_as_json_writes_it(value: object) -> None:
+    text = json.dumps(value, allow_nan=False)
+    assert unstorable(value, "result", max_bytes=quoted_size(text)) is None
+    assert unstorable(value, "result", max_bytes=quoted_size(text) - 1) is not None
+
+
+def test_what_json_cannot_hold_is_refused_naming_why() -> None:
+    assert unstorable({"a": [float("nan")]}, "result") == "result: holds NaN or Infinity, which JSON cannot store"
+    assert unstorable({"a": {1, 2}}, "result") == "result: not JSON (Object of type set is not JSON serializable)"
+    circular: dict[str, object] = {}
+    circular["self"] = circular
+    assert unstorable(circular, "result") == "result: nested too deeply to store"

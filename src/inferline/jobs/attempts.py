@@ -26,8 +26,8 @@ from inferline.jobs.context import LEASE_LOST, SHUTDOWN, JobContext, ProgressSin
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job
 from inferline.jobs.outcomes import Outcome
-from inferline.metrics import Metrics
-from inferline.tracing import TRACEPARENT, incoming
+from inferline.metrics import Metrics, observe_all
+from inferline.tracing import continued_span
 
 log = structlog.get_logger(__name__)
 # How long a job claimed ahead may wait for a slot before it goes back to the queue (see `_execute`).
@@ -109,28 +109,27 @@ class Attempts:
 
     def launch(self, batch: list[Job]) -> None:
         """Start an attempt of each claimed job."""
-        queue_wait: dict[str, Any] = {}  # label children looked up once per kind and batch
+        queue_wait: dict[str, list[float]] = {}  # observed once per kind and batch
         for job in batch:
             attempt = Attempt(
                 WorkerContext(job, self._sink, self._models, self._tracer), lease_expires_at=job.lease_expires_at
             )
             self._running[job.id] = attempt
             if job.attempts == 1 and job.started_at is not None:
-                histogram = queue_wait.get(job.kind)
-                if histogram is None:
-                    histogram = queue_wait[job.kind] = self._metrics.queue_wait.labels(job.kind)
-                histogram.observe((job.started_at - job.created_at).total_seconds())
+                queue_wait.setdefault(job.kind, []).append((job.started_at - job.created_at).total_seconds())
             if job.deadline_at is not None:
                 delay_s = max(0.0, (job.deadline_at - utcnow()).total_seconds())
                 loop = asyncio.get_running_loop()
                 attempt.deadline_timer = loop.call_later(delay_s, attempt.interrupt, "deadline")
             attempt.task = asyncio.create_task(self._execute(attempt), name=f"job:{job.id}")
+        for kind, seconds in queue_wait.items():
+            observe_all(self._metrics.queue_wait.labels(kind), seconds)
         self._active += len(batch)
         self._metrics.jobs_running.inc(len(batch))
 
     async def _execute(self, attempt: Attempt) -> Outcome:
         ctx = attempt.ctx
-        outcome = Outcome("lost")  # if the attempt is torn down by a cancellation that is not ours
+        outcome: Outcome | None = None  # None: torn down by a cancellation that is not ours (lost)
         slot = False
         try:
             # No wait, unless the worker claimed ahead of its free slots. A job that waits longer than
@@ -162,6 +161,8 @@ class Attempts:
                 self._slots.release()
             if attempt.deadline_timer is not None:
                 attempt.deadline_timer.cancel()
+            if outcome is None:
+                outcome = Outcome("lost")
             outcome.unwritten = ctx.settle()
             self._active -= 1
             self.slot_freed.set()
@@ -172,10 +173,9 @@ class Attempts:
         """The attempt in its slot, in a span of its own."""
         ctx = attempt.ctx
         structlog.contextvars.bind_contextvars(job_id=ctx.id, tenant=ctx.tenant, kind=ctx.job.kind)
-        outcome = Outcome("lost")
+        outcome: Outcome | None = None
         # A child of the span that submitted the job (its request, its parent job), wherever that ran.
-        parent = incoming({TRACEPARENT: ctx.job.trace_parent}) if ctx.job.trace_parent else None
-        span = self._tracer.start_span(f"job {ctx.job.kind}", context=parent, kind=SpanKind.CONSUMER)
+        span = continued_span(self._tracer, f"job {ctx.job.kind}", ctx.job.trace_parent, SpanKind.CONSUMER)
         recording = span.is_recording()  # not sampled, or no exporter: no attributes to build (a no-op job's 5%)
         if recording:
             span.set_attributes(
@@ -196,8 +196,8 @@ class Attempts:
         finally:
             otel_context.detach(token)
             if recording:
-                span.set_attribute("inferline.job.outcome", outcome.kind)
-                if outcome.kind == "failed":
+                span.set_attribute("inferline.job.outcome", "lost" if outcome is None else outcome.kind)
+                if outcome is not None and outcome.kind == "failed":
                     span.set_status(Status(StatusCode.ERROR, outcome.message or "failed"))
             span.end()
         return outcome

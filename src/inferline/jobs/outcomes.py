@@ -14,7 +14,7 @@ from inferline.events import outbox
 from inferline.jobs import webhooks
 from inferline.jobs.model import JSON, Job, JobStatus, RetryPolicy, WebhookEvent, canceled_fields, plan_failure
 from inferline.jobs.store import JobStore
-from inferline.metrics import Metrics
+from inferline.metrics import Metrics, observe_all
 
 _LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None}
 
@@ -120,10 +120,15 @@ def _one_statement(engine: AsyncEngine, items: list[tuple[Job, Outcome]]) -> boo
     outcomes of one kind, with no stage or progress left unwritten that others lack)."""
     if engine.dialect.name != "postgresql" or engine.get_execution_options().get(outbox.EVENTS_OPTION, False):
         return False
-    if any(job.webhook is not None for job, _ in items):
-        return False
-    kinds = {outcome.kind for _, outcome in items if outcome.kind != "lost"}
-    return len(kinds) <= 1 and not any(outcome.unwritten for _, outcome in items)
+    kind = None
+    for job, outcome in items:
+        if job.webhook is not None or outcome.unwritten:
+            return False
+        if outcome.kind != "lost":
+            if kind is not None and outcome.kind != kind:
+                return False
+            kind = outcome.kind
+    return True
 
 
 def _planned(
@@ -133,7 +138,7 @@ def _planned(
     for job, outcome in items:
         values = _values_for(job, outcome, now, policy, cancel_requested.get(job.id, False))
         if values is not None:
-            planned.append((job, outcome, outcome.unwritten | values))
+            planned.append((job, outcome, outcome.unwritten | values if outcome.unwritten else values))
     return planned
 
 
@@ -155,13 +160,15 @@ def _values_for(
 
 
 def _columns(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: value.value if isinstance(value, JobStatus) else value for key, value in values.items()}
+    """The values as the row's columns: the status as its text (the one enum an end writes)."""
+    status = values.get("status")
+    return values | {"status": status.value} if isinstance(status, JobStatus) else dict(values)
 
 
 def _observe_finished(metrics: Metrics, finished: list[tuple[Job, dict[str, Any]]]) -> None:
     """Count the jobs (as claimed, and the values their end wrote) that ended for good."""
     counts: dict[tuple[str, str], int] = {}
-    durations: dict[tuple[str, str], Any] = {}  # label children looked up once per kind, status and batch
+    durations: dict[tuple[str, str], list[float]] = {}  # observed once per kind, status and batch
     for job, values in finished:
         status = values["status"]
         if not status.is_terminal:  # the one-statement path passes every end it wrote
@@ -170,10 +177,9 @@ def _observe_finished(metrics: Metrics, finished: list[tuple[Job, dict[str, Any]
         counts[key] = counts.get(key, 0) + 1
         started_at = values.get("started_at", job.started_at)
         if started_at is not None and values.get("finished_at") is not None:
-            histogram = durations.get(key)
-            if histogram is None:
-                histogram = durations[key] = metrics.job_duration.labels(*key)
-            histogram.observe((values["finished_at"] - started_at).total_seconds())
+            durations.setdefault(key, []).append((values["finished_at"] - started_at).total_seconds())
+    for key, seconds in durations.items():
+        observe_all(metrics.job_duration.labels(*key), seconds)
     for key, count in counts.items():
         metrics.jobs_finished.labels(*key).inc(count)
 

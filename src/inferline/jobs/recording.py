@@ -60,7 +60,8 @@ class OutcomeRecorder:
                 return
             try:
                 for ctx, _ in batch:
-                    await ctx.writes_done()
+                    if ctx.writing:  # settled: a write that waits for the lock after this one has nothing to write
+                        await ctx.writes_done()
                 await self._record(batch)
             except BaseException as exc:
                 if not isinstance(exc, Exception) or db.unavailable(exc):

@@ -41,9 +41,14 @@ def running_update(columns: tuple[str, ...]) -> sa.Update:
 def finish_groups(rows: list[tuple[Job, dict[str, Any]]], now: datetime) -> dict[tuple[str, ...], list[dict[str, Any]]]:
     """The ends of attempts by the set of columns they write (each group in id order)."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    sorted_columns: dict[tuple[str, ...], tuple[str, ...]] = {}  # the ends of one kind list their columns alike
     for job, values in sorted(rows, key=lambda row: row[0].id):
         assert values["updated_at"] == now and values["lease_owner"] is None
-        groups.setdefault(tuple(sorted(values)), []).append({"_id": job.id, **values})
+        columns = tuple(values)
+        group = sorted_columns.get(columns)
+        if group is None:
+            group = sorted_columns[columns] = tuple(sorted(columns))
+        groups.setdefault(group, []).append({"_id": job.id, **values})
     return groups
 
 

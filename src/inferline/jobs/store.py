@@ -47,8 +47,16 @@ _KIND_LIMIT_LOCK = 0x1F4E_0001
 
 
 def job_from_row(row: Mapping[Any, Any]) -> Job:
-    values = dict(row)
-    values["status"] = JobStatus(values["status"])
+    return _job_from_values(dict(row))
+
+
+_STATUSES = {status.value: status for status in JobStatus}
+
+
+def _job_from_values(values: dict[str, Any]) -> Job:
+    """`job_from_row` of a dict made for it (changed in place)."""
+    status = values["status"]
+    values["status"] = _STATUSES.get(status) or JobStatus(status)
     values["webhook_events"] = values.get("webhook_events") or []
     if values.keys() != _JOB_DATACLASS_FIELDS:  # a partial row: the constructor fills the defaults
         return Job(**values)
@@ -282,15 +290,14 @@ class JobStore:
             params["ids"] = chosen
         else:  # the common case: select and update in one statement, one round trip
             update = sql.claim_update(tuple(allowed), self.dialect == "postgresql")
-        rows: Sequence[Mapping[Any, Any]]
         if self.dialect == "mysql":
             rows = await mysql.claim(self.conn, kinds=None if slots else allowed, ids=chosen, params=params)
+            claimed = [job_from_row(row) for row in rows]
         else:
             result = await self.conn.execute(update, params)
-            # Plain dicts from the rows' tuples: a RowMapping builds a view of its keys for every row.
+            # Each job from a dict of its row's tuple: a RowMapping builds a view of its keys for every row.
             keys = list(result.keys())
-            rows = [dict(zip(keys, row, strict=True)) for row in result]
-        claimed = [job_from_row(row) for row in rows]
+            claimed = [_job_from_values(dict(zip(keys, row, strict=True))) for row in result]
         claimed.sort(key=lambda job: (job.priority, job.fair_seq, job.id))
         await self._record(("job.running", job, None) for job in claimed)
         return claimed
