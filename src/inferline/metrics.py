@@ -206,7 +206,7 @@ def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
     observes two per job). It reads prometheus_client's own fields (`_upper_bounds`, `_buckets`, `_sum`,
     test_metrics.py checks they count as `observe` does); without them, one `observe` per amount."""
     bounds: list[float] | None = getattr(histogram, "_upper_bounds", None)
-    if bounds is None or len(amounts) < 2:
+    if bounds is None or len(amounts) < 2 or not hasattr(histogram, "_buckets") or not hasattr(histogram, "_sum"):
         for amount in amounts:
             histogram.observe(amount)
         return

@@ -81,7 +81,9 @@ def continued_span(tracer: Tracer, name: str, traceparent: str | None, kind: Spa
     return tracer.start_span(name, context=parent, kind=kind)
 
 
-_DRAW_LOCK = threading.Lock()  # a log line of `to_thread` code may read a span's ids as the loop does
+# A log line of `to_thread` code may read a span's ids as the loop does. Re-entrant: drawing a span's ids
+# reads its parent's, which may be another DeferredSpan's drawn in the same thread.
+_DRAW_LOCK = threading.RLock()
 
 
 class DeferredSpan(NonRecordingSpan):

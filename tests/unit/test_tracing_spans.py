@@ -61,3 +61,20 @@ def test_with_an_endpoint_a_job_span_records_from_its_start() -> None:
         span.end()
     finally:
         tracing.provider.shutdown()
+
+
+def test_a_deferred_span_inside_another_reads_its_parents_trace_without_waiting_on_itself() -> None:
+    """Drawing the inner span's ids reads the outer's, whose draw takes the same lock in the same thread."""
+    tracer = Tracing(None).tracer
+    outer = continued_span(tracer, "job outer", None, SpanKind.CONSUMER)
+    token = otel_context.attach(set_span_in_context(outer))
+    try:
+        inner = continued_span(tracer, "job inner", None, SpanKind.CONSUMER)
+    finally:
+        otel_context.detach(token)
+    read: list[int] = []
+    reader = threading.Thread(target=lambda: read.append(inner.get_span_context().trace_id), daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    assert read, "the inner span's draw waited on the lock its own thread held"
+    assert read == [outer.get_span_context().trace_id]

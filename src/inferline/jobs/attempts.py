@@ -122,10 +122,10 @@ class Attempts:
                 loop = asyncio.get_running_loop()
                 attempt.deadline_timer = loop.call_later(delay_s, attempt.interrupt, "deadline")
             attempt.task = asyncio.create_task(self._execute(attempt), name=f"job:{job.id}")
+        self._active += len(batch)  # counted before anything else can raise: the claim limit depends on it
+        self._metrics.jobs_running.inc(len(batch))
         for kind, seconds in queue_wait.items():
             observe_all(self._metrics.queue_wait.labels(kind), seconds)
-        self._active += len(batch)
-        self._metrics.jobs_running.inc(len(batch))
 
     async def _execute(self, attempt: Attempt) -> Outcome:
         ctx = attempt.ctx

@@ -60,8 +60,7 @@ class OutcomeRecorder:
                 return
             try:
                 for ctx, _ in batch:
-                    if ctx.writing:  # settled: a write that waits for the lock after this one has nothing to write
-                        await ctx.writes_done()
+                    await ctx.writes_done()  # even when none is in flight now: one may wait to take the lock
                 await self._record(batch)
             except BaseException as exc:
                 if not isinstance(exc, Exception) or db.unavailable(exc):
