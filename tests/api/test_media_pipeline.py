@@ -107,9 +107,9 @@ async def test_a_projects_photos_with_korean_captions_and_its_song_become_its_vi
     # Each transition started and ended on the frames its clips' encodes wrote: no clip decoded for them.
     made = {"generator": "xfade", "fallback_reason": "no frame interpolation model is configured", "stills_decoded": 0}
     assert result["transitions"] == [made] * 2
-    # Each clip probed once, by the stage that made it (the render joins them as checked), then the song and
-    # the video by the render.
-    assert started(probes) == 3 + 2 + 1 + 2
+    # Each clip probed once, by the stage that made it (the render joins them as checked and the song as
+    # checked at its upload), then the video by the render.
+    assert started(probes) == 3 + 2 + 1 + 1
 
     project = (await api.client.get(f"/api/v1/projects/{project_id}")).json()
     assert (project["video_file_id"], project["poster_file_id"]) == (result["video_file_id"], result["poster_file_id"])

@@ -176,6 +176,7 @@ class _Run:
             clip_file_ids=[result["file_id"] for result in in_order],
             clips=[clip_facts(result) for result in in_order],
             music_file_id=self.plan.music_file_id,
+            music_checked=self.plan.music_file_id is not None,
             **self._frame(),
         )
         await self.phase("render", [Child("render", self._request(RENDER, render))])
