@@ -30,6 +30,7 @@ from inferline import db
 from inferline.errors import NonRetryable
 from inferline.jobs.children import child_key
 from inferline.jobs.model import Job
+from inferline.jobs.store import JobStore
 from inferline.jobs.testing import MemoryContext
 from inferline.media.options import CanvasInput, ClipFacts, LastClipInput, RenderInput, TransitionInput
 from inferline.media.probe import probe
@@ -231,6 +232,28 @@ async def test_a_canceled_stage_stops_ffmpeg_and_leaves_no_file_no_work_director
         await task
     assert asyncio.get_running_loop().time() - started < 1.0
     assert await file_count(api) == before and leftovers(api) == []
+
+
+async def test_a_stage_asked_to_stop_since_its_last_heartbeat_ends_without_its_files(
+    media_api: Api, tmp_path: Path
+) -> None:
+    # A pipeline's child whose cancel its worker has not yet seen (the pipeline marked it and stopped waiting).
+    api = media_api
+    photo = await upload(api, photo_bytes(tmp_path, 4), "d.jpg")
+    before = await file_count(api)
+    job = replace(Job.running_now(kind="canvas", tenant=TENANT), cancel_requested=True)
+    async with db.write(api.services.engine) as conn:
+        await JobStore(conn).add([job])
+    data = CanvasInput(photo_file_id=photo, resolution="180p", fps=10, duration_s=1, end_frames=True)
+    with pytest.raises(NonRetryable, match="canceled"):
+        await run_canvas(api.services.media, MemoryContext(job), data)
+    assert await file_count(api) == before and leftovers(api) == []
+    # Not asked to stop: the same stage stores its clip and frames.
+    other = Job.running_now(kind="canvas", tenant=TENANT)
+    async with db.write(api.services.engine) as conn:
+        await JobStore(conn).add([other])
+    await run_canvas(api.services.media, MemoryContext(other), data)
+    assert await file_count(api) == before + 3
 
 
 async def test_an_output_past_the_tenants_quota_fails_the_stage_and_leaves_nothing(
