@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import platform
 import resource
+import sqlite3
 import sys
 import tempfile
 import time
@@ -220,7 +222,24 @@ async def pipeline(
             job = (await client.get(f"/api/v1/jobs/{job['id']}")).json()
         elapsed, run_cpu_s = time.perf_counter() - started, process_cpu_s(server) - run_cpu_before
     assert job["status"] == "succeeded", job["error"]
+    stages_report(data_dir / "inferline.db", job["id"], elapsed, slots)
     return elapsed, float(job["result"]["duration_s"]), children_cpu_s() - cpu_before, run_cpu_s
+
+
+def stages_report(database: Path, job_id: str, elapsed_s: float, slots: int) -> None:
+    """Each stage kind's wall time (its children's last attempts, started to finished) and, with one slot
+    (the children one after the other), the run's time outside them: the pipeline's own scheduling."""
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        rows = conn.execute(
+            "SELECT kind, started_at, finished_at FROM jobs WHERE idempotency_key LIKE ?",
+            (f"%child:{job_id}:%",),
+        ).fetchall()
+    spans = {kind: 0.0 for kind, _, _ in rows}
+    for kind, started, finished in rows:
+        spans[kind] += (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    shown = ", ".join(f"{kind} {seconds:.1f} s" for kind, seconds in sorted(spans.items()))
+    outside = f"; outside them {elapsed_s - sum(spans.values()):.1f} s" if slots == 1 else ""
+    print(f"  {slots} slot(s): {len(rows)} stage jobs: {shown}{outside} (run {elapsed_s:.1f} s)", flush=True)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ fails leaves nothing of its own (no clip, work directory, part file or ffmpeg pr
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -107,9 +108,9 @@ async def test_a_projects_photos_with_korean_captions_and_its_song_become_its_vi
     # Each transition started and ended on the frames its clips' encodes wrote: no clip decoded for them.
     made = {"generator": "xfade", "fallback_reason": "no frame interpolation model is configured", "stills_decoded": 0}
     assert result["transitions"] == [made] * 2
-    # Each clip probed once, by the stage that made it (the render joins them as checked), then the song and
-    # the video by the render.
-    assert started(probes) == 3 + 2 + 1 + 2
+    # Each clip probed once, by the stage that made it (the render joins them as checked and the song as
+    # checked at its upload), then the video by the render.
+    assert started(probes) == 3 + 2 + 1 + 1
 
     project = (await api.client.get(f"/api/v1/projects/{project_id}")).json()
     assert (project["video_file_id"], project["poster_file_id"]) == (result["video_file_id"], result["poster_file_id"])
@@ -191,3 +192,26 @@ def test_a_clip_result_of_an_earlier_version_gives_no_facts_so_the_render_probes
     assert clip_facts(checked) is None  # no `fps`, and its length was the plan's, not measured
     facts = clip_facts(checked | {"fps": 10.0})
     assert facts is not None and (facts.duration_s, facts.width, facts.height, facts.fps) == (2.0, 320, 180, 10.0)
+
+
+async def test_a_canceled_run_stops_its_running_ffmpeg_within_a_second_and_leaves_nothing(
+    make_api: MakeApi, tmp_path: Path
+) -> None:
+    # A heartbeat far apart: the cancel stops the jobs this process runs at once, not at the next beat.
+    async with make_api(workers=1, media_ffmpeg_threads=1, heartbeat_s=10.0) as api:
+        project_id = await new_project(api, tmp_path, 2)
+        job = await run(api, project_id, fps=30, photo_s=20, transition_s=10)
+        root = str(api.services.media.work_root)
+        await eventually(lambda: processes_mentioning(root), bool, timeout_s=30, interval_s=0.02)
+        canceled_at = time.monotonic()
+        canceled = await api.client.post(f"/api/v1/projects/{project_id}/cancel")
+        assert canceled.status_code == 200, canceled.text
+        await eventually(lambda: processes_mentioning(root), lambda found: not found, timeout_s=30, interval_s=0.02)
+        stopped_s = time.monotonic() - canceled_at
+        done = await api.wait(job["id"])
+        ended_s = time.monotonic() - canceled_at
+        assert done["status"] == "canceled"
+        assert await file_ids(api) == await asset_file_ids(api, project_id)
+        assert leftovers(api) == []
+        print(f"ffmpeg stopped after {stopped_s:.2f} s, the run canceled after {ended_s:.2f} s")
+        assert stopped_s <= 1.0 and ended_s <= 5.0

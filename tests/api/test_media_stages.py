@@ -30,6 +30,7 @@ from inferline import db
 from inferline.errors import NonRetryable
 from inferline.jobs.children import child_key
 from inferline.jobs.model import Job
+from inferline.jobs.store import JobStore
 from inferline.jobs.testing import MemoryContext
 from inferline.media.options import CanvasInput, ClipFacts, LastClipInput, RenderInput, TransitionInput
 from inferline.media.probe import probe
@@ -233,6 +234,28 @@ async def test_a_canceled_stage_stops_ffmpeg_and_leaves_no_file_no_work_director
     assert await file_count(api) == before and leftovers(api) == []
 
 
+async def test_a_stage_asked_to_stop_since_its_last_heartbeat_ends_without_its_files(
+    media_api: Api, tmp_path: Path
+) -> None:
+    # A pipeline's child whose cancel its worker has not yet seen (the pipeline marked it and stopped waiting).
+    api = media_api
+    photo = await upload(api, photo_bytes(tmp_path, 4), "d.jpg")
+    before = await file_count(api)
+    job = replace(Job.running_now(kind="canvas", tenant=TENANT), cancel_requested=True)
+    async with db.write(api.services.engine) as conn:
+        await JobStore(conn).add([job])
+    data = CanvasInput(photo_file_id=photo, resolution="180p", fps=10, duration_s=1, end_frames=True)
+    with pytest.raises(NonRetryable, match="canceled"):
+        await run_canvas(api.services.media, MemoryContext(job), data)
+    assert await file_count(api) == before and leftovers(api) == []
+    # Not asked to stop: the same stage stores its clip and frames.
+    other = Job.running_now(kind="canvas", tenant=TENANT)
+    async with db.write(api.services.engine) as conn:
+        await JobStore(conn).add([other])
+    await run_canvas(api.services.media, MemoryContext(other), data)
+    assert await file_count(api) == before + 3
+
+
 async def test_an_output_past_the_tenants_quota_fails_the_stage_and_leaves_nothing(
     make_api: MakeApi, tmp_path: Path
 ) -> None:
@@ -292,6 +315,39 @@ async def test_a_pipelines_render_joins_its_clips_as_their_stages_checked_them_a
     log.unlink()
     await run_render(deps, MemoryContext(tenant=TENANT), data.model_copy(update={"clips": facts}))
     assert started(log) == 3 + 1
+
+
+async def test_a_pipelines_render_trusts_the_song_it_says_was_checked_and_a_callers_render_probes_it(
+    media_api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api, deps = media_api, media_api.services.media
+    photo = await upload(api, photo_bytes(tmp_path, 7), "g.jpg")
+    song = await upload(api, song_bytes(2.0), "song.wav")
+    clip = await run_canvas(
+        deps, MemoryContext(tenant=TENANT), CanvasInput(photo_file_id=photo, resolution="180p", fps=10, duration_s=1)
+    )
+    facts = ClipFacts.model_validate({key: clip[key] for key in ("duration_s", "width", "height", "fps")})
+    path, log = logged_ffprobe(tmp_path / "bin")
+    monkeypatch.setenv("PATH", path)
+    data = RenderInput(
+        clip_file_ids=[clip["file_id"]],
+        clips=[facts],
+        music_file_id=song,
+        music_checked=True,
+        resolution="180p",
+        fps=10,
+    )
+    child = replace(Job.running_now(kind="render", tenant=TENANT), idempotency_key=child_key("pipeline-job", "render"))
+    video = await run_render(deps, MemoryContext(child), data)
+    assert video["duration_s"] == pytest.approx(1.0, abs=0.01)
+    assert started(log) == 1  # the video's check only
+    made = await probe(await content(api, video["file_id"], tmp_path / "video.mp4"))
+    assert made.audio_codec == "aac"
+
+    # A render a caller submits is not held to what its input claims of the song (nor of the clip): both probed.
+    log.unlink()
+    await run_render(deps, MemoryContext(tenant=TENANT), data)
+    assert started(log) == 1 + 1 + 1
 
 
 async def test_a_transition_decodes_the_clips_for_the_stills_it_is_not_given_or_that_are_gone(

@@ -1,9 +1,15 @@
 """Heartbeats: a worker renews the leases of all its running jobs in one UPDATE, which also tells it of cancel
 requests (a cancel is therefore seen within `heartbeat_s`) and of leases it lost. The renewal never waits for a
-row another write holds (`JobStore.renew_leases`): that lease is renewed at the next beat."""
+row another write holds (`JobStore.renew_leases`): that lease is renewed at the next beat.
+
+A cancel committed in the process that runs the job (`serve`: the API and its workers) stops it at once
+(`stop_here`), without waiting for the beat: a media stage's ffmpeg ends within its SIGTERM grace."""
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+from collections.abc import Iterable
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -39,3 +45,27 @@ async def beat(
                 attempt.interrupt(LEASE_LOST)
         elif state.cancel_requested:
             attempt.interrupt("canceled")
+
+
+# The attempts of this process's workers, each with the event loop its jobs run on.
+_HERE: weakref.WeakKeyDictionary[Attempts, asyncio.AbstractEventLoop] = weakref.WeakKeyDictionary()
+
+
+def runs_here(attempts: Attempts, loop: asyncio.AbstractEventLoop) -> None:
+    _HERE[attempts] = loop
+
+
+def gone_from_here(attempts: Attempts) -> None:
+    _HERE.pop(attempts, None)
+
+
+def stop_here(job_ids: Iterable[str]) -> None:
+    """Interrupt these jobs (their cancel committed) where a worker of this process runs them, as the next beat
+    would; the others' workers see the cancel at their beat."""
+    wanted = list(job_ids)
+    for attempts, loop in list(_HERE.items()):
+        for job_id in wanted:
+            try:
+                loop.call_soon_threadsafe(attempts.interrupt, job_id, "canceled")
+            except RuntimeError:  # its loop is closed: the worker is gone
+                break

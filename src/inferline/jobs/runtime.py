@@ -113,6 +113,7 @@ class Worker:
 
     async def start(self) -> None:
         self.metrics.active_workers.inc()
+        heartbeats.runs_here(self.attempts, asyncio.get_running_loop())
         loops = [self._claim_loop, self._heartbeat_loop, self._complete_loop]
         if self.config.reaps:
             loops.append(self._reap_loop)
@@ -124,6 +125,7 @@ class Worker:
 
         Loops are not cancelled but told to halt, so none is cut off inside a database call."""
         self._stopping = True
+        heartbeats.gone_from_here(self.attempts)
         self.attempts.slot_freed.set()
         self.wakeup.notify()
         await asyncio.gather(self._loops[0], return_exceptions=True)  # the claim loop sees _stopping

@@ -15,7 +15,7 @@ from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import NotFound
 from inferline.events import outbox
-from inferline.jobs import webhooks
+from inferline.jobs import heartbeats, webhooks
 from inferline.jobs.children import cancel_children
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job, JobStatus, WebhookEvent
@@ -60,7 +60,8 @@ async def cancel_job(engine: AsyncEngine, *, tenant: str, job_id: str) -> Job:
         await store.save(updated, expect_status=job.status)
         if updated.status is JobStatus.CANCELED:
             await webhooks.enqueue(conn, updated, WebhookEvent.COMPLETED, now)
-        await cancel_children(conn, tenant=tenant, parent_id=job_id)
+        children = await cancel_children(conn, tenant=tenant, parent_id=job_id)
+    heartbeats.stop_here(job.id for job in [updated, *children] if job.status is JobStatus.RUNNING)
     return updated
 
 

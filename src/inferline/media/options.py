@@ -84,6 +84,11 @@ class RenderInput(Frame):
         description="each clip as its stage checked it (the pipeline passes them; honoured only in a render a "
         "pipeline submitted); a clip without them is probed",
     )
+    music_checked: bool = Field(
+        default=False,
+        description="the song is a project's audio asset, checked when it was uploaded (the pipeline says so; "
+        "honoured only in a render a pipeline submitted); otherwise the render probes it",
+    )
 
     @model_validator(mode="after")
     def _facts_match_clips(self) -> RenderInput:

@@ -31,6 +31,7 @@ from inferline.clock import utcnow
 from inferline.errors import NonRetryable
 from inferline.files.service import remove_blobs
 from inferline.files.store import delete_file_rows, stored_files
+from inferline.jobs import heartbeats
 from inferline.jobs.children import Child, ChildJobs, cancel_children, key_prefix
 from inferline.jobs.context import LEASE_LOST, SHUTDOWN, JobContext
 from inferline.jobs.model import Job, JobStatus
@@ -176,6 +177,7 @@ class _Run:
             clip_file_ids=[result["file_id"] for result in in_order],
             clips=[clip_facts(result) for result in in_order],
             music_file_id=self.plan.music_file_id,
+            music_checked=self.plan.music_file_id is not None,
             **self._frame(),
         )
         await self.phase("render", [Child("render", self._request(RENDER, render))])
@@ -313,7 +315,8 @@ async def discard_children(deps: MediaDeps, ctx: JobContext) -> None:
     """Cancel the run's unfinished children, wait until they all have stopped (a stopped stage removes its
     own work directory and any file it was storing), then delete the files the finished ones made."""
     async with db.write(deps.engine) as conn:
-        await cancel_children(conn, tenant=ctx.tenant, parent_id=ctx.id)
+        canceled = await cancel_children(conn, tenant=ctx.tenant, parent_id=ctx.id)
+    heartbeats.stop_here(job.id for job in canceled if job.status is JobStatus.RUNNING)
     children = await _children_stopped(deps, ctx)
     made = files_made([job.result for job in children if job.status is JobStatus.SUCCEEDED and job.result])
     await delete_files(deps, ctx.tenant, made)

@@ -23,6 +23,8 @@ from inferline.files import sniff
 from inferline.files.service import FileInfo, blob_path, get_file, receive_file, record_file, remove_blobs
 from inferline.files.store import delete_file_rows
 from inferline.jobs.context import JobContext
+from inferline.jobs.model import JobStatus
+from inferline.jobs.store import JobStore
 from inferline.media import images
 from inferline.media.deps import MediaDeps
 from inferline.media.probe import MediaInfo, PictureCheck, picture_problems, probe
@@ -99,7 +101,21 @@ async def store_outputs(
     if ctx.cancel_reason is not None:  # canceled while storing: the attempt ends canceled, without its files
         await despite_cancel(delete_files(deps, ctx.tenant, stored))
         raise Canceled(ctx.cancel_reason)
+    if await _cancel_recorded(deps, ctx):
+        # Asked to stop since the last heartbeat (a pipeline's cancel marks its children): a canceled
+        # pipeline deletes only the files of the children it saw succeed, so one that succeeded after it
+        # stopped waiting would leave its files. Failing now, the job is recorded canceled (a cancel
+        # requested wins over a failure), without them.
+        await despite_cancel(delete_files(deps, ctx.tenant, stored))
+        raise NonRetryable("canceled while its output was stored")
     return done
+
+
+async def _cancel_recorded(deps: MediaDeps, ctx: JobContext) -> bool:
+    """Whether the job's row asks it to stop (a job run outside the queue has no row)."""
+    async with db.read(deps.engine) as conn:
+        job = await JobStore(conn).get(ctx.id, tenant=ctx.tenant)
+    return job is not None and (job.cancel_requested or job.status is JobStatus.CANCELED)
 
 
 async def _received(deps: MediaDeps, ctx: JobContext, path: Path, content_type: str) -> FileInfo:

@@ -312,7 +312,9 @@ async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dic
         music = None
         if data.music_file_id is not None:
             music = await input_file(deps, ctx, data.music_file_id, field="music_file_id", types=sniff.AUDIO)
-            await check_audio(music.path, deps.limits.max_audio_s)
+            # A pipeline's song is a project's audio asset, checked when it was uploaded: one process start less.
+            if not (data.music_checked and is_child(ctx.job)):
+                await check_audio(music.path, deps.limits.max_audio_s)
         async with deps.workspaces.open(ctx.id) as work:
             await ctx.stage("render_concat")
             part = work.part("video.mp4")
