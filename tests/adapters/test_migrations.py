@@ -6,11 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from inferline import schema
+from inferline import db, schema
+from inferline.clock import utcnow
+from inferline.jobs.store import JobStore
+from inferline.jobs.submission import JobRequest, new_job
+from inferline.schema import jobs
 
 pytestmark = pytest.mark.mariadb_too  # the job store's contract tests run there on this schema
 
@@ -22,3 +27,21 @@ async def test_migrations_match_the_declared_schema(engine: AsyncEngine) -> None
 
     async with engine.connect() as conn:
         assert await conn.run_sync(differences) == []
+
+
+async def test_a_lease_is_refused_on_a_job_that_is_not_running(engine: AsyncEngine) -> None:
+    """CHECK `ck_jobs_lease_running` (migration 0017; Alembic does not compare CHECK constraints): a write
+    that leaves an owner on a queued or ended job fails on every engine; a running job takes one."""
+    now = utcnow()
+    async with db.write(engine) as conn:
+        await JobStore(conn).add(
+            [new_job(JobRequest(kind="echo", input={}), tenant="a", now=now, default_max_attempts=1)]
+        )
+    for status in ("queued", "succeeded"):
+        with pytest.raises(sa.exc.DBAPIError, match=r"ck_jobs_lease_running|CHECK constraint"):
+            async with db.write(engine) as conn:
+                await conn.execute(jobs.update().values(status=status, lease_owner="w"))
+    async with db.write(engine) as conn:
+        await conn.execute(jobs.update().values(status="running", lease_owner="w"))
+    async with db.read(engine) as conn:
+        assert (await conn.execute(sa.select(jobs.c.status, jobs.c.lease_owner))).one() == ("running", "w")

@@ -17,8 +17,9 @@ from tests.api.test_files_api import stored, upload
 from inferline import db
 from inferline.api.routes import files
 from inferline.files.service import delete_file
-from inferline.files.store import delete_row, hold_files
+from inferline.files.store import delete_row, hold_files, release_files
 from inferline.jobs.submission import JobRequest
+from inferline.schema import jobs
 
 
 @pytest.fixture
@@ -172,3 +173,19 @@ async def test_files_a_kind_names_under_its_own_fields_are_held_like_file_id(fil
     assert (await files_api.client.post(f"/api/v1/jobs/{job_id}/cancel")).status_code == 200
     for made in (cover, page):  # a canceled job needs its files no more
         assert (await files_api.client.delete(f"/api/v1/files/{made['id']}")).status_code == 204
+
+
+async def test_a_release_keeps_a_file_a_queued_job_names_under_any_field(files_api: Api) -> None:
+    """`release_files` (a document replaced or deleted) keeps a file while a queued job names it, under any
+    `FileId` field (`collage`'s `cover`), as `job_files` records; the check read `input.file_id` only."""
+    made = await upload(files_api.client, b"a cover")
+    job = await files_api.client.post("/api/v1/jobs", json={"kind": "collage", "input": {"cover": made["id"]}})
+    assert job.status_code == 201, job.text
+    engine = files_api.services.engine
+    async with db.write(engine) as conn:
+        assert await release_files(conn, "default", [made["id"]]) == []
+    assert (await files_api.client.get(f"/api/v1/files/{made['id']}/content")).content == b"a cover"
+    async with db.write(engine) as conn:
+        await conn.execute(jobs.update().where(jobs.c.id == job.json()["id"]).values(status="succeeded"))
+    async with db.write(engine) as conn:
+        assert await release_files(conn, "default", [made["id"]]) == [made["sha256"]]

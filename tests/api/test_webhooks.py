@@ -286,3 +286,38 @@ async def test_a_deleted_tenants_deliveries_do_not_starve_a_live_tenants(engine:
         assert [(row["id"], row["webhook_secret"]) for row in claimed] == [("l0", secret)]
     finally:
         await dispatcher.aclose()
+
+
+@pytest.mark.mariadb_too
+async def test_a_deleted_tenants_due_deliveries_fail_with_the_reason(engine: AsyncEngine) -> None:
+    """A delivery whose tenant is gone fails, as it comes due, with the reason: no claim takes it, and left
+    pending it would keep the earliest due time in the past, so the dispatcher looked (and claimed) each
+    poll instead of sleeping. A live tenant's and a not yet due one stay pending."""
+    now, secret = utcnow(), new_secret()
+    delivery = {"url": "http://127.0.0.1:9/", "event": "completed", "payload": {}, "status": "pending", "attempts": 0}
+    later = now + timedelta(hours=1)
+    async with db.write(engine) as conn:
+        await conn.execute(tenants.insert().values(name="live", webhook_secret=secret, created_at=now))
+        rows = [
+            delivery | {"id": "g0", "job_id": "g0", "tenant": "gone", "next_attempt_at": now, "created_at": now},
+            delivery | {"id": "g1", "job_id": "g1", "tenant": "gone", "next_attempt_at": now, "created_at": now},
+            delivery | {"id": "g2", "job_id": "g2", "tenant": "gone", "next_attempt_at": later, "created_at": now},
+            delivery | {"id": "l0", "job_id": "l0", "tenant": "live", "next_attempt_at": later, "created_at": now},
+        ]
+        await conn.execute(webhook_deliveries.insert(), rows)
+    options: dict[str, Any] = {"timeout_s": 1.0, "max_attempts": 3, "poll_s": 5.0, "policy": RetryPolicy()}
+    dispatcher = WebhookDispatcher(engine, outbound=OutboundPolicy(), **options)
+    try:
+        await dispatcher._step()
+        assert await dispatcher._until_due() > 0  # nothing due is left: it sleeps
+    finally:
+        await dispatcher.aclose()
+    d = webhook_deliveries
+    async with db.read(engine) as conn:
+        found = {row.id: (row.status, row.last_error) for row in await conn.execute(sa.select(d).order_by(d.c.id))}
+    assert found == {
+        "g0": ("failed", "the tenant was deleted"),
+        "g1": ("failed", "the tenant was deleted"),
+        "g2": ("pending", None),
+        "l0": ("pending", None),
+    }

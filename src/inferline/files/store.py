@@ -146,8 +146,13 @@ async def remove_unreferenced(conn: AsyncConnection, blobs: BlobStore, sha256s: 
 def _in_use() -> sa.ColumnElement[bool]:
     """A row of `files` that a queued or running job of its tenant names, a document is made from, or a
     media project holds (what `user_of` tells in words)."""
+    # Through `job_files` (its (tenant, file_id) index, then each job by primary key): the jobs that name
+    # this file, not every queued or running job of the table; it also knows every field that names a file.
     by_job = sa.exists().where(
-        jobs.c.tenant == files.c.tenant, jobs.c.status.in_(_ACTIVE), jobs.c.input["file_id"].as_string() == files.c.id
+        job_files.c.tenant == files.c.tenant,
+        job_files.c.file_id == files.c.id,
+        jobs.c.id == job_files.c.job_id,
+        jobs.c.status.in_(_ACTIVE),
     )
     by_document = sa.exists().where(
         collections.c.tenant == files.c.tenant,

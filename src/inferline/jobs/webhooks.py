@@ -14,8 +14,10 @@ import functools
 import hashlib
 import hmac
 import json
+import math
 import random
 import secrets
+import time
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -42,6 +44,9 @@ log = structlog.get_logger(__name__)
 # notices a draw from it in another thread).
 _JITTER = random.Random()
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format marker of the spec, not a secret
+ORPHAN_CHECK_S = 60.0  # how often a dispatcher fails the due deliveries of deleted tenants
+ORPHAN_BATCH = 500
+TENANT_DELETED = "the tenant was deleted"
 
 
 def new_secret() -> str:
@@ -185,6 +190,7 @@ class WebhookDispatcher:
         self._secret_joined = engine.dialect.name != "mysql"
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._tenant_sending: Counter[str] = Counter()
+        self._orphans_checked_at = -math.inf  # time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send due deliveries until `stop` is set, then wait for those in flight. Between claims it
@@ -205,6 +211,9 @@ class WebhookDispatcher:
                     set(self._sending.values()), timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED
                 )
                 return 0.0
+            if time.monotonic() - self._orphans_checked_at >= ORPHAN_CHECK_S:
+                await self.end_orphaned()
+                self._orphans_checked_at = time.monotonic()
             wait_s = await self._until_due()
             if wait_s > 0:
                 return wait_s
@@ -212,6 +221,38 @@ class WebhookDispatcher:
         except Exception:
             log.exception("webhook_dispatch_failed")
             return self.poll_s
+
+    async def end_orphaned(self) -> int:
+        """Fail the due deliveries whose tenant was deleted (no secret to sign them with, nobody to read
+        them); returns how many. No claim takes them, so they would stay pending for ever, and keep the
+        earliest due time in the past: every look would then claim, under the write lock, and find none.
+        Read first without locks, then ended by primary key: no locking read over `tenants`."""
+        d = webhook_deliveries
+        tenant_found = sa.select(sa.literal(1)).where(tenants.c.name == d.c.tenant).limit(1)
+        query = (
+            sa.select(d.c.id)
+            .where(d.c.status == "pending", d.c.next_attempt_at <= utcnow(), tenant_found.scalar_subquery().is_(None))
+            .limit(ORPHAN_BATCH)
+        )
+        ended = 0
+        while True:
+            async with db.read(self.engine) as conn:
+                ids = list((await conn.execute(query)).scalars())
+            if ids:
+                async with db.write(self.engine) as conn:
+                    result = await conn.execute(
+                        d.update()
+                        .where(d.c.id.in_(ids), d.c.status == "pending")
+                        .values(status="failed", last_error=TENANT_DELETED)
+                    )
+                ended += result.rowcount
+            if len(ids) < ORPHAN_BATCH:
+                break
+        if ended:
+            log.warning("webhook_tenant_deleted", deliveries=ended)
+            if self.metrics is not None:
+                self.metrics.webhook_deliveries.labels(result="failed").inc(ended)
+        return ended
 
     async def _until_due(self) -> float:
         """Seconds until the earliest pending delivery is due (<= 0: now), `poll_s` when none is."""

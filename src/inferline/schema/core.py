@@ -79,6 +79,8 @@ jobs = sa.Table(
     # The one index over running jobs (migration 0016): kind limits count them by kind, the reaper reads
     # them all; statements by owner name the job ids too, so they go by primary key.
     sa.Index("ix_jobs_status_kind", "status", "kind", postgresql_where=sa.text("status = 'running'")),
+    # A lease only on a running job (migration 0017): statements by owner need not name the status.
+    sa.CheckConstraint("lease_owner IS NULL OR status = 'running'", name="ck_jobs_lease_running"),
     sa.Index(
         "ux_jobs_tenant_idempotency",
         "tenant",

@@ -1,0 +1,64 @@
+"""Readers of the jobs table that run while the fleet works read the jobs they need through an index, not
+every job ever finished (PostgreSQL plans; the table holds 5,000 finished jobs and a few active ones)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferline import db
+from inferline.files import store as file_store
+from inferline.jobs.model import JobStatus
+from inferline.monitor.jobstats import queue_depth_query
+from inferline.schema import files
+
+# 5,000 finished jobs, 20 running, 50 queued; every tenth names a file of its tenant, as `job_files` records.
+_JOBS = """
+INSERT INTO jobs (id, kind, tenant, status, progress, attempts, max_attempts, priority, fair_seq, input,
+    cancel_requested, run_after, created_at, started_at, finished_at, updated_at, lease_owner)
+SELECT gen_random_uuid()::text, 'echo', 't' || (g % 5), s, 0, 1, 3, 0, g,
+    CASE WHEN g % 10 = 0 THEN jsonb_build_object('file_id', 'f' || g) ELSE '{}'::jsonb END,
+    false, now(), now(), CASE WHEN s <> 'queued' THEN now() END, CASE WHEN s = 'succeeded' THEN now() END,
+    now(), CASE WHEN s = 'running' THEN 'w' END
+FROM (SELECT g, CASE WHEN g <= 5000 THEN 'succeeded' WHEN g <= 5020 THEN 'running' ELSE 'queued' END AS s
+      FROM generate_series(1, 5070) g) numbered
+"""
+_JOB_FILES = """
+INSERT INTO job_files (job_id, file_id, tenant) SELECT id, input->>'file_id', tenant FROM jobs WHERE input ? 'file_id'
+"""
+_FILES = """
+INSERT INTO files (id, tenant, sha256, size, content_type, created_at)
+SELECT 'f' || g, 't' || (g % 5), md5(g::text) || md5(g::text), 1, 'text/plain', now()
+FROM generate_series(1, 5070, 10) g
+"""
+
+
+async def _plan(engine: AsyncEngine, query: sa.Executable) -> str:
+    async with db.read(engine) as conn:
+        text = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        return "\n".join((await conn.execute(sa.text("EXPLAIN " + text))).scalars())
+
+
+@pytest.fixture
+async def many_finished_jobs(engine: AsyncEngine) -> AsyncEngine:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("plans are PostgreSQL's")
+    async with db.write(engine) as conn:
+        for statement in (_JOBS, _JOB_FILES, _FILES, "ANALYZE jobs", "ANALYZE job_files", "ANALYZE files"):
+            await conn.execute(sa.text(statement))
+    return engine
+
+
+async def test_the_queue_depth_reads_only_queued_or_running_jobs(many_finished_jobs: AsyncEngine) -> None:
+    for status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        plan = await _plan(many_finished_jobs, queue_depth_query(status))
+        assert "Seq Scan on jobs" not in plan and "Index" in plan, plan
+
+
+async def test_a_files_use_by_jobs_is_found_through_job_files_not_every_active_job(
+    many_finished_jobs: AsyncEngine,
+) -> None:
+    ours = sa.and_(files.c.tenant == "t1", files.c.id.in_(["f11", "f21", "f31"]))
+    plan = await _plan(many_finished_jobs, sa.select(files.c.id).where(ours, ~file_store._in_use()))
+    assert "Seq Scan on jobs" not in plan and "ix_job_files_tenant_file" in plan, plan
