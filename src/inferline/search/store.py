@@ -204,8 +204,16 @@ class SearchStore:
         )
         return {status: int(count) for status, count in (await self.conn.execute(query)).all()}
 
-    async def delete_document(self, document_id: str) -> None:
-        await self.conn.execute(documents.delete().where(documents.c.id == document_id))
+    async def delete_document(self, collection_id: str, document_id: str) -> Document | None:
+        """The document deleted, as it was when deleted (so its file is the one it had then); None if there
+        was none."""
+        query = (
+            documents.delete()
+            .where(documents.c.collection_id == collection_id, documents.c.id == document_id)
+            .returning(*documents.columns)
+        )
+        row = (await self.conn.execute(query)).mappings().first()
+        return document_from_row(row) if row is not None else None
 
     async def mark_processing(
         self, collection_id: str, document_id: str, *, job_id: str, now: datetime
