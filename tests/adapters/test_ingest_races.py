@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from tests.adapters.test_ingest_kind import MODEL, Setup, hash16, ingest_context, ingest_input, setup_on
 
 from inferline import db
+from inferline.clock import utcnow
 from inferline.errors import NotFound
 from inferline.files.service import receive_file
 from inferline.jobs.testing import MemoryContext
@@ -29,6 +30,7 @@ from inferline.search.kind import SUPERSEDED, run_ingest
 from inferline.search.model import Collection, Document, DocumentStatus
 from inferline.search.pgvector import PgVectorIndex
 from inferline.search.qdrant import QdrantIndex
+from inferline.search.store import SearchStore
 from inferline.search.tokens import tokenize
 
 # The old content is several chunks of words the new one lacks, so a stale write shows in the count too.
@@ -235,3 +237,29 @@ async def test_an_upload_between_a_deletes_read_and_write_leaves_no_file_behind(
         left = (await conn.execute(sa.select(files.c.id).where(files.c.tenant == "t"))).scalars().all()
         used = (await conn.execute(sa.select(documents.c.file_id).where(documents.c.tenant == "t"))).scalars().all()
     assert set(left) == set(used)  # every file kept is a document's
+
+
+async def test_a_batchs_lock_and_marks_touch_only_the_documents_still_its_own(races: Races) -> None:
+    collection = await races.collection()
+    document = await races.upload(collection, NEW_TEXT, "new.txt")
+    now = utcnow()
+    async with db.write(races.search.engine) as conn:
+        store = SearchStore(conn)
+        assert await store.lock_current(collection.id, [document.id, "absent"], job_id=document.job_id) == {document.id}
+        assert await store.lock_current(collection.id, [document.id], job_id="an older batch") == set()
+        assert await store.lock_current(collection.id, [document.id], job_id=None) == set()  # not a stream's
+        for writer in ("an older batch", None):
+            failed = {document.id: "stale"}
+            assert await store.mark_indexed(collection.id, job_id=writer, ready={}, failed=failed, now=now) == []
+            assert (
+                await store.mark_indexed(collection.id, job_id=writer, ready={document.id: 7}, failed={}, now=now) == []
+            )
+    assert await races.reread(collection, document) == document  # queued, as its upload left it
+
+    async with db.write(races.search.engine) as conn:
+        ready = {document.id: 1}
+        assert (
+            await SearchStore(conn).mark_indexed(collection.id, job_id=document.job_id, ready=ready, failed={}, now=now)
+            == []
+        )
+    assert (await races.reread(collection, document)).status == DocumentStatus.READY
