@@ -278,10 +278,6 @@ class SearchStore:
         }
         return bool((await self.conn.execute(_mark_ready_of_job(), params)).rowcount)
 
-    async def set_document_status(self, document_id: str, *, status: str, error: str | None, now: datetime) -> None:
-        values = {"status": status, "error": error, "updated_at": now}
-        await self.conn.execute(documents.update().where(documents.c.id == document_id).values(**values))
-
     async def set_ingest_status(
         self, collection_id: str, document_id: str, *, job_id: str, status: str, error: str, now: datetime
     ) -> bool:
