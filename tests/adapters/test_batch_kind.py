@@ -22,6 +22,7 @@ from tests.conftest import sqlite_url
 
 from inferline import db
 from inferline.batches import kind as batch_kind
+from inferline.batches import upsert
 from inferline.batches.deps import BatchDeps
 from inferline.batches.kind import BatchInput, run_batch
 from inferline.batches.model import IN_PROGRESS, Batch
@@ -347,7 +348,9 @@ async def test_the_chunks_embedded_ahead_share_one_budget_of_predictions_in_the_
     assert most == 3  # at the budget, never past it (4 per chunk, up to 3 chunks at once without it)
 
 
-async def test_a_document_deleted_while_a_batch_indexes_it_leaves_no_chunk_behind(bulk: Bulk, tmp_path: Path) -> None:
+async def test_a_document_deleted_while_a_batch_indexes_it_waits_and_leaves_no_chunk_behind(
+    bulk: Bulk, tmp_path: Path
+) -> None:
     collection = await bulk.collection()
     batch = await bulk.batch(collection, [posting(1), posting(2)])
     await bulk.search.index.close()
@@ -355,13 +358,22 @@ async def test_a_document_deleted_while_a_batch_indexes_it_leaves_no_chunk_behin
     stalling.release.set()
     bulk.batches = replace(bulk.batches, search=replace(bulk.search, index=stalling))
 
-    async def delete_p1() -> None:  # through the documents API, between the rows and the index write
+    deleting: list[asyncio.Future[None]] = []
+    waited: list[bool] = []
+
+    async def delete_p1() -> None:  # through the documents API, while the chunk is written to the index
         stalling.on_upsert = None
         [p1] = [d for d, external in (await document_ids(bulk, collection)).items() if external == "p1"]
-        await delete_document(bulk.batches.search, collection=collection, document_id=p1)
+        deleting.append(
+            asyncio.ensure_future(delete_document(bulk.batches.search, collection=collection, document_id=p1))
+        )
+        await asyncio.sleep(0.3)
+        waited.append(not deleting[0].done())  # the rows are locked until the index write is whole
 
     stalling.on_upsert = delete_p1
     await bulk.run(batch)
+    await deleting[0]
+    assert waited == [True]
     remaining = await document_ids(bulk, collection)
     assert sorted(remaining.values()) == ["p2"]
     assert await stalling.count(collection.id) == 1  # p2's chunk; p1's went with its row
@@ -527,3 +539,90 @@ async def _only_batch(bulk: Bulk) -> Batch:
         found = await BatchStore(conn).batch("t", str(batch_id))
     assert found is not None
     return found
+
+
+class HeldAfterClaim:
+    """The first chunk upserted is held after its claim (its rows written, this writer's), before its
+    embedding and index write, until `release` is set: an older writer caught mid-chunk."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reached, self.release = asyncio.Event(), asyncio.Event()
+        index = upsert._index
+        held = [False]
+
+        async def held_index(*args: Any) -> Any:
+            if not held[0]:
+                held[0] = True
+                self.reached.set()
+                await self.release.wait()
+            return await index(*args)
+
+        monkeypatch.setattr(upsert, "_index", held_index)
+
+
+LIGHTHOUSE = "an uploaded text about lighthouse keepers, sent after the batch took the document"
+
+
+async def test_an_older_batch_overtaken_by_an_upload_and_its_ingest_leaves_the_newer_content(
+    bulk: Bulk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection = await bulk.collection()
+    held = HeldAfterClaim(monkeypatch)
+    running = asyncio.ensure_future(bulk.run(await bulk.batch(collection, [posting(1), posting(2)])))
+    await asyncio.wait_for(held.reached.wait(), 10)
+
+    file, uploaded = await upload_p1(bulk, collection, tmp_path, LIGHTHOUSE)
+    ingest = IngestInput(collection_id=collection.id, document_id=uploaded.id)
+    newer = await run_ingest(bulk.search, bulk.ocr, ingest_context(uploaded, {MODEL: hash16}), ingest)
+    held.release.set()
+    assert (await running)["completed"] == 2
+
+    document = await get_document(bulk.search, collection=collection, document_id=uploaded.id)
+    assert (document.status, document.file_id, document.job_id) == (DocumentStatus.READY, file.id, uploaded.job_id)
+    assert document.chunks == newer["chunks"] == 1 and document.sha256 == uploaded.sha256
+    assert set(await bulk.chunk_ids(collection, "lighthouse keepers")) == {uploaded.id}
+    assert uploaded.id not in await bulk.chunk_ids(collection, "posting 1")
+    assert await bulk.search.index.count(collection.id) == 2  # the upload's chunk and p2's
+
+
+async def test_an_older_batch_overtaken_by_an_upload_still_queued_writes_neither_row_nor_chunks(
+    bulk: Bulk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection = await bulk.collection()
+    held = HeldAfterClaim(monkeypatch)
+    running = asyncio.ensure_future(bulk.run(await bulk.batch(collection, [posting(1), posting(2)])))
+    await asyncio.wait_for(held.reached.wait(), 10)
+
+    _, uploaded = await upload_p1(bulk, collection, tmp_path, LIGHTHOUSE)
+    held.release.set()
+    await running
+
+    queued = await get_document(bulk.search, collection=collection, document_id=uploaded.id)
+    assert (queued.status, queued.job_id, queued.chunks) == (DocumentStatus.QUEUED, uploaded.job_id, 0)
+    assert uploaded.id not in await bulk.chunk_ids(collection, "posting 1")
+    ingest = IngestInput(collection_id=collection.id, document_id=uploaded.id)
+    assert (await run_ingest(bulk.search, bulk.ocr, ingest_context(uploaded, {MODEL: hash16}), ingest))["chunks"] == 1
+    assert set(await bulk.chunk_ids(collection, "lighthouse keepers")) == {uploaded.id}
+    assert await bulk.search.index.count(collection.id) == 2
+
+
+async def test_an_older_batch_overtaken_by_a_newer_batch_leaves_the_newer_records(
+    bulk: Bulk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection = await bulk.collection()
+    held = HeldAfterClaim(monkeypatch)
+    older = asyncio.ensure_future(bulk.run(await bulk.batch(collection, [posting(1)])))
+    await asyncio.wait_for(held.reached.wait(), 10)
+
+    ctx = bulk.context()
+    newer = posting(1, text="posting 1 rewritten: harbour pilot wanted", metadata={"n": 10})
+    assert (await bulk.run(await bulk.batch(collection, [newer]), ctx))["completed"] == 1
+    held.release.set()
+    assert (await older)["completed"] == 1
+
+    [(document_id, _)] = (await document_ids(bulk, collection)).items()
+    document = await get_document(bulk.search, collection=collection, document_id=document_id)
+    assert (document.status, document.job_id, document.metadata) == (DocumentStatus.READY, ctx.id, {"n": 10})
+    assert set(await bulk.chunk_ids(collection, "harbour pilot")) == {document_id}
+    assert await bulk.chunk_ids(collection, "welder") == {}
+    assert await bulk.search.index.count(collection.id) == 1

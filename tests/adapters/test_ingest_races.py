@@ -13,11 +13,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from tests.adapters.test_ingest_kind import MODEL, Setup, hash16, ingest_context, ingest_input, setup_on
 
+from inferline import db
+from inferline.clock import utcnow
 from inferline.errors import NotFound
 from inferline.files.service import receive_file
 from inferline.jobs.testing import MemoryContext
+from inferline.schema import documents, files
+from inferline.search import documents as documents_module
 from inferline.search.documents import add_document, delete_document
 from inferline.search.embedders import EmbedInput
 from inferline.search.index import ChunkRecord, IndexSpec, SearchIndex
@@ -25,6 +30,7 @@ from inferline.search.kind import SUPERSEDED, run_ingest
 from inferline.search.model import Collection, Document, DocumentStatus
 from inferline.search.pgvector import PgVectorIndex
 from inferline.search.qdrant import QdrantIndex
+from inferline.search.store import SearchStore
 from inferline.search.tokens import tokenize
 
 # The old content is several chunks of words the new one lacks, so a stale write shows in the count too.
@@ -208,3 +214,52 @@ async def test_a_document_deleted_while_its_ingest_runs_stays_deleted(races: Rac
     with pytest.raises(NotFound):
         await races.reread(collection, old)
     assert stale["skipped"] == SUPERSEDED
+
+
+async def test_an_upload_between_a_deletes_read_and_write_leaves_no_file_behind(
+    races: Races, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete that read the document in one transaction and deleted it in another released the file it
+    had read, not the one an upload in between gave the row: that file stayed, counted, with no document."""
+    collection = await races.collection()
+    old = await races.upload(collection, OLD_TEXT, "old.txt")
+    read_document = documents_module.get_document
+
+    async def upload_after_reading(*args: Any, **kwargs: Any) -> Document:
+        found = await read_document(*args, **kwargs)
+        await races.upload(collection, NEW_TEXT, "new.txt")
+        return found
+
+    monkeypatch.setattr(documents_module, "get_document", upload_after_reading)
+    await delete_document(races.search, collection=collection, document_id=old.id)
+
+    async with db.read(races.search.engine) as conn:
+        left = (await conn.execute(sa.select(files.c.id).where(files.c.tenant == "t"))).scalars().all()
+        used = (await conn.execute(sa.select(documents.c.file_id).where(documents.c.tenant == "t"))).scalars().all()
+    assert set(left) == set(used)  # every file kept is a document's
+
+
+async def test_a_batchs_lock_and_marks_touch_only_the_documents_still_its_own(races: Races) -> None:
+    collection = await races.collection()
+    document = await races.upload(collection, NEW_TEXT, "new.txt")
+    now = utcnow()
+    async with db.write(races.search.engine) as conn:
+        store = SearchStore(conn)
+        assert await store.lock_current(collection.id, [document.id, "absent"], job_id=document.job_id) == {document.id}
+        assert await store.lock_current(collection.id, [document.id], job_id="an older batch") == set()
+        assert await store.lock_current(collection.id, [document.id], job_id=None) == set()  # not a stream's
+        for writer in ("an older batch", None):
+            failed = {document.id: "stale"}
+            assert await store.mark_indexed(collection.id, job_id=writer, ready={}, failed=failed, now=now) == []
+            assert (
+                await store.mark_indexed(collection.id, job_id=writer, ready={document.id: 7}, failed={}, now=now) == []
+            )
+    assert await races.reread(collection, document) == document  # queued, as its upload left it
+
+    async with db.write(races.search.engine) as conn:
+        ready = {document.id: 1}
+        assert (
+            await SearchStore(conn).mark_indexed(collection.id, job_id=document.job_id, ready=ready, failed={}, now=now)
+            == []
+        )
+    assert (await races.reread(collection, document)).status == DocumentStatus.READY

@@ -18,8 +18,15 @@ import pytest
 import sqlalchemy as sa
 from google.protobuf import struct_pb2
 from pydantic import ValidationError
-from tests.adapters.test_batch_kind import Bulk, HashModel, bulk  # noqa: F401  # `bulk`: the fixture
-from tests.adapters.test_ingest_kind import DIM, MODEL
+from tests.adapters.test_batch_kind import (  # noqa: F401  # `bulk`: the fixture
+    LIGHTHOUSE,
+    Bulk,
+    HashModel,
+    HeldAfterClaim,
+    bulk,
+    upload_p1,
+)
+from tests.adapters.test_ingest_kind import DIM, MODEL, hash16, ingest_context
 from tests.helpers import eventually
 
 from inferline import db
@@ -33,6 +40,7 @@ from inferline.records.deps import RecordDeps, StreamLimits, StreamSlots
 from inferline.records.grpc import ServerLimits, ServerTls, peer_address, start_server
 from inferline.schema import documents
 from inferline.search.filters import FieldType
+from inferline.search.kind import IngestInput, run_ingest
 from inferline.search.model import Collection, DocumentStatus
 from inferline.search.store import SearchStore
 from inferline.search.tokens import tokenize
@@ -526,3 +534,35 @@ async def test_records_pushed_from_the_command_line_are_stored_and_a_second_push
     assert json.loads(out)["stored"] == 59 and len(await served.documents(collection)) == 59  # by custom_id
     code, _, err = await asyncio.to_thread(push_cli, *args, "--no-tls", "--ca-file", str(source))
     assert code == 2 and "--ca-file needs TLS" in err
+
+
+async def test_a_stream_overtaken_by_an_upload_and_its_ingest_leaves_the_newer_content(
+    serve: Serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = await serve(group_records=2)
+    collection = await served.collection()
+    held = HeldAfterClaim(monkeypatch)
+    acking = asyncio.ensure_future(acks_of(served.upload([record(1), record(2)])))
+    await asyncio.wait_for(held.reached.wait(), 10)
+
+    file, uploaded = await upload_p1(served.bulk, collection, tmp_path, LIGHTHOUSE)
+    ingest = IngestInput(collection_id=collection.id, document_id=uploaded.id)
+    await run_ingest(served.bulk.search, served.bulk.ocr, ingest_context(uploaded, {MODEL: hash16}), ingest)
+    held.release.set()
+    assert [ack.error for ack in await acking] == ["", ""]
+
+    [row] = [row for row in await served.documents(collection) if row["external_id"] == "p1"]
+    assert (row["status"], row["file_id"], row["job_id"], row["chunks"]) == (
+        DocumentStatus.READY,
+        file.id,
+        uploaded.job_id,
+        1,
+    )
+    index = served.bulk.search.index
+
+    async def holding(words: str) -> set[str | None]:
+        return {hit.document_id for hit in await index.keyword(collection.spec, tokenize(words), None, 9)}
+
+    assert await holding("lighthouse") == {uploaded.id}
+    assert uploaded.id not in await holding("welder")
+    assert await index.count(collection.id) == 2

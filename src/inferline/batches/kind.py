@@ -120,7 +120,7 @@ async def _run(deps: BatchDeps, ctx: JobContext, batch: Batch) -> dict[str, Any]
             aheads = [*aheads[1:], read_ahead()]
             chunk = taken.chunk
             upserted = await upsert_checked(deps, ctx, collection, taken.checked, ctx.id)
-            state = await _settle(deps, batch, collection, chunk, upserted, state)
+            state = await _settle(deps, ctx.id, batch, collection, chunk, upserted, state)
             await ctx.checkpoint(state, progress=95.0 * state["done"] / max(state["total"], 1))
             await ctx.stage(IN_PROGRESS, f"{state['done']}/{state['total']} records")
     except BaseException:  # canceled, or its task cancelled (the worker stops, the lease is lost), or failed
@@ -230,6 +230,7 @@ def _take(records: Iterator[Record], count: int) -> list[Record]:
 
 async def _settle(
     deps: BatchDeps,
+    job_id: str,
     batch: Batch,
     collection: Collection,
     chunk: list[Record],
@@ -237,7 +238,9 @@ async def _settle(
     state: dict[str, Any],
 ) -> dict[str, Any]:
     """The chunk's documents ready (or failed), its records' outcomes and the batch's counts, in one
-    transaction: a document is ready exactly when its record is counted. Returns the state to checkpoint."""
+    transaction: a document is ready exactly when its record is counted. A document that another writer
+    took since the chunk's claim (an upload, a newer batch: its row names not `job_id`) is left as that
+    writer makes it. Returns the state to checkpoint."""
     failed = sum(1 for outcome in upserted.outcomes if outcome["error"] is not None)
     state = state | {
         "done": state["done"] + len(chunk),
@@ -247,7 +250,7 @@ async def _settle(
     now = utcnow()
     async with db.write(deps.engine, slow=True) as conn:  # a chunk's rows, off the event loop
         gone = await SearchStore(conn).mark_indexed(
-            collection.id, ready=upserted.ready, failed=upserted.failed, now=now
+            collection.id, job_id=job_id, ready=upserted.ready, failed=upserted.failed, now=now
         )
         store = BatchStore(conn)
         await store.replace_records(batch.id, chunk[0].line, upserted.outcomes)

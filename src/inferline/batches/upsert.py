@@ -137,7 +137,7 @@ async def upsert_checked(
     if not todo:
         return Upserted(outcomes, {}, {})
     try:
-        ready, failed = await _index(deps, ctx, collection, todo)
+        ready, failed = await _index(deps, ctx, collection, todo, job_id)
     except BaseException as exc:
         # What this chunk had begun is not indexed: say so, as a canceled ingest does, whatever stopped it
         # (a cancel, the worker's task cancelled, an error): a document left `processing` would pass for
@@ -152,7 +152,8 @@ async def upsert_checked(
 
         async def mark_failed() -> None:
             async with db.write(deps.engine, slow=True) as conn:
-                await SearchStore(conn).mark_indexed(collection.id, ready={}, failed=failed_all, now=utcnow())
+                store = SearchStore(conn)
+                await store.mark_indexed(collection.id, job_id=job_id, ready={}, failed=failed_all, now=utcnow())
 
         await despite_cancel(mark_failed())
         raise
@@ -331,9 +332,12 @@ def _unchanged(document: Document, item: _Pending) -> bool:
 
 
 async def _index(
-    deps: BatchDeps, ctx: JobContext, collection: Collection, todo: list[_Pending]
+    deps: BatchDeps, ctx: JobContext, collection: Collection, todo: list[_Pending], job_id: str | None
 ) -> tuple[dict[str, int], dict[str, str]]:
-    """(ready: chunks by document id, failed: error by document id); their chunks replaced in the index."""
+    """(ready: chunks by document id, failed: error by document id); their chunks replaced in the index,
+    of those still this writer's (`job_id`) only, while their rows are locked, as an ingest does: a document
+    uploaded again or upserted by a newer batch since the claim keeps its newer chunks, and a replacement
+    or a delete of one waits for the index write. The caller's `mark_indexed` is fenced the same way."""
     await _embed_items(deps, ctx, collection, [item for item in todo if item.vectors is None])
     failed = {item.document_id: item.vectors for item in todo if isinstance(item.vectors, str)}
 
@@ -347,7 +351,10 @@ async def _index(
     made = await ctx.to_thread(records)
     ready = {item.document_id: len(item.chunks) for item in todo if item.document_id not in failed}
     try:
-        await replace_chunks(deps.search.index, collection.spec, list(ready), made)
+        async with db.write(deps.engine, slow=True) as conn:
+            current = await SearchStore(conn).lock_current(collection.id, list(ready), job_id=job_id)
+            ours = [record for record in made if record.document_id in current]
+            await replace_chunks(deps.search.index, collection.spec, [d for d in ready if d in current], ours)
     except NotFound as exc:
         raise NonRetryable(f"collection {collection.name!r} was deleted") from exc
     return ready, failed

@@ -216,7 +216,9 @@ async def _store(deps: RecordDeps, context: StreamContext, collection: Collectio
     version: int | None = None
     async with db.write(deps.batches.engine) as conn:
         store = SearchStore(conn)
-        gone = await store.mark_indexed(collection.id, ready=upserted.ready, failed=upserted.failed, now=utcnow())
+        gone = await store.mark_indexed(
+            collection.id, job_id=None, ready=upserted.ready, failed=upserted.failed, now=utcnow()
+        )
         if upserted.ready:  # only unchanged records: nothing a cached search could miss
             version = await store.advance_version(collection.id)
     if gone:  # deleted through the API while they were indexed: their chunks go too

@@ -166,10 +166,13 @@ async def list_documents(
 
 
 async def delete_document(deps: SearchDeps, *, collection: Collection, document_id: str) -> None:
-    """The document, its chunks, and the file it was made from unless something else uses it."""
-    document = await get_document(deps, collection=collection, document_id=document_id)
+    """The document, its chunks, and the file it was made from unless something else uses it. The row is
+    read and deleted in one statement: an upload of the same document meanwhile either comes before (and
+    its file is the one released) or after (and makes a new document)."""
     async with db.write(deps.engine) as conn:
-        await SearchStore(conn).delete_document(document.id)
+        document = await SearchStore(conn).delete_document(collection.id, document_id)
+        if document is None:
+            raise NotFound(f"document {document_id} not found in collection {collection.name!r}")
         released = await release_files(conn, collection.tenant, _file_of(document))
     await remove_blobs(deps.engine, deps.blobs, released)
     await deps.index.delete_documents(collection.id, [document.id])

@@ -146,26 +146,59 @@ class SearchStore:
             wanted = ("_document_id", *REPLACED)
             await self.conn.execute(_replace_document(), [_stored({k: row[k] for k in wanted}) for row in rows])
 
+    async def lock_current(self, collection_id: str, document_ids: Sequence[str], *, job_id: str | None) -> set[str]:
+        """Those of the collection's documents that are still the writer `job_id`'s (a batch's job; None: a
+        record stream's), their rows locked until the transaction ends: `lock_if_current` for many."""
+        current: set[str] = set()
+        wanted = sorted(set(document_ids))
+        for start in range(0, len(wanted), IDS_PER_STATEMENT):
+            params = {
+                "_collection_id": collection_id,
+                "_job_id": job_id,
+                "_ids": wanted[start : start + IDS_PER_STATEMENT],
+            }
+            current |= set((await self.conn.execute(_lock_current(), params)).scalars())
+        return current
+
     async def mark_indexed(
-        self, collection_id: str, *, ready: dict[str, int], failed: dict[str, str], now: datetime
+        self, collection_id: str, *, job_id: str | None, ready: dict[str, int], failed: dict[str, str], now: datetime
     ) -> list[str]:
-        """Documents `ready` (by id, with their chunk counts) and `failed` (by id, with the reason). Returns
-        the ready ones whose rows are gone (deleted while they were indexed): the caller removes their chunks
-        from the index, or they would be found with no document behind them."""
+        """Documents `ready` (by id, with their chunk counts) and `failed` (by id, with the reason), each only
+        while it is still the writer `job_id`'s (a batch's job; None: a record stream's): one replaced since
+        is left as its newer writer makes it. Returns the ready ones whose rows are gone (deleted while they
+        were indexed): the caller removes their chunks from the index, or they would be found with no
+        document behind them."""
         gone: list[str] = []
         if ready:
             params = [
-                {"_collection_id": collection_id, "_document_id": document_id, "chunks": chunks, "updated_at": now}
+                {
+                    "_collection_id": collection_id,
+                    "_document_id": document_id,
+                    "_job_id": job_id,
+                    "chunks": chunks,
+                    "updated_at": now,
+                }
                 for document_id, chunks in ready.items()
             ]
-            await self.conn.execute(_mark_ready(), params)
+            await self.conn.execute(_mark_ready_of_writer(), params)
             query = sa.select(documents.c.id).where(
                 documents.c.collection_id == collection_id, documents.c.id.in_(list(ready))
             )
             present = set((await self.conn.execute(query)).scalars())
             gone = [document_id for document_id in ready if document_id not in present]
-        for document_id, error in failed.items():
-            await self.set_document_status(document_id, status=DocumentStatus.FAILED, error=error, now=now)
+        if failed:
+            params = [
+                {
+                    "_collection_id": collection_id,
+                    "_document_id": document_id,
+                    "_job_id": job_id,
+                    "status": DocumentStatus.FAILED,
+                    "error": error,
+                    "updated_at": now,
+                }
+                for document_id, error in failed.items()
+            ]
+            await self.conn.execute(_set_status_of_writer(), params)
         return gone
 
     async def document(self, collection_id: str, document_id: str) -> Document | None:
@@ -204,8 +237,16 @@ class SearchStore:
         )
         return {status: int(count) for status, count in (await self.conn.execute(query)).all()}
 
-    async def delete_document(self, document_id: str) -> None:
-        await self.conn.execute(documents.delete().where(documents.c.id == document_id))
+    async def delete_document(self, collection_id: str, document_id: str) -> Document | None:
+        """The document deleted, as it was when deleted (so its file is the one it had then); None if there
+        was none."""
+        query = (
+            documents.delete()
+            .where(documents.c.collection_id == collection_id, documents.c.id == document_id)
+            .returning(*documents.columns)
+        )
+        row = (await self.conn.execute(query)).mappings().first()
+        return document_from_row(row) if row is not None else None
 
     async def mark_processing(
         self, collection_id: str, document_id: str, *, job_id: str, now: datetime
@@ -236,10 +277,6 @@ class SearchStore:
             "updated_at": now,
         }
         return bool((await self.conn.execute(_mark_ready_of_job(), params)).rowcount)
-
-    async def set_document_status(self, document_id: str, *, status: str, error: str | None, now: datetime) -> None:
-        values = {"status": status, "error": error, "updated_at": now}
-        await self.conn.execute(documents.update().where(documents.c.id == document_id).values(**values))
 
     async def set_ingest_status(
         self, collection_id: str, document_id: str, *, job_id: str, status: str, error: str, now: datetime
@@ -356,9 +393,28 @@ def _ready_values() -> dict[str, Any]:
     }
 
 
+def _this_writers_document() -> sa.ColumnElement[bool]:
+    """The document, while writer `_job_id` (a batch's job, or None: a record stream's) is the one that
+    indexes it."""
+    return sa.and_(_this_document(), documents.c.job_id.is_not_distinct_from(sa.bindparam("_job_id")))
+
+
 @functools.cache
-def _mark_ready() -> sa.Update:
-    return documents.update().where(_this_document()).values(_ready_values())
+def _lock_current() -> sa.Select[Any]:
+    return (
+        sa.select(documents.c.id)
+        .where(
+            documents.c.collection_id == sa.bindparam("_collection_id"),
+            documents.c.id.in_(sa.bindparam("_ids", expanding=True)),
+            documents.c.job_id.is_not_distinct_from(sa.bindparam("_job_id")),
+        )
+        .with_for_update()
+    )
+
+
+@functools.cache
+def _mark_ready_of_writer() -> sa.Update:
+    return documents.update().where(_this_writers_document()).values(_ready_values())
 
 
 @functools.cache
@@ -374,3 +430,13 @@ def _set_ingest_status() -> sa.Update:
         "updated_at": sa.bindparam("updated_at"),
     }
     return documents.update().where(_this_jobs_document()).values(values)
+
+
+@functools.cache
+def _set_status_of_writer() -> sa.Update:
+    values: dict[str, Any] = {
+        "status": sa.bindparam("status"),
+        "error": sa.bindparam("error"),
+        "updated_at": sa.bindparam("updated_at"),
+    }
+    return documents.update().where(_this_writers_document()).values(values)
