@@ -6,6 +6,7 @@ older job is let go. On SQLite and PostgreSQL, with either index (embedded Qdran
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -232,6 +233,35 @@ async def test_an_upload_between_a_deletes_read_and_write_leaves_no_file_behind(
 
     monkeypatch.setattr(documents_module, "get_document", upload_after_reading)
     await delete_document(races.search, collection=collection, document_id=old.id)
+
+    async with db.read(races.search.engine) as conn:
+        left = (await conn.execute(sa.select(files.c.id).where(files.c.tenant == "t"))).scalars().all()
+        used = (await conn.execute(sa.select(documents.c.file_id).where(documents.c.tenant == "t"))).scalars().all()
+    assert set(left) == set(used)  # every file kept is a document's
+
+
+async def test_a_delete_between_an_uploads_read_and_write_leaves_no_file_without_its_document(
+    races: Races, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection = await races.collection()
+    old = await races.upload(collection, OLD_TEXT, "old.txt")
+    read_same = SearchStore.same_document
+    deleting: list[asyncio.Task[None]] = []
+
+    async def delete_after_reading(self: SearchStore, *args: Any, **kwargs: Any) -> Document | None:
+        found = await read_same(self, *args, **kwargs)
+        if not deleting:
+            deleting.append(
+                asyncio.create_task(delete_document(races.search, collection=collection, document_id=old.id))
+            )
+            # Unlocked, the delete commits now; locked, it waits for this upload (awaiting it would deadlock).
+            await asyncio.wait(deleting, timeout=1.0)
+        return found
+
+    monkeypatch.setattr(SearchStore, "same_document", delete_after_reading)
+    await races.upload(collection, NEW_TEXT, "new.txt")
+    with contextlib.suppress(NotFound):  # it came after the upload, which had replaced the row it read
+        await deleting[0]
 
     async with db.read(races.search.engine) as conn:
         left = (await conn.execute(sa.select(files.c.id).where(files.c.tenant == "t"))).scalars().all()

@@ -331,7 +331,11 @@ def _same_document(*, by_external_id: bool) -> sa.Select[Any]:
         if by_external_id
         else sa.and_(documents.c.sha256 == sa.bindparam("sha256"), documents.c.external_id.is_(None))
     )
-    return sa.select(documents).where(documents.c.collection_id == sa.bindparam("collection_id"), match)
+    # Locked: a delete that took the row first is waited for, and then the row is not found (an upload that
+    # read it unlocked would update no row after the delete, keeping its new file with no document).
+    return (
+        sa.select(documents).where(documents.c.collection_id == sa.bindparam("collection_id"), match).with_for_update()
+    )
 
 
 # The columns a replaced document gets anew (its id, collection, tenant, external id and creation stay).
@@ -408,6 +412,7 @@ def _lock_current() -> sa.Select[Any]:
             documents.c.id.in_(sa.bindparam("_ids", expanding=True)),
             documents.c.job_id.is_not_distinct_from(sa.bindparam("_job_id")),
         )
+        .order_by(documents.c.id)  # locked in one order by every writer: two over the same rows never deadlock
         .with_for_update()
     )
 
