@@ -8,6 +8,7 @@ A cancel committed in the process that runs the job (`serve`: the API and its wo
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from collections.abc import Iterable
 from datetime import timedelta
@@ -47,23 +48,33 @@ async def beat(
             attempt.interrupt("canceled")
 
 
-# The attempts of this process's workers, each with the event loop its jobs run on.
-_HERE: weakref.WeakKeyDictionary[Attempts, asyncio.AbstractEventLoop] = weakref.WeakKeyDictionary()
+# The attempts of this process's workers, each with the event loop its jobs run on and its database (two
+# apps in one process may use two databases whose job ids meet: a restored copy).
+_HERE: weakref.WeakKeyDictionary[Attempts, tuple[asyncio.AbstractEventLoop, str]] = weakref.WeakKeyDictionary()
+_HERE_LOCK = threading.Lock()  # workers on other threads' loops (an embedded server) register meanwhile
 
 
-def runs_here(attempts: Attempts, loop: asyncio.AbstractEventLoop) -> None:
-    _HERE[attempts] = loop
+def runs_here(attempts: Attempts, loop: asyncio.AbstractEventLoop, engine: AsyncEngine) -> None:
+    with _HERE_LOCK:
+        _HERE[attempts] = (loop, _database(engine))
 
 
 def gone_from_here(attempts: Attempts) -> None:
-    _HERE.pop(attempts, None)
+    with _HERE_LOCK:
+        _HERE.pop(attempts, None)
 
 
-def stop_here(job_ids: Iterable[str]) -> None:
+def _database(engine: AsyncEngine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def stop_here(engine: AsyncEngine, job_ids: Iterable[str]) -> None:
     """Interrupt these jobs (their cancel committed) where a worker of this process runs them, as the next beat
     would; the others' workers see the cancel at their beat."""
-    wanted = list(job_ids)
-    for attempts, loop in list(_HERE.items()):
+    wanted, database = list(job_ids), _database(engine)
+    with _HERE_LOCK:
+        workers = [(attempts, loop) for attempts, (loop, used) in _HERE.items() if used == database]
+    for attempts, loop in workers:
         for job_id in wanted:
             try:
                 loop.call_soon_threadsafe(attempts.interrupt, job_id, "canceled")

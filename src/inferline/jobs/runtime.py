@@ -113,7 +113,7 @@ class Worker:
 
     async def start(self) -> None:
         self.metrics.active_workers.inc()
-        heartbeats.runs_here(self.attempts, asyncio.get_running_loop())
+        heartbeats.runs_here(self.attempts, asyncio.get_running_loop(), self.engine)
         loops = [self._claim_loop, self._heartbeat_loop, self._complete_loop]
         if self.config.reaps:
             loops.append(self._reap_loop)

@@ -61,7 +61,7 @@ async def cancel_job(engine: AsyncEngine, *, tenant: str, job_id: str) -> Job:
         if updated.status is JobStatus.CANCELED:
             await webhooks.enqueue(conn, updated, WebhookEvent.COMPLETED, now)
         children = await cancel_children(conn, tenant=tenant, parent_id=job_id)
-    heartbeats.stop_here(job.id for job in [updated, *children] if job.status is JobStatus.RUNNING)
+    heartbeats.stop_here(engine, (job.id for job in [updated, *children] if job.status is JobStatus.RUNNING))
     return updated
 
 

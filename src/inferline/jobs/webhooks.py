@@ -212,8 +212,8 @@ class WebhookDispatcher:
                 )
                 return 0.0
             if time.monotonic() - self._orphans_checked_at >= ORPHAN_CHECK_S:
+                self._orphans_checked_at = time.monotonic()  # failed or not: next in ORPHAN_CHECK_S, not each poll
                 await self.end_orphaned()
-                self._orphans_checked_at = time.monotonic()
             wait_s = await self._until_due()
             if wait_s > 0:
                 return wait_s

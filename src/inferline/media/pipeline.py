@@ -316,7 +316,7 @@ async def discard_children(deps: MediaDeps, ctx: JobContext) -> None:
     own work directory and any file it was storing), then delete the files the finished ones made."""
     async with db.write(deps.engine) as conn:
         canceled = await cancel_children(conn, tenant=ctx.tenant, parent_id=ctx.id)
-    heartbeats.stop_here(job.id for job in canceled if job.status is JobStatus.RUNNING)
+    heartbeats.stop_here(deps.engine, (job.id for job in canceled if job.status is JobStatus.RUNNING))
     children = await _children_stopped(deps, ctx)
     made = files_made([job.result for job in children if job.status is JobStatus.SUCCEEDED and job.result])
     await delete_files(deps, ctx.tenant, made)

@@ -101,7 +101,12 @@ async def store_outputs(
     if ctx.cancel_reason is not None:  # canceled while storing: the attempt ends canceled, without its files
         await despite_cancel(delete_files(deps, ctx.tenant, stored))
         raise Canceled(ctx.cancel_reason)
-    if await _cancel_recorded(deps, ctx):
+    try:
+        cancel_recorded = await _cancel_recorded(deps, ctx)
+    except BaseException:  # canceled (at once, by a cancel in this process) or failed while reading its row
+        await despite_cancel(delete_files(deps, ctx.tenant, stored))
+        raise
+    if cancel_recorded:
         # Asked to stop since the last heartbeat (a pipeline's cancel marks its children): a canceled
         # pipeline deletes only the files of the children it saw succeed, so one that succeeded after it
         # stopped waiting would leave its files. Failing now, the job is recorded canceled (a cancel
