@@ -427,21 +427,15 @@ def _mark_ready_of_job() -> sa.Update:
     return documents.update().where(_this_jobs_document()).values(_ready_values())
 
 
+def _status_values() -> dict[str, Any]:
+    return {"status": sa.bindparam("status"), "error": sa.bindparam("error"), "updated_at": sa.bindparam("updated_at")}
+
+
 @functools.cache
 def _set_ingest_status() -> sa.Update:
-    values: dict[str, Any] = {
-        "status": sa.bindparam("status"),
-        "error": sa.bindparam("error"),
-        "updated_at": sa.bindparam("updated_at"),
-    }
-    return documents.update().where(_this_jobs_document()).values(values)
+    return documents.update().where(_this_jobs_document()).values(_status_values())
 
 
 @functools.cache
 def _set_status_of_writer() -> sa.Update:
-    values: dict[str, Any] = {
-        "status": sa.bindparam("status"),
-        "error": sa.bindparam("error"),
-        "updated_at": sa.bindparam("updated_at"),
-    }
-    return documents.update().where(_this_writers_document()).values(values)
+    return documents.update().where(_this_writers_document()).values(_status_values())
