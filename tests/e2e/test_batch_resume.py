@@ -16,8 +16,8 @@ from tests.helpers import eventually_sync
 
 from inferline.search.qdrant import QdrantIndex
 
-RECORDS = 600
-CHUNK_RECORDS = 50
+RECORDS = 300
+CHUNK_RECORDS = 25
 LEASE = {"INFERLINE_LEASE_S": "2"}
 
 
