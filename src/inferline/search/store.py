@@ -180,7 +180,7 @@ class SearchStore:
                 }
                 for document_id, chunks in ready.items()
             ]
-            await self.conn.execute(_mark_ready_of_writer(), params)
+            await self.conn.execute(_mark_ready_of_job(), params)
             query = sa.select(documents.c.id).where(
                 documents.c.collection_id == collection_id, documents.c.id.in_(list(ready))
             )
@@ -198,7 +198,7 @@ class SearchStore:
                 }
                 for document_id, error in failed.items()
             ]
-            await self.conn.execute(_set_status_of_writer(), params)
+            await self.conn.execute(_set_ingest_status(), params)
         return gone
 
     async def document(self, collection_id: str, document_id: str) -> Document | None:
@@ -369,8 +369,9 @@ def _this_document() -> sa.ColumnElement[bool]:
 
 
 def _this_jobs_document() -> sa.ColumnElement[bool]:
-    """The document, while job `_job_id` is the one that indexes it."""
-    return sa.and_(_this_document(), documents.c.job_id == sa.bindparam("_job_id"))
+    """The document, while writer `_job_id` is the one that indexes it: an ingest's or a batch's job, or None
+    for a record stream's (which names no job)."""
+    return sa.and_(_this_document(), documents.c.job_id.is_not_distinct_from(sa.bindparam("_job_id")))
 
 
 @functools.cache
@@ -397,12 +398,6 @@ def _ready_values() -> dict[str, Any]:
     }
 
 
-def _this_writers_document() -> sa.ColumnElement[bool]:
-    """The document, while writer `_job_id` (a batch's job, or None: a record stream's) is the one that
-    indexes it."""
-    return sa.and_(_this_document(), documents.c.job_id.is_not_distinct_from(sa.bindparam("_job_id")))
-
-
 @functools.cache
 def _lock_current() -> sa.Select[Any]:
     return (
@@ -418,11 +413,6 @@ def _lock_current() -> sa.Select[Any]:
 
 
 @functools.cache
-def _mark_ready_of_writer() -> sa.Update:
-    return documents.update().where(_this_writers_document()).values(_ready_values())
-
-
-@functools.cache
 def _mark_ready_of_job() -> sa.Update:
     return documents.update().where(_this_jobs_document()).values(_ready_values())
 
@@ -434,8 +424,3 @@ def _status_values() -> dict[str, Any]:
 @functools.cache
 def _set_ingest_status() -> sa.Update:
     return documents.update().where(_this_jobs_document()).values(_status_values())
-
-
-@functools.cache
-def _set_status_of_writer() -> sa.Update:
-    return documents.update().where(_this_writers_document()).values(_status_values())
