@@ -70,7 +70,7 @@ def test_a_jpeg_of_many_scans_is_refused_before_a_pixel_is_decoded(tmp_path: Pat
         precheck(path, sniff.JPEG, OcrOptions(), LIMITS, 300)
     with Document(path, sniff.JPEG) as document, pytest.raises(BadDocument, match="more than 100 scans"):
         document.load(0, PageMode.AUTO, 300, LIMITS)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 3.0  # 5,000 scans: ~20 s when decoded
 
 
 def test_a_small_jpeg_declaring_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
@@ -80,4 +80,4 @@ def test_a_small_jpeg_declaring_too_many_pixels_is_refused_before_decoding(tmp_p
         precheck(path, sniff.JPEG, OcrOptions(), LIMITS, 300)
     with Document(path, sniff.JPEG) as document, pytest.raises(BadDocument, match="20000x20000 pixels"):
         document.load(0, PageMode.AUTO, 300, LIMITS)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 3.0  # seconds when decoded

@@ -78,7 +78,7 @@ def test_a_progressive_jpeg_of_too_many_scans_is_refused_before_a_pixel_is_decod
         inspect_image(bomb, sniff.JPEG, max_pixels=50_000_000)
     with pytest.raises(BadDocument, match="more than 100 scans"):
         normalize_photo(bomb, tmp_path / "out.png", sniff.JPEG, max_pixels=50_000_000)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 5.0  # minutes when decoded
     assert not (tmp_path / "out.png").exists()
     # A camera's or an optimizing encoder's progressive JPEG (10 scans) is a photo like any other.
     real = tmp_path / "real.jpg"

@@ -28,7 +28,7 @@ async def test_a_submission_wakes_a_listening_worker_through_notify(pg_url: str)
         submitter = Submitter(engine, registry, default_max_attempts=3)
         await submitter.submit(JobRequest(kind="echo", input={"message": "m"}), tenant="t")
         assert await wakeup.wait(5.0)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3.0
     finally:
         await wakeup.aclose()
         await engine.dispose()
@@ -61,6 +61,6 @@ async def test_a_polling_wakeup_ends_an_idle_wait_after_its_interval_and_a_notif
     for waiting in (wakeup, lane):
         started = time.monotonic()
         assert not await waiting.wait(30.0)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 5.0  # the wait asked for 30 s
     wakeup.notify(["pipeline"])
     assert await wakeup.wait(30.0) and await lane.wait(30.0)

@@ -92,7 +92,7 @@ def test_a_fragment_spread_many_times_is_measured_once() -> None:
     document = "{ collections { ...F0 } } " + " ".join(levels) + " fragment F6 on Collection { name }"
     started = time.perf_counter()
     found = measured(document)
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 2.0  # ~3 ms; a walk of the 10**6 expanded fields takes seconds
     assert [code for code, _ in found] == ["QUERY_TOO_COMPLEX"]
 
 

@@ -271,9 +271,18 @@ def test_no_token_is_over_the_cap_whatever_kiwi_emits() -> None:
 
 def test_highlights_are_linear_in_the_matches() -> None:
     # Checking each match against every span before it took seconds for a page of one repeated syllable.
-    started = time.perf_counter()
+    # Eight times the text costs about eight times as long (64 times when quadratic): a ratio of the best
+    # of three runs each, so a stall of a loaded machine does not decide it.
+    def best_s(chars: int) -> float:
+        timings = []
+        for _ in range(3):
+            started = time.perf_counter()
+            highlights("가" * chars, ["가", "가가"])
+            timings.append(time.perf_counter() - started)
+        return min(timings)
+
+    assert best_s(40_000) / best_s(5_000) < 24
     spans = highlights("가" * 10_000, ["가", "가가"])
-    assert time.perf_counter() - started < 0.5
     assert len(spans) == 5000 and spans[:2] == [[0, 2], [2, 4]]
 
 
