@@ -168,3 +168,27 @@ async def test_a_child_canceled_on_its_own_fails_the_parent_but_not_while_the_pa
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
+
+
+async def test_a_parent_past_its_deadline_stops_its_child_running_in_this_process_before_the_next_beat(
+    engine: AsyncEngine, registry: KindRegistry, submitter: Submitter, parent: Job
+) -> None:
+    assert submitter.wakeup is not None
+    slow_beats = replace(FAST, heartbeat_s=30.0, lease_s=60.0)  # a beat would come long after the check below
+    worker = Worker(engine, registry, slow_beats, wakeup=submitter.wakeup, metrics=Metrics(), kinds=["echo"])
+    await worker.start()
+    try:
+        ctx = MemoryContext(parent)
+        children = ChildJobs(ctx, submitter, poll_s=0.02)
+        jobs = await children.submit([Child("slow", echo(steps=600, step_s=0.05))])  # 30 s unless stopped
+        child = jobs["slow"].id
+        await eventually(lambda: status_of(engine, child), lambda status: status is JobStatus.RUNNING)
+        waiting = asyncio.create_task(children.wait(jobs, {child: 1.0}))
+        await asyncio.sleep(0.05)
+        ctx.cancel("deadline")
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await eventually(lambda: status_of(engine, child), lambda status: status is JobStatus.CANCELED, timeout_s=10)
+    finally:
+        await worker.stop(grace_s=1)

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from inferline import db
 from inferline.clock import utcnow
 from inferline.errors import NonRetryable
-from inferline.jobs import webhooks
+from inferline.jobs import heartbeats, webhooks
 from inferline.jobs.context import LEASE_LOST, SHUTDOWN, JobContext
 from inferline.jobs.model import Job, JobStatus, WebhookEvent
 from inferline.jobs.store import JobStore
@@ -158,9 +158,13 @@ class ChildJobs:
             raise
 
     async def cancel(self) -> list[Job]:
-        """Cancel the unfinished children (the parent itself stops by its own cancel)."""
-        async with db.write(self._submitter.engine) as conn:
-            return await cancel_children(conn, tenant=self._ctx.tenant, parent_id=self._ctx.id)
+        """Cancel the unfinished children (the parent itself stops by its own cancel); those running in
+        this process stop now, not at their next heartbeat."""
+        engine = self._submitter.engine
+        async with db.write(engine) as conn:
+            canceled = await cancel_children(conn, tenant=self._ctx.tenant, parent_id=self._ctx.id)
+        heartbeats.stop_here(engine, (job.id for job in canceled if job.status is JobStatus.RUNNING))
+        return canceled
 
     async def _read(self, child_ids: list[str]) -> list[Job] | None:
         """The children's rows; None while the parent's own cancel is pending (its children are being
