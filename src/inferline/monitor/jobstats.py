@@ -35,22 +35,26 @@ def _with_fleet(counts: Counter[Key]) -> list[Sample]:
     ]
 
 
-def queue_depth_query(status: JobStatus) -> sa.Select[Any]:
-    """The jobs of one active status by (tenant, kind). One statement per status, named as a literal: each
-    reads only its partial index's rows (`ix_jobs_claim`, `ix_jobs_status_kind`), where `status IN (...)`
-    read the whole table, finished jobs and all."""
-    literal = {JobStatus.QUEUED: QUEUED, JobStatus.RUNNING: RUNNING}[status]
+def queue_depth_query() -> sa.CompoundSelect[Any]:
+    """The queued and the running jobs by (status, tenant, kind), in one statement, so on one snapshot: a
+    job claimed between two statements was counted in both or in neither. A branch per status, named as a
+    literal: each reads only its partial index's rows (`ix_jobs_claim`, `ix_jobs_status_kind`), where
+    `status IN (...)` read the whole table, finished jobs and all."""
     j = jobs
-    return sa.select(j.c.tenant, j.c.kind, sa.func.count()).where(j.c.status == literal).group_by(j.c.tenant, j.c.kind)
+
+    def depth(literal: sa.ColumnClause[str]) -> sa.Select[Any]:
+        counted = sa.select(j.c.status, j.c.tenant, j.c.kind, sa.func.count()).where(j.c.status == literal)
+        return counted.group_by(j.c.status, j.c.tenant, j.c.kind)
+
+    return sa.union_all(depth(QUEUED), depth(RUNNING))
 
 
 async def job_samples(conn: AsyncConnection, now: datetime) -> list[Sample]:
     minute_ago = now - timedelta(seconds=60)
     counts: Counter[Key] = Counter()
     j = jobs
-    for status in (JobStatus.QUEUED, JobStatus.RUNNING):
-        for tenant, kind, count in await conn.execute(queue_depth_query(status)):
-            counts[("queue_depth", tenant, (("kind", kind), ("status", status.value)))] += count
+    for status, tenant, kind, count in await conn.execute(queue_depth_query()):
+        counts[("queue_depth", tenant, (("kind", kind), ("status", status)))] += count
     ended = sa.select(j.c.tenant, j.c.kind, j.c.status, sa.func.count()).where(
         j.c.status.in_(_ENDED), j.c.finished_at >= minute_ago
     )
