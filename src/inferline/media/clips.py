@@ -86,27 +86,6 @@ def checked_output(graph: str, check: PictureCheck | None, frames: int) -> tuple
     return checked, ["-map", "[checked]", "-frames:v", str(frames), "-f", "null", "-"]
 
 
-def end_frame_outputs(graph: str, end_frames: tuple[Path, Path] | None, frames: int, fps: int) -> tuple[str, list[str]]:
-    """`graph` (ending in `[v]`) with its first and last of `frames` frames as two more outputs of the same
-    run, written to `end_frames` (first, last) as uncompressed PPMs: the stills the transitions beside the
-    clip start and end on, taken from the frames encoded, so no transition decodes the clip for them.
-    Returns the graph and the outputs' arguments (they go before the clip's own)."""
-    if end_frames is None:
-        return graph, []
-    if not graph.endswith("[v]"):
-        raise ValueError(f"the graph's output is not [v]: {graph[-40:]!r}")
-    # ffmpeg runs its graph until the output that has waited longest gets a frame, holding every frame the
-    # others get meanwhile: a last-frame output fed only at the end held the whole clip (+450 MB and 0.5 CPU s
-    # of page faults for 5 s at 1080p). Fed a frame a second, each written over the one before, it holds a
-    # second of frames at most; the last written is the clip's last.
-    last = f"select='not(mod(n,{fps}))+eq(n,{frames - 1})'"
-    ends = f"split=3[clip][head][tail];[head]trim=end_frame=1[first];[tail]{last}[last];[clip]null[v]"
-    first_path, last_path = end_frames
-    args = ["-map", "[first]", "-frames:v", "1", "-c:v", "ppm", "-f", "image2", str(first_path)]
-    args += ["-map", "[last]", "-c:v", "ppm", "-f", "image2", "-update", "1", str(last_path)]
-    return f"{graph[: -len('[v]')]},{ends}", args
-
-
 # -- a photo's clip ---------------------------------------------------------------------------------------
 
 
@@ -128,7 +107,12 @@ async def render_photo_clip(
     """`photo` as a clip: fitted into `frame` over a blurred, enlarged copy of itself, zooming slowly (the
     direction picked by `motion`), `caption` along the bottom. The caption's text files go beside `out`.
     With `check`, the frames made are checked for black and frozen stretches in the same run; with
-    `end_frames` (first, last), the clip's first and last frames are written there as PPMs in the same run."""
+    `end_frames` (first, last), the clip's first and last frames are then written there as PPMs.
+
+    The end frames are read back from the clip, not taken from the encode as more outputs of its run: ffmpeg
+    feeds the output that is furthest behind first, and an output that gets a frame a second made the
+    encoder wait in bursts (a 5 s 1080p clip 4.5-5.4 s where it takes 3.5-4.2 s alone, and 0.3 s to read
+    both frames back)."""
     frames = frame_count(duration_s, fps)
     graph = ";".join(
         [
@@ -136,9 +120,8 @@ async def render_photo_clip(
             f"[still]{_ken_burns(motion, frames, frame, fps)}{_caption(caption, frame, out)},format=yuv420p[v]",
         ]
     )
-    graph, ends = end_frame_outputs(graph, end_frames, frames, fps)
     graph, checked = checked_output(graph, check, frames)
-    args = [*input_args(photo, still_source(photo)), "-filter_complex", graph, *checked, *ends]
+    args = [*input_args(photo, still_source(photo)), "-filter_complex", graph, *checked]
     args += ["-map", "[v]", "-frames:v", str(frames)]
     await run_ffmpeg(
         [*args, *clip_encoding(fps, frames), str(out)],
@@ -148,6 +131,8 @@ async def render_photo_clip(
         threads=threads,
         log_lines=check.add if check is not None else None,
     )
+    if end_frames is not None:
+        await extract_end_frames(out, *end_frames)
 
 
 def _supersampled(frame: Size) -> Size:
@@ -284,6 +269,16 @@ async def extract_frame(video: Path, out: Path, which: Literal["first", "last"],
     args = [*input_args(video, CLIP, *seek), "-map", "0:v:0", *pick, "-frames:v", "1"]
     codec = "ppm" if out.suffix == ".ppm" else "png"
     args += ["-c:v", codec, "-f", "image2", str(out)]
+    await run_ffmpeg(args, planned_s=0.5, timeout_s=timeout_s, threads=1)
+
+
+async def extract_end_frames(video: Path, first: Path, last: Path, *, timeout_s: float = 60) -> None:
+    """`extract_frame`'s first and last frames of `video` in one ffmpeg run (one process start less), as
+    PPMs: the stills the transitions beside a photo's clip start and end on."""
+    at_end = ["-sseof", f"-{LAST_FRAME_SEEK_S}"]  # as in extract_frame
+    args = [*input_args(video, CLIP), *input_args(video, CLIP, *at_end)]
+    args += ["-map", "0:v:0", "-frames:v", "1", "-c:v", "ppm", "-f", "image2", str(first)]
+    args += ["-map", "1:v:0", "-vf", "reverse", "-frames:v", "1", "-c:v", "ppm", "-f", "image2", str(last)]
     await run_ffmpeg(args, planned_s=0.5, timeout_s=timeout_s, threads=1)
 
 

@@ -83,7 +83,7 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
             part = work.part("clip.mp4")
             expected = Expected(data.size, _planned_s(data.duration_s, data.fps), picture=(0.0, data.duration_s))
             checked = expected.picture_check()
-            # The stills of the transitions beside this clip, written by its encode: none decodes it for them.
+            # The stills of the transitions beside this clip, read back once: no transition decodes it for them.
             ends = (work.path("first.ppm"), work.path("last.ppm")) if data.end_frames else None
             await clips.render_photo_clip(
                 still,
