@@ -181,7 +181,7 @@ async def pg_migrated_url(pg_pool: PgPool) -> AsyncIterator[str]:
     try:
         yield _pg_db_url(name)
     finally:
-        await pg_pool.give_back(name)
+        pg_pool.give_back(name)
 
 
 async def _mariadb_admin() -> asyncmy.Connection:

@@ -231,3 +231,4 @@ async def test_an_api_process_without_slots_samples_and_evaluates(make_api: Make
         assert await leases.holder(engine, sampler.LEASE) is not None
         assert await leases.holder(engine, EVALUATOR_LEASE) is not None
     assert await leases.holder(engine, sampler.LEASE) is None  # given up at the clean stop
+    await engine.dispose()  # the read above reopened the stopped app's pool
