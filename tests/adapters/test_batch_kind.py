@@ -560,6 +560,16 @@ class HeldAfterClaim:
         monkeypatch.setattr(upsert, "_index", held_index)
 
 
+async def held_batch(
+    bulk: Bulk, collection: Collection, records: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> tuple[HeldAfterClaim, asyncio.Future[dict[str, Any]]]:
+    """A batch of `records` running, held after its first chunk's claim (`HeldAfterClaim`)."""
+    held = HeldAfterClaim(monkeypatch)
+    running = asyncio.ensure_future(bulk.run(await bulk.batch(collection, records)))
+    await asyncio.wait_for(held.reached.wait(), 10)
+    return held, running
+
+
 LIGHTHOUSE = "an uploaded text about lighthouse keepers, sent after the batch took the document"
 
 
@@ -567,9 +577,7 @@ async def test_an_older_batch_overtaken_by_an_upload_and_its_ingest_leaves_the_n
     bulk: Bulk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     collection = await bulk.collection()
-    held = HeldAfterClaim(monkeypatch)
-    running = asyncio.ensure_future(bulk.run(await bulk.batch(collection, [posting(1), posting(2)])))
-    await asyncio.wait_for(held.reached.wait(), 10)
+    held, running = await held_batch(bulk, collection, [posting(1), posting(2)], monkeypatch)
 
     file, uploaded = await upload_p1(bulk, collection, tmp_path, LIGHTHOUSE)
     ingest = IngestInput(collection_id=collection.id, document_id=uploaded.id)
@@ -589,9 +597,7 @@ async def test_an_older_batch_overtaken_by_an_upload_still_queued_writes_neither
     bulk: Bulk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     collection = await bulk.collection()
-    held = HeldAfterClaim(monkeypatch)
-    running = asyncio.ensure_future(bulk.run(await bulk.batch(collection, [posting(1), posting(2)])))
-    await asyncio.wait_for(held.reached.wait(), 10)
+    held, running = await held_batch(bulk, collection, [posting(1), posting(2)], monkeypatch)
 
     _, uploaded = await upload_p1(bulk, collection, tmp_path, LIGHTHOUSE)
     held.release.set()
@@ -610,9 +616,7 @@ async def test_an_older_batch_overtaken_by_a_newer_batch_leaves_the_newer_record
     bulk: Bulk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     collection = await bulk.collection()
-    held = HeldAfterClaim(monkeypatch)
-    older = asyncio.ensure_future(bulk.run(await bulk.batch(collection, [posting(1)])))
-    await asyncio.wait_for(held.reached.wait(), 10)
+    held, older = await held_batch(bulk, collection, [posting(1)], monkeypatch)
 
     ctx = bulk.context()
     newer = posting(1, text="posting 1 rewritten: harbour pilot wanted", metadata={"n": 10})
