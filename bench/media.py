@@ -4,7 +4,8 @@ pipeline vs one hand-written ffmpeg command making the same video on the same ma
 - baseline: one ffmpeg, one filter graph: each photo fitted over its blurred fill with its Ken Burns zoom
   and caption, an xfade between the last picture of each clip and the first of the next (held stills, as
   the transition kind makes them), the closing card, the music looped, normalized and faded; one encode
-  (libx264 veryfast crf 20, AAC, +faststart). The same filters the stages use (media/clips.py).
+  (libx264 veryfast crf 20, or NVENC where `--encoder` picks it; AAC, +faststart). The same filters the
+  stages use (media/clips.py).
 - inferline: `serve --workers N` (SQLite), a project with the photos and the song, `POST .../run`, timed
   from the run to the job's success (the uploads are not timed; the baseline reads the files directly).
   Its CPU seconds twice: the server's whole life (its start and the uploads too), and the run's only (the
@@ -39,6 +40,7 @@ from PIL import Image, ImageDraw
 
 from inferline.jobs.model import TERMINAL_STATUSES
 from inferline.media import clips, transitions
+from inferline.media.encoders import ENCODERS, EncoderChoice, VideoEncoder
 from inferline.media.ffmpeg import SONG, Source, input_args, run_ffmpeg
 from inferline.media.options import SIZES
 from inferline.media.probe import probe
@@ -145,7 +147,9 @@ def _still(motion: int, frames: int, frame: tuple[int, int], fps: int, *, last: 
     return f"zoompan=z={zoom}:{position}:d=1:s={frame[0]}x{frame[1]}:fps={fps}"
 
 
-async def baseline(case: Case, photos: list[Path], song: Path, work: Path) -> tuple[float, float]:
+async def baseline(
+    case: Case, photos: list[Path], song: Path, work: Path, encoder: VideoEncoder
+) -> tuple[float, float]:
     """(wall seconds, CPU seconds of ffmpeg)."""
     graph, total_s = baseline_graph(case, work)
     jpeg = Source(("jpeg_pipe",), forced="jpeg_pipe")
@@ -153,7 +157,7 @@ async def baseline(case: Case, photos: list[Path], song: Path, work: Path) -> tu
     for photo in photos:
         inputs += input_args(photo, jpeg)
     inputs += input_args(song, SONG, "-stream_loop", "-1")
-    args = [*inputs, "-filter_complex", graph, "-map", "[v]", *clips.video_encoding(), "-r", str(case.fps)]
+    args = [*inputs, "-filter_complex", graph, "-map", "[v]", *encoder.args(), "-r", str(case.fps)]
     args += ["-map", "[a]", "-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2", "-movflags", "+faststart"]
     out = work / "baseline.mp4"
     started, cpu_before = time.perf_counter(), children_cpu_s()
@@ -249,7 +253,15 @@ def main() -> None:
     parser.add_argument("--resolution", choices=sorted(SIZES), help="instead of 1080p (180p with --small)")
     parser.add_argument("--photo-s", type=float, help="a photo's seconds, instead of 5 (1 with --small)")
     parser.add_argument("--slots", default="1,2", help="the pipeline's runs: `serve --workers N` for each N")
+    parser.add_argument(
+        "--encoder",
+        choices=["auto", *ENCODERS],
+        default="auto",
+        help="H.264 encoder of the baseline and the pipeline (media_video_encoder): auto takes NVENC where it works",
+    )
     args = parser.parse_args()
+    encoder = asyncio.run(EncoderChoice(args.encoder).get())
+    os.environ["INFERLINE_MEDIA_VIDEO_ENCODER"] = encoder.name  # the servers' setting: both encode alike
     case = Case(3, "180p", 30, 1.0) if args.small else Case(args.photos, "1080p", 30, 5.0)
     case = Case(case.photos, args.resolution or case.resolution, case.fps, args.photo_s or case.photo_s)
     slots = [int(n) for n in args.slots.split(",")]
@@ -258,14 +270,15 @@ def main() -> None:
         photos = [make_photo(folder / f"photo{i}.jpg", i) for i in range(case.photos)]
         song = make_song(folder / "song.wav", 40.0)
         load = os.getloadavg()[0]
-        base_s, base_cpu_s = asyncio.run(baseline(case, photos, song, folder))
+        base_s, base_cpu_s = asyncio.run(baseline(case, photos, song, folder, encoder))
         runs = {n: asyncio.run(pipeline(case, photos, song, folder / f"data{n}", n)) for n in slots}
         load = max(load, os.getloadavg()[0])
     length_s = next(iter(runs.values()))[1]
     print(
         f"Media benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; {case.photos} photos ({case.photo_s:g} s each), {TRANSITION_S} s "
-        f"transitions, {case.resolution} at {case.fps} fps: a {length_s:.0f} s video with music; load average "
+        f"transitions, {case.resolution} at {case.fps} fps, {encoder.name}: a {length_s:.0f} s video with music; "
+        "load average "
         f"(1 min) up to {load:.1f}\n"
     )
     print(

@@ -136,6 +136,11 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="the model's time for one transition before the xfade fallback runs"
     )
     media_ffmpeg_threads: int = Field(default=2, ge=1, le=64, description="threads of each ffmpeg a media job runs")
+    media_video_encoder: Literal["auto", "libx264", "h264_nvenc"] = Field(
+        default="auto",
+        description="H.264 encoder of media jobs: auto (NVENC where ffmpeg can use it, else libx264), libx264, "
+        "or h264_nvenc (media jobs fail where it does not work)",
+    )
     media_max_output_bytes: int = Field(
         default=8 * 2**30, ge=1, description="a media job's output file (a clip, the video) larger than this fails it"
     )

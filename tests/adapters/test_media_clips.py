@@ -4,6 +4,7 @@ the final render's joins and music, frames and the poster."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import sys
@@ -35,7 +36,7 @@ from inferline.media.clips import (
 )
 from inferline.media.ffmpeg import Source, run_ffmpeg
 from inferline.media.images import normalize_photo
-from inferline.media.probe import PictureCheck, picture_problems, probe
+from inferline.media.probe import MediaInfo, PictureCheck, picture_problems, probe
 
 CAPTION_BAND = (0, 140, 320, 180)
 
@@ -268,9 +269,10 @@ async def test_the_final_video_joins_the_clips_and_loops_quiet_music_to_their_le
         seen.append(percent)
 
     out = tmp_path / "final.mp4.part"
-    total_s = await render_final(clips, song, out, frame=FRAME, fps=FPS, progress=progress)
+    rendered = await render_final(clips, song, out, frame=FRAME, fps=FPS, progress=progress)
     info = await probe(out)
-    assert total_s == pytest.approx(3.0) and abs((info.video_duration_s or 0) - 3.0) < 0.1
+    assert rendered.duration_s == pytest.approx(3.0) and abs((info.video_duration_s or 0) - 3.0) < 0.1
+    assert rendered.clips_encoded == 0
     assert abs(info.duration_s - 3.0) < 0.1  # the sound ends with the picture
     assert (info.video_codec, info.pixel_format, info.audio_codec) == ("h264", "yuv420p", "aac")
     assert top_level_boxes(out).index("moov") < top_level_boxes(out).index("mdat")  # +faststart
@@ -306,10 +308,33 @@ async def test_clips_in_another_size_or_rate_are_encoded_again_to_the_frame(tmp_
         timeout_s=30,
     )
     out = tmp_path / "final.mp4"
-    await render_final([ours, other], None, out, frame=FRAME, fps=FPS)
+    rendered = await render_final([ours, other], None, out, frame=FRAME, fps=FPS)
     info = await probe(out)
     assert (info.width, info.height, info.fps) == (*FRAME, FPS)
     assert abs((info.video_duration_s or 0) - 2.0) < 0.1
+    assert rendered.clips_encoded == 1
+
+
+async def test_clips_of_another_encoder_are_encoded_again_unless_one_encoder_made_them_all(tmp_path: Path) -> None:
+    # One H.264 stream has one set of parameters: clips of two encoders (a fleet of GPU and CPU workers) cannot
+    # be joined as they are. The encoder is what the clip's stage recorded (`MediaInfo.encoder`).
+    made = [await photo_clip(tmp_path, f"e{n}", duration_s=1, motion=n) for n in range(3)]
+    probed = [await probe(clip) for clip in made]
+
+    def known(*encoders: str | None) -> list[MediaInfo | None]:
+        return [dataclasses.replace(info, encoder=name) for info, name in zip(probed, encoders, strict=True)]
+
+    async def encoded_again(*encoders: str | None) -> int:
+        out = tmp_path / "final.mp4"
+        rendered = await render_final(made, None, out, frame=FRAME, fps=FPS, known=known(*encoders))
+        assert abs(((await probe(out)).video_duration_s or 0) - 3.0) < 0.1
+        assert [path.name for path in tmp_path.iterdir() if "conformed" in path.name] == []  # noqa: ASYNC240
+        return rendered.clips_encoded
+
+    assert await encoded_again("libx264", "libx264", None) == 0
+    assert await encoded_again("h264_nvenc", "libx264", "h264_nvenc") == 2  # into this render's own (libx264)
+    # All of one encoder this process may not have (NVENC clips rendered on a CPU worker): joined as they are.
+    assert await encoded_again("h264_nvenc", "h264_nvenc", None) == 0
 
 
 async def test_a_photo_that_is_not_an_image_fails_clearly(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from inferline.jobs.children import child_key
 from inferline.jobs.model import Job
 from inferline.jobs.store import JobStore
 from inferline.jobs.testing import MemoryContext
+from inferline.media.encoders import NVENC, trial
 from inferline.media.options import CanvasInput, ClipFacts, LastClipInput, RenderInput, TransitionInput
 from inferline.media.probe import probe
 from inferline.media.stages import run_canvas, run_last_clip, run_render, run_transition
@@ -108,7 +109,9 @@ async def test_the_stages_make_clips_a_transition_a_closing_card_and_the_video_r
     assert contexts[0].stages == seed_stages("canvas", "generate", "validate")
     assert contexts[0].percents == sorted(contexts[0].percents) and contexts[0].percents[-1] >= 85
     ids = {"file_id": None, "first_frame_file_id": None, "last_frame_file_id": None}
-    assert clips[0] | ids == ids | {"kind": "canvas", "duration_s": 2.0, "width": 320, "height": 180, "fps": 10.0}
+    encoder = (await deps.encoders.get()).name  # libx264 here; NVENC where ffmpeg can use it
+    measured = {"kind": "canvas", "duration_s": 2.0, "width": 320, "height": 180, "fps": 10.0, "encoder": encoder}
+    assert clips[0] | ids == ids | measured
     assert (await file_of(api, clips[0]["file_id"]))["content_type"] == "video/mp4"
     for key in ["first_frame_file_id", "last_frame_file_id"]:
         assert (await file_of(api, clips[0][key]))["content_type"] == "image/x-portable-pixmap"
@@ -151,6 +154,7 @@ async def test_the_stages_make_clips_a_transition_a_closing_card_and_the_video_r
     video = await run_render(deps, ctx, RenderInput(clip_file_ids=order, music_file_id=song, resolution="180p", fps=10))
     assert ctx.stages == seed_stages("render", "concat", "finalize")
     assert video["duration_s"] == pytest.approx(2 + 6 + 2 + 3, abs=0.1)
+    assert video["clips_encoded_again"] == 1
     info = await probe(await content(api, video["file_id"], tmp_path / "video.mp4"))
     assert (info.width, info.height, info.video_codec, info.audio_codec) == (320, 180, "h264", "aac")
     assert abs(info.duration_s - 13) <= 0.1
@@ -180,6 +184,22 @@ async def test_a_stage_runs_as_a_job_of_its_own_and_another_tenants_photo_is_not
     assert refused.status_code == 404 and refused.json()["detail"] == f"file {photo} not found"
     assert (await api.other.get("/api/v1/jobs")).json()["items"] == []
     assert leftovers(api) == []
+
+
+async def test_a_stage_where_the_required_encoder_does_not_work_fails_saying_why(
+    make_api: MakeApi, tmp_path: Path
+) -> None:
+    if await trial(NVENC) is None:
+        pytest.skip("NVENC works on this machine")
+    async with make_api(workers=1, media_video_encoder="h264_nvenc") as api:
+        photo = await upload(api, photo_bytes(tmp_path, 2), "c.jpg")
+        body = {"photo_file_id": photo, "resolution": "180p", "fps": 10, "duration_s": 1}
+        done = await api.wait((await api.submit(kind="canvas", input=body))["id"])
+        assert done["status"] == "failed" and done["attempts"] == 1  # not retried: the machine stays as it is
+        assert done["error"]["message"].startswith(
+            "media_video_encoder is h264_nvenc, which ffmpeg cannot use here: ffmpeg"
+        )
+        assert await file_count(api) == 1 and leftovers(api) == []
 
 
 @pytest.mark.parametrize(

@@ -7,16 +7,19 @@ Photos arrive decoded and normalized by Pillow (the canvas kind), so ffmpeg neve
 it reads them as the PPMs (or PNGs) this server wrote only (`ffmpeg.still_source`). Clips and songs may be
 tenant files: each input is held to its demuxers (`ffmpeg.input_args`), and each clip of the render's concat
 script to `mov`.
-Clips share one encoding (`clip_encoding`), which lets the render join them without encoding them again.
+Clips share one encoding (`clip_encoding`, with the process's encoder: `encoders.py`), which lets the render
+join them without encoding them again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from inferline.media.encoders import LIBX264, VideoEncoder
 from inferline.media.ffmpeg import (
     CLIP,
     CLIP_LIST,
@@ -58,19 +61,14 @@ def frame_count(duration_s: float, fps: int) -> int:
     return max(1, round(duration_s * fps))
 
 
-def video_encoding() -> list[str]:
-    """H.264 in yuv420p (what every player plays), of a quality that stands a second encoding."""
-    return ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-profile:v", "high", "-pix_fmt", "yuv420p"]
-
-
-def clip_encoding(fps: int, frames: int | None = None) -> list[str]:
-    """The output options every clip of a video is written with: `video_encoding`, no sound, MP4. Given its
-    `frames`, a clip also has a keyframe just before its last LAST_FRAME_SEEK_S, so that reading its last
+def clip_encoding(fps: int, frames: int | None = None, encoder: VideoEncoder = LIBX264) -> list[str]:
+    """The output options every clip of a video is written with: H.264 by `encoder`, no sound, MP4. Given
+    its `frames`, a clip also has a keyframe just before its last LAST_FRAME_SEEK_S, so that reading its last
     frame (`extract_frame`) decodes those frames only, not the whole clip from its first keyframe."""
     keyframe = []
     if frames is not None and frames > 1:
         keyframe = ["-force_key_frames", f"expr:eq(n,{max(0, frames - math.ceil(LAST_FRAME_SEEK_S * fps) - 1)})"]
-    return [*video_encoding(), *keyframe, "-r", str(fps), "-an", "-f", "mp4"]
+    return [*encoder.args(), *keyframe, "-r", str(fps), "-an", "-f", "mp4"]
 
 
 def checked_output(graph: str, check: PictureCheck | None, frames: int) -> tuple[str, list[str]]:
@@ -100,6 +98,7 @@ async def render_photo_clip(
     caption: str | None = None,
     progress: Progress | None = None,
     threads: int = DEFAULT_THREADS,
+    encoder: VideoEncoder = LIBX264,
     timeout_s: float | None = None,
     check: PictureCheck | None = None,
     end_frames: tuple[Path, Path] | None = None,
@@ -124,7 +123,7 @@ async def render_photo_clip(
     args = [*input_args(photo, still_source(photo)), "-filter_complex", graph, *checked]
     args += ["-map", "[v]", "-frames:v", str(frames)]
     await run_ffmpeg(
-        [*args, *clip_encoding(fps, frames), str(out)],
+        [*args, *clip_encoding(fps, frames, encoder), str(out)],
         planned_s=frames / fps,
         progress=progress,
         timeout_s=timeout_s or time_budget_s(frames / fps, frame),
@@ -188,6 +187,7 @@ async def render_last_clip(
     duration_s: float,
     progress: Progress | None = None,
     threads: int = DEFAULT_THREADS,
+    encoder: VideoEncoder = LIBX264,
     timeout_s: float | None = None,
     check: PictureCheck | None = None,
 ) -> None:
@@ -205,7 +205,7 @@ async def render_last_clip(
     graph, checked = checked_output(f"{backdrop};[backdrop]{texts},{fade},format=yuv420p[v]", check, frames)
     args = [*inputs, "-filter_complex", graph, *checked, "-map", "[v]", "-frames:v", str(frames)]
     await run_ffmpeg(
-        [*args, *clip_encoding(fps, frames), str(out)],
+        [*args, *clip_encoding(fps, frames, encoder), str(out)],
         planned_s=frames / fps,
         progress=progress,
         timeout_s=timeout_s or time_budget_s(frames / fps, frame),
@@ -295,6 +295,12 @@ async def extract_poster(video: Path, out_jpg: Path, *, at_s: float | None = Non
 # -- the final render -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Rendered:
+    duration_s: float  # as planned: the clips' lengths added up
+    clips_encoded: int  # clips that could not be joined as they were, encoded again to match
+
+
 async def render_final(
     clips: list[Path],
     music: Path | None,
@@ -304,16 +310,19 @@ async def render_final(
     fps: int,
     progress: Progress | None = None,
     threads: int = DEFAULT_THREADS,
+    encoder: VideoEncoder = LIBX264,
     timeout_s: float | None = None,
     known: list[MediaInfo | None] | None = None,
-) -> float:
+) -> Rendered:
     """`clips` joined in order, with `music` looped or cut to their length, faded in and out and
     loudness-normalized (silence without music): H.264 yuv420p and AAC in an MP4 that starts playing before
-    it has downloaded (`+faststart`). Returns the planned duration in seconds.
+    it has downloaded (`+faststart`).
 
     Clips made with `clip_encoding` at `frame` and `fps` are joined as they are, without encoding them again;
-    any other is first encoded to match, beside `out` (as is the list of clips), and removed after. `known`:
-    what is already known of each clip (as the stage that made it checked it), None where it is to be probed."""
+    any other (another size or rate, or known to be made by another encoder than `encoder`: one H.264 stream
+    has one set of parameters) is first encoded by `encoder` to match, beside `out` (as is the list of clips),
+    and removed after. `known`: what is already known of each clip (as the stage that made it checked it),
+    None where it is to be probed."""
     if not clips:
         raise ValueError("a video needs at least one clip")
     infos = await _probe_unknown(clips, known or [None] * len(clips))
@@ -321,20 +330,24 @@ async def render_final(
     conformed: list[Path] = []
     try:
         joined = []
-        for number, (clip, info) in enumerate(zip(clips, infos, strict=True)):
-            if not _joinable(info, frame, fps):
+        for number, (clip, info, again) in enumerate(
+            zip(clips, infos, _encoded_again(infos, frame, fps, encoder), strict=True)
+        ):
+            if again:
                 conformed.append(
-                    await _conform(clip, info, out.parent / f"{out.name}.conformed{number}.mp4", frame, fps, threads)
+                    await _conform(
+                        clip, info, out.parent / f"{out.name}.conformed{number}.mp4", frame, fps, threads, encoder
+                    )
                 )
                 clip = conformed[-1]
             joined.append(clip)
         await _join(
             joined, music, out, total_s=total_s, frame=frame, progress=progress, threads=threads, timeout_s=timeout_s
         )
+        return Rendered(total_s, clips_encoded=len(conformed))
     finally:
         for path in conformed:
             path.unlink(missing_ok=True)
-    return total_s
 
 
 async def _join(
@@ -366,13 +379,15 @@ async def _join(
     )
 
 
-async def _conform(clip: Path, info: MediaInfo, out: Path, frame: Size, fps: int, threads: int) -> Path:
+async def _conform(
+    clip: Path, info: MediaInfo, out: Path, frame: Size, fps: int, threads: int, encoder: VideoEncoder
+) -> Path:
     """`clip`'s picture encoded as the clips of this video are (fitted into `frame`, at `fps`)."""
     width, height = frame
     fitted = f"scale={width}:{height}:force_original_aspect_ratio=decrease"
     picture = f"{fitted},pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={fps},format=yuv420p"
     duration_s = info.video_duration_s or info.duration_s
-    args = [*input_args(clip, CLIP), "-map", "0:v:0", "-vf", picture, *clip_encoding(fps), str(out)]
+    args = [*input_args(clip, CLIP), "-map", "0:v:0", "-vf", picture, *clip_encoding(fps, encoder=encoder), str(out)]
     await run_ffmpeg(args, planned_s=duration_s, timeout_s=time_budget_s(duration_s, frame), threads=threads)
     return out
 
@@ -392,9 +407,21 @@ async def _probe_unknown(clips: list[Path], known: list[MediaInfo | None]) -> li
     return list(await asyncio.gather(*(one(clip, info) for clip, info in zip(clips, known, strict=True))))
 
 
-def _joinable(info: MediaInfo, frame: Size, fps: int) -> bool:
+def _encoded_again(infos: list[MediaInfo], frame: Size, fps: int, encoder: VideoEncoder) -> list[bool]:
+    """Which clips are encoded again (by `encoder`) before the join. Clips all made by one encoder join as they
+    are, whichever it was (a GPU worker's NVENC clips, rendered where there is none); of clips of several
+    encoders, those not of `encoder` are encoded again."""
+    made_by = {info.encoder for info in infos if info.encoder is not None}
+    only = next(iter(made_by)) if len(made_by) == 1 else encoder.name
+    if only != encoder.name and all(_joinable(info, frame, fps, only) for info in infos):
+        return [False] * len(infos)
+    return [not _joinable(info, frame, fps, encoder.name) for info in infos]
+
+
+def _joinable(info: MediaInfo, frame: Size, fps: int, encoder: str) -> bool:
     same_picture = (info.width, info.height) == frame and abs(info.fps - fps) < 0.01
-    return same_picture and info.video_codec == "h264" and info.pixel_format == "yuv420p"
+    same_encoder = info.encoder is None or info.encoder == encoder  # None: probed, its encoder unknown
+    return same_picture and same_encoder and info.video_codec == "h264" and info.pixel_format == "yuv420p"
 
 
 def _concat_script(clips: list[Path]) -> str:

@@ -12,6 +12,7 @@ from inferline.config import Settings
 from inferline.files.blobs import BlobStore
 from inferline.files.store import Quota
 from inferline.jobs.submission import Submitter
+from inferline.media.encoders import EncoderChoice
 from inferline.media.transitions import TransitionGenerator, XfadeTransitions
 from inferline.media.workspace import Workspaces
 
@@ -46,6 +47,8 @@ class MediaDeps:
     interpolation: Interpolation | None = None  # None: no model configured, transitions are xfade's
     fallback: TransitionGenerator = field(default_factory=XfadeTransitions)
     ffmpeg_threads: int = 2
+    # x264 or NVENC, tried on the first media job (setting `media_video_encoder`).
+    encoders: EncoderChoice = field(default_factory=EncoderChoice)
     workspaces: Workspaces = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,4 +80,5 @@ class MediaDeps:
             interpolation=interpolation,
             fallback=XfadeTransitions(threads=settings.media_ffmpeg_threads),
             ffmpeg_threads=settings.media_ffmpeg_threads,
+            encoders=EncoderChoice(settings.media_video_encoder),
         )

@@ -33,6 +33,7 @@ import structlog
 from inferline.errors import ModelError, shown_message
 from inferline.inference.model import Model
 from inferline.media.clips import Size, checked_output, clip_encoding, frame_count
+from inferline.media.encoders import LIBX264, VideoEncoder
 from inferline.media.ffmpeg import DEFAULT_THREADS, STILL_SEQUENCE, Progress, input_args, run_ffmpeg, time_budget_s
 from inferline.media.probe import PictureCheck
 from inferline.media.transitions import TransitionGenerator
@@ -195,6 +196,7 @@ class OnnxTransitions:
         index: int = 0,
         progress: Progress | None = None,
         check: PictureCheck | None = None,
+        encoder: VideoEncoder = LIBX264,
     ) -> None:
         """`style` and `index` pick among xfade's transitions; the model has one way from a still to the next."""
         async with asyncio.timeout(self.timeout_s):
@@ -211,7 +213,7 @@ class OnnxTransitions:
         graph, checked = checked_output(blend, check, frames)
         args = [*input_args(pattern, STILL_SEQUENCE, "-framerate", rate), "-filter_complex", graph, *checked]
         await run_ffmpeg(
-            [*args, "-map", "[v]", "-frames:v", str(frames), *clip_encoding(fps), str(out)],
+            [*args, "-map", "[v]", "-frames:v", str(frames), *clip_encoding(fps, encoder=encoder), str(out)],
             planned_s=frames / fps,
             progress=_scaled(progress, 70, 100),
             timeout_s=time_budget_s(frames / fps, frame),
@@ -272,6 +274,7 @@ async def generate_transition(
     index: int = 0,
     progress: Progress | None = None,
     check: PictureCheck | None = None,
+    encoder: VideoEncoder = LIBX264,
 ) -> TransitionMade:
     """The transition by `model`, or by `fallback` when there is no model or it fails or runs out of time.
     With `check`, the picture of the transition made is checked as it is encoded (what a failed model's
@@ -291,6 +294,7 @@ async def generate_transition(
             index=index,
             progress=progress,
             check=check,
+            encoder=encoder,
         )
 
     if model is None:

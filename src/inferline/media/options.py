@@ -73,6 +73,7 @@ class ClipFacts(BaseModel):
     width: int = Field(gt=0, le=8192)
     height: int = Field(gt=0, le=8192)
     fps: float = Field(gt=0, le=1000)
+    encoder: str | None = Field(default=None, max_length=40, description="the H.264 encoder that made it")
 
 
 class RenderInput(Frame):

@@ -290,7 +290,8 @@ def clip_facts(result: dict[str, Any]) -> ClipFacts | None:
     """The clip as its stage's `result` says it checked it; None for a result without all of it (one of an
     earlier version had no `fps`, and its length was the plan's): the render probes that clip."""
     try:
-        return ClipFacts.model_validate({key: result[key] for key in ("duration_s", "width", "height", "fps")})
+        facts = {key: result[key] for key in ("duration_s", "width", "height", "fps")}
+        return ClipFacts.model_validate(facts | {"encoder": result.get("encoder")})
     except (KeyError, ValueError):
         return None
 

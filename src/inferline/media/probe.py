@@ -38,6 +38,7 @@ class MediaInfo:
     audio_codec: str | None
     pixel_format: str | None = None
     video_duration_s: float | None = None  # the video stream's own, where the container says
+    encoder: str | None = None  # what made the picture, where a stage of ours recorded it (`encoders.py`); not probed
 
     @property
     def has_video(self) -> bool:

@@ -23,6 +23,7 @@ from inferline.jobs.children import is_child
 from inferline.jobs.context import JobContext
 from inferline.media import clips, images
 from inferline.media.deps import MediaDeps
+from inferline.media.encoders import VideoEncoder
 from inferline.media.interpolation import MODEL_NAME, OnnxTransitions, generate_transition
 from inferline.media.options import CanvasInput, LastClipInput, RenderInput, TransitionInput
 from inferline.media.probe import MediaInfo, check_audio
@@ -50,9 +51,10 @@ CANVAS, TRANSITION, LAST_CLIP, RENDER = "canvas", "transition", "last_clip", "re
 GENERATE = (5.0, 85.0)  # the share of a stage's progress its ffmpeg run fills
 
 
-def clip_result(kind: str, checked: MediaInfo) -> Callable[[list[str]], dict[str, Any]]:
+def clip_result(kind: str, checked: MediaInfo, encoder: VideoEncoder) -> Callable[[list[str]], dict[str, Any]]:
     """A clip stage's result, given the id its clip was stored under: the clip as `check_video` measured it
-    (H.264 yuv420p, its length and size within the plan), which the render joins without probing it again."""
+    (H.264 yuv420p, its length and size within the plan) and the encoder that made it, which the render
+    joins without probing it again."""
 
     def result(file_ids: list[str]) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ def clip_result(kind: str, checked: MediaInfo) -> Callable[[list[str]], dict[str
             "width": checked.width,
             "height": checked.height,
             "fps": round(checked.fps, 6),
+            "encoder": encoder.name,
         }
 
     return result
@@ -77,6 +80,7 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
     await ctx.stage("canvas_start")
     with as_job_errors():
         photo = await input_file(deps, ctx, data.photo_file_id, field="photo_file_id", types=PHOTO_TYPES)
+        encoder = await deps.encoders.get()
         async with deps.workspaces.open(ctx.id) as work:
             still = await normalized_photo(deps, ctx, photo, work, data.size)
             await ctx.stage("canvas_generate")
@@ -95,6 +99,7 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
                 caption=data.caption,
                 progress=progress_between(ctx, *GENERATE),
                 threads=deps.ffmpeg_threads,
+                encoder=encoder,
                 check=checked,
                 end_frames=ends,
             )
@@ -106,7 +111,7 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
 
             def result(file_ids: list[str]) -> dict[str, Any]:
                 frames = {"first_frame_file_id": file_ids[1], "last_frame_file_id": file_ids[2]} if ends else {}
-                return clip_result(CANVAS, made)(file_ids) | frames
+                return clip_result(CANVAS, made, encoder)(file_ids) | frames
 
             outputs = [(clip, MP4), *((end, FRAME) for end in ends or ())]
             stored = await store_outputs(deps, ctx, outputs, result)
@@ -151,6 +156,7 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
     with as_job_errors():
         before = await input_file(deps, ctx, data.from_file_id, field="from_file_id", types=frozenset({MP4}))
         after = await input_file(deps, ctx, data.to_file_id, field="to_file_id", types=frozenset({MP4}))
+        encoder = await deps.encoders.get()
         async with deps.workspaces.open(ctx.id) as work:
             first, last = work.path("first.ppm"), work.path("last.ppm")  # uncompressed: no zlib either way
             decoded = [
@@ -176,6 +182,7 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
                 index=data.index,
                 progress=progress_between(ctx, *GENERATE),
                 check=checked,
+                encoder=encoder,
             )
             await ctx.stage("transition_validate")
             probed = await check_video(part, expected, "transition", checked=checked)
@@ -187,7 +194,7 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
                     "fallback_reason": made.fallback_reason,
                     "stills_decoded": sum(decoded),
                 }
-                return clip_result(TRANSITION, probed)(file_ids) | made_by
+                return clip_result(TRANSITION, probed, encoder)(file_ids) | made_by
 
             stored = await store_outputs(deps, ctx, [(clip, MP4)], result)
     await ctx.stage("transition_done")
@@ -241,6 +248,7 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
             background = await input_file(
                 deps, ctx, data.background_file_id, field="background_file_id", types=PHOTO_TYPES
             )
+        encoder = await deps.encoders.get()
         async with deps.workspaces.open(ctx.id) as work:
             still = await normalized_photo(deps, ctx, background, work, data.size) if background else None
             await ctx.stage("last_clip_generate")
@@ -262,12 +270,13 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
                 duration_s=data.duration_s,
                 progress=progress_between(ctx, *GENERATE),
                 threads=deps.ffmpeg_threads,
+                encoder=encoder,
                 check=checked,
             )
             await ctx.stage("last_clip_finalize")
             made = await check_video(part, expected, "closing clip", checked=checked)
             clip = work.finish(part)
-            result = await store_outputs(deps, ctx, [(clip, MP4)], clip_result(LAST_CLIP, made))
+            result = await store_outputs(deps, ctx, [(clip, MP4)], clip_result(LAST_CLIP, made, encoder))
     await ctx.stage("last_clip_done")
     return result
 
@@ -292,6 +301,7 @@ def _known_clips(ctx: JobContext, data: RenderInput) -> list[MediaInfo | None]:
             audio_codec=None,
             pixel_format="yuv420p",
             video_duration_s=facts.duration_s,
+            encoder=facts.encoder,
         )
         for facts in data.clips
     ]
@@ -315,10 +325,11 @@ async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dic
             # A pipeline's song is a project's audio asset, checked when it was uploaded: one process start less.
             if not (data.music_checked and is_child(ctx.job)):
                 await check_audio(music.path, deps.limits.max_audio_s)
+        encoder = await deps.encoders.get()
         async with deps.workspaces.open(ctx.id) as work:
             await ctx.stage("render_concat")
             part = work.part("video.mp4")
-            total_s = await clips.render_final(
+            rendered = await clips.render_final(
                 [clip.path for clip in parts],
                 music.path if music else None,
                 part,
@@ -326,8 +337,10 @@ async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dic
                 fps=data.fps,
                 progress=progress_between(ctx, *GENERATE),
                 threads=deps.ffmpeg_threads,
+                encoder=encoder,
                 known=_known_clips(ctx, data),
             )
+            total_s = rendered.duration_s
             await ctx.stage("render_finalize")
             await check_video(part, Expected(data.size, total_s, audio=True), "video")
             poster_part = work.part("poster.jpg")
@@ -344,6 +357,7 @@ async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dic
                     "duration_s": round(total_s, 3),
                     "width": width,
                     "height": height,
+                    "clips_encoded_again": rendered.clips_encoded,
                 }
 
             stored = await store_outputs(deps, ctx, [(video, MP4), (poster, JPEG)], result)

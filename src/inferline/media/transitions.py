@@ -8,6 +8,7 @@ from typing import Protocol
 
 from inferline.errors import InvalidInput
 from inferline.media.clips import Size, checked_output, clip_encoding, frame_count
+from inferline.media.encoders import LIBX264, VideoEncoder
 from inferline.media.ffmpeg import DEFAULT_THREADS, Progress, input_args, run_ffmpeg, still_source, time_budget_s
 from inferline.media.probe import PictureCheck
 
@@ -49,6 +50,7 @@ class TransitionGenerator(Protocol):
         index: int = 0,
         progress: Progress | None = None,
         check: PictureCheck | None = None,
+        encoder: VideoEncoder = LIBX264,
     ) -> None: ...
 
 
@@ -86,6 +88,7 @@ class XfadeTransitions:
         index: int = 0,
         progress: Progress | None = None,
         check: PictureCheck | None = None,
+        encoder: VideoEncoder = LIBX264,
     ) -> None:
         transition = xfade_name(style, index)  # from the list above: never a caller's text in the graph
         frames = frame_count(duration_s, fps)
@@ -104,7 +107,7 @@ class XfadeTransitions:
         stills = [*input_args(first, still_source(first), *rate), *input_args(last, still_source(last), *rate)]
         args = [*stills, "-filter_complex", graph, *checked, "-map", "[v]", "-frames:v", str(frames)]
         await run_ffmpeg(
-            [*args, *clip_encoding(fps), str(out)],
+            [*args, *clip_encoding(fps, encoder=encoder), str(out)],
             planned_s=frames / fps,
             progress=progress,
             timeout_s=time_budget_s(frames / fps, frame),
