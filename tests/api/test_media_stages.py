@@ -29,11 +29,12 @@ from tests.media_helpers import (
 from inferline import db
 from inferline.errors import NonRetryable
 from inferline.jobs.children import child_key
-from inferline.jobs.model import Job
+from inferline.jobs.model import Job, JobStatus
 from inferline.jobs.store import JobStore
 from inferline.jobs.testing import MemoryContext
 from inferline.media.encoders import NVENC, trial
 from inferline.media.options import CanvasInput, ClipFacts, LastClipInput, RenderInput, TransitionInput
+from inferline.media.pipeline import discard_children
 from inferline.media.probe import probe
 from inferline.media.stages import run_canvas, run_last_clip, run_render, run_transition
 from inferline.schema import files
@@ -302,6 +303,58 @@ async def test_an_attempt_after_the_output_was_stored_returns_it_without_making_
 
     await api.client.delete(f"/api/v1/files/{made['file_id']}")  # gone since: made again
     assert (await run_canvas(api.services.media, again, data))["file_id"] != made["file_id"]
+
+
+class KilledBeforeItsResult(MemoryContext):
+    """Stops for good where a kill of its process between storing its files and checkpointing its result
+    would: the files' rows are written, the result is not."""
+
+    def __init__(self) -> None:
+        super().__init__(tenant=TENANT)
+        self.reached = asyncio.Event()
+
+    async def checkpoint(self, state: Any, *, progress: float | None = None) -> None:
+        if "result" in state:
+            self.reached.set()
+            await asyncio.Event().wait()
+        await super().checkpoint(state, progress=progress)
+
+
+async def test_the_files_a_killed_attempt_stored_are_deleted_by_the_next_or_by_its_canceled_run(
+    media_api: Api, tmp_path: Path
+) -> None:
+    api, deps = media_api, media_api.services.media
+    photo = await upload(api, photo_bytes(tmp_path, 8), "h.jpg")
+    data = CanvasInput(photo_file_id=photo, resolution="180p", fps=10, duration_s=1, end_frames=True)
+    killed = KilledBeforeItsResult()
+    attempt = asyncio.create_task(run_canvas(deps, killed, data))
+    await asyncio.wait_for(killed.reached.wait(), 60)
+    left = killed.checkpoints[-1]
+    assert sorted(left) == ["storing"] and len(left["storing"]) == 3  # the clip and its two frames
+    assert await file_count(api) == 1 + 3
+
+    again = MemoryContext(tenant=TENANT, attempt=2, last_checkpoint=left)
+    made = await run_canvas(deps, again, data)
+    stored = {file["id"] for file in (await api.client.get("/api/v1/files")).json()["items"]}
+    assert stored == {photo, made["file_id"], made["first_frame_file_id"], made["last_frame_file_id"]}
+    assert stored.isdisjoint(left["storing"])
+
+    # No attempt follows a child of a canceled run: the run deletes what the child's checkpoint names.
+    attempt.cancel()  # (its own cleanup would have: a killed process runs none)
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    other = await upload(api, photo_bytes(tmp_path, 9), "i.jpg")
+    parent = Job.running_now(kind="pipeline", tenant=TENANT)
+    child = replace(
+        Job.running_now(kind="canvas", tenant=TENANT),
+        status=JobStatus.CANCELED,
+        idempotency_key=child_key(parent.id, "canvas:0"),
+        checkpoint={"storing": [other]},
+    )
+    async with db.write(api.services.engine) as conn:
+        await JobStore(conn).add([child])
+    await discard_children(deps, MemoryContext(parent))
+    assert await file_count(api) == 4 and leftovers(api) == []
 
 
 async def test_a_pipelines_render_joins_its_clips_as_their_stages_checked_them_and_probes_only_the_rest(

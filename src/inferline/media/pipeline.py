@@ -47,7 +47,7 @@ from inferline.media.options import (
     RenderInput,
     TransitionInput,
 )
-from inferline.media.stagefiles import delete_files
+from inferline.media.stagefiles import delete_files, files_named
 from inferline.media.stages import CANVAS, LAST_CLIP, RENDER, TRANSITION
 from inferline.media.store import MediaStore
 from inferline.shielding import despite_cancel
@@ -320,6 +320,9 @@ async def discard_children(deps: MediaDeps, ctx: JobContext) -> None:
     heartbeats.stop_here(deps.engine, (job.id for job in canceled if job.status is JobStatus.RUNNING))
     children = await _children_stopped(deps, ctx)
     made = files_made([job.result for job in children if job.status is JobStatus.SUCCEEDED and job.result])
+    # A child whose worker was killed while it stored its files named them in its checkpoint first; canceled
+    # now, no later attempt of it deletes them (`stagefiles.store_outputs`).
+    made += [file_id for job in children for file_id in files_named(job.checkpoint) if file_id not in made]
     await delete_files(deps, ctx.tenant, made)
     log.info("media_pipeline_discarded", job_id=ctx.id, children=len(children), files=len(made))
 

@@ -20,7 +20,15 @@ from PIL import Image
 from inferline import db
 from inferline.errors import Canceled, InferlineError, JobError, NonRetryable, NotFound
 from inferline.files import sniff
-from inferline.files.service import FileInfo, blob_path, get_file, receive_file, record_file, remove_blobs
+from inferline.files.service import (
+    FileInfo,
+    blob_path,
+    finish_upload,
+    get_file,
+    receive_file,
+    record_file,
+    remove_blobs,
+)
 from inferline.files.store import delete_file_rows
 from inferline.jobs.context import JobContext
 from inferline.jobs.model import JobStatus
@@ -70,32 +78,57 @@ async def input_file(deps: MediaDeps, ctx: JobContext, file_id: str, *, field: s
     return InputFile(info, blob_path(deps.blobs, info))
 
 
+def files_named(checkpoint: Any) -> list[str]:
+    """The ids of the files a stage's checkpoint names: those it was storing, or those its result holds
+    (each `..._file_id`: a clip, its frames, a poster)."""
+    if not isinstance(checkpoint, dict):
+        return []
+    storing, result = checkpoint.get("storing"), checkpoint.get("result")
+    named = [value for value in storing if isinstance(value, str)] if isinstance(storing, list) else []
+    if isinstance(result, dict):
+        named += [value for key, value in result.items() if key.endswith("file_id") and isinstance(value, str)]
+    return named
+
+
 async def finished_result(deps: MediaDeps, ctx: JobContext) -> dict[str, Any] | None:
-    """The result an earlier attempt stored and checkpointed, if its files are all still there."""
-    result = (ctx.last_checkpoint or {}).get("result")
-    if not isinstance(result, dict):
-        return None
-    ids = [value for key, value in result.items() if key.endswith("file_id") and isinstance(value, str)]
-    async with db.read(deps.engine) as conn:
-        query = sa.select(sa.func.count()).where(files.c.tenant == ctx.tenant, files.c.id.in_(ids))
-        found = int((await conn.execute(query)).scalar_one())
-    return result if found == len(ids) else None
+    """The result an earlier attempt stored and checkpointed, if its files are all still there. Otherwise
+    the files an earlier attempt named are deleted, as this one makes its output again: one killed between
+    writing their rows and checkpointing its result (`store_outputs`) left them, in no one's result."""
+    checkpoint = ctx.last_checkpoint or {}
+    named = files_named(checkpoint)
+    result = checkpoint.get("result")
+    if isinstance(result, dict):
+        async with db.read(deps.engine) as conn:
+            query = sa.select(sa.func.count()).where(files.c.tenant == ctx.tenant, files.c.id.in_(named))
+            found = int((await conn.execute(query)).scalar_one())
+        if found == len(named):
+            return result
+    await delete_files(deps, ctx.tenant, named)
+    return None
 
 
 async def store_outputs(
     deps: MediaDeps, ctx: JobContext, outputs: list[tuple[Path, str]], result: Callable[[list[str]], dict[str, Any]]
 ) -> dict[str, Any]:
     """Store each (path, content type) as a file of the job's tenant and checkpoint `result(file ids)`.
-    Whatever stops the job before it returns (a cancel, a quota) removes the files stored."""
+    Whatever stops the job before it returns (a cancel, a quota) removes the files stored. The files' ids are
+    checkpointed before their rows are written (`storing`), so that what a kill of the process leaves
+    between the rows and the result is deleted by the next attempt (`finished_result`) or by the canceled
+    run that no attempt follows (`pipeline.discard_children`)."""
+    staged: list[FileInfo] = []
     stored: list[str] = []
     try:
         for path, content_type in outputs:
-            info = await _received(deps, ctx, path, content_type)
+            staged.append(await _received(deps, ctx, path, content_type))
+        await ctx.checkpoint({"storing": [info.id for info in staged]})
+        for info in staged:
             stored.append(info.id)  # before the commit: a cancel during it removes the row if it was written
             await record_file(deps.engine, info)
         done = result(stored)
         await ctx.checkpoint({"result": done})
     except BaseException:
+        for info in staged[len(stored) :]:  # staged, never handed to record_file (which finishes its own)
+            await despite_cancel(finish_upload(deps.engine, info, refused=True))
         await despite_cancel(delete_files(deps, ctx.tenant, stored))
         raise
     if ctx.cancel_reason is not None:  # canceled while storing: the attempt ends canceled, without its files
