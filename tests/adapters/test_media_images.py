@@ -58,6 +58,25 @@ def test_normalizing_scales_down_to_fit_and_never_up(tmp_path: Path) -> None:
     assert normalize_photo(photo, tmp_path / "b.png", sniff.JPEG, max_pixels=10**6, max_size=(800, 800)) == (400, 100)
 
 
+def test_a_jpeg_decodes_no_larger_than_the_box_it_is_shown_in_needs(tmp_path: Path) -> None:
+    def normalized(photo: Path, content_type: str = sniff.JPEG, **options: tuple[int, int]) -> tuple[int, int]:
+        return normalize_photo(photo, tmp_path / "out.ppm", content_type, max_pixels=10**7, **options)
+
+    photo = write_jpeg(tmp_path / "p.jpg", (4000, 1000))
+    assert normalized(photo) == (4000, 1000)
+    # Shown fitted in 1210x400: 1210x303 of it shows; libjpeg's 1/2 (2000x500) is the smallest scale above.
+    assert normalized(photo, shown_within=(1210, 400)) == (2000, 500)
+    assert normalized(photo, shown_within=(4000, 4000)) == (4000, 1000)  # shown whole: decoded whole
+    # Stored lying down (EXIF 6), shown standing: the box is turned with it (1000x4000 shown within 2151x1210
+    # needs 303x1210, so 2000x500 stored); read unturned, the box would ask for all of it.
+    turned = write_jpeg(tmp_path / "t.jpg", (4000, 1000), orientation=6)
+    assert normalized(turned, shown_within=(2151, 1210)) == (500, 2000)
+    # Only JPEG scales its decode: a PNG is read whole (and scaled down by max_size alone).
+    with Image.open(photo) as image:
+        image.save(tmp_path / "p.png")
+    assert normalized(tmp_path / "p.png", sniff.PNG, shown_within=(1210, 400)) == (4000, 1000)
+
+
 def test_a_huge_header_is_refused_before_any_pixel_is_decoded(tmp_path: Path) -> None:
     bomb = huge_png_header(tmp_path / "bomb.png", 50_000, 50_000)
     with pytest.raises(TooLarge, match="media_max_image_pixels"):

