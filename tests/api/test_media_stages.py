@@ -32,9 +32,10 @@ from inferline.jobs.children import child_key
 from inferline.jobs.model import Job, JobStatus
 from inferline.jobs.store import JobStore
 from inferline.jobs.testing import MemoryContext
+from inferline.media import encoders
 from inferline.media.encoders import NVENC, trial
 from inferline.media.options import CanvasInput, ClipFacts, LastClipInput, RenderInput, TransitionInput
-from inferline.media.pipeline import discard_children
+from inferline.media.pipeline import clip_facts, discard_children
 from inferline.media.probe import probe
 from inferline.media.stages import run_canvas, run_last_clip, run_render, run_transition
 from inferline.schema import files
@@ -201,6 +202,23 @@ async def test_a_stage_where_the_required_encoder_does_not_work_fails_saying_why
             "media_video_encoder is h264_nvenc, which ffmpeg cannot use here: ffmpeg"
         )
         assert await file_count(api) == 1 and leftovers(api) == []
+
+
+async def test_a_clip_whose_nvenc_encode_fails_after_the_trial_is_made_by_x264_and_says_so(
+    media_api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if await trial(NVENC) is None:
+        pytest.skip("NVENC works on this machine")
+
+    async def passed(encoder: object, **_: float) -> str | None:
+        return None  # the trial passed; the encode then fails (here: no driver at all)
+
+    monkeypatch.setattr(encoders, "trial", passed)
+    photo = await upload(media_api, photo_bytes(tmp_path, 4), "d.jpg")
+    data = CanvasInput(photo_file_id=photo, resolution="180p", fps=10, duration_s=1)
+    made = await run_canvas(media_api.services.media, MemoryContext(tenant=TENANT), data)
+    assert (await media_api.services.media.encoders.get()).name == "h264_nvenc"  # still the process's choice
+    assert made["encoder"] == "libx264" and made["duration_s"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -373,6 +391,10 @@ async def test_a_pipelines_render_joins_its_clips_as_their_stages_checked_them_a
     facts = [
         ClipFacts.model_validate({key: clip[key] for key in ("duration_s", "width", "height", "fps")}) for clip in made
     ]
+    # A result of a version before encoders were recorded: its clip was x264's.
+    assert clip_facts(made[0]) == facts[0].model_copy(update={"encoder": made[0]["encoder"]})
+    older = {key: value for key, value in made[0].items() if key != "encoder"}
+    assert clip_facts(older) == facts[0].model_copy(update={"encoder": "libx264"})
     path, log = logged_ffprobe(tmp_path / "bin")
     monkeypatch.setenv("PATH", path)
     # The last clip as a result of an earlier version holds it (no facts): that one is probed.

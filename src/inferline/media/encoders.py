@@ -14,8 +14,9 @@ again any clip of another encoder (a fleet whose workers differ) as its own.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import structlog
 
@@ -23,6 +24,7 @@ from inferline.errors import JobError, NonRetryable
 from inferline.media.ffmpeg import run_ffmpeg
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 EncoderSetting = Literal["auto", "libx264", "h264_nvenc"]
 TRIAL_TIMEOUT_S = 30.0  # the first use of NVENC loads the driver and makes a CUDA context: seconds, not minutes
@@ -81,6 +83,19 @@ class EncoderChoice:
                 self._chosen = await self._choose()
                 log.info("media_encoder_chosen", setting=self.setting, encoder=self._chosen.name, reason=self.reason)
         return self._chosen
+
+    async def run(self, encode: Callable[[VideoEncoder], Awaitable[T]]) -> tuple[T, VideoEncoder]:
+        """`encode(encoder)` with the chosen encoder; returns its value and the encoder that made it. Under
+        `auto`, an NVENC encode that fails (a GPU's encoder sessions all taken, a size it does not take) is
+        made again by x264: the trial said NVENC works, not that every encode will."""
+        encoder = await self.get()
+        try:
+            return await encode(encoder), encoder
+        except JobError as exc:
+            if self.setting != "auto" or encoder != NVENC or "nvenc" not in str(exc).lower():
+                raise
+            log.warning("media_encoder_fallback", encoder=encoder.name, error=str(exc))
+        return await encode(LIBX264), LIBX264
 
     async def _choose(self) -> VideoEncoder:
         if self.setting == "libx264":

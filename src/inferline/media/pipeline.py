@@ -38,6 +38,7 @@ from inferline.jobs.model import Job, JobStatus
 from inferline.jobs.store import JobStore
 from inferline.jobs.submission import JobRequest
 from inferline.media.deps import MediaDeps
+from inferline.media.encoders import LIBX264
 from inferline.media.model import AssetKind
 from inferline.media.options import (
     CanvasInput,
@@ -291,7 +292,8 @@ def clip_facts(result: dict[str, Any]) -> ClipFacts | None:
     earlier version had no `fps`, and its length was the plan's): the render probes that clip."""
     try:
         facts = {key: result[key] for key in ("duration_s", "width", "height", "fps")}
-        return ClipFacts.model_validate(facts | {"encoder": result.get("encoder")})
+        # A result without `encoder` is of an earlier version, all of whose clips were x264's.
+        return ClipFacts.model_validate(facts | {"encoder": result.get("encoder", LIBX264.name)})
     except (KeyError, ValueError):
         return None
 

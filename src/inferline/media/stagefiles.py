@@ -1,8 +1,9 @@
 """The tenant files a media stage reads and writes, and the checks an output passes before it is stored.
 
 A stage reads its inputs by file id (another tenant's id is not found, like a missing one) and stores its
-output as a new file of the job's tenant, counted against the tenant's quota. Once stored, the output's
-file id is checkpointed: an attempt after a crash that finds it returns it instead of making it again.
+output as a new file of the job's tenant, counted against the tenant's quota. The output's file ids are
+checkpointed before their rows are written and again in the result: an attempt after a crash that finds
+the result returns it instead of making it again, and one that finds only the ids deletes those files.
 A stage stopped after its output was stored removes it, so a canceled job leaves no file behind.
 """
 
@@ -94,7 +95,7 @@ async def finished_result(deps: MediaDeps, ctx: JobContext) -> dict[str, Any] | 
     """The result an earlier attempt stored and checkpointed, if its files are all still there. Otherwise
     the files an earlier attempt named are deleted, as this one makes its output again: one killed between
     writing their rows and checkpointing its result (`store_outputs`) left them, in no one's result."""
-    checkpoint = ctx.last_checkpoint or {}
+    checkpoint = ctx.last_checkpoint if isinstance(ctx.last_checkpoint, dict) else {}
     named = files_named(checkpoint)
     result = checkpoint.get("result")
     if isinstance(result, dict):
@@ -127,9 +128,13 @@ async def store_outputs(
         done = result(stored)
         await ctx.checkpoint({"result": done})
     except BaseException:
-        for info in staged[len(stored) :]:  # staged, never handed to record_file (which finishes its own)
-            await despite_cancel(finish_upload(deps.engine, info, refused=True))
-        await despite_cancel(delete_files(deps, ctx.tenant, stored))
+
+        async def discard() -> None:
+            for info in staged[len(stored) :]:  # staged, never handed to record_file (which finishes its own)
+                await finish_upload(deps.engine, info, refused=True)
+            await delete_files(deps, ctx.tenant, stored)
+
+        await despite_cancel(discard())  # one cleanup: a cancel raised after a part of it would skip the rest
         raise
     if ctx.cancel_reason is not None:  # canceled while storing: the attempt ends canceled, without its files
         await despite_cancel(delete_files(deps, ctx.tenant, stored))

@@ -82,7 +82,7 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
     await ctx.stage("canvas_start")
     with as_job_errors():
         photo = await input_file(deps, ctx, data.photo_file_id, field="photo_file_id", types=PHOTO_TYPES)
-        encoder = await deps.encoders.get()
+        await deps.encoders.get()  # a required encoder that does not work here fails the job before any work
         async with deps.workspaces.open(ctx.id) as work:
             still = await normalized_photo(deps, ctx, photo, work, data.size)
             await ctx.stage("canvas_generate")
@@ -91,19 +91,25 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
             checked = expected.picture_check()
             # The stills of the transitions beside this clip, read back once: no transition decodes it for them.
             ends = (work.path("first.ppm"), work.path("last.ppm")) if data.end_frames else None
-            await clips.render_photo_clip(
-                still,
-                part,
-                frame=data.size,
-                fps=data.fps,
-                duration_s=data.duration_s,
-                motion=data.motion,
-                caption=data.caption,
-                progress=progress_between(ctx, *GENERATE),
-                threads=deps.ffmpeg_threads,
-                encoder=encoder,
-                check=checked,
-            )
+
+            async def encode(encoder: VideoEncoder) -> None:
+                if checked is not None:
+                    checked.forget()  # what a failed encode's run found
+                await clips.render_photo_clip(
+                    still,
+                    part,
+                    frame=data.size,
+                    fps=data.fps,
+                    duration_s=data.duration_s,
+                    motion=data.motion,
+                    caption=data.caption,
+                    progress=progress_between(ctx, *GENERATE),
+                    threads=deps.ffmpeg_threads,
+                    encoder=encoder,
+                    check=checked,
+                )
+
+            _, encoder = await deps.encoders.run(encode)
             await ctx.stage("canvas_validate")
             # The probe beside the frames' read: two short processes at once on 2 cores, ~0.2 s less per clip.
             probing = asyncio.ensure_future(check_video(part, expected, "photo's clip", checked=checked))
@@ -168,7 +174,7 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
     with as_job_errors():
         before = await input_file(deps, ctx, data.from_file_id, field="from_file_id", types=frozenset({MP4}))
         after = await input_file(deps, ctx, data.to_file_id, field="to_file_id", types=frozenset({MP4}))
-        encoder = await deps.encoders.get()
+        await deps.encoders.get()  # a required encoder that does not work here fails the job before any work
         async with deps.workspaces.open(ctx.id) as work:
             first, last = work.path("first.ppm"), work.path("last.ppm")  # uncompressed: no zlib either way
             decoded = [
@@ -181,20 +187,22 @@ async def run_transition(deps: MediaDeps, ctx: JobContext, data: TransitionInput
             # Two stills of one photo make a still transition: only black is checked.
             expected = Expected(data.size, duration_s, picture=(0.0, duration_s), frozen_min_s=None)
             checked = expected.picture_check()
-            made = await generate_transition(
-                _model_transitions(deps, ctx),
-                deps.fallback,
-                first,
-                last,
-                part,
-                frame=data.size,
-                fps=data.fps,
-                duration_s=data.duration_s,
-                style=data.transition,
-                index=data.index,
-                progress=progress_between(ctx, *GENERATE),
-                check=checked,
-                encoder=encoder,
+            made, encoder = await deps.encoders.run(
+                lambda encoder: generate_transition(
+                    _model_transitions(deps, ctx),
+                    deps.fallback,
+                    first,
+                    last,
+                    part,
+                    frame=data.size,
+                    fps=data.fps,
+                    duration_s=data.duration_s,
+                    style=data.transition,
+                    index=data.index,
+                    progress=progress_between(ctx, *GENERATE),
+                    check=checked,
+                    encoder=encoder,
+                )
             )
             await ctx.stage("transition_validate")
             probed = await check_video(part, expected, "transition", checked=checked)
@@ -260,7 +268,7 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
             background = await input_file(
                 deps, ctx, data.background_file_id, field="background_file_id", types=PHOTO_TYPES
             )
-        encoder = await deps.encoders.get()
+        await deps.encoders.get()  # a required encoder that does not work here fails the job before any work
         async with deps.workspaces.open(ctx.id) as work:
             still = await normalized_photo(deps, ctx, background, work, data.size) if background else None
             await ctx.stage("last_clip_generate")
@@ -272,19 +280,25 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
             picture = (0.0, duration_s - fade_s - 0.1) if still is not None else None
             expected = Expected(data.size, duration_s, picture=picture, frozen_min_s=None)
             checked = expected.picture_check()
-            await clips.render_last_clip(
-                data.title,
-                data.subtitle,
-                still,
-                part,
-                frame=data.size,
-                fps=data.fps,
-                duration_s=data.duration_s,
-                progress=progress_between(ctx, *GENERATE),
-                threads=deps.ffmpeg_threads,
-                encoder=encoder,
-                check=checked,
-            )
+
+            async def encode(encoder: VideoEncoder) -> None:
+                if checked is not None:
+                    checked.forget()  # what a failed encode's run found
+                await clips.render_last_clip(
+                    data.title,
+                    data.subtitle,
+                    still,
+                    part,
+                    frame=data.size,
+                    fps=data.fps,
+                    duration_s=data.duration_s,
+                    progress=progress_between(ctx, *GENERATE),
+                    threads=deps.ffmpeg_threads,
+                    encoder=encoder,
+                    check=checked,
+                )
+
+            _, encoder = await deps.encoders.run(encode)
             await ctx.stage("last_clip_finalize")
             made = await check_video(part, expected, "closing clip", checked=checked)
             clip = work.finish(part)
@@ -337,20 +351,22 @@ async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dic
             # A pipeline's song is a project's audio asset, checked when it was uploaded: one process start less.
             if not (data.music_checked and is_child(ctx.job)):
                 await check_audio(music.path, deps.limits.max_audio_s)
-        encoder = await deps.encoders.get()
+        await deps.encoders.get()  # a required encoder that does not work here fails the job before any work
         async with deps.workspaces.open(ctx.id) as work:
             await ctx.stage("render_concat")
             part = work.part("video.mp4")
-            rendered = await clips.render_final(
-                [clip.path for clip in parts],
-                music.path if music else None,
-                part,
-                frame=data.size,
-                fps=data.fps,
-                progress=progress_between(ctx, *GENERATE),
-                threads=deps.ffmpeg_threads,
-                encoder=encoder,
-                known=_known_clips(ctx, data),
+            rendered, _ = await deps.encoders.run(
+                lambda encoder: clips.render_final(
+                    [clip.path for clip in parts],
+                    music.path if music else None,
+                    part,
+                    frame=data.size,
+                    fps=data.fps,
+                    progress=progress_between(ctx, *GENERATE),
+                    threads=deps.ffmpeg_threads,
+                    encoder=encoder,
+                    known=_known_clips(ctx, data),
+                )
             )
             total_s = rendered.duration_s
             await ctx.stage("render_finalize")
