@@ -9,6 +9,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 bundle=$work/ffb2
 mkdir -p "$bundle/lib" "$work/stubs"
 cp /usr/bin/ffmpeg "$bundle/ffmpeg.bin"
@@ -45,8 +46,10 @@ print(f"{len(keep - standins)} libraries, {len(keep & standins)} stand-ins")
 PY
 for name in $STANDINS; do
   real=$(ldconfig -p | awk -v n="$name" '$1 == n {print $NF; exit}')
-  [ -n "$real" ] && [ ! -e "$bundle/lib/$name" ] && python3 "$here/stub_library.py" "$real" "$work/stubs" \
-    && cp "$work/stubs/$name" "$bundle/lib/"
+  if [ -n "$real" ] && [ ! -e "$bundle/lib/$name" ]; then
+    python3 "$here/stub_library.py" "$real" "$work/stubs"
+    cp "$work/stubs/$name" "$bundle/lib/"
+  fi
 done
 cp -L /lib64/ld-linux-x86-64.so.2 "$bundle/lib/"
 cat > "$bundle/run.sh" <<'SH'
@@ -61,5 +64,4 @@ ln -s run.sh "$bundle/ffprobe"
 "$bundle/ffmpeg" -hide_banner -loglevel error -f lavfi -i testsrc2=s=320x180:r=30:d=1 -c:v libx264 -f null -
 mkdir -p "$root/.devcarry"
 tar cf - -C "$work" ffb2 | xz -9 -T2 > "$root/.devcarry/ffb2.tar.xz"
-rm -rf "$work"
 ls -la "$root/.devcarry/ffb2.tar.xz"
