@@ -78,6 +78,7 @@ def checked_output(graph: str, check: PictureCheck | None, frames: int) -> tuple
     is held to the clip's `frames` too: a source that never ends (a plain card's `color`) would run on."""
     if check is None:
         return graph, []
+    check.forget()  # it reports the run it is built into, not an earlier one (a failed encode)
     if not graph.endswith("[v]"):
         raise ValueError(f"the graph's output is not [v]: {graph[-40:]!r}")
     checked = f"{graph[: -len('[v]')]},split=2[v][tocheck];[tocheck]{check.filter}[checked]"

@@ -278,11 +278,9 @@ async def generate_transition(
 ) -> TransitionMade:
     """The transition by `model`, or by `fallback` when there is no model or it fails or runs out of time.
     With `check`, the picture of the transition made is checked as it is encoded (what a failed model's
-    run found is forgotten)."""
+    run found is forgotten: `clips.checked_output`)."""
 
     async def made_by(generator: TransitionGenerator) -> None:
-        if check is not None:
-            check.forget()
         await generator.generate(
             first,
             last,

@@ -91,11 +91,8 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
             checked = expected.picture_check()
             # The stills of the transitions beside this clip, read back once: no transition decodes it for them.
             ends = (work.path("first.ppm"), work.path("last.ppm")) if data.end_frames else None
-
-            async def encode(encoder: VideoEncoder) -> None:
-                if checked is not None:
-                    checked.forget()  # what a failed encode's run found
-                await clips.render_photo_clip(
+            _, encoder = await deps.encoders.run(
+                lambda encoder: clips.render_photo_clip(
                     still,
                     part,
                     frame=data.size,
@@ -108,8 +105,7 @@ async def run_canvas(deps: MediaDeps, ctx: JobContext, data: CanvasInput) -> dic
                     encoder=encoder,
                     check=checked,
                 )
-
-            _, encoder = await deps.encoders.run(encode)
+            )
             await ctx.stage("canvas_validate")
             # The probe beside the frames' read: two short processes at once on 2 cores, ~0.2 s less per clip.
             probing = asyncio.ensure_future(check_video(part, expected, "photo's clip", checked=checked))
@@ -280,11 +276,8 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
             picture = (0.0, duration_s - fade_s - 0.1) if still is not None else None
             expected = Expected(data.size, duration_s, picture=picture, frozen_min_s=None)
             checked = expected.picture_check()
-
-            async def encode(encoder: VideoEncoder) -> None:
-                if checked is not None:
-                    checked.forget()  # what a failed encode's run found
-                await clips.render_last_clip(
+            _, encoder = await deps.encoders.run(
+                lambda encoder: clips.render_last_clip(
                     data.title,
                     data.subtitle,
                     still,
@@ -297,8 +290,7 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
                     encoder=encoder,
                     check=checked,
                 )
-
-            _, encoder = await deps.encoders.run(encode)
+            )
             await ctx.stage("last_clip_finalize")
             made = await check_video(part, expected, "closing clip", checked=checked)
             clip = work.finish(part)
