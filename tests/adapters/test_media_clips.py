@@ -337,6 +337,32 @@ async def test_clips_of_another_encoder_are_encoded_again_unless_one_encoder_mad
     assert await encoded_again("h264_nvenc", "h264_nvenc", None) == 0
 
 
+async def test_a_clip_of_the_frame_but_other_parameter_sets_is_encoded_again_and_so_is_a_foreign_majority(
+    tmp_path: Path,
+) -> None:
+    # One H.264 stream has one set of parameters (the MP4's extradata): a caller's clip of the right size and
+    # rate from another encoder (here x264's ultrafast, which a phone's or another program's would be like)
+    # cannot be copied in beside ours.
+    ours = await photo_clip(tmp_path, "ours", duration_s=1)
+    other = await synth_video(tmp_path / "other.mp4", duration_s=1)
+    probed = [await probe(clip) for clip in (ours, other)]
+    assert probed[0].parameter_sets is not None and probed[0].parameter_sets != probed[1].parameter_sets
+    assert [(info.width, info.height, info.fps) for info in probed] == [(*FRAME, FPS)] * 2
+
+    out = tmp_path / "final.mp4"
+    rendered = await render_final([ours, other, ours], None, out, frame=FRAME, fps=FPS)
+    assert rendered.clips_encoded == 1 and abs(((await probe(out)).video_duration_s or 0) - 3.0) < 0.1
+    # Most of the video is the other encoder's: ours is encoded again, which makes our parameter sets again,
+    # so the others are encoded again too (one set in the end).
+    longer = await synth_video(tmp_path / "longer.mp4", duration_s=2)
+    rendered = await render_final([longer, ours, other], None, out, frame=FRAME, fps=FPS)
+    assert rendered.clips_encoded == 3 and abs(((await probe(out)).video_duration_s or 0) - 4.0) < 0.1
+    assert (await probe(out)).parameter_sets == probed[0].parameter_sets
+    # Alike, they are joined as they are, whichever encoder made them.
+    rendered = await render_final([other, longer], None, out, frame=FRAME, fps=FPS)
+    assert rendered.clips_encoded == 0 and (await probe(out)).parameter_sets == probed[1].parameter_sets
+
+
 async def test_a_photo_that_is_not_an_image_fails_clearly(tmp_path: Path) -> None:
     fake = tmp_path / "photo.png"
     fake.write_text("not a picture at all")

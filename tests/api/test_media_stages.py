@@ -110,10 +110,11 @@ async def test_the_stages_make_clips_a_transition_a_closing_card_and_the_video_r
         contexts.append(ctx)
     assert contexts[0].stages == seed_stages("canvas", "generate", "validate")
     assert contexts[0].percents == sorted(contexts[0].percents) and contexts[0].percents[-1] >= 85
-    ids = {"file_id": None, "first_frame_file_id": None, "last_frame_file_id": None}
+    ids = {"file_id": None, "first_frame_file_id": None, "last_frame_file_id": None, "parameter_sets": None}
     encoder = (await deps.encoders.get()).name  # libx264 here; NVENC where ffmpeg can use it
     measured = {"kind": "canvas", "duration_s": 2.0, "width": 320, "height": 180, "fps": 10.0, "encoder": encoder}
     assert clips[0] | ids == ids | measured
+    assert clips[0]["parameter_sets"] == clips[1]["parameter_sets"] != None  # noqa: E711 (its probe's hash)
     assert (await file_of(api, clips[0]["file_id"]))["content_type"] == "video/mp4"
     for key in ["first_frame_file_id", "last_frame_file_id"]:
         assert (await file_of(api, clips[0][key]))["content_type"] == "image/x-portable-pixmap"
@@ -392,8 +393,9 @@ async def test_a_pipelines_render_joins_its_clips_as_their_stages_checked_them_a
         ClipFacts.model_validate({key: clip[key] for key in ("duration_s", "width", "height", "fps")}) for clip in made
     ]
     # A result of a version before encoders were recorded: its clip was x264's.
-    assert clip_facts(made[0]) == facts[0].model_copy(update={"encoder": made[0]["encoder"]})
-    older = {key: value for key, value in made[0].items() if key != "encoder"}
+    made_by = {"encoder": made[0]["encoder"], "parameter_sets": made[0]["parameter_sets"]}
+    assert clip_facts(made[0]) == facts[0].model_copy(update=made_by)
+    older = {key: value for key, value in made[0].items() if key not in made_by}
     assert clip_facts(older) == facts[0].model_copy(update={"encoder": "libx264"})
     path, log = logged_ffprobe(tmp_path / "bin")
     monkeypatch.setenv("PATH", path)

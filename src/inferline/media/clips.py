@@ -328,26 +328,33 @@ async def render_final(
         raise ValueError("a video needs at least one clip")
     infos = await _probe_unknown(clips, known or [None] * len(clips))
     total_s = sum(info.video_duration_s or info.duration_s for info in infos)
-    conformed: list[Path] = []
+    conformed: dict[int, Path] = {}
+
+    async def conform(number: int) -> None:
+        conformed[number] = await _conform(
+            clips[number], infos[number], out.parent / f"{out.name}.conformed{number}.mp4", frame, fps, threads, encoder
+        )
+
     try:
-        joined = []
-        for number, (clip, info, again) in enumerate(
-            zip(clips, infos, _encoded_again(infos, frame, fps, encoder), strict=True)
-        ):
+        for number, again in enumerate(_encoded_again(infos, frame, fps, encoder)):
             if again:
-                conformed.append(
-                    await _conform(
-                        clip, info, out.parent / f"{out.name}.conformed{number}.mp4", frame, fps, threads, encoder
-                    )
-                )
-                clip = conformed[-1]
-            joined.append(clip)
+                await conform(number)
+        kept = {info.parameter_sets for number, info in enumerate(infos) if number not in conformed} - {None}
+        if conformed and kept:
+            # The clips kept as they are were made elsewhere, with parameter sets this encoder does not make:
+            # they are encoded again too, so the stream has one set.
+            made = (await probe(next(iter(conformed.values())))).parameter_sets
+            if made is not None and kept != {made}:
+                for number in range(len(clips)):
+                    if number not in conformed:
+                        await conform(number)
+        joined = [conformed.get(number, clip) for number, clip in enumerate(clips)]
         await _join(
             joined, music, out, total_s=total_s, frame=frame, progress=progress, threads=threads, timeout_s=timeout_s
         )
         return Rendered(total_s, clips_encoded=len(conformed))
     finally:
-        for path in conformed:
+        for path in conformed.values():
             path.unlink(missing_ok=True)
 
 
@@ -409,20 +416,29 @@ async def _probe_unknown(clips: list[Path], known: list[MediaInfo | None]) -> li
 
 
 def _encoded_again(infos: list[MediaInfo], frame: Size, fps: int, encoder: VideoEncoder) -> list[bool]:
-    """Which clips are encoded again (by `encoder`) before the join. Clips all made by one encoder join as they
-    are, whichever it was (a GPU worker's NVENC clips, rendered where there is none); of clips of several
-    encoders, those not of `encoder` are encoded again."""
+    """Which clips are encoded again (by `encoder`) before the join: one H.264 stream has one set of
+    parameters, so besides clips of another size, rate or format, those whose parameter sets differ from the
+    ones most of the video has (a caller's clip from a phone, a clip of another encoder). Where those are
+    not known (a result of an earlier version), by the encoders the stages recorded: clips all made by one
+    encoder join as they are, whichever it was; of several, those not of `encoder` are encoded again."""
+    fits = [_fits(info, frame, fps) for info in infos]
+    seconds: dict[str, float] = {}
+    for info, fit in zip(infos, fits, strict=True):
+        if fit and info.parameter_sets is not None:
+            duration_s = info.video_duration_s or info.duration_s
+            seconds[info.parameter_sets] = seconds.get(info.parameter_sets, 0.0) + duration_s
+    if len(seconds) > 1:
+        most = max(seconds, key=seconds.__getitem__)
+        return [not fit or info.parameter_sets not in (None, most) for info, fit in zip(infos, fits, strict=True)]
     made_by = {info.encoder for info in infos if info.encoder is not None}
-    only = next(iter(made_by)) if len(made_by) == 1 else encoder.name
-    if only != encoder.name and all(_joinable(info, frame, fps, only) for info in infos):
+    if len(made_by) == 1 and all(fits):
         return [False] * len(infos)
-    return [not _joinable(info, frame, fps, encoder.name) for info in infos]
+    return [not fit or info.encoder not in (None, encoder.name) for info, fit in zip(infos, fits, strict=True)]
 
 
-def _joinable(info: MediaInfo, frame: Size, fps: int, encoder: str) -> bool:
+def _fits(info: MediaInfo, frame: Size, fps: int) -> bool:
     same_picture = (info.width, info.height) == frame and abs(info.fps - fps) < 0.01
-    same_encoder = info.encoder is None or info.encoder == encoder  # None: probed, its encoder unknown
-    return same_picture and same_encoder and info.video_codec == "h264" and info.pixel_format == "yuv420p"
+    return same_picture and info.video_codec == "h264" and info.pixel_format == "yuv420p"
 
 
 def _concat_script(clips: list[Path]) -> str:

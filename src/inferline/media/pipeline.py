@@ -293,7 +293,8 @@ def clip_facts(result: dict[str, Any]) -> ClipFacts | None:
     try:
         facts = {key: result[key] for key in ("duration_s", "width", "height", "fps")}
         # A result without `encoder` is of an earlier version, all of whose clips were x264's.
-        return ClipFacts.model_validate(facts | {"encoder": result.get("encoder", LIBX264.name)})
+        made_by = {"encoder": result.get("encoder", LIBX264.name), "parameter_sets": result.get("parameter_sets")}
+        return ClipFacts.model_validate(facts | made_by)
     except (KeyError, ValueError):
         return None
 

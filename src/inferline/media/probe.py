@@ -39,6 +39,9 @@ class MediaInfo:
     pixel_format: str | None = None
     video_duration_s: float | None = None  # the video stream's own, where the container says
     encoder: str | None = None  # what made the picture, where a stage of ours recorded it (`encoders.py`); not probed
+    # A hash of the video stream's parameter sets (H.264's SPS and PPS, the MP4's extradata): clips join into
+    # one stream without encoding again only where these are the same.
+    parameter_sets: str | None = None
 
     @property
     def has_video(self) -> bool:
@@ -52,7 +55,7 @@ class MediaInfo:
 async def probe(path: Path, source: Source = CLIP, *, timeout_s: float = 10) -> MediaInfo:
     """The streams of `path` read as `source`; `UnsupportedMediaType` if ffprobe cannot read it so."""
     cmd = [executable("ffprobe"), "-hide_banner", "-loglevel", "error", "-print_format", "json"]
-    cmd += ["-show_format", "-show_streams", *input_args(path, source)]
+    cmd += ["-show_format", "-show_streams", "-show_data_hash", "sha256", *input_args(path, source)]
     try:
         returncode, stdout, stderr = await run_capture(
             cmd, timeout_s=timeout_s, max_output_bytes=MAX_PROBE_OUTPUT_BYTES
@@ -84,7 +87,14 @@ def _media_info(report: dict[str, Any]) -> MediaInfo:
         audio_codec=str(audio["codec_name"]) if audio and audio.get("codec_name") else None,
         pixel_format=str(video["pix_fmt"]) if video and video.get("pix_fmt") else None,
         video_duration_s=(_number(video.get("duration")) or None) if video else None,
+        parameter_sets=_hash(video.get("extradata_hash")) if video else None,
     )
+
+
+def _hash(value: Any) -> str | None:
+    """ffprobe's `SHA256:<64 hex>`, or None for anything else (no extradata: parameter sets in the stream)."""
+    text = str(value) if isinstance(value, str) else ""
+    return text if text.startswith("SHA256:") and len(text) == 71 else None
 
 
 def _is_cover_art(stream: dict[str, Any]) -> bool:

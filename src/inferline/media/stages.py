@@ -67,6 +67,7 @@ def clip_result(kind: str, checked: MediaInfo, encoder: VideoEncoder) -> Callabl
             "height": checked.height,
             "fps": round(checked.fps, 6),
             "encoder": encoder.name,
+            "parameter_sets": checked.parameter_sets,
         }
 
     return result
@@ -320,6 +321,7 @@ def _known_clips(ctx: JobContext, data: RenderInput) -> list[MediaInfo | None]:
             pixel_format="yuv420p",
             video_duration_s=facts.duration_s,
             encoder=facts.encoder,
+            parameter_sets=facts.parameter_sets,
         )
         for facts in data.clips
     ]
