@@ -322,7 +322,11 @@ async def test_clips_of_another_encoder_are_encoded_again_unless_one_encoder_mad
     probed = [await probe(clip) for clip in made]
 
     def known(*encoders: str | None) -> list[MediaInfo | None]:
-        return [dataclasses.replace(info, encoder=name) for info, name in zip(probed, encoders, strict=True)]
+        # As results of a version that recorded encoders but not parameter sets (those are judged by them).
+        return [
+            dataclasses.replace(info, encoder=name, parameter_sets=None)
+            for info, name in zip(probed, encoders, strict=True)
+        ]
 
     async def encoded_again(*encoders: str | None) -> int:
         out = tmp_path / "final.mp4"
@@ -358,6 +362,14 @@ async def test_a_clip_of_the_frame_but_other_parameter_sets_is_encoded_again_and
     rendered = await render_final([longer, ours, other], None, out, frame=FRAME, fps=FPS)
     assert rendered.clips_encoded == 3 and abs(((await probe(out)).video_duration_s or 0) - 4.0) < 0.1
     assert (await probe(out)).parameter_sets == probed[0].parameter_sets
+    # Where a clip says the render's encoder made it, its sets are the ones kept: the others are encoded
+    # again once (a GPU worker's NVENC clips, most of the video, rendered where there is only x264).
+    known = [
+        dataclasses.replace(await probe(longer), encoder="h264_nvenc"),
+        dataclasses.replace(probed[0], encoder="libx264"),
+    ]
+    rendered = await render_final([longer, ours], None, out, frame=FRAME, fps=FPS, known=list(known))
+    assert rendered.clips_encoded == 1 and (await probe(out)).parameter_sets == probed[0].parameter_sets
     # Alike, they are joined as they are, whichever encoder made them.
     rendered = await render_final([other, longer], None, out, frame=FRAME, fps=FPS)
     assert rendered.clips_encoded == 0 and (await probe(out)).parameter_sets == probed[1].parameter_sets

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from inferline.errors import NonRetryable
 from inferline.media.encoders import LIBX264, VideoEncoder
 from inferline.media.ffmpeg import (
     CLIP,
@@ -319,35 +320,18 @@ async def render_final(
     loudness-normalized (silence without music): H.264 yuv420p and AAC in an MP4 that starts playing before
     it has downloaded (`+faststart`).
 
-    Clips made with `clip_encoding` at `frame` and `fps` are joined as they are, without encoding them again;
-    any other (another size or rate, or known to be made by another encoder than `encoder`: one H.264 stream
-    has one set of parameters) is first encoded by `encoder` to match, beside `out` (as is the list of clips),
-    and removed after. `known`: what is already known of each clip (as the stage that made it checked it),
+    Clips of `frame` and `fps` in H.264 yuv420p with one set of parameters (one H.264 stream has one) are
+    joined as they are, without encoding them again; any other (another size or rate, parameter sets of
+    another encoder: `_encoded_again`) is first encoded by `encoder` to match, beside `out` (as is the list of
+    clips), and removed after. `known`: what is already known of each clip (as the stage that made it checked it),
     None where it is to be probed."""
     if not clips:
         raise ValueError("a video needs at least one clip")
     infos = await _probe_unknown(clips, known or [None] * len(clips))
     total_s = sum(info.video_duration_s or info.duration_s for info in infos)
     conformed: dict[int, Path] = {}
-
-    async def conform(number: int) -> None:
-        conformed[number] = await _conform(
-            clips[number], infos[number], out.parent / f"{out.name}.conformed{number}.mp4", frame, fps, threads, encoder
-        )
-
     try:
-        for number, again in enumerate(_encoded_again(infos, frame, fps, encoder)):
-            if again:
-                await conform(number)
-        kept = {info.parameter_sets for number, info in enumerate(infos) if number not in conformed} - {None}
-        if conformed and kept:
-            # The clips kept as they are were made elsewhere, with parameter sets this encoder does not make:
-            # they are encoded again too, so the stream has one set.
-            made = (await probe(next(iter(conformed.values())))).parameter_sets
-            if made is not None and kept != {made}:
-                for number in range(len(clips)):
-                    if number not in conformed:
-                        await conform(number)
+        await _encode_again(clips, infos, out, frame=frame, fps=fps, threads=threads, encoder=encoder, into=conformed)
         joined = [conformed.get(number, clip) for number, clip in enumerate(clips)]
         await _join(
             joined, music, out, total_s=total_s, frame=frame, progress=progress, threads=threads, timeout_s=timeout_s
@@ -356,6 +340,44 @@ async def render_final(
     finally:
         for path in conformed.values():
             path.unlink(missing_ok=True)
+
+
+async def _encode_again(
+    clips: list[Path],
+    infos: list[MediaInfo],
+    out: Path,
+    *,
+    frame: Size,
+    fps: int,
+    threads: int,
+    encoder: VideoEncoder,
+    into: dict[int, Path],
+) -> None:
+    """The clips that cannot be joined as they are, encoded again beside `out`: their paths by number go
+    into `into` as each starts (the caller removes them, half-written ones too)."""
+
+    async def conform(numbers: list[int]) -> None:
+        for number in numbers:
+            into[number] = out.parent / f"{out.name}.conformed{number}.mp4"
+            await _conform(clips[number], infos[number], into[number], frame, fps, threads, encoder)
+
+    await conform([number for number, again in enumerate(_encoded_again(infos, frame, fps, encoder)) if again])
+    if not into:
+        return
+    kept = {info.parameter_sets for number, info in enumerate(infos) if number not in into} - {None}
+    made = await _parameter_sets_of(list(into.values()))
+    if len(made | kept) > 1:
+        # The clips kept as they are were made elsewhere, with parameter sets this encoder does not make:
+        # they are encoded again too, so that the stream has one set.
+        await conform([number for number in range(len(clips)) if number not in into])
+        made = await _parameter_sets_of(list(into.values()))
+    if len(made) > 1:  # e.g. colour tags of a caller's clips that differ
+        raise NonRetryable(f"the clips differ in their H.264 parameters even encoded again ({len(made)} sets)")
+
+
+async def _parameter_sets_of(paths: list[Path]) -> set[str]:
+    """The parameter sets of these clips (each probed: 0.2-0.3 s; only where clips were encoded again)."""
+    return {sets for path in paths if (sets := (await probe(path)).parameter_sets) is not None}
 
 
 async def _join(
@@ -427,9 +449,18 @@ def _encoded_again(infos: list[MediaInfo], frame: Size, fps: int, encoder: Video
         if fit and info.parameter_sets is not None:
             duration_s = info.video_duration_s or info.duration_s
             seconds[info.parameter_sets] = seconds.get(info.parameter_sets, 0.0) + duration_s
-    if len(seconds) > 1:
-        most = max(seconds, key=seconds.__getitem__)
-        return [not fit or info.parameter_sets not in (None, most) for info, fit in zip(infos, fits, strict=True)]
+    if seconds:
+        # The sets of the clips this encoder made, where one says so (what is encoded again gets them too);
+        # else those of most of the video.
+        own = {info.parameter_sets for info in infos if info.parameter_sets in seconds and info.encoder == encoder.name}
+        target = next(iter(own)) if len(own) == 1 else max(seconds, key=seconds.__getitem__)
+
+        def again(info: MediaInfo) -> bool:
+            if info.parameter_sets is None:  # a result of an earlier version (x264's) stays; a probed clip
+                return info.encoder is None  # without them (no extradata) cannot be told: encoded again
+            return info.parameter_sets != target
+
+        return [not fit or again(info) for info, fit in zip(infos, fits, strict=True)]
     made_by = {info.encoder for info in infos if info.encoder is not None}
     if len(made_by) == 1 and all(fits):
         return [False] * len(infos)

@@ -74,7 +74,9 @@ class ClipFacts(BaseModel):
     height: int = Field(gt=0, le=8192)
     fps: float = Field(gt=0, le=1000)
     encoder: str | None = Field(default=None, max_length=40, description="the H.264 encoder that made it")
-    parameter_sets: str | None = Field(default=None, max_length=80, description="its stream's parameter sets' hash")
+    parameter_sets: str | None = Field(
+        default=None, pattern=r"^SHA256:[0-9a-f]{64}$", description="its stream's parameter sets' hash (ffprobe's)"
+    )
 
 
 class RenderInput(Frame):

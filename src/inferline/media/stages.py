@@ -25,7 +25,7 @@ from inferline.jobs.children import is_child
 from inferline.jobs.context import JobContext
 from inferline.media import clips, images
 from inferline.media.deps import MediaDeps
-from inferline.media.encoders import VideoEncoder
+from inferline.media.encoders import LIBX264, VideoEncoder
 from inferline.media.interpolation import MODEL_NAME, OnnxTransitions, generate_transition
 from inferline.media.options import CanvasInput, LastClipInput, RenderInput, TransitionInput
 from inferline.media.probe import MediaInfo, check_audio
@@ -320,7 +320,7 @@ def _known_clips(ctx: JobContext, data: RenderInput) -> list[MediaInfo | None]:
             audio_codec=None,
             pixel_format="yuv420p",
             video_duration_s=facts.duration_s,
-            encoder=facts.encoder,
+            encoder=facts.encoder or LIBX264.name,  # none: a pipeline's of an earlier version, all x264's
             parameter_sets=facts.parameter_sets,
         )
         for facts in data.clips
