@@ -56,7 +56,9 @@ async def test_a_text_layer_pdf_is_read_page_by_page_with_a_checkpoint_after_eac
     ctx = MemoryContext(tenant="t", models={})  # a text layer needs no model
     result = await run_ocr(deps, ctx, OcrJobInput(file_id=pdf.id))
     assert ctx.stages == ["open", "page 1/3", "page 2/3", "page 3/3"]
-    assert [sorted(c["pages"]) for c in ctx.checkpoints] == [["0"], ["0", "1"], ["0", "1", "2"]]  # type: ignore[index]
+    # Two pages are read at once, so which one finishes first varies: each checkpoint adds one page.
+    saved = [set(c["pages"]) for c in ctx.checkpoints]
+    assert [len(pages) for pages in saved] == [1, 2, 3] and saved[0] < saved[1] < saved[2] == {"0", "1", "2"}
     assert [page["source"] for page in result["pages"]] == ["text-layer"] * 3
     truth = (DATA / "doc_text_layer.gt.txt").read_text().split()
     assert result["text"].split()[:5] == truth[:5] and ctx.predictions == []
