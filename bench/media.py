@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import math
 import os
 import platform
@@ -100,7 +101,7 @@ def make_song(out: Path, seconds: float) -> Path:
 # -- the baseline: one ffmpeg command -------------------------------------------------------------------------
 
 
-def baseline_graph(case: Case, work: Path) -> tuple[str, float]:
+def baseline_graph(case: Case, work: Path, gain_db: float) -> tuple[str, float]:
     """The filter graph (input 0: the first photo again, for the closing card; 1..n: the photos; n+1: the
     song) and the video's length in seconds. Uses the stages' own filter builders (media/clips.py)."""
     frame, fps = case.frame, case.fps
@@ -134,7 +135,7 @@ def baseline_graph(case: Case, work: Path) -> tuple[str, float]:
     order.append("[e]")
     total_s = (case.photos * photo_frames + (case.photos - 1) * held + closing_frames) / fps
     parts.append(f"{''.join(order)}concat=n={len(order)}:v=1:a=0[v]")
-    parts.append(clips._music_graph(f"{case.photos + 1}:a", "a", total_s, normalize=True))
+    parts.append(clips._music_graph(f"{case.photos + 1}:a", "a", total_s, gain_db=gain_db))
     return ";".join(parts), total_s
 
 
@@ -152,16 +153,18 @@ async def baseline(
     case: Case, photos: list[Path], song: Path, work: Path, encoder: VideoEncoder
 ) -> tuple[float, float]:
     """(wall seconds, CPU seconds of ffmpeg)."""
-    graph, total_s = baseline_graph(case, work)
     jpeg = Source(("jpeg_pipe",), forced="jpeg_pipe")
     inputs = input_args(photos[0], jpeg)
     for photo in photos:
         inputs += input_args(photo, jpeg)
     inputs += input_args(song, SONG, "-stream_loop", "-1")
-    args = [*inputs, "-filter_complex", graph, "-map", "[v]", *encoder.args(), "-r", str(case.fps)]
-    args += ["-map", "[a]", "-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2", "-movflags", "+faststart"]
     out = work / "baseline.mp4"
     started, cpu_before = time.perf_counter(), children_cpu_s()
+    # The song's loudness is measured first, as the render does (one linear gain needs the whole song's).
+    gain_db = await clips.music_gain_db(song, baseline_graph(case, work, 0.0)[1])
+    graph, total_s = baseline_graph(case, work, gain_db)
+    args = [*inputs, "-filter_complex", graph, "-map", "[v]", *encoder.args(), "-r", str(case.fps)]
+    args += ["-map", "[a]", "-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2", "-movflags", "+faststart"]
     await run_ffmpeg([*args, "-f", "mp4", str(out)], planned_s=total_s, timeout_s=3600, threads=os.cpu_count() or 2)
     elapsed, cpu_s = time.perf_counter() - started, children_cpu_s() - cpu_before
     made = await probe(out)
@@ -243,7 +246,11 @@ def stages_report(database: Path, job_id: str, elapsed_s: float, slots: int) -> 
     for kind, started, finished in rows:
         spans[kind] += (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
     shown = ", ".join(f"{kind} {seconds:.1f} s" for kind, seconds in sorted(spans.items()))
-    outside = f"; outside them {elapsed_s - sum(spans.values()):.1f} s" if slots == 1 else ""
+    outside = ""
+    if slots == 1:  # one after the other: the gaps are the time from one child's end to the next one's start
+        times = sorted((datetime.fromisoformat(s), datetime.fromisoformat(f)) for _, s, f in rows)
+        gaps_s = [(start - end).total_seconds() for (_, end), (start, _) in itertools.pairwise(times)]
+        outside = f"; outside them {elapsed_s - sum(spans.values()):.1f} s, between them {sum(gaps_s):.1f} s"
     print(f"  {slots} slot(s): {len(rows)} stage jobs: {shown}{outside} (run {elapsed_s:.1f} s)", flush=True)
 
 

@@ -28,8 +28,12 @@ from tests.media_helpers import (
 from inferline.errors import JobError
 from inferline.files import sniff
 from inferline.media.clips import (
+    LOUDNESS_TARGET_LUFS,
+    MAX_GAIN_DB,
+    PEAK_LIMIT,
     extract_frame,
     extract_poster,
+    music_gain_db,
     render_final,
     render_last_clip,
     render_photo_clip,
@@ -284,6 +288,48 @@ async def test_the_final_video_joins_the_clips_and_loops_quiet_music_to_their_le
     assert rms(sound[:400]) < middle / 2  # fades in
     assert rms(sound[-400:]) < middle / 4  # fades out
     assert rms(sound[int(1.1 * 8000) + 400 : int(1.1 * 8000) + 1200]) > middle / 2  # still playing after the loop
+
+
+async def tone(out: Path, expression: str, seconds: float) -> Path:
+    """A stereo WAV of `expression` (ffmpeg's aevalsrc, in t) in both channels at 48 kHz."""
+    escaped = expression.replace(",", "\\,")  # a comma inside the expression, not between filters
+    source = f"aevalsrc={escaped}|{escaped}:s=48000:d={seconds}"
+    await run_ffmpeg(
+        ["-f", "lavfi", "-i", source, "-c:a", "pcm_s16le", "-f", "wav", str(out)], planned_s=1, timeout_s=30
+    )
+    return out
+
+
+async def test_a_songs_gain_is_measured_over_the_length_it_is_laid_under(tmp_path: Path) -> None:
+    # ITU-R BS.1770's reference: a 1 kHz sine in both channels reads as many LUFS as its peak has dBFS.
+    at_minus_20 = await tone(tmp_path / "a.wav", "0.1*sin(2*PI*1000*t)", 2)
+    assert await music_gain_db(at_minus_20, 5.0) == pytest.approx(LOUDNESS_TARGET_LUFS + 20, abs=0.3)
+    # Only the samples laid under the video count: a loud song's quiet ending past the cut does not.
+    loud_then_quiet = await tone(tmp_path / "b.wav", "if(lt(t,3),0.5,0.005)*sin(2*PI*1000*t)", 12)
+    assert await music_gain_db(loud_then_quiet, 3.0) == pytest.approx(LOUDNESS_TARGET_LUFS + 6, abs=0.3)
+    assert await music_gain_db(loud_then_quiet, 12.0) == pytest.approx(LOUDNESS_TARGET_LUFS + 6, abs=1.5)
+    whisper = await tone(tmp_path / "c.wav", "0.001*sin(2*PI*1000*t)", 2)
+    assert await music_gain_db(whisper, 2.0) == MAX_GAIN_DB  # -60 LUFS: lifted only so far
+    silence = await tone(tmp_path / "d.wav", "0", 2)
+    assert await music_gain_db(silence, 2.0) == 0.0
+
+
+async def test_the_render_lays_the_song_at_the_target_loudness_with_its_peaks_limited(tmp_path: Path) -> None:
+    clips = [await photo_clip(tmp_path, f"c{n}", duration_s=2.0, motion=n) for n in range(2)]
+    # A -30 dBFS tone with a full-scale click every half second: lifted by 14 dB, the clicks would clip.
+    song = await tone(tmp_path / "song.wav", "0.0316*sin(2*PI*1000*t)+if(lt(mod(t,0.5),0.002),0.9,0)", 4)
+    out = tmp_path / "final.mp4"
+    await render_final(clips, song, out, frame=FRAME, fps=FPS)
+    sound = await decoded_sound(out, tmp_path / "sound.raw", rate=48000)
+    peak = max(abs(sample) for sample in sound)
+    assert 0.5 < peak <= PEAK_LIMIT + 0.05  # held at the limit (AAC may overshoot it a little), not clipped
+    # Between the clicks (past the limiter's release), away from the fades: the tone lifted by the gain (the
+    # clicks count in the loudness too, so less than to -16 dBFS).
+    gain_db = await music_gain_db(song, 4.0)
+    assert 4 < gain_db < 14
+    between = [sound[int((t + 0.2) * 48000) : int((t + 0.45) * 48000)] for t in (1.0, 1.5, 2.0, 2.5)]
+    level = rms([sample for part in between for sample in part]) * 2**0.5
+    assert level == pytest.approx(0.0316 * 10 ** (gain_db / 20), rel=0.08)
 
 
 async def test_the_final_video_without_music_has_a_silent_track_and_a_poster(tmp_path: Path) -> None:
