@@ -38,9 +38,10 @@ from inferline.media.clips import (
     render_last_clip,
     render_photo_clip,
 )
-from inferline.media.ffmpeg import Source, run_ffmpeg
+from inferline.media.ffmpeg import CLIP, Source, input_args, run_ffmpeg
 from inferline.media.images import normalize_photo
 from inferline.media.probe import MediaInfo, PictureCheck, picture_problems, probe
+from inferline.media.transitions import XfadeTransitions
 
 CAPTION_BAND = (0, 140, 320, 180)
 
@@ -330,6 +331,80 @@ async def test_the_render_lays_the_song_at_the_target_loudness_with_its_peaks_li
     between = [sound[int((t + 0.2) * 48000) : int((t + 0.45) * 48000)] for t in (1.0, 1.5, 2.0, 2.5)]
     level = rms([sample for part in between for sample in part]) * 2**0.5
     assert level == pytest.approx(0.0316 * 10 ** (gain_db / 20), rel=0.08)
+
+
+BARS = [(220, 30, 30), (30, 200, 40), (40, 60, 210)]  # saturated: where BT.601 and BT.709 differ most
+
+
+def colour_bars(path: Path) -> Path:
+    image = Image.new("RGB", FRAME)
+    for number, colour in enumerate(BARS):
+        image.paste(colour, (number * FRAME[0] // 3, 0, (number + 1) * FRAME[0] // 3, FRAME[1]))
+    image.save(path)
+    return path
+
+
+def bar_colours(image: Image.Image) -> list[tuple[int, ...]]:
+    return [image.getpixel((int((number + 0.5) * FRAME[0] / 3), FRAME[1] // 2)) for number in range(len(BARS))]
+
+
+async def as_a_browser_shows(video: Path, out_png: Path, index: int = 0) -> Image.Image:
+    """`video`'s frame `index` as Chrome and Firefox show it: BT.709 limited range unless tagged otherwise."""
+    shown = f"select=eq(n\\,{index}),scale=in_color_matrix=bt709:in_range=tv"
+    args = [*input_args(video, CLIP), "-vf", shown, "-frames:v", "1"]
+    await run_ffmpeg([*args, "-f", "image2", str(out_png)], planned_s=1, timeout_s=60, threads=1)
+    with Image.open(out_png) as image:
+        return image.convert("RGB")
+
+
+async def colour_tags(video: Path) -> str:
+    entries = "stream=color_space,color_primaries,color_transfer,color_range"
+    command = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", entries, "-of", "csv=p=0"]
+    proc = await asyncio.create_subprocess_exec(*command, str(video), stdout=asyncio.subprocess.PIPE)
+    return (await proc.communicate())[0].decode().strip()
+
+
+async def test_clips_transitions_and_the_poster_show_the_photos_colours_in_bt709(tmp_path: Path) -> None:
+    bars = colour_bars(tmp_path / "bars.png")
+    clip = tmp_path / "clip.mp4"
+    await render_photo_clip(bars, clip, frame=FRAME, fps=FPS, duration_s=1.0)  # motion 0 starts on the whole photo
+    assert await colour_tags(clip) == "tv,bt709,bt709,bt709"
+    for shown, wanted in zip(bar_colours(await as_a_browser_shows(clip, tmp_path / "c.png")), BARS, strict=True):
+        assert max(abs(a - b) for a, b in zip(shown, wanted, strict=True)) <= 6, (shown, wanted)
+
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", FRAME, BARS[1]).save(plain)
+    transition = tmp_path / "transition.mp4"
+    await XfadeTransitions(threads=1).generate(bars, plain, transition, frame=FRAME, fps=10, duration_s=1)
+    assert await colour_tags(transition) == "tv,bt709,bt709,bt709"
+    for shown, wanted in zip(bar_colours(await as_a_browser_shows(transition, tmp_path / "t.png")), BARS, strict=True):
+        assert max(abs(a - b) for a, b in zip(shown, wanted, strict=True)) <= 6, (shown, wanted)
+
+    poster = tmp_path / "poster.jpg"
+    await extract_poster(clip, poster, at_s=0.0)
+    with Image.open(poster) as image:  # a JPEG is BT.601 full range, as every viewer reads it
+        for shown, wanted in zip(bar_colours(image.convert("RGB")), BARS, strict=True):
+            assert max(abs(a - b) for a, b in zip(shown, wanted, strict=True)) <= 8, (shown, wanted)
+
+
+async def test_a_callers_clip_of_another_colour_matrix_is_encoded_again_into_the_videos_colours(
+    tmp_path: Path,
+) -> None:
+    # A phone's SD-style clip: BT.601 and tagged so, by another encoder. Its picture is converted, not copied.
+    bars = colour_bars(tmp_path / "bars.png")
+    phone = tmp_path / "phone.mp4"
+    made = ["-loop", "1", "-framerate", str(FPS), *input_args(bars, Source(("png_pipe",), forced="png_pipe"))]
+    made += ["-vf", "scale=out_color_matrix=bt601:out_range=tv,format=yuv420p", "-frames:v", str(FPS)]
+    made += ["-c:v", "libx264", "-preset", "ultrafast", "-colorspace", "smpte170m", "-color_primaries", "smpte170m"]
+    made += ["-color_trc", "smpte170m", "-f", "mp4", str(phone)]
+    await run_ffmpeg(made, planned_s=1, timeout_s=60)
+    ours = await photo_clip(tmp_path, "ours", duration_s=1)
+    out = tmp_path / "final.mp4"
+    rendered = await render_final([ours, phone], None, out, frame=FRAME, fps=FPS)
+    assert rendered.clips_encoded == 1 and await colour_tags(out) == "tv,bt709,bt709,bt709"
+    shown = bar_colours(await as_a_browser_shows(out, tmp_path / "f.png", index=FPS + 5))
+    for colour, wanted in zip(shown, BARS, strict=True):
+        assert max(abs(a - b) for a, b in zip(colour, wanted, strict=True)) <= 8, (colour, wanted)
 
 
 async def test_the_final_video_without_music_has_a_silent_track_and_a_poster(tmp_path: Path) -> None:

@@ -51,6 +51,12 @@ MOTIONS = [
     (True, 0.5, 0.15),
     (False, 0.5, 0.85),
 ]
+# Video is BT.709, limited range, and tagged so in every clip: what players take untagged video to be (Chrome
+# and Firefox at every size, most others at HD), so tagged they all agree. Pictures become YUV only through
+# TO_YUV (swscale's own default is BT.601: reds and greens shown 5-15% off), and clips are written with the
+# tags (`clip_encoding`), which are part of the stream's parameter sets.
+TO_YUV = "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p"
+COLOUR_TAGS = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv")
 CLOSING_FADE_S = 2.0
 POSTER_AT_S = 1.0
 LAST_FRAME_SEEK_S = 0.5  # how far before its end a clip's last frame is looked for
@@ -77,7 +83,7 @@ def clip_encoding(fps: int, frames: int | None = None, encoder: VideoEncoder = L
     keyframe = []
     if frames is not None and frames > 1:
         keyframe = ["-force_key_frames", f"expr:eq(n,{max(0, frames - math.ceil(LAST_FRAME_SEEK_S * fps) - 1)})"]
-    return [*encoder.args(), *keyframe, "-r", str(fps), "-an", "-f", "mp4"]
+    return [*encoder.args(), *COLOUR_TAGS, *keyframe, "-r", str(fps), "-an", "-f", "mp4"]
 
 
 def checked_output(graph: str, check: PictureCheck | None, frames: int) -> tuple[str, list[str]]:
@@ -126,7 +132,7 @@ async def render_photo_clip(
     graph = ";".join(
         [
             _fit_with_blurred_fill("0:v", "still", _supersampled(frame)),
-            f"[still]{_ken_burns(motion, frames, frame, fps)}{_caption(caption, frame, out)},format=yuv420p[v]",
+            f"[still]{_ken_burns(motion, frames, frame, fps)}{_caption(caption, frame, out)},{TO_YUV}[v]",
         ]
     )
     graph, checked = checked_output(graph, check, frames)
@@ -212,7 +218,7 @@ async def render_last_clip(
     inputs, backdrop = _closing_backdrop(background, frame, fps, frames)
     texts = ",".join(_closing_text(title, subtitle, frame, out))
     fade = f"fade=t=out:st={frames / fps - fade_s:.4f}:d={fade_s:.4f}"
-    graph, checked = checked_output(f"{backdrop};[backdrop]{texts},{fade},format=yuv420p[v]", check, frames)
+    graph, checked = checked_output(f"{backdrop};[backdrop]{texts},{fade},{TO_YUV}[v]", check, frames)
     args = [*inputs, "-filter_complex", graph, *checked, "-map", "[v]", "-frames:v", str(frames)]
     await run_ffmpeg(
         [*args, *clip_encoding(fps, frames, encoder), str(out)],
@@ -298,7 +304,9 @@ async def extract_poster(video: Path, out_jpg: Path, *, at_s: float | None = Non
         info = await probe(video, CLIP)
         at_s = min(POSTER_AT_S, (info.video_duration_s or info.duration_s) / 2)
     args = [*input_args(video, CLIP, "-ss", f"{at_s:.3f}"), "-map", "0:v:0", "-frames:v", "1"]
-    args += ["-pix_fmt", "yuvj420p", "-q:v", "3", "-c:v", "mjpeg", "-f", "image2", str(out_jpg)]
+    # A JPEG is BT.601 full range by definition: the video's BT.709 converted, not copied (colours 5-15% off).
+    args += ["-vf", "scale=out_color_matrix=bt601:out_range=pc,format=yuvj420p"]
+    args += ["-q:v", "3", "-c:v", "mjpeg", "-f", "image2", str(out_jpg)]
     await run_ffmpeg(args, planned_s=0.1, timeout_s=timeout_s, threads=1)
 
 
@@ -424,7 +432,8 @@ async def _conform(
     """`clip`'s picture encoded as the clips of this video are (fitted into `frame`, at `fps`)."""
     width, height = frame
     fitted = f"scale={width}:{height}:force_original_aspect_ratio=decrease"
-    picture = f"{fitted},pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={fps},format=yuv420p"
+    # By way of RGB: the clip's own matrix (its tags; BT.601 untagged) read, BT.709 written.
+    picture = f"{fitted},pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={fps},format=gbrp,{TO_YUV}"
     duration_s = info.video_duration_s or info.duration_s
     args = [*input_args(clip, CLIP), "-map", "0:v:0", "-vf", picture, *clip_encoding(fps, encoder=encoder), str(out)]
     await run_ffmpeg(args, planned_s=duration_s, timeout_s=time_budget_s(duration_s, frame), threads=threads)

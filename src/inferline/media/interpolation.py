@@ -32,7 +32,7 @@ import structlog
 
 from inferline.errors import ModelError, shown_message
 from inferline.inference.model import Model
-from inferline.media.clips import Size, checked_output, clip_encoding, frame_count
+from inferline.media.clips import TO_YUV, Size, checked_output, clip_encoding, frame_count
 from inferline.media.encoders import LIBX264, VideoEncoder
 from inferline.media.ffmpeg import DEFAULT_THREADS, STILL_SEQUENCE, Progress, input_args, run_ffmpeg, time_budget_s
 from inferline.media.probe import PictureCheck
@@ -209,7 +209,7 @@ class OnnxTransitions:
         # Key frame i shows at i * span / (K - 1): the first on the clip's first frame, the last on its last.
         span_s = max(1, frames - 1) / fps
         rate = f"{len(keys) - 1}/{span_s:.6f}"
-        blend = f"[0:v]framerate=fps={fps}:scene=100,tpad=stop=-1:stop_mode=clone,format=yuv420p[v]"
+        blend = f"[0:v]{TO_YUV},framerate=fps={fps}:scene=100,tpad=stop=-1:stop_mode=clone[v]"
         graph, checked = checked_output(blend, check, frames)
         args = [*input_args(pattern, STILL_SEQUENCE, "-framerate", rate), "-filter_complex", graph, *checked]
         await run_ffmpeg(
