@@ -114,7 +114,7 @@ def baseline_graph(case: Case, work: Path, gain_db: float) -> tuple[str, float]:
         # The first and the last picture of the clip, which the transitions start and end on.
         stills = ([f"[f{i}]"] if i > 0 else []) + ([f"[l{i}]"] if i + 1 < case.photos else [])
         parts.append(f"[s{i}]split={1 + len(stills)}[k{i}]{''.join(stills)}")
-        parts.append(f"[k{i}]{clips._ken_burns(i, photo_frames, frame, fps)}{caption},{clips.TO_YUV},setsar=1[c{i}]")
+        parts.append(f"[k{i}]{clips._ken_burns(i, photo_frames, frame, fps)}{caption},format=yuv420p,setsar=1[c{i}]")
         if i > 0:
             parts.append(f"[f{i}]{_still(i, photo_frames, frame, fps, last=False)}{caption}[first{i}]")
         if i + 1 < case.photos:
@@ -124,14 +124,14 @@ def baseline_graph(case: Case, work: Path, gain_db: float) -> tuple[str, float]:
             crossing = transitions._crossing(transitions.xfade_name("auto", i), held, fps)
             parts.append(f"[last{i}]{transitions._held_still(frame, held)}[from{i}]")
             parts.append(f"[first{i + 1}]{transitions._held_still(frame, held)}[to{i}]")
-            parts.append(f"[from{i}][to{i}]{crossing},trim=end_frame={held},{clips.TO_YUV},setsar=1[t{i}]")
+            parts.append(f"[from{i}][to{i}]{crossing},trim=end_frame={held},format=yuv420p,setsar=1[t{i}]")
             order.append(f"[t{i}]")
     closing_frames = clips.frame_count(LAST_CLIP_S, fps)
     _, backdrop = clips._closing_backdrop(Path("first photo"), frame, fps, closing_frames)
     texts = ",".join(clips._closing_text(TITLE, SUBTITLE, frame, work / "last.mp4"))
     fade_s = min(clips.CLOSING_FADE_S, closing_frames / fps / 3)
     fade = f"fade=t=out:st={closing_frames / fps - fade_s:.4f}:d={fade_s:.4f}"
-    parts.append(f"{backdrop};[backdrop]{texts},{fade},{clips.TO_YUV},setsar=1[e]")
+    parts.append(f"{backdrop};[backdrop]{texts},{fade},format=yuv420p,setsar=1[e]")
     order.append("[e]")
     total_s = (case.photos * photo_frames + (case.photos - 1) * held + closing_frames) / fps
     parts.append(f"{''.join(order)}concat=n={len(order)}:v=1:a=0[v]")

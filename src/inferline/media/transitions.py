@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from inferline.errors import InvalidInput
-from inferline.media.clips import TO_YUV, Size, checked_output, clip_encoding, frame_count
+from inferline.media.clips import IN_BT709, Size, checked_output, clip_encoding, frame_count
 from inferline.media.encoders import LIBX264, VideoEncoder
 from inferline.media.ffmpeg import DEFAULT_THREADS, Progress, input_args, run_ffmpeg, still_source, time_budget_s
 from inferline.media.probe import PictureCheck
@@ -124,5 +124,6 @@ def _crossing(transition: str, frames: int, fps: int) -> str:
 def _held_still(frame: Size, frames: int) -> str:
     """One still fitted into `frame` and repeated for `frames` frames (decoded and scaled once)."""
     width, height = frame
-    fitted = f"scale={width}:{height}:force_original_aspect_ratio=decrease"
-    return f"{fitted},pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,{TO_YUV},tpad=stop={frames}:stop_mode=clone"
+    fitted = f"scale={width}:{height}:force_original_aspect_ratio=decrease:{IN_BT709}"
+    padded = f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p"
+    return f"{fitted},{padded},tpad=stop={frames}:stop_mode=clone"
