@@ -122,8 +122,10 @@ def baseline_graph(case: Case, work: Path, gain_db: float) -> tuple[str, float]:
         order.append(f"[c{i}]")
         if i + 1 < case.photos:
             crossing = transitions._crossing(transitions.xfade_name("auto", i), held, fps)
-            parts.append(f"[last{i}]{transitions._held_still(frame, held)}[from{i}]")
-            parts.append(f"[first{i + 1}]{transitions._held_still(frame, held)}[to{i}]")
+            # The stills as the stages have them: a clip's frame read back as RGB (then made YUV again).
+            as_read = "scale=in_color_matrix=bt709:in_range=tv,format=rgb24,"
+            parts.append(f"[last{i}]{as_read}{transitions._held_still(frame, held)}[from{i}]")
+            parts.append(f"[first{i + 1}]{as_read}{transitions._held_still(frame, held)}[to{i}]")
             parts.append(f"[from{i}][to{i}]{crossing},trim=end_frame={held},format=yuv420p,setsar=1[t{i}]")
             order.append(f"[t{i}]")
     closing_frames = clips.frame_count(LAST_CLIP_S, fps)

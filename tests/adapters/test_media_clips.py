@@ -25,7 +25,7 @@ from tests.media_helpers import (
     top_level_boxes,
 )
 
-from inferline.errors import JobError
+from inferline.errors import JobError, NonRetryable
 from inferline.files import sniff
 from inferline.media.clips import (
     LOUDNESS_TARGET_LUFS,
@@ -305,14 +305,36 @@ async def test_a_songs_gain_is_measured_over_the_length_it_is_laid_under(tmp_pat
     # ITU-R BS.1770's reference: a 1 kHz sine in both channels reads as many LUFS as its peak has dBFS.
     at_minus_20 = await tone(tmp_path / "a.wav", "0.1*sin(2*PI*1000*t)", 2)
     assert await music_gain_db(at_minus_20, 5.0) == pytest.approx(LOUDNESS_TARGET_LUFS + 20, abs=0.3)
-    # Only the samples laid under the video count: a loud song's quiet ending past the cut does not.
-    loud_then_quiet = await tone(tmp_path / "b.wav", "if(lt(t,3),0.5,0.005)*sin(2*PI*1000*t)", 12)
-    assert await music_gain_db(loud_then_quiet, 3.0) == pytest.approx(LOUDNESS_TARGET_LUFS + 6, abs=0.3)
-    assert await music_gain_db(loud_then_quiet, 12.0) == pytest.approx(LOUDNESS_TARGET_LUFS + 6, abs=1.5)
+    # Only the samples laid under the video count: 3 s at -6 LUFS, then 9 s at -14 (inside ebur128's gate).
+    loud_then_softer = await tone(tmp_path / "b.wav", "if(lt(t,3),0.5,0.2)*sin(2*PI*1000*t)", 12)
+    assert await music_gain_db(loud_then_softer, 3.0) == pytest.approx(LOUDNESS_TARGET_LUFS + 6, abs=0.3)
+    assert await music_gain_db(loud_then_softer, 12.0) == pytest.approx(LOUDNESS_TARGET_LUFS + 10.33, abs=0.3)
+    # Looped as laid: a 2 s song (1 s at -6, 1 s at -14) under 3 s is -6, -14, -6: -7.43 LUFS, where the
+    # song alone is -8.37.
+    verse = await tone(tmp_path / "v.wav", "if(lt(t,1),0.5,0.2)*sin(2*PI*1000*t)", 2)
+    assert await music_gain_db(verse, 3.0) == pytest.approx(LOUDNESS_TARGET_LUFS + 7.43, abs=0.3)
     whisper = await tone(tmp_path / "c.wav", "0.001*sin(2*PI*1000*t)", 2)
     assert await music_gain_db(whisper, 2.0) == MAX_GAIN_DB  # -60 LUFS: lifted only so far
     silence = await tone(tmp_path / "d.wav", "0", 2)
     assert await music_gain_db(silence, 2.0) == 0.0
+
+
+async def test_a_song_whose_format_changes_partway_fails_at_once_saying_why(tmp_path: Path) -> None:
+    # Two MP3s of other rates and channels joined into one file: looped, a graph made again at each change
+    # would restart the cut and never end.
+    parts = []
+    for name, rate, channels in [("a", 44100, 2), ("b", 22050, 1)]:
+        part = tmp_path / f"{name}.mp3"
+        source = f"aevalsrc=0.3*sin(2*PI*440*t):s={rate}:d=1"
+        args = ["-f", "lavfi", "-i", source, "-ac", str(channels), "-c:a", "libmp3lame", "-f", "mp3", str(part)]
+        await run_ffmpeg(args, planned_s=1, timeout_s=30)
+        parts.append(part.read_bytes())
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(b"".join(parts))
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(NonRetryable, match="changes its sample rate or channels"):
+        await music_gain_db(joined, 5.0)
+    assert asyncio.get_running_loop().time() - started < 30  # not its time limit (62 s)
 
 
 async def test_the_render_lays_the_song_at_the_target_loudness_with_its_peaks_limited(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import structlog
+
 from inferline.errors import JobError, NonRetryable
 from inferline.media.encoders import LIBX264, VideoEncoder
 from inferline.media.ffmpeg import (
@@ -35,6 +37,8 @@ from inferline.media.ffmpeg import (
 )
 from inferline.media.probe import MediaInfo, PictureCheck, probe
 from inferline.media.text import TextBlock, drawtext_filters, wrap
+
+log = structlog.get_logger(__name__)
 
 Size = tuple[int, int]
 
@@ -412,9 +416,7 @@ async def _join(
 ) -> None:
     concat_list = out.parent / f"{out.name}.clips.txt"
     concat_list.write_text(_concat_script(clips), encoding="utf-8")
-    music_input = (
-        input_args(music, SONG, "-stream_loop", "-1") if music else ["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]
-    )
+    music_input = input_args(music, SONG, *LAID_SONG) if music else ["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]
     gain_db = await music_gain_db(music, total_s) if music else None
     args = [*input_args(concat_list, CLIP_LIST, "-safe", "0"), *music_input]
     args += ["-filter_complex", _music_graph("1:a", "a", total_s, gain_db=gain_db)]
@@ -435,8 +437,8 @@ async def _conform(
     """`clip`'s picture encoded as the clips of this video are (fitted into `frame`, at `fps`)."""
     width, height = frame
     fitted = f"scale={width}:{height}:force_original_aspect_ratio=decrease"
-    # By way of RGB: the clip's own matrix (its tags; BT.601 untagged) read, BT.709 written.
-    picture = f"{fitted},pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={fps},format=gbrp,{TO_YUV}"
+    # The clip's own matrix read (its tags; untagged, ffmpeg's BT.601), BT.709 written.
+    picture = f"{fitted},pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={fps},{TO_YUV}"
     duration_s = info.video_duration_s or info.duration_s
     args = [*input_args(clip, CLIP), "-map", "0:v:0", "-vf", picture, *clip_encoding(fps, encoder=encoder), str(out)]
     await run_ffmpeg(args, planned_s=duration_s, timeout_s=time_budget_s(duration_s, frame), threads=threads)
@@ -518,26 +520,49 @@ async def music_gain_db(music: Path, total_s: float, *, timeout_s: float | None 
     loudnorm's dynamic mode pumps them, and it costs a tenth of the CPU (loudnorm works at 192 kHz: 1.9 s
     for a 110 s song on a 2-core VM, this 0.2 s). Silence (nothing above ebur128's gate) gets no gain."""
     found: list[float] = []
+    changed: list[str] = []
 
     def summary(line: str) -> None:
         if match := _INTEGRATED.match(line):
             found.append(float(match[1]))
+        elif "properties on the fly" in line and not changed:  # LAID_SONG's refusal of a format change
+            changed.append(line)
 
     graph = f"[0:a]{','.join([*_laid(total_s), 'ebur128=framelog=verbose'])}[measured]"
-    args = [*input_args(music, SONG, "-stream_loop", "-1"), "-filter_complex", graph, "-map", "[measured]"]
-    await run_ffmpeg(
-        [*args, "-f", "null", "-"],
-        planned_s=total_s,
-        timeout_s=timeout_s or time_budget_s(total_s / 10),
-        threads=1,
-        log_lines=summary,
-    )
+    args = [*input_args(music, SONG, *LAID_SONG), "-filter_complex", graph, "-map", "[measured]"]
+    try:
+        await run_ffmpeg(
+            [*args, "-f", "null", "-"],
+            planned_s=total_s,
+            timeout_s=timeout_s or time_budget_s(total_s / 10),
+            threads=1,
+            log_lines=summary,
+        )
+    except JobError:
+        if changed:  # the same song would fail the same way again
+            raise NonRetryable(
+                "the song changes its sample rate or channels partway (files joined into one?): "
+                "save it again as one file"
+            ) from None
+        raise
     if not found:
         raise JobError("ffmpeg's ebur128 reported no loudness for the song")
-    integrated = found[-1]
-    if integrated <= SILENT_LUFS:
+    # ffmpeg 5.1 builds the graph once before the first samples and again with them: the first instance's
+    # summary measured nothing (the gate's -70). Silence measures the same: no gain either way.
+    measured = [integrated for integrated in found if integrated > SILENT_LUFS]
+    if len(measured) > 1:
+        # The graph was made again mid-song (its sample rate or channels change: MP3s joined), each summary of
+        # a part of it: the song is laid as it is (its peaks still limited) rather than by one part's measure.
+        log.info("music_loudness_in_parts", parts=len(measured))
         return 0.0
-    return min(MAX_GAIN_DB, LOUDNESS_TARGET_LUFS - integrated)
+    if not measured:
+        return 0.0
+    return min(MAX_GAIN_DB, LOUDNESS_TARGET_LUFS - measured[0])
+
+
+# A song is looped, and read at one sample rate and channel layout: ffmpeg would otherwise build the graph
+# again where a joined file's format changes, restarting its cut (`atrim`), so a loop would never end.
+LAID_SONG = ("-reinit_filter", "0", "-stream_loop", "-1")
 
 
 def _laid(total_s: float) -> list[str]:
