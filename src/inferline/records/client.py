@@ -114,8 +114,13 @@ async def _stream(
         for sent in resent:
             await window.acquire()
             yield sent.message
-        for sent in lines:
+        while True:
+            # The window first, then the next record: a stream that ends while this waits (a cut) must not
+            # have taken a record from the file that is then neither sent nor kept to send again.
             await window.acquire()
+            sent = next(lines, None)
+            if sent is None:
+                return
             unacked.append(sent)
             yield sent.message
 
