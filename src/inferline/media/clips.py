@@ -35,7 +35,7 @@ from inferline.media.ffmpeg import (
     still_source,
     time_budget_s,
 )
-from inferline.media.probe import MediaInfo, PictureCheck, probe
+from inferline.media.probe import FORMAT_CHANGE, MediaInfo, PictureCheck, probe
 from inferline.media.text import TextBlock, drawtext_filters, wrap
 
 log = structlog.get_logger(__name__)
@@ -525,7 +525,7 @@ async def music_gain_db(music: Path, total_s: float, *, timeout_s: float | None 
     def summary(line: str) -> None:
         if match := _INTEGRATED.match(line):
             found.append(float(match[1]))
-        elif "properties on the fly" in line and not changed:  # LAID_SONG's refusal of a format change
+        elif FORMAT_CHANGE in line and not changed:  # LAID_SONG's refusal of a format change
             changed.append(line)
 
     graph = f"[0:a]{','.join([*_laid(total_s), 'ebur128=framelog=verbose'])}[measured]"

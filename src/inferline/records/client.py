@@ -118,11 +118,11 @@ async def _stream(
             # The window first, then the next record: a stream that ends while this waits (a cut) must not
             # have taken a record from the file that is then neither sent nor kept to send again.
             await window.acquire()
-            sent = next(lines, None)
-            if sent is None:
+            taken = next(lines, None)
+            if taken is None:
                 return
-            unacked.append(sent)
-            yield sent.message
+            unacked.append(taken)
+            yield taken.message
 
     # Written by a task of its own rather than handed over as the request iterator: a write the server's
     # end of the stream breaks then fails that task alone, and the reads get the server's status (given
