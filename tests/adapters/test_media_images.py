@@ -77,6 +77,42 @@ def test_a_jpeg_decodes_no_larger_than_the_box_it_is_shown_in_needs(tmp_path: Pa
     assert normalized(tmp_path / "p.png", sniff.PNG, shown_within=(1210, 400)) == (4000, 1000)
 
 
+def test_a_16_bit_grey_photo_keeps_its_tones(tmp_path: Path) -> None:
+    # A scanner's 16-bit grey PNG: Pillow's own conversion cut every value over 255, turning it all but white.
+    ramp = Image.new("I;16", (257, 4))
+    for x in range(257):
+        for y in range(4):
+            ramp.putpixel((x, y), x * 255 + x // 2)  # 0 .. 65535 in 257 steps
+    ramp.save(tmp_path / "grey16.png")
+    with Image.open(tmp_path / "grey16.png") as opened:
+        assert opened.mode.startswith("I")
+    normalize_photo(tmp_path / "grey16.png", tmp_path / "grey16.ppm", sniff.PNG, max_pixels=10**6)
+    with Image.open(tmp_path / "grey16.ppm") as out:
+        shown = [out.getpixel((x, 2)) for x in (0, 64, 128, 192, 256)]
+    assert [pixel[0] for pixel in shown] == pytest.approx([0, 64, 128, 191, 255], abs=1)
+    assert all(len(set(pixel)) == 1 for pixel in shown)  # grey
+
+
+def test_transparent_pixels_show_black_not_the_colour_they_hide(tmp_path: Path) -> None:
+    # Fully transparent pixels keep a colour of the encoder's (green here): it is never shown.
+    cut_out = Image.new("RGBA", (40, 20), (0, 255, 0, 0))
+    cut_out.paste((200, 30, 30, 255), (0, 0, 20, 20))
+    half = Image.new("RGBA", (40, 20), (255, 255, 255, 128))
+    for name, image in [("cut.png", cut_out), ("cut.webp", cut_out), ("half.png", half)]:
+        options = {"lossless": True} if name.endswith(".webp") else {}
+        image.save(tmp_path / name, **options)
+    palette = cut_out.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    palette.info["transparency"] = palette.getpixel((30, 10))  # one palette entry transparent
+    palette.save(tmp_path / "palette.png", transparency=palette.info["transparency"])
+    for name, kind in [("cut.png", sniff.PNG), ("cut.webp", sniff.WEBP), ("palette.png", sniff.PNG)]:
+        normalize_photo(tmp_path / name, tmp_path / f"{name}.ppm", kind, max_pixels=10**6)
+        with Image.open(tmp_path / f"{name}.ppm") as out:
+            assert out.getpixel((5, 10)) == (200, 30, 30) and out.getpixel((35, 10)) == (0, 0, 0), name
+    normalize_photo(tmp_path / "half.png", tmp_path / "half.ppm", sniff.PNG, max_pixels=10**6)
+    with Image.open(tmp_path / "half.ppm") as out:
+        assert out.getpixel((20, 10)) == pytest.approx((128, 128, 128), abs=1)  # half of white over black
+
+
 def test_a_huge_header_is_refused_before_any_pixel_is_decoded(tmp_path: Path) -> None:
     bomb = huge_png_header(tmp_path / "bomb.png", 50_000, 50_000)
     with pytest.raises(TooLarge, match="media_max_image_pixels"):

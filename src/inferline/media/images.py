@@ -88,6 +88,22 @@ def _decoded(image: Image.Image) -> None:
         raise BadDocument(f"the image is truncated or corrupt: {exc}") from exc
 
 
+_WIDE_GREY = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})  # a 16-bit grey PNG opens so
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    """`image` as 8-bit RGB, as it is meant to look. Pillow's own conversion cuts 16-bit grey at 255 (a
+    16-bit grey photo turned all but white) and drops transparency, showing whatever colour the transparent
+    pixels happen to hold (an encoder's leftovers): grey is scaled down, transparency laid over black."""
+    if image.mode in _WIDE_GREY:
+        return image.convert("I").point(lambda value: value * (1 / 257)).convert("L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        over = image.convert("RGBA")
+        black = Image.new("RGBA", over.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, over).convert("RGB")
+    return image.convert("RGB")
+
+
 def _draft(image: Image.Image, shown_within: tuple[int, int]) -> None:
     """Ask the JPEG decoder for no more pixels than the picture shows when fitted in `shown_within`."""
     width, height = image.size
@@ -133,7 +149,7 @@ def normalize_photo(
             if shown_within is not None and content_type == sniff.JPEG:
                 _draft(image, shown_within)
             _decoded(image)
-            upright = ImageOps.exif_transpose(image).convert("RGB")
+            upright = _rgb(ImageOps.exif_transpose(image))
     except (TooLarge, UnsupportedMediaType) as exc:
         raise BadDocument(str(exc)) from exc
     if max_size is not None:
