@@ -38,7 +38,7 @@ from inferline.media.clips import (
     render_last_clip,
     render_photo_clip,
 )
-from inferline.media.ffmpeg import CLIP, Source, input_args, run_ffmpeg
+from inferline.media.ffmpeg import CLIP, SONG, Source, input_args, run_ffmpeg
 from inferline.media.images import normalize_photo
 from inferline.media.probe import MediaInfo, PictureCheck, picture_problems, probe
 from inferline.media.transitions import XfadeTransitions
@@ -317,6 +317,32 @@ async def test_a_songs_gain_is_measured_over_the_length_it_is_laid_under(tmp_pat
     assert await music_gain_db(whisper, 2.0) == MAX_GAIN_DB  # -60 LUFS: lifted only so far
     silence = await tone(tmp_path / "d.wav", "0", 2)
     assert await music_gain_db(silence, 2.0) == 0.0
+
+
+async def test_a_surround_song_is_laid_at_the_target_loudness_as_it_plays_in_stereo(tmp_path: Path) -> None:
+    channels = "|".join(["0.3*sin(2*PI*440*t)"] * 3 + ["0.1*sin(2*PI*50*t)"] + ["0.3*sin(2*PI*440*t)"] * 2)
+    song = tmp_path / "surround.flac"
+    escaped = channels.replace(",", "\\,")  # commas inside the expressions, not between filters
+    source = f"aevalsrc={escaped}:s=48000:d=4:c=5.1"
+    await run_ffmpeg(["-f", "lavfi", "-i", source, "-c:a", "flac", "-f", "flac", str(song)], planned_s=4, timeout_s=30)
+    clips = [await photo_clip(tmp_path, f"c{n}", duration_s=4.0, motion=n) for n in range(2)]
+    out = tmp_path / "final.mp4"
+    await render_final(clips, song, out, frame=FRAME, fps=FPS)
+    middle = tmp_path / "middle.wav"  # past the fade-in, before the fade-out
+    cut = [
+        *input_args(out, SONG, "-ss", "1.5"),
+        "-t",
+        "4",
+        "-map",
+        "0:a:0",
+        "-c:a",
+        "pcm_s16le",
+        "-f",
+        "wav",
+        str(middle),
+    ]
+    await run_ffmpeg(cut, planned_s=4, timeout_s=30)
+    assert await music_gain_db(middle, 4.0) == pytest.approx(0.0, abs=0.7)  # it is at -16 LUFS already
 
 
 async def test_a_song_whose_format_changes_partway_fails_at_once_saying_why(tmp_path: Path) -> None:

@@ -566,9 +566,11 @@ LAID_SONG = ("-reinit_filter", "0", "-stream_loop", "-1")
 
 
 def _laid(total_s: float) -> list[str]:
-    """The filters that lay a song (looped as an input) under `total_s` of video: 48 kHz, cut to length."""
+    """The filters that lay a song (looped as an input) under `total_s` of video: 48 kHz stereo, cut to
+    length. Stereo here, not at the output, so its loudness is measured as it plays (a 5.1 song measured
+    as 5.1 played 3 dB louder than meant once mixed down)."""
     # A looped input's timestamps jump where the file's padding was: number the samples again before cutting.
-    return ["aresample=48000", "asetpts=N/SR/TB", f"atrim=end={total_s:.6f}"]
+    return ["aresample=48000", "aformat=channel_layouts=stereo", "asetpts=N/SR/TB", f"atrim=end={total_s:.6f}"]
 
 
 def _music_graph(source: str, label: str, total_s: float, *, gain_db: float | None) -> str:
