@@ -178,3 +178,16 @@ def logged_ffprobe(folder: Path) -> tuple[str, Path]:
 def started(log: Path) -> int:
     """How many starts `log` (of `logged_ffprobe`) holds."""
     return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+async def mp3_parts_of_other_formats(folder: Path, seconds: float) -> list[bytes]:
+    """Two MP3s of a tone, of other sample rates and channel counts: joined into one file, a song whose format
+    changes partway (what `cat a.mp3 b.mp3` makes)."""
+    parts = []
+    for name, rate, channels in [("a", 44100, 2), ("b", 22050, 1)]:
+        part = folder / f"{name}.mp3"
+        source = f"aevalsrc=0.3*sin(2*PI*440*t):s={rate}:d={seconds}"
+        args = ["-f", "lavfi", "-i", source, "-ac", str(channels), "-c:a", "libmp3lame", "-f", "mp3", str(part)]
+        await run_ffmpeg(args, planned_s=seconds, timeout_s=30)
+        parts.append(part.read_bytes())
+    return parts

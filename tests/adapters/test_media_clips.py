@@ -19,6 +19,7 @@ from tests.media_helpers import (
     decoded_sound,
     difference,
     mean_brightness,
+    mp3_parts_of_other_formats,
     rms,
     synth_photo,
     synth_video,
@@ -348,15 +349,8 @@ async def test_a_surround_song_is_laid_at_the_target_loudness_as_it_plays_in_ste
 async def test_a_song_whose_format_changes_partway_fails_at_once_saying_why(tmp_path: Path) -> None:
     # Two MP3s of other rates and channels joined into one file: looped, a graph made again at each change
     # would restart the cut and never end.
-    parts = []
-    for name, rate, channels in [("a", 44100, 2), ("b", 22050, 1)]:
-        part = tmp_path / f"{name}.mp3"
-        source = f"aevalsrc=0.3*sin(2*PI*440*t):s={rate}:d=1"
-        args = ["-f", "lavfi", "-i", source, "-ac", str(channels), "-c:a", "libmp3lame", "-f", "mp3", str(part)]
-        await run_ffmpeg(args, planned_s=1, timeout_s=30)
-        parts.append(part.read_bytes())
     joined = tmp_path / "joined.mp3"
-    joined.write_bytes(b"".join(parts))
+    joined.write_bytes(b"".join(await mp3_parts_of_other_formats(tmp_path, 1.0)))
     started = asyncio.get_running_loop().time()
     with pytest.raises(NonRetryable, match="changes its sample rate or channels"):
         await music_gain_db(joined, 5.0)

@@ -24,11 +24,11 @@ import sqlalchemy as sa
 from PIL import Image
 from tests.api.conftest import Api, MakeApi
 from tests.hostile_media import hostile_jpeg, playlist_posing_as_mp3
+from tests.media_helpers import mp3_parts_of_other_formats
 
 from inferline import db
 from inferline.clock import utcnow
 from inferline.files.service import receive_file, record_file
-from inferline.media.ffmpeg import run_ffmpeg
 from inferline.media.store import MediaStore
 from inferline.schema import files, jobs
 
@@ -242,13 +242,7 @@ async def test_hostile_and_unsupported_uploads_are_refused_and_leave_no_file(med
 
 async def test_a_song_of_two_files_joined_is_422_at_upload(media_api: Api, tmp_path: Path) -> None:
     # Two MP3s of other rates and channels in one file: the render could not lay it (`clips.LAID_SONG`).
-    parts = []
-    for name, rate, channels in [("a", 44100, 2), ("b", 22050, 1)]:
-        part = tmp_path / f"{name}.mp3"
-        source = f"aevalsrc=0.3*sin(2*PI*440*t):s={rate}:d=0.3"
-        args = ["-f", "lavfi", "-i", source, "-ac", str(channels), "-c:a", "libmp3lame", "-f", "mp3", str(part)]
-        await run_ffmpeg(args, planned_s=1, timeout_s=30)
-        parts.append(part.read_bytes())
+    parts = await mp3_parts_of_other_formats(tmp_path, 0.3)  # short: the fixture takes songs of 2 s at most
     client = media_api.client
     project = (await new_project(client))["id"]
     response = await upload(client, project, b"".join(parts), "joined.mp3")
