@@ -159,7 +159,7 @@ async def baseline(
     inputs = input_args(photos[0], jpeg)
     for photo in photos:
         inputs += input_args(photo, jpeg)
-    inputs += input_args(song, SONG, "-stream_loop", "-1")
+    inputs += input_args(song, SONG, *clips.LAID_SONG)
     out = work / "baseline.mp4"
     started, cpu_before = time.perf_counter(), children_cpu_s()
     # The song's loudness is measured first, as the render does (one linear gain needs the whole song's).

@@ -29,6 +29,7 @@ from tests.media_helpers import mp3_parts_of_other_formats
 from inferline import db
 from inferline.clock import utcnow
 from inferline.files.service import receive_file, record_file
+from inferline.media import probe
 from inferline.media.store import MediaStore
 from inferline.schema import files, jobs
 
@@ -250,6 +251,18 @@ async def test_a_song_of_two_files_joined_is_422_at_upload(media_api: Api, tmp_p
     assert "changes its sample rate or channels" in response.json()["detail"]
     assert (await upload(client, project, parts[0], "one.mp3")).status_code == 201  # each part alone is a song
     assert await count_rows(media_api, files) == 1
+
+
+async def test_a_song_the_busy_machine_cannot_decode_in_time_is_503_not_blamed_on_the_file(
+    media_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(probe, "time_budget_s", lambda planned_s, frame=(0, 0): 0.001)  # no time at all
+    client = media_api.client
+    project = (await new_project(client))["id"]
+    response = await upload(client, project, wav(), "song.wav")
+    assert response.status_code == 503 and "Retry-After" in response.headers, response.text
+    assert "could not be checked in time" in response.json()["detail"]
+    assert await count_rows(media_api, files) == 0
 
 
 async def test_a_progressive_jpeg_of_too_many_scans_is_413_at_once(media_api: Api) -> None:

@@ -14,13 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inferline import db
 from inferline.clock import utcnow
-from inferline.errors import BadDocument, Conflict, InvalidInput, NotFound, UnsupportedMediaType
+from inferline.errors import BadDocument, Conflict, InvalidInput, NotFound, Unavailable, UnsupportedMediaType
 from inferline.files import sniff
 from inferline.files.service import FileInfo, insert_file, remove_blobs
 from inferline.files.store import delete_file_rows
 from inferline.ids import new_id
 from inferline.media import images, probe
 from inferline.media.deps import MediaDeps
+from inferline.media.ffmpeg import TimedOut
 from inferline.media.model import Asset, AssetKind
 from inferline.media.service import PlainText, project_for_change, project_of
 from inferline.media.store import MediaStore
@@ -80,7 +81,12 @@ async def add_asset(deps: MediaDeps, *, tenant: str, project_id: str, file: File
     elif fields.duration_s is not None:
         raise InvalidInput("duration_s: a song plays to its end; only a photo's time is set", field="duration_s")
     else:
-        duration_s = await probe.check_audio(_staged(file), deps.limits.max_audio_s, content_type=file.content_type)
+        try:
+            duration_s = await probe.check_audio(
+                _staged(file), deps.limits.max_audio_s, content_type=file.content_type, decodes=deps.song_decodes
+            )
+        except TimedOut as exc:  # the machine was too busy to decode it in time, not the song's fault
+            raise Unavailable(f"the song could not be checked in time ({exc}); send it again", retry_after_s=5) from exc
     async with db.write(deps.engine) as conn:
         store = MediaStore(conn)
         project = await project_for_change(store, tenant, project_id)

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import structlog
-
 from inferline.errors import JobError, NonRetryable
 from inferline.media.encoders import LIBX264, VideoEncoder
 from inferline.media.ffmpeg import (
@@ -37,8 +35,6 @@ from inferline.media.ffmpeg import (
 )
 from inferline.media.probe import FORMAT_CHANGE, MediaInfo, PictureCheck, probe
 from inferline.media.text import TextBlock, drawtext_filters, wrap
-
-log = structlog.get_logger(__name__)
 
 Size = tuple[int, int]
 
@@ -547,17 +543,13 @@ async def music_gain_db(music: Path, total_s: float, *, timeout_s: float | None 
         raise
     if not found:
         raise JobError("ffmpeg's ebur128 reported no loudness for the song")
-    # ffmpeg 5.1 builds the graph once before the first samples and again with them: the first instance's
-    # summary measured nothing (the gate's -70). Silence measures the same: no gain either way.
-    measured = [integrated for integrated in found if integrated > SILENT_LUFS]
-    if len(measured) > 1:
-        # The graph was made again mid-song (its sample rate or channels change: MP3s joined), each summary of
-        # a part of it: the song is laid as it is (its peaks still limited) rather than by one part's measure.
-        log.info("music_loudness_in_parts", parts=len(measured))
+    # ffmpeg 5.1 parses the graph once at its start and frees it: that instance's summary measured nothing
+    # (the gate's -70, as silence reads: no gain either way). A graph made again mid-song cannot be:
+    # LAID_SONG refuses a format that changes.
+    integrated = found[-1]
+    if integrated <= SILENT_LUFS:
         return 0.0
-    if not measured:
-        return 0.0
-    return min(MAX_GAIN_DB, LOUDNESS_TARGET_LUFS - measured[0])
+    return min(MAX_GAIN_DB, LOUDNESS_TARGET_LUFS - integrated)
 
 
 # A song is looped, and read at one sample rate and channel layout: ffmpeg would otherwise build the graph

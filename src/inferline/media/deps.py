@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from inferline.jobs.submission import Submitter
 from inferline.media.encoders import EncoderChoice
 from inferline.media.transitions import TransitionGenerator, XfadeTransitions
 from inferline.media.workspace import Workspaces
+
+SONG_DECODES = 2  # songs decoded whole at once in a process: the reference machine's cores
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class MediaDeps:
     ffmpeg_threads: int = 2
     # x264 or NVENC, tried on the first media job (setting `media_video_encoder`).
     encoders: EncoderChoice = field(default_factory=EncoderChoice)
+    # Songs decoded whole at once (their check at upload): a burst of uploads does not take every core.
+    song_decodes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SONG_DECODES))
     workspaces: Workspaces = field(init=False)
 
     def __post_init__(self) -> None:

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from inferline.errors import JobError, NonRetryable
 from inferline.files import sniff
@@ -36,6 +37,12 @@ KILL_AFTER_S = 0.5  # ffmpeg finishes the frame it is on at SIGTERM; longer than
 STDERR_TAIL_LINES = 12
 MAX_LINE_BYTES = 4096  # a longer line is cut: nothing ffmpeg prints on purpose is that long
 DEFAULT_THREADS = 2  # the reference machine has 2 cores; callers running clips in parallel pass 1
+
+
+class TimedOut(JobError):
+    """ffmpeg or ffprobe ran past its time limit (and was stopped): the machine too busy, or the input."""
+
+
 INSTALL_HINT = "install it with `sudo apt-get install ffmpeg` (./dev does this)"
 
 
@@ -130,17 +137,18 @@ async def run_ffmpeg(
     timeout_s: float,
     threads: int = DEFAULT_THREADS,
     log_lines: Callable[[str], None] | None = None,
+    log_level: Literal["info", "error"] = "info",
 ) -> None:
     """Run `ffmpeg <args>`, whose last argument is the output (its encoder gets `-threads threads`).
 
     `progress` receives `out_time_us` against `planned_s`, rising, and 100 at a successful end. With
-    `log_lines`, ffmpeg logs at `info` and every stderr line goes to it (filters such as blackdetect report
-    there). A non-zero exit raises `JobError` with the end of stderr; a run past `timeout_s` raises `JobError`
-    too, after the process group is stopped, as it is on cancellation."""
+    `log_lines`, ffmpeg logs at `log_level` and every stderr line goes to it (filters such as blackdetect report
+    there). A non-zero exit raises `JobError` with the end of stderr; a run past `timeout_s` raises `TimedOut`
+    (a `JobError`), after the process group is stopped, as it is on cancellation."""
     if not args:
         raise ValueError("ffmpeg needs at least an output")
     _check_inputs(args)
-    level = "info" if log_lines is not None else "error"
+    level = log_level if log_lines is not None else "error"
     cmd = [executable("ffmpeg"), "-nostdin", "-hide_banner", "-nostats", "-loglevel", level, "-y"]
     cmd += ["-progress", "pipe:1", "-filter_threads", str(threads), "-filter_complex_threads", str(threads)]
     cmd += [*args[:-1], "-threads", str(threads), args[-1]]
@@ -220,7 +228,7 @@ async def _run(
                 group.create_task(_read_lines(proc.stderr, on_stderr))
                 group.create_task(proc.wait())
         except TimeoutError:
-            raise JobError(f"{Path(cmd[0]).name} did not finish within {timeout_s:.0f} s") from None
+            raise TimedOut(f"{Path(cmd[0]).name} did not finish within {timeout_s:.0f} s") from None
         except BaseExceptionGroup as group_error:  # a callback raised: that error, not the group
             raise group_error.exceptions[0] from None
     assert proc.returncode is not None

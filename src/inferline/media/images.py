@@ -97,10 +97,11 @@ def _rgb(image: Image.Image) -> Image.Image:
     pixels happen to hold (an encoder's leftovers): grey is scaled down, transparency laid over black."""
     if image.mode in _WIDE_GREY:
         return image.convert("I").point(lambda value: value * (1 / 257)).convert("L").convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+    if image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info:
         over = image.convert("RGBA")
-        black = Image.new("RGBA", over.size, (0, 0, 0, 255))
-        return Image.alpha_composite(black, over).convert("RGB")
+        flat = Image.new("RGB", over.size)  # black; pasted through its own alpha: no third RGBA copy
+        flat.paste(over, (0, 0), over)
+        return flat
     return image.convert("RGB")
 
 

@@ -344,7 +344,7 @@ async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dic
             music = await input_file(deps, ctx, data.music_file_id, field="music_file_id", types=sniff.AUDIO)
             # A pipeline's song is a project's audio asset, checked when it was uploaded: one process start less.
             if not (data.music_checked and is_child(ctx.job)):
-                await check_audio(music.path, deps.limits.max_audio_s)
+                await check_audio(music.path, deps.limits.max_audio_s, decodes=deps.song_decodes)
         await deps.encoders.get()  # a required encoder that does not work here fails the job before any work
         async with deps.workspaces.open(ctx.id) as work:
             await ctx.stage("render_concat")

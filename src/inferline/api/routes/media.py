@@ -92,14 +92,16 @@ async def delete_project(project_id: str, services: ServicesDep, tenant: TenantD
     status_code=201,
     response_model=None,
     openapi_extra=_UPLOAD,
-    responses=returns(AssetOut, 201) | problems(404, 409, 413, 415),
+    responses=returns(AssetOut, 201) | problems(404, 409, 413, 415, 503),
 )
 async def add_asset(project_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> Response:
     """Add a photo (JPEG, PNG, WebP, HEIC; EXIF orientation applied) or a song (MP3, AAC, M4A, WAV, OGG, FLAC)
     as multipart `file`, with optional fields `caption` and (a photo's) `duration_s`. The type is
     sniffed from the content (415 otherwise); a photo is decoded whole (422 if corrupt or truncated;
-    413 over `media_max_image_pixels`). It goes last among its kind. 409 while the project runs or at
-    `media_max_assets`, or past the tenant's file quota."""
+    413 over `media_max_image_pixels`), and so is a song (422 if it does not decode, or changes its
+    sample rate or channels partway; 503 with Retry-After if the busy server could not finish in time).
+    It goes last among its kind. 409 while the project runs or at `media_max_assets`, or past the tenant's
+    file quota."""
     await service.get_project(services.media, tenant=tenant, project_id=project_id)  # 404 before the bytes
     form = await read_form(request)
     try:
