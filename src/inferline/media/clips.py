@@ -33,7 +33,7 @@ from inferline.media.ffmpeg import (
     still_source,
     time_budget_s,
 )
-from inferline.media.probe import FORMAT_CHANGE, MediaInfo, PictureCheck, probe
+from inferline.media.probe import FormatChanges, MediaInfo, PictureCheck, probe
 from inferline.media.text import TextBlock, drawtext_filters, wrap
 
 Size = tuple[int, int]
@@ -516,13 +516,13 @@ async def music_gain_db(music: Path, total_s: float, *, timeout_s: float | None 
     loudnorm's dynamic mode pumps them, and it costs a tenth of the CPU (loudnorm works at 192 kHz: 1.9 s
     for a 110 s song on a 2-core VM, this 0.2 s). Silence (nothing above ebur128's gate) gets no gain."""
     found: list[float] = []
-    changed: list[str] = []
+    changes = FormatChanges()  # LAID_SONG's refusal of a format that changes
 
     def summary(line: str) -> None:
         if match := _INTEGRATED.match(line):
             found.append(float(match[1]))
-        elif FORMAT_CHANGE in line and not changed:  # LAID_SONG's refusal of a format change
-            changed.append(line)
+        else:
+            changes(line)
 
     graph = f"[0:a]{','.join([*_laid(total_s), 'ebur128=framelog=verbose'])}[measured]"
     args = [*input_args(music, SONG, *LAID_SONG), "-filter_complex", graph, "-map", "[measured]"]
@@ -535,11 +535,8 @@ async def music_gain_db(music: Path, total_s: float, *, timeout_s: float | None 
             log_lines=summary,
         )
     except JobError:
-        if changed:  # the same song would fail the same way again
-            raise NonRetryable(
-                "the song changes its sample rate or channels partway (files joined into one?): "
-                "save it again as one file"
-            ) from None
+        if changes.seen:  # the same song would fail the same way again
+            raise NonRetryable(FormatChanges.REASON) from None
         raise
     if not found:
         raise JobError("ffmpeg's ebur128 reported no loudness for the song")

@@ -37,13 +37,11 @@ KILL_AFTER_S = 0.5  # ffmpeg finishes the frame it is on at SIGTERM; longer than
 STDERR_TAIL_LINES = 12
 MAX_LINE_BYTES = 4096  # a longer line is cut: nothing ffmpeg prints on purpose is that long
 DEFAULT_THREADS = 2  # the reference machine has 2 cores; callers running clips in parallel pass 1
+INSTALL_HINT = "install it with `sudo apt-get install ffmpeg` (./dev does this)"
 
 
 class TimedOut(JobError):
     """ffmpeg or ffprobe ran past its time limit (and was stopped): the machine too busy, or the input."""
-
-
-INSTALL_HINT = "install it with `sudo apt-get install ffmpeg` (./dev does this)"
 
 
 @dataclass(frozen=True)

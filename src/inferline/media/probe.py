@@ -147,8 +147,17 @@ async def check_audio(
     return info.duration_s
 
 
-# ffmpeg's refusal, under `-reinit_filter 0`, of sound whose sample rate or channels change partway.
-FORMAT_CHANGE = "properties on the fly"
+class FormatChanges:
+    """Watches ffmpeg's stderr lines for its refusal, under `-reinit_filter 0`, of sound whose sample rate or
+    channels change partway (the check at upload and the render's measure both read songs so)."""
+
+    REASON = "the song changes its sample rate or channels partway (files joined into one?); save it again as one file"
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, line: str) -> None:
+        self.seen = self.seen or "properties on the fly" in line
 
 
 async def _check_song_decodes(path: Path, content_type: str | None, duration_s: float) -> None:
@@ -156,12 +165,7 @@ async def _check_song_decodes(path: Path, content_type: str | None, duration_s: 
     render lays it (`clips.LAID_SONG`): a file that changes partway (two joined into one) is refused now,
     not a failed render later. Decoded only as far as its probed length (a file that hides hours behind
     a short header is not decoded for hours): 0.1-0.3 s for a few minutes of MP3."""
-    changed: list[str] = []
-
-    def line(text: str) -> None:
-        if FORMAT_CHANGE in text and not changed:
-            changed.append(text)
-
+    changes = FormatChanges()
     held = input_args(path, song_source(content_type), "-reinit_filter", "0", "-t", f"{duration_s + 1:.3f}")
     try:
         await run_ffmpeg(
@@ -169,18 +173,14 @@ async def _check_song_decodes(path: Path, content_type: str | None, duration_s: 
             planned_s=duration_s,
             timeout_s=time_budget_s(duration_s / 20),
             threads=1,
-            log_lines=line,
+            log_lines=changes,
             log_level="error",
         )
     except TimedOut:
         raise  # the machine, not the file: retried (a render), or 503 (an upload)
     except JobError:
-        if changed:
-            raise InvalidInput(
-                "the song changes its sample rate or channels partway (files joined into one?); save it again "
-                "as one file",
-                field="file",
-            ) from None
+        if changes.seen:
+            raise InvalidInput(FormatChanges.REASON, field="file") from None
         raise InvalidInput("the song's sound could not be decoded to its end", field="file") from None
 
 
