@@ -49,19 +49,42 @@ def queue_depth_query() -> sa.CompoundSelect[Any]:
     return sa.union_all(depth(QUEUED), depth(RUNNING))
 
 
+def finished_query(since: datetime) -> sa.Select[Any]:
+    """The jobs ended since `since` by (tenant, kind, status), found through `ix_jobs_finished_at`: the
+    sampler asks every few seconds, and a table of every job ever finished must not be read each time."""
+    j = jobs
+    ended = sa.select(j.c.tenant, j.c.kind, j.c.status, sa.func.count()).where(
+        j.c.finished_at >= since, j.c.status.in_(_ENDED)
+    )
+    return ended.group_by(j.c.tenant, j.c.kind, j.c.status)
+
+
+def started_query(since: datetime) -> sa.CompoundSelect[Any]:
+    """The jobs first started since `since` by (tenant, kind), one row per status branch. A job's
+    `started_at` is set once, at its first claim, and it ends no earlier, so a job started since then is
+    queued again (a retry), running, or ended since then: three index reads (the queued and the running
+    jobs' partial indexes, `ix_jobs_finished_at`), where `started_at >= since` alone read every row."""
+    j = jobs
+
+    def branch(*where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+        counted = sa.select(j.c.tenant, j.c.kind, sa.func.count()).where(*where, j.c.started_at >= since)
+        return counted.group_by(j.c.tenant, j.c.kind)
+
+    return sa.union_all(
+        branch(j.c.status == QUEUED),
+        branch(j.c.status == RUNNING),
+        branch(j.c.finished_at >= since, j.c.status.in_(_ENDED)),
+    )
+
+
 async def job_samples(conn: AsyncConnection, now: datetime) -> list[Sample]:
     minute_ago = now - timedelta(seconds=60)
     counts: Counter[Key] = Counter()
-    j = jobs
     for status, tenant, kind, count in await conn.execute(queue_depth_query()):
         counts[("queue_depth", tenant, (("kind", kind), ("status", status)))] += count
-    ended = sa.select(j.c.tenant, j.c.kind, j.c.status, sa.func.count()).where(
-        j.c.status.in_(_ENDED), j.c.finished_at >= minute_ago
-    )
-    for tenant, kind, status, count in await conn.execute(ended.group_by(j.c.tenant, j.c.kind, j.c.status)):
+    for tenant, kind, status, count in await conn.execute(finished_query(minute_ago)):
         counts[("jobs_finished_per_min", tenant, (("kind", kind), ("status", status)))] += count
-    started = sa.select(j.c.tenant, j.c.kind, sa.func.count()).where(j.c.started_at >= minute_ago)
-    for tenant, kind, count in await conn.execute(started.group_by(j.c.tenant, j.c.kind)):
+    for tenant, kind, count in await conn.execute(started_query(minute_ago)):
         counts[("jobs_started_per_min", tenant, (("kind", kind),))] += count
     return _with_fleet(counts) + await _recent_samples(conn, now)
 
@@ -78,14 +101,20 @@ def _duration_s(dialect: str) -> sa.ColumnElement[Any]:
     return (sa.func.julianday(j.c.finished_at) - sa.func.julianday(j.c.started_at)) * 86400.0
 
 
-async def _recent_samples(conn: AsyncConnection, now: datetime) -> list[Sample]:
+def recent_query(dialect: str, since: datetime) -> sa.Select[Any]:
+    """The newest MAX_RECENT_JOBS jobs ended since `since`, with their seconds from start to end, read
+    backwards along `ix_jobs_finished_at`."""
     j = jobs
-    query = (
-        sa.select(j.c.tenant, j.c.kind, j.c.status, _duration_s(conn.dialect.name))
-        .where(j.c.status.in_(_ENDED), j.c.finished_at >= now - timedelta(seconds=RECENT_S))
+    return (
+        sa.select(j.c.tenant, j.c.kind, j.c.status, _duration_s(dialect))
+        .where(j.c.finished_at >= since, j.c.status.in_(_ENDED))
         .order_by(j.c.finished_at.desc())
         .limit(MAX_RECENT_JOBS)
     )
+
+
+async def _recent_samples(conn: AsyncConnection, now: datetime) -> list[Sample]:
+    query = recent_query(conn.dialect.name, now - timedelta(seconds=RECENT_S))
     ended: dict[tuple[str, str], list[tuple[str, float | None]]] = defaultdict(list)
     for tenant, kind, status, seconds in await conn.execute(query):
         duration_s = float(seconds) if seconds is not None else None  # never started (canceled while queued)

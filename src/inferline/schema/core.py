@@ -79,6 +79,15 @@ jobs = sa.Table(
     # The one index over running jobs (migration 0016): kind limits count them by kind, the reaper reads
     # them all; statements by owner name the job ids too, so they go by primary key.
     sa.Index("ix_jobs_status_kind", "status", "kind", postgresql_where=sa.text("status = 'running'")),
+    # The monitor's windows (jobs ended or started in the last minutes: `monitor/jobstats.py`) read only
+    # their rows (migration 0018); only ended jobs have entries (MariaDB has no partial indexes), written
+    # once, when the job ends.
+    sa.Index(
+        "ix_jobs_finished_at",
+        "finished_at",
+        postgresql_where=sa.text("finished_at IS NOT NULL"),
+        sqlite_where=sa.text("finished_at IS NOT NULL"),
+    ),
     # A lease only on a running job (migration 0017): statements by owner need not name the status.
     sa.CheckConstraint("lease_owner IS NULL OR status = 'running'", name="ck_jobs_lease_running"),
     sa.Index(
