@@ -65,9 +65,12 @@ class LastClipInput(Frame):
 
 
 class ClipFacts(BaseModel):
-    """What the stage that made a clip measured of it when it checked it (H.264 yuv420p, `check_video`)."""
+    """What the stage that made a clip measured of it when it checked it (H.264 yuv420p, `check_video`).
 
-    model_config = ConfigDict(extra="forbid")
+    Facts it does not know are ignored, not refused: during a rolling upgrade a newer pipeline's render may
+    reach an older worker, which then probes what it lacks instead of failing the family's video."""
+
+    model_config = ConfigDict(extra="ignore")
 
     duration_s: float = Field(gt=0, le=3600)
     width: int = Field(gt=0, le=8192)
