@@ -104,7 +104,7 @@ async def test_a_clip_of_the_normalized_photo_is_the_clip_of_the_same_pixels_as_
     assert digests[0] == digests[1] and digests[0].count(b"\n") > 10
 
 
-async def test_a_clip_has_a_keyframe_just_before_its_last_half_second(tmp_path: Path) -> None:
+async def test_a_clip_has_a_keyframe_three_frames_before_its_end(tmp_path: Path) -> None:
     clip = await photo_clip(tmp_path, "keys", duration_s=3.0)
     listed = await asyncio.create_subprocess_exec(
         "ffprobe",
@@ -123,8 +123,9 @@ async def test_a_clip_has_a_keyframe_just_before_its_last_half_second(tmp_path: 
     )
     out, _ = await listed.communicate()
     keyframes_s = [float(line.strip(",")) for line in out.decode().split()]
-    # The last frame is at 3.0 - 1/FPS; its keyframe at most half a second and a frame before the end.
-    assert 3.0 - 0.5 - 2 / FPS - 0.01 <= keyframes_s[-1] <= 3.0 - 0.5, keyframes_s
+    # The last frame is at 3.0 - 1/FPS; its keyframe is the third from the end (END_SEEK_FRAMES before the
+    # end, rounded up), where reading the last frame seeks to.
+    assert keyframes_s[-1] == pytest.approx(3.0 - 3 / FPS, abs=0.005), keyframes_s
 
 
 async def test_a_clip_writes_its_own_first_and_last_frames(tmp_path: Path) -> None:
@@ -257,6 +258,20 @@ async def test_first_and_last_frames_are_extracted(tmp_path: Path, suffix: str) 
     first = await decoded_frame(tmp_path / "first.decoded.png", tmp_path / "f.png", 0)
     last = await decoded_frame(tmp_path / "last.decoded.png", tmp_path / "l.png", 0)
     assert difference(first, await decoded_frame(video, tmp_path / "r0.png", 0)) < 2
+    assert difference(last, await decoded_frame(video, tmp_path / "r35.png", 35)) < 2
+    assert difference(last, await decoded_frame(video, tmp_path / "r34.png", 34)) > 2
+
+
+@pytest.mark.parametrize("fps", [30, 240])
+async def test_the_last_frame_is_found_near_the_end_or_else_in_the_last_half_second(tmp_path: Path, fps: int) -> None:
+    # At the clip's own rate the last frame is among its last 2.5 frames; a clip of a slower rate than the
+    # one given (240 here: a window shorter than one of its frames) has none there, and is read again.
+    video = await synth_video(tmp_path / "v.mp4", duration_s=1.2)  # 30 fps, testsrc2 changes every frame
+    (tmp_path / "last.ppm").write_bytes(b"an earlier attempt's")
+    await extract_frame(video, tmp_path / "last.ppm", "last", fps=fps)
+    with Image.open(tmp_path / "last.ppm") as still:
+        still.save(tmp_path / "last.decoded.png")
+    last = await decoded_frame(tmp_path / "last.decoded.png", tmp_path / "l.png", 0)
     assert difference(last, await decoded_frame(video, tmp_path / "r35.png", 35)) < 2
     assert difference(last, await decoded_frame(video, tmp_path / "r34.png", 34)) > 2
 
@@ -429,17 +444,27 @@ async def test_clips_transitions_and_the_poster_show_the_photos_colours_in_bt709
             assert max(abs(a - b) for a, b in zip(shown, wanted, strict=True)) <= 8, (shown, wanted)
 
 
+# A phone's SD-style clip: BT.601 and tagged so, by another encoder; a clip made in BT.709 and not tagged,
+# which a browser shows as BT.709 (ffmpeg alone would read it as BT.601, reds and greens ~17 levels off).
+_CALLERS_CLIPS = {
+    "bt601_tagged": ("bt601", ["-colorspace", "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m"]),
+    "bt709_untagged": ("bt709", []),
+}
+
+
+@pytest.mark.parametrize("made_as", sorted(_CALLERS_CLIPS))
 async def test_a_callers_clip_of_another_colour_matrix_is_encoded_again_into_the_videos_colours(
-    tmp_path: Path,
+    tmp_path: Path, made_as: str
 ) -> None:
-    # A phone's SD-style clip: BT.601 and tagged so, by another encoder. Its picture is converted, not copied.
+    # Its picture is converted, not copied, from the colours a browser shows it in.
+    matrix, tags = _CALLERS_CLIPS[made_as]
     bars = colour_bars(tmp_path / "bars.png")
     phone = tmp_path / "phone.mp4"
     made = ["-loop", "1", "-framerate", str(FPS), *input_args(bars, Source(("png_pipe",), forced="png_pipe"))]
-    made += ["-vf", "scale=out_color_matrix=bt601:out_range=tv,format=yuv420p", "-frames:v", str(FPS)]
-    made += ["-c:v", "libx264", "-preset", "ultrafast", "-colorspace", "smpte170m", "-color_primaries", "smpte170m"]
-    made += ["-color_trc", "smpte170m", "-f", "mp4", str(phone)]
+    made += ["-vf", f"scale=out_color_matrix={matrix}:out_range=tv,format=yuv420p", "-frames:v", str(FPS)]
+    made += ["-c:v", "libx264", "-preset", "ultrafast", *tags, "-f", "mp4", str(phone)]
     await run_ffmpeg(made, planned_s=1, timeout_s=60)
+    assert (await probe(phone)).color_matrix == ("smpte170m" if tags else None)
     ours = await photo_clip(tmp_path, "ours", duration_s=1)
     out = tmp_path / "final.mp4"
     rendered = await render_final([ours, phone], None, out, frame=FRAME, fps=FPS)

@@ -45,6 +45,9 @@ class MediaInfo:
     # A hash of the video stream's parameter sets (H.264's SPS and PPS, the MP4's extradata): clips join into
     # one stream without encoding again only where these are the same.
     parameter_sets: str | None = None
+    # The video stream's colour matrix as tagged (ffprobe's `color_space`: "bt709", "smpte170m", ...); None
+    # untagged, or not probed (what a stage of ours recorded: our clips are tagged BT.709).
+    color_matrix: str | None = None
 
     @property
     def has_video(self) -> bool:
@@ -91,6 +94,15 @@ def _media_info(report: dict[str, Any]) -> MediaInfo:
         pixel_format=str(video["pix_fmt"]) if video and video.get("pix_fmt") else None,
         video_duration_s=(_number(video.get("duration")) or None) if video else None,
         parameter_sets=_hash(video.get("extradata_hash")) if video else None,
+        color_matrix=_tag(video.get("color_space")) if video else None,
+    )
+
+
+def _tag(value: Any) -> str | None:
+    """A colour tag as ffprobe names it, or None where it says none ("unknown", absent, or not a name)."""
+    text = value if isinstance(value, str) else ""
+    return (
+        text if 0 < len(text) <= 20 and text.replace("-", "").replace("_", "").isalnum() and text != "unknown" else None
     )
 
 

@@ -22,7 +22,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_jobs_finished_at", "jobs", ["finished_at"], postgresql_where=sa.text("finished_at IS NOT NULL"))
+    ended = sa.text("finished_at IS NOT NULL")
+    op.create_index("ix_jobs_finished_at", "jobs", ["finished_at"], postgresql_where=ended, sqlite_where=ended)
 
 
 def downgrade() -> None:
