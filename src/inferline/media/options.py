@@ -68,7 +68,8 @@ class ClipFacts(BaseModel):
     """What the stage that made a clip measured of it when it checked it (H.264 yuv420p, `check_video`).
 
     Facts it does not know are ignored, not refused: during a rolling upgrade a newer pipeline's render may
-    reach an older worker, which then probes what it lacks instead of failing the family's video."""
+    reach an older worker, which then joins the clips by the facts it knows instead of failing the family's
+    video (a new field of the render's own input would still be refused)."""
 
     model_config = ConfigDict(extra="ignore")
 
