@@ -62,7 +62,10 @@ TO_YUV = f"scale={IN_BT709},format=yuv420p"
 COLOUR_TAGS = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv")
 CLOSING_FADE_S = 2.0
 POSTER_AT_S = 1.0
-LAST_FRAME_SEEK_S = 0.5  # how far before its end a clip's last frame is looked for
+LAST_FRAME_SEEK_S = 0.5  # how far before its end the last frame of a clip of any frame rate is looked for
+# A clip of ours has a keyframe END_SEEK_FRAMES frames before its end (rounded up), so its last frame is
+# read from there: three frames decoded, not the sixteen of half a second (0.22 → 0.14 s a 1080p clip).
+END_SEEK_FRAMES = 2.5
 AUDIO_FADE_IN_S = 1.0
 AUDIO_FADE_OUT_S = 3.0
 LOUDNESS_TARGET_LUFS = -16.0  # the song's integrated loudness in the video (EBU R128)
@@ -81,12 +84,30 @@ def frame_count(duration_s: float, fps: int) -> int:
 
 def clip_encoding(fps: int, frames: int | None = None, encoder: VideoEncoder = LIBX264) -> list[str]:
     """The output options every clip of a video is written with: H.264 by `encoder`, no sound, MP4. Given
-    its `frames`, a clip also has a keyframe just before its last LAST_FRAME_SEEK_S, so that reading its last
-    frame (`extract_frame`) decodes those frames only, not the whole clip from its first keyframe."""
+    its `frames`, a clip also has a keyframe END_SEEK_FRAMES before its end (rounded up), so that reading its
+    last frame (`extract_frame` with `fps`) decodes those frames only, not the whole clip from its first
+    keyframe."""
     keyframe = []
     if frames is not None and frames > 1:
-        keyframe = ["-force_key_frames", f"expr:eq(n,{max(0, frames - math.ceil(LAST_FRAME_SEEK_S * fps) - 1)})"]
+        keyframe = ["-force_key_frames", f"expr:eq(n,{max(0, frames - math.ceil(END_SEEK_FRAMES))})"]
     return [*encoder.args(), *COLOUR_TAGS, *keyframe, "-r", str(fps), "-an", "-f", "mp4"]
+
+
+def first_frame_output(graph: str, out: Path | None) -> tuple[str, list[str]]:
+    """`graph` (ending in `[v]`) with its first frame also written to `out` as an RGB PPM, converted as a
+    player decoding the clip converts it (BT.709, limited range). Returns the graph, still ending in `[v]`,
+    and that output's arguments. An output that takes one frame and is done holds nothing up; one taking
+    the last frame would (ffmpeg runs the graph for the output furthest behind: the encode would get every
+    frame in one burst at the end), so the last is read back from the clip (`extract_frame`)."""
+    if out is None:
+        return graph, []
+    if not graph.endswith("[v]"):
+        raise ValueError(f"the graph's output is not [v]: {graph[-40:]!r}")
+    # Trimmed to its one frame first: the branch then ends, and split stops feeding it (converting every
+    # frame to RGB and dropping it cost ~0.2 CPU s per 5 s 1080p clip).
+    as_decoded = "trim=end_frame=1,scale=in_color_matrix=bt709:in_range=tv,format=rgb24"
+    split = f"[first]{as_decoded}[firstrgb];{graph[: -len('[v]')]},split=2[first][v]"
+    return split, ["-map", "[firstrgb]", "-frames:v", "1", "-c:v", "ppm", "-f", "image2", str(out)]
 
 
 def checked_output(graph: str, check: PictureCheck | None, frames: int) -> tuple[str, list[str]]:
@@ -120,17 +141,19 @@ async def render_photo_clip(
     encoder: VideoEncoder = LIBX264,
     timeout_s: float | None = None,
     check: PictureCheck | None = None,
+    first_frame: Path | None = None,
     end_frames: tuple[Path, Path] | None = None,
 ) -> None:
     """`photo` as a clip: fitted into `frame` over a blurred, enlarged copy of itself, zooming slowly (the
     direction picked by `motion`), `caption` along the bottom. The caption's text files go beside `out`.
     With `check`, the frames made are checked for black and frozen stretches in the same run; with
-    `end_frames` (first, last), the clip's first and last frames are then written there as PPMs.
+    `first_frame`, the first frame is also written there as a PPM by the same run (`first_frame_output`);
+    with `end_frames` (first, last), the first is so written and the last then read back into the other
+    (`extract_frame`).
 
-    The end frames are read back from the clip, not taken from the encode as more outputs of its run: ffmpeg
-    feeds the output that is furthest behind first, and an output that gets a frame a second made the
-    encoder wait in bursts (a 5 s 1080p clip 4.5-5.4 s where it takes 3.5-4.2 s alone, and 0.3 s to read
-    both frames back)."""
+    The last frame is read back from the clip, not taken from the encode as another output of its run:
+    ffmpeg feeds the output that is furthest behind first, and an output that gets no frame until the last
+    made the encoder wait in bursts (a 5 s 1080p clip 4.5-5.4 s where it takes 3.5-4.2 s alone)."""
     frames = frame_count(duration_s, fps)
     graph = ";".join(
         [
@@ -138,8 +161,11 @@ async def render_photo_clip(
             f"[still]{_ken_burns(motion, frames, frame, fps)}{_caption(caption, frame, out)},format=yuv420p[v]",
         ]
     )
+    if end_frames is not None:
+        first_frame = end_frames[0]
+    graph, first = first_frame_output(graph, first_frame)
     graph, checked = checked_output(graph, check, frames)
-    args = [*input_args(photo, still_source(photo)), "-filter_complex", graph, *checked]
+    args = [*input_args(photo, still_source(photo)), "-filter_complex", graph, *checked, *first]
     args += ["-map", "[v]", "-frames:v", str(frames)]
     await run_ffmpeg(
         [*args, *clip_encoding(fps, frames, encoder), str(out)],
@@ -150,7 +176,7 @@ async def render_photo_clip(
         log_lines=check.add if check is not None else None,
     )
     if end_frames is not None:
-        await extract_end_frames(out, *end_frames)
+        await extract_frame(out, end_frames[1], "last", fps=fps)
 
 
 def _supersampled(frame: Size) -> Size:
@@ -275,29 +301,31 @@ def _closing_text(title: str, subtitle: str | None, frame: Size, out: Path) -> l
 # -- frames -----------------------------------------------------------------------------------------------
 
 
-async def extract_frame(video: Path, out: Path, which: Literal["first", "last"], *, timeout_s: float = 60) -> None:
+async def extract_frame(
+    video: Path, out: Path, which: Literal["first", "last"], *, fps: int | None = None, timeout_s: float = 60
+) -> None:
     """The first or the last frame of `video` (what a transition starts or ends on): an uncompressed PPM if
     `out` is named `.ppm` (what the transition stage writes: 0.13 CPU s at 1080p, where a PNG's zlib took
-    0.27 s), else a PNG. `ffmpeg.still_source` reads either back by the same name."""
-    # The last: seek LAST_FRAME_SEEK_S before the end and reverse those frames, so the last is the first out
-    # and the only one encoded (writing each as a PNG over the one before cost 1.3 s more per 1080p clip).
-    # The seek lands on the keyframe before it: in a clip of ours (`clip_encoding`) one just before, elsewhere
-    # maybe the first, and then the whole clip is decoded.
-    seek = ["-sseof", f"-{LAST_FRAME_SEEK_S}"] if which == "last" else []
+    0.27 s), else a PNG. `ffmpeg.still_source` reads either back by the same name. Given the `fps` of a clip
+    of ours (`clip_encoding`), its last frame is looked for among its last END_SEEK_FRAMES frames, where its
+    last keyframe is; where none is found there (a clip of another rate), among its last half second."""
+    # The last: seek that far before the end and reverse the frames from there (the seek lands on the
+    # keyframe before it and the frames before it are decoded and dropped), so the last is the first out and
+    # the only one encoded (writing each as a PNG over the one before cost 1.3 s more per 1080p clip).
+    if which == "last" and fps is not None:
+        await asyncio.to_thread(out.unlink, missing_ok=True)  # what is there after the read is this read's
+        await _extract(video, out, which, END_SEEK_FRAMES / fps, timeout_s)
+        if await asyncio.to_thread(out.exists):  # ffmpeg writes no file, and says nothing, for no frame
+            return
+    await _extract(video, out, which, LAST_FRAME_SEEK_S, timeout_s)
+
+
+async def _extract(video: Path, out: Path, which: Literal["first", "last"], seek_s: float, timeout_s: float) -> None:
+    seek = ["-sseof", f"-{seek_s:.6f}"] if which == "last" else []
     pick = ["-vf", "reverse"] if which == "last" else []
     args = [*input_args(video, CLIP, *seek), "-map", "0:v:0", *pick, "-frames:v", "1"]
     codec = "ppm" if out.suffix == ".ppm" else "png"
     args += ["-c:v", codec, "-f", "image2", str(out)]
-    await run_ffmpeg(args, planned_s=0.5, timeout_s=timeout_s, threads=1)
-
-
-async def extract_end_frames(video: Path, first: Path, last: Path, *, timeout_s: float = 60) -> None:
-    """`extract_frame`'s first and last frames of `video` in one ffmpeg run (one process start less), as
-    PPMs: the stills the transitions beside a photo's clip start and end on."""
-    at_end = ["-sseof", f"-{LAST_FRAME_SEEK_S}"]  # as in extract_frame
-    args = [*input_args(video, CLIP), *input_args(video, CLIP, *at_end)]
-    args += ["-map", "0:v:0", "-frames:v", "1", "-c:v", "ppm", "-f", "image2", str(first)]
-    args += ["-map", "1:v:0", "-vf", "reverse", "-frames:v", "1", "-c:v", "ppm", "-f", "image2", str(last)]
     await run_ffmpeg(args, planned_s=0.5, timeout_s=timeout_s, threads=1)
 
 
@@ -433,8 +461,10 @@ async def _conform(
     """`clip`'s picture encoded as the clips of this video are (fitted into `frame`, at `fps`)."""
     width, height = frame
     fitted = f"scale={width}:{height}:force_original_aspect_ratio=decrease"
-    # The clip's own matrix read (its tags; untagged, ffmpeg's BT.601), BT.709 written.
-    picture = f"{fitted},pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={fps},{TO_YUV}"
+    # The clip's own matrix read (its tags), BT.709 written. Untagged, it is read as BT.709, which is what a
+    # browser showed the caller (ffmpeg's own guess, BT.601, put its reds and greens 5-15% off that).
+    untagged = "setparams=colorspace=bt709," if info.color_matrix is None else ""
+    picture = f"{untagged}{fitted},pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={fps},{TO_YUV}"
     duration_s = info.video_duration_s or info.duration_s
     args = [*input_args(clip, CLIP), "-map", "0:v:0", "-vf", picture, *clip_encoding(fps, encoder=encoder), str(out)]
     await run_ffmpeg(args, planned_s=duration_s, timeout_s=time_budget_s(duration_s, frame), threads=threads)
