@@ -152,7 +152,7 @@ def _still(motion: int, frames: int, frame: tuple[int, int], fps: int, *, last: 
 
 
 async def baseline(
-    case: Case, photos: list[Path], song: Path, work: Path, encoder: VideoEncoder
+    case: Case, photos: list[Path], song: Path, work: Path, encoder: VideoEncoder, threads: int
 ) -> tuple[float, float]:
     """(wall seconds, CPU seconds of ffmpeg)."""
     jpeg = Source(("jpeg_pipe",), forced="jpeg_pipe")
@@ -167,7 +167,7 @@ async def baseline(
     graph, total_s = baseline_graph(case, work, gain_db)
     args = [*inputs, "-filter_complex", graph, "-map", "[v]", *encoder.args(), *clips.COLOUR_TAGS, "-r", str(case.fps)]
     args += ["-map", "[a]", "-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2", "-movflags", "+faststart"]
-    await run_ffmpeg([*args, "-f", "mp4", str(out)], planned_s=total_s, timeout_s=3600, threads=os.cpu_count() or 2)
+    await run_ffmpeg([*args, "-f", "mp4", str(out)], planned_s=total_s, timeout_s=3600, threads=threads)
     elapsed, cpu_s = time.perf_counter() - started, children_cpu_s() - cpu_before
     made = await probe(out)
     assert abs(made.duration_s - total_s) < 0.2, f"the baseline made {made.duration_s:.2f} s, not {total_s:.2f} s"
@@ -270,6 +270,12 @@ def main() -> None:
         help="baseline and pipeline runs alternated this many times; the ratios' median is reported too",
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        help="each ffmpeg's threads (its encoder's and its filters'), the baseline's and the pipeline's "
+        "(media_ffmpeg_threads); by default the machine's cores for the baseline, the setting's for the pipeline",
+    )
+    parser.add_argument(
         "--encoder",
         choices=["auto", *ENCODERS],
         default="auto",
@@ -277,6 +283,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     encoder = asyncio.run(EncoderChoice(args.encoder).get())
+    threads = args.threads or os.cpu_count() or 2  # the baseline's; the servers' own setting unless given
+    if args.threads is not None:
+        if not 1 <= args.threads <= 64:
+            parser.error("--threads: from 1 to 64 (media_ffmpeg_threads)")
+        os.environ["INFERLINE_MEDIA_FFMPEG_THREADS"] = str(args.threads)  # each ffmpeg's, as the baseline's one
     os.environ["INFERLINE_MEDIA_VIDEO_ENCODER"] = encoder.name  # the servers' setting: both encode alike
     case = Case(3, "180p", 30, 1.0) if args.small else Case(args.photos, "1080p", 30, 5.0)
     case = Case(case.photos, args.resolution or case.resolution, case.fps, args.photo_s or case.photo_s)
@@ -289,7 +300,7 @@ def main() -> None:
         # Alternated, so that a slower minute of a shared machine falls on both: each round is a ratio.
         rounds = []
         for number in range(args.rounds):
-            base = asyncio.run(baseline(case, photos, song, folder, encoder))
+            base = asyncio.run(baseline(case, photos, song, folder, encoder, threads))
             runs = {n: asyncio.run(pipeline(case, photos, song, folder / f"data{n}-{number}", n)) for n in slots}
             rounds.append((base, runs))
             load = max(load, os.getloadavg()[0])
@@ -303,7 +314,9 @@ def main() -> None:
     print(
         f"Media benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; {case.photos} photos ({case.photo_s:g} s each), {TRANSITION_S} s "
-        f"transitions, {case.resolution} at {case.fps} fps, {encoder.name}: a {length_s:.0f} s video with music; "
+        f"transitions, {case.resolution} at {case.fps} fps, {encoder.name}, ffmpeg threads {threads} (baseline) / "
+        f"{os.environ.get('INFERLINE_MEDIA_FFMPEG_THREADS', 'default')} (pipeline): "
+        f"a {length_s:.0f} s video with music; "
         "load average "
         f"(1 min) up to {load:.1f}\n"
     )
