@@ -99,11 +99,11 @@ def _media_info(report: dict[str, Any]) -> MediaInfo:
 
 
 def _tag(value: Any) -> str | None:
-    """A colour tag as ffprobe names it, or None where it says none ("unknown", absent, or not a name)."""
+    """A colour tag as ffprobe names it, or None where it says none ("unknown", "reserved", absent, or not a
+    name)."""
     text = value if isinstance(value, str) else ""
-    return (
-        text if 0 < len(text) <= 20 and text.replace("-", "").replace("_", "").isalnum() and text != "unknown" else None
-    )
+    named = 0 < len(text) <= 20 and text.replace("-", "").replace("_", "").isalnum()
+    return text if named and text not in ("unknown", "reserved") else None
 
 
 def _hash(value: Any) -> str | None:
