@@ -8,6 +8,10 @@ The sampler counts the jobs ended and started in the last minute and reads the l
 jobs for latency percentiles, every few seconds; without an index each read was a sequential scan of every
 job ever finished. Partial (`finished_at IS NOT NULL`) on PostgreSQL and SQLite: queued and running jobs
 have no entry, so a submission and a claim write none and a finish one (MariaDB indexes every row).
+
+On PostgreSQL the build holds writes to `jobs` while it reads the table (as 0011 and 0015 did). A fleet with
+a large table can build it first without that, by hand: `CREATE INDEX CONCURRENTLY ix_jobs_finished_at ON
+jobs (finished_at) WHERE finished_at IS NOT NULL`; the upgrade then finds it there (`IF NOT EXISTS`).
 """
 
 from collections.abc import Sequence
@@ -23,7 +27,14 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     ended = sa.text("finished_at IS NOT NULL")
-    op.create_index("ix_jobs_finished_at", "jobs", ["finished_at"], postgresql_where=ended, sqlite_where=ended)
+    op.create_index(
+        "ix_jobs_finished_at",
+        "jobs",
+        ["finished_at"],
+        postgresql_where=ended,
+        sqlite_where=ended,
+        if_not_exists=True,
+    )
 
 
 def downgrade() -> None:
