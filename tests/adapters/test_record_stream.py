@@ -385,6 +385,39 @@ async def test_push_streams_a_file_and_after_a_cut_resends_what_was_not_acknowle
     assert len(rows) == 298 and await served.bulk.search.index.count(collection.id) == 298
 
 
+@pytest.mark.parametrize("ends_early", ["once", "always"])
+async def test_push_does_not_take_a_stream_ended_as_done_before_its_acks_for_a_success(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ends_early: str
+) -> None:
+    """A server that ends the stream with OK while records are unacknowledged (a bug, or a stop that ends
+    its streams so): the client sends them again on a new stream, and fails after its attempts rather than
+    report records as pushed that were never stored."""
+    served = await serve(window_records=32, group_records=8)
+    await served.collection()
+    real = records_grpc.upload
+    calls: list[int] = []
+
+    async def ends_as_done(*args: Any) -> AsyncIterator[Any]:
+        calls.append(1)
+        groups = 0
+        async for acks in real(*args):
+            yield acks
+            groups += 1
+            if (ends_early == "always" or len(calls) == 1) and groups == 3:
+                return  # the status is OK
+
+    monkeypatch.setattr(records_grpc, "upload", ends_as_done)
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps({"custom_id": f"p{i}", "text": f"posting {i}"}) + "\n" for i in range(100)))
+    if ends_early == "always":
+        with pytest.raises(PushFailed, match="records unacknowledged"):
+            await push_file(served.target, served.keys["t"], path, "docs", retry_after_s=0, attempts=3)
+        assert len(calls) == 3
+        return
+    result = await push_file(served.target, served.keys["t"], path, "docs", retry_after_s=0)
+    assert (result.stored, result.reconnects, len(calls)) == (100, 1, 2)
+
+
 async def test_push_with_a_wrong_key_fails_at_once(serve: Serve, tmp_path: Path) -> None:
     served = await serve()
     path = tmp_path / "records.jsonl"

@@ -49,6 +49,14 @@ class PushFailed(Exception):
     """The server refused the stream for good (a wrong key, a missing collection) or kept failing."""
 
 
+class _EndedEarly(Exception):
+    """The server ended the stream as done while records were still unacknowledged or unsent: retried like
+    a cut (they are sent again), never reported as pushed."""
+
+    def __init__(self, unacked: int) -> None:
+        super().__init__(f"the server ended the stream with {unacked} records unacknowledged")
+
+
 async def push_file(
     target: str,
     key: str,
@@ -91,6 +99,10 @@ async def push_file(
                 failures += 1
                 if failures >= attempts:
                     raise PushFailed(f"no acknowledgment for {ack_timeout_s:g} s") from None
+            except _EndedEarly as exc:
+                failures += 1
+                if failures >= attempts:
+                    raise PushFailed(str(exc)) from None
             result.reconnects += 1
             await asyncio.sleep(retry_after_s * failures)
 
@@ -109,8 +121,10 @@ async def _stream(
     # No more ahead of the acks than the server reads ahead (its default window): the writer then waits
     # here, not in a send, when the server ends the stream, and the reads get the server's status.
     window = asyncio.Semaphore(window_records)
+    all_taken = False  # the file's last record taken: the stream may end once all are acknowledged
 
     async def records() -> AsyncIterator[Any]:
+        nonlocal all_taken
         for sent in resent:
             await window.acquire()
             yield sent.message
@@ -120,6 +134,7 @@ async def _stream(
             await window.acquire()
             taken = next(lines, None)
             if taken is None:
+                all_taken = True
                 return
             unacked.append(taken)
             yield taken.message
@@ -133,6 +148,8 @@ async def _stream(
         while True:
             ack = await asyncio.wait_for(call.read(), ack_timeout_s)
             if ack == grpc.aio.EOF:
+                if unacked or not all_taken:  # ended as done before it was (a server's bug or its stop)
+                    raise _EndedEarly(len(unacked))
                 return
             sent = unacked.popleft()  # acks come in the order of the records
             window.release()
