@@ -63,6 +63,22 @@ def test_a_multi_page_tiff_gives_each_page_in_order(tmp_path: Path) -> None:
     assert widths == [600, 700, 800]
 
 
+@pytest.mark.parametrize(("fmt", "content_type"), [("PNG", sniff.PNG), ("WEBP", sniff.WEBP)])
+def test_an_animated_image_is_one_page_its_first_frame(tmp_path: Path, fmt: str, content_type: str) -> None:
+    # Its frames are no pages: reaching frame k decodes every frame before it, so a file of a thousand
+    # frames read page by page was hours of decoding (and its request's page check a quarter of that).
+    frames = [render_page([f"frame {i}" + " x" * 8 * i]).convert("RGB") for i in range(3)]
+    data = image_bytes(frames[0], fmt, save_all=True, append_images=frames[1:], lossless=True)
+    with Image.open(io.BytesIO(data)) as animated:
+        assert getattr(animated, "n_frames", 1) == 3  # Pillow sees the animation
+    with Document(write(tmp_path, f"a.{fmt}", data), content_type, max_pages=100) as document:
+        assert document.page_count == 1
+        document.check_limits(LIMITS, 300, [0])
+        loaded = document.load(0, PageMode.AUTO, 300, LIMITS).image
+    assert loaded is not None
+    assert loaded.convert("RGB").tobytes() == frames[0].tobytes() != frames[2].tobytes()
+
+
 def test_pdf_page_modes(tmp_path: Path) -> None:
     text = write(tmp_path, "text.pdf", text_pdf([KOREAN, ENGLISH], "korean"))
     scan = write(tmp_path, "scan.pdf", image_pdf([render_page(ENGLISH)]))

@@ -18,7 +18,7 @@ from inferline.files.zips import MAX_DIRECTORY_BYTES, open_zip
 from inferline.search import extract as extract_module
 from inferline.search import tokens as tokens_module
 from inferline.search.chunks import MAX_HEADING_PATH_CHARS, chunk_pages
-from inferline.search.docx import MAX_DOCX_XML_BYTES
+from inferline.search.docx import MAX_DEPTH, MAX_DOCX_XML_BYTES
 from inferline.search.extract import extract_text, html_text
 from inferline.search.html_text import html_title
 from inferline.search.query import highlights
@@ -189,6 +189,32 @@ def test_a_docx_of_many_paragraphs_is_read_in_bounded_memory(tmp_path: Path) -> 
     peak = peak_bytes(extract_text, path, sniff.DOCX)
     assert extract_text(path, sniff.DOCX) == "last"
     assert peak < 8_000_000  # the whole tree: 25 MB
+
+
+def test_a_docx_nesting_without_end_is_refused_at_its_depth_limit_at_once(tmp_path: Path) -> None:
+    # Pruning after each chunk walks the open elements: 3.6 MB of unclosed tags took 6.6 s before the cap.
+    path = docx(tmp_path, DOCUMENT.format("<a>" * 1_200_000))
+    started = time.perf_counter()
+    with pytest.raises(BadDocument, match=f"nest deeper than {MAX_DEPTH}"):
+        extract_text(path, sniff.DOCX)
+    assert time.perf_counter() - started < 1.0  # refused in the first chunk
+    deep_but_word_like = DOCUMENT.format("<w:tbl>" * 40 + PARAGRAPH.format("cell") + "</w:tbl>" * 40)
+    assert extract_text(docx(tmp_path, deep_but_word_like, name="tables.docx"), sniff.DOCX) == "cell"
+
+
+@pytest.mark.parametrize("split_at", [None, 3])
+def test_a_docx_declaring_entities_is_refused_before_they_expand(tmp_path: Path, split_at: int | None) -> None:
+    # One entity of 250 characters named a million times: 3 kB zipped, 250 MB of text once expanded (expat
+    # allows a hundredfold), past the limit on the inflated bytes.
+    entity = "<!DOCTYPE d [<!ENTITY e '" + "x" * 250 + "'>]>"
+    xml = entity + DOCUMENT.format(PARAGRAPH.format("&e;" * 1_000_000))
+    if split_at is not None:  # the declaration across two of the inflated chunks
+        xml = " " * (64 * 1024 - split_at) + xml
+    path = docx(tmp_path, xml)
+    assert path.stat().st_size < 20_000
+    with pytest.raises(BadDocument, match="declares a DTD"):
+        extract_text(path, sniff.DOCX)
+    assert peak_bytes(extract_text, path, sniff.DOCX) < 2_000_000
 
 
 def test_docx_paragraphs_styles_tabs_and_text_boxes(tmp_path: Path) -> None:

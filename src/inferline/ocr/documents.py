@@ -152,10 +152,16 @@ class Document:
             raise BadDocument("corrupt or unreadable image: not in a format the image reader knows") from exc
         except (OSError, ValueError) as exc:
             raise BadDocument(f"corrupt or unreadable image: {_reason(exc)}") from exc
-        if max_pages is not None and self._image.format == "TIFF":
-            self.page_count, self.counted_all = _count_tiff_frames(self._image, max_pages)
-        else:  # other formats declare their frame count
-            self.page_count = int(getattr(self._image, "n_frames", 1))
+        if self._image.format == "TIFF":  # a scanner's pages
+            if max_pages is not None:
+                self.page_count, self.counted_all = _count_tiff_frames(self._image, max_pages)
+            else:
+                self.page_count = int(getattr(self._image, "n_frames", 1))
+        else:
+            # An animated PNG, WebP or GIF (or an MPO's second view) is one picture, read as its first
+            # frame: its frames are no pages, and reaching frame k decodes all k before it (a file's
+            # thousand frames cost hours of decoding, a quarter of it in the request's own page check).
+            self.page_count = 1
         if self._image.format in {"JPEG", "MPO"}:
             self.jpeg_scans = jpeg.count_scans(self.path)
 
