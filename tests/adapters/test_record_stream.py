@@ -8,6 +8,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +217,37 @@ async def test_a_bad_record_gets_its_reason_in_its_ack_and_the_stream_goes_on(se
     assert all(ack.document_id == "" for ack in acks[1:5])
     stored = {row["external_id"]: row for row in await served.documents(collection)}
     assert sorted(stored) == ["p0", "p5"] and stored["p0"]["metadata"] == {"years": 3}
+
+
+async def test_metadata_too_large_to_be_allowed_is_refused_unread_and_a_large_one_is_read_off_the_loop(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """800 kB of empty objects took 0.43 s to convert on the event loop (every tenant's requests and
+    streams wait); over MAX_METADATA_MESSAGE_BYTES a record's metadata is refused unread, and one over
+    METADATA_ON_LOOP_BYTES is converted on a thread."""
+    served = await serve()
+    collection = await served.collection()
+    on_threads: list[int] = []
+    real = records_grpc._metadata
+
+    def recorded(struct: Any) -> Any:
+        on_threads.append(threading.get_ident())
+        return real(struct)
+
+    monkeypatch.setattr(records_grpc, "_metadata", recorded)
+    bomb = record(0, metadata=None)
+    bomb.metadata.update({f"k{i}": {} for i in range(50_000)})  # ~0.7 MB sent, under the message limit
+    assert records_grpc.MAX_METADATA_MESSAGE_BYTES < bomb.ByteSize() < 2**20
+    large = {f"key{i}": "v" * 20 for i in range(800)}  # ~26 kB: allowed, converted on a thread
+    sent = [bomb, record(1, metadata=large), record(2, metadata={"n": 2})]
+
+    acks = await acks_of(served.upload(sent))
+
+    assert acks[0].error.startswith("metadata: over 65536 bytes of JSON") and acks[0].document_id == ""
+    assert acks[1].error == acks[2].error == ""
+    assert len(on_threads) == 2 and on_threads[0] != threading.get_ident() == on_threads[1]
+    stored = {row["external_id"]: row for row in await served.documents(collection)}
+    assert stored["p1"]["metadata"] == large and sorted(stored) == ["p1", "p2"]
 
 
 def test_a_peer_is_counted_by_its_address_not_its_connection() -> None:

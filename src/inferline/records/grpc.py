@@ -32,6 +32,7 @@ from inferline.ids import new_id
 from inferline.records import records_pb2, records_pb2_grpc
 from inferline.records.deps import RecordDeps
 from inferline.records.stream import Acked, StreamIdle, StreamRecord, integral, upload
+from inferline.search.documents import MAX_METADATA_BYTES
 from inferline.tenants import Authenticator
 
 log = structlog.get_logger(__name__)
@@ -106,15 +107,33 @@ def peer_address(peer: str) -> str:
     return host.strip("[]") or peer
 
 
+# A record's metadata may hold MAX_METADATA_BYTES of JSON; as a protobuf Struct the same values take up to
+# ~6 times that (a list of small numbers: 11 bytes each against 2). Anything larger is refused unread; a
+# large one is converted on a thread: 800 kB of empty objects took 0.43 s, and a window of such records
+# would hold the event loop, every tenant's requests and streams, for minutes.
+MAX_METADATA_MESSAGE_BYTES = 8 * MAX_METADATA_BYTES
+METADATA_ON_LOOP_BYTES = 16 * 1024
+
+
 async def _records(messages: AsyncIterator[Any]) -> AsyncIterator[StreamRecord]:
     async for message in messages:
         metadata, error = None, None
         if message.HasField("metadata"):
+            size = message.metadata.ByteSize()
             try:
-                metadata = integral(json_format.MessageToDict(message.metadata))
+                if size > MAX_METADATA_MESSAGE_BYTES:
+                    error = f"metadata: over {MAX_METADATA_BYTES} bytes of JSON ({size} bytes as sent)"
+                elif size > METADATA_ON_LOOP_BYTES:
+                    metadata = await asyncio.to_thread(_metadata, message.metadata)
+                else:
+                    metadata = _metadata(message.metadata)
             except (ValueError, TypeError, RecursionError) as exc:  # NaN, Infinity: no JSON holds them
                 error = f"metadata: cannot be read ({str(exc)[:100] or type(exc).__name__})"
         yield StreamRecord(message.custom_id, message.text, metadata, message.collection, error)
+
+
+def _metadata(struct: Any) -> Any:
+    return integral(json_format.MessageToDict(struct))
 
 
 def _ack_message(ack: Acked) -> Any:
