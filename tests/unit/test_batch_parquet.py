@@ -118,6 +118,18 @@ def test_a_file_the_reader_cannot_use_fails_the_batch_naming_why(
         read(write(tmp_path, columns), **limits)
 
 
+def test_row_groups_each_under_their_limit_are_held_to_a_total_for_the_file(tmp_path: Path) -> None:
+    # Forty 50 MB groups fit in a 71 kB file: each group passes its own limit, the file's sum does not.
+    columns = {"custom_id": [f"r{i}" for i in range(400)], "text": ["posting " * 50] * 400}
+    path = write(tmp_path, columns, row_group_size=40)
+    metadata = pq.ParquetFile(path).metadata
+    assert metadata.num_row_groups == 10
+    one_group = max(metadata.row_group(i).total_byte_size for i in range(10))
+    assert len(read(path, max_row_group_bytes=one_group * 2, max_parquet_data_bytes=one_group * 20)) == 400
+    with pytest.raises(BadInput, match=r"row groups take over \d+ bytes uncompressed \(at row group [1-9]\)"):
+        read(path, max_row_group_bytes=one_group * 2, max_parquet_data_bytes=one_group * 5)
+
+
 def test_a_file_cut_short_or_with_a_broken_footer_is_not_readable(tmp_path: Path) -> None:
     whole = write(tmp_path, {"custom_id": ["a"], "text": ["x"]}).read_bytes()
     cut = tmp_path / "cut.parquet"

@@ -144,7 +144,9 @@ def _check_types(schema: pa.Schema, template: str | None) -> None:
 
 def _check_row_groups(metadata: pq.FileMetaData, limits: Limits) -> None:
     """A row group's declared sizes: decoded, and each column chunk's compressed and uncompressed bytes
-    (pyarrow reads a column chunk whole); the largest of them is what is held to the limit."""
+    (pyarrow reads a column chunk whole); the largest of them is what is held to the limit, and their sum
+    over the file to `max_parquet_data_bytes`."""
+    total_bytes = 0
     for index in range(metadata.num_row_groups):
         group = metadata.row_group(index)
         chunks = [group.column(i) for i in range(group.num_columns)]
@@ -157,6 +159,12 @@ def _check_row_groups(metadata: pq.FileMetaData, limits: Limits) -> None:
             raise BadInput(
                 f"row group {index} takes {group_bytes} bytes uncompressed, over {limits.max_row_group_bytes}: "
                 "write the file with smaller row groups"
+            )
+        total_bytes += group_bytes
+        if total_bytes > limits.max_parquet_data_bytes:
+            raise BadInput(
+                f"the Parquet file's row groups take over {limits.max_parquet_data_bytes} bytes uncompressed "
+                f"(at row group {index}): split it into smaller files"
             )
 
 
