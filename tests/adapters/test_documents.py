@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from tests.ocr_samples import ENGLISH, KOREAN, image_bytes, image_pdf, png_bomb,
 
 from inferline.errors import BadDocument, TooLarge, UnsupportedMediaType
 from inferline.files import sniff
+from inferline.ocr import pdf as pdf_module
 from inferline.ocr.documents import Document, Limits, PageMode
 
 LIMITS = Limits(max_pages=100, max_page_pixels=50_000_000)
@@ -123,6 +125,57 @@ def test_limits_are_checked_from_headers_before_decoding(tmp_path: Path) -> None
         document.check_limits(Limits(max_pages=2, max_page_pixels=10**9), 300, [0])
     with Document(three, sniff.PDF) as document, pytest.raises(TooLarge, match="1200 dpi"):
         document.check_limits(Limits(max_pages=10, max_page_pixels=20_000_000), 1200, [0])
+
+
+def pdf_drawing_an_image(side_px: int) -> bytes:
+    """A one-inch page drawing a `side_px` square grey image (deflated: a few kB for millions of pixels)."""
+    pixels = zlib.compress(bytes(side_px * side_px), 9)
+    image = b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray " % (side_px, side_px)
+    image += b"/BitsPerComponent 8 /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream" % (len(pixels), pixels)
+    content = b"q 72 0 0 72 0 0 cm /Im1 Do Q"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 72 72] /Contents 4 0 R "
+        b"/Resources << /XObject << /Im1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+        image,
+    ]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_an_image_a_pdf_page_draws_is_held_to_twice_the_page_pixel_limit_before_it_is_decoded(
+    tmp_path: Path,
+) -> None:
+    # pdfium decodes a drawn image whole, whatever the page's size: a 40000x40000 one on a one-inch page
+    # took 1.6 GB and 6.9 s to render at 300x300 pixels.
+    limits = Limits(max_pages=10, max_page_pixels=1_000_000)
+    bomb = write(tmp_path, "bomb.pdf", pdf_drawing_an_image(1500))  # 2.25 MP: over twice 1 MP
+    with Document(bomb, sniff.PDF) as document, pytest.raises(BadDocument, match="draws a 1500x1500 image"):
+        document.load(0, PageMode.AUTO, 300, limits)
+    fine = write(tmp_path, "fine.pdf", pdf_drawing_an_image(1400))  # 1.96 MP
+    with Document(fine, sniff.PDF) as document:
+        page = document.load(0, PageMode.AUTO, 300, limits)
+    assert (page.width, page.height) == (300, 300)
+
+
+def test_a_text_layer_of_more_characters_than_a_page_holds_fails_its_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "t.pdf", text_pdf([ENGLISH]))
+    with Document(path, sniff.PDF) as document:
+        chars = len(document.load(0, PageMode.AUTO, 300, LIMITS).text or "")
+    monkeypatch.setattr(pdf_module, "MAX_LAYER_CHARS", chars // 2)
+    with Document(path, sniff.PDF) as document, pytest.raises(BadDocument, match="characters, over"):
+        document.load(0, PageMode.AUTO, 300, LIMITS)
 
 
 def test_a_type_it_cannot_read_is_unsupported(tmp_path: Path) -> None:

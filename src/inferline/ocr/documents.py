@@ -37,6 +37,9 @@ class PageMode(StrEnum):
 
 
 ACCEPTED_TYPES = frozenset({*sniff.IMAGES, sniff.PDF})
+# An image a PDF page draws may be finer than the page is rasterized (a 600 dpi scan on a page read at
+# 300 dpi), so it is held to twice the page's pixel limit: pdfium decodes it whole, whatever it is drawn at.
+IMAGE_PX_PER_PAGE_PX = 2
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,12 @@ class Document:
             return text_page
         assert self._pdf is not None
         scale = dpi / POINTS_PER_INCH
-        image = self._pdf.render(index, scale, lambda width, height: _check_pixels(index, width, height, limits))
+        image = self._pdf.render(
+            index,
+            scale,
+            lambda width, height: _check_pixels(index, width, height, limits),
+            max_image_px=limits.max_page_pixels * IMAGE_PX_PER_PAGE_PX,
+        )
         return Page(index=index, width=image.width, height=image.height, image=image)
 
 

@@ -26,6 +26,9 @@ from inferline.errors import BadDocument
 
 LOCK = threading.RLock()  # reentrant: a method may call another while holding it
 POINTS_PER_INCH = 72
+# A page's text layer is read character by character (~5-50 µs each, holding LOCK): a dense page holds
+# ~10,000; a few hundred kB of deflated content stream can hold millions (minutes under the lock).
+MAX_LAYER_CHARS = 200_000
 
 Segment = tuple[float, float, float, float, str]  # left, bottom, right, top (points, origin bottom-left), text
 
@@ -72,18 +75,28 @@ class Pdf:
             width_pt, height_pt = page.get_size()
             textpage = page.get_textpage()
             try:
+                if (chars := textpage.count_chars()) > MAX_LAYER_CHARS:
+                    raise BadDocument(
+                        f"page {index + 1}'s text layer holds {chars} characters, over {MAX_LAYER_CHARS} "
+                        "(no page holds that much text)"
+                    )
                 text = textpage.get_text_bounded().replace("\r\n", "\n").replace("\r", "\n")
                 segments = _segments(textpage) if text.strip() else []
             finally:
                 textpage.close()
         return TextLayer(float(width_pt), float(height_pt), text.strip(), segments)
 
-    def render(self, index: int, scale: float, check_px: Callable[[int, int], None]) -> Image.Image:
+    def render(
+        self, index: int, scale: float, check_px: Callable[[int, int], None], *, max_image_px: int | None = None
+    ) -> Image.Image:
         """The page in grayscale at `scale` pixels per point; `check_px(width, height)` runs first and may
-        refuse the size."""
+        refuse the size, and so may an image the page draws of over `max_image_px` pixels: pdfium decodes
+        each image whole whatever the page's size (a 40000x40000 one on a 1-inch page: 1.6 GB, 6.9 s)."""
         with self._page(index) as page:
             width_pt, height_pt = page.get_size()
             check_px(round(width_pt * scale), round(height_pt * scale))
+            if max_image_px is not None:
+                _check_images(page, index, max_image_px)
             bitmap = page.render(scale=scale, grayscale=True)
             try:
                 # A bitmap pypdfium2 allocates: the image keeps its buffer; closing frees pdfium's shell only.
@@ -111,6 +124,20 @@ class Pdf:
                 yield
             except pdfium.PdfiumError as exc:
                 raise BadDocument(f"corrupt PDF: cannot read page {index + 1}: {exc}") from exc
+
+
+def _check_images(page: Any, index: int, max_image_px: int) -> None:
+    """BadDocument for an image of the page (forms' included) over `max_image_px` pixels, read from its
+    dictionary: nothing is decoded."""
+    import pypdfium2.raw as pdfium_c
+
+    for image in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]):
+        width, height = image.get_px_size()
+        if width * height > max_image_px:
+            raise BadDocument(
+                f"page {index + 1} draws a {width}x{height} image, over the limit of {max_image_px} pixels "
+                "(a decompression bomb, or a scan too large to OCR)"
+            )
 
 
 def _segments(textpage: Any) -> list[Segment]:
