@@ -127,12 +127,13 @@ def test_limits_are_checked_from_headers_before_decoding(tmp_path: Path) -> None
         document.check_limits(Limits(max_pages=10, max_page_pixels=20_000_000), 1200, [0])
 
 
-def pdf_drawing_an_image(side_px: int) -> bytes:
-    """A one-inch page drawing a `side_px` square grey image (deflated: a few kB for millions of pixels)."""
+def pdf_drawing_an_image(side_px: int, times: int = 1) -> bytes:
+    """A one-inch page drawing a `side_px` square grey image `times` times (deflated: a few kB for millions
+    of pixels)."""
     pixels = zlib.compress(bytes(side_px * side_px), 9)
     image = b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray " % (side_px, side_px)
     image += b"/BitsPerComponent 8 /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream" % (len(pixels), pixels)
-    content = b"q 72 0 0 72 0 0 cm /Im1 Do Q"
+    content = b" ".join([b"q 72 0 0 72 0 0 cm /Im1 Do Q"] * times)
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
@@ -159,7 +160,10 @@ def test_an_image_a_pdf_page_draws_is_held_to_twice_the_page_pixel_limit_before_
     # took 1.6 GB and 6.9 s to render at 300x300 pixels.
     limits = Limits(max_pages=10, max_page_pixels=1_000_000)
     bomb = write(tmp_path, "bomb.pdf", pdf_drawing_an_image(1500))  # 2.25 MP: over twice 1 MP
-    with Document(bomb, sniff.PDF) as document, pytest.raises(BadDocument, match="draws a 1500x1500 image"):
+    with Document(bomb, sniff.PDF) as document, pytest.raises(BadDocument, match="one is 1500x1500"):
+        document.load(0, PageMode.AUTO, 300, limits)
+    twice = write(tmp_path, "twice.pdf", pdf_drawing_an_image(1100, times=2))  # 1.21 MP, twice
+    with Document(twice, sniff.PDF) as document, pytest.raises(BadDocument, match="draws images of over"):
         document.load(0, PageMode.AUTO, 300, limits)
     fine = write(tmp_path, "fine.pdf", pdf_drawing_an_image(1400))  # 1.96 MP
     with Document(fine, sniff.PDF) as document:

@@ -217,6 +217,15 @@ def test_a_docx_declaring_entities_is_refused_before_they_expand(tmp_path: Path,
     assert peak_bytes(extract_text, path, sniff.DOCX) < 2_000_000
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_docx_in_utf16_is_refused_as_word_never_writes_one(tmp_path: Path, encoding: str) -> None:
+    # expat reads UTF-16, with or without a byte order mark, where a DTD's bytes are not ASCII's.
+    entity = "<!DOCTYPE d [<!ENTITY e '" + "x" * 250 + "'>]>"
+    path = docx(tmp_path, (entity + DOCUMENT.format(PARAGRAPH.format("&e;" * 1000))).encode(encoding))
+    with pytest.raises(BadDocument, match="not UTF-8"):
+        extract_text(path, sniff.DOCX)
+
+
 def test_docx_paragraphs_styles_tabs_and_text_boxes(tmp_path: Path) -> None:
     body = (
         '<w:p><w:pPr><w:pStyle w:val="Title"/></w:pPr><w:r><w:t>Report</w:t></w:r></w:p>'

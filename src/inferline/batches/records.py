@@ -39,7 +39,8 @@ class Limits:
     max_row_group_bytes: int = 512 * 2**20
     # All row groups together, as declared: a 71 kB file of forty 50 MB groups is 2 GB to decode, and within
     # the upload and footer limits such a file could hold terabytes (hours of one uncancellable thread).
-    max_parquet_data_bytes: int = 4 * 2**30
+    # 64 GiB decodes in about a minute, while a real file of that much text takes days to embed.
+    max_parquet_data_bytes: int = 64 * 2**30
     max_parquet_footer_bytes: int = 16 * 2**20
 
 

@@ -29,6 +29,7 @@ POINTS_PER_INCH = 72
 # A page's text layer is read character by character (~5-50 µs each, holding LOCK): a dense page holds
 # ~10,000; a few hundred kB of deflated content stream can hold millions (minutes under the lock).
 MAX_LAYER_CHARS = 200_000
+FORM_DEPTH = 64  # forms in forms are looked into this deep for their images (pypdfium2's default: 15)
 
 Segment = tuple[float, float, float, float, str]  # left, bottom, right, top (points, origin bottom-left), text
 
@@ -127,16 +128,19 @@ class Pdf:
 
 
 def _check_images(page: Any, index: int, max_image_px: int) -> None:
-    """BadDocument for an image of the page (forms' included) over `max_image_px` pixels, read from its
-    dictionary: nothing is decoded."""
+    """BadDocument when the images the page draws (inside forms too, to FORM_DEPTH) add up to over
+    `max_image_px` pixels, read from their dictionaries: nothing is decoded. Not seen: images in
+    annotations' appearances and soft masks, which pdfium decodes too."""
     import pypdfium2.raw as pdfium_c
 
-    for image in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]):
+    total_px = 0
+    for image in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=FORM_DEPTH):
         width, height = image.get_px_size()
-        if width * height > max_image_px:
+        total_px += width * height
+        if total_px > max_image_px:
             raise BadDocument(
-                f"page {index + 1} draws a {width}x{height} image, over the limit of {max_image_px} pixels "
-                "(a decompression bomb, or a scan too large to OCR)"
+                f"page {index + 1} draws images of over {max_image_px} pixels (one is {width}x{height}): a "
+                "decompression bomb, or a scan too large to OCR"
             )
 
 

@@ -22,6 +22,7 @@ MAX_DOCX_XML_BYTES = 50 * 1024 * 1024  # word/document.xml, as it inflates: a zi
 # the open elements, so an unbounded depth made the parse quadratic (3.6 MB of unclosed tags: 6.6 s).
 MAX_DEPTH = 256
 _DOCTYPE = b"<!DOCTYPE"
+_WIDE_STARTS = frozenset({b"\xff\xfe", b"\xfe\xff", b"<\x00", b"\x00<", b"\x00\x00"})  # UTF-16/32 BOMs or "<"
 PART = "word/document.xml"
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 P, T, TAB, PPR, PSTYLE, VAL = (f"{W}{name}" for name in ("p", "t", "tab", "pPr", "pStyle", "val"))
@@ -100,6 +101,9 @@ def docx_text(path: Path) -> str:
     try:
         with open_zip(path) as archive:
             for chunk in member_chunks(archive, PART, MAX_DOCX_XML_BYTES):
+                if not tail and chunk[:2] in _WIDE_STARTS:
+                    # expat reads UTF-16 too, where the DTD's bytes are not those looked for below
+                    raise BadDocument("its XML is not UTF-8, which Word always writes")
                 if not reader.started and _DOCTYPE in tail + chunk:
                     raise BadDocument("its XML declares a DTD (entities), which Word never writes")
                 tail = chunk[-len(_DOCTYPE) :]
