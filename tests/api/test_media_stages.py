@@ -5,6 +5,8 @@ services (to see every stage they report) or as jobs through `POST /api/v1/jobs`
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -32,7 +34,8 @@ from inferline.jobs.children import child_key
 from inferline.jobs.model import Job, JobStatus
 from inferline.jobs.store import JobStore
 from inferline.jobs.testing import MemoryContext
-from inferline.media import encoders
+from inferline.media import encoders, images
+from inferline.media import workspace as workspace_module
 from inferline.media.encoders import NVENC, trial
 from inferline.media.options import CanvasInput, ClipFacts, LastClipInput, RenderInput, TransitionInput
 from inferline.media.pipeline import clip_facts, discard_children
@@ -294,6 +297,40 @@ async def test_a_stage_asked_to_stop_since_its_last_heartbeat_ends_without_its_f
         await JobStore(conn).add([other])
     await run_canvas(api.services.media, MemoryContext(other), data)
     assert await file_count(api) == before + 3
+
+
+async def test_a_stage_stopped_while_its_photo_decodes_removes_its_directory_only_after_the_decode_ends(
+    media_api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread cannot be stopped: a photo's decode still writing into the work directory while the stopped
+    stage removed it left the file and the directory behind (seen once in the suite). The stage now waits
+    for the decode to end before its directory goes."""
+    api = media_api
+    photo = await upload(api, photo_bytes(tmp_path, 9), "h.jpg")
+    started, events = threading.Event(), []
+    real_normalize, real_remove = images.normalize_photo, workspace_module._remove
+
+    def slow_normalize(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        time.sleep(0.3)  # still decoding when the stage is stopped
+        result = real_normalize(*args, **kwargs)
+        events.append("decoded")
+        return result
+
+    def recorded_remove(path: Path) -> None:
+        if path.parent == api.services.media.work_root:
+            events.append("removed")
+        real_remove(path)
+
+    monkeypatch.setattr(images, "normalize_photo", slow_normalize)
+    monkeypatch.setattr(workspace_module, "_remove", recorded_remove)
+    data = CanvasInput(photo_file_id=photo, resolution="180p", fps=10, duration_s=1, end_frames=True)
+    stage = asyncio.create_task(run_canvas(api.services.media, MemoryContext(tenant=TENANT), data))
+    await eventually(started.is_set)
+    stage.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stage
+    assert events == ["decoded", "removed"] and leftovers(api) == []
 
 
 async def test_an_output_past_the_tenants_quota_fails_the_stage_and_leaves_nothing(

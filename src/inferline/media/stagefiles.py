@@ -9,11 +9,12 @@ A stage stopped after its output was stored removes it, so a canceled job leaves
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from PIL import Image
@@ -257,3 +258,18 @@ def progress_between(ctx: JobContext, start: float, end: float) -> Progress:
         await ctx.progress(start + (end - start) * percent / 100)
 
     return report
+
+
+T = TypeVar("T")
+
+
+async def to_thread_whole(ctx: JobContext, func: Callable[..., T], /, *args: Any) -> T:
+    """`ctx.to_thread`, waited for to its end even when the job is stopped meanwhile (then re-raised): a
+    thread cannot be stopped, and one still writing into the work directory after the stage removed it
+    would leave a file, and the directory, behind. Only for short, bounded calls (a photo's decode)."""
+    running = asyncio.ensure_future(ctx.to_thread(func, *args))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.gather(running, return_exceptions=True)
+        raise

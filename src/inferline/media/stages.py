@@ -43,6 +43,7 @@ from inferline.media.stagefiles import (
     input_file,
     progress_between,
     store_outputs,
+    to_thread_whole,
 )
 from inferline.media.transitions import TransitionGenerator
 from inferline.media.workspace import Workspace
@@ -156,7 +157,7 @@ async def normalized_photo(
         max_size=max_size,
         shown_within=shown_within,
     )
-    await ctx.to_thread(normalize)
+    await to_thread_whole(ctx, normalize)
     return out
 
 
@@ -235,7 +236,7 @@ async def _transition_still(
     if frame_file_id is not None:
         try:
             stored = await input_file(deps, ctx, frame_file_id, field=f"{which} frame", types=frozenset({FRAME}))
-            await ctx.to_thread(shutil.copyfile, stored.path, out)
+            await to_thread_whole(ctx, shutil.copyfile, stored.path, out)
             return False
         except (NonRetryable, FileNotFoundError) as exc:
             log.info("transition_still_decoded", job_id=ctx.id, frame_file_id=frame_file_id, reason=str(exc))
