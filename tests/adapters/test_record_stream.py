@@ -371,6 +371,29 @@ def test_integral_numbers_of_a_struct_become_ints_and_others_stay() -> None:
     }
 
 
+def stream_stopped(
+    monkeypatch: pytest.MonkeyPatch, *, after_groups: int, cut: bool, every_stream: bool = False
+) -> list[int]:
+    """The server's streams stopped after `after_groups` groups of acks, the first one only or every one:
+    cut (UNAVAILABLE, as a restart does) or ended as if done (status OK). Returns the streams counted."""
+    real = records_grpc.upload
+    calls: list[int] = []
+
+    async def stopped(*args: Any) -> AsyncIterator[Any]:
+        calls.append(1)
+        groups = 0
+        async for acks in real(*args):
+            yield acks
+            groups += 1
+            if (every_stream or len(calls) == 1) and groups == after_groups:
+                if cut:
+                    raise Unavailable("the server is restarting", retry_after_s=0)
+                return
+
+    monkeypatch.setattr(records_grpc, "upload", stopped)
+    return calls
+
+
 # A small window: the sender waits for acks when the cut comes (a record taken from the file then, before
 # its turn in the window, was lost: 297 stored of 298).
 @pytest.mark.parametrize("window_records", [256, 4, 1])
@@ -379,19 +402,7 @@ async def test_push_streams_a_file_and_after_a_cut_resends_what_was_not_acknowle
 ) -> None:
     served = await serve(window_records=32, group_records=8)
     collection = await served.collection()
-    real = records_grpc.upload
-    calls: list[int] = []
-
-    async def cut_once(*args: Any) -> AsyncIterator[Any]:
-        calls.append(1)
-        groups = 0
-        async for acks in real(*args):
-            yield acks
-            groups += 1
-            if len(calls) == 1 and groups == 5:
-                raise Unavailable("the server is restarting", retry_after_s=0)
-
-    monkeypatch.setattr(records_grpc, "upload", cut_once)
+    calls = stream_stopped(monkeypatch, after_groups=5, cut=True)
     path = tmp_path / "records.jsonl"
     lines = [json.dumps({"custom_id": f"p{i}", "text": f"posting {i}", "metadata": {"n": i}}) for i in range(300)]
     lines[10] = "{not json"
@@ -426,19 +437,7 @@ async def test_push_does_not_take_a_stream_ended_as_done_before_its_acks_for_a_s
     report records as pushed that were never stored."""
     served = await serve(window_records=32, group_records=8)
     await served.collection()
-    real = records_grpc.upload
-    calls: list[int] = []
-
-    async def ends_as_done(*args: Any) -> AsyncIterator[Any]:
-        calls.append(1)
-        groups = 0
-        async for acks in real(*args):
-            yield acks
-            groups += 1
-            if (ends_early == "always" or len(calls) == 1) and groups == 3:
-                return  # the status is OK
-
-    monkeypatch.setattr(records_grpc, "upload", ends_as_done)
+    calls = stream_stopped(monkeypatch, after_groups=3, cut=False, every_stream=ends_early == "always")
     path = tmp_path / "records.jsonl"
     path.write_text("".join(json.dumps({"custom_id": f"p{i}", "text": f"posting {i}"}) + "\n" for i in range(100)))
     if ends_early == "always":
