@@ -27,6 +27,7 @@ from inferline.inference.runtime import ModelRuntime
 from inferline.jobs import echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import RetryPolicy
+from inferline.jobs.retention import Retention
 from inferline.jobs.runtime import Worker, WorkerConfig
 from inferline.jobs.schedules import run_scheduler
 from inferline.jobs.submission import Submitter
@@ -329,8 +330,9 @@ class MonitorLoops:
 
 @dataclass
 class Background:
-    """The workers, the cron scheduler, the webhook dispatcher and the events publisher (a candidate for
-    its lease, when `events_broker` is set), run in this process.
+    """The workers, the cron scheduler, the webhook dispatcher, the events publisher (a candidate for
+    its lease, when `events_broker` is set) and the retention of ended jobs (likewise, when
+    `jobs_retention_s` is set), run in this process.
 
     Two workers: `worker` with `concurrency` slots runs every kind but those that wait on the jobs they
     submit; `orchestrator` runs those in `orchestrator_slots` of its own, so a pipeline never holds a slot
@@ -390,6 +392,9 @@ class Background:
         if s.events.broker is not None:
             publisher = Publisher(s.engine, s.events.broker, s.metrics, s.events.publisher)
             self.tasks.append(asyncio.create_task(publisher.run(self.halt)))
+        if s.settings.jobs_retention_s > 0:
+            retention = Retention(s.engine, s.metrics, retention_s=s.settings.jobs_retention_s)
+            self.tasks.append(asyncio.create_task(retention.run(self.halt)))
         if s.settings.files_gc_interval_s > 0:
             sweeper = run_sweeper(
                 s.engine,

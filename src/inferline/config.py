@@ -278,6 +278,11 @@ class Settings(BaseSettings):
     events_max_bytes: int = Field(
         default=1_000_000, ge=1024, description="an event larger than this (JSON) is dead-lettered, not sent"
     )
+    jobs_retention_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="ended jobs are deleted this long after they end (0: kept for ever; else at least 3600)",
+    )
     events_sent_retention_s: float = Field(default=3600.0, ge=0, description="sent events stay in the outbox this long")
     events_stream_max_events: int = Field(
         default=1_000_000, ge=1, description="the broker's stream (NATS, Redis) or queue (RabbitMQ) keeps this many"
@@ -308,6 +313,13 @@ class Settings(BaseSettings):
         bad = [kind for kind, limit in value.items() if limit < 1]
         if bad:
             raise ValueError(f"kind_concurrency limits must be >= 1: {bad}")
+        return value
+
+    @field_validator("jobs_retention_s")
+    @classmethod
+    def _retention_long_enough(cls, value: float) -> float:
+        if 0 < value < 3600:  # the monitor's windows and a parent's read of its children need the last minutes
+            raise ValueError("jobs_retention_s: 0 (jobs are kept) or at least 3600")
         return value
 
     @model_validator(mode="after")

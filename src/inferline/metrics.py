@@ -62,6 +62,9 @@ class Metrics:
         self.lease_expiries = Counter(
             "inferline_lease_expiries_total", "Leases found expired and taken back", ["kind"], registry=r
         )
+        self.jobs_purged = Counter(
+            "inferline_jobs_purged_total", "Ended jobs deleted past their retention (jobs_retention_s)", registry=r
+        )
 
     def _register_models(self, r: CollectorRegistry) -> None:
         self.model_batch_size = Histogram(

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline import db
 from inferline.files import store as file_store
+from inferline.jobs import retention
 from inferline.jobs.model import JobStatus
 from inferline.monitor import jobstats
 from inferline.monitor.jobstats import queue_depth_query
@@ -108,3 +109,18 @@ async def test_the_monitors_windows_read_the_jobs_of_the_window_not_every_job_fi
     # The last ten finished, and the ten running, the five queued retries and those ten started since.
     assert (finished, started) == tuple(expected) == (10, 25), (finished, started, expected)
     assert recent == 10
+
+
+@pytest.mark.parametrize("ended_before", [timedelta(minutes=30), timedelta(hours=2)])
+async def test_the_retention_reads_the_jobs_ended_before_its_cutoff_not_every_job(
+    many_finished_jobs: AsyncEngine, ended_before: timedelta
+) -> None:
+    """The purge's choice walks `ix_jobs_finished_at` from the oldest (a chunk of a backlog, or nothing
+    past a cutoff no job is older than), never the whole table."""
+    cutoff = await _now(many_finished_jobs) - ended_before
+    query = retention.purgeable_query(cutoff, retention.CHUNK_JOBS)
+    plan = await _plan(many_finished_jobs, query)
+    assert "Seq Scan on jobs" not in plan and "ix_jobs_finished_at" in plan, plan
+    async with db.read(many_finished_jobs) as conn:
+        chosen = len((await conn.execute(query)).all())
+    assert chosen == (retention.CHUNK_JOBS if ended_before < timedelta(hours=1) else 0)

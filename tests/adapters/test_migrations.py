@@ -47,20 +47,27 @@ async def test_a_lease_is_refused_on_a_job_that_is_not_running(engine: AsyncEngi
         assert (await conn.execute(sa.select(jobs.c.status, jobs.c.lease_owner))).one() == ("running", "w")
 
 
-async def test_the_finished_jobs_index_holds_ended_jobs_only_where_the_engine_has_partial_indexes(
-    engine: AsyncEngine,
+@pytest.mark.parametrize(
+    ("index", "predicate"),
+    [
+        ("ix_jobs_finished_at", "finished_at IS NOT NULL"),  # migration 0018
+        ("ix_media_projects_active_job_id", "active_job_id IS NOT NULL"),  # migration 0019
+    ],
+)
+async def test_partial_indexes_hold_only_their_rows_where_the_engine_has_partial_indexes(
+    engine: AsyncEngine, index: str, predicate: str
 ) -> None:
-    """`ix_jobs_finished_at` (migration 0018) is partial on PostgreSQL and SQLite, as declared (Alembic does
-    not compare index predicates, so the test above would not see one dropped); MariaDB indexes every row."""
+    """Partial on PostgreSQL and SQLite, as declared (Alembic does not compare index predicates, so the
+    test above would not see one dropped); MariaDB indexes every row."""
     queries = {
-        "postgresql": "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_finished_at'",
-        "sqlite": "SELECT sql FROM sqlite_master WHERE name = 'ix_jobs_finished_at'",
-        "mysql": "SELECT count(*) FROM information_schema.statistics WHERE index_name = 'ix_jobs_finished_at'"
+        "postgresql": "SELECT indexdef FROM pg_indexes WHERE indexname = :index",
+        "sqlite": "SELECT sql FROM sqlite_master WHERE name = :index",
+        "mysql": "SELECT count(DISTINCT index_name) FROM information_schema.statistics WHERE index_name = :index"
         " AND table_schema = DATABASE()",
     }
     async with db.read(engine) as conn:
-        found = (await conn.execute(sa.text(queries[engine.dialect.name]))).scalar_one()
+        found = (await conn.execute(sa.text(queries[engine.dialect.name]), {"index": index})).scalar_one()
     if engine.dialect.name == "mysql":
         assert found == 1
     else:
-        assert "finished_at IS NOT NULL" in str(found), found
+        assert predicate in str(found), found

@@ -3,11 +3,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.api.conftest import Api
+from tests.api.conftest import Api, MakeApi
 from tests.conftest import LogRecorder
+from tests.helpers import eventually
+
+from inferline import db
+from inferline.clock import utcnow
+from inferline.schema import jobs
 
 # The job routes run on all three engines (tests/conftest.py).
 pytestmark = pytest.mark.mariadb_too
@@ -240,3 +246,21 @@ async def test_job_logs_carry_the_job_and_tenant(api: Api, log_records: LogRecor
     assert failures and failures[0]["job_id"] == job["id"] and failures[0]["tenant"] == "default"
     requests = [e for e in log_records.events if e["event"] == "request" and e.get("tenant") == "default"]
     assert requests and all(len(e["request_id"]) == 32 for e in requests)
+
+
+async def test_with_a_retention_a_server_deletes_jobs_ended_longer_ago_and_keeps_the_rest(
+    make_api: MakeApi, database_url: str
+) -> None:
+    """`jobs_retention_s` wired into the workers' process: a job ended past it is gone at the next round
+    (the first runs at the start), 404 like any unknown id; one ended since stays."""
+    settings = {"database_url": database_url, "jobs_retention_s": 3600}
+    async with make_api(**settings) as api:
+        old, recent = await api.submit(input={"message": "o"}), await api.submit(input={"message": "r"})
+        for job in (old, recent):
+            await api.wait(job["id"])
+        async with db.write(api.services.engine) as conn:
+            ended = utcnow() - timedelta(hours=2)
+            await conn.execute(jobs.update().where(jobs.c.id == old["id"]).values(finished_at=ended))
+    async with make_api(**settings) as api:
+        await eventually(lambda: api.client.get(f"/api/v1/jobs/{old['id']}"), lambda r: r.status_code == 404)
+        assert (await api.client.get(f"/api/v1/jobs/{recent['id']}")).status_code == 200

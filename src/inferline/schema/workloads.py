@@ -90,6 +90,7 @@ batches = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("completed_at", UTCDateTime(), nullable=True),
     sa.Index("ix_batches_tenant_id", "tenant", "id"),
+    sa.Index("ix_batches_job_id", "job_id"),  # the retention of ended jobs keeps a batch's (migration 0019)
 )
 
 # One row per record of a batch done (by its line in the input): the document it became, or why not.
@@ -141,6 +142,13 @@ media_projects = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Index("ix_media_projects_tenant_id", "tenant", "id"),
+    # The retention of ended jobs keeps a project's active job (migration 0019).
+    sa.Index(
+        "ix_media_projects_active_job_id",
+        "active_job_id",
+        postgresql_where=sa.text("active_job_id IS NOT NULL"),
+        sqlite_where=sa.text("active_job_id IS NOT NULL"),
+    ),
 )
 
 # A project's photos (kind image) and songs (kind audio), each a tenant file, played in `position` order.
