@@ -91,7 +91,7 @@ class Retention:
         metrics: Metrics,
         *,
         retention_s: float,
-        every_s: float = 60.0,
+        every_s: float = 10.0,
         step_s: float = 5.0,
     ) -> None:
         self.engine = engine
