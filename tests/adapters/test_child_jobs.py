@@ -94,6 +94,29 @@ async def test_children_run_and_come_back_by_role_with_the_parents_progress_risi
     assert ctx.percents == sorted(ctx.percents) and ctx.percents[-1] == 60.0 and ctx.percents[0] >= 10.0
 
 
+async def test_a_child_that_succeeded_is_not_read_again_while_its_siblings_run(
+    engine: AsyncEngine, submitter: Submitter, parent: Job, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A phase of many children is read whole at first, then only its children still running: a parent
+    waiting on hundreds of clips does not read the finished ones every poll."""
+    reads: list[dict[str, JobStatus]] = []  # each read: the status of each job it asked for
+    get_many = JobStore.get_many
+
+    async def counted(self: JobStore, ids: list[str], **kwargs: Any) -> list[Job]:
+        found = await get_many(self, ids, **kwargs)
+        reads.append({job.id: job.status for job in found})
+        return found
+
+    monkeypatch.setattr(JobStore, "get_many", counted)
+    children = [Child("quick", echo()), Child("slow", echo(steps=8, step_s=0.05))]
+    done = await ChildJobs(MemoryContext(parent), submitter, poll_s=0.02).run(children)
+    quick, slow = done["quick"].id, done["slow"].id
+    seen_done = next(i for i, read in enumerate(reads) if read.get(quick) is JobStatus.SUCCEEDED)
+    later = reads[seen_done + 1 :]
+    assert any(slow in read for read in later), reads  # the sibling was still read after that
+    assert not any(quick in read for read in later), reads
+
+
 async def test_a_resumed_parent_finds_its_children_instead_of_submitting_them_again(
     engine: AsyncEngine, submitter: Submitter, parent: Job
 ) -> None:

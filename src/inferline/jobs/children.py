@@ -36,6 +36,8 @@ from inferline.jobs.store import JobStore
 from inferline.jobs.submission import SERVER_KEY_PREFIX, JobRequest, Submitter
 
 MAX_ROLE_CHARS = 100
+# While this many children or fewer have not succeeded, the parent reads them every FAST_POLL_S.
+FAST_POLL_CHILDREN, FAST_POLL_S = 4, 0.05
 
 
 def key_prefix(parent_id: str) -> str:
@@ -140,18 +142,25 @@ class ChildJobs:
         (`weights` by job id) between `progress_from` and `progress_to`. A failed or canceled child raises
         `NonRetryable` with its reason; a canceled parent cancels the unfinished children."""
         roles = {job.id: role for role, job in jobs.items()}
+        latest = {job.id: job for job in jobs.values()}
         try:
             while True:
-                current = await self._read(list(roles))
+                # A child that succeeded is not read again: only this parent could queue it again.
+                waiting = [job_id for job_id, job in latest.items() if job.status is not JobStatus.SUCCEEDED]
+                current = await self._read(waiting) if waiting else []
                 if current is not None:
                     self._raise_if_failed(current, roles)
-                    percent = weighted_percent(current, weights)
+                    latest |= {job.id: job for job in current}
+                    percent = weighted_percent(list(latest.values()), weights)
                     span = progress_to - progress_from
-                    done = sum(job.status is JobStatus.SUCCEEDED for job in current)
-                    await self._ctx.progress(progress_from + span * percent / 100, f"{done} of {len(current)} done")
-                    if done == len(current):
-                        return {roles[job.id]: job for job in current}
-                await asyncio.sleep(self._poll_s)
+                    done = sum(job.status is JobStatus.SUCCEEDED for job in latest.values())
+                    await self._ctx.progress(progress_from + span * percent / 100, f"{done} of {len(latest)} done")
+                    if done == len(latest):
+                        return {roles[job_id]: job for job_id, job in latest.items()}
+                # The last few are read more often: the next phase waits for the last one's end, and a few
+                # rows by primary key cost little.
+                left = sum(job.status is not JobStatus.SUCCEEDED for job in latest.values())
+                await asyncio.sleep(FAST_POLL_S if left <= FAST_POLL_CHILDREN else self._poll_s)
         except asyncio.CancelledError:
             if self._ctx.cancel_reason not in (None, SHUTDOWN, LEASE_LOST):  # a cancel or the deadline
                 await asyncio.shield(self.cancel())
