@@ -34,6 +34,7 @@ from inferline.media.clips import (
     PEAK_LIMIT,
     extract_frame,
     extract_poster,
+    lay_song,
     music_gain_db,
     render_final,
     render_last_clip,
@@ -305,6 +306,29 @@ async def test_the_final_video_joins_the_clips_and_loops_quiet_music_to_their_le
     assert rms(sound[:400]) < middle / 2  # fades in
     assert rms(sound[-400:]) < middle / 4  # fades out
     assert rms(sound[int(1.1 * 8000) + 400 : int(1.1 * 8000) + 1200]) > middle / 2  # still playing after the loop
+
+
+async def test_a_song_laid_ahead_is_copied_as_the_sound_the_render_would_have_laid(tmp_path: Path) -> None:
+    """`lay_song` (a pipeline's last clip lays the song beside its card) makes the track the render's own
+    laying makes, and the render given it copies it: the same sound, not encoded again."""
+    clips = [await photo_clip(tmp_path, f"c{n}", duration_s=1.5, motion=n) for n in range(2)]
+    song = await tone(tmp_path / "song.wav", "0.05*sin(2*PI*440*t)*(1+0.5*sin(2*PI*0.7*t))", 1.1)  # looped
+    track = tmp_path / "song.m4a"
+    track_s = await lay_song(song, track, total_s=3.0)
+    assert track_s == pytest.approx(3.0, abs=0.03) and (await probe(track)).audio_codec == "aac"
+    assert sniff.sniff(track.read_bytes()[:64]) == sniff.M4A  # stored as what it is
+    laid_here, copied = tmp_path / "laid.mp4", tmp_path / "copied.mp4"
+    assert not (await render_final(clips, song, laid_here, frame=FRAME, fps=FPS)).music_track_copied
+    rendered = await render_final(clips, None, copied, frame=FRAME, fps=FPS, music_track=track)
+    assert rendered.music_track_copied
+    info = await probe(copied)
+    assert info.audio_codec == "aac" and abs(info.duration_s - 3.0) < 0.1
+    ours = await decoded_sound(copied, tmp_path / "copied.raw", rate=48000)
+    assert ours == await decoded_sound(track, tmp_path / "track.raw", rate=48000)  # copied, sample for sample
+    theirs = await decoded_sound(laid_here, tmp_path / "laid.raw", rate=48000)
+    assert len(ours) == len(theirs)
+    difference = rms([a - b for a, b in zip(ours, theirs, strict=True)])
+    assert difference < rms(theirs) / 100, (difference, rms(theirs))  # the sound the render lays itself
 
 
 async def tone(out: Path, expression: str, seconds: float) -> Path:

@@ -109,8 +109,9 @@ async def test_a_projects_photos_with_korean_captions_and_its_song_become_its_vi
     made = {"generator": "xfade", "fallback_reason": "no frame interpolation model is configured", "stills_decoded": 0}
     assert result["transitions"] == [made] * 2
     # Each clip probed once, by the stage that made it (the render joins them as checked and the song as
-    # checked at its upload), then the video by the render.
-    assert started(probes) == 3 + 2 + 1 + 1
+    # checked at its upload), the song's track once, by the last clip that laid it, then the video by the
+    # render, which copied that track.
+    assert started(probes) == 3 + 2 + 1 + 1 + 1
 
     project = (await api.client.get(f"/api/v1/projects/{project_id}")).json()
     assert (project["video_file_id"], project["poster_file_id"]) == (result["video_file_id"], result["poster_file_id"])
@@ -126,6 +127,8 @@ async def test_a_projects_photos_with_korean_captions_and_its_song_become_its_vi
     children = await children_of(api, job["id"])
     assert sorted(child.kind for child in children) == ["canvas"] * 3 + ["last_clip", "render"] + ["transition"] * 2
     assert all(child.status.value == "succeeded" and child.attempts == 1 for child in children)
+    [render] = [child for child in children if child.kind == "render"]
+    assert render.result["music_track_copied"]  # the song the last clip laid beside its card, not laid again
     # Only the project's own files remain: its photos and song, the video and the poster.
     kept = await asset_file_ids(api, project_id) | {result["video_file_id"], result["poster_file_id"]}
     assert await file_ids(api) == kept

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from PIL import Image
+from pydantic import ValidationError
 from tests.api.conftest import Api, MakeApi
 from tests.helpers import eventually
 from tests.media_helpers import (
@@ -167,7 +168,27 @@ async def test_the_stages_make_clips_a_transition_a_closing_card_and_the_video_r
     assert (await file_of(api, video["poster_file_id"]))["content_type"] == "image/jpeg"
     with Image.open(await content(api, video["poster_file_id"], tmp_path / "poster.jpg")) as poster:
         assert poster.size == (320, 180)
+    assert not video["music_track_copied"]
+
+    # A last clip asked to lay the song (as a pipeline's is) stores it beside its card, for a render to copy.
+    laying = await run_last_clip(
+        deps, MemoryContext(tenant=TENANT), data.model_copy(update={"music_file_id": song, "music_video_s": 13.0})
+    )
+    assert (await file_of(api, laying["music_track_file_id"]))["content_type"] == "audio/mp4"
+    assert laying["music_track_s"] == pytest.approx(13.0, abs=0.03)
+    # A caller's render does not take a track it names (a render copies only the pipeline's, never decoded).
+    given = RenderInput(
+        clip_file_ids=order, music_file_id=song, music_track_file_id=laying["music_track_file_id"], resolution="180p"
+    )
+    assert not (await run_render(deps, MemoryContext(tenant=TENANT), given.model_copy(update={"fps": 10})))[
+        "music_track_copied"
+    ]
     assert leftovers(api) == []
+
+
+def test_a_last_clip_lays_a_song_only_knowing_the_videos_length() -> None:
+    with pytest.raises(ValidationError, match="music_file_id and music_video_s: give both or neither"):
+        LastClipInput(title="t", music_file_id="f1")
 
 
 async def test_a_stage_runs_as_a_job_of_its_own_and_another_tenants_photo_is_not_found(

@@ -73,6 +73,12 @@ MAX_GAIN_DB = 24.0  # a song is lifted at most this much: a near-silent one is n
 SILENT_LUFS = -70.0  # ebur128's absolute gate: nothing louder than this to measure
 # Sample peaks are limited to -2 dBFS after the gain, which keeps the peaks between samples near -1.5 dBTP.
 PEAK_LIMIT = 10 ** (-2.0 / 20)
+# The video's sound: one AAC track, encoded once (a song laid ahead, `lay_song`, is copied as it is).
+AUDIO_ENCODING = ("-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2")
+# A song laid ahead is copied under clips that last within this of the length it was laid for (one AAC
+# frame is 21 ms; a clip's length is within a frame of its plan), else the render lays it again
+# (`pipeline.py`, which knows both).
+TRACK_TOLERANCE_S = 0.05
 # ebur128's summary: "    I:         -14.7 LUFS" (its per-100 ms lines go to the verbose level, not logged).
 _INTEGRATED = re.compile(r"^\s*I:\s+(-?\d{1,3}(?:\.\d{1,2})?) LUFS\s*$")
 
@@ -348,6 +354,7 @@ async def extract_poster(video: Path, out_jpg: Path, *, at_s: float | None = Non
 class Rendered:
     duration_s: float  # as planned: the clips' lengths added up
     clips_encoded: int  # clips that could not be joined as they were, encoded again to match
+    music_track_copied: bool = False  # the song laid ahead was copied (not laid again here)
 
 
 async def render_final(
@@ -362,10 +369,12 @@ async def render_final(
     encoder: VideoEncoder = LIBX264,
     timeout_s: float | None = None,
     known: list[MediaInfo | None] | None = None,
+    music_track: Path | None = None,
 ) -> Rendered:
     """`clips` joined in order, with `music` looped or cut to their length, faded in and out and
     loudness-normalized (silence without music): H.264 yuv420p and AAC in an MP4 that starts playing before
-    it has downloaded (`+faststart`).
+    it has downloaded (`+faststart`). `music_track`: the song already laid so under the clips' length
+    (`lay_song`), copied as it is instead of `music` laid here.
 
     Clips of `frame` and `fps` in H.264 yuv420p with one set of parameters (one H.264 stream has one) are
     joined as they are, without encoding them again; any other (another size or rate, parameter sets of
@@ -381,9 +390,17 @@ async def render_final(
         await _encode_again(clips, infos, out, frame=frame, fps=fps, threads=threads, encoder=encoder, into=conformed)
         joined = [conformed.get(number, clip) for number, clip in enumerate(clips)]
         await _join(
-            joined, music, out, total_s=total_s, frame=frame, progress=progress, threads=threads, timeout_s=timeout_s
+            joined,
+            music,
+            out,
+            total_s=total_s,
+            frame=frame,
+            progress=progress,
+            threads=threads,
+            timeout_s=timeout_s,
+            music_track=music_track,
         )
-        return Rendered(total_s, clips_encoded=len(conformed))
+        return Rendered(total_s, clips_encoded=len(conformed), music_track_copied=music_track is not None)
     finally:
         for path in conformed.values():
             path.unlink(missing_ok=True)
@@ -437,14 +454,19 @@ async def _join(
     progress: Progress | None,
     threads: int,
     timeout_s: float | None,
+    music_track: Path | None = None,
 ) -> None:
     concat_list = out.parent / f"{out.name}.clips.txt"
     concat_list.write_text(_concat_script(clips), encoding="utf-8")
-    music_input = input_args(music, SONG, *LAID_SONG) if music else ["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]
-    gain_db = await music_gain_db(music, total_s) if music else None
-    args = [*input_args(concat_list, CLIP_LIST, "-safe", "0"), *music_input]
-    args += ["-filter_complex", _music_graph("1:a", "a", total_s, gain_db=gain_db)]
-    args += ["-map", "0:v:0", "-c:v", "copy", "-map", "[a]", "-c:a", "aac", "-b:a", "192k", "-ar", "48000", "-ac", "2"]
+    args = input_args(concat_list, CLIP_LIST, "-safe", "0")
+    if music_track is not None:  # laid and encoded before (`lay_song`): copied
+        args += [*input_args(music_track, CLIP), "-map", "0:v:0", "-c:v", "copy", "-map", "1:a:0", "-c:a", "copy"]
+    else:
+        silence = ["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]
+        args += input_args(music, SONG, *LAID_SONG) if music else silence
+        gain_db = await music_gain_db(music, total_s) if music else None
+        args += ["-filter_complex", _music_graph("1:a", "a", total_s, gain_db=gain_db)]
+        args += ["-map", "0:v:0", "-c:v", "copy", "-map", "[a]", *AUDIO_ENCODING]
     args += ["-movflags", "+faststart", "-f", "mp4", str(out)]
     await run_ffmpeg(
         args,
@@ -536,6 +558,27 @@ def _concat_quoted(path: Path) -> str:
     if "\n" in text or "\r" in text:
         raise ValueError(f"a clip path with a line break: {text!r}")
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+async def lay_song(music: Path, out: Path, *, total_s: float, timeout_s: float | None = None) -> float:
+    """`music` laid under `total_s` of video as the render lays it (looped or cut, `music_gain_db`'s gain,
+    peaks limited, faded in and out) and encoded as the video's sound, into an M4A at `out`: a render given
+    it (`render_final`'s `music_track`) copies it instead. The song is the render's only work on one core
+    (~2 s for 110 s: the measure and the AAC encoder, which has no threads); laid by a stage that runs
+    before the render, beside that stage's own encode, it costs the pipeline ~1.3 s less (docs/media.md).
+    Returns the track's length as `probe` reads it."""
+    gain_db = await music_gain_db(music, total_s, timeout_s=timeout_s)
+    graph = _music_graph("0:a", "a", total_s, gain_db=gain_db)
+    args = [*input_args(music, SONG, *LAID_SONG), "-filter_complex", graph, "-map", "[a]", *AUDIO_ENCODING]
+    # `ipod`: the M4A brand, which the stored file's sniffed type then says (audio/mp4)
+    args += ["-movflags", "+faststart", "-f", "ipod", str(out)]
+    await run_ffmpeg(args, planned_s=total_s, timeout_s=timeout_s or time_budget_s(total_s), threads=1)
+    track = await probe(out, CLIP)
+    if track.audio_codec != "aac" or track.has_video:
+        raise JobError(f"the song's track came out as {track.audio_codec} (video: {track.video_codec})")
+    if abs(track.duration_s - total_s) > TRACK_TOLERANCE_S:
+        raise JobError(f"the song's track lasts {track.duration_s:.3f} s, not the video's {total_s:.3f} s")
+    return track.duration_s
 
 
 async def music_gain_db(music: Path, total_s: float, *, timeout_s: float | None = None) -> float:

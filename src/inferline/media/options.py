@@ -62,6 +62,24 @@ class LastClipInput(Frame):
     subtitle: str | None = Field(default=None, max_length=200)
     background_file_id: FileId | None = Field(default=None, max_length=36, description="a photo, blurred behind")
     duration_s: float = Field(default=6.0, ge=2.0, le=30.0)
+    music_file_id: FileId | None = Field(
+        default=None,
+        max_length=36,
+        description="a song to lay under a video of `music_video_s` while the card is made, stored beside it "
+        "(`music_track_file_id` of the result) for a render to copy: a pipeline's last clip does this",
+    )
+    music_video_s: float | None = Field(default=None, ge=1.0, le=86_400.0, description="the video's whole length")
+    music_checked: bool = Field(
+        default=False,
+        description="the song is a project's audio asset, checked when it was uploaded (honoured only in a last "
+        "clip a pipeline submitted); otherwise the stage probes it",
+    )
+
+    @model_validator(mode="after")
+    def _song_with_its_length(self) -> LastClipInput:
+        if (self.music_file_id is None) != (self.music_video_s is None):
+            raise ValueError("music_file_id and music_video_s: give both or neither")
+        return self
 
 
 class ClipFacts(BaseModel):
@@ -96,6 +114,13 @@ class RenderInput(Frame):
         default=False,
         description="the song is a project's audio asset, checked when it was uploaded (the pipeline says so; "
         "honoured only in a render a pipeline submitted); otherwise the render probes it",
+    )
+    music_track_file_id: FileId | None = Field(
+        default=None,
+        max_length=36,
+        description="the song already laid under the clips (a last clip's `music_track_file_id`): copied when it "
+        "lasts as the clips do, else `music_file_id` is laid again (honoured only in a render a pipeline "
+        "submitted, which passes both)",
     )
 
     @model_validator(mode="after")

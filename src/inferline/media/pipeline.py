@@ -37,6 +37,7 @@ from inferline.jobs.context import LEASE_LOST, SHUTDOWN, JobContext
 from inferline.jobs.model import Job, JobStatus
 from inferline.jobs.store import JobStore
 from inferline.jobs.submission import JobRequest
+from inferline.media.clips import TRACK_TOLERANCE_S, frame_count
 from inferline.media.deps import MediaDeps
 from inferline.media.encoders import LIBX264
 from inferline.media.model import AssetKind
@@ -165,11 +166,16 @@ class _Run:
         ]
         await self.phase("transition", transitions)
         await self.drop_frames()
+        music = self.plan.music_file_id
         closing = LastClipInput(
             title=self.plan.title,
             subtitle=self.plan.subtitle,
             background_file_id=photos[0].file_id,
             duration_s=LAST_CLIP_S,
+            # The song laid by the last clip's job, beside its card: the render then only copies it.
+            music_file_id=music,
+            music_video_s=video_s if music and (video_s := self._video_s()) else None,
+            music_checked=music is not None,
             **self._frame(),
         )
         await self.phase("last_clip", [Child("last_clip", self._request(LAST_CLIP, closing))])
@@ -177,8 +183,9 @@ class _Run:
         render = RenderInput(
             clip_file_ids=[result["file_id"] for result in in_order],
             clips=[clip_facts(result) for result in in_order],
-            music_file_id=self.plan.music_file_id,
-            music_checked=self.plan.music_file_id is not None,
+            music_file_id=music,
+            music_checked=music is not None,
+            music_track_file_id=self._music_track(in_order),
             **self._frame(),
         )
         await self.phase("render", [Child("render", self._request(RENDER, render))])
@@ -209,6 +216,32 @@ class _Run:
             index=i,
             **self._frame(),
         )
+
+    def _video_s(self) -> float | None:
+        """The video's length as the render will join it: the clips made, as their stages measured them, and
+        the closing card as planned (a whole number of frames). None where a result does not say (one of an
+        earlier version): the render lays the song then."""
+        made = [result.get("duration_s") for role, result in self.done.items() if role != "last_clip"]
+        seconds = [each for each in made if isinstance(each, int | float)]
+        if len(seconds) != len(made):
+            return None
+        return float(sum(seconds)) + frame_count(LAST_CLIP_S, self.data.fps) / self.data.fps
+
+    def _music_track(self, in_order: list[dict[str, Any]]) -> str | None:
+        """The song the last clip laid, where it lasts as the clips do (as their stages measured them); else
+        None, and the render lays the song itself."""
+        last = self.done["last_clip"]
+        track, track_s = last.get("music_track_file_id"), last.get("music_track_s")
+        if not isinstance(track, str) or not isinstance(track_s, int | float):
+            return None
+        seconds = [each for result in in_order if isinstance(each := result.get("duration_s"), int | float)]
+        if len(seconds) != len(in_order):  # a result of an earlier version that does not say
+            return None
+        video_s = float(sum(seconds))
+        if abs(track_s - video_s) > TRACK_TOLERANCE_S:
+            log.warning("media_song_track_not_used", job_id=self.ctx.id, track_s=track_s, video_s=video_s)
+            return None
+        return track
 
     def _clips_in_order(self) -> list[dict[str, Any]]:
         """The results of the stages whose clips the video plays, in order."""

@@ -42,6 +42,7 @@ from inferline.schema import files
 from inferline.shielding import despite_cancel
 
 MP4 = sniff.MP4
+M4A = sniff.M4A  # a song laid under a video (`clips.lay_song`)
 JPEG = sniff.JPEG
 # A clip's first or last frame as its canvas stored it. Never sniffed: no upload is of this type, so a
 # transition reading one reads a frame a stage wrote, never a tenant's bytes posing as one.

@@ -13,9 +13,9 @@ import asyncio
 import functools
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import structlog
 
@@ -32,6 +32,7 @@ from inferline.media.probe import MediaInfo, check_audio
 from inferline.media.stagefiles import (
     FRAME,
     JPEG,
+    M4A,
     MP4,
     PHOTO_TYPES,
     Expected,
@@ -49,6 +50,9 @@ from inferline.media.transitions import TransitionGenerator
 from inferline.media.workspace import Workspace
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 CANVAS, TRANSITION, LAST_CLIP, RENDER = "canvas", "transition", "last_clip", "render"  # their kinds
 GENERATE = (5.0, 85.0)  # the share of a stage's progress its ffmpeg run fills
@@ -270,6 +274,11 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
             background = await input_file(
                 deps, ctx, data.background_file_id, field="background_file_id", types=PHOTO_TYPES
             )
+        song = None
+        if data.music_file_id is not None:
+            song = await input_file(deps, ctx, data.music_file_id, field="music_file_id", types=sniff.AUDIO)
+            if not (data.music_checked and is_child(ctx.job)):  # as the render's check of its song
+                await check_audio(song.path, deps.limits.max_audio_s, decodes=deps.song_decodes)
         await deps.encoders.get()  # a required encoder that does not work here fails the job before any work
         async with deps.workspaces.open(ctx.id) as work:
             still = await normalized_photo(deps, ctx, background, work, data.size) if background else None
@@ -282,7 +291,7 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
             picture = (0.0, duration_s - fade_s - 0.1) if still is not None else None
             expected = Expected(data.size, duration_s, picture=picture, frozen_min_s=None)
             checked = expected.picture_check()
-            _, encoder = await deps.encoders.run(
+            card = deps.encoders.run(
                 lambda encoder: clips.render_last_clip(
                     data.title,
                     data.subtitle,
@@ -297,12 +306,42 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
                     check=checked,
                 )
             )
+            track = work.part("song.m4a")
+            # The song on the core the card's encode leaves idle, not on the render's own time.
+            video_s = data.music_video_s
+            laying = clips.lay_song(song.path, track, total_s=video_s) if song is not None and video_s else None
+            (_, encoder), track_s = await _beside(card, laying)
             await ctx.stage("last_clip_finalize")
             made = await check_video(part, expected, "closing clip", checked=checked)
-            clip = work.finish(part)
-            result = await store_outputs(deps, ctx, [(clip, MP4)], clip_result(LAST_CLIP, made, encoder))
+            outputs = [(work.finish(part), MP4)] + ([(work.finish(track), M4A)] if track_s is not None else [])
+            as_clip = clip_result(LAST_CLIP, made, encoder)
+
+            def result(file_ids: list[str]) -> dict[str, Any]:
+                if track_s is None:
+                    return as_clip(file_ids)
+                return as_clip(file_ids) | {"music_track_file_id": file_ids[1], "music_track_s": round(track_s, 6)}
+
+            stored = await store_outputs(deps, ctx, outputs, result)
     await ctx.stage("last_clip_done")
-    return result
+    return stored
+
+
+async def _beside(main: Awaitable[T], other: Awaitable[U] | None) -> tuple[T, U | None]:
+    """`main` and `other` at once (`other` None: `main` alone). The first to fail stops the other, which is
+    awaited (its ffmpeg gone) before that error is raised as it is; so does a cancel of the caller."""
+    if other is None:
+        return await main, None
+    first, second = asyncio.ensure_future(main), asyncio.ensure_future(other)
+    try:
+        await asyncio.wait((first, second), return_when=asyncio.FIRST_EXCEPTION)
+        for task in (first, second):
+            if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                raise error
+        return first.result(), second.result()
+    finally:
+        for task in (first, second):
+            task.cancel()
+        await asyncio.gather(first, second, return_exceptions=True)
 
 
 # -- render ---------------------------------------------------------------------------------------------------
@@ -350,6 +389,14 @@ async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dic
             # A pipeline's song is a project's audio asset, checked when it was uploaded: one process start less.
             if not (data.music_checked and is_child(ctx.job)):
                 await check_audio(music.path, deps.limits.max_audio_s, decodes=deps.song_decodes)
+        music_track = None
+        # The pipeline's, made by its last clip and matched to the clips' length there; a caller's is not
+        # decoded here, so not taken.
+        if data.music_track_file_id is not None and is_child(ctx.job):
+            track = await input_file(
+                deps, ctx, data.music_track_file_id, field="music_track_file_id", types=frozenset({M4A})
+            )
+            music_track = track.path
         await deps.encoders.get()  # a required encoder that does not work here fails the job before any work
         async with deps.workspaces.open(ctx.id) as work:
             await ctx.stage("render_concat")
@@ -365,6 +412,7 @@ async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dic
                     threads=deps.ffmpeg_threads,
                     encoder=encoder,
                     known=_known_clips(ctx, data),
+                    music_track=music_track,
                 )
             )
             total_s = rendered.duration_s
@@ -385,6 +433,7 @@ async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dic
                     "width": width,
                     "height": height,
                     "clips_encoded_again": rendered.clips_encoded,
+                    "music_track_copied": rendered.music_track_copied,
                 }
 
             stored = await store_outputs(deps, ctx, [(video, MP4), (poster, JPEG)], result)
