@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.helpers import eventually
 
 from inferline import db
+from inferline.clock import utcnow
 from inferline.errors import NonRetryable
 from inferline.jobs.children import Child, ChildJobs, weighted_percent
 from inferline.jobs.context import JobContext
@@ -25,6 +26,7 @@ from inferline.jobs.submission import JobRequest, Submitter
 from inferline.jobs.testing import MemoryContext
 from inferline.jobs.wakeup import LocalWakeup
 from inferline.metrics import Metrics
+from inferline.schema import jobs
 
 FAST = WorkerConfig(concurrency=4, lease_s=5.0, heartbeat_s=0.1, poll_s=0.1, retry=RetryPolicy(0.02, 0.1))
 
@@ -136,6 +138,29 @@ async def test_a_failed_child_fails_the_parent_with_its_reason_and_a_retried_par
     await worker.stop(grace_s=1)
     again = await ChildJobs(MemoryContext(parent, attempt=2), submitter).submit(children)
     assert again["render"].status is JobStatus.QUEUED and again["render"].attempts == 0
+
+
+async def test_a_failed_child_deleted_after_the_parent_read_it_is_submitted_anew(
+    engine: AsyncEngine, submitter: Submitter, parent: Job, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retention of ended jobs may delete a failed child between a retried parent's read of its
+    children and its requeue of that child: the parent then submits the child again, not a job that is gone."""
+    children = [Child("render", echo())]
+    [first] = (await ChildJobs(MemoryContext(parent), submitter).submit(children)).values()
+    async with db.write(engine) as conn:
+        await conn.execute(jobs.update().where(jobs.c.id == first.id).values(status="failed", finished_at=utcnow()))
+    stale = await tenant_jobs(engine)  # as the parent's read saw them
+    async with db.write(engine) as conn:
+        await conn.execute(jobs.delete().where(jobs.c.id == first.id))  # the purge, right after that read
+
+    async def as_read(self: JobStore, tenant: str, prefix: str, **kwargs: Any) -> list[Job]:
+        return [job for job in stale if (job.idempotency_key or "").startswith(prefix)]
+
+    monkeypatch.setattr(JobStore, "by_key_prefix", as_read)
+    again = await ChildJobs(MemoryContext(parent, attempt=2), submitter).submit(children)
+    assert again["render"].id != first.id and again["render"].status is JobStatus.QUEUED
+    monkeypatch.undo()
+    assert await status_of(engine, again["render"].id) is JobStatus.QUEUED
 
 
 async def test_canceling_the_parent_cancels_its_unfinished_children_and_keeps_the_finished_ones(

@@ -16,7 +16,9 @@ from tests.api.conftest import Api, MakeApi
 from tests.api.test_admission_api import CountedBody
 from tests.helpers import eventually
 
+from inferline import db
 from inferline.api.graphql.schema import sdl
+from inferline.schema import jobs
 
 JSON_TYPE = {"content-type": "application/json"}
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -121,6 +123,12 @@ async def test_search_documents_and_similar_answer_what_the_rest_api_answers(sea
     assert document["similar"]["hits"][1]["document"]["metadata"] == {"lang": "en"}
     assert document["status"] == "READY" and document["chunks"] == 1 and document["metadata"] == {"lang": "ko"}
     assert document["job"] == {"id": database["job_id"], "status": "SUCCEEDED", "kind": "ingest"}
+    # Its ingest job deleted by the retention of ended jobs: the document is as it was, its job null.
+    async with db.write(search_api.services.engine) as conn:
+        await conn.execute(jobs.delete().where(jobs.c.id == bread["job_id"]))
+    gone = await graphql(search_api.client, query, id=bread["id"])
+    assert "errors" not in gone, gone
+    assert gone["data"]["document"]["job"] is None and gone["data"]["document"]["status"] == "READY"
     # The tenant's collections, as REST lists them.
     listed = await graphql(search_api.client, "{ collections { name documentCount fields { name type } } }")
     assert listed["data"]["collections"] == [

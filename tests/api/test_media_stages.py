@@ -23,6 +23,7 @@ from tests.media_helpers import (
     difference,
     logged_ffprobe,
     make_model,
+    mp3_parts_of_other_formats,
     photo_bytes,
     processes_mentioning,
     song_bytes,
@@ -506,6 +507,29 @@ async def test_a_pipelines_render_trusts_the_song_it_says_was_checked_and_a_call
     log.unlink()
     await run_render(deps, MemoryContext(tenant=TENANT), data)
     assert started(log) == 1 + 1 + 1
+
+
+async def test_a_song_the_last_clip_cannot_lay_fails_no_card_and_leaves_nothing(media_api: Api, tmp_path: Path) -> None:
+    """A pipeline's song that cannot be laid (two files of other formats joined: refused by the measure)
+    is left to the render, which fails saying why; the card is made and stored as asked."""
+    api, deps = media_api, media_api.services.media
+    song = await upload(api, b"".join(await mp3_parts_of_other_formats(tmp_path, 1.0)), "joined.mp3")
+    data = LastClipInput(
+        title="김순자",
+        resolution="180p",
+        fps=10,
+        duration_s=2,
+        music_file_id=song,
+        music_video_s=8.0,
+        music_checked=True,
+    )
+    child = replace(Job.running_now(kind="last_clip", tenant=TENANT), idempotency_key=child_key("p", "last_clip"))
+    made = await run_last_clip(deps, MemoryContext(child), data)
+    assert "music_track_file_id" not in made and "changes its sample rate or channels" in made["music_track_error"]
+    assert (await file_of(api, made["file_id"]))["content_type"] == "video/mp4"
+    stored = {file["id"] for file in (await api.client.get("/api/v1/files")).json()["items"]}
+    assert stored == {song, made["file_id"]}
+    assert leftovers(api) == []
 
 
 async def test_a_transition_decodes_the_clips_for_the_stills_it_is_not_given_or_that_are_gone(

@@ -123,8 +123,11 @@ class ChildJobs:
                 elif job.status in (JobStatus.FAILED, JobStatus.CANCELED):
                     again = job.again(utcnow())
                     await self._submitter.registry.queued(tx.conn, again)
-                    job = await store.requeue(again)
-                    requeued.append(job)
+                    if (queued := await store.requeue(again)) is not None:
+                        job = queued
+                        requeued.append(job)
+                    else:  # deleted by the retention of ended jobs since it was read: a new one
+                        job = await tx.add(child.request, tenant=tenant, idempotency_key=key)
                 jobs[child.role] = job
         if requeued and self._submitter.wakeup is not None:
             self._submitter.wakeup.notify({job.kind for job in requeued})
@@ -160,7 +163,7 @@ class ChildJobs:
                 # The last few are read more often: the next phase waits for the last one's end, and a few
                 # rows by primary key cost little.
                 left = sum(job.status is not JobStatus.SUCCEEDED for job in latest.values())
-                await asyncio.sleep(FAST_POLL_S if left <= FAST_POLL_CHILDREN else self._poll_s)
+                await asyncio.sleep(min(FAST_POLL_S, self._poll_s) if left <= FAST_POLL_CHILDREN else self._poll_s)
         except asyncio.CancelledError:
             if self._ctx.cancel_reason not in (None, SHUTDOWN, LEASE_LOST):  # a cancel or the deadline
                 await asyncio.shield(self.cancel())

@@ -57,29 +57,36 @@ def _purgeable(before: datetime) -> sa.ColumnElement[bool]:
     )
 
 
-def purgeable_query(before: datetime, limit: int) -> sa.Select[tuple[str]]:
-    """The ids of up to `limit` jobs ended before `before` that nothing reads, oldest first, locked: a
-    retry of one of them waits for the purge's transaction, then finds it gone. Through
-    `ix_jobs_finished_at` (the jobs of the window, not every job ever ended)."""
+def purgeable_query(before: datetime, limit: int, *, since: datetime | None = None) -> sa.Select[tuple[str, datetime]]:
+    """The ids (and end times) of up to `limit` jobs ended before `before` (and not before `since`) that
+    nothing reads, oldest first, locked: a retry of one of them waits for the purge's transaction, then
+    finds it gone. Through `ix_jobs_finished_at` (the jobs of the window, not every job ever ended)."""
+    where = _purgeable(before)
+    if since is not None:
+        where = sa.and_(where, jobs.c.finished_at >= since)
     return (
-        sa.select(jobs.c.id)
-        .where(_purgeable(before))
+        sa.select(jobs.c.id, jobs.c.finished_at)
+        .where(where)
         .order_by(jobs.c.finished_at)
         .limit(limit)
         .with_for_update(skip_locked=True, of=jobs)
     )
 
 
-async def purge_ended(conn: AsyncConnection, before: datetime, *, limit: int = CHUNK_JOBS) -> int:
-    """Delete up to `limit` jobs that ended before `before` and that nothing reads (oldest first), with
-    their `job_files` rows and webhook deliveries, in the caller's transaction; returns how many."""
-    ids = list((await conn.execute(purgeable_query(before, limit))).scalars())
-    if not ids:
-        return 0
+async def purge_ended(
+    conn: AsyncConnection, before: datetime, *, since: datetime | None = None, limit: int = CHUNK_JOBS
+) -> tuple[int, datetime | None]:
+    """Delete up to `limit` jobs that ended before `before` (and not before `since`) and that nothing reads,
+    oldest first, with their `job_files` rows and webhook deliveries, in the caller's transaction. Returns
+    how many, and when the last of them ended (None: none was)."""
+    rows = (await conn.execute(purgeable_query(before, limit, since=since))).all()
+    if not rows:
+        return 0, None
+    ids = [row.id for row in rows]
     await conn.execute(webhook_deliveries.delete().where(webhook_deliveries.c.job_id.in_(ids)))
     await conn.execute(job_files.delete().where(job_files.c.job_id.in_(ids)))
     deleted = await conn.execute(jobs.delete().where(jobs.c.id.in_(ids)))
-    return int(deleted.rowcount or 0)
+    return int(deleted.rowcount or 0), max(row.finished_at for row in rows)
 
 
 class Retention:
@@ -93,12 +100,18 @@ class Retention:
         retention_s: float,
         every_s: float = 10.0,
         step_s: float = 5.0,
+        rescan_s: float = 600.0,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.retention_s = retention_s
         self.every_s = every_s
         self.step_s = step_s  # one step's time: a large backlog is worked off over several
+        # Kept jobs (above) stay at the oldest end of the index: rounds go on from where the last deletion
+        # was, not through all of them again, and look at them anew every `rescan_s`.
+        self.rescan_s = rescan_s
+        self._since: datetime | None = None
+        self._scan_started = 0.0
 
     async def run(self, stop: asyncio.Event, *, owner: str | None = None) -> None:
         ttl_s = max(self.every_s * 3, self.step_s * 3, leases.MIN_TTL_S)
@@ -110,12 +123,17 @@ class Retention:
         """Delete ended jobs past retention in chunks, for at most `step_s`; returns how many."""
         loop = asyncio.get_running_loop()
         until = loop.time() + self.step_s
+        if self._since is not None and loop.time() - self._scan_started >= self.rescan_s:
+            self._since = None
+        if self._since is None:
+            self._scan_started = loop.time()
         before = utcnow() - timedelta(seconds=self.retention_s)
         total = 0
         while True:
             async with db.write(self.engine, slow=True) as conn:
                 await leases.confirm(conn, lease)
-                purged = await purge_ended(conn, before)
+                purged, last_ended = await purge_ended(conn, before, since=self._since)
+            self._since = last_ended or self._since
             total += purged
             if purged:
                 self.metrics.jobs_purged.inc(purged)

@@ -84,6 +84,8 @@ async def retry_job(
         if registry is not None:
             await registry.queued(conn, again)
         requeued = await store.requeue(again)
+        if requeued is None:  # not after the lock above; said anyway rather than assumed
+            raise NotFound(f"job {job_id} not found")
     if wakeup is not None:
         wakeup.notify((requeued.kind,))
     return requeued

@@ -140,10 +140,13 @@ class JobStore:
                 await self.conn.execute(sa.select(sa.func.pg_notify("inferline_jobs", kind)))
         return placed
 
-    async def requeue(self, job: Job) -> Job:
-        """Put a failed job back in line, as if it were submitted now."""
+    async def requeue(self, job: Job) -> Job | None:
+        """Put a failed job back in line, as if it were submitted now; None if its row is gone (the retention
+        of ended jobs deleted it since it was read)."""
         [job] = await self._place_in_lanes([job])
-        await self.conn.execute(jobs.update().where(jobs.c.id == job.id).values(**job_values(job)))
+        updated = await self.conn.execute(jobs.update().where(jobs.c.id == job.id).values(**job_values(job)))
+        if not updated.rowcount:
+            return None
         await self._record([("job.requeued", job, None)])
         return job
 

@@ -16,6 +16,9 @@ Resolution = Literal["180p", "360p", "720p", "1080p"]
 SIZES: dict[str, tuple[int, int]] = {"180p": (320, 180), "360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
 Transition = Literal["auto", "fade", "dissolve", "wipe", "slide", "circle", "radial", "smooth"]
 TransitionSeconds = Literal[6, 10]
+# A song a last clip lays ahead lasts at most this: a project's video at the default limits (300 photos of
+# 60 s and their 10 s transitions: 21,020 s). A longer video's render lays its song itself.
+MAX_LAID_SONG_S = 21_600.0
 
 
 class Frame(BaseModel):
@@ -68,7 +71,9 @@ class LastClipInput(Frame):
         description="a song to lay under a video of `music_video_s` while the card is made, stored beside it "
         "(`music_track_file_id` of the result) for a render to copy: a pipeline's last clip does this",
     )
-    music_video_s: float | None = Field(default=None, ge=1.0, le=86_400.0, description="the video's whole length")
+    music_video_s: float | None = Field(
+        default=None, ge=1.0, le=MAX_LAID_SONG_S, description="the video's whole length"
+    )
     music_checked: bool = Field(
         default=False,
         description="the song is a project's audio asset, checked when it was uploaded (honoured only in a last "

@@ -42,6 +42,7 @@ from inferline.media.deps import MediaDeps
 from inferline.media.encoders import LIBX264
 from inferline.media.model import AssetKind
 from inferline.media.options import (
+    MAX_LAID_SONG_S,
     CanvasInput,
     ClipFacts,
     LastClipInput,
@@ -150,7 +151,9 @@ class _Run:
         return {"resolution": self.data.resolution, "fps": self.data.fps}
 
     def _request(self, kind: str, data: CanvasInput | TransitionInput | LastClipInput | RenderInput) -> JobRequest:
-        return JobRequest(kind, data.model_dump(mode="json"))
+        # The fields given only: a worker of an earlier version, during a rolling upgrade, refuses a field it
+        # does not know, so one this run has no use for (no song: no `music_*`) is not sent at all.
+        return JobRequest(kind, data.model_dump(mode="json", exclude_unset=True))
 
     async def all_phases(self) -> dict[str, Any]:
         photos = self.plan.photos
@@ -167,25 +170,28 @@ class _Run:
         await self.phase("transition", transitions)
         await self.drop_frames()
         music = self.plan.music_file_id
+        song: dict[str, Any] = {}
+        video_s = self._video_s() if music is not None else None
+        if video_s is not None and video_s <= MAX_LAID_SONG_S:
+            # The song laid by the last clip's job, beside its card: the render then only copies it.
+            song = {"music_file_id": music, "music_video_s": video_s, "music_checked": True}
         closing = LastClipInput(
             title=self.plan.title,
             subtitle=self.plan.subtitle,
             background_file_id=photos[0].file_id,
             duration_s=LAST_CLIP_S,
-            # The song laid by the last clip's job, beside its card: the render then only copies it.
-            music_file_id=music,
-            music_video_s=video_s if music and (video_s := self._video_s()) else None,
-            music_checked=music is not None,
+            **song,
             **self._frame(),
         )
         await self.phase("last_clip", [Child("last_clip", self._request(LAST_CLIP, closing))])
         in_order = self._clips_in_order()
+        track = await self._music_track(in_order) if music is not None else None
         render = RenderInput(
             clip_file_ids=[result["file_id"] for result in in_order],
             clips=[clip_facts(result) for result in in_order],
             music_file_id=music,
             music_checked=music is not None,
-            music_track_file_id=self._music_track(in_order),
+            **({"music_track_file_id": track} if track is not None else {}),
             **self._frame(),
         )
         await self.phase("render", [Child("render", self._request(RENDER, render))])
@@ -227,9 +233,10 @@ class _Run:
             return None
         return float(sum(seconds)) + frame_count(LAST_CLIP_S, self.data.fps) / self.data.fps
 
-    def _music_track(self, in_order: list[dict[str, Any]]) -> str | None:
-        """The song the last clip laid, where it lasts as the clips do (as their stages measured them); else
-        None, and the render lays the song itself."""
+    async def _music_track(self, in_order: list[dict[str, Any]]) -> str | None:
+        """The song the last clip laid, where it lasts as the clips do (as their stages measured them) and is
+        still stored (the tenant may have deleted it, as any file); else None, and the render lays the song
+        itself."""
         last = self.done["last_clip"]
         track, track_s = last.get("music_track_file_id"), last.get("music_track_s")
         if not isinstance(track, str) or not isinstance(track_s, int | float):
@@ -241,7 +248,8 @@ class _Run:
         if abs(track_s - video_s) > TRACK_TOLERANCE_S:
             log.warning("media_song_track_not_used", job_id=self.ctx.id, track_s=track_s, video_s=video_s)
             return None
-        return track
+        async with db.read(self.deps.engine) as conn:
+            return track if await stored_files(conn, self.ctx.tenant, [track]) else None
 
     def _clips_in_order(self) -> list[dict[str, Any]]:
         """The results of the stages whose clips the video plays, in order."""

@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import structlog
 
-from inferline.errors import NonRetryable
+from inferline.errors import Canceled, InferlineError, NonRetryable
 from inferline.files import sniff
 from inferline.jobs.children import is_child
 from inferline.jobs.context import JobContext
@@ -307,9 +307,22 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
                 )
             )
             track = work.part("song.m4a")
-            # The song on the core the card's encode leaves idle, not on the render's own time.
+            not_laid: list[str] = []
+
+            async def lay(song: Path, video_s: float) -> float | None:
+                """The song on the core the card's encode leaves idle, not on the render's own time. A song
+                that cannot be laid here fails no card: the render lays it (and fails with the reason)."""
+                try:
+                    return await clips.lay_song(song, track, total_s=video_s)
+                except Canceled:
+                    raise
+                except InferlineError as exc:  # ffmpeg's failure or time limit, a track that came out wrong
+                    log.warning("media_song_not_laid", job_id=ctx.id, reason=str(exc))
+                    not_laid.append(str(exc))
+                    return None
+
             video_s = data.music_video_s
-            laying = clips.lay_song(song.path, track, total_s=video_s) if song is not None and video_s else None
+            laying = lay(song.path, video_s) if song is not None and video_s is not None else None
             (_, encoder), track_s = await _beside(card, laying)
             await ctx.stage("last_clip_finalize")
             made = await check_video(part, expected, "closing clip", checked=checked)
@@ -318,7 +331,7 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
 
             def result(file_ids: list[str]) -> dict[str, Any]:
                 if track_s is None:
-                    return as_clip(file_ids)
+                    return as_clip(file_ids) | ({"music_track_error": not_laid[0]} if not_laid else {})
                 return as_clip(file_ids) | {"music_track_file_id": file_ids[1], "music_track_s": round(track_s, 6)}
 
             stored = await store_outputs(deps, ctx, outputs, result)

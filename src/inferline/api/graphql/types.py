@@ -14,7 +14,7 @@ from strawberry.scalars import JSON
 from inferline.api.graphql.context import Info
 from inferline.api.graphql.limits import MAX_LIMIT
 from inferline.batches.model import Batch
-from inferline.errors import InvalidInput
+from inferline.errors import InvalidInput, NotFound
 from inferline.jobs import service as jobs_service
 from inferline.jobs.model import Job, JobStatus
 from inferline.search import query
@@ -175,10 +175,16 @@ async def similar_documents(root: DocumentOut, info: Info, limit: int = 10) -> S
 
 
 async def document_job(root: DocumentOut, info: Info) -> JobOut | None:
+    """The job that last indexed the document; null once that job has been deleted by the retention of
+    ended jobs (the document's status is its own)."""
     if root.job_id is None:
         return None
     context = info.context
-    return JobOut.of(await jobs_service.get_job(context.services.engine, tenant=context.tenant, job_id=root.job_id))
+    try:
+        job = await jobs_service.get_job(context.services.engine, tenant=context.tenant, job_id=root.job_id)
+    except NotFound:
+        return None
+    return JobOut.of(job)
 
 
 @strawberry.type(name="Document", description="A document of a collection and its ingest status.")
