@@ -63,7 +63,10 @@ class Metrics:
             "inferline_lease_expiries_total", "Leases found expired and taken back", ["kind"], registry=r
         )
         self.jobs_purged = Counter(
-            "inferline_jobs_purged_total", "Ended jobs deleted past their retention (jobs_retention_s)", registry=r
+            "inferline_jobs_purged_total",
+            "Ended jobs deleted past their retention (jobs_retention_s)",
+            ["kind"],
+            registry=r,
         )
 
     def _register_models(self, r: CollectorRegistry) -> None:

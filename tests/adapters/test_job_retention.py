@@ -20,7 +20,7 @@ from inferline.ids import new_id
 from inferline.jobs.children import child_key
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
-from inferline.jobs.retention import LEASE, Retention, purge_ended
+from inferline.jobs.retention import LEASE, Purged, Retention, purge_ended
 from inferline.jobs.submission import JobRequest, Submitter
 from inferline.metrics import Metrics
 from inferline.schema import batches, job_files, jobs, media_projects, webhook_deliveries
@@ -96,14 +96,14 @@ async def test_jobs_ended_past_retention_go_with_their_file_rows_and_deliveries_
     kept_delivery = await _delivery(engine, recent, "delivered")
 
     async with db.write(engine) as conn:
-        assert (await purge_ended(conn, now - HOUR))[0] == 3
+        assert (await purge_ended(conn, now - HOUR)).jobs == 3
 
     assert await _ids(engine, jobs) == {recent, queued, running}
     assert await _ids(engine, job_files, "job_id") == {queued}
     assert delivered not in await _ids(engine, webhook_deliveries)
     assert kept_delivery in await _ids(engine, webhook_deliveries)
     async with db.write(engine) as conn:
-        assert (await purge_ended(conn, now - HOUR))[0] == 0
+        assert (await purge_ended(conn, now - HOUR)).jobs == 0
 
 
 async def test_jobs_something_still_reads_are_kept_until_it_no_longer_does(engine: AsyncEngine) -> None:
@@ -134,7 +134,7 @@ async def test_jobs_something_still_reads_are_kept_until_it_no_longer_does(engin
         )  # fmt: skip
 
     async with db.write(engine) as conn:
-        assert (await purge_ended(conn, now - HOUR))[0] == 0
+        assert (await purge_ended(conn, now - HOUR)).jobs == 0
     assert await _ids(engine, jobs) == {notified, by_batch, by_project, parent, child}
 
     async with db.write(engine) as conn:
@@ -143,7 +143,7 @@ async def test_jobs_something_still_reads_are_kept_until_it_no_longer_does(engin
         )
     await _set(engine, parent, "succeeded", now - 2 * HOUR)
     async with db.write(engine) as conn:
-        assert (await purge_ended(conn, now - HOUR))[0] == 3
+        assert (await purge_ended(conn, now - HOUR)).jobs == 3
     assert await _ids(engine, jobs) == {by_batch, by_project}
     assert await _ids(engine, webhook_deliveries) == set()
 
@@ -155,7 +155,7 @@ async def test_the_oldest_go_first_a_chunk_at_a_time(engine: AsyncEngine) -> Non
     for age, job_id in enumerate(made):  # the first made ended last
         await _set(engine, job_id, "succeeded", now - HOUR - timedelta(minutes=10 * age))
     async with db.write(engine) as conn:
-        assert (await purge_ended(conn, now - HOUR / 2, limit=2))[0] == 2
+        assert (await purge_ended(conn, now - HOUR / 2, limit=2)).jobs == 2
     assert await _ids(engine, jobs) == set(made[:3])
 
 
@@ -198,7 +198,7 @@ async def test_a_child_whose_parent_is_locked_by_its_worker_is_still_kept(engine
     async with engine.connect() as holder, holder.begin():
         await holder.execute(sa.select(jobs.c.id).where(jobs.c.id == parent).with_for_update())
         async with asyncio.timeout(10), db.write(engine) as conn:
-            assert await purge_ended(conn, utcnow() - HOUR) == (0, None)
+            assert await purge_ended(conn, utcnow() - HOUR) == Purged({}, None)
     assert await _ids(engine, jobs) == {parent, child}
 
 
@@ -220,7 +220,7 @@ async def test_the_loop_deletes_past_retention_and_frees_the_idempotency_key(eng
         stop.set()
         await loop
     assert await _ids(engine, jobs) == {recent}
-    assert metrics.jobs_purged._value.get() == 1
+    assert metrics.jobs_purged.labels("echo")._value.get() == 1
     again = await _job(submitter, key="order-17")
     assert again != first  # a new job: the key was freed with the job
 

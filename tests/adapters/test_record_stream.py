@@ -382,6 +382,10 @@ def stream_stopped(
     async def stopped(*args: Any) -> AsyncIterator[Any]:
         calls.append(1)
         groups = 0
+        if after_groups == 0 and (every_stream or len(calls) == 1):  # before any ack
+            if cut:
+                raise Unavailable("the server is restarting", retry_after_s=0)
+            return
         async for acks in real(*args):
             yield acks
             groups += 1
@@ -428,25 +432,31 @@ async def test_push_streams_a_file_and_after_a_cut_resends_what_was_not_acknowle
     assert len(rows) == 298 and await served.bulk.search.index.count(collection.id) == 298
 
 
-@pytest.mark.parametrize("ends_early", ["once", "always"])
+@pytest.mark.parametrize("ends_early", ["once", "every stream", "cut before any ack"])
 async def test_push_does_not_take_a_stream_ended_as_done_before_its_acks_for_a_success(
     serve: Serve, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ends_early: str
 ) -> None:
     """A server that ends the stream with OK while records are unacknowledged (a bug, or a stop that ends
-    its streams so): the client sends them again on a new stream, and fails after its attempts rather than
-    report records as pushed that were never stored."""
+    its streams so): the client sends them again on a new stream, goes on while each stream gets records
+    acknowledged (its attempts count failures in a row), and fails after its attempts when none does,
+    rather than report records as pushed that were never stored."""
     served = await serve(window_records=32, group_records=8)
     await served.collection()
-    calls = stream_stopped(monkeypatch, after_groups=3, cut=False, every_stream=ends_early == "always")
+    # Cut before any ack: a stream stopped before it read anything reaches the client as gRPC's INTERNAL
+    # (retried, as a cut is), not as the stream's own status.
+    never = ends_early == "cut before any ack"
+    calls = stream_stopped(monkeypatch, after_groups=0 if never else 3, cut=never, every_stream=ends_early != "once")
     path = tmp_path / "records.jsonl"
     path.write_text("".join(json.dumps({"custom_id": f"p{i}", "text": f"posting {i}"}) + "\n" for i in range(100)))
-    if ends_early == "always":
-        with pytest.raises(PushFailed, match="records unacknowledged"):
+    if never:
+        with pytest.raises(PushFailed, match="INTERNAL"):
             await push_file(served.target, served.keys["t"], path, "docs", retry_after_s=0, attempts=3)
         assert len(calls) == 3
         return
-    result = await push_file(served.target, served.keys["t"], path, "docs", retry_after_s=0)
-    assert (result.stored, result.reconnects, len(calls)) == (100, 1, 2)
+    result = await push_file(served.target, served.keys["t"], path, "docs", retry_after_s=0, attempts=3)
+    assert result.stored == 100 and len(calls) == result.reconnects + 1
+    # Every stream ended after three groups of acks: more streams than `attempts`, each one progressing.
+    assert result.reconnects == 1 if ends_early == "once" else result.reconnects >= 3, result.reconnects
 
 
 async def test_push_with_a_wrong_key_fails_at_once(serve: Serve, tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ Deleting a job frees its idempotency key: a request with the key after that make
 from __future__ import annotations
 
 import asyncio
+import collections
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -57,15 +59,27 @@ def _purgeable(before: datetime) -> sa.ColumnElement[bool]:
     )
 
 
-def purgeable_query(before: datetime, limit: int, *, since: datetime | None = None) -> sa.Select[tuple[str, datetime]]:
-    """The ids (and end times) of up to `limit` jobs ended before `before` (and not before `since`) that
+@dataclass(frozen=True)
+class Purged:
+    by_kind: dict[str, int]  # jobs deleted
+    last_ended: datetime | None  # when the last of them ended
+
+    @property
+    def jobs(self) -> int:
+        return sum(self.by_kind.values())
+
+
+def purgeable_query(
+    before: datetime, limit: int, *, since: datetime | None = None
+) -> sa.Select[tuple[str, str, datetime]]:
+    """The ids (kinds, end times) of up to `limit` jobs ended before `before` (and not before `since`) that
     nothing reads, oldest first, locked: a retry of one of them waits for the purge's transaction, then
     finds it gone. Through `ix_jobs_finished_at` (the jobs of the window, not every job ever ended)."""
     where = _purgeable(before)
     if since is not None:
         where = sa.and_(where, jobs.c.finished_at >= since)
     return (
-        sa.select(jobs.c.id, jobs.c.finished_at)
+        sa.select(jobs.c.id, jobs.c.kind, jobs.c.finished_at)
         .where(where)
         .order_by(jobs.c.finished_at)
         .limit(limit)
@@ -75,18 +89,17 @@ def purgeable_query(before: datetime, limit: int, *, since: datetime | None = No
 
 async def purge_ended(
     conn: AsyncConnection, before: datetime, *, since: datetime | None = None, limit: int = CHUNK_JOBS
-) -> tuple[int, datetime | None]:
+) -> Purged:
     """Delete up to `limit` jobs that ended before `before` (and not before `since`) and that nothing reads,
-    oldest first, with their `job_files` rows and webhook deliveries, in the caller's transaction. Returns
-    how many, and when the last of them ended (None: none was)."""
+    oldest first, with their `job_files` rows and webhook deliveries, in the caller's transaction."""
     rows = (await conn.execute(purgeable_query(before, limit, since=since))).all()
     if not rows:
-        return 0, None
+        return Purged({}, None)
     ids = [row.id for row in rows]
     await conn.execute(webhook_deliveries.delete().where(webhook_deliveries.c.job_id.in_(ids)))
     await conn.execute(job_files.delete().where(job_files.c.job_id.in_(ids)))
-    deleted = await conn.execute(jobs.delete().where(jobs.c.id.in_(ids)))
-    return int(deleted.rowcount or 0), max(row.finished_at for row in rows)
+    await conn.execute(jobs.delete().where(jobs.c.id.in_(ids)))  # locked above: every one of them
+    return Purged(dict(collections.Counter(row.kind for row in rows)), max(row.finished_at for row in rows))
 
 
 class Retention:
@@ -132,12 +145,12 @@ class Retention:
         while True:
             async with db.write(self.engine, slow=True) as conn:
                 await leases.confirm(conn, lease)
-                purged, last_ended = await purge_ended(conn, before, since=self._since)
-            self._since = last_ended or self._since
-            total += purged
-            if purged:
-                self.metrics.jobs_purged.inc(purged)
-            if purged < CHUNK_JOBS or loop.time() >= until:
+                purged = await purge_ended(conn, before, since=self._since)
+            self._since = purged.last_ended or self._since
+            total += purged.jobs
+            for kind, count in purged.by_kind.items():
+                self.metrics.jobs_purged.labels(kind).inc(count)
+            if purged.jobs < CHUNK_JOBS or loop.time() >= until:
                 break
         if total:
             log.info("jobs_purged", jobs=total, ended_before=before.isoformat())

@@ -86,23 +86,20 @@ async def push_file(
     )
     async with channel:
         stub = records_pb2_grpc.RecordStreamStub(channel)  # type: ignore[no-untyped-call]  # generated
-        failures = 0
+        failures = 0  # in a row: a stream that got records answered before it broke starts the count again
         while True:
+            answered = result.stored + len(result.failed)
             try:
                 await _stream(stub, metadata, lines, unacked, result, on_progress, ack_timeout_s, window_records)
                 return result
-            except grpc.aio.AioRpcError as exc:
-                failures += 1
-                if exc.code() not in RETRIED or failures >= attempts:
-                    raise PushFailed(f"{exc.code().name}: {exc.details()}") from exc
-            except TimeoutError:
-                failures += 1
-                if failures >= attempts:
-                    raise PushFailed(f"no acknowledgment for {ack_timeout_s:g} s") from None
-            except _EndedEarly as exc:
-                failures += 1
-                if failures >= attempts:
-                    raise PushFailed(str(exc)) from None
+            except (grpc.aio.AioRpcError, TimeoutError, _EndedEarly) as exc:
+                failures = 1 if result.stored + len(result.failed) > answered else failures + 1
+                if isinstance(exc, grpc.aio.AioRpcError):
+                    if exc.code() not in RETRIED or failures >= attempts:
+                        raise PushFailed(f"{exc.code().name}: {exc.details()}") from exc
+                elif failures >= attempts:
+                    timed_out = isinstance(exc, TimeoutError)
+                    raise PushFailed(f"no acknowledgment for {ack_timeout_s:g} s" if timed_out else str(exc)) from None
             result.reconnects += 1
             await asyncio.sleep(retry_after_s * failures)
 
