@@ -33,6 +33,7 @@ from tests.media_helpers import (
 from inferline import db
 from inferline.errors import NonRetryable
 from inferline.jobs.children import child_key
+from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job, JobStatus
 from inferline.jobs.store import JobStore
 from inferline.jobs.testing import MemoryContext
@@ -185,6 +186,22 @@ async def test_the_stages_make_clips_a_transition_a_closing_card_and_the_video_r
         "music_track_copied"
     ]
     assert leftovers(api) == []
+
+
+def test_an_input_without_a_song_is_stored_without_the_song_fields_an_older_worker_would_refuse() -> None:
+    """A worker of an earlier version (a rolling upgrade) refuses a field it does not know, even null: the
+    input as the job table stores it (`validate_input`'s dump) holds the song's fields only when used."""
+    registry = KindRegistry()
+    for kind, model in (("last_clip", LastClipInput), ("render", RenderInput)):
+        registry.kind(kind, input_model=model)(lambda ctx, data: None)
+    card = registry.validate_input("last_clip", {"title": "t", "resolution": "180p"})
+    assert card == {"resolution": "180p", "fps": 30, "title": "t", "subtitle": None,
+                    "background_file_id": None, "duration_s": 6.0}  # fmt: skip
+    sung = registry.validate_input("last_clip", {"title": "t", "music_file_id": "f1", "music_video_s": 9.5})
+    assert (sung["music_file_id"], sung["music_video_s"]) == ("f1", 9.5) and "music_checked" not in sung
+    render = registry.validate_input("render", {"clip_file_ids": ["c1"], "music_file_id": "f1"})
+    assert "music_track_file_id" not in render and render["music_file_id"] == "f1"
+    assert registry.validate_input("render", render | {"music_track_file_id": "t1"})["music_track_file_id"] == "t1"
 
 
 def test_a_last_clip_lays_a_song_only_knowing_the_videos_length() -> None:

@@ -121,13 +121,14 @@ class ChildJobs:
                 if job is None:
                     job = await tx.add(child.request, tenant=tenant, idempotency_key=key)
                 elif job.status in (JobStatus.FAILED, JobStatus.CANCELED):
-                    again = job.again(utcnow())
-                    await self._submitter.registry.queued(tx.conn, again)
-                    if (queued := await store.requeue(again)) is not None:
-                        job = queued
-                        requeued.append(job)
-                    else:  # deleted by the retention of ended jobs since it was read: a new one
+                    if await store.get(job.id, tenant=tenant, lock=True) is None:
+                        # Deleted by the retention of ended jobs since it was read: a new one.
                         job = await tx.add(child.request, tenant=tenant, idempotency_key=key)
+                    else:
+                        again = job.again(utcnow())
+                        await self._submitter.registry.queued(tx.conn, again)
+                        job = await store.requeue(again) or again  # locked: its row is there
+                        requeued.append(job)
                 jobs[child.role] = job
         if requeued and self._submitter.wakeup is not None:
             self._submitter.wakeup.notify({job.kind for job in requeued})

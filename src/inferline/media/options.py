@@ -5,9 +5,9 @@ through `POST /api/v1/jobs`; the pipeline passes the ids along."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from inferline.files.refs import FileId
 
@@ -25,9 +25,20 @@ class Frame(BaseModel):
     """The picture every stage of one video shares."""
 
     model_config = ConfigDict(extra="forbid")
+    # Fields left out of the input as stored while unused (None or False): a worker of an earlier version,
+    # during a rolling upgrade, refuses a field it does not know, so a run that has no use for one sends none.
+    OMITTED_UNUSED: ClassVar[tuple[str, ...]] = ()
 
     resolution: Resolution = "720p"
     fps: int = Field(default=30, ge=5, le=60)
+
+    @model_serializer(mode="wrap")
+    def _without_unused(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in self.OMITTED_UNUSED:
+            if data.get(name) in (None, False):
+                data.pop(name, None)
+        return data
 
     @property
     def size(self) -> tuple[int, int]:
@@ -61,6 +72,8 @@ class TransitionInput(Frame):
 
 
 class LastClipInput(Frame):
+    OMITTED_UNUSED = ("music_file_id", "music_video_s", "music_checked")
+
     title: str = Field(min_length=1, max_length=100)
     subtitle: str | None = Field(default=None, max_length=200)
     background_file_id: FileId | None = Field(default=None, max_length=36, description="a photo, blurred behind")
@@ -107,6 +120,8 @@ class ClipFacts(BaseModel):
 
 
 class RenderInput(Frame):
+    OMITTED_UNUSED = ("music_track_file_id",)
+
     clip_file_ids: list[FileId] = Field(min_length=1, max_length=1000, description="in playing order")
     music_file_id: FileId | None = Field(default=None, max_length=36)
     clips: list[ClipFacts | None] | None = Field(

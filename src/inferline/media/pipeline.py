@@ -151,9 +151,7 @@ class _Run:
         return {"resolution": self.data.resolution, "fps": self.data.fps}
 
     def _request(self, kind: str, data: CanvasInput | TransitionInput | LastClipInput | RenderInput) -> JobRequest:
-        # The fields given only: a worker of an earlier version, during a rolling upgrade, refuses a field it
-        # does not know, so one this run has no use for (no song: no `music_*`) is not sent at all.
-        return JobRequest(kind, data.model_dump(mode="json", exclude_unset=True))
+        return JobRequest(kind, data.model_dump(mode="json"))
 
     async def all_phases(self) -> dict[str, Any]:
         photos = self.plan.photos

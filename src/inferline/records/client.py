@@ -43,6 +43,7 @@ class PushResult:
     stored: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)  # line, custom_id, error
     reconnects: int = 0
+    answered: int = 0  # records the server acknowledged (stored or refused); lines never sent are not
 
 
 class PushFailed(Exception):
@@ -88,12 +89,12 @@ async def push_file(
         stub = records_pb2_grpc.RecordStreamStub(channel)  # type: ignore[no-untyped-call]  # generated
         failures = 0  # in a row: a stream that got records answered before it broke starts the count again
         while True:
-            answered = result.stored + len(result.failed)
+            answered = result.answered
             try:
                 await _stream(stub, metadata, lines, unacked, result, on_progress, ack_timeout_s, window_records)
                 return result
             except (grpc.aio.AioRpcError, TimeoutError, _EndedEarly) as exc:
-                failures = 1 if result.stored + len(result.failed) > answered else failures + 1
+                failures = 1 if result.answered > answered else failures + 1
                 if isinstance(exc, grpc.aio.AioRpcError):
                     if exc.code() not in RETRIED or failures >= attempts:
                         raise PushFailed(f"{exc.code().name}: {exc.details()}") from exc
@@ -150,6 +151,7 @@ async def _stream(
                 return
             sent = unacked.popleft()  # acks come in the order of the records
             window.release()
+            result.answered += 1
             if ack.error:
                 result.failed.append({"line": sent.line, "custom_id": ack.custom_id, "error": ack.error})
             else:
