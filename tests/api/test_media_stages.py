@@ -43,7 +43,7 @@ from inferline.media.encoders import NVENC, trial
 from inferline.media.options import CanvasInput, ClipFacts, LastClipInput, RenderInput, TransitionInput
 from inferline.media.pipeline import clip_facts, discard_children
 from inferline.media.probe import probe
-from inferline.media.stages import run_canvas, run_last_clip, run_render, run_transition
+from inferline.media.stages import _beside, run_canvas, run_last_clip, run_render, run_transition
 from inferline.schema import files
 
 TENANT = "default"  # the admin key's tenant: `api.client`
@@ -614,3 +614,33 @@ async def test_a_transition_job_is_made_by_the_interpolation_model_or_else_by_xf
             "broken": ("xfade", "internal error (ModelError); the server log has it under transition_fallback", 0),
         }[model]
     )
+
+
+async def test_a_stage_running_two_things_at_once_stops_and_awaits_the_other_when_one_fails_or_it_is_canceled() -> None:
+    """`stages._beside` (the last clip's card and song): the first failure stops the other, which has ended
+    before the error (its own, unchanged) reaches the stage; a cancel of the stage stops both alike."""
+    ended: list[str] = []
+
+    async def runs(name: str, seconds: float, error: Exception | None = None) -> str:
+        try:
+            await asyncio.sleep(seconds)
+            if error is not None:
+                raise error
+            return name
+        finally:
+            ended.append(name)
+
+    failure = NonRetryable("the card's encode failed")
+    with pytest.raises(NonRetryable) as raised:
+        await _beside(runs("card", 0.01, failure), runs("song", 30))
+    assert raised.value is failure and sorted(ended) == ["card", "song"]
+    assert await _beside(runs("card", 0.01), runs("song", 0.02)) == ("card", "song")
+    assert await _beside(runs("card", 0.01), None) == ("card", None)
+
+    ended.clear()
+    stage = asyncio.create_task(_beside(runs("card", 30), runs("song", 30)))
+    await asyncio.sleep(0.01)
+    stage.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stage
+    assert sorted(ended) == ["card", "song"]
