@@ -570,8 +570,9 @@ async def lay_song(music: Path, out: Path, *, total_s: float, timeout_s: float |
     gain_db = await music_gain_db(music, total_s, timeout_s=timeout_s)
     graph = _music_graph("0:a", "a", total_s, gain_db=gain_db)
     args = [*input_args(music, SONG, *LAID_SONG), "-filter_complex", graph, "-map", "[a]", *AUDIO_ENCODING]
-    # `ipod`: the M4A brand, which the stored file's sniffed type then says (audio/mp4)
-    args += ["-movflags", "+faststart", "-f", "ipod", str(out)]
+    # `ipod`: the M4A brand, which the stored file's sniffed type then says (audio/mp4). No `+faststart`:
+    # the render reads it whole and moves its own index.
+    args += ["-f", "ipod", str(out)]
     await run_ffmpeg(args, planned_s=total_s, timeout_s=timeout_s or time_budget_s(total_s), threads=1)
     track = await probe(out, CLIP)
     if track.audio_codec != "aac" or track.has_video:

@@ -225,11 +225,8 @@ class _Run:
         """The video's length as the render will join it: the clips made, as their stages measured them, and
         the closing card as planned (a whole number of frames). None where a result does not say (one of an
         earlier version): the render lays the song then."""
-        made = [result.get("duration_s") for role, result in self.done.items() if role != "last_clip"]
-        seconds = [each for each in made if isinstance(each, int | float)]
-        if len(seconds) != len(made):
-            return None
-        return float(sum(seconds)) + frame_count(LAST_CLIP_S, self.data.fps) / self.data.fps
+        made = _measured_s([result for role, result in self.done.items() if role != "last_clip"])
+        return None if made is None else made + frame_count(LAST_CLIP_S, self.data.fps) / self.data.fps
 
     async def _music_track(self, in_order: list[dict[str, Any]]) -> str | None:
         """The song the last clip laid, where it lasts as the clips do (as their stages measured them) and is
@@ -239,10 +236,9 @@ class _Run:
         track, track_s = last.get("music_track_file_id"), last.get("music_track_s")
         if not isinstance(track, str) or not isinstance(track_s, int | float):
             return None
-        seconds = [each for result in in_order if isinstance(each := result.get("duration_s"), int | float)]
-        if len(seconds) != len(in_order):  # a result of an earlier version that does not say
+        video_s = _measured_s(in_order)
+        if video_s is None:
             return None
-        video_s = float(sum(seconds))
         if abs(track_s - video_s) > TRACK_TOLERANCE_S:
             log.warning("media_song_track_not_used", job_id=self.ctx.id, track_s=track_s, video_s=video_s)
             return None
@@ -324,6 +320,13 @@ class _Run:
                 if role.startswith("transition:")
             ],
         }
+
+
+def _measured_s(results: Sequence[dict[str, Any]]) -> float | None:
+    """The clips' lengths added up, as their stages measured them; None if a result does not say (one of
+    an earlier version)."""
+    seconds = [each for result in results if isinstance(each := result.get("duration_s"), int | float)]
+    return float(sum(seconds)) if len(seconds) == len(results) else None
 
 
 def clip_facts(result: dict[str, Any]) -> ClipFacts | None:
