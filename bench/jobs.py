@@ -156,6 +156,7 @@ async def inferline_drain(
 
 
 LAST_CPU_US_PER_JOB: list[float] = []  # the worker's CPU per job of each drain, in order
+LAST_SERVER_CPU_US_PER_JOB: list[float] = []  # PostgreSQL's over the same window (PostgreSQL drains)
 
 
 def _cpu_s(pid: int) -> float:
@@ -164,20 +165,43 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _server_cpu_s() -> float:
+    """User + system CPU seconds of every PostgreSQL process on this machine so far, those that have
+    exited included (the postmaster reaps them: its children's time), so that the drains of the two
+    queues can be compared by the server work each costs per job, not only by rate."""
+    processes: dict[str, list[str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # exited since the listing
+            continue
+        name, _, rest = text.partition(" (")[2].rpartition(")")
+        if name == "postgres":
+            processes[stat.parent.name] = rest.split()
+    ticks = 0
+    for fields in processes.values():
+        ticks += int(fields[11]) + int(fields[12])
+        if fields[1] not in processes:  # the postmaster: the backends it has reaped
+            ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 async def _worker_cpu_s(pid: int, count: Callable[[], Awaitable[int]], total: int, timeout_s: float = 600) -> float:
     """Wait for the drain (the count polled each DONE_POLL_S); the worker's CPU seconds per job from the
     first poll that saw a completion to the last (its start-up left out): less noisy than the rate on a
     shared machine."""
-    start: tuple[float, int] | None = None
+    start: tuple[float, float, int] | None = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         done = await count()
-        cpu = _cpu_s(pid)
+        cpu, server = _cpu_s(pid), _server_cpu_s()
         if done > 0 and start is None:
-            start = (cpu, done)
+            start = (cpu, server, done)
         if done >= total:
             assert start is not None
-            return (cpu - start[0]) / max(total - start[1], 1)
+            jobs_in_window = max(total - start[2], 1)
+            LAST_SERVER_CPU_US_PER_JOB.append((server - start[1]) / jobs_in_window * 1e6)
+            return (cpu - start[0]) / jobs_in_window
         await asyncio.sleep(DONE_POLL_S)
     raise TimeoutError(f"only {await count()} of {total} done")
 
@@ -413,6 +437,7 @@ async def pgqueuer_drain(url: str, total: int, *, capped: bool = True) -> float:
     done = 0
     first: list[float] = []
     last = 0.0
+    cpu_at: list[tuple[float, float]] = []  # (this process's, PostgreSQL's) at the first and last completion
 
     worker_conn = await asyncpg.connect(dsn)
     qm = QueueManager(Queries(AsyncpgDriver(worker_conn)))
@@ -424,6 +449,8 @@ async def pgqueuer_drain(url: str, total: int, *, capped: bool = True) -> float:
         if not first:
             first.append(last)
         done += 1
+        if done in (1, total):
+            cpu_at.append((time.process_time(), _server_cpu_s()))
 
     await qm.run(
         mode=QueueExecutionMode.drain,
@@ -435,6 +462,9 @@ async def pgqueuer_drain(url: str, total: int, *, capped: bool = True) -> float:
     await worker_conn.close()
     await conn.close()
     assert done == total, f"pgqueuer ran {done} of {total}"
+    (cpu_first, server_first), (cpu_last, server_last) = cpu_at
+    LAST_CPU_US_PER_JOB.append((cpu_last - cpu_first) / (total - 1) * 1e6)
+    LAST_SERVER_CPU_US_PER_JOB.append((server_last - server_first) / (total - 1) * 1e6)
     return total / elapsed
 
 
@@ -446,6 +476,7 @@ async def pg_rounds(args: argparse.Namespace) -> dict[str, Any]:
     capped alike and with its default, each on a fresh database, `--pg-rounds` times."""
     runs: dict[str, list[float]] = {"inferline": [], "pgqueuer": [], "pgqueuer_default": []}
     cpu: dict[str, list[float]] = {}
+    server_cpu: dict[str, list[float]] = {}
     if args.worker_src:
         runs["inferline_other"] = []
     for _ in range(args.pg_rounds):
@@ -460,14 +491,15 @@ async def pg_rounds(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 await drop()
             runs[name].append(rate)
-            if name.startswith("inferline"):
-                cpu.setdefault(name, []).append(LAST_CPU_US_PER_JOB[-1])
+            cpu.setdefault(name, []).append(LAST_CPU_US_PER_JOB[-1])
+            server_cpu.setdefault(name, []).append(LAST_SERVER_CPU_US_PER_JOB[-1])
             print(f"{name}: {rate:.0f}/s", file=sys.stderr, flush=True)
     return {
         "jobs": args.jobs,
         "runs": runs,
         "medians": {name: statistics.median(v) for name, v in runs.items()},
         "worker_cpu_us_per_job": cpu,
+        "server_cpu_us_per_job": server_cpu,
     }
 
 
@@ -531,6 +563,9 @@ def pg_rounds_report(results: dict[str, Any]) -> str:
     for name, values in results["worker_cpu_us_per_job"].items():
         runs = ", ".join(f"{v:.0f}" for v in values)
         lines.append(f"worker CPU per job, {name}: {runs} µs (median {statistics.median(values):.0f})")
+    for name, values in results.get("server_cpu_us_per_job", {}).items():
+        runs = ", ".join(f"{v:.0f}" for v in values)
+        lines.append(f"PostgreSQL CPU per job, {name}: {runs} µs (median {statistics.median(values):.0f})")
     return "\n".join(lines)
 
 
