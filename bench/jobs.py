@@ -1,7 +1,8 @@
 """Job core benchmark: no-op `echo` jobs (steps 0).
 
 - submissions/s over HTTP with p50/p99 latency (`serve --workers 0`, keep-alive clients);
-- jobs drained/s by one worker process (`inferline worker`), on SQLite, PostgreSQL and MariaDB;
+- jobs drained/s by one worker process (`inferline worker`), on SQLite, PostgreSQL and MariaDB, with the
+  worker's CPU per job and, on PostgreSQL, the server's (pgqueuer's too: what each queue costs per job);
 - the same no-op drained by Celery (Redis broker, prefork) and by pgqueuer (same PostgreSQL).
 
 Drain rates are measured from the first completion to the last, so every system's start-up time is
@@ -18,6 +19,8 @@ analyzed once their jobs are in (`analyze`), as a table in service is.
 `--pg-rounds N`: only the PostgreSQL drain against pgqueuer (capped and default), N interleaved rounds,
 medians. `--mariadb-rounds N`: only the MariaDB drain, N rounds (alternated with `--worker-src`'s).
 `--sqlite-rounds N`: only the SQLite drain (alternated with `--worker-src`'s) and Celery's, N rounds.
+`--submit-rounds N`: only the HTTP submissions on SQLite and PostgreSQL (alternated with a server run from
+`--worker-src`), N rounds, with the server process's CPU per submission.
 `--worker-src DIR`: run inferline's worker (and its migrations) from another checkout's `src`
 (an A/B against an older commit: `git archive COMMIT | tar -x -C DIR`).
 
@@ -360,16 +363,70 @@ async def _client(port: int, key: str, count: int, latencies: list[float]) -> No
     writer.close()
 
 
-async def http_submissions(data_dir: Path, url: str | None, requests: int, clients: int) -> dict[str, float]:
+async def http_submissions(
+    data_dir: Path, url: str | None, requests: int, clients: int, server_src: Path | None = None
+) -> dict[str, float]:
+    """Submissions/s, p50 and p99 latency, and the server process's CPU per submission (`serve --workers 0`,
+    from `server_src` when given: an A/B against another checkout)."""
     flags = ["--workers", "0", *(["--database-url", url] if url else [])]
-    async with serve(data_dir, *flags) as (port, key):
+    pids: list[int] = []
+    async with serve(data_dir, *flags, env=_worker_env(server_src), pids=pids) as (port, key):
         await asyncio.gather(*(_client(port, key, 20, []) for _ in range(clients)))  # warm-up
         latencies: list[float] = []
+        cpu_s = _cpu_s(pids[0])
         started = time.perf_counter()
         await asyncio.gather(*(_client(port, key, requests // clients, latencies) for _ in range(clients)))
         elapsed = time.perf_counter() - started
+        cpu_s = _cpu_s(pids[0]) - cpu_s
     quantiles = statistics.quantiles(latencies, n=100)
-    return {"per_s": len(latencies) / elapsed, "p50_ms": quantiles[49] * 1000, "p99_ms": quantiles[98] * 1000}
+    return {
+        "per_s": len(latencies) / elapsed,
+        "p50_ms": quantiles[49] * 1000,
+        "p99_ms": quantiles[98] * 1000,
+        "server_cpu_us": cpu_s / len(latencies) * 1e6,
+    }
+
+
+async def submit_rounds(args: argparse.Namespace) -> dict[str, Any]:
+    """HTTP submissions only, on SQLite and PostgreSQL, `--submit-rounds` times, alternated with a server
+    from `--worker-src` when given."""
+    sources = {"inferline": None, **({"inferline_other": args.worker_src} if args.worker_src else {})}
+    runs: dict[str, list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_number in range(args.submit_rounds):
+            for engine in ("SQLite", "PostgreSQL"):
+                for name, src in sources.items():
+                    data_dir = Path(tmp) / f"{name}-{engine}-{round_number}"
+                    url, drop = await make_pg_database() if engine == "PostgreSQL" else (None, None)
+                    try:
+                        result = await http_submissions(data_dir, url, args.requests, args.clients, src)
+                    finally:
+                        if drop is not None:
+                            await drop()
+                    runs.setdefault(f"{name} {engine}", []).append(result)
+                    print(f"{name} {engine}: {result['per_s']:.0f}/s", file=sys.stderr, flush=True)
+    return {"requests": args.requests, "clients": args.clients, "runs": runs}
+
+
+def submit_rounds_report(results: dict[str, Any]) -> str:
+    lines = [
+        f"HTTP submissions, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores; "
+        f"{results['requests']} submissions from {results['clients']} keep-alive clients per run",
+        "",
+        "| server, engine | runs /s | median /s | p50 / p99 (ms), medians | server CPU per submission (µs), median |",
+        "|---|---|---|---|---|",
+    ]
+    for name, runs in results["runs"].items():
+
+        def median(key: str, runs: list[dict[str, float]] = runs) -> float:
+            return statistics.median(run[key] for run in runs)
+
+        rates = ", ".join(f"{run['per_s']:.0f}" for run in runs)
+        lines.append(
+            f"| {name} | {rates} | {median('per_s'):.0f} | {median('p50_ms'):.1f} / {median('p99_ms'):.1f} | "
+            f"{median('server_cpu_us'):.0f} |"
+        )
+    return "\n".join(lines)
 
 
 # -- baselines ---------------------------------------------------------------------------------------
@@ -615,6 +672,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"| HTTP submissions/s | {s['per_s']:.0f} | {p['per_s']:.0f} | |",
         f"| submission p50 / p99 (ms) | {s['p50_ms']:.1f} / {s['p99_ms']:.1f} | "
         f"{p['p50_ms']:.1f} / {p['p99_ms']:.1f} | |",
+        f"| server CPU per submission (µs) | {s['server_cpu_us']:.0f} | {p['server_cpu_us']:.0f} | |",
         f"| inferline drained/s (1 worker process, {CONCURRENCY} slots) | {results['drain_sqlite']:.0f} | "
         f"{results['drain_postgres']:.0f} | {results['drain_mariadb']:.0f} |",
         f"| pgqueuer drained/s (same PostgreSQL, batch 50, {2 * CONCURRENCY} picked at most) | | "
@@ -643,11 +701,12 @@ if __name__ == "__main__":
     parser.add_argument("--pg-rounds", type=int, default=0, help="only the PostgreSQL drains (see above)")
     parser.add_argument("--mariadb-rounds", type=int, default=0, help="only the MariaDB drains (see above)")
     parser.add_argument("--sqlite-rounds", type=int, default=0, help="only the SQLite and Celery drains (see above)")
+    parser.add_argument("--submit-rounds", type=int, default=0, help="only the HTTP submissions (see above)")
     parser.add_argument(
         "--worker-src",
         type=Path,
         default=None,
-        help="--pg-rounds, --mariadb-rounds, --sqlite-rounds: also this checkout's src",
+        help="--pg-rounds, --mariadb-rounds, --sqlite-rounds, --submit-rounds: also this checkout's src",
     )
     arguments = parser.parse_args()
     out = ROOT / "bench" / "results"
@@ -666,6 +725,11 @@ if __name__ == "__main__":
         outcome = asyncio.run(sqlite_rounds(arguments))
         (out / f"jobs-sqlite-{datetime.now(UTC):%Y%m%d-%H%M}.json").write_text(json.dumps(outcome, indent=2))
         print(pg_rounds_report(outcome))
+        sys.exit(0)
+    if arguments.submit_rounds:
+        outcome = asyncio.run(submit_rounds(arguments))
+        (out / f"jobs-submit-{datetime.now(UTC):%Y%m%d-%H%M}.json").write_text(json.dumps(outcome, indent=2))
+        print(submit_rounds_report(outcome))
         sys.exit(0)
     if arguments.events:
         outcome = asyncio.run(events_cost(arguments))

@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -22,16 +22,21 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve(data_dir: Path, *flags: str) -> AsyncIterator[tuple[int, str]]:
-    """A server on a free port, up and keyed; yields (port, the admin key). SIGTERM on the way out."""
+async def serve(
+    data_dir: Path, *flags: str, env: Mapping[str, str] | None = None, pids: list[int] | None = None
+) -> AsyncIterator[tuple[int, str]]:
+    """A server on a free port, up and keyed; yields (port, the admin key). SIGTERM on the way out. `env`:
+    more environment for it (`PYTHONPATH` of another checkout's `src`); `pids`: its process id is added."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "inferline.cli", "serve", "--port", str(port), "--data-dir", str(data_dir), *flags],
         cwd=ROOT,
-        env=os.environ | {"INFERLINE_LOG_LEVEL": "warning"},
+        env=os.environ | {"INFERLINE_LOG_LEVEL": "warning"} | dict(env or {}),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    if pids is not None:
+        pids.append(server.pid)
     try:
         for _ in range(300):
             if (data_dir / "admin.key").exists():
