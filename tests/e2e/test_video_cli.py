@@ -6,8 +6,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from tests.e2e.conftest import ROOT, Processes
 from tests.helpers import eventually_sync
 from tests.media_helpers import photo_bytes, processes_mentioning, song_bytes
@@ -26,11 +28,25 @@ def inputs(tmp_path: Path, photos: int) -> list[str]:
     return [*paths, "--music", str(song)]
 
 
-def video_make(procs: Processes, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+@pytest.fixture
+def runs() -> Iterator[list[subprocess.Popen[str]]]:
+    """The `video make` processes a test starts: killed if still running when it ends, their pipes read and
+    closed (a test that failed midway would leave both to later tests)."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def video_make(
+    procs: Processes, runs: list[subprocess.Popen[str]], tmp_path: Path, *args: str
+) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "inferline.cli", "video", "make", *args, "--data-dir", str(tmp_path / "data")]
     command += ["--title", "김순자", "--subtitle", "1941-2026", "--resolution", "180p", "--fps", "10"]
     env = procs.env | {"INFERLINE_MEDIA_FFMPEG_THREADS": "1"}
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         command,
         cwd=ROOT,
         env=env,
@@ -41,6 +57,8 @@ def video_make(procs: Processes, tmp_path: Path, *args: str) -> subprocess.Popen
         # installs its Ctrl-C handler only where SIGINT is not ignored): a terminal's Ctrl-C is what is tested.
         preexec_fn=_default_sigint,
     )
+    runs.append(proc)
+    return proc
 
 
 def _default_sigint() -> None:
@@ -57,9 +75,11 @@ def pipeline_statuses(data_dir: Path) -> list[str]:
         return []
 
 
-async def test_video_make_writes_the_memorial_video(procs: Processes, tmp_path: Path) -> None:
+async def test_video_make_writes_the_memorial_video(
+    procs: Processes, runs: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
     out = tmp_path / "memorial.mp4"
-    proc = video_make(procs, tmp_path, *inputs(tmp_path, 2), "--photo-s", "1", "--out", str(out))
+    proc = video_make(procs, runs, tmp_path, *inputs(tmp_path, 2), "--photo-s", "1", "--out", str(out))
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert "photo clips" in stderr and "closing card" in stderr  # a bar per stage
@@ -69,10 +89,12 @@ async def test_video_make_writes_the_memorial_video(procs: Processes, tmp_path: 
     assert not out.with_name("memorial.mp4.part").exists()
 
 
-def test_ctrl_c_cancels_the_run_and_leaves_no_video(procs: Processes, tmp_path: Path) -> None:
+def test_ctrl_c_cancels_the_run_and_leaves_no_video(
+    procs: Processes, runs: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
     out, data_dir = tmp_path / "memorial.mp4", tmp_path / "data"
     proc = video_make(
-        procs, tmp_path, *inputs(tmp_path, 2), "--photo-s", "20", "--transition-s", "10", "--out", str(out)
+        procs, runs, tmp_path, *inputs(tmp_path, 2), "--photo-s", "20", "--transition-s", "10", "--out", str(out)
     )
     eventually_sync(lambda: pipeline_statuses(data_dir), lambda found: found == ["running"], timeout_s=60)
     proc.send_signal(signal.SIGINT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -18,6 +19,7 @@ from inferline.cli.common import (
     ServerOrEmbedded,
     api_client,
     call,
+    ctrl_c_remembered,
     err,
     follow_jobs,
     progress_bars,
@@ -56,13 +58,16 @@ def make(
     with api_client(server, key, data_dir) as client:
         project = _project(client, photos, music, title=title, subtitle=subtitle, name=out.stem)
         job_id: str | None = None
-        try:  # one span from the run's request to its end: a Ctrl-C anywhere in it cancels the run
-            job_id = call(client, "POST", f"/api/v1/projects/{project}/run", json=options)["id"]
-            assert job_id is not None
-            done = _follow(client, job_id, [photo_s] * len(photos), transition_s)
-        except KeyboardInterrupt:  # before its answer came back, the run may have started: found by the project
-            err.print("canceling the run...")
-            _cancel(client, project, job_id)
+        # One span from the run's request to its end: a Ctrl-C anywhere in it cancels the run, one that Python
+        # dropped too (`ctrl_c_remembered`), once the run is followed.
+        with ctrl_c_remembered() as pressed:
+            try:
+                job_id = call(client, "POST", f"/api/v1/projects/{project}/run", json=options)["id"]
+                assert job_id is not None
+                done = _follow(client, job_id, [photo_s] * len(photos), transition_s, pressed)
+            except KeyboardInterrupt:  # before its answer came back, the run may have started: found by the project
+                err.print("canceling the run...")
+                _cancel(client, project, job_id)
         if done.get("status") != "succeeded":
             reason = (done.get("error") or {}).get("message") or done.get("status")
             err.print(f"the video was not made: {reason}")
@@ -99,11 +104,23 @@ class _StageBars:
             self.progress.update(self.tasks[phase], completed=min(100.0, max(0.0, share)))
 
 
-def _follow(client: httpx.Client, job_id: str, photos_s: list[float], transition_s: float) -> JobView:
-    """The run followed to its end with a bar per stage (a Ctrl-C leaves the bars first)."""
+def _follow(
+    client: httpx.Client, job_id: str, photos_s: list[float], transition_s: float, pressed: threading.Event
+) -> JobView:
+    """The run followed to its end with a bar per stage (a Ctrl-C leaves the bars first). A Ctrl-C that
+    Python dropped (`pressed`) raises KeyboardInterrupt here, before the run is followed or at its next
+    update."""
+
+    def show(_: int, job: JobView) -> None:
+        if pressed.is_set():
+            raise KeyboardInterrupt
+        bars.show(job)
+
     with progress_bars() as progress:
         bars = _StageBars(progress, photos_s, transition_s)
-        [done] = follow_jobs(client, [job_id], lambda _, job: bars.show(job))
+        if pressed.is_set():
+            raise KeyboardInterrupt
+        [done] = follow_jobs(client, [job_id], show)
         return done
 
 
