@@ -164,46 +164,68 @@ LAST_SERVER_CPU_US_PER_JOB: list[float] = []  # PostgreSQL's over the same windo
 
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _server_cpu_s() -> float:
-    """User + system CPU seconds of every PostgreSQL process on this machine so far, those that have
-    exited included (the postmaster reaps them: its children's time), so that the drains of the two
-    queues can be compared by the server work each costs per job, not only by rate."""
-    processes: dict[str, list[str]] = {}
+def _stat_fields(pid: int | str) -> list[str]:
+    """/proc/<pid>/stat after the command name (which may hold spaces and parentheses): the state is [0],
+    the parent [1], utime, stime, cutime, cstime [11:15]."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
+async def _postmaster_pid(url: str) -> int:
+    """The process id of the PostgreSQL server that `url` reaches (the parent of a backend): its CPU is
+    measured, not that of any other cluster on this machine. It must run here."""
+    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        backend = int(await connection.fetchval("SELECT pg_backend_pid()"))
+        return int(_stat_fields(backend)[1])  # while the backend lives: it ends with the connection
+    except OSError:
+        raise RuntimeError(f"PostgreSQL's backend {backend} is not a process of this machine") from None
+    finally:
+        await connection.close()
+
+
+def _server_cpu_s(postmaster: int) -> float:
+    """User + system CPU seconds so far of the PostgreSQL server whose postmaster is `postmaster`: its
+    processes, and those that have exited (the postmaster reaps them: its children's time), so that the
+    drains of the two queues can be compared by the server work each costs per job, not only by rate."""
+    own = _stat_fields(postmaster)
+    ticks = sum(int(value) for value in own[11:15])
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            text = stat.read_text()
+            fields = stat.read_text().rpartition(")")[2].split()
         except OSError:  # exited since the listing
             continue
-        name, _, rest = text.partition(" (")[2].rpartition(")")
-        if name == "postgres":
-            processes[stat.parent.name] = rest.split()
-    ticks = 0
-    for fields in processes.values():
-        ticks += int(fields[11]) + int(fields[12])
-        if fields[1] not in processes:  # the postmaster: the backends it has reaped
-            ticks += int(fields[13]) + int(fields[14])
+        if fields[1] == str(postmaster):
+            ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-async def _worker_cpu_s(pid: int, count: Callable[[], Awaitable[int]], total: int, timeout_s: float = 600) -> float:
+async def _worker_cpu_s(
+    pid: int, count: Callable[[], Awaitable[int]], total: int, postmaster: int | None, timeout_s: float = 600
+) -> float:
     """Wait for the drain (the count polled each DONE_POLL_S); the worker's CPU seconds per job from the
     first poll that saw a completion to the last (its start-up left out): less noisy than the rate on a
-    shared machine."""
+    shared machine. With the `postmaster` of a PostgreSQL drain, the server's over the same window is
+    appended to LAST_SERVER_CPU_US_PER_JOB."""
+
+    def server() -> float:
+        return _server_cpu_s(postmaster) if postmaster is not None else 0.0
+
     start: tuple[float, float, int] | None = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         done = await count()
-        cpu, server = _cpu_s(pid), _server_cpu_s()
+        cpu, server_s = _cpu_s(pid), server()
         if done > 0 and start is None:
-            start = (cpu, server, done)
+            start = (cpu, server_s, done)
         if done >= total:
-            assert start is not None
-            jobs_in_window = max(total - start[2], 1)
-            LAST_SERVER_CPU_US_PER_JOB.append((server - start[1]) / jobs_in_window * 1e6)
+            assert start is not None and start[2] < total, "drained before the first poll: give it more --jobs"
+            jobs_in_window = total - start[2]
+            if postmaster is not None:
+                LAST_SERVER_CPU_US_PER_JOB.append((server_s - start[1]) / jobs_in_window * 1e6)
             return (cpu - start[0]) / jobs_in_window
         await asyncio.sleep(DONE_POLL_S)
     raise TimeoutError(f"only {await count()} of {total} done")
@@ -264,7 +286,8 @@ async def _drain(
         )
     try:
         started = time.perf_counter()
-        cpu_s = await _worker_cpu_s(worker.pid, count, total)
+        postmaster = await _postmaster_pid(url) if engine.dialect.name == "postgresql" else None
+        cpu_s = await _worker_cpu_s(worker.pid, count, total, postmaster)
         seconds = await finished_span_s()
         LAST_CPU_US_PER_JOB.append(cpu_s * 1e6)
         if spy is not None:
@@ -368,7 +391,8 @@ async def http_submissions(
 ) -> dict[str, float]:
     """Submissions/s, p50 and p99 latency, and the server process's CPU per submission (`serve --workers 0`,
     from `server_src` when given: an A/B against another checkout)."""
-    flags = ["--workers", "0", *(["--database-url", url] if url else [])]
+    # One API process: its CPU is the server's (with more, the first pid would be their supervisor's).
+    flags = ["--workers", "0", "--api-processes", "1", *(["--database-url", url] if url else [])]
     pids: list[int] = []
     async with serve(data_dir, *flags, env=_worker_env(server_src), pids=pids) as (port, key):
         await asyncio.gather(*(_client(port, key, 20, []) for _ in range(clients)))  # warm-up
@@ -480,6 +504,7 @@ async def celery_drain(total: int) -> float:
 
 async def pgqueuer_drain(url: str, total: int, *, capped: bool = True) -> float:
     """`capped`: at most 2 * CONCURRENCY jobs picked at once, as inferline holds; else pgqueuer's default."""
+    assert total > 1, "its CPU is measured between its first completion and its last"
     from pgqueuer import AsyncpgDriver, Queries, QueueManager
     from pgqueuer.types import QueueExecutionMode
 
@@ -491,10 +516,13 @@ async def pgqueuer_drain(url: str, total: int, *, capped: bool = True) -> float:
         n = min(5000, total - start)
         await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
     await conn.execute("ANALYZE pgqueuer")  # as `analyze` does for inferline's table
+    postmaster = await _postmaster_pid(url)
     done = 0
     first: list[float] = []
     last = 0.0
-    cpu_at: list[tuple[float, float]] = []  # (this process's, PostgreSQL's) at the first and last completion
+    # (this process's, PostgreSQL's) as the first job's callback starts and as the last's does: pgqueuer's
+    # completions still buffered then are not counted (its last batch at most).
+    cpu_at: list[tuple[float, float]] = []
 
     worker_conn = await asyncpg.connect(dsn)
     qm = QueueManager(Queries(AsyncpgDriver(worker_conn)))
@@ -507,7 +535,7 @@ async def pgqueuer_drain(url: str, total: int, *, capped: bool = True) -> float:
             first.append(last)
         done += 1
         if done in (1, total):
-            cpu_at.append((time.process_time(), _server_cpu_s()))
+            cpu_at.append((time.process_time(), _server_cpu_s(postmaster)))
 
     await qm.run(
         mode=QueueExecutionMode.drain,

@@ -35,16 +35,16 @@ async def test_a_submission_is_tried_against_the_search_routes_once_and_no_other
     job = await idle_api.submit(input={"message": "hi"})
     assert job["status"] == "queued"
     # The collections' routes come first (a cached search costs less than a submission), then the jobs'.
-    # Nested under one /api/v1 router, every route ahead was tried two and three times over (40 tries
-    # where 12 do now), and the jobs' routes came after four workloads' (34 routes ahead).
+    # Nested under one /api/v1 router, every route ahead was tried two and three times over, and the jobs'
+    # routes came after four workloads' (34 routes ahead): 71 tries, where 12 do now.
     ahead = [route.path for route in collections.router.routes if isinstance(route, APIRoute)]
-    assert all(path in ahead or path.startswith("/jobs") for path in tried), tried
+    assert "/jobs" in tried and all(path in ahead or path.startswith("/jobs") for path in tried), tried
     assert len(tried) <= len(ahead) + len(jobs.router.routes), tried
 
 
 async def test_a_search_is_tried_against_its_own_route_only(idle_api: Api, tried: list[str]) -> None:
     response = await idle_api.client.post("/api/v1/collections/absent/search", json={"query": "x"})
     assert response.status_code == 404
-    # Twice: the app finds the router that has it, then that router finds it again to serve it (three
-    # times when nested under an /api/v1 router).
-    assert tried == ["/collections/{name}/search"] * 2, tried
+    # At most twice: the app finds the router that has it, then that router finds it again to serve it
+    # (three times when nested under an /api/v1 router).
+    assert set(tried) == {"/collections/{name}/search"} and len(tried) <= 2, tried
