@@ -358,6 +358,7 @@ class Background:
             kinds=kinds,
             models=s.models,
             tracer=s.tracing.tracer,
+            ends=s.submitter.ends,
         )
 
     async def start(self) -> None:

@@ -60,8 +60,12 @@ async def parent(submitter: Submitter) -> Job:
 
 @pytest.fixture
 async def worker(engine: AsyncEngine, registry: KindRegistry, submitter: Submitter) -> AsyncIterator[Worker]:
+    """A worker of the children's kind in this process: it tells the submitter's `ends` what it writes, as
+    `Background` has it do."""
     assert submitter.wakeup is not None
-    worker = Worker(engine, registry, FAST, wakeup=submitter.wakeup, metrics=Metrics(), kinds=["echo"])
+    worker = Worker(
+        engine, registry, FAST, wakeup=submitter.wakeup, metrics=Metrics(), kinds=["echo"], ends=submitter.ends
+    )
     await worker.start()
     yield worker
     await worker.stop(grace_s=1)
@@ -117,6 +121,48 @@ async def test_a_child_that_succeeded_is_not_read_again_while_its_siblings_run(
     later = reads[seen_done + 1 :]
     assert any(slow in read for read in later), reads  # the sibling was still read after that
     assert not any(quick in read for read in later), reads
+
+
+async def test_a_child_ending_in_this_process_wakes_its_parent_without_waiting_for_the_next_poll(
+    engine: AsyncEngine, submitter: Submitter, parent: Job, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next phase of a pipeline waits for the last child's end: where the child ran in this process,
+    the parent reads it as its end is written, not up to a poll later (a poll of 60 s here)."""
+    reads: list[float] = []
+    get_many = JobStore.get_many
+
+    async def timed(self: JobStore, ids: list[str], **kwargs: Any) -> list[Job]:
+        reads.append(asyncio.get_running_loop().time())
+        return await get_many(self, ids, **kwargs)
+
+    monkeypatch.setattr(JobStore, "get_many", timed)
+    children = [Child("first", echo(steps=2, step_s=0.05)), Child("second", echo(steps=4, step_s=0.05))]
+    started = asyncio.get_running_loop().time()
+    async with asyncio.timeout(30):  # half the poll: only the wake-ups can end it
+        done = await ChildJobs(MemoryContext(parent), submitter, poll_s=60).run(children)
+    assert {job.status for job in done.values()} == {JobStatus.SUCCEEDED}
+    assert len(reads) <= 1 + len(children), reads  # the first read, then one per end at most
+    assert asyncio.get_running_loop().time() - started < 30
+
+
+async def test_a_child_ending_elsewhere_is_read_at_the_next_poll(
+    engine: AsyncEngine, submitter: Submitter, registry: KindRegistry, parent: Job
+) -> None:
+    """A worker of another process (here: one not given these `ends`) wakes nothing: the poll finds it."""
+    assert submitter.wakeup is not None
+    elsewhere = Worker(engine, registry, FAST, wakeup=submitter.wakeup, metrics=Metrics(), kinds=["echo"])
+    await elsewhere.start()
+    try:
+        children = ChildJobs(MemoryContext(parent), submitter, poll_s=60)
+        waiting = asyncio.create_task(children.run([Child("a", echo(steps=4, step_s=0.05))]))
+        await eventually(lambda: tenant_jobs(engine), lambda jobs: any(j.status is JobStatus.SUCCEEDED for j in jobs))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # its end is not seen before the parent's next poll
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    finally:
+        await elsewhere.stop(grace_s=1)
 
 
 async def test_a_resumed_parent_finds_its_children_instead_of_submitting_them_again(

@@ -8,7 +8,8 @@
 A child's idempotency key is its parent's id and its role (`inferline:child:<parent id>:<role>`), so an
 attempt after a crash finds the children of the earlier ones instead of submitting them again; a child
 found failed is queued again (a retried parent retries its failed children), one found succeeded is kept.
-Waiting reads the children's rows every `poll_s` and reports their weighted progress as the parent's.
+Waiting reads the children's rows every `poll_s`, and at once when a worker of this process writes one's
+end (`wakeup.JobEnds`), and reports their weighted progress as the parent's.
 A failed child fails the parent with the child's reason; its siblings are left to finish, so a retry of
 the parent reuses them. Canceling the parent cancels its unfinished children (`cancel_job` does it in the
 same transaction; a parent stopped by its deadline does it here); a parent stopped by a shutdown or a lost
@@ -36,8 +37,6 @@ from inferline.jobs.store import JobStore
 from inferline.jobs.submission import SERVER_KEY_PREFIX, JobRequest, Submitter
 
 MAX_ROLE_CHARS = 100
-# While this many children or fewer have not succeeded, the parent reads them every FAST_POLL_S.
-FAST_POLL_CHILDREN, FAST_POLL_S = 4, 0.05
 
 
 def key_prefix(parent_id: str) -> str:
@@ -147,24 +146,26 @@ class ChildJobs:
         `NonRetryable` with its reason; a canceled parent cancels the unfinished children."""
         roles = {job.id: role for role, job in jobs.items()}
         latest = {job.id: job for job in jobs.values()}
+        ends = self._submitter.ends
         try:
             while True:
                 # A child that succeeded is not read again: only this parent could queue it again.
                 waiting = [job_id for job_id, job in latest.items() if job.status is not JobStatus.SUCCEEDED]
-                current = await self._read(waiting) if waiting else []
-                if current is not None:
-                    self._raise_if_failed(current, roles)
-                    latest |= {job.id: job for job in current}
-                    percent = weighted_percent(list(latest.values()), weights)
-                    span = progress_to - progress_from
-                    done = sum(job.status is JobStatus.SUCCEEDED for job in latest.values())
-                    await self._ctx.progress(progress_from + span * percent / 100, f"{done} of {len(latest)} done")
-                    if done == len(latest):
-                        return {roles[job_id]: job for job_id, job in latest.items()}
-                # The last few are read more often: the next phase waits for the last one's end, and a few
-                # rows by primary key cost little.
-                left = sum(job.status is not JobStatus.SUCCEEDED for job in latest.values())
-                await asyncio.sleep(min(FAST_POLL_S, self._poll_s) if left <= FAST_POLL_CHILDREN else self._poll_s)
+                # Watched before the read: a child whose end a worker of this process writes after it wakes
+                # the parent at once (the next phase waits for the last child's end); ends written elsewhere,
+                # and the children's progress, are read every poll.
+                with ends.watch(waiting) as ended:
+                    current = await self._read(waiting) if waiting else []
+                    if current is not None:
+                        self._raise_if_failed(current, roles)
+                        latest |= {job.id: job for job in current}
+                        percent = weighted_percent(list(latest.values()), weights)
+                        span = progress_to - progress_from
+                        done = sum(job.status is JobStatus.SUCCEEDED for job in latest.values())
+                        await self._ctx.progress(progress_from + span * percent / 100, f"{done} of {len(latest)} done")
+                        if done == len(latest):
+                            return {roles[job_id]: job for job_id, job in latest.items()}
+                    await ends.until(ended, timeout_s=self._poll_s)
         except asyncio.CancelledError:
             if self._ctx.cancel_reason not in (None, SHUTDOWN, LEASE_LOST):  # a cancel or the deadline
                 await asyncio.shield(self.cancel())

@@ -42,7 +42,7 @@ from inferline.jobs.progress import ProgressBatcher, write_progress
 from inferline.jobs.recording import OutcomeRecorder
 from inferline.jobs.service import claim_jobs, ensure_claim_statistics
 from inferline.jobs.store import JobStore
-from inferline.jobs.wakeup import Wakeup
+from inferline.jobs.wakeup import JobEnds, Wakeup
 from inferline.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -76,8 +76,10 @@ class Worker:
         kinds: list[str] | None = None,
         models: ModelRuntime | None = None,
         tracer: Tracer | None = None,
+        ends: JobEnds | None = None,
     ) -> None:
         self.engine = engine
+        self.ends = ends  # told of each outcome written (a parent here waiting on this job wakes)
         self.registry = registry
         self.config = config
         self.wakeup = wakeup
@@ -241,4 +243,7 @@ class Worker:
         try:
             await self.outcomes.write()
         finally:  # what was written before a failure, too
-            self.attempts.release(self.outcomes.take_written())
+            written = self.outcomes.take_written()
+            self.attempts.release(written)
+            if self.ends is not None:
+                self.ends.ended(written)

@@ -40,7 +40,7 @@ from inferline.inputs import refuse_nul
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job, JobStatus
 from inferline.jobs.store import JobStore, add_jobs_sync
-from inferline.jobs.wakeup import Wakeup
+from inferline.jobs.wakeup import JobEnds, Wakeup
 from inferline.metrics import Metrics
 from inferline.outbound import OutboundPolicy
 from inferline.schema import job_files
@@ -176,6 +176,9 @@ class Submitter:
         self.outbound = outbound or OutboundPolicy()
         self.default_max_attempts = default_max_attempts
         self.wakeup = wakeup
+        # The ends of jobs that this process's workers write (`Background` gives it to them): what waits on
+        # jobs it submitted (a parent on its children) is woken by them.
+        self.ends = JobEnds()
         self.metrics = metrics
         self.max_batch = max_batch
         self.sqlite_writer = sqlite_writer

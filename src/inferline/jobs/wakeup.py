@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import Any, Protocol
 
 import asyncpg
@@ -19,6 +19,49 @@ from sqlalchemy import make_url
 
 log = structlog.get_logger(__name__)
 CHANNEL = "inferline_jobs"
+
+
+class JobEnds:
+    """Wakes what waits on jobs whose outcome a worker of this process has just written: a parent waiting
+    on its children (`jobs/children.py`) reads them at once instead of at its next poll. Ends written by
+    another process are seen at that poll, as before: this only shortens the wait where both run here.
+
+        with ends.watch(child_ids) as ended:   # before reading them, so no end falls in between
+            ...read the children...
+            await ends.until(ended, timeout_s=poll_s)
+    """
+
+    def __init__(self) -> None:
+        self._watchers: dict[str, list[asyncio.Event]] = {}
+
+    def ended(self, job_ids: Collection[str]) -> None:
+        """These jobs' outcomes are committed (an end, or an attempt's failure with a retry to come)."""
+        for job_id in job_ids:
+            for event in self._watchers.get(job_id, ()):
+                event.set()
+
+    @contextlib.contextmanager
+    def watch(self, job_ids: Collection[str]) -> Iterator[asyncio.Event]:
+        """An event set when any of `job_ids` has an outcome written in this process, while the block runs."""
+        event = asyncio.Event()
+        for job_id in job_ids:
+            self._watchers.setdefault(job_id, []).append(event)
+        try:
+            yield event
+        finally:
+            for job_id in job_ids:
+                events = self._watchers[job_id]
+                events.remove(event)
+                if not events:
+                    del self._watchers[job_id]
+
+    @staticmethod
+    async def until(event: asyncio.Event, *, timeout_s: float) -> bool:
+        """Whether `event` was set within `timeout_s`."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
+        return event.is_set()
 
 
 class Wakeup(Protocol):
