@@ -37,7 +37,7 @@ def runs() -> Iterator[list[subprocess.Popen[str]]]:
     for proc in started:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate()
+        proc.communicate(timeout=30)
 
 
 def video_make(

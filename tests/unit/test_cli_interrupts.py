@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from inferline.cli import video
 from inferline.cli.common import ctrl_c_remembered
+
+Job = dict[str, Any]
 
 
 class _Collected:
@@ -47,3 +53,23 @@ def test_only_a_dropped_ctrl_c_is_remembered_and_only_inside_the_block() -> None
     assert sys.unraisablehook is hook
     _ctrl_c_inside_a_weakref_callback()
     assert not pressed.is_set()
+
+
+def test_the_video_command_acts_on_a_dropped_ctrl_c_at_the_runs_next_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`video make` follows its run through `_follow`: a Ctrl-C remembered meanwhile raises there, where the
+    command cancels the run; until then each update is shown."""
+    shown: list[str] = []
+
+    def follow_jobs(client: object, job_ids: list[str], on_event: Callable[[int, Job], None]) -> list[Job]:
+        on_event(0, {"id": job_ids[0], "status": "running", "progress": 10})
+        shown.append("first update")
+        pressed.set()  # as the unraisable hook does
+        on_event(0, {"id": job_ids[0], "status": "running", "progress": 20})
+        shown.append("second update")
+        return [{"id": job_ids[0], "status": "succeeded"}]
+
+    monkeypatch.setattr(video, "follow_jobs", follow_jobs)
+    pressed = threading.Event()
+    with pytest.raises(KeyboardInterrupt):
+        video._follow(None, "job-1", [1.0, 1.0], 6, pressed)  # type: ignore[arg-type]
+    assert shown == ["first update"]

@@ -55,19 +55,20 @@ def make(
         raise typer.Exit(2)
     options = {"resolution": resolution, "fps": fps, "photo_s": photo_s, "transition_s": transition_s}
     options["transition"] = transition
-    with api_client(server, key, data_dir) as client:
+    # A Ctrl-C that Python dropped (`ctrl_c_remembered`) is acted on as one that raised: before the run
+    # starts, no run; from its request to its end, the run canceled.
+    with api_client(server, key, data_dir) as client, ctrl_c_remembered() as pressed:
         project = _project(client, photos, music, title=title, subtitle=subtitle, name=out.stem)
+        if pressed.is_set():
+            raise typer.Exit(130)
         job_id: str | None = None
-        # One span from the run's request to its end: a Ctrl-C anywhere in it cancels the run, one that Python
-        # dropped too (`ctrl_c_remembered`), once the run is followed.
-        with ctrl_c_remembered() as pressed:
-            try:
-                job_id = call(client, "POST", f"/api/v1/projects/{project}/run", json=options)["id"]
-                assert job_id is not None
-                done = _follow(client, job_id, [photo_s] * len(photos), transition_s, pressed)
-            except KeyboardInterrupt:  # before its answer came back, the run may have started: found by the project
-                err.print("canceling the run...")
-                _cancel(client, project, job_id)
+        try:  # one span from the run's request to its end: a Ctrl-C anywhere in it cancels the run
+            job_id = call(client, "POST", f"/api/v1/projects/{project}/run", json=options)["id"]
+            assert job_id is not None
+            done = _follow(client, job_id, [photo_s] * len(photos), transition_s, pressed)
+        except KeyboardInterrupt:  # before its answer came back, the run may have started: found by the project
+            err.print("canceling the run...")
+            _cancel(client, project, job_id)
         if done.get("status") != "succeeded":
             reason = (done.get("error") or {}).get("message") or done.get("status")
             err.print(f"the video was not made: {reason}")

@@ -8,8 +8,9 @@
 A child's idempotency key is its parent's id and its role (`inferline:child:<parent id>:<role>`), so an
 attempt after a crash finds the children of the earlier ones instead of submitting them again; a child
 found failed is queued again (a retried parent retries its failed children), one found succeeded is kept.
-Waiting reads the children's rows every `poll_s`, and at once when a worker of this process writes one's
-end (`wakeup.JobEnds`), and reports their weighted progress as the parent's.
+Waiting reads the children's rows every `poll_s` and reports their weighted progress as the parent's; once
+few are left, at once when a worker of this process writes one's end (`wakeup.JobEnds`), and more often
+while one runs in another process.
 A failed child fails the parent with the child's reason; its siblings are left to finish, so a retry of
 the parent reuses them. Canceling the parent cancels its unfinished children (`cancel_job` does it in the
 same transaction; a parent stopped by its deadline does it here); a parent stopped by a shutdown or a lost
@@ -22,7 +23,7 @@ lane (docs/jobs.md) and never holds a slot its children need.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,6 +38,9 @@ from inferline.jobs.store import JobStore
 from inferline.jobs.submission import SERVER_KEY_PREFIX, JobRequest, Submitter
 
 MAX_ROLE_CHARS = 100
+# While this many children or fewer have not succeeded (the next phase waits for the last one's end), the
+# parent is woken by their ends written in this process, and reads every FAST_POLL_S those running elsewhere.
+FEW_CHILDREN, FAST_POLL_S = 4, 0.05
 
 
 def key_prefix(parent_id: str) -> str:
@@ -151,10 +155,10 @@ class ChildJobs:
             while True:
                 # A child that succeeded is not read again: only this parent could queue it again.
                 waiting = [job_id for job_id, job in latest.items() if job.status is not JobStatus.SUCCEEDED]
-                # Watched before the read: a child whose end a worker of this process writes after it wakes
-                # the parent at once (the next phase waits for the last child's end); ends written elsewhere,
-                # and the children's progress, are read every poll.
-                with ends.watch(waiting) as ended:
+                # Once few are left, they are watched before the read: an end that a worker of this process
+                # writes after it wakes the parent at once. Those running in another process are read every
+                # FAST_POLL_S; the rest (and a large phase's, whose ends do not gate anything) every poll.
+                with ends.watch(waiting if len(waiting) <= FEW_CHILDREN else ()) as ended:
                     current = await self._read(waiting) if waiting else []
                     if current is not None:
                         self._raise_if_failed(current, roles)
@@ -165,11 +169,17 @@ class ChildJobs:
                         await self._ctx.progress(progress_from + span * percent / 100, f"{done} of {len(latest)} done")
                         if done == len(latest):
                             return {roles[job_id]: job for job_id, job in latest.items()}
-                    await ends.until(ended, timeout_s=self._poll_s)
+                    await ends.until(ended, timeout_s=self._next_read_s(list(latest.values()), ends.owners))
         except asyncio.CancelledError:
             if self._ctx.cancel_reason not in (None, SHUTDOWN, LEASE_LOST):  # a cancel or the deadline
                 await asyncio.shield(self.cancel())
             raise
+
+    def _next_read_s(self, children: Sequence[Job], local_owners: Collection[str]) -> float:
+        """How long to wait for a wake before reading the children again."""
+        left = [job for job in children if job.status is not JobStatus.SUCCEEDED]
+        elsewhere = any(job.status is JobStatus.RUNNING and job.lease_owner not in local_owners for job in left)
+        return min(FAST_POLL_S, self._poll_s) if len(left) <= FEW_CHILDREN and elsewhere else self._poll_s
 
     async def cancel(self) -> list[Job]:
         """Cancel the unfinished children (the parent itself stops by its own cancel); those running in

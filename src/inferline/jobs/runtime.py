@@ -79,7 +79,7 @@ class Worker:
         ends: JobEnds | None = None,
     ) -> None:
         self.engine = engine
-        self.ends = ends  # told of each outcome written (a parent here waiting on this job wakes)
+        self.ends = ends  # told of each outcome written or given up (a parent here waiting on this job wakes)
         self.registry = registry
         self.config = config
         self.wakeup = wakeup
@@ -95,6 +95,8 @@ class Worker:
             lease_lost=lambda job_id: self.attempts.interrupt(job_id, LEASE_LOST),
         )
         self.outcomes = OutcomeRecorder(engine, owner=config.name, policy=config.retry, metrics=metrics)
+        if ends is not None:
+            ends.owners.add(config.name)
         self.attempts = Attempts(
             registry,
             metrics,

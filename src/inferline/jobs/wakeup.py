@@ -23,8 +23,8 @@ CHANNEL = "inferline_jobs"
 
 class JobEnds:
     """Wakes what waits on jobs whose outcome a worker of this process has just written: a parent waiting
-    on its children (`jobs/children.py`) reads them at once instead of at its next poll. Ends written by
-    another process are seen at that poll, as before: this only shortens the wait where both run here.
+    on its children (`jobs/children.py`) reads them at once instead of at its next poll. A job running in
+    another process (its lease owner is not one of `owners`) wakes nothing: its waiter polls.
 
         with ends.watch(child_ids) as ended:   # before reading them, so no end falls in between
             ...read the children...
@@ -33,9 +33,11 @@ class JobEnds:
 
     def __init__(self) -> None:
         self._watchers: dict[str, list[asyncio.Event]] = {}
+        self.owners: set[str] = set()  # the lease owner names of the workers that report here
 
     def ended(self, job_ids: Collection[str]) -> None:
-        """These jobs' outcomes are committed (an end, or an attempt's failure with a retry to come)."""
+        """These jobs' outcomes were written (an end, or an attempt's failure with a retry to come), or given
+        up: a waiter woken for nothing reads the job again and waits on."""
         for job_id in job_ids:
             for event in self._watchers.get(job_id, ()):
                 event.set()
@@ -44,12 +46,13 @@ class JobEnds:
     def watch(self, job_ids: Collection[str]) -> Iterator[asyncio.Event]:
         """An event set when any of `job_ids` has an outcome written in this process, while the block runs."""
         event = asyncio.Event()
-        for job_id in job_ids:
+        ids = tuple(job_ids)
+        for job_id in ids:
             self._watchers.setdefault(job_id, []).append(event)
         try:
             yield event
         finally:
-            for job_id in job_ids:
+            for job_id in ids:
                 events = self._watchers[job_id]
                 events.remove(event)
                 if not events:
