@@ -20,7 +20,8 @@ analyzed once their jobs are in (`analyze`), as a table in service is.
 medians. `--mariadb-rounds N`: only the MariaDB drain, N rounds (alternated with `--worker-src`'s).
 `--sqlite-rounds N`: only the SQLite drain (alternated with `--worker-src`'s) and Celery's, N rounds.
 `--submit-rounds N`: only the HTTP submissions on SQLite and PostgreSQL (alternated with a server run from
-`--worker-src`), N rounds, with the server process's CPU per submission.
+`--worker-src`), N rounds, with the API process's CPU per submission (the database's work in it on SQLite,
+not on PostgreSQL).
 `--worker-src DIR`: run inferline's worker (and its migrations) from another checkout's `src`
 (an A/B against an older commit: `git archive COMMIT | tar -x -C DIR`).
 
@@ -195,7 +196,7 @@ def _server_cpu_s(postmaster: int) -> float:
     ticks = sum(int(value) for value in own[11:15])
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rpartition(")")[2].split()
+            fields = _stat_fields(stat.parent.name)
         except OSError:  # exited since the listing
             continue
         if fields[1] == str(postmaster):
@@ -389,9 +390,9 @@ async def _client(port: int, key: str, count: int, latencies: list[float]) -> No
 async def http_submissions(
     data_dir: Path, url: str | None, requests: int, clients: int, server_src: Path | None = None
 ) -> dict[str, float]:
-    """Submissions/s, p50 and p99 latency, and the server process's CPU per submission (`serve --workers 0`,
+    """Submissions/s, p50 and p99 latency, and the API process's CPU per submission (`serve --workers 0`,
     from `server_src` when given: an A/B against another checkout)."""
-    # One API process: its CPU is the server's (with more, the first pid would be their supervisor's).
+    # One API process: the pid measured is its own (with more, it would be their supervisor's).
     flags = ["--workers", "0", "--api-processes", "1", *(["--database-url", url] if url else [])]
     pids: list[int] = []
     async with serve(data_dir, *flags, env=_worker_env(server_src), pids=pids) as (port, key):
@@ -437,7 +438,7 @@ def submit_rounds_report(results: dict[str, Any]) -> str:
         f"HTTP submissions, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores; "
         f"{results['requests']} submissions from {results['clients']} keep-alive clients per run",
         "",
-        "| server, engine | runs /s | median /s | p50 / p99 (ms), medians | server CPU per submission (µs), median |",
+        "| server, engine | runs /s | median /s | p50 / p99 (ms), medians | API process CPU per submission (µs) |",
         "|---|---|---|---|---|",
     ]
     for name, runs in results["runs"].items():
@@ -700,7 +701,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"| HTTP submissions/s | {s['per_s']:.0f} | {p['per_s']:.0f} | |",
         f"| submission p50 / p99 (ms) | {s['p50_ms']:.1f} / {s['p99_ms']:.1f} | "
         f"{p['p50_ms']:.1f} / {p['p99_ms']:.1f} | |",
-        f"| server CPU per submission (µs) | {s['server_cpu_us']:.0f} | {p['server_cpu_us']:.0f} | |",
+        f"| API process CPU per submission (µs) | {s['server_cpu_us']:.0f} | {p['server_cpu_us']:.0f} | |",
         f"| inferline drained/s (1 worker process, {CONCURRENCY} slots) | {results['drain_sqlite']:.0f} | "
         f"{results['drain_postgres']:.0f} | {results['drain_mariadb']:.0f} |",
         f"| pgqueuer drained/s (same PostgreSQL, batch 50, {2 * CONCURRENCY} picked at most) | | "
