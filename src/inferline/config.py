@@ -119,6 +119,14 @@ class Settings(BaseSettings):
     ocr_max_page_pixels: int = Field(
         default=100_000_000, ge=1, description="413 (or a failed job) for a page or image with more pixels"
     )
+    ocr_page_memory_mb: int = Field(
+        default=3072,
+        ge=64,
+        description=(
+            "memory pdfium may take to read one PDF page in an OCR engine's process (parse, images, bitmap); "
+            "past it the page fails (a decompression bomb, or forms nested to billions of objects)"
+        ),
+    )
     ocr_default_dpi: int = Field(default=300, ge=36, le=1200, description="PDF pages are rasterized at this dpi")
     media_max_image_pixels: int = Field(
         default=50_000_000, ge=1, description="413 for a project photo with more pixels (read from its header)"

@@ -15,6 +15,7 @@
     ├── Overloaded                a queue is full; carries retry_after_s
     ├── Unavailable               the database does not answer now; carries retry_after_s
     ├── ModelError                a model broke its contract, failed to load, or its process died
+    │   └── ModelProcessDied      its process ended while computing the input (how: `signal_name`)
     ├── DeliveryFailed            a notification channel did not take an alert (the monitor retries)
     ├── BrokerUnavailable         the event broker is unreachable or slow (the outbox keeps the events)
     ├── EventRejected             the event broker refused one event (too large, no stream): dead-lettered
@@ -95,6 +96,16 @@ class Unavailable(InferlineError):
 
 class ModelError(InferlineError):
     """The model broke its contract, failed to load, or its process died."""
+
+
+class ModelProcessDied(ModelError):
+    """A model's process ended while it computed the input. `signal_name`: the signal that ended it
+    (SIGABRT: a native library gave up, e.g. past a `memory.budget`; SIGKILL: the OOM killer, or
+    someone), None for an exit."""
+
+    def __init__(self, message: str, signal_name: str | None = None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
 
 
 class DeliveryFailed(InferlineError):

@@ -31,6 +31,7 @@ from inferline.jobs.testing import MemoryContext
 from inferline.metrics import Metrics
 from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Limits
+from inferline.ocr.tesseract import OcrInput
 from inferline.search import kind as search_kind
 from inferline.search.caches import ResultCache
 from inferline.search.deps import SearchDeps
@@ -196,10 +197,17 @@ async def test_ingesting_again_replaces_the_documents_chunks(setup: Setup) -> No
 async def test_a_pdf_is_read_through_the_ocr_page_reader(setup: Setup) -> None:
     collection = await setup.collection()
     document = await setup.document(collection, needs(PDF), "doc.pdf")
-    ctx = ingest_context(document, {MODEL: hash16})  # a text layer: no OCR model called
+
+    def text_layer_only(item: OcrInput) -> dict[str, Any]:
+        # The engine's process reads each page (`ocr.pages`): here every page has a text layer, so no OCR.
+        result = item.text_result()
+        assert result is not None, "a page of the text PDF went to OCR"
+        return result
+
+    ctx = ingest_context(document, {MODEL: hash16, "tesseract": text_layer_only})
     result = await run_ingest(setup.search, setup.ocr, ctx, ingest_input(document))
     assert ctx.stages[:5] == ["extract", "extract 1/3", "extract 2/3", "extract 3/3", "chunk"]
-    assert {model for model, _ in ctx.predictions} == {MODEL}
+    assert [model for model, _ in ctx.predictions if model != MODEL] == ["tesseract"] * 3
     found = await setup.search.index.keyword(collection.spec, tokenize(truth := PDF_TRUTH.read_text()), None, 50)
     chunks = await setup.search.index.fetch(collection.id, [candidate.chunk_id for candidate in found])
     assert len(chunks) == result["chunks"] >= 1

@@ -14,6 +14,7 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import signal
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from inferline.errors import ModelError
+from inferline import memory
+from inferline.errors import ModelError, ModelProcessDied
 from inferline.inference.model import Model
 
 log = structlog.get_logger(__name__)
@@ -85,6 +87,7 @@ def _child_main(conn: Connection, factory: ModelFactory, device: str) -> None:
     """A child's whole life: load the model, say so, then answer each batch on the pipe until told to stop."""
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # one core per process: the processes are the parallelism
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    memory.allow_budgets()  # one batch at a time on this thread: a call's memory can be bounded here
     try:
         model = factory()
         setup_and_warm(model, device)
@@ -236,6 +239,25 @@ class _Child:
             self.process.join(timeout_s)
 
 
+def _ending(exitcode: int | None) -> str:
+    """How a child ended, in words: a signal's name (SIGABRT: a native library gave up, e.g. past a
+    `memory.budget`; SIGKILL: the kernel's OOM killer, or someone), or its exit status."""
+    if exitcode is None:
+        return "its exit is not known yet"
+    if exitcode < 0:
+        return f"killed by {_signal_name(exitcode) or f'signal {-exitcode}'}"
+    return f"exit status {exitcode}"
+
+
+def _signal_name(exitcode: int | None) -> str | None:
+    if exitcode is None or exitcode >= 0:
+        return None
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return None
+
+
 def _seen(task: asyncio.Future[Any]) -> None:
     """An exchange whose caller stopped waiting still ends; its outcome is nobody's to report."""
     if not task.cancelled():
@@ -312,9 +334,13 @@ class ProcessRunner:
             await child.ensure_loaded()  # a replacement child loads on its first batch
             kind, value = await child.ask(items)
         except (ModelError, OSError, EOFError) as exc:
-            log.warning("model_process_died", model=self.name, error=str(exc))
             await self._replace(child, idle)
-            raise ModelError(f"model {self.name}: its process died while computing this input") from exc
+            exitcode = child.process.exitcode
+            ending = _ending(exitcode)
+            log.warning("model_process_died", model=self.name, error=str(exc), ending=ending)
+            raise ModelProcessDied(
+                f"model {self.name}: its process died while computing this input ({ending})", _signal_name(exitcode)
+            ) from exc
         except BaseException:
             await self._replace(child, idle)
             raise

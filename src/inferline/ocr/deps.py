@@ -31,7 +31,11 @@ class OcrDeps:
             engine=engine,
             blobs=blobs,
             models=models,
-            limits=Limits(max_pages=settings.ocr_max_pages, max_page_pixels=settings.ocr_max_page_pixels),
+            limits=Limits(
+                max_pages=settings.ocr_max_pages,
+                max_page_pixels=settings.ocr_max_page_pixels,
+                page_memory_bytes=settings.ocr_page_memory_mb * 2**20,
+            ),
             default_dpi=settings.ocr_default_dpi,
         )
 

@@ -46,6 +46,7 @@ IMAGE_PX_PER_PAGE_PX = 2
 class Limits:
     max_pages: int
     max_page_pixels: int
+    page_memory_bytes: int | None = None  # what pdfium may take to read one page (`ocr.pdf.Pdf`)
 
 
 @dataclass
@@ -70,12 +71,29 @@ class PageRef:
     index: int
     dpi: int
     limits: Limits
+    mode: PageMode = PageMode.FORCE  # AUTO and TEXT_ONLY: `text_page` reads a PDF page's text layer
+
+    def text_page(self) -> Page | None:
+        """The page from its text layer where `mode` takes it (`Document.text_page`), else None. Read
+        here too, not in the API process: loading a PDF page is what can take without end (`ocr.pdf`)."""
+        if self.mode is PageMode.FORCE or self.content_type != sniff.PDF:
+            return None
+        with self._open() as document:
+            return document.text_page(self.index, self.mode, self.dpi)
 
     def load_image(self) -> Image.Image:
-        with Document(Path(self.path), self.content_type, max_pages=self.limits.max_pages) as document:
+        with self._open() as document:
             page = document.load(self.index, PageMode.FORCE, self.dpi, self.limits)
         assert page.image is not None
         return page.image
+
+    def _open(self) -> Document:
+        return Document(
+            Path(self.path),
+            self.content_type,
+            max_pages=self.limits.max_pages,
+            page_memory_bytes=self.limits.page_memory_bytes,
+        )
 
 
 def check_type(content_type: str) -> None:
@@ -109,10 +127,13 @@ class Document:
     reads every TIFF frame's header to count them, 0.4 ms each, and a 200 MB TIFF of tiny frames holds
     two million."""
 
-    def __init__(self, path: Path, content_type: str, *, max_pages: int | None = None) -> None:
+    def __init__(
+        self, path: Path, content_type: str, *, max_pages: int | None = None, page_memory_bytes: int | None = None
+    ) -> None:
         check_type(content_type)
         self.path = path
         self.content_type = content_type
+        self.page_memory_bytes = page_memory_bytes
         self._pdf: Pdf | None = None
         self._image: Image.Image | None = None
         self.counted_all = True
@@ -143,7 +164,7 @@ class Document:
     # -- opening -----------------------------------------------------------------------------------
 
     def _open_pdf(self) -> None:
-        self._pdf = Pdf(self.path)
+        self._pdf = Pdf(self.path, page_budget_bytes=self.page_memory_bytes)
         self.page_count = self._pdf.page_count
         if self.page_count == 0:
             raise BadDocument("the PDF has no pages")

@@ -1,25 +1,25 @@
 """The page reader both OCR and document ingest use: the asked pages of a stored file as OCR result
 pages (the text layer where a PDF page has one, OCR elsewhere), in order.
 
-Pages are loaded on threads (pdfium calls take the process's pdfium lock, `ocr.pdf`) and recognized
-concurrently: the engine runs in one process per core, so a window of pages in flight keeps every
-process busy.
+Each page is read where the engine runs, in one process per core (its text layer, or its pixels then
+OCR), a window of pages in flight so every process stays busy. There a PDF page is loaded within
+`ocr_page_memory_mb` (`ocr.pdf`); this process only opens the file to count its pages.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from inferline.errors import NonRetryable, NotFound
+from inferline.errors import BadDocument, ModelError, ModelProcessDied, NonRetryable, NotFound
+from inferline.files import sniff
 from inferline.files.service import blob_path, get_file
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs.context import JobContext
 from inferline.ocr.deps import OcrDeps
-from inferline.ocr.documents import Document, Page, PageRef, parse_pages
+from inferline.ocr.documents import Document, PageRef, parse_pages
 from inferline.ocr.options import OcrOptions, pick_engine
 from inferline.ocr.results import union_bbox
 from inferline.ocr.tesseract import OcrInput
@@ -72,7 +72,6 @@ class _PageReader:
         self.options = options
         self.model = model
         self.dpi = dpi
-        self.load_lock = threading.Lock()  # a Document is used by one thread at a time
 
     async def read(self, indexes: list[int], done: dict[int, dict[str, Any]], report: Report) -> None:
         save_lock = asyncio.Lock()
@@ -94,40 +93,44 @@ class _PageReader:
         except BaseExceptionGroup as failed:  # the first page's error is the job's, with its own type
             raise failed.exceptions[0] from None
 
-    def _text_page(self, index: int) -> Page | None:
-        with self.load_lock:
-            return self.document.text_page(index, self.options.page_mode, self.dpi)
-
     async def page(self, index: int) -> dict[str, Any]:
-        page = await self.ctx.to_thread(self._text_page, index)
-        if page is not None:
-            return {
-                "index": index,
-                "width": page.width,
-                "height": page.height,
-                "source": "text-layer",
-                "text": page.text or "",
-                "lines": page.lines,
-                "blocks": _one_block(page.lines),
-            }
-        # Rasterized and read in the engine's process.
-        ref = PageRef(str(self.document.path), self.document.content_type, index, self.dpi, self.deps.limits)
+        # Read in the engine's process, its text layer or its pixels: a PDF page is never loaded here
+        # (`ocr.pdf`: what loading one takes is bounded there).
         options = self.options
+        ref = PageRef(
+            str(self.document.path), self.document.content_type, index, self.dpi, self.deps.limits, options.page_mode
+        )
         item = OcrInput(
             None, options.lang, ref, rotate=options.rotate_pages, deskew=options.deskew, layout=options.layout
         )
-        output = await self.ctx.predict(self.model, item)
+        try:
+            output = await self.ctx.predict(self.model, item)
+        except ModelProcessDied as exc:
+            if exc.signal_name == "SIGABRT" and ref.content_type == sniff.PDF:
+                # Deterministic for this page: another attempt would end the same way.
+                raise BadDocument(self._aborted(index)) from exc
+            raise ModelError(f"page {index + 1}: {exc}") from exc
+        except ModelError as exc:
+            raise ModelError(f"page {index + 1}: {exc}") from exc
         return {
             "index": index,
             "width": output["width"],
             "height": output["height"],
-            "source": "ocr",
+            "source": output.get("source", "ocr"),
             "text": output["text"],
             "lines": output["lines"],
             "blocks": output.get("blocks") or _one_block(output["lines"]),
             "rotation_deg": output.get("rotation_deg", 0),
             "deskew_deg": output.get("deskew_deg", 0.0),
         }
+
+    def _aborted(self, index: int) -> str:
+        budget = self.deps.limits.page_memory_bytes
+        within = f" within its memory budget ({budget // 2**20} MB, INFERLINE_OCR_PAGE_MEMORY_MB)" if budget else ""
+        return (
+            f"page {index + 1}: the engine's process gave up reading it{within}: a decompression bomb, forms "
+            "nested to billions of objects, or a page the engine cannot read"
+        )
 
 
 def _one_block(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:

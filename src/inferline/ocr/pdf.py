@@ -22,6 +22,7 @@ from typing import Any
 
 from PIL import Image
 
+from inferline import memory
 from inferline.errors import BadDocument
 
 LOCK = threading.RLock()  # reentrant: a method may call another while holding it
@@ -43,11 +44,18 @@ class TextLayer:
 
 
 class Pdf:
-    """An open PDF: `page_count`, `page_size`, `text_layer`, `render`; `close` when done."""
+    """An open PDF: `page_count`, `page_size`, `text_layer`, `render`; `close` when done.
 
-    def __init__(self, path: Path) -> None:
+    pdfium parses a page whole as it loads it, and nothing bounds what that takes: forms that draw
+    forms twice over, 40 deep, are 2**40 objects from a few kB of file. So a page is loaded only within
+    `page_budget_bytes` of memory (`memory.budget`, effective in a model's own process, where pages are
+    read: `ocr.pages`); past it pdfium leaves out an image (a soft mask too large) or aborts the process
+    (while parsing), and the job's page fails with the process's end, never the API process."""
+
+    def __init__(self, path: Path, *, page_budget_bytes: int | None = None) -> None:
         import pypdfium2 as pdfium
 
+        self.page_budget_bytes = page_budget_bytes
         with LOCK:
             try:
                 self._doc: Any = pdfium.PdfDocument(str(path))
@@ -108,7 +116,7 @@ class Pdf:
     @contextmanager
     def _page(self, index: int) -> Iterator[Any]:
         """A pdfium page, under the lock, closed after use."""
-        with self._errors(index):
+        with self._errors(index), memory.budget(self.page_budget_bytes):
             page = self._doc[index]
             try:
                 yield page
@@ -128,20 +136,49 @@ class Pdf:
 
 
 def _check_images(page: Any, index: int, max_image_px: int) -> None:
-    """BadDocument when the images the page draws (inside forms too, to FORM_DEPTH) add up to over
-    `max_image_px` pixels, read from their dictionaries: nothing is decoded. Not seen: images in
-    annotations' appearances and soft masks, which pdfium decodes too."""
+    """BadDocument when the images the page draws (inside forms too, to FORM_DEPTH) and those of its
+    annotations' appearances add up to over `max_image_px` pixels, read from their dictionaries: nothing
+    is decoded. Not seen: soft masks (pdfium has no call that reads their size), bounded by the page's
+    memory budget instead (`Pdf`)."""
     import pypdfium2.raw as pdfium_c
 
     total_px = 0
-    for image in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=FORM_DEPTH):
-        width, height = image.get_px_size()
+    for width, height in _image_sizes(page, pdfium_c):
         total_px += width * height
         if total_px > max_image_px:
             raise BadDocument(
                 f"page {index + 1} draws images of over {max_image_px} pixels (one is {width}x{height}): a "
                 "decompression bomb, or a scan too large to OCR"
             )
+
+
+def _image_sizes(page: Any, pdfium_c: Any) -> Iterator[tuple[int, int]]:
+    """(width, height) in pixels of each image the page draws, then of each one its annotations'
+    normal appearances draw (what pdfium renders of them), forms looked into to FORM_DEPTH."""
+    for image in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=FORM_DEPTH):
+        yield image.get_px_size()
+    for annot_index in range(pdfium_c.FPDFPage_GetAnnotCount(page.raw)):
+        annot = pdfium_c.FPDFPage_GetAnnot(page.raw, annot_index)
+        if not annot:
+            continue
+        try:
+            for object_index in range(pdfium_c.FPDFAnnot_GetObjectCount(annot)):
+                yield from _raw_image_sizes(pdfium_c.FPDFAnnot_GetObject(annot, object_index), pdfium_c, 0)
+        finally:
+            pdfium_c.FPDFPage_CloseAnnot(annot)
+
+
+def _raw_image_sizes(obj: Any, pdfium_c: Any, depth: int) -> Iterator[tuple[int, int]]:
+    if not obj:
+        return
+    kind = pdfium_c.FPDFPageObj_GetType(obj)
+    if kind == pdfium_c.FPDF_PAGEOBJ_IMAGE:
+        width, height = ctypes.c_uint(), ctypes.c_uint()
+        if pdfium_c.FPDFImageObj_GetImagePixelSize(obj, ctypes.byref(width), ctypes.byref(height)):
+            yield width.value, height.value
+    elif kind == pdfium_c.FPDF_PAGEOBJ_FORM and depth < FORM_DEPTH:
+        for index in range(pdfium_c.FPDFFormObj_CountObjects(obj)):
+            yield from _raw_image_sizes(pdfium_c.FPDFFormObj_GetObject(obj, index), pdfium_c, depth + 1)
 
 
 def _segments(textpage: Any) -> list[Segment]:

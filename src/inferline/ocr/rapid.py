@@ -71,6 +71,8 @@ class RapidOcrModel(Model[OcrInput, dict[str, Any]]):
     def _recognize(self, item: OcrInput) -> dict[str, Any]:
         import numpy as np
 
+        if (text := item.text_result()) is not None:
+            return text
         self.check_lang(item.lang)
         # The orienter (Tesseract's data) is only needed, and looked for, when a job asks for it.
         wanted = item.rotate or item.deskew

@@ -56,6 +56,19 @@ class OcrInput:
     deskew: bool = False  # level its lines first
     layout: OcrLayout = OcrLayout.AUTO
 
+    def text_result(self) -> dict[str, Any] | None:
+        """A PDF page its mode reads from its text layer, as the engine's result (`source`: text-layer),
+        or None: the page needs OCR. Every engine asks this first."""
+        if self.page is None or (page := self.page.text_page()) is None:
+            return None
+        return {
+            "width": page.width,
+            "height": page.height,
+            "source": "text-layer",
+            "text": page.text or "",
+            "lines": page.lines,
+        }
+
     def load_image(self) -> Image.Image:
         if self.image is not None:
             return self.image
@@ -137,6 +150,8 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
         return outputs
 
     def _recognize(self, item: OcrInput) -> dict[str, Any]:
+        if (text := item.text_result()) is not None:
+            return text
         api = self._api(self.check_lang(item.lang))
         assert self.orienter is not None, "setup() runs before predict_batch()"
         image, correction = item.upright_image(self.orienter)

@@ -1,0 +1,242 @@
+"""PDF pages that make pdfium allocate without end, read where their memory is bounded (`ocr.pdf`,
+`memory.budget`): an engine's own process, never the API process."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import subprocess
+import sys
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from tests.conftest import sqlite_url
+
+from inferline import db, memory
+from inferline.errors import BadDocument
+from inferline.files import sniff
+from inferline.files.blobs import BlobStore
+from inferline.files.service import receive_file, record_file
+from inferline.inference.runtime import ModelRuntime
+from inferline.jobs.testing import MemoryContext
+from inferline.metrics import Metrics
+from inferline.ocr.deps import OcrDeps
+from inferline.ocr.documents import Document, Limits, PageMode
+from inferline.ocr.kind import OcrJobInput, run_ocr
+from inferline.ocr.pdf import Pdf
+from inferline.ocr.tesseract import TesseractModel
+
+MB = 2**20
+
+
+def pdf_of(objects: list[bytes]) -> bytes:
+    """A PDF of these numbered objects (1 the catalog), with its cross-reference table."""
+    out, offsets = bytearray(b"%PDF-1.7\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def stream(entries: bytes, data: bytes) -> bytes:
+    return b"<< %s /Length %d >>\nstream\n%s\nendstream" % (entries, len(data), data)
+
+
+def grey_image(side_px: int, extra: bytes = b"") -> bytes:
+    pixels = zlib.compress(bytes(side_px * side_px), 9)  # a few hundred kB for hundreds of megapixels
+    return stream(
+        b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray /BitsPerComponent 8 "
+        b"/Filter /FlateDecode %s" % (side_px, side_px, extra),
+        pixels,
+    )
+
+
+CATALOG = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"]
+DRAW = b"q 72 0 0 72 0 0 cm /Im1 Do Q"
+
+
+def stamp_drawing_an_image(side_px: int, *, in_a_form: bool = False) -> bytes:
+    """A one-inch page with no content of its own and a stamp annotation whose appearance draws a
+    `side_px` square image (inside a second form when `in_a_form`)."""
+    appearance = b"/Type /XObject /Subtype /Form /BBox [0 0 72 72] /Resources << /XObject << /Im1 6 0 R >> >>"
+    objects = [
+        *CATALOG,
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 72 72] /Annots [4 0 R] >>",
+        b"<< /Type /Annot /Subtype /Stamp /Rect [0 0 72 72] /AP << /N 5 0 R >> >>",
+    ]
+    if in_a_form:
+        objects += [  # the appearance draws a form (6) that draws the image (7)
+            stream(appearance, b"/Im1 Do"),
+            stream(appearance.replace(b"/Im1 6 0 R", b"/Im1 7 0 R"), DRAW),
+            grey_image(side_px),
+        ]
+    else:
+        objects += [stream(appearance, DRAW), grey_image(side_px)]
+    return pdf_of(objects)
+
+
+def soft_mask_of(side_px: int) -> bytes:
+    """A one-inch page drawing a one-pixel image whose soft mask is `side_px` square."""
+    return pdf_of(
+        [
+            *CATALOG,
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 72 72] /Contents 4 0 R "
+            b"/Resources << /XObject << /Im1 5 0 R >> >> >>",
+            stream(b"", DRAW),
+            stream(
+                b"/Type /XObject /Subtype /Image /Width 1 /Height 1 /ColorSpace /DeviceGray /BitsPerComponent 8 "
+                b"/SMask 6 0 R",
+                b"\x80",
+            ),
+            grey_image(side_px),
+        ]
+    )
+
+
+def forms_doubling(depth: int) -> bytes:
+    """A page drawing a form that draws the next form twice, `depth` deep: 2**depth rectangles parsed
+    from a file of a few kB."""
+    objects = [
+        *CATALOG,
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 72 72] /Contents 4 0 R "
+        b"/Resources << /XObject << /F 5 0 R >> >> >>",
+        stream(b"", b"/F Do"),
+    ]
+    for level in range(depth):
+        number = 5 + level
+        if level + 1 < depth:
+            entries = b"/Type /XObject /Subtype /Form /BBox [0 0 72 72] /Resources << /XObject << /F %d 0 R >> >>"
+            objects.append(stream(entries % (number + 1), b"/F Do /F Do"))
+        else:
+            objects.append(stream(b"/Type /XObject /Subtype /Form /BBox [0 0 72 72]", b"0 0 1 1 re f"))
+    return pdf_of(objects)
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("in_a_form", [False, True])
+def test_the_images_of_an_annotations_appearance_count_toward_the_pages_image_limit(
+    tmp_path: Path, in_a_form: bool
+) -> None:
+    limits = Limits(max_pages=10, max_page_pixels=1_000_000)  # images up to twice that
+    bomb = write(tmp_path, "stamp.pdf", stamp_drawing_an_image(1500, in_a_form=in_a_form))
+    with Document(bomb, sniff.PDF) as document, pytest.raises(BadDocument, match="one is 1500x1500"):
+        document.load(0, PageMode.FORCE, 300, limits)
+    fine = write(tmp_path, "fine.pdf", stamp_drawing_an_image(1400, in_a_form=in_a_form))
+    with Document(fine, sniff.PDF) as document:
+        page = document.load(0, PageMode.FORCE, 300, limits)
+    assert page.image is not None and page.image.size == (300, 300)
+    # The stamp's image is drawn: its grey, not the page's white.
+    assert page.image.getpixel((150, 150)) == 0
+
+
+RENDER_IN_A_CHILD = """
+import resource, sys
+from pathlib import Path
+from inferline import memory
+from inferline.files import sniff
+from inferline.ocr.documents import Document, Limits, PageMode
+budget = int(sys.argv[2])
+if budget:
+    memory.allow_budgets()  # as a model's process does
+limits = Limits(max_pages=1, max_page_pixels=1_000_000, page_memory_bytes=budget or None)
+with Document(Path(sys.argv[1]), sniff.PDF, page_memory_bytes=limits.page_memory_bytes) as document:
+    page = document.load(0, PageMode.FORCE, 300, limits)
+print(page.image.size, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def render_in_a_child(path: Path, budget_bytes: int) -> tuple[int, str, int | None]:
+    """(return code, output, peak memory in MB) of a process that renders the page, its page budget
+    allowed as in a model's process when `budget_bytes`."""
+    done = subprocess.run(
+        [sys.executable, "-c", RENDER_IN_A_CHILD, str(path), str(budget_bytes)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    peak = int(done.stdout.split()[-1]) if done.returncode == 0 else None
+    return done.returncode, done.stdout + done.stderr, peak
+
+
+def test_a_soft_mask_past_the_page_budget_is_left_out_without_taking_the_memory(tmp_path: Path) -> None:
+    # A one-pixel image's 16000x16000 soft mask: 256 MB decoded, 250 kB in the file. pdfium has no call
+    # that reads a soft mask's size before decoding it, so only the budget bounds it.
+    bomb = write(tmp_path, "mask.pdf", soft_mask_of(16_000))
+    code, output, unbounded_mb = render_in_a_child(bomb, 0)
+    assert code == 0, output
+    assert unbounded_mb is not None and unbounded_mb > 256, "without a budget pdfium decodes the mask whole"
+    code, output, bounded_mb = render_in_a_child(bomb, 96 * MB)
+    assert code == 0, output
+    assert "(300, 300)" in output
+    assert bounded_mb is not None and bounded_mb < 200, output
+
+
+def test_forms_nested_to_a_blow_up_stop_at_the_page_budget(tmp_path: Path) -> None:
+    bomb = write(tmp_path, "forms.pdf", forms_doubling(17))  # 131,072 rectangles: ~180 MB to parse
+    code, output, unbounded_mb = render_in_a_child(bomb, 0)
+    assert code == 0 and unbounded_mb is not None and unbounded_mb > 150, output
+    code, output, _ = render_in_a_child(bomb, 96 * MB)
+    assert code == -signal.SIGABRT, f"pdfium gives up on a failed allocation while it parses: {code} {output}"
+
+
+def test_a_budget_is_restored_after_the_call_and_does_nothing_where_not_allowed() -> None:
+    before = resource.getrlimit(resource.RLIMIT_DATA)
+    with memory.budget(64 * MB):  # not allowed in this process (many threads): nothing changes
+        assert resource.getrlimit(resource.RLIMIT_DATA) == before
+    assert not memory.budgets_allowed()
+
+
+@pytest.fixture
+async def ocr(tmp_path: Path) -> AsyncIterator[OcrDeps]:
+    """The OCR kind's dependencies with Tesseract in one process of its own, as `serve` runs it, and a
+    page budget of 96 MB."""
+    url = sqlite_url(tmp_path)
+    db.upgrade(url)
+    engine = db.create_engine(url)
+    models = ModelRuntime(device="cpu", modes={}, queue_limit=100, metrics=Metrics(), processes={"tesseract": 1})
+    models.register("tesseract", TesseractModel)
+    limits = Limits(max_pages=10, max_page_pixels=1_000_000, page_memory_bytes=96 * MB)
+    yield OcrDeps(engine, BlobStore(tmp_path / "blobs"), models, limits, default_dpi=72)
+    await models.aclose()
+    await engine.dispose()
+
+
+async def stored(deps: OcrDeps, path: Path) -> str:
+    with path.open("rb") as source:
+        info = await receive_file(deps.blobs, tenant="t", source=source, filename=path.name, max_bytes=10**8)
+    await record_file(deps.engine, info)
+    return info.id
+
+
+async def test_an_ocr_job_on_such_a_page_fails_with_the_reason_and_the_next_job_is_read(
+    ocr: OcrDeps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page is loaded in the engine's own process (its text layer read there too), never in this one;
+    pdfium aborts there at the budget, the runner starts another process, and the job fails with the
+    reason, not retried (it would end the same way). The next file is read by the new process."""
+
+    def never_here(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a PDF page was loaded in the API process")
+
+    monkeypatch.setattr(Pdf, "_page", never_here)
+    bomb = await stored(ocr, write(tmp_path, "forms.pdf", forms_doubling(18)))
+    ctx = MemoryContext(tenant="t", models=ocr.models)
+    with pytest.raises(BadDocument, match=r"page 1: the engine's process gave up reading it within .*96 MB"):
+        await run_ocr(ocr, ctx, OcrJobInput(file_id=bomb, engine="tesseract", lang="eng"))
+    fine = await stored(ocr, write(tmp_path, "fine.pdf", forms_doubling(4)))
+    result = await run_ocr(
+        ocr, MemoryContext(tenant="t", models=ocr.models), OcrJobInput(file_id=fine, engine="tesseract", lang="eng")
+    )
+    assert [(page["width"], page["height"], page["source"]) for page in result["pages"]] == [(72, 72, "ocr")]
