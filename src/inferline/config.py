@@ -123,8 +123,9 @@ class Settings(BaseSettings):
         default=3072,
         ge=64,
         description=(
-            "memory pdfium may take to read one PDF page in an OCR engine's process (parse, images, bitmap); "
-            "past it the page fails (a decompression bomb, or forms nested to billions of objects)"
+            "memory pdfium may take to read one PDF page in an OCR engine's process (parse, images, bitmap), "
+            "and to build a searchable PDF; past it the page fails (forms nested to billions of objects) or an "
+            "image that does not fit is left out (a soft mask of billions of pixels)"
         ),
     )
     ocr_default_dpi: int = Field(default=300, ge=36, le=1200, description="PDF pages are rasterized at this dpi")

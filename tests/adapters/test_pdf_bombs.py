@@ -10,12 +10,13 @@ import sys
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.conftest import sqlite_url
 
 from inferline import db, memory
-from inferline.errors import BadDocument
+from inferline.errors import BadDocument, InvalidInput
 from inferline.files import sniff
 from inferline.files.blobs import BlobStore
 from inferline.files.service import receive_file, record_file
@@ -26,6 +27,7 @@ from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Document, Limits, PageMode
 from inferline.ocr.kind import OcrJobInput, run_ocr
 from inferline.ocr.pdf import Pdf
+from inferline.ocr.searchable_build import build_apart
 from inferline.ocr.tesseract import TesseractModel
 
 MB = 2**20
@@ -191,10 +193,40 @@ def test_forms_nested_to_a_blow_up_stop_at_the_page_budget(tmp_path: Path) -> No
     assert code == -signal.SIGABRT, f"pdfium gives up on a failed allocation while it parses: {code} {output}"
 
 
-def test_a_budget_is_restored_after_the_call_and_does_nothing_where_not_allowed() -> None:
+BUDGET_IN_A_CHILD = """
+import resource
+from inferline import memory
+before = resource.getrlimit(resource.RLIMIT_DATA)
+memory.allow_budgets()
+try:
+    with memory.budget(64 * 2**20):
+        inside = resource.getrlimit(resource.RLIMIT_DATA)
+        try:
+            bytearray(256 * 2**20)
+        except MemoryError:
+            print("refused")
+        raise KeyError("a failure inside")
+except KeyError:
+    pass
+print(before == resource.getrlimit(resource.RLIMIT_DATA), 0 < inside[0] < 2**40, inside[1] == before[1])
+bytearray(256 * 2**20)  # allowed again
+print("after")
+"""
+
+
+def test_a_budget_bounds_the_call_and_is_restored_after_it_even_when_it_fails() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", BUDGET_IN_A_CHILD], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["refused", "True", "True", "True", "after"]
+
+
+def test_a_budget_does_nothing_where_not_allowed() -> None:
     before = resource.getrlimit(resource.RLIMIT_DATA)
     with memory.budget(64 * MB):  # not allowed in this process (many threads): nothing changes
         assert resource.getrlimit(resource.RLIMIT_DATA) == before
+        bytearray(256 * MB)
     assert not memory.budgets_allowed()
 
 
@@ -240,3 +272,35 @@ async def test_an_ocr_job_on_such_a_page_fails_with_the_reason_and_the_next_job_
         ocr, MemoryContext(tenant="t", models=ocr.models), OcrJobInput(file_id=fine, engine="tesseract", lang="eng")
     )
     assert [(page["width"], page["height"], page["source"]) for page in result["pages"]] == [(72, 72, "ocr")]
+
+
+def ocr_result_of_one_page(width_px: int) -> dict[str, Any]:
+    """An OCR result whose one page was read by OCR: the searchable PDF lays its text over that page."""
+    line = {"text": "hello", "confidence": 0.9, "bbox": [2, 2, 40, 12]}
+    page = {"index": 0, "width": width_px, "height": width_px, "source": "ocr", "text": "hello", "lines": [line]}
+    return {"pages": [page], "text": "hello", "dpi": 72}
+
+
+async def test_a_searchable_pdf_is_built_apart_within_the_page_budget(tmp_path: Path) -> None:
+    """Laying the text loads the page: in a process of its own, never the API process's pdfium. A page
+    over the budget is a 422 naming `format`; a fine page comes back as a PDF; nothing is left behind."""
+    tmp_dir = tmp_path / "tmp"
+    bomb = write(tmp_path, "forms.pdf", forms_doubling(17))
+    with pytest.raises(InvalidInput, match=r"could not be built within 96 MB") as refused:
+        await build_apart(bomb, sniff.PDF, ocr_result_of_one_page(72), tmp_dir, budget_bytes=96 * MB)
+    assert refused.value.field == "format"
+    fine = write(tmp_path, "fine.pdf", forms_doubling(4))
+    with await build_apart(fine, sniff.PDF, ocr_result_of_one_page(72), tmp_dir, budget_bytes=96 * MB) as out:
+        built = out.read()
+    assert built.startswith(b"%PDF") and b"forms nested" not in built
+    with pytest.raises(FileNotFoundError):
+        await build_apart(tmp_path / "gone.pdf", sniff.PDF, ocr_result_of_one_page(72), tmp_dir, budget_bytes=None)
+    assert list(tmp_dir.iterdir()) == []
+
+
+async def test_a_searchable_pdf_past_its_deadline_is_stopped(tmp_path: Path) -> None:
+    tmp_dir = tmp_path / "tmp"
+    slow = write(tmp_path, "forms.pdf", forms_doubling(17))
+    with pytest.raises(InvalidInput, match=r"took over 0 s to build"):
+        await build_apart(slow, sniff.PDF, ocr_result_of_one_page(72), tmp_dir, budget_bytes=None, timeout_s=0.2)
+    assert list(tmp_dir.iterdir()) == []

@@ -9,7 +9,7 @@ import pytest
 import uvloop
 from tests.plugins.models import Echo, SlowSquare
 
-from inferline.errors import ModelError
+from inferline.errors import ModelError, ModelProcessDied
 from inferline.inference.batching import Batcher
 from inferline.inference.model import ProcessingMode
 from inferline.inference.runners import ProcessRunner
@@ -66,6 +66,25 @@ async def test_on_cuda_a_crash_fails_the_batches_its_child_held_and_a_new_child_
         assert {output[0][1] for output in after} == {child.process.pid}
     finally:
         await runner.close()
+
+
+@pytest.mark.allow_error_logs
+async def test_how_a_process_ended_is_told_only_to_the_batch_it_was_computing() -> None:
+    """On CUDA a child holds two batches: the one waiting behind the batch that aborted the process is not
+    said to have ended it (a caller may fail its input for good on SIGABRT, `ocr.pages`)."""
+    runner = ProcessRunner(SlowSquare, "slow-square", "cuda", processes=1)
+    await runner.setup()
+    try:
+        aborted, behind = await asyncio.gather(runner.predict([-3]), runner.predict([5]), return_exceptions=True)
+        exited = await asyncio.gather(runner.predict([-1]), return_exceptions=True)
+    finally:
+        await runner.close()
+    assert isinstance(aborted, ModelProcessDied) and aborted.signal_name == "SIGABRT", aborted
+    assert "computing this input (killed by SIGABRT)" in str(aborted)
+    assert isinstance(behind, ModelProcessDied) and behind.signal_name is None, behind
+    assert "waited behind another" in str(behind)
+    assert isinstance(exited[0], ModelProcessDied) and exited[0].signal_name is None
+    assert "(exit status 3)" in str(exited[0])
 
 
 async def test_an_error_for_one_item_reaches_only_its_caller() -> None:

@@ -10,7 +10,8 @@ from inferline.inference.model import Model
 
 
 class SlowSquare(Model[int, tuple[int, int, float, float]]):
-    """Squares after `n / 100` seconds; reports (square, pid, start, end). -1 kills its process."""
+    """Squares after `n / 100` seconds; reports (square, pid, start, end). -1 ends its process with an
+    exit status, -3 with SIGABRT (as a native library giving up does)."""
 
     name: ClassVar[str] = "slow-square"
     processes: ClassVar[int] = 2
@@ -20,6 +21,8 @@ class SlowSquare(Model[int, tuple[int, int, float, float]]):
         for n in inputs:
             if n == -1:
                 os._exit(3)  # a crash in native code looks like this from the outside
+            if n == -3:
+                os.abort()
             if n == -2:
                 out.append(ValueError("minus two is refused"))
                 continue

@@ -119,6 +119,10 @@ def _picklable(exc: BaseException) -> BaseException:
     return exc
 
 
+class _QueuedBehind(ModelError):
+    """A batch lost in the pipe of a child that died computing an earlier one."""
+
+
 class _Child:
     """One child process and this process's end of its pipe. The child answers in the order it was asked;
     each reply goes to the oldest waiting future, read by the event loop when the pipe is readable (no
@@ -181,15 +185,19 @@ class _Child:
             assert self._loop is not None
             self._loop.remove_reader(fd)
 
-    def _died(self, error: BaseException) -> None:
-        """Every reply still awaited fails: the batches it held are lost with it."""
+    def _died(self, error: ModelError) -> None:
+        """Every reply still awaited fails: the batches it held are lost with it. Only the oldest was being
+        computed; the others waited in the pipe behind it (`_QueuedBehind`), and nothing of theirs ended
+        the process."""
         self.dead = True
         if self._loop is not None and not self.conn.closed:
             self._loop.remove_reader(self.conn.fileno())
+        computing = True
         while self._replies:
             future = self._replies.popleft()
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(error if computing else _QueuedBehind(str(error)))
+            computing = False
 
     async def ensure_loaded(self) -> None:
         if self.loaded:
@@ -338,6 +346,10 @@ class ProcessRunner:
             exitcode = child.process.exitcode
             ending = _ending(exitcode)
             log.warning("model_process_died", model=self.name, error=str(exc), ending=ending)
+            if isinstance(exc, _QueuedBehind):  # another input ended it: nothing is known of this one
+                raise ModelProcessDied(
+                    f"model {self.name}: its process died while this input waited behind another"
+                ) from exc
             raise ModelProcessDied(
                 f"model {self.name}: its process died while computing this input ({ending})", _signal_name(exitcode)
             ) from exc

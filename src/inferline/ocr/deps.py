@@ -41,9 +41,9 @@ class OcrDeps:
 
 
 class PdfBuilds:
-    """Searchable PDFs being built in this API process: a few at once, one per tenant. A build is seconds
-    of pdfium work holding the process's pdfium lock at times; asked for in a loop, it would starve the
-    uploads' checks of every other tenant."""
+    """Searchable PDFs being built for this API process: a few at once, one per tenant. A build is a
+    process of its own (`ocr.searchable_build`) doing seconds of pdfium work; asked for in a loop, it
+    would take the cores every other tenant's requests need."""
 
     def __init__(self, at_once: int = 2) -> None:
         self.at_once = at_once

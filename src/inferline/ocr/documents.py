@@ -5,7 +5,8 @@ PDF page modes after OCRmyPDF: `auto` uses a page's text layer when it has one a
 
 Everything here is blocking (pdfium, Pillow): callers run it in a thread. Every pdfium call goes
 through `ocr.pdf.Pdf`, under the process's one pdfium lock; a `Document` holds mutable state (an image's
-current frame), so one is used by one thread at a time (the OCR job serializes its page loads).
+current frame), so one is used by one thread at a time (a page is read through a `PageRef`, which
+opens its own).
 Problems with the file itself (corrupt, truncated, encrypted, a decompression bomb) raise
 `BadDocument`, which fails the job with a message that names the problem.
 """

@@ -8,9 +8,6 @@ when asked for (`ocr.searchable`).
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydantic import Field
@@ -25,8 +22,7 @@ from inferline.ocr.deps import OcrDeps
 from inferline.ocr.options import OcrOptions
 from inferline.ocr.pages import read_pages
 from inferline.ocr.results import document_text, to_hocr, to_text
-from inferline.ocr.searchable import write_searchable_pdf
-from inferline.private_paths import make_private_dir
+from inferline.ocr.searchable_build import build_apart
 
 KIND = "ocr"
 RENDERERS = {
@@ -58,7 +54,8 @@ async def run_ocr(deps: OcrDeps, ctx: JobContext, data: OcrJobInput) -> dict[str
 
 
 async def searchable_pdf(deps: OcrDeps, job: Job) -> BinaryIO:
-    """The succeeded OCR `job`'s searchable PDF, in a temporary file: built on a thread, page by page."""
+    """The succeeded OCR `job`'s searchable PDF, in a temporary file: built page by page by a process of
+    its own (`ocr.searchable_build`)."""
     file_id = str(job.input["file_id"])
     try:
         info = await get_file(deps.engine, tenant=job.tenant, file_id=file_id)
@@ -68,24 +65,13 @@ async def searchable_pdf(deps: OcrDeps, job: Job) -> BinaryIO:
     assert job.result is not None
     deps.pdf_builds.start(job.tenant)
     try:
-        return await asyncio.to_thread(_write_pdf, path, info.content_type, job.result, deps.blobs.tmp_dir, file_id)
+        return await build_apart(
+            path, info.content_type, job.result, deps.blobs.tmp_dir, budget_bytes=deps.limits.page_memory_bytes
+        )
+    except FileNotFoundError:  # the blob went between the look-up and the read
+        raise _file_gone(file_id) from None
     finally:
         deps.pdf_builds.end(job.tenant)
-
-
-def _write_pdf(path: Path, content_type: str, result: dict[str, Any], tmp_dir: Path, file_id: str) -> BinaryIO:
-    make_private_dir(tmp_dir)
-    out = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 - the caller sends and closes it; nameless: nothing left behind
-    try:
-        write_searchable_pdf(path, content_type, result, out, tmp_dir=tmp_dir)
-    except FileNotFoundError:  # the blob went between the look-up and the read
-        out.close()
-        raise _file_gone(file_id) from None
-    except BaseException:
-        out.close()
-        raise
-    out.seek(0)
-    return out
 
 
 def _file_gone(file_id: str) -> Conflict:

@@ -1,13 +1,14 @@
 """Every pdfium call of the process, under one lock.
 
 pdfium is not thread-safe, not even across documents: pypdfium2's documentation says concurrent calls
-can crash the process, and a crash ends every tenant's jobs. Pages are read on job threads, the `/ocr`
-pre-check runs on a thread, and a model on a `ThreadRunner` renders its pages on its own: all of them go
-through `Pdf`, whose methods hold `LOCK` while pdfium runs and close what they opened before letting
-go (a pypdfium2 object left to the garbage collector is closed by a finalizer on whichever thread
-collects it, outside any lock). The searchable PDF (`ocr.searchable`), which writes with pdfium, holds
-the same `LOCK` and closes what it opens alike. Each process has its own pdfium and its own lock, so a
-model's processes still render in parallel.
+can crash the process, and a crash ends every tenant's jobs. The API process opens files on threads (to
+count pages, the `/ocr` pre-check's page sizes); pages are loaded where the engine runs (its processes,
+or threads of a model on a `ThreadRunner`): all of them go through `Pdf`, whose methods hold `LOCK`
+while pdfium runs and close what they opened before letting go (a pypdfium2 object left to the garbage
+collector is closed by a finalizer on whichever thread collects it, outside any lock). The searchable
+PDF (`ocr.searchable`, built in a process of its own), which writes with pdfium, holds the same `LOCK`
+and closes what it opens alike. Each process has its own pdfium and its own lock, so a model's
+processes still render in parallel.
 """
 
 from __future__ import annotations
