@@ -87,6 +87,24 @@ async def test_how_a_process_ended_is_told_only_to_the_batch_it_was_computing() 
     assert "(exit status 3)" in str(exited[0])
 
 
+@pytest.mark.allow_error_logs
+async def test_a_process_that_ends_as_it_loads_says_so_and_blames_no_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = ProcessRunner(SlowSquare, "slow-square", "cuda", processes=1)
+    await runner.setup()
+    try:
+        monkeypatch.setenv("SLOW_SQUARE_ABORT_ON_LOAD", "1")  # the next children abort as they load
+        with pytest.raises(ModelProcessDied) as aborted:
+            await runner.predict([-3])
+        waiting = await asyncio.gather(runner.predict([1]), runner.predict([2]), return_exceptions=True)
+        monkeypatch.delenv("SLOW_SQUARE_ABORT_ON_LOAD")
+    finally:
+        await runner.close()
+    assert aborted.value.signal_name == "SIGABRT"
+    for outcome in waiting:
+        assert isinstance(outcome, ModelProcessDied) and outcome.signal_name is None, outcome
+        assert "ended loading the model" in str(outcome)
+
+
 async def test_an_error_for_one_item_reaches_only_its_caller() -> None:
     batcher = process_batcher()
     try:

@@ -340,6 +340,15 @@ class ProcessRunner:
         assert idle is not None
         try:
             await child.ensure_loaded()  # a replacement child loads on its first batch
+        except (ModelError, OSError, EOFError) as exc:  # nothing of this input's ended it
+            await self._replace(child, idle)
+            ending = _ending(child.process.exitcode)
+            log.warning("model_process_died", model=self.name, error=str(exc), ending=ending)
+            raise ModelProcessDied(f"model {self.name}: its process ended loading the model ({ending}): {exc}") from exc
+        except BaseException:
+            await self._replace(child, idle)
+            raise
+        try:
             kind, value = await child.ask(items)
         except (ModelError, OSError, EOFError) as exc:
             await self._replace(child, idle)

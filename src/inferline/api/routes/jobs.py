@@ -157,7 +157,9 @@ async def job_result(
     """The result of a succeeded job: `json` for any kind, or a format the job's kind renders (`ocr`:
     `text`, pages separated by form feeds; `hocr`; `pdf`, the searchable PDF: the pages read with the
     recognized text on them, invisible). 409 while the job has not succeeded, or for a `pdf` whose input
-    file has been deleted since; 422 for a format its kind does not have."""
+    file has been deleted since; 422 for a format its kind does not have, or a `pdf` that cannot be built
+    within `INFERLINE_OCR_PAGE_MEMORY_MB` and 600 s (a page of the file that takes more to load); 429 while
+    the tenant's previous `pdf` is being built, or two others'."""
     job = await service.get_job(services.engine, tenant=tenant, job_id=job_id)
     if job.status is not JobStatus.SUCCEEDED or job.result is None:
         raise Conflict(f"job {job.id} is {job.status.value}; its result exists once it has succeeded")
