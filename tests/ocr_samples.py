@@ -79,6 +79,19 @@ def text_pdf(pages: list[list[str]], script: str = "latin", *, password: str | N
     return bytes(pdf.output())
 
 
+def pdf_of(objects: list[bytes]) -> bytes:
+    """A PDF of these numbered objects (1 the catalog), with its cross-reference table."""
+    out, offsets = bytearray(b"%PDF-1.7\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
 def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     """A tiny PNG whose header claims `width` x `height` pixels (10 gigapixels by default)."""
     png = image_bytes(Image.new("L", (8, 8), 255), "PNG")

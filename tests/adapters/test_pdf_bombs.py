@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import sqlite_url
+from tests.ocr_samples import pdf_of
 
 from inferline import db, memory
 from inferline.errors import BadDocument, InvalidInput
@@ -33,19 +34,6 @@ from inferline.ocr.searchable_build import build_apart
 from inferline.ocr.tesseract import TesseractModel
 
 MB = 2**20
-
-
-def pdf_of(objects: list[bytes]) -> bytes:
-    """A PDF of these numbered objects (1 the catalog), with its cross-reference table."""
-    out, offsets = bytearray(b"%PDF-1.7\n"), []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
 
 
 def stream(entries: bytes, data: bytes) -> bytes:
