@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import sqlite_url
+from tests.conftest import LogRecorder, sqlite_url
 from tests.ocr_samples import pdf_of
 
 from inferline import db, memory
+from inferline.config import Settings
 from inferline.errors import BadDocument, InvalidInput
 from inferline.files import sniff
 from inferline.files.blobs import BlobStore
@@ -30,6 +31,7 @@ from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Document, Limits, PageMode
 from inferline.ocr.kind import OcrJobInput, run_ocr
 from inferline.ocr.pdf import Pdf
+from inferline.ocr.rapid import RapidOcrModel
 from inferline.ocr.searchable_build import build_apart
 from inferline.ocr.tesseract import TesseractModel
 
@@ -313,3 +315,23 @@ async def test_a_searchable_pdf_past_its_deadline_is_stopped_and_so_is_one_its_c
     with pytest.raises(asyncio.CancelledError):
         await again
     assert multiprocessing.active_children() == [] and list(tmp_dir.iterdir()) == []
+
+
+async def test_an_ocr_engine_on_a_thread_is_said_at_start_to_leave_pdf_pages_unbounded(
+    tmp_path: Path, log_records: LogRecorder
+) -> None:
+    def deps(processes: dict[str, int]) -> None:
+        models = ModelRuntime(device="cpu", modes={}, queue_limit=10, metrics=Metrics(), processes=processes)
+        models.register("tesseract", TesseractModel)
+        models.register("rapidocr", RapidOcrModel)
+        OcrDeps.from_settings(Settings(data_dir=tmp_path), engine=engine, blobs=BlobStore(tmp_path), models=models)
+
+    engine = db.create_engine(sqlite_url(tmp_path))
+    try:
+        deps({})  # both in processes, one per core: their default
+        assert not [event for event in log_records.events if event["event"] == "ocr_pdf_pages_unbounded"]
+        deps({"tesseract": 0})
+    finally:
+        await engine.dispose()
+    [warned] = [event for event in log_records.events if event["event"] == "ocr_pdf_pages_unbounded"]
+    assert warned["level"] == "warning" and warned["engines"] == ["tesseract"]

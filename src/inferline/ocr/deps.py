@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline.config import Settings
@@ -12,6 +13,9 @@ from inferline.errors import Overloaded
 from inferline.files.blobs import BlobStore
 from inferline.inference.runtime import ModelRuntime
 from inferline.ocr.documents import Limits
+
+log = structlog.get_logger(__name__)
+ENGINES = ("tesseract", "rapidocr")  # the models `ocr.options.pick_engine` may choose, as registered
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,14 @@ class OcrDeps:
     def from_settings(
         cls, settings: Settings, *, engine: AsyncEngine, blobs: BlobStore, models: ModelRuntime
     ) -> OcrDeps:
+        on_threads = sorted(name for name in ENGINES if models.processes_of(name) == 0)
+        if on_threads:  # said once at start: an operator's choice, with a cost docs/ocr.md describes
+            log.warning(
+                "ocr_pdf_pages_unbounded",
+                engines=on_threads,
+                why="an OCR engine on a thread (model_processes 0) loads PDF pages in this process, where "
+                "ocr_page_memory_mb cannot bound them: run engines in processes where files come from untrusted users",
+            )
         return cls(
             engine=engine,
             blobs=blobs,
