@@ -31,7 +31,7 @@ from inferline.jobs.testing import MemoryContext
 from inferline.metrics import Metrics
 from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Limits
-from inferline.ocr.tesseract import OcrInput
+from inferline.ocr.tesseract import OcrInput, text_layer_result
 from inferline.search import kind as search_kind
 from inferline.search.caches import ResultCache
 from inferline.search.deps import SearchDeps
@@ -200,9 +200,9 @@ async def test_a_pdf_is_read_through_the_ocr_page_reader(setup: Setup) -> None:
 
     def text_layer_only(item: OcrInput) -> dict[str, Any]:
         # The engine's process reads each page (`ocr.pages`): here every page has a text layer, so no OCR.
-        result = item.text_result()
-        assert result is not None, "a page of the text PDF went to OCR"
-        return result
+        page = item.read()
+        assert page.image is None, "a page of the text PDF went to OCR"
+        return text_layer_result(page)
 
     ctx = ingest_context(document, {MODEL: hash16, "tesseract": text_layer_only})
     result = await run_ingest(setup.search, setup.ocr, ctx, ingest_input(document))

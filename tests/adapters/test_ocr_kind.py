@@ -20,7 +20,7 @@ from inferline.metrics import Metrics
 from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Limits
 from inferline.ocr.kind import OcrJobInput, run_ocr
-from inferline.ocr.tesseract import OcrInput
+from inferline.ocr.tesseract import OcrInput, text_layer_result
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ocr"
 
@@ -54,9 +54,9 @@ def needs(path: Path) -> Path:
 def text_layer_only(item: OcrInput) -> dict[str, Any]:
     """An engine for pages with a text layer: the engine's process reads each page (`ocr.pages`), a
     page it would OCR fails the test."""
-    result = item.text_result()
-    assert result is not None, "a page with a text layer went to OCR"
-    return result
+    page = item.read()
+    assert page.image is None, "a page with a text layer went to OCR"
+    return text_layer_result(page)
 
 
 TEXT_LAYER_ONLY = {"tesseract": text_layer_only}

@@ -73,7 +73,8 @@ def test_every_pdfium_call_from_many_threads_holds_the_process_lock(tmp_path: Pa
             return sum(len(document.load(i, PageMode.AUTO, 150, LIMITS).lines) for i in range(document.page_count))
 
     def render() -> int:
-        image = PageRef(str(scan), sniff.PDF, 0, 100, LIMITS).load_image()
+        image = PageRef(str(scan), sniff.PDF, 0, 100, LIMITS, PageMode.FORCE).read().image
+        assert image is not None
         return image.width
 
     def check() -> int:

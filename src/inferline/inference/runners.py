@@ -338,24 +338,22 @@ class ProcessRunner:
     async def _exchange(self, child: _Child, items: list[Any]) -> Any:
         idle = self._idle
         assert idle is not None
+        loading = True
         try:
             await child.ensure_loaded()  # a replacement child loads on its first batch
-        except (ModelError, OSError, EOFError) as exc:  # nothing of this input's ended it
-            await self._replace(child, idle)
-            ending = _ending(child.process.exitcode)
-            log.warning("model_process_died", model=self.name, error=str(exc), ending=ending)
-            raise ModelProcessDied(f"model {self.name}: its process ended loading the model ({ending}): {exc}") from exc
-        except BaseException:
-            await self._replace(child, idle)
-            raise
-        try:
+            loading = False
             kind, value = await child.ask(items)
         except (ModelError, OSError, EOFError) as exc:
             await self._replace(child, idle)
             exitcode = child.process.exitcode
             ending = _ending(exitcode)
             log.warning("model_process_died", model=self.name, error=str(exc), ending=ending)
-            if isinstance(exc, _QueuedBehind):  # another input ended it: nothing is known of this one
+            # Only the batch it was computing tells how it ended: nothing of the others' ended it.
+            if loading:
+                raise ModelProcessDied(
+                    f"model {self.name}: its process ended loading the model ({ending}): {exc}"
+                ) from exc
+            if isinstance(exc, _QueuedBehind):
                 raise ModelProcessDied(
                     f"model {self.name}: its process died while this input waited behind another"
                 ) from exc

@@ -72,29 +72,19 @@ class PageRef:
     index: int
     dpi: int
     limits: Limits
-    mode: PageMode = PageMode.FORCE  # AUTO and TEXT_ONLY: `text_page` reads a PDF page's text layer
+    mode: PageMode  # as `Document.load` takes it: FORCE never reads a text layer
 
-    def text_page(self) -> Page | None:
-        """The page from its text layer where `mode` takes it (`Document.text_page`), else None. Read
-        here too, not in the API process: loading a PDF page is what can take without end (`ocr.pdf`)."""
-        if self.mode is PageMode.FORCE or self.content_type != sniff.PDF:
-            return None
-        with self._open() as document:
-            return document.text_page(self.index, self.mode, self.dpi)
-
-    def load_image(self) -> Image.Image:
-        with self._open() as document:
-            page = document.load(self.index, PageMode.FORCE, self.dpi, self.limits)
-        assert page.image is not None
-        return page.image
-
-    def _open(self) -> Document:
-        return Document(
+    def read(self) -> Page:
+        """The page, the file opened once: from its text layer where `mode` takes it (`image` None), else
+        rasterized. Read where the engine runs, not in the API process: loading a PDF page is what can
+        take without end (`ocr.pdf`)."""
+        with Document(
             Path(self.path),
             self.content_type,
             max_pages=self.limits.max_pages,
             page_memory_bytes=self.limits.page_memory_bytes,
-        )
+        ) as document:
+            return document.load(self.index, self.mode, self.dpi, self.limits)
 
 
 def check_type(content_type: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from inferline.errors import BadDocument, InvalidInput
 from inferline.inference.model import PER_CORE, Model
 from inferline.ocr.orientation import Correction, Orienter
-from inferline.ocr.tesseract import OcrInput, find_tessdata
+from inferline.ocr.tesseract import OcrInput, find_tessdata, text_layer_result
 
 # What the bundled PP-OCR recognizer reads: Chinese and Latin script (Tesseract names).
 LANGUAGES = frozenset({"eng", "chi_sim", "chi_tra"})
@@ -71,12 +71,13 @@ class RapidOcrModel(Model[OcrInput, dict[str, Any]]):
     def _recognize(self, item: OcrInput) -> dict[str, Any]:
         import numpy as np
 
-        if (text := item.text_result()) is not None:
-            return text
+        page = item.read()
+        if page.image is None:
+            return text_layer_result(page)
         self.check_lang(item.lang)
         # The orienter (Tesseract's data) is only needed, and looked for, when a job asks for it.
         wanted = item.rotate or item.deskew
-        image, correction = item.upright_image(self.orienter()) if wanted else (item.load_image(), Correction())
+        image, correction = item.upright(page.image, self.orienter()) if wanted else (page.image, Correction())
         width, height = image.size
         image = image.convert("RGB") if image.mode != "RGB" else image
         output = self._engine(np.asarray(image))

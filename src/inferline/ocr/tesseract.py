@@ -23,7 +23,7 @@ from PIL import Image
 
 from inferline.errors import BadDocument, InvalidInput, NonRetryable
 from inferline.inference.model import PER_CORE, Model
-from inferline.ocr.documents import PageRef
+from inferline.ocr.documents import Page, PageRef
 from inferline.ocr.layout import Box, analyze
 from inferline.ocr.orientation import Correction, Orienter
 from inferline.ocr.results import union_bbox
@@ -56,32 +56,31 @@ class OcrInput:
     deskew: bool = False  # level its lines first
     layout: OcrLayout = OcrLayout.AUTO
 
-    def text_result(self) -> dict[str, Any] | None:
-        """A PDF page its mode reads from its text layer, as the engine's result (`source`: text-layer),
-        or None: the page needs OCR. Every engine asks this first."""
-        if self.page is None or (page := self.page.text_page()) is None:
-            return None
-        return {
-            "width": page.width,
-            "height": page.height,
-            "source": "text-layer",
-            "text": page.text or "",
-            "lines": page.lines,
-        }
-
-    def load_image(self) -> Image.Image:
+    def read(self) -> Page:
+        """The page to recognize: the image given, or the file's page (`PageRef.read`), whose `image` is
+        None where its text layer was read instead (`text_layer_result` is then the engine's result)."""
         if self.image is not None:
-            return self.image
+            return Page(index=0, width=self.image.width, height=self.image.height, image=self.image)
         if self.page is None:
             raise InvalidInput("an OCR input needs an image or a page", field="image")
-        return self.page.load_image()
+        return self.page.read()
 
-    def upright_image(self, orienter: Orienter) -> tuple[Image.Image, Correction]:
+    def upright(self, image: Image.Image, orienter: Orienter) -> tuple[Image.Image, Correction]:
         """The image as the engine should read it; boxes it finds refer to this image."""
-        image = self.load_image()
         if not (self.rotate or self.deskew):
             return image, Correction()
         return orienter.correct(image, rotate=self.rotate, deskew=self.deskew)
+
+
+def text_layer_result(page: Page) -> dict[str, Any]:
+    """A page read from its text layer, as every engine gives it back (`source`: text-layer)."""
+    return {
+        "width": page.width,
+        "height": page.height,
+        "source": "text-layer",
+        "text": page.text or "",
+        "lines": page.lines,
+    }
 
 
 def find_tessdata(configured: str | None = None) -> str:
@@ -150,11 +149,12 @@ class TesseractModel(Model[OcrInput, dict[str, Any]]):
         return outputs
 
     def _recognize(self, item: OcrInput) -> dict[str, Any]:
-        if (text := item.text_result()) is not None:
-            return text
+        given = item.read()
+        if given.image is None:
+            return text_layer_result(given)
         api = self._api(self.check_lang(item.lang))
         assert self.orienter is not None, "setup() runs before predict_batch()"
-        image, correction = item.upright_image(self.orienter)
+        image, correction = item.upright(given.image, self.orienter)
         page = _PageText()
         layout = analyze(image) if item.layout is OcrLayout.AUTO else None
         if layout is not None and layout.blocks:
