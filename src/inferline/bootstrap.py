@@ -112,8 +112,9 @@ def register_kinds(services: Services) -> None:
 
 def register_models(settings: Settings, models: ModelRuntime) -> frozenset[str]:
     """Every model this process can run; returns the names of the embedding models."""
-    models.register(TesseractModel.name, TesseractModel)
-    models.register(RapidOcrModel.name, RapidOcrModel)
+    page_s = settings.ocr_page_timeout_s
+    models.register(TesseractModel.name, TesseractModel, item_timeout_s=page_s)
+    models.register(RapidOcrModel.name, RapidOcrModel, item_timeout_s=page_s)
     factories: dict[str, Callable[[], EmbeddingModel]] = {E5Small.name: E5Small, UseMultilingual.name: UseMultilingual}
     factories |= {name: OnnxFactory(folder) for name, folder in settings.onnx_embedding_models.items()}
     for name, factory in factories.items():

@@ -128,6 +128,15 @@ class Settings(BaseSettings):
             "image that does not fit is left out (a soft mask of billions of pixels)"
         ),
     )
+    ocr_page_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=86_400,
+        description=(
+            "how long an OCR engine's process may read and recognize one page; past it the process is killed and "
+            "the job fails with the page's number (a PDF page drawn with billions of pattern cells renders for hours)"
+        ),
+    )
     ocr_default_dpi: int = Field(default=300, ge=36, le=1200, description="PDF pages are rasterized at this dpi")
     media_max_image_pixels: int = Field(
         default=50_000_000, ge=1, description="413 for a project photo with more pixels (read from its header)"

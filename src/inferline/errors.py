@@ -108,6 +108,15 @@ class ModelProcessDied(ModelError):
         self.signal_name = signal_name
 
 
+class ModelTimedOut(ModelError):
+    """A model's process computed one batch past its time allowance (`limit_s`: the model's
+    `item_timeout_s` times the batch's items) and was killed for it; a new process takes its place."""
+
+    def __init__(self, message: str, limit_s: float) -> None:
+        super().__init__(message)
+        self.limit_s = limit_s
+
+
 class DeliveryFailed(InferlineError):
     """A notification channel refused or did not answer; the monitor retries, then its breaker opens."""
 

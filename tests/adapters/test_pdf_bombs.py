@@ -9,6 +9,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -110,6 +111,26 @@ def forms_doubling(depth: int) -> bytes:
         else:
             objects.append(stream(b"/Type /XObject /Subtype /Form /BBox [0 0 72 72]", b"0 0 1 1 re f"))
     return pdf_of(objects)
+
+
+def tiling_pattern(step_pt: float) -> bytes:
+    """A letter page filled with a tiling pattern whose cell repeats every `step_pt`: (612 / step) x
+    (792 / step) cells drawn one by one, from a file of 700 bytes in little memory (0.01: ~5 billion
+    cells, minutes to render at 72 dpi and hours at 300)."""
+    cell = b"0 0 0.5 0.5 re f"
+    return pdf_of(
+        [
+            *CATALOG,
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+            b"/Resources << /Pattern << /P1 5 0 R >> >> >>",
+            stream(b"", b"/Pattern cs /P1 scn 0 0 612 792 re f"),
+            stream(
+                b"/Type /Pattern /PatternType 1 /PaintType 1 /TilingType 1 /BBox [0 0 1 1] /XStep %g /YStep %g "
+                b"/Resources << >>" % (step_pt, step_pt),
+                cell,
+            ),
+        ]
+    )
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -266,6 +287,40 @@ async def test_an_ocr_job_on_such_a_page_fails_with_the_reason_and_the_next_job_
         ocr, MemoryContext(tenant="t", models=ocr.models), OcrJobInput(file_id=fine, engine="tesseract", lang="eng")
     )
     assert [(page["width"], page["height"], page["source"]) for page in result["pages"]] == [(72, 72, "ocr")]
+
+
+@pytest.mark.allow_error_logs
+async def test_a_page_that_renders_past_the_page_timeout_fails_its_job_and_frees_the_engine(tmp_path: Path) -> None:
+    """Little memory, hours of rendering: the engine's process is killed at `item_timeout_s`
+    (`ocr_page_timeout_s`), the job fails with the page's number and is not retried, and the engine's new
+    process reads the next file at once."""
+    url = sqlite_url(tmp_path)
+    db.upgrade(url)
+    engine = db.create_engine(url)
+    models = ModelRuntime(device="cpu", modes={}, queue_limit=100, metrics=Metrics(), processes={"tesseract": 1})
+    models.register("tesseract", TesseractModel, item_timeout_s=1.0)
+    limits = Limits(max_pages=10, max_page_pixels=1_000_000, page_memory_bytes=96 * MB)
+    ocr = OcrDeps(engine, BlobStore(tmp_path / "blobs"), models, limits, default_dpi=72)
+    try:
+        await models.batcher("tesseract").ensure_loaded()  # the allowance counts from the page's start
+        patterned = await stored(ocr, write(tmp_path, "pattern.pdf", tiling_pattern(0.002)))
+        started = time.monotonic()
+        with pytest.raises(BadDocument, match=r"^page 1: the engine took over 1 s to read it and was stopped"):
+            await run_ocr(
+                ocr,
+                MemoryContext(tenant="t", models=models),
+                OcrJobInput(file_id=patterned, engine="tesseract", lang="eng"),
+            )
+        assert time.monotonic() - started < 20  # the page alone renders for ~30 minutes at 72 dpi
+        fine = await stored(ocr, write(tmp_path, "fine.pdf", forms_doubling(4)))
+        result = await run_ocr(
+            ocr, MemoryContext(tenant="t", models=models), OcrJobInput(file_id=fine, engine="tesseract", lang="eng")
+        )
+        assert [page["source"] for page in result["pages"]] == ["ocr"]
+    finally:
+        await models.aclose()
+        await engine.dispose()
+    assert [row["item_timeout_s"] for row in models.describe()] == [1.0]
 
 
 def ocr_result_of_one_page(width_px: int) -> dict[str, Any]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 import uvloop
 from tests.plugins.models import Echo, SlowSquare
 
-from inferline.errors import ModelError, ModelProcessDied
+from inferline.errors import ModelError, ModelProcessDied, ModelTimedOut
 from inferline.inference.batching import Batcher
 from inferline.inference.model import ProcessingMode
 from inferline.inference.runners import ProcessRunner
@@ -150,6 +151,59 @@ async def test_a_caller_that_stops_waiting_does_not_leave_its_reply_for_the_next
     finally:
         await runner.close()
     assert outputs[0][0] == 9
+
+
+@pytest.mark.allow_error_logs
+async def test_a_batch_computed_past_its_allowance_kills_the_process_even_when_its_caller_left() -> None:
+    """The allowance is `item_timeout_s` per item of the batch. A caller that stops waiting does not free
+    the process (the exchange finishes); the allowance does, and a new process takes the next batch."""
+    runner = ProcessRunner(SlowSquare, "slow-square", "cpu", processes=1, item_timeout_s=0.4)
+    await runner.setup()
+    try:
+        assert (await runner.predict([30, 30]))[1][0] == 900  # 0.6 s for two items: within 2 x 0.4
+        [first] = runner._children
+        started = time.monotonic()
+        with pytest.raises(ModelTimedOut, match=r"past its 0\.4 s") as timed_out:
+            await runner.predict([3000])  # 30 s
+        assert timed_out.value.limit_s == 0.4 and time.monotonic() - started < 10
+        assert not first.process.is_alive()
+        abandoned = asyncio.ensure_future(runner.predict([3000]))
+        await asyncio.sleep(0.1)
+        abandoned.cancel()
+        started = time.monotonic()
+        [(square, pid, _, _)] = await runner.predict([2])
+        assert square == 4 and time.monotonic() - started < 10
+        assert pid not in (first.process.pid, os.getpid())
+    finally:
+        await runner.close()
+
+
+@pytest.mark.allow_error_logs
+async def test_on_cuda_a_batch_waiting_in_the_pipe_is_allowed_its_time_from_the_end_of_the_one_ahead() -> None:
+    runner = ProcessRunner(SlowSquare, "slow-square", "cuda", processes=1, item_timeout_s=0.8)
+    await runner.setup()
+    try:
+        # 0.5 s each, sent together: the second ends 1.0 s after it was sent, within its own 0.8 s.
+        first, second = await asyncio.gather(runner.predict([50]), runner.predict([50]))
+        assert first[0][0] == second[0][0] == 2500
+        stuck, behind = await asyncio.gather(runner.predict([3000]), runner.predict([5]), return_exceptions=True)
+    finally:
+        await runner.close()
+    assert isinstance(stuck, ModelTimedOut), stuck
+    assert isinstance(behind, ModelProcessDied) and not isinstance(behind, ModelTimedOut), behind
+    assert "waited behind another" in str(behind)
+
+
+def test_an_item_timeout_reaches_the_processes_only() -> None:
+    runtime = ModelRuntime(
+        device="cpu", modes={}, queue_limit=10, metrics=Metrics(), processes={"slow-square": 1, "echo": 0}
+    )
+    runtime.register("slow-square", SlowSquare, item_timeout_s=2.5)
+    runtime.register("echo", Echo, item_timeout_s=2.5)
+    runner = runtime.batcher("slow-square").runner
+    assert isinstance(runner, ProcessRunner) and runner.item_timeout_s == 2.5
+    described = {row["name"]: row["item_timeout_s"] for row in runtime.describe()}
+    assert described == {"echo": None, "slow-square": 2.5}  # on a thread nothing bounds it: not claimed
 
 
 async def test_closing_lets_a_batch_in_flight_finish_and_stops_every_child() -> None:

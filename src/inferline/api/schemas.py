@@ -171,6 +171,9 @@ class ModelOut(BaseModel):
     error: str | None
     max_batch_size: int
     max_wait_ms: float
+    item_timeout_s: float | None = Field(
+        default=None, description="how long its process may compute one item before it is killed; null: unbounded"
+    )
     queued: int
 
 

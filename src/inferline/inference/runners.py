@@ -5,6 +5,12 @@ gave +70%, batching RapidOCR's recognizer was slower than batch 1 (the OCR issue
 model declares `processes` (settings `model_processes` override it); each child builds its own copy of
 the model, so nothing is shared and nothing needs to be thread-safe. Children are started with `spawn`:
 forking a process that runs an event loop and threads is unsafe.
+
+A model registered with `item_timeout_s` (the OCR engines: `ocr_page_timeout_s`) is bounded in time
+there too: a child computing one batch past the batch's allowance (that times its items) is killed, the
+batch fails with `ModelTimedOut`, and a new child takes its place. A 700-byte PDF whose tiling pattern has
+billions of cells renders for hours in little memory; without the bound, it holds the engine's process
+for every tenant whose pages wait behind it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +31,7 @@ from typing import Any, Protocol
 import structlog
 
 from inferline import memory
-from inferline.errors import ModelError, ModelProcessDied
+from inferline.errors import ModelError, ModelProcessDied, ModelTimedOut
 from inferline.inference.model import Model
 
 log = structlog.get_logger(__name__)
@@ -140,6 +147,9 @@ class _Child:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._replies: deque[asyncio.Future[Any]] = deque()  # oldest first; the load's comes first
         self._send_lock = asyncio.Lock()
+        # When the last batch sent must be answered by: a batch waiting in the pipe (CUDA) is allowed its
+        # own time from the end of the one ahead of it, so it never times out on that one's account.
+        self._due_at = 0.0
 
     def start(self) -> None:  # blocking (spawning a Python): called in a thread
         self.process.start()
@@ -207,13 +217,18 @@ class _Child:
             raise value if isinstance(value, BaseException) else ModelError(str(value))
         self.loaded = True
 
-    async def ask(self, items: list[Any]) -> Any:
+    async def ask(self, items: list[Any], allowance_s: float | None = None) -> Any:
         """Send a batch and wait for its reply. A child still computing an earlier batch gets this one
         through a thread, so a batch larger than the pipe's buffer never blocks the event loop while the
-        child is busy; an idle child reads at once, and the write is done inline."""
+        child is busy; an idle child reads at once, and the write is done inline. With `allowance_s`, a
+        child still computing the batch that long after it could start is killed (`ModelTimedOut`)."""
         async with self._send_lock:
             reply = self._expect()
             busy = self.in_flight > 1
+            due_at = None
+            if allowance_s is not None:
+                now = time.monotonic()
+                due_at = self._due_at = (max(now, self._due_at) if busy else now) + allowance_s
             try:
                 if busy:
                     await asyncio.to_thread(self._send, items)
@@ -221,7 +236,21 @@ class _Child:
                     self._send(items)
             except (OSError, ValueError) as exc:
                 self._died(ModelError(f"its process died ({exc})"))
-        return await reply
+        if due_at is None or allowance_s is None:
+            return await reply
+        try:
+            return await asyncio.wait_for(asyncio.shield(reply), max(0.0, due_at - time.monotonic()))
+        except TimeoutError:
+            if not reply.done():
+                self._overran(allowance_s)
+            return await reply
+
+    def _overran(self, allowance_s: float) -> None:
+        """Kill the child: it is still computing the oldest batch (this one: any batch ahead of it was
+        due earlier and would have ended the child first) past its allowance."""
+        self._died(ModelTimedOut(f"it computed past its {allowance_s:g} s and was stopped", allowance_s))
+        with contextlib.suppress(OSError):
+            self.process.kill()
 
     def _send(self, items: list[Any]) -> None:
         os.set_blocking(self.conn.fileno(), True)
@@ -293,11 +322,14 @@ class ProcessRunner:
     child that dies (a crash inside native code) fails only the batches it held, and a new child takes
     its place."""
 
-    def __init__(self, factory: ModelFactory, name: str, device: str, processes: int) -> None:
+    def __init__(
+        self, factory: ModelFactory, name: str, device: str, processes: int, *, item_timeout_s: float | None = None
+    ) -> None:
         self.factory = factory
         self.name = name
         self.device = device
         self.processes = max(1, processes)
+        self.item_timeout_s = item_timeout_s  # a batch's allowance per item; None: unbounded
         self.in_flight = 2 if device == "cuda" else 1  # batches per child: computing, and waiting in its pipe
         self.concurrency = self.processes * self.in_flight
         self._idle: asyncio.Queue[_Child] | None = None  # each child once per batch it can take
@@ -342,7 +374,12 @@ class ProcessRunner:
         try:
             await child.ensure_loaded()  # a replacement child loads on its first batch
             loading = False
-            kind, value = await child.ask(items)
+            allowance_s = self.item_timeout_s * len(items) if self.item_timeout_s is not None else None
+            kind, value = await child.ask(items, allowance_s)
+        except ModelTimedOut as exc:
+            await self._replace(child, idle)
+            log.warning("model_timed_out", model=self.name, items=len(items), limit_s=exc.limit_s)
+            raise ModelTimedOut(f"model {self.name}: its process {exc}", exc.limit_s) from exc
         except (ModelError, OSError, EOFError) as exc:
             await self._replace(child, idle)
             exitcode = child.process.exitcode

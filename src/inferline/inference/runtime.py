@@ -5,7 +5,8 @@ processing mode comes from settings (`model_modes`), defaulting to `standard` on
 on CUDA: on 2 CPU cores batching an OCR recognizer was slower than batch 1, while a GPU gains from it.
 A model computes on its own single thread, or in `processes` child processes (settings
 `model_processes`, else the model's declared default; `PER_CORE` means one per CPU core the process may
-use): that is how OCR uses both cores of a small machine.
+use): that is how OCR uses both cores of a small machine. A model registered with `item_timeout_s` has
+its processes killed past that time per item of a batch (`runners`); on a thread nothing can bound it.
 """
 
 from __future__ import annotations
@@ -63,12 +64,17 @@ class ModelRuntime:
         self.queue_limit = queue_limit
         self.metrics = metrics
         self._factories: dict[str, ModelFactory] = {}
+        self._item_timeouts_s: dict[str, float] = {}
         self._batchers: dict[str, Batcher[Any, Any]] = {}
 
-    def register(self, name: str, factory: ModelFactory) -> None:
+    def register(self, name: str, factory: ModelFactory, *, item_timeout_s: float | None = None) -> None:
+        """`item_timeout_s`: how long the model's process may compute one item of a batch before it is
+        killed (`ModelTimedOut`); for inputs a caller can make arbitrarily slow (a PDF page)."""
         if name in self._factories:
             raise ValueError(f"model {name!r} is registered twice")
         self._factories[name] = factory
+        if item_timeout_s is not None:
+            self._item_timeouts_s[name] = item_timeout_s
 
     def mode_of(self, name: str) -> ProcessingMode:
         declared = getattr(self._factories.get(name), "default_mode", None)
@@ -93,7 +99,9 @@ class ModelRuntime:
             processes = self.processes_of(name)
             runner: Runner
             if processes:
-                runner = ProcessRunner(factory, name, self.device, processes)
+                runner = ProcessRunner(
+                    factory, name, self.device, processes, item_timeout_s=self._item_timeouts_s.get(name)
+                )
             else:
                 runner = ThreadRunner(model, self.device)
             batcher = Batcher(
@@ -127,6 +135,7 @@ class ModelRuntime:
                     "error": batcher.error_shown if batcher else None,
                     "max_batch_size": batcher.max_batch_size if batcher else getattr(model_type, "max_batch_size", 1),
                     "max_wait_ms": getattr(model_type, "max_wait_ms", 0.0),
+                    "item_timeout_s": self._item_timeouts_s.get(name) if self.processes_of(name) else None,
                     "queued": batcher.queued if batcher else 0,
                 }
             )

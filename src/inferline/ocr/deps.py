@@ -37,7 +37,8 @@ class OcrDeps:
                 "ocr_pdf_pages_unbounded",
                 engines=on_threads,
                 why="an OCR engine on a thread (model_processes 0) loads PDF pages in this process, where "
-                "ocr_page_memory_mb cannot bound them: run engines in processes where files come from untrusted users",
+                "neither ocr_page_memory_mb nor ocr_page_timeout_s can bound them: run engines in processes where "
+                "files come from untrusted users",
             )
         return cls(
             engine=engine,

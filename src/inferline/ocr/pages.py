@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from inferline.errors import BadDocument, ModelError, ModelProcessDied, NonRetryable, NotFound
+from inferline.errors import BadDocument, ModelError, ModelProcessDied, ModelTimedOut, NonRetryable, NotFound
 from inferline.files import sniff
 from inferline.files.service import blob_path, get_file
 from inferline.inference.runtime import ModelRuntime
@@ -105,6 +105,13 @@ class _PageReader:
         )
         try:
             output = await self.ctx.predict(self.model, item)
+        except ModelTimedOut as exc:
+            # As slow again on another attempt: retrying would hold the engine for every tenant once more.
+            raise BadDocument(
+                f"page {index + 1}: the engine took over {exc.limit_s:g} s to read it and was stopped "
+                "(INFERLINE_OCR_PAGE_TIMEOUT_S): a page drawn with billions of objects or pattern cells, or one "
+                "too large to read in that time"
+            ) from exc
         except ModelProcessDied as exc:
             if exc.signal_name == "SIGABRT" and ref.content_type == sniff.PDF:
                 # Deterministic for this page: another attempt would end the same way.
