@@ -298,14 +298,14 @@ async def test_a_page_that_renders_past_the_page_timeout_fails_its_job_and_frees
     db.upgrade(url)
     engine = db.create_engine(url)
     models = ModelRuntime(device="cpu", modes={}, queue_limit=100, metrics=Metrics(), processes={"tesseract": 1})
-    models.register("tesseract", TesseractModel, item_timeout_s=1.0)
+    models.register("tesseract", TesseractModel, item_timeout_s=3.0)
     limits = Limits(max_pages=10, max_page_pixels=1_000_000, page_memory_bytes=96 * MB)
     ocr = OcrDeps(engine, BlobStore(tmp_path / "blobs"), models, limits, default_dpi=72)
     try:
         await models.batcher("tesseract").ensure_loaded()  # the allowance counts from the page's start
         patterned = await stored(ocr, write(tmp_path, "pattern.pdf", tiling_pattern(0.002)))
         started = time.monotonic()
-        with pytest.raises(BadDocument, match=r"^page 1: the engine took over 1 s to read it and was stopped"):
+        with pytest.raises(BadDocument, match=r"^page 1: the engine took over 3 s to read it and was stopped"):
             await run_ocr(
                 ocr,
                 MemoryContext(tenant="t", models=models),
@@ -320,7 +320,7 @@ async def test_a_page_that_renders_past_the_page_timeout_fails_its_job_and_frees
     finally:
         await models.aclose()
         await engine.dispose()
-    assert [row["item_timeout_s"] for row in models.describe()] == [1.0]
+    assert [row["item_timeout_s"] for row in models.describe()] == [3.0]
 
 
 def ocr_result_of_one_page(width_px: int) -> dict[str, Any]:

@@ -157,15 +157,15 @@ async def test_a_caller_that_stops_waiting_does_not_leave_its_reply_for_the_next
 async def test_a_batch_computed_past_its_allowance_kills_the_process_even_when_its_caller_left() -> None:
     """The allowance is `item_timeout_s` per item of the batch. A caller that stops waiting does not free
     the process (the exchange finishes); the allowance does, and a new process takes the next batch."""
-    runner = ProcessRunner(SlowSquare, "slow-square", "cpu", processes=1, item_timeout_s=0.4)
+    runner = ProcessRunner(SlowSquare, "slow-square", "cpu", processes=1, item_timeout_s=1.0)
     await runner.setup()
     try:
-        assert (await runner.predict([30, 30]))[1][0] == 900  # 0.6 s for two items: within 2 x 0.4
+        assert (await runner.predict([70, 70]))[1][0] == 4900  # 1.4 s for two items: within 2 x 1.0
         [first] = runner._children
         started = time.monotonic()
-        with pytest.raises(ModelTimedOut, match=r"past its 0\.4 s") as timed_out:
+        with pytest.raises(ModelTimedOut, match=r"^model slow-square: its process computed past its 1 s") as timed_out:
             await runner.predict([3000])  # 30 s
-        assert timed_out.value.limit_s == 0.4 and time.monotonic() - started < 10
+        assert timed_out.value.limit_s == 1.0 and time.monotonic() - started < 10
         assert not first.process.is_alive()
         abandoned = asyncio.ensure_future(runner.predict([3000]))
         await asyncio.sleep(0.1)
@@ -186,9 +186,13 @@ async def test_on_cuda_a_batch_waiting_in_the_pipe_is_allowed_its_time_from_the_
         # 0.5 s each, sent together: the second ends 1.0 s after it was sent, within its own 0.8 s.
         first, second = await asyncio.gather(runner.predict([50]), runner.predict([50]))
         assert first[0][0] == second[0][0] == 2500
+        # Nor does it inherit the time the one ahead left: 1.2 s after a batch of 0.05 s is past its 0.8 s.
+        quick, slow = await asyncio.gather(runner.predict([5]), runner.predict([120]), return_exceptions=True)
         stuck, behind = await asyncio.gather(runner.predict([3000]), runner.predict([5]), return_exceptions=True)
     finally:
         await runner.close()
+    assert not isinstance(quick, BaseException) and quick[0][0] == 25, quick
+    assert isinstance(slow, ModelTimedOut), slow
     assert isinstance(stuck, ModelTimedOut), stuck
     assert isinstance(behind, ModelProcessDied) and not isinstance(behind, ModelTimedOut), behind
     assert "waited behind another" in str(behind)

@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import pickle
 import signal
-import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -147,9 +146,6 @@ class _Child:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._replies: deque[asyncio.Future[Any]] = deque()  # oldest first; the load's comes first
         self._send_lock = asyncio.Lock()
-        # When the last batch sent must be answered by: a batch waiting in the pipe (CUDA) is allowed its
-        # own time from the end of the one ahead of it, so it never times out on that one's account.
-        self._due_at = 0.0
 
     def start(self) -> None:  # blocking (spawning a Python): called in a thread
         self.process.start()
@@ -168,7 +164,7 @@ class _Child:
         assert self._loop is not None
         future: asyncio.Future[Any] = self._loop.create_future()
         if self.dead:
-            future.set_exception(ModelError("its process died"))
+            future.set_exception(_QueuedBehind("its process died before this input reached it"))
             return future
         if not self._replies:
             self._loop.add_reader(self.conn.fileno(), self._readable)
@@ -224,11 +220,10 @@ class _Child:
         child still computing the batch that long after it could start is killed (`ModelTimedOut`)."""
         async with self._send_lock:
             reply = self._expect()
+            if reply.done():  # the child died before this batch reached it
+                return await reply
             busy = self.in_flight > 1
-            due_at = None
-            if allowance_s is not None:
-                now = time.monotonic()
-                due_at = self._due_at = (max(now, self._due_at) if busy else now) + allowance_s
+            ahead = self._replies[-2] if busy else None
             try:
                 if busy:
                     await asyncio.to_thread(self._send, items)
@@ -236,19 +231,29 @@ class _Child:
                     self._send(items)
             except (OSError, ValueError) as exc:
                 self._died(ModelError(f"its process died ({exc})"))
-        if due_at is None or allowance_s is None:
+        if allowance_s is None:
             return await reply
+        if ahead is not None:  # waiting in the pipe (CUDA): its time starts when the batch ahead ends
+            await asyncio.wait({ahead})  # bounded: by that batch's own allowance
         try:
-            return await asyncio.wait_for(asyncio.shield(reply), max(0.0, due_at - time.monotonic()))
+            return await asyncio.wait_for(asyncio.shield(reply), allowance_s)
         except TimeoutError:
+            self._read_if_answered()  # a reply sent just now is taken, not the child killed for it
             if not reply.done():
                 self._overran(allowance_s)
             return await reply
 
+    def _read_if_answered(self) -> None:
+        if self.dead or self.conn.closed:
+            return
+        with contextlib.suppress(OSError):
+            if self.conn.poll():
+                self._readable()
+
     def _overran(self, allowance_s: float) -> None:
-        """Kill the child: it is still computing the oldest batch (this one: any batch ahead of it was
-        due earlier and would have ended the child first) past its allowance."""
-        self._died(ModelTimedOut(f"it computed past its {allowance_s:g} s and was stopped", allowance_s))
+        """Kill the child: it is still computing the oldest batch past its allowance (this batch: any
+        batch ahead of it ended before its time started)."""
+        self._died(ModelTimedOut(f"computed past its {allowance_s:g} s and was stopped", allowance_s))
         with contextlib.suppress(OSError):
             self.process.kill()
 
@@ -377,8 +382,8 @@ class ProcessRunner:
             allowance_s = self.item_timeout_s * len(items) if self.item_timeout_s is not None else None
             kind, value = await child.ask(items, allowance_s)
         except ModelTimedOut as exc:
-            await self._replace(child, idle)
             log.warning("model_timed_out", model=self.name, items=len(items), limit_s=exc.limit_s)
+            await self._replace(child, idle)
             raise ModelTimedOut(f"model {self.name}: its process {exc}", exc.limit_s) from exc
         except (ModelError, OSError, EOFError) as exc:
             await self._replace(child, idle)
@@ -414,6 +419,9 @@ class ProcessRunner:
         await child.stop(1.0)
         if self._idle is idle:
             new = await self._spawn()
+            if self._idle is not idle:  # closed while it started, too early for `close` to stop it
+                await new.stop(1.0)
+                return
             for _ in range(self.in_flight):
                 idle.put_nowait(new)
 

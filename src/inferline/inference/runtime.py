@@ -69,7 +69,9 @@ class ModelRuntime:
 
     def register(self, name: str, factory: ModelFactory, *, item_timeout_s: float | None = None) -> None:
         """`item_timeout_s`: how long the model's process may compute one item of a batch before it is
-        killed (`ModelTimedOut`); for inputs a caller can make arbitrarily slow (a PDF page)."""
+        killed (`ModelTimedOut`); for inputs a caller can make arbitrarily slow (a PDF page). A batch of N
+        is allowed N times that; when it fails, the batcher computes each of its items alone, so one stuck
+        item in a batch of N holds a process up to (N + 1) times the timeout."""
         if name in self._factories:
             raise ValueError(f"model {name!r} is registered twice")
         self._factories[name] = factory
