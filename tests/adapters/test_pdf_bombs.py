@@ -21,7 +21,7 @@ from tests.ocr_samples import pdf_of
 
 from inferline import db, memory
 from inferline.config import Settings
-from inferline.errors import BadDocument, InvalidInput
+from inferline.errors import BadDocument, InvalidInput, TooLarge
 from inferline.files import sniff
 from inferline.files.blobs import BlobStore
 from inferline.files.service import receive_file, record_file
@@ -31,6 +31,7 @@ from inferline.metrics import Metrics
 from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Document, Limits, PageMode
 from inferline.ocr.kind import OcrJobInput, run_ocr
+from inferline.ocr.options import OcrOptions
 from inferline.ocr.pdf import Pdf
 from inferline.ocr.rapid import RapidOcrModel
 from inferline.ocr.searchable_build import build_apart
@@ -129,6 +130,26 @@ def tiling_pattern(step_pt: float) -> bytes:
                 b"/Resources << >>" % (step_pt, step_pt),
                 cell,
             ),
+        ]
+    )
+
+
+def page_tree_listing_each_node_twice(depth: int) -> bytes:
+    """One real page, after a branch of `depth` page-tree nodes each listing the next twice and ending
+    in no pages: 2**depth nodes walked to count the pages (pdfium remembers no empty subtree's count)
+    from a file of 2 kB."""
+    first = 4
+    nodes = [
+        b"<< /Type /Pages /Kids [%d 0 R %d 0 R] >>" % (first + level + 1, first + level + 1)
+        for level in range(depth - 1)
+    ]
+    return pdf_of(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [%d 0 R %d 0 R 3 0 R] >>" % (first, first),
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 72 72] >>",
+            *nodes,
+            b"<< /Type /Pages /Kids [] >>",
         ]
     )
 
@@ -320,7 +341,58 @@ async def test_a_page_that_renders_past_the_page_timeout_fails_its_job_and_frees
     finally:
         await models.aclose()
         await engine.dispose()
-    assert [row["item_timeout_s"] for row in models.describe()] == [3.0]
+    assert {row["name"]: row["item_timeout_s"] for row in models.describe()} == {"pdf-pages": 10.0, "tesseract": 3.0}
+
+
+@pytest.mark.allow_error_logs
+async def test_a_page_tree_that_takes_hours_to_walk_is_walked_apart_and_given_up_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting the pages of a 2 kB PDF whose page-tree nodes each list the next twice, 34 deep, takes
+    pdfium hours. Neither the `/ocr` pre-check nor the job walks it in this process (whose pdfium lock
+    every other PDF waits for): the `pdf-pages` model's process does and is killed at its time; the
+    pre-check lets the file through, the job fails with the reason, and the next PDF is read at once."""
+    import inferline.ocr.deps as ocr_deps
+    from inferline.ocr.service import precheck
+
+    monkeypatch.setattr(ocr_deps, "PAGE_TREE_TIMEOUT_S", 1.0)
+    url = sqlite_url(tmp_path)
+    db.upgrade(url)
+    engine = db.create_engine(url)
+    models = ModelRuntime(device="cpu", modes={}, queue_limit=100, metrics=Metrics(), processes={"tesseract": 1})
+    models.register("tesseract", TesseractModel)
+    limits = Limits(max_pages=10, max_page_pixels=1_000_000, page_memory_bytes=96 * MB)
+    ocr = OcrDeps(engine, BlobStore(tmp_path / "blobs"), models, limits, default_dpi=72)
+    try:
+        await models.batcher("pdf-pages").ensure_loaded()
+        tree = write(tmp_path, "tree.pdf", page_tree_listing_each_node_twice(34))
+        monkeypatch.setattr(Pdf, "__init__", never_here)
+        started = time.monotonic()
+        await precheck(models, tree, sniff.PDF, OcrOptions(), limits, dpi=72)
+        with pytest.raises(BadDocument, match=r"^its page tree took over 1 s to read"):
+            await run_ocr(
+                ocr,
+                MemoryContext(tenant="t", models=models),
+                OcrJobInput(file_id=await stored(ocr, tree), engine="tesseract", lang="eng"),
+            )
+        assert time.monotonic() - started < 20
+        fine = write(tmp_path, "fine.pdf", forms_doubling(4))
+        with pytest.raises(TooLarge, match="page 1 is 1440x1440 pixels at 1440 dpi"):
+            await precheck(models, fine, sniff.PDF, OcrOptions(), limits, dpi=1440)
+        monkeypatch.undo()
+        result = await run_ocr(
+            ocr,
+            MemoryContext(tenant="t", models=models),
+            OcrJobInput(file_id=await stored(ocr, fine), engine="tesseract", lang="eng"),
+        )
+        assert [page["source"] for page in result["pages"]] == ["ocr"]
+    finally:
+        await models.aclose()
+        await engine.dispose()
+
+
+def never_here(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a PDF was opened in the API process")
 
 
 def ocr_result_of_one_page(width_px: int) -> dict[str, Any]:

@@ -78,6 +78,9 @@ class ModelRuntime:
         if item_timeout_s is not None:
             self._item_timeouts_s[name] = item_timeout_s
 
+    def is_registered(self, name: str) -> bool:
+        return name in self._factories
+
     def mode_of(self, name: str) -> ProcessingMode:
         declared = getattr(self._factories.get(name), "default_mode", None)
         default = ProcessingMode.BATCHED if self.device == "cuda" else (declared or ProcessingMode.STANDARD)

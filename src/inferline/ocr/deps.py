@@ -13,6 +13,8 @@ from inferline.errors import Overloaded
 from inferline.files.blobs import BlobStore
 from inferline.inference.runtime import ModelRuntime
 from inferline.ocr.documents import Limits
+from inferline.ocr.pagetree import MODEL_NAME as PAGE_TREE_MODEL
+from inferline.ocr.pagetree import PAGE_TREE_TIMEOUT_S, PageTreeModel
 
 log = structlog.get_logger(__name__)
 ENGINES = ("tesseract", "rapidocr")  # the models `ocr.options.pick_engine` may choose, as registered
@@ -27,20 +29,16 @@ class OcrDeps:
     default_dpi: int
     pdf_builds: PdfBuilds = field(default_factory=lambda: PdfBuilds())
 
+    def __post_init__(self) -> None:
+        # Part of reading any PDF, not a model a caller picks: registered with the OCR workload itself.
+        if not self.models.is_registered(PAGE_TREE_MODEL):
+            self.models.register(PAGE_TREE_MODEL, PageTreeModel, item_timeout_s=PAGE_TREE_TIMEOUT_S)
+
     @classmethod
     def from_settings(
         cls, settings: Settings, *, engine: AsyncEngine, blobs: BlobStore, models: ModelRuntime
     ) -> OcrDeps:
-        on_threads = sorted(name for name in ENGINES if models.processes_of(name) == 0)
-        if on_threads:  # said once at start: an operator's choice, with a cost docs/ocr.md describes
-            log.warning(
-                "ocr_pdf_pages_unbounded",
-                engines=on_threads,
-                why="an OCR engine on a thread (model_processes 0) loads PDF pages in this process, where "
-                "neither ocr_page_memory_mb nor ocr_page_timeout_s can bound them: run engines in processes where "
-                "files come from untrusted users",
-            )
-        return cls(
+        deps = cls(
             engine=engine,
             blobs=blobs,
             models=models,
@@ -51,6 +49,16 @@ class OcrDeps:
             ),
             default_dpi=settings.ocr_default_dpi,
         )
+        on_threads = sorted(name for name in (*ENGINES, PAGE_TREE_MODEL) if models.processes_of(name) == 0)
+        if on_threads:  # said once at start: an operator's choice, with a cost docs/ocr.md describes
+            log.warning(
+                "ocr_pdf_pages_unbounded",
+                engines=on_threads,
+                why="an OCR engine on a thread (model_processes 0) loads PDF pages in this process, and pdf-pages "
+                "there walks their page trees, where neither ocr_page_memory_mb nor a time limit can bound them: run "
+                "them in processes where files come from untrusted users",
+            )
+        return deps
 
 
 class PdfBuilds:

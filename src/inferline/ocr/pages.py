@@ -3,7 +3,8 @@ pages (the text layer where a PDF page has one, OCR elsewhere), in order.
 
 Each page is read where the engine runs, in one process per core (its text layer, or its pixels then
 OCR), a window of pages in flight so every process stays busy. There a PDF page is loaded within
-`ocr_page_memory_mb` (`ocr.pdf`); this process only opens the file to count its pages.
+`ocr_page_memory_mb` and `ocr_page_timeout_s` (`ocr.pdf`, `inference.runners`); a PDF's pages are
+counted by the `pdf-pages` model's process (`ocr.pagetree`): this process never opens a PDF.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from inferline.errors import BadDocument, ModelError, ModelProcessDied, ModelTimedOut, NonRetryable, NotFound
@@ -21,6 +23,8 @@ from inferline.jobs.context import JobContext
 from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Document, PageRef, parse_pages
 from inferline.ocr.options import OcrOptions, pick_engine
+from inferline.ocr.pagetree import MODEL_NAME as PAGE_TREE_MODEL
+from inferline.ocr.pagetree import PageTree, PageTreeQuestion, too_slow
 from inferline.ocr.results import union_bbox
 from inferline.ocr.tesseract import OcrInput
 
@@ -50,25 +54,48 @@ async def read_pages(
         raise NonRetryable(str(exc)) from exc
     model = pick_engine(options.engine, options.lang, deps.models.device)
     dpi = options.dpi or deps.default_dpi
-    document = await ctx.to_thread(partial(Document, path, info.content_type, max_pages=deps.limits.max_pages))
-    try:
-        if reason := document.too_many_pages(deps.limits.max_pages):
-            raise NonRetryable(reason)
-        indexes = parse_pages(options.pages, document.page_count)
-        reader = _PageReader(deps, ctx, document, options, model=model, dpi=dpi)
-        await reader.read(indexes, done, report)
-    finally:
-        await ctx.to_thread(document.close)  # it may wait for the pdfium lock: never on the event loop
+    page_count = await count_pages(deps, ctx, path, info.content_type)
+    if page_count > deps.limits.max_pages:
+        raise NonRetryable(f"the document has {page_count} pages, over the limit of {deps.limits.max_pages}")
+    indexes = parse_pages(options.pages, page_count)
+    reader = _PageReader(deps, ctx, str(path), info.content_type, options, model=model, dpi=dpi)
+    await reader.read(indexes, done, report)
     return [done[index] for index in indexes], model, dpi
+
+
+async def count_pages(deps: OcrDeps, ctx: JobContext, path: Path, content_type: str) -> int:
+    """The document's pages (an image's frames counted to one past the limit). A PDF's page tree is
+    walked by the `pdf-pages` model's process within its time (`ocr.pagetree`), never in this one."""
+    max_pages = deps.limits.max_pages
+    if content_type == sniff.PDF:
+        try:
+            tree: PageTree = await deps.models.predict(PAGE_TREE_MODEL, PageTreeQuestion(str(path), max_pages))
+        except ModelTimedOut as exc:  # as slow again on another attempt
+            raise too_slow(exc) from exc
+        return tree.page_count
+    document = await ctx.to_thread(partial(Document, path, content_type, max_pages=max_pages))
+    try:
+        return document.page_count
+    finally:
+        await ctx.to_thread(document.close)
 
 
 class _PageReader:
     def __init__(
-        self, deps: OcrDeps, ctx: JobContext, document: Document, options: OcrOptions, *, model: str, dpi: int
+        self,
+        deps: OcrDeps,
+        ctx: JobContext,
+        path: str,
+        content_type: str,
+        options: OcrOptions,
+        *,
+        model: str,
+        dpi: int,
     ) -> None:
         self.deps = deps
         self.ctx = ctx
-        self.document = document
+        self.path = path
+        self.content_type = content_type
         self.options = options
         self.model = model
         self.dpi = dpi
@@ -97,9 +124,7 @@ class _PageReader:
         # Read in the engine's process, its text layer or its pixels: a PDF page is never loaded here
         # (`ocr.pdf`: what loading one takes is bounded there).
         options = self.options
-        ref = PageRef(
-            str(self.document.path), self.document.content_type, index, self.dpi, self.deps.limits, options.page_mode
-        )
+        ref = PageRef(self.path, self.content_type, index, self.dpi, self.deps.limits, options.page_mode)
         item = OcrInput(
             None, options.lang, ref, rotate=options.rotate_pages, deskew=options.deskew, layout=options.layout
         )

@@ -1,9 +1,10 @@
 """Every pdfium call of the process, under one lock.
 
 pdfium is not thread-safe, not even across documents: pypdfium2's documentation says concurrent calls
-can crash the process, and a crash ends every tenant's jobs. The API process opens files on threads (to
-count pages, the `/ocr` pre-check's page sizes); pages are loaded where the engine runs (its processes,
-or threads of a model on a `ThreadRunner`): all of them go through `Pdf`, whose methods hold `LOCK`
+can crash the process, and a crash ends every tenant's jobs. Page trees are walked (page counts, the
+`/ocr` pre-check's page sizes) by the `pdf-pages` model's process (`ocr.pagetree`), pages are loaded where
+the engine runs (its processes, or threads of a model on a `ThreadRunner`): all of them go through `Pdf`,
+whose methods hold `LOCK`
 while pdfium runs and close what they opened before letting go (a pypdfium2 object left to the garbage
 collector is closed by a finalizer on whichever thread collects it, outside any lock). The searchable
 PDF (`ocr.searchable`, built in a process of its own), which writes with pdfium, holds the same `LOCK`

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from inferline.errors import BadDocument, InvalidInput
+from inferline.errors import BadDocument, InvalidInput, ModelError
+from inferline.files import sniff
 from inferline.files.service import FileInfo, blob_path
+from inferline.inference.runtime import ModelRuntime
 from inferline.jobs.model import Job
 from inferline.jobs.service import get_job
 from inferline.jobs.submission import JobRequest, Submitter
@@ -17,16 +19,33 @@ from inferline.ocr.deps import OcrDeps
 from inferline.ocr.documents import Document, Limits, check_type, parse_pages
 from inferline.ocr.kind import KIND, OcrJobInput
 from inferline.ocr.options import OcrOptions, pick_engine
+from inferline.ocr.pagetree import MODEL_NAME as PAGE_TREE_MODEL
+from inferline.ocr.pagetree import PageTree, PageTreeQuestion
 from inferline.ocr.tesseract import available_languages, find_tessdata
 
 WAIT_POLL_S = 0.1
 MAX_WAIT_S = 300.0
 
 
-def precheck(path: Path, content_type: str, options: OcrOptions, limits: Limits, dpi: int) -> None:
+async def precheck(
+    models: ModelRuntime, path: Path, content_type: str, options: OcrOptions, limits: Limits, dpi: int
+) -> None:
     """415 for a type we cannot read, 413 over the limits, 422 for pages past the end. A file too broken
-    to inspect is let through: its job fails with the reason, which is where users look for it."""
+    to inspect is let through: its job fails with the reason, which is where users look for it. A PDF's
+    page tree is read by the `pdf-pages` model's process, within its time (`ocr.pagetree`), never here."""
     check_type(content_type)
+    if content_type != sniff.PDF:
+        await asyncio.to_thread(_image_precheck, path, content_type, options, limits, dpi)
+        return
+    try:
+        tree: PageTree = await models.predict(PAGE_TREE_MODEL, PageTreeQuestion(str(path), limits.max_pages))
+    except (BadDocument, ModelError):  # a timeout, or a process that died reading it
+        return
+    tree.check_limits(limits.max_pages, limits.max_page_pixels, dpi, [])  # the count first, then pages
+    tree.check_limits(limits.max_pages, limits.max_page_pixels, dpi, parse_pages(options.pages, tree.page_count))
+
+
+def _image_precheck(path: Path, content_type: str, options: OcrOptions, limits: Limits, dpi: int) -> None:
     try:
         with Document(path, content_type, max_pages=limits.max_pages) as document:
             document.check_limits(limits, dpi, [])  # the page count first: past the limit, pages are not counted
@@ -53,7 +72,7 @@ async def submit_ocr(
 ) -> Job:
     check_lang(options, deps.models.device)
     dpi = options.dpi or deps.default_dpi
-    await asyncio.to_thread(precheck, blob_path(deps.blobs, file), file.content_type, options, deps.limits, dpi)
+    await precheck(deps.models, blob_path(deps.blobs, file), file.content_type, options, deps.limits, dpi)
     data = OcrJobInput(file_id=file.id, **options.model_dump())
     job, _ = await submitter.submit(
         JobRequest(kind=KIND, input=data.model_dump(mode="json"), priority=priority), tenant=tenant
