@@ -11,7 +11,7 @@ from graphql import GraphQLError, parse, validate
 
 from inferline import errors
 from inferline.api.graphql.errors import CODE_OF, formatted
-from inferline.api.graphql.limits import QueryLimits, limits_rule
+from inferline.api.graphql.limits import QueryLimits, limits_rule, shape_problem
 from inferline.api.graphql.schema import build_schema
 from inferline.api.graphql.types import BatchStatus, SearchMode
 from inferline.api.problems import STATUS_OF
@@ -94,6 +94,22 @@ def test_a_fragment_spread_many_times_is_measured_once() -> None:
     found = measured(document)
     assert time.perf_counter() - started < 2.0  # ~3 ms; a walk of the 10**6 expanded fields takes seconds
     assert [code for code, _ in found] == ["QUERY_TOO_COMPLEX"]
+
+
+def test_a_documents_shape_is_bounded_before_validation() -> None:
+    limits = QueryLimits(max_selections=20, max_fragments=2, max_same_name=3)
+
+    def problem(document: str) -> str | None:
+        return shape_problem(parse(document), limits)
+
+    assert problem("{ collections { name fields { name } a: fields { name } } }") is None
+    # One response name, counted with the inline fragments merged into the same set; aliases differ.
+    merged = problem("{ collections { name name ... on Collection { name name } } }")
+    assert "name 4 times in one place" in (merged or "")
+    assert problem("{ collections { name a: name b: name c: name } }") is None
+    assert "over 20 fields" in (problem("{ collections { " + " ".join(f"a{i}: name" for i in range(20)) + " } }") or "")
+    fragments = "{ collections { ...A } } " + " ".join(f"fragment {n} on Collection {{ name }}" for n in "ABC")
+    assert "defines 3 fragments; the limit is 2" in (problem(fragments) or "")
 
 
 def test_the_graphql_enums_are_the_rest_apis_values() -> None:

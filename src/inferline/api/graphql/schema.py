@@ -14,7 +14,7 @@ from strawberry.types import ExecutionContext
 
 from inferline.api.graphql.context import Info
 from inferline.api.graphql.errors import arguments_named, validated
-from inferline.api.graphql.limits import QueryLimits, limits_rule
+from inferline.api.graphql.limits import DocumentShape, QueryLimits, limits_rule
 from inferline.api.graphql.types import (
     BATCH_ARGUMENTS,
     SEARCH_ARGUMENTS,
@@ -147,6 +147,7 @@ def build_schema(limits: QueryLimits = QueryLimits()) -> Schema:  # noqa: B008 -
         mutation=Mutation,
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+            lambda: DocumentShape(limits),  # before the validation (a rule would run with it)
             lambda: AddValidationRules([limits_rule(limits)]),
         ],
     )
