@@ -150,6 +150,11 @@ def test_filters_parse_every_form() -> None:
     assert parse_filter(FIELDS, {"score": 1}) == Match("score", (1.0,))
     assert parse_filter(FIELDS, {"day": {"gt": "2024-01-01"}}) == Range("day", gt="2024-01-01T00:00:00Z")
     assert parse_filter(FIELDS, {"not": {"ok": True}}) == Not(Match("ok", (True,)))
+    # The whole filter's size is bounded, not only its depth and each `in`.
+    assert parse_filter(FIELDS, {"or": [{"lang": "ko"}] * 999}) is not None  # 1,998 keys and values
+    with pytest.raises(InvalidInput, match=r"filter: over 2000 conditions and values") as wide:
+        parse_filter(FIELDS, {"or": [{"lang": "ko"}] * 1000})
+    assert wide.value.field == "filter"
     assert parse_filter(FIELDS, {"or": [{"lang": "ko"}, {"year": 2020}]}) == Or(
         (Match("lang", ("ko",)), Match("year", (2020,)))
     )

@@ -28,6 +28,9 @@ class FieldType(StrEnum):
 
 MAX_FILTER_DEPTH = 8
 MAX_IN_VALUES = 1000
+# Keys and values of a whole filter: each becomes a bound parameter on pgvector (at most 65,535 in one
+# statement) or a clause Qdrant evaluates per point, and `and`/`or` lists have no length of their own.
+MAX_FILTER_TERMS = 2000
 RANGE_OPS = ("gte", "gt", "lte", "lt")
 
 
@@ -138,7 +141,13 @@ def check_metadata(fields: dict[str, FieldType], metadata: dict[str, Any]) -> di
     return checked
 
 
-def parse_filter(fields: dict[str, FieldType], raw: Any, depth: int = 0) -> Filter | None:
+def parse_filter(fields: dict[str, FieldType], raw: Any) -> Filter | None:
+    if _over_terms(raw, MAX_FILTER_TERMS):
+        raise InvalidInput(f"filter: over {MAX_FILTER_TERMS} conditions and values in all", field="filter")
+    return _parse(fields, raw, 0)
+
+
+def _parse(fields: dict[str, FieldType], raw: Any, depth: int) -> Filter | None:
     if raw is None or raw == {}:
         return None
     if depth > MAX_FILTER_DEPTH:
@@ -150,10 +159,10 @@ def parse_filter(fields: dict[str, FieldType], raw: Any, depth: int = 0) -> Filt
         if key in ("and", "or"):
             if not isinstance(value, list) or not value:
                 raise InvalidInput(f"filter.{key}: a non-empty list of filters", field=f"filter.{key}")
-            items = tuple(item for item in (parse_filter(fields, v, depth + 1) for v in value) if item is not None)
+            items = tuple(item for item in (_parse(fields, v, depth + 1) for v in value) if item is not None)
             parts.append(And(items) if key == "and" else Or(items))
         elif key == "not":
-            inner = parse_filter(fields, value, depth + 1)
+            inner = _parse(fields, value, depth + 1)
             if inner is None:
                 raise InvalidInput("filter.not: an empty filter", field="filter.not")
             parts.append(Not(inner))
@@ -166,6 +175,22 @@ def parse_filter(fields: dict[str, FieldType], raw: Any, depth: int = 0) -> Filt
                 field=f"filter.{key}",
             )
     return parts[0] if len(parts) == 1 else And(tuple(parts))
+
+
+def _over_terms(raw: Any, limit: int) -> bool:
+    """Whether `raw` holds over `limit` keys and values (a walk that stops as soon as it is)."""
+    seen, pending = 0, [raw]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            seen += len(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            seen += len(item)
+            pending.extend(item)
+        if seen > limit:
+            return True
+    return False
 
 
 def _condition(name: str, kind: FieldType, value: Any) -> Filter:
