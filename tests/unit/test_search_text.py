@@ -140,6 +140,32 @@ def test_a_giant_word_is_cut_up_not_lost_and_pages_are_remembered() -> None:
         chunk_pages(["x"], budget_tokens=32, overlap_tokens=16)
 
 
+ENGLISH_SAMPLE = ["The warehouse ships orders every weekday morning.", "Contact support at help@example.com."]
+
+
+def test_whitespace_counts_toward_a_chunks_size_and_a_document_makes_a_bounded_number_of_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Estimated at 4 tokens, five hundred thousand characters: cut at its words, none of it a chunk.
+    padded = "alpha" + "\t" * 300_000 + "beta\n\ngamma" + "\u3000" * 200_000 + "delta"
+    chunks = chunk_pages([padded], budget_tokens=32, overlap_tokens=0)
+    assert [c.text for c in chunks] == ["alpha beta\ngamma delta"]
+    # Real text is costed by its estimate alone: prose and Korean are far under a token per 8 characters.
+    import inferline.search.chunks as chunks_module
+
+    for prose in [" ".join(ENGLISH_SAMPLE * 20), "회의는 다음 주 화요일 오후 세 시에 열립니다. " * 20]:
+        assert chunks_module._cost(prose) == estimate_tokens(prose)
+
+    monkeypatch.setattr(chunks_module, "MAX_CHUNKS", 50)
+
+    def sections(count: int) -> str:  # a chunk each: a chunk never spans two sections
+        return "".join(f"# part {i}\nword\n" for i in range(count))
+
+    assert len(chunk_pages([sections(50)], budget_tokens=16, overlap_tokens=0)) == 50
+    with pytest.raises(BadDocument, match="over 50 chunks"):
+        chunk_pages([sections(51)], budget_tokens=16, overlap_tokens=0)
+
+
 FIELDS = check_fields({"lang": "keyword", "year": "int", "score": "float", "ok": "bool", "day": "date"})
 
 

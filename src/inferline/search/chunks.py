@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from inferline.errors import BadDocument
 from inferline.search.embedders import estimate_tokens
 
 # A heading is context repeated in every chunk of its section (and embedded with each): a longer one is
@@ -19,6 +20,13 @@ MAX_HEADING_CHARS = 100
 MAX_HEADING_PATH_CHARS = 300  # six levels cut to 100 would still be 600 characters in every chunk
 # A sentence ends at . ! ? (and their full-width forms) followed by space, or at a line break.
 SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])\s+|\n+")
+# The token estimate counts no whitespace: a block of five million tabs between two letters is "2 tokens".
+# A text is taken as at least one token per MAX_CHARS_PER_TOKEN characters (real text: 2-5), so such a
+# block is cut (at its words, where the whitespace goes) and no chunk holds megabytes.
+MAX_CHARS_PER_TOKEN = 8
+# Each chunk is embedded (~10 ms of a core each) and indexed in the document's one transaction: 5 MB of
+# one-word lines at 32 tokens a chunk made 78,000. A 1,000-page PDF makes a few thousand.
+MAX_CHUNKS = 20_000
 
 
 @dataclass(frozen=True)
@@ -89,13 +97,19 @@ def _path(path: list[tuple[int, str]], root: str) -> str:
     return " > ".join(texts)[:MAX_HEADING_PATH_CHARS].rstrip()
 
 
+def _cost(text: str) -> int:
+    """The tokens `text` is taken to cost in a chunk: its estimate, or one per MAX_CHARS_PER_TOKEN
+    characters where that is more (whitespace)."""
+    return max(estimate_tokens(text), len(text) // MAX_CHARS_PER_TOKEN)
+
+
 def _pieces(text: str, budget: int) -> list[str]:
     """Sentences of `text`, each cut at word boundaries if it alone is over the budget."""
     pieces: list[str] = []
     for sentence in (s.strip() for s in SENTENCE_END.split(text)):
         if not sentence:
             continue
-        if estimate_tokens(sentence) <= budget:
+        if _cost(sentence) <= budget:
             pieces.append(sentence)
             continue
         words: list[str] = []
@@ -126,19 +140,17 @@ class _Packer:
         self.overlap = overlap_tokens
         self.chunks: list[Chunk] = []
         self.current: list[tuple[str, int]] = []  # (piece, its tokens); may start with the last chunk's tail
+        self.used = 0  # tokens in `current`, kept as it changes (summed again per piece, it was quadratic)
         self.fresh = 0  # how many of its pieces are new (not overlap)
         self.heading: str | None = None
         self.page: int | None = None
 
-    @property
-    def used(self) -> int:
-        """Tokens in `current`."""
-        return sum(tokens for _, tokens in self.current)
-
     def flush(self, keep_overlap: bool) -> None:
         if not self.fresh:  # only overlap: nothing new to say
-            self.current = []
+            self.current, self.used = [], 0
             return
+        if len(self.chunks) >= MAX_CHUNKS:
+            raise BadDocument(f"the document makes over {MAX_CHUNKS} chunks; split it, or use larger chunks")
         text = "\n".join(piece for piece, _ in self.current)
         self.chunks.append(Chunk(len(self.chunks), text, self.heading or "", self.page, self.used))
         tail: list[tuple[str, int]] = []
@@ -149,23 +161,24 @@ class _Packer:
                     break
                 tail.insert(0, (piece, tokens))
                 kept += tokens
-        self.current, self.fresh = tail, 0
+        self.current, self.used, self.fresh = tail, kept, 0
 
     def add(self, block: _Block) -> None:
         if block.heading != self.heading:
             self.flush(keep_overlap=False)
             self.heading, self.page = block.heading, block.page
-        whole = estimate_tokens(block.text)
+        whole = _cost(block.text)
         for piece in [block.text] if whole <= self.budget else _pieces(block.text, self.budget):
-            tokens = whole if whole <= self.budget else estimate_tokens(piece)
+            tokens = whole if whole <= self.budget else _cost(piece)
             if self.current and self.used + tokens > self.budget:
                 self.flush(keep_overlap=True)
                 if self.used + tokens > self.budget:
-                    self.current = []  # the overlap and this piece do not fit together: the piece wins
+                    self.current, self.used = [], 0  # the overlap and this piece do not fit: the piece wins
                 self.page = block.page
             if not self.current:
                 self.page = block.page
             self.current.append((piece, tokens))
+            self.used += tokens
             self.fresh += 1
 
 
