@@ -23,6 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inferline.errors import BadDocument, TooLarge, UnsupportedMediaType
 from inferline.files import jpeg, sniff
+from inferline.files.structure import check_image_structure
 
 # Sniffed content type -> the one Pillow decoder allowed to read it (no guessing among plugins).
 DECODERS: dict[str, str] = {sniff.JPEG: "JPEG", sniff.PNG: "PNG", sniff.WEBP: "WEBP", sniff.HEIC: "HEIF"}
@@ -60,6 +61,7 @@ def _opened(path: Path, content_type: str, max_pixels: int) -> Iterator[Image.Im
         raise UnsupportedMediaType(f"a photo must be {ACCEPTED_NAMES}, not {content_type}")
     if content_type == sniff.HEIC:
         _register_heif()
+    check_image_structure(path, content_type)  # what would make Pillow's header reading slow
     with warnings.catch_warnings():
         # Pillow's own bomb warning; the pixel cap below is the limit that counts.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inferline.errors import BadDocument, InvalidInput, TooLarge, UnsupportedMediaType
 from inferline.files import jpeg, sniff
+from inferline.files.structure import check_image_structure
 from inferline.ocr.pdf import POINTS_PER_INCH, Pdf, merge_lines
 
 # Pillow's own bomb check warns, then raises at open, at a fixed size; ours is `ocr_max_page_pixels`,
@@ -161,6 +162,7 @@ class Document:
             raise BadDocument("the PDF has no pages")
 
     def _open_image(self, max_pages: int | None) -> None:
+        check_image_structure(self.path, self.content_type)  # what would make Pillow's header reading slow
         try:
             self._image = Image.open(self.path)
         except UnidentifiedImageError as exc:  # its text names the file's path: not for the caller
