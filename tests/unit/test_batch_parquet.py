@@ -130,6 +130,85 @@ def test_row_groups_each_under_their_limit_are_held_to_a_total_for_the_file(tmp_
         read(path, max_row_group_bytes=one_group * 2, max_parquet_data_bytes=one_group * 5)
 
 
+def understated(path: Path, declared: int) -> None:
+    """The file's footer rewritten so that every size in it of over 100 kB reads `declared`: each varint
+    replaced by one of the same length (zigzag, padded with continuation bytes), so offsets stay right."""
+    raw = bytearray(path.read_bytes())
+    length = int.from_bytes(raw[-8:-4], "little")
+    start = len(raw) - 8 - length
+    footer = bytes(raw[start:-8])
+
+    def varint(value: int, width: int = 0) -> bytes:
+        out = bytearray()
+        while True:
+            out.append(value & 0x7F | (0x80 if value >> 7 else 0))
+            value >>= 7
+            if not value:
+                break
+        while len(out) < width:
+            out[-1] |= 0x80
+            out.append(0)
+        return bytes(out)
+
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    sizes = {group.total_byte_size} | {group.column(i).total_uncompressed_size for i in range(group.num_columns)}
+    for size in sorted(value for value in sizes if value > 100_000):
+        true = varint(size << 1)  # zigzag of a positive number
+        footer = footer.replace(true, varint(declared << 1, len(true)))
+    raw[start:-8] = footer
+    path.write_bytes(bytes(raw))
+
+
+def test_pages_are_held_to_the_limits_whatever_the_footer_declares(tmp_path: Path) -> None:
+    """pyarrow decompresses a page into what the page's own header declares: a footer saying 1,000 bytes
+    let a 3 kB file of zstd pages decode 50 MB past a 1 MB limit. The page headers are read first."""
+    path = tmp_path / "input.parquet"
+    table = pa.table({"custom_id": [f"r{i}" for i in range(20)], "text": ["x" * 2_500_000] * 20})
+    pq.write_table(table, path, compression="zstd", use_dictionary=False, data_page_size=1 << 30)
+    understated(path, 1000)
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    assert group.total_byte_size == 1000 and path.stat().st_size < 10_000  # the footer's word, now
+    with pytest.raises(BadInput, match=r"row group 0's pages take 5000\d{4} bytes uncompressed, over 1000000"):
+        read(path, max_row_group_bytes=1_000_000, max_parquet_data_bytes=2_000_000, max_record_bytes=10**8)
+
+
+@pytest.mark.parametrize("compression", ["none", "snappy", "zstd", "gzip"])
+@pytest.mark.parametrize("page_version", ["1.0", "2.0"])
+def test_the_pages_of_files_pyarrow_writes_add_up_to_what_their_footers_declare(
+    tmp_path: Path, compression: str, page_version: str
+) -> None:
+    """Dictionaries, statistics, page indexes, small pages and several row groups: the walk reads each
+    header and lands on each chunk's end, and what the pages declare is what the footer does."""
+    from inferline.batches.parquet_pages import check_pages
+
+    rows = 3000
+    table = pa.table(
+        {
+            "custom_id": [f"r{i}" for i in range(rows)],
+            "text": [f"row {i} " * (i % 7 + 1) for i in range(rows)],
+            "score": [i / 3 for i in range(rows)],
+            "kind": [["a", "b", None][i % 3] for i in range(rows)],
+        }
+    )
+    path = tmp_path / "input.parquet"
+    pq.write_table(
+        table,
+        path,
+        compression=compression,
+        data_page_version=page_version,
+        data_page_size=4096,
+        row_group_size=1000,
+        write_page_index=True,
+    )
+    metadata = pq.ParquetFile(path).metadata
+    declared = sum(metadata.row_group(i).column(c).total_uncompressed_size for i in range(3) for c in range(4))
+    with path.open("rb") as source:
+        check_pages(source, metadata, Limits(max_parquet_data_bytes=declared))
+        with pytest.raises(BadInput, match="pages take over"):
+            check_pages(source, metadata, Limits(max_parquet_data_bytes=declared - 1))
+    assert len(read(path)) == rows
+
+
 def test_a_file_cut_short_or_with_a_broken_footer_is_not_readable(tmp_path: Path) -> None:
     whole = write(tmp_path, {"custom_id": ["a"], "text": ["x"]}).read_bytes()
     cut = tmp_path / "cut.parquet"

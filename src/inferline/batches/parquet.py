@@ -13,9 +13,10 @@ the cells' byte lengths before any of them becomes a Python string: string colum
 arrays (`read_dictionary`), so a file that repeats one huge value (a few KB on disk, a dictionary page) is
 never expanded row by row, and the rows converted at once hold at most ROWS_PER_READ x the record limit.
 
-These bounds hold for what pyarrow decodes into Python. What a hostile file's pages decompress to inside
-pyarrow is bounded only by the row group and column chunk sizes its footer declares (checked against
-`max_row_group_bytes`); a hard memory bound would need the reader in a process of its own with a limit.
+These bounds hold for what pyarrow decodes into Python. What a file's pages decompress to inside pyarrow
+is what each page's own header declares, whatever the footer says: those headers are walked before any
+page is decoded (`parquet_pages`) and held to `max_row_group_bytes` and `max_parquet_data_bytes` as the
+footer's sizes are.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from inferline.batches.parquet_pages import check_pages
 from inferline.batches.records import BadInput, Limits, Record, TooLong, check_columns, render
 
 MAGIC = b"PAR1"
@@ -46,6 +48,8 @@ def parquet_records(path: Path, template: str | None, id_field: str, limits: Lim
             strings = [field.name for field in probe.schema_arrow if _stringish(field.type)]
         with pq.ParquetFile(path, memory_map=False, pre_buffer=False, read_dictionary=strings) as source:
             columns = _columns(source, template, id_field, limits)
+            with path.open("rb") as raw:  # what the pages declare, not only the footer (parquet_pages)
+                check_pages(raw, source.metadata, limits)
             line = 0
             for batch in source.iter_batches(batch_size=ROWS_PER_READ, columns=columns, use_threads=False):
                 start = line
