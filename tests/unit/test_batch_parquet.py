@@ -4,6 +4,7 @@ files that are not Parquet or not usable."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
 import tracemalloc
 from pathlib import Path
@@ -207,6 +208,25 @@ def test_the_pages_of_files_pyarrow_writes_add_up_to_what_their_footers_declare(
         with pytest.raises(BadInput, match="pages take over"):
             check_pages(source, metadata, Limits(max_parquet_data_bytes=declared - 1))
     assert len(read(path)) == rows
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        # type 0, sizes 1 and 1, then field 7 a map of 2**31 boolean pairs: a byte each, so it runs out.
+        ("15 00 15 02 15 02 7b ff ff ff ff 0f 11 00", "truncated"),
+        # size 1, then field id 65538 in the long form: Thrift's C++ reads it as field 2 again.
+        ("15 00 15 02 15 02 05 84 80 08 80 80 02 00", "states its sizes twice"),
+        ("15 00 15 02 00", "lacks its sizes"),
+        ("15 00 16 02 15 02 00", "states its sizes twice or in the wrong type"),  # field 2 as an i64
+        ("15 00 15 02 15 03 00", "lacks its sizes"),  # a compressed size of -2
+    ],
+)
+def test_page_headers_read_as_pyarrow_reads_them_or_refused(header: str, reason: str) -> None:
+    from inferline.batches.parquet_pages import _page_header
+
+    with pytest.raises(BadInput, match=reason):
+        _page_header(io.BytesIO(bytes.fromhex(header)), 0)
 
 
 def test_a_file_cut_short_or_with_a_broken_footer_is_not_readable(tmp_path: Path) -> None:
