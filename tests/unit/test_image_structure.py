@@ -49,25 +49,58 @@ def png_with_text_chunks(count: int) -> bytes:
     return real[:end_of_ihdr] + text * count + real[end_of_ihdr:]
 
 
-def tiff_with_tags(count: int) -> bytes:
-    """A classic little-endian TIFF whose one directory has `count` tags (the first 8 describe a 1x1 grey
-    image, the rest repeat a private tag)."""
-    base = [(256, 3, 1, 1), (257, 3, 1, 1), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (277, 3, 1, 1)]
-    total = len(base) + 2 + (count - len(base) - 2)
-    pixel_at = 8 + 2 + 12 * total + 4
-    entries = [struct.pack("<HHII", tag, kind, n, value) for tag, kind, n, value in base]
-    entries += [struct.pack("<HHII", 273, 4, 1, pixel_at), struct.pack("<HHII", 279, 4, 1, 1)]
-    entries += [struct.pack("<HHII", 65000, 3, 1, 0)] * (count - len(entries))
-    return b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", count) + b"".join(entries) + b"\x00" * 4 + b"\x80"
+def tiff_with_tags(count: int, *, directories: int = 1, strips: int = 1) -> bytes:
+    """A classic little-endian TIFF of `directories` 1-pixel-wide grey images, each directory of `count`
+    tags (the first 8 describe the image, the rest repeat a private tag), in `strips` one-row strips."""
+    base = [(256, 3, 1, 1), (257, 3, 1, strips), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (278, 3, 1, 1)]
+    size = 2 + 12 * count + 4
+    pixels_at = 8 + size * directories
+    tables_at = pixels_at + strips  # the strips' offsets, then their byte counts, when more than one
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    for index in range(directories):
+        if strips == 1:
+            pieces = [struct.pack("<HHII", 273, 4, 1, pixels_at), struct.pack("<HHII", 279, 4, 1, 1)]
+        else:
+            pieces = [
+                struct.pack("<HHII", 273, 4, strips, tables_at),
+                struct.pack("<HHII", 279, 4, strips, tables_at + 4 * strips),
+            ]
+        entries = [struct.pack("<HHII", tag, kind, n, value) for tag, kind, n, value in base] + pieces
+        entries += [struct.pack("<HHII", 65000, 3, 1, 0)] * (count - len(entries))
+        following = 8 + size * (index + 1) if index + 1 < directories else 0
+        out += struct.pack("<H", count) + b"".join(entries) + struct.pack("<I", following)
+    out += b"\x80" * strips
+    if strips > 1:
+        out += b"".join(struct.pack("<I", pixels_at + i) for i in range(strips)) + struct.pack("<I", 1) * strips
+    return bytes(out)
+
+
+def png_with_empty_data_chunks(count: int) -> bytes:
+    """A real PNG whose image data is followed by `count` empty IDAT chunks."""
+    real = encoded(picture(), "PNG")
+    empty = struct.pack(">I", 0) + b"IDAT" + struct.pack(">I", zlib.crc32(b"IDAT"))
+    return real[:-12] + empty * count + real[-12:]
+
+
+def jpeg_with(prefix: bytes) -> bytes:
+    """A real JPEG with `prefix` after its SOI."""
+    real = encoded(picture(), "JPEG")
+    return real[:2] + prefix + real[2:]
 
 
 @pytest.mark.parametrize(
     ("data", "content_type", "reason"),
     [
         (jpeg_with_comments(2_001), sniff.JPEG, "over 2000 JPEG markers before its image data"),
-        (b"\xff\xd8" + b"\xff" * 70_000 + encoded(picture(), "JPEG")[2:], sniff.JPEG, "over 65536 fill bytes"),
+        (jpeg_with(b"\xff" * 70_000), sniff.JPEG, "over 65536 fill or stray bytes"),
+        (jpeg_with(b"\x00" * 70_000), sniff.JPEG, "over 65536 fill or stray bytes"),  # junk: a byte a step
+        (jpeg_with(b"\xff\xd9" + b"\xff\xfe\x00\x02" * 2_001), sniff.JPEG, "over 2000 JPEG markers"),  # past EOI
+        (jpeg_with(b"\xff\xfe\x00\x00" * 2_001), sniff.JPEG, "over 2000 JPEG markers"),  # lengths of 0
         (png_with_text_chunks(1_001), sniff.PNG, "over 1000 PNG chunks before its image data"),
+        (png_with_empty_data_chunks(10_001), sniff.PNG, "over 10000 PNG chunks of under 256 bytes"),
         (tiff_with_tags(1_001), sniff.TIFF, "a TIFF directory of 1001 tags"),
+        (tiff_with_tags(1_000, directories=51), sniff.TIFF, "over 50000 tags in its TIFF directories"),
+        (tiff_with_tags(8, strips=100_001), sniff.TIFF, "a TIFF image in 100001 strips or tiles"),
     ],
 )
 def test_headers_no_encoder_writes_are_refused_before_pillow_reads_them(
@@ -92,8 +125,12 @@ def test_headers_no_encoder_writes_are_refused_before_pillow_reads_them(
 def test_just_under_every_cap_the_file_is_read(tmp_path: Path) -> None:
     for name, data, content_type in [
         ("comments.jpg", jpeg_with_comments(1_990), sniff.JPEG),
+        ("fill.jpg", jpeg_with(b"\xff" * 60_000), sniff.JPEG),
         ("text.png", png_with_text_chunks(999), sniff.PNG),
+        ("data.png", png_with_empty_data_chunks(9_000), sniff.PNG),
         ("tags.tif", tiff_with_tags(1_000), sniff.TIFF),
+        ("pages.tif", tiff_with_tags(1_000, directories=50), sniff.TIFF),
+        ("strips.tif", tiff_with_tags(8, strips=1_000), sniff.TIFF),
     ]:
         path = tmp_path / name
         path.write_bytes(data)
@@ -128,3 +165,17 @@ def test_images_real_encoders_write_pass(tmp_path: Path) -> None:
     assert len(files) > 20
     for path in files:
         check_image_structure(path, types[path.suffix])
+
+
+def test_a_tiff_page_pillow_cannot_size_is_the_documents_fault_not_a_crash(tmp_path: Path) -> None:
+    """Its second directory holds only a compression tag: Pillow's `seek` raises TypeError there, which
+    was a 500 from `/ocr` and a retried job."""
+    first = tiff_with_tags(8)
+    second_at = len(first)
+    patched = bytearray(first)
+    patched[8 + 2 + 12 * 8 : 8 + 2 + 12 * 8 + 4] = struct.pack("<I", second_at)  # the first's "next"
+    patched += struct.pack("<H", 1) + struct.pack("<HHII", 259, 3, 1, 1) + struct.pack("<I", 0)
+    path = tmp_path / "two.tif"
+    path.write_bytes(bytes(patched))
+    with pytest.raises(BadDocument, match="corrupt image: cannot read page 2"):
+        Document(path, sniff.TIFF, max_pages=10)

@@ -23,11 +23,16 @@ from inferline.files import sniff
 MAX_JPEG_SEGMENTS = 2_000
 MAX_JPEG_FILL_BYTES = 65_536
 MAX_PNG_CHUNKS = 1_000  # before the first IDAT
+MAX_PNG_SMALL_CHUNKS, SMALL_CHUNK_BYTES = 10_000, 256
 MAX_TIFF_TAGS = 1_000  # in one directory
+MAX_TIFF_TAGS_IN_ALL = 50_000  # a thousand pages of 50
+MAX_TIFF_PIECES = 100_000  # strips or tiles of one image: 10,000 one-row strips make a 100 MP scan
+_TIFF_PIECES = frozenset({273, 279, 324, 325})  # StripOffsets, StripByteCounts, TileOffsets, TileByteCounts
 MAX_TIFF_DIRECTORIES = 10_000  # followed from the first; more pages than any limit takes
 
-_JPEG_STANDALONE = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})  # no length follows these markers
-_JPEG_SOS, _JPEG_EOI = 0xDA, 0xD9
+# Markers Pillow reads no length after (JPG, JPGn, RSTn, SOI, EOI; TEM as libjpeg).
+_JPEG_NO_LENGTH = frozenset({0x01, 0xC8, *range(0xD0, 0xDA), *range(0xF0, 0xFE)})
+_JPEG_SOS = 0xDA
 
 
 def check_image_structure(path: Path, content_type: str) -> None:
@@ -45,58 +50,80 @@ def check_image_structure(path: Path, content_type: str) -> None:
 
 
 def _jpeg(data: mmap.mmap) -> str | None:
-    """Segments and fill bytes up to the first scan's data (where Pillow's header reading stops)."""
-    pos, end, segments, fill = 2, len(data), 0, 0
-    while pos + 4 <= end:
-        if data[pos] != 0xFF:
-            return None  # not a marker: the decoder reports it
-        marker = data[pos + 1]
-        if marker == 0xFF:
-            fill += 1
-            if fill > MAX_JPEG_FILL_BYTES:
-                return f"over {MAX_JPEG_FILL_BYTES} fill bytes between its JPEG markers"
-            pos += 1
+    """Up to the first scan, as Pillow's JPEG reader steps: a byte at a time over junk and fill, a marker
+    with no length (JPGn, RSTn, SOI, EOI) as two bytes, any other over its stated length (at least 2).
+    Markers and stray bytes are each capped; past EOI Pillow reads on, so this does too."""
+    pos, end, segments, strays = 2, len(data), 0, 0
+    while pos + 1 < end:
+        if data[pos] != 0xFF or data[pos + 1] in (0x00, 0xFF):  # junk, an escaped 0xFF, fill
+            strays += 1
+            if strays > MAX_JPEG_FILL_BYTES:
+                return f"over {MAX_JPEG_FILL_BYTES} fill or stray bytes between its JPEG markers"
+            pos += 2 if data[pos] == 0xFF and data[pos + 1] == 0x00 else 1
             continue
+        marker = data[pos + 1]
         segments += 1
         if segments > MAX_JPEG_SEGMENTS:
             return f"over {MAX_JPEG_SEGMENTS} JPEG markers before its image data"
-        if marker in (_JPEG_SOS, _JPEG_EOI):
+        if marker == _JPEG_SOS:
             return None
-        if marker in _JPEG_STANDALONE:
+        if marker in _JPEG_NO_LENGTH:
             pos += 2
             continue
-        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        pos += 2 + max(2, int.from_bytes(data[pos + 2 : pos + 4], "big"))
     return None
 
 
 def _png(data: mmap.mmap) -> str | None:
-    pos, end, chunks = 8, len(data), 0
+    """Every chunk (Pillow reads those after the image data too, a step each): at most MAX_PNG_CHUNKS
+    before the first IDAT, and at most MAX_PNG_SMALL_CHUNKS chunks under SMALL_CHUNK_BYTES in the file (an
+    encoder's IDATs are kilobytes: libpng writes 8 kB, so a large real file has tens of thousands)."""
+    pos, end, before_data, small = 8, len(data), 0, 0
+    seen_data = False
     while pos + 8 <= end:
         length = int.from_bytes(data[pos : pos + 4], "big")
-        if data[pos + 4 : pos + 8] in (b"IDAT", b"IEND"):
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IEND":
             return None
-        chunks += 1
-        if chunks > MAX_PNG_CHUNKS:
-            return f"over {MAX_PNG_CHUNKS} PNG chunks before its image data"
+        seen_data = seen_data or kind == b"IDAT"
+        if not seen_data:
+            before_data += 1
+            if before_data > MAX_PNG_CHUNKS:
+                return f"over {MAX_PNG_CHUNKS} PNG chunks before its image data"
+        if length < SMALL_CHUNK_BYTES:
+            small += 1
+            if small > MAX_PNG_SMALL_CHUNKS:
+                return f"over {MAX_PNG_SMALL_CHUNKS} PNG chunks of under {SMALL_CHUNK_BYTES} bytes"
         pos += 12 + length
     return None
 
 
 def _tiff(data: mmap.mmap) -> str | None:
+    """Directories followed from the first (each once): tags in each and in all, and the strips or tiles
+    each lists (Pillow makes a tile of each)."""
     order: Literal["little", "big"] = "little" if data[:2] == b"II" else "big"
     big = int.from_bytes(data[2:4], order) == 43  # BigTIFF: 8-byte counts and offsets
-    size = 8 if big else 4
+    size, entry_size, count_size = (8, 20, 8) if big else (4, 12, 2)
     offset = int.from_bytes(data[8:16] if big else data[4:8], order)
     seen: set[int] = set()
+    tags_in_all = 0
     while 0 < offset < len(data) and offset not in seen:
         if len(seen) >= MAX_TIFF_DIRECTORIES:
             return f"over {MAX_TIFF_DIRECTORIES} TIFF directories"
         seen.add(offset)
-        count_size = 8 if big else 2
         tags = int.from_bytes(data[offset : offset + count_size], order)
         if tags > MAX_TIFF_TAGS:
             return f"a TIFF directory of {tags} tags (over {MAX_TIFF_TAGS})"
-        next_at = offset + count_size + tags * (20 if big else 12)
+        tags_in_all += tags
+        if tags_in_all > MAX_TIFF_TAGS_IN_ALL:
+            return f"over {MAX_TIFF_TAGS_IN_ALL} tags in its TIFF directories"
+        first = offset + count_size
+        for at in range(first, min(first + tags * entry_size, len(data)), entry_size):
+            if int.from_bytes(data[at : at + 2], order) in _TIFF_PIECES:
+                pieces = int.from_bytes(data[at + 4 : at + 4 + size], order)
+                if pieces > MAX_TIFF_PIECES:
+                    return f"a TIFF image in {pieces} strips or tiles (over {MAX_TIFF_PIECES})"
+        next_at = first + tags * entry_size
         offset = int.from_bytes(data[next_at : next_at + size], order)
     return None
 

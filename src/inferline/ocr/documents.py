@@ -13,7 +13,9 @@ Problems with the file itself (corrupt, truncated, encrypted, a decompression bo
 
 from __future__ import annotations
 
+import contextlib
 import re
+import struct
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -42,6 +44,9 @@ ACCEPTED_TYPES = frozenset({*sniff.IMAGES, sniff.PDF})
 # An image a PDF page draws may be finer than the page is rasterized (a 600 dpi scan on a page read at
 # 300 dpi), so it is held to twice the page's pixel limit: pdfium decodes it whole, whatever it is drawn at.
 IMAGE_PX_PER_PAGE_PX = 2
+# What Pillow raises on a file its readers choke on, besides OSError: a TIFF directory missing its size is
+# a TypeError in `seek`, a broken one a SyntaxError, KeyError or struct.error. Each is the file's doing.
+PILLOW_ERRORS = (OSError, ValueError, TypeError, SyntaxError, KeyError, IndexError, struct.error, ZeroDivisionError)
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,7 @@ class Document:
             self._image = Image.open(self.path)
         except UnidentifiedImageError as exc:  # its text names the file's path: not for the caller
             raise BadDocument("corrupt or unreadable image: not in a format the image reader knows") from exc
-        except (OSError, ValueError) as exc:
+        except PILLOW_ERRORS as exc:
             raise BadDocument(f"corrupt or unreadable image: {_reason(exc)}") from exc
         if self._image.format == "TIFF":  # a scanner's pages
             if max_pages is not None:
@@ -245,7 +250,7 @@ class Document:
         try:
             frame = self._image.copy()  # decodes the pixels: truncation shows here
             frame = ImageOps.exif_transpose(frame) or frame
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        except (*PILLOW_ERRORS, Image.DecompressionBombError) as exc:
             raise BadDocument(f"corrupt or truncated image (page {index + 1}): {exc}") from exc
         if frame.mode not in {"L", "RGB"}:
             frame = frame.convert("RGB")
@@ -255,7 +260,7 @@ class Document:
         assert self._image is not None
         try:
             self._image.seek(index)
-        except (EOFError, OSError, ValueError) as exc:
+        except (EOFError, *PILLOW_ERRORS) as exc:
             raise BadDocument(f"corrupt image: cannot read page {index + 1}: {exc}") from exc
 
     def _load_pdf_page(self, index: int, mode: PageMode, dpi: int, limits: Limits) -> Page:
@@ -283,10 +288,11 @@ def _count_tiff_frames(image: Image.Image, max_pages: int) -> tuple[int, bool]:
             except EOFError:
                 return index, True
         return max_pages + 1, False
-    except (OSError, ValueError) as exc:
+    except PILLOW_ERRORS as exc:
         raise BadDocument(f"corrupt image: cannot read page {index + 1}: {exc}") from exc
     finally:
-        image.seek(0)
+        with contextlib.suppress(*PILLOW_ERRORS, EOFError):  # the first frame was read on opening
+            image.seek(0)
 
 
 def _reason(exc: Exception) -> str:
