@@ -55,8 +55,6 @@ async def read_pages(
     model = pick_engine(options.engine, options.lang, deps.models.device)
     dpi = options.dpi or deps.default_dpi
     page_count = await count_pages(deps, ctx, path, info.content_type)
-    if page_count > deps.limits.max_pages:
-        raise NonRetryable(f"the document has {page_count} pages, over the limit of {deps.limits.max_pages}")
     indexes = parse_pages(options.pages, page_count)
     reader = _PageReader(deps, ctx, str(path), info.content_type, options, model=model, dpi=dpi)
     await reader.read(indexes, done, report)
@@ -64,20 +62,26 @@ async def read_pages(
 
 
 async def count_pages(deps: OcrDeps, ctx: JobContext, path: Path, content_type: str) -> int:
-    """The document's pages (an image's frames counted to one past the limit). A PDF's page tree is
-    walked by the `pdf-pages` model's process within its time (`ocr.pagetree`), never in this one."""
+    """The document's pages; `NonRetryable` past the limit (an image's frames are counted to one past it).
+    A PDF's page tree is walked by the `pdf-pages` model's process within its time (`ocr.pagetree`), never
+    in this one."""
     max_pages = deps.limits.max_pages
     if content_type == sniff.PDF:
         try:
             tree: PageTree = await deps.models.predict(PAGE_TREE_MODEL, PageTreeQuestion(str(path), max_pages))
         except ModelTimedOut as exc:  # as slow again on another attempt
             raise too_slow(exc) from exc
-        return tree.page_count
-    document = await ctx.to_thread(partial(Document, path, content_type, max_pages=max_pages))
-    try:
-        return document.page_count
-    finally:
-        await ctx.to_thread(document.close)
+        too_many = tree.too_many_pages(max_pages)
+        count = tree.page_count
+    else:
+        document = await ctx.to_thread(partial(Document, path, content_type, max_pages=max_pages))
+        try:
+            too_many, count = document.too_many_pages(max_pages), document.page_count
+        finally:
+            await ctx.to_thread(document.close)
+    if too_many:
+        raise NonRetryable(too_many)
+    return count
 
 
 class _PageReader:

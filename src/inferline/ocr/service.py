@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from inferline.errors import BadDocument, InvalidInput, ModelError
+from inferline.errors import BadDocument, InvalidInput, ModelError, Overloaded
 from inferline.files import sniff
 from inferline.files.service import FileInfo, blob_path
 from inferline.inference.runtime import ModelRuntime
@@ -24,6 +24,9 @@ from inferline.ocr.pagetree import PageTree, PageTreeQuestion
 from inferline.ocr.tesseract import available_languages, find_tessdata
 
 WAIT_POLL_S = 0.1
+# How long a request waits for the pdf-pages process to read a PDF's page tree for its pre-check (each
+# tree is given 10 s there; others' trees may be queued ahead): past it the file is let through.
+PRECHECK_WAIT_S = 15.0
 MAX_WAIT_S = 300.0
 
 
@@ -37,9 +40,10 @@ async def precheck(
     if content_type != sniff.PDF:
         await asyncio.to_thread(_image_precheck, path, content_type, options, limits, dpi)
         return
+    question = PageTreeQuestion(str(path), limits.max_pages)
     try:
-        tree: PageTree = await models.predict(PAGE_TREE_MODEL, PageTreeQuestion(str(path), limits.max_pages))
-    except (BadDocument, ModelError):  # a timeout, or a process that died reading it
+        tree: PageTree = await asyncio.wait_for(models.predict(PAGE_TREE_MODEL, question), PRECHECK_WAIT_S)
+    except (BadDocument, ModelError, Overloaded, TimeoutError):  # its job reads it again, and says why not
         return
     tree.check_limits(limits.max_pages, limits.max_page_pixels, dpi, [])  # the count first, then pages
     tree.check_limits(limits.max_pages, limits.max_page_pixels, dpi, parse_pages(options.pages, tree.page_count))
