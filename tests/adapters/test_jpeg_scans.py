@@ -19,7 +19,7 @@ from inferline.errors import BadDocument, TooLarge
 from inferline.files import jpeg, sniff
 from inferline.ocr.documents import Document, Limits, PageMode
 from inferline.ocr.options import OcrOptions
-from inferline.ocr.service import precheck
+from inferline.ocr.service import image_precheck
 
 LIMITS = Limits(max_pages=10, max_page_pixels=10**8)
 
@@ -57,7 +57,7 @@ def test_scans_are_counted_as_libjpeg_reads_them(tmp_path: Path) -> None:
 def test_a_real_progressive_jpeg_passes_and_decodes(tmp_path: Path) -> None:
     page = Image.effect_noise((320, 180), 60).convert("RGB")
     path = written(tmp_path, encoded(page, progressive=True, optimize=True))
-    precheck(path, sniff.JPEG, OcrOptions(), LIMITS, 300)
+    image_precheck(path, sniff.JPEG, OcrOptions(), LIMITS, 300)
     with Document(path, sniff.JPEG) as document:
         assert document.jpeg_scans == 10
         assert document.load(0, PageMode.AUTO, 300, LIMITS).width == 320
@@ -67,7 +67,7 @@ def test_a_jpeg_of_many_scans_is_refused_before_a_pixel_is_decoded(tmp_path: Pat
     path = written(tmp_path, hostile(5000, 4000, 4000))  # 55 KB; 1,000 such scans took 4.2 s to decode
     started = time.perf_counter()
     with pytest.raises(TooLarge, match="more than 100 scans"):
-        precheck(path, sniff.JPEG, OcrOptions(), LIMITS, 300)
+        image_precheck(path, sniff.JPEG, OcrOptions(), LIMITS, 300)
     with Document(path, sniff.JPEG) as document, pytest.raises(BadDocument, match="more than 100 scans"):
         document.load(0, PageMode.AUTO, 300, LIMITS)
     assert time.perf_counter() - started < 3.0  # 5,000 scans: ~20 s when decoded
@@ -77,7 +77,7 @@ def test_a_small_jpeg_declaring_too_many_pixels_is_refused_before_decoding(tmp_p
     path = written(tmp_path, hostile(6, 20000, 20000))  # 280 bytes declaring 400 megapixels
     started = time.perf_counter()
     with pytest.raises(TooLarge, match="20000x20000 pixels"):
-        precheck(path, sniff.JPEG, OcrOptions(), LIMITS, 300)
+        image_precheck(path, sniff.JPEG, OcrOptions(), LIMITS, 300)
     with Document(path, sniff.JPEG) as document, pytest.raises(BadDocument, match="20000x20000 pixels"):
         document.load(0, PageMode.AUTO, 300, LIMITS)
     assert time.perf_counter() - started < 3.0  # seconds when decoded

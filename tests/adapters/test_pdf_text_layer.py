@@ -18,12 +18,12 @@ import pypdfium2.raw
 import pytest
 from tests.ocr_samples import ENGLISH, KOREAN, font_path, image_pdf, render_page, text_pdf
 
+from inferline.errors import BadDocument
 from inferline.files import sniff
 from inferline.ocr import pdf
 from inferline.ocr.documents import Document, Limits, PageMode, PageRef
-from inferline.ocr.options import OcrOptions
+from inferline.ocr.pagetree import read_tree
 from inferline.ocr.pdf import Pdf, Segment, merge_lines
-from inferline.ocr.service import precheck
 
 LIMITS = Limits(max_pages=100, max_page_pixels=50_000_000)
 
@@ -77,9 +77,10 @@ def test_every_pdfium_call_from_many_threads_holds_the_process_lock(tmp_path: Pa
         assert image is not None
         return image.width
 
-    def check() -> int:
-        precheck(text, sniff.PDF, OcrOptions(pages="1-3"), LIMITS, 300)
-        precheck(broken, sniff.PDF, OcrOptions(), LIMITS, 300)  # too broken to inspect: let through
+    def check() -> int:  # what the pdf-pages model does for the /ocr pre-check and a job's page count
+        assert read_tree(text, 1000).page_count == 4
+        with pytest.raises(BadDocument):
+            read_tree(broken, 1000)
         return 1
 
     work = [text_pages, render, check] * 16

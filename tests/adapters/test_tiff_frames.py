@@ -14,7 +14,7 @@ from inferline.errors import TooLarge
 from inferline.files import sniff
 from inferline.ocr.documents import Document, Limits, PageMode
 from inferline.ocr.options import OcrOptions
-from inferline.ocr.service import precheck
+from inferline.ocr.service import image_precheck
 
 
 def tiny_frames_tiff(frames: int) -> bytes:
@@ -50,5 +50,5 @@ def test_pages_past_the_limit_are_not_counted(tmp_path: Path) -> None:
         with pytest.raises(TooLarge, match="more than 1000 pages, over the limit of 1000"):
             document.check_limits(limits, 300, [0])
     with pytest.raises(TooLarge, match="more than 1000 pages"):
-        precheck(path, sniff.TIFF, OcrOptions(pages="1-2000"), limits, 300)
+        image_precheck(path, sniff.TIFF, OcrOptions(pages="1-2000"), limits, 300)
     assert time.perf_counter() - started < 4.0

@@ -38,7 +38,7 @@ async def precheck(
     page tree is read by the `pdf-pages` model's process, within its time (`ocr.pagetree`), never here."""
     check_type(content_type)
     if content_type != sniff.PDF:
-        await asyncio.to_thread(_image_precheck, path, content_type, options, limits, dpi)
+        await asyncio.to_thread(image_precheck, path, content_type, options, limits, dpi)
         return
     question = PageTreeQuestion(str(path), limits.max_pages)
     try:
@@ -49,7 +49,8 @@ async def precheck(
     tree.check_limits(limits.max_pages, limits.max_page_pixels, dpi, parse_pages(options.pages, tree.page_count))
 
 
-def _image_precheck(path: Path, content_type: str, options: OcrOptions, limits: Limits, dpi: int) -> None:
+def image_precheck(path: Path, content_type: str, options: OcrOptions, limits: Limits, dpi: int) -> None:
+    """`precheck` of an image (blocking)."""
     try:
         with Document(path, content_type, max_pages=limits.max_pages) as document:
             document.check_limits(limits, dpi, [])  # the page count first: past the limit, pages are not counted
