@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import resource
 import signal
@@ -266,19 +267,27 @@ def test_a_budget_does_nothing_where_not_allowed() -> None:
     assert not memory.budgets_allowed()
 
 
-@pytest.fixture
-async def ocr(tmp_path: Path) -> AsyncIterator[OcrDeps]:
+@contextlib.asynccontextmanager
+async def tesseract_ocr(tmp_path: Path, *, page_timeout_s: float | None = None) -> AsyncIterator[OcrDeps]:
     """The OCR kind's dependencies with Tesseract in one process of its own, as `serve` runs it, and a
     page budget of 96 MB."""
     url = sqlite_url(tmp_path)
     db.upgrade(url)
     engine = db.create_engine(url)
     models = ModelRuntime(device="cpu", modes={}, queue_limit=100, metrics=Metrics(), processes={"tesseract": 1})
-    models.register("tesseract", TesseractModel)
+    models.register("tesseract", TesseractModel, item_timeout_s=page_timeout_s)
     limits = Limits(max_pages=10, max_page_pixels=1_000_000, page_memory_bytes=96 * MB)
-    yield OcrDeps(engine, BlobStore(tmp_path / "blobs"), models, limits, default_dpi=72)
-    await models.aclose()
-    await engine.dispose()
+    try:
+        yield OcrDeps(engine, BlobStore(tmp_path / "blobs"), models, limits, default_dpi=72)
+    finally:
+        await models.aclose()
+        await engine.dispose()
+
+
+@pytest.fixture
+async def ocr(tmp_path: Path) -> AsyncIterator[OcrDeps]:
+    async with tesseract_ocr(tmp_path) as deps:
+        yield deps
 
 
 async def stored(deps: OcrDeps, path: Path) -> str:
@@ -315,14 +324,8 @@ async def test_a_page_that_renders_past_the_page_timeout_fails_its_job_and_frees
     """Little memory, hours of rendering: the engine's process is killed at `item_timeout_s`
     (`ocr_page_timeout_s`), the job fails with the page's number and is not retried, and the engine's new
     process reads the next file at once."""
-    url = sqlite_url(tmp_path)
-    db.upgrade(url)
-    engine = db.create_engine(url)
-    models = ModelRuntime(device="cpu", modes={}, queue_limit=100, metrics=Metrics(), processes={"tesseract": 1})
-    models.register("tesseract", TesseractModel, item_timeout_s=3.0)
-    limits = Limits(max_pages=10, max_page_pixels=1_000_000, page_memory_bytes=96 * MB)
-    ocr = OcrDeps(engine, BlobStore(tmp_path / "blobs"), models, limits, default_dpi=72)
-    try:
+    async with tesseract_ocr(tmp_path, page_timeout_s=3.0) as ocr:
+        models = ocr.models
         await models.batcher("tesseract").ensure_loaded()  # the allowance counts from the page's start
         patterned = await stored(ocr, write(tmp_path, "pattern.pdf", tiling_pattern(0.002)))
         started = time.monotonic()
@@ -338,9 +341,6 @@ async def test_a_page_that_renders_past_the_page_timeout_fails_its_job_and_frees
             ocr, MemoryContext(tenant="t", models=models), OcrJobInput(file_id=fine, engine="tesseract", lang="eng")
         )
         assert [page["source"] for page in result["pages"]] == ["ocr"]
-    finally:
-        await models.aclose()
-        await engine.dispose()
     assert {row["name"]: row["item_timeout_s"] for row in models.describe()} == {"pdf-pages": 10.0, "tesseract": 3.0}
 
 
@@ -356,14 +356,8 @@ async def test_a_page_tree_that_takes_hours_to_walk_is_walked_apart_and_given_up
     from inferline.ocr.service import precheck
 
     monkeypatch.setattr(ocr_deps, "PAGE_TREE_TIMEOUT_S", 1.0)
-    url = sqlite_url(tmp_path)
-    db.upgrade(url)
-    engine = db.create_engine(url)
-    models = ModelRuntime(device="cpu", modes={}, queue_limit=100, metrics=Metrics(), processes={"tesseract": 1})
-    models.register("tesseract", TesseractModel)
-    limits = Limits(max_pages=10, max_page_pixels=1_000_000, page_memory_bytes=96 * MB)
-    ocr = OcrDeps(engine, BlobStore(tmp_path / "blobs"), models, limits, default_dpi=72)
-    try:
+    async with tesseract_ocr(tmp_path) as ocr:
+        models, limits = ocr.models, ocr.limits
         await models.batcher("pdf-pages").ensure_loaded()
         tree = write(tmp_path, "tree.pdf", page_tree_listing_each_node_twice(34))
         monkeypatch.setattr(Pdf, "__init__", never_here)
@@ -386,9 +380,6 @@ async def test_a_page_tree_that_takes_hours_to_walk_is_walked_apart_and_given_up
             OcrJobInput(file_id=await stored(ocr, fine), engine="tesseract", lang="eng"),
         )
         assert [page["source"] for page in result["pages"]] == ["ocr"]
-    finally:
-        await models.aclose()
-        await engine.dispose()
 
 
 def never_here(*args: object, **kwargs: object) -> None:

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from inferline.batches.parquet_pages import check_pages
+from inferline.batches.parquet_pages import check_pages, held_to_limits
 from inferline.batches.records import BadInput, Limits, Record, TooLong, check_columns, render
 
 MAGIC = b"PAR1"
@@ -159,17 +159,9 @@ def _check_row_groups(metadata: pq.FileMetaData, limits: Limits) -> None:
             sum(chunk.total_compressed_size for chunk in chunks),
             sum(chunk.total_uncompressed_size for chunk in chunks),
         )
-        if group_bytes > limits.max_row_group_bytes:
-            raise BadInput(
-                f"row group {index} takes {group_bytes} bytes uncompressed, over {limits.max_row_group_bytes}: "
-                "write the file with smaller row groups"
-            )
         total_bytes += group_bytes
-        if total_bytes > limits.max_parquet_data_bytes:
-            raise BadInput(
-                f"the Parquet file's row groups take over {limits.max_parquet_data_bytes} bytes uncompressed "
-                f"(at row group {index}): split it into smaller files"
-            )
+        by_footer = {"group": f"row group {index} takes", "file": "row groups take"}
+        held_to_limits(index, group_bytes, total_bytes, limits, **by_footer)
 
 
 def _stringish(kind: pa.DataType) -> bool:

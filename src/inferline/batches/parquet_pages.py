@@ -176,17 +176,23 @@ def check_pages(source: BinaryIO, metadata: pq.FileMetaData, limits: Limits) -> 
                 at += header_bytes + compressed
             if not end <= at <= end + slack:
                 raise BadInput(f"row group {index}, column {column}: its pages do not fill it as its footer says")
-        if group_bytes > limits.max_row_group_bytes:
-            raise BadInput(
-                f"row group {index}'s pages take {group_bytes} bytes uncompressed, over {limits.max_row_group_bytes}: "
-                "write the file with smaller row groups"
-            )
         total += group_bytes
-        if total > limits.max_parquet_data_bytes:
-            raise BadInput(
-                f"the Parquet file's pages take over {limits.max_parquet_data_bytes} bytes uncompressed "
-                f"(at row group {index}): split it into smaller files"
-            )
+        held_to_limits(index, group_bytes, total, limits, group=f"row group {index}'s pages take", file="pages take")
+
+
+def held_to_limits(index: int, group_bytes: int, total_bytes: int, limits: Limits, *, group: str, file: str) -> None:
+    """BadInput when row group `index` takes over `max_row_group_bytes` uncompressed, or the file's row
+    groups up to it over `max_parquet_data_bytes`; `group` and `file` say by whose word."""
+    if group_bytes > limits.max_row_group_bytes:
+        raise BadInput(
+            f"{group} {group_bytes} bytes uncompressed, over {limits.max_row_group_bytes}: "
+            "write the file with smaller row groups"
+        )
+    if total_bytes > limits.max_parquet_data_bytes:
+        raise BadInput(
+            f"the Parquet file's {file} over {limits.max_parquet_data_bytes} bytes uncompressed "
+            f"(at row group {index}): split it into smaller files"
+        )
 
 
 def _old_parquet_mr(created_by: str) -> bool:
