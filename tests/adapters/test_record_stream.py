@@ -443,13 +443,14 @@ async def test_push_does_not_take_a_stream_ended_as_done_before_its_acks_for_a_s
     served = await serve(window_records=32, group_records=8)
     await served.collection()
     # Cut before any ack: a stream stopped before it read anything reaches the client as gRPC's INTERNAL
-    # (retried, as a cut is), not as the stream's own status.
+    # when the client's write meets the ended stream first, else as the stream's own status: a race, and
+    # both are retried, as a cut is.
     never = ends_early == "cut before any ack"
     calls = stream_stopped(monkeypatch, after_groups=0 if never else 3, cut=never, every_stream=ends_early != "once")
     path = tmp_path / "records.jsonl"
     path.write_text("".join(json.dumps({"custom_id": f"p{i}", "text": f"posting {i}"}) + "\n" for i in range(100)))
     if never:
-        with pytest.raises(PushFailed, match="INTERNAL"):
+        with pytest.raises(PushFailed, match="INTERNAL|UNAVAILABLE: the server is restarting"):
             await push_file(served.target, served.keys["t"], path, "docs", retry_after_s=0, attempts=3)
         assert len(calls) == 3
         return
