@@ -450,7 +450,7 @@ async def test_push_does_not_take_a_stream_ended_as_done_before_its_acks_for_a_s
     path = tmp_path / "records.jsonl"
     path.write_text("".join(json.dumps({"custom_id": f"p{i}", "text": f"posting {i}"}) + "\n" for i in range(100)))
     if never:
-        with pytest.raises(PushFailed, match="INTERNAL|UNAVAILABLE: the server is restarting"):
+        with pytest.raises(PushFailed, match=r"INTERNAL|UNAVAILABLE: the server is restarting"):
             await push_file(served.target, served.keys["t"], path, "docs", retry_after_s=0, attempts=3)
         assert len(calls) == 3
         return
