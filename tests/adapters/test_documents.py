@@ -15,6 +15,7 @@ from inferline.errors import BadDocument, TooLarge, UnsupportedMediaType
 from inferline.files import sniff
 from inferline.ocr import pdf as pdf_module
 from inferline.ocr.documents import Document, Limits, PageMode
+from inferline.ocr.pagetree import read_tree
 
 LIMITS = Limits(max_pages=100, max_page_pixels=50_000_000)
 
@@ -120,11 +121,11 @@ def test_limits_are_checked_from_headers_before_decoding(tmp_path: Path) -> None
     bomb = write(tmp_path, "bomb.png", png_bomb())
     with Document(bomb, sniff.PNG) as document, pytest.raises(TooLarge, match="pixels"):
         document.check_limits(LIMITS, 300, [0])
-    three = write(tmp_path, "three.pdf", text_pdf([ENGLISH] * 3))
-    with Document(three, sniff.PDF) as document, pytest.raises(TooLarge, match="3 pages"):
-        document.check_limits(Limits(max_pages=2, max_page_pixels=10**9), 300, [0])
-    with Document(three, sniff.PDF) as document, pytest.raises(TooLarge, match="1200 dpi"):
-        document.check_limits(Limits(max_pages=10, max_page_pixels=20_000_000), 1200, [0])
+    three = write(tmp_path, "three.pdf", text_pdf([ENGLISH] * 3))  # a PDF's, from its page tree (`pdf-pages`)
+    with pytest.raises(TooLarge, match="3 pages"):
+        read_tree(three, 10).check_limits(Limits(max_pages=2, max_page_pixels=10**9), 300, [0])
+    with pytest.raises(TooLarge, match="1200 dpi"):
+        read_tree(three, 10).check_limits(Limits(max_pages=10, max_page_pixels=20_000_000), 1200, [0])
 
 
 def pdf_drawing_an_image(side_px: int, times: int = 1) -> bytes:

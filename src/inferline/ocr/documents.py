@@ -119,7 +119,7 @@ def parse_pages(spec: str | None, page_count: int) -> list[int]:
 
 
 class Document:
-    """An open document: `page_count`, `size_px(i, dpi)`, `load(i, mode, dpi)`. An image's frames are
+    """An open document: `page_count`, `load(i, mode, dpi)`. An image's frames are
     counted up to one past `max_pages` (then `page_count` is that, and `counted_all` False): Pillow
     reads every TIFF frame's header to count them, 0.4 ms each, and a 200 MB TIFF of tiny frames holds
     two million."""
@@ -193,34 +193,19 @@ class Document:
 
     def too_many_pages(self, max_pages: int) -> str | None:
         """Why the document is over `max_pages`, or None."""
-        if self.page_count <= max_pages:
-            return None
-        count = str(self.page_count) if self.counted_all else f"more than {max_pages}"
-        return f"the document has {count} pages, over the limit of {max_pages}"
+        return pages_problem(self.page_count, max_pages, counted_all=self.counted_all)
 
     # -- pages -------------------------------------------------------------------------------------
 
-    def size_px(self, index: int, dpi: int) -> tuple[int, int]:
-        """The page's size in pixels as it would be rasterized, read without decoding any pixel."""
-        if self._pdf is not None:
-            width_pt, height_pt = self._pdf.page_size(index)
-            scale = dpi / POINTS_PER_INCH
-            return round(width_pt * scale), round(height_pt * scale)
-        assert self._image is not None
-        self._seek(index)
-        return self._image.size
-
     def check_limits(self, limits: Limits, dpi: int, pages: list[int]) -> None:
-        """413-worthy problems, found from headers alone (cheap enough to run before queueing a job)."""
+        """An image's 413-worthy problems, found from headers alone (cheap enough to run before queueing a
+        job). A PDF's are read from its page tree apart (`ocr.pagetree.PageTree.check_limits`)."""
+        assert self._image is not None
         if reason := self.too_many_pages(limits.max_pages) or self.too_many_scans():
             raise TooLarge(reason)
         for index in pages:
-            width, height = self.size_px(index, dpi)
-            if width * height > limits.max_page_pixels:
-                raise TooLarge(
-                    f"page {index + 1} is {width}x{height} pixels at {dpi} dpi, over the limit of "
-                    f"{limits.max_page_pixels} pixels per page"
-                )
+            self._seek(index)
+            check_page_pixels(index, self._image.size, dpi, limits.max_page_pixels)
 
     def text_page(self, index: int, mode: PageMode, dpi: int) -> Page | None:
         """The page from its text layer when `mode` says to use it, else None (it needs OCR). Cheap:
@@ -300,6 +285,25 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.filename is not None:
         return exc.strerror or type(exc).__name__
     return str(exc)
+
+
+def pages_problem(count: int, max_pages: int, *, counted_all: bool = True) -> str | None:
+    """Why a document of `count` pages (counted to one past the limit when not `counted_all`) is over
+    `max_pages`, or None."""
+    if count <= max_pages:
+        return None
+    shown = str(count) if counted_all else f"more than {max_pages}"
+    return f"the document has {shown} pages, over the limit of {max_pages}"
+
+
+def check_page_pixels(index: int, size_px: tuple[int, int], dpi: int, max_page_pixels: int) -> None:
+    """`TooLarge` for a page of `size_px` (at `dpi`) over `max_page_pixels`."""
+    width, height = size_px
+    if width * height > max_page_pixels:
+        raise TooLarge(
+            f"page {index + 1} is {width}x{height} pixels at {dpi} dpi, over the limit of {max_page_pixels} "
+            "pixels per page"
+        )
 
 
 def _check_pixels(index: int, width: int, height: int, limits: Limits) -> None:

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from inferline.errors import BadDocument, ModelTimedOut, TooLarge
 from inferline.inference.model import Model
+from inferline.ocr.documents import Limits, check_page_pixels, pages_problem
 from inferline.ocr.pdf import POINTS_PER_INCH, Pdf
 
 MODEL_NAME = "pdf-pages"
@@ -33,26 +34,16 @@ class PageTree:
     sizes_pt: list[tuple[float, float]]
 
     def too_many_pages(self, max_pages: int) -> str | None:
-        if self.page_count <= max_pages:
-            return None
-        return f"the document has {self.page_count} pages, over the limit of {max_pages}"
+        return pages_problem(self.page_count, max_pages)
 
-    def size_px(self, index: int, dpi: int) -> tuple[int, int]:
-        width_pt, height_pt = self.sizes_pt[index]
-        scale = dpi / POINTS_PER_INCH
-        return round(width_pt * scale), round(height_pt * scale)
-
-    def check_limits(self, max_pages: int, max_page_pixels: int, dpi: int, pages: list[int]) -> None:
+    def check_limits(self, limits: Limits, dpi: int, pages: list[int]) -> None:
         """As `Document.check_limits`: `TooLarge` past the page count, or for a page past the pixels."""
-        if reason := self.too_many_pages(max_pages):
+        if reason := self.too_many_pages(limits.max_pages):
             raise TooLarge(reason)
+        scale = dpi / POINTS_PER_INCH
         for index in pages:
-            width, height = self.size_px(index, dpi)
-            if width * height > max_page_pixels:
-                raise TooLarge(
-                    f"page {index + 1} is {width}x{height} pixels at {dpi} dpi, over the limit of "
-                    f"{max_page_pixels} pixels per page"
-                )
+            width_pt, height_pt = self.sizes_pt[index]
+            check_page_pixels(index, (round(width_pt * scale), round(height_pt * scale)), dpi, limits.max_page_pixels)
 
 
 @dataclass(frozen=True)

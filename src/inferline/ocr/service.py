@@ -45,8 +45,8 @@ async def precheck(
         tree: PageTree = await asyncio.wait_for(models.predict(PAGE_TREE_MODEL, question), PRECHECK_WAIT_S)
     except (BadDocument, ModelError, Overloaded, TimeoutError):  # its job reads it again, and says why not
         return
-    tree.check_limits(limits.max_pages, limits.max_page_pixels, dpi, [])  # the count first, then pages
-    tree.check_limits(limits.max_pages, limits.max_page_pixels, dpi, parse_pages(options.pages, tree.page_count))
+    tree.check_limits(limits, dpi, [])  # the count first, then pages
+    tree.check_limits(limits, dpi, parse_pages(options.pages, tree.page_count))
 
 
 def image_precheck(path: Path, content_type: str, options: OcrOptions, limits: Limits, dpi: int) -> None:
