@@ -55,6 +55,7 @@ from inferline.search.index import SearchIndex
 from inferline.search.pgvector import PgVectorIndex
 from inferline.search.qdrant import QdrantIndex
 from inferline.tenants import Authenticator, FailureBudget
+from inferline.threads import to_thread
 from inferline.tracing import Tracing
 
 
@@ -91,7 +92,7 @@ class Services:
         self.submitter.close()
         await self.wakeup.aclose()
         await self.engine.dispose()
-        await asyncio.to_thread(self.tracing.shutdown)  # sends what is buffered: not on the event loop
+        await to_thread(self.tracing.shutdown)  # sends what is buffered: not on the event loop
 
 
 def register_kinds(services: Services) -> None:

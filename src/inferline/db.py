@@ -246,7 +246,8 @@ class _SqliteWriteLock:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # uncontended: no thread hop
             except BlockingIOError:
-                await asyncio.to_thread(fcntl.flock, self.fd, fcntl.LOCK_EX)
+                # The default pool, even in a job: every writer of the process waits on this (threads.py).
+                await asyncio.to_thread(fcntl.flock, self.fd, fcntl.LOCK_EX)  # noqa: TID251
             try:
                 yield
             finally:

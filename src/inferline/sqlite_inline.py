@@ -55,7 +55,9 @@ class InlineConnection:
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         if self.slow:
-            return await asyncio.to_thread(func, *args)
+            # The default pool, even in a job: a write transaction runs here holding the process's write
+            # lock, which must not wait behind a job's blocking work (threads.py).
+            return await asyncio.to_thread(func, *args)  # noqa: TID251
         return func(*args)
 
     def cursor(self) -> InlineCursor:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.helpers import eventually
 
+from inferline import threads
 from inferline.errors import NonRetryable
 from inferline.jobs import attempts
 from inferline.jobs.context import JobContext
@@ -538,3 +541,46 @@ async def test_an_outcome_refused_even_stripped_is_given_up_and_the_worker_holds
         await wait_for(engine, job.id, lambda job: job.status is JobStatus.SUCCEEDED)
     await eventually(lambda: stuck.id not in worker.attempts.snapshot(), timeout_s=10)
     assert (await get_job(engine, tenant="t", job_id=stuck.id)).status is JobStatus.RUNNING  # to the reaper
+
+
+async def test_jobs_blocking_work_runs_on_their_workers_threads_and_leaves_the_default_pool_to_requests(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """Four jobs each blocked in a thread, under a default pool of two threads (as if every request thread
+    were taken): a request's blocking call still gets a thread at once, and the jobs' calls, through
+    `ctx.to_thread` and through a helper's `threads.to_thread` alike, ran on the worker's own threads."""
+    default_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="default")
+    asyncio.get_running_loop().set_default_executor(default_pool)
+    release = threading.Event()
+    blocked: list[str] = []
+
+    def block() -> str:
+        blocked.append(threading.current_thread().name)
+        release.wait(10)
+        return threading.current_thread().name
+
+    @registry.kind("blocker")
+    async def blocker(ctx: JobContext, data: dict[str, Any]) -> dict[str, str]:
+        by_context = await ctx.to_thread(block)
+        by_helper = await threads.to_thread(lambda: threading.current_thread().name)
+        return {"by_context": by_context, "by_helper": by_helper}
+
+    worker = Worker(engine, registry, FAST, wakeup=LocalWakeup(), metrics=Metrics())
+    await worker.start()
+    try:
+        jobs = [await submit(engine, registry, kind="blocker", input={}) for _ in range(FAST.concurrency)]
+        await eventually(lambda: len(blocked) == FAST.concurrency)
+        # A request's call, outside any job: the default pool, free although every job holds a thread.
+        request_thread = await asyncio.wait_for(threads.to_thread(lambda: threading.current_thread().name), 2)
+        assert request_thread.startswith("default")
+        release.set()
+        done = [await wait_for(engine, job.id, finished) for job in jobs]
+    finally:
+        release.set()
+        await worker.stop(grace_s=1)
+        default_pool.shutdown(wait=False)
+    assert all(job.status is JobStatus.SUCCEEDED for job in done)
+    names = [name for job in done for name in (job.result or {}).values()]
+    assert len(names) == 2 * FAST.concurrency
+    assert all(name.startswith("inferline-job") for name in names), names
+    assert worker.attempts.threads.closed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import Request
@@ -15,6 +14,7 @@ from inferline.bootstrap import Services
 from inferline.errors import InvalidInput, TooLarge
 from inferline.files.service import FileInfo, receive_file, record_file
 from inferline.files.store import Quota
+from inferline.threads import to_thread
 
 MAX_FORM_FIELDS = 20
 PARSE_ON_LOOP_BYTES = 256 * 1024  # larger JSON bodies are parsed in a thread (256 KiB: ~4 ms to parse and check)
@@ -87,5 +87,5 @@ async def json_body(request: Request, *, max_bytes: int) -> Any:
         if len(raw) > max_bytes:
             raise TooLarge(f"a JSON body is limited to {max_bytes} bytes")
     if len(raw) > PARSE_ON_LOOP_BYTES:
-        return await asyncio.to_thread(jsonvalues.loads, raw or b"null", field="body")
+        return await to_thread(jsonvalues.loads, raw or b"null", field="body")
     return jsonvalues.loads(raw or b"null", field="body")

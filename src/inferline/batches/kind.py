@@ -52,6 +52,7 @@ from inferline.jobs.store import JobStore
 from inferline.search.model import Collection
 from inferline.search.store import SearchStore
 from inferline.shielding import despite_cancel
+from inferline.threads import to_thread
 
 KIND = "batch"
 MAX_ERROR_CHARS = 1000
@@ -131,7 +132,7 @@ async def _run(deps: BatchDeps, ctx: JobContext, batch: Batch) -> dict[str, Any]
         for ahead in aheads:  # chunks read and embedded ahead: nothing of them was written
             ahead.cancel()
         await asyncio.gather(*aheads, return_exceptions=True)
-        await asyncio.to_thread(records.close)  # the file it holds open
+        await to_thread(records.close)  # the file it holds open
     state = state | {"finalizing": True}
     await ctx.checkpoint(state)
     return await _finalize(deps, ctx, batch, collection, state)
@@ -207,7 +208,7 @@ async def _ahead(
 
     async def take() -> None:  # to its end even if cancelled: the file is closed after it
         async with lock:
-            taken.extend(await asyncio.to_thread(_take, records, batch.chunk_records))
+            taken.extend(await to_thread(_take, records, batch.chunk_records))
 
     await despite_cancel(take())
     if not taken:
@@ -338,9 +339,9 @@ async def _results_file(deps: BatchDeps, batch: Batch, *, failed: bool) -> FileI
                 rows = await BatchStore(conn).records(batch.id, failed=failed, after_line=after)
             if not rows:
                 break
-            await asyncio.to_thread(_write_lines, spool, rows, failed)
+            await to_thread(_write_lines, spool, rows, failed)
             after = rows[-1]["line"]
-        await asyncio.to_thread(spool.seek, 0)
+        await to_thread(spool.seek, 0)
         which = "errors" if failed else "output"
         received = await receive_file(
             deps.blobs,

@@ -15,7 +15,6 @@ The source and the collection are checked when a job of the kind is queued (a ti
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from inferline.jobs.store import JobStore
 from inferline.jobs.submission import SERVER_KEY_PREFIX
 from inferline.schema import batch_drop_files
 from inferline.search.store import SearchStore
+from inferline.threads import to_thread
 
 KIND = "scheduled_batch"
 _NAMES_PER_QUERY = 500
@@ -161,7 +161,7 @@ async def _take(
     """The batch of one drop file (its id), or why the file was not taken (a later run tries a file that
     changed or went away again; one of the wrong type is remembered as taken)."""
     try:
-        source = await asyncio.to_thread(open_drop_file, root, item)
+        source = await to_thread(open_drop_file, root, item)
     except (OSError, ValueError) as exc:
         return Refused(item.name, f"not read: {getattr(exc, 'strerror', None) or exc}")
     try:

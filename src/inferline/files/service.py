@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +21,7 @@ from inferline.files.store import Quota, check_quota, delete_row, lock_blobs, re
 from inferline.ids import new_id
 from inferline.paging import newest_first
 from inferline.schema import files
+from inferline.threads import to_thread
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +97,7 @@ async def receive_file(
     """The bytes staged and the file's row, neither written yet: `insert_file` writes both in the
     caller's transaction (a document and its file are written together or not at all), and
     `finish_upload` removes what a refused upload left."""
-    staged, content_type = await asyncio.to_thread(_stage, blobs, source, max_bytes)
+    staged, content_type = await to_thread(_stage, blobs, source, max_bytes)
     return FileInfo(
         id=new_id(),
         tenant=tenant,
@@ -120,7 +120,7 @@ async def insert_file(conn: AsyncConnection, info: FileInfo) -> None:
         await lock_blobs(conn, [info.sha256])
     await conn.execute(files.insert(), _row(info))
     if pending is not None:
-        await asyncio.to_thread(pending.blobs.place, pending.staged)
+        await to_thread(pending.blobs.place, pending.staged)
 
 
 async def record_file(engine: AsyncEngine, info: FileInfo) -> None:
@@ -142,7 +142,7 @@ async def finish_upload(engine: AsyncEngine, info: FileInfo, *, refused: bool) -
     if pending is None:
         return
     if not pending.staged.placed:
-        await asyncio.to_thread(pending.blobs.discard, pending.staged)
+        await to_thread(pending.blobs.discard, pending.staged)
     elif refused:
         await remove_blobs(engine, pending.blobs, [info.sha256])
 

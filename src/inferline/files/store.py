@@ -16,7 +16,6 @@ finds no file (404), never a job naming a file that is gone.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
     from inferline.config import Settings
 
 from inferline.schema import collections, documents, files, job_files, jobs, media_assets, media_projects
+from inferline.threads import to_thread
 
 # Namespaces of the two-key advisory locks (any values: they only keep these locks apart).
 _BLOB_LOCKS = 0x1F4E_0101
@@ -140,7 +140,7 @@ async def remove_unreferenced(conn: AsyncConnection, blobs: BlobStore, sha256s: 
     await lock_blobs(conn, wanted)
     query = sa.select(files.c.sha256).where(files.c.sha256.in_(wanted)).distinct()
     referenced = set((await conn.execute(query)).scalars())
-    return await asyncio.to_thread(blobs.remove, [sha256 for sha256 in wanted if sha256 not in referenced])
+    return await to_thread(blobs.remove, [sha256 for sha256 in wanted if sha256 not in referenced])
 
 
 def _in_use() -> sa.ColumnElement[bool]:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferline.files.blobs import BlobStore
 from inferline.files.service import remove_blobs
+from inferline.threads import to_thread
 
 log = structlog.get_logger(__name__)
 
@@ -27,10 +28,10 @@ async def sweep_orphans(engine: AsyncEngine, blobs: BlobStore, *, min_age_s: flo
     """Remove blobs no file row refers to and staged uploads, both last written over `min_age_s` ago.
     The age spares uploads in flight; the blob locks make the check exact against concurrent writes."""
     cutoff = time.time() - min_age_s
-    staged = await asyncio.to_thread(blobs.remove_stale_tmp, cutoff)
+    staged = await to_thread(blobs.remove_stale_tmp, cutoff)
     removed = 0
-    for prefix in await asyncio.to_thread(blobs.prefixes):
-        candidates = await asyncio.to_thread(blobs.older_than, prefix, cutoff)
+    for prefix in await to_thread(blobs.prefixes):
+        candidates = await to_thread(blobs.older_than, prefix, cutoff)
         removed += await remove_blobs(engine, blobs, candidates)
     if removed or staged:
         log.info("files_swept", blobs=removed, staged=staged)

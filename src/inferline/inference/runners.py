@@ -226,7 +226,7 @@ class _Child:
             ahead = self._replies[-2] if busy else None
             try:
                 if busy:
-                    await asyncio.to_thread(self._send, items)
+                    await asyncio.to_thread(self._send, items)  # noqa: TID251 (see _spawn)
                 else:
                     self._send(items)
             except (OSError, ValueError) as exc:
@@ -266,8 +266,8 @@ class _Child:
         the loop's thread after it stops watching it: a batch still waiting for its reply fails."""
         with contextlib.suppress(OSError, ValueError):
             async with self._send_lock:
-                await asyncio.to_thread(self._send, None)  # type: ignore[arg-type]
-        await asyncio.to_thread(self._join, timeout_s)
+                await asyncio.to_thread(self._send, None)  # type: ignore[arg-type]  # noqa: TID251
+        await asyncio.to_thread(self._join, timeout_s)  # noqa: TID251
         if self._loop is not None and self._replies and not self.conn.closed:
             with contextlib.suppress(OSError, EOFError):  # replies written before it exited
                 self._readable()
@@ -343,7 +343,9 @@ class ProcessRunner:
     async def _spawn(self) -> _Child:
         child = _Child(self.factory, self.name, self.device)
         self._children.add(child)
-        await asyncio.to_thread(child.start)
+        # The model runtime's threads (a child's start, its pipe's writes and joins) are the default pool's
+        # even when a job's call starts them: the runtime serves requests and every tenant's jobs alike.
+        await asyncio.to_thread(child.start)  # noqa: TID251
         child.watch()
         return child
 

@@ -27,6 +27,7 @@ from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job
 from inferline.jobs.outcomes import Outcome
 from inferline.metrics import Metrics, observe_all
+from inferline.threads import JobThreads, running_jobs
 from inferline.tracing import continued_span
 
 log = structlog.get_logger(__name__)
@@ -86,6 +87,7 @@ class Attempts:
         self._running: dict[str, Attempt] = {}
         self._active = 0
         self._slots = asyncio.Semaphore(slots)
+        self.threads = JobThreads(slots)  # the jobs' blocking calls, apart from the requests' (threads.py)
         # The largest result the database takes (`JobStore.json_limit_bytes`), set by the worker as it starts.
         self.result_limit_bytes: int | None = None
         # A running mean of how long attempts hold their slot (the last ~20), for the worker to tell whether
@@ -188,7 +190,8 @@ class Attempts:
             )
         token = otel_context.attach(set_span_in_context(span))  # `use_span` without its generator's cost
         try:
-            outcome = await run_attempt(self._registry, ctx, result_limit_bytes=self.result_limit_bytes)
+            with running_jobs(self.threads):
+                outcome = await run_attempt(self._registry, ctx, result_limit_bytes=self.result_limit_bytes)
         except Exception as exc:  # as `use_span` records: a cancellation is not the job's error
             if recording:
                 span.record_exception(exc)

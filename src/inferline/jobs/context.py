@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 from opentelemetry import trace
 from opentelemetry.trace import NoOpTracer, Tracer
 
+from inferline import threads
 from inferline.errors import Canceled, JobError, NonRetryable
 from inferline.inputs import STAGE_MAX_CHARS, shown_text, unstorable
 from inferline.jobs.model import JSON, Job, WebhookEvent
@@ -77,7 +78,8 @@ class JobContext(Protocol):
         """One item through a model, batched with other jobs' items by the process's model runtime."""
 
     async def to_thread(self, func: Callable[..., T], /, *args: Any) -> T:
-        """Blocking code goes here, never on the event loop."""
+        """Blocking code goes here, never on the event loop: in a worker, on its jobs' own threads
+        (`inferline.threads`), so a slow one never holds a thread a request needs."""
 
     async def run_subprocess(
         self,
@@ -145,7 +147,7 @@ class ContextBase(ABC):
     async def predict(self, model: str, item: Any) -> Any: ...
 
     async def to_thread(self, func: Callable[..., T], /, *args: Any) -> T:
-        return await asyncio.to_thread(func, *args)
+        return await threads.to_thread(func, *args)
 
     async def run_subprocess(
         self,

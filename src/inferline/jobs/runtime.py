@@ -148,6 +148,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self._record_outcomes()
+        self.attempts.threads.close()
         self.metrics.active_workers.dec()
 
     async def _pause(self, seconds: float) -> None:

@@ -7,7 +7,6 @@ pipeline read them when it started."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +24,7 @@ from inferline.media.ffmpeg import TimedOut
 from inferline.media.model import Asset, AssetKind
 from inferline.media.service import PlainText, project_for_change, project_of
 from inferline.media.store import MediaStore
+from inferline.threads import to_thread
 
 ACCEPTED = f"photos ({images.ACCEPTED_NAMES}) and songs (MP3, AAC, M4A, WAV, OGG, FLAC)"
 MAX_POSITION = 100_000
@@ -62,7 +62,7 @@ async def _checked_photo(deps: MediaDeps, file: FileInfo) -> images.ImageInfo:
     """The photo decoded whole from its staged bytes: a corrupt or truncated one is a 422 now, not a
     failed run later."""
     try:
-        return await asyncio.to_thread(
+        return await to_thread(
             images.inspect_image, _staged(file), file.content_type, max_pixels=deps.limits.max_image_pixels
         )
     except BadDocument as exc:

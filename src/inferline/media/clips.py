@@ -35,6 +35,7 @@ from inferline.media.ffmpeg import (
 )
 from inferline.media.probe import FormatChanges, MediaInfo, PictureCheck, probe
 from inferline.media.text import TextBlock, drawtext_filters, wrap
+from inferline.threads import to_thread
 
 Size = tuple[int, int]
 
@@ -319,9 +320,9 @@ async def extract_frame(
     # keyframe before it and the frames before it are decoded and dropped), so the last is the first out and
     # the only one encoded (writing each as a PNG over the one before cost 1.3 s more per 1080p clip).
     if which == "last" and fps is not None:
-        await asyncio.to_thread(out.unlink, missing_ok=True)  # what is there after the read is this read's
+        await to_thread(out.unlink, missing_ok=True)  # what is there after the read is this read's
         await _extract(video, out, which, END_SEEK_FRAMES / fps, timeout_s)
-        if await asyncio.to_thread(out.exists):  # ffmpeg writes no file, and says nothing, for no frame
+        if await to_thread(out.exists):  # ffmpeg writes no file, and says nothing, for no frame
             return
     await _extract(video, out, which, LAST_FRAME_SEEK_S, timeout_s)
 

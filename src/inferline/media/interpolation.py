@@ -37,6 +37,7 @@ from inferline.media.encoders import LIBX264, VideoEncoder
 from inferline.media.ffmpeg import DEFAULT_THREADS, STILL_SEQUENCE, Progress, input_args, run_ffmpeg, time_budget_s
 from inferline.media.probe import PictureCheck
 from inferline.media.transitions import TransitionGenerator
+from inferline.threads import to_thread
 
 log = structlog.get_logger(__name__)
 
@@ -201,10 +202,10 @@ class OnnxTransitions:
         """`style` and `index` pick among xfade's transitions; the model has one way from a still to the next."""
         async with asyncio.timeout(self.timeout_s):
             before, after = await asyncio.gather(
-                asyncio.to_thread(_load_still, first, frame), asyncio.to_thread(_load_still, last, frame)
+                to_thread(_load_still, first, frame), to_thread(_load_still, last, frame)
             )
             keys = await interpolate(self.predict, before, after, depth=self.depth, progress=_scaled(progress, 0, 70))
-        pattern = await asyncio.to_thread(_write_keys, keys, out)
+        pattern = await to_thread(_write_keys, keys, out)
         frames = frame_count(duration_s, fps)
         # Key frame i shows at i * span / (K - 1): the first on the clip's first frame, the last on its last.
         span_s = max(1, frames - 1) / fps

@@ -18,6 +18,7 @@ from inferline.monitor.deps import MonitorDeps
 from inferline.monitor.samples import FLEET, RAW, labels_of
 from inferline.monitor.system import disk_samples
 from inferline.schema import metric_samples
+from inferline.threads import to_thread
 
 OK, DEGRADED, DOWN, UNKNOWN = "ok", "degraded", "down", "unknown"
 REDIS_TIMEOUT_S = 1.0
@@ -123,7 +124,7 @@ async def check(deps: MonitorDeps, *, channel_max_age_s: float) -> Health:
     if deps.redis_url:
         components.append(await check_redis(deps.redis_url))
     components += check_models(deps)
-    components.append(await asyncio.to_thread(check_disk, deps))
+    components.append(await to_thread(check_disk, deps))
     components.append(check_blobs(deps))
     if components[0].status == OK:
         components += await check_channels(deps, max_age_s=channel_max_age_s)

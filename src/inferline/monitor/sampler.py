@@ -21,6 +21,7 @@ from inferline.monitor.process import ProcessCounters
 from inferline.monitor.samples import HOUR, MINUTE, RAW, Sample
 from inferline.monitor.system import SystemProbe
 from inferline.schema import webhook_deliveries
+from inferline.threads import to_thread
 
 LEASE = "monitor.sampler"
 
@@ -59,7 +60,7 @@ class Sampler:
         return written
 
     async def sample(self, lease: leases.Lease, now: datetime) -> int:
-        collected = await asyncio.to_thread(self.system.samples)
+        collected = await to_thread(self.system.samples)
         collected += self.process.samples()
         async with db.read(self.engine, slow=True) as conn:
             collected += await jobstats.job_samples(conn, now)

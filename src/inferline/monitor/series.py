@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import re
@@ -19,6 +18,7 @@ from inferline.clock import utcnow
 from inferline.errors import Forbidden, InvalidInput, Overloaded
 from inferline.monitor.catalog import Scope, metric_info
 from inferline.monitor.samples import FLEET, HOUR, MINUTE, RAW, Bucket, labels_of, matcher, newest, read_buckets
+from inferline.threads import to_thread
 
 MAX_POINTS = 2000  # per series
 MAX_ROWS = 20_000  # (series, step) buckets read per query, summed by the database
@@ -138,7 +138,7 @@ async def read_series(
     query = {"name": name, "tenant": FLEET if admin else tenant, "labels": labels, "step_s": step_s}
     async with db.read(engine, slow=True) as conn:
         buckets = await _read_buckets(conn, resolution, since, query)
-    series = await asyncio.to_thread(_series, buckets, labels)
+    series = await to_thread(_series, buckets, labels)
     return SeriesPage(name, step_s, resolution, series)
 
 

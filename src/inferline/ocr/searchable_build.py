@@ -25,6 +25,7 @@ from inferline import memory
 from inferline.errors import InvalidInput
 from inferline.ocr.searchable import write_searchable_pdf
 from inferline.private_paths import make_private_dir
+from inferline.threads import to_thread
 
 BUILD_TIMEOUT_S = 600.0  # a thousand pages of a few hundred ms each, with room
 # The child's exit statuses besides 0: the source file went away meanwhile; an allocation refused.
@@ -79,12 +80,12 @@ async def _run_child(
     )
     # Spawning a Python is not for the event loop; a cancel must not leave the start half done (the
     # process running on, unseen by `is_alive`), so the start is waited for on every way out.
-    start = asyncio.ensure_future(asyncio.to_thread(process.start))
+    start = asyncio.ensure_future(to_thread(process.start))
     try:
         await asyncio.shield(start)
         writer.close()
         try:
-            await asyncio.wait_for(asyncio.to_thread(process.join), timeout_s)
+            await asyncio.wait_for(to_thread(process.join), timeout_s)
         except TimeoutError:
             raise InvalidInput(
                 f"the searchable PDF took over {timeout_s:.0f} s to build; the job's other formats are available",
@@ -103,7 +104,7 @@ async def _run_child(
         if process.is_alive():  # a deadline, or the caller went away
             process.kill()
         if process.pid is not None:
-            await asyncio.shield(asyncio.to_thread(process.join, 5))
+            await asyncio.shield(to_thread(process.join, 5))
 
 
 def _raise_for(exitcode: int | None, why: str | None, budget_bytes: int | None) -> None:

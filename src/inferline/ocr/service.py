@@ -22,6 +22,7 @@ from inferline.ocr.options import OcrOptions, pick_engine
 from inferline.ocr.pagetree import MODEL_NAME as PAGE_TREE_MODEL
 from inferline.ocr.pagetree import PageTree, PageTreeQuestion
 from inferline.ocr.tesseract import available_languages, find_tessdata
+from inferline.threads import to_thread
 
 WAIT_POLL_S = 0.1
 # How long a request waits for the pdf-pages process to read a PDF's page tree for its pre-check (each
@@ -38,7 +39,7 @@ async def precheck(
     page tree is read by the `pdf-pages` model's process, within its time (`ocr.pagetree`), never here."""
     check_type(content_type)
     if content_type != sniff.PDF:
-        await asyncio.to_thread(image_precheck, path, content_type, options, limits, dpi)
+        await to_thread(image_precheck, path, content_type, options, limits, dpi)
         return
     question = PageTreeQuestion(str(path), limits.max_pages)
     try:

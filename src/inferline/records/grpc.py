@@ -34,6 +34,7 @@ from inferline.records.deps import RecordDeps
 from inferline.records.stream import Acked, StreamIdle, StreamRecord, integral, upload
 from inferline.search.documents import MAX_METADATA_BYTES
 from inferline.tenants import Authenticator
+from inferline.threads import to_thread
 
 log = structlog.get_logger(__name__)
 
@@ -124,7 +125,7 @@ async def _records(messages: AsyncIterator[Any]) -> AsyncIterator[StreamRecord]:
                 if size > MAX_METADATA_MESSAGE_BYTES:
                     error = f"metadata: over {MAX_METADATA_BYTES} bytes of JSON ({size} bytes as sent)"
                 elif size > METADATA_ON_LOOP_BYTES:
-                    metadata = await asyncio.to_thread(_metadata, message.metadata)
+                    metadata = await to_thread(_metadata, message.metadata)
                 else:
                     metadata = _metadata(message.metadata)
             except (ValueError, TypeError, RecursionError) as exc:  # NaN, Infinity: no JSON holds them

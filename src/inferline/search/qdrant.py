@@ -15,7 +15,6 @@ is opened by one process: the embedded default (`inferline serve`) runs the API 
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import shutil
@@ -41,6 +40,7 @@ from inferline.search.index import (
     bm25_weights,
     query_terms,
 )
+from inferline.threads import to_thread
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -137,7 +137,7 @@ class QdrantIndex:
             return shard
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.to_thread(fn)
+        return await to_thread(fn)
 
     async def create(self, spec: IndexSpec) -> None:
         with self._open_lock:

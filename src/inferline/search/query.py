@@ -27,6 +27,7 @@ from inferline.search.index import Candidate, StoredChunk
 from inferline.search.model import Collection
 from inferline.search.store import SearchStore
 from inferline.search.tokens import normalize, tokenize
+from inferline.threads import to_thread
 
 log = structlog.get_logger(__name__)
 
@@ -233,7 +234,7 @@ async def _page(
 ) -> tuple[dict[str, Any], bool]:
     """The page's hits and the total, from the cached ranked list when there is one (and whether there
     was)."""
-    tokens = await asyncio.to_thread(tokenize, request.query)  # Kiwi: ~0.3 s for a long Korean query
+    tokens = await to_thread(tokenize, request.query)  # Kiwi: ~0.3 s for a long Korean query
     ranked = await deps.result_cache.get(cache_key)
     if ranked is None:
         candidates = await _ranked(deps, collection, request, flt, tokens)
@@ -242,7 +243,7 @@ async def _page(
         candidates = [Candidate(chunk_id, document_id, score) for chunk_id, document_id, score in ranked]
     page = candidates[offset : offset + request.limit]
     chunks = await deps.index.fetch(collection.id, [c.chunk_id for c in page]) if page else {}
-    hits = await asyncio.to_thread(_hits, page, chunks, tokens)
+    hits = await to_thread(_hits, page, chunks, tokens)
     return {"hits": hits, "total": len(candidates)}, ranked is not None
 
 
@@ -260,7 +261,7 @@ async def warm_up(deps: SearchDeps) -> list[str]:
         names = await SearchStore(conn).embedding_models()
     if not names:
         return []
-    await asyncio.to_thread(tokenize, "준비")
+    await to_thread(tokenize, "준비")
     loaded = []
     for name in names:
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -15,6 +14,7 @@ from inferline.api.schemas import FileOut, FilePage
 from inferline.api.uploads import multipart_schema, read_form, store_upload
 from inferline.files import service
 from inferline.files.service import get_file, open_blob
+from inferline.threads import to_thread
 
 router = APIRouter(prefix="/files", tags=["files"])
 
@@ -75,5 +75,5 @@ async def file_metadata(file_id: str, services: ServicesDep, tenant: TenantDep) 
 @router.get("/{file_id}/content", response_class=FileResponse, responses=_CONTENT | problems(404))
 async def file_content(file_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     info = await get_file(services.engine, tenant=tenant, file_id=file_id)
-    opened = await asyncio.to_thread(open_blob, services.blobs, info)  # 404 if a delete came first
+    opened = await to_thread(open_blob, services.blobs, info)  # 404 if a delete came first
     return OpenedFileResponse(opened, media_type=info.content_type, filename=info.filename or info.id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import os
@@ -22,6 +21,7 @@ from inferline.jobs import service
 from inferline.jobs.kinds import JSON_FORMAT
 from inferline.jobs.model import JobStatus, public_view
 from inferline.jobs.submission import tenant_idempotency_key
+from inferline.threads import to_thread
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -178,7 +178,7 @@ def _file_response(file: BinaryIO, media_type: str) -> StreamingResponse:
 
     async def chunks() -> AsyncIterator[bytes]:
         try:
-            while chunk := await asyncio.to_thread(file.read, _CHUNK_BYTES):
+            while chunk := await to_thread(file.read, _CHUNK_BYTES):
                 yield chunk
         finally:
             file.close()

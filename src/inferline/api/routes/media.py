@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
@@ -21,6 +20,7 @@ from inferline.media import assets, service
 from inferline.media.assets import AssetFields, AssetPatch
 from inferline.media.options import RunOptions
 from inferline.media.service import ProjectIn, ProjectPatch
+from inferline.threads import to_thread
 
 router = APIRouter(prefix="/projects", tags=["media"])
 
@@ -176,7 +176,7 @@ async def _output_response(
     services: Services, tenant: str, project_id: str, which: Literal["video", "poster"]
 ) -> FileResponse:
     info = await service.project_output(services.media, tenant=tenant, project_id=project_id, which=which)
-    opened = await asyncio.to_thread(open_blob, services.blobs, info)  # a new run may replace it meanwhile
+    opened = await to_thread(open_blob, services.blobs, info)  # a new run may replace it meanwhile
     name = f"{project_id}.mp4" if which == "video" else f"{project_id}.jpg"
     # Inline, so a <video> element plays it; FileResponse answers Range requests (206, 416).
     return OpenedFileResponse(opened, media_type=info.content_type, filename=name, content_disposition_type="inline")
