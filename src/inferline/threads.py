@@ -4,8 +4,9 @@ Under `serve`, requests and in-process jobs share one process. A job's blocking 
 a photo's decode, a Parquet file's read) can take seconds, and threads cannot be stopped: in one pool
 shared with requests (six threads on 2 cores), a few slow jobs hold most of it, and every tenant's uploads,
 downloads and search queries queue behind them. So each worker runs its jobs' blocking calls in a pool
-of its own (`JobThreads`, two threads per slot: a job may wait on two calls at once), and the default
-pool is left to requests and to the process's own upkeep (SQLite's lock waits, model pipes, sweeps).
+of its own (`JobThreads`, two threads per slot: a job may wait on two calls at once; one tenant's jobs
+hold at most half of it), and the default pool is left to requests and to the process's own upkeep
+(SQLite's lock waits, model pipes, sweeps).
 
 `to_thread` is the one way code here hands work to a thread: inside a job's task (the worker sets
 `running_jobs` for it) it goes to that worker's pool, anywhere else to the default pool, so a helper shared
@@ -16,6 +17,7 @@ never wait behind a job's work calls `asyncio.to_thread` itself, and says why.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 from collections.abc import Callable, Iterator
@@ -28,31 +30,73 @@ THREADS_PER_SLOT = 2  # a job may wait on two calls at once (two stills decoded 
 
 
 class JobThreads:
-    """A worker's pool for its jobs' blocking calls; closed with the worker."""
+    """A worker's pool for its jobs' blocking calls, two threads per slot, at most one per slot held by
+    one tenant's jobs; closed with the worker.
+
+    The tenant's share counts a call until its thread ends, not until its job stops waiting: a canceled
+    job's parse runs on (no thread can be stopped), so a tenant canceling and resubmitting slow jobs queues
+    behind its own leftovers, and the other half of the pool stays with the other tenants."""
 
     def __init__(self, slots: int, name: str = "inferline-job") -> None:
-        self.size = max(1, slots) * THREADS_PER_SLOT
+        self.per_tenant = max(1, slots)
+        self.size = self.per_tenant * THREADS_PER_SLOT
         self._executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix=name)
+        self._shares: dict[str, asyncio.Semaphore] = {}
+        self._users: dict[str, int] = {}  # per tenant: calls waiting for its share or holding it
         self.closed = False
 
     def close(self) -> None:
         """No new calls (a task that outlives its worker goes to the default pool); running ones end on
-        their own, as no thread can be stopped."""
+        their own."""
         self.closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    @property
-    def executor(self) -> ThreadPoolExecutor | None:
-        return None if self.closed else self._executor
+    def held(self, tenant: str) -> int:
+        """The tenant's calls waiting for a thread or on one."""
+        return self._users.get(tenant, 0)
+
+    async def run(self, tenant: str, call: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        share = self._shares.get(tenant) or self._shares.setdefault(tenant, asyncio.Semaphore(self.per_tenant))
+        self._users[tenant] = self._users.get(tenant, 0) + 1
+        try:
+            await share.acquire()
+        except BaseException:
+            self._left(tenant)
+            raise
+        try:
+            future = self._executor.submit(call)
+        except BaseException:  # closed meanwhile
+            self._release(tenant)
+            raise
+        future.add_done_callback(lambda _: _call_soon(loop, self._release, tenant))  # on the thread's end
+        return await asyncio.wrap_future(future)
+
+    def _release(self, tenant: str) -> None:
+        self._shares[tenant].release()
+        self._left(tenant)
+
+    def _left(self, tenant: str) -> None:
+        self._users[tenant] -= 1
+        if not self._users[tenant]:
+            del self._users[tenant], self._shares[tenant]
 
 
-_JOB_THREADS: contextvars.ContextVar[JobThreads | None] = contextvars.ContextVar("job_threads", default=None)
+def _call_soon(loop: asyncio.AbstractEventLoop, func: Callable[[str], None], tenant: str) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop closed first: nothing is left to share
+        loop.call_soon_threadsafe(func, tenant)
+
+
+_JOB_THREADS: contextvars.ContextVar[tuple[JobThreads, str] | None] = contextvars.ContextVar(
+    "job_threads", default=None
+)
 
 
 @contextmanager
-def running_jobs(threads: JobThreads) -> Iterator[None]:
-    """The current task is a job's attempt: its blocking calls (and those of tasks it starts) go to `threads`."""
-    token = _JOB_THREADS.set(threads)
+def running_jobs(threads: JobThreads, tenant: str) -> Iterator[None]:
+    """The current task is an attempt of a job of `tenant`: its blocking calls (and those of tasks it
+    starts) go to `threads`, within the tenant's share."""
+    token = _JOB_THREADS.set((threads, tenant))
     try:
         yield
     finally:
@@ -61,7 +105,9 @@ def running_jobs(threads: JobThreads) -> Iterator[None]:
 
 async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """`asyncio.to_thread`, in the pool of the job whose task this is (the default pool outside a job)."""
-    threads = _JOB_THREADS.get()
-    executor = threads.executor if threads is not None else None
     call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(executor, call)
+    job = _JOB_THREADS.get()
+    if job is None or job[0].closed:
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+    threads, tenant = job
+    return await threads.run(tenant, call)

@@ -1,9 +1,12 @@
-"""Where `inferline.threads.to_thread` runs a call: a job's pool inside `running_jobs`, else the default."""
+"""Where `inferline.threads.to_thread` runs a call: a job's pool inside `running_jobs`, within its
+tenant's share, else the default pool."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+
+from tests.helpers import eventually
 
 from inferline import threads
 
@@ -17,11 +20,12 @@ async def test_a_call_goes_to_the_jobs_pool_inside_running_jobs_and_to_tasks_it_
     try:
         assert pool.size == threads.THREADS_PER_SLOT
         assert not (await threads.to_thread(_name)).startswith("jobs-here")
-        with threads.running_jobs(pool):
+        with threads.running_jobs(pool, "t"):
             assert (await threads.to_thread(_name)).startswith("jobs-here")
             started = asyncio.create_task(threads.to_thread(_name))  # a task of the job's: its context
         assert (await started).startswith("jobs-here")
         assert not (await threads.to_thread(_name)).startswith("jobs-here")  # the context was reset
+        assert pool.held("t") == 0
     finally:
         pool.close()
 
@@ -29,5 +33,41 @@ async def test_a_call_goes_to_the_jobs_pool_inside_running_jobs_and_to_tasks_it_
 async def test_a_closed_pool_sends_later_calls_to_the_default_pool() -> None:
     pool = threads.JobThreads(slots=1, name="jobs-here")
     pool.close()
-    with threads.running_jobs(pool):  # a task that outlived its worker
+    with threads.running_jobs(pool, "t"):  # a task that outlived its worker
         assert not (await threads.to_thread(_name)).startswith("jobs-here")
+
+
+async def test_a_tenant_holds_half_the_pool_until_its_threads_end_even_when_its_jobs_stop_waiting() -> None:
+    pool = threads.JobThreads(slots=2, name="jobs-here")  # 4 threads, 2 per tenant
+    release = threading.Event()
+    started: list[str] = []
+
+    def block(tenant: str) -> str:
+        started.append(tenant)
+        release.wait(10)
+        return tenant
+
+    async def call(tenant: str) -> str:
+        with threads.running_jobs(pool, tenant):
+            return await threads.to_thread(block, tenant)
+
+    try:
+        first = [asyncio.create_task(call("a")) for _ in range(3)]
+        await eventually(lambda: started == ["a", "a"])
+        # Its jobs stop waiting (canceled), but their threads run on: the share stays taken.
+        for task in first:
+            task.cancel()
+        await asyncio.gather(*first, return_exceptions=True)
+        assert pool.held("a") == 2
+        again = asyncio.create_task(call("a"))
+        other = asyncio.create_task(call("b"))
+        await eventually(lambda: started.count("b") == 1)  # another tenant's call starts at once
+        await asyncio.sleep(0.1)
+        assert started.count("a") == 2 and not again.done()  # a's queues behind its own leftovers
+        release.set()
+        assert await asyncio.wait_for(again, 5) == "a"
+        assert await asyncio.wait_for(other, 5) == "b"
+        await eventually(lambda: pool.held("a") == 0 and pool.held("b") == 0)
+    finally:
+        release.set()
+        pool.close()

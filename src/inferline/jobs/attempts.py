@@ -190,7 +190,7 @@ class Attempts:
             )
         token = otel_context.attach(set_span_in_context(span))  # `use_span` without its generator's cost
         try:
-            with running_jobs(self.threads):
+            with running_jobs(self.threads, ctx.tenant):
                 outcome = await run_attempt(self._registry, ctx, result_limit_bytes=self.result_limit_bytes)
         except Exception as exc:  # as `use_span` records: a cancellation is not the job's error
             if recording:
