@@ -26,6 +26,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from inferline import threads
 from inferline.errors import InvalidInput
 from inferline.private_paths import create_private_file, make_private_dir
 from inferline.sqlite_inline import Checkpointer, InlineConnection
@@ -312,13 +313,19 @@ async def _nul_is_invalid_input() -> AsyncIterator[None]:
 @asynccontextmanager
 async def write(engine: AsyncEngine, *, slow: bool = False) -> AsyncIterator[AsyncConnection]:
     """A write transaction; on SQLite, taken under the process-wide and cross-process write lock.
-    `slow`: statements that may take long (many rows) run off the event loop (`sqlite_inline`)."""
+    `slow`: statements that may take long (many rows) run off the event loop (`sqlite_inline`).
+
+    Blocking calls made inside it (a blob placed, an index's rows replaced) use the default pool even in a
+    job (`threads.holding_shared`): every writer of the process waits for this transaction (on SQLite) or
+    for its connection and row locks, so it must not wait behind its tenant's other threads."""
     if engine.dialect.name != "sqlite":
         async with _nul_is_invalid_input(), engine.begin() as conn:
-            yield conn
+            with threads.holding_shared():
+                yield conn
         return
     async with _write_lock(engine).hold(), engine.connect() as conn, _offloaded(conn, slow), conn.begin():
-        yield conn
+        with threads.holding_shared():
+            yield conn
 
 
 def _write_lock(engine: AsyncEngine) -> _SqliteWriteLock:

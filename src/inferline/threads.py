@@ -4,14 +4,15 @@ Under `serve`, requests and in-process jobs share one process. A job's blocking 
 a photo's decode, a Parquet file's read) can take seconds, and threads cannot be stopped: in one pool
 shared with requests (six threads on 2 cores), a few slow jobs hold most of it, and every tenant's uploads,
 downloads and search queries queue behind them. So each worker runs its jobs' blocking calls in a pool
-of its own (`JobThreads`, two threads per slot: a job may wait on two calls at once; one tenant's jobs
-hold at most half of it), and the default pool is left to requests and to the process's own upkeep
+of its own (`JobThreads`), and the default pool is left to requests and to the process's own upkeep
 (SQLite's lock waits, model pipes, sweeps).
 
 `to_thread` is the one way code here hands work to a thread: inside a job's task (the worker sets
 `running_jobs` for it) it goes to that worker's pool, anywhere else to the default pool, so a helper shared
-by both (the file store, the vector index) lands on the right side without being told. Upkeep that must
-never wait behind a job's work calls `asyncio.to_thread` itself, and says why.
+by both (the file store, the vector index) lands on the right side without being told. Inside a write
+transaction (`db.write`, which every writer of the process may be waiting for) it goes to the default pool
+again (`holding_shared`). Upkeep that must never wait behind a job's work calls `asyncio.to_thread`
+itself, and says why.
 """
 
 from __future__ import annotations
@@ -27,29 +28,30 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 THREADS_PER_SLOT = 2  # a job may wait on two calls at once (two stills decoded together; a build and its join)
+TENANTS_PER_POOL = 2  # the pool holds this many tenants' full shares
 
 
 class JobThreads:
-    """A worker's pool for its jobs' blocking calls, two threads per slot, at most one per slot held by
-    one tenant's jobs; closed with the worker.
+    """A worker's pool for its jobs' blocking calls: two threads per slot for each tenant, room for two
+    tenants' at once; closed with the worker.
 
-    The tenant's share counts a call until its thread ends, not until its job stops waiting: a canceled
-    job's parse runs on (no thread can be stopped), so a tenant canceling and resubmitting slow jobs queues
-    behind its own leftovers, and the other half of the pool stays with the other tenants."""
+    A tenant's share counts a call until its thread ends, not until its job stops waiting: a canceled job's
+    parse runs on (no thread can be stopped), so a tenant canceling and resubmitting slow jobs queues behind
+    its own leftovers and leaves at least half of the pool to the others (two tenants doing so together can
+    still fill it)."""
 
     def __init__(self, slots: int, name: str = "inferline-job") -> None:
-        self.per_tenant = max(1, slots)
-        self.size = self.per_tenant * THREADS_PER_SLOT
+        self.per_tenant = max(1, slots) * THREADS_PER_SLOT
+        self.size = self.per_tenant * TENANTS_PER_POOL
         self._executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix=name)
         self._shares: dict[str, asyncio.Semaphore] = {}
         self._users: dict[str, int] = {}  # per tenant: calls waiting for its share or holding it
         self.closed = False
 
     def close(self) -> None:
-        """No new calls (a task that outlives its worker goes to the default pool); running ones end on
-        their own."""
+        """No new calls here (they go to the default pool); those already handed over run on their threads."""
         self.closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=False)
 
     def held(self, tenant: str) -> int:
         """The tenant's calls waiting for a thread or on one."""
@@ -66,7 +68,10 @@ class JobThreads:
             raise
         try:
             future = self._executor.submit(call)
-        except BaseException:  # closed meanwhile
+        except RuntimeError:  # closed while the call waited for its share
+            self._release(tenant)
+            return await loop.run_in_executor(None, call)
+        except BaseException:
             self._release(tenant)
             raise
         future.add_done_callback(lambda _: _call_soon(loop, self._release, tenant))  # on the thread's end
@@ -97,6 +102,17 @@ def running_jobs(threads: JobThreads, tenant: str) -> Iterator[None]:
     """The current task is an attempt of a job of `tenant`: its blocking calls (and those of tasks it
     starts) go to `threads`, within the tenant's share."""
     token = _JOB_THREADS.set((threads, tenant))
+    try:
+        yield
+    finally:
+        _JOB_THREADS.reset(token)
+
+
+@contextmanager
+def holding_shared() -> Iterator[None]:
+    """What runs inside holds something every tenant may wait for (a write transaction): its blocking
+    calls go to the default pool, not behind its tenant's other threads."""
+    token = _JOB_THREADS.set(None)
     try:
         yield
     finally:
