@@ -97,7 +97,7 @@ def test_a_fragment_spread_many_times_is_measured_once() -> None:
 
 
 def test_a_documents_shape_is_bounded_before_validation() -> None:
-    limits = QueryLimits(max_selections=20, max_fragments=2, max_same_name=3)
+    limits = QueryLimits(max_selections=20, max_fragments=2, max_same_name=3, max_same_leaf=3)
 
     def problem(document: str) -> str | None:
         return shape_problem(parse(document), limits)
@@ -114,7 +114,7 @@ def test_a_documents_shape_is_bounded_before_validation() -> None:
 
 def test_the_fields_of_fragment_spreads_count_with_the_set_they_are_spread_in() -> None:
     def problem(document: str) -> str | None:
-        return shape_problem(parse(document), QueryLimits(max_same_name=3))
+        return shape_problem(parse(document), QueryLimits(max_same_name=3, max_same_leaf=3))
 
     # `name` twice in A, once in B (its other is aliased), once beside them: four in one set once merged.
     spread = "{ collections { name ...A ...B } } fragment A on Collection { name name } "
@@ -145,3 +145,38 @@ def test_fields_spread_through_fragments_are_refused_before_their_quadratic_vali
 def test_the_graphql_enums_are_the_rest_apis_values() -> None:
     assert [mode.value for mode in SearchMode] == list(get_args(Mode))
     assert [status.value for status in BatchStatus] == list(get_args(RestBatch.model_fields["status"].annotation))
+
+
+def test_the_sub_selections_of_fields_of_one_name_are_counted_merged_as_validation_merges_them() -> None:
+    def problem(document: str) -> str | None:
+        return shape_problem(parse(document), QueryLimits(max_same_name=3))
+
+    # Two `collections`, each with two `fields { name }`: validation compares the four `fields` pairwise.
+    twice = "{ collections { fields { name } fields { name } } collections { fields { name } fields { name } } }"
+    assert "fields 4 times in one place; the limit is 3" in (problem(twice) or "")
+    # Aliased apart, they are separate sets.
+    assert problem("{ collections { fields { name } fields { name } } b: collections { fields { name } } }") is None
+    # Ten `collections { ...F }` of ten `fields { name }` each, under the written-set count before: 0.03 s.
+    fragments = " ".join(f"fragment F{i} on Collection {{ {'fields { name } ' * 10}}}" for i in range(10))
+    spread = "{ " + " ".join(f"collections {{ ...F{i} }}" for i in range(10)) + " } " + fragments
+    assert "fields 100 times in one place; the limit is 10" in (shape_problem(parse(spread), QueryLimits()) or "")
+
+
+def test_leaf_fields_have_a_limit_of_their_own_and_typename_is_not_counted() -> None:
+    limits = QueryLimits()
+    # Relay and Apollo clients add `id` and `__typename` to every fragment: a dozen spreads pass.
+    fragments = " ".join(f"fragment F{i} on Collection {{ __typename name id: name }}" for i in range(12))
+    document = "{ collections { __typename " + " ".join(f"...F{i}" for i in range(12)) + " } } " + fragments
+    assert shape_problem(parse(document), limits) is None
+    leaves = "{ collections { " + "name " * (limits.max_same_leaf + 1) + "} }"
+    assert f"name {limits.max_same_leaf + 1} times in one place" in (shape_problem(parse(leaves), limits) or "")
+
+
+def test_fragments_spread_through_one_another_are_bounded_by_what_they_expand_to() -> None:
+    # Each fragment spreads the next ten times under aliases: over 10**4 fields once expanded, 83 written.
+    levels = [
+        f"fragment F{i} on Collection {{ {' '.join(f'a{j}: fields {{ ...F{i + 1} }}' for j in range(10))} }}"
+        for i in range(4)
+    ]
+    document = "{ collections { ...F0 } } " + " ".join(levels) + " fragment F4 on Collection { name }"
+    assert "expand to over 5000 selections" in (shape_problem(parse(document), QueryLimits()) or "")

@@ -2,13 +2,15 @@
 
 - **Tokens**: the parser stops past `max_tokens` (a `GRAPHQL_PARSE_FAILED`); the body is bounded before it
   (`endpoint.py`).
-- **Shape** (`QUERY_TOO_COMPLEX`, `DocumentShape`, before validation): at most `max_selections` fields and
-  fragments in the document, `max_fragments` fragment definitions, and `max_same_name` fields of one
-  response name in one selection set (its inline fragments' and its fragment spreads' included: 14
-  fragments of ten `fields { name }` each, spread in one set, took 0.15 s to validate). Tokens alone do not bound
-  validation: graphql-core's rule that fields of one name can merge compares them pairwise, and
+- **Shape** (`QUERY_TOO_COMPLEX`, `DocumentShape`, before validation): at most `max_selections` fields
+  and fragments written in the document and `max_fragments` fragment definitions; then, in each selection
+  set as validation merges it (fragments expanded, the sub-selections of fields of one response name
+  pooled: `_MergedShape`), at most `max_same_name` fields of one response name with sub-selections,
+  `max_same_leaf` without, and `max_expanded` selections in all. Tokens alone do not bound validation:
+  graphql-core's rule that fields of one name can merge compares them pairwise, and
   `{ document(…) { job { id } job { id } … } }` 480 times (5 kB, under 2,000 tokens) took 1.0 s of the
-  event loop to validate (200 times: 0.34 s), whatever the other rules then refused.
+  event loop to validate (200 times: 0.34 s), whatever the other rules then refused; the same through 14
+  fragments spread in one set, 0.06-0.15 s.
 - **Depth**: fields nested more than `max_depth` deep (`QUERY_TOO_DEEP`). The schema has a cycle (a hit's
   document, its similar documents, their hits' documents, ...); nothing useful is deeper than 8.
 - **Cost** (`QUERY_TOO_COMPLEX`): every field that has fields of its own costs 1 (a field of `Query` or
@@ -69,6 +71,8 @@ class QueryLimits:
     max_selections: int = 300
     max_fragments: int = 30
     max_same_name: int = 10
+    max_same_leaf: int = 50
+    max_expanded: int = 5000
 
 
 @dataclass(frozen=True)
@@ -93,61 +97,89 @@ class DocumentShape(SchemaExtension):
 
 def shape_problem(document: DocumentNode, limits: QueryLimits) -> str | None:
     """Why the document's shape is over `limits`, or None."""
-    fragments = sum(isinstance(definition, FragmentDefinitionNode) for definition in document.definitions)
-    if fragments > limits.max_fragments:
-        return f"the document defines {fragments} fragments; the limit is {limits.max_fragments}"
-    selections = 0
-    spread = _SpreadNames(document)
-    pending = [d.selection_set for d in document.definitions if isinstance(d, ExecutableDefinitionNode)]
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    if len(fragments) > limits.max_fragments:
+        return f"the document defines {len(fragments)} fragments; the limit is {limits.max_fragments}"
+    starts = [d.selection_set for d in document.definitions if isinstance(d, ExecutableDefinitionNode)]
+    if _written_selections(starts) > limits.max_selections:
+        return f"the document selects over {limits.max_selections} fields and fragments; that is the limit"
+    return _MergedShape(fragments, limits).problem(starts)
+
+
+def _written_selections(starts: list[SelectionSetNode]) -> int:
+    """The fields, inline fragments and spreads written in the document (fragments not expanded)."""
+    count, pending = 0, list(starts)
     while pending:
-        selection_set = pending.pop()
-        names: Counter[str] = Counter()
-        flat = list(selection_set.selections)
-        for selection in flat:
-            selections += 1
-            if isinstance(selection, FieldNode):
-                names[(selection.alias or selection.name).value] += 1
-                if selection.selection_set is not None:
-                    pending.append(selection.selection_set)
-            elif isinstance(selection, InlineFragmentNode):
-                flat.extend(selection.selection_set.selections)  # merged with the set it is in
-            else:  # a spread's fields are merged with the set too, and compared with its own pairwise
-                assert isinstance(selection, FragmentSpreadNode)
-                names.update(spread.names(selection.name.value))
-        if names and (most := names.most_common(1)[0])[1] > limits.max_same_name:
-            name, count = most
-            return f"the document asks for {name} {count} times in one place; the limit is {limits.max_same_name}"
-        if selections > limits.max_selections:
-            return f"the document selects over {limits.max_selections} fields and fragments; that is the limit"
-    return None
+        for selection in pending.pop().selections:
+            count += 1
+            inner = getattr(selection, "selection_set", None)
+            if inner is not None:
+                pending.append(inner)
+    return count
 
 
-class _SpreadNames:
-    """The response names a fragment's spread adds to the selection set it is in (its inline fragments' and
-    its own spreads' included), each fragment's counted once: a walk of the document's size however often
-    fragments spread one another; a cycle adds nothing (the validation reports it)."""
+class _MergedShape:
+    """The document's fields as graphql-core's rule that fields of one name can merge sees them: a
+    selection set with its inline fragments and fragment spreads expanded into it, and the sub-selections
+    of its fields of one response name merged into one set (`{ a { x } a { x } }` compares two `x`). That
+    rule compares the fields of one name in such a set pairwise: at most `max_same_name` of one name with
+    sub-selections, `max_same_leaf` of one name without (`__typename` is not counted), and at most
+    `max_expanded` selections visited in all, which also bounds fragments spread through one another."""
 
-    def __init__(self, document: DocumentNode) -> None:
-        self.fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-        self.counted: dict[str, Counter[str]] = {}
+    def __init__(self, fragments: dict[str, FragmentDefinitionNode], limits: QueryLimits) -> None:
+        self.fragments = fragments
+        self.limits = limits
+        self.visited = 0
 
-    def names(self, fragment: str, seen: frozenset[str] = frozenset()) -> Counter[str]:
-        if fragment in self.counted:
-            return self.counted[fragment]
-        names: Counter[str] = Counter()
-        definition = self.fragments.get(fragment)
-        if definition is not None and fragment not in seen:
-            flat = list(definition.selection_set.selections)
-            for selection in flat:
+    def problem(self, starts: list[SelectionSetNode]) -> str | None:
+        groups = [[start] for start in starts]  # each operation and fragment definition, as validated alone
+        while groups:
+            merged: dict[str, list[SelectionSetNode]] = {}
+            counts: Counter[str] = Counter()
+            leaves: Counter[str] = Counter()
+            for field in self._fields(groups.pop()):
+                if field is None:
+                    return f"the document's fragments expand to over {self.limits.max_expanded} selections"
+                name = (field.alias or field.name).value
+                if field.selection_set is None:
+                    leaves[name] += field.name.value != "__typename"
+                else:
+                    counts[name] += 1
+                    merged.setdefault(name, []).append(field.selection_set)
+            problem = _too_many(counts, self.limits.max_same_name) or _too_many(leaves, self.limits.max_same_leaf)
+            if problem:
+                return problem
+            groups.extend(merged.values())
+        return None
+
+    def _fields(self, group: list[SelectionSetNode]) -> Iterator[FieldNode | None]:
+        """The fields of merged selection sets, fragments expanded (a cycle is cut: the validation
+        refuses it); None once past the budget."""
+        pending = [(selection_set, frozenset[str]()) for selection_set in group]
+        while pending:
+            selection_set, seen = pending.pop()
+            for selection in selection_set.selections:
+                self.visited += 1
+                if self.visited > self.limits.max_expanded:
+                    yield None
+                    return
                 if isinstance(selection, FieldNode):
-                    names[(selection.alias or selection.name).value] += 1
+                    yield selection
                 elif isinstance(selection, InlineFragmentNode):
-                    flat.extend(selection.selection_set.selections)
+                    pending.append((selection.selection_set, seen))
                 else:
                     assert isinstance(selection, FragmentSpreadNode)
-                    names.update(self.names(selection.name.value, seen | {fragment}))
-        self.counted[fragment] = names
-        return names
+                    name = selection.name.value
+                    fragment = self.fragments.get(name)
+                    if fragment is not None and name not in seen:
+                        pending.append((fragment.selection_set, seen | {name}))
+
+
+def _too_many(counts: Counter[str], limit: int) -> str | None:
+    if counts and (most := counts.most_common(1)[0])[1] > limit:
+        name, count = most
+        return f"the document asks for {name} {count} times in one place; the limit is {limit}"
+    return None
 
 
 def limits_rule(limits: QueryLimits) -> type[ValidationRule]:
