@@ -362,7 +362,7 @@ async def test_a_page_tree_that_takes_hours_to_walk_is_walked_apart_and_given_up
         tree = write(tmp_path, "tree.pdf", page_tree_listing_each_node_twice(34))
         monkeypatch.setattr(Pdf, "__init__", never_here)
         started = time.monotonic()
-        await precheck(models, tree, sniff.PDF, OcrOptions(), limits, dpi=72)
+        await precheck(models, tree, sniff.PDF, OcrOptions(), limits, dpi=72, tenant="t")
         with pytest.raises(BadDocument, match=r"^its page tree took over 1 s to read"):
             await run_ocr(
                 ocr,
@@ -372,7 +372,7 @@ async def test_a_page_tree_that_takes_hours_to_walk_is_walked_apart_and_given_up
         assert time.monotonic() - started < 20
         fine = write(tmp_path, "fine.pdf", forms_doubling(4))
         with pytest.raises(TooLarge, match="page 1 is 1440x1440 pixels at 1440 dpi"):
-            await precheck(models, fine, sniff.PDF, OcrOptions(), limits, dpi=1440)
+            await precheck(models, fine, sniff.PDF, OcrOptions(), limits, dpi=1440, tenant="t")
         monkeypatch.undo()
         result = await run_ocr(
             ocr,

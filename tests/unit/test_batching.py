@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from tests.helpers import eventually
 
 from inferline.errors import ModelError, Overloaded
 from inferline.inference.batching import Batcher, ModelState
@@ -257,4 +258,40 @@ async def test_what_is_queued_is_spread_over_idle_processes_not_given_to_one() -
     assert await asyncio.gather(*(b.predict(i) for i in range(40))) == [i * 2 for i in range(40)]
     assert await long == 2000
     assert [len(batch) for batch in runner.batches[2:]] == [1, 32, 8]
+    await b.aclose()
+
+
+async def test_each_tenant_waits_in_its_own_lane_and_batches_take_the_lanes_in_turn() -> None:
+    class Gated(Doubler):
+        max_batch_size = 4
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = threading.Event()
+            self.entered = threading.Event()
+
+        def predict_batch(self, inputs: list[int]) -> list[int | BaseException]:
+            self.entered.set()
+            self.gate.wait(5)  # the first batch holds the model while the others queue behind it
+            return super().predict_batch(inputs)
+
+    model = Gated()
+    b = batcher(model)
+    first = asyncio.create_task(b.predict(0, "a"))
+    await eventually(model.entered.is_set)
+    bulk = [asyncio.create_task(b.predict(i, "a")) for i in range(100, 120)]  # a bulk job's items
+    await asyncio.sleep(0)
+    single = asyncio.create_task(b.predict(7, "b"))  # another tenant's one item, after all of them
+    own = [asyncio.create_task(b.predict(i, "b")) for i in (8, 9)]
+    await asyncio.sleep(0.05)
+    model.gate.set()
+    assert await single == 14 and [await task for task in own] == [16, 18]
+    await asyncio.gather(first, *bulk)
+    # b's items went in the first batches after the one running, in turn with a's (each tenant's in its
+    # order), not after a's twenty.
+    assert model.batches[0] == [0]
+    assert model.batches[1] == [100, 7, 101, 8]
+    assert model.batches[2] == [102, 9, 103, 104]
+    assert [x for batch in model.batches for x in batch if x >= 100] == list(range(100, 120))
+    assert b.queued == 0
     await b.aclose()

@@ -121,8 +121,10 @@ class ModelRuntime:
             self._batchers[name] = batcher
         return batcher
 
-    async def predict(self, name: str, item: Any) -> Any:
-        return await self.batcher(name).predict(item)
+    async def predict(self, name: str, item: Any, tenant: str = "") -> Any:
+        """`item` through model `name`, batched with other callers' items; it waits in `tenant`'s lane,
+        which takes turns with the other tenants' (`Batcher._take`)."""
+        return await self.batcher(name).predict(item, tenant)
 
     def describe(self) -> list[dict[str, Any]]:
         """Every registered model, loaded or not, for `GET /api/v1/models`."""

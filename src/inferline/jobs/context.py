@@ -232,10 +232,10 @@ class WorkerContext(ContextBase):
         if self._models is None:
             raise NonRetryable(f"no model runtime in this worker to run {model!r}")
         if not trace.get_current_span().is_recording():  # a batch's millions of calls make no span unless sent
-            return await self._models.predict(model, item)
+            return await self._models.predict(model, item, self.tenant)
         # Its time includes the wait for a batch to fill: what the model cost this job.
         with self._tracer.start_as_current_span(f"model {model}", attributes={"inferline.model": model}):
-            return await self._models.predict(model, item)
+            return await self._models.predict(model, item, self.tenant)
 
     def interrupt(self, reason: str) -> None:
         """The job is to stop (the worker cancels its task too); the first reason given is the one kept."""

@@ -31,7 +31,7 @@ from inferline.jobs.model import JSON, Job
 class Models(Protocol):
     """What `predict` needs of a model runtime (`inferline.inference.runtime.ModelRuntime` is one)."""
 
-    async def predict(self, name: str, item: Any) -> Any: ...
+    async def predict(self, name: str, item: Any, tenant: str = "") -> Any: ...
 
 
 # A model as a function of one item: returns its output, or an awaitable of it.
@@ -113,7 +113,7 @@ class MemoryContext(ContextBase):
         if self.models is None:
             raise NonRetryable(f"no model runtime in this context to run {model!r}")
         if not isinstance(self.models, Mapping):
-            return await self.models.predict(model, item)
+            return await self.models.predict(model, item, self.tenant)
         function = self.models.get(model)
         if function is None:
             known = ", ".join(sorted(self.models)) or "none"

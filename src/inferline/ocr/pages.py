@@ -68,7 +68,8 @@ async def count_pages(deps: OcrDeps, ctx: JobContext, path: Path, content_type: 
     max_pages = deps.limits.max_pages
     if content_type == sniff.PDF:
         try:
-            tree: PageTree = await deps.models.predict(PAGE_TREE_MODEL, PageTreeQuestion(str(path), max_pages))
+            question = PageTreeQuestion(str(path), max_pages)
+            tree: PageTree = await deps.models.predict(PAGE_TREE_MODEL, question, ctx.tenant)
         except ModelTimedOut as exc:  # as slow again on another attempt
             raise too_slow(exc) from exc
         too_many = tree.too_many_pages(max_pages)

@@ -32,7 +32,7 @@ MAX_WAIT_S = 300.0
 
 
 async def precheck(
-    models: ModelRuntime, path: Path, content_type: str, options: OcrOptions, limits: Limits, dpi: int
+    models: ModelRuntime, path: Path, content_type: str, options: OcrOptions, limits: Limits, dpi: int, tenant: str
 ) -> None:
     """415 for a type we cannot read, 413 over the limits, 422 for pages past the end. A file too broken
     to inspect is let through: its job fails with the reason, which is where users look for it. A PDF's
@@ -43,7 +43,7 @@ async def precheck(
         return
     question = PageTreeQuestion(str(path), limits.max_pages)
     try:
-        tree: PageTree = await asyncio.wait_for(models.predict(PAGE_TREE_MODEL, question), PRECHECK_WAIT_S)
+        tree: PageTree = await asyncio.wait_for(models.predict(PAGE_TREE_MODEL, question, tenant), PRECHECK_WAIT_S)
     except (BadDocument, ModelError, Overloaded, TimeoutError):  # its job reads it again, and says why not
         return
     tree.check_limits(limits, dpi, [])  # the count first, then pages
@@ -78,7 +78,7 @@ async def submit_ocr(
 ) -> Job:
     check_lang(options, deps.models.device)
     dpi = options.dpi or deps.default_dpi
-    await precheck(deps.models, blob_path(deps.blobs, file), file.content_type, options, deps.limits, dpi)
+    await precheck(deps.models, blob_path(deps.blobs, file), file.content_type, options, deps.limits, dpi, tenant)
     data = OcrJobInput(file_id=file.id, **options.model_dump())
     job, _ = await submitter.submit(
         JobRequest(kind=KIND, input=data.model_dump(mode="json"), priority=priority), tenant=tenant

@@ -252,7 +252,7 @@ class StreamContext(ContextBase):
         self.models = models
 
     async def predict(self, model: str, item: Any) -> Any:
-        return await self.models.predict(model, item)
+        return await self.models.predict(model, item, self.tenant)
 
     async def _report(self, values: dict[str, Any], *, durable: bool) -> None:
         return None

@@ -43,7 +43,7 @@ async def create_collection(deps: SearchDeps, *, tenant: str, data: CollectionIn
     overlap = data.overlap_tokens if data.overlap_tokens is not None else deps.overlap_tokens
     if overlap >= chunk_tokens // 2:
         raise InvalidInput("overlap_tokens must be under half of chunk_tokens", field="overlap_tokens")
-    probe = await deps.models.predict(model, EmbedInput("dimension probe", query=True))
+    probe = await deps.models.predict(model, EmbedInput("dimension probe", query=True), tenant)
     collection = Collection(
         id=new_id(),
         tenant=tenant,

@@ -131,7 +131,7 @@ async def _query_vector(deps: SearchDeps, tenant: str, model: str, query: str) -
     normalized = _normalized_query(query)
     vector = deps.query_vectors.get(tenant, model, normalized)
     if vector is None:
-        vector = await deps.models.predict(query_model(model), EmbedInput(normalized, query=True))
+        vector = await deps.models.predict(query_model(model), EmbedInput(normalized, query=True), tenant)
         deps.query_vectors.put(tenant, model, normalized, vector)
     return vector
 
