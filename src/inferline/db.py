@@ -315,13 +315,13 @@ async def write(engine: AsyncEngine, *, slow: bool = False) -> AsyncIterator[Asy
     """A write transaction; on SQLite, taken under the process-wide and cross-process write lock.
     `slow`: statements that may take long (many rows) run off the event loop (`sqlite_inline`).
 
-    Blocking calls made inside it (a blob placed, an index's rows replaced) use the default pool even in a
-    job (`threads.holding_shared`): every writer of the process waits for this transaction (on SQLite) or
-    for its connection and row locks, so it must not wait behind its tenant's other threads."""
+    On SQLite, blocking calls made inside it (a blob placed, an index's rows replaced) use the default pool
+    even in a job (`threads.holding_shared`): every writer of the process waits for this transaction, so it
+    must not wait behind its tenant's other threads. Elsewhere a job's transaction holds its own rows and
+    a connection, and its calls stay within its tenant's share of the job threads."""
     if engine.dialect.name != "sqlite":
         async with _nul_is_invalid_input(), engine.begin() as conn:
-            with threads.holding_shared():
-                yield conn
+            yield conn
         return
     async with _write_lock(engine).hold(), engine.connect() as conn, _offloaded(conn, slow), conn.begin():
         with threads.holding_shared():

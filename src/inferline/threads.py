@@ -9,8 +9,8 @@ of its own (`JobThreads`), and the default pool is left to requests and to the p
 
 `to_thread` is the one way code here hands work to a thread: inside a job's task (the worker sets
 `running_jobs` for it) it goes to that worker's pool, anywhere else to the default pool, so a helper shared
-by both (the file store, the vector index) lands on the right side without being told. Inside a write
-transaction (`db.write`, which every writer of the process may be waiting for) it goes to the default pool
+by both (the file store, the vector index) lands on the right side without being told. Inside a SQLite
+write transaction (`db.write`, which every writer of the process is waiting for) it goes to the default pool
 again (`holding_shared`). Upkeep that must never wait behind a job's work calls `asyncio.to_thread`
 itself, and says why.
 """
@@ -112,11 +112,14 @@ def running_jobs(threads: JobThreads, tenant: str) -> Iterator[None]:
 def holding_shared() -> Iterator[None]:
     """What runs inside holds something every tenant may wait for (a write transaction): its blocking
     calls go to the default pool, not behind its tenant's other threads."""
-    token = _JOB_THREADS.set(None)
+    # Set back, not reset: `db.write`'s generator may be closed from another context (the loop's
+    # finalizer of one left unclosed), where a token of this one cannot be reset.
+    previous = _JOB_THREADS.get()
+    _JOB_THREADS.set(None)
     try:
         yield
     finally:
-        _JOB_THREADS.reset(token)
+        _JOB_THREADS.set(previous)
 
 
 async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

@@ -295,3 +295,35 @@ async def test_each_tenant_waits_in_its_own_lane_and_batches_take_the_lanes_in_t
     assert [x for batch in model.batches for x in batch if x >= 100] == list(range(100, 120))
     assert b.queued == 0
     await b.aclose()
+
+
+async def test_a_cancelled_item_does_not_take_its_tenants_turn() -> None:
+    class Gated(Doubler):
+        max_batch_size = 4
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = threading.Event()
+            self.entered = threading.Event()
+
+        def predict_batch(self, inputs: list[int]) -> list[int | BaseException]:
+            self.entered.set()
+            self.gate.wait(5)
+            return super().predict_batch(inputs)
+
+    model = Gated()
+    b = batcher(model)
+    first = asyncio.create_task(b.predict(0, "a"))
+    await eventually(model.entered.is_set)
+    bulk = [asyncio.create_task(b.predict(i, "a")) for i in range(100, 104)]
+    gone = asyncio.create_task(b.predict(7, "b"))
+    kept = asyncio.create_task(b.predict(8, "b"))
+    await asyncio.sleep(0.05)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    model.gate.set()
+    assert await kept == 16
+    await asyncio.gather(first, *bulk)
+    assert model.batches[1] == [100, 8, 101, 102]  # b's cancelled head dropped, its next item in its turn
+    assert b.queued == 0
+    await b.aclose()

@@ -120,9 +120,14 @@ def test_the_fields_of_fragment_spreads_count_with_the_set_they_are_spread_in() 
     spread = "{ collections { name ...A ...B } } fragment A on Collection { name name } "
     spread += "fragment B on Collection { name x: name }"
     assert "name 4 times in one place" in (problem(spread) or "")
-    # Through a fragment spreading another, each spread of it counted (the inner one counted once).
-    nested = "{ collections { ...A ...A } } fragment A on Collection { ...B } fragment B on Collection { name name }"
-    assert "name 4 times in one place" in (problem(nested) or "")
+    # Through fragments spreading others, each fragment's fields counted once in a set, as validation
+    # collects them: a fragment spread twice, or reached twice (a diamond), adds its fields once.
+    nested = "{ collections { name name ...A ...C } } fragment A on Collection { ...B ...B } "
+    nested += "fragment C on Collection { ...B } fragment B on Collection { name }"
+    assert problem(nested) is None
+    assert "name 4 times in one place" in (
+        problem(nested.replace("fragment B on Collection { name }", "fragment B on Collection { name name }")) or ""
+    )
     assert (
         problem("{ collections { ...A } } fragment A on Collection { name ...B } fragment B on Collection { name }")
         is None
@@ -170,6 +175,11 @@ def test_leaf_fields_have_a_limit_of_their_own_and_typename_is_not_counted() -> 
     assert shape_problem(parse(document), limits) is None
     leaves = "{ collections { " + "name " * (limits.max_same_leaf + 1) + "} }"
     assert f"name {limits.max_same_leaf + 1} times in one place" in (shape_problem(parse(leaves), limits) or "")
+    # One `__typename` is free in each written set, not every one (each is compared with the others).
+    typenames = "{ collections { " + "__typename " * (limits.max_same_leaf + 2) + "} }"
+    assert f"__typename {limits.max_same_leaf + 1} times" in (shape_problem(parse(typenames), limits) or "")
+    aliased = "{ collections { " + "a: __typename " * (limits.max_same_leaf + 1) + "} }"
+    assert f"a {limits.max_same_leaf + 1} times" in (shape_problem(parse(aliased), limits) or "")
 
 
 def test_fragments_spread_through_one_another_are_bounded_by_what_they_expand_to() -> None:

@@ -217,7 +217,8 @@ class Batcher(Generic[In, Out]):
             alone = len(self._lanes) == 1  # no turn to keep: the lane's items in a row (~1.5% of a batch)
             while lane and len(batch) < size:
                 head = lane[0]
-                if not head.future.done():  # else its caller was cancelled: dropped unseen by the model
+                live = not head.future.done()  # else its caller was cancelled: dropped unseen by the model
+                if live:
                     if batch and limit is not None and cost + head.cost > limit:
                         return batch
                     batch.append(head)
@@ -225,7 +226,7 @@ class Batcher(Generic[In, Out]):
                 lane.popleft()
                 self._queued -= 1
                 self._queued_cost -= head.cost
-                if not alone:
+                if live and not alone:  # a turn is one item taken, not one dropped
                     break
             del self._lanes[tenant]
             if lane:

@@ -120,10 +120,11 @@ def _written_selections(starts: list[SelectionSetNode]) -> int:
 
 class _MergedShape:
     """The document's fields as graphql-core's rule that fields of one name can merge sees them: a
-    selection set with its inline fragments and fragment spreads expanded into it, and the sub-selections
-    of its fields of one response name merged into one set (`{ a { x } a { x } }` compares two `x`). That
-    rule compares the fields of one name in such a set pairwise: at most `max_same_name` of one name with
-    sub-selections, `max_same_leaf` of one name without (`__typename` is not counted), and at most
+    selection set with its inline fragments and fragment spreads expanded into it (each fragment once, as
+    that rule collects them), and the sub-selections of its fields of one response name merged into one
+    set (`{ a { x } a { x } }` compares two `x`). The rule compares the fields of one name in such a set
+    pairwise: at most `max_same_name` of one name with sub-selections and `max_same_leaf` without (an
+    unaliased `__typename` free once per written set: clients add one to every fragment), and at most
     `max_expanded` selections visited in all, which also bounds fragments spread through one another."""
 
     def __init__(self, fragments: dict[str, FragmentDefinitionNode], limits: QueryLimits) -> None:
@@ -137,42 +138,48 @@ class _MergedShape:
             merged: dict[str, list[SelectionSetNode]] = {}
             counts: Counter[str] = Counter()
             leaves: Counter[str] = Counter()
-            for field in self._fields(groups.pop()):
+            typenamed: set[int] = set()  # the written sets whose free `__typename` is taken
+            for written_in, field in self._fields(groups.pop()):
                 if field is None:
                     return f"the document's fragments expand to over {self.limits.max_expanded} selections"
                 name = (field.alias or field.name).value
-                if field.selection_set is None:
-                    leaves[name] += field.name.value != "__typename"
-                else:
+                if field.selection_set is not None:
                     counts[name] += 1
                     merged.setdefault(name, []).append(field.selection_set)
+                elif name == "__typename" and written_in not in typenamed:
+                    typenamed.add(written_in)
+                else:
+                    leaves[name] += 1
             problem = _too_many(counts, self.limits.max_same_name) or _too_many(leaves, self.limits.max_same_leaf)
             if problem:
                 return problem
             groups.extend(merged.values())
         return None
 
-    def _fields(self, group: list[SelectionSetNode]) -> Iterator[FieldNode | None]:
-        """The fields of merged selection sets, fragments expanded (a cycle is cut: the validation
-        refuses it); None once past the budget."""
-        pending = [(selection_set, frozenset[str]()) for selection_set in group]
+    def _fields(self, group: list[SelectionSetNode]) -> Iterator[tuple[int, FieldNode | None]]:
+        """The fields of merged selection sets, each with the identity of the set it is written in;
+        fragments expanded once each (which also cuts a cycle: the validation refuses it); None once past
+        the budget."""
+        pending = list(group)
+        expanded: set[str] = set()
         while pending:
-            selection_set, seen = pending.pop()
+            selection_set = pending.pop()
             for selection in selection_set.selections:
                 self.visited += 1
                 if self.visited > self.limits.max_expanded:
-                    yield None
+                    yield id(selection_set), None
                     return
                 if isinstance(selection, FieldNode):
-                    yield selection
+                    yield id(selection_set), selection
                 elif isinstance(selection, InlineFragmentNode):
-                    pending.append((selection.selection_set, seen))
+                    pending.append(selection.selection_set)
                 else:
                     assert isinstance(selection, FragmentSpreadNode)
                     name = selection.name.value
                     fragment = self.fragments.get(name)
-                    if fragment is not None and name not in seen:
-                        pending.append((fragment.selection_set, seen | {name}))
+                    if fragment is not None and name not in expanded:
+                        expanded.add(name)
+                        pending.append(fragment.selection_set)
 
 
 def _too_many(counts: Counter[str], limit: int) -> str | None:
