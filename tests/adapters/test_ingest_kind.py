@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -22,6 +23,7 @@ from inferline.errors import BadDocument, Canceled
 from inferline.files.blobs import BlobStore
 from inferline.files.service import receive_file
 from inferline.ids import new_id
+from inferline.inference.model import Model
 from inferline.inference.runtime import ModelRuntime
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job, JobStatus
@@ -38,6 +40,7 @@ from inferline.search.deps import SearchDeps
 from inferline.search.documents import add_document, delete_document, get_document
 from inferline.search.embedders import EmbedInput
 from inferline.search.index import SearchIndex
+from inferline.search.indexing import embed_budget
 from inferline.search.kind import IngestInput, run_ingest
 from inferline.search.model import Collection, Document, DocumentStatus
 from inferline.search.qdrant import QdrantIndex
@@ -329,3 +332,41 @@ async def test_another_tenants_collection_is_not_ingested_into(setup: Setup) -> 
     assert "skipped" in result and ctx.predictions == []
     untouched = await setup.reread(collection, document)
     assert untouched.status == DocumentStatus.QUEUED
+
+
+class Hash16Model(Model[EmbedInput, np.ndarray]):
+    """`hash16` as a model of the runtime, a little slow, so that items queue as a real model's do."""
+
+    name = MODEL
+    max_batch_size = 8
+    max_wait_ms = 2.0
+
+    def setup(self, device: str) -> None:
+        pass
+
+    def predict_batch(self, inputs: list[EmbedInput]) -> list[np.ndarray | BaseException]:
+        time.sleep(0.005)
+        return [hash16(item) for item in inputs]
+
+
+async def test_ingests_at_once_share_one_budget_of_the_model_queue_and_none_is_refused(setup: Setup) -> None:
+    """Each ingest handed up to 128 chunks at once to the model runtime: three at once passed its queue's
+    limit (here 100) and the items past it were refused (`Overloaded`), failing those attempts."""
+    models = setup.search.models
+    models.register(MODEL, Hash16Model)
+    collection = await setup.collection()
+    documents = [await setup.document(collection, needs(GPL), f"GPL-{n}.txt") for n in range(3)]
+    contexts = [ingest_context(document, {}) for document in documents]
+    for ctx in contexts:
+        ctx.models = models  # the real runtime: its queue and its limit
+    ingests = [
+        run_ingest(setup.search, setup.ocr, ctx, ingest_input(doc))
+        for ctx, doc in zip(contexts, documents, strict=True)
+    ]
+    results = await asyncio.gather(*ingests)
+    chunks = [result["chunks"] for result in results]
+    assert sum(chunks) > models.queue_limit  # together more than the queue holds
+    assert setup.search.embed_slots._value == embed_budget(models.queue_limit)  # all given back
+    assert chunks == [chunks[0]] * 3
+    for document in documents:
+        assert (await setup.reread(collection, document)).status == DocumentStatus.READY

@@ -28,10 +28,11 @@ class BatchDeps:
     max_file_bytes: int = 2 * 2**30
     default_chunk_records: int = 100
     drops: DropFolders = field(default_factory=DropFolders)
-    # The embeddings of every batch and record stream in this process: at most EMBED_IN_FLIGHT chunks in the
-    # model runtime's queue at once. A batch embeds two chunks ahead of the one it writes: each with its own
-    # EMBED_IN_FLIGHT, one batch would fill the queue (`model_queue_limit`, 256), and the searches and
-    # ingests of every tenant, and another batch's chunk, would be refused (Overloaded).
+    # The embeddings of every batch, record stream and ingest in this process: at most EMBED_IN_FLIGHT chunks
+    # in the model runtime's queue at once (`from_settings` hands over the search deps' one budget). A batch
+    # embeds two chunks ahead of the one it writes: each with its own EMBED_IN_FLIGHT, one batch would fill
+    # the queue (`model_queue_limit`, 256), and the ingests of every tenant, and another batch's chunk,
+    # would be refused (Overloaded).
     embed_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(EMBED_IN_FLIGHT))
 
     @classmethod
@@ -41,6 +42,7 @@ class BatchDeps:
             blobs=search.blobs,
             submitter=submitter,
             search=search,
+            embed_slots=search.embed_slots,
             limits=Limits(
                 max_records=settings.batch_max_records,
                 max_line_bytes=settings.batch_max_line_bytes,

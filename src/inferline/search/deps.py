@@ -4,6 +4,7 @@ process's caches."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from inferline.metrics import Metrics
 from inferline.search.caches import CollectionCache, QueryVectors, ResultCache
 from inferline.search.fusion import SEMANTIC_SPAN, Fusion
 from inferline.search.index import SearchIndex
+from inferline.search.indexing import embed_budget
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,12 @@ class SearchDeps:
             rrf_k=settings.search_rrf_k,
             weights=settings.search_weights,
         )
+
+    @functools.cached_property
+    def embed_slots(self) -> asyncio.Semaphore:
+        """The process's budget of embeddings in the model runtime's queue (`indexing.embed_budget`), shared
+        by every ingest, batch and record stream."""
+        return asyncio.Semaphore(embed_budget(self.models.queue_limit))
 
     @functools.cached_property
     def ranking(self) -> str:

@@ -26,6 +26,17 @@ from inferline.search.model import Collection
 from inferline.search.tokens import chunk_terms
 
 EMBED_IN_FLIGHT = 128  # chunks handed to the batcher at once: several full batches, bounded memory
+
+
+def embed_budget(queue_limit: int) -> int:
+    """How many chunks all the ingests, batches and record streams of a process may have in a model's
+    queue at once: EMBED_IN_FLIGHT, within half of the queue's limit (`model_queue_limit`), so together they
+    never fill it and the rest is left to others (a collection's probe, another model's caller). Each ingest
+    taking EMBED_IN_FLIGHT on its own, three at once (256 by default) had the third's items refused
+    (`Overloaded`) and its attempt failed."""
+    return max(1, min(EMBED_IN_FLIGHT, queue_limit // 2))
+
+
 UPSERT_BATCH = 256
 
 # Failures that are the job's, never one item's: a stop, a full queue, a database that does not answer.

@@ -146,7 +146,7 @@ async def _pages(
 
 
 async def _records(
-    ctx: JobContext, collection: Collection, document: Document, title: str, pages: list[str]
+    deps: SearchDeps, ctx: JobContext, collection: Collection, document: Document, title: str, pages: list[str]
 ) -> list[ChunkRecord]:
     """The document's chunks, embedded and tokenized, ready for the index (`indexing.py`, the path a batch
     takes too)."""
@@ -158,7 +158,7 @@ async def _records(
         await ctx.progress(100 * done / total, f"{done}/{total} chunks")
 
     await ctx.stage("embed", f"{len(chunked[0])} chunks")
-    [vectors] = await embed_documents(ctx, collection.embedding_model, chunked, progress)
+    [vectors] = await embed_documents(ctx, collection.embedding_model, chunked, progress, in_flight=deps.embed_slots)
     if isinstance(vectors, Exception):
         raise vectors
     await ctx.stage("index", f"{len(chunked[0])} chunks")
@@ -172,7 +172,7 @@ async def _ingest(
     title, pages = await _pages(deps, ocr, ctx, document, file)
     if not any(page.strip() for page in pages):
         raise BadDocument("no text found in the document (empty, or pictures without readable text)")
-    records = await _records(ctx, collection, document, title, pages)
+    records = await _records(deps, ctx, collection, document, title, pages)
     ctx.raise_if_canceled()
     try:
         version = await _index(deps, ctx.id, collection, document.id, records)
