@@ -261,21 +261,24 @@ async def test_what_is_queued_is_spread_over_idle_processes_not_given_to_one() -
     await b.aclose()
 
 
+class GatedDoubler(Doubler):
+    """Batches of four; its first batch holds the model until `gate` opens, while the others queue."""
+
+    max_batch_size = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def predict_batch(self, inputs: list[int]) -> list[int | BaseException]:
+        self.entered.set()
+        self.gate.wait(5)
+        return super().predict_batch(inputs)
+
+
 async def test_each_tenant_waits_in_its_own_lane_and_batches_take_the_lanes_in_turn() -> None:
-    class Gated(Doubler):
-        max_batch_size = 4
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.gate = threading.Event()
-            self.entered = threading.Event()
-
-        def predict_batch(self, inputs: list[int]) -> list[int | BaseException]:
-            self.entered.set()
-            self.gate.wait(5)  # the first batch holds the model while the others queue behind it
-            return super().predict_batch(inputs)
-
-    model = Gated()
+    model = GatedDoubler()
     b = batcher(model)
     first = asyncio.create_task(b.predict(0, "a"))
     await eventually(model.entered.is_set)
@@ -298,20 +301,7 @@ async def test_each_tenant_waits_in_its_own_lane_and_batches_take_the_lanes_in_t
 
 
 async def test_a_cancelled_item_does_not_take_its_tenants_turn() -> None:
-    class Gated(Doubler):
-        max_batch_size = 4
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.gate = threading.Event()
-            self.entered = threading.Event()
-
-        def predict_batch(self, inputs: list[int]) -> list[int | BaseException]:
-            self.entered.set()
-            self.gate.wait(5)
-            return super().predict_batch(inputs)
-
-    model = Gated()
+    model = GatedDoubler()
     b = batcher(model)
     first = asyncio.create_task(b.predict(0, "a"))
     await eventually(model.entered.is_set)
