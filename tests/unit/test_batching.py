@@ -317,3 +317,28 @@ async def test_a_cancelled_item_does_not_take_its_tenants_turn() -> None:
     assert model.batches[1] == [100, 8, 101, 102]  # b's cancelled head dropped, its next item in its turn
     assert b.queued == 0
     await b.aclose()
+
+
+async def test_a_full_queue_still_lets_in_a_tenant_holding_few_items_and_stays_bounded() -> None:
+    model = GatedDoubler()
+    b = batcher(model, limit=32)  # 2 items each past the limit, 8 in all
+    first = asyncio.create_task(b.predict(0, "a"))
+    await eventually(model.entered.is_set)
+    bulk = [asyncio.create_task(b.predict(i, "a")) for i in range(100, 132)]  # a fills the queue
+    await asyncio.sleep(0)
+    assert b.queued == 32
+    with pytest.raises(Overloaded):
+        await b.predict(132, "a")  # a itself: refused, as before
+    others = {tenant: [asyncio.create_task(b.predict(i, tenant)) for i in (1, 2)] for tenant in "bcde"}
+    await asyncio.sleep(0)
+    assert b.queued == 40  # each of b-e got two in past the limit
+    with pytest.raises(Overloaded):
+        await b.predict(3, "b")  # b holds its two
+    with pytest.raises(Overloaded):
+        await b.predict(1, "f")  # the queue at its bound: f waits for room like anyone
+    model.gate.set()
+    assert {tenant: [await task for task in tasks] for tenant, tasks in others.items()} == {t: [2, 4] for t in "bcde"}
+    await asyncio.gather(first, *bulk)
+    assert b.queued == 0
+    assert await b.predict(5, "f") == 10
+    await b.aclose()

@@ -5,9 +5,11 @@ cost) or its oldest item has waited `max_wait_ms`, runs `predict_batch` on the m
 resolves or fails every caller's future. Callers that gave up (their task was cancelled) are dropped
 before the batch is formed. Items wait in one lane per tenant, and a batch takes them from the lanes in
 turn: a tenant's one search or page waits behind one item of each other tenant, not behind all of another
-tenant's bulk work (`_take`). If a whole batch raises, its items run again one by one, so a bad item
-fails only its own caller. A model on a thread runs one batch at a time (models are rarely thread-safe,
-and on a 2-core CPU two at once only make both slower); a model in N processes runs up to N at once.
+tenant's bulk work (`_take`). A full queue still lets in a tenant that holds only a few of its items
+(`_admits`), so one tenant's bulk cannot get every other tenant refused. If a whole batch raises, its
+items run again one by one, so a bad item fails only its own caller. A model on a thread runs one batch at
+a time (models are rarely thread-safe, and on a 2-core CPU two at once only make both slower); a model in N
+processes runs up to N at once.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class Batcher(Generic[In, Out]):
         self.mode = mode
         self.device = device
         self.queue_limit = queue_limit
+        # Past the limit, for tenants holding few items (`_admits`): 16 each and 64 in all at the default 256.
+        self.reserve_each = max(1, queue_limit // 16)
+        self.reserve_total = max(1, queue_limit // 4)
         self.metrics = metrics
         self.state = ModelState.UNLOADED
         self.max_batch_size = 1 if mode is ProcessingMode.STANDARD else max(1, model.max_batch_size)
@@ -101,12 +106,12 @@ class Batcher(Generic[In, Out]):
         names the lane it waits in ("": the process's own)."""
         if self.state is not ModelState.READY:
             await self.ensure_loaded()
-        if self._queued >= self.queue_limit:
+        lane = self._lanes.get(tenant)
+        if not self._admits(lane):
             self._rejected.inc()
             raise Overloaded(f"model {self.name} has {self._queued} items queued", retry_after_s=1.0)
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         pending = _Pending(item, future, self.model.cost(item))
-        lane = self._lanes.get(tenant)
         if lane is None:
             lane = self._lanes[tenant] = deque()
         lane.append(pending)
@@ -121,6 +126,18 @@ class Batcher(Generic[In, Out]):
             return await future
         finally:
             self._in_flight.dec()
+
+    def _admits(self, lane: deque[_Pending[In, Out]] | None) -> bool:
+        """Whether an item of the tenant holding `lane` may wait. Below `queue_limit`, any tenant's may: a
+        tenant alone can fill the queue. Once it is full, a tenant holding fewer than `reserve_each` items
+        is still let in, up to `reserve_total` items past the limit: one tenant's bulk (or two's) fills the
+        queue, and another tenant's search, page or small job still gets in, where a plain limit refused
+        every other tenant until the bulk drained. The queue stays bounded, at `queue_limit +
+        reserve_total`, however many tenants come."""
+        if self._queued < self.queue_limit:
+            return True
+        held = 0 if lane is None else len(lane)
+        return held < self.reserve_each and self._queued < self.queue_limit + self.reserve_total
 
     async def ensure_loaded(self) -> None:
         """Load and warm the model once, on first use (lazily), in a thread."""
