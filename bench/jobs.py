@@ -22,6 +22,8 @@ medians. `--mariadb-rounds N`: only the MariaDB drain, N rounds (alternated with
 `--submit-rounds N`: only the HTTP submissions on SQLite and PostgreSQL (alternated with a server run from
 `--worker-src`), N rounds, with the API process's CPU per submission (the database's work in it on SQLite,
 not on PostgreSQL).
+`--pg-icu-locale L`: PostgreSQL databases made with this ICU locale as their collation (`ko-KR`, `en-US`),
+as a server set up for a language is; the default is the server's (C.UTF-8 here).
 `--worker-src DIR`: run inferline's worker (and its migrations) from another checkout's `src`
 (an A/B against an older commit: `git archive COMMIT | tar -x -C DIR`).
 
@@ -68,10 +70,21 @@ CONCURRENCY = 64
 DONE_POLL_S = 0.5
 
 
+# `--pg-icu-locale`: the bench's databases collate text by this ICU locale (e.g. ko-KR, en-US), as a
+# database made with a language's locale does; by default, the server's own (C.UTF-8 here).
+PG_ICU_LOCALE: str | None = None
+
+
 async def make_pg_database() -> tuple[str, Callable[[], Awaitable[None]]]:
     name = f"inferline_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN.replace("+asyncpg", ""))
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    if PG_ICU_LOCALE is None:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    else:
+        locale = PG_ICU_LOCALE.replace("'", "")
+        await admin.execute(
+            f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{locale}' LOCALE 'C.UTF-8'"
+        )
     await admin.close()
 
     async def drop() -> None:
@@ -737,7 +750,9 @@ if __name__ == "__main__":
         default=None,
         help="--pg-rounds, --mariadb-rounds, --sqlite-rounds, --submit-rounds: also this checkout's src",
     )
+    parser.add_argument("--pg-icu-locale", default=None, help="PostgreSQL databases collating by this ICU locale")
     arguments = parser.parse_args()
+    PG_ICU_LOCALE = arguments.pg_icu_locale
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     if arguments.pg_rounds:

@@ -71,3 +71,51 @@ async def test_partial_indexes_hold_only_their_rows_where_the_engine_has_partial
         assert found == 1
     else:
         assert predicate in str(found), found
+
+
+async def test_the_job_keys_compare_bytes_on_postgresql_after_0020_and_their_rows_stay(pg_url: str) -> None:
+    """Migration 0020: the job queue's text keys, and the job ids other tables join `jobs` by, in COLLATE "C"
+    (Alembic's comparison above does not look at collations); a database at 0019 keeps its rows, and a join
+    by job id still goes by the other table's index (a join between two collations would not)."""
+    from importlib import import_module
+
+    collated = import_module("inferline.migrations.versions.0020_job_keys_bytewise").KEYS
+    db.upgrade(pg_url, "0019")
+    engine = db.create_engine(pg_url)
+    try:
+        now = utcnow()
+        async with db.write(engine) as conn:
+            [job] = await JobStore(conn).add(
+                [new_job(JobRequest(kind="echo", input={}), tenant="a", now=now, default_max_attempts=1)]
+            )
+            await conn.execute(
+                sa.text("INSERT INTO job_files (job_id, file_id, tenant) VALUES (:j, 'f', 'a')"), {"j": job.id}
+            )
+        db.upgrade(pg_url)
+        query = sa.text(
+            "SELECT table_name, column_name, collation_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND collation_name IS NOT NULL"
+        )
+        async with db.read(engine) as conn:
+            found = {(t, c): name for t, c, name in await conn.execute(query)}
+            assert {(t, c): found.get((t, c)) for t, cs in collated.items() for c in cs} == {
+                (t, c): "C" for t, cs in collated.items() for c in cs
+            }
+            assert ("jobs", "detail") not in found  # only the keys: the others keep the default
+            joined = sa.text(
+                "SELECT jobs.kind FROM jobs JOIN job_files ON job_files.job_id = jobs.id WHERE jobs.id = :j"
+            )
+            assert (await conn.execute(joined, {"j": job.id})).scalar_one() == "echo"
+            for setting in ("enable_seqscan", "enable_hashjoin", "enable_mergejoin"):
+                await conn.execute(sa.text(f"SET LOCAL {setting} = off"))  # only a lookup by index is left
+            lookups = {  # each side found by the other's id, by the inner side's primary key
+                "job_files_pkey": "SELECT 1 FROM jobs o JOIN job_files i ON i.job_id = o.id",
+                "jobs_pkey": "SELECT 1 FROM job_files o JOIN jobs i ON i.id = o.job_id",
+            }
+            plans = {
+                index: "\n".join(row[0] for row in await conn.execute(sa.text(f"EXPLAIN {join}")))
+                for index, join in lookups.items()
+            }
+        assert all(f"using {index} on " in plan for index, plan in plans.items()), plans
+    finally:
+        await engine.dispose()

@@ -21,6 +21,13 @@ Json = sa.JSON().with_variant(JSONB(), "postgresql")
 LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql")
 
 
+def Key(length: int) -> sa.String:  # a column type, named as the others are
+    """A name compared as bytes: an id, tenant, status or kind in the job queue's indexes. COLLATE "C" on
+    PostgreSQL, where the database's collation (C.UTF-8, en_US.UTF-8) would send every index comparison
+    through strcoll (migration 0020); SQLite compares bytes already, MariaDB keeps its own."""
+    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
+
+
 # Engines whose datetime columns hold no time zone: values go in as naive UTC (MySQL sessions run at UTC,
 # see `db._create_mysql_engine`).
 _NAIVE_DATETIMES = frozenset({"sqlite", "mysql"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from inferline.schema.columns import Json, LongText, UTCDateTime, metadata
+from inferline.schema.columns import Json, Key, LongText, UTCDateTime, metadata
 
 tenants = sa.Table(
     "tenants",
@@ -29,10 +29,10 @@ api_keys = sa.Table(
 jobs = sa.Table(
     "jobs",
     metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("kind", sa.String(100), nullable=False),
-    sa.Column("tenant", sa.String(100), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("id", Key(36), primary_key=True),
+    sa.Column("kind", Key(100), nullable=False),
+    sa.Column("tenant", Key(100), nullable=False),
+    sa.Column("status", Key(16), nullable=False),
     sa.Column("stage", sa.String(200), nullable=True),
     sa.Column("progress", sa.Float(), nullable=False, default=0.0),
     sa.Column("detail", sa.Text(), nullable=True),
@@ -50,7 +50,7 @@ jobs = sa.Table(
     sa.Column("run_after", UTCDateTime(), nullable=False),
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
-    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    sa.Column("idempotency_key", Key(200), nullable=True),
     sa.Column("request_hash", sa.String(64), nullable=True),
     sa.Column("webhook", sa.Text(), nullable=True),
     sa.Column("webhook_events", Json, nullable=True),
@@ -104,7 +104,7 @@ jobs = sa.Table(
 job_files = sa.Table(
     "job_files",
     metadata,
-    sa.Column("job_id", sa.String(36), primary_key=True),
+    sa.Column("job_id", Key(36), primary_key=True),
     sa.Column("file_id", sa.String(36), primary_key=True),
     sa.Column("tenant", sa.String(100), nullable=False),
     sa.Index("ix_job_files_tenant_file", "tenant", "file_id"),
@@ -147,7 +147,7 @@ webhook_deliveries = sa.Table(
     "webhook_deliveries",
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("job_id", sa.String(36), nullable=False),
+    sa.Column("job_id", Key(36), nullable=False),
     sa.Column("tenant", sa.String(100), nullable=False),
     sa.Column("url", sa.Text(), nullable=False),
     sa.Column("event", sa.String(32), nullable=False),

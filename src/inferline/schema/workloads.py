@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from inferline.schema.columns import Json, UTCDateTime, metadata
+from inferline.schema.columns import Json, Key, UTCDateTime, metadata
 
 # Uploaded files: metadata per tenant; the bytes live once per sha256 in the blob store (files/blobs.py).
 files = sa.Table(
@@ -54,7 +54,7 @@ documents = sa.Table(
     sa.Column("content_type", sa.String(200), nullable=False),
     sa.Column("metadata", Json, nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
-    sa.Column("job_id", sa.String(36), nullable=True),
+    sa.Column("job_id", Key(36), nullable=True),
     sa.Column("chunks", sa.Integer(), nullable=False),
     sa.Column("error", sa.Text(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
@@ -85,7 +85,7 @@ batches = sa.Table(
     sa.Column("output_file_id", sa.String(36), nullable=True),
     sa.Column("error_file_id", sa.String(36), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
-    sa.Column("job_id", sa.String(36), nullable=False),
+    sa.Column("job_id", Key(36), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("completed_at", UTCDateTime(), nullable=True),
@@ -136,7 +136,7 @@ media_projects = sa.Table(
     sa.Column("subtitle", sa.String(200), nullable=True),
     sa.Column("settings", Json, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("active_job_id", sa.String(36), nullable=True),
+    sa.Column("active_job_id", Key(36), nullable=True),
     sa.Column("video_file_id", sa.String(36), nullable=True),
     sa.Column("poster_file_id", sa.String(36), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
