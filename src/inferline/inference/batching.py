@@ -66,9 +66,10 @@ class Batcher(Generic[In, Out]):
         self.mode = mode
         self.device = device
         self.queue_limit = queue_limit
-        # Past the limit, for tenants holding few items (`_admits`): 16 each and 64 in all at the default 256.
+        # Past the limit, for tenants holding few items (`_admits`): 16 each and 64 in all at the default 256;
+        # none under a limit of 4, so the queue never holds more than 1.25 times its limit.
         self.reserve_each = max(1, queue_limit // 16)
-        self.reserve_total = max(1, queue_limit // 4)
+        self.reserve_total = queue_limit // 4
         self.metrics = metrics
         self.state = ModelState.UNLOADED
         self.max_batch_size = 1 if mode is ProcessingMode.STANDARD else max(1, model.max_batch_size)

@@ -106,8 +106,10 @@ def finish_group_statement(varying: tuple[str, ...], shared: tuple[str, ...]) ->
     arrays = ", ".join(["CAST(:_ids AS text[])", *(f"CAST(:v_{c} AS {pg_array_type(jobs.c[c])})" for c in varying)])
     names = ", ".join(["_id", *(f'"{c}"' for c in varying)])
     statement = sa.text(
-        # Column names come from the schema, values are all bound.
-        f"WITH v AS MATERIALIZED (SELECT v.* FROM (SELECT * FROM unnest({arrays}) AS u({names}) ORDER BY _id) AS v "  # noqa: S608
+        # Column names come from the schema, values are all bound. Ordered as `jobs.id` is (COLLATE "C",
+        # migration 0020), so these rows are locked in the order every other writer locks them.
+        f"WITH v AS MATERIALIZED (SELECT v.* FROM (SELECT * FROM unnest({arrays}) AS u({names}) "  # noqa: S608
+        f'ORDER BY _id COLLATE "C") AS v '
         f"CROSS JOIN LATERAL (SELECT jobs.id FROM jobs WHERE jobs.id = v._id AND jobs.lease_owner = :_owner "
         f"FOR UPDATE) AS held) "
         f"UPDATE jobs SET {', '.join(sets)} FROM v WHERE jobs.id = v._id RETURNING jobs.id"
