@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from tests.conftest import sqlite_url
+from tests.helpers import eventually
 
 from inferline import db
 from inferline.clock import utcnow
@@ -366,7 +367,41 @@ async def test_ingests_at_once_share_one_budget_of_the_model_queue_and_none_is_r
     results = await asyncio.gather(*ingests)
     chunks = [result["chunks"] for result in results]
     assert sum(chunks) > models.queue_limit  # together more than the queue holds
-    assert setup.search.embed_slots._value == embed_budget(models.queue_limit)  # all given back
+    assert setup.search.embed_slots.free == embed_budget(models.queue_limit)  # all given back
     assert chunks == [chunks[0]] * 3
     for document in documents:
         assert (await setup.reread(collection, document)).status == DocumentStatus.READY
+
+
+async def test_another_tenants_ingest_gets_the_next_freed_unit_of_the_budget_not_the_last(setup: Setup) -> None:
+    """Tenant a's three ingests hold the whole embedding budget (50 here) with ~220 more chunks to embed;
+    tenant b's ingest, started after, has its first chunk in the model queue when the next unit is
+    freed. In one line (a plain semaphore) it came after all of a's waiting chunks."""
+    models = setup.search.models
+    models.register(MODEL, Hash16Model)
+    entered: list[str] = []  # the tenant of each chunk as it enters the model runtime
+
+    def counted(tenant: str) -> Callable[[EmbedInput], Awaitable[Any]]:
+        async def predict(item: EmbedInput) -> Any:
+            entered.append(tenant)
+            return await models.predict(MODEL, item, tenant)
+
+        return predict
+
+    async def ingest(tenant: str, n: int) -> dict[str, Any]:
+        collection = await setup.collection(tenant=tenant, name=f"docs-{n}")
+        document = await setup.document(collection, needs(GPL), f"GPL-{n}.txt")
+        return await run_ingest(
+            setup.search, setup.ocr, ingest_context(document, {MODEL: counted(tenant)}), ingest_input(document)
+        )
+
+    bulk = [asyncio.create_task(ingest("a", n)) for n in range(3)]
+    await eventually(lambda: setup.search.embed_slots.free == 0 and len(entered) >= embed_budget(100))
+    before = len(entered)
+    late = asyncio.create_task(ingest("b", 3))
+    results = await asyncio.gather(*bulk, late)
+    a_chunks = sum(result["chunks"] for result in results[:3])
+    assert a_chunks - before > 200  # a's chunks still to come when b started
+    first_b = entered.index("b")
+    assert first_b - before <= 8, (first_b, before)  # a batch of a's in flight at most, not a's 200
+    assert entered.count("b") == results[3]["chunks"] and setup.search.embed_slots.free == embed_budget(100)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,7 +14,7 @@ from inferline.files.blobs import BlobStore
 from inferline.files.store import Quota
 from inferline.jobs.submission import Submitter
 from inferline.search.deps import SearchDeps
-from inferline.search.indexing import EMBED_IN_FLIGHT
+from inferline.search.indexing import EMBED_IN_FLIGHT, EmbedBudget
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class BatchDeps:
     # embeds two chunks ahead of the one it writes: each with its own EMBED_IN_FLIGHT, one batch would fill
     # the queue (`model_queue_limit`, 256), and the ingests of every tenant, and another batch's chunk,
     # would be refused (Overloaded).
-    embed_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(EMBED_IN_FLIGHT))
+    embed_slots: EmbedBudget = field(default_factory=lambda: EmbedBudget(EMBED_IN_FLIGHT))
 
     @classmethod
     def from_settings(cls, settings: Settings, *, search: SearchDeps, submitter: Submitter) -> BatchDeps:

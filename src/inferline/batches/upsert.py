@@ -26,7 +26,6 @@ stream ends `UNAVAILABLE` and its client resends); if it answers, the records we
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -51,7 +50,14 @@ from inferline.search.embedders import EmbedInput
 from inferline.search.extract import plain_text
 from inferline.search.filters import FieldType, check_metadata
 from inferline.search.index import ChunkRecord, Vector
-from inferline.search.indexing import DocumentText, chunk_documents, chunk_records, embed_documents, replace_chunks
+from inferline.search.indexing import (
+    DocumentText,
+    EmbedBudget,
+    chunk_documents,
+    chunk_records,
+    embed_documents,
+    replace_chunks,
+)
 from inferline.search.model import Collection, Document, DocumentStatus
 from inferline.search.store import SearchStore
 from inferline.shielding import despite_cancel
@@ -372,7 +378,7 @@ async def _embed_items(deps: BatchDeps, ctx: JobContext, collection: Collection,
 
 
 async def _embed(
-    ctx: JobContext, model: str, chunked: list[list[Chunk]], in_flight: asyncio.Semaphore
+    ctx: JobContext, model: str, chunked: list[list[Chunk]], in_flight: EmbedBudget
 ) -> list[list[Vector] | str]:
     """Each document's vectors, or the reason its embedding failed alone (see the module's docstring)."""
     found: list[list[Vector] | str] = []

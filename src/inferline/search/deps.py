@@ -4,7 +4,6 @@ process's caches."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from inferline.metrics import Metrics
 from inferline.search.caches import CollectionCache, QueryVectors, ResultCache
 from inferline.search.fusion import SEMANTIC_SPAN, Fusion
 from inferline.search.index import SearchIndex
-from inferline.search.indexing import embed_budget
+from inferline.search.indexing import EmbedBudget, embed_budget
 
 
 @dataclass(frozen=True)
@@ -79,10 +78,10 @@ class SearchDeps:
         )
 
     @functools.cached_property
-    def embed_slots(self) -> asyncio.Semaphore:
+    def embed_slots(self) -> EmbedBudget:
         """The process's budget of embeddings in the model runtime's queue (`indexing.embed_budget`), shared
-        by every ingest, batch and record stream."""
-        return asyncio.Semaphore(embed_budget(self.models.queue_limit))
+        by every ingest, batch and record stream, handed out to tenants in turn."""
+        return EmbedBudget(embed_budget(self.models.queue_limit))
 
     @functools.cached_property
     def ranking(self) -> str:
