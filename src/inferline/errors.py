@@ -31,6 +31,10 @@ tenant is shown of any other exception is `shown_message`'s.
 
 from __future__ import annotations
 
+import re
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # lone UTF-16 surrogates: no database stores them as text
+
 
 class InferlineError(Exception):
     """Base of every error inferline raises on purpose."""
@@ -161,8 +165,9 @@ def shown_message(exc: BaseException, *, reference: str) -> str:
     An error of this tree is raised on purpose, in words meant for the caller. Anything else (a library's
     or the database's exception) can carry SQL, paths or addresses, and so can a ModelError, which wraps
     what a model raised: of those only the type is shown, with `reference` ("job <id>") to find the full
-    text in the log, where the caller logs it. U+0000, which PostgreSQL stores in no text, is shown as
-    U+FFFD (`inputs.shown_text`)."""
+    text in the log, where the caller logs it. U+0000 and lone UTF-16 surrogates, which PostgreSQL stores in
+    no text, are shown as U+FFFD (`inputs.shown_text`)."""
     if isinstance(exc, InferlineError) and not isinstance(exc, ModelError):
-        return (str(exc) or type(exc).__name__).replace("\x00", "\ufffd")
+        text = (str(exc) or type(exc).__name__).replace("\x00", "\ufffd")
+        return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
     return f"internal error ({type(exc).__name__}); the server log has it under {reference}"

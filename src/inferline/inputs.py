@@ -1,5 +1,5 @@
 """Checks that what is stored can be stored alike on both engines: what a request asks to store
-(`refuse_nul`), and what a job's code hands back (`unstorable`, `shown_text`)."""
+(`refuse_unstorable_text`), and what a job's code hands back (`unstorable`, `shown_text`)."""
 
 from __future__ import annotations
 
@@ -19,35 +19,49 @@ TEXT_MAX_CHARS = 10_000
 # U+0000 as `json.dumps` writes it: `\u0000` after an even number of backslashes (`\\u0000` is a
 # backslash followed by the text "u0000").
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Where an item sits: (its parent's place, its key or index); the root is (None, field).
 _Place = tuple["_Place | None", object]
 
 
-def refuse_nul(value: Any, field: str) -> None:
-    """A 422 naming where `value` (JSON-like: dicts, lists, strings, in keys too) holds U+0000. PostgreSQL
-    stores no NUL in text or jsonb: let through, it failed the whole group commit of a batch of jobs, every
-    tenant's."""
-    problem = nul_problem(value, field)
+def refuse_unstorable_text(value: Any, field: str) -> None:
+    """A 422 naming where `value` (JSON-like: dicts, lists, strings, in keys too) holds U+0000 or a lone
+    UTF-16 surrogate. PostgreSQL stores neither in text or jsonb: let through, one failed the whole group
+    commit of a batch of jobs, every tenant's."""
+    problem = nul_problem(value, field) or surrogate_problem(value, field)
     if problem is not None:
         raise InvalidInput(f"{problem[0]}: {problem[1]}, which is not accepted", field=problem[0])
 
 
 def nul_problem(value: Any, field: str) -> tuple[str, str] | None:
-    """(where, what) of the first U+0000 in `value`, or None. Walked with a stack, not recursion, and the
-    path built only for the item found, so the work is linear at any depth of nesting."""
+    """(where, what) of the first U+0000 in `value`, or None."""
+    return _text_problem(value, field, lambda text: NUL in text, "the character U+0000 (NUL)")
+
+
+def surrogate_problem(value: Any, field: str) -> tuple[str, str] | None:
+    """(where, what) of the first lone UTF-16 surrogate in `value`'s text, or None: Python keeps one in a str
+    (from a JSON escape), but UTF-8, PostgreSQL's jsonb and the vector index refuse it."""
+    return _text_problem(
+        value, field, lambda text: not text.isascii() and _SURROGATE.search(text) is not None, "a lone UTF-16 surrogate"
+    )
+
+
+def _text_problem(value: Any, field: str, bad: Callable[[str], bool], what: str) -> tuple[str, str] | None:
+    """(where, what) of the first text (a string, or a key) of `value` that is `bad`. Walked with a stack, not
+    recursion, and the path built only for the item found, so the work is linear at any depth of nesting."""
     stack: list[tuple[_Place, Any]] = [((None, field), value)]
     while stack:
         place, item = stack.pop()
         if isinstance(item, str):
-            if NUL in item:
-                return _where(place), "holds the character U+0000 (NUL)"
+            if bad(item):
+                return _where(place), f"holds {what}"
         elif isinstance(item, dict):
             for key, child in item.items():
-                if NUL in str(key):
-                    return _where(place), "has a key with the character U+0000 (NUL)"
+                if bad(str(key)):
+                    return _where(place), f"has a key with {what}"
                 stack.append(((place, key), child))
-        elif isinstance(item, list):
+        elif isinstance(item, list | tuple):
             stack.extend(((place, index), child) for index, child in enumerate(item))
     return None
 
@@ -57,7 +71,7 @@ def _where(place: _Place) -> str:
     node: _Place | None = place
     while node is not None:
         node, key = node
-        parts.append(str(key))
+        parts.append(_SURROGATE.sub("\ufffd", str(key)))  # the error itself must be sendable
     return ".".join(reversed(parts))
 
 
@@ -99,6 +113,8 @@ def unstorable(value: Any, field: str, *, max_bytes: int | None = None) -> str |
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         where, what = nul_problem(value, field) or (field, "holds the character U+0000 (NUL)")
         return f"{where}: {what}, which cannot be stored"
+    if "\\ud" in text and (found := surrogate_problem(value, field)) is not None:  # non-BMP text, or a lone one
+        return f"{found[0]}: {found[1]}, which cannot be stored"
     if max_bytes is not None and (size := quoted_size(text)) > max_bytes:
         return f"{field}: {size:,} bytes of JSON, over the {max_bytes:,} bytes the database stores in one job"
     return None
@@ -113,9 +129,12 @@ def quoted_size(text: str) -> int:
 
 
 def shown_text(text: str, max_chars: int = TEXT_MAX_CHARS) -> str:
-    """A text a job reports (a stage, a detail, an error's message) as it can be stored: U+0000 shown as
-    U+FFFD, and cut to `max_chars` (ending in "…"). Longer, PostgreSQL and MariaDB refuse a stage, MariaDB a
-    detail, and the refused write held every job's progress and outcomes written with it."""
+    """A text a job reports (a stage, a detail, an error's message) as it can be stored: U+0000 and lone
+    UTF-16 surrogates shown as U+FFFD, and cut to `max_chars` (ending in "…"). Either, or a text longer,
+    PostgreSQL refuses (MariaDB a longer detail too), and the refused write held every job's progress and
+    outcomes written with it."""
     if NUL in text:
         text = text.replace(NUL, REPLACEMENT)
+    if not text.isascii():
+        text = _SURROGATE.sub(REPLACEMENT, text)
     return text if len(text) <= max_chars else text[: max_chars - 1] + "…"

@@ -1,17 +1,21 @@
 """JSON from clients, held to bounds that everything after the parser can take: a nesting depth, integers
-that fit a signed 64-bit column, finite floats.
+that fit a signed 64-bit column, finite floats, text that is Unicode (no lone surrogate).
 
 Python's `json` parses any depth up to the interpreter's recursion limit (past it: `RecursionError`),
 integers of any size and `NaN`/`Infinity`. What comes after does not: `json.dumps` and pydantic recurse,
 PostgreSQL's `json` rejects `NaN`, and BIGINT columns, Qdrant payloads and both filter backends stop at
-64 bits. Every JSON value a client sends passes `check` (parsed here: `loads`; parsed by FastAPI: a model
-field annotated with `Bounded`), so a bad one is a 422 naming its field, never a 500 further down.
+64 bits. A JSON string may hold a lone UTF-16 surrogate (`"\\ud800"`), which Python keeps in a str
+but nothing after takes: PostgreSQL's jsonb refuses it (a group commit of every tenant's jobs with it),
+as do UTF-8 and the embedded vector index (a document's ingest crashed on such metadata). Every JSON
+value a client sends passes `check` (parsed here: `loads`; parsed by FastAPI: a model field annotated with
+`Bounded`), so a bad one is a 422 naming its field, never a 500 further down.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +26,8 @@ from inferline.errors import InvalidInput
 MAX_DEPTH = 64  # containers inside each other (serde_json's default limit is 128)
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE = "holds a lone UTF-16 surrogate (U+D800 to U+DFFF), which is not Unicode text"
 
 
 def loads(raw: str | bytes | bytearray, *, field: str) -> Any:
@@ -52,7 +58,12 @@ def first_problem(value: Any) -> tuple[list[str], str] | None:
     return _find_problem(value)
 
 
-_PLAIN = frozenset({str, bool, type(None)})
+_PLAIN = frozenset({bool, type(None)})
+
+
+def _text(value: str) -> bool:
+    """Encodable as UTF-8: no lone surrogate (ASCII, the common case, is not searched)."""
+    return value.isascii() or _SURROGATE.search(value) is None
 
 
 def _within_bounds(value: Any) -> bool:
@@ -76,21 +87,25 @@ def _next_level(level: list[Any]) -> list[Any] | None:
     """The containers inside `level`'s, or None when one of its scalars is out of bounds."""
     below: list[Any] = []
     for container in level:
+        if type(container) is dict and not all(type(key) is str and _text(key) for key in container):
+            return None
         for child in container.values() if type(container) is dict else container:
             kind = type(child)
-            if kind in _PLAIN:
-                continue
-            if kind is int:
-                if child > INT64_MAX or child < INT64_MIN:
-                    return None
-            elif kind is float:
-                if child - child != 0.0:  # NaN and ±Infinity
-                    return None
-            elif kind is dict or kind is list:
+            if kind is dict or kind is list:
                 below.append(child)
-            else:
+            elif kind not in _PLAIN and not _plain_within_bounds(kind, child):
                 return None
     return below
+
+
+def _plain_within_bounds(kind: type, value: Any) -> bool:
+    if kind is str:
+        return _text(value)
+    if kind is int:
+        return bool(INT64_MIN <= value <= INT64_MAX)
+    if kind is float:
+        return bool(value - value == 0.0)  # not NaN or ±Infinity
+    return False  # a type it does not know: `_find_problem` decides
 
 
 def _find_problem(value: Any) -> tuple[list[str], str] | None:
@@ -102,15 +117,17 @@ def _find_problem(value: Any) -> tuple[list[str], str] | None:
     levels: list[Iterator[tuple[Any, Any]]] = [_children(value)]
     while levels:
         for key, child in levels[-1]:
+            if isinstance(key, str) and not _text(key):
+                return [*path, _shown(key)], f"the key {_LONE_SURROGATE}"
             if _is_container(child):
                 if len(levels) >= MAX_DEPTH:  # named by the field alone: its path would be 64 keys long
                     return [], f"nested deeper than {MAX_DEPTH} levels"
-                path.append(str(key))
+                path.append(_shown(key))
                 levels.append(_children(child))
                 break
             reason = _scalar_problem(child)
             if reason is not None:
-                return [*path, str(key)], reason
+                return [*path, _shown(key)], reason
         else:
             levels.pop()
             if path:
@@ -126,7 +143,15 @@ def _children(value: Any) -> Iterator[tuple[Any, Any]]:
     return iter(value.items()) if isinstance(value, dict) else enumerate(value)
 
 
+def _shown(key: Any) -> str:
+    """A key as a path names it in an error: a lone surrogate replaced, so the error itself can be sent."""
+    text = str(key)
+    return text if _text(text) else _SURROGATE.sub("\ufffd", text)
+
+
 def _scalar_problem(value: Any) -> str | None:
+    if isinstance(value, str) and not _text(value):
+        return _LONE_SURROGATE
     if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
         return "integer out of the signed 64-bit range"
     if isinstance(value, float) and not math.isfinite(value):

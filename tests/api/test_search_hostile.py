@@ -73,3 +73,25 @@ async def test_hostile_html_is_ingested_or_failed_with_its_reason(search_api: Ap
     assert [document["status"] for document in finished] == ["ready", "ready"]
     found = await search(search_api, "bravo", mode="keyword")
     assert [hit["document_id"] for hit in found["hits"]] == [documents[1]["id"]]
+
+
+async def test_a_lone_surrogate_in_metadata_is_a_422_naming_it_on_every_engine(search_api: Api) -> None:
+    """A JSON string may hold a lone UTF-16 surrogate, which Python's parser keeps: PostgreSQL's jsonb refused
+    the row (a 500); on SQLite it was stored, and the document's ingest crashed in the vector index."""
+    await create(search_api)
+    bodies = {
+        "body.metadata.note": rb'{"text": "alpha", "metadata": {"note": "x\ud800"}}',
+        "body.metadata.tags.1": rb'{"text": "alpha", "metadata": {"tags": ["ok", "\udc00"]}}',
+    }
+    for field, body in bodies.items():
+        response = await search_api.client.post(
+            "/api/v1/collections/docs/documents", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422 and response.json()["field"] == field, response.text
+    multipart = await search_api.client.post(
+        "/api/v1/collections/docs/documents",
+        files={"file": ("a.txt", b"bravo", "text/plain")},
+        data={"metadata": r'{"k": "\udbff"}'},
+    )
+    assert multipart.status_code == 422 and multipart.json()["field"] == "metadata.k", multipart.text
+    assert (await search_api.client.get("/api/v1/collections/docs/documents")).json()["items"] == []

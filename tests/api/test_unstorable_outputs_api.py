@@ -1,6 +1,7 @@
-"""What a job's code returns, checkpoints or reports that PostgreSQL cannot store (U+0000, NaN, bytes)
-fails that job with the reason, or is shown with U+FFFD in its place (stages, details, error texts);
-it never fails the batched write of every job's outcome or progress, nor leaves a job stuck."""
+"""What a job's code returns, checkpoints or reports that PostgreSQL cannot store (U+0000, a lone UTF-16
+surrogate, NaN, bytes) fails that job with the reason, or is shown with U+FFFD in its place (stages,
+details, error texts); it never fails the batched write of every job's outcome or progress, nor leaves a
+job stuck."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ async def run(api: Api, what: str) -> dict[str, Any]:
     [
         ("result", "result.pages.0.text: holds the character U+0000 (NUL)"),
         ("key", "result: has a key with the character U+0000 (NUL)"),
+        ("surrogate", "result.pages.0.text: holds a lone UTF-16 surrogate"),
         ("nan", "result: holds NaN or Infinity"),
         ("bytes", "result: not JSON"),
         ("checkpoint", "checkpoint.pages.1: holds the character U+0000 (NUL)"),
@@ -51,6 +53,13 @@ async def test_stages_details_and_error_texts_keep_going_with_the_nul_replaced(a
     assert detailed["stage"] == f"read{FFFD}" and detailed["detail"] == f"half{FFFD}"
     assert failed["status"] == "failed" and failed["error"]["message"] == f"the file holds a NUL: {FFFD}"
     assert failed["detail"] == f"the file holds a NUL: {FFFD}"
+
+
+async def test_stages_details_and_error_texts_keep_going_with_a_lone_surrogate_replaced(api: Api) -> None:
+    detailed, failed = await asyncio.gather(run(api, "surrogate_detail"), run(api, "surrogate_error"))
+    assert detailed["status"] == "succeeded" and detailed["result"] == {"ok": True}
+    assert detailed["stage"] == f"read{FFFD}" and detailed["detail"] == f"half{FFFD}"
+    assert failed["status"] == "failed" and failed["error"]["message"] == f"the file holds a surrogate: {FFFD}"
 
 
 @pytest.mark.mariadb_too

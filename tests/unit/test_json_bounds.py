@@ -43,6 +43,24 @@ def test_loads_names_the_path_to_a_number_out_of_bounds() -> None:
     assert jsonvalues.loads(fine, field="metadata")["a"][0] == 2**63 - 1
 
 
+def test_loads_names_the_path_to_a_lone_surrogate_in_a_value_or_a_key() -> None:
+    # JSON escapes: what Python's parser keeps as a lone surrogate, which UTF-8 and PostgreSQL's jsonb refuse.
+    cases = {
+        r'{"a": {"b": ["fine", "x\ud800y"]}}': "metadata.a.b.1",
+        r'{"a": "\udfff"}': "metadata.a",
+        r'{"a": {"k\udc00": 1}}': "metadata.a.k\ufffd",  # the key shown with the surrogate replaced
+        r'"\ud83d"': "metadata",
+    }
+    for raw, field in cases.items():
+        with pytest.raises(InvalidInput, match="lone UTF-16 surrogate") as caught:
+            jsonvalues.loads(raw, field="metadata")
+        assert caught.value.field == field, raw
+        str(caught.value).encode("utf-8")  # the error itself can be sent
+    # A pair (what an emoji is escaped as) is one character, and text in any script passes.
+    fine = jsonvalues.loads(r'{"a": "\ud83d\ude00 한국어", "키": "é"}', field="metadata")
+    assert fine == {"a": "😀 한국어", "키": "é"}
+
+
 def test_loads_refuses_what_is_not_json() -> None:
     for raw in (b"{nope", b"\xff\xfe", "1" * 5000):  # the last: past Python's int-from-text digit limit
         with pytest.raises(InvalidInput) as caught:

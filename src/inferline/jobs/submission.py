@@ -36,7 +36,7 @@ from inferline.clock import utcnow
 from inferline.errors import IdempotencyConflict, InvalidInput
 from inferline.files.store import hold_files
 from inferline.ids import new_id
-from inferline.inputs import refuse_nul
+from inferline.inputs import refuse_unstorable_text
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import Job, JobStatus
 from inferline.jobs.store import JobStore, add_jobs_sync
@@ -106,8 +106,8 @@ def validated_request(registry: KindRegistry, request: JobRequest) -> JobRequest
     """The request with its input checked and completed by the kind's model (422s name the field)."""
     if request.webhook_events and not request.webhook:
         raise InvalidInput("webhook_events given without a webhook URL", field="webhook")
-    refuse_nul(request.input, "input")
-    refuse_nul(request.webhook or "", "webhook")
+    refuse_unstorable_text(request.input, "input")
+    refuse_unstorable_text(request.webhook or "", "webhook")
     return replace(request, input=registry.validate_input(request.kind, request.input))
 
 

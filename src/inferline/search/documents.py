@@ -18,7 +18,7 @@ from inferline.files.blobs import BlobStore
 from inferline.files.service import FileInfo, insert_file, remove_blobs
 from inferline.files.store import release_files
 from inferline.ids import new_id
-from inferline.inputs import refuse_nul
+from inferline.inputs import refuse_unstorable_text
 from inferline.jobs.store import JobStore
 from inferline.jobs.submission import JobRequest, JobTransaction, Submitter
 from inferline.search import kind
@@ -42,8 +42,8 @@ def check_document_input(metadata: Any, external_id: Any) -> tuple[dict[str, Any
         raise InvalidInput(f"metadata: over {MAX_METADATA_BYTES} bytes of JSON", field="metadata")
     if external_id is not None and (not isinstance(external_id, str) or not 0 < len(external_id) <= 500):
         raise InvalidInput("external_id: 1 to 500 characters", field="external_id")
-    refuse_nul(metadata, "metadata")
-    refuse_nul(external_id or "", "external_id")
+    refuse_unstorable_text(metadata, "metadata")
+    refuse_unstorable_text(external_id or "", "external_id")
     return metadata, external_id
 
 
