@@ -46,11 +46,11 @@ from inferline.search.deps import SearchDeps
 from inferline.search.documents import add_document, delete_document, get_document
 from inferline.search.embedders import EmbedInput
 from inferline.search.index import ChunkRecord, IndexSpec
-from inferline.search.indexing import EmbedBudget
 from inferline.search.kind import IngestInput, run_ingest
 from inferline.search.model import Collection, Document, DocumentStatus
 from inferline.search.qdrant import QdrantIndex
 from inferline.search.tokens import tokenize
+from inferline.turns import TenantSlots
 
 
 class HashModel(Model[EmbedInput, np.ndarray]):
@@ -330,7 +330,7 @@ async def test_the_chunks_embedded_ahead_share_one_budget_of_predictions_in_the_
     searches and ingests of every tenant refused. All of a process's batches share `embed_slots`."""
     collection = await bulk.collection()
     batch = await bulk.batch(collection, [posting(i) for i in range(24)], chunk_records=4)
-    bulk.batches = replace(bulk.batches, embed_slots=EmbedBudget(3))
+    bulk.batches = replace(bulk.batches, embed_slots=TenantSlots(3))
     ctx = bulk.context()
     in_flight, most = 0, 0
 

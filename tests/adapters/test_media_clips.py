@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from tests.helpers import eventually
 from tests.media_helpers import (
     FPS,
     FRAME,
@@ -42,8 +43,9 @@ from inferline.media.clips import (
 )
 from inferline.media.ffmpeg import CLIP, SONG, Source, input_args, run_ffmpeg
 from inferline.media.images import normalize_photo
-from inferline.media.probe import MediaInfo, PictureCheck, picture_problems, probe
+from inferline.media.probe import MediaInfo, PictureCheck, check_audio, picture_problems, probe
 from inferline.media.transitions import XfadeTransitions
+from inferline.turns import TenantSlots
 
 CAPTION_BAND = (0, 140, 320, 180)
 
@@ -592,3 +594,29 @@ async def test_a_photo_that_is_not_an_image_fails_clearly(tmp_path: Path) -> Non
     fake.write_text("not a picture at all")
     with pytest.raises(JobError, match="ffmpeg exited with status"):
         await render_photo_clip(fake, tmp_path / "x.mp4", frame=FRAME, fps=FPS, duration_s=1)
+
+
+async def test_song_checks_take_the_process_decodes_by_tenant_in_turn(tmp_path: Path) -> None:
+    """Songs decoded at once are few per process (`MediaDeps.song_decodes`); a tenant's check waits for the
+    next freed one, not behind every check another tenant queued first."""
+    song = await tone(tmp_path / "a.wav", "0.1*sin(2*PI*440*t)", 1.0)
+    decodes = TenantSlots(1)
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def holding() -> None:
+        async with decodes.hold("a"):
+            held.set()
+            await release.wait()
+
+    holder = asyncio.create_task(holding())
+    await held.wait()
+    queued = [asyncio.create_task(check_audio(song, 60, decodes=decodes, tenant="a")) for _ in range(3)]
+    await eventually(lambda: decodes.waiting == 3)  # each probed, and waiting for the decode
+    other = asyncio.create_task(check_audio(song, 60, decodes=decodes, tenant="b"))
+    await eventually(lambda: decodes.waiting == 4)
+    release.set()
+    assert await other == pytest.approx(1.0, abs=0.05)
+    assert not any(task.done() for task in queued)  # b went first, ahead of a's three
+    assert [await task for task in queued] == [pytest.approx(1.0, abs=0.05)] * 3
+    await holder
+    assert decodes.free == 1

@@ -14,7 +14,8 @@ from inferline.files.blobs import BlobStore
 from inferline.files.store import Quota
 from inferline.jobs.submission import Submitter
 from inferline.search.deps import SearchDeps
-from inferline.search.indexing import EMBED_IN_FLIGHT, EmbedBudget
+from inferline.search.indexing import EMBED_IN_FLIGHT
+from inferline.turns import TenantSlots
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class BatchDeps:
     # embeds two chunks ahead of the one it writes: each with its own EMBED_IN_FLIGHT, one batch would fill
     # the queue (`model_queue_limit`, 256), and the ingests of every tenant, and another batch's chunk,
     # would be refused (Overloaded).
-    embed_slots: EmbedBudget = field(default_factory=lambda: EmbedBudget(EMBED_IN_FLIGHT))
+    embed_slots: TenantSlots = field(default_factory=lambda: TenantSlots(EMBED_IN_FLIGHT))
 
     @classmethod
     def from_settings(cls, settings: Settings, *, search: SearchDeps, submitter: Submitter) -> BatchDeps:

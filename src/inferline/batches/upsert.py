@@ -52,7 +52,6 @@ from inferline.search.filters import FieldType, check_metadata
 from inferline.search.index import ChunkRecord, Vector
 from inferline.search.indexing import (
     DocumentText,
-    EmbedBudget,
     chunk_documents,
     chunk_records,
     embed_documents,
@@ -61,6 +60,7 @@ from inferline.search.indexing import (
 from inferline.search.model import Collection, Document, DocumentStatus
 from inferline.search.store import SearchStore
 from inferline.shielding import despite_cancel
+from inferline.turns import TenantSlots
 
 log = structlog.get_logger(__name__)
 
@@ -378,7 +378,7 @@ async def _embed_items(deps: BatchDeps, ctx: JobContext, collection: Collection,
 
 
 async def _embed(
-    ctx: JobContext, model: str, chunked: list[list[Chunk]], in_flight: EmbedBudget
+    ctx: JobContext, model: str, chunked: list[list[Chunk]], in_flight: TenantSlots
 ) -> list[list[Vector] | str]:
     """Each document's vectors, or the reason its embedding failed alone (see the module's docstring)."""
     found: list[list[Vector] | str] = []

@@ -83,7 +83,11 @@ async def add_asset(deps: MediaDeps, *, tenant: str, project_id: str, file: File
     else:
         try:
             duration_s = await probe.check_audio(
-                _staged(file), deps.limits.max_audio_s, content_type=file.content_type, decodes=deps.song_decodes
+                _staged(file),
+                deps.limits.max_audio_s,
+                content_type=file.content_type,
+                decodes=deps.song_decodes,
+                tenant=tenant,
             )
         except TimedOut as exc:  # the machine was too busy to decode it in time, not the song's fault
             raise Unavailable(f"the song could not be checked in time ({exc}); send it again", retry_after_s=5) from exc

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from inferline.jobs.submission import Submitter
 from inferline.media.encoders import EncoderChoice
 from inferline.media.transitions import TransitionGenerator, XfadeTransitions
 from inferline.media.workspace import Workspaces
+from inferline.turns import TenantSlots
 
 SONG_DECODES = 2  # songs decoded whole at once in a process: the reference machine's cores
 
@@ -52,8 +52,9 @@ class MediaDeps:
     ffmpeg_threads: int = 2
     # x264 or NVENC, tried on the first media job (setting `media_video_encoder`).
     encoders: EncoderChoice = field(default_factory=EncoderChoice)
-    # Songs decoded whole at once (their check at upload): a burst of uploads does not take every core.
-    song_decodes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SONG_DECODES))
+    # Songs decoded whole at once (their check at upload): a burst of uploads does not take every core,
+    # and tenants take turns: one tenant's burst does not queue another's song behind all of it.
+    song_decodes: TenantSlots = field(default_factory=lambda: TenantSlots(SONG_DECODES))
     workspaces: Workspaces = field(init=False)
 
     def __post_init__(self) -> None:

@@ -4,7 +4,6 @@ held to the demuxers of the file's role (`ffmpeg.Source`: a clip by default, the
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
@@ -25,6 +24,7 @@ from inferline.media.ffmpeg import (
     song_source,
     time_budget_s,
 )
+from inferline.turns import TenantSlots
 
 MAX_PROBE_OUTPUT_BYTES = 1_000_000  # a file with thousands of streams or tags is not a song or a clip
 MAX_PROBLEMS = 50
@@ -139,12 +139,14 @@ async def check_audio(
     *,
     content_type: str | None = None,
     timeout_s: float = 10,
-    decodes: asyncio.Semaphore | None = None,
+    decodes: TenantSlots | None = None,
+    tenant: str = "",
 ) -> float:
     """An uploaded song's duration in seconds, if it is one: a file of a song's container (that of its
     sniffed `content_type` where given), a sound stream in a codec the render takes, no longer than
     `max_duration_s`, that decodes to its end at one sample rate and channel layout (`decodes`: the
-    process's limit of such decodes at once). `TimedOut` (retryable) when that decode runs past its time."""
+    process's limit of such decodes at once, taken by `tenant` in turn with others). `TimedOut` (retryable)
+    when that decode runs past its time."""
     info = await probe(path, song_source(content_type), timeout_s=timeout_s)
     if info.audio_codec is None:
         raise UnsupportedMediaType("the file has no audio stream; upload an MP3, AAC, WAV, OGG or FLAC song")
@@ -154,7 +156,7 @@ async def check_audio(
         raise InvalidInput("the song's length could not be read", field="file")
     if info.duration_s > max_duration_s:
         raise TooLarge(f"the song lasts {info.duration_s:.0f} s; at most {max_duration_s:.0f} s is accepted")
-    async with decodes or contextlib.nullcontext():
+    async with decodes.hold(tenant) if decodes is not None else contextlib.nullcontext():
         await _check_song_decodes(path, content_type, info.duration_s)
     return info.duration_s
 

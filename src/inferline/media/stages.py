@@ -278,7 +278,7 @@ async def run_last_clip(deps: MediaDeps, ctx: JobContext, data: LastClipInput) -
         if data.music_file_id is not None:
             song = await input_file(deps, ctx, data.music_file_id, field="music_file_id", types=sniff.AUDIO)
             if not (data.music_checked and is_child(ctx.job)):  # as the render's check of its song
-                await check_audio(song.path, deps.limits.max_audio_s, decodes=deps.song_decodes)
+                await check_audio(song.path, deps.limits.max_audio_s, decodes=deps.song_decodes, tenant=ctx.tenant)
         await deps.encoders.get()  # a required encoder that does not work here fails the job before any work
         async with deps.workspaces.open(ctx.id) as work:
             still = await normalized_photo(deps, ctx, background, work, data.size) if background else None
@@ -401,7 +401,7 @@ async def run_render(deps: MediaDeps, ctx: JobContext, data: RenderInput) -> dic
             music = await input_file(deps, ctx, data.music_file_id, field="music_file_id", types=sniff.AUDIO)
             # A pipeline's song is a project's audio asset, checked when it was uploaded: one process start less.
             if not (data.music_checked and is_child(ctx.job)):
-                await check_audio(music.path, deps.limits.max_audio_s, decodes=deps.song_decodes)
+                await check_audio(music.path, deps.limits.max_audio_s, decodes=deps.song_decodes, tenant=ctx.tenant)
         music_track = None
         # The pipeline's, made by its last clip and matched to the clips' length there; a caller's is not
         # decoded here, so not taken.

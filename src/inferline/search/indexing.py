@@ -12,10 +12,7 @@ the document's own (a batch sets that record aside) or the job's (an ingest rais
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +24,7 @@ from inferline.search.embedders import EmbedInput
 from inferline.search.index import ChunkRecord, IndexSpec, SearchIndex, Vector
 from inferline.search.model import Collection
 from inferline.search.tokens import chunk_terms
+from inferline.turns import TenantSlots
 
 EMBED_IN_FLIGHT = 128  # chunks handed to the batcher at once: several full batches, bounded memory
 
@@ -38,77 +36,6 @@ def embed_budget(queue_limit: int) -> int:
     taking EMBED_IN_FLIGHT on its own, three at once (256 by default) had the third's items refused
     (`Overloaded`) and its attempt failed."""
     return max(1, min(EMBED_IN_FLIGHT, queue_limit // 2))
-
-
-class EmbedBudget:
-    """The process's `embed_budget`: how many chunks of jobs' embeddings wait in the model runtime at once,
-    shared by tenants. Every ingest and batch embeds with EMBED_IN_FLIGHT workers, each holding one unit
-    while its chunk is in the queue. In a plain semaphore they waited in one line: a tenant's ingest started
-    behind every unit another tenant's running jobs were already waiting for (three jobs: 256 chunks, ~20 s
-    of e5 on 2 cores), then got a share by its number of jobs. Here a freed unit goes to the waiting tenant
-    that holds the fewest (ties in turn, as the model batcher's lanes take tenants), so another tenant's
-    first chunk goes in when the next unit is freed; a tenant alone takes them all, as before."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._free = size
-        self._held: dict[str, int] = {}
-        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}  # per tenant, never empty; its order: the turn
-
-    @property
-    def free(self) -> int:
-        return self._free
-
-    @asynccontextmanager
-    async def hold(self, tenant: str) -> AsyncIterator[None]:
-        await self._acquire(tenant)
-        try:
-            yield
-        finally:
-            self._release(tenant)
-
-    async def _acquire(self, tenant: str) -> None:
-        if self._free > 0 and not self._waiting:
-            self._free -= 1
-            self._held[tenant] = self._held.get(tenant, 0) + 1
-            return
-        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        lane = self._waiting.get(tenant)
-        if lane is None:
-            lane = self._waiting[tenant] = deque()
-        lane.append(granted)
-        try:
-            await granted  # counted in `_held` by the release that hands it over
-        except BaseException:
-            if granted.done() and not granted.cancelled():
-                self._release(tenant)  # handed over, then canceled before it ran: the unit goes on
-            else:  # still in its lane, unless a release passed it by (canceled before its task ran)
-                with contextlib.suppress(ValueError):
-                    lane.remove(granted)
-                if not lane and self._waiting.get(tenant) is lane:
-                    del self._waiting[tenant]
-            raise
-
-    def _release(self, tenant: str) -> None:
-        left = self._held[tenant] - 1
-        if left:
-            self._held[tenant] = left
-        else:
-            del self._held[tenant]
-        while self._waiting:
-            # A few tenants wait at most (one per running job's tenant): a scan, not a heap.
-            chosen = min(self._waiting, key=lambda waiting: self._held.get(waiting, 0))
-            lane = self._waiting.pop(chosen)
-            while lane and lane[0].done():  # canceled, its task not yet run to leave the line
-                lane.popleft()
-            if not lane:
-                continue
-            lane.popleft().set_result(None)
-            if lane:
-                self._waiting[chosen] = lane  # to the end of the turn
-            self._held[chosen] = self._held.get(chosen, 0) + 1
-            return
-        self._free += 1
 
 
 UPSERT_BATCH = 256
@@ -149,7 +76,7 @@ async def embed_documents(
     chunked: Sequence[list[Chunk]],
     progress: Progress | None = None,
     *,
-    in_flight: EmbedBudget | None = None,
+    in_flight: TenantSlots | None = None,
 ) -> list[list[Vector] | Exception]:
     """Each document's vectors, or the first exception one of its chunks raised. Every chunk of every
     document goes to the model runtime together (up to EMBED_IN_FLIGHT at a time, or as many as
@@ -168,7 +95,7 @@ async def embed_documents(
 
 
 async def _embed(
-    ctx: JobContext, model: str, chunks: list[Chunk], progress: Progress | None, in_flight: EmbedBudget | None
+    ctx: JobContext, model: str, chunks: list[Chunk], progress: Progress | None, in_flight: TenantSlots | None
 ) -> list[Any]:
     """Vectors (or an item's exception) in the order of `chunks`. A fixed number of workers take the next
     chunk as each finishes, so the batcher never waits for a whole window to drain."""

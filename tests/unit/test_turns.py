@@ -1,20 +1,20 @@
-"""The jobs' embedding budget (`search.indexing.EmbedBudget`): units handed to the waiting tenants in turn."""
+"""Slots shared by tenants (`inferline.turns.TenantSlots`): handed to the waiting tenants in turn."""
 
 from __future__ import annotations
 
 import asyncio
 
-from inferline.search.indexing import EmbedBudget
+from inferline.turns import TenantSlots
 
 
-async def _holder(budget: EmbedBudget, tenant: str, order: list[str], release: asyncio.Event) -> None:
+async def _holder(budget: TenantSlots, tenant: str, order: list[str], release: asyncio.Event) -> None:
     async with budget.hold(tenant):
         order.append(tenant)
         await release.wait()
 
 
 async def test_a_freed_unit_goes_to_the_next_waiting_tenant_not_to_the_oldest_waiter() -> None:
-    budget = EmbedBudget(2)
+    budget = TenantSlots(2)
     order: list[str] = []
     gates = [asyncio.Event() for _ in range(8)]
     # Tenant a's running jobs: two units held, four more of its chunks waiting.
@@ -36,7 +36,7 @@ async def test_a_freed_unit_goes_to_the_next_waiting_tenant_not_to_the_oldest_wa
 
 
 async def test_a_tenant_alone_takes_every_unit_and_gives_them_back() -> None:
-    budget = EmbedBudget(3)
+    budget = TenantSlots(3)
     order: list[str] = []
     release = asyncio.Event()
     tasks = [asyncio.create_task(_holder(budget, "a", order, release)) for _ in range(5)]
@@ -48,7 +48,7 @@ async def test_a_tenant_alone_takes_every_unit_and_gives_them_back() -> None:
 
 
 async def test_canceled_waiters_are_passed_by_and_a_unit_handed_to_one_goes_on() -> None:
-    budget = EmbedBudget(1)
+    budget = TenantSlots(1)
     order: list[str] = []
     hold, never = asyncio.Event(), asyncio.Event()
     tasks: dict[str, asyncio.Task[None]] = {}
@@ -73,7 +73,7 @@ async def test_canceled_waiters_are_passed_by_and_a_unit_handed_to_one_goes_on()
 
 
 async def test_a_waiter_canceled_while_in_line_leaves_it() -> None:
-    budget = EmbedBudget(1)
+    budget = TenantSlots(1)
     order: list[str] = []
     hold, never = asyncio.Event(), asyncio.Event()
     first = asyncio.create_task(_holder(budget, "a", order, hold))
@@ -86,3 +86,15 @@ async def test_a_waiter_canceled_while_in_line_leaves_it() -> None:
     hold.set()
     await asyncio.wait_for(asyncio.gather(first, after), 5)
     assert order == ["a", "b"] and budget.free == 1
+
+
+async def test_a_tenant_that_frees_its_one_slot_waits_its_turn_behind_another() -> None:
+    slots = TenantSlots(1)
+    order: list[str] = []
+    release = asyncio.Event()
+    tasks = [asyncio.create_task(_holder(slots, tenant, order, release)) for tenant in "aab"]
+    await asyncio.sleep(0)
+    assert order == ["a"] and slots.waiting == 2
+    release.set()
+    await asyncio.gather(*tasks)
+    assert order == ["a", "b", "a"]  # a's second after b's one: both held none, and a had just had its turn
