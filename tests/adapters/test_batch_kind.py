@@ -181,6 +181,39 @@ async def test_a_batch_indexes_its_records_in_bulk_with_full_model_batches_and_n
     assert await bulk.version(collection) == 1  # advanced once, at the end
 
 
+async def test_a_chunks_index_write_is_split_into_transactions_of_bounded_size(
+    bulk: Bulk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite every writer of every tenant waits for the transaction that writes a chunk's records to the
+    index: a chunk of up to 10,000 records is written in groups of INDEX_WRITE_RECORDS chunks (here 6), each
+    document's chunks still replaced whole in one of them."""
+    monkeypatch.setattr(upsert, "INDEX_WRITE_RECORDS", 6)
+    collection = await bulk.collection()
+    batch = await bulk.batch(collection, [posting(i) for i in range(16)], chunk_records=16)
+    written: list[int] = []
+    index = bulk.search.index
+    original = index.delete_documents
+
+    async def counted(collection_id: str, document_ids: Any) -> None:
+        written.append(len(document_ids))
+        await original(collection_id, document_ids)
+
+    monkeypatch.setattr(index, "delete_documents", counted)
+    assert (await bulk.run(batch))["completed"] == 16
+    assert written == [6, 6, 4]  # one chunk of 16 records (a chunk each), three transactions
+    assert await bulk.search.index.count(collection.id) == 16
+    rows = await _output(bulk, batch.id)
+    statuses = [
+        (await get_document(bulk.search, collection=collection, document_id=row["document_id"])).status for row in rows
+    ]
+    assert len(rows) == 16 and set(statuses) == {DocumentStatus.READY}
+
+
+async def _output(bulk: Bulk, batch_id: str) -> list[dict[str, Any]]:
+    async with db.read(bulk.search.engine) as conn:
+        return await BatchStore(conn).records(batch_id, failed=False, after_line=0)
+
+
 async def test_unchanged_records_cost_nothing_and_a_changed_one_replaces_its_chunks(bulk: Bulk) -> None:
     collection = await bulk.collection()
     records = [posting(i) for i in range(10)]
