@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 
-_SURROGATE = re.compile("[\ud800-\udfff]")  # lone UTF-16 surrogates: no database stores them as text
+SURROGATE = re.compile("[\ud800-\udfff]")  # lone UTF-16 surrogates: no database stores them, UTF-8 cannot encode them
 
 
 class InferlineError(Exception):
@@ -169,5 +169,5 @@ def shown_message(exc: BaseException, *, reference: str) -> str:
     no text, are shown as U+FFFD (`inputs.shown_text`)."""
     if isinstance(exc, InferlineError) and not isinstance(exc, ModelError):
         text = (str(exc) or type(exc).__name__).replace("\x00", "\ufffd")
-        return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+        return text if text.isascii() else SURROGATE.sub("\ufffd", text)
     return f"internal error ({type(exc).__name__}); the server log has it under {reference}"

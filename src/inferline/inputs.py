@@ -20,6 +20,9 @@ TEXT_MAX_CHARS = 10_000
 # backslash followed by the text "u0000").
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# A surrogate as `json.dumps` escapes it, not in a pair (an emoji is a high one then a low one): found, the
+# value is walked for the exact place (an escaped backslash before "ud800" makes a false find, no false miss).
+_LONE_ESCAPE = re.compile(r"\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}")
 
 # Where an item sits: (its parent's place, its key or index); the root is (None, field).
 _Place = tuple["_Place | None", object]
@@ -113,7 +116,7 @@ def unstorable(value: Any, field: str, *, max_bytes: int | None = None) -> str |
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         where, what = nul_problem(value, field) or (field, "holds the character U+0000 (NUL)")
         return f"{where}: {what}, which cannot be stored"
-    if "\\ud" in text and (found := surrogate_problem(value, field)) is not None:  # non-BMP text, or a lone one
+    if "\\ud" in text and _LONE_ESCAPE.search(text) and (found := surrogate_problem(value, field)) is not None:
         return f"{found[0]}: {found[1]}, which cannot be stored"
     if max_bytes is not None and (size := quoted_size(text)) > max_bytes:
         return f"{field}: {size:,} bytes of JSON, over the {max_bytes:,} bytes the database stores in one job"

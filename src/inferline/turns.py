@@ -16,10 +16,10 @@ from contextlib import asynccontextmanager
 
 class TenantSlots:
     """`size` slots a process's callers hold at once (an item in a model's queue, a decode), handed out to
-    the waiting tenants in turn: a freed slot goes to the waiting tenant that holds the fewest (ties in the
-    order they came, as the model batcher's lanes take tenants). In a plain semaphore callers wait in one
-    line, and a tenant waits behind every caller another tenant queued before it; here its first caller
-    gets the next freed slot. A tenant alone takes them all, as with a semaphore."""
+    the waiting tenants in turn: a freed slot goes to the waiting tenant that holds the fewest (ties in turn
+    order, a tenant just served going to the end, as the model batcher's lanes take tenants). In a plain
+    semaphore callers wait in one line, and a tenant waits behind every caller another tenant queued before
+    it; here its first caller gets the next freed slot. A tenant alone takes them all, as with a semaphore."""
 
     def __init__(self, size: int) -> None:
         self.size = size

@@ -373,17 +373,21 @@ async def test_ingests_at_once_share_one_budget_of_the_model_queue_and_none_is_r
         assert (await setup.reread(collection, document)).status == DocumentStatus.READY
 
 
-async def test_another_tenants_ingest_gets_the_next_freed_unit_of_the_budget_not_the_last(setup: Setup) -> None:
-    """Tenant a's three ingests hold the whole embedding budget (50 here) with ~220 more chunks to embed;
-    tenant b's ingest, started after, has its first chunk in the model queue when the next unit is
-    freed. In one line (a plain semaphore) it came after all of a's waiting chunks."""
+async def test_another_tenants_ingest_gets_the_next_freed_unit_of_the_budget_not_the_last(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tenant a's three ingests hold the whole embedding budget (50 here) with ~220 more chunks waiting for
+    it (a's model calls held until b asks); tenant b's ingest, started after, has its first chunk in the
+    model queue when the next unit is freed. In one line (a plain semaphore) it came after all of a's."""
     models = setup.search.models
     models.register(MODEL, Hash16Model)
     entered: list[str] = []  # the tenant of each chunk as it enters the model runtime
+    asked = asyncio.Event()  # b's ingest asked for a unit of the budget
 
     def counted(tenant: str) -> Callable[[EmbedInput], Awaitable[Any]]:
         async def predict(item: EmbedInput) -> Any:
             entered.append(tenant)
+            await asked.wait()  # a's first 50 hold their units until b has asked
             return await models.predict(MODEL, item, tenant)
 
         return predict
@@ -395,13 +399,23 @@ async def test_another_tenants_ingest_gets_the_next_freed_unit_of_the_budget_not
             setup.search, setup.ocr, ingest_context(document, {MODEL: counted(tenant)}), ingest_input(document)
         )
 
+    budget = setup.search.embed_slots
+    hold = budget.hold
+    before: list[int] = []  # how many chunks had entered when b's ingest first asked for a unit
+
+    def watched(tenant: str) -> Any:
+        if tenant == "b" and not asked.is_set():
+            before.append(len(entered))
+            asked.set()
+        return hold(tenant)
+
+    monkeypatch.setattr(budget, "hold", watched)
     bulk = [asyncio.create_task(ingest("a", n)) for n in range(3)]
-    await eventually(lambda: setup.search.embed_slots.free == 0 and len(entered) >= embed_budget(100))
-    before = len(entered)
+    await eventually(lambda: budget.free == 0 and budget.waiting > 150)
     late = asyncio.create_task(ingest("b", 3))
     results = await asyncio.gather(*bulk, late)
     a_chunks = sum(result["chunks"] for result in results[:3])
-    assert a_chunks - before > 200  # a's chunks still to come when b started
+    assert before == [embed_budget(100)] and a_chunks - before[0] > 150  # a's chunks waiting when b asked
     first_b = entered.index("b")
-    assert first_b - before <= 8, (first_b, before)  # a batch of a's in flight at most, not a's 200
-    assert entered.count("b") == results[3]["chunks"] and setup.search.embed_slots.free == embed_budget(100)
+    assert first_b == before[0], (first_b, before)  # the next unit freed went to b, not to a's 150
+    assert entered.count("b") == results[3]["chunks"] and budget.free == embed_budget(100)

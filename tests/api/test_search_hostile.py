@@ -95,3 +95,11 @@ async def test_a_lone_surrogate_in_metadata_is_a_422_naming_it_on_every_engine(s
     )
     assert multipart.status_code == 422 and multipart.json()["field"] == "metadata.k", multipart.text
     assert (await search_api.client.get("/api/v1/collections/docs/documents")).json()["items"] == []
+    # A refusal that names what was sent (here a declared field's name) shows the surrogate as U+FFFD: it was
+    # a 500, the refusal's own text not encodable.
+    named = await search_api.client.post(
+        "/api/v1/collections",
+        content=rb'{"name": "other", "fields": {"x\ud800": "keyword"}}',
+        headers={"content-type": "application/json"},
+    )
+    assert named.status_code == 422 and "\ufffd" in named.json()["field"], named.text

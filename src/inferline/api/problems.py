@@ -32,7 +32,20 @@ UNAVAILABLE_RETRY_AFTER_S = 5
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
-    return JSONResponse(body | extra, status_code=status, headers=headers, media_type="application/problem+json")
+    content = _sendable(body | extra)
+    return JSONResponse(content, status_code=status, headers=headers, media_type="application/problem+json")
+
+
+def _sendable(value: Any) -> Any:
+    """`value` with every lone UTF-16 surrogate in its text shown as U+FFFD: a refusal may quote what the
+    client sent (a field's name, a key), and UTF-8 cannot encode one (the refusal became a 500)."""
+    if isinstance(value, str):
+        return value if value.isascii() else errors.SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_sendable(key): _sendable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_sendable(item) for item in value]
+    return value
 
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -149,7 +149,8 @@ async def upsert_checked(
     except BaseException as exc:
         # What this chunk had begun is not indexed: say so, as a canceled ingest does, whatever stopped it
         # (a cancel, the worker's task cancelled, an error): a document left `processing` would pass for
-        # unchanged and never be indexed again. The next attempt, if any, redoes them.
+        # unchanged and never be indexed again. The next attempt, if any, redoes them. Documents of the
+        # index writes that had committed (`_index_writes`) have their new chunks searchable meanwhile.
         if isinstance(exc, Canceled):
             reason = str(exc) or "canceled"
         elif isinstance(exc, Exception):
