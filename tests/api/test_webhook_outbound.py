@@ -200,6 +200,25 @@ async def test_one_tenant_holds_at_most_its_share_of_the_delivery_slots(make_api
     assert slow.most_open == 1  # three were due; the tenant's one slot held them to one at a time
 
 
+async def test_the_last_free_slot_is_kept_for_a_tenant_sending_nothing(make_api: MakeApi, database_url: str) -> None:
+    """One tenant's slow receivers may hold all but the reserve (1 of 4 here), even where its own share is
+    all 4: another tenant's delivery is sent at once, not after that tenant's older backlog."""
+    settings = {"webhook_allow_networks": LOCAL, "webhook_timeout_s": 3}
+    async with (
+        receiving(answer_one_byte_a_second) as slow,
+        receiving(answer_ok) as fast,
+        make_api(database_url=database_url, webhook_concurrency=4, webhook_tenant_concurrency=4, **settings) as api,
+    ):
+        for _ in range(6):
+            await submit_completed_hook(api.client, slow.url)
+        await eventually(lambda: len(slow.arrived) >= 3, timeout_s=15)
+        submitted = time.monotonic()
+        await submit_completed_hook(api.other, fast.url)
+        await eventually(lambda: fast.arrived, timeout_s=15, describe=lambda _: "the fast receiver waited")
+        assert fast.arrived[0] - submitted < 2  # before any slow one is cut at 3 s
+        assert slow.most_open == 3
+
+
 async def test_an_endless_answer_body_is_not_read(make_api: MakeApi, database_url: str) -> None:
     async with (
         receiving(answer_200_with_an_endless_body) as endless,

@@ -141,7 +141,10 @@ async def _with_secrets(conn: AsyncConnection, rows: list[dict[str, Any]]) -> li
 class WebhookDispatcher:
     """Sends due deliveries, each a task of its own bounded by `timeout_s` from resolve to answer,
     `concurrency` at once and `tenant_concurrency` per tenant, so a slow receiver holds one slot of its
-    own tenant, never the next batch. Several processes may run one: rows are claimed by moving their
+    own tenant, never the next batch. The last `reserve` free slots go only to tenants sending nothing:
+    tenants whose receivers are slow but answer (each within the deadline, so no breaker opens) fill
+    the rest, and another tenant's delivery is sent at once; with the claims in due order, it used to wait
+    until their older backlog was sent. Several processes may run one: rows are claimed by moving their
     next_attempt_at forward inside a locking transaction, past the end of the send's deadline, so
     each send happens once per attempt."""
 
@@ -174,6 +177,7 @@ class WebhookDispatcher:
         self.outbound = outbound
         self.concurrency = concurrency
         self.tenant_concurrency = tenant_concurrency
+        self.reserve = max(1, concurrency // 8) if concurrency > 1 else 0  # 4 of the default 32
         self.claim_s = timeout_s * 2
         # Each connection goes to the address its own check resolved (outbound.PinnedTarget), so
         # none is kept for another request: a kept one could carry another name's request over a
@@ -330,15 +334,21 @@ class WebhookDispatcher:
         )
         if self._sending:  # in flight here, its claim not yet recorded: never a second send at once
             query = query.where(d.c.id.not_in(list(self._sending)))
-        full = [tenant for tenant, count in self._tenant_sending.items() if count >= self.tenant_concurrency]
+        full = [tenant for tenant, count in self._tenant_sending.items() if count >= self._cap(slots)]
         return query.where(d.c.tenant.not_in(full)) if full else query
+
+    def _cap(self, free: int) -> int:
+        """How many slots a tenant may hold while `free` are free: its share, or none more once only the
+        reserve is left (a tenant sending nothing may still take one)."""
+        return self.tenant_concurrency if free > self.reserve else 1
 
     def _fair_share(self, candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The candidates within each tenant's free slots; the rest stay due for the next claim."""
         taken: Counter[str] = Counter()
-        rows = []
+        rows: list[dict[str, Any]] = []
+        free = self.concurrency - len(self._sending)
         for row in candidates:
-            if self._tenant_sending[row["tenant"]] + taken[row["tenant"]] < self.tenant_concurrency:
+            if self._tenant_sending[row["tenant"]] + taken[row["tenant"]] < self._cap(free - len(rows)):
                 taken[row["tenant"]] += 1
                 rows.append(row)
         return rows
