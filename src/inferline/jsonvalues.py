@@ -107,8 +107,7 @@ def _next_level(level: list[Any]) -> list[Any] | None:
 
 
 def _plain_within_bounds(kind: type, value: Any) -> bool:
-    if kind is str:
-        return _text(value)
+    """A scalar other than text (`_next_level` checks that inline) within bounds."""
     if kind is int:
         return bool(INT64_MIN <= value <= INT64_MAX)
     if kind is float:
