@@ -36,6 +36,11 @@ import re
 SURROGATE = re.compile("[\ud800-\udfff]")  # lone UTF-16 surrogates: no database stores them, UTF-8 cannot encode them
 
 
+def sendable(text: str) -> str:
+    """`text` with each lone UTF-16 surrogate shown as U+FFFD (ASCII, the common case, is not searched)."""
+    return text if text.isascii() else SURROGATE.sub("\ufffd", text)
+
+
 class InferlineError(Exception):
     """Base of every error inferline raises on purpose."""
 
@@ -168,6 +173,5 @@ def shown_message(exc: BaseException, *, reference: str) -> str:
     text in the log, where the caller logs it. U+0000 and lone UTF-16 surrogates, which PostgreSQL stores in
     no text, are shown as U+FFFD (`inputs.shown_text`)."""
     if isinstance(exc, InferlineError) and not isinstance(exc, ModelError):
-        text = (str(exc) or type(exc).__name__).replace("\x00", "\ufffd")
-        return text if text.isascii() else SURROGATE.sub("\ufffd", text)
+        return sendable((str(exc) or type(exc).__name__).replace("\x00", "\ufffd"))
     return f"internal error ({type(exc).__name__}); the server log has it under {reference}"

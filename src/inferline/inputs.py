@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from inferline.errors import InvalidInput
+from inferline.errors import SURROGATE, InvalidInput, sendable
 
 NUL = "\x00"
 REPLACEMENT = "\ufffd"
@@ -19,7 +19,6 @@ TEXT_MAX_CHARS = 10_000
 # U+0000 as `json.dumps` writes it: `\u0000` after an even number of backslashes (`\\u0000` is a
 # backslash followed by the text "u0000").
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 # A surrogate as `json.dumps` escapes it, not in a pair (an emoji is a high one then a low one): found, the
 # value is walked for the exact place (an escaped backslash before "ud800" makes a false find, no false miss).
 _LONE_ESCAPE = re.compile(r"\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}")
@@ -46,7 +45,7 @@ def surrogate_problem(value: Any, field: str) -> tuple[str, str] | None:
     """(where, what) of the first lone UTF-16 surrogate in `value`'s text, or None: Python keeps one in a str
     (from a JSON escape), but UTF-8, PostgreSQL's jsonb and the vector index refuse it."""
     return _text_problem(
-        value, field, lambda text: not text.isascii() and _SURROGATE.search(text) is not None, "a lone UTF-16 surrogate"
+        value, field, lambda text: not text.isascii() and SURROGATE.search(text) is not None, "a lone UTF-16 surrogate"
     )
 
 
@@ -74,7 +73,7 @@ def _where(place: _Place) -> str:
     node: _Place | None = place
     while node is not None:
         node, key = node
-        parts.append(_SURROGATE.sub("\ufffd", str(key)))  # the error itself must be sendable
+        parts.append(sendable(str(key)))  # the error itself must be sendable
     return ".".join(reversed(parts))
 
 
@@ -138,6 +137,5 @@ def shown_text(text: str, max_chars: int = TEXT_MAX_CHARS) -> str:
     outcomes written with it."""
     if NUL in text:
         text = text.replace(NUL, REPLACEMENT)
-    if not text.isascii():
-        text = _SURROGATE.sub(REPLACEMENT, text)
+    text = sendable(text)
     return text if len(text) <= max_chars else text[: max_chars - 1] + "…"

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterator
 from typing import Any
 
 from pydantic import AfterValidator
 
-from inferline.errors import InvalidInput
+from inferline.errors import SURROGATE, InvalidInput, sendable
 
 MAX_DEPTH = 64  # containers inside each other (serde_json's default limit is 128)
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _LONE_SURROGATE = "holds a lone UTF-16 surrogate (U+D800 to U+DFFF), which is not Unicode text"
 
 
@@ -63,7 +61,7 @@ _PLAIN = frozenset({bool, type(None)})
 
 def _text(value: str) -> bool:
     """Encodable as UTF-8: no lone surrogate (ASCII, the common case, is not searched)."""
-    return value.isascii() or _SURROGATE.search(value) is None
+    return value.isascii() or SURROGATE.search(value) is None
 
 
 def _within_bounds(value: Any) -> bool:
@@ -152,8 +150,7 @@ def _children(value: Any) -> Iterator[tuple[Any, Any]]:
 
 def _shown(key: Any) -> str:
     """A key as a path names it in an error: a lone surrogate replaced, so the error itself can be sent."""
-    text = str(key)
-    return text if _text(text) else _SURROGATE.sub("\ufffd", text)
+    return sendable(str(key))
 
 
 def _scalar_problem(value: Any) -> str | None:

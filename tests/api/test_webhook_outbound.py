@@ -184,15 +184,27 @@ async def test_a_trickling_receiver_is_cut_at_the_deadline_while_another_tenant_
     assert slow.most_open == 1  # its retry came after the cut, never beside it
 
 
-async def test_one_tenant_holds_at_most_its_share_of_the_delivery_slots(make_api: MakeApi, database_url: str) -> None:
+@asynccontextmanager
+async def slow_and_fast(
+    make_api: MakeApi, database_url: str, *, slots: int, tenant_slots: int, slow_hooks: int
+) -> AsyncIterator[tuple[Receiver, Receiver, Api]]:
+    """A receiver answering a byte a second, one answering at once, and a server with `slots` delivery
+    slots (`tenant_slots` per tenant, 3 s deadlines) where the first tenant has `slow_hooks` due to the slow one."""
     settings = {"webhook_allow_networks": LOCAL, "webhook_timeout_s": 3}
     async with (
         receiving(answer_one_byte_a_second) as slow,
         receiving(answer_ok) as fast,
-        make_api(database_url=database_url, webhook_concurrency=2, webhook_tenant_concurrency=1, **settings) as api,
+        make_api(
+            database_url=database_url, webhook_concurrency=slots, webhook_tenant_concurrency=tenant_slots, **settings
+        ) as api,
     ):
-        for _ in range(3):
+        for _ in range(slow_hooks):
             await submit_completed_hook(api.client, slow.url)
+        yield slow, fast, api
+
+
+async def test_one_tenant_holds_at_most_its_share_of_the_delivery_slots(make_api: MakeApi, database_url: str) -> None:
+    async with slow_and_fast(make_api, database_url, slots=2, tenant_slots=1, slow_hooks=3) as (slow, fast, api):
         await eventually(lambda: slow.arrived, timeout_s=15)
         await submit_completed_hook(api.other, fast.url)
         await eventually(lambda: fast.arrived, timeout_s=15, describe=lambda _: "the fast receiver waited")
@@ -203,14 +215,7 @@ async def test_one_tenant_holds_at_most_its_share_of_the_delivery_slots(make_api
 async def test_the_last_free_slot_is_kept_for_a_tenant_sending_nothing(make_api: MakeApi, database_url: str) -> None:
     """One tenant's slow receivers may hold all but the reserve (1 of 4 here), even where its own share is
     all 4: another tenant's delivery is sent at once, not after that tenant's older backlog."""
-    settings = {"webhook_allow_networks": LOCAL, "webhook_timeout_s": 3}
-    async with (
-        receiving(answer_one_byte_a_second) as slow,
-        receiving(answer_ok) as fast,
-        make_api(database_url=database_url, webhook_concurrency=4, webhook_tenant_concurrency=4, **settings) as api,
-    ):
-        for _ in range(6):
-            await submit_completed_hook(api.client, slow.url)
+    async with slow_and_fast(make_api, database_url, slots=4, tenant_slots=4, slow_hooks=6) as (slow, fast, api):
         await eventually(lambda: len(slow.arrived) >= 3, timeout_s=15)
         submitted = time.monotonic()
         await submit_completed_hook(api.other, fast.url)

@@ -40,7 +40,7 @@ def _sendable(value: Any) -> Any:
     """`value` with every lone UTF-16 surrogate in its text shown as U+FFFD: a refusal may quote what the
     client sent (a field's name, a key), and UTF-8 cannot encode one (the refusal became a 500)."""
     if isinstance(value, str):
-        return value if value.isascii() else errors.SURROGATE.sub("\ufffd", value)
+        return errors.sendable(value)
     if isinstance(value, dict):
         return {_sendable(key): _sendable(item) for key, item in value.items()}
     if isinstance(value, list):

@@ -44,6 +44,7 @@ from inferline.files.service import remove_blobs
 from inferline.files.store import release_files
 from inferline.ids import new_id
 from inferline.jobs.context import JobContext
+from inferline.jobs.statements import runs_within
 from inferline.search import documents
 from inferline.search.chunks import Chunk
 from inferline.search.embedders import EmbedInput
@@ -375,19 +376,12 @@ async def _index(
 
 
 def _index_writes(document_ids: list[str], chunks: dict[str, int]) -> list[list[str]]:
-    """The documents in groups of at most INDEX_WRITE_RECORDS chunks (a document of more alone), each written
+    """The documents in runs of at most INDEX_WRITE_RECORDS chunks (a document of more alone), each written
     to the index in a transaction of its own. On SQLite every writer of every tenant waits for that
     transaction: a chunk of 10,000 records (`chunk_records`' bound) held them ~0.3 s per 1,000 chunks in the
     embedded index, seconds at a time. Each document's chunks are still replaced in one transaction."""
-    groups: list[list[str]] = [[]]
-    size = 0
-    for document_id in document_ids:
-        if groups[-1] and size + chunks[document_id] > INDEX_WRITE_RECORDS:
-            groups.append([])
-            size = 0
-        groups[-1].append(document_id)
-        size += chunks[document_id]
-    return [group for group in groups if group]
+    sizes = [chunks[document_id] for document_id in document_ids]
+    return [document_ids[run.start : run.stop] for run in runs_within(sizes, INDEX_WRITE_RECORDS) if run]
 
 
 async def _embed_items(deps: BatchDeps, ctx: JobContext, collection: Collection, items: list[_Pending]) -> None:
