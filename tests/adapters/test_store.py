@@ -20,7 +20,7 @@ from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import JobStatus, RetryPolicy
 from inferline.jobs.outcomes import Outcome, reap_jobs, record_outcomes
-from inferline.jobs.service import claim_jobs, ensure_claim_statistics, get_job, list_jobs
+from inferline.jobs.service import ClaimStart, claim_jobs, ensure_claim_statistics, get_job, list_jobs
 from inferline.jobs.store import JobStore
 from inferline.jobs.submission import JobRequest, Submitter, new_job
 from inferline.metrics import Metrics
@@ -53,6 +53,7 @@ async def claim(engine: AsyncEngine, owner: str = "w1", limit: int = 10, **kw: o
         limit=limit,  # type: ignore[arg-type]
         lease_s=kw.pop("lease_s", 30.0),
         kind_limits=kw.pop("kind_limits", {}),  # type: ignore[arg-type]
+        start=kw.pop("start", None),  # type: ignore[arg-type]
     )
     return [job.id for job in jobs]
 
@@ -584,3 +585,110 @@ async def test_the_planner_is_given_the_jobs_tables_statistics_once_rows_are_wri
     await add(200)
     await eventually(lambda: ensure_claim_statistics(engine, min_rows=100))
     assert await known() and await written() == 0
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+async def test_claims_from_a_place_skip_the_queue_before_it_until_the_rescan(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """A worker draining a backlog starts each claim at the place of the first job its last claim took;
+    a job placed before it (here a higher priority) is taken once the queue is read whole again, at the
+    latest `rescan_s` after the last whole read."""
+    if engine.dialect.name == "mysql":
+        pytest.skip("MariaDB reads the whole queue (InnoDB purges the entries of claimed jobs by itself)")
+    clock = _Clock()
+    start = ClaimStart(rescan_s=0.25, clock=clock)
+    backlog = [await submit(engine, registry) for _ in range(10)]
+    assert await claim(engine, limit=4, start=start) == backlog[:4]
+    assert start.place() is not None
+    urgent = await submit(engine, registry, priority=1)
+    clock.now_s = 0.2
+    assert await claim(engine, limit=4, start=start) == backlog[4:8]  # from the place: the urgent job is before it
+    clock.now_s = 0.25
+    assert start.place() is None
+    assert await claim(engine, limit=1, start=start) == [urgent]
+    assert await claim(engine, limit=1, start=start) == [backlog[8]]
+
+
+async def test_a_claim_from_a_place_that_comes_back_short_reads_the_queue_whole(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """Jobs before the place are not left waiting when the backlog after it runs out: the same claim reads
+    the queue from its start, and the next one does too."""
+    if engine.dialect.name == "mysql":
+        pytest.skip("MariaDB reads the whole queue (InnoDB purges the entries of claimed jobs by itself)")
+    start = ClaimStart(rescan_s=3600, clock=_Clock())
+    backlog = [await submit(engine, registry) for _ in range(6)]
+    assert await claim(engine, limit=4, start=start) == backlog[:4]
+    urgent = await submit(engine, registry, priority=1)
+    assert sorted(await claim(engine, limit=4, start=start)) == sorted([*backlog[4:], urgent])
+    assert start.place() is None
+    late = await submit(engine, registry, priority=2)
+    assert await claim(engine, limit=4, start=start) == [late]
+
+
+async def test_a_claim_from_a_place_takes_the_jobs_at_that_place(engine: AsyncEngine, registry: KindRegistry) -> None:
+    """Another tenant's job given the same seq as the place (it joined at the queue's head) is not skipped,
+    and the lower priorities after it are read too."""
+    if engine.dialect.name == "mysql":
+        pytest.skip("MariaDB reads the whole queue (InnoDB purges the entries of claimed jobs by itself)")
+    start = ClaimStart(rescan_s=3600, clock=_Clock())
+    mine = [await submit(engine, registry, tenant="a") for _ in range(3)]
+    assert await claim(engine, limit=1, start=start) == mine[:1]
+    theirs = await submit(engine, registry, tenant="b")  # the head's seq: mine[1]'s, the place's is mine[0]'s
+    low = await submit(engine, registry, tenant="c", priority=5)
+    taken = await claim(engine, limit=3, start=start)
+    assert set(taken) == {mine[1], theirs, mine[2]}
+    assert await claim(engine, limit=3, start=start) == [low]
+
+
+async def test_a_claim_from_its_place_steps_over_none_of_the_entries_claimed_jobs_left_in_the_index(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """PostgreSQL keeps a claimed job's old entry in the claim index until a VACUUM, at the front of the
+    queue's order: a claim from the queue's start reads every one of them, a claim from its place goes
+    down to the place (docs/jobs.md)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's index")
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(sa.text("ALTER TABLE jobs SET (autovacuum_enabled = false)"))
+    now = utcnow()
+    async with db.write(engine) as conn:
+        request = JobRequest(kind="echo", input=ECHO)
+        await JobStore(conn).add([new_job(request, tenant="a", now=now, default_max_attempts=3) for _ in range(3000)])
+    for _ in range(45):
+        assert len(await claim(engine, limit=64)) == 64
+    async with db.read(engine) as conn:
+        head = (await conn.execute(sa.text("SELECT min(fair_seq) FROM jobs WHERE status = 'queued'"))).scalar_one()
+
+    async def pages_read(from_place: bool) -> int:
+        candidates = statements.claim_candidates(("echo",), from_place).params(
+            now=utcnow(), limit=64, from_priority=3, from_seq=head
+        )
+        async with db.read(engine) as conn:
+            text = str(candidates.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            plan = (await conn.execute(sa.text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + text))).scalar_one()
+        scans = []
+
+        def walk(node: dict[str, object]) -> None:
+            if node["Node Type"] == "Index Scan":
+                scans.append(node)
+            for child in node.get("Plans", []):  # type: ignore[attr-defined]
+                walk(child)
+
+        walk(plan[0]["Plan"])
+        assert [scan["Index Name"] for scan in scans] == ["ix_jobs_claim"], plan
+        return int(scans[0]["Shared Hit Blocks"]) + int(scans[0]["Shared Read Blocks"])
+
+    # The claims above marked the entries they stepped over dead: read page by page, not followed to the table.
+    from_start, from_place = await pages_read(False), await pages_read(True)
+    assert from_place <= 10, from_place  # the descent, and the leaf pages of 64 entries
+    assert from_start >= 4 * from_place, (from_start, from_place)

@@ -40,7 +40,7 @@ from inferline.jobs.model import RetryPolicy
 from inferline.jobs.outcomes import reap_jobs
 from inferline.jobs.progress import ProgressBatcher, write_progress
 from inferline.jobs.recording import OutcomeRecorder
-from inferline.jobs.service import claim_jobs, ensure_claim_statistics
+from inferline.jobs.service import ClaimStart, claim_jobs, ensure_claim_statistics
 from inferline.jobs.store import JobStore
 from inferline.jobs.wakeup import JobEnds, Wakeup
 from inferline.metrics import Metrics
@@ -55,6 +55,7 @@ class WorkerConfig:
     heartbeat_s: float = 1.0
     poll_s: float = 1.0
     claim_batch: int = 64
+    claim_rescan_s: float = 0.25  # on PostgreSQL, under a backlog: see `ClaimStart`
     kind_limits: Mapping[str, int] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     progress_interval_s: float = 0.25
@@ -108,6 +109,10 @@ class Worker:
         )
         self._stopping = False
         self._mean_claim_s: float | None = None  # a running mean of claims that returned jobs
+        # Only PostgreSQL keeps claimed jobs' entries in the claim index until a VACUUM (SQLite rewrites its
+        # index in place, InnoDB purges them by itself), and a kind's limit makes claims read the whole queue.
+        in_place = engine.dialect.name == "postgresql" and not set(self.kinds) & set(config.kind_limits)
+        self._claim_start = ClaimStart(config.claim_rescan_s) if in_place else None
         self._loops: list[asyncio.Task[None]] = []
         self._halted = asyncio.Event()
 
@@ -187,6 +192,7 @@ class Worker:
                 limit=limit,
                 lease_s=self.config.lease_s,
                 kind_limits=self.config.kind_limits,
+                start=self._claim_start,
             )
             if claimed:
                 claim_s = time.monotonic() - started_s

@@ -176,12 +176,20 @@ def held_leases(on_postgresql: bool) -> sa.Select[Any]:
 
 
 @functools.cache
-def claim_candidates(kinds: tuple[str, ...]) -> sa.Select[Any]:
-    """The first `limit` runnable jobs of `kinds` in fair order (parameters `now`, `limit`). SQLite
-    compiles FOR UPDATE SKIP LOCKED to nothing: its one writer already serializes claims."""
+def claim_candidates(kinds: tuple[str, ...], from_place: bool = False) -> sa.Select[Any]:
+    """The first `limit` runnable jobs of `kinds` in fair order (parameters `now`, `limit`); `from_place`:
+    only those at or after the place (`from_priority`, `from_seq`) in that order, which the claim index
+    reaches in one descent (`ClaimStart`). SQLite compiles FOR UPDATE SKIP LOCKED to nothing: its one
+    writer already serializes claims."""
+    where = [jobs.c.status == QUEUED, jobs.c.run_after <= NOW, jobs.c.kind.in_(kinds)]
+    if from_place:
+        place = sa.tuple_(
+            sa.bindparam("from_priority", type_=sa.Integer()), sa.bindparam("from_seq", type_=sa.BigInteger())
+        )
+        where.insert(1, sa.tuple_(jobs.c.priority, jobs.c.fair_seq) >= place)
     return (
         sa.select(jobs.c.id, jobs.c.kind)
-        .where(jobs.c.status == QUEUED, jobs.c.run_after <= NOW, jobs.c.kind.in_(kinds))
+        .where(*where)
         .order_by(jobs.c.priority, jobs.c.fair_seq, jobs.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
         .with_for_update(skip_locked=True)
@@ -189,8 +197,9 @@ def claim_candidates(kinds: tuple[str, ...]) -> sa.Select[Any]:
 
 
 @functools.cache
-def claim_update(kinds: tuple[str, ...] | None, on_postgresql: bool) -> sa.Update:
-    """Lease the candidates of `kinds` to `owner` until `expires`; with `kinds` None, the jobs `ids`.
+def claim_update(kinds: tuple[str, ...] | None, on_postgresql: bool, from_place: bool = False) -> sa.Update:
+    """Lease the candidates of `kinds` to `owner` until `expires` (from a place in the queue: see
+    `claim_candidates`); with `kinds` None, the jobs `ids`.
 
     On PostgreSQL the statement also sets the transaction's `synchronous_commit` to off (see
     `commit_without_waiting_for_disk`), which a separate `SET LOCAL` would cost a round trip: an
@@ -198,7 +207,7 @@ def claim_update(kinds: tuple[str, ...] | None, on_postgresql: bool) -> sa.Updat
     if kinds is None:
         update = jobs.update().where(id_among_ids(on_postgresql))
     else:
-        chosen = sa.select(claim_candidates(kinds).subquery().c.id).scalar_subquery()
+        chosen = sa.select(claim_candidates(kinds, from_place).subquery().c.id).scalar_subquery()
         update = jobs.update().where(jobs.c.id.in_(chosen))
     if on_postgresql:
         setting = sa.select(sa.func.set_config("synchronous_commit", "off", sa.true()).label("value"))

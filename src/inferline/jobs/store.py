@@ -279,7 +279,11 @@ class JobStore:
         now: datetime,
         lease_s: float,
         kind_limits: Mapping[str, int],
+        from_place: tuple[int, int] | None = None,
     ) -> list[Job]:
+        """Lease up to `limit` runnable jobs of `kinds` to `owner`, in (priority, fair_seq, id) order.
+        `from_place` (priority, fair_seq): only jobs at or after it in that order, on PostgreSQL and SQLite
+        and where no kind among `kinds` is limited; elsewhere the whole queue is read (`ClaimStart`)."""
         slots = await self._free_slots(kind_limits, kinds)
         allowed = [kind for kind in kinds if slots.get(kind, 1) > 0]
         if not allowed or limit <= 0:
@@ -295,7 +299,9 @@ class JobStore:
             update = sql.claim_update(None, self.dialect == "postgresql")
             params["ids"] = chosen
         else:  # the common case: select and update in one statement, one round trip
-            update = sql.claim_update(tuple(allowed), self.dialect == "postgresql")
+            update = sql.claim_update(tuple(allowed), self.dialect == "postgresql", from_place is not None)
+            if from_place is not None:
+                params["from_priority"], params["from_seq"] = from_place
         if self.dialect == "mysql":
             rows = await mysql.claim(self.conn, kinds=None if slots else allowed, ids=chosen, params=params)
             claimed = [job_from_row(row) for row in rows]
