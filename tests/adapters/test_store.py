@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ from inferline import db
 from inferline.clock import utcnow
 from inferline.db import SqliteWriter
 from inferline.errors import InvalidInput
-from inferline.jobs import statements, store
+from inferline.jobs import lanes, statements, store
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import JobStatus, RetryPolicy
@@ -692,3 +693,83 @@ async def test_a_claim_from_its_place_steps_over_none_of_the_entries_claimed_job
     from_start, from_place = await pages_read(False), await pages_read(True)
     assert from_place <= 10, from_place  # the descent, and the leaf pages of 64 entries
     assert from_start >= 4 * from_place, (from_start, from_place)
+
+
+async def _index_pages_read(engine: AsyncEngine, statement: sa.Select[Any], params: dict[str, object]) -> int:
+    """Pages of the claim index that PostgreSQL read to run `statement` (its literal text, analyzed)."""
+    async with db.read(engine) as conn:
+        text = str(statement.params(**params).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        plan = (await conn.execute(sa.text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + text))).scalar_one()
+    pages = 0
+
+    def walk(node: dict[str, Any]) -> None:
+        nonlocal pages
+        if node.get("Index Name") == "ix_jobs_claim":
+            pages += int(node["Shared Hit Blocks"]) + int(node["Shared Read Blocks"])
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    return pages
+
+
+async def test_a_submission_looks_for_the_queues_head_from_the_head_it_saw_last(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """After a drain, a tenant arriving still gets the seq at the queue's head, and the look for it goes
+    down to the head this process saw before instead of stepping over every claimed job's dead entry
+    (docs/jobs.md)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's index")
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(sa.text("ALTER TABLE jobs SET (autovacuum_enabled = false)"))
+    await submit(engine, registry, tenant="a")  # this process sees the head: this job's seq
+    async with db.write(engine) as conn:
+        request = JobRequest(kind="echo", input=ECHO)
+        await JobStore(conn).add(
+            [new_job(request, tenant="a", now=utcnow(), default_max_attempts=3) for _ in range(3000)]
+        )
+    for _ in range(45):
+        assert len(await claim(engine, limit=64)) == 64
+    async with db.read(engine) as conn:
+        head = (await conn.execute(sa.text("SELECT min(fair_seq) FROM jobs WHERE status = 'queued'"))).scalar_one()
+    arriving = await get_job(engine, tenant="b", job_id=await submit(engine, registry, tenant="b"))
+    assert arriving.fair_seq == head
+    assert store._HEADS_SEEN[engine.sync_engine][3] == head
+
+    look = sa.select(lanes.queue_head(sa.bindparam("priority", type_=sa.Integer), hinted=True))
+    from_start = await _index_pages_read(engine, look, {"priority": 3, "head_hint": lanes.NO_HINT})
+    from_hint = await _index_pages_read(engine, look, {"priority": 3, "head_hint": head})
+    assert from_hint <= 6, from_hint
+    assert from_start >= 4 * from_hint, (from_start, from_hint)
+
+
+async def test_a_job_put_back_before_the_head_seen_leaves_arrivals_at_the_front_of_the_rest(
+    engine: AsyncEngine, registry: KindRegistry
+) -> None:
+    """A job back at its old place, before the head this process saw, is not taken for the head: a tenant
+    arriving is placed at the smallest queued seq after it, still ahead of every other tenant's queued
+    work, or with nothing queued after it at the newest seq given; the job put back is claimed first."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's hint")
+    old = [await submit(engine, registry, tenant="a") for _ in range(3)]
+    assert await claim(engine, limit=2) == old[:2]
+    await submit(engine, registry, tenant="a")  # seen: old[2]'s seq
+    await _put_back(engine, old[0])
+    seqs = {job_id: (await get_job(engine, tenant="a", job_id=job_id)).fair_seq for job_id in old}
+    b = await submit(engine, registry, tenant="b")
+    assert (await get_job(engine, tenant="b", job_id=b)).fair_seq == seqs[old[2]] > seqs[old[0]]
+    assert await claim(engine, limit=2) == [old[0], old[2]]
+    assert b in await claim(engine, limit=10)  # and a's last: nothing queued now
+    await _put_back(engine, old[1])
+    c = await submit(engine, registry, tenant="c")
+    assert (await get_job(engine, tenant="c", job_id=c)).fair_seq > seqs[old[1]]
+    assert await claim(engine, limit=10) == [old[1], c]
+
+
+async def _put_back(engine: AsyncEngine, job_id: str) -> None:
+    """A running job back in the queue at its old place, as a retry or an expired lease puts it."""
+    async with db.write(engine) as conn:
+        values = {"status": "queued", "lease_owner": None, "lease_expires_at": None}
+        await conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))

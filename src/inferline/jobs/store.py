@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -26,11 +27,13 @@ from inferline import paging
 from inferline.events import outbox
 from inferline.jobs import mysql, wakeup
 from inferline.jobs import statements as sql
-from inferline.jobs.lanes import lane_counts, lane_params, lane_upsert, place, queue_head
+from inferline.jobs.lanes import NO_HINT, lane_counts, lane_params, lane_upsert, place, queue_head
 from inferline.jobs.model import Job, JobStatus
 from inferline.schema import jobs
 
 _JOB_FIELDS = {c.name for c in jobs.columns}
+# Per database (engine) and priority, the head of the queue this process last saw (`lanes.queue_head`).
+_HEADS_SEEN: weakref.WeakKeyDictionary[sa.Engine, dict[int, int]] = weakref.WeakKeyDictionary()
 _JOB_DATACLASS_FIELDS = frozenset(field.name for field in fields(Job))
 assert _JOB_FIELDS == _JOB_DATACLASS_FIELDS, "a Job field and the jobs table's columns must match"
 _ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit TO OFF")
@@ -159,9 +162,16 @@ class JobStore:
             head = sa.select(queue_head(sa.bindparam("priority", type_=sa.Integer)))
             return place(batch, await mysql.place_in_lanes(self.conn, lane_counts(batch), head))
         lasts = {}
+        if self.dialect != "postgresql":
+            for (tenant, priority), count in lane_counts(batch).items():
+                result = await self.conn.execute(lane_upsert(self.dialect), lane_params(tenant, priority, count))
+                lasts[(tenant, priority)] = int(result.scalar_one())
+            return place(batch, lasts)
+        heads = _HEADS_SEEN.setdefault(self.conn.sync_engine, {})
         for (tenant, priority), count in lane_counts(batch).items():
-            result = await self.conn.execute(lane_upsert(self.dialect), lane_params(tenant, priority, count))
-            lasts[(tenant, priority)] = int(result.scalar_one())
+            params = lane_params(tenant, priority, count, heads.get(priority, NO_HINT))
+            last, heads[priority] = (await self.conn.execute(lane_upsert(self.dialect), params)).one()
+            lasts[(tenant, priority)] = int(last)
         return place(batch, lasts)
 
     async def json_limit_bytes(self) -> int:
