@@ -16,7 +16,7 @@ from inferline import db
 from inferline.clock import utcnow
 from inferline.db import SqliteWriter
 from inferline.errors import InvalidInput
-from inferline.jobs import lanes, statements, store
+from inferline.jobs import lanes, service, statements, store
 from inferline.jobs.echo import register as register_echo
 from inferline.jobs.kinds import KindRegistry
 from inferline.jobs.model import JobStatus, RetryPolicy
@@ -635,19 +635,60 @@ async def test_a_claim_from_a_place_that_comes_back_short_reads_the_queue_whole(
     assert await claim(engine, limit=4, start=start) == [late]
 
 
-async def test_a_claim_from_a_place_takes_the_jobs_at_that_place(engine: AsyncEngine, registry: KindRegistry) -> None:
-    """Another tenant's job given the same seq as the place (it joined at the queue's head) is not skipped,
-    and the lower priorities after it are read too."""
+@pytest.mark.allow_error_logs
+@pytest.mark.parametrize("failure", [ConnectionError, asyncio.CancelledError])
+async def test_a_failed_read_from_the_start_after_a_short_claim_from_the_place_strands_no_job(
+    engine: AsyncEngine,
+    registry: KindRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: type[BaseException],
+    log_records: Any,
+) -> None:
+    """The claim from the place committed; the read from the queue's start that follows it fails: an error
+    leaves the jobs claimed to their worker (and the next claim reads the whole queue), a cancellation gives
+    them back to the queue, the attempt not counted. Either way none waits for its lease to expire."""
     if engine.dialect.name == "mysql":
         pytest.skip("MariaDB reads the whole queue (InnoDB purges the entries of claimed jobs by itself)")
     start = ClaimStart(rescan_s=3600, clock=_Clock())
+    backlog = [await submit(engine, registry) for _ in range(6)]
+    assert await claim(engine, limit=4, start=start) == backlog[:4]
+    real = service._claim
+
+    async def failing(*args: Any) -> list[Any]:
+        if args[-1] is None:
+            raise failure("the read from the start")
+        return await real(*args)
+
+    monkeypatch.setattr(service, "_claim", failing)
+    if failure is asyncio.CancelledError:
+        with pytest.raises(asyncio.CancelledError):
+            await claim(engine, limit=4, start=start)
+        for job_id in backlog[4:]:
+            job = await get_job(engine, tenant="a", job_id=job_id)
+            assert (job.status, job.attempts) == (JobStatus.QUEUED, 0)
+        return
+    assert await claim(engine, limit=4, start=start) == backlog[4:]
+    assert start.place() is None
+    assert [event["event"] for event in log_records.errors()] == ["claim_from_the_start_failed"]
+
+
+async def test_a_claim_from_a_place_takes_the_jobs_at_that_place(engine: AsyncEngine, registry: KindRegistry) -> None:
+    """Another tenant's job given the same seq as the place (it joined at the queue's head) is not skipped,
+    and the lower priorities after it are read too; a higher priority, before it, waits for the rescan."""
+    if engine.dialect.name == "mysql":
+        pytest.skip("MariaDB reads the whole queue (InnoDB purges the entries of claimed jobs by itself)")
+    clock = _Clock()
+    start = ClaimStart(rescan_s=0.25, clock=clock)
     mine = [await submit(engine, registry, tenant="a") for _ in range(3)]
-    assert await claim(engine, limit=1, start=start) == mine[:1]
-    theirs = await submit(engine, registry, tenant="b")  # the head's seq: mine[1]'s, the place's is mine[0]'s
-    low = await submit(engine, registry, tenant="c", priority=5)
-    taken = await claim(engine, limit=3, start=start)
-    assert set(taken) == {mine[1], theirs, mine[2]}
-    assert await claim(engine, limit=3, start=start) == [low]
+    theirs = await submit(engine, registry, tenant="b")  # the head's seq: mine[0]'s, and a later id
+    assert await claim(engine, limit=1, start=start) == [mine[0]]
+    urgent = await submit(engine, registry, tenant="c", priority=1)
+    assert await claim(engine, limit=1, start=start) == [theirs]
+    low = await submit(engine, registry, tenant="d", priority=5)
+    assert await claim(engine, limit=3, start=start) == [mine[1], mine[2], low]  # all it asked for: no rescan
+    assert (await get_job(engine, tenant="c", job_id=urgent)).status is JobStatus.QUEUED
+    clock.now_s = 0.25
+    assert await claim(engine, limit=3, start=start) == [urgent]
 
 
 async def test_a_claim_from_its_place_steps_over_none_of_the_entries_claimed_jobs_left_in_the_index(
@@ -724,6 +765,7 @@ async def test_a_submission_looks_for_the_queues_head_from_the_head_it_saw_last(
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn.execute(sa.text("ALTER TABLE jobs SET (autovacuum_enabled = false)"))
+    store._HEADS_SEEN[engine.sync_engine] = lanes.HeadHints(relook_s=3600)
     await submit(engine, registry, tenant="a")  # this process sees the head: this job's seq
     async with db.write(engine) as conn:
         request = JobRequest(kind="echo", input=ECHO)
@@ -736,7 +778,7 @@ async def test_a_submission_looks_for_the_queues_head_from_the_head_it_saw_last(
         head = (await conn.execute(sa.text("SELECT min(fair_seq) FROM jobs WHERE status = 'queued'"))).scalar_one()
     arriving = await get_job(engine, tenant="b", job_id=await submit(engine, registry, tenant="b"))
     assert arriving.fair_seq == head
-    assert store._HEADS_SEEN[engine.sync_engine][3] == head
+    assert store._HEADS_SEEN[engine.sync_engine].hint(3) == head
 
     look = sa.select(lanes.queue_head(sa.bindparam("priority", type_=sa.Integer), hinted=True))
     from_start = await _index_pages_read(engine, look, {"priority": 3, "head_hint": lanes.NO_HINT})
@@ -753,6 +795,8 @@ async def test_a_job_put_back_before_the_head_seen_leaves_arrivals_at_the_front_
     work, or with nothing queued after it at the newest seq given; the job put back is claimed first."""
     if engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL's hint")
+    clock = _Clock()
+    store._HEADS_SEEN[engine.sync_engine] = lanes.HeadHints(relook_s=1.0, clock=clock)
     old = [await submit(engine, registry, tenant="a") for _ in range(3)]
     assert await claim(engine, limit=2) == old[:2]
     await submit(engine, registry, tenant="a")  # seen: old[2]'s seq
@@ -764,8 +808,12 @@ async def test_a_job_put_back_before_the_head_seen_leaves_arrivals_at_the_front_
     assert b in await claim(engine, limit=10)  # and a's last: nothing queued now
     await _put_back(engine, old[1])
     c = await submit(engine, registry, tenant="c")
-    assert (await get_job(engine, tenant="c", job_id=c)).fair_seq > seqs[old[1]]
+    assert (await get_job(engine, tenant="c", job_id=c)).fair_seq > seqs[old[1]]  # the trade-off (docs/jobs.md)
     assert await claim(engine, limit=10) == [old[1], c]
+    await _put_back(engine, old[1])
+    clock.now_s = 1.0  # the head looked for from the priority's start again: the job put back is the head
+    d = await submit(engine, registry, tenant="d")
+    assert (await get_job(engine, tenant="d", job_id=d)).fair_seq == seqs[old[1]]
 
 
 async def _put_back(engine: AsyncEngine, job_id: str) -> None:

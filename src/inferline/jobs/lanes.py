@@ -8,7 +8,9 @@ behind another's 10,000 jobs gets the seq at the head and runs next.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -30,17 +32,40 @@ def lane_counts(batch: Sequence[Job]) -> dict[tuple[str, int], int]:
 NO_HINT = -(2**63)  # a `head_hint` below every seq: the look starts at the priority's first entry
 
 
+class HeadHints:
+    """Per priority, the head of the queue a process saw last (`queue_head`'s `head_hint`). The head is
+    looked for from the priority's start again every `relook_s`: a hint left above every queued job (jobs
+    put back at their old places, a table restored under a running process) would otherwise place every
+    tenant arriving behind them until the queue drains past it."""
+
+    def __init__(self, relook_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.relook_s = relook_s
+        self._clock = clock
+        self._seen: dict[int, tuple[int, float]] = {}  # priority: (head, when it was last looked for whole)
+
+    def hint(self, priority: int) -> int:
+        head, looked_whole_at = self._seen.get(priority, (NO_HINT, -math.inf))
+        return head if self._clock() - looked_whole_at < self.relook_s else NO_HINT
+
+    def saw(self, priority: int, head: int, hint: int) -> None:
+        """The head found by a look from `hint`."""
+        looked_whole_at = self._clock() if hint == NO_HINT else self._seen[priority][1]
+        self._seen[priority] = (head, looked_whole_at)
+
+
 def queue_head(priority: sa.ColumnElement[int], hinted: bool = False) -> sa.ColumnElement[int]:
     """The smallest queued seq at this priority; with none queued, the newest seq given out.
 
     `hinted` (PostgreSQL): the smallest queued seq from `head_hint` on, a head this process saw before
-    (`NO_HINT` for none). Claimed jobs leave their entries in the claim index, dead, at the front of the
-    queue's order until a VACUUM, and a look from the priority's start steps over all of them (0.33 ms
-    once 96,000 jobs had been claimed); from the hint it goes down to the head. Jobs join the queue at or
-    after the head, so the head only moves back for a job put back at its old place (a retry, an expired
-    lease): such a job is not seen as the head, and a tenant arriving is placed at the smallest queued seq
-    after the hint (or the newest given), still ahead of everything else queued; the job put back is
-    claimed first all the same."""
+    (`HeadHints`; `NO_HINT` for none). Claimed jobs leave their entries in the claim index, dead, at the
+    front of the queue's order until a VACUUM, and a look from the priority's start steps over all of them
+    (0.33 ms once 96,000 jobs had been claimed); from the hint it goes down to the head. Jobs join the queue
+    at or after the head, so the head is before the hint only for a job put back at its old place (a
+    retry, an expired lease), or one another API process placed at the head while this one looked (off by
+    a seq or so): such a job is not seen as the head until the next look from the start, and a tenant
+    arriving meanwhile is placed at the smallest queued seq after the hint (or the newest given), still
+    ahead of everything else queued. With nothing queued at this priority from the hint on, the look goes
+    on through the next priorities' entries, dead ones included, to the first queued job."""
     newest_given = sa.select(sa.func.max(lanes.c.last_seq)).where(lanes.c.priority == priority).scalar_subquery()
     if not hinted:
         smallest_queued = (
@@ -91,7 +116,8 @@ def lane_upsert(dialect: str) -> sa.Insert:
     )
     if not on_postgresql:
         return upsert.returning(lanes.c.last_seq)
-    # Read again after the lane's update, before the batch's jobs are inserted: one descent from the hint.
+    # Looked for again (the statement's third look, after the insert's and the update's), after the lane's
+    # update and before the batch's jobs are inserted: from the hint, down to the head.
     return upsert.returning(
         lanes.c.last_seq, sa.func.coalesce(first_queued_from(priority), lanes.c.last_seq - count + 1)
     )

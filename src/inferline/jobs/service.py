@@ -122,7 +122,8 @@ class ClaimStart:
     def claimed(self, jobs: Sequence[Job], limit: int, *, read_whole: bool) -> None:
         if read_whole:
             self._read_whole_at = self._clock()
-        # A claim that took fewer than it asked for reached the queue's end: the next one reads it whole.
+        # A claim that took fewer than it asked for reached the queue's end (or its read from the start
+        # failed, see `claim_jobs`): the next one reads it whole.
         self._place = min((job.priority, job.fair_seq) for job in jobs) if len(jobs) >= limit > 0 else None
 
 
@@ -139,13 +140,24 @@ async def claim_jobs(
     """Lease up to `limit` runnable jobs of `kinds` to `owner`, in fair order; their START webhooks are
     enqueued before they are returned. The claim commits without waiting for the disk (`JobStore.claim`).
     With `start` (PostgreSQL), the queue is read from the place it keeps; a claim from there that comes
-    back short is followed at once by one from the queue's start, which may hold jobs placed before it."""
+    back short is followed at once by one from the queue's start, which may hold jobs placed before it.
+    Where a place is not honoured (MariaDB, a kind with a concurrency limit among `kinds`), `start` is
+    not used."""
+    if engine.dialect.name == "mysql" or any(kind in kind_limits for kind in kinds):
+        start = None
     place = start.place() if start is not None else None
     claimed = await _claim(engine, owner, kinds, limit, lease_s, kind_limits, place)
     read_whole = place is None
     if not read_whole and len(claimed) < limit:
-        claimed += await _claim(engine, owner, kinds, limit - len(claimed), lease_s, kind_limits, None)
-        read_whole = True
+        try:
+            claimed += await _claim(engine, owner, kinds, limit - len(claimed), lease_s, kind_limits, None)
+            read_whole = True
+        except Exception:  # the jobs already claimed run; the queue's start is read at the next claim
+            log.exception("claim_from_the_start_failed", owner=owner)
+        except BaseException:  # a cancellation: the jobs claimed go back, as `_announce_start` gives them
+            with contextlib.suppress(Exception):
+                await give_back(engine, owner, claimed)
+            raise
     if start is not None:
         start.claimed(claimed, limit, read_whole=read_whole)
     return claimed

@@ -27,13 +27,13 @@ from inferline import paging
 from inferline.events import outbox
 from inferline.jobs import mysql, wakeup
 from inferline.jobs import statements as sql
-from inferline.jobs.lanes import NO_HINT, lane_counts, lane_params, lane_upsert, place, queue_head
+from inferline.jobs.lanes import HeadHints, lane_counts, lane_params, lane_upsert, place, queue_head
 from inferline.jobs.model import Job, JobStatus
 from inferline.schema import jobs
 
 _JOB_FIELDS = {c.name for c in jobs.columns}
 # Per database (engine) and priority, the head of the queue this process last saw (`lanes.queue_head`).
-_HEADS_SEEN: weakref.WeakKeyDictionary[sa.Engine, dict[int, int]] = weakref.WeakKeyDictionary()
+_HEADS_SEEN: weakref.WeakKeyDictionary[sa.Engine, HeadHints] = weakref.WeakKeyDictionary()
 _JOB_DATACLASS_FIELDS = frozenset(field.name for field in fields(Job))
 assert _JOB_FIELDS == _JOB_DATACLASS_FIELDS, "a Job field and the jobs table's columns must match"
 _ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit TO OFF")
@@ -167,10 +167,13 @@ class JobStore:
                 result = await self.conn.execute(lane_upsert(self.dialect), lane_params(tenant, priority, count))
                 lasts[(tenant, priority)] = int(result.scalar_one())
             return place(batch, lasts)
-        heads = _HEADS_SEEN.setdefault(self.conn.sync_engine, {})
+        heads = _HEADS_SEEN.setdefault(self.conn.sync_engine, HeadHints())
         for (tenant, priority), count in lane_counts(batch).items():
-            params = lane_params(tenant, priority, count, heads.get(priority, NO_HINT))
-            last, heads[priority] = (await self.conn.execute(lane_upsert(self.dialect), params)).one()
+            hint = heads.hint(priority)
+            last, head = (
+                await self.conn.execute(lane_upsert(self.dialect), lane_params(tenant, priority, count, hint))
+            ).one()
+            heads.saw(priority, int(head), hint)
             lasts[(tenant, priority)] = int(last)
         return place(batch, lasts)
 
