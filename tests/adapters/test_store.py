@@ -652,14 +652,14 @@ async def test_a_failed_read_from_the_start_after_a_short_claim_from_the_place_s
     start = ClaimStart(rescan_s=3600, clock=_Clock())
     backlog = [await submit(engine, registry) for _ in range(6)]
     assert await claim(engine, limit=4, start=start) == backlog[:4]
-    real = service._claim
+    real = service._Claims.take
 
-    async def failing(*args: Any) -> list[Any]:
-        if args[-1] is None:
+    async def failing(self: Any, count: int, from_place: tuple[int, int] | None) -> list[Any]:
+        if from_place is None:
             raise failure("the read from the start")
-        return await real(*args)
+        return await real(self, count, from_place)
 
-    monkeypatch.setattr(service, "_claim", failing)
+    monkeypatch.setattr(service._Claims, "take", failing)
     if failure is asyncio.CancelledError:
         with pytest.raises(asyncio.CancelledError):
             await claim(engine, limit=4, start=start)

@@ -7,11 +7,12 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inferline import db
 from inferline.clock import utcnow
@@ -143,14 +144,15 @@ async def claim_jobs(
     back short is followed at once by one from the queue's start, which may hold jobs placed before it.
     Where a place is not honoured (MariaDB, a kind with a concurrency limit among `kinds`), `start` is
     not used."""
+    claims = _Claims(engine, owner, kinds, lease_s, kind_limits)
     if engine.dialect.name == "mysql" or any(kind in kind_limits for kind in kinds):
         start = None
     place = start.place() if start is not None else None
-    claimed = await _claim(engine, owner, kinds, limit, lease_s, kind_limits, place)
+    claimed = await claims.take(limit, place)
     read_whole = place is None
     if not read_whole and len(claimed) < limit:
         try:
-            claimed += await _claim(engine, owner, kinds, limit - len(claimed), lease_s, kind_limits, None)
+            claimed += await claims.take(limit - len(claimed), None)
             read_whole = True
         except Exception:  # the jobs already claimed run; the queue's start is read at the next claim
             log.exception("claim_from_the_start_failed", owner=owner)
@@ -163,48 +165,47 @@ async def claim_jobs(
     return claimed
 
 
-async def _claim(
-    engine: AsyncEngine,
-    owner: str,
-    kinds: Sequence[str],
-    limit: int,
-    lease_s: float,
-    kind_limits: Mapping[str, int],
-    from_place: tuple[int, int] | None,
-) -> list[Job]:
-    now = utcnow()
-    if not _claims_in_one_statement(engine, kinds, kind_limits):
-        async with db.write(engine) as conn:
-            store = JobStore(conn)
-            claimed = await store.claim(
-                owner=owner,
-                kinds=kinds,
-                limit=limit,
-                now=now,
-                lease_s=lease_s,
-                kind_limits=kind_limits,
-                from_place=from_place,
-            )
-            for job in claimed:
-                await webhooks.enqueue(conn, job, WebhookEvent.START, now)
+@dataclass(frozen=True)
+class _Claims:
+    """One worker's claims: `take` leases up to `count` jobs, from `from_place` on (see `ClaimStart`)."""
+
+    engine: AsyncEngine
+    owner: str
+    kinds: Sequence[str]
+    lease_s: float
+    kind_limits: Mapping[str, int]
+
+    async def take(self, count: int, from_place: tuple[int, int] | None) -> list[Job]:
+        now = utcnow()
+        if not _claims_in_one_statement(self.engine, self.kinds, self.kind_limits):
+            async with db.write(self.engine) as conn:
+                claimed = await self._claim(conn, count, now, from_place)
+                for job in claimed:
+                    await webhooks.enqueue(conn, job, WebhookEvent.START, now)
+            return claimed
+        # One statement committed on its own: one round trip instead of three (BEGIN, claim, COMMIT), which on
+        # a busy machine is most of a claim's time (each round trip waits for the server's process and then for
+        # this one to be scheduled; docs/benchmarks.md, issue 20).
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            claimed = await self._claim(conn, count, now, from_place)
+        if any(job.wants(WebhookEvent.START) for job in claimed):
+            await _announce_start(self.engine, self.owner, claimed, now)
         return claimed
-    # One statement committed on its own: one round trip instead of three (BEGIN, claim, COMMIT), which on
-    # a busy machine is most of a claim's time (each round trip waits for the server's process and then for
-    # this one to be scheduled; docs/benchmarks.md, issue 20).
-    async with engine.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        claimed = await JobStore(conn).claim(
-            owner=owner,
-            kinds=kinds,
-            limit=limit,
+
+    async def _claim(
+        self, conn: AsyncConnection, count: int, now: datetime, from_place: tuple[int, int] | None
+    ) -> list[Job]:
+        store = JobStore(conn)
+        return await store.claim(
+            owner=self.owner,
+            kinds=self.kinds,
+            limit=count,
             now=now,
-            lease_s=lease_s,
-            kind_limits=kind_limits,
+            lease_s=self.lease_s,
+            kind_limits=self.kind_limits,
             from_place=from_place,
         )
-    if any(job.wants(WebhookEvent.START) for job in claimed):
-        await _announce_start(engine, owner, claimed, now)
-    return claimed
 
 
 def _claims_in_one_statement(engine: AsyncEngine, kinds: Sequence[str], kind_limits: Mapping[str, int]) -> bool:
