@@ -105,7 +105,7 @@ class ClaimStart:
     queue is read from its start again at least every `rescan_s`, and whenever a claim from the place
     comes back short. A job placed before that place meanwhile (a higher priority, a retry back at its old
     place when its backoff ends, a delayed job coming due, one skipped while another claim held it) waits
-    for that read: at most `rescan_s` longer, and only while the worker has more queued work than slots.
+    for that read: about `rescan_s` longer, and only while the worker has more queued work than slots.
     """
 
     def __init__(self, rescan_s: float, clock: Callable[[], float] = time.monotonic) -> None:
