@@ -16,7 +16,7 @@ import pytest
 import qdrant_edge as qe
 from tests.helpers import eventually
 
-from inferline.errors import NonRetryable, NotFound
+from inferline.errors import NonRetryable, NotFound, Unavailable
 from inferline.search.filters import check_fields, parse_filter
 from inferline.search.index import ChunkRecord, IndexSpec, SearchIndex
 from inferline.search.pgvector import PgVectorIndex
@@ -299,17 +299,55 @@ async def test_a_collection_loading_from_disk_holds_up_no_other_collection(
     assert await reopened.count(specs[1].collection_id) == 20
     monkeypatch.setattr(qe, "EdgeShard", SlowToLoad)
     counts = [asyncio.create_task(reopened.count(slow)) for _ in range(2)]
-    await asyncio.to_thread(loading.wait, 10)
     try:
+        assert await asyncio.to_thread(loading.wait, 10)
         async with asyncio.timeout(5):
             nearest = await reopened.semantic(specs[1], probes[1].vector, None, 1)  # open already
             assert nearest[0].chunk_id == probes[1].id
             assert await reopened.count(specs[2].collection_id) == 20  # opened meanwhile
     finally:
         loads.set()
-    assert await asyncio.gather(*counts) == [20, 20]
-    assert loaded.count(slow) == 1
-    await reopened.close()
+        try:
+            assert await asyncio.gather(*counts) == [20, 20]
+            assert loaded.count(slow) == 1
+        finally:
+            await reopened.close()
+
+
+async def test_closing_the_index_waits_for_a_load_under_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index's lock file is released only once no shard is being loaded: another process taking it
+    meanwhile would open the same files."""
+    index = QdrantIndex(tmp_path / "index")
+    spec = IndexSpec(str(uuid.uuid4()), DIM, FIELDS)
+    await index.create(spec)
+    await index.close()
+    real, loading, loads = qe.EdgeShard, threading.Event(), threading.Event()
+
+    class SlowToLoad:
+        create = real.create
+
+        @staticmethod
+        def load(path: str) -> Any:
+            loading.set()
+            assert loads.wait(10)
+            return real.load(path)
+
+    monkeypatch.setattr(qe, "EdgeShard", SlowToLoad)
+    reopened, other = QdrantIndex(tmp_path / "index"), QdrantIndex(tmp_path / "index")
+    count = asyncio.create_task(reopened.count(spec.collection_id))
+    assert await asyncio.to_thread(loading.wait, 10)
+    closing = asyncio.create_task(reopened.close())
+    await asyncio.sleep(0.3)
+    assert not closing.done()
+    with pytest.raises(NonRetryable, match="another process"):  # still owned
+        await other.count(spec.collection_id)
+    loads.set()
+    await closing
+    with pytest.raises(Unavailable, match="closed"):  # what it loaded was closed with the index
+        await count
+    monkeypatch.setattr(qe, "EdgeShard", real)
+    assert await other.count(spec.collection_id) == 0
+    await other.close()
 
 
 async def test_a_second_process_cannot_open_the_embedded_index(tmp_path: Path) -> None:

@@ -182,6 +182,7 @@ class QdrantIndex:
                 self._dropped.add(collection_id)  # reads and writes of it fail from here on
             with opening:  # an open of it under way ends first, and finds it dropped
                 with self._open_lock:
+                    self._dropped.add(collection_id)  # again: a create that came in between cleared it
                     shard = self._shards.pop(collection_id, None)
                 if shard is not None:
                     with shard.write_lock:
@@ -195,6 +196,10 @@ class QdrantIndex:
             with self._open_lock:
                 self._closed = True
                 shards, self._shards = list(self._shards.values()), {}
+                opening = list(self._opening.values())
+            for lock in opening:  # loads under way end (closing what they loaded) before the owner lock goes
+                with lock:
+                    pass
             try:
                 for shard in shards:
                     with shard.write_lock:
