@@ -296,7 +296,8 @@ def unavailable(exc: BaseException) -> bool:
 
 
 # PostgreSQL holds no U+0000 in text or jsonb (SQLSTATE 22021 in text, 22P05 in jsonb). Inputs that are
-# stored are checked before (`inputs.refuse_unstorable_text`); this catches the rest, ids and filters a request names.
+# stored are checked before (`inputs.refuse_unstorable_text`); this catches the rest, ids and filters a
+# request names.
 NUL_SQLSTATES = frozenset({"22021", "22P05"})
 
 

@@ -36,6 +36,11 @@ import re
 SURROGATE = re.compile("[\ud800-\udfff]")  # lone UTF-16 surrogates: no database stores them, UTF-8 cannot encode them
 
 
+def has_lone_surrogate(text: str) -> bool:
+    """Whether `text` holds a lone UTF-16 surrogate (ASCII, the common case, is not searched)."""
+    return not text.isascii() and SURROGATE.search(text) is not None
+
+
 def sendable(text: str) -> str:
     """`text` with each lone UTF-16 surrogate shown as U+FFFD (ASCII, the common case, is not searched)."""
     return text if text.isascii() else SURROGATE.sub("\ufffd", text)

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from inferline.errors import SURROGATE, InvalidInput, sendable
+from inferline.errors import InvalidInput, has_lone_surrogate, sendable
 
 NUL = "\x00"
 REPLACEMENT = "\ufffd"
@@ -44,9 +44,7 @@ def nul_problem(value: Any, field: str) -> tuple[str, str] | None:
 def surrogate_problem(value: Any, field: str) -> tuple[str, str] | None:
     """(where, what) of the first lone UTF-16 surrogate in `value`'s text, or None: Python keeps one in a str
     (from a JSON escape), but UTF-8, PostgreSQL's jsonb and the vector index refuse it."""
-    return _text_problem(
-        value, field, lambda text: not text.isascii() and SURROGATE.search(text) is not None, "a lone UTF-16 surrogate"
-    )
+    return _text_problem(value, field, has_lone_surrogate, "a lone UTF-16 surrogate")
 
 
 def _text_problem(value: Any, field: str, bad: Callable[[str], bool], what: str) -> tuple[str, str] | None:

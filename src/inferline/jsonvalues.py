@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import AfterValidator
 
-from inferline.errors import SURROGATE, InvalidInput, sendable
+from inferline.errors import InvalidInput, has_lone_surrogate, sendable
 
 MAX_DEPTH = 64  # containers inside each other (serde_json's default limit is 128)
 INT64_MIN = -(2**63)
@@ -61,7 +61,7 @@ _PLAIN = frozenset({bool, type(None)})
 
 def _text(value: str) -> bool:
     """Encodable as UTF-8: no lone surrogate (ASCII, the common case, is not searched)."""
-    return value.isascii() or SURROGATE.search(value) is None
+    return not has_lone_surrogate(value)
 
 
 def _within_bounds(value: Any) -> bool:

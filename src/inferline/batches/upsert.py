@@ -51,13 +51,7 @@ from inferline.search.embedders import EmbedInput
 from inferline.search.extract import plain_text
 from inferline.search.filters import FieldType, check_metadata
 from inferline.search.index import ChunkRecord, Vector
-from inferline.search.indexing import (
-    DocumentText,
-    chunk_documents,
-    chunk_records,
-    embed_documents,
-    replace_chunks,
-)
+from inferline.search.indexing import DocumentText, chunk_documents, chunk_records, embed_documents, replace_chunks
 from inferline.search.model import Collection, Document, DocumentStatus
 from inferline.search.store import SearchStore
 from inferline.shielding import despite_cancel

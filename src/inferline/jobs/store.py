@@ -27,7 +27,7 @@ from inferline import paging
 from inferline.events import outbox
 from inferline.jobs import mysql, wakeup
 from inferline.jobs import statements as sql
-from inferline.jobs.lanes import HeadHints, lane_counts, lane_params, lane_upsert, place, queue_head
+from inferline.jobs.lanes import NO_HINT, HeadHints, lane_counts, lane_params, lane_upsert, place, queue_head
 from inferline.jobs.model import Job, JobStatus
 from inferline.schema import jobs
 
@@ -161,20 +161,15 @@ class JobStore:
         if self.dialect == "mysql":
             head = sa.select(queue_head(sa.bindparam("priority", type_=sa.Integer)))
             return place(batch, await mysql.place_in_lanes(self.conn, lane_counts(batch), head))
+        # PostgreSQL looks for the head from the one this process saw last (`lanes.queue_head`).
+        heads = _HEADS_SEEN.setdefault(self.conn.sync_engine, HeadHints()) if self.dialect == "postgresql" else None
         lasts = {}
-        if self.dialect != "postgresql":
-            for (tenant, priority), count in lane_counts(batch).items():
-                result = await self.conn.execute(lane_upsert(self.dialect), lane_params(tenant, priority, count))
-                lasts[(tenant, priority)] = int(result.scalar_one())
-            return place(batch, lasts)
-        heads = _HEADS_SEEN.setdefault(self.conn.sync_engine, HeadHints())
         for (tenant, priority), count in lane_counts(batch).items():
-            hint = heads.hint(priority)
-            last, head = (
-                await self.conn.execute(lane_upsert(self.dialect), lane_params(tenant, priority, count, hint))
-            ).one()
-            heads.saw(priority, int(head), hint)
-            lasts[(tenant, priority)] = int(last)
+            hint = heads.hint(priority) if heads is not None else NO_HINT
+            row = (await self.conn.execute(lane_upsert(self.dialect), lane_params(tenant, priority, count, hint))).one()
+            lasts[(tenant, priority)] = int(row[0])
+            if heads is not None:
+                heads.saw(priority, int(row[1]), hint)
         return place(batch, lasts)
 
     async def json_limit_bytes(self) -> int:
